@@ -1,0 +1,78 @@
+"""Request parsing shared by the API views: JSON bodies, query parameters, output."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from flask import current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from webapp.errors import AppError, ValidationFailed, detail
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[M]) -> M:
+    """Parse and validate the JSON body; 400 for malformed JSON, 422 for a wrong shape."""
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raw = request.get_data(cache=True)
+        message = "request body is empty" if not raw.strip() else "request body is not valid JSON"
+        raise AppError(message, [detail("body", message)], code="malformed_json")
+    if not isinstance(data, dict):
+        raise ValidationFailed("request body must be a JSON object", [detail("body", "must be an object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the request body is invalid", pydantic_details(exc)) from None
+
+
+def pydantic_details(exc: ValidationError) -> list[dict]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False)[:100]:
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        out.append(detail(field, err["msg"]))
+    return out
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValidationFailed(f"{name} must be an integer between {low} and {high}",
+                               [detail(name, f"must be an integer between {low} and {high}", value=raw[:40])])
+    return int(raw)
+
+
+def query_time(name: str) -> datetime | None:
+    """An ISO 8601 date or datetime query parameter; naive values are taken as UTC."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
+                               [detail(name, "not an ISO 8601 date or datetime", value=raw[:40])]) from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def page_args() -> tuple[int, int]:
+    per_page_max = current_app.config["PER_PAGE_MAX"]
+    page = query_int("page", 1, 1, 1_000_000)
+    per_page = query_int("per_page", current_app.config["PER_PAGE_DEFAULT"], 1, per_page_max)
+    return page, per_page
+
+
+def actor() -> str:
+    """Who made the change, for history: the X-Actor header, else "api"."""
+    return (request.headers.get("X-Actor") or "api").strip()[:100] or "api"
+
+
+def out(model: BaseModel, status: int = 200, headers: dict | None = None):
+    response = jsonify(model.model_dump(mode="json", by_alias=True))
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response

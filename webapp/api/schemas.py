@@ -1,0 +1,137 @@
+"""Request and response models of the JSON API (pydantic v2, strict types).
+
+Strict ints reject booleans and numeric strings; unknown fields are rejected so a typo
+(``ttl`` instead of ``ttl_seconds``) is an error, not a silently ignored field.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+Percent = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=100, examples=[12.5])]
+Slug = Annotated[StrictStr, Field(max_length=200, examples=["AVITO_VOICE_MESSAGES"])]
+Ttl = Annotated[StrictInt, Field(ge=1, le=10 * 366 * 24 * 3600, description="seconds from now")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests ------------------------------------------------------------------------------
+
+class SegmentCreate(Strict):
+    slug: Slug
+    description: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    rollout_percent: Percent | None = None
+
+
+class SegmentPatch(Strict):
+    description: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    rollout_percent: Percent | None = None
+
+
+class AddItem(Strict):
+    slug: Slug
+    ttl_seconds: Ttl | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class UserSegmentsChange(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=10_000)
+    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=10_000)
+    ttl_seconds: Ttl | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class BulkMembers(Strict):
+    user_ids: list[StrictInt] = Field(min_length=1)
+    ttl_seconds: Ttl | None = None
+    expires_at: AwareDatetime | None = None
+
+
+# -- responses -----------------------------------------------------------------------------
+
+class SegmentOut(BaseModel):
+    slug: str
+    description: str
+    rollout_percent: float
+    created_at: datetime
+    member_count: int | None = None
+    excluded_count: int | None = None
+
+
+class SegmentList(BaseModel):
+    items: list[SegmentOut]
+    page: int
+    per_page: int
+    total: int
+
+
+class ActiveSegmentOut(BaseModel):
+    slug: str
+    source: Literal["explicit", "rollout"]
+    expires_at: datetime | None
+
+
+class UserSegments(BaseModel):
+    user_id: int
+    segments: list[ActiveSegmentOut]
+
+
+class ChangeOut(BaseModel):
+    user_id: int
+    added: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    removed: list[str]
+    not_members: list[str]
+    segments: list[ActiveSegmentOut]
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    added_at: datetime
+    expires_at: datetime | None
+
+
+class MemberList(BaseModel):
+    segment: str
+    items: list[MemberOut]
+    next_after: int | None
+
+
+class BulkOut(BaseModel):
+    segment: str
+    received: int
+    added: int
+    updated: int
+    unchanged: int
+
+
+class HistoryEntryOut(BaseModel):
+    segment: str
+    operation: Literal["added", "removed"]
+    occurred_at: datetime
+    reason: str
+    actor: str
+
+
+class HistoryOut(BaseModel):
+    user_id: int
+    start: datetime | None = Field(serialization_alias="from")
+    end: datetime | None = Field(serialization_alias="to")
+    items: list[HistoryEntryOut]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict]
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,84 @@
+"""/api/v1/segments: segment CRUD, members and bulk add."""
+from __future__ import annotations
+
+from flask import url_for
+
+from webapp.api import bp
+from webapp.api.helpers import actor, json_body, out, page_args, query_int
+from webapp.api.schemas import (BulkMembers, BulkOut, MemberList, MemberOut, SegmentCreate,
+                                SegmentList, SegmentOut, SegmentPatch)
+from webapp.extensions import db
+from webapp.models import Segment
+from webapp.services import memberships, segments
+from webapp.services.common import MAX_USER_ID
+from webapp.transaction import transactional
+from flask import request
+
+
+def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:
+    return SegmentOut(slug=segment.slug, description=segment.description,
+                      rollout_percent=segment.rollout_percent, created_at=segment.created_at,
+                      member_count=members, excluded_count=excluded)
+
+
+@bp.get("/segments")
+def list_segments():
+    page, per_page = page_args()
+    q = request.args.get("q", "").strip()[:200]
+    items, total = segments.list_segments(db.session, q, page, per_page)
+    counts = segments.member_counts(db.session, [s.id for s in items])
+    return out(SegmentList(items=[segment_out(s, counts[s.id]) for s in items],
+                           page=page, per_page=per_page, total=total))
+
+
+@bp.post("/segments")
+@transactional
+def create_segment():
+    body = json_body(SegmentCreate)
+    segment = segments.create_segment(db.session, body.slug, body.description, body.rollout_percent)
+    return out(segment_out(segment, 0, 0), 201,
+               {"Location": url_for("api.get_segment", slug=segment.slug)})
+
+
+@bp.get("/segments/<slug>")
+def get_segment(slug: str):
+    segment = segments.get_live_segment(db.session, slug)
+    stats = segments.segment_stats(db.session, segment)
+    return out(segment_out(segment, stats.members, stats.exclusions))
+
+
+@bp.patch("/segments/<slug>")
+@transactional
+def patch_segment(slug: str):
+    body = json_body(SegmentPatch)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    segment, _ = segments.update_segment(db.session, slug, **changes)
+    stats = segments.segment_stats(db.session, segment)
+    return out(segment_out(segment, stats.members, stats.exclusions))
+
+
+@bp.delete("/segments/<slug>")
+@transactional
+def delete_segment(slug: str):
+    left = segments.delete_segment(db.session, slug, reason="api", actor=actor())
+    return {"slug": slug, "deleted": True, "members_removed": left}
+
+
+@bp.get("/segments/<slug>/members")
+def list_members(slug: str):
+    segment = segments.get_live_segment(db.session, slug)
+    limit = query_int("limit", 100, 1, 1000)
+    after = query_int("after", 0, 0, MAX_USER_ID)
+    rows = memberships.list_members(db.session, segment, after=after, limit=limit)
+    items = [MemberOut(user_id=m.user_id, added_at=m.added_at, expires_at=m.expires_at) for m in rows]
+    next_after = items[-1].user_id if len(items) == limit else None
+    return out(MemberList(segment=segment.slug, items=items, next_after=next_after))
+
+
+@bp.post("/segments/<slug>/members")
+@transactional
+def bulk_add(slug: str):
+    body = json_body(BulkMembers)
+    result = memberships.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
+                                  expires_at=body.expires_at, reason="api", actor=actor())
+    return out(BulkOut(**vars(result)))

@@ -1,0 +1,7 @@
+"""SQLAlchemy models; importing this package registers every table on db.metadata."""
+from webapp.models.history import MembershipEvent
+from webapp.models.membership import Membership, RolloutExclusion
+from webapp.models.report import Report
+from webapp.models.segment import RolloutChange, Segment
+
+__all__ = ["MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]

@@ -1,0 +1,37 @@
+"""Append-only log of explicit membership changes."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.extensions import db
+from webapp.models.types import BigId, UTCDateTime
+
+ACTIONS = ("added", "removed")
+REASONS = ("api", "dashboard", "ttl", "segment_deleted", "rollout")
+
+
+class MembershipEvent(db.Model):
+    __tablename__ = "membership_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    segment_slug: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(20))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+    __table_args__ = (
+        CheckConstraint("action IN ('added', 'removed')", name="action_valid"),
+        CheckConstraint(
+            "reason IN ('api', 'dashboard', 'ttl', 'segment_deleted', 'rollout')",
+            name="reason_valid",
+        ),
+        Index("ix_membership_events_user_occurred", "user_id", "occurred_at"),
+        Index("ix_membership_events_occurred", "occurred_at"),
+        Index("ix_membership_events_segment_occurred", "segment_id", "occurred_at"),
+    )

@@ -1,0 +1,81 @@
+"""Small rules shared by every service: ids, slugs, time and expiry."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from webapp.errors import ValidationFailed, detail
+
+SLUG_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+MAX_USER_ID = 2**63 - 1
+MAX_TTL_SECONDS = 10 * 366 * 24 * 3600  # ten years
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a trailing Z, the API's one timestamp format."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def user_id_problem(value) -> str | None:
+    """Why ``value`` is not a user id, or None when it is one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "user id must be an integer"
+    if not 1 <= value <= MAX_USER_ID:
+        return f"user id must be between 1 and {MAX_USER_ID}"
+    return None
+
+
+def check_user_id(value, field: str = "user_id") -> int:
+    problem = user_id_problem(value)
+    if problem:
+        raise ValidationFailed(problem, [detail(field, problem, value=str(value)[:40])])
+    return value
+
+
+def parse_user_id(text: str, field: str = "user_id") -> int:
+    """A user id from a URL or form field ("42"), validated."""
+    text = (text or "").strip()
+    if not re.fullmatch(r"[0-9]{1,19}", text):
+        problem = "user id must be a positive integer"
+        raise ValidationFailed(problem, [detail(field, problem, value=text[:40])])
+    return check_user_id(int(text), field)
+
+
+def slug_problem(value) -> str | None:
+    if not isinstance(value, str):
+        return "slug must be a string"
+    if not SLUG_RE.match(value):
+        return "slug must match ^[A-Z][A-Z0-9_]{0,63}$ (upper-case letters, digits, underscore)"
+    return None
+
+
+def expiry(
+    ttl_seconds: int | None, expires_at: datetime | None, now: datetime, field: str = ""
+) -> tuple[datetime | None, list[dict]]:
+    """The expiry time a TTL or an absolute time asks for, and the problems found."""
+    prefix = f"{field}." if field else ""
+    if ttl_seconds is not None and expires_at is not None:
+        return None, [detail(f"{prefix}ttl_seconds", "give ttl_seconds or expires_at, not both")]
+    if ttl_seconds is not None:
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
+            return None, [detail(f"{prefix}ttl_seconds", "must be an integer")]
+        if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+            return None, [
+                detail(f"{prefix}ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")
+            ]
+        return now + timedelta(seconds=ttl_seconds), []
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            return None, [detail(f"{prefix}expires_at", "must include a timezone (use Z for UTC)")]
+        if expires_at <= now:
+            return None, [detail(f"{prefix}expires_at", "must be in the future", value=iso(expires_at))]
+        if expires_at > now + timedelta(seconds=MAX_TTL_SECONDS):
+            return None, [detail(f"{prefix}expires_at", "must be within ten years")]
+        return expires_at.astimezone(timezone.utc), []
+    return None, []

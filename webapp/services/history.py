@@ -1,0 +1,118 @@
+"""A user's membership history: stored events plus the rollout changes that touched them.
+
+Explicit changes are stored as ``membership_events``. Rollout membership is never stored
+per user: it is replayed from ``rollout_changes`` with the user's bucket. Replaying both in
+time order gives a history whose last entry per segment is the user's real state; an entry
+is derived whenever the effective membership (explicit, or in the rollout and not excluded)
+changes without a stored event saying so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from webapp.models import Membership, MembershipEvent, RolloutChange, Segment
+from webapp.services import rollout
+from webapp.services.common import check_user_id, utcnow
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    user_id: int
+    segment: str
+    operation: str  # added | removed
+    occurred_at: datetime
+    reason: str  # api | dashboard | ttl | segment_deleted | rollout
+    actor: str = ""
+
+
+@dataclass
+class _State:
+    explicit: bool = False
+    excluded: bool = False
+    rollout_in: bool = False
+    reported: bool = False
+
+    @property
+    def effective(self) -> bool:
+        return self.explicit or (self.rollout_in and not self.excluded)
+
+
+@dataclass(order=True)
+class _Step:
+    at: datetime
+    order: int  # rollout changes first at equal times, then stored events by id
+    key: int
+    kind: str = field(compare=False)
+    payload: object = field(compare=False)
+
+
+def user_history(session: Session, user_id: int, start: datetime | None = None,
+                 end: datetime | None = None, now: datetime | None = None) -> list[HistoryEntry]:
+    """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first."""
+    check_user_id(user_id)
+    now = now or utcnow()
+    end = min(end, now) if end else now
+    entries = [e for e in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
+    return entries
+
+
+def _replay(session: Session, user_id: int, end: datetime, now: datetime) -> Iterator[HistoryEntry]:
+    steps: list[_Step] = []
+    stored = session.scalars(
+        select(MembershipEvent)
+        .where(MembershipEvent.user_id == user_id, MembershipEvent.occurred_at < end)
+        .order_by(MembershipEvent.occurred_at, MembershipEvent.id))
+    for event in stored:
+        steps.append(_Step(event.occurred_at, 1, event.id, "event", event))
+    # Memberships past their expiry that the nightly purge has not removed yet.
+    pending = session.execute(
+        select(Membership.segment_id, Segment.slug, Membership.expires_at)
+        .join(Segment, Segment.id == Membership.segment_id)
+        .where(Membership.user_id == user_id, Membership.expires_at <= now, Membership.expires_at < end))
+    for segment_id, slug, expires_at in pending:
+        fake = MembershipEvent(user_id=user_id, segment_id=segment_id, segment_slug=slug,
+                               action="removed", reason="ttl", occurred_at=expires_at, actor="system")
+        steps.append(_Step(expires_at, 1, 2**62, "event", fake))
+    changes = session.execute(
+        select(RolloutChange, Segment.slug, Segment.salt)
+        .join(Segment, Segment.id == RolloutChange.segment_id)
+        .where(RolloutChange.changed_at < end)
+        .order_by(RolloutChange.changed_at, RolloutChange.id))
+    for change, slug, salt in changes:
+        steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, salt)))
+    steps.sort()
+
+    states: dict[int, _State] = {}
+    for step in steps:
+        if step.kind == "event":
+            event: MembershipEvent = step.payload
+            state = states.setdefault(event.segment_id, _State())
+            yield HistoryEntry(user_id, event.segment_slug, event.action, event.occurred_at,
+                               event.reason, event.actor)
+            state.reported = event.action == "added"
+            if event.action == "added":
+                state.explicit, state.excluded = True, False
+            else:
+                state.explicit = False
+                if event.reason in ("api", "dashboard") and state.rollout_in:
+                    state.excluded = True
+            slug, reason = event.segment_slug, "rollout"
+            segment_id = event.segment_id
+        else:
+            change, slug, salt = step.payload
+            state = states.setdefault(change.segment_id, _State())
+            state.rollout_in = rollout.in_rollout(salt, user_id, change.to_bp)
+            if change.reason == "segment_deleted":
+                state.excluded = False
+            reason = change.reason
+            segment_id = change.segment_id
+        if state.effective != state.reported:
+            state.reported = state.effective
+            yield HistoryEntry(user_id, slug, "added" if state.effective else "removed",
+                               step.at, reason, "system")
+        states[segment_id] = state

@@ -1,0 +1,264 @@
+"""Set-based membership writes that also append their history rows.
+
+Each write is one statement on PostgreSQL (data-modifying CTEs, ``INSERT ... ON CONFLICT``),
+so concurrent writers are serialised by row locks and every history row is stamped with
+``clock_timestamp()`` taken after its row lock: history order equals commit order.
+SQLite (the embedded default) has a single writer, so there the same effect is reached
+with plain sequential statements on a temporary table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from webapp.models.types import UTCDateTime
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Membership rows to write: one user with several segments, or many users with one."""
+
+    user_ids: Sequence[int]
+    segment_ids: Sequence[int]
+    expires: Sequence[datetime | None]
+
+    @classmethod
+    def for_user(cls, user_id: int, segment_ids: Sequence[int], expires: Sequence) -> "Rows":
+        return cls([user_id] * len(segment_ids), list(segment_ids), list(expires))
+
+
+@dataclass
+class Counts:
+    added: set[tuple[int, int]]
+    updated: set[tuple[int, int]]
+    added_total: int = 0
+    updated_total: int = 0
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+_PG_SOURCE_ROWS = """
+    SELECT * FROM unnest(CAST(:users AS bigint[]), CAST(:segments AS int[]),
+                         CAST(:expires AS timestamptz[])) AS t(user_id, segment_id, expires_at)
+"""
+_PG_SOURCE_BULK = """
+    SELECT DISTINCT u AS user_id, CAST(:segment AS int) AS segment_id,
+           CAST(:expiry AS timestamptz) AS expires_at
+    FROM unnest(CAST(:users AS bigint[])) AS u
+"""
+_PG_UPSERT = """
+WITH src AS ({source}),
+up AS (
+    INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
+    SELECT user_id, segment_id, :now, expires_at FROM src
+    ON CONFLICT (user_id, segment_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+        WHERE memberships.expires_at IS DISTINCT FROM EXCLUDED.expires_at
+    RETURNING user_id, segment_id, (xmax = 0) AS inserted, clock_timestamp() AS at
+),
+unexcluded AS (
+    DELETE FROM rollout_exclusions e USING src
+    WHERE e.user_id = src.user_id AND e.segment_id = src.segment_id
+),
+ev AS (
+    INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor)
+    SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor
+    FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted
+)
+{returning}
+"""
+_PG_RETURN_ROWS = "SELECT user_id, segment_id, inserted FROM up"
+_PG_RETURN_COUNTS = (
+    "SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) "
+    "AS updated FROM up"
+)
+
+_PG_REMOVE = """
+WITH del AS (
+    DELETE FROM memberships
+    WHERE user_id = :user AND segment_id = ANY(CAST(:segments AS int[]))
+    RETURNING segment_id
+),
+exc AS (
+    INSERT INTO rollout_exclusions (user_id, segment_id, created_at)
+    SELECT :user, sid, :now FROM unnest(CAST(:rollout_segments AS int[])) AS sid
+    ON CONFLICT DO NOTHING
+    RETURNING segment_id
+),
+gone AS (SELECT segment_id FROM del UNION SELECT segment_id FROM exc),
+ev AS (
+    INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor)
+    SELECT :user, gone.segment_id, s.slug, 'removed', :reason, clock_timestamp(), :actor
+    FROM gone JOIN segments s ON s.id = gone.segment_id
+)
+SELECT segment_id FROM gone
+"""
+
+
+def upsert(session: Session, rows: Rows | tuple, now: datetime, reason: str, actor: str,
+           *, bulk: bool = False) -> Counts:
+    """Insert memberships or update their expiry; write an ``added`` event per new row.
+
+    ``rows`` is a :class:`Rows` or, with ``bulk=True``, ``(user_ids, segment_id, expiry)``.
+    """
+    if _is_pg(session):
+        return _pg_upsert(session, rows, now, reason, actor, bulk)
+    return _sqlite_upsert(session, rows, now, reason, actor, bulk)
+
+
+def _pg_upsert(session, rows, now, reason, actor, bulk) -> Counts:
+    ts = bindparam("now", type_=UTCDateTime)
+    if bulk:
+        user_ids, segment_id, expiry = rows
+        sql = _PG_UPSERT.format(source=_PG_SOURCE_BULK, returning=_PG_RETURN_COUNTS)
+        params = {"users": list(user_ids), "segment": segment_id, "expiry": expiry}
+        stmt = text(sql).bindparams(ts, bindparam("expiry", type_=UTCDateTime))
+        added, updated = session.execute(
+            stmt, {**params, "now": now, "reason": reason, "actor": actor}
+        ).one()
+        return Counts(set(), set(), added, updated)
+    sql = _PG_UPSERT.format(source=_PG_SOURCE_ROWS, returning=_PG_RETURN_ROWS)
+    params = {"users": list(rows.user_ids), "segments": list(rows.segment_ids),
+              "expires": list(rows.expires)}
+    result = session.execute(
+        text(sql).bindparams(ts), {**params, "now": now, "reason": reason, "actor": actor}
+    )
+    counts = Counts(set(), set())
+    for user_id, segment_id, inserted in result:
+        (counts.added if inserted else counts.updated).add((user_id, segment_id))
+    counts.added_total, counts.updated_total = len(counts.added), len(counts.updated)
+    return counts
+
+
+def remove(session: Session, user_id: int, segment_ids: Sequence[int],
+           rollout_segment_ids: Sequence[int], now: datetime, reason: str, actor: str) -> set[int]:
+    """Remove a user from segments; exclude them from ``rollout_segment_ids``.
+
+    Returns the segments the user actually left (each gets one ``removed`` event).
+    """
+    if _is_pg(session):
+        stmt = text(_PG_REMOVE).bindparams(bindparam("now", type_=UTCDateTime))
+        result = session.execute(stmt, {
+            "user": user_id, "segments": list(segment_ids),
+            "rollout_segments": list(rollout_segment_ids), "now": now,
+            "reason": reason, "actor": actor,
+        })
+        return {row[0] for row in result}
+    return _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, now, reason, actor)
+
+
+# -- SQLite (embedded default: one writer at a time) ---------------------------------------
+
+def _sqlite_src(session: Session, user_ids, segment_ids, expires) -> None:
+    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS src (user_id INTEGER, segment_id INTEGER, "
+                         "expires_at TEXT, PRIMARY KEY (user_id, segment_id))"))
+    session.execute(text("DELETE FROM src"))
+    stmt = text("INSERT OR IGNORE INTO src VALUES (:u, :s, :e)").bindparams(
+        bindparam("e", type_=UTCDateTime))
+    session.execute(stmt, [{"u": u, "s": s, "e": e} for u, s, e in zip(user_ids, segment_ids, expires)])
+
+
+def _sqlite_upsert(session, rows, now, reason, actor, bulk) -> Counts:
+    if bulk:
+        user_ids, segment_id, expiry = rows
+        rows = Rows(list(user_ids), [segment_id] * len(user_ids), [expiry] * len(user_ids))
+    _sqlite_src(session, rows.user_ids, rows.segment_ids, rows.expires)
+    ts = bindparam("now", type_=UTCDateTime)
+    updated = session.execute(text(
+        "UPDATE memberships SET expires_at = src.expires_at FROM src "
+        "WHERE memberships.user_id = src.user_id AND memberships.segment_id = src.segment_id "
+        "AND memberships.expires_at IS NOT src.expires_at "
+        "RETURNING memberships.user_id, memberships.segment_id")).all()
+    added = session.execute(text(
+        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+        "SELECT user_id, segment_id, :now, expires_at FROM src WHERE true "
+        "ON CONFLICT DO NOTHING RETURNING user_id, segment_id").bindparams(ts), {"now": now}).all()
+    session.execute(text("DELETE FROM rollout_exclusions WHERE (user_id, segment_id) IN "
+                         "(SELECT user_id, segment_id FROM src)"))
+    _sqlite_events(session, added, "added", reason, actor, now)
+    added_set, updated_set = {tuple(r) for r in added}, {tuple(r) for r in updated}
+    if bulk:
+        return Counts(set(), set(), len(added_set), len(updated_set))
+    return Counts(added_set, updated_set, len(added_set), len(updated_set))
+
+
+def _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, now, reason, actor):
+    gone = {r[0] for r in session.execute(
+        text("DELETE FROM memberships WHERE user_id = :u AND segment_id IN :s RETURNING segment_id")
+        .bindparams(bindparam("s", expanding=True)), {"u": user_id, "s": list(segment_ids) or [0]})}
+    if rollout_segment_ids:
+        stmt = text("INSERT INTO rollout_exclusions (user_id, segment_id, created_at) "
+                    "VALUES (:u, :s, :now) ON CONFLICT DO NOTHING RETURNING segment_id"
+                    ).bindparams(bindparam("now", type_=UTCDateTime))
+        for sid in rollout_segment_ids:
+            gone.update(r[0] for r in session.execute(stmt, {"u": user_id, "s": sid, "now": now}))
+    _sqlite_events(session, [(user_id, sid) for sid in gone], "removed", reason, actor, now)
+    return gone
+
+
+def _sqlite_events(session, pairs, action, reason, actor, at) -> None:
+    if not pairs:
+        return
+    stmt = text(
+        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, "
+        "occurred_at, actor) SELECT :u, id, slug, :action, :reason, :at, :actor "
+        "FROM segments WHERE id = :s").bindparams(bindparam("at", type_=UTCDateTime))
+    session.execute(stmt, [{"u": u, "s": s, "action": action, "reason": reason, "at": at,
+                            "actor": actor} for u, s in pairs])
+
+
+# -- TTL expiry ----------------------------------------------------------------------------
+
+_PG_EXPIRE = """
+WITH victims AS (
+    SELECT user_id, segment_id FROM memberships
+    WHERE expires_at <= :now {scope}
+    ORDER BY expires_at LIMIT :limit
+),
+del AS (
+    DELETE FROM memberships m USING victims v
+    WHERE m.user_id = v.user_id AND m.segment_id = v.segment_id AND m.expires_at <= :now
+    RETURNING m.user_id, m.segment_id, m.expires_at
+),
+ev AS (
+    INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor)
+    SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system'
+    FROM del JOIN segments s ON s.id = del.segment_id
+)
+SELECT count(*) FROM del
+"""
+
+
+def expire_batch(session: Session, now: datetime, limit: int, *, user_id: int | None = None,
+                 segment_id: int | None = None) -> int:
+    """Delete up to ``limit`` memberships expired at ``now``; each leaves a ``ttl`` event
+    stamped with its true expiry time. Returns how many were removed."""
+    scope, params = "", {"now": now, "limit": limit}
+    if user_id is not None:
+        scope += " AND user_id = :user"
+        params["user"] = user_id
+    if segment_id is not None:
+        scope += " AND segment_id = :segment"
+        params["segment"] = segment_id
+    ts = bindparam("now", type_=UTCDateTime)
+    if _is_pg(session):
+        return session.execute(text(_PG_EXPIRE.format(scope=scope)).bindparams(ts), params).scalar_one()
+    victims = session.execute(text(
+        f"SELECT user_id, segment_id, expires_at FROM memberships WHERE expires_at <= :now {scope} "
+        "ORDER BY expires_at LIMIT :limit").bindparams(ts), params).all()
+    if not victims:
+        return 0
+    session.execute(text(
+        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, "
+        "occurred_at, actor) SELECT :u, id, slug, 'removed', 'ttl', :at, 'system' "
+        "FROM segments WHERE id = :s"), [{"u": u, "s": s, "at": e} for u, s, e in victims])
+    session.execute(text("DELETE FROM memberships WHERE user_id = :u AND segment_id = :s"),
+                    [{"u": u, "s": s} for u, s, _ in victims])
+    return len(victims)

@@ -1,0 +1,46 @@
+"""Percentage rollout: a stable hash of (segment salt, user id) against a threshold.
+
+Pure functions, no database: the same scheme as Unleash/GrowthBook (see DESIGN.md).
+"""
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal, InvalidOperation
+from hashlib import blake2b
+
+BUCKETS = 10_000
+
+
+def bucket(salt: str, user_id: int) -> int:
+    """The user's bucket in 0..9999 for a segment with this salt."""
+    digest = blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def in_rollout(salt: str, user_id: int, basis_points: int) -> bool:
+    """True when a rollout of ``basis_points`` (0..10000) includes the user."""
+    return basis_points > 0 and bucket(salt, user_id) < basis_points
+
+
+def new_salt() -> str:
+    return secrets.token_hex(8)
+
+
+def percent_to_basis_points(value) -> int:
+    """0..100 with at most two decimals -> 0..10000; ValueError with a readable message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError("must be a number between 0 and 100")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("must be a number between 0 and 100") from None
+    if not number.is_finite() or number < 0 or number > 100:
+        raise ValueError("must be a number between 0 and 100")
+    scaled = number * 100
+    if scaled != scaled.to_integral_value():
+        raise ValueError("at most two decimal places")
+    return int(scaled)
+
+
+def basis_points_to_percent(basis_points: int) -> float:
+    return basis_points / 100
