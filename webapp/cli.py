@@ -1,6 +1,7 @@
 """Flask CLI commands: expire-memberships, seed-demo."""
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 
@@ -34,10 +35,8 @@ def register(app: Flask) -> None:
                 ("AVITO_DISCOUNT_30", "30% discount", None),
                 ("AVITO_DISCOUNT_50", "50% discount", 10)]
         for slug, description, percent in demo:
-            try:
+            with contextlib.suppress(Conflict):  # already seeded
                 segments.create_segment(db.session, slug, description, percent)
-            except Conflict:  # already seeded
-                pass
         rng = random.Random(42)
         for slug, *_ in demo[:3]:
             ids = rng.sample(range(1000, 1000 + users * 5), users)

@@ -1,7 +1,7 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from flask import current_app, jsonify, request
@@ -55,7 +55,7 @@ def query_time(name: str) -> datetime | None:
     except ValueError:
         raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
                                [detail(name, "not an ISO 8601 date or datetime", value=raw[:40])]) from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def page_args() -> tuple[int, int]:

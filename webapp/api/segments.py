@@ -1,18 +1,25 @@
 """/api/v1/segments: segment CRUD, members and bulk add."""
 from __future__ import annotations
 
-from flask import url_for
+from flask import request, url_for
 
 from webapp.api import bp
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
-from webapp.api.schemas import (BulkMembers, BulkOut, MemberList, MemberOut, SegmentCreate,
-                                SegmentList, SegmentOut, SegmentPatch)
+from webapp.api.schemas import (
+    BulkMembers,
+    BulkOut,
+    MemberList,
+    MemberOut,
+    SegmentCreate,
+    SegmentList,
+    SegmentOut,
+    SegmentPatch,
+)
 from webapp.extensions import db
 from webapp.models import Segment
 from webapp.services import memberships, segments
 from webapp.services.common import MAX_USER_ID
 from webapp.transaction import transactional
-from flask import request
 
 
 def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from webapp.api import bp
 from webapp.api.helpers import actor, json_body, out, query_time
-from webapp.api.schemas import (ActiveSegmentOut, ChangeOut, HistoryEntryOut, HistoryOut,
-                                UserSegments, UserSegmentsChange)
+from webapp.api.schemas import (
+    ActiveSegmentOut,
+    ChangeOut,
+    HistoryEntryOut,
+    HistoryOut,
+    UserSegments,
+    UserSegmentsChange,
+)
 from webapp.errors import ValidationFailed, detail
 from webapp.extensions import db
 from webapp.services import history, memberships

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from webapp.errors import ValidationFailed, detail
 
@@ -12,14 +12,14 @@ MAX_TTL_SECONDS = 10 * 366 * 24 * 3600  # ten years
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a trailing Z, the API's one timestamp format."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def user_id_problem(value) -> str | None:
@@ -39,8 +39,8 @@ def check_user_id(value, field: str = "user_id") -> int:
 
 
 def parse_user_id(text: str, field: str = "user_id") -> int:
-    """A user id from a URL or form field ("42"), validated."""
-    text = (text or "").strip()
+    """A user id given as decimal digits ("42"), validated."""
+    text = text or ""
     if not re.fullmatch(r"[0-9]{1,19}", text):
         problem = "user id must be a positive integer"
         raise ValidationFailed(problem, [detail(field, problem, value=text[:40])])
@@ -77,5 +77,5 @@ def expiry(
             return None, [detail(f"{prefix}expires_at", "must be in the future", value=iso(expires_at))]
         if expires_at > now + timedelta(seconds=MAX_TTL_SECONDS):
             return None, [detail(f"{prefix}expires_at", "must be within ten years")]
-        return expires_at.astimezone(timezone.utc), []
+        return expires_at.astimezone(UTC), []
     return None, []

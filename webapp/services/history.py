@@ -8,9 +8,9 @@ changes without a stored event saying so.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -56,34 +56,30 @@ def user_history(session: Session, user_id: int, start: datetime | None = None,
     """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first."""
     check_user_id(user_id)
     now = now or utcnow()
-    end = min(end, now) if end else now
-    entries = [e for e in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
-    return entries
+    return [e for e in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
 
 
-def _replay(session: Session, user_id: int, end: datetime, now: datetime) -> Iterator[HistoryEntry]:
+def _replay(session: Session, user_id: int, end: datetime | None, now: datetime) -> Iterator[HistoryEntry]:
     steps: list[_Step] = []
-    stored = session.scalars(
-        select(MembershipEvent)
-        .where(MembershipEvent.user_id == user_id, MembershipEvent.occurred_at < end)
-        .order_by(MembershipEvent.occurred_at, MembershipEvent.id))
+    stored = select(MembershipEvent).where(MembershipEvent.user_id == user_id)
+    changes = (select(RolloutChange, Segment.slug, Segment.salt)
+               .join(Segment, Segment.id == RolloutChange.segment_id))
+    pending = (select(Membership.segment_id, Segment.slug, Membership.expires_at)
+               .join(Segment, Segment.id == Membership.segment_id)
+               .where(Membership.user_id == user_id, Membership.expires_at <= now))
+    if end is not None:
+        stored = stored.where(MembershipEvent.occurred_at < end)
+        changes = changes.where(RolloutChange.changed_at < end)
+        pending = pending.where(Membership.expires_at < end)
+    stored = session.scalars(stored.order_by(MembershipEvent.occurred_at, MembershipEvent.id))
     for event in stored:
         steps.append(_Step(event.occurred_at, 1, event.id, "event", event))
     # Memberships past their expiry that the nightly purge has not removed yet.
-    pending = session.execute(
-        select(Membership.segment_id, Segment.slug, Membership.expires_at)
-        .join(Segment, Segment.id == Membership.segment_id)
-        .where(Membership.user_id == user_id, Membership.expires_at <= now, Membership.expires_at < end))
-    for segment_id, slug, expires_at in pending:
+    for segment_id, slug, expires_at in session.execute(pending):
         fake = MembershipEvent(user_id=user_id, segment_id=segment_id, segment_slug=slug,
                                action="removed", reason="ttl", occurred_at=expires_at, actor="system")
         steps.append(_Step(expires_at, 1, 2**62, "event", fake))
-    changes = session.execute(
-        select(RolloutChange, Segment.slug, Segment.salt)
-        .join(Segment, Segment.id == RolloutChange.segment_id)
-        .where(RolloutChange.changed_at < end)
-        .order_by(RolloutChange.changed_at, RolloutChange.id))
-    for change, slug, salt in changes:
+    for change, slug, salt in session.execute(changes.order_by(RolloutChange.changed_at, RolloutChange.id)):
         steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, salt)))
     steps.sort()
 
@@ -102,7 +98,6 @@ def _replay(session: Session, user_id: int, end: datetime, now: datetime) -> Ite
                 if event.reason in ("api", "dashboard") and state.rollout_in:
                     state.excluded = True
             slug, reason = event.segment_slug, "rollout"
-            segment_id = event.segment_id
         else:
             change, slug, salt = step.payload
             state = states.setdefault(change.segment_id, _State())
@@ -110,9 +105,7 @@ def _replay(session: Session, user_id: int, end: datetime, now: datetime) -> Ite
             if change.reason == "segment_deleted":
                 state.excluded = False
             reason = change.reason
-            segment_id = change.segment_id
         if state.effective != state.reported:
             state.reported = state.effective
             yield HistoryEntry(user_id, slug, "added" if state.effective else "removed",
                                step.at, reason, "system")
-        states[segment_id] = state

@@ -2,15 +2,16 @@
 
 Each write is one statement on PostgreSQL (data-modifying CTEs, ``INSERT ... ON CONFLICT``),
 so concurrent writers are serialised by row locks and every history row is stamped with
-``clock_timestamp()`` taken after its row lock: history order equals commit order.
+``clock_timestamp()`` taken after its row lock: history order equals commit order. (Callers
+may pass an explicit event time ``at`` instead: backfills and tests with a fixed clock.)
 SQLite (the embedded default) has a single writer, so there the same effect is reached
 with plain sequential statements on a temporary table.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
@@ -27,7 +28,7 @@ class Rows:
     expires: Sequence[datetime | None]
 
     @classmethod
-    def for_user(cls, user_id: int, segment_ids: Sequence[int], expires: Sequence) -> "Rows":
+    def for_user(cls, user_id: int, segment_ids: Sequence[int], expires: Sequence) -> Rows:
         return cls([user_id] * len(segment_ids), list(segment_ids), list(expires))
 
 
@@ -61,7 +62,8 @@ up AS (
     SELECT user_id, segment_id, :now, expires_at FROM src
     ON CONFLICT (user_id, segment_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
         WHERE memberships.expires_at IS DISTINCT FROM EXCLUDED.expires_at
-    RETURNING user_id, segment_id, (xmax = 0) AS inserted, clock_timestamp() AS at
+    RETURNING user_id, segment_id, (xmax = 0) AS inserted,
+              COALESCE(CAST(:at AS timestamptz), clock_timestamp()) AS at
 ),
 unexcluded AS (
     DELETE FROM rollout_exclusions e USING src
@@ -95,7 +97,8 @@ exc AS (
 gone AS (SELECT segment_id FROM del UNION SELECT segment_id FROM exc),
 ev AS (
     INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor)
-    SELECT :user, gone.segment_id, s.slug, 'removed', :reason, clock_timestamp(), :actor
+    SELECT :user, gone.segment_id, s.slug, 'removed', :reason,
+           COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor
     FROM gone JOIN segments s ON s.id = gone.segment_id
 )
 SELECT segment_id FROM gone
@@ -103,32 +106,32 @@ SELECT segment_id FROM gone
 
 
 def upsert(session: Session, rows: Rows | tuple, now: datetime, reason: str, actor: str,
-           *, bulk: bool = False) -> Counts:
+           *, bulk: bool = False, at: datetime | None = None) -> Counts:
     """Insert memberships or update their expiry; write an ``added`` event per new row.
 
     ``rows`` is a :class:`Rows` or, with ``bulk=True``, ``(user_ids, segment_id, expiry)``.
     """
     if _is_pg(session):
-        return _pg_upsert(session, rows, now, reason, actor, bulk)
-    return _sqlite_upsert(session, rows, now, reason, actor, bulk)
+        return _pg_upsert(session, rows, now, reason, actor, bulk, at)
+    return _sqlite_upsert(session, rows, now, reason, actor, bulk, at or now)
 
 
-def _pg_upsert(session, rows, now, reason, actor, bulk) -> Counts:
-    ts = bindparam("now", type_=UTCDateTime)
+def _pg_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
+    ts = (bindparam("now", type_=UTCDateTime), bindparam("at", type_=UTCDateTime))
     if bulk:
         user_ids, segment_id, expiry = rows
         sql = _PG_UPSERT.format(source=_PG_SOURCE_BULK, returning=_PG_RETURN_COUNTS)
         params = {"users": list(user_ids), "segment": segment_id, "expiry": expiry}
-        stmt = text(sql).bindparams(ts, bindparam("expiry", type_=UTCDateTime))
+        stmt = text(sql).bindparams(*ts, bindparam("expiry", type_=UTCDateTime))
         added, updated = session.execute(
-            stmt, {**params, "now": now, "reason": reason, "actor": actor}
+            stmt, {**params, "now": now, "at": at, "reason": reason, "actor": actor}
         ).one()
         return Counts(set(), set(), added, updated)
     sql = _PG_UPSERT.format(source=_PG_SOURCE_ROWS, returning=_PG_RETURN_ROWS)
     params = {"users": list(rows.user_ids), "segments": list(rows.segment_ids),
               "expires": list(rows.expires)}
     result = session.execute(
-        text(sql).bindparams(ts), {**params, "now": now, "reason": reason, "actor": actor}
+        text(sql).bindparams(*ts), {**params, "now": now, "at": at, "reason": reason, "actor": actor}
     )
     counts = Counts(set(), set())
     for user_id, segment_id, inserted in result:
@@ -138,20 +141,22 @@ def _pg_upsert(session, rows, now, reason, actor, bulk) -> Counts:
 
 
 def remove(session: Session, user_id: int, segment_ids: Sequence[int],
-           rollout_segment_ids: Sequence[int], now: datetime, reason: str, actor: str) -> set[int]:
+           rollout_segment_ids: Sequence[int], now: datetime, reason: str, actor: str,
+           at: datetime | None = None) -> set[int]:
     """Remove a user from segments; exclude them from ``rollout_segment_ids``.
 
     Returns the segments the user actually left (each gets one ``removed`` event).
     """
     if _is_pg(session):
-        stmt = text(_PG_REMOVE).bindparams(bindparam("now", type_=UTCDateTime))
+        stmt = text(_PG_REMOVE).bindparams(bindparam("now", type_=UTCDateTime),
+                                           bindparam("at", type_=UTCDateTime))
         result = session.execute(stmt, {
             "user": user_id, "segments": list(segment_ids),
-            "rollout_segments": list(rollout_segment_ids), "now": now,
+            "rollout_segments": list(rollout_segment_ids), "now": now, "at": at,
             "reason": reason, "actor": actor,
         })
         return {row[0] for row in result}
-    return _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, now, reason, actor)
+    return _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, at or now, reason, actor)
 
 
 # -- SQLite (embedded default: one writer at a time) ---------------------------------------
@@ -162,10 +167,10 @@ def _sqlite_src(session: Session, user_ids, segment_ids, expires) -> None:
     session.execute(text("DELETE FROM src"))
     stmt = text("INSERT OR IGNORE INTO src VALUES (:u, :s, :e)").bindparams(
         bindparam("e", type_=UTCDateTime))
-    session.execute(stmt, [{"u": u, "s": s, "e": e} for u, s, e in zip(user_ids, segment_ids, expires)])
+    session.execute(stmt, [{"u": u, "s": s, "e": e} for u, s, e in zip(user_ids, segment_ids, expires, strict=True)])
 
 
-def _sqlite_upsert(session, rows, now, reason, actor, bulk) -> Counts:
+def _sqlite_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
     if bulk:
         user_ids, segment_id, expiry = rows
         rows = Rows(list(user_ids), [segment_id] * len(user_ids), [expiry] * len(user_ids))
@@ -182,7 +187,7 @@ def _sqlite_upsert(session, rows, now, reason, actor, bulk) -> Counts:
         "ON CONFLICT DO NOTHING RETURNING user_id, segment_id").bindparams(ts), {"now": now}).all()
     session.execute(text("DELETE FROM rollout_exclusions WHERE (user_id, segment_id) IN "
                          "(SELECT user_id, segment_id FROM src)"))
-    _sqlite_events(session, added, "added", reason, actor, now)
+    _sqlite_events(session, added, "added", reason, actor, at)
     added_set, updated_set = {tuple(r) for r in added}, {tuple(r) for r in updated}
     if bulk:
         return Counts(set(), set(), len(added_set), len(updated_set))

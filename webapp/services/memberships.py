@@ -1,9 +1,9 @@
 """Who is in which segment: the read path, atomic per-user changes, bulk adds, expiry."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
 
 from flask import current_app
 from sqlalchemy import false, null, or_, select, true
@@ -106,8 +106,9 @@ def change_user_segments(
     rejects the whole request with every offending item in ``details``. Re-adding a
     segment updates its expiry; removing one the user is not in is reported, not an error.
     Removing a user who is in through a rollout records an exclusion that overrides it.
+    History rows are stamped by the database clock unless ``now`` is given.
     """
-    now = now or utcnow()
+    at, now = now, now or utcnow()
     problems: list[dict] = []
     if (problem := user_id_problem(user_id)) is not None:
         problems.append(detail("user_id", problem))
@@ -162,7 +163,7 @@ def change_user_segments(
         ids = [segments[slug].id for slug in expiries]
         counts = membership_sql.upsert(
             session, membership_sql.Rows.for_user(user_id, ids, list(expiries.values())),
-            now, reason, actor)
+            now, reason, actor, at=at)
         for slug in expiries:
             key = (user_id, segments[slug].id)
             bucket = (result.added if key in counts.added
@@ -172,7 +173,7 @@ def change_user_segments(
         ids = [segments[slug].id for slug in deleting]
         in_rollout = [segments[s].id for s in deleting
                       if rollout.in_rollout(segments[s].salt, user_id, segments[s].rollout_basis_points)]
-        gone = membership_sql.remove(session, user_id, ids, in_rollout, now, reason, actor)
+        gone = membership_sql.remove(session, user_id, ids, in_rollout, now, reason, actor, at=at)
         for slug in deleting:
             (result.removed if segments[slug].id in gone else result.not_members).append(slug)
     result.changed_segment_ids = {segments[s].id for s in [*result.added, *result.updated, *result.removed]}
@@ -203,7 +204,7 @@ def bulk_add(
     now: datetime | None = None,
 ) -> BulkResult:
     """Add many users to one segment in a single set-based statement."""
-    now = now or utcnow()
+    at, now = now, now or utcnow()
     limit = current_app.config["MAX_BULK_IDS"]
     if not user_ids:
         raise ValidationFailed("user_ids must not be empty", [detail("user_ids", "empty list")])
@@ -217,7 +218,8 @@ def bulk_add(
         raise ValidationFailed("no user was added: fix the listed items", (bad[:100] + found))
     segment = get_live_segment(session, slug, lock="share")
     membership_sql.expire_batch(session, now, limit, segment_id=segment.id)
-    counts = membership_sql.upsert(session, (user_ids, segment.id, until), now, reason, actor, bulk=True)
+    counts = membership_sql.upsert(session, (user_ids, segment.id, until), now, reason, actor,
+                                   bulk=True, at=at)
     return BulkResult(segment.slug, len(user_ids), counts.added_total, counts.updated_total,
                       len(set(user_ids)) - counts.added_total - counts.updated_total)
 

@@ -1,0 +1,35 @@
+# Segments — developer commands. `make run` serves on http://127.0.0.1:8000, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export FLASK_APP = wsgi
+
+.PHONY: run test test-sqlite test-pg lint migrate worker scheduler bench clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+migrate: $(BIN)/.installed
+	$(BIN)/flask db upgrade
+
+run: migrate
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app
+
+test: test-sqlite test-pg
+
+test-sqlite: $(BIN)/.installed
+	TEST_DATABASE_URL=sqlite:// $(BIN)/pytest -q -m smoke
+
+test-pg: $(BIN)/.installed
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check webapp tests bench
+
+clean:
+	rm -rf $(VENV) instance/segments.sqlite3*
