@@ -19,7 +19,7 @@ from webapp import create_app
 from webapp.config import TestConfig
 from webapp.extensions import db
 
-TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "segments"]
+TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs", "segments"]
 
 
 def _database_url(tmp_root: Path) -> str:

@@ -1,4 +1,4 @@
-"""Flask CLI commands: expire-memberships, seed-demo."""
+"""Flask CLI commands: worker, scheduler, expire-memberships, seed-demo."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +12,33 @@ from webapp.extensions import db
 
 
 def register(app: Flask) -> None:
+    @app.cli.command("worker")
+    @click.option("--burst", is_flag=True, help="exit when the queue is empty")
+    @click.option("--no-fork", is_flag=True, help="run jobs in this process (debugging)")
+    def worker_command(burst, no_fork):
+        """Run an RQ worker for report jobs and the nightly maintenance (needs REDIS_URL)."""
+        from flask import current_app
+
+        from webapp.jobs.worker import run_worker
+
+        try:
+            run_worker(current_app._get_current_object(), burst=burst, fork=not no_fork)
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    @app.cli.command("scheduler")
+    @click.option("--no-catch-up", is_flag=True, help="do not run the nightly job once at start")
+    def scheduler_command(no_catch_up):
+        """Register the nightly TTL expiry (EXPIRY_CRON, UTC) and serve the schedule."""
+        from flask import current_app
+
+        from webapp.jobs.schedule import run_scheduler
+
+        try:
+            run_scheduler(current_app._get_current_object(), catch_up=not no_catch_up)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+
     @app.cli.command("expire-memberships")
     @click.option("--batch-size", type=int, default=None, help="rows per transaction")
     def expire_memberships_command(batch_size):

@@ -53,6 +53,17 @@ class BulkMembers(Strict):
     expires_at: AwareDatetime | None = None
 
 
+class ReportRequest(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: Literal["user_history", "all_history", "segment_members"] | None = None
+    user_id: StrictInt | None = None
+    segment: Slug | None = None
+    period: Annotated[StrictStr, Field(max_length=7, examples=["2026-11"])] | None = None
+    start: Annotated[StrictStr, Field(max_length=40, examples=["2026-11-01"])] | None = Field(None, alias="from")
+    end: Annotated[StrictStr, Field(max_length=40, examples=["2026-12-01"])] | None = Field(None, alias="to")
+
+
 # -- responses -----------------------------------------------------------------------------
 
 class SegmentOut(BaseModel):
@@ -135,3 +146,18 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class ReportOut(BaseModel):
+    id: str
+    kind: str
+    params: dict
+    status: Literal["queued", "running", "finished", "failed"]
+    progress: int
+    rows: int
+    size_bytes: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    status_url: str
+    download_url: str | None

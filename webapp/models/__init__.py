@@ -1,7 +1,8 @@
 """SQLAlchemy models; importing this package registers every table on db.metadata."""
 from webapp.models.history import MembershipEvent
+from webapp.models.job_run import JobRun
 from webapp.models.membership import Membership, RolloutExclusion
 from webapp.models.report import Report
 from webapp.models.segment import RolloutChange, Segment
 
-__all__ = ["MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]
+__all__ = ["JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]

@@ -1,0 +1,49 @@
+"""/api/v1/reports: request a CSV report, poll it, download it."""
+from __future__ import annotations
+
+from flask import send_file, url_for
+
+from webapp.api import bp
+from webapp.api.helpers import json_body, out
+from webapp.api.schemas import ReportOut, ReportRequest
+from webapp.errors import AppError
+from webapp.extensions import db
+from webapp.models import Report
+from webapp.services import reports
+from webapp.transaction import transactional
+
+
+def report_out(report: Report) -> ReportOut:
+    finished = report.status == "finished"
+    return ReportOut(
+        id=str(report.id), kind=report.kind, params=report.params, status=report.status,
+        progress=report.progress, rows=report.rows, size_bytes=report.size_bytes, error=report.error,
+        created_at=report.created_at, finished_at=report.finished_at,
+        status_url=url_for("api.get_report", report_id=report.id, _external=True),
+        download_url=url_for("api.download_report", report_id=report.id, _external=True) if finished else None,
+    )
+
+
+@bp.post("/reports")
+@transactional
+def create_report():
+    body = json_body(ReportRequest)
+    report = reports.request_report(db.session, kind=body.kind, user_id=body.user_id, segment=body.segment,
+                                    period=body.period, start=body.start, end=body.end)
+    result = report_out(report)
+    return out(result, 202, {"Location": result.status_url})
+
+
+@bp.get("/reports/<report_id>")
+def get_report(report_id: str):
+    return out(report_out(reports.get_report(db.session, report_id)))
+
+
+@bp.get("/reports/<report_id>.csv")
+def download_report(report_id: str):
+    report = reports.get_report(db.session, report_id)
+    path = reports.report_path(report)
+    if report.status != "finished" or not path.exists():
+        raise AppError(f"report is {report.status}, not ready for download", code="not_ready")
+    return send_file(path, mimetype="text/csv", as_attachment=True,
+                     download_name=reports.download_name(report), max_age=0)

@@ -1,0 +1,63 @@
+"""Enqueueing jobs: RQ on Redis, or (embedded default) a thread pool in this process.
+
+Either way the same job function runs inside an app context, and it is enqueued only
+after the request's transaction commits.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask, current_app
+from redis import Redis
+from rq import Queue, Retry
+
+from webapp.transaction import after_commit
+
+log = logging.getLogger(__name__)
+QUEUE_NAME = "segments"
+RETRY = Retry(max=2, interval=[10, 60])
+REPORT_TIMEOUT = 3600
+_local_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segments-job")
+
+
+def redis_connection(app: Flask | None = None) -> Redis | None:
+    """The app's Redis client for RQ (one per app), or None in the embedded default."""
+    app = app or current_app
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    client = app.extensions.get("rq_redis")
+    if client is None:
+        client = app.extensions["rq_redis"] = Redis.from_url(url)
+    return client
+
+
+def get_queue(app: Flask | None = None) -> Queue | None:
+    connection = redis_connection(app)
+    return Queue(QUEUE_NAME, connection=connection) if connection is not None else None
+
+
+def enqueue(func, *args, job_id: str | None = None, timeout: int = REPORT_TIMEOUT):
+    """Run ``func(*args)`` in the background now (call after commit)."""
+    app = current_app._get_current_object()
+    queue = get_queue(app)
+    if queue is not None:
+        return queue.enqueue(func, args=args, job_id=job_id, retry=RETRY, job_timeout=timeout,
+                             result_ttl=86_400, failure_ttl=7 * 86_400)
+    return _local_pool.submit(_run_local, app, func, args)
+
+
+def _run_local(app: Flask, func, args) -> None:
+    with app.app_context():
+        try:
+            func(*args)
+        except Exception:
+            log.exception("background job %s failed", getattr(func, "__name__", func))
+
+
+def enqueue_after_commit(report_id: str) -> None:
+    """Queue the report job once the surrounding transaction has committed."""
+    from webapp.jobs.tasks import generate_report
+
+    after_commit(lambda: enqueue(generate_report, report_id, job_id=f"report-{report_id}"))

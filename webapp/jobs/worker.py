@@ -1,0 +1,24 @@
+"""RQ worker bootstrap: one app (and app context) per worker process, not per job."""
+from __future__ import annotations
+
+from flask import Flask
+from rq import SimpleWorker, Worker
+
+from webapp.extensions import db
+from webapp.jobs.queue import get_queue
+
+
+def run_worker(app: Flask, *, burst: bool = False, fork: bool = True) -> bool:
+    """Process jobs until stopped (or until the queue is empty with ``burst``).
+
+    The forking worker runs each job in a child process that inherits this app context;
+    the engine is disposed first so no pooled connection is shared across the fork.
+    """
+    queue = get_queue(app)
+    if queue is None:
+        raise RuntimeError("REDIS_URL is not set: without Redis, jobs run inside the web process")
+    with app.app_context():
+        db.engine.dispose()
+        worker_class = Worker if fork else SimpleWorker
+        worker = worker_class([queue], connection=queue.connection)
+        return worker.work(burst=burst)

@@ -1,0 +1,219 @@
+"""CSV reports: request (validated, queued after commit), write (streaming), retention.
+
+Kinds:
+- ``user_history``: one user's history for a period, rollout entries included;
+- ``all_history``: every stored change in a period (explicit changes, TTL expiries,
+  segment deletions; rollout populations are not enumerated: they cover all users);
+- ``segment_members``: the explicit members of a segment now.
+"""
+from __future__ import annotations
+
+import csv
+import heapq
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from webapp.errors import NotFound, ValidationFailed, detail
+from webapp.extensions import db
+from webapp.models import Membership, MembershipEvent, Report, Segment
+from webapp.services import history
+from webapp.services.common import check_user_id, iso, utcnow
+from webapp.services.segments import get_live_segment
+
+log = logging.getLogger(__name__)
+HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
+MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
+KINDS = ("user_history", "all_history", "segment_members")
+PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+PROGRESS_EVERY = 20_000
+
+
+def parse_period(period: str | None, start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """``YYYY-MM`` or ISO ``from``/``to`` dates -> a half-open UTC range ``[from, to)``."""
+    if period is not None:
+        if start is not None or end is not None:
+            raise ValidationFailed("give period or from/to, not both", [detail("period", "not with from/to")])
+        match = PERIOD_RE.match(period) if isinstance(period, str) else None
+        if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
+            raise ValidationFailed("period must be YYYY-MM", [detail("period", "must be YYYY-MM", value=str(period)[:20])])
+        first = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+        nxt = datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
+        return first, nxt
+    if start is None or end is None:
+        raise ValidationFailed("give period (YYYY-MM) or both from and to",
+                               [detail("period", "required unless from and to are given")])
+    bounds = [_parse_bound(value, name) for value, name in ((start, "from"), (end, "to"))]
+    if bounds[0] >= bounds[1]:
+        raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
+    return bounds[0], bounds[1]
+
+
+def _parse_bound(value, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an ISO 8601 date", [detail(name, "not an ISO 8601 date")]) from None
+    if isinstance(parsed, date) and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def request_report(session: Session, *, kind: str | None = None, user_id: int | None = None,
+                   segment: str | None = None, period: str | None = None, start: str | None = None,
+                   end: str | None = None, enqueue: Callable[[str], None] | None = None) -> Report:
+    """Validate, store a queued report and enqueue its job once the transaction commits."""
+    from webapp.jobs.queue import enqueue_after_commit
+
+    kind = kind or ("segment_members" if segment else "user_history" if user_id is not None else "all_history")
+    if kind not in KINDS:
+        raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", [detail("kind", "unknown kind")])
+    params: dict = {}
+    if kind == "segment_members":
+        params["segment"] = get_live_segment(session, segment).slug
+    else:
+        first, last = parse_period(period, start, end)
+        params.update({"from": iso(first), "to": iso(last)})
+        if kind == "user_history":
+            if user_id is None:
+                raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
+            params["user_id"] = check_user_id(user_id)
+    report = Report(id=uuid.uuid4(), kind=kind, params=params, status="queued", progress=0, rows=0,
+                    size_bytes=0, created_at=utcnow())
+    session.add(report)
+    session.flush()
+    (enqueue or enqueue_after_commit)(str(report.id))
+    return report
+
+
+def get_report(session: Session, report_id: str) -> Report:
+    try:
+        key = uuid.UUID(str(report_id))
+    except ValueError:
+        raise NotFound("no such report", [detail("id", "not a report id", value=str(report_id)[:40])]) from None
+    report = session.get(Report, key)
+    if report is None:
+        raise NotFound("no such report", [detail("id", "no such report", value=str(report_id))])
+    return report
+
+
+def list_reports(session: Session, limit: int = 50) -> list[Report]:
+    return list(session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit)))
+
+
+def report_path(report: Report) -> Path:
+    return Path(current_app.config["REPORTS_DIR"]) / f"{report.id}.csv"
+
+
+def download_name(report: Report) -> str:
+    p = report.params
+    if report.kind == "segment_members":
+        return f"members-{p['segment']}.csv"
+    period = p["from"][:7] if p["from"][:7] != p["to"][:7] and p["to"][8:10] == "01" else f"{p['from'][:10]}_{p['to'][:10]}"
+    who = f"user-{p['user_id']}" if report.kind == "user_history" else "all-users"
+    return f"history-{who}-{period}.csv"
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+def neutralise(cell) -> str:
+    """Spreadsheet formula injection guard (OWASP): prefix risky leading characters."""
+    text = "" if cell is None else str(cell)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_csv(session: Session, report: Report, on_progress: Callable[[int, int], None],
+              now: datetime | None = None) -> tuple[int, Path]:
+    """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically); returns (rows, path)."""
+    header, total, rows = _rows(session, report, now or utcnow())
+    path = report_path(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    count = 0
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=";", lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([neutralise(c) for c in row])
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                on_progress(count, total)
+    os.replace(partial, path)
+    return count, path
+
+
+def set_state(report_id, **values) -> None:
+    """Status/progress updates on their own connection: visible at once, cursors untouched."""
+    with db.engine.begin() as conn:
+        conn.execute(update(Report).where(Report.id == uuid.UUID(str(report_id))).values(**values))
+
+
+def _rows(session: Session, report: Report, now: datetime) -> tuple[tuple, int, Iterable[tuple]]:
+    p = report.params
+    if report.kind == "segment_members":
+        segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.deleted_at.is_(None)))
+        if segment is None:
+            raise NotFound(f"segment {p['segment']} was deleted")
+        alive = (Membership.segment_id == segment.id,
+                 or_(Membership.expires_at.is_(None), Membership.expires_at > now))
+        total = session.scalar(select(func.count()).select_from(Membership).where(*alive))
+        stmt = (select(Membership.user_id, Membership.added_at, Membership.expires_at)
+                .where(*alive).order_by(Membership.user_id))
+        rows = ((u, segment.slug, iso(a), iso(e) or "") for u, a, e in _stream(session, stmt))
+        return MEMBERS_HEADER, total, rows
+    start, end = _parse_bound(p["from"], "from"), _parse_bound(p["to"], "to")
+    if report.kind == "user_history":
+        entries = history.user_history(session, p["user_id"], start, end, now=now)
+        return HISTORY_HEADER, len(entries), ((e.user_id, e.segment, e.operation, iso(e.occurred_at)) for e in entries)
+    return HISTORY_HEADER, _count_all(session, start, end, now), _all_history(session, start, end, now)
+
+
+def _stream(session: Session, stmt, batch: int = 10_000) -> Iterator:
+    """Rows through a server-side cursor: constant memory whatever the result size."""
+    result = session.execute(stmt.execution_options(yield_per=batch))
+    for partition in result.partitions():
+        yield from partition
+
+
+def _pending_expiries(start: datetime, end: datetime, now: datetime):
+    """Expired memberships the purge has not reached yet (it will record exactly these)."""
+    return (select(Membership.user_id, Segment.slug, literal("removed"), Membership.expires_at)
+            .join(Segment, Segment.id == Membership.segment_id)
+            .where(Membership.expires_at >= start, Membership.expires_at < end, Membership.expires_at <= now))
+
+
+def _count_all(session: Session, start: datetime, end: datetime, now: datetime) -> int:
+    stored = session.scalar(select(func.count()).select_from(MembershipEvent)
+                            .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end))
+    pending = session.scalar(select(func.count()).select_from(_pending_expiries(start, end, now).subquery()))
+    return stored + pending
+
+
+def _all_history(session: Session, start: datetime, end: datetime, now: datetime) -> Iterator[tuple]:
+    stored = (select(MembershipEvent.user_id, MembershipEvent.segment_slug, MembershipEvent.action,
+                     MembershipEvent.occurred_at)
+              .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
+              .order_by(MembershipEvent.occurred_at, MembershipEvent.id))
+    pending = _pending_expiries(start, end, now).order_by(Membership.expires_at, Membership.user_id)
+    merged = heapq.merge(_stream(session, stored), _stream(session, pending), key=lambda r: r[3])
+    for user_id, slug, action, at in merged:
+        yield user_id, slug, action, iso(at)
+
+
+def purge_old_reports(session: Session, now: datetime | None = None) -> int:
+    """Delete reports (rows and files) older than REPORT_RETENTION_DAYS."""
+    now = now or utcnow()
+    cutoff = now - timedelta(days=current_app.config["REPORT_RETENTION_DAYS"])
+    old = list(session.scalars(select(Report).where(Report.created_at < cutoff)))
+    for report in old:
+        report_path(report).unlink(missing_ok=True)
+        session.delete(report)
+    return len(old)
