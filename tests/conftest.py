@@ -17,7 +17,7 @@ from flask_sqlalchemy.session import Session as FlaskSession
 
 from webapp import create_app
 from webapp.config import TestConfig
-from webapp.extensions import db
+from webapp.extensions import cache, db
 
 TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs", "segments"]
 
@@ -80,6 +80,7 @@ def db_session(app):
             yield db.session
             db.session.remove()
             _empty_tables()
+            cache.clear()
             return
         conn = db.engine.connect()
         outer = conn.begin()
@@ -93,6 +94,7 @@ def db_session(app):
             db.session = original
             outer.rollback()
             conn.close()
+            cache.clear()
 
 
 @pytest.fixture
@@ -102,6 +104,7 @@ def committed_db(app):
         yield db.session
         db.session.remove()
         _empty_tables()
+        cache.clear()
 
 
 def _empty_tables() -> None:
@@ -153,3 +156,22 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "smoke" not in item.keywords:
                 item.add_marker(pytest.mark.skip(reason="PostgreSQL-only (SQLite runs the smoke set)"))
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own (so it can be stopped mid-test)."""
+    from tests.redis_server import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app_on(app):
+    """Build an app like the test app but with overrides, e.g. REDIS_URL of a private server."""
+    def build(**overrides):
+        return create_app({**app.config, **overrides})
+    return build

@@ -34,6 +34,25 @@ class Config:
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500
+    # Cache of users' active segments (RedisCache with REDIS_URL, else SimpleCache in-process).
+    CACHE_DEFAULT_TIMEOUT = _env_int("CACHE_TIMEOUT", 300)
+    CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "segments:")
+    CACHE_THRESHOLD = _env_int("CACHE_THRESHOLD", 50_000)  # SimpleCache entries per process
+    # Rate limits per client (token name, else IP); storage is Redis with an in-memory fallback.
+    RATELIMIT_ENABLED = _env_bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_READ = os.environ.get("RATELIMIT_READ", "1200/minute")
+    RATELIMIT_WRITE = os.environ.get("RATELIMIT_WRITE", "300/minute")
+    RATELIMIT_EXEMPT_HOT_PATH = _env_bool("RATELIMIT_EXEMPT_HOT_PATH", False)
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_HEADER_LIMIT = "RateLimit-Limit"
+    RATELIMIT_HEADER_REMAINING = "RateLimit-Remaining"
+    RATELIMIT_HEADER_RESET = "RateLimit-Reset"
+    RATELIMIT_HEADER_RETRY_AFTER = "Retry-After"
+    RATELIMIT_KEY_PREFIX = "segments-rl"
+    # "name:token,name2:token2"; when set, API calls must send "Authorization: Bearer <token>".
+    API_TOKENS = os.environ.get("API_TOKENS", "")
+    IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
     WTF_CSRF_CHECK_DEFAULT = True
     WTF_CSRF_TIME_LIMIT = None
     JSON_SORT_KEYS = False
@@ -49,3 +68,4 @@ class TestConfig(Config):
     )
     REDIS_URL = ""
     SECRET_KEY = "test"
+    RATELIMIT_ENABLED = False  # the limiter tests switch it on

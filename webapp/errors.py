@@ -17,12 +17,15 @@ class AppError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: list | None = None, *, code: str | None = None):
+    def __init__(self, message: str, details: list | None = None, *, code: str | None = None,
+                 status: int | None = None):
         super().__init__(message)
         self.message = message
         self.details = details or []
         if code:
             self.code = code
+        if status:
+            self.status = status
 
 
 class ValidationFailed(AppError):

@@ -1,6 +1,11 @@
 """Flask extensions, created unbound and initialised in create_app()."""
+from flask import request
+from flask_caching import Cache
+from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from spectree import SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -17,5 +22,25 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def client_key() -> str:
+    """Who a rate limit (or an idempotency key) counts against: the API token's name, else the IP."""
+    from webapp.api.auth import token_name
+
+    name = token_name()
+    return f"token:{name}" if name else f"ip:{request.remote_addr}"
+
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+cache = Cache()
+limiter = Limiter(key_func=client_key)
+csrf = CSRFProtect()
+spec = SpecTree(
+    "flask",
+    mode="strict",  # only the decorated API operations
+    path="_spectree",  # spectree skips routes under its own path: keep it off /api
+    page_templates={},  # /api/openapi.json and /api/docs (vendored Swagger UI) are ours
+    title="Segments API",
+    version="1.0.0",
+    description="Dynamic user segmentation. Errors: {\"error\": {\"code\", \"message\", \"details\"}}.",
+)

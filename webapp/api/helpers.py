@@ -66,8 +66,11 @@ def page_args() -> tuple[int, int]:
 
 
 def actor() -> str:
-    """Who made the change, for history: the X-Actor header, else "api"."""
-    return (request.headers.get("X-Actor") or "api").strip()[:100] or "api"
+    """Who made the change, for history: X-Actor, else the API token's name, else "api"."""
+    from flask import g
+
+    named = request.headers.get("X-Actor") or getattr(g, "api_client", None) or "api"
+    return named.strip()[:100] or "api"
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None):

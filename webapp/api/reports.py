@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import send_file, url_for
 
 from webapp.api import bp
+from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out
 from webapp.api.schemas import ReportOut, ReportRequest
 from webapp.errors import AppError
@@ -25,8 +26,10 @@ def report_out(report: Report) -> ReportOut:
 
 
 @bp.post("/reports")
+@operation(tags=("reports",), json=ReportRequest, ok=(202, ReportOut))
 @transactional
 def create_report():
+    """Queue a CSV report: a user's or everyone's history for a period, or a segment's members."""
     body = json_body(ReportRequest)
     report = reports.request_report(db.session, kind=body.kind, user_id=body.user_id, segment=body.segment,
                                     period=body.period, start=body.start, end=body.end)
@@ -35,12 +38,15 @@ def create_report():
 
 
 @bp.get("/reports/<report_id>")
+@operation(tags=("reports",), ok=(200, ReportOut))
 def get_report(report_id: str):
+    """A report's status and progress; ``download_url`` once it is finished."""
     return out(report_out(reports.get_report(db.session, report_id)))
 
 
 @bp.get("/reports/<report_id>.csv")
 def download_report(report_id: str):
+    """The CSV file (``Content-Disposition: attachment``)."""
     report = reports.get_report(db.session, report_id)
     path = reports.report_path(report)
     if report.status != "finished" or not path.exists():

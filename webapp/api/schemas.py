@@ -64,6 +64,28 @@ class ReportRequest(Strict):
     end: Annotated[StrictStr, Field(max_length=40, examples=["2026-12-01"])] | None = Field(None, alias="to")
 
 
+class SegmentListQuery(BaseModel):
+    q: str | None = Field(None, description="substring of slug or description")
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+class MembersQuery(BaseModel):
+    after: int = Field(0, ge=0, description="keyset cursor: the last user_id of the previous page")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class HistoryQuery(BaseModel):
+    start: str | None = Field(None, alias="from", description="ISO 8601 date or datetime (inclusive)")
+    end: str | None = Field(None, alias="to", description="ISO 8601 date or datetime (exclusive)")
+
+
+class DeletedOut(BaseModel):
+    slug: str
+    deleted: bool
+    members_removed: int
+
+
 # -- responses -----------------------------------------------------------------------------
 
 class SegmentOut(BaseModel):

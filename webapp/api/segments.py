@@ -4,14 +4,18 @@ from __future__ import annotations
 from flask import request, url_for
 
 from webapp.api import bp
+from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
 from webapp.api.schemas import (
     BulkMembers,
     BulkOut,
+    DeletedOut,
     MemberList,
     MemberOut,
+    MembersQuery,
     SegmentCreate,
     SegmentList,
+    SegmentListQuery,
     SegmentOut,
     SegmentPatch,
 )
@@ -21,6 +25,8 @@ from webapp.services import memberships, segments
 from webapp.services.common import MAX_USER_ID
 from webapp.transaction import transactional
 
+TAGS = ("segments",)
+
 
 def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:
     return SegmentOut(slug=segment.slug, description=segment.description,
@@ -29,7 +35,9 @@ def segment_out(segment: Segment, members: int | None = None, excluded: int | No
 
 
 @bp.get("/segments")
+@operation(tags=TAGS, query=SegmentListQuery, ok=(200, SegmentList))
 def list_segments():
+    """List live segments, newest first; ``q`` searches slug and description."""
     page, per_page = page_args()
     q = request.args.get("q", "").strip()[:200]
     items, total = segments.list_segments(db.session, q, page, per_page)
@@ -39,8 +47,10 @@ def list_segments():
 
 
 @bp.post("/segments")
+@operation(tags=TAGS, json=SegmentCreate, ok=(201, SegmentOut))
 @transactional
 def create_segment():
+    """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage."""
     body = json_body(SegmentCreate)
     segment = segments.create_segment(db.session, body.slug, body.description, body.rollout_percent)
     return out(segment_out(segment, 0, 0), 201,
@@ -48,15 +58,19 @@ def create_segment():
 
 
 @bp.get("/segments/<slug>")
+@operation(tags=TAGS, ok=(200, SegmentOut))
 def get_segment(slug: str):
+    """One segment with its explicit member and rollout-exclusion counts."""
     segment = segments.get_live_segment(db.session, slug)
     stats = segments.segment_stats(db.session, segment)
     return out(segment_out(segment, stats.members, stats.exclusions))
 
 
 @bp.patch("/segments/<slug>")
+@operation(tags=TAGS, json=SegmentPatch, ok=(200, SegmentOut))
 @transactional
 def patch_segment(slug: str):
+    """Change the description and/or the rollout percentage (every change is recorded)."""
     body = json_body(SegmentPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     segment, _ = segments.update_segment(db.session, slug, **changes)
@@ -65,14 +79,18 @@ def patch_segment(slug: str):
 
 
 @bp.delete("/segments/<slug>")
+@operation(tags=TAGS, ok=(200, DeletedOut))
 @transactional
 def delete_segment(slug: str):
+    """Delete a segment: every member leaves (history reason ``segment_deleted``)."""
     left = segments.delete_segment(db.session, slug, reason="api", actor=actor())
-    return {"slug": slug, "deleted": True, "members_removed": left}
+    return out(DeletedOut(slug=slug, deleted=True, members_removed=left))
 
 
 @bp.get("/segments/<slug>/members")
+@operation(tags=TAGS, query=MembersQuery, ok=(200, MemberList))
 def list_members(slug: str):
+    """Explicit members by user id, ``limit`` at a time; pass ``next_after`` back as ``after``."""
     segment = segments.get_live_segment(db.session, slug)
     limit = query_int("limit", 100, 1, 1000)
     after = query_int("after", 0, 0, MAX_USER_ID)
@@ -83,8 +101,10 @@ def list_members(slug: str):
 
 
 @bp.post("/segments/<slug>/members")
+@operation(tags=TAGS, json=BulkMembers, ok=(200, BulkOut))
 @transactional
 def bulk_add(slug: str):
+    """Add up to MAX_BULK_IDS users at once (one set-based statement), with an optional TTL."""
     body = json_body(BulkMembers)
     result = memberships.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
                                   expires_at=body.expires_at, reason="api", actor=actor())

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from webapp.api import bp
+from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, query_time
 from webapp.api.schemas import (
     ActiveSegmentOut,
     ChangeOut,
     HistoryEntryOut,
     HistoryOut,
+    HistoryQuery,
     UserSegments,
     UserSegmentsChange,
 )
@@ -16,23 +18,39 @@ from webapp.extensions import db
 from webapp.services import history, memberships
 from webapp.services.common import parse_user_id
 from webapp.services.memberships import AddSpec
+from webapp.services.segment_cache import cached_active_segments
 from webapp.transaction import transactional
+
+TAGS = ("users",)
 
 
 def active_out(user_id: int) -> list[ActiveSegmentOut]:
     return [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at)
-            for a in memberships.active_segments(db.session, user_id)]
+            for a in cached_active_segments(db.session, user_id)]
+
+
+def change_out(result: memberships.ChangeResult) -> ChangeOut:
+    """What a change did, plus the user's segments as this (uncommitted) transaction sees them."""
+    now_in = [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at)
+              for a in memberships.active_segments(db.session, result.user_id)]
+    return ChangeOut(user_id=result.user_id, added=result.added, updated=result.updated,
+                     unchanged=result.unchanged, removed=result.removed,
+                     not_members=result.not_members, segments=now_in)
 
 
 @bp.get("/users/<user_id>/segments")
+@operation(tags=TAGS, ok=(200, UserSegments))
 def user_segments(user_id: str):
+    """The segments the user is in now (explicit and rollout), sorted by slug. Cached."""
     uid = parse_user_id(user_id)
     return out(UserSegments(user_id=uid, segments=active_out(uid)))
 
 
 @bp.post("/users/<user_id>/segments")
+@operation(tags=TAGS, json=UserSegmentsChange, ok=(200, ChangeOut))
 @transactional
 def change_user_segments(user_id: str):
+    """Add (``add``) and remove (``del``) segments in one transaction: all or nothing."""
     uid = parse_user_id(user_id)
     body = json_body(UserSegmentsChange)
     add = [AddSpec(item) if isinstance(item, str) else AddSpec(item.slug, item.ttl_seconds, item.expires_at)
@@ -40,13 +58,13 @@ def change_user_segments(user_id: str):
     result = memberships.change_user_segments(
         db.session, uid, add, body.delete, ttl_seconds=body.ttl_seconds,
         expires_at=body.expires_at, reason="api", actor=actor())
-    return out(ChangeOut(user_id=uid, added=result.added, updated=result.updated,
-                         unchanged=result.unchanged, removed=result.removed,
-                         not_members=result.not_members, segments=active_out(uid)))
+    return out(change_out(result))
 
 
 @bp.get("/users/<user_id>/history")
+@operation(tags=TAGS, query=HistoryQuery, ok=(200, HistoryOut))
 def user_history(user_id: str):
+    """The user's membership changes in ``[from, to)``, rollout changes included."""
     uid = parse_user_id(user_id)
     start, end = query_time("from"), query_time("to")
     if start and end and start >= end:

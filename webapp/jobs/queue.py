@@ -9,9 +9,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask, current_app
-from redis import Redis
 from rq import Queue, Retry
 
+from webapp.redis_client import redis_client
 from webapp.transaction import after_commit
 
 log = logging.getLogger(__name__)
@@ -21,20 +21,8 @@ REPORT_TIMEOUT = 3600
 _local_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segments-job")
 
 
-def redis_connection(app: Flask | None = None) -> Redis | None:
-    """The app's Redis client for RQ (one per app), or None in the embedded default."""
-    app = app or current_app
-    url = app.config.get("REDIS_URL")
-    if not url:
-        return None
-    client = app.extensions.get("rq_redis")
-    if client is None:
-        client = app.extensions["rq_redis"] = Redis.from_url(url)
-    return client
-
-
 def get_queue(app: Flask | None = None) -> Queue | None:
-    connection = redis_connection(app)
+    connection = redis_client(app, blocking=True)
     return Queue(QUEUE_NAME, connection=connection) if connection is not None else None
 
 

@@ -11,8 +11,9 @@ from croniter import croniter
 from flask import Flask
 from rq_scheduler import Scheduler
 
-from webapp.jobs.queue import QUEUE_NAME, redis_connection
+from webapp.jobs.queue import QUEUE_NAME
 from webapp.jobs.tasks import nightly_maintenance
+from webapp.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB_ID = "segments-nightly-maintenance"
@@ -20,7 +21,7 @@ MAINTENANCE_TIMEOUT = 6 * 3600
 
 
 def get_scheduler(app: Flask) -> Scheduler | None:
-    connection = redis_connection(app)
+    connection = redis_client(app, blocking=True)
     if connection is None:
         return None
     return Scheduler(queue_name=QUEUE_NAME, connection=connection, interval=30)

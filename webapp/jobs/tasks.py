@@ -9,7 +9,7 @@ from rq import get_current_job
 
 from webapp.extensions import db
 from webapp.models import JobRun
-from webapp.services import reports
+from webapp.services import invalidation, reports
 from webapp.services.common import utcnow
 from webapp.services.memberships import expire_memberships
 
@@ -53,6 +53,8 @@ def nightly_maintenance() -> int:
         removed = expire_memberships(db.session, commit_each_batch=True)
         purged = reports.purge_old_reports(db.session)
         run.processed, run.finished_at = removed, utcnow()
+        if removed:
+            invalidation.everyone_changed()
         db.session.commit()
     except Exception as exc:
         db.session.rollback()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from webapp.errors import ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, Segment
-from webapp.services import membership_sql, rollout
+from webapp.services import invalidation, membership_sql, rollout
 from webapp.services.common import check_user_id, expiry, slug_problem, user_id_problem, utcnow
 from webapp.services.segments import get_live_segment
 
@@ -177,6 +177,8 @@ def change_user_segments(
         for slug in deleting:
             (result.removed if segments[slug].id in gone else result.not_members).append(slug)
     result.changed_segment_ids = {segments[s].id for s in [*result.added, *result.updated, *result.removed]}
+    if result.changed_segment_ids:
+        invalidation.user_changed(user_id)
     return result
 
 
@@ -220,6 +222,8 @@ def bulk_add(
     membership_sql.expire_batch(session, now, limit, segment_id=segment.id)
     counts = membership_sql.upsert(session, (user_ids, segment.id, until), now, reason, actor,
                                    bulk=True, at=at)
+    if counts.added_total or counts.updated_total:
+        invalidation.everyone_changed()
     return BulkResult(segment.slug, len(user_ids), counts.added_total, counts.updated_total,
                       len(set(user_ids)) - counts.added_total - counts.updated_total)
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import Membership, RolloutChange, RolloutExclusion, Segment
 from webapp.models.types import UTCDateTime
-from webapp.services import rollout
+from webapp.services import invalidation, rollout
 from webapp.services.common import slug_problem, utcnow
 
 MAX_DESCRIPTION = 2000
@@ -122,6 +122,7 @@ def create_segment(session: Session, slug, description=None, rollout_percent=Non
                        [detail("slug", "a live segment has this slug", value=slug)]) from None
     if segment.rollout_basis_points:
         _record_rollout(session, segment, 0, segment.rollout_basis_points, "rollout", now)
+        invalidation.everyone_changed()
     return segment
 
 
@@ -139,6 +140,7 @@ def update_segment(session: Session, slug: str, description=UNSET, rollout_perce
             _record_rollout(session, segment, segment.rollout_basis_points, new_bp, "rollout", now)
             segment.rollout_basis_points = new_bp
             rollout_changed = True
+            invalidation.everyone_changed()
     session.flush()
     return segment, rollout_changed
 
@@ -171,6 +173,7 @@ def delete_segment(session: Session, slug: str, reason: str = "api", actor: str 
         segment.rollout_basis_points = 0
     segment.deleted_at = now
     session.flush()
+    invalidation.everyone_changed()
     return left
 
 

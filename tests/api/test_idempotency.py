@@ -1,0 +1,95 @@
+"""Idempotency-Key on real Redis: replay byte for byte, 422 on reuse, 409 in flight, 5xx retryable."""
+import threading
+
+import pytest
+import sqlalchemy as sa
+from redis import Redis
+
+from tests.jobs.conftest import TEST_REDIS_URL
+from webapp.extensions import db
+
+
+@pytest.fixture
+def idem_app(app_on, committed_db):
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+    yield app_on(REDIS_URL=TEST_REDIS_URL)
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+def test_replay_is_byte_for_byte(idem_app):
+    client = idem_app.test_client()
+    first = client.post("/api/v1/segments", json={"slug": "IDEM"}, headers={"Idempotency-Key": "abc-1"})
+    again = client.post("/api/v1/segments", json={"slug": "IDEM"}, headers={"Idempotency-Key": "abc-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.data == first.data and again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    # Without the key, the same call is a real second attempt: 409.
+    assert client.post("/api/v1/segments", json={"slug": "IDEM"}).status_code == 409
+
+
+def test_4xx_is_stored_too_and_key_scope_is_per_client(idem_app):
+    client = idem_app.test_client()
+    bad = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"})
+    replay = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"})
+    assert bad.status_code == replay.status_code == 422 and replay.data == bad.data
+    other = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"},
+                        environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert "Idempotent-Replayed" not in other.headers
+
+
+def test_same_key_different_request_is_422(idem_app):
+    client = idem_app.test_client()
+    client.post("/api/v1/segments", json={"slug": "ONE"}, headers={"Idempotency-Key": "reuse"})
+    response = client.post("/api/v1/segments", json={"slug": "TWO"}, headers={"Idempotency-Key": "reuse"})
+    assert response.status_code == 422 and response.json["error"]["code"] == "idempotency_key_reused"
+    other_path = client.post("/api/v1/users/5/segments", json={"add": ["ONE"]}, headers={"Idempotency-Key": "reuse"})
+    assert other_path.status_code == 422
+
+
+def test_invalid_key_is_400(idem_app):
+    client = idem_app.test_client()
+    response = client.post("/api/v1/segments", json={"slug": "BADKEY"}, headers={"Idempotency-Key": "x" * 300})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_concurrent_duplicates_have_one_side_effect(idem_app):
+    client = idem_app.test_client()
+    client.post("/api/v1/segments", json={"slug": "RACE_IDEM"})
+    barrier = threading.Barrier(12)
+    results = []
+
+    def call():
+        c = idem_app.test_client()
+        barrier.wait()
+        r = c.post("/api/v1/reports", json={"user_id": 5, "period": "2030-01"}, headers={"Idempotency-Key": "dup"})
+        results.append((r.status_code, r.headers.get("Idempotent-Replayed"), r.data))
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    firsts = [r for r in results if r[0] == 202 and r[1] is None]
+    assert len(firsts) == 1
+    assert all(code == 409 or (code == 202 and body == firsts[0][2]) for code, _, body in results)
+    with idem_app.app_context():
+        assert db.session.scalar(sa.text("SELECT count(*) FROM reports")) == 1  # exactly one side effect
+
+
+def test_a_5xx_is_not_stored(idem_app, monkeypatch):
+    from webapp.services import segments
+
+    client = idem_app.test_client()
+    monkeypatch.setattr(segments, "create_segment", lambda *a, **k: 1 / 0)
+    failed = client.post("/api/v1/segments", json={"slug": "BOOM"}, headers={"Idempotency-Key": "five"})
+    assert failed.status_code == 500 and failed.json["error"]["code"] == "internal_error"
+    monkeypatch.undo()
+    retried = client.post("/api/v1/segments", json={"slug": "BOOM"}, headers={"Idempotency-Key": "five"})
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
+
+
+def test_embedded_store_without_redis(app, committed_db):
+    client = app.test_client()
+    first = client.post("/api/v1/segments", json={"slug": "LOCAL_IDEM"}, headers={"Idempotency-Key": "local"})
+    again = client.post("/api/v1/segments", json={"slug": "LOCAL_IDEM"}, headers={"Idempotency-Key": "local"})
+    assert first.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"

@@ -1,0 +1,72 @@
+"""Rate limits on real Redis: per client, reads and writes separately, JSON 429, fallback."""
+import pytest
+
+from tests.jobs.conftest import TEST_REDIS_URL
+
+
+@pytest.fixture
+def limited(app_on, committed_db):
+    from redis import Redis
+
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+    app = app_on(REDIS_URL=TEST_REDIS_URL, RATELIMIT_ENABLED=True, RATELIMIT_READ="5/minute",
+                 RATELIMIT_WRITE="2/minute", API_TOKENS="svc-a:tok-a,svc-b:tok-b")
+    yield app
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_reads_are_limited_per_token_with_headers(limited):
+    client = limited.test_client()
+    statuses = [client.get("/api/v1/users/1/segments", headers=auth("tok-a")).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    blocked = client.get("/api/v1/users/1/segments", headers=auth("tok-a"))
+    assert blocked.json["error"]["code"] == "rate_limited"
+    assert int(blocked.headers["Retry-After"]) > 0
+    assert blocked.headers["RateLimit-Limit"] == "5" and blocked.headers["RateLimit-Remaining"] == "0"
+    assert "RateLimit-Reset" in blocked.headers
+    # Another client (token) has its own budget; so do writes.
+    assert client.get("/api/v1/users/1/segments", headers=auth("tok-b")).status_code == 200
+    assert client.post("/api/v1/segments", json={"slug": "W1"}, headers=auth("tok-a")).status_code == 201
+
+
+def test_writes_have_their_own_limit(limited):
+    client = limited.test_client()
+    codes = [client.post("/api/v1/segments", json={"slug": f"W{i}"}, headers=auth("tok-a")).status_code
+             for i in range(3)]
+    assert codes == [201, 201, 429]
+    assert client.get("/api/v1/segments", headers=auth("tok-a")).status_code == 200
+
+
+def test_unknown_or_missing_token_is_401(limited):
+    client = limited.test_client()
+    assert client.get("/api/v1/segments").status_code == 401
+    response = client.get("/api/v1/segments", headers=auth("nope"))
+    assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized"
+
+
+def test_token_name_is_the_history_actor(limited):
+    client = limited.test_client()
+    client.post("/api/v1/segments", json={"slug": "ACTOR"}, headers=auth("tok-b"))
+    client.post("/api/v1/users/4/segments", json={"add": ["ACTOR"]}, headers=auth("tok-b"))
+    items = client.get("/api/v1/users/4/history", headers=auth("tok-b")).json["items"]
+    assert items[0]["actor"] == "svc-b"
+
+
+def test_hot_path_can_be_exempted(app_on, committed_db):
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="2/minute", RATELIMIT_EXEMPT_HOT_PATH=True)
+    client = app.test_client()
+    assert {client.get("/api/v1/users/1/segments").status_code for _ in range(5)} == {200}
+    assert [client.get("/api/v1/segments").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_db):
+    app = app_on(REDIS_URL=private_redis.url, RATELIMIT_ENABLED=True, RATELIMIT_READ="3/minute")
+    client = app.test_client()
+    assert client.get("/api/v1/segments").status_code == 200
+    private_redis.stop()
+    codes = [client.get("/api/v1/segments").status_code for _ in range(5)]
+    assert 500 not in codes and codes[0] == 200 and 429 in codes  # still limited, from memory

@@ -1,0 +1,135 @@
+"""Idempotency keys for mutating API calls (IETF draft "Idempotency-Key", Stripe semantics).
+
+The header is optional. With it, the first completed response (2xx/4xx: status, headers
+that matter, body bytes) is stored for IDEMPOTENCY_TTL keyed by client + key; a retry with
+the same key and the same request (method, path, body) replays it byte for byte with
+``Idempotent-Replayed: true``. The same key with another request is 422; a retry while the
+first is still running is 409; a 5xx is not stored, so it can be retried. Storage is Redis
+(SET NX makes concurrent duplicates race for one owner) or, embedded, this process.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+
+from flask import Response, current_app, g, request
+
+from webapp.errors import AppError, Conflict, ValidationFailed, detail
+from webapp.extensions import client_key
+from webapp.redis_client import OutageLog, redis_client
+
+log = logging.getLogger(__name__)
+HEADER = "Idempotency-Key"
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+RUNNING_TTL = 300  # a crashed request frees its key after this many seconds
+KEPT_HEADERS = ("Content-Type", "Location")
+_outage = OutageLog("idempotency store")
+
+
+class _LocalStore:
+    """In-process stand-in for Redis SET NX / GET / SET / DEL with expiry."""
+
+    def __init__(self):
+        self._data: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, key, value, ex=None, nx=False):
+        with self._lock:
+            now = time.monotonic()
+            current = self._data.get(key)
+            if nx and current and current[0] > now:
+                return None
+            self._data[key] = (now + (ex or 86_400), value)
+            return True
+
+    def get(self, key):
+        with self._lock:
+            item = self._data.get(key)
+            return item[1] if item and item[0] > time.monotonic() else None
+
+    def delete(self, key):
+        with self._lock:
+            self._data.pop(key, None)
+
+
+_local = _LocalStore()
+
+
+def _store():
+    return redis_client() or _local
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for part in (request.method, request.path, request.query_string, request.get_data(cache=True)):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def before_request():
+    """Claim the key, or answer from a stored response / with 409 or 422."""
+    g.idempotency_key = None
+    key = request.headers.get(HEADER)
+    if request.method not in MUTATING or key is None:
+        return None
+    if not KEY_RE.match(key):
+        raise AppError(f"{HEADER} must be 1-255 visible ASCII characters",
+                       [detail(HEADER, "invalid key")], code="invalid_idempotency_key")
+    store_key = f"idem:{client_key()}:{key}"
+    fingerprint = _fingerprint()
+    claim = json.dumps({"state": "running", "fp": fingerprint})
+    try:
+        store = _store()
+        if store.set(store_key, claim, ex=RUNNING_TTL, nx=True):
+            g.idempotency_key = store_key
+            _outage.ok()
+            return None
+        raw = store.get(store_key)
+    except Exception as exc:  # store down: serve without deduplication rather than fail
+        _outage.failed(exc)
+        return None
+    if raw is None:  # expired between SET and GET: treat as a fresh request
+        return before_request()
+    saved = json.loads(raw)
+    if saved["fp"] != fingerprint:
+        raise ValidationFailed(f"this {HEADER} was used for a different request",
+                               [detail(HEADER, "reused with another method, path or body")],
+                               code="idempotency_key_reused")
+    if saved["state"] == "running":
+        raise Conflict(f"a request with this {HEADER} is still being processed; retry later",
+                       [detail(HEADER, "in progress")], code="idempotency_in_progress")
+    response = Response(base64.b64decode(saved["body"]), status=saved["status"])
+    for name, value in saved["headers"].items():
+        response.headers[name] = value
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def after_request(response: Response) -> Response:
+    """Store a completed 2xx/4xx for replay; release the key after a 5xx."""
+    store_key = getattr(g, "idempotency_key", None)
+    if not store_key:
+        return response
+    g.idempotency_key = None
+    try:
+        if response.status_code >= 500:
+            _store().delete(store_key)
+            return response
+        record = {
+            "state": "done",
+            "fp": _fingerprint(),
+            "status": response.status_code,
+            "headers": {h: response.headers[h] for h in KEPT_HEADERS if h in response.headers},
+            "body": base64.b64encode(response.get_data()).decode(),
+        }
+        _store().set(store_key, json.dumps(record), ex=current_app.config["IDEMPOTENCY_TTL"])
+    except Exception as exc:
+        _outage.failed(exc)
+    return response
