@@ -85,6 +85,8 @@ def db_session(app):
         conn = db.engine.connect()
         outer = conn.begin()
         original = db.session
+        # Background threads must not share this test's connection: jobs stay queued.
+        app.config["RUN_LOCAL_JOBS"] = False
         db.session = db._make_scoped_session(
             {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"})
         try:
@@ -95,6 +97,7 @@ def db_session(app):
             outer.rollback()
             conn.close()
             cache.clear()
+            app.config["RUN_LOCAL_JOBS"] = True
 
 
 @pytest.fixture

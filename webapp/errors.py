@@ -58,6 +58,7 @@ def error_response(status: int, code: str, message: str, details: list | None = 
         resp = jsonify({"error": {"code": code, "message": message, "details": details or []}})
     elif request.headers.get("HX-Request"):
         resp = render_template("_error.html", message=message, details=details or [])
+        headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML", **(headers or {})}
     else:
         resp = render_template("error.html", status=status, message=message, details=details or [])
     resp = make_response(resp, status)

@@ -44,3 +44,10 @@ def percent_to_basis_points(value) -> int:
 
 def basis_points_to_percent(basis_points: int) -> float:
     return basis_points / 100
+
+
+def sample_share(salt: str, basis_points: int, sample: int = 10_000) -> int:
+    """How many of the user ids 1..sample a rollout of ``basis_points`` includes (a preview)."""
+    if basis_points <= 0:
+        return 0
+    return sum(1 for user_id in range(1, sample + 1) if bucket(salt, user_id) < basis_points)

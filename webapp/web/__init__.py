@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("web", __name__)
 
-from webapp.web import pages  # noqa: E402,F401
+from webapp.web import filters, reports, segments, status, users  # noqa: E402,F401

@@ -1,0 +1,11 @@
+// htmx configuration, once for the whole dashboard.
+// htmx 2 does not swap 4xx/5xx responses by default. Validation errors come back as 422
+// form fragments that replace the form; other errors come back as a message fragment that
+// the server retargets (HX-Retarget: #flash).
+htmx.config.responseHandling = [
+  {code: "204", swap: false},
+  {code: "[23]..", swap: true},
+  {code: "422", swap: true},
+  {code: "[45]..", swap: true, error: true},
+];
+htmx.config.historyCacheSize = 0;

@@ -1,0 +1,40 @@
+"""Jobs status for the dashboard strip: worker alive, next TTL run, last run's result."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Flask
+from rq import Worker
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.jobs.queue import get_queue
+from webapp.jobs.schedule import next_run
+from webapp.jobs.tasks import EXPIRY_JOB
+from webapp.models import JobRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobsStatus:
+    workers: int | None  # None: embedded (jobs run in the web process)
+    queued: int | None
+    next_run: datetime | None
+    last_run: JobRun | None
+    redis_ok: bool = True
+
+
+def jobs_status(app: Flask) -> JobsStatus:
+    last = db.session.scalars(select(JobRun).where(JobRun.name == EXPIRY_JOB)
+                              .order_by(JobRun.started_at.desc()).limit(1)).first()
+    queue = get_queue(app)
+    if queue is None:
+        return JobsStatus(None, None, next_run(app), last)
+    try:
+        return JobsStatus(Worker.count(queue=queue), queue.count, next_run(app), last)
+    except Exception as exc:
+        log.warning("jobs status: Redis unavailable: %s", exc)
+        return JobsStatus(0, None, None, last, redis_ok=False)
