@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FLASK_APP = wsgi
 
-.PHONY: run test test-sqlite test-pg lint migrate worker scheduler bench clean
+.PHONY: run test test-sqlite test-pg lint migrate worker scheduler screenshots bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 migrate: $(BIN)/.installed
 	$(BIN)/flask db upgrade
 
+# One process (threads): the embedded default's in-process cache and job pool stay coherent.
 run: migrate
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --threads 4 --access-logfile - wsgi:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 8 wsgi:app
+
+worker: $(BIN)/.installed
+	$(BIN)/flask worker
+
+scheduler: $(BIN)/.installed
+	$(BIN)/flask scheduler
 
 test: test-sqlite test-pg
 
@@ -27,6 +34,10 @@ test-sqlite: $(BIN)/.installed
 
 test-pg: $(BIN)/.installed
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Browser tests again, saving every page's screenshot to docs/screenshots/.
+screenshots: $(BIN)/.installed
+	SCREENSHOTS=1 $(BIN)/pytest -q tests/browser
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webapp tests bench

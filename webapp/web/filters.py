@@ -14,12 +14,10 @@ def reltime(value: datetime | None, now: datetime | None = None) -> str:
         return "never"
     seconds = (value - (now or utcnow())).total_seconds()
     span = abs(seconds)
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if span >= size:
-            amount = f"{int(span // size)} {unit}"
-            break
-    else:
-        amount = f"{int(span)} s"
+    if span < 60:
+        return "in under a minute" if seconds > 0 else "just now"
+    unit, size = next((u, s) for u, s in (("d", 86_400), ("h", 3_600), ("min", 60)) if span >= s)
+    amount = f"{int(span // size)} {unit}"
     return f"in {amount}" if seconds >= 0 else f"{amount} ago"
 
 

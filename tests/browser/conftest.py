@@ -1,0 +1,54 @@
+"""Browser tests: Playwright's Python package driving Debian's chromium against the app
+served on 127.0.0.1 by a real HTTP server (never `playwright install`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "tests/browser" in str(item.fspath):
+            item.add_marker(pytest.mark.browser)
+            if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+                item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (.ci/run installs it)"))
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
+
+
+@pytest.fixture
+def live_server(app, committed_db):
+    """The app on a free 127.0.0.1 port, jobs in-process, tables emptied afterwards."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """Where screenshots go: docs/screenshots with SCREENSHOTS=1 (make screenshots), else tmp."""
+    folder = ROOT / "docs" / "screenshots" if os.environ.get("SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str):
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000  # a real picture, not an empty page
+        return path
+    return take
