@@ -39,6 +39,10 @@ test-pg: $(BIN)/.installed
 screenshots: $(BIN)/.installed
 	SCREENSHOTS=1 $(BIN)/pytest -q tests/browser
 
+# Benchmarks: starts its own database, Redis and gunicorn on 127.0.0.1, prints a table.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webapp tests bench
 

@@ -47,7 +47,8 @@ def configure(app: Flask, config: type | dict | None) -> None:
     # Everything Redis-backed follows REDIS_URL; without it, in-process equivalents.
     redis_url = app.config["REDIS_URL"]
     timeouts = {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
-    app.config["CACHE_TYPE"] = "RedisCache" if redis_url else "SimpleCache"
+    cache_type = "RedisCache" if redis_url else "SimpleCache"
+    app.config["CACHE_TYPE"] = cache_type if app.config["CACHE_ENABLED"] else "NullCache"
     app.config["CACHE_REDIS_URL"] = redis_url
     app.config["CACHE_OPTIONS"] = timeouts if redis_url else {}
     app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"

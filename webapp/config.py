@@ -23,7 +23,9 @@ class Config:
     SQLALCHEMY_DATABASE_URI = os.environ.get(
         "DATABASE_URL", f"sqlite:///{INSTANCE / 'segments.sqlite3'}"
     )
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # A pre-ping costs a round trip per request; recycled connections and one retry by the
+    # client cover a database restart. DB_POOL_PRE_PING=true turns it on.
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", False), "pool_recycle": 1800}
     REDIS_URL = os.environ.get("REDIS_URL", "")  # empty: in-process cache/limiter/jobs
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
@@ -35,6 +37,7 @@ class Config:
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500
     # Cache of users' active segments (RedisCache with REDIS_URL, else SimpleCache in-process).
+    CACHE_ENABLED = _env_bool("CACHE_ENABLED", True)
     CACHE_DEFAULT_TIMEOUT = _env_int("CACHE_TIMEOUT", 300)
     CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "segments:")
     CACHE_THRESHOLD = _env_int("CACHE_THRESHOLD", 50_000)  # SimpleCache entries per process

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from flask import current_app, jsonify, request
+from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
 from webapp.errors import AppError, ValidationFailed, detail
@@ -73,9 +73,7 @@ def actor() -> str:
     return named.strip()[:100] or "api"
 
 
-def out(model: BaseModel, status: int = 200, headers: dict | None = None):
-    response = jsonify(model.model_dump(mode="json", by_alias=True))
-    response.status_code = status
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:
+    """Serialise a response model (pydantic-core writes the JSON bytes directly)."""
+    return Response(model.model_dump_json(by_alias=True), status=status, headers=headers,
+                    mimetype="application/json")

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import false, null, or_, select, true
+from sqlalchemy import BigInteger, bindparam, false, null, or_, select, true
 from sqlalchemy.orm import Session
 
 from webapp.errors import ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, Segment
+from webapp.models.types import UTCDateTime
 from webapp.services import invalidation, membership_sql, rollout
 from webapp.services.common import check_user_id, expiry, slug_problem, user_id_problem, utcnow
 from webapp.services.segments import get_live_segment
@@ -54,6 +55,29 @@ class BulkResult:
 
 # -- read path -----------------------------------------------------------------------------
 
+def _build_active_query():
+    """The read-path statement, built once: explicit rows UNION ALL live rollout segments."""
+    user, now = bindparam("user_id", type_=BigInteger), bindparam("now", type_=UTCDateTime)
+    explicit = (
+        select(Segment.slug, Segment.salt, Segment.rollout_basis_points,
+               Membership.expires_at, true().label("explicit"))
+        .join(Segment, Segment.id == Membership.segment_id)
+        .where(Membership.user_id == user, Segment.deleted_at.is_(None),
+               or_(Membership.expires_at.is_(None), Membership.expires_at > now))
+    )
+    excluded = select(RolloutExclusion.segment_id).where(
+        RolloutExclusion.user_id == user, RolloutExclusion.segment_id == Segment.id)
+    rollouts = (
+        select(Segment.slug, Segment.salt, Segment.rollout_basis_points,
+               null().label("expires_at"), false().label("explicit"))
+        .where(Segment.deleted_at.is_(None), Segment.rollout_basis_points > 0, ~excluded.exists())
+    )
+    return explicit.union_all(rollouts)
+
+
+_ACTIVE_QUERY = _build_active_query()
+
+
 def active_segments(session: Session, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
     """Segments the user is in right now, sorted by slug, in one round trip.
 
@@ -63,22 +87,9 @@ def active_segments(session: Session, user_id: int, now: datetime | None = None)
     """
     check_user_id(user_id)
     now = now or utcnow()
-    explicit = (
-        select(Segment.slug, Segment.salt, Segment.rollout_basis_points,
-               Membership.expires_at, true().label("explicit"))
-        .join(Segment, Segment.id == Membership.segment_id)
-        .where(Membership.user_id == user_id, Segment.deleted_at.is_(None),
-               or_(Membership.expires_at.is_(None), Membership.expires_at > now))
-    )
-    excluded = select(RolloutExclusion.segment_id).where(
-        RolloutExclusion.user_id == user_id, RolloutExclusion.segment_id == Segment.id)
-    rollouts = (
-        select(Segment.slug, Segment.salt, Segment.rollout_basis_points,
-               null().label("expires_at"), false().label("explicit"))
-        .where(Segment.deleted_at.is_(None), Segment.rollout_basis_points > 0, ~excluded.exists())
-    )
     found: dict[str, ActiveSegment] = {}
-    for slug, salt, basis_points, expires_at, is_explicit in session.execute(explicit.union_all(rollouts)):
+    for slug, salt, basis_points, expires_at, is_explicit in session.execute(
+            _ACTIVE_QUERY, {"user_id": user_id, "now": now}):
         if is_explicit:
             found[slug] = ActiveSegment(slug, "explicit", expires_at)
         elif slug not in found and rollout.in_rollout(salt, user_id, basis_points):
