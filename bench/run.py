@@ -16,10 +16,9 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -364,7 +363,7 @@ def main() -> None:
         redis.start()
         env = {"DATABASE_URL": URL, "REDIS_URL": redis.url, "REPORTS_DIR": str(Path(tmp) / "reports"),
                "RATELIMIT_ENABLED": "false", "SECRET_KEY": "bench", "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
-        print(f"machine: {machine()}\nstarted {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n", flush=True)
+        print(f"machine: {machine()}\nstarted {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n", flush=True)
         try:
             engine = fresh_database(env)
             if "bulk" in sections:
@@ -390,7 +389,7 @@ def write_results(about: str) -> None:
     header = "| section | case | measured | baseline (same run) | ratio | target | |\n|---|---|---|---|---|---|---|\n"
     body = "".join(f"| {r.section} | {r.case} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {r.verdict} |\n"
                    for r in ROWS)
-    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     (RESULTS / "latest.md").write_text(f"Run {stamp} on {about}\n\n{header}{body}")
     (RESULTS / "latest.json").write_text(json.dumps({"when": stamp, "machine": about,
                                                      "rows": [asdict(r) for r in ROWS]}, indent=1))

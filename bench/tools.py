@@ -127,14 +127,18 @@ def timed(fn):
     return time.perf_counter() - started, result
 
 
+PEAK = "\nimport sys\nprint([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"
+
+
 def run_child(code: str, env: dict) -> tuple[float, float, str]:
-    """Run Python code in a child process: (seconds, peak RSS MB of that child, stdout)."""
+    """Run Python code in a child process: (seconds, peak RSS MB of that child, stdout).
+
+    The peak is the child's own VmHWM (ru_maxrss would include the parent's size at fork)."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run([sys.executable, "-c", code + PEAK], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    out, err = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"child failed: {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, out
+    if done.returncode != 0:
+        raise RuntimeError(f"child failed: {done.stderr[-2000:]}")
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    return seconds, peak_kb / 1024, done.stdout

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
@@ -14,11 +14,15 @@ REASONS = ("api", "dashboard", "ttl", "segment_deleted", "rollout")
 
 
 class MembershipEvent(db.Model):
+    """One explicit membership change. Append-only: ``segment_id`` has no foreign key
+    (segments are never hard-deleted and the slug is kept as written), which spares one
+    trigger call per history row on bulk writes and purges."""
+
     __tablename__ = "membership_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
-    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    segment_id: Mapped[int] = mapped_column(Integer)
     segment_slug: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(String(20))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
@@ -34,10 +34,10 @@ class Rows:
 
 @dataclass
 class Counts:
+    """(user_id, segment_id) pairs that were inserted, and those whose expiry changed."""
+
     added: set[tuple[int, int]]
     updated: set[tuple[int, int]]
-    added_total: int = 0
-    updated_total: int = 0
 
 
 def _is_pg(session: Session) -> bool:
@@ -49,11 +49,6 @@ def _is_pg(session: Session) -> bool:
 _PG_SOURCE_ROWS = """
     SELECT * FROM unnest(CAST(:users AS bigint[]), CAST(:segments AS int[]),
                          CAST(:expires AS timestamptz[])) AS t(user_id, segment_id, expires_at)
-"""
-_PG_SOURCE_BULK = """
-    SELECT DISTINCT u AS user_id, CAST(:segment AS int) AS segment_id,
-           CAST(:expiry AS timestamptz) AS expires_at
-    FROM unnest(CAST(:users AS bigint[])) AS u
 """
 _PG_UPSERT = """
 WITH src AS ({source}),
@@ -77,10 +72,6 @@ ev AS (
 {returning}
 """
 _PG_RETURN_ROWS = "SELECT user_id, segment_id, inserted FROM up"
-_PG_RETURN_COUNTS = (
-    "SELECT count(*) FILTER (WHERE inserted) AS added, count(*) FILTER (WHERE NOT inserted) "
-    "AS updated FROM up"
-)
 
 _PG_REMOVE = """
 WITH del AS (
@@ -105,28 +96,16 @@ SELECT segment_id FROM gone
 """
 
 
-def upsert(session: Session, rows: Rows | tuple, now: datetime, reason: str, actor: str,
-           *, bulk: bool = False, at: datetime | None = None) -> Counts:
-    """Insert memberships or update their expiry; write an ``added`` event per new row.
-
-    ``rows`` is a :class:`Rows` or, with ``bulk=True``, ``(user_ids, segment_id, expiry)``.
-    """
+def upsert(session: Session, rows: Rows, now: datetime, reason: str, actor: str,
+           *, at: datetime | None = None) -> Counts:
+    """Insert memberships or update their expiry; write an ``added`` event per new row."""
     if _is_pg(session):
-        return _pg_upsert(session, rows, now, reason, actor, bulk, at)
-    return _sqlite_upsert(session, rows, now, reason, actor, bulk, at or now)
+        return _pg_upsert(session, rows, now, reason, actor, at)
+    return _sqlite_upsert(session, rows, now, reason, actor, at or now)
 
 
-def _pg_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
+def _pg_upsert(session, rows, now, reason, actor, at) -> Counts:
     ts = (bindparam("now", type_=UTCDateTime), bindparam("at", type_=UTCDateTime))
-    if bulk:
-        user_ids, segment_id, expiry = rows
-        sql = _PG_UPSERT.format(source=_PG_SOURCE_BULK, returning=_PG_RETURN_COUNTS)
-        params = {"users": list(user_ids), "segment": segment_id, "expiry": expiry}
-        stmt = text(sql).bindparams(*ts, bindparam("expiry", type_=UTCDateTime))
-        added, updated = session.execute(
-            stmt, {**params, "now": now, "at": at, "reason": reason, "actor": actor}
-        ).one()
-        return Counts(set(), set(), added, updated)
     sql = _PG_UPSERT.format(source=_PG_SOURCE_ROWS, returning=_PG_RETURN_ROWS)
     params = {"users": list(rows.user_ids), "segments": list(rows.segment_ids),
               "expires": list(rows.expires)}
@@ -136,7 +115,6 @@ def _pg_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
     counts = Counts(set(), set())
     for user_id, segment_id, inserted in result:
         (counts.added if inserted else counts.updated).add((user_id, segment_id))
-    counts.added_total, counts.updated_total = len(counts.added), len(counts.updated)
     return counts
 
 
@@ -170,10 +148,7 @@ def _sqlite_src(session: Session, user_ids, segment_ids, expires) -> None:
     session.execute(stmt, [{"u": u, "s": s, "e": e} for u, s, e in zip(user_ids, segment_ids, expires, strict=True)])
 
 
-def _sqlite_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
-    if bulk:
-        user_ids, segment_id, expiry = rows
-        rows = Rows(list(user_ids), [segment_id] * len(user_ids), [expiry] * len(user_ids))
+def _sqlite_upsert(session, rows, now, reason, actor, at) -> Counts:
     _sqlite_src(session, rows.user_ids, rows.segment_ids, rows.expires)
     ts = bindparam("now", type_=UTCDateTime)
     updated = session.execute(text(
@@ -189,9 +164,7 @@ def _sqlite_upsert(session, rows, now, reason, actor, bulk, at) -> Counts:
                          "(SELECT user_id, segment_id FROM src)"))
     _sqlite_events(session, added, "added", reason, actor, at)
     added_set, updated_set = {tuple(r) for r in added}, {tuple(r) for r in updated}
-    if bulk:
-        return Counts(set(), set(), len(added_set), len(updated_set))
-    return Counts(added_set, updated_set, len(added_set), len(updated_set))
+    return Counts(added_set, updated_set)
 
 
 def _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, now, reason, actor):
@@ -217,6 +190,67 @@ def _sqlite_events(session, pairs, action, reason, actor, at) -> None:
         "FROM segments WHERE id = :s").bindparams(bindparam("at", type_=UTCDateTime))
     session.execute(stmt, [{"u": u, "s": s, "action": action, "reason": reason, "at": at,
                             "actor": actor} for u, s in pairs])
+
+
+# -- bulk add (one segment, many users) ----------------------------------------------------
+
+COPY_CHUNK = 100_000
+
+
+def bulk_insert(session: Session, user_ids: Sequence[int], segment_id: int, slug: str,
+                expiry: datetime | None, now: datetime, reason: str, actor: str,
+                at: datetime | None = None) -> tuple[int, int]:
+    """Add many users to one segment: returns (added, expiry updated).
+
+    The caller holds the segment row FOR UPDATE, so no other writer inserts into this
+    segment meanwhile (per-user changes take a share lock on it first). That makes plain
+    anti-join INSERTs safe and saves ON CONFLICT's speculative insertion on every row. The
+    ids go to a temporary table (COPY on PostgreSQL, streamed in chunks) rather than one
+    huge array parameter.
+    """
+    _fill_bulk_ids(session, user_ids)
+    stamp = at or _db_clock(session)  # taken after the lock: history order = commit order
+    ts = (bindparam("now", type_=UTCDateTime), bindparam("expiry", type_=UTCDateTime),
+          bindparam("at", type_=UTCDateTime))
+    params = {"segment": segment_id, "slug": slug, "now": now, "expiry": expiry, "at": stamp,
+              "reason": reason, "actor": actor}
+    new_rows = ("FROM (SELECT DISTINCT user_id FROM bulk_ids) b WHERE NOT EXISTS (SELECT 1 FROM memberships m "
+                "WHERE m.user_id = b.user_id AND m.segment_id = :segment)")
+    updated = session.execute(text(
+        "UPDATE memberships SET expires_at = :expiry WHERE segment_id = :segment "
+        "AND user_id IN (SELECT user_id FROM bulk_ids) AND expires_at IS DISTINCT FROM :expiry"
+    ).bindparams(*ts[1:2]), params).rowcount
+    session.execute(text(
+        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
+        f"SELECT b.user_id, :segment, :slug, 'added', :reason, :at, :actor {new_rows}").bindparams(ts[2]), params)
+    added = session.execute(text(
+        f"INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+        f"SELECT b.user_id, :segment, :now, :expiry {new_rows}").bindparams(*ts[:2]), params).rowcount
+    session.execute(text("DELETE FROM rollout_exclusions WHERE segment_id = :segment "
+                         "AND user_id IN (SELECT user_id FROM bulk_ids)"), params)
+    return added, updated
+
+
+def _fill_bulk_ids(session: Session, user_ids: Sequence[int]) -> None:
+    if _is_pg(session):
+        session.execute(text("CREATE TEMP TABLE IF NOT EXISTS bulk_ids (user_id bigint) ON COMMIT DELETE ROWS"))
+        session.execute(text("TRUNCATE bulk_ids"))
+        cursor = session.connection().connection.driver_connection.cursor()
+        with cursor.copy("COPY bulk_ids (user_id) FROM STDIN") as copy:
+            for start in range(0, len(user_ids), COPY_CHUNK):
+                chunk = user_ids[start:start + COPY_CHUNK]
+                copy.write("\n".join(map(str, chunk)) + "\n")
+        session.execute(text("ANALYZE bulk_ids"))
+        return
+    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS bulk_ids (user_id INTEGER)"))
+    session.execute(text("DELETE FROM bulk_ids"))
+    session.execute(text("INSERT INTO bulk_ids VALUES (:u)"), [{"u": u} for u in user_ids])
+
+
+def _db_clock(session: Session) -> datetime:
+    if _is_pg(session):
+        return session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return datetime.now(UTC)
 
 
 # -- TTL expiry ----------------------------------------------------------------------------

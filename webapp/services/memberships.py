@@ -13,7 +13,7 @@ from webapp.errors import ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, Segment
 from webapp.models.types import UTCDateTime
 from webapp.services import invalidation, membership_sql, rollout
-from webapp.services.common import check_user_id, expiry, slug_problem, user_id_problem, utcnow
+from webapp.services.common import MAX_USER_ID, check_user_id, expiry, slug_problem, user_id_problem, utcnow
 from webapp.services.segments import get_live_segment
 
 
@@ -224,19 +224,21 @@ def bulk_add(
     if len(user_ids) > limit:
         raise ValidationFailed(f"at most {limit} user ids per request",
                                [detail("user_ids", f"{len(user_ids)} given")])
-    bad = [detail(f"user_ids[{i}]", p, value=str(u)[:40])
-           for i, u in enumerate(user_ids) if (p := user_id_problem(u)) is not None]
+    bad = []
+    if not all(type(u) is int for u in user_ids) or min(user_ids) < 1 or max(user_ids) > MAX_USER_ID:
+        bad = [detail(f"user_ids[{i}]", p, value=str(u)[:40])
+               for i, u in enumerate(user_ids) if (p := user_id_problem(u)) is not None]
     until, found = expiry(ttl_seconds, expires_at, now)
     if bad or found:
         raise ValidationFailed("no user was added: fix the listed items", (bad[:100] + found))
-    segment = get_live_segment(session, slug, lock="share")
+    # Exclusive on the segment row: per-user writers to it wait (reads never do).
+    segment = get_live_segment(session, slug, lock="update")
     membership_sql.expire_batch(session, now, limit, segment_id=segment.id)
-    counts = membership_sql.upsert(session, (user_ids, segment.id, until), now, reason, actor,
-                                   bulk=True, at=at)
-    if counts.added_total or counts.updated_total:
+    added, updated = membership_sql.bulk_insert(session, user_ids, segment.id, segment.slug, until, now,
+                                                reason, actor, at=at)
+    if added or updated:
         invalidation.everyone_changed()
-    return BulkResult(segment.slug, len(user_ids), counts.added_total, counts.updated_total,
-                      len(set(user_ids)) - counts.added_total - counts.updated_total)
+    return BulkResult(segment.slug, len(user_ids), added, updated, len(set(user_ids)) - added - updated)
 
 
 # -- members of a segment ------------------------------------------------------------------
