@@ -40,16 +40,15 @@ def wait_http(url: str, timeout: float = 30) -> None:
 def gunicorn(app_path: str, env: dict, port: int):
     """gunicorn with the production config (gunicorn.conf.py), on 127.0.0.1 only."""
     full_env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_ACCESSLOG": ""}
-    log = open(ROOT / "bench" / "results" / f"gunicorn-{port}.log", "w")
-    process = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_path],
-                               cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/v1/users/1/segments")
-        yield process
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+    with open(ROOT / "bench" / "results" / f"gunicorn-{port}.log", "w") as log:
+        process = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_path],
+                                   cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/api/v1/users/1/segments")
+            yield process
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def worker_pids(master: int) -> list[int]:

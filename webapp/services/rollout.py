@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import secrets
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from hashlib import blake2b
 
 BUCKETS = 10_000
 
 
+@lru_cache(maxsize=20_000)
+def _prefix(salt: str):
+    """blake2b already fed with "salt:" (copying it is cheaper than hashing the prefix again)."""
+    return blake2b(f"{salt}:".encode(), digest_size=8)
+
+
 def bucket(salt: str, user_id: int) -> int:
-    """The user's bucket in 0..9999 for a segment with this salt."""
-    digest = blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    """The user's bucket in 0..9999: blake2b(f"{salt}:{user_id}", digest_size=8) mod 10000."""
+    hasher = _prefix(salt).copy()
+    hasher.update(str(user_id).encode())
+    return int.from_bytes(hasher.digest(), "big") % BUCKETS
 
 
 def in_rollout(salt: str, user_id: int, basis_points: int) -> bool:
