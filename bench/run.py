@@ -205,14 +205,24 @@ def bench_read(engine, env, seconds: int) -> None:
                        f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms", f"{base.rps:,.0f} req/s",
                        f"{ratio:.2f}", f">= {floor:.0%}" + (", p99 < 10 ms" if conc == 10 else ""), ok)
     # Limiter overhead: the cached path with and without Flask-Limiter on Redis.
-    port = tools.free_port()
-    with tools.gunicorn("wsgi:app", {**env, "RATELIMIT_ENABLED": "true", "RATELIMIT_READ": "100000000/minute"}, port):
-        url = f"http://127.0.0.1:{port}/api/v1/users/2/segments"
-        tools.wrk(url, 10, 1)
-        limited = tools.wrk(url, 10, seconds)
+    limited = _user_two_at_ten({**env, "RATELIMIT_ENABLED": "true", "RATELIMIT_READ": "100000000/minute"}, seconds)
     plain = results["cached", 10, 2]
     record("read", "cached + rate limiter (Redis), 10 conn", f"{limited.rps:,.0f} req/s p99 {limited.p99_ms:.1f} ms",
            f"{plain.rps:,.0f} req/s no limiter", f"{limited.rps / plain.rps:.2f}")
+    # What the pool pre-ping (on by default) costs on the uncached path.
+    unpinged = _user_two_at_ten({**env, "CACHE_ENABLED": "false", "DB_POOL_PRE_PING": "false"}, seconds)
+    pinged = results["uncached", 10, 2]
+    record("read", "uncached with pool pre-ping, 10 conn", f"{pinged.rps:,.0f} req/s",
+           f"{unpinged.rps:,.0f} req/s without", f"{pinged.rps / unpinged.rps:.2f}")
+
+
+def _user_two_at_ten(env: dict, seconds: int) -> tools.Load:
+    """The app under this config, user 2's segments at 10 connections."""
+    port = tools.free_port()
+    with tools.gunicorn("wsgi:app", env, port):
+        url = f"http://127.0.0.1:{port}/api/v1/users/2/segments"
+        tools.wrk(url, 10, 1)
+        return tools.wrk(url, 10, seconds)
 
 
 def bench_scaling(engine, env, seconds: int) -> None:

@@ -41,12 +41,17 @@ def test_hundred_thousand_expired_rows_in_one_run(app, committed_db):
     assert [a.slug for a in active_segments(committed_db, 5, now=now)] == ["TTL_LIVE"]
 
 
+def expired_member(session, slug: str, user_id: int, expired: str) -> None:
+    """A committed segment with one member whose membership expired ``expired`` ago."""
+    seg = create_segment(session, slug)
+    session.commit()
+    session.execute(sa.text("INSERT INTO memberships VALUES (:u, :s, now() - interval '2 days', "
+                            "now() - CAST(:ago AS interval))"), {"u": user_id, "s": seg.id, "ago": expired})
+    session.commit()
+
+
 def test_cli_command(app, committed_db):
-    seg = create_segment(committed_db, "TTL_CLI")
-    committed_db.commit()
-    committed_db.execute(sa.text("INSERT INTO memberships VALUES (1, :s, now() - interval '2 days', "
-                                 "now() - interval '1 day')"), {"s": seg.id})
-    committed_db.commit()
+    expired_member(committed_db, "TTL_CLI", 1, "1 day")
     result = app.test_cli_runner().invoke(args=["expire-memberships"])
     assert result.exit_code == 0 and "expired 1 memberships" in result.output
 
@@ -84,11 +89,7 @@ def test_scheduler_registration_is_idempotent(redis_app):
 
 
 def test_scheduled_job_runs_on_a_worker(redis_app, committed_db):
-    seg = create_segment(committed_db, "TTL_SCHED")
-    committed_db.commit()
-    committed_db.execute(sa.text("INSERT INTO memberships VALUES (9, :s, now() - interval '2 days', "
-                                 "now() - interval '1 hour')"), {"s": seg.id})
-    committed_db.commit()
+    expired_member(committed_db, "TTL_SCHED", 9, "1 hour")
     scheduler = get_scheduler(redis_app)
     register_schedules(scheduler, "0 0 * * *")
     scheduler.enqueue_job(next(j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID))  # as if it were midnight

@@ -56,11 +56,15 @@ def show_segment(slug: str):
                            ttl_choices=TTL_CHOICES)
 
 
+def _settings_context(segment) -> dict:
+    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in."""
+    return {"segment": segment, "sample": SAMPLE,
+            "sample_in": rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE)}
+
+
 def _segment_context(segment) -> dict:
-    stats = segments.segment_stats(db.session, segment)
     return {
-        "segment": segment, "stats": stats,
-        "sample_in": rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE), "sample": SAMPLE,
+        **_settings_context(segment), "stats": segments.segment_stats(db.session, segment),
         "events": segment_activity.recent_events(db.session, segment),
         "series": segment_activity.member_series(db.session, segment),
         **_members_context(segment),
@@ -107,12 +111,10 @@ def update_settings(slug: str):
         segment, _ = segments.update_segment(db.session, slug, description=form.get("description", ""),
                                              rollout_percent=form.get("rollout_percent", "").strip() or 0)
     except AppError as exc:
-        segment = segments.get_live_segment(db.session, slug)
-        return rejected(exc, back, "segments/_settings_form.html", segment=segment, sample=SAMPLE,
-                        sample_in=rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE))
-    return updated(f"{segment.slug} saved.", back, "segments/_settings_form.html", segment=segment,
-                   form={}, errors={}, sample=SAMPLE,
-                   sample_in=rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE))
+        return rejected(exc, back, "segments/_settings_form.html",
+                        **_settings_context(segments.get_live_segment(db.session, slug)))
+    return updated(f"{segment.slug} saved.", back, "segments/_settings_form.html", form={}, errors={},
+                   **_settings_context(segment))
 
 
 @bp.post("/segments/<slug>/members")
