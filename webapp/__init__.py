@@ -65,9 +65,17 @@ def register_extensions(app: Flask) -> None:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         _sqlite_pragmas(app)
     cache.init_app(app)
+    app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     csrf.init_app(app)
     init_request_logging(app)
+
+
+def _retry_after_only_when_limited(response):
+    """Flask-Limiter sends Retry-After on every response; it means something only on a 429."""
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def _sqlite_pragmas(app: Flask) -> None:

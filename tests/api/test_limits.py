@@ -21,8 +21,9 @@ def auth(token):
 
 def test_reads_are_limited_per_token_with_headers(limited):
     client = limited.test_client()
-    statuses = [client.get("/api/v1/users/1/segments", headers=auth("tok-a")).status_code for _ in range(6)]
-    assert statuses == [200] * 5 + [429]
+    responses = [client.get("/api/v1/users/1/segments", headers=auth("tok-a")) for _ in range(6)]
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    assert responses[0].headers["RateLimit-Remaining"] == "4" and "Retry-After" not in responses[0].headers
     blocked = client.get("/api/v1/users/1/segments", headers=auth("tok-a"))
     assert blocked.json["error"]["code"] == "rate_limited"
     assert int(blocked.headers["Retry-After"]) > 0
