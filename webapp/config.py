@@ -27,6 +27,7 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", True), "pool_recycle": 1800}
     REDIS_URL = os.environ.get("REDIS_URL", "")  # empty: in-process cache/limiter/jobs
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
+    RUN_LOCAL_JOBS = True  # without Redis, run jobs in a thread of this process (tests turn it off)
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
     EXPIRY_CRON = os.environ.get("EXPIRY_CRON", "0 0 * * *")
     EXPIRY_BATCH_SIZE = _env_int("EXPIRY_BATCH_SIZE", 50_000)

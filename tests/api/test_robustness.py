@@ -57,3 +57,11 @@ def test_unknown_routes_and_methods_are_json(api):
 def test_wrong_content_type_body_is_still_parsed_or_rejected(client):
     response = client.post("/api/v1/segments", data="slug=ABC", content_type="application/x-www-form-urlencoded")
     assert_envelope(response, 400)
+
+
+def test_oversized_body_is_413_json(app_on, committed_db):
+    small = app_on(MAX_CONTENT_LENGTH=1000).test_client()
+    response = small.post("/api/v1/segments/ANY/members", data='{"user_ids": [' + "1," * 2000 + "1]}",
+                          content_type="application/json")
+    assert_envelope(response, 413)
+    assert response.json["error"]["code"] == "payload_too_large"

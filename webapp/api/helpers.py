@@ -50,7 +50,7 @@ def query_time(name: str) -> datetime | None:
     raw = request.args.get(name)
     if not raw:
         return None
-    try:
+    try:  # an unencoded "+01:00" offset arrives as " 01:00" in a query string
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
     except ValueError:
         raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",

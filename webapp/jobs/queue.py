@@ -33,7 +33,7 @@ def enqueue(func, *args, job_id: str | None = None, timeout: int = REPORT_TIMEOU
     if queue is not None:
         return queue.enqueue(func, args=args, job_id=job_id, retry=RETRY, job_timeout=timeout,
                              result_ttl=86_400, failure_ttl=7 * 86_400)
-    if not app.config.get("RUN_LOCAL_JOBS", True):
+    if not app.config["RUN_LOCAL_JOBS"]:
         log.info("local jobs disabled: %s%r stays queued", getattr(func, "__name__", func), args)
         return None
     return _local_pool.submit(_run_local, app, func, args)
