@@ -76,7 +76,9 @@ def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_
                                          ["2", "REP_A", "removed"], ["1", "REP_B", "removed"]]
     assert may_rows[2][3] == "2030-05-04T00:00:00Z"  # the TTL exit at its true expiry time (not purged yet)
     assert [r[3] for r in may_rows] == sorted(r[3] for r in may_rows)
-    june_rows = parse(client.get(client.get(june["status_url"]).json["download_url"]).data)[1:]
+    june_file = client.get(client.get(june["status_url"]).json["download_url"])
+    assert "history-all-users-2030-06-01_2030-07-01.csv" in june_file.headers["Content-Disposition"]
+    june_rows = parse(june_file.data)[1:]
     assert june_rows == [["1", "REP_A", "removed", "2030-06-15T00:00:00Z"]]
 
 

@@ -15,7 +15,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
@@ -62,7 +62,7 @@ def _parse_bound(value, name: str) -> datetime:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise ValidationFailed(f"{name} must be an ISO 8601 date", [detail(name, "not an ISO 8601 date")]) from None
-    if isinstance(parsed, date) and parsed.tzinfo is None:
+    if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 
@@ -82,6 +82,8 @@ def request_report(session: Session, *, kind: str | None = None, user_id: int | 
     else:
         first, last = parse_period(period, start, end)
         params.update({"from": iso(first), "to": iso(last)})
+        if period is not None:
+            params["period"] = period
         if kind == "user_history":
             if user_id is None:
                 raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
@@ -117,7 +119,7 @@ def download_name(report: Report) -> str:
     p = report.params
     if report.kind == "segment_members":
         return f"members-{p['segment']}.csv"
-    period = p["from"][:7] if p["from"][:7] != p["to"][:7] and p["to"][8:10] == "01" else f"{p['from'][:10]}_{p['to'][:10]}"
+    period = p.get("period") or f"{p['from'][:10]}_{p['to'][:10]}"
     who = f"user-{p['user_id']}" if report.kind == "user_history" else "all-users"
     return f"history-{who}-{period}.csv"
 
