@@ -29,6 +29,8 @@ def get_scheduler(app: Flask) -> Scheduler | None:
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
     """(Re)register the nightly job; any stale copy (old cron string) is cancelled first."""
+    os.environ["TZ"] = "UTC"  # rq-scheduler evaluates cron strings in local time
+    time.tzset()
     for job in scheduler.get_jobs():
         if job.id == EXPIRY_JOB_ID:
             scheduler.cancel(job)
@@ -61,8 +63,6 @@ def run_scheduler(app: Flask, *, catch_up: bool = True) -> None:
     """Serve the schedule forever. ``catch_up`` runs the job once at start, so expiries
     missed during downtime are purged at once (each recorded at its true expiry time)."""
     cron = validate_cron(app.config["EXPIRY_CRON"])
-    os.environ["TZ"] = "UTC"  # rq-scheduler evaluates cron strings in local time
-    time.tzset()
     scheduler = get_scheduler(app)
     if scheduler is None:
         _run_local_loop(app, cron, catch_up)
