@@ -19,7 +19,8 @@ class Membership(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
-        Index("ix_memberships_segment_user", "segment_id", "user_id"),
+        # Covers member lists and counts (expires_at included: index-only scans).
+        Index("ix_memberships_segment_user", "segment_id", "user_id", postgresql_include=["expires_at"]),
         Index(
             "ix_memberships_expires_at",
             "expires_at",
