@@ -2,7 +2,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webapp.models import Segment
 from webapp.services import rollout
 from webapp.services.history import user_history
 from webapp.services.memberships import AddSpec, change_user_segments, expire_memberships
@@ -90,7 +89,6 @@ def test_history_replays_to_the_current_state(db_session):
         step(t)
         history = user_history(db_session, user, now=t)
         assert replay(history) == {a.slug for a in active_segments(db_session, user, now=t)}, history
-    db_session.query(Segment).count()
 
 
 def test_history_api_validates_bounds(api):
