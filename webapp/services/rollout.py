@@ -50,10 +50,6 @@ def percent_to_basis_points(value) -> int:
     return int(scaled)
 
 
-def basis_points_to_percent(basis_points: int) -> float:
-    return basis_points / 100
-
-
 def sample_share(salt: str, basis_points: int, sample: int = 10_000) -> int:
     """How many of the user ids 1..sample a rollout of ``basis_points`` includes (a preview)."""
     if basis_points <= 0:
