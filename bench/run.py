@@ -1,7 +1,8 @@
 """`make bench`: start what is needed on 127.0.0.1, measure, stop everything, print a table.
 
 Sections: bulk (1M ids, API and dashboard upload), read (hot path under gunicorn with wrk),
-scaling (rollout segments 10/100/1000; user-id independence), expiry (1M), report (100k, 1M).
+scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments page with 10k
+segments), expiry (1M), report (100k, 1M).
 Each figure is printed next to a baseline measured in the same run.
 """
 from __future__ import annotations
@@ -272,6 +273,31 @@ for uid in (1, 10**6, 10**12, 10**18):
            "1 per segment", "—", "no per-user rows", after - before == 1000)
 
 
+def bench_dashboard(engine, env, count: int) -> None:
+    """The segments page with many segments: first page, a deep page, a search (p50 of 30)."""
+    make_segments(engine, "DASH_", count, 0)
+    with engine.connect() as conn:
+        conn.execute(sa.text("ANALYZE"))
+    port = tools.free_port()
+    with tools.gunicorn("wsgi:app", env, port):
+        base = f"http://127.0.0.1:{port}"
+        last = max(1, count // 25)
+        cases = {"first page": "/", f"page {last} (last)": f"/?page={last}",
+                 "search 'DASH_09'": "/?q=DASH_09", "JSON list, page 1": "/api/v1/segments"}
+        timings = {}
+        for name, path in cases.items():
+            samples = []
+            for _ in range(30):
+                seconds, _ = tools.timed(lambda p=path: urllib.request.urlopen(base + p, timeout=30).read())
+                samples.append(seconds * 1000)
+            timings[name] = sorted(samples)[len(samples) // 2]
+        health = sorted(tools.timed(lambda: urllib.request.urlopen(base + "/healthz").read())[0] * 1000
+                        for _ in range(30))[15]
+    for name, p50 in timings.items():
+        record("dashboard", f"{count:,} segments: {name}", f"p50 {p50:.1f} ms", f"p50 {health:.1f} ms /healthz",
+               f"{p50 / health:.1f}x", "< 100 ms", p50 < 100)
+
+
 def bench_expiry(engine, env, size: int) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
@@ -361,7 +387,8 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs (a smoke run)")
-    parser.add_argument("--only", default="bulk,read,scaling,expiry,report", help="comma-separated sections")
+    parser.add_argument("--only", default="bulk,read,scaling,dashboard,expiry,report",
+                        help="comma-separated sections")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
@@ -383,6 +410,8 @@ def main() -> None:
                 bench_read(engine, env, seconds)
             if "scaling" in sections:
                 bench_scaling(engine, env, seconds)
+            if "dashboard" in sections:
+                bench_dashboard(engine, env, 1_000 if args.quick else 10_000)
             child_env = {**env, "REDIS_URL": ""}
             if "expiry" in sections:
                 bench_expiry(engine, child_env, size)
