@@ -24,18 +24,15 @@ from webapp.transaction import transactional
 TAGS = ("users",)
 
 
-def active_out(user_id: int) -> list[ActiveSegmentOut]:
-    return [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at)
-            for a in cached_active_segments(db.session, user_id)]
+def _as_out(active: list[memberships.ActiveSegment]) -> list[ActiveSegmentOut]:
+    return [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at) for a in active]
 
 
 def change_out(result: memberships.ChangeResult) -> ChangeOut:
     """What a change did, plus the user's segments as this (uncommitted) transaction sees them."""
-    now_in = [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at)
-              for a in memberships.active_segments(db.session, result.user_id)]
     return ChangeOut(user_id=result.user_id, added=result.added, updated=result.updated,
-                     unchanged=result.unchanged, removed=result.removed,
-                     not_members=result.not_members, segments=now_in)
+                     unchanged=result.unchanged, removed=result.removed, not_members=result.not_members,
+                     segments=_as_out(memberships.active_segments(db.session, result.user_id)))
 
 
 @bp.get("/users/<user_id>/segments")
@@ -43,7 +40,7 @@ def change_out(result: memberships.ChangeResult) -> ChangeOut:
 def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug. Cached."""
     uid = parse_user_id(user_id)
-    return out(UserSegments(user_id=uid, segments=active_out(uid)))
+    return out(UserSegments(user_id=uid, segments=_as_out(cached_active_segments(db.session, uid))))
 
 
 @bp.post("/users/<user_id>/segments")

@@ -19,25 +19,12 @@ from sqlalchemy.orm import Session
 from webapp.models.types import UTCDateTime
 
 
-@dataclass(frozen=True)
-class Rows:
-    """Membership rows to write: one user with several segments, or many users with one."""
-
-    user_ids: Sequence[int]
-    segment_ids: Sequence[int]
-    expires: Sequence[datetime | None]
-
-    @classmethod
-    def for_user(cls, user_id: int, segment_ids: Sequence[int], expires: Sequence) -> Rows:
-        return cls([user_id] * len(segment_ids), list(segment_ids), list(expires))
-
-
 @dataclass
 class Counts:
-    """(user_id, segment_id) pairs that were inserted, and those whose expiry changed."""
+    """Segment ids the user was added to, and those whose expiry changed."""
 
-    added: set[tuple[int, int]]
-    updated: set[tuple[int, int]]
+    added: set[int]
+    updated: set[int]
 
 
 def _is_pg(session: Session) -> bool:
@@ -46,12 +33,11 @@ def _is_pg(session: Session) -> bool:
 
 # -- PostgreSQL ---------------------------------------------------------------------------
 
-_PG_SOURCE_ROWS = """
-    SELECT * FROM unnest(CAST(:users AS bigint[]), CAST(:segments AS int[]),
-                         CAST(:expires AS timestamptz[])) AS t(user_id, segment_id, expires_at)
-"""
 _PG_UPSERT = """
-WITH src AS ({source}),
+WITH src AS (
+    SELECT CAST(:user AS bigint) AS user_id, segment_id, expires_at
+    FROM unnest(CAST(:segments AS int[]), CAST(:expires AS timestamptz[])) AS t(segment_id, expires_at)
+),
 up AS (
     INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
     SELECT user_id, segment_id, :now, expires_at FROM src
@@ -69,9 +55,8 @@ ev AS (
     SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor
     FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted
 )
-{returning}
+SELECT segment_id, inserted FROM up
 """
-_PG_RETURN_ROWS = "SELECT user_id, segment_id, inserted FROM up"
 
 _PG_REMOVE = """
 WITH del AS (
@@ -96,25 +81,24 @@ SELECT segment_id FROM gone
 """
 
 
-def upsert(session: Session, rows: Rows, now: datetime, reason: str, actor: str,
-           *, at: datetime | None = None) -> Counts:
-    """Insert memberships or update their expiry; write an ``added`` event per new row."""
+def upsert(session: Session, user_id: int, expiries: dict[int, datetime | None], now: datetime,
+           reason: str, actor: str, *, at: datetime | None = None) -> Counts:
+    """Add the user to segments (segment id -> expiry) or update the expiry of ones they are
+    in; write an ``added`` event per new membership."""
     if _is_pg(session):
-        return _pg_upsert(session, rows, now, reason, actor, at)
-    return _sqlite_upsert(session, rows, now, reason, actor, at or now)
+        return _pg_upsert(session, user_id, expiries, now, reason, actor, at)
+    return _sqlite_upsert(session, user_id, expiries, now, reason, actor, at or now)
 
 
-def _pg_upsert(session, rows, now, reason, actor, at) -> Counts:
-    ts = (bindparam("now", type_=UTCDateTime), bindparam("at", type_=UTCDateTime))
-    sql = _PG_UPSERT.format(source=_PG_SOURCE_ROWS, returning=_PG_RETURN_ROWS)
-    params = {"users": list(rows.user_ids), "segments": list(rows.segment_ids),
-              "expires": list(rows.expires)}
-    result = session.execute(
-        text(sql).bindparams(*ts), {**params, "now": now, "at": at, "reason": reason, "actor": actor}
-    )
+def _pg_upsert(session, user_id, expiries, now, reason, actor, at) -> Counts:
+    stmt = text(_PG_UPSERT).bindparams(bindparam("now", type_=UTCDateTime), bindparam("at", type_=UTCDateTime))
+    result = session.execute(stmt, {
+        "user": user_id, "segments": list(expiries), "expires": list(expiries.values()),
+        "now": now, "at": at, "reason": reason, "actor": actor,
+    })
     counts = Counts(set(), set())
-    for user_id, segment_id, inserted in result:
-        (counts.added if inserted else counts.updated).add((user_id, segment_id))
+    for segment_id, inserted in result:
+        (counts.added if inserted else counts.updated).add(segment_id)
     return counts
 
 
@@ -139,17 +123,12 @@ def remove(session: Session, user_id: int, segment_ids: Sequence[int],
 
 # -- SQLite (embedded default: one writer at a time) ---------------------------------------
 
-def _sqlite_src(session: Session, user_ids, segment_ids, expires) -> None:
+def _sqlite_upsert(session, user_id, expiries, now, reason, actor, at) -> Counts:
     session.execute(text("CREATE TEMP TABLE IF NOT EXISTS src (user_id INTEGER, segment_id INTEGER, "
                          "expires_at TEXT, PRIMARY KEY (user_id, segment_id))"))
     session.execute(text("DELETE FROM src"))
-    stmt = text("INSERT OR IGNORE INTO src VALUES (:u, :s, :e)").bindparams(
-        bindparam("e", type_=UTCDateTime))
-    session.execute(stmt, [{"u": u, "s": s, "e": e} for u, s, e in zip(user_ids, segment_ids, expires, strict=True)])
-
-
-def _sqlite_upsert(session, rows, now, reason, actor, at) -> Counts:
-    _sqlite_src(session, rows.user_ids, rows.segment_ids, rows.expires)
+    session.execute(text("INSERT INTO src VALUES (:u, :s, :e)").bindparams(bindparam("e", type_=UTCDateTime)),
+                    [{"u": user_id, "s": sid, "e": until} for sid, until in expiries.items()])
     ts = bindparam("now", type_=UTCDateTime)
     updated = session.execute(text(
         "UPDATE memberships SET expires_at = src.expires_at FROM src "
@@ -163,8 +142,7 @@ def _sqlite_upsert(session, rows, now, reason, actor, at) -> Counts:
     session.execute(text("DELETE FROM rollout_exclusions WHERE (user_id, segment_id) IN "
                          "(SELECT user_id, segment_id FROM src)"))
     _sqlite_events(session, added, "added", reason, actor, at)
-    added_set, updated_set = {tuple(r) for r in added}, {tuple(r) for r in updated}
-    return Counts(added_set, updated_set)
+    return Counts({sid for _, sid in added}, {sid for _, sid in updated})
 
 
 def _sqlite_remove(session, user_id, segment_ids, rollout_segment_ids, now, reason, actor):

@@ -171,14 +171,13 @@ def change_user_segments(
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_sql.expire_batch(session, now, limit, user_id=user_id)
     if expiries:
-        ids = [segments[slug].id for slug in expiries]
         counts = membership_sql.upsert(
-            session, membership_sql.Rows.for_user(user_id, ids, list(expiries.values())),
+            session, user_id, {segments[slug].id: until for slug, until in expiries.items()},
             now, reason, actor, at=at)
         for slug in expiries:
-            key = (user_id, segments[slug].id)
-            bucket = (result.added if key in counts.added
-                      else result.updated if key in counts.updated else result.unchanged)
+            sid = segments[slug].id
+            bucket = (result.added if sid in counts.added
+                      else result.updated if sid in counts.updated else result.unchanged)
             bucket.append(slug)
     if deleting:
         ids = [segments[slug].id for slug in deleting]
