@@ -30,11 +30,8 @@ class MembershipEvent(db.Model):
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     __table_args__ = (
-        CheckConstraint("action IN ('added', 'removed')", name="action_valid"),
-        CheckConstraint(
-            "reason IN ('api', 'dashboard', 'ttl', 'segment_deleted', 'rollout')",
-            name="reason_valid",
-        ),
+        CheckConstraint(f"action IN ({', '.join(map(repr, ACTIONS))})", name="action_valid"),
+        CheckConstraint(f"reason IN ({', '.join(map(repr, REASONS))})", name="reason_valid"),
         Index("ix_membership_events_user_occurred", "user_id", "occurred_at"),
         Index("ix_membership_events_occurred", "occurred_at"),
         Index("ix_membership_events_segment_occurred", "segment_id", "occurred_at"),

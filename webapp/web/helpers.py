@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from flask import flash, make_response, redirect, render_template, request
 
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.services.common import parse_user_id
 
 TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days"),
                ("2592000", "30 days"), ("7776000", "90 days")]
@@ -14,10 +13,6 @@ TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("6048
 
 def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
-
-
-def form_user_id(name: str = "user_id") -> int:
-    return parse_user_id(request.form.get(name, "").strip(), name)
 
 
 def form_expiry() -> tuple[int | None, datetime | None]:
