@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from webapp.extensions import db
 from webapp.models.types import UTCDateTime
 
+
 class Report(db.Model):
     __tablename__ = "reports"
 
