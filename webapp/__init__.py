@@ -2,23 +2,26 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import secrets
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 
-from webapp.config import ROOT, Config
+from webapp.config import INSTANCE, ROOT, Config
 from webapp.redis_client import WEB_TIMEOUT
 
 __all__ = ["create_app"]
+HOT_PATH = frozenset({"api.user_segments", "api_compat.user_segments"})
 
 
-def create_app(config: type | dict | None = None) -> Flask:
+def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config, extensions, blueprints, error handlers, CLI."""
     app = Flask(
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
-        instance_path=str(ROOT / "instance"),
+        instance_path=str(INSTANCE),
     )
     configure(app, config)
     register_extensions(app)
@@ -28,31 +31,60 @@ def create_app(config: type | dict | None = None) -> Flask:
     return app
 
 
-def configure(app: Flask, config: type | dict | None) -> None:
+def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
+    """Settings, with the embedded servers started for whatever URL is not given."""
+    from webapp import embedded
+    from webapp.auth import parse_tokens
+
     app.config.from_object(Config)
-    if isinstance(config, dict):
+    if isinstance(config, Mapping):
         app.config.update(config)
     elif config is not None:
         app.config.from_object(config)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if uri.startswith("postgresql://"):
-        app.config["SQLALCHEMY_DATABASE_URI"] = uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
-    if uri.startswith("postgresql"):  # day boundaries (charts, reports) are UTC days
-        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-        options["connect_args"] = {**options.get("connect_args", {}), "options": "-c timezone=UTC"}
-    # Everything Redis-backed follows REDIS_URL; without it, in-process equivalents.
+    local = not app.config["DATABASE_URL"]
+    if local:
+        app.config["DATABASE_URL"] = embedded.postgres_url(INSTANCE / "postgres")
+    if not app.config["REDIS_URL"]:
+        app.config["REDIS_URL"] = embedded.redis_url(INSTANCE / "redis")
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(app.config["DATABASE_URL"])
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    # Day boundaries (charts, reports) are UTC days.
+    options["connect_args"] = {**options.get("connect_args", {}), "options": "-c timezone=UTC"}
+    app.config["SECRET_KEY"] = secret_key(app, local)
+    app.extensions["api_tokens"] = parse_tokens(app.config["API_TOKENS"])
     redis_url = app.config["REDIS_URL"]
     timeouts = {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
-    cache_type = "RedisCache" if redis_url else "SimpleCache"
-    app.config["CACHE_TYPE"] = cache_type if app.config["CACHE_ENABLED"] else "NullCache"
-    app.config["CACHE_REDIS_URL"] = redis_url
-    app.config["CACHE_OPTIONS"] = timeouts if redis_url else {}
-    app.config["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = timeouts if redis_url else {}
+    limits_url = "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
+    app.config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, CACHE_OPTIONS=timeouts,
+                      RATELIMIT_STORAGE_URI=limits_url, RATELIMIT_STORAGE_OPTIONS=timeouts)
+
+
+def database_uri(url: str) -> str:
+    """SQLAlchemy URL for PostgreSQL through psycopg 3 (``postgresql://`` accepted too)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("postgresql+psycopg://"):
+        raise RuntimeError("DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host/db)")
+    return url
+
+
+def secret_key(app: Flask, local: bool) -> str:
+    """The configured key; on the local embedded stack one generated once under instance/.
+    A production app (DATABASE_URL given) refuses to start without a strong key."""
+    key: str = app.config["SECRET_KEY"] or ""
+    if len(key) >= 32 or app.testing:
+        return key
+    if local and not key:
+        path = INSTANCE / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+    raise RuntimeError("SECRET_KEY must be set to a random string of at least 32 characters "
+                       "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
 
 
 def register_extensions(app: Flask) -> None:
@@ -61,9 +93,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.observability import init_request_logging
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        _sqlite_pragmas(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
@@ -71,46 +101,32 @@ def register_extensions(app: Flask) -> None:
     init_request_logging(app)
 
 
-def _retry_after_only_when_limited(response):
+def _retry_after_only_when_limited(response: Response) -> Response:
     """Flask-Limiter sends Retry-After on every response; it means something only on a 429."""
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
 
 
-def _sqlite_pragmas(app: Flask) -> None:
-    from sqlalchemy import event
-
-    from webapp.extensions import db
-
-    with app.app_context():
-        @event.listens_for(db.engine, "connect")
-        def _on_connect(dbapi_connection, _record):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
-
-def _hot_path_exempt() -> bool:
-    return current_app.config["RATELIMIT_EXEMPT_HOT_PATH"] and request.endpoint in {
-        "api.user_segments", "api_compat.user_segments"}
-
-
 def register_blueprints(app: Flask) -> None:
-    from webapp.api import auth, idempotency
+    from webapp import auth
     from webapp.api import bp as api_bp
+    from webapp.api import idempotency
     from webapp.api.compat import bp as compat_bp
     from webapp.api.docs import bp as docs_bp
     from webapp.extensions import csrf, limiter
     from webapp.observability import bp as ops_bp
     from webapp.web import bp as web_bp
 
-    reads = limiter.shared_limit(lambda: current_app.config["RATELIMIT_READ"], scope="api-read",
-                                 methods=["GET", "HEAD"], exempt_when=_hot_path_exempt)
+    def read_limit() -> str:
+        config = current_app.config
+        return str(config["RATELIMIT_HOT_PATH"] if request.endpoint in HOT_PATH else config["RATELIMIT_READ"])
+
+    reads = limiter.shared_limit(read_limit, scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read", methods=["GET", "HEAD"],
+                                 exempt_when=lambda: not read_limit())
     writes = limiter.shared_limit(lambda: current_app.config["RATELIMIT_WRITE"], scope="api-write",
-                                  methods=["POST", "PUT", "PATCH", "DELETE"])
+                                  methods=["POST", "PUT", "PATCH", "DELETE"],
+                                  exempt_when=lambda: not current_app.config["RATELIMIT_WRITE"])
     for blueprint in (api_bp, compat_bp):
         if not blueprint.before_request_funcs.get(None):
             blueprint.before_request(auth.identify_client)

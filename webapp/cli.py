@@ -15,47 +15,44 @@ def register(app: Flask) -> None:
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="exit when the queue is empty")
     @click.option("--no-fork", is_flag=True, help="run jobs in this process (debugging)")
-    def worker_command(burst, no_fork):
-        """Run an RQ worker for report jobs and the nightly maintenance (needs REDIS_URL)."""
+    def worker_command(burst: bool, no_fork: bool) -> None:
+        """Run an RQ worker (reports, nightly maintenance) with RQ's scheduler for retries."""
         from flask import current_app
 
         from webapp.jobs.worker import run_worker
 
-        try:
-            run_worker(current_app._get_current_object(), burst=burst, fork=not no_fork)
-        except RuntimeError as exc:
-            raise click.UsageError(str(exc)) from None
+        run_worker(current_app, burst=burst, fork=not no_fork)
 
     @app.cli.command("scheduler")
     @click.option("--no-catch-up", is_flag=True, help="do not run the nightly job once at start")
-    def scheduler_command(no_catch_up):
+    def scheduler_command(no_catch_up: bool) -> None:
         """Register the nightly TTL expiry (EXPIRY_CRON, UTC) and serve the schedule."""
         from flask import current_app
 
         from webapp.jobs.schedule import run_scheduler
 
         try:
-            run_scheduler(current_app._get_current_object(), catch_up=not no_catch_up)
+            run_scheduler(current_app, catch_up=not no_catch_up)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
 
     @app.cli.command("expire-memberships")
     @click.option("--batch-size", type=int, default=None, help="rows per transaction")
-    def expire_memberships_command(batch_size):
+    def expire_memberships_command(batch_size: int | None) -> None:
         """Remove expired memberships now (the nightly job does the same)."""
-        from webapp.services.memberships import expire_memberships
+        from webapp.jobs.tasks import purge_expired
 
         started = time.perf_counter()
-        removed = expire_memberships(db.session, batch_size=batch_size, commit_each_batch=True)
-        db.session.commit()
+        removed = purge_expired(batch_size=batch_size)
         click.echo(f"expired {removed} memberships in {time.perf_counter() - started:.2f}s")
 
     @app.cli.command("seed-demo")
     @click.option("--users", type=int, default=200, help="how many demo users to create")
-    def seed_demo(users):
+    def seed_demo(users: int) -> None:
         """Create a few demo segments and memberships (idempotent)."""
         from webapp.errors import Conflict
-        from webapp.services import memberships, segments
+        from webapp.models.enums import Reason
+        from webapp.services import bulk, segments
 
         demo = [("AVITO_VOICE_MESSAGES", "Voice messages in chat", None),
                 ("AVITO_PERFORMANCE_VAS", "Performance VAS", None),
@@ -67,6 +64,6 @@ def register(app: Flask) -> None:
         rng = random.Random(42)
         for slug, *_ in demo[:3]:
             ids = rng.sample(range(1000, 1000 + users * 5), users)
-            memberships.bulk_add(db.session, slug, ids, reason="dashboard", actor="seed-demo")
+            bulk.bulk_add(db.session, slug, ids, reason=Reason.DASHBOARD, actor="seed-demo")
         db.session.commit()
         click.echo(f"seeded {len(demo)} segments")

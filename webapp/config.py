@@ -1,11 +1,15 @@
-"""Configuration read from the environment (12-factor); TestConfig for pytest."""
+"""Configuration read from the environment (12-factor); TestConfig for pytest.
+
+Without ``DATABASE_URL`` / ``REDIS_URL`` the app runs on an embedded PostgreSQL and an
+embedded Redis under ``instance/`` (see webapp.embedded): the same topology as production.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTANCE = ROOT / "instance"
+INSTANCE = Path(os.environ.get("SEGMENTS_INSTANCE", ROOT / "instance"))
 
 
 def _env_int(name: str, default: int) -> int:
@@ -19,33 +23,28 @@ def _env_bool(name: str, default: bool) -> bool:
 class Config:
     """Production/development settings; every value can be overridden by an env var."""
 
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
-    SQLALCHEMY_DATABASE_URI = os.environ.get(
-        "DATABASE_URL", f"sqlite:///{INSTANCE / 'segments.sqlite3'}"
-    )
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")  # required (32+ chars) unless embedded or testing
+    DATABASE_URL = os.environ.get("DATABASE_URL", "")  # empty: embedded PostgreSQL under instance/
+    REDIS_URL = os.environ.get("REDIS_URL", "")  # empty: embedded Redis under instance/
+    SQLALCHEMY_DATABASE_URI = ""  # derived from DATABASE_URL in create_app
     # Pre-ping survives a database restart; measured at 1% of uncached read throughput.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", True), "pool_recycle": 1800}
-    REDIS_URL = os.environ.get("REDIS_URL", "")  # empty: in-process cache/limiter/jobs
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
-    RUN_LOCAL_JOBS = True  # without Redis, run jobs in a thread of this process (tests turn it off)
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
     EXPIRY_CRON = os.environ.get("EXPIRY_CRON", "0 0 * * *")
     EXPIRY_BATCH_SIZE = _env_int("EXPIRY_BATCH_SIZE", 50_000)
-    MAX_ITEMS_PER_REQUEST = _env_int("MAX_ITEMS_PER_REQUEST", 1000)
-    MAX_BULK_IDS = _env_int("MAX_BULK_IDS", 1_000_000)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500
-    # Cache of users' active segments (RedisCache with REDIS_URL, else SimpleCache in-process).
-    CACHE_ENABLED = _env_bool("CACHE_ENABLED", True)
-    CACHE_DEFAULT_TIMEOUT = _env_int("CACHE_TIMEOUT", 300)
+    # Flask-Caching on Redis: dashboard aggregates (member counts), shared and short-lived.
+    CACHE_DEFAULT_TIMEOUT = _env_int("CACHE_TIMEOUT", 30)
     CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "segments:")
-    CACHE_THRESHOLD = _env_int("CACHE_THRESHOLD", 50_000)  # SimpleCache entries per process
-    # Rate limits per client (token name, else IP); storage is Redis with an in-memory fallback.
+    # Rate limits per client (token name, else IP) on Redis, with an in-memory fallback while
+    # Redis is unreachable. Empty = no limit. The hot read path has its own (default none).
     RATELIMIT_ENABLED = _env_bool("RATELIMIT_ENABLED", True)
-    RATELIMIT_READ = os.environ.get("RATELIMIT_READ", "1200/minute")
+    RATELIMIT_READ = os.environ.get("RATELIMIT_READ", "")
     RATELIMIT_WRITE = os.environ.get("RATELIMIT_WRITE", "300/minute")
-    RATELIMIT_EXEMPT_HOT_PATH = _env_bool("RATELIMIT_EXEMPT_HOT_PATH", False)
+    RATELIMIT_HOT_PATH = os.environ.get("RATELIMIT_HOT_PATH", "")
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_HEADER_LIMIT = "RateLimit-Limit"
@@ -57,18 +56,13 @@ class Config:
     API_TOKENS = os.environ.get("API_TOKENS", "")
     IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
     WTF_CSRF_CHECK_DEFAULT = True
-    WTF_CSRF_TIME_LIMIT = None
-    JSON_SORT_KEYS = False
+    WTF_CSRF_TIME_LIMIT = _env_int("CSRF_TIME_LIMIT", 8 * 3600)
     TESTING = False
 
 
 class TestConfig(Config):
-    """pytest: a real PostgreSQL database (TEST_DATABASE_URL) unless overridden."""
+    """pytest: tests/conftest.py supplies DATABASE_URL and REDIS_URL of its own servers."""
 
     TESTING = True
-    SQLALCHEMY_DATABASE_URI = os.environ.get(
-        "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/segments_test"
-    )
-    REDIS_URL = ""
-    SECRET_KEY = "test"
+    SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
     RATELIMIT_ENABLED = False  # the limiter tests switch it on

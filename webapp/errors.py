@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,18 @@ def is_api_request() -> bool:
     return request.path.startswith("/api/") or (request.blueprint or "").startswith("api")
 
 
-def error_response(status: int, code: str, message: str, details: list | None = None, headers=None):
+def error_response(status: int, code: str, message: str, details: list | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
     """Render an error for whoever asked: JSON envelope, htmx fragment or a page."""
+    body: Response | str
     if is_api_request():
-        resp = jsonify({"error": {"code": code, "message": message, "details": details or []}})
+        body = jsonify({"error": {"code": code, "message": message, "details": details or []}})
     elif request.headers.get("HX-Request"):
-        resp = render_template("_error.html", message=message, details=details or [])
+        body = render_template("_error.html", message=message, details=details or [])
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML", **(headers or {})}
     else:
-        resp = render_template("error.html", status=status, message=message, details=details or [])
-    resp = make_response(resp, status)
+        body = render_template("error.html", status=status, message=message, details=details or [])
+    resp = make_response(body, status)
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     return resp
@@ -90,8 +92,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = _HTTP_CODES.get(exc.code or 500, "http_error")
         headers = {}
-        if exc.code == 405 and exc.valid_methods:
-            headers["Allow"] = ", ".join(exc.valid_methods)
+        allowed = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and allowed:
+            headers["Allow"] = ", ".join(allowed)
         return error_response(exc.code or 500, code, exc.description or exc.name, None, headers)
 
     @app.errorhandler(Exception)

@@ -1,5 +1,6 @@
 """Flask extensions, created unbound and initialised in create_app()."""
-from flask import request
+from typing import TYPE_CHECKING
+
 from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_migrate import Migrate
@@ -8,6 +9,8 @@ from flask_wtf import CSRFProtect
 from spectree import SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from webapp.auth import client_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -22,15 +25,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def client_key() -> str:
-    """Who a rate limit (or an idempotency key) counts against: the API token's name, else the IP."""
-    from webapp.api.auth import token_name
-
-    name = token_name()
-    return f"token:{name}" if name else f"ip:{request.remote_addr}"
-
-
 db = SQLAlchemy(model_class=Base)
+if TYPE_CHECKING:  # db.Model is built at run time; for the type checker it is the declarative base
+    Model = Base
+else:
+    Model = db.Model
 migrate = Migrate()
 cache = Cache()
 limiter = Limiter(key_func=client_key)

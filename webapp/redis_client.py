@@ -1,7 +1,9 @@
-"""The app's Redis clients (REDIS_URL); None in the embedded default.
+"""The app's Redis clients (REDIS_URL, or the embedded server).
 
-Web requests use short socket timeouts so a Redis outage degrades to PostgreSQL instead of
-hanging a request; RQ workers use a client without read timeout (blocking dequeue).
+Every client a web process uses has short connect and socket timeouts, so a stalled or
+unreachable Redis degrades a request (limiter in memory, no idempotency replay, a clear
+503 for work that needs a queue) instead of hanging it; RQ workers and the scheduler use a
+client without read timeout (blocking dequeue).
 """
 from __future__ import annotations
 
@@ -15,16 +17,14 @@ log = logging.getLogger(__name__)
 WEB_TIMEOUT = 0.25  # seconds
 
 
-def redis_client(app: Flask | None = None, *, blocking: bool = False) -> Redis | None:
+def redis_client(app: Flask | None = None, *, blocking: bool = False) -> Redis:
     app = app or current_app
-    url = app.config.get("REDIS_URL")
-    if not url:
-        return None
     name = "redis_blocking" if blocking else "redis_web"
-    client = app.extensions.get(name)
+    client: Redis | None = app.extensions.get(name)
     if client is None:
-        options = {} if blocking else {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
-        client = app.extensions[name] = Redis.from_url(url, health_check_interval=30, **options)
+        timeouts = {} if blocking else {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
+        client = app.extensions[name] = Redis.from_url(app.config["REDIS_URL"], health_check_interval=30,
+                                                       **timeouts)
     return client
 
 
@@ -32,7 +32,9 @@ class OutageLog:
     """Log a dependency outage once (not once per request), and its recovery."""
 
     def __init__(self, what: str, every: float = 60.0):
-        self.what, self.every, self.down_since, self.last = what, every, None, 0.0
+        self.what, self.every = what, every
+        self.down_since: float | None = None
+        self.last = 0.0
 
     def failed(self, exc: Exception) -> None:
         now = time.monotonic()

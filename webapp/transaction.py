@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 _KEY = "after_commit"
 
 
-def after_commit(callback: Callable[[], None], session: Session | None = None) -> None:
+def after_commit(callback: Callable[[], object], session: Session | None = None) -> None:
     """Run ``callback`` once the current transaction commits; drop it on rollback."""
     session = session or db.session()
     session.info.setdefault(_KEY, []).append(callback)
@@ -36,16 +36,22 @@ def _run_after_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _drop_after_commit(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is None:
+def _drop_after_commit(session: Session, previous_transaction: object) -> None:
+    if previous_transaction.parent is None:  # type: ignore[attr-defined]
         session.info.pop(_KEY, None)
+
+
+def abandon() -> None:
+    """Roll back now: a view caught a domain error and answers it itself (a form shown
+    again with its errors, whatever its status code), so nothing of the attempt may commit."""
+    db.session.rollback()
 
 
 def transactional(view: Callable) -> Callable:
     """Commit when the view returns a non-error response, roll back otherwise."""
 
     @functools.wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: object, **kwargs: object) -> Response:
         try:
             response: Response = make_response(view(*args, **kwargs))
         except BaseException:

@@ -47,11 +47,11 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_segments'))
     )
     with op.batch_alter_table('segments', schema=None) as batch_op:
-        batch_op.create_index('ix_segments_live_rollout', ['id'], unique=False, postgresql_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'), sqlite_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'))
-        batch_op.create_index('uq_segments_live_slug', ['slug'], unique=True, postgresql_where=sa.text('deleted_at IS NULL'), sqlite_where=sa.text('deleted_at IS NULL'))
+        batch_op.create_index('ix_segments_live_rollout', ['id'], unique=False, postgresql_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'))
+        batch_op.create_index('uq_segments_live_slug', ['slug'], unique=True, postgresql_where=sa.text('deleted_at IS NULL'))
 
     op.create_table('membership_events',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('user_id', sa.BigInteger(), nullable=False),
     sa.Column('segment_id', sa.Integer(), nullable=False),
     sa.Column('segment_slug', sa.String(length=64), nullable=False),
@@ -78,11 +78,11 @@ def upgrade():
     sa.PrimaryKeyConstraint('user_id', 'segment_id', name=op.f('pk_memberships'))
     )
     with op.batch_alter_table('memberships', schema=None) as batch_op:
-        batch_op.create_index('ix_memberships_expires_at', ['expires_at'], unique=False, postgresql_where=sa.text('expires_at IS NOT NULL'), sqlite_where=sa.text('expires_at IS NOT NULL'))
+        batch_op.create_index('ix_memberships_expires_at', ['expires_at'], unique=False, postgresql_where=sa.text('expires_at IS NOT NULL'))
         batch_op.create_index('ix_memberships_segment_user', ['segment_id', 'user_id'], unique=False)
 
     op.create_table('rollout_changes',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('segment_id', sa.Integer(), nullable=False),
     sa.Column('from_bp', sa.Integer(), nullable=False),
     sa.Column('to_bp', sa.Integer(), nullable=False),
@@ -121,7 +121,7 @@ def downgrade():
     op.drop_table('rollout_changes')
     with op.batch_alter_table('memberships', schema=None) as batch_op:
         batch_op.drop_index('ix_memberships_segment_user')
-        batch_op.drop_index('ix_memberships_expires_at', postgresql_where=sa.text('expires_at IS NOT NULL'), sqlite_where=sa.text('expires_at IS NOT NULL'))
+        batch_op.drop_index('ix_memberships_expires_at', postgresql_where=sa.text('expires_at IS NOT NULL'))
 
     op.drop_table('memberships')
     with op.batch_alter_table('membership_events', schema=None) as batch_op:
@@ -131,8 +131,8 @@ def downgrade():
 
     op.drop_table('membership_events')
     with op.batch_alter_table('segments', schema=None) as batch_op:
-        batch_op.drop_index('uq_segments_live_slug', postgresql_where=sa.text('deleted_at IS NULL'), sqlite_where=sa.text('deleted_at IS NULL'))
-        batch_op.drop_index('ix_segments_live_rollout', postgresql_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'), sqlite_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'))
+        batch_op.drop_index('uq_segments_live_slug', postgresql_where=sa.text('deleted_at IS NULL'))
+        batch_op.drop_index('ix_segments_live_rollout', postgresql_where=sa.text('deleted_at IS NULL AND rollout_basis_points > 0'))
 
     op.drop_table('segments')
     with op.batch_alter_table('reports', schema=None) as batch_op:

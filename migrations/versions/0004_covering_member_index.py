@@ -15,15 +15,11 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name != 'postgresql':
-        return  # INCLUDE is PostgreSQL-only; SQLite keeps the plain index
     op.drop_index('ix_memberships_segment_user', table_name='memberships')
     op.create_index('ix_memberships_segment_user', 'memberships', ['segment_id', 'user_id'],
                     postgresql_include=['expires_at'])
 
 
 def downgrade():
-    if op.get_bind().dialect.name != 'postgresql':
-        return
     op.drop_index('ix_memberships_segment_user', table_name='memberships')
     op.create_index('ix_memberships_segment_user', 'memberships', ['segment_id', 'user_id'])

@@ -5,10 +5,9 @@ import logging
 import pytest
 from rq import SimpleWorker
 
-from webapp.jobs.queue import get_queue
+from webapp.queue import get_queue
 
 
-@pytest.mark.smoke
 def test_segment_user_flow(client):
     assert client.post("/segment", json={"slug": "AVITO_VOICE_MESSAGES"}).status_code == 201
     assert client.post("/segment", json={"slug": "AVITO_DISCOUNT_30"}).status_code == 201
@@ -34,10 +33,8 @@ def test_compat_errors_are_json(client, call):
     assert 400 <= response.status_code < 500 and "error" in response.json
 
 
-def test_report_and_report_check(app_on, committed_db):
-    from tests.jobs.conftest import TEST_REDIS_URL
-
-    app = app_on(REDIS_URL=TEST_REDIS_URL)
+def test_report_and_report_check(redis_app, committed_db):
+    app = redis_app
     client = app.test_client()
     task = client.get("/report?date=2030-01").json["task_id"]
     assert client.get(f"/report_check?task_id={task}").json == {"status": "queued", "link_to_file": ""}

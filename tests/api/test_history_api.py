@@ -1,11 +1,10 @@
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
+from webapp.jobs.tasks import purge_expired
 from webapp.services import rollout
 from webapp.services.history import user_history
-from webapp.services.memberships import AddSpec, change_user_segments, expire_memberships
 from webapp.services.segments import create_segment, delete_segment, update_segment
+from webapp.services.user_changes import AddSpec, change_user_segments
 
 T0 = datetime(2030, 3, 1, tzinfo=UTC)
 
@@ -18,7 +17,6 @@ def replay(entries):
     return {slug for slug, present in state.items() if present}
 
 
-@pytest.mark.smoke
 def test_history_records_api_changes_with_reasons(api):
     api.segment("H1")
     api.change(11, ["H1"], headers={"X-Actor": "alice"})
@@ -38,7 +36,6 @@ def test_history_period_is_half_open(db_session):
     assert [e.operation for e in april] == ["removed"]
 
 
-@pytest.mark.smoke
 def test_ttl_expiry_is_recorded_at_the_true_expiry_time(db_session):
     create_segment(db_session, "TTLH", now=T0)
     until = T0 + timedelta(hours=2)
@@ -47,7 +44,7 @@ def test_ttl_expiry_is_recorded_at_the_true_expiry_time(db_session):
     before = user_history(db_session, 13, now=T0 + timedelta(days=1))
     assert [(e.operation, e.reason, e.occurred_at) for e in before][-1] == ("removed", "ttl", until)
     # ... and the purge writes exactly that row.
-    assert expire_memberships(db_session, now=T0 + timedelta(days=1)) == 1
+    assert purge_expired(now=T0 + timedelta(days=1)) == 1
     after = user_history(db_session, 13, now=T0 + timedelta(days=1))
     assert after == before
 
@@ -67,10 +64,9 @@ def test_rollout_changes_are_replayed_per_user(db_session):
     assert [e.operation for e in user_history(db_session, early, now=now)] == ["added"]
 
 
-@pytest.mark.smoke
 def test_history_replays_to_the_current_state(db_session):
     """Mixed explicit, rollout, exclusion, TTL and deletion: replay == active segments."""
-    from webapp.services.memberships import active_segments
+    from webapp.services.read_path import active_segments
 
     seg = create_segment(db_session, "MIX", rollout_percent=50, now=T0)
     create_segment(db_session, "PLAIN", now=T0)

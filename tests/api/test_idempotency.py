@@ -3,17 +3,13 @@ import threading
 
 import pytest
 import sqlalchemy as sa
-from redis import Redis
 
-from tests.jobs.conftest import TEST_REDIS_URL
 from webapp.extensions import db
 
 
 @pytest.fixture
-def idem_app(app_on, committed_db):
-    Redis.from_url(TEST_REDIS_URL).flushdb()
-    yield app_on(REDIS_URL=TEST_REDIS_URL)
-    Redis.from_url(TEST_REDIS_URL).flushdb()
+def idem_app(redis_app, committed_db):
+    return redis_app
 
 
 def test_replay_is_byte_for_byte(idem_app):
@@ -87,9 +83,3 @@ def test_a_5xx_is_not_stored(idem_app, monkeypatch):
     retried = client.post("/api/v1/segments", json={"slug": "BOOM"}, headers={"Idempotency-Key": "five"})
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
 
-
-def test_embedded_store_without_redis(app, committed_db):
-    client = app.test_client()
-    first = client.post("/api/v1/segments", json={"slug": "LOCAL_IDEM"}, headers={"Idempotency-Key": "local"})
-    again = client.post("/api/v1/segments", json={"slug": "LOCAL_IDEM"}, headers={"Idempotency-Key": "local"})
-    assert first.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"

@@ -1,36 +1,32 @@
 """Rate limits on real Redis: per client, reads and writes separately, JSON 429, fallback."""
 import pytest
 
-from tests.jobs.conftest import TEST_REDIS_URL
-
 
 @pytest.fixture
-def limited(app_on, committed_db):
-    from redis import Redis
+def limited(app_on, redis_app, committed_db):
+    return app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="5/minute", RATELIMIT_WRITE="2/minute",
+                  API_TOKENS="svc-a:token-a-0123456789abcdef,svc-b:token-b-0123456789abcdef")
 
-    Redis.from_url(TEST_REDIS_URL).flushdb()
-    app = app_on(REDIS_URL=TEST_REDIS_URL, RATELIMIT_ENABLED=True, RATELIMIT_READ="5/minute",
-                 RATELIMIT_WRITE="2/minute", API_TOKENS="svc-a:tok-a,svc-b:tok-b")
-    yield app
-    Redis.from_url(TEST_REDIS_URL).flushdb()
+
+TOKENS = {"tok-a": "token-a-0123456789abcdef", "tok-b": "token-b-0123456789abcdef"}
 
 
 def auth(token):
-    return {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {TOKENS.get(token, token)}"}
 
 
 def test_reads_are_limited_per_token_with_headers(limited):
     client = limited.test_client()
-    responses = [client.get("/api/v1/users/1/segments", headers=auth("tok-a")) for _ in range(6)]
+    responses = [client.get("/api/v1/segments", headers=auth("tok-a")) for _ in range(6)]
     assert [r.status_code for r in responses] == [200] * 5 + [429]
     assert responses[0].headers["RateLimit-Remaining"] == "4" and "Retry-After" not in responses[0].headers
-    blocked = client.get("/api/v1/users/1/segments", headers=auth("tok-a"))
+    blocked = client.get("/api/v1/segments", headers=auth("tok-a"))
     assert blocked.json["error"]["code"] == "rate_limited"
     assert int(blocked.headers["Retry-After"]) > 0
     assert blocked.headers["RateLimit-Limit"] == "5" and blocked.headers["RateLimit-Remaining"] == "0"
     assert "RateLimit-Reset" in blocked.headers
     # Another client (token) has its own budget; so do writes.
-    assert client.get("/api/v1/users/1/segments", headers=auth("tok-b")).status_code == 200
+    assert client.get("/api/v1/segments", headers=auth("tok-b")).status_code == 200
     assert client.post("/api/v1/segments", json={"slug": "W1"}, headers=auth("tok-a")).status_code == 201
 
 
@@ -39,7 +35,7 @@ def test_writes_have_their_own_limit(limited):
     codes = [client.post("/api/v1/segments", json={"slug": f"W{i}"}, headers=auth("tok-a")).status_code
              for i in range(3)]
     assert codes == [201, 201, 429]
-    assert client.get("/api/v1/segments", headers=auth("tok-a")).status_code == 200
+    assert client.get("/api/v1/users/1/segments", headers=auth("tok-a")).status_code == 200
 
 
 def test_unknown_or_missing_token_is_401(limited):
@@ -57,11 +53,19 @@ def test_token_name_is_the_history_actor(limited):
     assert items[0]["actor"] == "svc-b"
 
 
-def test_hot_path_can_be_exempted(app_on, committed_db):
-    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="2/minute", RATELIMIT_EXEMPT_HOT_PATH=True)
+def test_hot_path_is_not_limited_by_default(app_on, redis_app, committed_db):
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="2/minute")
     client = app.test_client()
-    assert {client.get("/api/v1/users/1/segments").status_code for _ in range(5)} == {200}
+    hot = [client.get("/api/v1/users/1/segments") for _ in range(5)]
+    assert {r.status_code for r in hot} == {200} and "RateLimit-Limit" not in hot[0].headers
     assert [client.get("/api/v1/segments").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_hot_path_limit_when_configured(app_on, redis_app, committed_db):
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/minute")
+    client = app.test_client()
+    assert [client.get("/api/v1/users/1/segments").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert {client.get("/api/v1/segments").status_code for _ in range(5)} == {200}  # other reads: no limit set
 
 
 def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_db):

@@ -1,7 +1,6 @@
 import pytest
 
 
-@pytest.mark.smoke
 def test_create_get_and_list(api):
     created = api.segment("AVITO_VOICE_MESSAGES", description="Voice", rollout_percent=12.5)
     assert created["slug"] == "AVITO_VOICE_MESSAGES"
@@ -61,7 +60,6 @@ def test_search_and_pagination(api):
     assert api.get("/segments?page=abc").status_code == 422
 
 
-@pytest.mark.smoke
 def test_delete_removes_members_with_history(api):
     api.segment("GONE")
     api.segment("STAYS")
@@ -75,7 +73,6 @@ def test_delete_removes_members_with_history(api):
     assert api.delete("/segments/GONE").status_code == 404
 
 
-@pytest.mark.smoke
 def test_members_listing_and_bulk_add(api):
     api.segment("BULK")
     response = api.post("/segments/BULK/members", {"user_ids": [5, 3, 3, 9, 1], "ttl_seconds": 3600})

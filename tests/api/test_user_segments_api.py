@@ -3,14 +3,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from webapp.services import rollout
-from webapp.services.memberships import AddSpec, active_segments, change_user_segments
+from webapp.services.read_path import active_segments
+from webapp.services.user_changes import AddSpec, change_user_segments
 
 
 def iso(dt):
     return dt.isoformat().replace("+00:00", "Z")
 
 
-@pytest.mark.smoke
 def test_add_and_delete_in_one_call(api):
     for slug in ("A1", "B1", "C1"):
         api.segment(slug)
@@ -27,7 +27,6 @@ def test_user_with_no_segments_gets_empty_list(api):
     assert response.status_code == 200 and response.json == {"user_id": 123456, "segments": []}
 
 
-@pytest.mark.smoke
 def test_errors_name_every_offending_item_and_apply_nothing(api):
     api.segment("GOOD")
     api.segment("ALSO_GOOD")
@@ -45,7 +44,6 @@ def test_errors_name_every_offending_item_and_apply_nothing(api):
     assert api.get("/users/5/history").json["items"] == []
 
 
-@pytest.mark.smoke
 def test_readd_updates_expiry_without_duplicates(api):
     api.segment("TTL")
     assert api.change(9, [{"slug": "TTL", "ttl_seconds": 60}]).json["added"] == ["TTL"]
@@ -95,7 +93,6 @@ def test_slug_in_both_lists_or_twice(api):
     assert api.change(4, [], []).status_code == 422
 
 
-@pytest.mark.smoke
 def test_expiry_is_exact_to_the_second(db_session):
     from webapp.services.segments import create_segment
 
@@ -111,7 +108,6 @@ def test_expiry_is_exact_to_the_second(db_session):
     assert result.added == ["EXACT"]
 
 
-@pytest.mark.smoke
 def test_rollout_members_and_explicit_removal_override(api, db_session):
     seg = api.segment("HALF", rollout_percent=50)
     from webapp.models import Segment

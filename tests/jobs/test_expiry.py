@@ -5,11 +5,11 @@ import sqlalchemy as sa
 from rq import SimpleWorker
 
 from webapp.extensions import db
-from webapp.jobs.queue import get_queue
 from webapp.jobs.schedule import EXPIRY_JOB_ID, get_scheduler, next_run, register_schedules
-from webapp.jobs.tasks import nightly_maintenance
+from webapp.jobs.tasks import nightly_maintenance, purge_expired
 from webapp.models import JobRun, Report
-from webapp.services.memberships import active_segments, expire_memberships
+from webapp.queue import get_queue
+from webapp.services.read_path import active_segments
 from webapp.services.segments import create_segment
 
 
@@ -27,7 +27,7 @@ def test_hundred_thousand_expired_rows_in_one_run(app, committed_db):
         "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
         "SELECT g, :s, :now, :now + interval '1 day' FROM generate_series(1, 1000) g"), {"s": live.id, "now": now})
     committed_db.commit()
-    removed = expire_memberships(committed_db, now=now, batch_size=30_000, commit_each_batch=True)
+    removed = purge_expired(now=now, batch_size=30_000)
     assert removed == 100_000
     counts = committed_db.execute(sa.text(
         "SELECT (SELECT count(*) FROM memberships WHERE segment_id = :s), "
@@ -36,7 +36,7 @@ def test_hundred_thousand_expired_rows_in_one_run(app, committed_db):
         "(SELECT count(*) FROM membership_events e WHERE e.occurred_at <> :now - (e.user_id || ' seconds')::interval)"
     ), {"s": seg.id, "l": live.id, "now": now}).one()
     assert tuple(counts) == (0, 1000, 100_000, 0)  # every removal stamped at its true expiry
-    assert expire_memberships(committed_db, now=now, commit_each_batch=True) == 0  # second run: nothing
+    assert purge_expired(now=now) == 0  # second run: nothing
     assert committed_db.scalar(sa.text("SELECT count(*) FROM membership_events")) == 100_000
     assert [a.slug for a in active_segments(committed_db, 5, now=now)] == ["TTL_LIVE"]
 
@@ -98,9 +98,3 @@ def test_scheduled_job_runs_on_a_worker(redis_app, committed_db):
         SimpleWorker([queue], connection=queue.connection).work(burst=True)
         assert db.session.scalar(sa.text("SELECT count(*) FROM memberships")) == 0
         assert db.session.scalar(sa.text("SELECT processed FROM job_runs")) == 1
-
-
-def test_embedded_next_run_uses_the_cron_string(app):
-    with app.app_context():
-        due = next_run(app)
-    assert (due.hour, due.minute, due.second) == (0, 0, 0) and due > datetime.now(UTC)

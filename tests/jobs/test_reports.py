@@ -1,7 +1,6 @@
 """CSV reports end to end: API -> RQ queue on real Redis -> SimpleWorker -> file -> download."""
 import csv
 import io
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,11 +8,11 @@ import sqlalchemy as sa
 from rq import SimpleWorker
 
 from webapp.extensions import db
-from webapp.jobs.queue import get_queue
 from webapp.jobs.tasks import generate_report
+from webapp.queue import get_queue
 from webapp.services import reports
-from webapp.services.memberships import AddSpec, change_user_segments
 from webapp.services.segments import create_segment, delete_segment, update_segment
+from webapp.services.user_changes import AddSpec, change_user_segments
 
 T0 = datetime(2030, 5, 1, tzinfo=UTC)
 
@@ -84,7 +83,7 @@ def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_
 
 def test_segment_members_export(redis_app, committed_db):
     create_segment(committed_db, "EXPORT")
-    from webapp.services.memberships import bulk_add
+    from webapp.services.bulk import bulk_add
 
     bulk_add(committed_db, "EXPORT", [30, 10, 20], ttl_seconds=3600)
     committed_db.commit()
@@ -111,18 +110,6 @@ def test_a_failing_report_is_retried_then_marked_failed(redis_app, committed_db)
     failed = client.get(report["status_url"]).json
     assert failed["status"] == "failed" and "segment VANISH was deleted" in failed["error"]
     assert client.get(f"/api/v1/reports/{report['id']}.csv").status_code == 400
-
-
-def test_embedded_default_runs_jobs_in_process(app, committed_db):
-    create_segment(committed_db, "LOCAL")
-    committed_db.commit()
-    client = app.test_client()  # REDIS_URL is empty: the local thread pool runs the job
-    report = client.post("/api/v1/reports", json={"user_id": 5, "period": "2030-01"}).json
-    deadline = time.monotonic() + 10
-    while client.get(report["status_url"]).json["status"] != "finished":
-        assert time.monotonic() < deadline, "the in-process job did not finish"
-        time.sleep(0.05)
-    assert parse(client.get(f"/api/v1/reports/{report['id']}.csv").data) == [["user_id", "segment", "operation", "timestamp"]]
 
 
 def test_job_is_enqueued_only_after_commit(redis_app, committed_db):

@@ -4,8 +4,6 @@ import pytest
 
 from webapp.services import rollout
 
-pytestmark = pytest.mark.smoke
-
 
 def test_bucket_matches_the_documented_formula():
     digest = blake2b(b"abc:42", digest_size=8).digest()

@@ -1,8 +1,6 @@
 """Dashboard pages and htmx fragments through the Flask test client."""
 import io
 
-import pytest
-
 from webapp.services import rollout
 
 
@@ -10,7 +8,6 @@ def make(api, slug, **fields):
     return api.segment(slug, **fields)
 
 
-@pytest.mark.smoke
 def test_pages_render(client, api):
     make(api, "PAGE_ONE", description="First")
     api.change(42, ["PAGE_ONE"])

@@ -15,10 +15,12 @@ from webapp.api.schemas import ChangeOut, DeletedOut, Slug, Strict
 from webapp.api.users import change_out
 from webapp.errors import ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services import memberships, reports, segments
+from webapp.models.enums import Reason, ReportStatus
+from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS
+from webapp.services import reports, segments, user_changes
 from webapp.services.common import parse_user_id
-from webapp.services.memberships import AddSpec
-from webapp.services.segment_cache import cached_active_segments
+from webapp.services.read_path import hot_read
+from webapp.services.user_changes import AddSpec
 from webapp.transaction import transactional
 
 bp = Blueprint("api_compat", __name__)
@@ -33,9 +35,9 @@ class CompatUserChange(Strict):
     model_config = {"extra": "forbid", "populate_by_name": True}
 
     user_id: StrictInt
-    add: list[Slug] = Field(default_factory=list, max_length=10_000)
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=10_000)
-    ttl_days: Annotated[StrictInt, Field(ge=1, le=3660)] | None = None
+    add: list[Slug] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE)
+    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE)
+    ttl_days: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_DAYS)] | None = None
 
 
 class CompatSlug(BaseModel):
@@ -83,7 +85,7 @@ def create_segment():
 @transactional
 def delete_segment():
     body = json_body(CompatSegment)
-    left = segments.delete_segment(db.session, body.slug, reason="api", actor=actor())
+    left = segments.delete_segment(db.session, body.slug, actor=actor())
     return out(DeletedOut(slug=body.slug, deleted=True, members_removed=left))
 
 
@@ -93,8 +95,8 @@ def delete_segment():
 def change_user():
     body = json_body(CompatUserChange)
     ttl = body.ttl_days * 86_400 if body.ttl_days else None
-    result = memberships.change_user_segments(db.session, body.user_id, [AddSpec(s) for s in body.add],
-                                              body.delete, ttl_seconds=ttl, reason="api", actor=actor())
+    result = user_changes.change_user_segments(db.session, body.user_id, [AddSpec(s) for s in body.add],
+                                               body.delete, ttl_seconds=ttl, reason=Reason.API, actor=actor())
     return out(change_out(result))
 
 
@@ -102,7 +104,7 @@ def change_user():
 @operation(tags=TAGS, query=CompatUserQuery, ok=(200, CompatUserSegments))
 def user_segments():
     uid = parse_user_id(request.args.get("id", ""), "id")
-    active = cached_active_segments(db.session, uid)
+    active = hot_read(db.session, uid)
     return out(CompatUserSegments(user_id=uid, segments=[CompatSlug(slug=a.slug) for a in active]))
 
 
@@ -123,5 +125,5 @@ def report_check():
     if not task_id:
         raise ValidationFailed("task_id is required", [detail("task_id", "required")])
     report = reports.get_report(db.session, task_id)
-    link = url_for("api.download_report", report_id=report.id, _external=True) if report.status == "finished" else ""
+    link = url_for("api.download_report", report_id=report.id, _external=True) if report.status == ReportStatus.FINISHED else ""
     return out(CompatTaskStatus(status=report.status, link_to_file=link))

@@ -8,7 +8,7 @@ from spectree import Response
 
 from webapp.api.schemas import ErrorOut
 from webapp.extensions import spec
-from webapp.services.common import MAX_USER_ID, SLUG_RE
+from webapp.rules import MAX_USER_ID, SLUG_PATTERN
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")
 ERRORS = ("HTTP_400", "HTTP_401", "HTTP_404", "HTTP_409", "HTTP_422", "HTTP_429")
@@ -18,7 +18,7 @@ def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json
               errors: tuple[str, ...] = ERRORS):
     """Document an API view. Requests are parsed by the view itself (one error format), so
     spectree only describes them."""
-    codes = {code: ErrorOut for code in errors}
+    codes: dict[str, type] = {code: ErrorOut for code in errors}
     if ok is not None:
         codes[f"HTTP_{ok[0]}"] = ok[1]
     register = spec.validate(json=json, query=query, resp=Response(**codes), tags=list(tags),
@@ -36,7 +36,7 @@ def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json
 
 PATH_PARAMETERS = {
     "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
-    "slug": {"type": "string", "pattern": SLUG_RE.pattern},
+    "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"},
     "report_id": {"type": "string", "format": "uuid"},
 }
 IDEMPOTENCY_HEADER = {

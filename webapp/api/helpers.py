@@ -8,6 +8,7 @@ from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
 from webapp.errors import AppError, ValidationFailed, detail
+from webapp.services.common import ascii_int
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,10 +40,11 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = ascii_int(raw, low, high)
+    if value is None:
         raise ValidationFailed(f"{name} must be an integer between {low} and {high}",
                                [detail(name, f"must be an integer between {low} and {high}", value=raw[:40])])
-    return int(raw)
+    return value
 
 
 def query_time(name: str) -> datetime | None:

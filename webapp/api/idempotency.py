@@ -5,7 +5,8 @@ that matter, body bytes) is stored for IDEMPOTENCY_TTL keyed by client + key; a 
 the same key and the same request (method, path, body) replays it byte for byte with
 ``Idempotent-Replayed: true``. The same key with another request is 422; a retry while the
 first is still running is 409; a 5xx is not stored, so it can be retried. Storage is Redis
-(SET NX makes concurrent duplicates race for one owner) or, embedded, this process.
+(SET NX makes concurrent duplicates race for one owner). While Redis is unreachable,
+requests are served without deduplication (logged once), never refused.
 """
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ import hashlib
 import json
 import logging
 import re
-import threading
-import time
 
 from flask import Response, current_app, g, request
 
+from webapp.auth import client_key
 from webapp.errors import AppError, Conflict, ValidationFailed, detail
-from webapp.extensions import client_key
 from webapp.redis_client import OutageLog, redis_client
 
 log = logging.getLogger(__name__)
@@ -30,39 +29,6 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 RUNNING_TTL = 300  # a crashed request frees its key after this many seconds
 KEPT_HEADERS = ("Content-Type", "Location")
 _outage = OutageLog("idempotency store")
-
-
-class _LocalStore:
-    """In-process stand-in for Redis SET NX / GET / SET / DEL with expiry."""
-
-    def __init__(self):
-        self._data: dict[str, tuple[float, str]] = {}
-        self._lock = threading.Lock()
-
-    def set(self, key, value, ex=None, nx=False):
-        with self._lock:
-            now = time.monotonic()
-            current = self._data.get(key)
-            if nx and current and current[0] > now:
-                return None
-            self._data[key] = (now + (ex or 86_400), value)
-            return True
-
-    def get(self, key):
-        with self._lock:
-            item = self._data.get(key)
-            return item[1] if item and item[0] > time.monotonic() else None
-
-    def delete(self, key):
-        with self._lock:
-            self._data.pop(key, None)
-
-
-_local = _LocalStore()
-
-
-def _store():
-    return redis_client() or _local
 
 
 def _fingerprint() -> str:
@@ -86,7 +52,7 @@ def before_request():
     fingerprint = _fingerprint()
     claim = json.dumps({"state": "running", "fp": fingerprint})
     try:
-        store = _store()
+        store = redis_client()
         if store.set(store_key, claim, ex=RUNNING_TTL, nx=True):
             g.idempotency_key = store_key
             _outage.ok()
@@ -97,7 +63,7 @@ def before_request():
         return None
     if raw is None:  # expired between SET and GET: treat as a fresh request
         return before_request()
-    saved = json.loads(raw)
+    saved = json.loads(raw)  # type: ignore[arg-type]  # (the sync client returns bytes)
     if saved["fp"] != fingerprint:
         raise ValidationFailed(f"this {HEADER} was used for a different request",
                                [detail(HEADER, "reused with another method, path or body")],
@@ -120,7 +86,7 @@ def after_request(response: Response) -> Response:
     g.idempotency_key = None
     try:
         if response.status_code >= 500:
-            _store().delete(store_key)
+            redis_client().delete(store_key)
             return response
         record = {
             "state": "done",
@@ -129,7 +95,7 @@ def after_request(response: Response) -> Response:
             "headers": {h: response.headers[h] for h in KEPT_HEADERS if h in response.headers},
             "body": base64.b64encode(response.get_data()).decode(),
         }
-        _store().set(store_key, json.dumps(record), ex=current_app.config["IDEMPOTENCY_TTL"])
+        redis_client().set(store_key, json.dumps(record), ex=current_app.config["IDEMPOTENCY_TTL"])
     except Exception as exc:
         _outage.failed(exc)
     return response

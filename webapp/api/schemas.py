@@ -6,13 +6,17 @@ Strict ints reject booleans and numeric strings; unknown fields are rejected so 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from webapp.models.enums import Action, ReportKind, ReportStatus, Source
+from webapp.rules import MAX_BULK_IDS, MAX_DESCRIPTION, MAX_ITEMS_PER_CHANGE, MAX_SLUG_INPUT, MAX_TTL_SECONDS
+
 Percent = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=100, examples=[12.5])]
-Slug = Annotated[StrictStr, Field(max_length=200, examples=["AVITO_VOICE_MESSAGES"])]
-Ttl = Annotated[StrictInt, Field(ge=1, le=10 * 366 * 24 * 3600, description="seconds from now")]
+Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT, examples=["AVITO_VOICE_MESSAGES"])]
+Ttl = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
+Description = Annotated[StrictStr, Field(max_length=MAX_DESCRIPTION)]
 
 
 class Strict(BaseModel):
@@ -23,12 +27,12 @@ class Strict(BaseModel):
 
 class SegmentCreate(Strict):
     slug: Slug
-    description: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    description: Description | None = None
     rollout_percent: Percent | None = None
 
 
 class SegmentPatch(Strict):
-    description: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    description: Description | None = None
     rollout_percent: Percent | None = None
 
 
@@ -41,14 +45,14 @@ class AddItem(Strict):
 class UserSegmentsChange(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=10_000)
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=10_000)
+    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE)
+    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE)
     ttl_seconds: Ttl | None = None
     expires_at: AwareDatetime | None = None
 
 
 class BulkMembers(Strict):
-    user_ids: list[StrictInt] = Field(min_length=1)
+    user_ids: list[StrictInt] = Field(min_length=1, max_length=MAX_BULK_IDS)
     ttl_seconds: Ttl | None = None
     expires_at: AwareDatetime | None = None
 
@@ -56,7 +60,7 @@ class BulkMembers(Strict):
 class ReportRequest(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    kind: Literal["user_history", "all_history", "segment_members"] | None = None
+    kind: ReportKind | None = None
     user_id: StrictInt | None = None
     segment: Slug | None = None
     period: Annotated[StrictStr, Field(max_length=7, examples=["2026-11"])] | None = None
@@ -106,7 +110,7 @@ class SegmentList(BaseModel):
 
 class ActiveSegmentOut(BaseModel):
     slug: str
-    source: Literal["explicit", "rollout"]
+    source: Source
     expires_at: datetime | None
 
 
@@ -147,7 +151,7 @@ class BulkOut(BaseModel):
 
 class HistoryEntryOut(BaseModel):
     segment: str
-    operation: Literal["added", "removed"]
+    operation: Action
     occurred_at: datetime
     reason: str
     actor: str
@@ -174,7 +178,7 @@ class ReportOut(BaseModel):
     id: str
     kind: str
     params: dict
-    status: Literal["queued", "running", "finished", "failed"]
+    status: ReportStatus
     progress: int
     rows: int
     size_bytes: int

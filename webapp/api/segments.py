@@ -21,8 +21,9 @@ from webapp.api.schemas import (
 )
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.services import memberships, segments
-from webapp.services.common import MAX_USER_ID
+from webapp.models.enums import Reason
+from webapp.rules import MAX_USER_ID
+from webapp.services import bulk, segments
 from webapp.transaction import transactional
 
 TAGS = ("segments",)
@@ -83,7 +84,7 @@ def patch_segment(slug: str):
 @transactional
 def delete_segment(slug: str):
     """Delete a segment: every member leaves (history reason ``segment_deleted``)."""
-    left = segments.delete_segment(db.session, slug, reason="api", actor=actor())
+    left = segments.delete_segment(db.session, slug, actor=actor())
     return out(DeletedOut(slug=slug, deleted=True, members_removed=left))
 
 
@@ -94,7 +95,7 @@ def list_members(slug: str):
     segment = segments.get_live_segment(db.session, slug)
     limit = query_int("limit", 100, 1, 1000)
     after = query_int("after", 0, 0, MAX_USER_ID)
-    rows = memberships.list_members(db.session, segment, after=after, limit=limit)
+    rows = segments.list_members(db.session, segment, after=after, limit=limit)
     items = [MemberOut(user_id=m.user_id, added_at=m.added_at, expires_at=m.expires_at) for m in rows]
     next_after = items[-1].user_id if len(items) == limit else None
     return out(MemberList(segment=segment.slug, items=items, next_after=next_after))
@@ -106,6 +107,6 @@ def list_members(slug: str):
 def bulk_add(slug: str):
     """Add up to MAX_BULK_IDS users at once (one set-based statement), with an optional TTL."""
     body = json_body(BulkMembers)
-    result = memberships.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
-                                  expires_at=body.expires_at, reason="api", actor=actor())
+    result = bulk.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
+                           expires_at=body.expires_at, reason=Reason.API, actor=actor())
     return out(BulkOut(**vars(result)))

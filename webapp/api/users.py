@@ -15,32 +15,33 @@ from webapp.api.schemas import (
 )
 from webapp.errors import ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services import history, memberships
+from webapp.models.enums import Reason
+from webapp.services import history, user_changes
 from webapp.services.common import parse_user_id
-from webapp.services.memberships import AddSpec
-from webapp.services.segment_cache import cached_active_segments
+from webapp.services.read_path import ActiveSegment, active_segments, hot_read
+from webapp.services.user_changes import AddSpec, ChangeResult
 from webapp.transaction import transactional
 
 TAGS = ("users",)
 
 
-def _as_out(active: list[memberships.ActiveSegment]) -> list[ActiveSegmentOut]:
+def _as_out(active: list[ActiveSegment]) -> list[ActiveSegmentOut]:
     return [ActiveSegmentOut(slug=a.slug, source=a.source, expires_at=a.expires_at) for a in active]
 
 
-def change_out(result: memberships.ChangeResult) -> ChangeOut:
+def change_out(result: ChangeResult) -> ChangeOut:
     """What a change did, plus the user's segments as this (uncommitted) transaction sees them."""
     return ChangeOut(user_id=result.user_id, added=result.added, updated=result.updated,
                      unchanged=result.unchanged, removed=result.removed, not_members=result.not_members,
-                     segments=_as_out(memberships.active_segments(db.session, result.user_id)))
+                     segments=_as_out(active_segments(db.session, result.user_id)))
 
 
 @bp.get("/users/<user_id>/segments")
 @operation(tags=TAGS, ok=(200, UserSegments))
 def user_segments(user_id: str):
-    """The segments the user is in now (explicit and rollout), sorted by slug. Cached."""
+    """The segments the user is in now (explicit and rollout), sorted by slug."""
     uid = parse_user_id(user_id)
-    return out(UserSegments(user_id=uid, segments=_as_out(cached_active_segments(db.session, uid))))
+    return out(UserSegments(user_id=uid, segments=_as_out(hot_read(db.session, uid))))
 
 
 @bp.post("/users/<user_id>/segments")
@@ -52,9 +53,9 @@ def change_user_segments(user_id: str):
     body = json_body(UserSegmentsChange)
     add = [AddSpec(item) if isinstance(item, str) else AddSpec(item.slug, item.ttl_seconds, item.expires_at)
            for item in body.add]
-    result = memberships.change_user_segments(
+    result = user_changes.change_user_segments(
         db.session, uid, add, body.delete, ttl_seconds=body.ttl_seconds,
-        expires_at=body.expires_at, reason="api", actor=actor())
+        expires_at=body.expires_at, reason=Reason.API, actor=actor())
     return out(change_out(result))
 
 

@@ -1,1 +1,1 @@
-"""Background jobs: RQ when REDIS_URL is set, an in-process thread pool otherwise."""
+"""Background jobs on RQ: report generation and the nightly maintenance (enqueued by dotted path)."""

@@ -1,5 +1,4 @@
-"""The nightly TTL expiry: registered in rq-scheduler under a stable id (idempotent), or
-run by a plain in-process loop when there is no Redis."""
+"""The nightly TTL expiry, registered in rq-scheduler under a stable id (idempotent)."""
 from __future__ import annotations
 
 import logging
@@ -11,20 +10,18 @@ from croniter import croniter
 from flask import Flask
 from rq_scheduler import Scheduler
 
-from webapp.jobs.queue import QUEUE_NAME
-from webapp.jobs.tasks import nightly_maintenance
+from webapp.queue import QUEUE_NAME
 from webapp.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB_ID = "segments-nightly-maintenance"
+MAINTENANCE_JOB = "webapp.jobs.tasks.nightly_maintenance"
 MAINTENANCE_TIMEOUT = 6 * 3600
 
 
-def get_scheduler(app: Flask) -> Scheduler | None:
-    connection = redis_client(app, blocking=True)
-    if connection is None:
-        return None
-    return Scheduler(queue_name=QUEUE_NAME, connection=connection, interval=30)
+def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
+    """The scheduler process uses a blocking client; web processes (status strip) a short-timeout one."""
+    return Scheduler(queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30)
 
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
@@ -34,16 +31,14 @@ def register_schedules(scheduler: Scheduler, cron: str) -> None:
     for job in scheduler.get_jobs():
         if job.id == EXPIRY_JOB_ID:
             scheduler.cancel(job)
-    scheduler.cron(cron, func=nightly_maintenance, id=EXPIRY_JOB_ID, queue_name=QUEUE_NAME,
+    scheduler.cron(cron, func=MAINTENANCE_JOB, id=EXPIRY_JOB_ID, queue_name=QUEUE_NAME,
                    use_local_timezone=False, timeout=MAINTENANCE_TIMEOUT,
                    description="purge expired memberships and old reports")
 
 
 def next_run(app: Flask) -> datetime | None:
-    """When the nightly job runs next (UTC), from the scheduler or from the cron string."""
-    scheduler = get_scheduler(app)
-    if scheduler is None:
-        return croniter(app.config["EXPIRY_CRON"], datetime.now(UTC)).get_next(datetime)
+    """When the nightly job runs next (UTC), as the scheduler has it; None if unknown."""
+    scheduler = get_scheduler(app, blocking=False)
     try:
         for job, at in scheduler.get_jobs(with_times=True):
             if job.id == EXPIRY_JOB_ID:
@@ -64,25 +59,8 @@ def run_scheduler(app: Flask, *, catch_up: bool = True) -> None:
     missed during downtime are purged at once (each recorded at its true expiry time)."""
     cron = validate_cron(app.config["EXPIRY_CRON"])
     scheduler = get_scheduler(app)
-    if scheduler is None:
-        _run_local_loop(app, cron, catch_up)
-        return
     register_schedules(scheduler, cron)
     if catch_up:
-        scheduler.enqueue_in(timedelta(seconds=0), nightly_maintenance, timeout=MAINTENANCE_TIMEOUT)
+        scheduler.enqueue_in(timedelta(seconds=0), MAINTENANCE_JOB, timeout=MAINTENANCE_TIMEOUT)
     log.info("scheduler: %s registered with cron %r (UTC)", EXPIRY_JOB_ID, cron)
     scheduler.run()
-
-
-def _run_local_loop(app: Flask, cron: str, catch_up: bool) -> None:
-    log.info("no REDIS_URL: running the nightly job in this process with cron %r (UTC)", cron)
-    with app.app_context():
-        if catch_up:
-            nightly_maintenance()
-        while True:
-            due = croniter(cron, datetime.now(UTC)).get_next(datetime)
-            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
-            try:
-                nightly_maintenance()
-            except Exception:
-                log.exception("nightly maintenance failed; next attempt at the next cron time")

@@ -10,17 +10,17 @@ from rq import Worker
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.jobs.queue import get_queue
 from webapp.jobs.schedule import next_run
 from webapp.jobs.tasks import EXPIRY_JOB
 from webapp.models import JobRun
+from webapp.queue import get_queue
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JobsStatus:
-    workers: int | None  # None: embedded (jobs run in the web process)
+    workers: int
     queued: int | None
     next_run: datetime | None
     last_run: JobRun | None
@@ -31,8 +31,6 @@ def jobs_status(app: Flask) -> JobsStatus:
     last = db.session.scalars(select(JobRun).where(JobRun.name == EXPIRY_JOB)
                               .order_by(JobRun.started_at.desc()).limit(1)).first()
     queue = get_queue(app)
-    if queue is None:
-        return JobsStatus(None, None, next_run(app), last)
     try:
         return JobsStatus(Worker.count(queue=queue), queue.count, next_run(app), last)
     except Exception as exc:

@@ -1,47 +1,73 @@
-"""Job functions. They run inside an app context (RQ worker bootstrap or the local pool)
-and own their transaction boundaries."""
+"""Job functions, run by the RQ worker inside its app context. Each owns its transactions."""
 from __future__ import annotations
 
 import logging
 import time
+import uuid
+from datetime import datetime
+from typing import Any
 
+from flask import current_app
 from rq import get_current_job
+from sqlalchemy import update
 
 from webapp.extensions import db
-from webapp.models import JobRun
-from webapp.services import invalidation, reports
+from webapp.models import JobRun, Report
+from webapp.models.enums import ReportStatus
+from webapp.services import membership_store, reports
 from webapp.services.common import utcnow
-from webapp.services.memberships import expire_memberships
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB = "expire-memberships"
 
 
+def set_report_state(report_id: str, **values: Any) -> None:
+    """Status/progress on a connection of its own: visible at once, the job's cursor untouched."""
+    with db.engine.begin() as conn:
+        conn.execute(update(Report).where(Report.id == uuid.UUID(str(report_id))).values(**values))
+
+
 def generate_report(report_id: str) -> int:
     """Write one report's CSV; returns its row count. Failures are recorded readably."""
     report = reports.get_report(db.session, report_id)
-    if report.status == "finished":
+    if report.status == ReportStatus.FINISHED:
         return report.rows
-    reports.set_state(report_id, status="running", progress=0, error=None)
+    set_report_state(report_id, status=ReportStatus.RUNNING, progress=0, error=None)
     started = time.perf_counter()
     try:
         count, path = reports.write_csv(
             db.session, report,
-            on_progress=lambda done, total: reports.set_state(
+            on_progress=lambda done, total: set_report_state(
                 report_id, progress=min(99, done * 100 // max(total, 1)), rows=done))
     except Exception as exc:
         db.session.rollback()
         job = get_current_job()
         retrying = bool(job and job.retries_left)
         message = f"{type(exc).__name__}: {exc}"[:500]
-        reports.set_state(report_id, status="queued" if retrying else "failed",
-                          error=("retrying after " if retrying else "") + message)
+        set_report_state(report_id, status=ReportStatus.QUEUED if retrying else ReportStatus.FAILED,
+                         error=("retrying after " if retrying else "") + message)
         raise
     db.session.rollback()  # close the streaming read
-    reports.set_state(report_id, status="finished", progress=100, rows=count, path=str(path),
-                      size_bytes=path.stat().st_size, finished_at=utcnow(), error=None)
+    set_report_state(report_id, status=ReportStatus.FINISHED, progress=100, rows=count, path=str(path),
+                     size_bytes=path.stat().st_size, finished_at=utcnow(), error=None)
     log.info("report %s: %d rows in %.2fs", report_id, count, time.perf_counter() - started)
     return count
+
+
+def purge_expired(now: datetime | None = None, batch_size: int | None = None) -> int:
+    """Remove every membership expired at ``now``, one committed batch at a time (short
+    locks); returns how many. Rows other writers remove meanwhile are simply not there, and
+    rows another transaction holds are skipped and left to the next run (reads are exact
+    whether or not a row was purged)."""
+    now = now or utcnow()
+    batch_size = batch_size or current_app.config["EXPIRY_BATCH_SIZE"]
+    total = 0
+    while True:
+        removed = membership_store.expire_batch(db.session, now, batch_size)
+        db.session.commit()
+        total += removed
+        if removed == 0:
+            return total
 
 
 def nightly_maintenance() -> int:
@@ -50,11 +76,9 @@ def nightly_maintenance() -> int:
     db.session.add(run)
     db.session.commit()
     try:
-        removed = expire_memberships(db.session, commit_each_batch=True)
+        removed = purge_expired()
         purged = reports.purge_old_reports(db.session)
         run.processed, run.finished_at = removed, utcnow()
-        if removed:
-            invalidation.everyone_changed()
         db.session.commit()
     except Exception as exc:
         db.session.rollback()

@@ -3,6 +3,6 @@ from webapp.models.history import MembershipEvent
 from webapp.models.job_run import JobRun
 from webapp.models.membership import Membership, RolloutExclusion
 from webapp.models.report import Report
-from webapp.models.segment import RolloutChange, Segment
+from webapp.models.segment import CatalogVersion, RolloutChange, Segment
 
-__all__ = ["JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]
+__all__ = ["CatalogVersion", "JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]

@@ -6,21 +6,19 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import db
-from webapp.models.types import BigId, UTCDateTime
-
-ACTIONS = ("added", "removed")
-REASONS = ("api", "dashboard", "ttl", "segment_deleted", "rollout")
+from webapp.extensions import Model
+from webapp.models.enums import Action, Reason
+from webapp.models.types import UTCDateTime
 
 
-class MembershipEvent(db.Model):
+class MembershipEvent(Model):
     """One explicit membership change. Append-only: ``segment_id`` has no foreign key
     (segments are never hard-deleted and the slug is kept as written), which spares one
     trigger call per history row on bulk writes and purges."""
 
     __tablename__ = "membership_events"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     segment_id: Mapped[int] = mapped_column(Integer)
     segment_slug: Mapped[str] = mapped_column(String(64))
@@ -30,8 +28,8 @@ class MembershipEvent(db.Model):
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     __table_args__ = (
-        CheckConstraint(f"action IN ({', '.join(map(repr, ACTIONS))})", name="action_valid"),
-        CheckConstraint(f"reason IN ({', '.join(map(repr, REASONS))})", name="reason_valid"),
+        CheckConstraint(f"action IN ({', '.join(repr(a.value) for a in Action)})", name="action_valid"),
+        CheckConstraint(f"reason IN ({', '.join(repr(r.value) for r in Reason)})", name="reason_valid"),
         Index("ix_membership_events_user_occurred", "user_id", "occurred_at"),
         Index("ix_membership_events_occurred", "occurred_at"),
         Index("ix_membership_events_segment_occurred", "segment_id", "occurred_at"),

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, text
+from sqlalchemy import BigInteger, ForeignKey, Index, or_, text
+from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import db
+from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
 
 
-class Membership(db.Model):
+class Membership(Model):
     __tablename__ = "memberships"
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -21,16 +23,22 @@ class Membership(db.Model):
     __table_args__ = (
         # Covers member lists and counts (expires_at included: index-only scans).
         Index("ix_memberships_segment_user", "segment_id", "user_id", postgresql_include=["expires_at"]),
-        Index(
-            "ix_memberships_expires_at",
-            "expires_at",
-            postgresql_where=text("expires_at IS NOT NULL"),
-            sqlite_where=text("expires_at IS NOT NULL"),
-        ),
+        Index("ix_memberships_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
     )
 
+    @hybrid_method
+    def live_at(self, now: datetime) -> bool:
+        """Counts at ``now``: no expiry, or one still ahead (exclusive). The one definition
+        of a live membership, whether or not the purge has run."""
+        return self.expires_at is None or self.expires_at > now
 
-class RolloutExclusion(db.Model):
+    @live_at.inplace.expression  # type: ignore[attr-defined]
+    @classmethod
+    def _live_at_expression(cls, now: datetime) -> Any:
+        return or_(cls.expires_at.is_(None), cls.expires_at > now)
+
+
+class RolloutExclusion(Model):
     """A user explicitly removed from a segment while its rollout covered them."""
 
     __tablename__ = "rollout_exclusions"

@@ -2,33 +2,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer
+from sqlalchemy import DateTime
+from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-# BIGSERIAL on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-
-class UTCDateTime(TypeDecorator):
-    """timestamptz that always binds and returns timezone-aware UTC datetimes (SQLite too)."""
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz that refuses naive datetimes and always returns aware UTC ones."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if isinstance(value, str):  # raw SQL results on SQLite
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)

@@ -1,14 +1,16 @@
-"""Small rules shared by every service: ids, slugs, time and expiry."""
+"""Checks shared by every service (ids, slugs, expiry) and the clock; limits live in rules."""
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias
+
+from sqlalchemy.orm import Session, scoped_session
 
 from webapp.errors import ValidationFailed, detail
+from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, is_slug
 
-SLUG_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-MAX_USER_ID = 2**63 - 1
-MAX_TTL_SECONDS = 10 * 366 * 24 * 3600  # ten years
+DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
 
 
 def utcnow() -> datetime:
@@ -22,36 +24,45 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def user_id_problem(value) -> str | None:
+def user_id_problem(value: object) -> str | None:
     """Why ``value`` is not a user id, or None when it is one."""
     if isinstance(value, bool) or not isinstance(value, int):
         return "user id must be an integer"
     if not 1 <= value <= MAX_USER_ID:
-        return f"user id must be between 1 and {MAX_USER_ID}"
+        return f"user id must be between 1 and {MAX_USER_ID:,}"
     return None
 
 
-def check_user_id(value, field: str = "user_id") -> int:
+def check_user_id(value: object, field: str = "user_id") -> int:
     problem = user_id_problem(value)
     if problem:
         raise ValidationFailed(problem, [detail(field, problem, value=str(value)[:40])])
+    assert isinstance(value, int)
     return value
+
+
+def ascii_int(text: str | None, low: int, high: int) -> int | None:
+    """``text`` as an int in ``[low, high]`` when it is plain ASCII digits (not "²" or "٣"), else None."""
+    if text is None or not re.fullmatch(r"[0-9]{1,20}", text):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
 
 
 def parse_user_id(text: str, field: str = "user_id") -> int:
     """A user id given as decimal digits ("42"), validated."""
     text = text or ""
-    if not re.fullmatch(r"[0-9]{1,19}", text):
+    if not re.fullmatch(r"[0-9]{1,19}", text, re.ASCII):
         problem = "user id must be a positive integer"
         raise ValidationFailed(problem, [detail(field, problem, value=text[:40])])
     return check_user_id(int(text), field)
 
 
-def slug_problem(value) -> str | None:
+def slug_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return "slug must be a string"
-    if not SLUG_RE.match(value):
-        return "slug must match ^[A-Z][A-Z0-9_]{0,63}$ (upper-case letters, digits, underscore)"
+    if not is_slug(value):
+        return f"slug must be {SLUG_HELP}"
     return None
 
 

@@ -15,7 +15,7 @@ def parse_user_ids(lines: Iterable[bytes | str], limit: int, field: str = "user_
     """Ids separated by commas, semicolons, spaces or newlines; a first line that is a
     header (``user_id``) is skipped. Raises ValidationFailed naming the first bad tokens."""
     ids: list[int] = []
-    problems: list[dict] = []
+    problems: list[dict | None] = []  # None: a problem past the first MAX_REPORTED, counted only
     for number, line in enumerate(lines, 1):
         raw = line.encode() if isinstance(line, str) else line
         for token in SEPARATORS.split(raw.strip()):

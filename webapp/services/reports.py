@@ -12,29 +12,28 @@ import csv
 import heapq
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, literal, select
 
 from webapp.errors import NotFound, ValidationFailed, detail
-from webapp.extensions import db
 from webapp.models import Membership, MembershipEvent, Report, Segment
+from webapp.models.enums import Action, ReportKind, ReportStatus
+from webapp.queue import enqueue_after_commit
+from webapp.rules import PERIOD_RE
 from webapp.services import history
-from webapp.services.common import check_user_id, iso, utcnow
+from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.segments import get_live_segment
 
 log = logging.getLogger(__name__)
 HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
 MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
-KINDS = ("user_history", "all_history", "segment_members")
-PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
 PROGRESS_EVERY = 20_000
+GENERATE_JOB = "webapp.jobs.tasks.generate_report"
 
 
 def parse_period(period: str | None, start: str | None, end: str | None) -> tuple[datetime, datetime]:
@@ -42,61 +41,64 @@ def parse_period(period: str | None, start: str | None, end: str | None) -> tupl
     if period is not None:
         if start is not None or end is not None:
             raise ValidationFailed("give period or from/to, not both", [detail("period", "not with from/to")])
-        match = PERIOD_RE.match(period) if isinstance(period, str) else None
-        if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1970:
-            raise ValidationFailed("period must be YYYY-MM", [detail("period", "must be YYYY-MM", value=str(period)[:20])])
+        match = PERIOD_RE.fullmatch(period) if isinstance(period, str) else None
+        if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
+            raise ValidationFailed("period must be a month written YYYY-MM, from 1970-01 to 9998-12",
+                                   [detail("period", "must be YYYY-MM", value=str(period)[:20])])
         first = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
         nxt = datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
         return first, nxt
     if start is None or end is None:
         raise ValidationFailed("give period (YYYY-MM) or both from and to",
                                [detail("period", "required unless from and to are given")])
-    bounds = [_parse_bound(value, name) for value, name in ((start, "from"), (end, "to"))]
+    bounds = [parse_bound(value, name) for value, name in ((start, "from"), (end, "to"))]
     if bounds[0] >= bounds[1]:
         raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
     return bounds[0], bounds[1]
 
 
-def _parse_bound(value, name: str) -> datetime:
+def parse_bound(value: object, name: str) -> datetime:
+    """An ISO 8601 date or datetime (naive = UTC) as aware UTC; ValidationFailed otherwise."""
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed(f"{name} must be an ISO 8601 date", [detail(name, "not an ISO 8601 date")]) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
+                               [detail(name, "not an ISO 8601 date or datetime in range")]) from None
 
 
-def request_report(session: Session, *, kind: str | None = None, user_id: int | None = None,
+def request_report(session: DbSession, *, kind: ReportKind | str | None = None, user_id: int | None = None,
                    segment: str | None = None, period: str | None = None, start: str | None = None,
-                   end: str | None = None, enqueue: Callable[[str], None] | None = None) -> Report:
+                   end: str | None = None) -> Report:
     """Validate, store a queued report and enqueue its job once the transaction commits."""
-    from webapp.jobs.queue import enqueue_after_commit
-
-    kind = kind or ("segment_members" if segment else "user_history" if user_id is not None else "all_history")
-    if kind not in KINDS:
-        raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", [detail("kind", "unknown kind")])
+    kind = kind or (ReportKind.SEGMENT_MEMBERS if segment else
+                    ReportKind.USER_HISTORY if user_id is not None else ReportKind.ALL_HISTORY)
+    if kind not in set(ReportKind):
+        raise ValidationFailed(f"kind must be one of {', '.join(ReportKind)}", [detail("kind", "unknown kind")])
+    kind = ReportKind(kind)
     params: dict = {}
-    if kind == "segment_members":
-        params["segment"] = get_live_segment(session, segment).slug
+    if kind == ReportKind.SEGMENT_MEMBERS:
+        params["segment"] = get_live_segment(session, segment or "").slug
     else:
         first, last = parse_period(period, start, end)
         params.update({"from": iso(first), "to": iso(last)})
         if period is not None:
             params["period"] = period
-        if kind == "user_history":
+        if kind == ReportKind.USER_HISTORY:
             if user_id is None:
                 raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
             params["user_id"] = check_user_id(user_id)
-    report = Report(id=uuid.uuid4(), kind=kind, params=params, status="queued", progress=0, rows=0,
+    report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
                     size_bytes=0, created_at=utcnow())
     session.add(report)
     session.flush()
-    (enqueue or enqueue_after_commit)(str(report.id))
+    enqueue_after_commit(GENERATE_JOB, str(report.id), job_id=f"report-{report.id}")
     return report
 
 
-def get_report(session: Session, report_id: str) -> Report:
+def get_report(session: DbSession, report_id: str) -> Report:
     try:
         key = uuid.UUID(str(report_id))
     except ValueError:
@@ -107,7 +109,7 @@ def get_report(session: Session, report_id: str) -> Report:
     return report
 
 
-def list_reports(session: Session, limit: int = 50) -> list[Report]:
+def list_reports(session: DbSession, limit: int = 50) -> list[Report]:
     return list(session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit)))
 
 
@@ -117,10 +119,10 @@ def report_path(report: Report) -> Path:
 
 def download_name(report: Report) -> str:
     p = report.params
-    if report.kind == "segment_members":
+    if report.kind == ReportKind.SEGMENT_MEMBERS:
         return f"members-{p['segment']}.csv"
     period = p.get("period") or f"{p['from'][:10]}_{p['to'][:10]}"
-    who = f"user-{p['user_id']}" if report.kind == "user_history" else "all-users"
+    who = f"user-{p['user_id']}" if report.kind == ReportKind.USER_HISTORY else "all-users"
     return f"history-{who}-{period}.csv"
 
 
@@ -132,7 +134,7 @@ def neutralise(cell) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write_csv(session: Session, report: Report, on_progress: Callable[[int, int], None],
+def write_csv(session: DbSession, report: Report, on_progress: Callable[[int, int], None],
               now: datetime | None = None) -> tuple[int, Path]:
     """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically); returns (rows, path)."""
     header, total, rows = _rows(session, report, now or utcnow())
@@ -152,33 +154,26 @@ def write_csv(session: Session, report: Report, on_progress: Callable[[int, int]
     return count, path
 
 
-def set_state(report_id, **values) -> None:
-    """Status/progress updates on their own connection: visible at once, cursors untouched."""
-    with db.engine.begin() as conn:
-        conn.execute(update(Report).where(Report.id == uuid.UUID(str(report_id))).values(**values))
-
-
-def _rows(session: Session, report: Report, now: datetime) -> tuple[tuple, int, Iterable[tuple]]:
+def _rows(session: DbSession, report: Report, now: datetime) -> tuple[tuple, int, Iterable[tuple]]:
     p = report.params
-    if report.kind == "segment_members":
-        segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.deleted_at.is_(None)))
+    if report.kind == ReportKind.SEGMENT_MEMBERS:
+        segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.is_live))
         if segment is None:
             raise NotFound(f"segment {p['segment']} was deleted")
-        alive = (Membership.segment_id == segment.id,
-                 or_(Membership.expires_at.is_(None), Membership.expires_at > now))
-        total = session.scalar(select(func.count()).select_from(Membership).where(*alive))
+        alive = (Membership.segment_id == segment.id, Membership.live_at(now))
+        total = session.scalar(select(func.count()).select_from(Membership).where(*alive)) or 0
         stmt = (select(Membership.user_id, Membership.added_at, Membership.expires_at)
                 .where(*alive).order_by(Membership.user_id))
         rows = ((u, segment.slug, iso(a), iso(e) or "") for u, a, e in _stream(session, stmt))
         return MEMBERS_HEADER, total, rows
-    start, end = _parse_bound(p["from"], "from"), _parse_bound(p["to"], "to")
-    if report.kind == "user_history":
+    start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
+    if report.kind == ReportKind.USER_HISTORY:
         entries = history.user_history(session, p["user_id"], start, end, now=now)
         return HISTORY_HEADER, len(entries), ((e.user_id, e.segment, e.operation, iso(e.occurred_at)) for e in entries)
     return HISTORY_HEADER, _count_all(session, start, end, now), _all_history(session, start, end, now)
 
 
-def _stream(session: Session, stmt, batch: int = 10_000) -> Iterator:
+def _stream(session: DbSession, stmt, batch: int = 10_000) -> Iterator:
     """Rows through a server-side cursor: constant memory whatever the result size."""
     result = session.execute(stmt.execution_options(yield_per=batch))
     for partition in result.partitions():
@@ -187,19 +182,19 @@ def _stream(session: Session, stmt, batch: int = 10_000) -> Iterator:
 
 def _pending_expiries(start: datetime, end: datetime, now: datetime):
     """Expired memberships the purge has not reached yet (it will record exactly these)."""
-    return (select(Membership.user_id, Segment.slug, literal("removed"), Membership.expires_at)
+    return (select(Membership.user_id, Segment.slug, literal(Action.REMOVED.value), Membership.expires_at)
             .join(Segment, Segment.id == Membership.segment_id)
             .where(Membership.expires_at >= start, Membership.expires_at < end, Membership.expires_at <= now))
 
 
-def _count_all(session: Session, start: datetime, end: datetime, now: datetime) -> int:
+def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime) -> int:
     stored = session.scalar(select(func.count()).select_from(MembershipEvent)
                             .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end))
     pending = session.scalar(select(func.count()).select_from(_pending_expiries(start, end, now).subquery()))
-    return stored + pending
+    return (stored or 0) + (pending or 0)
 
 
-def _all_history(session: Session, start: datetime, end: datetime, now: datetime) -> Iterator[tuple]:
+def _all_history(session: DbSession, start: datetime, end: datetime, now: datetime) -> Iterator[tuple]:
     stored = (select(MembershipEvent.user_id, MembershipEvent.segment_slug, MembershipEvent.action,
                      MembershipEvent.occurred_at)
               .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
@@ -210,7 +205,7 @@ def _all_history(session: Session, start: datetime, end: datetime, now: datetime
         yield user_id, slug, action, iso(at)
 
 
-def purge_old_reports(session: Session, now: datetime | None = None) -> int:
+def purge_old_reports(session: DbSession, now: datetime | None = None) -> int:
     """Delete reports (rows and files) older than REPORT_RETENTION_DAYS."""
     now = now or utcnow()
     cutoff = now - timedelta(days=current_app.config["REPORT_RETENTION_DAYS"])

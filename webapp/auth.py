@@ -1,0 +1,63 @@
+"""Who is calling: API bearer tokens (API_TOKENS="name:token,...")."""
+from __future__ import annotations
+
+import hmac
+import re
+
+from flask import current_app, g, request
+
+from webapp.errors import AppError
+
+_UNSET = object()
+TOKEN_RE = re.compile(r"[\x21-\x7e]{16,200}")
+NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """``name:token,...`` -> {token: name}; ValueError naming the first malformed entry
+    (a typo must never silently turn authentication off)."""
+    tokens: dict[str, str] = {}
+    for position, item in enumerate(filter(None, (i.strip() for i in raw.split(","))), 1):
+        name, sep, token = (part.strip() for part in item.partition(":"))
+        if not sep or not NAME_RE.fullmatch(name) or not TOKEN_RE.fullmatch(token):
+            raise ValueError(f"API_TOKENS entry {position} is not name:token (a name of letters, digits "
+                             "and ._@-, a token of 16 to 200 visible ASCII characters)")
+        if token in tokens:
+            raise ValueError(f"API_TOKENS entry {position} repeats a token")
+        tokens[token] = name
+    return tokens
+
+
+def _tokens() -> dict[str, str]:
+    tokens: dict[str, str] = current_app.extensions["api_tokens"]
+    return tokens
+
+
+def token_name() -> str | None:
+    """The name of the API token this request carries, if it is a known one (memoised on g)."""
+    cached = g.get("api_client", _UNSET)
+    if cached is not _UNSET:
+        return cached if isinstance(cached, str) else None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    name = None
+    if scheme.lower() == "bearer" and token:
+        for known, candidate in _tokens().items():
+            if hmac.compare_digest(known.encode(), token.strip().encode()):
+                name = candidate
+    g.api_client = name
+    return name
+
+
+def client_key() -> str:
+    """Who a rate limit or an idempotency key counts against: the token's name, else the IP."""
+    name = token_name()
+    return f"token:{name}" if name else f"ip:{request.remote_addr}"
+
+
+def identify_client() -> None:
+    """before_request of the API blueprints: refuse a missing or unknown token when
+    API_TOKENS is configured."""
+    if _tokens() and token_name() is None:
+        message = "unknown API token" if request.headers.get("Authorization") else \
+            "an API token is required: Authorization: Bearer <token>"
+        raise AppError(message, code="unauthorized", status=401)

@@ -1,0 +1,39 @@
+"""The closed vocabularies stored in the database and shown by the API."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+
+
+class Reason(StrEnum):
+    """Why a membership changed: who asked (api, dashboard) or what did it."""
+
+    API = "api"
+    DASHBOARD = "dashboard"
+    TTL = "ttl"
+    SEGMENT_DELETED = "segment_deleted"
+    ROLLOUT = "rollout"
+
+
+class Source(StrEnum):
+    """How a user is in a segment right now."""
+
+    EXPLICIT = "explicit"
+    ROLLOUT = "rollout"
+
+
+class ReportKind(StrEnum):
+    USER_HISTORY = "user_history"
+    ALL_HISTORY = "all_history"
+    SEGMENT_MEMBERS = "segment_members"
+
+
+class ReportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"

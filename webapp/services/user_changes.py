@@ -1,0 +1,140 @@
+"""Atomic per-user changes: add and remove a user's segments in one all-or-nothing call."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from webapp.errors import ValidationFailed, detail
+from webapp.models import Segment
+from webapp.models.enums import Reason
+from webapp.rules import MAX_ITEMS_PER_CHANGE
+from webapp.services import membership_store, rollout
+from webapp.services.common import DbSession, expiry, slug_problem, user_id_problem, utcnow
+
+
+@dataclass(frozen=True)
+class AddSpec:
+    """One entry of ``add``: a slug with an optional per-item TTL or absolute expiry."""
+
+    slug: str
+    ttl_seconds: int | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass
+class ChangeResult:
+    user_id: int
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    not_members: list[str] = field(default_factory=list)
+
+
+def change_user_segments(
+    session: DbSession,
+    user_id: int,
+    add: Sequence[AddSpec] = (),
+    delete: Sequence[str] = (),
+    *,
+    ttl_seconds: int | None = None,
+    expires_at: datetime | None = None,
+    reason: Reason = Reason.API,
+    actor: str = "",
+    now: datetime | None = None,
+) -> ChangeResult:
+    """Add and remove a user's segments atomically; all or nothing.
+
+    Any invalid item (bad or unknown slug, a slug in both lists or twice, a past expiry)
+    rejects the whole request with every offending item in ``details``; nothing is written
+    before everything is validated. Re-adding a segment updates its expiry; removing one the
+    user is not in is reported, not an error. Removing a user who is in through a rollout
+    records an exclusion that overrides it. History rows are stamped by the database clock
+    unless ``now`` is given.
+    """
+    at, now = now, now or utcnow()
+    if len(add) + len(delete) > MAX_ITEMS_PER_CHANGE:
+        raise ValidationFailed(f"at most {MAX_ITEMS_PER_CHANGE} items in add and del together",
+                               [detail("add", f"{len(add) + len(delete)} items given")])
+    expiries, deleting = _validate(user_id, add, delete, ttl_seconds, expires_at, now)
+
+    membership_store.lock_user(session, user_id)
+    segments = _lock_live_segments(session, [*expiries, *deleting])
+    unknown = [s for s in [*expiries, *deleting] if s not in segments]
+    if unknown:
+        raise ValidationFailed(
+            "the request was not applied: unknown segments",
+            [detail("add" if s in expiries else "del", "no such segment", slug=s) for s in unknown])
+
+    result = ChangeResult(user_id)
+    # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
+    membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
+    if expiries:
+        counts = membership_store.upsert(
+            session, user_id, {segments[slug].id: until for slug, until in expiries.items()},
+            now, reason, actor, at=at)
+        for slug in expiries:
+            sid = segments[slug].id
+            bucket = (result.added if sid in counts.added
+                      else result.updated if sid in counts.updated else result.unchanged)
+            bucket.append(slug)
+    if deleting:
+        ids = [segments[slug].id for slug in deleting]
+        in_rollout = [segments[s].id for s in deleting
+                      if rollout.in_rollout(segments[s].salt, user_id, segments[s].rollout_basis_points)]
+        gone = membership_store.remove(session, user_id, ids, in_rollout, now, reason, actor, at=at)
+        for slug in deleting:
+            (result.removed if segments[slug].id in gone else result.not_members).append(slug)
+    return result
+
+
+def _validate(user_id: int, add: Sequence[AddSpec], delete: Sequence[str], ttl_seconds: int | None,
+              expires_at: datetime | None, now: datetime) -> tuple[dict[str, datetime | None], list[str]]:
+    """Every problem of the request at once, or (slug -> expiry to add, slugs to remove)."""
+    problems: list[dict] = []
+    if (problem := user_id_problem(user_id)) is not None:
+        problems.append(detail("user_id", problem))
+    default_expiry, found = expiry(ttl_seconds, expires_at, now)
+    problems += found
+    if not add and not delete:
+        problems.append(detail("add", "give at least one slug in add or del"))
+    expiries: dict[str, datetime | None] = {}
+    for i, spec in enumerate(add):
+        where = f"add[{i}]"
+        if (problem := slug_problem(spec.slug)) is not None:
+            problems.append(detail(where, problem, slug=str(spec.slug)[:80]))
+            continue
+        if spec.slug in expiries:
+            problems.append(detail(where, "slug listed twice in add", slug=spec.slug))
+            continue
+        own, found = expiry(spec.ttl_seconds, spec.expires_at, now, where)
+        problems += found
+        has_own = spec.ttl_seconds is not None or spec.expires_at is not None
+        expiries[spec.slug] = own if has_own else default_expiry
+    deleting: list[str] = []
+    for i, slug in enumerate(delete):
+        where = f"del[{i}]"
+        if (problem := slug_problem(slug)) is not None:
+            problems.append(detail(where, problem, slug=str(slug)[:80]))
+        elif slug in deleting:
+            problems.append(detail(where, "slug listed twice in del", slug=slug))
+        elif slug in expiries:
+            problems.append(detail(where, "slug is in both add and del", slug=slug))
+        else:
+            deleting.append(slug)
+    if problems:
+        raise ValidationFailed("the request was not applied: fix the listed items", problems)
+    return expiries, deleting
+
+
+def _lock_live_segments(session: DbSession, slugs: Iterable[str]) -> dict[str, Segment]:
+    """Live segments by slug, share-locked in id order so none is deleted while we write."""
+    slugs = list(slugs)
+    if not slugs:
+        return {}
+    stmt = (select(Segment).where(Segment.slug.in_(slugs), Segment.is_live)
+            .order_by(Segment.id).with_for_update(read=True))
+    return {s.slug: s for s in session.scalars(stmt)}
