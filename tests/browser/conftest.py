@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -30,14 +32,23 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture
-def live_server(app, committed_db):
-    """The app on a free 127.0.0.1 port, jobs in-process, tables emptied afterwards."""
+def live_server(redis_app, committed_db):
+    """The app on a free 127.0.0.1 port with a real `flask worker` process running its jobs;
+    tables emptied afterwards."""
+    app = redis_app
+    env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": app.config["DATABASE_URL"],
+           "REDIS_URL": app.config["REDIS_URL"], "REPORTS_DIR": app.config["REPORTS_DIR"],
+           "SECRET_KEY": app.config["SECRET_KEY"]}
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(10)
+    worker.terminate()
+    worker.wait(15)
 
 
 @pytest.fixture
