@@ -91,6 +91,7 @@ def register_extensions(app: Flask) -> None:
     from webapp import models  # noqa: F401  (tables on the metadata for migrations)
     from webapp.extensions import cache, csrf, db, limiter, migrate
     from webapp.observability import init_request_logging
+    from webapp.security import init_security
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
@@ -98,6 +99,7 @@ def register_extensions(app: Flask) -> None:
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     csrf.init_app(app)
+    init_security(app)
     init_request_logging(app)
 
 

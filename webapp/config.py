@@ -45,6 +45,7 @@ class Config:
     RATELIMIT_READ = os.environ.get("RATELIMIT_READ", "")
     RATELIMIT_WRITE = os.environ.get("RATELIMIT_WRITE", "300/minute")
     RATELIMIT_HOT_PATH = os.environ.get("RATELIMIT_HOT_PATH", "")
+    RATELIMIT_REPORTS = os.environ.get("RATELIMIT_REPORTS", "20/minute")  # report requests per client
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_HEADER_LIMIT = "RateLimit-Limit"
@@ -55,6 +56,9 @@ class Config:
     # "name:token,name2:token2"; when set, API calls must send "Authorization: Bearer <token>".
     API_TOKENS = os.environ.get("API_TOKENS", "")
     IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
+    TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)  # reverse proxies whose X-Forwarded-* are believed
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)  # also Secure on any https request
     WTF_CSRF_CHECK_DEFAULT = True
     WTF_CSRF_TIME_LIMIT = _env_int("CSRF_TIME_LIMIT", 8 * 3600)
     TESTING = False
@@ -66,3 +70,4 @@ class TestConfig(Config):
     TESTING = True
     SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
     RATELIMIT_ENABLED = False  # the limiter tests switch it on
+    RATELIMIT_REPORTS = ""  # (one Limiter serves every app the tests build: no limit leaks between them)

@@ -24,6 +24,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -154,15 +155,17 @@ class DevStack:
         self.owns_postgres = True
         say(f"starting PostgreSQL in {self.instance / 'postgres'}")
         started = time.monotonic()
-        self.postgres = embedded.start_postgres(self.instance / "postgres")
-        self.postgres.create_database("segments")
+        with _uninterrupted():
+            self.postgres = embedded.start_postgres(self.instance / "postgres")
+            self.postgres.create_database("segments")
         self.timings["PostgreSQL"] = time.monotonic() - started
         return self.postgres.url("segments")
 
     def _start_redis(self) -> str:
         self.owns_redis = True
         started = time.monotonic()
-        self.redis = embedded.start_redis(self.instance / "redis")
+        with _uninterrupted():
+            self.redis = embedded.start_redis(self.instance / "redis")
         self.timings["Redis"] = time.monotonic() - started
         return self.redis.url
 
@@ -179,8 +182,9 @@ class DevStack:
 
     def _migrate(self, env: dict[str, str]) -> None:
         started = time.monotonic()
-        child = Child.spawn("migrate", [sys.executable, "-m", "flask", "db", "upgrade"], env)
-        self.children.append(child)
+        with _uninterrupted():
+            child = Child.spawn("migrate", [sys.executable, "-m", "flask", "db", "upgrade"], env)
+            self.children.append(child)
         child.start_pump()
         code = child.process.wait()
         if child.pump is not None:
@@ -197,8 +201,9 @@ class DevStack:
             "worker": [sys.executable, "-m", "flask", "worker"],
             "scheduler": [sys.executable, "-m", "flask", "scheduler"],
         }
-        for name, argv in commands.items():
-            self.children.append(Child.spawn(name, argv, env))
+        with _uninterrupted():
+            for name, argv in commands.items():
+                self.children.append(Child.spawn(name, argv, env))
         for child in self.children:
             child.start_pump()
 
@@ -220,7 +225,7 @@ class DevStack:
             time.sleep(0.1)
 
     def _print_table(self, database_url: str, redis_url: str) -> None:
-        total = time.time() - psutil.Process().create_time()
+        total = _process_age()
         kind = "cold" if self.postgres is not None and self.postgres.initialized else "warm"
         steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.timings.items())
         web = self.children[0]
@@ -262,18 +267,26 @@ class DevStack:
                 child.pump.join(2)
         if self.children:
             say("stopped " + ", ".join(child.name for child in self.children))
-        if self.owns_redis:
-            if self.redis is not None:
-                self.redis.stop()
-            else:
-                embedded.stop_redis(self.instance / "redis")  # interrupted while it started
+        if self.redis is not None:
+            self.redis.stop()
             say("stopped Redis")
-        if self.owns_postgres:
-            if self.postgres is not None:
-                self.postgres.stop()
-            else:
-                embedded.stop_postgres(self.instance / "postgres")
+        elif self.owns_redis and embedded.stop_redis(self.instance / "redis"):  # failed while starting
+            say("stopped Redis")
+        if self.postgres is not None:
+            self.postgres.stop()
             say("stopped PostgreSQL")
+        elif self.owns_postgres and embedded.stop_postgres(self.instance / "postgres"):
+            say("stopped PostgreSQL")
+
+
+def _process_age() -> float:
+    """Seconds since this process started (interpreter start-up included)."""
+    try:  # both on the boot clock: immune to wall-clock steps, unlike psutil's create_time()
+        with open("/proc/self/stat") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time() - psutil.Process().create_time()
 
 
 def _local_secret_key(path: Path) -> str:
@@ -301,9 +314,30 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class _Signals:
+    deferred = False
+    pending: int | None = None
+
+
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    if _Signals.deferred:
+        _Signals.pending = signum
+        return
     _ignore_signals()
     raise Stop(f"received {signal.Signals(signum).name}, stopping", 0)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block is done: a server interrupted while it starts, or a
+    child spawned but not yet recorded, would be left running."""
+    _Signals.deferred = True
+    try:
+        yield
+    finally:
+        _Signals.deferred = False
+    if _Signals.pending is not None:
+        _raise_stop(_Signals.pending, None)
 
 
 def _ignore_signals() -> None:

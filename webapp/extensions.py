@@ -1,6 +1,7 @@
 """Flask extensions, created unbound and initialised in create_app()."""
 from typing import TYPE_CHECKING
 
+from flask import current_app
 from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_migrate import Migrate
@@ -34,6 +35,9 @@ migrate = Migrate()
 cache = Cache()
 limiter = Limiter(key_func=client_key)
 csrf = CSRFProtect()
+# Each report costs a job: every view that creates one is limited per client (RATELIMIT_REPORTS).
+report_requests = limiter.shared_limit(lambda: current_app.config["RATELIMIT_REPORTS"], scope="reports",
+                                       exempt_when=lambda: not current_app.config["RATELIMIT_REPORTS"])
 spec = SpecTree(
     "flask",
     mode="strict",  # only the decorated API operations

@@ -1,11 +1,17 @@
-"""Enqueueing background jobs on RQ by dotted path (no import of the job code), after commit."""
+"""Enqueueing background jobs on RQ by dotted path (no import of the job code), after commit.
+
+Jobs are stored as JSON, never pickle: write access to Redis must not mean code execution
+in a worker. Every queue, worker and the scheduler use :class:`JsonJob`.
+"""
 from __future__ import annotations
 
 import logging
 
 from flask import Flask, current_app
+from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from webapp.redis_client import redis_client
 from webapp.transaction import after_commit
@@ -16,9 +22,17 @@ RETRY = Retry(max=2, interval=[10, 60])
 JOB_TIMEOUT = 3600
 
 
+class JsonJob(Job):
+    """An RQ job serialised as JSON (arguments here are ids and strings)."""
+
+    def __init__(self, id: str | None = None, connection: Redis | None = None, serializer: object = None):
+        super().__init__(id, connection=connection, serializer=serializer or JSONSerializer)
+
+
 def get_queue(app: Flask | None = None, *, blocking: bool = False) -> Queue:
     """The jobs queue; web processes use the short-timeout client, workers a blocking one."""
-    return Queue(QUEUE_NAME, connection=redis_client(app, blocking=blocking))
+    return Queue(QUEUE_NAME, connection=redis_client(app, blocking=blocking), job_class=JsonJob,
+                 serializer=JSONSerializer)
 
 
 def enqueue(path: str, *args: object, job_id: str | None = None, timeout: int = JOB_TIMEOUT) -> Job:

@@ -23,7 +23,8 @@ def test_history_records_api_changes_with_reasons(api):
     api.change(11, [], ["H1"])
     items = api.get("/users/11/history").json["items"]
     assert [(i["operation"], i["reason"]) for i in items] == [("added", "api"), ("removed", "api")]
-    assert items[0]["actor"] == "alice" and items[0]["occurred_at"].endswith("Z")
+    assert items[0]["actor"] == "api (X-Actor: alice)" and items[0]["occurred_at"].endswith("Z")
+    assert items[1]["actor"] == "api"
 
 
 def test_history_period_is_half_open(db_session):

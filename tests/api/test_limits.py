@@ -47,10 +47,11 @@ def test_unknown_or_missing_token_is_401(limited):
 
 def test_token_name_is_the_history_actor(limited):
     client = limited.test_client()
-    client.post("/api/v1/segments", json={"slug": "ACTOR"}, headers=auth("tok-b"))
+    client.post("/api/v1/segments", json={"slug": "ACTOR"}, headers=auth("tok-a"))
     client.post("/api/v1/users/4/segments", json={"add": ["ACTOR"]}, headers=auth("tok-b"))
+    client.post("/api/v1/users/4/segments", json={"del": ["ACTOR"]}, headers={**auth("tok-b"), "X-Actor": "svc-a"})
     items = client.get("/api/v1/users/4/history", headers=auth("tok-b")).json["items"]
-    assert items[0]["actor"] == "svc-b"
+    assert [i["actor"] for i in items] == ["svc-b", "svc-b (X-Actor: svc-a)"]  # a header never replaces the token
 
 
 def test_hot_path_is_not_limited_by_default(app_on, redis_app, committed_db):
@@ -75,3 +76,14 @@ def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_
     private_redis.stop()
     codes = [client.get("/api/v1/segments").status_code for _ in range(5)]
     assert 500 not in codes and codes[0] == 200 and 429 in codes  # still limited, from memory
+
+
+def test_report_creation_is_limited_and_identical_pending_requests_share_one(app_on, redis_app, committed_db):
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_REPORTS="3/minute")
+    client = app.test_client()
+    same = [client.post("/api/v1/reports", json={"period": "2026-01"}).json["id"] for _ in range(2)]
+    assert same[0] == same[1]  # still queued: the second request is the first one
+    other = client.post("/api/v1/reports", json={"period": "2026-02"})
+    assert other.status_code == 202 and other.json["id"] != same[0]
+    limited = client.post("/api/v1/reports", json={"period": "2026-03"})
+    assert limited.status_code == 429 and limited.json["error"]["code"] == "rate_limited"

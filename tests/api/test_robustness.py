@@ -54,9 +54,13 @@ def test_unknown_routes_and_methods_are_json(api):
     assert_envelope(api.get("/segments/MISSING/members"), 404)
 
 
-def test_wrong_content_type_body_is_still_parsed_or_rejected(client):
-    response = client.post("/api/v1/segments", data="slug=ABC", content_type="application/x-www-form-urlencoded")
-    assert_envelope(response, 400)
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data", None])
+def test_a_body_that_is_not_declared_json_is_415_and_changes_nothing(api, client, content_type):
+    """A cross-site form can send text/plain JSON: it must never write."""
+    response = client.post("/api/v1/segments", data='{"slug": "CSRF_TRY"}', content_type=content_type)
+    assert_envelope(response, 415)
+    assert response.json["error"]["code"] == "unsupported_media_type"
+    assert api.get("/segments/CSRF_TRY").status_code == 404
 
 
 def test_oversized_body_is_413_json(app_on, committed_db):

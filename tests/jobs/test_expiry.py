@@ -2,13 +2,12 @@
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from rq import SimpleWorker
 
 from webapp.extensions import db
-from webapp.jobs.schedule import EXPIRY_JOB_ID, get_scheduler, next_run, register_schedules
+from webapp.jobs.schedule import EXPIRY_JOB_ID, REAPER_JOB_ID, get_scheduler, next_run, register_schedules
 from webapp.jobs.tasks import nightly_maintenance, purge_expired
+from webapp.jobs.worker import run_worker
 from webapp.models import JobRun, Report
-from webapp.queue import get_queue
 from webapp.services.read_path import active_segments
 from webapp.services.segments import create_segment
 
@@ -81,8 +80,9 @@ def test_scheduler_registration_is_idempotent(redis_app):
     jobs = [j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID]
     assert len(jobs) == 1 and jobs[0].meta["cron_string"] == "0 0 * * *"
     register_schedules(scheduler, "30 2 * * *")  # a config change replaces, never duplicates
-    jobs = list(scheduler.get_jobs())
+    jobs = [j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID]
     assert len(jobs) == 1 and jobs[0].meta["cron_string"] == "30 2 * * *"
+    assert [j.id for j in scheduler.get_jobs() if j.id == REAPER_JOB_ID] == [REAPER_JOB_ID]  # one reaper too
     with redis_app.app_context():
         due = next_run(redis_app)
     assert (due.hour, due.minute) == (2, 30) and due > datetime.now(UTC)
@@ -93,8 +93,7 @@ def test_scheduled_job_runs_on_a_worker(redis_app, committed_db):
     scheduler = get_scheduler(redis_app)
     register_schedules(scheduler, "0 0 * * *")
     scheduler.enqueue_job(next(j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID))  # as if it were midnight
+    run_worker(redis_app, burst=True, fork=False)
     with redis_app.app_context():
-        queue = get_queue(redis_app)
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
         assert db.session.scalar(sa.text("SELECT count(*) FROM memberships")) == 0
         assert db.session.scalar(sa.text("SELECT processed FROM job_runs")) == 1

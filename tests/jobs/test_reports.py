@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from rq import SimpleWorker
 
 from webapp.extensions import db
+from webapp.jobs import worker
 from webapp.jobs.tasks import generate_report
 from webapp.queue import get_queue
 from webapp.services import reports
@@ -22,9 +22,7 @@ def parse(data: bytes):
 
 
 def run_worker(app):
-    with app.app_context():
-        queue = get_queue(app)
-        SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    worker.run_worker(app, burst=True, fork=False)
 
 
 def seed_history(session):

@@ -1,22 +1,28 @@
-"""Seed-compatible API: the paths and shapes of the Go service Segments replaces.
+"""Seed-compatible API: the paths, shapes and status codes of the Go service Segments replaces.
 
-Thin adapters over the same services as /api/v1; differences are listed in the README.
+Thin adapters over the same services as /api/v1; the remaining differences (deliberate bug
+fixes) are listed in the README. Status codes are the seed's: 200 (204 for a user without
+segments), 400 for every invalid request (never 422), 404 for an unknown segment or task, 409
+for an existing segment or a report that is not ready; every error is the JSON envelope.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, Response, request, url_for
 from pydantic import BaseModel, Field, StrictInt
+from spectree import Response as SpecResponse
+from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out
-from webapp.api.schemas import ChangeOut, DeletedOut, Slug, Strict
+from webapp.api.schemas import ChangeOut, DeletedOut, ErrorOut, Slug, Strict
 from webapp.api.users import change_out
-from webapp.errors import ValidationFailed, detail
-from webapp.extensions import db
+from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
+from webapp.extensions import db, spec
+from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
-from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS
+from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS, MAX_USER_ID
 from webapp.services import reports, segments, user_changes
 from webapp.services.common import parse_user_id
 from webapp.services.read_path import hot_read
@@ -25,7 +31,12 @@ from webapp.transaction import transactional
 
 bp = Blueprint("api_compat", __name__)
 TAGS = ("compat",)
+SeedStatus = Literal["progress", "success", "fail"]
+SEED_STATUS: dict[str, SeedStatus] = {ReportStatus.QUEUED: "progress", ReportStatus.RUNNING: "progress",
+                                      ReportStatus.FINISHED: "success", ReportStatus.FAILED: "fail"}
 
+
+# -- models ------------------------------------------------------------------------------------
 
 class CompatSegment(Strict):
     slug: Slug
@@ -50,12 +61,13 @@ class CompatUserSegments(BaseModel):
 
 
 class CompatUserQuery(BaseModel):
-    id: int
+    id: int = Field(ge=1, le=MAX_USER_ID)
 
 
 class CompatReportQuery(BaseModel):
-    date: str = Field(description="YYYY-MM")
-    user_id: int | None = None
+    date: str = Field(description=f"{reports.SEED_DATE_HELP}: the history from that moment until now "
+                                  "(a month: that month)", examples=["2023-08-29 10:32", "2023-08"])
+    user_id: int | None = Field(None, ge=1, le=MAX_USER_ID, description="extension: one user's history only")
 
 
 class CompatTask(BaseModel):
@@ -66,33 +78,106 @@ class CompatTaskQuery(BaseModel):
     task_id: str
 
 
-class CompatTaskStatus(BaseModel):
-    status: str
-    link_to_file: str
+class CompatDownloadQuery(BaseModel):
+    id: str = Field(description="the task_id")
 
+
+class CompatTaskStatus(BaseModel):
+    status: SeedStatus
+    link_to_file: str = Field(description='"" until the report is ready, then <base>/download?id=<task_id>')
+
+
+# -- OpenAPI: the seed's status codes ----------------------------------------------------------
+
+class _CsvResponses(SpecResponse):
+    """Responses whose 200 is a CSV file (spectree itself only describes JSON bodies)."""
+
+    def generate_spec(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        responses = super().generate_spec(*args, **kwargs)
+        responses["200"]["content"] = {"text/csv": {"schema": {"type": "string"}}}
+        return responses
+
+
+def seed_operation(*, errors: tuple[str, ...], ok: tuple[int, type] | None = None, json: type | None = None,
+                   query: type | None = None, no_content: bool = False, csv: bool = False):
+    """:func:`operation` with exactly the seed's status codes.
+
+    spectree adds its own request-validation 422 to every operation it documents; these routes
+    never answer 422 (their validation errors are 400), so the responses ``operation``
+    registered are replaced by ``ok`` and ``errors`` (the error envelope) only, plus what
+    ``operation`` cannot state: a 204 without a body (``no_content``), a CSV 200 (``csv``).
+    """
+    register = operation(tags=TAGS, ok=ok, json=json, query=query, errors=errors)
+
+    def document(view):
+        view = register(view)
+        codes: dict[str, Any] = {code: ErrorOut for code in errors}
+        if ok is not None:
+            codes[f"HTTP_{ok[0]}"] = ok[1]
+        bodiless = ("HTTP_204",) if no_content else ()
+        responses = _CsvResponses("HTTP_200", **codes) if csv else SpecResponse(*bodiless, **codes)
+        responses.bind_model_adapter(spec.model_adapter)
+        metadata = spec.get_function_metadata(view)
+        assert metadata is not None
+        metadata.resp = responses
+        return view
+
+    return document
+
+
+# The seed's error statuses, per route (401 only when API_TOKENS is set; 429: rate limits;
+# a mutating call's 409 also covers an Idempotency-Key still in flight).
+READ = ("HTTP_400", "HTTP_401", "HTTP_429")
+WRITE = ("HTTP_400", "HTTP_401", "HTTP_409", "HTTP_429")
+
+
+@bp.errorhandler(AppError)
+def seed_error(exc: AppError) -> Response:
+    """The seed answers 400 for every invalid request: no 422 here (validation, an
+    Idempotency-Key reused for another request); other statuses as they are."""
+    return error_response(400 if exc.status == 422 else exc.status, exc.code, exc.message, exc.details)
+
+
+def _method_not_allowed(allowed: tuple[str, ...]):
+    # Werkzeug's own 405 has no blueprint, so it would get the dashboard's HTML error page.
+    def view() -> Response:
+        raise MethodNotAllowed(valid_methods=[*allowed, *(("HEAD",) if "GET" in allowed else ()), "OPTIONS"])
+    return view
+
+
+for _path, _allowed in {"/segment": ("POST", "DELETE"), "/segment/user": ("GET", "POST"), "/report": ("GET",),
+                        "/report_check": ("GET",), "/download": ("GET",)}.items():
+    bp.add_url_rule(_path, f"not_allowed{_path.replace('/', '_')}", _method_not_allowed(_allowed),
+                    methods=[m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if m not in _allowed])
+
+
+# -- routes ------------------------------------------------------------------------------------
 
 @bp.post("/segment")
-@operation(tags=TAGS, json=CompatSegment, ok=(201, CompatSlug))
+@seed_operation(json=CompatSegment, ok=(200, CompatSlug), errors=WRITE)
 @transactional
 def create_segment():
+    """Create a segment: 200 ``{"slug"}``; 409 when it exists."""
     body = json_body(CompatSegment)
     segment = segments.create_segment(db.session, body.slug)
-    return out(CompatSlug(slug=segment.slug), 201)
+    return out(CompatSlug(slug=segment.slug))
 
 
 @bp.delete("/segment")
-@operation(tags=TAGS, json=CompatSegment, ok=(200, DeletedOut))
+@seed_operation(json=CompatSegment, ok=(200, DeletedOut), errors=(*WRITE, "HTTP_404"))
 @transactional
 def delete_segment():
+    """Delete a segment (its members leave it, with history); 404 when there is none."""
     body = json_body(CompatSegment)
     left = segments.delete_segment(db.session, body.slug, actor=actor())
     return out(DeletedOut(slug=body.slug, deleted=True, members_removed=left))
 
 
 @bp.post("/segment/user")
-@operation(tags=TAGS, json=CompatUserChange, ok=(200, ChangeOut))
+@seed_operation(json=CompatUserChange, ok=(200, ChangeOut), errors=WRITE)
 @transactional
 def change_user():
+    """Add and remove one user's segments atomically, ``ttl_days`` for the added ones."""
     body = json_body(CompatUserChange)
     ttl = body.ttl_days * 86_400 if body.ttl_days else None
     result = user_changes.change_user_segments(db.session, body.user_id, [AddSpec(s) for s in body.add],
@@ -101,29 +186,64 @@ def change_user():
 
 
 @bp.get("/segment/user")
-@operation(tags=TAGS, query=CompatUserQuery, ok=(200, CompatUserSegments))
+@seed_operation(query=CompatUserQuery, ok=(200, CompatUserSegments), no_content=True, errors=READ)
 def user_segments():
+    """A user's active segments; 204 (no body) when there are none."""
     uid = parse_user_id(request.args.get("id", ""), "id")
     active = hot_read(db.session, uid)
+    if not active:
+        return Response(status=204)
     return out(CompatUserSegments(user_id=uid, segments=[CompatSlug(slug=a.slug) for a in active]))
 
 
 @bp.get("/report")
-@operation(tags=TAGS, query=CompatReportQuery, ok=(200, CompatTask))
+@seed_operation(query=CompatReportQuery, ok=(200, CompatTask), errors=READ)
 @transactional
 def request_report():
+    """Queue a CSV of every user's history from ``date`` until now; an identical request still
+    pending returns the same ``task_id``."""
     user = request.args.get("user_id")
-    report = reports.request_report(db.session, user_id=parse_user_id(user) if user else None,
-                                    period=request.args.get("date", ""))
+    report = reports.request_seed_report(db.session, request.args.get("date", ""),
+                                         user_id=parse_user_id(user) if user else None)
     return out(CompatTask(task_id=str(report.id)))
 
 
-@bp.get("/report_check")
-@operation(tags=TAGS, query=CompatTaskQuery, ok=(200, CompatTaskStatus))
-def report_check():
-    task_id = request.args.get("task_id", "")
+def _task(name: str) -> Report:
+    """The report a query parameter names: 400 when it is missing, 404 when there is none."""
+    task_id = request.args.get(name, "")
     if not task_id:
-        raise ValidationFailed("task_id is required", [detail("task_id", "required")])
-    report = reports.get_report(db.session, task_id)
-    link = url_for("api.download_report", report_id=report.id, _external=True) if report.status == ReportStatus.FINISHED else ""
-    return out(CompatTaskStatus(status=report.status, link_to_file=link))
+        raise ValidationFailed(f"{name} is required", [detail(name, "required")])
+    return reports.get_report(db.session, task_id)
+
+
+@bp.get("/report_check")
+@seed_operation(query=CompatTaskQuery, ok=(200, CompatTaskStatus), errors=(*READ, "HTTP_404"))
+def report_check():
+    """A task's status: ``progress``, ``success`` (with ``link_to_file``) or ``fail``."""
+    report = _task("task_id")
+    ready = report.status == ReportStatus.FINISHED
+    link = url_for("api_compat.download", id=str(report.id), _external=True) if ready else ""
+    return out(CompatTaskStatus(status=SEED_STATUS[report.status], link_to_file=link))
+
+
+@bp.get("/download")
+@seed_operation(query=CompatDownloadQuery, csv=True, errors=(*READ, "HTTP_404", "HTTP_409"))
+def download():
+    """The report as the seed's CSV (``user,segment,operation,date``), as an attachment; 409
+    while it is not ready (or when it failed)."""
+    report = _task("id")
+    if report.status != ReportStatus.FINISHED:
+        failed = report.status == ReportStatus.FAILED
+        raise Conflict(f"report failed: {report.error}" if failed else f"report is {report.status}, not ready yet",
+                       [detail("id", "failed" if failed else "not ready", status=SEED_STATUS[report.status])],
+                       code="report_failed" if failed else "not_ready")
+    try:
+        handle = open(reports.report_path(report), newline="", encoding="utf-8")  # noqa: SIM115  (closed with the response)
+    except FileNotFoundError:
+        raise NotFound("the report file no longer exists; request the report again",
+                       [detail("id", "file gone")], code="report_gone") from None
+    response = Response(reports.seed_csv(handle), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{reports.download_name(report)}"',
+                                 "Cache-Control": "no-cache"})
+    response.call_on_close(handle.close)
+    return response

@@ -7,6 +7,7 @@ from typing import TypeVar
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
+from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.services.common import ascii_int
 
@@ -14,8 +15,16 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def json_body(model: type[M]) -> M:
-    """Parse and validate the JSON body; 400 for malformed JSON, 422 for a wrong shape."""
-    data = request.get_json(silent=True, force=True)
+    """Parse and validate the JSON body: 415 unless it is declared ``application/json`` (so a
+    cross-site form cannot write), 400 for malformed JSON, 422 for a wrong shape."""
+    if not request.is_json:
+        raise AppError("the request body must be JSON (Content-Type: application/json)",
+                       [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
+                       code="unsupported_media_type", status=415)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes
+        data = None
     if data is None:
         raw = request.get_data(cache=True)
         message = "request body is empty" if not raw.strip() else "request body is not valid JSON"
@@ -54,10 +63,10 @@ def query_time(name: str) -> datetime | None:
         return None
     try:  # an unencoded "+01:00" offset arrives as " 01:00" in a query string
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
-                               [detail(name, "not an ISO 8601 date or datetime", value=raw[:40])]) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+                               [detail(name, "not an ISO 8601 date or datetime in range", value=raw[:40])]) from None
 
 
 def page_args() -> tuple[int, int]:
@@ -68,11 +77,11 @@ def page_args() -> tuple[int, int]:
 
 
 def actor() -> str:
-    """Who made the change, for history: X-Actor, else the API token's name, else "api"."""
-    from flask import g
-
-    named = request.headers.get("X-Actor") or getattr(g, "api_client", None) or "api"
-    return named.strip()[:100] or "api"
+    """Who made the change, for history: the API token's name (else "api"). An ``X-Actor``
+    header is recorded beside it, never instead of it."""
+    who = token_name() or "api"
+    on_behalf = "".join(c for c in request.headers.get("X-Actor", "") if c.isprintable()).strip()
+    return (f"{who} (X-Actor: {on_behalf})" if on_behalf else who)[:100]
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

@@ -8,7 +8,7 @@ from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out
 from webapp.api.schemas import ReportOut, ReportRequest
 from webapp.errors import AppError
-from webapp.extensions import db
+from webapp.extensions import db, report_requests
 from webapp.models import Report
 from webapp.services import reports
 from webapp.transaction import transactional
@@ -27,6 +27,7 @@ def report_out(report: Report) -> ReportOut:
 
 @bp.post("/reports")
 @operation(tags=("reports",), json=ReportRequest, ok=(202, ReportOut))
+@report_requests
 @transactional
 def create_report():
     """Queue a CSV report: a user's or everyone's history for a period, or a segment's members."""

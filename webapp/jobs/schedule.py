@@ -10,27 +10,33 @@ from croniter import croniter
 from flask import Flask
 from rq_scheduler import Scheduler
 
-from webapp.queue import QUEUE_NAME
+from webapp.queue import QUEUE_NAME, JsonJob
 from webapp.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB_ID = "segments-nightly-maintenance"
 MAINTENANCE_JOB = "webapp.jobs.tasks.nightly_maintenance"
+REAPER_JOB_ID = "segments-report-reaper"
+REAPER_JOB = "webapp.jobs.tasks.reap_stuck_reports"
+REAPER_INTERVAL = 60  # seconds
 MAINTENANCE_TIMEOUT = 6 * 3600
 
 
 def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
     """The scheduler process uses a blocking client; web processes (status strip) a short-timeout one."""
-    return Scheduler(queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30)
+    return Scheduler(queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30,
+                     job_class=JsonJob)
 
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
-    """(Re)register the nightly job; any stale copy (old cron string) is cancelled first."""
+    """(Re)register the nightly job and the report reaper; stale copies are cancelled first."""
     os.environ["TZ"] = "UTC"  # rq-scheduler evaluates cron strings in local time
     time.tzset()
     for job in scheduler.get_jobs():
-        if job.id == EXPIRY_JOB_ID:
+        if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID):
             scheduler.cancel(job)
+    scheduler.schedule(datetime.now(UTC), REAPER_JOB, id=REAPER_JOB_ID, interval=REAPER_INTERVAL, repeat=None,
+                       queue_name=QUEUE_NAME, timeout=REAPER_INTERVAL * 5, result_ttl=REAPER_INTERVAL * 2)
     scheduler.cron(cron, func=MAINTENANCE_JOB, id=EXPIRY_JOB_ID, queue_name=QUEUE_NAME,
                    use_local_timezone=False, timeout=MAINTENANCE_TIMEOUT,
                    description="purge expired memberships and old reports")

@@ -4,21 +4,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
 from rq import get_current_job
-from sqlalchemy import update
+from rq.job import JobStatus
+from sqlalchemy import select, update
 
 from webapp.extensions import db
 from webapp.models import JobRun, Report
 from webapp.models.enums import ReportStatus
+from webapp.queue import get_queue
 from webapp.services import membership_store, reports
 from webapp.services.common import utcnow
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB = "expire-memberships"
+REAP_AFTER = timedelta(minutes=1)  # a pending report younger than this is left alone
+MAX_ATTEMPTS = 3
 
 
 def set_report_state(report_id: str, **values: Any) -> None:
@@ -32,7 +37,7 @@ def generate_report(report_id: str) -> int:
     report = reports.get_report(db.session, report_id)
     if report.status == ReportStatus.FINISHED:
         return report.rows
-    set_report_state(report_id, status=ReportStatus.RUNNING, progress=0, error=None)
+    set_report_state(report_id, status=ReportStatus.RUNNING, progress=0, error=None, attempts=Report.attempts + 1)
     started = time.perf_counter()
     try:
         count, path = reports.write_csv(
@@ -52,6 +57,50 @@ def generate_report(report_id: str) -> int:
                      size_bytes=path.stat().st_size, finished_at=utcnow(), error=None)
     log.info("report %s: %d rows in %.2fs", report_id, count, time.perf_counter() - started)
     return count
+
+
+def reap_stuck_reports(now: datetime | None = None) -> int:
+    """Make every pending report finish or fail visibly (run every minute by the scheduler).
+
+    - a report whose job is gone from Redis (enqueued while Redis was down, or lost with it)
+      is queued again, up to MAX_ATTEMPTS starts;
+    - a report whose job ended failed or stopped without recording it (its work-horse was
+      killed, or died of memory) is marked ``failed`` with the reason;
+    - ``.part`` files of reports that are not running are deleted.
+    Returns how many reports it acted on."""
+    now = now or utcnow()
+    queue = get_queue(current_app, blocking=True)
+    acted = 0
+    pending = db.session.scalars(select(Report).where(
+        Report.status.in_(reports.PENDING), Report.created_at < now - REAP_AFTER)).all()
+    for report in pending:
+        job = queue.fetch_job(reports.report_job_id(report.id))
+        status = job.get_status(refresh=False) if job is not None else None
+        if status is None and report.attempts < MAX_ATTEMPTS:
+            reports.enqueue_report(report)  # after this transaction commits
+        elif status is None or status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            result = job.latest_result() if job is not None else None
+            reason = _last_line(result.exc_string if result is not None else None)
+            report.status = ReportStatus.FAILED
+            report.error = (f"the job died: {reason}" if reason else
+                            f"the job was lost after {report.attempts} attempt(s)")[:500]
+            report.finished_at = now
+        else:
+            continue
+        acted += 1
+    db.session.commit()
+    running = {str(r) for r in db.session.scalars(select(Report.id).where(Report.status == ReportStatus.RUNNING))}
+    for part in Path(current_app.config["REPORTS_DIR"]).glob("*.part"):
+        if part.stem not in running:
+            part.unlink(missing_ok=True)
+    if acted:
+        log.warning("reaper: %d stuck report(s) re-queued or failed", acted)
+    return acted
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def purge_expired(now: datetime | None = None, batch_size: int | None = None) -> int:

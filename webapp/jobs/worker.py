@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask import Flask
 from rq import SimpleWorker, Worker
+from rq.serializers import JSONSerializer
 
 from webapp.extensions import db
-from webapp.queue import get_queue
+from webapp.queue import JsonJob, get_queue
 
 
 def run_worker(app: Flask, *, burst: bool = False, fork: bool = True, with_scheduler: bool = True) -> bool:
@@ -20,5 +21,5 @@ def run_worker(app: Flask, *, burst: bool = False, fork: bool = True, with_sched
     with app.app_context():
         db.engine.dispose()
         worker_class = Worker if fork else SimpleWorker
-        worker = worker_class([queue], connection=queue.connection)
+        worker = worker_class([queue], connection=queue.connection, job_class=JsonJob, serializer=JSONSerializer)
         return bool(worker.work(burst=burst, with_scheduler=with_scheduler))

@@ -15,10 +15,11 @@ class Report(Model):
     __tablename__ = "reports"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    kind: Mapped[str] = mapped_column(String(30))  # user_history | all_history | segment_members
+    kind: Mapped[str] = mapped_column(String(30))  # ReportKind
     params: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|running|finished|failed
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # ReportStatus
     progress: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # job starts, for the reaper
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     path: Mapped[str | None] = mapped_column(Text, nullable=True)

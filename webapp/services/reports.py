@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import json
 import logging
 import os
 import uuid
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, literal, select, text
 
 from webapp.errors import NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
@@ -34,6 +35,7 @@ HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
 MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
 PROGRESS_EVERY = 20_000
 GENERATE_JOB = "webapp.jobs.tasks.generate_report"
+REPORT_LOCK_SPACE = 2  # advisory lock space (two-int form) for report deduplication
 
 
 def parse_period(period: str | None, start: str | None, end: str | None) -> tuple[datetime, datetime]:
@@ -90,12 +92,39 @@ def request_report(session: DbSession, *, kind: ReportKind | str | None = None, 
             if user_id is None:
                 raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
             params["user_id"] = check_user_id(user_id)
+    return _queue_once(session, kind, params)
+
+
+PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
+
+
+def _queue_once(session: DbSession, kind: ReportKind, params: dict) -> Report:
+    """A new queued report, or the identical one still pending (a repeated request, such as
+    a GET retried by a client, creates no new work). Identical requests are serialised by a
+    transaction-scoped advisory lock on (kind, params), so concurrent duplicates share one."""
+    key = json.dumps([kind, params], sort_keys=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
+    pending = session.scalars(select(Report).where(Report.kind == kind, Report.status.in_(PENDING))
+                              .order_by(Report.created_at.desc()).limit(100))
+    for report in pending:
+        if json.dumps([report.kind, report.params], sort_keys=True) == key:
+            return report
     report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
                     size_bytes=0, created_at=utcnow())
     session.add(report)
     session.flush()
-    enqueue_after_commit(GENERATE_JOB, str(report.id), job_id=f"report-{report.id}")
+    enqueue_report(report)
     return report
+
+
+def enqueue_report(report: Report) -> None:
+    """Queue the report's job once the transaction commits (the reaper re-queues it if Redis
+    was unreachable then)."""
+    enqueue_after_commit(GENERATE_JOB, str(report.id), job_id=report_job_id(report.id))
+
+
+def report_job_id(report_id: object) -> str:
+    return f"report-{report_id}"
 
 
 def get_report(session: DbSession, report_id: str) -> Report:
@@ -214,3 +243,124 @@ def purge_old_reports(session: DbSession, now: datetime | None = None) -> int:
         report_path(report).unlink(missing_ok=True)
         session.delete(report)
     return len(old)
+
+
+# -- the seed service's reports (GET /report, /download) ---------------------------------------
+# Added for the seed-compatible API (webapp/api/compat.py); nothing above depends on it.
+
+import contextlib  # noqa: E402  (this section's own imports, kept with it)
+import io  # noqa: E402
+import re  # noqa: E402
+from typing import TextIO  # noqa: E402
+
+SEED_MOMENT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2})", re.ASCII)
+SEED_DATE_HELP = "YYYY-MM-DD HH:MM (UTC), or a month YYYY-MM"
+SEED_PENDING = (ReportStatus.QUEUED.value, ReportStatus.RUNNING.value)
+# A report is pending at most three attempts of an hour each (JOB_TIMEOUT, RETRY) plus its wait
+# in the queue; one pending for longer is presumed lost and no longer shared.
+SHARE_PENDING_FOR = timedelta(hours=4)
+SEED_HEADER = {"user_id": "user", "timestamp": "date"}
+SEED_OPERATIONS = {Action.ADDED.value: "added", Action.REMOVED.value: "deleted"}
+TIME_COLUMNS = frozenset({"timestamp", "added_at", "expires_at"})
+
+
+def parse_seed_moment(date: str) -> datetime:
+    """``YYYY-MM-DD HH:MM`` (UTC, as the seed took it) -> an aware datetime; ValidationFailed otherwise."""
+    match = SEED_MOMENT_RE.fullmatch(date)
+    moment = None
+    if match:
+        year, month, day, hour, minute = (int(part) for part in match.groups())
+        with contextlib.suppress(ValueError):  # 2023-02-30, 25:00 ...
+            moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
+    if moment is None or not 1970 <= moment.year <= 9998:
+        raise ValidationFailed(f"date must be {SEED_DATE_HELP}",
+                               [detail("date", f"must be {SEED_DATE_HELP}", value=date[:40])])
+    return moment
+
+
+def request_seed_report(session: DbSession, date: str, *, user_id: int | None = None,
+                        now: datetime | None = None) -> Report:
+    """The seed's ``GET /report?date=``: history from ``date`` (``YYYY-MM-DD HH:MM``, UTC) until
+    now, everyone's (``all_history``) or one user's; a month ``YYYY-MM`` is that month.
+
+    An identical request still queued or running shares its report. "Identical" is the same
+    kind, user and ``date`` as given (kept in ``params["since"]``), not the computed ``to``,
+    which differs for every request; for a month, the same params. The check and the insert
+    run under a transaction-scoped advisory lock, so concurrent duplicates create one report.
+    A ``date`` after now gives an empty report (``to`` = ``from``).
+    """
+    now = now or utcnow()
+    if not date:
+        raise ValidationFailed("date is required", [detail("date", f"required: {SEED_DATE_HELP}")])
+    kind = ReportKind.ALL_HISTORY if user_id is None else ReportKind.USER_HISTORY
+    params: dict
+    if PERIOD_RE.fullmatch(date):
+        try:
+            first, last = parse_period(date, None, None)
+        except ValidationFailed:
+            raise ValidationFailed(f"date must be {SEED_DATE_HELP}",
+                                   [detail("date", f"must be {SEED_DATE_HELP}", value=date)]) from None
+        params = {"from": iso(first), "to": iso(last), "period": date}
+        identity = dict(params)
+    else:
+        since = parse_seed_moment(date)
+        params = {"from": iso(since), "to": iso(max(since, now)), "since": date}
+        identity = {"since": date}
+    if user_id is not None:
+        params["user_id"] = identity["user_id"] = check_user_id(user_id)
+    key = f"{kind}:" + "&".join(f"{k}={v}" for k, v in sorted(identity.items()))
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("segments.seed-report"), func.hashtext(key))))
+    shared = session.scalars(
+        select(Report)
+        .where(Report.kind == kind, Report.status.in_(SEED_PENDING), Report.created_at > now - SHARE_PENDING_FOR,
+               *(Report.params[k].as_string() == str(v) for k, v in identity.items()))
+        .order_by(Report.created_at.desc())
+        .limit(1)
+    ).first()
+    if shared is not None:
+        return shared
+    report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
+                    size_bytes=0, created_at=now)
+    session.add(report)
+    session.flush()
+    enqueue_after_commit(GENERATE_JOB, str(report.id), job_id=f"report-{report.id}")
+    return report
+
+
+def seed_time(value: str) -> str:
+    """``2023-08-29T10:32:05.123Z`` -> ``2023-08-29 10:32:05`` (UTC); anything else stays as it is."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # empty (no expiry) or not a timestamp: as it is
+        return value
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def seed_csv(handle: TextIO, rows_per_chunk: int = 1000) -> Iterator[bytes]:
+    """A report file as the seed wrote its CSV, converted while streaming (constant memory).
+
+    The file (``write_csv``): ``user_id;segment;operation;timestamp``, ``;``-separated,
+    ``added``/``removed``, ISO 8601 with Z. The seed: ``user,segment,operation,date``,
+    comma-separated, ``added``/``deleted``, ``YYYY-MM-DD HH:MM:SS`` UTC. Other kinds of report
+    get the same treatment (comma, ``user``, timestamps in the seed's format).
+    """
+    reader = csv.reader(handle, delimiter=";")
+    header = next(reader, None)
+    if header is None:
+        return
+    times = [i for i, name in enumerate(header) if name in TIME_COLUMNS]
+    operation = header.index("operation") if "operation" in header else None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([SEED_HEADER.get(name, name) for name in header])
+    for count, row in enumerate(reader, 1):
+        for i in times:
+            row[i] = seed_time(row[i])
+        if operation is not None:
+            row[operation] = SEED_OPERATIONS.get(row[operation], row[operation])
+        writer.writerow(row)
+        if count % rows_per_chunk == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()

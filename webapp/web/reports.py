@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import render_template, request, url_for
 
 from webapp.errors import AppError
-from webapp.extensions import db
+from webapp.extensions import db, report_requests
 from webapp.services import reports
 from webapp.services.common import parse_user_id, utcnow
 from webapp.transaction import transactional
@@ -23,6 +23,7 @@ def reports_page():
 
 
 @bp.post("/reports")
+@report_requests
 @transactional
 def request_report():
     form = request.form

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import redirect, render_template, request, url_for
 
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.extensions import db
+from webapp.extensions import db, report_requests
 from webapp.models.enums import Reason
 from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
@@ -62,6 +62,7 @@ def change_user(user_id: str):
 
 
 @bp.post("/users/<user_id>/report")
+@report_requests
 @transactional
 def user_report(user_id: str):
     uid = parse_user_id(user_id)

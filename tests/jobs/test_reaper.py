@@ -1,0 +1,57 @@
+"""The report reaper: a report whose job is lost or died never stays pending forever."""
+from datetime import timedelta
+from pathlib import Path
+
+from redis import Redis
+
+from webapp.extensions import db
+from webapp.jobs.tasks import MAX_ATTEMPTS, reap_stuck_reports
+from webapp.jobs.worker import run_worker
+from webapp.models import Report
+from webapp.services import reports, segments
+from webapp.services.common import utcnow
+
+
+def _queued_report(app):
+    with app.test_request_context():
+        segments.create_segment(db.session, "REAPED")
+        report = reports.request_report(db.session, kind="segment_members", segment="REAPED")
+        db.session.commit()
+        return str(report.id)
+
+
+def test_a_report_whose_job_was_lost_is_queued_again_and_finishes(redis_app, redis_url, committed_db):
+    report_id = _queued_report(redis_app)
+    Redis.from_url(redis_url).flushdb()  # Redis lost everything (or the enqueue never reached it)
+    with redis_app.app_context():
+        assert reap_stuck_reports(now=utcnow()) == 0  # too young to be called stuck
+        assert reap_stuck_reports(now=utcnow() + timedelta(minutes=2)) == 1
+    run_worker(redis_app, burst=True, fork=False)
+    with redis_app.app_context():
+        report = db.session.get(Report, report_id)
+        assert report.status == "finished" and report.attempts == 1
+
+
+def test_a_report_that_keeps_losing_its_job_fails_with_a_reason(redis_app, redis_url, committed_db):
+    report_id = _queued_report(redis_app)
+    Redis.from_url(redis_url).flushdb()
+    with redis_app.app_context():
+        db.session.get(Report, report_id).attempts = MAX_ATTEMPTS
+        db.session.commit()
+        assert reap_stuck_reports(now=utcnow() + timedelta(minutes=2)) == 1
+        report = db.session.get(Report, report_id)
+        assert report.status == "failed" and "lost after 3 attempt(s)" in report.error
+
+
+def test_stray_part_files_are_removed(redis_app, committed_db):
+    report_id = _queued_report(redis_app)
+    folder = Path(redis_app.config["REPORTS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    stray, own = folder / "dead-report.part", folder / f"{report_id}.part"
+    stray.write_text("half a file")
+    own.write_text("being written")
+    with redis_app.app_context():
+        db.session.get(Report, report_id).status = "running"
+        db.session.commit()
+        reap_stuck_reports()
+    assert not stray.exists() and own.exists()  # a running report's file is left alone
