@@ -1,9 +1,11 @@
 """`make bench`: start what is needed on 127.0.0.1, measure, stop everything, print a table.
 
-Sections: bulk (1M ids, API and dashboard upload), read (hot path under gunicorn with wrk),
-scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments page with 10k
-segments), expiry (1M), report (100k, 1M).
-Each figure is printed next to a baseline measured in the same run.
+Sections: bulk (1M ids, API and dashboard upload), read (the hot path under gunicorn with wrk,
+a different user on every request, on 1M and 10M memberships, with and without the rate
+limiter), scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments
+page with 10k segments), expiry (1M), report (100k, 1M).
+Each figure is printed next to a baseline measured in the same run. ``--quick`` is a smoke run:
+smaller sizes (the large read database has 1M memberships instead of 10M), shorter runs.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,8 +31,10 @@ from bench import tools
 from tests.redis_server import PrivateRedis
 
 DB = "segments_bench"
-URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB}"
+SYSTEM_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RESULTS = tools.ROOT / "bench" / "results"
+ROTATING = tools.ROOT / "bench" / "rotating_users.lua"
+ADMIN = SYSTEM_POSTGRES  # the server's maintenance database; main() may switch to an embedded server
 
 
 @dataclass
@@ -54,22 +59,56 @@ def record(section, case, value, baseline, ratio, target="", ok=None):
 
 # -- database ---------------------------------------------------------------------------------
 
+def db_url() -> str:
+    return sa.make_url(ADMIN).set(database=DB).render_as_string(hide_password=False)
+
+
+def choose_server(tmp: Path) -> None:
+    """PostgreSQL on 127.0.0.1:5432 when it answers (the bench uses a database of its own there),
+    else an embedded server in the run's temporary directory."""
+    global ADMIN
+    probe = sa.create_engine(SYSTEM_POSTGRES, connect_args={"connect_timeout": 2})
+    try:
+        with probe.connect():
+            return
+    except sa.exc.OperationalError:
+        from webapp import embedded
+
+        ADMIN = embedded.start_postgres(tmp / "pg").url("postgres")
+        print("no PostgreSQL on 127.0.0.1:5432: using an embedded server", flush=True)
+    finally:
+        probe.dispose()
+
+
+def stop_embedded_server(tmp: Path) -> None:
+    if ADMIN != SYSTEM_POSTGRES:
+        from webapp import embedded
+
+        embedded.stop_postgres(tmp / "pg")
+
+
 def fresh_database(env: dict) -> sa.Engine:
-    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
         conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
     admin.dispose()
     subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT, env={**os.environ, **env},
                    check=True, capture_output=True)
-    return sa.create_engine(URL)
+    return sa.create_engine(db_url())
 
 
 def drop_database() -> None:
-    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
     admin.dispose()
+
+
+def catalog_changed(conn) -> None:
+    """What the services do in every transaction that changes segments: the read path's
+    in-memory catalogs revalidate against this version."""
+    conn.execute(sa.text("UPDATE catalog_version SET version = version + 1 WHERE id = 1"))
 
 
 def make_segments(engine, prefix: str, count: int, basis_points: int) -> None:
@@ -84,13 +123,33 @@ def make_segments(engine, prefix: str, count: int, basis_points: int) -> None:
                 "INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
                 "SELECT id, 0, rollout_basis_points, 'rollout', created_at FROM segments WHERE slug LIKE :p || '%'"),
                 {"p": prefix})
+        catalog_changed(conn)
 
 
-def explicit(engine, user_id: int, prefix: str, count: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at) SELECT :u, id, now() FROM segments "
-            "WHERE slug LIKE :p || '%' ORDER BY slug LIMIT :n"), {"u": user_id, "p": prefix, "n": count})
+def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk: int = 100_000) -> float:
+    """COPY ``(user, segment)`` rows into memberships: every user in first..last is an explicit
+    member of every segment whose slug starts with ``prefix``; then VACUUM ANALYZE (the state
+    autovacuum leaves a table in, and no autovacuum starts during a measurement) and CHECKPOINT.
+    Returns the seconds taken."""
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        segment_ids = conn.scalars(sa.text("SELECT id FROM segments WHERE slug LIKE :p || '%' ORDER BY id"),
+                                   {"p": prefix}).all()
+    added_at = "2030-01-01 00:00:00+00"
+    tails = [f"\t{sid}\t{added_at}\n" for sid in segment_ids]
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur, cur.copy("COPY memberships (user_id, segment_id, added_at) FROM STDIN") as copy:
+            for low in range(first_user, last_user + 1, chunk):
+                copy.write("".join(f"{uid}{tail}" for uid in range(low, min(low + chunk, last_user + 1))
+                                   for tail in tails))
+        raw.commit()
+    finally:
+        raw.close()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM (ANALYZE) memberships"))
+        conn.execute(sa.text("CHECKPOINT"))
+    return time.perf_counter() - started
 
 
 def post(url: str, data: bytes, headers: dict, opener=None) -> dict:
@@ -153,18 +212,19 @@ def bench_set_based(env) -> None:
 import time
 from webapp import create_app
 from webapp.extensions import db
-from webapp.services import memberships, segments
+from webapp.models.enums import Reason
+from webapp.services import bulk, segments, user_changes
 app = create_app()
 with app.app_context():
     segments.create_segment(db.session, "PER_ROW"); segments.create_segment(db.session, "SET_BASED"); db.session.commit()
     ids = list(range(50_000_000, 50_002_000))
     t = time.perf_counter()
     for uid in ids:
-        memberships.change_user_segments(db.session, uid, [memberships.AddSpec("PER_ROW")], reason="api")
+        user_changes.change_user_segments(db.session, uid, [user_changes.AddSpec("PER_ROW")], [], reason=Reason.API)
         db.session.commit()
     per_row = time.perf_counter() - t
     t = time.perf_counter()
-    memberships.bulk_add(db.session, "SET_BASED", ids); db.session.commit()
+    bulk.bulk_add(db.session, "SET_BASED", ids); db.session.commit()
     print(per_row, time.perf_counter() - t)
 """
     _, _, out = tools.run_child(code, env)
@@ -173,57 +233,111 @@ with app.app_context():
            f"{per_row * 1000:.0f} ms per-user calls", f"{per_row / set_based:.0f}x faster")
 
 
-def bench_read(engine, env, seconds: int) -> None:
-    make_segments(engine, "R", 200, 1000)  # 200 rollout segments at 10%
-    make_segments(engine, "P", 100, 0)
-    explicit(engine, 2, "P", 10)
-    explicit(engine, 3, "P", 100)
-    users = {1: 0, 2: 10, 3: 100}
-    modes = {
-        "baseline": ("bench.baseline_app:app", {}),
-        "cached": ("wsgi:app", {"CACHE_ENABLED": "true"}),
-        "uncached": ("wsgi:app", {"CACHE_ENABLED": "false"}),
-    }
-    results: dict = {}
-    for mode, (target, extra) in modes.items():
-        port = tools.free_port()
-        with tools.gunicorn(target, {**env, **extra}, port):
-            for conc in (1, 10, 50):
-                for user in (users if mode != "baseline" else [1]):
-                    url = f"http://127.0.0.1:{port}/api/v1/users/{user}/segments"
-                    tools.wrk(url, conc, 1)  # warm-up (connections, cache entry)
-                    results[mode, conc, user] = tools.wrk(url, conc, seconds)
-    for conc in (1, 10, 50):
-        base = results["baseline", conc, 1]
-        record("read", f"baseline: constant JSON view, {conc} conn", f"{base.rps:,.0f} req/s",
-               "—", "1.00", f"p99 {base.p99_ms:.1f} ms")
-        for user, count in users.items():
-            for mode, floor in (("cached", 0.8), ("uncached", 0.5)):
-                load = results[mode, conc, user]
-                ratio = load.rps / base.rps
-                ok = ratio >= floor and (conc != 10 or load.p99_ms < 10) and load.errors == 0
-                record("read", f"{mode}, {count} explicit + 200 rollout, {conc} conn",
-                       f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms", f"{base.rps:,.0f} req/s",
-                       f"{ratio:.2f}", f">= {floor:.0%}" + (", p99 < 10 ms" if conc == 10 else ""), ok)
-    # Limiter overhead: the cached path with and without Flask-Limiter on Redis.
-    limited = _user_two_at_ten({**env, "RATELIMIT_ENABLED": "true", "RATELIMIT_READ": "100000000/minute"}, seconds)
-    plain = results["cached", 10, 2]
-    record("read", "cached + rate limiter (Redis), 10 conn", f"{limited.rps:,.0f} req/s p99 {limited.p99_ms:.1f} ms",
-           f"{plain.rps:,.0f} req/s no limiter", f"{limited.rps / plain.rps:.2f}")
-    # What the pool pre-ping (on by default) costs on the uncached path.
-    unpinged = _user_two_at_ten({**env, "CACHE_ENABLED": "false", "DB_POOL_PRE_PING": "false"}, seconds)
-    pinged = results["uncached", 10, 2]
-    record("read", "uncached with pool pre-ping, 10 conn", f"{pinged.rps:,.0f} req/s",
-           f"{unpinged.rps:,.0f} req/s without", f"{pinged.rps / unpinged.rps:.2f}")
+@dataclass
+class Users:
+    """The users a read run rotates over: first..first+count-1, each run starting where the
+    last one stopped, so that no request in the section repeats a user until ``count`` requests."""
+
+    first: int
+    count: int
+    used: int = 0
+
+    def args(self, connections: int) -> list[int]:
+        return [self.first, self.count, tools.permutation_step(self.count), self.used,
+                tools.wrk_threads(connections)]
+
+    def run(self, url: str, connections: int, seconds: int, meter=None) -> tools.Load:
+        load = tools.wrk(url, connections, seconds, ROTATING, self.args(connections), meter)
+        self.used += load.requests + tools.wrk_threads(connections)  # (+ threads: the strides' offsets)
+        return load
 
 
-def _user_two_at_ten(env: dict, seconds: int) -> tools.Load:
-    """The app under this config, user 2's segments at 10 connections."""
+def _meter(server, engine, redis) -> tools.CpuMeter:
+    """CPU of gunicorn (master + workers), of the PostgreSQL backends connected to the bench
+    database (the workers' connections; the bench's own are idle meanwhile) and of Redis."""
+    groups = {"app": tools.process_tree(server.pid)}
+    if engine is not None:
+        with engine.connect() as conn:
+            backend = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        groups["pg"] = tools.postgres_backends(tools.psutil.Process(backend).ppid(), DB)
+    groups["redis"] = tools.process_tree(redis.process.pid)
+    return tools.CpuMeter(groups)
+
+
+def _cpu(load: tools.Load) -> str:
+    parts = " + ".join(f"{name} {seconds * 1000 / max(load.requests, 1):.2f}" for name, seconds in load.cpu.items()
+                       if seconds * 1000 / max(load.requests, 1) >= 0.005)
+    return f"CPU {load.cpu_ms_per_request():.2f} ms/req ({parts})"
+
+
+def _measure(target: str, env: dict, users: Users, seconds: int, conns: tuple[int, ...], engine, redis,
+             ) -> dict[int, tools.Load]:
+    """One gunicorn, rotating users, each concurrency after a 1 s warm-up (connections, catalog)."""
+    results = {}
     port = tools.free_port()
-    with tools.gunicorn("wsgi:app", env, port):
-        url = f"http://127.0.0.1:{port}/api/v1/users/2/segments"
-        tools.wrk(url, 10, 1)
-        return tools.wrk(url, 10, seconds)
+    with tools.gunicorn(target, env, port) as server:
+        url = f"http://127.0.0.1:{port}"
+        for conc in conns:
+            users.run(url, conc, 1)
+            results[conc] = users.run(url, conc, seconds, _meter(server, engine, redis))
+            if results[conc].requests > users.count:
+                print(f"  (note: {results[conc].requests:,} requests over {users.count:,} users: some repeated)")
+    return results
+
+
+def bench_read(env, redis, seconds: int, small_users: int, large_users: int) -> None:
+    """GET /api/v1/users/<id>/segments, a different user on every request (bench/rotating_users.lua).
+
+    200 rollout segments at 10% and 10 explicit memberships for every user in the range. First on
+    ``small_users`` users (10 rows each), then with the table grown to ``large_users`` users
+    (rows COPY-ed in), rotating over all of them. The floor: bench/baseline_app.py (a constant
+    JSON view) under the same gunicorn config with the same wrk script."""
+    engine = fresh_database(env)
+    make_segments(engine, "R", 200, 1000)
+    make_segments(engine, "P", 10, 0)
+    small_s = copy_memberships(engine, "P", 1, small_users)
+    small_rows = small_users * 10
+    conns = (10, 50)
+    floor = _measure("bench.baseline_app:app", env, Users(1, small_users), seconds, conns, None, redis)
+    users = Users(1, small_users)
+    small = _measure("wsgi:app", env, users, seconds, conns, engine, redis)
+    limited = _measure("wsgi:app", {**env, "RATELIMIT_HOT_PATH": "1000000/second"}, users, seconds, (10,),
+                       engine, redis)[10]
+    large_s = copy_memberships(engine, "P", small_users + 1, large_users)
+    with engine.connect() as conn:
+        large_rows = conn.scalar(sa.text("SELECT count(*) FROM memberships"))
+        size = conn.scalar(sa.text("SELECT pg_size_pretty(pg_total_relation_size('memberships'))"))
+    large = _measure("wsgi:app", env, Users(1, large_users), seconds, conns, engine, redis)
+    engine.dispose()
+
+    record("read", f"load: COPY {small_rows:,} memberships + VACUUM ANALYZE", f"{small_s:.1f} s", "—", "—")
+    record("read", f"load: COPY {large_rows - small_rows:,} more ({large_rows:,}, {size}) + VACUUM ANALYZE",
+           f"{large_s:.1f} s", "—", "—")
+    for conc in conns:
+        base = floor[conc]
+        record("read", f"floor: constant JSON view, rotating ids, {conc} conn",
+               f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00", _cpu(base))
+        p99_limit = 10 if conc == 10 else 50
+        for label, rows, load in ((f"{small_users:,} users", small_rows, small[conc]),
+                                  (f"{large_users:,} users", large_rows, large[conc])):
+            ratio = load.rps / base.rps
+            ok = ratio >= 0.5 and load.p99_ms < p99_limit and load.errors == 0
+            record("read", f"GET rotating over {label} ({rows:,} rows), {conc} conn",
+                   f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms", f"{base.rps:,.0f} req/s floor",
+                   f"{ratio:.2f}", f">= 0.50, p99 < {p99_limit} ms", ok)
+            record("read", f"  CPU, {label}, {conc} conn", _cpu(load), _cpu(base).split(" (")[0] + " floor",
+                   f"{load.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
+        ratio = large[conc].rps / small[conc].rps
+        record("read", f"{large_rows:,} vs {small_rows:,} memberships, {conc} conn",
+               f"{large[conc].rps:,.0f} req/s", f"{small[conc].rps:,.0f} req/s", f"{ratio:.2f}",
+               ">= 0.85" if conc == 10 else "", ratio >= 0.85 if conc == 10 else None)
+    plain = small[10]
+    record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
+           f"{limited.rps:,.0f} req/s p99 {limited.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
+           f"{limited.rps / plain.rps:.2f}", _cpu(limited))
+    errors = sum(x.errors for x in [*floor.values(), *small.values(), *large.values(), limited])
+    if errors:
+        print(f"  (!) {errors} errors or non-2xx responses in the read runs", flush=True)
 
 
 def bench_scaling(engine, env, seconds: int) -> None:
@@ -233,17 +347,18 @@ def bench_scaling(engine, env, seconds: int) -> None:
     with tools.gunicorn("bench.baseline_app:app", env, base_port):
         tools.wrk(f"http://127.0.0.1:{base_port}/api/v1/users/1/segments", 1, 1)
         base = tools.wrk(f"http://127.0.0.1:{base_port}/api/v1/users/1/segments", 1, seconds)
-    with tools.gunicorn("wsgi:app", {**env, "CACHE_ENABLED": "false"}, port):
+    with tools.gunicorn("wsgi:app", env, port):
         for count in (10, 100, 1000):
             with engine.begin() as conn:
                 conn.execute(sa.text("UPDATE segments SET rollout_basis_points = 0 WHERE rollout_basis_points > 0"))
                 conn.execute(sa.text(
                     "UPDATE segments SET rollout_basis_points = 1000 WHERE slug LIKE 'S%' AND slug <= :last"),
                     {"last": f"S{count - 1:04d}"})
+                catalog_changed(conn)
             url = f"http://127.0.0.1:{port}/api/v1/users/1/segments"
             tools.wrk(url, 1, 1)
             load = tools.wrk(url, 1, seconds)
-            record("scaling", f"GET uncached, {count} rollout segments, 1 conn",
+            record("scaling", f"GET user 1, {count} rollout segments, 1 conn",
                    f"p50 {load.p50_ms:.2f} ms p99 {load.p99_ms:.2f} ms", f"p50 {base.p50_ms:.2f} ms baseline",
                    f"{load.p50_ms / base.p50_ms:.1f}x")
     # Rollout evaluation does not depend on how many users exist or how large the id is.
@@ -268,6 +383,7 @@ for uid in (1, 10**6, 10**12, 10**18):
         conn.execute(sa.text("INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
                              "SELECT id, 1000, 2000, 'rollout', now() FROM segments WHERE rollout_basis_points = 1000"))
         conn.execute(sa.text("UPDATE segments SET rollout_basis_points = 2000 WHERE rollout_basis_points = 1000"))
+        catalog_changed(conn)
         after = conn.scalar(sa.text("SELECT (SELECT count(*) FROM memberships) + (SELECT count(*) FROM rollout_changes)"))
     record("scaling", "rows written raising 1000 rollouts 10%→20%", f"{after - before:,} rows",
            "1 per segment", "—", "no per-user rows", after - before == 1000)
@@ -312,9 +428,9 @@ def bench_expiry(engine, env, size: int) -> None:
     base_s, _ = tools.timed(lambda: _delete_scratch(engine))
     seconds, rss, out = tools.run_child(
         "from webapp import create_app\nfrom webapp.extensions import db\n"
-        "from webapp.services.memberships import expire_memberships\nimport time\n"
+        "from webapp.jobs.tasks import purge_expired\nimport time\n"
         "app = create_app()\nwith app.app_context():\n    t = time.perf_counter()\n"
-        "    n = expire_memberships(db.session, commit_each_batch=True)\n    db.session.commit()\n"
+        "    n = purge_expired()\n    db.session.commit()\n"
         "    print(n, time.perf_counter() - t)", env)
     removed, inner = out.split()
     with engine.connect() as conn:
@@ -349,7 +465,7 @@ def bench_report(engine, env, sizes: list[int]) -> None:
             "from webapp import create_app\nfrom webapp.extensions import db\nfrom webapp.services import reports\n"
             "from webapp.jobs.tasks import generate_report\nimport time\napp = create_app()\n"
             "with app.app_context():\n"
-            f"    r = reports.request_report(db.session, period='{month}', enqueue=lambda _id: None)\n"
+            f"    r = reports.request_report(db.session, period='{month}')\n"
             "    db.session.commit()\n    t = time.perf_counter()\n"
             "    n = generate_report(str(r.id))\n    print(n, time.perf_counter() - t)", env)
         rows, inner = out.split()
@@ -379,49 +495,67 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor())
     mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal"))) / 1024 / 1024
-    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
-                        capture_output=True, text=True).stdout.strip()
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, PostgreSQL {pg}"
+    admin = sa.create_engine(ADMIN)
+    with admin.connect() as conn:
+        pg = conn.scalar(sa.text("SHOW server_version")).split()[0]
+        buffers = conn.scalar(sa.text("SHOW shared_buffers"))
+    admin.dispose()
+    workers = os.environ.get("GUNICORN_WORKERS") or f"{(os.cpu_count() or 1) * 2 + 1}"
+    wrk = subprocess.run([tools.ensure_wrk(), "--version"], capture_output=True, text=True).stdout.split()[1]
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"PostgreSQL {pg} (shared_buffers {buffers}), gunicorn {workers} sync workers, wrk {wrk}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter runs (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes and shorter runs (a smoke run; 1M memberships instead of 10M)")
     parser.add_argument("--only", default="bulk,read,scaling,dashboard,expiry,report",
                         help="comma-separated sections")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
-    seconds = 2 if args.quick else 5
+    seconds = 3 if args.quick else 10
+    # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
+    small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)
     tools.ensure_wrk()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        choose_server(Path(tmp))
         redis = PrivateRedis(Path(tmp))
         redis.start()
-        env = {"DATABASE_URL": URL, "REDIS_URL": redis.url, "REPORTS_DIR": str(Path(tmp) / "reports"),
-               "RATELIMIT_ENABLED": "false", "SECRET_KEY": "bench", "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024)}
-        print(f"machine: {machine()}\nstarted {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n", flush=True)
+        # Production settings (rate limiter on, hot path without a limit), a real secret key.
+        env = {"DATABASE_URL": db_url(), "REDIS_URL": redis.url, "REPORTS_DIR": str(Path(tmp) / "reports"),
+               "SECRET_KEY": secrets.token_urlsafe(48), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024),
+               "RATELIMIT_HOT_PATH": ""}
+        about = machine()
+        print(f"machine: {about}\nstarted {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+              f"{' (--quick)' if args.quick else ''}\n", flush=True)
         try:
-            engine = fresh_database(env)
             if "bulk" in sections:
+                engine = fresh_database(env)
                 bench_bulk(engine, env, size)
-                bench_set_based({**env, "REDIS_URL": ""})
+                bench_set_based(env)
+                engine.dispose()
             if "read" in sections:
-                bench_read(engine, env, seconds)
+                bench_read(env, redis, seconds, small_users, large_users)
+            engine = fresh_database(env)
             if "scaling" in sections:
                 bench_scaling(engine, env, seconds)
             if "dashboard" in sections:
                 bench_dashboard(engine, env, 1_000 if args.quick else 10_000)
-            child_env = {**env, "REDIS_URL": ""}
             if "expiry" in sections:
-                bench_expiry(engine, child_env, size)
+                bench_expiry(engine, env, size)
             if "report" in sections:
-                bench_report(engine, child_env, [size // 10, size])
+                bench_report(engine, env, [size // 10, size])
             engine.dispose()
         finally:
             redis.stop()
             drop_database()
-    write_results(machine())
+            stop_embedded_server(Path(tmp))
+    write_results(about + (" (--quick)" if args.quick else ""))
+    print(f"total {time.perf_counter() - started:.0f} s")
 
 
 def write_results(about: str) -> None:

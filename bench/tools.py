@@ -1,16 +1,21 @@
-"""Processes and measurements for the benchmarks: servers, wrk, timers, peak memory."""
+"""Processes and measurements for the benchmarks: servers, wrk, timers, peak memory, CPU time."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -84,6 +89,11 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group, when measured
+
+    def cpu_ms_per_request(self, *groups: str) -> float:
+        return sum(self.cpu[g] for g in (groups or self.cpu)) * 1000 / max(self.requests, 1)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -107,17 +117,133 @@ def ensure_wrk() -> str:
     raise SystemExit("wrk (Debian package 'wrk') is needed for the read-path benchmark")
 
 
-def wrk(url: str, connections: int, seconds: int) -> Load:
-    """wrk in its own process: 1 thread per 25 connections (at most 2), latency percentiles."""
-    threads = max(1, min(2, connections // 25))
-    out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                          "--latency", url], capture_output=True, text=True, check=True).stdout
+def wrk_threads(connections: int) -> int:
+    """1 wrk thread per 25 connections, at most 2."""
+    return max(1, min(2, connections // 25))
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path | None = None, args: Iterable[object] = (),
+        meter: CpuMeter | None = None) -> Load:
+    """wrk in its own process, latency percentiles; ``script`` (a wrk Lua script) gets ``args``.
+    With ``meter`` the CPU time of its process groups is measured over the run."""
+    command = [ensure_wrk(), "-t", str(wrk_threads(connections)), "-c", str(connections), "-d", f"{seconds}s",
+               "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command += [url, *(["--", *map(str, args)] if script is not None else [])]
+    if meter is not None:
+        meter.start()
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        cpu = meter.stop() if meter is not None else {}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0))
+    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu)
+
+
+def permutation_step(count: int) -> int:
+    """A step coprime with ``count`` near 0.618 * count: ``(k * step) % count`` walks every value
+    of ``range(count)`` once, scattered (bench/rotating_users.lua)."""
+    step = max(1, int(count * 0.6180339887))
+    while math.gcd(step, count) != 1:
+        step += 1
+    return step
+
+
+# -- CPU time -----------------------------------------------------------------------------------
+
+class CpuMeter:
+    """User + system CPU seconds of groups of processes over a measurement.
+
+    ``groups`` maps a name to a function listing that group's processes now. A sampler thread
+    lists them every ``interval`` seconds and keeps each process's latest reading, so a process
+    that starts during the run counts from zero and one that exits counts up to its last sample
+    (gunicorn replaces workers after ``max_requests``, and their database connections with them:
+    at most ``interval`` of such a process's CPU is lost)."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]], interval: float = 0.5) -> None:
+        self.groups = groups
+        self.interval = interval
+        self._first: dict[tuple[str, int, float], float] = {}
+        self._last: dict[tuple[str, int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self, initial: bool = False) -> None:
+        for name, lister in self.groups.items():
+            for process in lister():
+                try:
+                    with process.oneshot():
+                        times = process.cpu_times()
+                        key = (name, process.pid, process.create_time())
+                except psutil.Error:
+                    continue
+                total = times.user + times.system
+                if key not in self._first:
+                    self._first[key] = total if initial else 0.0
+                self._last[key] = total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> None:
+        self._first.clear()
+        self._last.clear()
+        self._stop.clear()
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._sample()
+        totals = dict.fromkeys(self.groups, 0.0)
+        for key, last in self._last.items():
+            totals[key[0]] += last - self._first[key]
+        return totals
+
+
+def process_tree(pid: int) -> Callable[[], list[psutil.Process]]:
+    """A process and all its descendants (gunicorn's master and workers)."""
+    def listing() -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+    return listing
+
+
+def postgres_backends(postmaster: int, database: str) -> Callable[[], list[psutil.Process]]:
+    """The server processes connected to ``database`` (their title: ``postgres: <user> <db> <client> ...``)."""
+    known: dict[tuple[int, float], bool] = {}
+
+    def listing() -> list[psutil.Process]:
+        found = []
+        try:
+            children = psutil.Process(postmaster).children()
+        except psutil.Error:
+            return []
+        for child in children:
+            key = (child.pid, child.create_time())
+            if key not in known:
+                try:
+                    title = " ".join(child.cmdline())
+                except psutil.Error:
+                    continue
+                known[key] = f" {database} " in f"{title} "
+            if known[key]:
+                found.append(child)
+        return found
+    return listing
 
 
 def timed(fn):

@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 from redis import Redis
 
 
@@ -77,13 +78,20 @@ class PrivateRedis:
         self.start()
 
     def pause(self) -> None:
-        """SIGSTOP: connections hang (timeouts) instead of being refused."""
-        self._signal(signal.SIGSTOP)
+        """SIGSTOP: connections hang (timeouts) instead of being refused. Returns once it is stopped."""
+        self._signal(signal.SIGSTOP, stopped=True)
 
     def resume(self) -> None:
-        """SIGCONT after ``pause()``."""
-        self._signal(signal.SIGCONT)
+        """SIGCONT after ``pause()``; returns once it runs again."""
+        self._signal(signal.SIGCONT, stopped=False)
 
-    def _signal(self, sig: signal.Signals) -> None:
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, sig)
+    def _signal(self, sig: signal.Signals, *, stopped: bool) -> None:
+        if not self.process or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, sig)
+        process = psutil.Process(self.process.pid)
+        deadline = time.monotonic() + 5
+        while (process.status() == psutil.STATUS_STOPPED) != stopped:  # signals arrive asynchronously
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not {'stop' if stopped else 'continue'} on {sig.name}")
+            time.sleep(0.001)

@@ -234,23 +234,29 @@ class DevStack:
             ("dashboard", f"{self.base_url}/"),
             ("API docs", f"{self.base_url}/api/docs"),
             ("database", _redact(database_url) + (
-                f"  (embedded PostgreSQL, pid {self.postgres.pid}, data {self.postgres.data_dir})"
-                if self.postgres else "  (external)")),
+                f"  (embedded PostgreSQL, pid {self.postgres.pid}{_attached(self.postgres.started)}, "
+                f"data {self.postgres.data_dir})" if self.postgres else "  (external)")),
             ("redis", _redact(redis_url) + (
-                f"  (embedded Redis, pid {self.redis.pid}, data {self.redis.data_dir})" if self.redis else "  (external)")),
+                f"  (embedded Redis, pid {self.redis.pid}{_attached(self.redis.started)}, "
+                f"data {self.redis.data_dir})" if self.redis else "  (external)")),
             ("reports", os.environ.get("REPORTS_DIR") or str(self.instance / "reports")),
             ("processes", f"web pid {web.pid} (gunicorn, {workers} workers), "
                           + ", ".join(f"{c.name} pid {c.pid}" for c in self.children[1:])),
-            ("logs", "this terminal, each line prefixed with its process; servers: "
-                     f"{self.instance / 'postgres' / 'log'}, {self.instance / 'redis' / 'redis.log'}"),
+            ("logs", "this terminal, each line prefixed with its process"
+                     + "".join(f"; {name}: {path}" for name, path in self._server_logs())),
         ]
         say(f"Segments is up: {kind} start, {total:.1f} s to /healthz ({steps})")
         for label, value in rows:
             say(f"  {label:<10} {value}")
         say("Ctrl-C stops everything.")
 
-    def shutdown(self) -> None:
-        """SIGTERM every child's group, SIGKILL what is left after STOP_TIMEOUT; then Redis, PostgreSQL."""
+    def _server_logs(self) -> list[tuple[str, Path]]:
+        logs = [("PostgreSQL", self.postgres.data_dir / "log")] if self.postgres else []
+        return logs + ([("Redis", self.redis.log)] if self.redis else [])
+
+    def shutdown(self) -> bool:
+        """SIGTERM every child's group, SIGKILL what is left after STOP_TIMEOUT; then Redis, PostgreSQL.
+        False if a server would not stop."""
         for child in self.children:
             child.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -267,16 +273,24 @@ class DevStack:
                 child.pump.join(2)
         if self.children:
             say("stopped " + ", ".join(child.name for child in self.children))
-        if self.redis is not None:
-            self.redis.stop()
-            say("stopped Redis")
-        elif self.owns_redis and embedded.stop_redis(self.instance / "redis"):  # failed while starting
-            say("stopped Redis")
-        if self.postgres is not None:
-            self.postgres.stop()
-            say("stopped PostgreSQL")
-        elif self.owns_postgres and embedded.stop_postgres(self.instance / "postgres"):
-            say("stopped PostgreSQL")
+        ok = True
+        servers = [("Redis", self.redis, self.owns_redis, embedded.stop_redis, "redis"),
+                   ("PostgreSQL", self.postgres, self.owns_postgres, embedded.stop_postgres, "postgres")]
+        for name, server, owned, stop_by_dir, subdir in servers:
+            try:
+                if server is not None:
+                    server.stop()
+                    say(f"stopped {name}")
+                elif owned and stop_by_dir(self.instance / subdir):  # it failed while starting
+                    say(f"stopped {name}")
+            except Exception as exc:  # still try the next one
+                say(f"could not stop {name}: {exc}")
+                ok = False
+        return ok
+
+
+def _attached(started: bool) -> str:
+    return "" if started else ", was already running"
 
 
 def _process_age() -> float:
@@ -361,7 +375,8 @@ def main() -> int:
         say("failed:\n" + traceback.format_exc().rstrip())
     finally:
         _ignore_signals()  # the shutdown is bounded; it must not be cut short
-        stack.shutdown()
+        if not stack.shutdown():
+            code = 1
     return code
 
 

@@ -4,7 +4,7 @@ import pytest
 
 @pytest.fixture
 def limited(app_on, redis_app, committed_db):
-    return app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="5/minute", RATELIMIT_WRITE="2/minute",
+    return app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="5/hour", RATELIMIT_WRITE="2/hour",
                   API_TOKENS="svc-a:token-a-0123456789abcdef,svc-b:token-b-0123456789abcdef")
 
 
@@ -55,7 +55,7 @@ def test_token_name_is_the_history_actor(limited):
 
 
 def test_hot_path_is_not_limited_by_default(app_on, redis_app, committed_db):
-    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="2/minute")
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="2/hour")
     client = app.test_client()
     hot = [client.get("/api/v1/users/1/segments") for _ in range(5)]
     assert {r.status_code for r in hot} == {200} and "RateLimit-Limit" not in hot[0].headers
@@ -63,14 +63,14 @@ def test_hot_path_is_not_limited_by_default(app_on, redis_app, committed_db):
 
 
 def test_hot_path_limit_when_configured(app_on, redis_app, committed_db):
-    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/minute")
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/hour")
     client = app.test_client()
     assert [client.get("/api/v1/users/1/segments").status_code for _ in range(4)] == [200, 200, 200, 429]
     assert {client.get("/api/v1/segments").status_code for _ in range(5)} == {200}  # other reads: no limit set
 
 
 def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_db):
-    app = app_on(REDIS_URL=private_redis.url, RATELIMIT_ENABLED=True, RATELIMIT_READ="3/minute")
+    app = app_on(REDIS_URL=private_redis.url, RATELIMIT_ENABLED=True, RATELIMIT_READ="3/hour")
     client = app.test_client()
     assert client.get("/api/v1/segments").status_code == 200
     private_redis.stop()
@@ -79,7 +79,7 @@ def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_
 
 
 def test_report_creation_is_limited_and_identical_pending_requests_share_one(app_on, redis_app, committed_db):
-    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_REPORTS="3/minute")
+    app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_REPORTS="3/hour")
     client = app.test_client()
     same = [client.post("/api/v1/reports", json={"period": "2026-01"}).json["id"] for _ in range(2)]
     assert same[0] == same[1]  # still queued: the second request is the first one

@@ -15,7 +15,7 @@ from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out
+from webapp.api.helpers import actor, json_body, out, segments_now
 from webapp.api.schemas import ChangeOut, DeletedOut, ErrorOut, Slug, Strict
 from webapp.api.users import change_out
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
@@ -25,7 +25,6 @@ from webapp.models.enums import Reason, ReportStatus
 from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS, MAX_USER_ID
 from webapp.services import reports, segments, user_changes
 from webapp.services.common import parse_user_id
-from webapp.services.read_path import hot_read
 from webapp.services.user_changes import AddSpec
 from webapp.transaction import transactional
 
@@ -125,10 +124,10 @@ def seed_operation(*, errors: tuple[str, ...], ok: tuple[int, type] | None = Non
     return document
 
 
-# The seed's error statuses, per route (401 only when API_TOKENS is set; 429: rate limits;
-# a mutating call's 409 also covers an Idempotency-Key still in flight).
+# The error statuses, per route (401 only when API_TOKENS is set; 429: rate limits; a mutating
+# call's 409 also covers an Idempotency-Key still in flight; 415: a body not sent as JSON).
 READ = ("HTTP_400", "HTTP_401", "HTTP_429")
-WRITE = ("HTTP_400", "HTTP_401", "HTTP_409", "HTTP_429")
+WRITE = ("HTTP_400", "HTTP_401", "HTTP_409", "HTTP_415", "HTTP_429")
 
 
 @bp.errorhandler(AppError)
@@ -190,7 +189,7 @@ def change_user():
 def user_segments():
     """A user's active segments; 204 (no body) when there are none."""
     uid = parse_user_id(request.args.get("id", ""), "id")
-    active = hot_read(db.session, uid)
+    active = segments_now(uid)
     if not active:
         return Response(status=204)
     return out(CompatUserSegments(user_id=uid, segments=[CompatSlug(slug=a.slug) for a in active]))

@@ -6,10 +6,13 @@ from typing import TypeVar
 
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection
 
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
+from webapp.extensions import db
 from webapp.services.common import ascii_int
+from webapp.services.read_path import ActiveSegment, active_segments, hot_read
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,6 +85,15 @@ def actor() -> str:
     who = token_name() or "api"
     on_behalf = "".join(c for c in request.headers.get("X-Actor", "") if c.isprintable()).strip()
     return (f"{who} (X-Actor: {on_behalf})" if on_behalf else who)[:100]
+
+
+def segments_now(user_id: int) -> list[ActiveSegment]:
+    """The hot read: committed data through the read engine's pool. (A session already bound
+    to a connection, as the tests' rolled-back transaction is, reads through it instead.)"""
+    session = db.session()
+    if isinstance(session.get_bind(), Connection):
+        return active_segments(session, user_id)
+    return hot_read(current_app.extensions["read_engine"], user_id)
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from webapp.api import bp
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, query_time
+from webapp.api.helpers import actor, json_body, out, query_time, segments_now
 from webapp.api.schemas import (
     ActiveSegmentOut,
     ChangeOut,
@@ -18,7 +18,7 @@ from webapp.extensions import db
 from webapp.models.enums import Reason
 from webapp.services import history, user_changes
 from webapp.services.common import parse_user_id
-from webapp.services.read_path import ActiveSegment, active_segments, hot_read
+from webapp.services.read_path import ActiveSegment, active_segments
 from webapp.services.user_changes import AddSpec, ChangeResult
 from webapp.transaction import transactional
 
@@ -41,7 +41,7 @@ def change_out(result: ChangeResult) -> ChangeOut:
 def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug."""
     uid = parse_user_id(user_id)
-    return out(UserSegments(user_id=uid, segments=_as_out(hot_read(db.session, uid))))
+    return out(UserSegments(user_id=uid, segments=_as_out(segments_now(uid))))
 
 
 @bp.post("/users/<user_id>/segments")

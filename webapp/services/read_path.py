@@ -15,27 +15,29 @@ catalog; a catalog read there is never kept, since the transaction may still rol
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.orm import Session, scoped_session
+import psycopg
+from sqlalchemy import Engine
 
 from webapp.models.enums import Source
 from webapp.services import rollout
 from webapp.services.common import DbSession, check_user_id, utcnow
 
-USER_ROWS = text("""
-SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = :user
-UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = :user
+# Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
+# membership, 1 rollout exclusion, 2 the catalog version (always present).
+USER_ROWS = """
+SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = %(user)s
+UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = %(user)s
 UNION ALL SELECT 2, version, NULL FROM catalog_version
-""")
-CATALOG = text("""
+"""
+CATALOG = """
 SELECT v.version, s.id, s.slug, s.salt, s.rollout_basis_points
 FROM catalog_version v LEFT JOIN segments s ON s.deleted_at IS NULL
-""")
+"""
 MAX_ATTEMPTS = 5  # a catalog that changes five times during one read is re-read that often
 
 
@@ -65,26 +67,60 @@ _lock = threading.Lock()
 _kept: dict[str, Catalog] = {}  # per database URL (one app, or several in tests)
 
 
-def active_segments(db: Session | scoped_session[Any] | Connection, user_id: int,
-                    now: datetime | None = None, *, keep_catalog: bool = False) -> list[ActiveSegment]:
-    """Segments the user is in at ``now``, sorted by slug.
+Execute = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
+
+
+def active_segments(session: DbSession, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
+    """Segments the user is in at ``now``, sorted by slug, as ``session`` sees them (its own
+    uncommitted writes included; a catalog read here is never kept).
 
     Explicit memberships count until ``expires_at`` (exclusive) whether or not the purge has
     run; rollout segments count when the user's bucket is under the percentage and the user
-    was not explicitly removed from that segment. ``keep_catalog``: ``db`` sees committed data
-    only (autocommit), so a catalog it loads may be kept for later reads.
+    was not explicitly removed from that segment.
     """
+    connection = session.connection()
+    return _read(lambda sql, params: connection.exec_driver_sql(sql, params).all(),
+                 str(connection.engine.url), user_id, now, keep=False)
+
+
+def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
+    """:func:`active_segments` of committed data for a request that writes nothing: straight
+    on a pooled driver connection in autocommit mode (no ORM, no BEGIN/ROLLBACK, no pre-ping:
+    a connection the server dropped is replaced and the read retried once)."""
+    for attempt in (1, 2):
+        connection = engine.raw_connection()
+        try:
+            driver = connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            driver.autocommit = True
+            return _read(_executor(driver), str(engine.url), user_id, now, keep=True)
+        except psycopg.OperationalError:
+            connection.invalidate()
+            if attempt == 2:
+                raise
+        finally:
+            connection.close()  # back to the pool (or discarded, if invalidated)
+    raise AssertionError("unreachable")
+
+
+def _executor(driver: psycopg.Connection[Any]) -> Execute:
+    def execute(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    return execute
+
+
+def _read(execute: Execute, key: str, user_id: int, now: datetime | None, *, keep: bool) -> list[ActiveSegment]:
     check_user_id(user_id)
     now = now or utcnow()
-    bind = db.get_bind() if isinstance(db, (Session, scoped_session)) else db
-    key = str(bind.url if isinstance(bind, Engine) else bind.engine.url)
     catalog = _kept.get(key)
     for _ in range(MAX_ATTEMPTS):
-        rows = db.execute(USER_ROWS, {"user": user_id}).all()
+        rows = execute(USER_ROWS, {"user": user_id})
         version = next(sid for kind, sid, _ in rows if kind == 2)
         if catalog is None or catalog.version != version:
-            catalog = load_catalog(db)
-            if keep_catalog:
+            catalog = _catalog(execute(CATALOG, {}))
+            if keep:
                 with _lock:
                     _kept[key] = catalog
             if catalog.version != version:
@@ -93,26 +129,14 @@ def active_segments(db: Session | scoped_session[Any] | Connection, user_id: int
     raise RuntimeError("the segment catalog kept changing during one read")
 
 
-def hot_read(session: DbSession | scoped_session[Session], user_id: int) -> list[ActiveSegment]:
-    """:func:`active_segments` for a request that writes nothing: on a connection in
-    autocommit mode (no BEGIN/ROLLBACK round trips). A session already in a transaction,
-    or bound to an outer connection as in the tests, is used as it is."""
-    current = session() if isinstance(session, scoped_session) else session
-    if current.in_transaction() or isinstance(current.get_bind(), Connection):
-        return active_segments(current, user_id)
-    connection = current.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return active_segments(connection, user_id, keep_catalog=True)
-
-
-def load_catalog(db: Session | scoped_session[Any] | Connection) -> Catalog:
-    rows = db.execute(CATALOG).all()  # at least one row: the version, with NULLs when no segment is live
+def _catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
+    """Rows of CATALOG (at least one: the version, with NULLs when no segment is live)."""
     segments = {sid: CatalogSegment(sid, slug, salt, bp) for _, sid, slug, salt, bp in rows if sid is not None}
-    version = rows[0][0]
     rollouts = tuple(s for s in segments.values() if s.rollout_basis_points > 0)
-    return Catalog(version, segments, rollouts)
+    return Catalog(rows[0][0], segments, rollouts)
 
 
-def _evaluate(catalog: Catalog, rows: Sequence[Any], user_id: int, now: datetime) -> list[ActiveSegment]:
+def _evaluate(catalog: Catalog, rows: Sequence[Sequence[Any]], user_id: int, now: datetime) -> list[ActiveSegment]:
     explicit: dict[int, datetime | None] = {}
     excluded: set[int] = set()
     for kind, sid, expires_at in rows:

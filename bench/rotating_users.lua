@@ -1,0 +1,28 @@
+-- wrk script: GET /api/v1/users/<id>/segments, a different user on every request.
+--
+-- wrk -s bench/rotating_users.lua URL -- <first> <count> <step> <start> <threads>
+-- Request k of thread t (of <threads>) asks for user  first + ((start + t + k*threads) * step) % count.
+-- With step and count coprime that walks a permutation of first .. first+count-1, scattered over
+-- the range (step is about 0.618 * count), so no user repeats until <count> requests have been made;
+-- the bench passes a new <start> to each run so runs do not repeat one another's users either.
+
+local threads_seen = 0
+
+function setup(thread)
+  thread:set("tid", threads_seen)
+  threads_seen = threads_seen + 1
+end
+
+function init(args)
+  first = tonumber(args[1])
+  count = tonumber(args[2])
+  step = tonumber(args[3])
+  k = tonumber(args[4]) + tid
+  stride = tonumber(args[5])
+end
+
+function request()
+  local uid = first + (k * step) % count
+  k = k + stride
+  return wrk.format("GET", "/api/v1/users/" .. string.format("%d", uid) .. "/segments")
+end

@@ -1,0 +1,283 @@
+"""Fault injection helpers: timed requests, Redis faults (SIGSTOP, stop/restart, CLIENT PAUSE),
+a real ``flask worker`` subprocess, the reaper, database snapshots.
+
+Every fault here is real: a redis-server of the test's own is stopped with a signal, killed
+and restarted, or paused; a worker's work-horse is killed with SIGKILL; writers race on real
+PostgreSQL connections. Nothing is mocked.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from redis import Redis
+
+from tests.conftest import TABLES
+from tests.redis_server import PrivateRedis, redis_server_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = 2.0  # seconds: no request may take longer, whatever Redis does
+EXCEPTION_WORDS = ("Traceback", "Error", "Exception", "Timeout", "timed out", "Connection refused", "errno")
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+def timed(call: Callable, *args, **kwargs):
+    """(response, seconds) of one request, measured with perf_counter."""
+    started = time.perf_counter()
+    response = call(*args, **kwargs)
+    return response, time.perf_counter() - started
+
+
+def describe(response) -> str:
+    return f"{response.status_code} {response.get_data(as_text=True)[:400]!r}"
+
+
+def assert_envelope(response) -> dict:
+    """The API error envelope ``{"error": {"code", "message", "details"}}``; returns ``error``."""
+    body = response.get_json(silent=True)
+    assert isinstance(body, dict) and set(body) == {"error"}, describe(response)
+    error = body["error"]
+    assert isinstance(error, dict) and {"code", "message", "details"} <= set(error), describe(response)
+    assert isinstance(error["code"], str) and isinstance(error["message"], str), describe(response)
+    assert isinstance(error["details"], list), describe(response)
+    return error
+
+
+def assert_plain_page(response) -> None:
+    """A dashboard answer: HTML (or a redirect to a page), no JSON, no traceback."""
+    assert response.status_code < 500, describe(response)
+    if 300 <= response.status_code < 400:
+        assert response.headers.get("Location"), describe(response)
+        return
+    assert response.mimetype == "text/html", describe(response)
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text, describe(response)
+
+
+# -- Redis faults -----------------------------------------------------------------------------
+
+class QuickRedis(PrivateRedis):
+    """:class:`PrivateRedis` whose ``start()`` polls with 50 ms connect timeouts. On this
+    sandbox's network stack a SYN to a port nobody listens on yet is dropped, not refused, so
+    the 1 s connect timeout of PrivateRedis.start makes every (re)start cost about a second."""
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.05, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except Exception:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(f"redis-server exited with code {self.process.returncode}") from None
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def quick_redis(tmp_path: Path) -> Iterator[QuickRedis]:
+    """Like the ``private_redis`` fixture (a redis-server of the test's own), started faster."""
+    server = QuickRedis(tmp_path / "redis")
+    server.dir.mkdir(parents=True, exist_ok=True)
+    server.start()
+    yield server
+    resume(server)
+    server.stop()
+
+
+def pause(server) -> None:
+    """SIGSTOP the redis-server (its clients hang until their socket timeouts); returns once
+    the kernel reports it stopped."""
+    if hasattr(server, "pause"):
+        server.pause()
+    else:
+        os.kill(server.process.pid, signal.SIGSTOP)
+    process = psutil.Process(server.process.pid)
+    assert wait_for(lambda: process.status() == psutil.STATUS_STOPPED, 2, 0.005), "redis-server did not stop"
+
+
+def resume(server) -> None:
+    if hasattr(server, "resume"):
+        server.resume()
+    else:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def stopped_with_sigstop(server) -> Iterator[None]:
+    pause(server)
+    try:
+        yield
+    finally:
+        resume(server)
+
+
+def client_pause(server, ms: int = 3000) -> float:
+    """``CLIENT PAUSE <ms> ALL`` from a client of our own (it waits for an earlier pause to end);
+    returns the perf_counter time the pause began."""
+    admin = Redis(port=server.port, socket_timeout=ms / 1000 + 5)
+    try:
+        admin.execute_command("CLIENT", "PAUSE", ms, "ALL")
+        return time.perf_counter()
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def restore_limiter(app: Flask, app_on) -> Iterator[None]:
+    """Flask-Limiter is one object shared by every app a test builds (``enabled`` and the storage
+    belong to it): after a test that switched it on against a private Redis, re-initialise it
+    with the session app's settings so no limit or dead storage leaks into later tests."""
+    yield
+    app_on()
+
+
+# -- workers and jobs -------------------------------------------------------------------------
+
+def worker_env(app: Flask, **overrides: str) -> dict[str, str]:
+    return {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": app.config["DATABASE_URL"],
+            "REDIS_URL": app.config["REDIS_URL"], "REPORTS_DIR": app.config["REPORTS_DIR"],
+            "SECRET_KEY": app.config["SECRET_KEY"], "PYTHONUNBUFFERED": "1", **overrides}
+
+
+@contextlib.contextmanager
+def flask_worker(app: Flask, log_path: Path, **env: str) -> Iterator[subprocess.Popen]:
+    """A real ``python -m flask worker`` (forking, with RQ's scheduler) as a subprocess; it and
+    every process it started are ended afterwards (by pid)."""
+    log = open(log_path, "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT, env=worker_env(app, **env),
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        end_process_tree(proc)
+        log.close()
+
+
+def end_process_tree(proc: subprocess.Popen) -> None:
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # warm shutdown
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(family, timeout=5)
+
+
+def work_horse(worker: subprocess.Popen, timeout: float = 10.0) -> psutil.Process:
+    """The worker's work-horse: its forked child that made itself a process-group leader
+    (RQ's horse calls setpgrp; the scheduler child does not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(worker.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                if os.getpgid(child.pid) == child.pid:
+                    return child
+        time.sleep(0.01)
+    raise AssertionError("the worker has no work-horse")
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def shorten_retries(app: Flask, seconds: int = 1) -> list[str]:
+    """The queued jobs retry after ``seconds`` instead of RETRY's 10 s and 60 s, so a test sees
+    every retry within its time budget (RQ reads the intervals from the job's hash)."""
+    from webapp.queue import get_queue
+
+    queue = get_queue(app)
+    ids = queue.job_ids
+    assert ids, "no job was queued"
+    for job_id in ids:
+        queue.connection.hset(f"rq:job:{job_id}", "retry_intervals", json.dumps([seconds, seconds, seconds]))
+    return ids
+
+
+def run_reaper(app: Flask, later: timedelta = timedelta(hours=1)) -> bool:
+    """Run the design's recovery step, ``webapp.jobs.tasks.reap_stuck_reports``, if it exists
+    (as the scheduler would, ``later`` from now, so the reports in question count as stale);
+    False when there is none."""
+    from webapp.jobs import tasks
+
+    reaper = getattr(tasks, "reap_stuck_reports", None)
+    if reaper is None:
+        return False
+    with app.app_context():
+        if "now" in inspect.signature(reaper).parameters:
+            reaper(now=datetime.now(UTC) + later)
+        else:
+            reaper()
+    return True
+
+
+def has_reaper() -> bool:
+    from webapp.jobs import tasks
+
+    return hasattr(tasks, "reap_stuck_reports")
+
+
+def report_state(app: Flask, report_id: str) -> dict:
+    """The report row as the database has it now (a connection of its own, no session cache)."""
+    from webapp.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT status, progress, rows, error, path FROM reports WHERE id = :id"),
+                           {"id": report_id}).mappings().one()
+    return dict(row)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
+    """Poll until ``predicate()`` is truthy (returned) or ``timeout`` passes (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+# -- database ---------------------------------------------------------------------------------
+
+def snapshot(app: Flask) -> dict[str, str]:
+    """A fingerprint of every table's rows (and the catalog version): equal means nothing changed."""
+    from webapp.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        out = {}
+        for table in [*TABLES, "catalog_version"]:
+            out[table] = conn.scalar(sa.text(
+                f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                f"FROM {table} t"))
+        return out
