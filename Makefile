@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FLASK_APP = wsgi
 
-.PHONY: run test test-sqlite test-pg lint migrate worker scheduler screenshots bench clean
+.PHONY: run test lint migrate worker scheduler screenshots bench clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +28,9 @@ worker: $(BIN)/.installed
 scheduler: $(BIN)/.installed
 	$(BIN)/flask scheduler
 
-test: test-sqlite test-pg
-
-test-sqlite: $(BIN)/.installed
-	TEST_DATABASE_URL=sqlite:// $(BIN)/pytest -q -m smoke
-
-test-pg: $(BIN)/.installed
+# Everything on PostgreSQL + Redis: the system servers when they answer on 127.0.0.1
+# (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each run uses its own database.
+test: $(BIN)/.installed
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # Browser tests again, saving every page's screenshot to docs/screenshots/.
@@ -46,6 +43,7 @@ bench: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webapp tests bench
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) instance/segments.sqlite3*
+	rm -rf $(VENV)

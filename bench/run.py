@@ -265,9 +265,13 @@ def _meter(server, engine, redis) -> tools.CpuMeter:
 
 
 def _cpu(load: tools.Load) -> str:
-    parts = " + ".join(f"{name} {seconds * 1000 / max(load.requests, 1):.2f}" for name, seconds in load.cpu.items()
-                       if seconds * 1000 / max(load.requests, 1) >= 0.005)
-    return f"CPU {load.cpu_ms_per_request():.2f} ms/req ({parts})"
+    """CPU per request by process group, and how busy the machine was (others: processes that are
+    none of gunicorn, its database backends, Redis, wrk and this bench)."""
+    per = {name: seconds * 1000 / max(load.requests, 1) for name, seconds in load.cpu.items()}
+    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in per.items() if ms >= 0.005)
+    capacity = load.machine["elapsed"] * (os.cpu_count() or 1) / 100
+    return (f"{load.cpu_ms_per_request():.2f} ms/req ({parts}); machine {load.machine['busy'] / capacity:.0f}% "
+            f"busy, others {max(0.0, load.machine['others']) / capacity:.0f}%")
 
 
 def _measure(target: str, env: dict, users: Users, seconds: int, conns: tuple[int, ...], engine, redis,
@@ -280,7 +284,7 @@ def _measure(target: str, env: dict, users: Users, seconds: int, conns: tuple[in
         for conc in conns:
             users.run(url, conc, 1)
             results[conc] = users.run(url, conc, seconds, _meter(server, engine, redis))
-            if results[conc].requests > users.count:
+            if results[conc].requests > users.count and engine is not None:
                 print(f"  (note: {results[conc].requests:,} requests over {users.count:,} users: some repeated)")
     return results
 
@@ -316,7 +320,8 @@ def bench_read(env, redis, seconds: int, small_users: int, large_users: int) -> 
     for conc in conns:
         base = floor[conc]
         record("read", f"floor: constant JSON view, rotating ids, {conc} conn",
-               f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00", _cpu(base))
+               f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00")
+        record("read", f"  CPU, floor, {conc} conn", _cpu(base), "—", "—")
         p99_limit = 10 if conc == 10 else 50
         for label, rows, load in ((f"{small_users:,} users", small_rows, small[conc]),
                                   (f"{large_users:,} users", large_rows, large[conc])):
@@ -325,7 +330,8 @@ def bench_read(env, redis, seconds: int, small_users: int, large_users: int) -> 
             record("read", f"GET rotating over {label} ({rows:,} rows), {conc} conn",
                    f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms", f"{base.rps:,.0f} req/s floor",
                    f"{ratio:.2f}", f">= 0.50, p99 < {p99_limit} ms", ok)
-            record("read", f"  CPU, {label}, {conc} conn", _cpu(load), _cpu(base).split(" (")[0] + " floor",
+            record("read", f"  CPU, {label}, {conc} conn", _cpu(load),
+                   f"{base.cpu_ms_per_request():.2f} ms/req floor",
                    f"{load.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
         ratio = large[conc].rps / small[conc].rps
         record("read", f"{large_rows:,} vs {small_rows:,} memberships, {conc} conn",
@@ -334,7 +340,9 @@ def bench_read(env, redis, seconds: int, small_users: int, large_users: int) -> 
     plain = small[10]
     record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
            f"{limited.rps:,.0f} req/s p99 {limited.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
-           f"{limited.rps / plain.rps:.2f}", _cpu(limited))
+           f"{limited.rps / plain.rps:.2f}")
+    record("read", "  CPU, rate limiter on, 10 conn", _cpu(limited), f"{plain.cpu_ms_per_request():.2f} ms/req none",
+           f"{limited.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}")
     errors = sum(x.errors for x in [*floor.values(), *small.values(), *large.values(), limited])
     if errors:
         print(f"  (!) {errors} errors or non-2xx responses in the read runs", flush=True)
@@ -517,7 +525,7 @@ def main() -> None:
     size = 50_000 if args.quick else 1_000_000
     seconds = 3 if args.quick else 10
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
-    small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+    small_users, large_users = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)
     tools.ensure_wrk()
     started = time.perf_counter()

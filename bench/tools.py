@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,8 @@ class Load:
     errors: int
     requests: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group, when measured
+    wrk_cpu: float = 0.0  # CPU seconds of wrk itself
+    machine: dict[str, float] = field(default_factory=dict)  # busy / others: CPU seconds, elapsed: seconds
 
     def cpu_ms_per_request(self, *groups: str) -> float:
         return sum(self.cpu[g] for g in (groups or self.cpu)) * 1000 / max(self.requests, 1)
@@ -133,17 +136,24 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None = None, ar
     command += [url, *(["--", *map(str, args)] if script is not None else [])]
     if meter is not None:
         meter.start()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = meter.stop() if meter is not None else {}
+    wrk_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu)
+    machine = {}
+    if meter is not None:
+        machine = dict(meter.machine)
+        machine["others"] = machine["busy"] - sum(cpu.values()) - wrk_cpu - machine["bench"]
+    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu, wrk_cpu, machine)
 
 
 def permutation_step(count: int) -> int:
@@ -169,6 +179,7 @@ class CpuMeter:
     def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]], interval: float = 0.5) -> None:
         self.groups = groups
         self.interval = interval
+        self.machine: dict[str, float] = {}  # the whole machine over the same interval (see stop)
         self._first: dict[tuple[str, int, float], float] = {}
         self._last: dict[tuple[str, int, float], float] = {}
         self._stop = threading.Event()
@@ -197,6 +208,9 @@ class CpuMeter:
         self._last.clear()
         self._stop.clear()
         self._sample(initial=True)
+        self._system = psutil.cpu_times()
+        self._self = resource.getrusage(resource.RUSAGE_SELF)
+        self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -204,11 +218,21 @@ class CpuMeter:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
+        elapsed = time.perf_counter() - self._started
+        system, own = psutil.cpu_times(), resource.getrusage(resource.RUSAGE_SELF)
         self._sample()
+        busy = _busy(system) - _busy(self._system)
+        bench = own.ru_utime + own.ru_stime - self._self.ru_utime - self._self.ru_stime
+        self.machine = {"elapsed": elapsed, "busy": busy, "bench": bench}  # bench: this process (the sampler)
         totals = dict.fromkeys(self.groups, 0.0)
         for key, last in self._last.items():
             totals[key[0]] += last - self._first[key]
         return totals
+
+
+def _busy(times) -> float:
+    """CPU seconds the machine spent running something (guest time is inside user; steal is not ours)."""
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
 
 
 def process_tree(pid: int) -> Callable[[], list[psutil.Process]]:

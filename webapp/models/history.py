@@ -14,17 +14,21 @@ from webapp.models.types import UTCDateTime
 class MembershipEvent(Model):
     """One explicit membership change. Append-only: ``segment_id`` has no foreign key
     (segments are never hard-deleted and the slug is kept as written), which spares one
-    trigger call per history row on bulk writes and purges."""
+    trigger call per history row on bulk writes and purges.
+
+    Partitioned by month (RANGE on ``occurred_at``, migration 0007): a month's report reads one
+    partition and retention drops whole partitions (webapp.services.history_partitions). The
+    primary key therefore includes ``occurred_at``; ``id`` still comes from its own sequence."""
 
     __tablename__ = "membership_events"
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     segment_id: Mapped[int] = mapped_column(Integer)
     segment_slug: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(String(20))
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     __table_args__ = (
@@ -33,4 +37,5 @@ class MembershipEvent(Model):
         Index("ix_membership_events_user_occurred", "user_id", "occurred_at"),
         Index("ix_membership_events_occurred", "occurred_at"),
         Index("ix_membership_events_segment_occurred", "segment_id", "occurred_at"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
