@@ -24,6 +24,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.conftest import TABLES
 from tests.redis_server import PrivateRedis, redis_server_binary
@@ -71,16 +73,16 @@ def assert_plain_page(response) -> None:
 # -- Redis faults -----------------------------------------------------------------------------
 
 class QuickRedis(PrivateRedis):
-    """:class:`PrivateRedis` whose ``start()`` polls with 50 ms connect timeouts. On this
-    sandbox's network stack a SYN to a port nobody listens on yet is dropped, not refused, so
-    the 1 s connect timeout of PrivateRedis.start makes every (re)start cost about a second."""
+    """:class:`PrivateRedis` whose ``start()`` polls with a client that does not retry. The
+    ``Redis(port=...)`` client of PrivateRedis.start gets redis-py 7's default Retry (3 retries,
+    exponential backoff from 1 s), so each refused ping before the server listens costs ~1 s."""
 
     def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.05, socket_timeout=1)
+        client = direct_client(self.port)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -135,10 +137,16 @@ def stopped_with_sigstop(server) -> Iterator[None]:
         resume(server)
 
 
+def direct_client(port: int, timeout: float = 1.0) -> Redis:
+    """A client of the test's own that never retries (redis-py 7 retries by default)."""
+    return Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout, socket_timeout=timeout,
+                 retry=Retry(NoBackoff(), 0))
+
+
 def client_pause(server, ms: int = 3000) -> float:
     """``CLIENT PAUSE <ms> ALL`` from a client of our own (it waits for an earlier pause to end);
     returns the perf_counter time the pause began."""
-    admin = Redis(port=server.port, socket_timeout=ms / 1000 + 5)
+    admin = direct_client(server.port, ms / 1000 + 5)
     try:
         admin.execute_command("CLIENT", "PAUSE", ms, "ALL")
         return time.perf_counter()
