@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,9 +50,12 @@ def _postgres_answers(url: str) -> bool:
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh database named for this run, on the system server or an embedded one."""
     server_url = os.environ.get("TEST_DATABASE_URL") or DEFAULT_POSTGRES
-    server = None
+    server, data = None, None
     if not _postgres_answers(server_url):
-        server = embedded.start_postgres(tmp_path_factory.mktemp("pg") / "data")
+        # Not under pytest's temp root: pytest makes that 0700 again when another run starts,
+        # which would lock out a server running as its own system user (as root it does).
+        data = Path(tempfile.mkdtemp(prefix="segments-test-pg-"))
+        server = embedded.start_postgres(data / "data")
         server_url = server.url("postgres")
     name = f"segments_test_{os.getpid()}_{secrets.token_hex(3)}"
     admin = sa.create_engine(sa.make_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -62,6 +67,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin.dispose()
     if server is not None:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _claim_redis_db(url: str) -> str | None:

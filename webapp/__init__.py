@@ -48,6 +48,7 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
     local = not app.config["DATABASE_URL"]
     if local:
         app.config["DATABASE_URL"] = embedded.postgres_url(INSTANCE / "postgres")
+        app.config["DASHBOARD_OPEN"] = True  # the local embedded stack: open, and the page says so
     if not app.config["REDIS_URL"]:
         app.config["REDIS_URL"] = embedded.redis_url(INSTANCE / "redis")
     app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(app.config["DATABASE_URL"])
@@ -127,7 +128,7 @@ def _spare_hot_path(app: Flask) -> None:
 
     from webapp.extensions import limiter
 
-    inject_headers = getattr(Limiter, "_Limiter__inject_headers")
+    inject_headers = vars(Limiter)["_Limiter__inject_headers"]  # (private and name-mangled)
 
     def spared(hook: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hook)

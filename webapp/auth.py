@@ -1,4 +1,5 @@
-"""Who is calling: API bearer tokens (API_TOKENS="name:token,...")."""
+"""Who is calling: API bearer tokens (API_TOKENS="name:token,...") for the API, the SSO
+proxy's user header for the dashboard."""
 from __future__ import annotations
 
 import hmac
@@ -52,6 +53,26 @@ def client_key() -> str:
     """Who a rate limit or an idempotency key counts against: the token's name, else the IP."""
     name = token_name()
     return f"token:{name}" if name else f"ip:{request.remote_addr}"
+
+
+def dashboard_user() -> str | None:
+    """The signed-in dashboard user as the SSO proxy in front of us names them (trusted
+    header, DASHBOARD_USER_HEADER), or None."""
+    raw = request.headers.get(current_app.config["DASHBOARD_USER_HEADER"], "")
+    user = "".join(c for c in raw if c.isprintable()).strip()[:100]
+    return user or None
+
+
+def dashboard_actor() -> str:
+    """Who a dashboard change is recorded as: the SSO user, or "dashboard" in open local mode."""
+    return dashboard_user() or "dashboard"
+
+
+def require_dashboard_user() -> None:
+    """before_request of the dashboard: a user from the SSO header, unless DASHBOARD_OPEN."""
+    if dashboard_user() is None and not current_app.config["DASHBOARD_OPEN"]:
+        raise AppError("Sign in through the company SSO to use the dashboard: this request came without "
+                       "a signed-in user.", code="unauthorized", status=401)
 
 
 def identify_client() -> None:

@@ -31,6 +31,9 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", True), "pool_recycle": 1800}
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
+    # Months of membership history kept: the nightly job drops each monthly partition of
+    # membership_events once its whole month is older than this. 0 = keep forever.
+    HISTORY_RETENTION_MONTHS = _env_int("HISTORY_RETENTION_MONTHS", 0)
     EXPIRY_CRON = os.environ.get("EXPIRY_CRON", "0 0 * * *")
     EXPIRY_BATCH_SIZE = _env_int("EXPIRY_BATCH_SIZE", 50_000)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
@@ -56,6 +59,10 @@ class Config:
     # "name:token,name2:token2"; when set, API calls must send "Authorization: Bearer <token>".
     API_TOKENS = os.environ.get("API_TOKENS", "")
     IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
+    # The dashboard's user comes from the SSO proxy in front of it; DASHBOARD_OPEN serves it to
+    # anyone (local use; the embedded stack turns it on and the page says so).
+    DASHBOARD_USER_HEADER = os.environ.get("DASHBOARD_USER_HEADER", "X-Forwarded-Email")
+    DASHBOARD_OPEN = _env_bool("DASHBOARD_OPEN", False)
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)  # reverse proxies whose X-Forwarded-* are believed
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)  # also Secure on any https request
@@ -71,3 +78,4 @@ class TestConfig(Config):
     SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
     RATELIMIT_ENABLED = False  # the limiter tests switch it on
     RATELIMIT_REPORTS = ""  # (one Limiter serves every app the tests build: no limit leaks between them)
+    DASHBOARD_OPEN = True  # the access tests switch it off

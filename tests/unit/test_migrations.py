@@ -3,11 +3,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from webapp.extensions import db
+from webapp.services.history_partitions import is_partition
 
 
 def test_migrations_match_models(app):
     with app.app_context(), db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), db.metadata)
+        # Monthly partitions of membership_events are created at run time, not declared.
+        context = MigrationContext.configure(conn, opts={
+            "compare_type": True, "include_name": lambda name, kind, _: not (kind == "table" and is_partition(name))})
+        diff = compare_metadata(context, db.metadata)
     assert diff == []
 
 

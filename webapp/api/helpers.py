@@ -87,6 +87,11 @@ def actor() -> str:
     return (f"{who} (X-Actor: {on_behalf})" if on_behalf else who)[:100]
 
 
+def report_reader() -> str | None:
+    """Whose reports this API client may read: with API_TOKENS, only its own; without, any."""
+    return (token_name() or "") if current_app.extensions["api_tokens"] else None
+
+
 def segments_now(user_id: int) -> list[ActiveSegment]:
     """The hot read: committed data through the read engine's pool. (A session already bound
     to a connection, as the tests' rolled-back transaction is, reads through it instead.)"""

@@ -5,9 +5,9 @@ from flask import send_file, url_for
 
 from webapp.api import bp
 from webapp.api.docs import operation
-from webapp.api.helpers import json_body, out
+from webapp.api.helpers import json_body, out, report_reader
 from webapp.api.schemas import ReportOut, ReportRequest
-from webapp.errors import AppError
+from webapp.auth import token_name
 from webapp.extensions import db, report_requests
 from webapp.models import Report
 from webapp.services import reports
@@ -33,7 +33,8 @@ def create_report():
     """Queue a CSV report: a user's or everyone's history for a period, or a segment's members."""
     body = json_body(ReportRequest)
     report = reports.request_report(db.session, kind=body.kind, user_id=body.user_id, segment=body.segment,
-                                    period=body.period, start=body.start, end=body.end)
+                                    period=body.period, start=body.start, end=body.end,
+                                    requested_by=token_name() or "")
     result = report_out(report)
     return out(result, 202, {"Location": result.status_url})
 
@@ -42,15 +43,12 @@ def create_report():
 @operation(tags=("reports",), ok=(200, ReportOut))
 def get_report(report_id: str):
     """A report's status and progress; ``download_url`` once it is finished."""
-    return out(report_out(reports.get_report(db.session, report_id)))
+    return out(report_out(reports.get_report(db.session, report_id, report_reader())))
 
 
 @bp.get("/reports/<report_id>.csv")
 def download_report(report_id: str):
     """The CSV file (``Content-Disposition: attachment``)."""
-    report = reports.get_report(db.session, report_id)
-    path = reports.report_path(report)
-    if report.status != "finished" or not path.exists():
-        raise AppError(f"report is {report.status}, not ready for download", code="not_ready")
-    return send_file(path, mimetype="text/csv", as_attachment=True,
+    report = reports.get_report(db.session, report_id, report_reader())
+    return send_file(reports.finished_file(report), mimetype="text/csv", as_attachment=True,
                      download_name=reports.download_name(report), max_age=0)

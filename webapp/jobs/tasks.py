@@ -17,7 +17,7 @@ from webapp.extensions import db
 from webapp.models import JobRun, Report
 from webapp.models.enums import ReportStatus
 from webapp.queue import get_queue
-from webapp.services import membership_store, reports
+from webapp.services import history_partitions, membership_store, reports
 from webapp.services.common import utcnow
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,19 @@ def purge_expired(now: datetime | None = None, batch_size: int | None = None) ->
 
 
 def nightly_maintenance() -> int:
-    """The scheduled job: purge expired memberships, then reports past retention."""
+    """The scheduled job: purge expired memberships, then reports past retention; create the
+    coming months' history partitions and drop those past HISTORY_RETENTION_MONTHS."""
     run = JobRun(name=EXPIRY_JOB, started_at=utcnow(), processed=0)
     db.session.add(run)
     db.session.commit()
     try:
         removed = purge_expired()
         purged = reports.purge_old_reports(db.session)
+        db.session.commit()  # the purges stand even if the partition upkeep below fails
+        history_partitions.ensure_partitions(db.session, utcnow())
+        cutoff = history_partitions.retention_cutoff(utcnow(), current_app.config["HISTORY_RETENTION_MONTHS"])
+        if cutoff is not None:
+            history_partitions.drop_partitions_before(db.session, cutoff)
         run.processed, run.finished_at = removed, utcnow()
         db.session.commit()
     except Exception as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import func, literal, select, text
 
-from webapp.errors import NotFound, ValidationFailed, detail
+from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
 from webapp.models.enums import Action, ReportKind, ReportStatus
 from webapp.queue import enqueue_after_commit
@@ -73,7 +73,7 @@ def parse_bound(value: object, name: str) -> datetime:
 
 def request_report(session: DbSession, *, kind: ReportKind | str | None = None, user_id: int | None = None,
                    segment: str | None = None, period: str | None = None, start: str | None = None,
-                   end: str | None = None) -> Report:
+                   end: str | None = None, requested_by: str = "") -> Report:
     """Validate, store a queued report and enqueue its job once the transaction commits."""
     kind = kind or (ReportKind.SEGMENT_MEMBERS if segment else
                     ReportKind.USER_HISTORY if user_id is not None else ReportKind.ALL_HISTORY)
@@ -92,25 +92,25 @@ def request_report(session: DbSession, *, kind: ReportKind | str | None = None, 
             if user_id is None:
                 raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
             params["user_id"] = check_user_id(user_id)
-    return _queue_once(session, kind, params)
+    return _queue_once(session, kind, params, requested_by)
 
 
 PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 
 
-def _queue_once(session: DbSession, kind: ReportKind, params: dict) -> Report:
+def _queue_once(session: DbSession, kind: ReportKind, params: dict, requested_by: str = "") -> Report:
     """A new queued report, or the identical one still pending (a repeated request, such as
     a GET retried by a client, creates no new work). Identical requests are serialised by a
     transaction-scoped advisory lock on (kind, params), so concurrent duplicates share one."""
-    key = json.dumps([kind, params], sort_keys=True)
+    key = json.dumps([kind, params, requested_by], sort_keys=True)
     session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
     pending = session.scalars(select(Report).where(Report.kind == kind, Report.status.in_(PENDING))
                               .order_by(Report.created_at.desc()).limit(100))
     for report in pending:
-        if json.dumps([report.kind, report.params], sort_keys=True) == key:
+        if json.dumps([report.kind, report.params, report.requested_by], sort_keys=True) == key:
             return report
     report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
-                    size_bytes=0, created_at=utcnow())
+                    size_bytes=0, created_at=utcnow(), requested_by=requested_by)
     session.add(report)
     session.flush()
     enqueue_report(report)
@@ -127,13 +127,15 @@ def report_job_id(report_id: object) -> str:
     return f"report-{report_id}"
 
 
-def get_report(session: DbSession, report_id: str) -> Report:
+def get_report(session: DbSession, report_id: str, reader: str | None = None) -> Report:
+    """The report; with ``reader`` (an API client's name) only one that client requested:
+    others' reports are "no such report" to it, so their existence does not leak."""
     try:
         key = uuid.UUID(str(report_id))
     except ValueError:
         raise NotFound("no such report", [detail("id", "not a report id", value=str(report_id)[:40])]) from None
     report = session.get(Report, key)
-    if report is None:
+    if report is None or (reader is not None and report.requested_by != reader):
         raise NotFound("no such report", [detail("id", "no such report", value=str(report_id))])
     return report
 
@@ -144,6 +146,14 @@ def list_reports(session: DbSession, limit: int = 50) -> list[Report]:
 
 def report_path(report: Report) -> Path:
     return Path(current_app.config["REPORTS_DIR"]) / f"{report.id}.csv"
+
+
+def finished_file(report: Report) -> Path:
+    """The finished report's CSV file; AppError (400 not_ready) while it is not there yet."""
+    path = report_path(report)
+    if report.status != ReportStatus.FINISHED or not path.exists():
+        raise AppError(f"report is {report.status}, not ready for download", code="not_ready")
+    return path
 
 
 def download_name(report: Report) -> str:

@@ -1,8 +1,9 @@
 """Dashboard: reports page, request form, self-polling status fragment."""
 from __future__ import annotations
 
-from flask import render_template, request, url_for
+from flask import render_template, request, send_file, url_for
 
+from webapp.auth import dashboard_actor
 from webapp.errors import AppError
 from webapp.extensions import db, report_requests
 from webapp.services import reports
@@ -34,7 +35,8 @@ def request_report():
         report = reports.request_report(
             db.session, kind=kind, user_id=parse_user_id(raw_user) if raw_user else None,
             segment=form.get("segment", "").strip().upper() or None,
-            period=None if kind == "segment_members" else form.get("period", "").strip())
+            period=None if kind == "segment_members" else form.get("period", "").strip(),
+            requested_by=dashboard_actor())
     except AppError as exc:
         return rejected(exc, back, "reports/_form.html", month=utcnow().strftime("%Y-%m"))
     return updated(f"Report queued ({report.kind.replace('_', ' ')}).", back, "reports/_form.html",
@@ -44,3 +46,11 @@ def request_report():
 @bp.get("/reports/<report_id>/status")
 def report_status(report_id: str):
     return render_template("reports/_status.html", report=reports.get_report(db.session, report_id))
+
+
+@bp.get("/reports/<report_id>/download")
+def download_report(report_id: str):
+    """The CSV for dashboard users (signed in through SSO): every report is theirs to read."""
+    report = reports.get_report(db.session, report_id)
+    return send_file(reports.finished_file(report), mimetype="text/csv", as_attachment=True,
+                     download_name=reports.download_name(report), max_age=0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 
+from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models.enums import Reason
@@ -132,7 +133,7 @@ def add_members(slug: str):
             ids = parse_user_ids(request.form.get("user_ids", "").splitlines(), MAX_BULK_IDS)
         ttl, until = form_expiry()
         result = bulk.bulk_add(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
-                               reason=Reason.DASHBOARD, actor="dashboard")
+                               reason=Reason.DASHBOARD, actor=dashboard_actor())
     except AppError as exc:
         return rejected(exc, back, "segments/_bulk_form.html", segment=segment, ttl_choices=TTL_CHOICES)
     message = (f"{result.added:,} added, {result.updated:,} expiry updated, "
@@ -146,7 +147,7 @@ def add_members(slug: str):
 def remove_member(slug: str, user_id: str):
     uid = parse_user_id(user_id)
     result = user_changes.change_user_segments(db.session, uid, [], [slug], reason=Reason.DASHBOARD,
-                                                actor="dashboard")
+                                                actor=dashboard_actor())
     segment = segments.get_live_segment(db.session, slug)
     message = f"User {uid} removed from {slug}." if result.removed else f"User {uid} was not a member."
     return updated(message, url_for("web.show_segment", slug=slug), "segments/_members.html",
@@ -165,6 +166,6 @@ def confirm_delete(slug: str):
 def delete_segment(slug: str):
     if request.form.get("confirm") != slug:
         raise ValidationFailed("type the slug to confirm", [detail("confirm", "does not match the slug")])
-    left = segments.delete_segment(db.session, slug, actor="dashboard")
+    left = segments.delete_segment(db.session, slug, actor=dashboard_actor())
     flash(f"Segment {slug} deleted; {left:,} members left it.", "success")
     return redirect(url_for("web.index"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
 
+from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db, report_requests
 from webapp.models.enums import Reason
@@ -44,7 +45,7 @@ def change_user(user_id: str):
     try:
         if request.form.get("remove"):
             result = user_changes.change_user_segments(db.session, uid, [], [request.form["remove"]],
-                                                       reason=Reason.DASHBOARD, actor="dashboard")
+                                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
             message = f"Removed from {', '.join(result.removed)}." if result.removed else "Not a member."
         else:
             slug = request.form.get("slug", "").strip().upper()
@@ -52,7 +53,7 @@ def change_user(user_id: str):
                 raise ValidationFailed("choose a segment", [detail("slug", "required")])
             ttl, until = form_expiry()
             result = user_changes.change_user_segments(db.session, uid, [AddSpec(slug, ttl, until)], [],
-                                                       reason=Reason.DASHBOARD, actor="dashboard")
+                                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
             verb = "Added to" if result.added else "Expiry updated for" if result.updated else "Already in"
             message = f"{verb} {slug}."
     except AppError as exc:
@@ -66,7 +67,8 @@ def change_user(user_id: str):
 @transactional
 def user_report(user_id: str):
     uid = parse_user_id(user_id)
-    report = reports.request_report(db.session, user_id=uid, period=request.form.get("period", "").strip())
+    report = reports.request_report(db.session, user_id=uid, period=request.form.get("period", "").strip(),
+                                    requested_by=dashboard_actor())
     return render_template("reports/_status.html", report=report)
 
 

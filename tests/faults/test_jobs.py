@@ -1,0 +1,206 @@
+"""4. Jobs always finish or fail visibly: a work-horse killed with SIGKILL mid-report, a report
+requested while Redis is down, a job that raises (retried by a real worker's scheduler)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.faults.conftest import (
+    BUDGET,
+    assert_envelope,
+    describe,
+    flask_worker,
+    has_reaper,
+    log_tail,
+    report_state,
+    run_reaper,
+    shorten_retries,
+    timed,
+    wait_for,
+    work_horse,
+)
+
+MEMBERS = 300_000
+FINAL = ("finished", "failed")
+NO_REAPER = pytest.mark.xfail(not has_reaper(), strict=True,
+                              reason="no webapp.jobs.tasks.reap_stuck_reports: nothing recovers a report whose "
+                                     "job was lost or killed for good")
+
+
+@pytest.fixture
+def jobs_app(app_on, quick_redis, committed_db, tmp_path):
+    """The app on a Redis of the test's own, reports written under the test's tmp_path."""
+    reports_dir = tmp_path / "reports"
+    reports_dir.mkdir()
+    return app_on(REDIS_URL=quick_redis.url, REPORTS_DIR=str(reports_dir))
+
+
+def big_segment(app, slug: str, members: int = MEMBERS) -> None:
+    """A segment with ``members`` explicit members, loaded with one INSERT ... SELECT."""
+    from webapp.extensions import db
+
+    client = app.test_client()
+    assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+            "SELECT g, s.id, now(), NULL FROM generate_series(1, :n) g, segments s WHERE s.slug = :slug"),
+            {"n": members, "slug": slug})
+
+
+def request_members_report(app, slug: str) -> str:
+    response = app.test_client().post("/api/v1/reports", json={"kind": "segment_members", "segment": slug})
+    assert response.status_code == 202, describe(response)
+    return response.json["id"]
+
+
+def part_files(app) -> list[str]:
+    return sorted(p.name for p in __import__("pathlib").Path(app.config["REPORTS_DIR"]).glob("*.part"))
+
+
+def kill_horse_mid_report(app, worker, report_id: str, log) -> int:
+    """Wait until the report is being written (progress > 0, a .part file on disk), then
+    SIGKILL the worker's work-horse; returns the killed pid."""
+    def mid_job():
+        state = report_state(app, report_id)
+        assert state["status"] not in FINAL, f"the report ended before it could be killed: {state}"
+        return state["status"] == "running" and state["progress"] > 0 and part_files(app)
+
+    assert wait_for(mid_job, 30, 0.01), f"the report never started: {report_state(app, report_id)}\n{log_tail(log)}"
+    horse = work_horse(worker)
+    os.kill(horse.pid, signal.SIGKILL)
+    horse.wait(5)
+    return horse.pid
+
+
+def rq_job_settled(app, report_id: str) -> bool:
+    """RQ has nothing more to do for the report's job: finished, failed for good, or gone."""
+    from webapp.queue import get_queue
+
+    job = get_queue(app).fetch_job(f"report-{report_id}")
+    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
+
+
+def settle(app, report_id: str, timeout: float) -> dict:
+    """Poll until the report is finished or failed; once RQ has given up on its job (no retry
+    left) and it still is not, run the design's recovery step (the reaper) and keep polling."""
+    deadline = time.monotonic() + timeout
+    reaped = False
+    while time.monotonic() < deadline:
+        state = report_state(app, report_id)
+        if state["status"] in FINAL:
+            return state
+        if not reaped and rq_job_settled(app, report_id):
+            time.sleep(0.5)  # (a retry being scheduled, or the worker recording the failure)
+            if rq_job_settled(app, report_id) and report_state(app, report_id)["status"] not in FINAL:
+                reaped = run_reaper(app)
+        time.sleep(0.1)
+    return report_state(app, report_id)
+
+
+@pytest.mark.slow
+def test_a_killed_work_horse_is_retried_to_finished_or_failed_and_leaves_no_part_file(jobs_app, tmp_path):
+    big_segment(jobs_app, "KILLED")
+    report_id = request_members_report(jobs_app, "KILLED")
+    shorten_retries(jobs_app)  # RETRY's 10 s / 60 s, made 1 s, so the retry runs within the budget
+    log = tmp_path / "worker.log"
+    with flask_worker(jobs_app, log) as worker:
+        kill_horse_mid_report(jobs_app, worker, report_id, log)
+        state = settle(jobs_app, report_id, 30)
+        assert state["status"] in FINAL, f"stuck after SIGKILL of the work-horse: {state}\n{log_tail(log)}"
+        if state["status"] == "failed":
+            assert state["error"], state
+        else:
+            assert state["rows"] == MEMBERS, state
+        assert part_files(jobs_app) == [], "a .part file outlived the recovery"
+
+
+@pytest.mark.slow
+@NO_REAPER
+def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app, tmp_path):
+    big_segment(jobs_app, "ALWAYS_KILLED")
+    report_id = request_members_report(jobs_app, "ALWAYS_KILLED")
+    shorten_retries(jobs_app)
+    log = tmp_path / "worker.log"
+    with flask_worker(jobs_app, log) as worker:
+        for _ in range(3):  # the first run and RETRY's two retries
+            kill_horse_mid_report(jobs_app, worker, report_id, log)
+            assert wait_for(lambda: report_state(jobs_app, report_id)["progress"] == 0
+                            or rq_job_settled(jobs_app, report_id), 10), "no retry came"
+            if rq_job_settled(jobs_app, report_id):
+                break
+            wait_for(lambda: report_state(jobs_app, report_id)["status"] != "running"
+                     or report_state(jobs_app, report_id)["progress"] == 0, 5)
+        state = settle(jobs_app, report_id, 15)
+        assert state["status"] == "failed" and state["error"], \
+            f"a report whose every attempt was killed is not failed with a reason: {state}\n{log_tail(log)}"
+        assert part_files(jobs_app) == [], "a .part file outlived the recovery"
+
+
+@NO_REAPER
+def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(jobs_app, quick_redis):
+    from webapp.jobs.worker import run_worker
+
+    big_segment(jobs_app, "OUTAGE", members=10)
+    client = jobs_app.test_client()
+    quick_redis.stop()
+    try:
+        response, seconds = timed(client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "OUTAGE"})
+    finally:
+        quick_redis.start()  # an empty Redis: whatever was to be queued during the outage is not there
+    assert seconds < BUDGET, f"{seconds:.2f}s"
+    if response.status_code == 503:
+        assert_envelope(response)
+        pending = report_state_count(jobs_app)
+        assert pending == 0, f"refused with 503 but {pending} report(s) left pending"
+        return
+    assert response.status_code == 202, describe(response)
+    report_id = response.json["id"]
+    run_worker(jobs_app, burst=True, fork=False)
+    if report_state(jobs_app, report_id)["status"] != "finished" and run_reaper(jobs_app):
+        run_worker(jobs_app, burst=True, fork=False)
+    state = report_state(jobs_app, report_id)
+    assert state["status"] == "finished" and state["rows"] == 10, state
+
+
+def report_state_count(app) -> int:
+    from webapp.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        return conn.scalar(sa.text("SELECT count(*) FROM reports WHERE status IN ('queued', 'running')"))
+
+
+@pytest.mark.slow
+def test_a_job_that_raises_is_retried_by_the_worker_and_ends_failed_with_the_error(jobs_app, tmp_path):
+    from webapp.queue import get_queue
+
+    big_segment(jobs_app, "RAISES", members=10)
+    report_id = request_members_report(jobs_app, "RAISES")
+    shorten_retries(jobs_app)
+    # The worker host's REPORTS_DIR is a regular file: every attempt raises (FileExistsError).
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    log = tmp_path / "worker.log"
+    seen: list[tuple[str, str | None]] = []
+
+    def failed():
+        state = report_state(jobs_app, report_id)
+        if not seen or seen[-1] != (state["status"], state["error"]):
+            seen.append((state["status"], state["error"]))
+        return state["status"] in FINAL and state
+
+    with flask_worker(jobs_app, log, REPORTS_DIR=str(blocker / "reports")):
+        state = wait_for(failed, 20, 0.02)
+        assert state, f"the job never ended: {seen}\n{log_tail(log)}"
+        job = get_queue(jobs_app).fetch_job(f"report-{report_id}")
+        assert state["status"] == "failed", seen
+        assert "File exists" in state["error"] or "Not a directory" in state["error"], state
+        assert not state["error"].startswith("retrying"), state
+        assert job is not None and job.get_status() == "failed", job and job.get_status()
+        assert job.retries_left == 0, f"RQ did not run both retries: retries_left={job.retries_left}; {seen}"
+        executions = [r for r in job.results() if r.type.name == "FAILED"] if hasattr(job, "results") else []
+        assert len(executions) in (0, 3), [(r.type, r.exc_string and r.exc_string[-80:]) for r in job.results()]
