@@ -201,6 +201,5 @@ def test_a_job_that_raises_is_retried_by_the_worker_and_ends_failed_with_the_err
         assert "File exists" in state["error"] or "Not a directory" in state["error"], state
         assert not state["error"].startswith("retrying"), state
         assert job is not None and job.get_status() == "failed", job and job.get_status()
+        # Both retries ran: RQ decrements retries_left only when it re-runs the job.
         assert job.retries_left == 0, f"RQ did not run both retries: retries_left={job.retries_left}; {seen}"
-        executions = [r for r in job.results() if r.type.name == "FAILED"] if hasattr(job, "results") else []
-        assert len(executions) in (0, 3), [(r.type, r.exc_string and r.exc_string[-80:]) for r in job.results()]

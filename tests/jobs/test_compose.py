@@ -13,7 +13,8 @@ def load():
 
 def test_every_service_is_there_with_healthchecks_and_volumes():
     compose = load()
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "scheduler"}
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "scheduler", "nginx"}
+    assert compose["services"]["nginx"]["ports"] == ["8000:8080"] and "ports" not in compose["services"]["web"]
     for name in ("postgres", "redis", "web"):
         assert compose["services"][name]["healthcheck"]["test"]
     assert {"pgdata", "reports"} <= set(compose["volumes"])
