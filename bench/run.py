@@ -10,6 +10,7 @@ smaller sizes (the large read database has 1M memberships instead of 10M), short
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,8 +60,8 @@ def record(section, case, value, baseline, ratio, target="", ok=None):
 
 # -- database ---------------------------------------------------------------------------------
 
-def db_url() -> str:
-    return sa.make_url(ADMIN).set(database=DB).render_as_string(hide_password=False)
+def db_url(name: str = DB) -> str:
+    return sa.make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
 
 
 def choose_server(tmp: Path) -> None:
@@ -87,21 +88,22 @@ def stop_embedded_server(tmp: Path) -> None:
         embedded.stop_postgres(tmp / "pg")
 
 
-def fresh_database(env: dict) -> sa.Engine:
+def fresh_database(env: dict, name: str = DB) -> sa.Engine:
+    """An empty, migrated database ``name`` (dropped first if it exists)."""
+    drop_database(name)
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT, env={**os.environ, **env},
-                   check=True, capture_output=True)
-    return sa.create_engine(db_url())
+    subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT,
+                   env={**os.environ, **env, "DATABASE_URL": db_url(name)}, check=True, capture_output=True)
+    return sa.create_engine(db_url(name))
 
 
-def drop_database() -> None:
+def drop_database(name: str = DB) -> None:
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
 
@@ -206,8 +208,8 @@ def _scratch_insert(engine, ids):
         conn.execute(sa.text("INSERT INTO scratch_ids SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": ids})
 
 
-def bench_set_based(env) -> None:
-    """What the set-based write bought: 2,000 adds as one statement vs one call per user."""
+def bench_set_based(env, count: int) -> None:
+    """What the set-based write bought: ``count`` adds as one statement vs one call per user."""
     code = """
 import time
 from webapp import create_app
@@ -217,7 +219,7 @@ from webapp.services import bulk, segments, user_changes
 app = create_app()
 with app.app_context():
     segments.create_segment(db.session, "PER_ROW"); segments.create_segment(db.session, "SET_BASED"); db.session.commit()
-    ids = list(range(50_000_000, 50_002_000))
+    ids = list(range(50_000_000, 50_000_000 + COUNT))
     t = time.perf_counter()
     for uid in ids:
         user_changes.change_user_segments(db.session, uid, [user_changes.AddSpec("PER_ROW")], [], reason=Reason.API)
@@ -227,16 +229,16 @@ with app.app_context():
     bulk.bulk_add(db.session, "SET_BASED", ids); db.session.commit()
     print(per_row, time.perf_counter() - t)
 """
-    _, _, out = tools.run_child(code, env)
+    _, _, out = tools.run_child(code.replace("COUNT", str(count)), env)
     per_row, set_based = map(float, out.split())
-    record("bulk", "2,000 adds: one set-based statement", f"{set_based * 1000:.0f} ms",
+    record("bulk", f"{count:,} adds: one set-based statement", f"{set_based * 1000:.0f} ms",
            f"{per_row * 1000:.0f} ms per-user calls", f"{per_row / set_based:.0f}x faster")
 
 
 @dataclass
 class Users:
-    """The users a read run rotates over: first..first+count-1, each run starting where the
-    last one stopped, so that no request in the section repeats a user until ``count`` requests."""
+    """The users a server's runs rotate over: first..first+count-1, each run starting where its
+    last one stopped, so that no request repeats a user until ``count`` requests have been made."""
 
     first: int
     count: int
@@ -252,16 +254,30 @@ class Users:
         return load
 
 
-def _meter(server, engine, redis) -> tools.CpuMeter:
-    """CPU of gunicorn (master + workers), of the PostgreSQL backends connected to the bench
-    database (the workers' connections; the bench's own are idle meanwhile) and of Redis."""
-    groups = {"app": tools.process_tree(server.pid)}
-    if engine is not None:
-        with engine.connect() as conn:
-            backend = conn.scalar(sa.text("SELECT pg_backend_pid()"))
-        groups["pg"] = tools.postgres_backends(tools.psutil.Process(backend).ppid(), DB)
-    groups["redis"] = tools.process_tree(redis.process.pid)
-    return tools.CpuMeter(groups)
+@dataclass
+class Server:
+    """One gunicorn of the read section, its users, the database its workers read, its runs."""
+
+    name: str
+    target: str
+    env: dict
+    users: Users
+    database: str | None  # None: the floor reads no database
+    url: str = ""
+    pid: int = 0
+    runs: dict = field(default_factory=dict)  # connections -> [Load, ...] (one per round)
+
+    def meter(self, postmaster: int, redis: PrivateRedis) -> tools.CpuMeter:
+        """CPU of this gunicorn (master + workers), of the PostgreSQL backends connected to its
+        database (its workers' connections; the bench's own are idle meanwhile) and of Redis."""
+        groups = {"app": tools.process_tree(self.pid)}
+        if self.database is not None:
+            groups["pg"] = tools.postgres_backends(postmaster, self.database)
+        groups["redis"] = tools.process_tree(redis.process.pid)
+        return tools.CpuMeter(groups)
+
+    def load(self, connections: int) -> tools.Load:
+        return tools.combine(self.runs[connections])
 
 
 def _cpu(load: tools.Load) -> str:
@@ -274,78 +290,93 @@ def _cpu(load: tools.Load) -> str:
             f"busy, others {max(0.0, load.machine['others']) / capacity:.0f}%")
 
 
-def _measure(target: str, env: dict, users: Users, seconds: int, conns: tuple[int, ...], engine, redis,
-             ) -> dict[int, tools.Load]:
-    """One gunicorn, rotating users, each concurrency after a 1 s warm-up (connections, catalog)."""
-    results = {}
-    port = tools.free_port()
-    with tools.gunicorn(target, env, port) as server:
-        url = f"http://127.0.0.1:{port}"
-        for conc in conns:
-            users.run(url, conc, 1)
-            results[conc] = users.run(url, conc, seconds, _meter(server, engine, redis))
-            if results[conc].requests > users.count and engine is not None:
-                print(f"  (note: {results[conc].requests:,} requests over {users.count:,} users: some repeated)")
-    return results
+def _postmaster(engine) -> int:
+    with engine.connect() as conn:
+        return tools.psutil.Process(conn.scalar(sa.text("SELECT pg_backend_pid()"))).ppid()
 
 
-def bench_read(env, redis, seconds: int, small_users: int, large_users: int) -> None:
+def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_users: int) -> None:
     """GET /api/v1/users/<id>/segments, a different user on every request (bench/rotating_users.lua).
 
-    200 rollout segments at 10% and 10 explicit memberships for every user in the range. First on
-    ``small_users`` users (10 rows each), then with the table grown to ``large_users`` users
-    (rows COPY-ed in), rotating over all of them. The floor: bench/baseline_app.py (a constant
-    JSON view) under the same gunicorn config with the same wrk script."""
-    engine = fresh_database(env)
-    make_segments(engine, "R", 200, 1000)
-    make_segments(engine, "P", 10, 0)
-    small_s = copy_memberships(engine, "P", 1, small_users)
-    small_rows = small_users * 10
-    conns = (10, 50)
-    floor = _measure("bench.baseline_app:app", env, Users(1, small_users), seconds, conns, None, redis)
-    users = Users(1, small_users)
-    small = _measure("wsgi:app", env, users, seconds, conns, engine, redis)
-    limited = _measure("wsgi:app", {**env, "RATELIMIT_HOT_PATH": "1000000/second"}, users, seconds, (10,),
-                       engine, redis)[10]
-    large_s = copy_memberships(engine, "P", small_users + 1, large_users)
-    with engine.connect() as conn:
-        large_rows = conn.scalar(sa.text("SELECT count(*) FROM memberships"))
-        size = conn.scalar(sa.text("SELECT pg_size_pretty(pg_total_relation_size('memberships'))"))
-    large = _measure("wsgi:app", env, Users(1, large_users), seconds, conns, engine, redis)
-    engine.dispose()
+    200 rollout segments at 10% and 10 explicit memberships for every user in the range, in two
+    databases: ``small_users`` users and ``large_users`` users (10 rows each, COPY-ed). The floor:
+    bench/baseline_app.py (a constant JSON view) under the same gunicorn config with the same wrk
+    script. All the servers run at once (idle when not measured) and are measured in turns,
+    ``rounds`` runs of ``seconds`` each, so that a change in the machine's other load affects all
+    of them alike; a server's figure is the sum of its runs (p50 and p99: the worst run's)."""
+    large_db = f"{DB}_large"
+    engines = {}
+    loaded = {}
+    for name, users in ((DB, small_users), (large_db, large_users)):
+        engine = engines[name] = fresh_database(env, name)
+        make_segments(engine, "R", 200, 1000)
+        make_segments(engine, "P", 10, 0)
+        loaded[name] = copy_memberships(engine, "P", 1, users)
+    rows, size = {}, {}
+    for name, engine in engines.items():
+        with engine.connect() as conn:
+            rows[name] = conn.scalar(sa.text("SELECT count(*) FROM memberships"))
+            size[name] = conn.scalar(sa.text("SELECT pg_size_pretty(pg_total_relation_size('memberships'))"))
+        record("read", f"load: COPY {rows[name]:,} memberships ({size[name]}) + VACUUM ANALYZE",
+               f"{loaded[name]:.1f} s", "—", "—")
+    postmaster = _postmaster(engines[DB])
+    for engine in engines.values():
+        engine.dispose()
 
-    record("read", f"load: COPY {small_rows:,} memberships + VACUUM ANALYZE", f"{small_s:.1f} s", "—", "—")
-    record("read", f"load: COPY {large_rows - small_rows:,} more ({large_rows:,}, {size}) + VACUUM ANALYZE",
-           f"{large_s:.1f} s", "—", "—")
+    small_env = {**env, "DATABASE_URL": db_url(DB)}
+    servers = [
+        Server("floor", "bench.baseline_app:app", env, Users(1, small_users), None),
+        Server("small", "wsgi:app", small_env, Users(1, small_users), DB),
+        Server("large", "wsgi:app", {**env, "DATABASE_URL": db_url(large_db)}, Users(1, large_users), large_db),
+        Server("limited", "wsgi:app", {**small_env, "RATELIMIT_HOT_PATH": "1000000/second"},
+               Users(1, small_users, used=small_users // 2), DB),
+    ]
+    conns = {10: servers, 50: servers[:3]}
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            port = tools.free_port()
+            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port)).pid
+            server.url = f"http://127.0.0.1:{port}"
+        for server in servers:
+            server.users.run(server.url, 10, 2)  # warm-up: imports, connections, the catalog
+        for conc, measured in conns.items():
+            for _ in range(rounds):
+                for server in measured:
+                    load = server.users.run(server.url, conc, seconds, server.meter(postmaster, redis))
+                    server.runs.setdefault(conc, []).append(load)
+    drop_database(large_db)
+
+    floor, small, large, limited = servers
     for conc in conns:
-        base = floor[conc]
+        base = floor.load(conc)
         record("read", f"floor: constant JSON view, rotating ids, {conc} conn",
                f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00")
         record("read", f"  CPU, floor, {conc} conn", _cpu(base), "—", "—")
         p99_limit = 10 if conc == 10 else 50
-        for label, rows, load in ((f"{small_users:,} users", small_rows, small[conc]),
-                                  (f"{large_users:,} users", large_rows, large[conc])):
+        for server in (small, large):
+            load = server.load(conc)
             ratio = load.rps / base.rps
             ok = ratio >= 0.5 and load.p99_ms < p99_limit and load.errors == 0
-            record("read", f"GET rotating over {label} ({rows:,} rows), {conc} conn",
-                   f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms", f"{base.rps:,.0f} req/s floor",
-                   f"{ratio:.2f}", f">= 0.50, p99 < {p99_limit} ms", ok)
-            record("read", f"  CPU, {label}, {conc} conn", _cpu(load),
+            label = f"{server.users.count:,} users ({rows[server.database]:,} rows)"
+            record("read", f"GET rotating over {label}, {conc} conn",
+                   f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms" + (f", {load.errors} errors" if load.errors else ""),
+                   f"{base.rps:,.0f} req/s floor", f"{ratio:.2f}", f">= 0.50, p99 < {p99_limit} ms", ok)
+            record("read", f"  CPU, {server.users.count:,} users, {conc} conn", _cpu(load),
                    f"{base.cpu_ms_per_request():.2f} ms/req floor",
                    f"{load.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
-        ratio = large[conc].rps / small[conc].rps
-        record("read", f"{large_rows:,} vs {small_rows:,} memberships, {conc} conn",
-               f"{large[conc].rps:,.0f} req/s", f"{small[conc].rps:,.0f} req/s", f"{ratio:.2f}",
-               ">= 0.85" if conc == 10 else "", ratio >= 0.85 if conc == 10 else None)
-    plain = small[10]
+            repeats = max(r.requests for r in server.runs[conc]) > server.users.count
+            if repeats:
+                print(f"  (note: a run made more requests than {server.users.count:,} users: some repeated)")
+        ratio = large.load(conc).rps / small.load(conc).rps
+        record("read", f"{rows[large_db]:,} vs {rows[DB]:,} memberships, {conc} conn",
+               f"{large.load(conc).rps:,.0f} req/s", f"{small.load(conc).rps:,.0f} req/s", f"{ratio:.2f}",
+               ">= 0.85", ratio >= 0.85)
+    plain, limit = small.load(10), limited.load(10)
     record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
-           f"{limited.rps:,.0f} req/s p99 {limited.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
-           f"{limited.rps / plain.rps:.2f}")
-    record("read", "  CPU, rate limiter on, 10 conn", _cpu(limited), f"{plain.cpu_ms_per_request():.2f} ms/req none",
-           f"{limited.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}")
-    errors = sum(x.errors for x in [*floor.values(), *small.values(), *large.values(), limited])
-    if errors:
-        print(f"  (!) {errors} errors or non-2xx responses in the read runs", flush=True)
+           f"{limit.rps:,.0f} req/s p99 {limit.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
+           f"{limit.rps / plain.rps:.2f}")
+    record("read", "  CPU, rate limiter on, 10 conn", _cpu(limit), f"{plain.cpu_ms_per_request():.2f} ms/req none",
+           f"{limit.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}")
 
 
 def bench_scaling(engine, env, seconds: int) -> None:
@@ -523,7 +554,8 @@ def main() -> None:
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
-    seconds = 3 if args.quick else 10
+    seconds = 3 if args.quick else 5  # per measurement (scaling)
+    read_seconds, rounds = (2, 2) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
     small_users, large_users = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -544,10 +576,10 @@ def main() -> None:
             if "bulk" in sections:
                 engine = fresh_database(env)
                 bench_bulk(engine, env, size)
-                bench_set_based(env)
+                bench_set_based(env, 500 if args.quick else 2_000)
                 engine.dispose()
             if "read" in sections:
-                bench_read(env, redis, seconds, small_users, large_users)
+                bench_read(env, redis, read_seconds, rounds, small_users, large_users)
             engine = fresh_database(env)
             if "scaling" in sections:
                 bench_scaling(engine, env, seconds)

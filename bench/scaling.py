@@ -19,7 +19,7 @@ webapp.services.reports), the table's size on disk, and retention of the oldest 
 same rows in a copy of that partition (same indexes). The dropped month is gone for the next
 size, whose rows go to the remaining months.
 
-Memberships: ``--memberships`` rows (five segments per user), then the read path's USER_ROWS
+Memberships (measured first): ``--memberships`` rows (five segments per user), then the read path's USER_ROWS
 statement (webapp.services.read_path) for random users, ``--reads`` times on one autocommit
 connection (prepared after five runs, as the app's connections do): p50, p99, max.
 """
@@ -52,6 +52,7 @@ COUNT = "SELECT count(*) FROM membership_events WHERE occurred_at >= %(lo)s AND 
 ROWS = ("SELECT user_id, segment_slug, action, occurred_at FROM membership_events "
         "WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s ORDER BY occurred_at, id")
 RESULTS: dict = {}
+OUT = ROOT / "bench" / "results" / f"scaling-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
 
 
 def size(text: str) -> int:
@@ -84,6 +85,8 @@ def say(line: str) -> None:
 def record(key: str, value) -> None:
     RESULTS[key] = value
     say(f"  {key:58} {value}")
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(json.dumps(RESULTS, indent=2, default=str))  # as it goes: a stopped run keeps its figures
 
 
 # -- set-up --------------------------------------------------------------------------------
@@ -93,8 +96,12 @@ def create_database(name: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
            "SECRET_KEY": "scaling-bench-secret-key-0123456789abcdef", "REDIS_URL": "redis://127.0.0.1:6379/14"}
-    subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    except BaseException:
+        drop_database(name)
+        raise
     return f"{SERVER} dbname={name}"
 
 
@@ -144,7 +151,7 @@ def add_history(conn: psycopg.Connection, rows: int) -> None:
                 "SELECT 1 + (g * 2654435761) %% 10000000, 1 + g %% %(segments)s, 'SEG_' || (1 + g %% %(segments)s), "
                 "CASE WHEN g %% 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
                 "%(lo)s + ((g * 7919) %% %(span)s) * interval '1 second', '' "
-                "FROM generate_series(%(start)s, %(end)s) g",
+                "FROM generate_series(CAST(%(start)s AS bigint), CAST(%(end)s AS bigint)) g",
                 {"segments": SEGMENTS, "lo": lo, "span": span, "start": done + 1, "end": done + n})
             conn.commit()
             done += n
@@ -168,6 +175,8 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
     conn.commit()
     lo, hi = month_bounds(REPORT_MONTH)
     bounds = {"lo": lo, "hi": hi}
+    record(f"history {label}: month rows", conn.execute(COUNT, bounds).fetchone()[0])
+    conn.commit()
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + ROWS, bounds))
     record(f"history {label}: partitions in the month's plan",
            sorted({w for w in plan.replace("(", " ").split() if w.startswith("membership_events_")}))
@@ -187,7 +196,7 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
 
         stream_s = timed(stream)
         assert streamed == month_rows, (streamed, month_rows)
-        record(f"history {label}: month rows", month_rows)
+        RESULTS[f"history {label}: month rows"] = month_rows
         record(f"history {label}: month count(*) s ({attempt})", round(count_s, 3))
         record(f"history {label}: month rows streamed s ({attempt})", round(stream_s, 2))
 
@@ -227,7 +236,7 @@ def memberships_figures(conn: psycopg.Connection, rows: int, reads: int) -> None
         hi = min(users, lo + CHUNK // 5)
         conn.execute("INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
                      "SELECT u, %(first)s + (u * 7 + k * 13) %% %(segments)s, now(), NULL "
-                     "FROM generate_series(%(lo)s, %(hi)s) u, generate_series(0, 4) k",
+                     "FROM generate_series(CAST(%(lo)s AS bigint), CAST(%(hi)s AS bigint)) u, generate_series(0, 4) k",
                      {"first": first, "segments": SEGMENTS, "lo": lo + 1, "hi": hi})
         conn.commit()
     conn.execute("SET synchronous_commit = on")
@@ -270,10 +279,13 @@ def main() -> None:
         with psycopg.connect(dsn) as conn:
             RESULTS["server"] = conn.execute("SELECT version()").fetchone()[0]
             RESULTS["settings"] = dict(conn.execute(
-                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
+                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
                 "('shared_buffers', 'work_mem', 'max_wal_size', 'maintenance_work_mem')").fetchall())
             RESULTS["cpus"] = os.cpu_count()
             conn.commit()
+            if size(args.memberships):
+                say(f"memberships {size(args.memberships):,}")
+                memberships_figures(conn, size(args.memberships), args.reads)
             ensure_months(conn)
             have = 0
             for label in args.history.split(","):
@@ -286,16 +298,10 @@ def main() -> None:
                 retention_figures(conn, label)
                 have = conn.execute("SELECT count(*) FROM membership_events").fetchone()[0]
                 conn.commit()
-            if size(args.memberships):
-                say(f"memberships {size(args.memberships):,}")
-                memberships_figures(conn, size(args.memberships), args.reads)
     finally:
         if not args.keep:
             drop_database(name)
-    out = ROOT / "bench" / "results" / f"scaling-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(RESULTS, indent=2, default=str))
-    say(f"written {out.relative_to(ROOT)}")
+    say(f"written {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

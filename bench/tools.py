@@ -156,6 +156,23 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None = None, ar
     return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu, wrk_cpu, machine)
 
 
+def combine(loads: list[Load]) -> Load:
+    """Several runs as one: requests, CPU and machine time summed; rate = requests / time;
+    p50 and p99 the worst run's (the combined percentile is no higher)."""
+    seconds = sum(load.requests / load.rps for load in loads)
+    requests = sum(load.requests for load in loads)
+
+    def total(name: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for load in loads:
+            for key, value in getattr(load, name).items():
+                out[key] = out.get(key, 0.0) + value
+        return out
+    return Load(requests / seconds, max(load.p50_ms for load in loads), max(load.p99_ms for load in loads),
+                sum(load.errors for load in loads), requests, total("cpu"), sum(load.wrk_cpu for load in loads),
+                total("machine"))
+
+
 def permutation_step(count: int) -> int:
     """A step coprime with ``count`` near 0.618 * count: ``(k * step) % count`` walks every value
     of ``range(count)`` once, scattered (bench/rotating_users.lua)."""

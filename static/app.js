@@ -9,3 +9,13 @@ htmx.config.responseHandling = [
   {code: "[45]..", swap: true, error: true},
 ];
 htmx.config.historyCacheSize = 0;
+// No inline handlers anywhere (the CSP allows scripts from this origin only, no eval).
+htmx.config.allowEval = false;
+
+// The bulk upload's progress bar follows the request body being sent.
+document.addEventListener("htmx:xhr:progress", (event) => {
+  const bar = document.getElementById("bulk-upload");
+  if (bar && event.target.id === "bulk-add" && event.detail.total) {
+    bar.value = event.detail.loaded / event.detail.total * 100;
+  }
+});

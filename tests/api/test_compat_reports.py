@@ -13,8 +13,9 @@ from webapp.extensions import db
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
 from webapp.services import reports
+from webapp.services.bulk import delete_segment
 from webapp.services.common import utcnow
-from webapp.services.segments import create_segment, delete_segment
+from webapp.services.segments import create_segment
 from webapp.services.user_changes import AddSpec, change_user_segments
 
 T = datetime(2023, 9, 1, 12, 0, 5, 123456, tzinfo=UTC)
@@ -221,3 +222,29 @@ def test_seed_csv_conversion_is_constant_memory(tmp_path):
     small, _ = peak(10_000)
     large, size = peak(60_000)
     assert large < small * 1.5 and large < size / 3, (small, large, size)
+
+
+TOKENS = "svc-a:token-a-0123456789abcdef,svc-b:token-b-0123456789abcdef"
+A = {"Authorization": "Bearer token-a-0123456789abcdef"}
+B = {"Authorization": "Bearer token-b-0123456789abcdef"}
+
+
+def test_with_api_tokens_a_task_is_its_requesters_only(app_on, redis_app, committed_db):
+    client = app_on(API_TOKENS=TOKENS).test_client()
+    envelope(client.get("/report?date=2023-08-29%2010:32"), 401, "unauthorized")
+    task = client.get("/report?date=2023-08-29%2010:32", headers=A).json["task_id"]
+    other = client.get("/report?date=2023-08-29%2010:32", headers=B).json["task_id"]
+    assert other != task  # identical requests of two clients are not shared
+    assert client.get(f"/report_check?task_id={task}", headers=A).json["status"] == "progress"
+    envelope(client.get(f"/report_check?task_id={task}", headers=B), 404, "not_found")
+    run_worker(redis_app, burst=True, fork=False)
+    link = client.get(f"/report_check?task_id={task}", headers=A).json["link_to_file"]
+    assert client.get(link, headers=A).status_code == 200
+    envelope(client.get(link, headers=B), 404, "not_found")
+
+
+def test_report_requests_are_rate_limited(app_on, redis_app, committed_db):
+    client = app_on(RATELIMIT_ENABLED=True, RATELIMIT_REPORTS="2/hour").test_client()
+    codes = [client.get(f"/report?date=2023-08-29%2010:3{i}").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+    envelope(client.get("/report?date=2023-08-29%2010:39"), 429, "rate_limited")

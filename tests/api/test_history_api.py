@@ -2,8 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 from webapp.jobs.tasks import purge_expired
 from webapp.services import rollout
+from webapp.services.bulk import delete_segment
 from webapp.services.history import user_history
-from webapp.services.segments import create_segment, delete_segment, update_segment
+from webapp.services.segments import create_segment, update_segment
 from webapp.services.user_changes import AddSpec, change_user_segments
 
 T0 = datetime(2030, 3, 1, tzinfo=UTC)

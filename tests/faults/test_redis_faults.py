@@ -13,8 +13,8 @@ import pytest
 
 from tests.faults.conftest import (
     BUDGET,
-    QuickRedis,
     EXCEPTION_WORDS,
+    QuickRedis,
     assert_envelope,
     client_pause,
     describe,

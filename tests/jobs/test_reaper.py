@@ -5,7 +5,7 @@ from pathlib import Path
 from redis import Redis
 
 from webapp.extensions import db
-from webapp.jobs.tasks import MAX_ATTEMPTS, reap_stuck_reports
+from webapp.jobs.tasks import MAX_ATTEMPTS, reap_stuck_jobs
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
 from webapp.services import reports, segments
@@ -24,8 +24,8 @@ def test_a_report_whose_job_was_lost_is_queued_again_and_finishes(redis_app, red
     report_id = _queued_report(redis_app)
     Redis.from_url(redis_url).flushdb()  # Redis lost everything (or the enqueue never reached it)
     with redis_app.app_context():
-        assert reap_stuck_reports(now=utcnow()) == 0  # too young to be called stuck
-        assert reap_stuck_reports(now=utcnow() + timedelta(minutes=2)) == 1
+        assert reap_stuck_jobs(now=utcnow()) == 0  # too young to be called stuck
+        assert reap_stuck_jobs(now=utcnow() + timedelta(minutes=2)) == 1
     run_worker(redis_app, burst=True, fork=False)
     with redis_app.app_context():
         report = db.session.get(Report, report_id)
@@ -38,9 +38,9 @@ def test_a_report_that_keeps_losing_its_job_fails_with_a_reason(redis_app, redis
     with redis_app.app_context():
         db.session.get(Report, report_id).attempts = MAX_ATTEMPTS
         db.session.commit()
-        assert reap_stuck_reports(now=utcnow() + timedelta(minutes=2)) == 1
+        assert reap_stuck_jobs(now=utcnow() + timedelta(minutes=2)) == 1
         report = db.session.get(Report, report_id)
-        assert report.status == "failed" and "lost after 3 attempt(s)" in report.error
+        assert report.status == "failed" and "gave up after 3 attempts; the job was lost" in report.error
 
 
 def test_stray_part_files_are_removed(redis_app, committed_db):
@@ -53,5 +53,5 @@ def test_stray_part_files_are_removed(redis_app, committed_db):
     with redis_app.app_context():
         db.session.get(Report, report_id).status = "running"
         db.session.commit()
-        reap_stuck_reports()
+        reap_stuck_jobs()
     assert not stray.exists() and own.exists()  # a running report's file is left alone

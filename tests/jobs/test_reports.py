@@ -11,7 +11,8 @@ from webapp.jobs import worker
 from webapp.jobs.tasks import generate_report
 from webapp.queue import get_queue
 from webapp.services import reports
-from webapp.services.segments import create_segment, delete_segment, update_segment
+from webapp.services.bulk import delete_segment
+from webapp.services.segments import create_segment, update_segment
 from webapp.services.user_changes import AddSpec, change_user_segments
 
 T0 = datetime(2030, 5, 1, tzinfo=UTC)

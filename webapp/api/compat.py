@@ -15,21 +15,24 @@ from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, segments_now
-from webapp.api.schemas import ChangeOut, DeletedOut, ErrorOut, Slug, Strict
+from webapp.api.helpers import actor, json_body, out, report_reader, segments_now
+from webapp.api.schemas import ChangeOut, DeletedOut, ErrorBody, ErrorOut, Slug, Strict
+from webapp.api.segments import deleted_out
 from webapp.api.users import change_out
+from webapp.auth import token_name
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
-from webapp.extensions import db, spec
+from webapp.extensions import db, report_requests, spec
 from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
 from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS, MAX_USER_ID
-from webapp.services import reports, segments, user_changes
+from webapp.services import bulk, reports, segments, user_changes
 from webapp.services.common import parse_user_id
 from webapp.services.user_changes import AddSpec
 from webapp.transaction import transactional
 
 bp = Blueprint("api_compat", __name__)
 TAGS = ("compat",)
+SEED_PATHS = frozenset({"/segment", "/segment/user", "/report", "/report_check", "/download"})
 SeedStatus = Literal["progress", "success", "fail"]
 SEED_STATUS: dict[str, SeedStatus] = {ReportStatus.QUEUED: "progress", ReportStatus.RUNNING: "progress",
                                       ReportStatus.FINISHED: "success", ReportStatus.FAILED: "fail"}
@@ -137,17 +140,16 @@ def seed_error(exc: AppError) -> Response:
     return error_response(400 if exc.status == 422 else exc.status, exc.code, exc.message, exc.details)
 
 
-def _method_not_allowed(allowed: tuple[str, ...]):
-    # Werkzeug's own 405 has no blueprint, so it would get the dashboard's HTML error page.
-    def view() -> Response:
-        raise MethodNotAllowed(valid_methods=[*allowed, *(("HEAD",) if "GET" in allowed else ()), "OPTIONS"])
-    return view
-
-
-for _path, _allowed in {"/segment": ("POST", "DELETE"), "/segment/user": ("GET", "POST"), "/report": ("GET",),
-                        "/report_check": ("GET",), "/download": ("GET",)}.items():
-    bp.add_url_rule(_path, f"not_allowed{_path.replace('/', '_')}", _method_not_allowed(_allowed),
-                    methods=[m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if m not in _allowed])
+@bp.before_app_request
+def seed_method_not_allowed() -> Response | None:
+    """A 405 on these paths in the envelope too. Werkzeug's 405 is raised before any blueprint
+    is known, and these paths are not under /api/, so it would get the dashboard's HTML error
+    page; this hook runs first (app-wide, one attribute check) and answers JSON, with Allow."""
+    exc = request.routing_exception
+    if not isinstance(exc, MethodNotAllowed) or request.path not in SEED_PATHS:
+        return None
+    body = ErrorOut(error=ErrorBody(code="method_not_allowed", message=exc.description or "", details=[]))
+    return out(body, 405, {"Allow": ", ".join(sorted(exc.valid_methods or ()))})
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -168,8 +170,7 @@ def create_segment():
 def delete_segment():
     """Delete a segment (its members leave it, with history); 404 when there is none."""
     body = json_body(CompatSegment)
-    left = segments.delete_segment(db.session, body.slug, actor=actor())
-    return out(DeletedOut(slug=body.slug, deleted=True, members_removed=left))
+    return out(deleted_out(body.slug, *bulk.delete_segment(db.session, body.slug, actor=actor())))
 
 
 @bp.post("/segment/user")
@@ -197,22 +198,25 @@ def user_segments():
 
 @bp.get("/report")
 @seed_operation(query=CompatReportQuery, ok=(200, CompatTask), errors=READ)
+@report_requests
 @transactional
 def request_report():
     """Queue a CSV of every user's history from ``date`` until now; an identical request still
     pending returns the same ``task_id``."""
     user = request.args.get("user_id")
     report = reports.request_seed_report(db.session, request.args.get("date", ""),
-                                         user_id=parse_user_id(user) if user else None)
+                                         user_id=parse_user_id(user) if user else None,
+                                         requested_by=token_name() or "")
     return out(CompatTask(task_id=str(report.id)))
 
 
 def _task(name: str) -> Report:
-    """The report a query parameter names: 400 when it is missing, 404 when there is none."""
+    """The report a query parameter names: 400 when it is missing, 404 when there is none (or,
+    with API_TOKENS, when another client requested it, as on /api/v1)."""
     task_id = request.args.get(name, "")
     if not task_id:
         raise ValidationFailed(f"{name} is required", [detail(name, "required")])
-    return reports.get_report(db.session, task_id)
+    return reports.get_report(db.session, task_id, report_reader())
 
 
 @bp.get("/report_check")
@@ -222,7 +226,7 @@ def report_check():
     report = _task("task_id")
     ready = report.status == ReportStatus.FINISHED
     link = url_for("api_compat.download", id=str(report.id), _external=True) if ready else ""
-    return out(CompatTaskStatus(status=SEED_STATUS[report.status], link_to_file=link))
+    return out(CompatTaskStatus(status=SEED_STATUS.get(report.status, "progress"), link_to_file=link))
 
 
 @bp.get("/download")
@@ -231,11 +235,12 @@ def download():
     """The report as the seed's CSV (``user,segment,operation,date``), as an attachment; 409
     while it is not ready (or when it failed)."""
     report = _task("id")
+    if report.status == ReportStatus.FAILED:
+        raise Conflict(f"report failed: {report.error}", [detail("id", "failed", status="fail")],
+                       code="report_failed")
     if report.status != ReportStatus.FINISHED:
-        failed = report.status == ReportStatus.FAILED
-        raise Conflict(f"report failed: {report.error}" if failed else f"report is {report.status}, not ready yet",
-                       [detail("id", "failed" if failed else "not ready", status=SEED_STATUS[report.status])],
-                       code="report_failed" if failed else "not_ready")
+        raise Conflict(f"report is {report.status}, not ready yet", [detail("id", "not ready", status="progress")],
+                       code="not_ready")
     try:
         handle = open(reports.report_path(report), newline="", encoding="utf-8")  # noqa: SIM115  (closed with the response)
     except FileNotFoundError:

@@ -15,12 +15,14 @@ ERRORS = ("HTTP_400", "HTTP_401", "HTTP_404", "HTTP_409", "HTTP_422", "HTTP_429"
 
 
 def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json=None, query=None,
-              errors: tuple[str, ...] = ERRORS):
+              errors: tuple[str, ...] = ERRORS, accepted: type | None = None):
     """Document an API view. Requests are parsed by the view itself (one error format), so
     spectree only describes them."""
     codes: dict[str, type] = {code: ErrorOut for code in errors}
     if ok is not None:
         codes[f"HTTP_{ok[0]}"] = ok[1]
+    if accepted is not None:  # also answers 202 with this body (work continues in the background)
+        codes["HTTP_202"] = accepted
     register = spec.validate(json=json, query=query, resp=Response(**codes), tags=list(tags),
                              skip_validation=True)
 
@@ -38,6 +40,7 @@ PATH_PARAMETERS = {
     "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
     "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"},
     "report_id": {"type": "string", "format": "uuid"},
+    "operation_id": {"type": "string", "format": "uuid"},
 }
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key", "in": "header", "required": False,

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from webapp.models.enums import Action, ReportKind, ReportStatus, Source
+from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, Source
 from webapp.rules import MAX_BULK_IDS, MAX_DESCRIPTION, MAX_ITEMS_PER_CHANGE, MAX_SLUG_INPUT, MAX_TTL_SECONDS
 
 Percent = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=100, examples=[12.5])]
@@ -88,6 +88,7 @@ class DeletedOut(BaseModel):
     slug: str
     deleted: bool
     members_removed: int
+    operation_url: str | None = Field(None, description="status of the background removal of many members' rows")
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -147,6 +148,22 @@ class BulkOut(BaseModel):
     added: int
     updated: int
     unchanged: int
+
+
+class OperationOut(BaseModel):
+    id: str
+    kind: OperationKind
+    segment: str
+    status: ReportStatus
+    total: int
+    done: int
+    progress: int
+    added: int
+    updated: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    status_url: str
 
 
 class HistoryEntryOut(BaseModel):

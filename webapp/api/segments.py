@@ -13,6 +13,7 @@ from webapp.api.schemas import (
     MemberList,
     MemberOut,
     MembersQuery,
+    OperationOut,
     SegmentCreate,
     SegmentList,
     SegmentListQuery,
@@ -20,8 +21,8 @@ from webapp.api.schemas import (
     SegmentPatch,
 )
 from webapp.extensions import db
-from webapp.models import Segment
-from webapp.models.enums import Reason
+from webapp.models import BulkOperation, Segment
+from webapp.models.enums import OperationKind, Reason, ReportStatus
 from webapp.rules import MAX_USER_ID
 from webapp.services import bulk, segments
 from webapp.transaction import transactional
@@ -83,9 +84,30 @@ def patch_segment(slug: str):
 @operation(tags=TAGS, ok=(200, DeletedOut))
 @transactional
 def delete_segment(slug: str):
-    """Delete a segment: every member leaves (history reason ``segment_deleted``)."""
-    left = segments.delete_segment(db.session, slug, actor=actor())
-    return out(DeletedOut(slug=slug, deleted=True, members_removed=left))
+    """Delete a segment: gone for every read at once; every member leaves (history reason
+    ``segment_deleted``). Many members' rows are removed in the background (``operation_url``)."""
+    return out(deleted_out(slug, *bulk.delete_segment(db.session, slug, actor=actor())))
+
+
+def deleted_out(slug: str, left: int, removal: BulkOperation | None) -> DeletedOut:
+    return DeletedOut(slug=slug, deleted=True, members_removed=left,
+                      operation_url=operation_out(removal).status_url if removal else None)
+
+
+def operation_out(op: BulkOperation) -> OperationOut:
+    return OperationOut(
+        id=str(op.id), kind=OperationKind(op.kind), segment=op.slug, status=ReportStatus(op.status),
+        total=op.total, done=op.done,
+        progress=100 if op.status == ReportStatus.FINISHED else min(99, op.done * 100 // max(op.total, 1)),
+        added=op.added, updated=op.updated, error=op.error, created_at=op.created_at, finished_at=op.finished_at,
+        status_url=url_for("api.get_operation", operation_id=op.id, _external=True))
+
+
+@bp.get("/operations/<operation_id>")
+@operation(tags=TAGS, ok=(200, OperationOut))
+def get_operation(operation_id: str):
+    """A bulk operation's progress (a large bulk add, or a deleted segment's member removal)."""
+    return out(operation_out(bulk.get_operation(db.session, operation_id)))
 
 
 @bp.get("/segments/<slug>/members")
@@ -102,11 +124,16 @@ def list_members(slug: str):
 
 
 @bp.post("/segments/<slug>/members")
-@operation(tags=TAGS, json=BulkMembers, ok=(200, BulkOut))
+@operation(tags=TAGS, json=BulkMembers, ok=(200, BulkOut), accepted=OperationOut)
 @transactional
 def bulk_add(slug: str):
-    """Add up to MAX_BULK_IDS users at once (one set-based statement), with an optional TTL."""
+    """Add up to 1,000,000 users, with an optional TTL: up to 10,000 at once (200 with the
+    counts), more as a background operation (202 and its ``status_url``), never stalling
+    anyone; all validated before anything is written."""
     body = json_body(BulkMembers)
     result = bulk.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
                            expires_at=body.expires_at, reason=Reason.API, actor=actor())
+    if isinstance(result, BulkOperation):
+        accepted = operation_out(result)
+        return out(accepted, 202, {"Location": accepted.status_url})
     return out(BulkOut(**vars(result)))

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 EXPIRY_JOB_ID = "segments-nightly-maintenance"
 MAINTENANCE_JOB = "webapp.jobs.tasks.nightly_maintenance"
 REAPER_JOB_ID = "segments-report-reaper"
-REAPER_JOB = "webapp.jobs.tasks.reap_stuck_reports"
+REAPER_JOB = "webapp.jobs.tasks.reap_stuck_jobs"
 REAPER_INTERVAL = 60  # seconds
 MAINTENANCE_TIMEOUT = 6 * 3600
 

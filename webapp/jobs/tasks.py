@@ -4,20 +4,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import current_app
 from rq import get_current_job
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from webapp.extensions import db
-from webapp.models import JobRun, Report
+from webapp.models import BulkOperation, JobRun, Report
 from webapp.models.enums import ReportStatus
 from webapp.queue import get_queue
-from webapp.services import history_partitions, membership_store, reports
+from webapp.services import bulk, history_partitions, membership_store, reports
 from webapp.services.common import utcnow
 
 log = logging.getLogger(__name__)
@@ -59,43 +60,72 @@ def generate_report(report_id: str) -> int:
     return count
 
 
-def reap_stuck_reports(now: datetime | None = None) -> int:
-    """Make every pending report finish or fail visibly (run every minute by the scheduler).
+def run_bulk_operation(operation_id: str) -> int:
+    """Run a bulk operation to its end, one committed chunk at a time, resuming after its
+    cursor; returns the rows done. A failure is recorded (RQ retries it, from the cursor)."""
+    operation = bulk.get_operation(db.session, operation_id)
+    if operation.status == ReportStatus.FINISHED:
+        return operation.done
+    operation.status, operation.attempts, operation.error = ReportStatus.RUNNING, operation.attempts + 1, None
+    db.session.commit()
+    try:
+        while bulk.run_chunk(db.session, operation):
+            db.session.commit()
+        bulk.finish(db.session, operation)
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        job = get_current_job()
+        retrying = bool(job and job.retries_left)
+        operation.status = ReportStatus.QUEUED if retrying else ReportStatus.FAILED
+        operation.error = (("retrying after " if retrying else "") + f"{type(exc).__name__}: {exc}")[:500]
+        db.session.commit()
+        raise
+    log.info("bulk operation %s (%s %s): %d rows", operation_id, operation.kind, operation.slug, operation.done)
+    return operation.done
 
-    - a report whose job is gone from Redis (enqueued while Redis was down, or lost with it)
-      is queued again, up to MAX_ATTEMPTS starts;
-    - a report whose job ended failed or stopped without recording it (its work-horse was
-      killed, or died of memory) is marked ``failed`` with the reason;
-    - ``.part`` files of reports that are not running are deleted.
-    Returns how many reports it acted on."""
+
+def reap_stuck_jobs(now: datetime | None = None) -> int:
+    """Make every pending report and bulk operation finish or fail visibly (every minute, on
+    the scheduler). One whose job is gone from Redis (queued while Redis was down, or lost
+    with it) or died without recording it (a work-horse killed by ``kill -9`` or the OOM
+    killer) is queued again, up to MAX_ATTEMPTS starts (operations resume at their cursor),
+    then marked ``failed`` with the reason. ``.part`` files of reports not running are
+    deleted. Returns how many records it acted on."""
     now = now or utcnow()
     queue = get_queue(current_app, blocking=True)
+    since = now - REAP_AFTER
     acted = 0
-    pending = db.session.scalars(select(Report).where(
-        Report.status.in_(reports.PENDING), Report.created_at < now - REAP_AFTER)).all()
-    for report in pending:
-        job = queue.fetch_job(reports.report_job_id(report.id))
-        status = job.get_status(refresh=False) if job is not None else None
-        if status is None and report.attempts < MAX_ATTEMPTS:
-            reports.enqueue_report(report)  # after this transaction commits
-        elif status is None or status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            result = job.latest_result() if job is not None else None
-            reason = _last_line(result.exc_string if result is not None else None)
-            report.status = ReportStatus.FAILED
-            report.error = (f"the job died: {reason}" if reason else
-                            f"the job was lost after {report.attempts} attempt(s)")[:500]
-            report.finished_at = now
-        else:
-            continue
-        acted += 1
+    for report in db.session.scalars(select(Report).where(Report.status.in_(reports.PENDING),
+                                                          Report.created_at < since)).all():
+        acted += _reap(queue.fetch_job(reports.report_job_id(report.id)), report, reports.enqueue_report, now)
+    for operation in db.session.scalars(select(BulkOperation).where(BulkOperation.status.in_(reports.PENDING),
+                                                                    BulkOperation.created_at < since)).all():
+        acted += _reap(queue.fetch_job(bulk.operation_job_id(operation.id)), operation, bulk.enqueue_operation, now)
     db.session.commit()
     running = {str(r) for r in db.session.scalars(select(Report.id).where(Report.status == ReportStatus.RUNNING))}
     for part in Path(current_app.config["REPORTS_DIR"]).glob("*.part"):
         if part.stem not in running:
             part.unlink(missing_ok=True)
     if acted:
-        log.warning("reaper: %d stuck report(s) re-queued or failed", acted)
+        log.warning("reaper: %d stuck job(s) re-queued or failed", acted)
     return acted
+
+
+def _reap(job: Job | None, record: Any, requeue: Callable[[Any], None], now: datetime) -> bool:
+    """Act on one pending record whose job is missing or dead; False if its job is alive."""
+    status = job.get_status(refresh=False) if job is not None else None
+    if status is not None and status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        return False
+    if record.attempts < MAX_ATTEMPTS:
+        requeue(record)  # after this transaction commits
+        return True
+    result = job.latest_result() if job is not None else None
+    reason = _last_line(result.exc_string if result is not None else None)
+    record.status, record.finished_at = ReportStatus.FAILED, now
+    record.error = (f"gave up after {record.attempts} attempts; the job died: {reason}" if reason else
+                    f"gave up after {record.attempts} attempts; the job was lost")[:500]
+    return True
 
 
 def _last_line(text: str | None) -> str:

@@ -32,7 +32,14 @@ class ReportKind(StrEnum):
     SEGMENT_MEMBERS = "segment_members"
 
 
+class OperationKind(StrEnum):
+    BULK_ADD = "bulk_add"
+    DELETE_SEGMENT = "delete_segment"
+
+
 class ReportStatus(StrEnum):
+    """The life of a background job's record (reports and bulk operations alike)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     FINISHED = "finished"

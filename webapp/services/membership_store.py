@@ -8,12 +8,14 @@ order (callers may pass an explicit time ``at``: backfills and tests with a fixe
 
 Locking, in one global order so that no two writers deadlock:
 1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes;
-2. segment rows, in id order (share for per-user changes, exclusive for bulk and delete);
+2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
+   delete and rollout changes);
 3. membership rows. The purge never waits: it skips rows another writer holds.
+Bulk operations run in chunks that lock their users in ascending id order (step 1) first.
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +26,6 @@ from webapp.models.enums import Reason
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
 
-COPY_CHUNK = 100_000
 EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor"
 TIMES = ("now", "at", "expiry")
 
@@ -130,61 +131,70 @@ def remove(session: DbSession, user_id: int, segment_ids: Sequence[int], rollout
     return {row[0] for row in rows}
 
 
-# -- one segment, many users ---------------------------------------------------------------
+# -- one segment, many users (in chunks) ---------------------------------------------------
 
-def bulk_insert(session: DbSession, user_ids: Collection[int], segment_id: int, slug: str,
-                expiry: datetime | None, now: datetime, reason: Reason, actor: str,
-                *, at: datetime | None = None) -> tuple[int, int]:
-    """Add many users to one segment; returns (added, expiry updated).
-
-    The caller holds the segment row FOR UPDATE, so no other writer inserts into this
-    segment meanwhile: plain anti-join INSERTs are safe and skip ON CONFLICT's speculative
-    insertion on every row. The ids arrive through COPY into a temporary table.
-    """
-    _fill_bulk_ids(session, user_ids)
-    params = {"segment": segment_id, "slug": slug, "now": now, "expiry": expiry,
-              "at": at or clock(session), "reason": reason, "actor": actor}
-    new_rows = ("FROM (SELECT DISTINCT user_id FROM bulk_ids) b WHERE NOT EXISTS (SELECT 1 FROM memberships m "
-                "WHERE m.user_id = b.user_id AND m.segment_id = :segment)")
-    updated = _run(session, "UPDATE memberships SET expires_at = :expiry WHERE segment_id = :segment "
-                            "AND user_id IN (SELECT user_id FROM bulk_ids) "
-                            "AND expires_at IS DISTINCT FROM :expiry", params).rowcount
-    _run(session, _events(f"SELECT b.user_id, :segment, :slug, 'added', :reason, :at, :actor {new_rows}"), params)
-    added = _run(session, "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-                          f"SELECT b.user_id, :segment, :now, :expiry {new_rows}", params).rowcount
-    _run(session, "DELETE FROM rollout_exclusions WHERE segment_id = :segment "
-                  "AND user_id IN (SELECT user_id FROM bulk_ids)", params)
-    return added, updated
-
-
-def _fill_bulk_ids(session: DbSession, user_ids: Collection[int]) -> None:
-    session.execute(text("CREATE TEMP TABLE IF NOT EXISTS bulk_ids (user_id bigint) ON COMMIT DELETE ROWS"))
-    session.execute(text("TRUNCATE bulk_ids"))
-    ids = list(user_ids)
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy("COPY bulk_ids (user_id) FROM STDIN") as copy:
-        for start in range(0, len(ids), COPY_CHUNK):
-            copy.write("\n".join(map(str, ids[start:start + COPY_CHUNK])) + "\n")
-    session.execute(text("ANALYZE bulk_ids"))
-
-
-def remove_all_for_segment(session: DbSession, segment_id: int, slug: str, now: datetime, actor: str) -> int:
-    """Every member leaves a segment being deleted (the caller holds its row FOR UPDATE).
-
-    Rows already expired (purge not run yet) left at their expiry (``ttl``); the rest leave
-    now (``segment_deleted``). Returns how many live members left."""
-    params = {"segment": segment_id, "slug": slug, "now": now, "actor": actor}
-    left = _run(session, """
-WITH del AS (DELETE FROM memberships WHERE segment_id = :segment RETURNING user_id, expires_at),
+_UPSERT_MANY = """
+WITH src AS (SELECT DISTINCT unnest(CAST(:users AS bigint[])) AS user_id ORDER BY 1),
+up AS (
+    INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
+    SELECT user_id, :segment, :now, :expiry FROM src
+    ON CONFLICT (user_id, segment_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+        WHERE memberships.expires_at IS DISTINCT FROM EXCLUDED.expires_at
+    RETURNING user_id, (xmax = 0) AS inserted
+),
+unexcluded AS (
+    DELETE FROM rollout_exclusions e USING src WHERE e.segment_id = :segment AND e.user_id = src.user_id
+),
 ev AS ({events})
-SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > :now) FROM del
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+""".format(events=_events(
+    "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
+    ":actor FROM up WHERE inserted"))
+
+
+def lock_users(session: DbSession, user_ids: Sequence[int]) -> None:
+    """The advisory locks of many users, in ascending id order (the global lock order)."""
+    session.execute(text("SELECT count(pg_advisory_xact_lock(u)) FROM "
+                         "(SELECT DISTINCT unnest(CAST(:users AS bigint[])) AS u ORDER BY 1) ordered"),
+                    {"users": list(user_ids)})
+
+
+def upsert_many(session: DbSession, user_ids: Sequence[int], segment_id: int, slug: str, expiry: datetime | None,
+                now: datetime, reason: Reason, actor: str, *, at: datetime | None = None) -> tuple[int, int]:
+    """Add many users to one segment, or update their expiry; returns (added, expiry updated).
+
+    One chunk of a bulk add (the caller holds the segment share-locked): the users are locked
+    first, in id order, like every per-user change, then their rows; rows expired but not yet
+    purged end at their expiry first, so a re-add is a new add."""
+    lock_users(session, user_ids)
+    expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
+    added, updated = _run(session, _UPSERT_MANY, {
+        "users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "expiry": expiry,
+        "at": at, "reason": reason, "actor": actor}).one()
+    return int(added), int(updated)
+
+
+def remove_for_deleted_segment(session: DbSession, segment_id: int, slug: str, deleted_at: datetime, actor: str,
+                               limit: int | None = None) -> int:
+    """Remove (up to ``limit``) memberships of a deleted segment, lowest user ids first, each
+    with its history row stamped at the deletion: rows that had expired by then left at their
+    expiry (``ttl``), the others at the deletion (``segment_deleted``). Nobody else writes
+    these rows (the segment is no longer live). Returns how many rows went."""
+    params = {"segment": segment_id, "slug": slug, "now": deleted_at, "actor": actor, "limit": limit}
+    gone = _run(session, """
+WITH victims AS (SELECT user_id FROM memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit),
+del AS (DELETE FROM memberships m USING victims v WHERE m.segment_id = :segment AND m.user_id = v.user_id
+        RETURNING m.user_id, m.expires_at),
+ev AS ({events})
+SELECT count(*) FROM del
 """.format(events=_events(
         "SELECT user_id, :segment, :slug, 'removed', "
         "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
         "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
         "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END FROM del")), params).scalar_one()
-    _run(session, "DELETE FROM rollout_exclusions WHERE segment_id = :segment", params)
-    return int(left)
+    if limit is None or gone < limit:
+        _run(session, "DELETE FROM rollout_exclusions WHERE segment_id = :segment", params)
+    return int(gone)
 
 
 # -- TTL expiry ----------------------------------------------------------------------------
@@ -193,8 +203,9 @@ _EXPIRE = """
 WITH victims AS (
     SELECT user_id, segment_id FROM memberships
     WHERE expires_at <= :now {scope}
+      AND segment_id IN (SELECT id FROM segments WHERE deleted_at IS NULL)
     ORDER BY expires_at LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF memberships SKIP LOCKED
 ),
 del AS (
     DELETE FROM memberships m USING victims v
@@ -209,7 +220,7 @@ _EXPIRE_EVENTS = _events("SELECT del.user_id, del.segment_id, s.slug, 'removed',
 
 
 def expire_batch(session: DbSession, now: datetime, limit: int, *, user_id: int | None = None,
-                 segment_id: int | None = None) -> int:
+                 segment_id: int | None = None, user_ids: Sequence[int] | None = None) -> int:
     """Delete up to ``limit`` memberships expired at ``now``, skipping rows another
     transaction holds; each leaves a ``ttl`` event stamped with its true expiry time.
     Returns how many were removed (0: nothing expired is left that is not locked)."""
@@ -220,5 +231,8 @@ def expire_batch(session: DbSession, now: datetime, limit: int, *, user_id: int 
     if segment_id is not None:
         scope += " AND segment_id = :segment"
         params["segment"] = segment_id
+    if user_ids is not None:
+        scope += " AND user_id = ANY(CAST(:users AS bigint[]))"
+        params["users"] = list(user_ids)
     sql = _EXPIRE.format(scope=scope, events=_EXPIRE_EVENTS)
     return int(_run(session, sql, params).scalar_one())

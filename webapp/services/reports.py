@@ -288,15 +288,15 @@ def parse_seed_moment(date: str) -> datetime:
     return moment
 
 
-def request_seed_report(session: DbSession, date: str, *, user_id: int | None = None,
+def request_seed_report(session: DbSession, date: str, *, user_id: int | None = None, requested_by: str = "",
                         now: datetime | None = None) -> Report:
     """The seed's ``GET /report?date=``: history from ``date`` (``YYYY-MM-DD HH:MM``, UTC) until
     now, everyone's (``all_history``) or one user's; a month ``YYYY-MM`` is that month.
 
     An identical request still queued or running shares its report. "Identical" is the same
-    kind, user and ``date`` as given (kept in ``params["since"]``), not the computed ``to``,
-    which differs for every request; for a month, the same params. The check and the insert
-    run under a transaction-scoped advisory lock, so concurrent duplicates create one report.
+    kind, user, requester and ``date`` as given (kept in ``params["since"]``), not the computed
+    ``to``, which differs for every request; for a month, the same params. The check and the
+    insert run under a transaction-scoped advisory lock, so concurrent duplicates create one.
     A ``date`` after now gives an empty report (``to`` = ``from``).
     """
     now = now or utcnow()
@@ -318,11 +318,12 @@ def request_seed_report(session: DbSession, date: str, *, user_id: int | None = 
         identity = {"since": date}
     if user_id is not None:
         params["user_id"] = identity["user_id"] = check_user_id(user_id)
-    key = f"{kind}:" + "&".join(f"{k}={v}" for k, v in sorted(identity.items()))
-    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("segments.seed-report"), func.hashtext(key))))
+    key = json.dumps(["seed", kind, identity, requested_by], sort_keys=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
     shared = session.scalars(
         select(Report)
         .where(Report.kind == kind, Report.status.in_(SEED_PENDING), Report.created_at > now - SHARE_PENDING_FOR,
+               Report.requested_by == requested_by,
                *(Report.params[k].as_string() == str(v) for k, v in identity.items()))
         .order_by(Report.created_at.desc())
         .limit(1)
@@ -330,10 +331,10 @@ def request_seed_report(session: DbSession, date: str, *, user_id: int | None = 
     if shared is not None:
         return shared
     report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
-                    size_bytes=0, created_at=now)
+                    size_bytes=0, created_at=now, requested_by=requested_by)
     session.add(report)
     session.flush()
-    enqueue_after_commit(GENERATE_JOB, str(report.id), job_id=f"report-{report.id}")
+    enqueue_report(report)
     return report
 
 

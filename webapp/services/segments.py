@@ -12,7 +12,7 @@ from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import CatalogVersion, Membership, RolloutChange, RolloutExclusion, Segment
 from webapp.models.enums import Reason
 from webapp.rules import MAX_DESCRIPTION
-from webapp.services import membership_store, rollout
+from webapp.services import rollout
 from webapp.services.common import DbSession, slug_problem, utcnow
 
 UNSET: object = object()
@@ -148,21 +148,19 @@ def update_segment(session: DbSession, slug: str, description: object = UNSET, r
     return segment, rollout_changed
 
 
-def delete_segment(session: DbSession, slug: str, actor: str = "", now: datetime | None = None) -> int:
-    """Soft-delete a segment; every member leaves with a history event.
-
-    Returns the number of live explicit members that left. The slug is free again at once.
-    """
-    now = now or utcnow()
+def retire_segment(session: DbSession, slug: str, now: datetime) -> tuple[Segment, int]:
+    """Soft-delete a segment: it leaves the catalog (and every read) when this commits, and
+    its slug is free again. Returns it with its live explicit member count; removing their
+    rows is bulk.delete_segment's job."""
     segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
-    left = membership_store.remove_all_for_segment(session, segment.id, segment.slug, now, actor)
+    left = member_counts(session, [segment.id], now)[segment.id]
     if segment.rollout_basis_points:
         _record_rollout(session, segment, segment.rollout_basis_points, 0, Reason.SEGMENT_DELETED, now)
         segment.rollout_basis_points = 0
     segment.deleted_at = now
     session.flush()
     catalog_changed(session)
-    return left
+    return segment, left
 
 
 def catalog_changed(session: DbSession) -> None:

@@ -6,6 +6,7 @@ from flask import flash, redirect, render_template, request, url_for
 from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
+from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
 from webapp.services import bulk, rollout, segment_activity, segments, user_changes
@@ -136,10 +137,19 @@ def add_members(slug: str):
                                reason=Reason.DASHBOARD, actor=dashboard_actor())
     except AppError as exc:
         return rejected(exc, back, "segments/_bulk_form.html", segment=segment, ttl_choices=TTL_CHOICES)
+    if isinstance(result, BulkOperation):
+        message = f"Adding {result.total:,} ids in the background: progress below."
+        return updated(message, back, "segments/_bulk_form.html", segment=segment, form={}, errors={},
+                       ttl_choices=TTL_CHOICES, operation=result)
     message = (f"{result.added:,} added, {result.updated:,} expiry updated, "
                f"{result.unchanged:,} already members ({result.received:,} ids received).")
     return updated(message, back, "segments/_bulk_form.html", "segments/_members_oob.html",
                    segment=segment, form={}, errors={}, ttl_choices=TTL_CHOICES, **_members_context(segment, {}))
+
+
+@bp.get("/operations/<operation_id>/status")
+def operation_status(operation_id: str):
+    return render_template("segments/_operation.html", operation=bulk.get_operation(db.session, operation_id))
 
 
 @bp.post("/segments/<slug>/members/<user_id>/remove")
@@ -166,6 +176,7 @@ def confirm_delete(slug: str):
 def delete_segment(slug: str):
     if request.form.get("confirm") != slug:
         raise ValidationFailed("type the slug to confirm", [detail("confirm", "does not match the slug")])
-    left = segments.delete_segment(db.session, slug, actor=dashboard_actor())
-    flash(f"Segment {slug} deleted; {left:,} members left it.", "success")
+    left, removal = bulk.delete_segment(db.session, slug, actor=dashboard_actor())
+    later = " (their rows are being removed in the background)" if removal else ""
+    flash(f"Segment {slug} deleted; {left:,} members left it{later}.", "success")
     return redirect(url_for("web.index"))

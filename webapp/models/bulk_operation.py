@@ -1,0 +1,46 @@
+"""Large membership operations run as resumable jobs: a bulk add of many ids, the removal of
+a deleted segment's members."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.extensions import Model
+from webapp.models.types import UTCDateTime
+
+
+class BulkOperation(Model):
+    __tablename__ = "bulk_operations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(20))  # OperationKind
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    slug: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))  # ReportStatus values: queued|running|finished|failed
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    added: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)  # the last user id done: resume after it
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(100), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_bulk_operations_created_at", "created_at"),)
+
+
+class BulkOperationId(Model):
+    """The ids of a pending bulk add (COPYed in once; read in ascending chunks)."""
+
+    __tablename__ = "bulk_operation_ids"
+
+    operation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bulk_operations.id", ondelete="CASCADE"),
+                                                    primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
