@@ -154,6 +154,9 @@ def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk
     return time.perf_counter() - started
 
 
+SSO = {"X-Forwarded-Email": "bench@example.com"}  # the dashboard's user, as the SSO proxy would name them
+
+
 def post(url: str, data: bytes, headers: dict, opener=None) -> dict:
     request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     with (opener or urllib.request.build_opener()).open(request, timeout=300) as response:
@@ -161,46 +164,84 @@ def post(url: str, data: bytes, headers: dict, opener=None) -> dict:
     return json.loads(body) if headers.get("Accept") != "text/html" else {"html": body.decode()}
 
 
+def get(url: str, headers: dict | None = None, opener=None) -> bytes:
+    request = urllib.request.Request(url, headers={**SSO, **(headers or {})})
+    with (opener or urllib.request.build_opener()).open(request, timeout=60) as response:
+        return response.read()
+
+
+def wait_operation(url: str, timeout: float = 600) -> dict:
+    """Poll a bulk operation's status (GET /api/v1/operations/<id>) until it is finished or failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(get(url))
+        if state["status"] in ("finished", "failed") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
 # -- sections ---------------------------------------------------------------------------------
 
 def bench_bulk(engine, env, size: int) -> None:
+    """1M ids in one request, by the API and by a dashboard upload. Over SYNC_LIMIT ids the request
+    stores them and queues a chunked operation, which an RQ worker (``flask worker``, forking a
+    work horse per job, as in production) runs; the figure is request + operation, end to end.
+    Peak RSS: the gunicorn workers during the request, the worker's processes during the job."""
     ids = list(range(10_000_000, 10_000_000 + size))
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE UNLOGGED TABLE scratch_ids (user_id bigint PRIMARY KEY)"))
     base_s, _ = tools.timed(lambda: _scratch_insert(engine, ids))
     port = tools.free_port()
-    with tools.gunicorn("wsgi:app", env, port) as server:
+    with tools.gunicorn("wsgi:app", env, port) as server, tools.rq_worker(env) as worker:
         base = f"http://127.0.0.1:{port}"
         post(base + "/api/v1/segments", json.dumps({"slug": "BULK_API"}).encode(), {"Content-Type": "application/json"})
         post(base + "/api/v1/segments", json.dumps({"slug": "BULK_DASH"}).encode(), {"Content-Type": "application/json"})
         workers = tools.worker_pids(server.pid)
+
+        def api_add() -> tuple[float, dict]:
+            accepted, result = tools.timed(lambda: post(base + "/api/v1/segments/BULK_API/members", body,
+                                                        {"Content-Type": "application/json"}))
+            return accepted, wait_operation(result["status_url"]) if "status_url" in result else result
+
         tools.reset_peak_rss(workers)
         body = json.dumps({"user_ids": ids}).encode()
-        api_s, result = tools.timed(lambda: post(base + "/api/v1/segments/BULK_API/members", body,
-                                                 {"Content-Type": "application/json"}))
+        with tools.PeakRss(tools.process_tree(worker.pid)) as job_rss:
+            api_s, (accepted_s, result) = tools.timed(api_add)
         api_rss = tools.peak_rss_mb(workers)
         assert result["added"] == size, result
-        record("bulk", f"API: {size:,} ids, one request", f"{api_s:.2f} s, {api_rss:.0f} MB peak",
+        record("bulk", f"API: {size:,} ids, one request + its operation",
+               f"{api_s:.2f} s ({accepted_s:.2f} s to 202), {api_rss:.0f} / {job_rss.mb:.0f} MB peak",
                f"{base_s:.2f} s raw INSERT", f"{api_s / base_s:.1f}x", "< 30 s, < 300 MB",
-               api_s < 30 and api_rss < 300)
+               api_s < 30 and max(api_rss, job_rss.mb) < 300)
         # The dashboard upload: session cookie + CSRF token + multipart file, like the browser.
         jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        page = jar.open(base + "/segments/BULK_DASH").read().decode()
+        page = get(base + "/segments/BULK_DASH", opener=jar).decode()
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         boundary = secrets.token_hex(8)
         upload = "\n".join(str(i) for i in ids).encode()
         form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ids.csv\"\r\n"
                 f"Content-Type: text/csv\r\n\r\n").encode() + upload + f"\r\n--{boundary}--\r\n".encode()
+
+        def dashboard_add() -> tuple[float, dict]:
+            accepted, html = tools.timed(lambda: post(base + "/segments/BULK_DASH/members", form, {
+                "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true",
+                "Accept": "text/html", **SSO}, jar))
+            operation = re.search(r'id="operation-([0-9a-f-]{36})"', html["html"])
+            assert operation or f"{size:,} added" in html["html"], html["html"][:500]
+            if operation is None:
+                return accepted, {"status": "finished", "added": size}
+            return accepted, wait_operation(f"{base}/api/v1/operations/{operation.group(1)}")
+
         tools.reset_peak_rss(workers)
-        dash_s, html = tools.timed(lambda: post(base + "/segments/BULK_DASH/members", form, {
-            "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true",
-            "Accept": "text/html"}, jar))
+        with tools.PeakRss(tools.process_tree(worker.pid)) as job_rss:
+            dash_s, (accepted_s, result) = tools.timed(dashboard_add)
         dash_rss = tools.peak_rss_mb(workers)
-        assert f"{size:,} added" in html["html"], html["html"][:500]
-        record("bulk", f"dashboard upload: {len(upload) / 1e6:.1f} MB file, {size:,} ids",
-               f"{dash_s:.2f} s, {dash_rss:.0f} MB peak", f"{base_s:.2f} s raw INSERT",
-               f"{dash_s / base_s:.1f}x", "< 30 s, < 300 MB", dash_s < 30 and dash_rss < 300)
+        assert result["status"] == "finished" and result["added"] == size, result
+        record("bulk", f"dashboard upload: {len(upload) / 1e6:.1f} MB file, {size:,} ids + its operation",
+               f"{dash_s:.2f} s ({accepted_s:.2f} s to response), {dash_rss:.0f} / {job_rss.mb:.0f} MB peak",
+               f"{base_s:.2f} s raw INSERT", f"{dash_s / base_s:.1f}x", "< 30 s, < 300 MB",
+               dash_s < 30 and max(dash_rss, job_rss.mb) < 300)
 
 
 def _scratch_insert(engine, ids):
@@ -443,10 +484,10 @@ def bench_dashboard(engine, env, count: int) -> None:
         for name, path in cases.items():
             samples = []
             for _ in range(30):
-                seconds, _ = tools.timed(lambda p=path: urllib.request.urlopen(base + p, timeout=30).read())
+                seconds, _ = tools.timed(lambda p=path: get(base + p))
                 samples.append(seconds * 1000)
             timings[name] = sorted(samples)[len(samples) // 2]
-        health = sorted(tools.timed(lambda: urllib.request.urlopen(base + "/healthz").read())[0] * 1000
+        health = sorted(tools.timed(lambda: get(base + "/healthz"))[0] * 1000
                         for _ in range(30))[15]
     for name, p50 in timings.items():
         record("dashboard", f"{count:,} segments: {name}", f"p50 {p50:.1f} ms", f"p50 {health:.1f} ms /healthz",

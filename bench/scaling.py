@@ -201,6 +201,22 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
         record(f"history {label}: month rows streamed s ({attempt})", round(stream_s, 2))
 
 
+def user_history_figures(conn: psycopg.Connection, label: str, reads: int = 500) -> None:
+    """The stored part of one user's history (webapp.services.history): no time bound, so one
+    index probe per partition."""
+    rng = random.Random(7)
+    times = []
+    for _ in range(reads):
+        user = rng.randint(1, 10_000_000)  # the ids add_history writes
+        started = time.perf_counter()
+        conn.execute("SELECT * FROM membership_events WHERE user_id = %s ORDER BY occurred_at, id", (user,)).fetchall()
+        times.append(time.perf_counter() - started)
+    conn.commit()
+    times.sort()
+    record(f"history {label}: one user's events x{reads} p50 ms", round(statistics.median(times) * 1000, 2))
+    record(f"history {label}: one user's events x{reads} p99 ms", round(times[int(len(times) * 0.99) - 1] * 1000, 2))
+
+
 def retention_figures(conn: psycopg.Connection, label: str) -> None:
     oldest = partitions(conn)[0]
     rows = conn.execute(f"SELECT count(*) FROM {oldest}").fetchone()[0]
@@ -295,6 +311,7 @@ def main() -> None:
                 add_history(conn, target - have)
                 record(f"history {label}: load s", round(time.perf_counter() - started, 1))
                 history_figures(conn, label)
+                user_history_figures(conn, label)
                 retention_figures(conn, label)
                 have = conn.execute("SELECT count(*) FROM membership_events").fetchone()[0]
                 conn.commit()

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,62 @@ def gunicorn(app_path: str, env: dict, port: int):
         finally:
             process.terminate()
             process.wait(30)
+
+
+@contextmanager
+def rq_worker(env: dict):
+    """``flask worker`` (RQ, forking a work horse per job, as in production) until the block ends."""
+    full_env = {**os.environ, **env, "FLASK_APP": "wsgi"}
+    with open(ROOT / "bench" / "results" / "worker.log", "w") as log:
+        process = subprocess.Popen([str(BIN / "flask"), "worker"], cwd=ROOT, env=full_env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()  # warm shutdown: finishes the current job
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class PeakRss:
+    """The largest peak RSS (VmHWM) of any process of a group while the block runs, sampled
+    every ``interval`` seconds (a process that peaks less than ``interval`` before it exits
+    may be missed)."""
+
+    def __init__(self, lister: Callable[[], list[psutil.Process]], interval: float = 0.05) -> None:
+        self.lister = lister
+        self.interval = interval
+        self.mb = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        for process in self.lister():
+            try:
+                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.mb = max(self.mb, int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakRss:
+        for process in self.lister():
+            with suppress(OSError):
+                Path(f"/proc/{process.pid}/clear_refs").write_text("5")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 def worker_pids(master: int) -> list[int]:

@@ -146,11 +146,14 @@ def committed_db(app: Flask) -> Iterator[object]:
 
 @pytest.fixture
 def redis_app(app: Flask, redis_url: str) -> Iterator[Flask]:
-    """The test app with this run's Redis emptied before and after (queues, limits, keys)."""
+    """The test app with this run's Redis emptied before and after (queues, limits, keys);
+    the run's claim on its db index is kept."""
     client = Redis.from_url(redis_url)
     client.flushdb()
+    client.set(CLAIM_KEY, os.getpid(), ex=6 * 3600)
     yield app
     client.flushdb()
+    client.set(CLAIM_KEY, os.getpid(), ex=6 * 3600)
 
 
 @pytest.fixture

@@ -151,8 +151,7 @@ def test_download_is_the_seed_csv(redis_app, committed_db):
     envelope(client.get(f"/download?id={task}"), 409, "not_ready")
     run_worker(redis_app, burst=True, fork=False)
     link = client.get(f"/report_check?task_id={task}").json["link_to_file"]
-    r = stored(redis_app, task)
-    assert link, (r.status, r.error, r.attempts, stored(redis_app, late).status)
+    assert link, stored(redis_app, task).status
     download = client.get(link)
     assert download.status_code == 200 and download.mimetype == "text/csv"
     assert download.headers["Content-Disposition"].startswith("attachment; filename=")

@@ -89,8 +89,8 @@ def redis_servers(tmp_path):
 @pytest.mark.parametrize("mode", ["sigstop", "stopped_then_restarted", "client_pause"])
 def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, app_on, committed_db, redis_servers):
     # CLIENT PAUSE cannot be lifted early (CLIENT UNPAUSE waits for it too), so that mode
-    # alternates between two servers (one app each) to fit ten 3-second pauses in ~15 s.
-    servers = redis_servers(2 if mode == "client_pause" else 1, appendonly=mode == "stopped_then_restarted")
+    # rotates over three servers (one app each) to fit ten 3-second pauses in ~12 s.
+    servers = redis_servers(3 if mode == "client_pause" else 1, appendonly=mode == "stopped_then_restarted")
     apps = [app_on(REDIS_URL=s.url) for s in servers]
     fault = Fault(mode, servers)
     marker = servers[0].url + "#marker"

@@ -7,11 +7,14 @@ are stamped with ``clock_timestamp()`` taken after the row locks, so history ord
 order (callers may pass an explicit time ``at``: backfills and tests with a fixed clock).
 
 Locking, in one global order so that no two writers deadlock:
-1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes;
+1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes,
+   or the segment's bulk lock for a bulk chunk (chunks of one segment run one at a time);
 2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
    delete and rollout changes);
-3. membership rows. The purge never waits: it skips rows another writer holds.
-Bulk operations run in chunks that lock their users in ascending id order (step 1) first.
+3. membership rows: ascending segment id within a user (per-user changes), ascending user id
+   within one segment (bulk chunks). A per-user change only ever waits for a row of a higher
+   segment than any it holds and a bulk chunk only within its own segment, so no wait cycle
+   can close. The purge never waits: it skips rows another writer holds.
 """
 from __future__ import annotations
 
@@ -152,21 +155,21 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
     ":actor FROM up WHERE inserted"))
 
 
-def lock_users(session: DbSession, user_ids: Sequence[int]) -> None:
-    """The advisory locks of many users, in ascending id order (the global lock order)."""
-    session.execute(text("SELECT count(pg_advisory_xact_lock(u)) FROM "
-                         "(SELECT DISTINCT unnest(CAST(:users AS bigint[])) AS u ORDER BY 1) ordered"),
-                    {"users": list(user_ids)})
+BULK_LOCK_SPACE = 3  # advisory locks (two-int form) serialising bulk chunks of one segment
 
 
 def upsert_many(session: DbSession, user_ids: Sequence[int], segment_id: int, slug: str, expiry: datetime | None,
                 now: datetime, reason: Reason, actor: str, *, at: datetime | None = None) -> tuple[int, int]:
     """Add many users to one segment, or update their expiry; returns (added, expiry updated).
 
-    One chunk of a bulk add (the caller holds the segment share-locked): the users are locked
-    first, in id order, like every per-user change, then their rows; rows expired but not yet
-    purged end at their expiry first, so a re-add is a new add."""
-    lock_users(session, user_ids)
+    One chunk of a bulk add (the caller holds the segment share-locked). Its rows are taken in
+    ascending user order, and chunks of one segment run one at a time (an advisory lock per
+    segment), so they cannot deadlock with each other; per-user changes take rows in ascending
+    segment order and a bulk chunk only ever waits within its one segment, so no wait cycle can
+    form with them either. Rows expired but not yet purged end at their expiry first, so a
+    re-add is a new add."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:space, :segment)"),
+                    {"space": BULK_LOCK_SPACE, "segment": segment_id})
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated = _run(session, _UPSERT_MANY, {
         "users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "expiry": expiry,
