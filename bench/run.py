@@ -89,14 +89,19 @@ def stop_embedded_server(tmp: Path) -> None:
 
 
 def fresh_database(env: dict, name: str = DB) -> sa.Engine:
-    """An empty, migrated database ``name`` (dropped first if it exists)."""
+    """An empty, migrated database ``name`` (dropped first if it exists): a copy of a template
+    database migrated once per run."""
     drop_database(name)
+    template = f"{DB}_template"
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :t"), {"t": template}):
+            conn.execute(sa.text(f'CREATE DATABASE "{template}"'))
+            subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT,
+                           env={**os.environ, **env, "DATABASE_URL": db_url(template)}, check=True,
+                           capture_output=True)
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     admin.dispose()
-    subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT,
-                   env={**os.environ, **env, "DATABASE_URL": db_url(name)}, check=True, capture_output=True)
     return sa.create_engine(db_url(name))
 
 
@@ -374,12 +379,13 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
     ]
     conns = {10: servers, 50: servers[:3]}
     with contextlib.ExitStack() as stack:
-        for server in servers:
+        for server in servers:  # started together, then waited for
             port = tools.free_port()
-            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port)).pid
+            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
             server.url = f"http://127.0.0.1:{port}"
         for server in servers:
-            server.users.run(server.url, 10, 2)  # warm-up: imports, connections, the catalog
+            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
+            server.users.run(server.url, 10, 2)  # warm-up: every worker's imports, connection, catalog
         for conc, measured in conns.items():
             for _ in range(rounds):
                 for server in measured:
@@ -595,10 +601,10 @@ def main() -> None:
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
-    seconds = 3 if args.quick else 5  # per measurement (scaling)
+    seconds = 2 if args.quick else 5  # per measurement (scaling)
     read_seconds, rounds = (2, 2) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
-    small_users, large_users = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
+    small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)
     tools.ensure_wrk()
     started = time.perf_counter()
@@ -614,29 +620,36 @@ def main() -> None:
         print(f"machine: {about}\nstarted {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
               f"{' (--quick)' if args.quick else ''}\n", flush=True)
         try:
+            drop_database(f"{DB}_template")  # left by an interrupted run: migrated anew
             if "bulk" in sections:
                 engine = fresh_database(env)
-                bench_bulk(engine, env, size)
-                bench_set_based(env, 500 if args.quick else 2_000)
+                timed_section("bulk", lambda: bench_bulk(engine, env, size))
+                timed_section("set-based", lambda: bench_set_based(env, 500 if args.quick else 2_000))
                 engine.dispose()
             if "read" in sections:
-                bench_read(env, redis, read_seconds, rounds, small_users, large_users)
+                timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
             engine = fresh_database(env)
             if "scaling" in sections:
-                bench_scaling(engine, env, seconds)
+                timed_section("scaling", lambda: bench_scaling(engine, env, seconds))
             if "dashboard" in sections:
-                bench_dashboard(engine, env, 1_000 if args.quick else 10_000)
+                timed_section("dashboard", lambda: bench_dashboard(engine, env, 1_000 if args.quick else 10_000))
             if "expiry" in sections:
-                bench_expiry(engine, env, size)
+                timed_section("expiry", lambda: bench_expiry(engine, env, size))
             if "report" in sections:
-                bench_report(engine, env, [size // 10, size])
+                timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
             engine.dispose()
         finally:
             redis.stop()
-            drop_database()
+            for name in (DB, f"{DB}_large", f"{DB}_template"):
+                drop_database(name)
             stop_embedded_server(Path(tmp))
     write_results(about + (" (--quick)" if args.quick else ""))
     print(f"total {time.perf_counter() - started:.0f} s")
+
+
+def timed_section(name: str, run) -> None:
+    seconds, _ = tools.timed(run)
+    print(f"  ({name}: {seconds:.0f} s)", flush=True)
 
 
 def write_results(about: str) -> None:

@@ -43,14 +43,16 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 @contextmanager
-def gunicorn(app_path: str, env: dict, port: int):
-    """gunicorn with the production config (gunicorn.conf.py), on 127.0.0.1 only."""
+def gunicorn(app_path: str, env: dict, port: int, wait: bool = True):
+    """gunicorn with the production config (gunicorn.conf.py), on 127.0.0.1 only; ``wait``: until it
+    answers (else call wait_http yourself)."""
     full_env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_ACCESSLOG": ""}
     with open(ROOT / "bench" / "results" / f"gunicorn-{port}.log", "w") as log:
         process = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_path],
                                    cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_http(f"http://127.0.0.1:{port}/api/v1/users/1/segments")
+            if wait:
+                wait_http(f"http://127.0.0.1:{port}/api/v1/users/1/segments")
             yield process
         finally:
             process.terminate()
