@@ -385,7 +385,7 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
             server.url = f"http://127.0.0.1:{port}"
         for server in servers:
             tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
-            server.users.run(server.url, 10, 2)  # warm-up: every worker's imports, connection, catalog
+            server.users.run(server.url, 10, 1)  # warm-up: every worker's connection and catalog
         for conc, measured in conns.items():
             for _ in range(rounds):
                 for server in measured:
@@ -602,7 +602,7 @@ def main() -> None:
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
     seconds = 2 if args.quick else 5  # per measurement (scaling)
-    read_seconds, rounds = (2, 2) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
+    read_seconds, rounds = (3, 1) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
     small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -624,7 +624,7 @@ def main() -> None:
             if "bulk" in sections:
                 engine = fresh_database(env)
                 timed_section("bulk", lambda: bench_bulk(engine, env, size))
-                timed_section("set-based", lambda: bench_set_based(env, 500 if args.quick else 2_000))
+                timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
                 engine.dispose()
             if "read" in sections:
                 timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
