@@ -152,6 +152,7 @@ def register_blueprints(app: Flask) -> None:
     from webapp.api import idempotency
     from webapp.api.compat import bp as compat_bp
     from webapp.api.docs import bp as docs_bp
+    from webapp.api.helpers import refuse_non_json_bodies
     from webapp.extensions import csrf, limiter
     from webapp.observability import bp as ops_bp
     from webapp.web import bp as web_bp
@@ -168,6 +169,7 @@ def register_blueprints(app: Flask) -> None:
     for blueprint in (api_bp, compat_bp):
         if not blueprint.before_request_funcs.get(None):
             blueprint.before_request(auth.identify_client)
+            blueprint.before_request(refuse_non_json_bodies)
             blueprint.before_request(idempotency.before_request)
             blueprint.after_request(idempotency.after_request)
             reads(blueprint)

@@ -10,13 +10,24 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, request, url_for
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, report_reader, segments_now
-from webapp.api.schemas import ChangeOut, DeletedOut, ErrorBody, ErrorOut, Slug, Strict
+from webapp.api.schemas import (
+    MONTH_PATTERN,
+    YEAR_PATTERN,
+    ChangeOut,
+    DeletedOut,
+    ErrorBody,
+    ErrorOut,
+    Slug,
+    Strict,
+    UserId,
+    one_non_empty,
+)
 from webapp.api.segments import deleted_out
 from webapp.api.users import change_out
 from webapp.auth import token_name
@@ -45,11 +56,16 @@ class CompatSegment(Strict):
 
 
 class CompatUserChange(Strict):
-    model_config = {"extra": "forbid", "populate_by_name": True}
+    """At least one slug in ``add`` or ``del``, each slug once across both, every slug a live
+    segment; at most 1000 in ``add`` and ``del`` together."""
 
-    user_id: StrictInt
-    add: list[Slug] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE)
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE)
+    model_config = {"extra": "forbid", "populate_by_name": True, "json_schema_extra": one_non_empty("add", "del")}
+
+    user_id: UserId
+    add: list[Slug] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE,
+                            json_schema_extra={"uniqueItems": True})
+    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE,
+                               json_schema_extra={"uniqueItems": True})
     ttl_days: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_DAYS)] | None = None
 
 
@@ -66,9 +82,20 @@ class CompatUserQuery(BaseModel):
     id: int = Field(ge=1, le=MAX_USER_ID)
 
 
+# reports.request_seed_report: a moment YYYY-MM-DD HH:MM (a real one: no 02-30, no 24:00) or a
+# month YYYY-MM, years 1970 to 9998.
+_DAY = ("(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days 1-28 of any month
+        "|(?:0[13-9]|1[0-2])-(?:29|30)"  # 29 and 30 but in February
+        "|(?:0[13578]|1[02])-31")  # 31 in the long months
+_LEAP_YEAR = "(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)"
+SEED_DATE_PATTERN = (f"^(?:(?:{YEAR_PATTERN}-(?:{_DAY})|{_LEAP_YEAR}-02-29) (?:[01][0-9]|2[0-3]):[0-5][0-9]"
+                     f"|{MONTH_PATTERN})$")
+
+
 class CompatReportQuery(BaseModel):
-    date: str = Field(description=f"{reports.SEED_DATE_HELP}: the history from that moment until now "
-                                  "(a month: that month)", examples=["2023-08-29 10:32", "2023-08"])
+    date: Annotated[str, WithJsonSchema({"type": "string", "pattern": SEED_DATE_PATTERN})] = Field(
+        description=f"{reports.SEED_DATE_HELP}: the history from that moment until now (a month: that month)",
+        examples=["2023-08-29 10:32", "2023-08"])
     user_id: int | None = Field(None, ge=1, le=MAX_USER_ID, description="extension: one user's history only")
 
 
@@ -76,12 +103,15 @@ class CompatTask(BaseModel):
     task_id: str
 
 
+TaskId = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]  # any other string: 404
+
+
 class CompatTaskQuery(BaseModel):
-    task_id: str
+    task_id: TaskId
 
 
 class CompatDownloadQuery(BaseModel):
-    id: str = Field(description="the task_id")
+    id: TaskId = Field(description="the task_id")
 
 
 class CompatTaskStatus(BaseModel):

@@ -17,13 +17,26 @@ from webapp.services.read_path import ActiveSegment, active_segments, hot_read
 M = TypeVar("M", bound=BaseModel)
 
 
+def refuse_non_json_bodies() -> None:
+    """before_request of the API blueprints: any body sent with a write must be declared
+    ``application/json`` (415 otherwise), whether or not the route reads it — so no
+    cross-site form can ever make one of these requests."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.is_json and (
+            request.content_length or request.headers.get("Transfer-Encoding")):
+        _not_json()
+
+
+def _not_json() -> None:
+    raise AppError("the request body must be JSON (Content-Type: application/json)",
+                   [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
+                   code="unsupported_media_type", status=415)
+
+
 def json_body(model: type[M]) -> M:
     """Parse and validate the JSON body: 415 unless it is declared ``application/json`` (so a
     cross-site form cannot write), 400 for malformed JSON, 422 for a wrong shape."""
     if not request.is_json:
-        raise AppError("the request body must be JSON (Content-Type: application/json)",
-                       [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
-                       code="unsupported_media_type", status=415)
+        _not_json()
     try:
         data = request.get_json(silent=True)
     except RecursionError:  # nested deeper than the parser goes

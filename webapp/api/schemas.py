@@ -6,17 +6,89 @@ Strict ints reject booleans and numeric strings; unknown fields are rejected so 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 
+from webapp.config import Config
 from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, Source
-from webapp.rules import MAX_BULK_IDS, MAX_DESCRIPTION, MAX_ITEMS_PER_CHANGE, MAX_SLUG_INPUT, MAX_TTL_SECONDS
+from webapp.rules import (
+    MAX_BULK_IDS,
+    MAX_DESCRIPTION,
+    MAX_ITEMS_PER_CHANGE,
+    MAX_SLUG_INPUT,
+    MAX_TTL_SECONDS,
+    MAX_USER_ID,
+    SLUG_HELP,
+    SLUG_PATTERN,
+)
 
-Percent = Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=100, examples=[12.5])]
-Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT, examples=["AVITO_VOICE_MESSAGES"])]
+# -- JSON schema fragments -----------------------------------------------------------------
+#
+# The OpenAPI document states every rule of a request that a JSON schema can state, so that a
+# schema-valid request is accepted (schemathesis checks it) and a client can validate before
+# sending. Most of these rules are checked by the services, in their own words, not by
+# pydantic: the fragments below are attached with ``WithJsonSchema`` / ``json_schema_extra``,
+# which describe without validating. What no JSON schema can state (a segment that exists, an
+# expiry in the future, ``from`` before ``to``, a slug listed once across ``add`` and ``del``)
+# is in the descriptions.
+
+SLUG_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{SLUG_PATTERN}$", "maxLength": 64,
+                               "description": SLUG_HELP, "examples": ["AVITO_VOICE_MESSAGES"]}
+USER_ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID}
+# 0..100 with at most two decimals (rollout.percent_to_basis_points); JSON "12.34" is a
+# multiple of 0.01 (validators compare decimals, so 0.29 passes and 0.1 + 0.2 does not).
+PERCENT_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100},
+              {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}],
+    "description": "0..100, at most two decimals", "examples": [12.5]}
+# datetime.fromisoformat reads every RFC 3339 date-time but a lowercase "z", a leap second
+# (":60") and year 0; one converted to UTC must stay within years 1..9999 (an offset ahead of
+# UTC on the first day, or behind it on the last, would not: those two cases are left out).
+DATE_TIME_SCHEMA: dict[str, Any] = {
+    "type": "string", "format": "date-time",
+    "pattern": r"^(?!0000-)(?!.{17}60)(?!0001-01-01.[^+]*\+(?!00:00))(?!9999-12-31.[^-]*-(?!00:00))[^z]*$"}
+DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": "^(?!0000-)"}
+# An ISO 8601 date (as midnight UTC) or an RFC 3339 date-time.
+MOMENT_SCHEMA: dict[str, Any] = {"anyOf": [DATE_SCHEMA, DATE_TIME_SCHEMA], "examples": ["2026-11-01"]}
+# A month YYYY-MM from 1970-01 to 9998-12 (reports.parse_period).
+YEAR_PATTERN = "(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+MONTH_PATTERN = f"{YEAR_PATTERN}-(?:0[1-9]|1[0-2])"
+PERIOD_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{MONTH_PATTERN}$", "examples": ["2026-11"]}
+NULL: dict[str, Any] = {"type": "null"}
+
+
+def not_both(first: str, second: str, types: tuple[str, str] = ("integer", "string")) -> dict[str, Any]:
+    """``not``: both fields given (non-null) at once."""
+    return {"not": {"required": [first, second],
+                    "properties": {first: {"type": types[0]}, second: {"type": types[1]}}}}
+
+
+def one_non_empty(*names: str) -> dict[str, Any]:
+    """``anyOf``: at least one of these arrays is given with an item."""
+    return {"anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in names]}
+
+
+Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA)]
+# The slug rule is the services' (plain-words errors); pydantic only caps the length.
+Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLUG_SCHEMA)]
+UserId = Annotated[StrictInt, WithJsonSchema(USER_ID_SCHEMA)]
 Ttl = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
-Description = Annotated[StrictStr, Field(max_length=MAX_DESCRIPTION)]
+Description = Annotated[StrictStr, Field(max_length=MAX_DESCRIPTION),
+                        WithJsonSchema({"type": "string", "maxLength": MAX_DESCRIPTION,
+                                        "pattern": "^[^\\u0000]*$", "description": "no NUL characters"})]
+ExpiresAt = Annotated[AwareDatetime, WithJsonSchema({**DATE_TIME_SCHEMA,
+                                                     "description": "in the future, within ten years"})]
+EXPIRY = not_both("ttl_seconds", "expires_at")  # give ttl_seconds or expires_at, not both
 
 
 class Strict(BaseModel):
@@ -37,51 +109,113 @@ class SegmentPatch(Strict):
 
 
 class AddItem(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=EXPIRY)
+
     slug: Slug
     ttl_seconds: Ttl | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: ExpiresAt | None = None
 
 
 class UserSegmentsChange(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """At least one slug in ``add`` or ``del``, each slug once across both (every slug must
+    name a live segment); ``ttl_seconds`` or ``expires_at`` (not both) is the default expiry of
+    the added segments, an ``add`` item's own overrides it. At most 1000 items in ``add`` and
+    ``del`` together."""
 
-    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE)
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              json_schema_extra={**one_non_empty("add", "del"), **EXPIRY})
+
+    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE,
+                                            json_schema_extra={"uniqueItems": True})
+    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE,
+                               json_schema_extra={"uniqueItems": True})
     ttl_seconds: Ttl | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: ExpiresAt | None = None
 
 
 class BulkMembers(Strict):
-    user_ids: list[StrictInt] = Field(min_length=1, max_length=MAX_BULK_IDS)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=EXPIRY)
+
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BULK_IDS)
     ttl_seconds: Ttl | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: ExpiresAt | None = None
+
+
+def _report_rules() -> dict[str, Any]:
+    """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
+    def given(**schemas: dict[str, Any]) -> dict[str, Any]:  # present and matching
+        return {"required": list(schemas), "properties": schemas}
+
+    def absent(*names: str) -> dict[str, Any]:  # absent or null
+        return {"properties": dict.fromkeys(names, NULL)}
+
+    def both(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+        return {"required": first.get("required", []) + second.get("required", []),
+                "properties": {**first["properties"], **second["properties"]}}
+
+    def kind(value: str) -> dict[str, Any]:
+        return given(kind={"const": value})
+
+    history_kind = {"anyOf": [
+        given(kind={"const": "user_history"}, user_id=USER_ID_SCHEMA),
+        both(absent("kind", "segment"), given(user_id=USER_ID_SCHEMA)),
+        kind("all_history"),
+        absent("kind", "segment", "user_id"),
+    ]}
+    history_range = {"anyOf": [
+        both(given(period=PERIOD_SCHEMA), absent("from", "to")),
+        both(absent("period"), given(**{"from": MOMENT_SCHEMA, "to": MOMENT_SCHEMA})),
+    ]}
+    return {"anyOf": [
+        given(kind={"const": "segment_members"}, segment=SLUG_SCHEMA),
+        both(absent("kind"), given(segment=SLUG_SCHEMA)),
+        {"allOf": [history_kind, history_range]},
+    ]}
 
 
 class ReportRequest(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """``kind`` defaults to ``segment_members`` with a ``segment``, else ``user_history`` with a
+    ``user_id``, else ``all_history``. A history report takes ``period`` or both ``from`` and
+    ``to`` (``from`` before ``to``). Fields a kind does not use are ignored (but still typed)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_report_rules())
 
     kind: ReportKind | None = None
-    user_id: StrictInt | None = None
-    segment: Slug | None = None
-    period: Annotated[StrictStr, Field(max_length=7, examples=["2026-11"])] | None = None
-    start: Annotated[StrictStr, Field(max_length=40, examples=["2026-11-01"])] | None = Field(None, alias="from")
-    end: Annotated[StrictStr, Field(max_length=40, examples=["2026-12-01"])] | None = Field(None, alias="to")
+    user_id: StrictInt | None = Field(None, description="a user_history report's user")
+    segment: Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT)] | None = Field(
+        None, description="a segment_members report's segment", examples=["AVITO_VOICE_MESSAGES"])
+    period: Annotated[StrictStr, Field(max_length=7)] | None = Field(
+        None, description="a history report's month, YYYY-MM", examples=["2026-11"])
+    start: Annotated[StrictStr, Field(max_length=40)] | None = Field(
+        None, alias="from", description="a history report's start: ISO 8601 date or date-time (inclusive)",
+        examples=["2026-11-01"])
+    end: Annotated[StrictStr, Field(max_length=40)] | None = Field(
+        None, alias="to", description="a history report's end: ISO 8601 date or date-time (exclusive)",
+        examples=["2026-12-01"])
+
+
+# Query models only document: the views parse their query strings themselves (helpers.query_int,
+# query_time), with these bounds.
+MAX_PAGE = 1_000_000  # helpers.page_args
 
 
 class SegmentListQuery(BaseModel):
-    q: str | None = Field(None, description="substring of slug or description")
-    page: int = Field(1, ge=1)
-    per_page: int = Field(50, ge=1, le=500)
+    q: str = Field("", description="substring of slug or description")
+    page: int = Field(1, ge=1, le=MAX_PAGE)
+    per_page: int = Field(Config.PER_PAGE_DEFAULT, ge=1, le=Config.PER_PAGE_MAX)
 
 
 class MembersQuery(BaseModel):
-    after: int = Field(0, ge=0, description="keyset cursor: the last user_id of the previous page")
+    after: int = Field(0, ge=0, le=MAX_USER_ID, description="keyset cursor: the last user_id of the previous page")
     limit: int = Field(100, ge=1, le=1000)
 
 
+Moment = Annotated[str | None, WithJsonSchema(MOMENT_SCHEMA)]
+
+
 class HistoryQuery(BaseModel):
-    start: str | None = Field(None, alias="from", description="ISO 8601 date or datetime (inclusive)")
-    end: str | None = Field(None, alias="to", description="ISO 8601 date or datetime (exclusive)")
+    start: Moment = Field(None, alias="from", description="ISO 8601 date or date-time (inclusive), before to")
+    end: Moment = Field(None, alias="to", description="ISO 8601 date or date-time (exclusive)")
 
 
 class DeletedOut(BaseModel):

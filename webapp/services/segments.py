@@ -70,7 +70,8 @@ def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "upda
 def list_segments(session: DbSession, q: str = "", page: int = 1, per_page: int = 50) -> tuple[list[Segment], int]:
     """Live segments whose slug or description contains ``q``, newest first, with the total."""
     stmt = select(Segment).where(Segment.is_live)
-    q = q.replace("\x00", "")  # PostgreSQL text cannot hold NUL: such a search matches nothing more
+    if "\x00" in q:  # PostgreSQL text cannot hold one
+        raise ValidationFailed("the search must not contain NUL characters", [detail("q", "contains a NUL")])
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(or_(Segment.slug.ilike(pattern, escape="\\"),
