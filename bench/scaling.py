@@ -52,6 +52,11 @@ COUNT = "SELECT count(*) FROM membership_events WHERE occurred_at >= %(lo)s AND 
 ROWS = ("SELECT user_id, segment_slug, action, occurred_at FROM membership_events "
         "WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s ORDER BY occurred_at, id")
 RESULTS: dict = {}
+# occurred_at within a month: rising with the insert order (as the app appends history), or
+# scattered over the month (rows physically out of time order: the worst case for a month read).
+TIME_EXPR = {"time": "((g - %(first)s) * %(span)s / %(per_month)s)",
+             "shuffled": "((g * 7919) %% %(span)s)"}
+ORDER = "time"
 OUT = ROOT / "bench" / "results" / f"scaling-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
 
 
@@ -150,9 +155,10 @@ def add_history(conn: psycopg.Connection, rows: int) -> None:
                 "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
                 "SELECT 1 + (g * 2654435761) %% 10000000, 1 + g %% %(segments)s, 'SEG_' || (1 + g %% %(segments)s), "
                 "CASE WHEN g %% 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
-                "%(lo)s + ((g * 7919) %% %(span)s) * interval '1 second', '' "
+                f"%(lo)s + {TIME_EXPR[ORDER]} * interval '1 second', '' "
                 "FROM generate_series(CAST(%(start)s AS bigint), CAST(%(end)s AS bigint)) g",
-                {"segments": SEGMENTS, "lo": lo, "span": span, "start": done + 1, "end": done + n})
+                {"segments": SEGMENTS, "lo": lo, "span": span, "start": done + 1, "end": done + n,
+                 "first": done + 1 - (per_month - left), "per_month": per_month})
             conn.commit()
             done += n
             left -= n
@@ -286,8 +292,12 @@ def main() -> None:
     parser.add_argument("--history", default="10M,30M", help="history sizes, reached in turn (e.g. 10M,30M,100M)")
     parser.add_argument("--memberships", default="10M")
     parser.add_argument("--reads", type=int, default=5000)
+    parser.add_argument("--order", choices=sorted(TIME_EXPR), default="time",
+                        help="history rows in time order (default) or scattered within each month")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
+    global ORDER
+    ORDER = RESULTS["history order"] = args.order
     name = f"scale_{os.getpid()}"
     say(f"database {name}")
     dsn = create_database(name)
