@@ -602,7 +602,7 @@ def main() -> None:
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
     seconds = 2 if args.quick else 5  # per measurement (scaling)
-    read_seconds, rounds = (3, 1) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
+    read_seconds, rounds = (2, 2) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
     small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def xsite(redis_app, committed_db):
 def queued_jobs(app) -> int:
     from webapp.queue import get_queue
 
-    return get_queue(app).count
+    return get_queue(app, blocking=True).count
 
 
 def test_every_json_write_route_is_covered(app):
@@ -45,14 +45,8 @@ def test_every_json_write_route_is_covered(app):
     assert routes == set(WRITES), f"routes not covered: {routes - set(WRITES)}; gone: {set(WRITES) - routes}"
 
 
-BODY_IGNORED = pytest.mark.xfail(
-    strict=True, reason="DELETE /api/v1/segments/<slug> never reads its body (webapp/api/segments.py "
-                        "delete_segment calls no json_body), so a text/plain body is ignored: 200, segment deleted")
-ENDPOINTS = [pytest.param(e, marks=BODY_IGNORED) if e == "api.delete_segment" else e for e in sorted(WRITES)]
-
-
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8"])
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("endpoint", sorted(WRITES))
 def test_a_text_plain_body_is_415_and_changes_nothing(endpoint, content_type, xsite):
     import json
 

@@ -2,11 +2,13 @@
 requested while Redis is down, a job that raises (retried by a real worker's scheduler)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -28,8 +30,8 @@ from tests.faults.conftest import (
 MEMBERS = 300_000
 FINAL = ("finished", "failed")
 NO_REAPER = pytest.mark.xfail(not has_reaper(), strict=True,
-                              reason="no webapp.jobs.tasks.reap_stuck_reports: nothing recovers a report whose "
-                                     "job was lost or killed for good")
+                              reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): nothing recovers "
+                                     "a report whose job was lost or killed for good")
 
 
 @pytest.fixture
@@ -78,28 +80,55 @@ def kill_horse_mid_report(app, worker, report_id: str, log) -> int:
     return horse.pid
 
 
+def job_id(report_id: str) -> str:
+    from webapp.services import reports
+
+    return getattr(reports, "report_job_id", lambda rid: f"report-{rid}")(report_id)
+
+
 def rq_job_settled(app, report_id: str) -> bool:
     """RQ has nothing more to do for the report's job: finished, failed for good, or gone."""
     from webapp.queue import get_queue
 
-    job = get_queue(app).fetch_job(f"report-{report_id}")
+    job = get_queue(app, blocking=True).fetch_job(job_id(report_id))
     return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
 
 
-def settle(app, report_id: str, timeout: float) -> dict:
-    """Poll until the report is finished or failed; once RQ has given up on its job (no retry
-    left) and it still is not, run the design's recovery step (the reaper) and keep polling."""
+def live_horse(worker):
+    """The work-horse running now, or None (no waiting)."""
+    for child in psutil.Process(worker.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(child.pid) == child.pid and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+    return None
+
+
+def settle(app, report_id: str, timeout: float, worker=None, *, killed: set[int] | None = None) -> dict:
+    """Poll until the report is finished or failed. Whenever RQ has nothing left to do for its
+    job (no retry left, or the job is gone) and the report still is not, run the design's
+    recovery step (the reaper, as the scheduler would). With ``killed`` (the pids killed so
+    far) every new attempt has its work-horse killed mid-job, once it has reset the progress
+    and then made some (a job that always crashes)."""
     deadline = time.monotonic() + timeout
-    reaped = False
+    started: set[int] = set()  # horses seen with progress 0: their attempt has begun
     while time.monotonic() < deadline:
         state = report_state(app, report_id)
         if state["status"] in FINAL:
             return state
-        if not reaped and rq_job_settled(app, report_id):
+        horse = live_horse(worker) if killed is not None else None
+        if horse is not None and horse.pid not in killed:
+            if state["progress"] == 0:
+                started.add(horse.pid)
+            elif horse.pid in started and state["status"] == "running":
+                os.kill(horse.pid, signal.SIGKILL)
+                killed.add(horse.pid)
+            time.sleep(0.005)
+            continue
+        if rq_job_settled(app, report_id):
             time.sleep(0.5)  # (a retry being scheduled, or the worker recording the failure)
             if rq_job_settled(app, report_id) and report_state(app, report_id)["status"] not in FINAL:
-                reaped = run_reaper(app)
-        time.sleep(0.1)
+                run_reaper(app)
+        time.sleep(0.02)
     return report_state(app, report_id)
 
 
@@ -123,21 +152,16 @@ def test_a_killed_work_horse_is_retried_to_finished_or_failed_and_leaves_no_part
 @pytest.mark.slow
 @NO_REAPER
 def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app, tmp_path):
-    big_segment(jobs_app, "ALWAYS_KILLED")
+    big_segment(jobs_app, "ALWAYS_KILLED", members=100_000)
     report_id = request_members_report(jobs_app, "ALWAYS_KILLED")
     shorten_retries(jobs_app)
     log = tmp_path / "worker.log"
     with flask_worker(jobs_app, log) as worker:
-        for _ in range(3):  # the first run and RETRY's two retries
-            kill_horse_mid_report(jobs_app, worker, report_id, log)
-            # Next: RQ's retry starts over (progress back to 0), or RQ gives up on the job.
-            assert wait_for(lambda: report_state(jobs_app, report_id)["progress"] == 0
-                            or rq_job_settled(jobs_app, report_id), 10), f"no retry came\n{log_tail(log)}"
-            if rq_job_settled(jobs_app, report_id):
-                break
-        state = settle(jobs_app, report_id, 15)
+        killed = {kill_horse_mid_report(jobs_app, worker, report_id, log)}
+        state = settle(jobs_app, report_id, 40, worker, killed=killed)
         assert state["status"] == "failed" and state["error"], \
-            f"a report whose every attempt was killed is not failed with a reason: {state}\n{log_tail(log)}"
+            f"a report whose every attempt was killed ({len(killed)} kills) is not failed with a reason: " \
+            f"{state}\n{log_tail(log)}"
         assert part_files(jobs_app) == [], "a .part file outlived the recovery"
 
 
@@ -199,9 +223,10 @@ def test_a_job_that_raises_is_retried_by_the_worker_and_ends_failed_with_the_err
         assert state["status"] == "failed", seen
         assert "File exists" in state["error"] or "Not a directory" in state["error"], state
         assert not state["error"].startswith("retrying"), state
-        job = get_queue(jobs_app).fetch_job(f"report-{report_id}")
+        job = get_queue(jobs_app, blocking=True).fetch_job(job_id(report_id))
         assert job is not None, "the job is gone from Redis"
         # (the report row is marked before RQ records the job's end)
         assert wait_for(lambda: job.get_status(refresh=True) == "failed", 5), job.get_status()
+        job.refresh()
         # Both retries ran: RQ decrements retries_left only when it re-runs the job.
         assert job.retries_left == 0, f"RQ did not run both retries: retries_left={job.retries_left}; {seen}"

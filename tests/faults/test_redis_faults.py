@@ -7,6 +7,7 @@ AOF), or ``CLIENT PAUSE 3000 ALL`` (the server answers nobody).
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import pytest
@@ -53,8 +54,6 @@ class Fault:
             self.server.stop()
             assert self.server.process.poll() is not None
         else:  # client_pause: a fresh pause unless this iteration's is still on for a whole write
-            import time
-
             if self.paused_at is None or time.perf_counter() - self.paused_at > PAUSE_MS / 1000 - 1.0:
                 self.paused_at = client_pause(self.server, PAUSE_MS)
 
@@ -211,8 +210,8 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
 
 
 @pytest.mark.xfail(not has_reaper(), strict=True,
-                   reason="no webapp.jobs.tasks.reap_stuck_reports: a report accepted (202) while Redis hung "
-                          "is never enqueued and stays 'queued'")
+                   reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
+                          "while Redis hung is never enqueued and stays 'queued'")
 def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, quick_redis):
     from webapp.jobs.worker import run_worker
 

@@ -56,6 +56,9 @@ def _document(document: dict) -> dict:
             for parameter in operation_.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETERS:
                     parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+                if parameter["in"] == "query" and not parameter.get("required"):
+                    # The views read an optional parameter sent empty ("?page=") as not sent.
+                    parameter["allowEmptyValue"] = True
             if method in ("post", "patch", "delete", "put"):
                 operation_.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
     document.setdefault("components", {})["securitySchemes"] = {

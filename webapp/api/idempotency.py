@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 
 from flask import Response, current_app, g, request
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-RUNNING_TTL = 300  # a crashed request frees its key after this many seconds
+RUNNING_TTL = 90  # seconds: longer than any request may run (gunicorn's timeout is 60 s)
 KEPT_HEADERS = ("Content-Type", "Location")
 _outage = OutageLog("idempotency store")
 
@@ -53,7 +54,9 @@ def before_request():
     claim = json.dumps({"state": "running", "fp": fingerprint})
     try:
         store = redis_client()
-        if store.set(store_key, claim, ex=RUNNING_TTL, nx=True):
+        # An absolute expiry: a claim that reaches a stalled Redis late (applied when it resumes,
+        # after this request gave up on it and was served) still ends RUNNING_TTL after now.
+        if store.set(store_key, claim, exat=int(time.time()) + RUNNING_TTL, nx=True):
             g.idempotency_key = store_key
             _outage.ok()
             return None

@@ -52,8 +52,9 @@ PERCENT_SCHEMA: dict[str, Any] = {
               {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}],
     "description": "0..100, at most two decimals", "examples": [12.5]}
 # datetime.fromisoformat reads every RFC 3339 date-time but a lowercase "z", a leap second
-# (":60") and year 0; one converted to UTC must stay within years 1..9999 (an offset ahead of
-# UTC on the first day, or behind it on the last, would not: those two cases are left out).
+# (":60") and year 0, and converted to UTC it must stay within years 1..9999: an offset ahead of
+# UTC on 0001-01-01, or behind it on 9999-12-31, may not, so those are left out. (pydantic, for
+# expires_at, reads a lowercase "z" too.)
 DATE_TIME_SCHEMA: dict[str, Any] = {
     "type": "string", "format": "date-time",
     "pattern": r"^(?!0000-)(?!.{17}60)(?!0001-01-01.[^+]*\+(?!00:00))(?!9999-12-31.[^-]*-(?!00:00))[^z]*$"}
@@ -65,12 +66,7 @@ YEAR_PATTERN = "(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-
 MONTH_PATTERN = f"{YEAR_PATTERN}-(?:0[1-9]|1[0-2])"
 PERIOD_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{MONTH_PATTERN}$", "examples": ["2026-11"]}
 NULL: dict[str, Any] = {"type": "null"}
-
-
-def not_both(first: str, second: str, types: tuple[str, str] = ("integer", "string")) -> dict[str, Any]:
-    """``not``: both fields given (non-null) at once."""
-    return {"not": {"required": [first, second],
-                    "properties": {first: {"type": types[0]}, second: {"type": types[1]}}}}
+NO_NUL_PATTERN = "^[^\\u0000]*$"  # PostgreSQL text cannot hold one
 
 
 def one_non_empty(*names: str) -> dict[str, Any]:
@@ -84,11 +80,13 @@ Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLU
 UserId = Annotated[StrictInt, WithJsonSchema(USER_ID_SCHEMA)]
 Ttl = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
 Description = Annotated[StrictStr, Field(max_length=MAX_DESCRIPTION),
-                        WithJsonSchema({"type": "string", "maxLength": MAX_DESCRIPTION,
-                                        "pattern": "^[^\\u0000]*$", "description": "no NUL characters"})]
+                        WithJsonSchema({"type": "string", "maxLength": MAX_DESCRIPTION, "pattern": NO_NUL_PATTERN,
+                                        "description": "no NUL characters"})]
 ExpiresAt = Annotated[AwareDatetime, WithJsonSchema({**DATE_TIME_SCHEMA,
                                                      "description": "in the future, within ten years"})]
-EXPIRY = not_both("ttl_seconds", "expires_at")  # give ttl_seconds or expires_at, not both
+# ttl_seconds or expires_at, not both (a null one is not given)
+EXPIRY: dict[str, Any] = {"not": {"required": ["ttl_seconds", "expires_at"],
+                                  "properties": {"ttl_seconds": {"type": "integer"}, "expires_at": {"type": "string"}}}}
 
 
 class Strict(BaseModel):
@@ -153,13 +151,10 @@ def _report_rules() -> dict[str, Any]:
         return {"required": first.get("required", []) + second.get("required", []),
                 "properties": {**first["properties"], **second["properties"]}}
 
-    def kind(value: str) -> dict[str, Any]:
-        return given(kind={"const": value})
-
     history_kind = {"anyOf": [
         given(kind={"const": "user_history"}, user_id=USER_ID_SCHEMA),
         both(absent("kind", "segment"), given(user_id=USER_ID_SCHEMA)),
-        kind("all_history"),
+        given(kind={"const": "all_history"}),
         absent("kind", "segment", "user_id"),
     ]}
     history_range = {"anyOf": [
@@ -200,7 +195,8 @@ MAX_PAGE = 1_000_000  # helpers.page_args
 
 
 class SegmentListQuery(BaseModel):
-    q: str = Field("", description="substring of slug or description")
+    q: Annotated[str, WithJsonSchema({"type": "string", "pattern": NO_NUL_PATTERN})] = Field(
+        "", description="substring of slug or description (its first 200 characters)")
     page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(Config.PER_PAGE_DEFAULT, ge=1, le=Config.PER_PAGE_MAX)
 

@@ -118,6 +118,7 @@ def _reap(job: Job | None, record: Any, requeue: Callable[[Any], None], now: dat
     if status is not None and status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
         return False
     if record.attempts < MAX_ATTEMPTS:
+        record.attempts += 1  # counted here too: a job that dies before it starts counting still ends
         requeue(record)  # after this transaction commits
         return True
     result = job.latest_result() if job is not None else None
