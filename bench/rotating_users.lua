@@ -26,3 +26,14 @@ function request()
   k = k + stride
   return wrk.format("GET", "/api/v1/users/" .. string.format("%d", uid) .. "/segments")
 end
+
+-- After the run: the latency histogram (microseconds:count for every distinct value), so that the
+-- bench can merge several runs and compute exact percentiles over all of them.
+function done(summary, latency, requests)
+  local parts = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    parts[#parts + 1] = string.format("%d:%d", value, count)
+  end
+  io.write("latency-histogram " .. table.concat(parts, ",") .. "\n")
+end

@@ -349,7 +349,8 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
     bench/baseline_app.py (a constant JSON view) under the same gunicorn config with the same wrk
     script. All the servers run at once (idle when not measured) and are measured in turns,
     ``rounds`` runs of ``seconds`` each, so that a change in the machine's other load affects all
-    of them alike; a server's figure is the sum of its runs (p50 and p99: the worst run's)."""
+    of them alike; a server's figure is the sum of its runs (p50 and p99 from their merged
+    latency histograms)."""
     large_db = f"{DB}_large"
     engines = {}
     loaded = {}
@@ -602,7 +603,7 @@ def main() -> None:
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
     seconds = 2 if args.quick else 5  # per measurement (scaling)
-    read_seconds, rounds = (2, 2) if args.quick else (4, 3)  # read: per run, runs per server and concurrency
+    read_seconds, rounds = (1, 4) if args.quick else (2, 6)  # read: per run, runs per server and concurrency
     # read: users with 10 explicit memberships each; the large database 10M rows (quick: 1M)
     small_users, large_users = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
     RESULTS.mkdir(parents=True, exist_ok=True)

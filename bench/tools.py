@@ -152,6 +152,7 @@ class Load:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group, when measured
     wrk_cpu: float = 0.0  # CPU seconds of wrk itself
     machine: dict[str, float] = field(default_factory=dict)  # busy / others: CPU seconds, elapsed: seconds
+    histogram: dict[int, int] = field(default_factory=dict)  # latency µs -> count (scripts that print it)
 
     def cpu_ms_per_request(self, *groups: str) -> float:
         return sum(self.cpu[g] for g in (groups or self.cpu)) * 1000 / max(self.requests, 1)
@@ -211,12 +212,29 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None = None, ar
     if meter is not None:
         machine = dict(meter.machine)
         machine["others"] = machine["busy"] - sum(cpu.values()) - wrk_cpu - machine["bench"]
-    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu, wrk_cpu, machine)
+    histogram = {}
+    dump = re.search(r"^latency-histogram (.*)$", out, re.M)
+    if dump and dump.group(1):
+        histogram = {int(v): int(c) for v, c in (pair.split(":") for pair in dump.group(1).split(","))}
+    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu, wrk_cpu, machine,
+                histogram)
+
+
+def percentile_ms(histogram: dict[int, int], p: float) -> float:
+    """The ``p``-th percentile (0..100) of a latency histogram (µs -> count), in ms."""
+    total = sum(histogram.values())
+    rank = max(1, math.ceil(total * p / 100))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return value / 1000
+    return 0.0
 
 
 def combine(loads: list[Load]) -> Load:
     """Several runs as one: requests, CPU and machine time summed; rate = requests / time;
-    p50 and p99 the worst run's (the combined percentile is no higher)."""
+    p50 and p99 from the merged latency histograms (else the worst run's, an upper bound)."""
     seconds = sum(load.requests / load.rps for load in loads)
     requests = sum(load.requests for load in loads)
 
@@ -226,9 +244,16 @@ def combine(loads: list[Load]) -> Load:
             for key, value in getattr(load, name).items():
                 out[key] = out.get(key, 0.0) + value
         return out
-    return Load(requests / seconds, max(load.p50_ms for load in loads), max(load.p99_ms for load in loads),
-                sum(load.errors for load in loads), requests, total("cpu"), sum(load.wrk_cpu for load in loads),
-                total("machine"))
+    histogram: dict[int, int] = {}
+    for load in loads:
+        for value, count in load.histogram.items():
+            histogram[value] = histogram.get(value, 0) + count
+    if all(load.histogram for load in loads):
+        p50, p99 = percentile_ms(histogram, 50), percentile_ms(histogram, 99)
+    else:
+        p50, p99 = max(load.p50_ms for load in loads), max(load.p99_ms for load in loads)
+    return Load(requests / seconds, p50, p99, sum(load.errors for load in loads), requests, total("cpu"),
+                sum(load.wrk_cpu for load in loads), total("machine"), histogram)
 
 
 def permutation_step(count: int) -> int:
