@@ -26,7 +26,7 @@ from redis import Redis
 
 from webapp import create_app, embedded
 from webapp.config import TestConfig
-from webapp.extensions import db
+from webapp.extensions import db, limiter
 
 TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs",
           "segments"]
@@ -204,7 +204,11 @@ def private_redis(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture
 def app_on(app: Flask):
-    """Build an app like the test app but with overrides, e.g. REDIS_URL of a private server."""
+    """Build an app like the test app but with overrides, e.g. REDIS_URL of a private server.
+
+    Flask-Limiter is one object shared by every app (its ``enabled`` flag and storage belong
+    to it): afterwards it is set up for the session app again, so nothing leaks into later tests."""
     def build(**overrides: object) -> Flask:
         return create_app({**app.config, **overrides})
-    return build
+    yield build
+    limiter.init_app(app)

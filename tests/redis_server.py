@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -35,6 +37,14 @@ def redis_server_binary() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
+def direct_client(port: int, timeout: float = 1.0) -> Redis:
+    """A client of the test's own that never retries (redis-py 7 retries with a backoff of
+    about a second by default, which would make every refused ping before the server listens
+    cost a second)."""
+    return Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout, socket_timeout=timeout,
+                 retry=Retry(NoBackoff(), 0))
+
+
 class PrivateRedis:
     """``start()``/``stop()`` a redis-server in ``tmp_path``; ``appendonly`` keeps data across restarts."""
 
@@ -50,7 +60,7 @@ class PrivateRedis:
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        client = direct_client(self.port)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -62,7 +72,7 @@ class PrivateRedis:
                         raise RuntimeError(f"redis-server exited with code {self.process.returncode}") from None
                     if time.monotonic() > deadline:
                         raise
-                    time.sleep(0.05)
+                    time.sleep(0.01)
         finally:
             client.close()
 

@@ -20,15 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-import pytest
 import sqlalchemy as sa
 from flask import Flask
-from redis import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from tests.conftest import TABLES
-from tests.redis_server import PrivateRedis, redis_server_binary
+from tests.redis_server import direct_client
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 2.0  # seconds: no request may take longer, whatever Redis does
@@ -72,44 +68,6 @@ def assert_plain_page(response) -> None:
 
 # -- Redis faults -----------------------------------------------------------------------------
 
-class QuickRedis(PrivateRedis):
-    """:class:`PrivateRedis` whose ``start()`` polls with a client that does not retry. The
-    ``Redis(port=...)`` client of PrivateRedis.start gets redis-py 7's default Retry (3 retries,
-    exponential backoff from 1 s), so each refused ping before the server listens costs ~1 s."""
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = direct_client(self.port)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except Exception:
-                    if self.process.poll() is not None:
-                        raise RuntimeError(f"redis-server exited with code {self.process.returncode}") from None
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-        finally:
-            client.close()
-
-
-@pytest.fixture
-def quick_redis(tmp_path: Path) -> Iterator[QuickRedis]:
-    """Like the ``private_redis`` fixture (a redis-server of the test's own), started faster."""
-    server = QuickRedis(tmp_path / "redis")
-    server.dir.mkdir(parents=True, exist_ok=True)
-    server.start()
-    yield server
-    resume(server)
-    server.stop()
-
-
 def pause(server) -> None:
     """SIGSTOP the redis-server (its clients hang until their socket timeouts); returns once
     the kernel reports it stopped."""
@@ -137,12 +95,6 @@ def stopped_with_sigstop(server) -> Iterator[None]:
         resume(server)
 
 
-def direct_client(port: int, timeout: float = 1.0) -> Redis:
-    """A client of the test's own that never retries (redis-py 7 retries by default)."""
-    return Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout, socket_timeout=timeout,
-                 retry=Retry(NoBackoff(), 0))
-
-
 def client_pause(server, ms: int = 3000) -> float:
     """``CLIENT PAUSE <ms> ALL`` from a client of our own (it waits for an earlier pause to end);
     returns the perf_counter time the pause began."""
@@ -152,15 +104,6 @@ def client_pause(server, ms: int = 3000) -> float:
         return time.perf_counter()
     finally:
         admin.close()
-
-
-@pytest.fixture
-def restore_limiter(app: Flask, app_on) -> Iterator[None]:
-    """Flask-Limiter is one object shared by every app a test builds (``enabled`` and the storage
-    belong to it): after a test that switched it on against a private Redis, re-initialise it
-    with the session app's settings so no limit or dead storage leaks into later tests."""
-    yield
-    app_on()
 
 
 # -- workers and jobs -------------------------------------------------------------------------

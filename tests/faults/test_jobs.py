@@ -35,11 +35,11 @@ NO_REAPER = pytest.mark.xfail(not has_reaper(), strict=True,
 
 
 @pytest.fixture
-def jobs_app(app_on, quick_redis, committed_db, tmp_path):
+def jobs_app(app_on, private_redis, committed_db, tmp_path):
     """The app on a Redis of the test's own, reports written under the test's tmp_path."""
     reports_dir = tmp_path / "reports"
     reports_dir.mkdir()
-    return app_on(REDIS_URL=quick_redis.url, REPORTS_DIR=str(reports_dir))
+    return app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(reports_dir))
 
 
 def big_segment(app, slug: str, members: int = MEMBERS) -> None:
@@ -166,16 +166,16 @@ def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app
 
 
 @NO_REAPER
-def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(jobs_app, quick_redis):
+def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(jobs_app, private_redis):
     from webapp.jobs.worker import run_worker
 
     big_segment(jobs_app, "OUTAGE", members=10)
     client = jobs_app.test_client()
-    quick_redis.stop()
+    private_redis.stop()
     try:
         response, seconds = timed(client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "OUTAGE"})
     finally:
-        quick_redis.start()  # an empty Redis: whatever was to be queued during the outage is not there
+        private_redis.start()  # an empty Redis: whatever was to be queued during the outage is not there
     assert seconds < BUDGET, f"{seconds:.2f}s"
     if response.status_code == 503:
         assert_envelope(response)

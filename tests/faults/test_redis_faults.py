@@ -15,7 +15,6 @@ import pytest
 from tests.faults.conftest import (
     BUDGET,
     EXCEPTION_WORDS,
-    QuickRedis,
     assert_envelope,
     client_pause,
     describe,
@@ -27,6 +26,7 @@ from tests.faults.conftest import (
     stopped_with_sigstop,
     timed,
 )
+from tests.redis_server import PrivateRedis
 
 ITERATIONS = 10
 PAUSE_MS = 3000
@@ -38,7 +38,7 @@ class Fault:
     """One way of breaking Redis around a write: ``before`` the write, ``between`` the write
     and the read that must reflect it, ``after`` that read."""
 
-    def __init__(self, mode: str, servers: list[QuickRedis]):
+    def __init__(self, mode: str, servers: list[PrivateRedis]):
         self.mode, self.servers = mode, servers
         self.server = servers[0]
         self.paused_at: float | None = None
@@ -68,11 +68,11 @@ class Fault:
 
 @pytest.fixture
 def redis_servers(tmp_path):
-    servers: list[QuickRedis] = []
+    servers: list[PrivateRedis] = []
 
-    def start(count: int, appendonly: bool) -> list[QuickRedis]:
+    def start(count: int, appendonly: bool) -> list[PrivateRedis]:
         for i in range(count):
-            server = QuickRedis(tmp_path / f"redis{i}", appendonly=appendonly)
+            server = PrivateRedis(tmp_path / f"redis{i}", appendonly=appendonly)
             server.dir.mkdir(parents=True, exist_ok=True)
             server.start()
             servers.append(server)
@@ -156,10 +156,10 @@ def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, ap
 # -- 3. Redis never hangs a web worker --------------------------------------------------------
 
 @pytest.fixture
-def hung_app(app_on, quick_redis, committed_db, restore_limiter, tmp_path):
+def hung_app(app_on, private_redis, committed_db, tmp_path):
     """The app on its own Redis, rate limits on as in production, with a segment HANG that
     user 77 is in; one warm request per kind made while Redis was healthy."""
-    app = app_on(REDIS_URL=quick_redis.url, REPORTS_DIR=str(tmp_path / "reports"), RATELIMIT_ENABLED=True,
+    app = app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(tmp_path / "reports"), RATELIMIT_ENABLED=True,
                  RATELIMIT_WRITE="300/minute", RATELIMIT_REPORTS="20/minute")
     client = app.test_client()
     assert client.post("/api/v1/segments", json={"slug": "HANG"}).status_code == 201
@@ -183,13 +183,13 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "method", "path", "body"), CASES, ids=[c[0] for c in CASES])
-def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung_app, quick_redis):
+def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung_app, private_redis):
     client = hung_app.test_client()
     kwargs = {"json": body, "headers": {"Idempotency-Key": str(uuid.uuid4())}} if body is not None else {}
     getattr(client, method)(path, **kwargs)  # warm (Redis healthy)
     if body is not None:
         kwargs["headers"] = {"Idempotency-Key": str(uuid.uuid4())}
-    with stopped_with_sigstop(quick_redis):
+    with stopped_with_sigstop(private_redis):
         response, seconds = timed(getattr(client, method), path, **kwargs)
         again, seconds_again = timed(getattr(client, method), path, **kwargs)  # (an open breaker, a fallback...)
     assert seconds < BUDGET and seconds_again < BUDGET, f"{path}: {seconds:.2f}s then {seconds_again:.2f}s"
@@ -212,11 +212,11 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
 @pytest.mark.xfail(not has_reaper(), strict=True,
                    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
                           "while Redis hung is never enqueued and stays 'queued'")
-def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, quick_redis):
+def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, private_redis):
     from webapp.jobs.worker import run_worker
 
     client = hung_app.test_client()
-    with stopped_with_sigstop(quick_redis):
+    with stopped_with_sigstop(private_redis):
         response, seconds = timed(client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "HANG"})
     assert seconds < BUDGET, f"POST /api/v1/reports took {seconds:.2f}s with Redis stopped"
     if response.status_code == 503:
