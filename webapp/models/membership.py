@@ -12,6 +12,12 @@ from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
 
 
+def live(expires_at: datetime | None, now: datetime) -> bool:
+    """A membership counts at ``now``: no expiry, or one still ahead (exclusive), whether or
+    not the purge has run. The one definition, in Python; ``Membership.live_at`` is it in SQL."""
+    return expires_at is None or expires_at > now
+
+
 class Membership(Model):
     __tablename__ = "memberships"
 
@@ -30,7 +36,7 @@ class Membership(Model):
     def live_at(self, now: datetime) -> bool:
         """Counts at ``now``: no expiry, or one still ahead (exclusive). The one definition
         of a live membership, whether or not the purge has run."""
-        return self.expires_at is None or self.expires_at > now
+        return live(self.expires_at, now)
 
     @live_at.inplace.expression  # type: ignore[attr-defined]
     @classmethod

@@ -21,6 +21,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
 
+LIVE_SEGMENT_SQL = "deleted_at IS NULL"  # Segment.is_live, for raw SQL and index predicates
+
 
 class Segment(Model):
     __tablename__ = "segments"
@@ -36,9 +38,9 @@ class Segment(Model):
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="rollout_basis_points_range"),
         # A slug is unique among live segments; deleted ones keep theirs for history.
-        Index("uq_segments_live_slug", "slug", unique=True, postgresql_where=text("deleted_at IS NULL")),
+        Index("uq_segments_live_slug", "slug", unique=True, postgresql_where=text(LIVE_SEGMENT_SQL)),
         Index("ix_segments_live_rollout", "id",
-              postgresql_where=text("deleted_at IS NULL AND rollout_basis_points > 0")),
+              postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND rollout_basis_points > 0")),
     )
 
     @hybrid_property

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 
 from webapp.models.enums import Reason
+from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
 
@@ -206,7 +207,7 @@ _EXPIRE = """
 WITH victims AS (
     SELECT user_id, segment_id FROM memberships
     WHERE expires_at <= :now {scope}
-      AND segment_id IN (SELECT id FROM segments WHERE deleted_at IS NULL)
+      AND segment_id IN (SELECT id FROM segments WHERE {live_segment})
     ORDER BY expires_at LIMIT :limit
     FOR UPDATE OF memberships SKIP LOCKED
 ),
@@ -237,5 +238,5 @@ def expire_batch(session: DbSession, now: datetime, limit: int, *, user_id: int 
     if user_ids is not None:
         scope += " AND user_id = ANY(CAST(:users AS bigint[]))"
         params["users"] = list(user_ids)
-    sql = _EXPIRE.format(scope=scope, events=_EXPIRE_EVENTS)
+    sql = _EXPIRE.format(scope=scope, events=_EXPIRE_EVENTS, live_segment=LIVE_SEGMENT_SQL)
     return int(_run(session, sql, params).scalar_one())

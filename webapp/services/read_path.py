@@ -24,6 +24,8 @@ import psycopg
 from sqlalchemy import Engine
 
 from webapp.models.enums import Source
+from webapp.models.membership import live
+from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.services import rollout
 from webapp.services.common import DbSession, check_user_id, utcnow
 
@@ -34,9 +36,9 @@ SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = %(user)s
 UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = %(user)s
 UNION ALL SELECT 2, version, NULL FROM catalog_version
 """
-CATALOG = """
+CATALOG = f"""
 SELECT v.version, s.id, s.slug, s.salt, s.rollout_basis_points
-FROM catalog_version v LEFT JOIN segments s ON s.deleted_at IS NULL
+FROM catalog_version v LEFT JOIN segments s ON s.{LIVE_SEGMENT_SQL}
 """
 MAX_ATTEMPTS = 5  # a catalog that changes five times during one read is re-read that often
 
@@ -140,7 +142,7 @@ def _evaluate(catalog: Catalog, rows: Sequence[Sequence[Any]], user_id: int, now
     explicit: dict[int, datetime | None] = {}
     excluded: set[int] = set()
     for kind, sid, expires_at in rows:
-        if kind == 0 and (expires_at is None or expires_at > now):
+        if kind == 0 and live(expires_at, now):
             explicit[sid] = expires_at
         elif kind == 1:
             excluded.add(sid)
