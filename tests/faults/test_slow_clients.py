@@ -7,12 +7,14 @@ the condition is real by starving a bare gunicorn the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -127,3 +129,17 @@ def test_behind_nginx_healthz_answers_within_a_second(nginx):
     finally:
         for conn in sockets:
             conn.close()
+
+
+@pytest.mark.parametrize("path, headers, status", [
+    ("/api/v1/segments?q=" + "x" * 20_000, {}, 414),
+    ("/api/v1/segments", {"X-Big": "y" * 20_000}, 431),
+])
+def test_what_nginx_refuses_is_the_json_envelope(nginx, path, headers, status):
+    """Gunicorn's and nginx's own 414/431 pages are HTML; through the entry point they are JSON."""
+    request = urllib.request.Request(f"http://127.0.0.1:{nginx}{path}", headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == status and refused.value.headers.get_content_type() == "application/json"
+    error = json.loads(refused.value.read())["error"]
+    assert set(error) == {"code", "message", "details"}
