@@ -2,8 +2,8 @@
 and the real scheme/client behind a trusted reverse proxy."""
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 # htmx and Swagger UI run from /static; htmx injects its indicator <style>, hence 'unsafe-inline' for styles.
@@ -18,10 +18,16 @@ HEADERS = {
 
 
 class SessionCookies(SecureCookieSessionInterface):
-    """The session cookie is ``Secure`` whenever the request came over https."""
+    """The session cookie is ``Secure`` whenever the request came over https; a request
+    without one (every API call) gets an empty session without building a signer."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure or bool(app.config["SESSION_COOKIE_SECURE"])
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def init_security(app: Flask) -> None:

@@ -15,7 +15,7 @@ from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, report_reader, segments_now
+from webapp.api.helpers import actor, json_body, out, report_reader, segments_json, segments_now
 from webapp.api.schemas import (
     MONTH_PATTERN,
     YEAR_PATTERN,
@@ -223,7 +223,7 @@ def user_segments():
     active = segments_now(uid)
     if not active:
         return Response(status=204)
-    return out(CompatUserSegments(user_id=uid, segments=[CompatSlug(slug=a.slug) for a in active]))
+    return segments_json(uid, active, compat=True)
 
 
 @bp.get("/report")

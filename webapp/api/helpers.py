@@ -1,6 +1,7 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -11,7 +12,7 @@ from sqlalchemy import Connection
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services.common import ascii_int
+from webapp.services.common import ascii_int, iso
 from webapp.services.read_path import ActiveSegment, active_segments, hot_read
 
 M = TypeVar("M", bound=BaseModel)
@@ -108,10 +109,18 @@ def report_reader() -> str | None:
 def segments_now(user_id: int) -> list[ActiveSegment]:
     """The hot read: committed data through the read engine's pool. (A session already bound
     to a connection, as the tests' rolled-back transaction is, reads through it instead.)"""
-    session = db.session()
-    if isinstance(session.get_bind(), Connection):
-        return active_segments(session, user_id)
+    if isinstance(db.session.session_factory.kw.get("bind"), Connection):  # (no session is made otherwise)
+        return active_segments(db.session, user_id)
     return hot_read(current_app.extensions["read_engine"], user_id)
+
+
+def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:
+    """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
+    ``{"user_id", "segments": [{"slug"}]}``): ~2x cheaper than building response models."""
+    items = ([{"slug": a.slug} for a in active] if compat else
+             [{"slug": a.slug, "source": a.source.value, "expires_at": iso(a.expires_at)} for a in active])
+    body = json.dumps({"user_id": user_id, "segments": items}, separators=(",", ":"))
+    return Response(body, mimetype="application/json")
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from webapp.api import bp
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, query_time, segments_now
+from webapp.api.helpers import actor, json_body, out, query_time, segments_json, segments_now
 from webapp.api.schemas import (
     ActiveSegmentOut,
     ChangeOut,
@@ -41,7 +41,7 @@ def change_out(result: ChangeResult) -> ChangeOut:
 def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug."""
     uid = parse_user_id(user_id)
-    return out(UserSegments(user_id=uid, segments=_as_out(segments_now(uid))))
+    return segments_json(uid, segments_now(uid))
 
 
 @bp.post("/users/<user_id>/segments")

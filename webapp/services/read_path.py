@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -62,7 +63,8 @@ class CatalogSegment:
 class Catalog:
     version: int
     segments: dict[int, CatalogSegment]
-    rollouts: tuple[CatalogSegment, ...]  # live segments with a rollout above 0%
+    # live segments with a rollout above 0%: (id, the answer's entry, prefix(salt), basis points)
+    rollouts: tuple[tuple[tuple[int, ActiveSegment], Any, int], ...]
 
 
 _lock = threading.Lock()
@@ -134,7 +136,8 @@ def _read(execute: Execute, key: str, user_id: int, now: datetime | None, *, kee
 def _catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
     """Rows of CATALOG (at least one: the version, with NULLs when no segment is live)."""
     segments = {sid: CatalogSegment(sid, slug, salt, bp) for _, sid, slug, salt, bp in rows if sid is not None}
-    rollouts = tuple(s for s in segments.values() if s.rollout_basis_points > 0)
+    rollouts = tuple(((s.id, ActiveSegment(s.slug, Source.ROLLOUT, None)), rollout.prefix(s.salt),
+                      s.rollout_basis_points) for s in segments.values() if s.rollout_basis_points > 0)
     return Catalog(rows[0][0], segments, rollouts)
 
 
@@ -148,7 +151,6 @@ def _evaluate(catalog: Catalog, rows: Sequence[Sequence[Any]], user_id: int, now
             excluded.add(sid)
     found = [ActiveSegment(catalog.segments[sid].slug, Source.EXPLICIT, until)
              for sid, until in explicit.items() if sid in catalog.segments]
-    found += [ActiveSegment(s.slug, Source.ROLLOUT, None) for s in catalog.rollouts
-              if s.id not in explicit and s.id not in excluded
-              and rollout.in_rollout(s.salt, user_id, s.rollout_basis_points)]
-    return sorted(found, key=lambda a: a.slug)
+    found += [entry for sid, entry in rollout.covering(catalog.rollouts, user_id)
+              if sid not in explicit and sid not in excluded]
+    return sorted(found, key=attrgetter("slug"))

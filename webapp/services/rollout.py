@@ -5,24 +5,38 @@ Pure functions, no database: the same scheme as Unleash/GrowthBook (see DESIGN.m
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from hashlib import blake2b
+from typing import Any, TypeVar
 
 BUCKETS = 10_000
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=20_000)
-def _prefix(salt: str):
+def prefix(salt: str) -> Any:
     """blake2b already fed with "salt:" (copying it is cheaper than hashing the prefix again)."""
     return blake2b(f"{salt}:".encode(), digest_size=8)
 
 
 def bucket(salt: str, user_id: int) -> int:
     """The user's bucket in 0..9999: blake2b(f"{salt}:{user_id}", digest_size=8) mod 10000."""
-    hasher = _prefix(salt).copy()
+    hasher = prefix(salt).copy()
     hasher.update(str(user_id).encode())
     return int.from_bytes(hasher.digest(), "big") % BUCKETS
+
+
+def covering(rollouts: Iterable[tuple[T, Any, int]], user_id: int) -> Iterator[T]:
+    """The items whose rollout includes the user, for (item, prefix(salt), basis points)
+    triples: :func:`bucket` in a tight loop (the hot read path evaluates every rollout)."""
+    key = str(user_id).encode()
+    for item, salted, basis_points in rollouts:
+        hasher = salted.copy()
+        hasher.update(key)
+        if int.from_bytes(hasher.digest(), "big") % BUCKETS < basis_points:
+            yield item
 
 
 def in_rollout(salt: str, user_id: int, basis_points: int) -> bool:
