@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cachelib.serializers import JSONSerializer
 from flask import Flask, Response, current_app, request
 from sqlalchemy import create_engine
 
@@ -106,6 +107,7 @@ def register_extensions(app: Flask) -> None:
                                                   pool_recycle=1800, connect_args=_connect_args(app))
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
+    app.extensions["cache"][cache].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     _spare_hot_path(app)

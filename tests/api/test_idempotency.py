@@ -83,3 +83,23 @@ def test_a_5xx_is_not_stored(idem_app, monkeypatch):
     retried = client.post("/api/v1/segments", json={"slug": "BOOM"}, headers={"Idempotency-Key": "five"})
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
 
+
+
+def test_nothing_the_app_stores_in_redis_is_pickle(redis_app, redis_url):
+    """Write access to Redis must not mean code execution: cache entries and jobs are JSON."""
+    import json
+    import zlib
+
+    from redis import Redis
+
+    from webapp.extensions import cache
+    from webapp.queue import enqueue
+
+    with redis_app.test_request_context():
+        cache.set("probe", {"members": 3})
+        assert cache.get("probe") == {"members": 3}
+        job = enqueue("webapp.jobs.tasks.generate_report", "00000000-0000-0000-0000-000000000000")
+    raw = Redis.from_url(redis_url)
+    assert raw.get("segments:probe") == b'{"members": 3}'
+    data = zlib.decompress(raw.hget(f"rq:job:{job.id}", "data"))  # (RQ compresses the payload)
+    assert json.loads(data)[0] == "webapp.jobs.tasks.generate_report"  # JSON, not a pickle
