@@ -1,7 +1,7 @@
 """The request boundary: commit or roll back once, then run after-commit side effects.
 
 Services never commit. Views are wrapped in :func:`transactional`; side effects that must
-only happen for committed data (enqueueing jobs, cache invalidation) go through
+only happen for committed data (enqueueing jobs) go through
 :func:`after_commit`.
 """
 from __future__ import annotations
