@@ -138,6 +138,10 @@ def test_first_run_serves_runs_jobs_and_stops_everything_on_sigint(stack: Stack)
         time.sleep(0.3)
         status, report = stack.request("GET", f"/api/v1/reports/{report['id']}")
         assert status == 200, report
+    with urllib.request.urlopen(stack.base + "/", timeout=5) as page:  # the dashboard, open locally
+        assert page.status == 200 and b"Open local mode" in page.read()
+    with urllib.request.urlopen(stack.base + "/fragments/jobs-status", timeout=5) as strip:
+        assert b"Workers: 1 alive" in strip.read()  # the real worker, seen by the dashboard
     processes = stack.started_processes()
     assert len(processes) >= 6  # gunicorn master + 2 workers, worker, scheduler, postmaster, redis
     stack.stop(signal.SIGINT, processes)

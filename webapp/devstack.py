@@ -178,6 +178,8 @@ class DevStack:
         env.setdefault("SEGMENTS_INSTANCE", str(self.instance))
         if not env.get("SECRET_KEY"):  # with DATABASE_URL set the app insists on a real key
             env["SECRET_KEY"] = _local_secret_key(self.instance / "secret_key")
+        if self.owns_postgres:  # the local embedded stack: the dashboard is open (the page says so)
+            env.setdefault("DASHBOARD_OPEN", "true")
         return env
 
     def _migrate(self, env: dict[str, str]) -> None:
