@@ -98,8 +98,11 @@ def secret_key(app: Flask, local: bool) -> str:
 def register_extensions(app: Flask) -> None:
     from webapp import models  # noqa: F401  (tables on the metadata for migrations)
     from webapp.extensions import cache, csrf, db, limiter, migrate
+    from webapp.hot_path import HotPath
     from webapp.observability import init_request_logging
     from webapp.security import init_security
+
+    app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
 
     db.init_app(app)
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).

@@ -39,13 +39,19 @@ def token_name() -> str | None:
     cached = g.get("api_client", _UNSET)
     if cached is not _UNSET:
         return cached if isinstance(cached, str) else None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    g.api_client = name = name_for(request.headers.get("Authorization", ""), _tokens())
+    return name
+
+
+def name_for(authorization: str, tokens: dict[str, str]) -> str | None:
+    """The name of the known token in an ``Authorization: Bearer <token>`` value, or None
+    (compared in constant time against every known token)."""
+    scheme, _, token = authorization.partition(" ")
     name = None
     if scheme.lower() == "bearer" and token:
-        for known, candidate in _tokens().items():
+        for known, candidate in tokens.items():
             if hmac.compare_digest(known.encode(), token.strip().encode()):
                 name = candidate
-    g.api_client = name
     return name
 
 

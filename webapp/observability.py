@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy import text
 
 from webapp.extensions import db
@@ -19,24 +19,29 @@ bp = Blueprint("ops", __name__)
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def request_id(incoming: str | None) -> str:
+    """The caller's X-Request-ID when it is well formed, else a new one."""
+    return incoming if incoming and REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+
+def log_request(rid: str, method: str, path: str, status: int, started: float, client: str | None) -> None:
+    """The one JSON line per request (Flask's requests and the hot path's alike)."""
+    log.info(json.dumps({"request_id": rid, "method": method, "path": path, "status": status,
+                         "duration_ms": round((time.perf_counter() - started) * 1000, 2), "client": client}))
+
+
 def init_request_logging(app: Flask) -> None:
     @app.before_request
-    def _start():
+    def _start() -> None:
         g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
 
     @app.after_request
-    def _log(response):
+    def _log(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if request.path.startswith("/static/"):
-            return response
-        duration = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        log.info(json.dumps({
-            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-            "status": response.status_code, "duration_ms": round(duration, 2),
-            "client": g.get("api_client") or request.remote_addr,
-        }))
+        if not request.path.startswith("/static/"):
+            log_request(g.get("request_id", ""), request.method, request.path, response.status_code,
+                        g.get("started", time.perf_counter()), g.get("api_client") or request.remote_addr)
         return response
 
 

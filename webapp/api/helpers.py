@@ -114,13 +114,16 @@ def segments_now(user_id: int) -> list[ActiveSegment]:
     return hot_read(current_app.extensions["read_engine"], user_id)
 
 
-def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:
+def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
     """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
     ``{"user_id", "segments": [{"slug"}]}``): ~2x cheaper than building response models."""
     items = ([{"slug": a.slug} for a in active] if compat else
              [{"slug": a.slug, "source": a.source.value, "expires_at": iso(a.expires_at)} for a in active])
-    body = json.dumps({"user_id": user_id, "segments": items}, separators=(",", ":"))
-    return Response(body, mimetype="application/json")
+    return json.dumps({"user_id": user_id, "segments": items}, separators=(",", ":")).encode()
+
+
+def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:
+    return Response(segments_body(user_id, active, compat=compat), mimetype="application/json")
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

@@ -1,0 +1,62 @@
+"""The hot reads answered in front of Flask (webapp/hot_path.py): the same answers, and
+everything but the plain success path still goes through Flask."""
+import json
+import logging
+
+import pytest
+
+TOKENS = "svc:token-0123456789abcdef"
+AUTH = {"Authorization": "Bearer token-0123456789abcdef"}
+
+
+@pytest.fixture
+def hot(app_on, redis_app, committed_db):
+    """An app whose requests reach the hot path (committed data, no test-bound session)."""
+    app = app_on()
+    client = app.test_client()
+    client.post("/api/v1/segments", json={"slug": "HOT_A"})
+    client.post("/api/v1/segments", json={"slug": "HOT_B", "rollout_percent": 100})
+    client.post("/api/v1/users/7/segments", json={"add": [{"slug": "HOT_A", "ttl_seconds": 3600}]})
+    return app
+
+
+def test_the_answer_and_headers(hot, caplog):
+    caplog.set_level(logging.INFO, logger="segments.requests")
+    response = hot.test_client().get("/api/v1/users/7/segments", headers={"X-Request-ID": "hot-1"})
+    body = response.json
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert [(s["slug"], s["source"]) for s in body["segments"]] == [("HOT_A", "explicit"), ("HOT_B", "rollout")]
+    assert body["user_id"] == 7 and body["segments"][0]["expires_at"].endswith("Z")
+    assert body["segments"][1]["expires_at"] is None
+    assert response.headers["X-Request-ID"] == "hot-1" and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Content-Length"] == str(len(response.data))
+    line = json.loads([r.getMessage() for r in caplog.records if r.name == "segments.requests"][-1])
+    assert (line["request_id"], line["status"], line["path"]) == ("hot-1", 200, "/api/v1/users/7/segments")
+
+
+def test_compat_answers_and_204(hot):
+    client = hot.test_client()
+    assert client.get("/segment/user?id=7").json == {"user_id": 7, "segments": [{"slug": "HOT_A"}, {"slug": "HOT_B"}]}
+    client.patch("/api/v1/segments/HOT_B", json={"rollout_percent": 0})
+    empty = client.get("/segment/user?id=8")
+    assert empty.status_code == 204 and empty.data == b""
+
+
+@pytest.mark.parametrize("path, status", [("/api/v1/users/0/segments", 422), ("/api/v1/users/abc/segments", 422),
+                                          (f"/api/v1/users/{2**63}/segments", 422), ("/segment/user?id=", 400),
+                                          ("/segment/user?id=5&x=1", 200)])  # (Flask: an extra parameter)
+def test_anything_else_is_flasks_answer(hot, path, status):
+    response = hot.test_client().get(path)
+    assert response.status_code == status
+    if status >= 400:
+        assert set(response.json["error"]) == {"code", "message", "details"}
+
+
+def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, caplog):
+    caplog.set_level(logging.INFO, logger="segments.requests")
+    client = app_on(API_TOKENS=TOKENS).test_client()
+    assert client.get("/api/v1/users/7/segments").status_code == 401  # refused by Flask's hook
+    assert client.get("/api/v1/users/7/segments", headers=AUTH).status_code == 200
+    assert json.loads(caplog.records[-1].getMessage())["client"] == "svc"
+    limited = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="2/hour").test_client()
+    assert [limited.get("/api/v1/users/7/segments").status_code for _ in range(3)] == [200, 200, 429]
