@@ -106,8 +106,10 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).
-    app.extensions["read_engine"] = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], pool_pre_ping=False,
-                                                  pool_recycle=1800, connect_args=_connect_args(app))
+    # Autocommit from the connect on, so nothing is reset or rolled back on the way back to the pool.
+    app.extensions["read_engine"] = create_engine(
+        app.config["SQLALCHEMY_DATABASE_URI"], pool_pre_ping=False, pool_recycle=1800, isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None, connect_args=_connect_args(app))
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
     app.extensions["cache"][cache].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution

@@ -1,6 +1,7 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -116,10 +117,18 @@ def segments_now(user_id: int) -> list[ActiveSegment]:
 
 def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
     """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
-    ``{"user_id", "segments": [{"slug"}]}``): ~2x cheaper than building response models."""
-    items = ([{"slug": a.slug} for a in active] if compat else
-             [{"slug": a.slug, "source": a.source.value, "expires_at": iso(a.expires_at)} for a in active])
-    return json.dumps({"user_id": user_id, "segments": items}, separators=(",", ":")).encode()
+    ``{"user_id", "segments": [{"slug"}]}``), from each entry's JSON, kept once made (the
+    catalog's rollout entries are the same objects on every read)."""
+    items = ",".join(_entry_json(a, compat) for a in active)
+    return f'{{"user_id":{user_id},"segments":[{items}]}}'.encode()
+
+
+@functools.lru_cache(maxsize=65_536)
+def _entry_json(entry: ActiveSegment, compat: bool) -> str:
+    if compat:
+        return json.dumps({"slug": entry.slug}, separators=(",", ":"))
+    return json.dumps({"slug": entry.slug, "source": entry.source, "expires_at": iso(entry.expires_at)},
+                      separators=(",", ":"))
 
 
 def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:

@@ -96,7 +96,8 @@ def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[
         try:
             driver = connection.driver_connection
             assert isinstance(driver, psycopg.Connection)
-            driver.autocommit = True
+            if not driver.autocommit:  # (the read engine connects in autocommit mode)
+                driver.autocommit = True
             return _read(_executor(driver), str(engine.url), user_id, now, keep=True)
         except psycopg.OperationalError:
             connection.invalidate()
