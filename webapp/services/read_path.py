@@ -22,7 +22,7 @@ from operator import attrgetter
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine
 
 from webapp.models.enums import Source
 from webapp.models.membership import live
@@ -68,7 +68,7 @@ class Catalog:
 
 
 _lock = threading.Lock()
-_kept: dict[str, Catalog] = {}  # per database URL (one app, or several in tests)
+_kept: dict[URL, Catalog] = {}  # per database (one app, or several in tests)
 
 
 Execute = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
@@ -84,7 +84,7 @@ def active_segments(session: DbSession, user_id: int, now: datetime | None = Non
     """
     connection = session.connection()
     return _read(lambda sql, params: connection.exec_driver_sql(sql, params).all(),
-                 str(connection.engine.url), user_id, now, keep=False)
+                 connection.engine.url, user_id, now, keep=False)
 
 
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
@@ -98,7 +98,7 @@ def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[
             assert isinstance(driver, psycopg.Connection)
             if not driver.autocommit:  # (the read engine connects in autocommit mode)
                 driver.autocommit = True
-            return _read(_executor(driver), str(engine.url), user_id, now, keep=True)
+            return _read(_executor(driver), engine.url, user_id, now, keep=True)
         except psycopg.OperationalError:
             connection.invalidate()
             if attempt == 2:
@@ -116,7 +116,7 @@ def _executor(driver: psycopg.Connection[Any]) -> Execute:
     return execute
 
 
-def _read(execute: Execute, key: str, user_id: int, now: datetime | None, *, keep: bool) -> list[ActiveSegment]:
+def _read(execute: Execute, key: URL, user_id: int, now: datetime | None, *, keep: bool) -> list[ActiveSegment]:
     check_user_id(user_id)
     now = now or utcnow()
     catalog = _kept.get(key)
