@@ -8,15 +8,19 @@ Kinds:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import heapq
+import io
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 from flask import current_app
 from sqlalchemy import func, literal, select, text
@@ -98,19 +102,27 @@ def request_report(session: DbSession, *, kind: ReportKind | str | None = None, 
 PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 
 
-def _queue_once(session: DbSession, kind: ReportKind, params: dict, requested_by: str = "") -> Report:
+def _queue_once(session: DbSession, kind: ReportKind, params: dict, requested_by: str = "", *,
+                identity: dict | None = None, share_for: timedelta | None = None,
+                now: datetime | None = None) -> Report:
     """A new queued report, or the identical one still pending (a repeated request, such as
-    a GET retried by a client, creates no new work). Identical requests are serialised by a
-    transaction-scoped advisory lock on (kind, params), so concurrent duplicates share one."""
-    key = json.dumps([kind, params, requested_by], sort_keys=True)
+    a GET retried by a client, creates no new work). "Identical": same kind and requester, and
+    the same values of ``identity`` (default: all ``params``) — pending for less than
+    ``share_for`` when given. Identical requests are serialised by a transaction-scoped
+    advisory lock, so concurrent duplicates share one."""
+    now = now or utcnow()
+    identity = params if identity is None else identity
+    key = json.dumps([kind, identity, requested_by], sort_keys=True)
     session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
-    pending = session.scalars(select(Report).where(Report.kind == kind, Report.status.in_(PENDING))
-                              .order_by(Report.created_at.desc()).limit(100))
-    for report in pending:
-        if json.dumps([report.kind, report.params, report.requested_by], sort_keys=True) == key:
-            return report
+    shared = select(Report).where(Report.kind == kind, Report.status.in_(PENDING), Report.requested_by == requested_by,
+                                  *(Report.params[k].as_string() == str(v) for k, v in identity.items()))
+    if share_for is not None:
+        shared = shared.where(Report.created_at > now - share_for)
+    report = session.scalars(shared.order_by(Report.created_at.desc()).limit(1)).first()
+    if report is not None:
+        return report
     report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
-                    size_bytes=0, created_at=utcnow(), requested_by=requested_by)
+                    size_bytes=0, created_at=now, requested_by=requested_by)
     session.add(report)
     session.flush()
     enqueue_report(report)
@@ -256,16 +268,11 @@ def purge_old_reports(session: DbSession, now: datetime | None = None) -> int:
 
 
 # -- the seed service's reports (GET /report, /download) ---------------------------------------
-# Added for the seed-compatible API (webapp/api/compat.py); nothing above depends on it.
+# For the seed-compatible API (webapp/api/compat.py).
 
-import contextlib  # noqa: E402  (this section's own imports, kept with it)
-import io  # noqa: E402
-import re  # noqa: E402
-from typing import TextIO  # noqa: E402
 
 SEED_MOMENT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2})", re.ASCII)
 SEED_DATE_HELP = "YYYY-MM-DD HH:MM (UTC), or a month YYYY-MM"
-SEED_PENDING = (ReportStatus.QUEUED.value, ReportStatus.RUNNING.value)
 # A report is pending at most three attempts of an hour each (JOB_TIMEOUT, RETRY) plus its wait
 # in the queue; one pending for longer is presumed lost and no longer shared.
 SHARE_PENDING_FOR = timedelta(hours=4)
@@ -318,24 +325,7 @@ def request_seed_report(session: DbSession, date: str, *, user_id: int | None = 
         identity = {"since": date}
     if user_id is not None:
         params["user_id"] = identity["user_id"] = check_user_id(user_id)
-    key = json.dumps(["seed", kind, identity, requested_by], sort_keys=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
-    shared = session.scalars(
-        select(Report)
-        .where(Report.kind == kind, Report.status.in_(SEED_PENDING), Report.created_at > now - SHARE_PENDING_FOR,
-               Report.requested_by == requested_by,
-               *(Report.params[k].as_string() == str(v) for k, v in identity.items()))
-        .order_by(Report.created_at.desc())
-        .limit(1)
-    ).first()
-    if shared is not None:
-        return shared
-    report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
-                    size_bytes=0, created_at=now, requested_by=requested_by)
-    session.add(report)
-    session.flush()
-    enqueue_report(report)
-    return report
+    return _queue_once(session, kind, params, requested_by, identity=identity, share_for=SHARE_PENDING_FOR, now=now)
 
 
 def seed_time(value: str) -> str:
