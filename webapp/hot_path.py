@@ -18,11 +18,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Connection
 
-from webapp.api.helpers import segments_body
+from webapp.api.helpers import segments_body, session_bound_to_a_connection
 from webapp.auth import name_for
-from webapp.extensions import db
 from webapp.observability import log_request, request_id
 from webapp.rules import MAX_USER_ID
 from webapp.security import HEADERS
@@ -39,7 +37,10 @@ class HotPath:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
-        answer = self._answer(environ) if environ.get("REQUEST_METHOD") == "GET" else None
+        try:
+            answer = self._answer(environ) if environ.get("REQUEST_METHOD") == "GET" else None
+        except Exception:  # e.g. the database is down: Flask answers it, with its error envelope
+            answer = None
         if answer is None:
             return self.wsgi_app(environ, start_response)
         status, body, client = answer
@@ -62,8 +63,8 @@ class HotPath:
         client = name_for(environ.get("HTTP_AUTHORIZATION", ""), tokens) if tokens else None
         if (tokens and client is None) or (config["RATELIMIT_ENABLED"] and config["RATELIMIT_HOT_PATH"]):
             return None
-        if isinstance(db.session.session_factory.kw.get("bind"), Connection):
-            return None  # a test's rolled-back transaction: only the Flask path reads through it
+        if session_bound_to_a_connection():
+            return None  # only the Flask path reads through such a session
         active = hot_read(self.app.extensions["read_engine"], user_id)
         if compat and not active:
             return 204, b"", client or environ.get("REMOTE_ADDR")

@@ -60,3 +60,15 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, caplog):
     assert json.loads(caplog.records[-1].getMessage())["client"] == "svc"
     limited = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="2/hour").test_client()
     assert [limited.get("/api/v1/users/7/segments").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):
+    import webapp.hot_path
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(webapp.hot_path, "hot_read", broken)
+    monkeypatch.setattr("webapp.api.helpers.hot_read", broken)
+    response = hot.test_client().get("/api/v1/users/7/segments")
+    assert response.status_code == 500 and response.json["error"]["code"] == "internal_error"

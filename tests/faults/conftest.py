@@ -202,6 +202,17 @@ def run_reaper(app: Flask, later: timedelta = timedelta(hours=1)) -> bool:
     return True
 
 
+def recover(app: Flask, report_id: str) -> dict:
+    """A worker, then the design's recovery step if the report is not finished, then a worker
+    again (Redis being back); the report row afterwards."""
+    from webapp.jobs.worker import run_worker
+
+    run_worker(app, burst=True, fork=False)
+    if report_state(app, report_id)["status"] != "finished" and run_reaper(app):
+        run_worker(app, burst=True, fork=False)
+    return report_state(app, report_id)
+
+
 def has_reaper() -> bool:
     return reaper_function() is not None
 

@@ -19,6 +19,7 @@ from tests.faults.conftest import (
     flask_worker,
     has_reaper,
     log_tail,
+    recover,
     report_state,
     run_reaper,
     shorten_retries,
@@ -167,7 +168,6 @@ def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app
 
 @NO_REAPER
 def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(jobs_app, private_redis):
-    from webapp.jobs.worker import run_worker
 
     big_segment(jobs_app, "OUTAGE", members=10)
     client = jobs_app.test_client()
@@ -183,11 +183,7 @@ def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_r
         assert pending == 0, f"refused with 503 but {pending} report(s) left pending"
         return
     assert response.status_code == 202, describe(response)
-    report_id = response.json["id"]
-    run_worker(jobs_app, burst=True, fork=False)
-    if report_state(jobs_app, report_id)["status"] != "finished" and run_reaper(jobs_app):
-        run_worker(jobs_app, burst=True, fork=False)
-    state = report_state(jobs_app, report_id)
+    state = recover(jobs_app, response.json["id"])
     assert state["status"] == "finished" and state["rows"] == 10, state
 
 

@@ -20,9 +20,8 @@ from tests.faults.conftest import (
     describe,
     has_reaper,
     pause,
-    report_state,
+    recover,
     resume,
-    run_reaper,
     stopped_with_sigstop,
     timed,
 )
@@ -213,7 +212,6 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
                    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
                           "while Redis hung is never enqueued and stays 'queued'")
 def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, private_redis):
-    from webapp.jobs.worker import run_worker
 
     client = hung_app.test_client()
     with stopped_with_sigstop(private_redis):
@@ -223,11 +221,6 @@ def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hun
         assert_envelope(response)
         return
     assert response.status_code == 202, describe(response)
-    report_id = response.json["id"]
-    # Redis is back (SIGCONT): a worker, then whatever recovery the design offers, then a worker again.
-    run_worker(hung_app, burst=True, fork=False)
-    if report_state(hung_app, report_id)["status"] != "finished" and run_reaper(hung_app):
-        run_worker(hung_app, burst=True, fork=False)
-    state = report_state(hung_app, report_id)
+    state = recover(hung_app, response.json["id"])  # Redis is back (SIGCONT)
     assert state["status"] == "finished", state
     assert state["rows"] == 1

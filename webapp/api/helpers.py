@@ -107,10 +107,16 @@ def report_reader() -> str | None:
     return (token_name() or "") if current_app.extensions["api_tokens"] else None
 
 
+def session_bound_to_a_connection() -> bool:
+    """Whether db.session is bound to one connection (the tests' rolled-back transaction): then
+    reads must go through it to see its data. (Looked up without making a session.)"""
+    return isinstance(db.session.session_factory.kw.get("bind"), Connection)
+
+
 def segments_now(user_id: int) -> list[ActiveSegment]:
-    """The hot read: committed data through the read engine's pool. (A session already bound
-    to a connection, as the tests' rolled-back transaction is, reads through it instead.)"""
-    if isinstance(db.session.session_factory.kw.get("bind"), Connection):  # (no session is made otherwise)
+    """The hot read: committed data through the read engine's pool, unless
+    :func:`session_bound_to_a_connection`."""
+    if session_bound_to_a_connection():
         return active_segments(db.session, user_id)
     return hot_read(current_app.extensions["read_engine"], user_id)
 
