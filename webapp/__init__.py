@@ -1,10 +1,9 @@
 """Segments: dynamic user segmentation for product experiments."""
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cachelib.serializers import JSONSerializer
@@ -115,7 +114,6 @@ def register_extensions(app: Flask) -> None:
     app.extensions["cache"][cache].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
-    _spare_hot_path(app)
     csrf.init_app(app)
     init_security(app)
     init_request_logging(app)
@@ -126,31 +124,6 @@ def _retry_after_only_when_limited(response: Response) -> Response:
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
-
-
-def _spare_hot_path(app: Flask) -> None:
-    """Flask-Limiter's hooks cost ~0.2 ms per request even where no limit applies: on the hot
-    path, unless RATELIMIT_HOT_PATH sets a limit, they are not run at all."""
-    from flask_limiter import Limiter
-
-    from webapp.extensions import limiter
-
-    inject_headers = vars(Limiter)["_Limiter__inject_headers"]  # (private and name-mangled)
-
-    def spared(hook: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(hook)
-        def run(*args: Any) -> Any:
-            if request.endpoint in HOT_PATH and not current_app.config["RATELIMIT_HOT_PATH"]:
-                return args[0] if args else None  # an after_request hook returns the response
-            return hook(*args)
-        return run
-
-    def is_limiter_hook(hook: object) -> bool:
-        return hook == limiter._check_request_limit or getattr(hook, "func", None) is inject_headers
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs):  # (none when the limiter is off)
-        registered: list[Any] = hooks.get(None, [])
-        registered[:] = [spared(h) if is_limiter_hook(h) else h for h in registered]
 
 
 def register_blueprints(app: Flask) -> None:
