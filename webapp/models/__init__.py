@@ -4,6 +4,13 @@ from webapp.models.history import MembershipEvent
 from webapp.models.job_run import JobRun
 from webapp.models.membership import Membership, RolloutExclusion
 from webapp.models.report import Report
-from webapp.models.segment import CatalogVersion, RolloutChange, Segment
+from webapp.models.segment import (
+    CatalogVersion,
+    ExclusionGroup,
+    RolloutChange,
+    RolloutSchedule,
+    Segment,
+    SegmentEvent,
+)
 
-__all__ = ["BulkOperation", "BulkOperationId", "CatalogVersion", "JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "Segment"]
+__all__ = ["BulkOperation", "BulkOperationId", "CatalogVersion", "ExclusionGroup", "JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "RolloutSchedule", "Segment", "SegmentEvent"]

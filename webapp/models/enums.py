@@ -44,3 +44,18 @@ class ReportStatus(StrEnum):
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"
+
+
+class SegmentEventKind(StrEnum):
+    """What a segment activity entry records (``segment_events.kind``)."""
+
+    CREATED = "created"
+    DESCRIPTION_CHANGED = "description_changed"
+    ROLLOUT_CHANGED = "rollout_changed"
+    GROUP_CHANGED = "group_changed"
+    MEMBERS_ADDED = "members_added"
+    MEMBERS_REMOVED = "members_removed"
+    MEMBERS_REPLACED = "members_replaced"
+    SCHEDULE_ADDED = "schedule_added"
+    SCHEDULE_CANCELLED = "schedule_cancelled"
+    DELETED = "deleted"

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     CheckConstraint,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,9 +36,19 @@ class Segment(Model):
     salt: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How buckets are computed (webapp.services.rollout): 1 for segments made before
+    # migration 0010 (their populations never change), 2 since.
+    hash_scheme: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
+    exclusion_group: Mapped[str | None] = mapped_column(ForeignKey("exclusion_groups.name"), nullable=True)
+    # In a group: the bucket ranges [start, end) the segment owns, flat and in allocation
+    # order (webapp.services.groups); None outside a group (the range is [0, rollout)).
+    bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
 
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="rollout_basis_points_range"),
+        CheckConstraint("hash_scheme IN (1, 2)", name="hash_scheme_known"),
+        Index("ix_segments_live_group", "exclusion_group",
+              postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND exclusion_group IS NOT NULL")),
         # A slug is unique among live segments; deleted ones keep theirs for history.
         Index("uq_segments_live_slug", "slug", unique=True, postgresql_where=text(LIVE_SEGMENT_SQL)),
         Index("ix_segments_live_rollout", "id",
@@ -69,6 +81,64 @@ class RolloutChange(Model):
     to_bp: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(20))  # Reason.ROLLOUT | Reason.SEGMENT_DELETED
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # The segment's group and bucket ranges from this change on (None: no group, [0, to_bp)).
+    exclusion_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+
+
+class ExclusionGroup(Model):
+    """A named set of segments no user is in two of; its rollouts share one hash space."""
+
+    __tablename__ = "exclusion_groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RolloutSchedule(Model):
+    """A future rollout change. It counts at read time from ``at`` on whether or not the
+    job that applies it (sets the segment's rollout, records the change) has run."""
+
+    __tablename__ = "rollout_schedule"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rollout_basis_points: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+    __table_args__ = (
+        CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="basis_points_range"),
+        Index("ix_rollout_schedule_segment_at", "segment_id", "at"),
+        Index("ix_rollout_schedule_pending", "at", postgresql_where=text("applied_at IS NULL AND cancelled_at IS NULL")),
+    )
+
+    @property
+    def rollout_percent(self) -> float:
+        return self.rollout_basis_points / 100
+
+
+class SegmentEvent(Model):
+    """One segment-level change (created, description or rollout or group changed, a bulk
+    import or removal as one event with its count, scheduled changes, deleted): the activity log."""
+
+    __tablename__ = "segment_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(Integer)
+    segment_slug: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_segment_events_segment_occurred", "segment_id", "occurred_at"),)
 
 
 class CatalogVersion(Model):
