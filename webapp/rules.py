@@ -15,6 +15,7 @@ MAX_DESCRIPTION = 2000
 
 MAX_ITEMS_PER_CHANGE = 1000  # add + del items in one per-user change
 MAX_BULK_IDS = 1_000_000  # ids in one bulk add (API or dashboard upload)
+MAX_LOOKUP_IDS = 1000  # users in one batch lookup
 PERIOD_RE = re.compile(r"(\d{4})-(\d{2})")
 
 

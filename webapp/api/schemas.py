@@ -6,7 +6,7 @@ Strict ints reject booleans and numeric strings; unknown fields are rejected so 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AwareDatetime,
@@ -20,11 +20,12 @@ from pydantic import (
 )
 
 from webapp.config import Config
-from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, Source
+from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, SegmentEventKind, Source
 from webapp.rules import (
     MAX_BULK_IDS,
     MAX_DESCRIPTION,
     MAX_ITEMS_PER_CHANGE,
+    MAX_LOOKUP_IDS,
     MAX_SLUG_INPUT,
     MAX_TTL_SECONDS,
     MAX_USER_ID,
@@ -99,11 +100,23 @@ class SegmentCreate(Strict):
     slug: Slug
     description: Description | None = None
     rollout_percent: Percent | None = None
+    exclusion_group: Slug | None = Field(None, description="the exclusion group to join (created on first use)")
 
 
 class SegmentPatch(Strict):
     description: Description | None = None
     rollout_percent: Percent | None = None
+    exclusion_group: Slug | None = Field(None, description="move into this exclusion group; null leaves its group")
+
+
+class ScheduleRequest(Strict):
+    at: AwareDatetime = Field(description="when the change takes effect (future, within a year)")
+    rollout_percent: Percent
+
+
+class LookupRequest(Strict):
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_LOOKUP_IDS,
+                                   description=f"1 to {MAX_LOOKUP_IDS} user ids; answers keep their order")
 
 
 class AddItem(Strict):
@@ -228,8 +241,59 @@ class SegmentOut(BaseModel):
     description: str
     rollout_percent: float
     created_at: datetime
+    exclusion_group: str | None = None
     member_count: int | None = None
     excluded_count: int | None = None
+
+
+class ScheduleOut(BaseModel):
+    id: int
+    at: datetime
+    rollout_percent: float
+    status: Literal["pending", "applied", "cancelled"]
+    created_by: str
+    created_at: datetime
+    cancelled_at: datetime | None = None
+
+
+class ScheduleList(BaseModel):
+    segment: str
+    items: list[ScheduleOut]
+
+
+class ActivityOut(BaseModel):
+    id: int
+    kind: SegmentEventKind
+    occurred_at: datetime
+    actor: str
+    detail: dict[str, Any]
+
+
+class ActivityList(BaseModel):
+    segment: str
+    items: list[ActivityOut]
+    next_before: int | None = Field(None, description="pass back as ``before`` for older entries")
+
+
+class GroupSegmentOut(BaseModel):
+    slug: str
+    rollout_percent: float
+    buckets: list[list[int]] = Field(description="[start, end) bucket ranges of 10,000, in allocation order")
+
+
+class GroupOut(BaseModel):
+    name: str
+    used_percent: float
+    free_percent: float
+    segments: list[GroupSegmentOut]
+
+
+class GroupList(BaseModel):
+    items: list[GroupOut]
+
+
+class LookupOut(BaseModel):
+    users: list[UserSegments]
 
 
 class SegmentList(BaseModel):
@@ -290,6 +354,7 @@ class OperationOut(BaseModel):
     progress: int
     added: int
     updated: int
+    removed: int = Field(0, description="bulk remove and replace: users who left")
     error: str | None
     created_at: datetime
     finished_at: datetime | None
@@ -334,3 +399,32 @@ class ReportOut(BaseModel):
     finished_at: datetime | None
     status_url: str
     download_url: str | None
+
+
+# -- bulk remove and replace ---------------------------------------------------------------
+
+class BulkRemoveMembers(Strict):
+    """The users to take out of the segment (each as a per-user ``del`` would)."""
+
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BULK_IDS)
+
+
+class BulkReplaceMembers(BulkMembers):
+    """After it, the segment's explicit members are exactly ``user_ids``, all with this expiry
+    (``ttl_seconds`` or ``expires_at``, or none)."""
+
+
+class BulkRemoveOut(BaseModel):
+    segment: str
+    received: int
+    removed: int
+    not_members: int = Field(description="distinct listed ids that were not in the segment")
+
+
+class BulkReplaceOut(BaseModel):
+    segment: str
+    received: int
+    added: int
+    updated: int = Field(description="listed members whose expiry changed")
+    removed: int
+    unchanged: int

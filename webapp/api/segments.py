@@ -1,4 +1,4 @@
-"""/api/v1/segments: segment CRUD, members and bulk add."""
+"""/api/v1/segments: segment CRUD, members, bulk add, remove and replace."""
 from __future__ import annotations
 
 from flask import request, url_for
@@ -9,6 +9,10 @@ from webapp.api.helpers import actor, json_body, out, page_args, query_int
 from webapp.api.schemas import (
     BulkMembers,
     BulkOut,
+    BulkRemoveMembers,
+    BulkRemoveOut,
+    BulkReplaceMembers,
+    BulkReplaceOut,
     DeletedOut,
     MemberList,
     MemberOut,
@@ -33,7 +37,7 @@ TAGS = ("segments",)
 def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:
     return SegmentOut(slug=segment.slug, description=segment.description,
                       rollout_percent=segment.rollout_percent, created_at=segment.created_at,
-                      member_count=members, excluded_count=excluded)
+                      exclusion_group=segment.exclusion_group, member_count=members, excluded_count=excluded)
 
 
 @bp.get("/segments")
@@ -52,9 +56,11 @@ def list_segments():
 @operation(tags=TAGS, json=SegmentCreate, ok=(201, SegmentOut))
 @transactional
 def create_segment():
-    """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage."""
+    """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage
+    and in an exclusion group (whose rollouts share 100%: 422 naming the group when full)."""
     body = json_body(SegmentCreate)
-    segment = segments.create_segment(db.session, body.slug, body.description, body.rollout_percent)
+    segment = segments.create_segment(db.session, body.slug, body.description, body.rollout_percent,
+                                      body.exclusion_group, actor=actor())
     return out(segment_out(segment, 0, 0), 201,
                {"Location": url_for("api.get_segment", slug=segment.slug)})
 
@@ -72,10 +78,12 @@ def get_segment(slug: str):
 @operation(tags=TAGS, json=SegmentPatch, ok=(200, SegmentOut))
 @transactional
 def patch_segment(slug: str):
-    """Change the description and/or the rollout percentage (every change is recorded)."""
+    """Change the description, the rollout percentage and/or the exclusion group (null leaves
+    it); every change is recorded. Joining a group is refused (409) while some user is an
+    explicit member of this segment and of another segment of the group."""
     body = json_body(SegmentPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    segment, _ = segments.update_segment(db.session, slug, **changes)
+    segment, _ = segments.update_segment(db.session, slug, **changes, actor=actor())
     stats = segments.segment_stats(db.session, segment)
     return out(segment_out(segment, stats.members, stats.exclusions))
 
@@ -99,7 +107,7 @@ def operation_out(op: BulkOperation) -> OperationOut:
         id=str(op.id), kind=OperationKind(op.kind), segment=op.slug, status=ReportStatus(op.status),
         total=op.total, done=op.done,
         progress=100 if op.status == ReportStatus.FINISHED else min(99, op.done * 100 // max(op.total, 1)),
-        added=op.added, updated=op.updated, error=op.error, created_at=op.created_at, finished_at=op.finished_at,
+        added=op.added, updated=op.updated, removed=op.removed, error=op.error, created_at=op.created_at, finished_at=op.finished_at,
         status_url=url_for("api.get_operation", operation_id=op.id, _external=True))
 
 
@@ -137,3 +145,38 @@ def bulk_add(slug: str):
         accepted = operation_out(result)
         return out(accepted, 202, {"Location": accepted.status_url})
     return out(BulkOut(**vars(result)))
+
+
+@bp.delete("/segments/<slug>/members")
+@operation(tags=TAGS, json=BulkRemoveMembers, ok=(200, BulkRemoveOut), accepted=OperationOut)
+@transactional
+def bulk_remove(slug: str):
+    """Take up to 1,000,000 users out of the segment, each as a per-user ``del`` would (a
+    user in through the rollout is excluded from it): up to 10,000 at once (200 with the
+    counts), more as a background operation (202 and its ``status_url``), never stalling
+    anyone; all validated before anything is written. One history row per user who left."""
+    body = json_body(BulkRemoveMembers)
+    result = bulk.bulk_remove(db.session, slug, body.user_ids, reason=Reason.API, actor=actor())
+    if isinstance(result, BulkOperation):
+        accepted = operation_out(result)
+        return out(accepted, 202, {"Location": accepted.status_url})
+    return out(BulkRemoveOut(**vars(result)))
+
+
+@bp.put("/segments/<slug>/members")
+@operation(tags=TAGS, json=BulkReplaceMembers, ok=(200, BulkReplaceOut), accepted=OperationOut)
+@transactional
+def bulk_replace(slug: str):
+    """Make the explicit members exactly ``user_ids`` (up to 1,000,000): new ones added,
+    listed members given this expiry, the others removed (users in only through the rollout
+    stay). Up to 10,000 ids with at most 10,000 members leaving at once (200 with the counts),
+    else a background operation (202 and its ``status_url``): it adds the listed ids, then
+    removes the members not listed that were members when it started; never stalling anyone;
+    all validated before anything is written."""
+    body = json_body(BulkReplaceMembers)
+    result = bulk.bulk_replace(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
+                               expires_at=body.expires_at, reason=Reason.API, actor=actor())
+    if isinstance(result, BulkOperation):
+        accepted = operation_out(result)
+        return out(accepted, 202, {"Location": accepted.status_url})
+    return out(BulkReplaceOut(**vars(result)))

@@ -1,15 +1,19 @@
 """/api/v1/users/<id>: active segments, atomic add/del, history."""
 from __future__ import annotations
 
+from flask import Response
+
 from webapp.api import bp
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, query_time, segments_json, segments_now
+from webapp.api.helpers import actor, json_body, lookup_body, out, query_time, segments_json, segments_now
 from webapp.api.schemas import (
     ActiveSegmentOut,
     ChangeOut,
     HistoryEntryOut,
     HistoryOut,
     HistoryQuery,
+    LookupOut,
+    LookupRequest,
     UserSegments,
     UserSegmentsChange,
 )
@@ -42,6 +46,15 @@ def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug."""
     uid = parse_user_id(user_id)
     return segments_json(uid, segments_now(uid))
+
+
+@bp.post("/users/segments:lookup")
+@operation(tags=TAGS, json=LookupRequest, ok=(200, LookupOut))
+def lookup_segments():
+    """Several users' segments at once (up to 1000): each answer exactly as the single read
+    (same freshness, one statement), in the order asked; a repeated id is answered twice."""
+    body = json_body(LookupRequest)
+    return Response(lookup_body(body.user_ids), mimetype="application/json")
 
 
 @bp.post("/users/<user_id>/segments")

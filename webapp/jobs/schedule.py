@@ -19,6 +19,8 @@ MAINTENANCE_JOB = "webapp.jobs.tasks.nightly_maintenance"
 REAPER_JOB_ID = "segments-report-reaper"
 REAPER_JOB = "webapp.jobs.tasks.reap_stuck_jobs"
 REAPER_INTERVAL = 60  # seconds
+ROLLOUTS_JOB_ID = "segments-scheduled-rollouts"
+ROLLOUTS_JOB = "webapp.jobs.tasks.apply_scheduled_rollouts"
 MAINTENANCE_TIMEOUT = 6 * 3600
 
 
@@ -29,13 +31,16 @@ def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
 
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
-    """(Re)register the nightly job and the report reaper; stale copies are cancelled first."""
+    """(Re)register the nightly job, the report reaper and the scheduled-rollout applier
+    (both minutely); stale copies are cancelled first."""
     os.environ["TZ"] = "UTC"  # rq-scheduler evaluates cron strings in local time
     time.tzset()
     for job in scheduler.get_jobs():
-        if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID):
+        if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID, ROLLOUTS_JOB_ID):
             scheduler.cancel(job)
     scheduler.schedule(datetime.now(UTC), REAPER_JOB, id=REAPER_JOB_ID, interval=REAPER_INTERVAL, repeat=None,
+                       queue_name=QUEUE_NAME, timeout=REAPER_INTERVAL * 5, result_ttl=REAPER_INTERVAL * 2)
+    scheduler.schedule(datetime.now(UTC), ROLLOUTS_JOB, id=ROLLOUTS_JOB_ID, interval=REAPER_INTERVAL, repeat=None,
                        queue_name=QUEUE_NAME, timeout=REAPER_INTERVAL * 5, result_ttl=REAPER_INTERVAL * 2)
     scheduler.cron(cron, func=MAINTENANCE_JOB, id=EXPIRY_JOB_ID, queue_name=QUEUE_NAME,
                    use_local_timezone=False, timeout=MAINTENANCE_TIMEOUT,

@@ -15,10 +15,11 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from webapp.extensions import db
+from webapp.metrics import purge_done, timed_job
 from webapp.models import BulkOperation, JobRun, Report
 from webapp.models.enums import ReportStatus
 from webapp.queue import get_queue
-from webapp.services import bulk, history_partitions, membership_store, reports
+from webapp.services import bulk, history_partitions, membership_store, reports, rollout_state
 from webapp.services.common import utcnow
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def set_report_state(report_id: str, **values: Any) -> None:
         conn.execute(update(Report).where(Report.id == uuid.UUID(str(report_id))).values(**values))
 
 
+@timed_job("report")
 def generate_report(report_id: str) -> int:
     """Write one report's CSV; returns its row count. Failures are recorded readably."""
     report = reports.get_report(db.session, report_id)
@@ -60,6 +62,7 @@ def generate_report(report_id: str) -> int:
     return count
 
 
+@timed_job("bulk_operation")
 def run_bulk_operation(operation_id: str) -> int:
     """Run a bulk operation to its end, one committed chunk at a time, resuming after its
     cursor; returns the rows done. A failure is recorded (RQ retries it, from the cursor)."""
@@ -85,6 +88,7 @@ def run_bulk_operation(operation_id: str) -> int:
     return operation.done
 
 
+@timed_job("reaper")
 def reap_stuck_jobs(now: datetime | None = None) -> int:
     """Make every pending report and bulk operation finish or fail visibly (every minute, on
     the scheduler). One whose job is gone from Redis (queued while Redis was down, or lost
@@ -147,9 +151,11 @@ def purge_expired(now: datetime | None = None, batch_size: int | None = None) ->
         db.session.commit()
         total += removed
         if removed == 0:
+            purge_done(total)
             return total
 
 
+@timed_job("nightly_maintenance")
 def nightly_maintenance() -> int:
     """The scheduled job: purge expired memberships, then reports past retention; create the
     coming months' history partitions and drop those past HISTORY_RETENTION_MONTHS."""
@@ -173,3 +179,15 @@ def nightly_maintenance() -> int:
         raise
     log.info("nightly maintenance: %d memberships expired, %d old reports purged", removed, purged)
     return removed
+
+
+@timed_job("scheduled_rollouts")
+def apply_scheduled_rollouts(now: datetime | None = None) -> int:
+    """Apply the scheduled rollout changes that are due (every minute, on the scheduler).
+    Reads never wait for this: they count a due change from its time on anyway; applying it
+    records it (at its scheduled time) and keeps the pending list short."""
+    applied = rollout_state.apply_due(db.session, now)
+    db.session.commit()
+    if applied:
+        log.info("scheduled rollouts: %d change(s) applied", applied)
+    return applied

@@ -1,10 +1,13 @@
 """A user's membership history: stored events plus the rollout changes that touched them.
 
 Explicit changes are stored as ``membership_events``. Rollout membership is never stored
-per user: it is replayed from ``rollout_changes`` with the user's bucket. Replaying both in
-time order gives a history whose last entry per segment is the user's real state; an entry
-is derived whenever the effective membership (explicit, or in the rollout and not excluded)
-changes without a stored event saying so.
+per user: it is replayed from ``rollout_changes`` with the user's bucket (each change records
+the segment's exclusion group and bucket ranges from then on). Replaying both in time order
+gives a history whose last entry per segment is the user's real state; an entry is derived
+whenever the effective membership (explicit, or in the rollout, not excluded and not
+explicitly in another segment of its exclusion group) changes without a stored event saying
+so. Scheduled changes that are due are applied first (rollout_state.materialize), so they
+appear at their scheduled time with their scheduler as the actor.
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from webapp.models import Membership, MembershipEvent, RolloutChange, Segment
+from webapp.models import ExclusionGroup, Membership, MembershipEvent, RolloutChange, Segment
 from webapp.models.enums import Action, Reason
-from webapp.services import rollout
+from webapp.services import rollout, rollout_state
 from webapp.services.common import DbSession, check_user_id, utcnow
 
 
@@ -37,10 +40,14 @@ class _State:
     excluded: bool = False
     rollout_in: bool = False
     reported: bool = False
+    group: str | None = None
+    slug: str = ""
 
-    @property
-    def effective(self) -> bool:
-        return self.explicit or (self.rollout_in and not self.excluded)
+    def effective(self, group_holders: set[str]) -> bool:
+        """``group_holders``: groups in which the user is explicitly in some segment."""
+        if self.explicit:
+            return True
+        return self.rollout_in and not self.excluded and self.group not in group_holders
 
 
 @dataclass(order=True)
@@ -57,14 +64,16 @@ def user_history(session: DbSession, user_id: int, start: datetime | None = None
     """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first."""
     check_user_id(user_id)
     now = now or utcnow()
+    rollout_state.materialize(session, now)
     return [e for e in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
 
 
 def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetime) -> Iterator[HistoryEntry]:
     steps: list[_Step] = []
     stored = select(MembershipEvent).where(MembershipEvent.user_id == user_id)
-    changes = (select(RolloutChange, Segment.slug, Segment.salt)
-               .join(Segment, Segment.id == RolloutChange.segment_id))
+    changes = (select(RolloutChange, Segment.slug, Segment.salt, Segment.hash_scheme, ExclusionGroup.salt)
+               .join(Segment, Segment.id == RolloutChange.segment_id)
+               .outerjoin(ExclusionGroup, ExclusionGroup.name == RolloutChange.exclusion_group))
     pending = (select(Membership.segment_id, Segment.slug, Membership.expires_at)
                .join(Segment, Segment.id == Membership.segment_id)
                .where(Membership.user_id == user_id, Membership.expires_at <= now))
@@ -79,8 +88,13 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         fake = MembershipEvent(user_id=user_id, segment_id=segment_id, segment_slug=slug,
                                action=Action.REMOVED, reason=Reason.TTL, occurred_at=expires_at, actor="system")
         steps.append(_Step(fake.occurred_at, 1, 2**62, "event", fake))
-    for change, slug, salt in session.execute(changes.order_by(RolloutChange.changed_at, RolloutChange.id)):
-        steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, salt)))
+    for change, slug, salt, scheme, group_salt in session.execute(
+            changes.order_by(RolloutChange.changed_at, RolloutChange.id)):
+        if change.exclusion_group is not None and group_salt is not None:
+            rule = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(change.bucket_ranges, change.to_bp))
+        else:
+            rule = rollout.Rule(scheme, salt, rollout.ranges_of(None, change.to_bp))
+        steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, rule)))
     steps.sort()
 
     states: dict[int, _State] = {}
@@ -88,6 +102,7 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         if step.kind == "event":
             event: MembershipEvent = step.payload
             state = states.setdefault(event.segment_id, _State())
+            state.slug = event.segment_slug
             yield HistoryEntry(user_id, event.segment_slug, Action(event.action), event.occurred_at,
                                Reason(event.reason), event.actor)
             state.reported = event.action == Action.ADDED
@@ -97,15 +112,21 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
                 state.explicit = False
                 if event.reason in (Reason.API, Reason.DASHBOARD) and state.rollout_in:
                     state.excluded = True
-            slug, reason = event.segment_slug, Reason.ROLLOUT
+            reason, actor, groups = Reason.ROLLOUT, "system", {state.group}
         else:
-            change, slug, salt = step.payload
+            change, slug, rule = step.payload
             state = states.setdefault(change.segment_id, _State())
-            state.rollout_in = rollout.in_rollout(salt, user_id, change.to_bp)
+            groups = {state.group, change.exclusion_group}
+            state.slug, state.group = slug, change.exclusion_group
+            state.rollout_in = rule.covers(user_id)
             if change.reason == Reason.SEGMENT_DELETED:
                 state.excluded = False
-            reason = Reason(change.reason)
-        if state.effective != state.reported:
-            state.reported = state.effective
-            yield HistoryEntry(user_id, slug, Action.ADDED if state.effective else Action.REMOVED,
-                               step.at, reason, "system")
+            reason, actor = Reason(change.reason), change.actor or "system"
+        holders = {s.group for s in states.values() if s.explicit and s.group is not None}
+        # The stepped segment and, through the group rule, its group's other segments.
+        for other in states.values():
+            if (other is state or (other.group is not None and other.group in groups)) \
+                    and other.effective(holders) != other.reported:
+                other.reported = not other.reported
+                yield HistoryEntry(user_id, other.slug, Action.ADDED if other.reported else Action.REMOVED,
+                                   step.at, reason, actor)

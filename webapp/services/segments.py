@@ -7,13 +7,25 @@ from typing import Literal
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
-from webapp.models import CatalogVersion, Membership, RolloutChange, RolloutExclusion, Segment
-from webapp.models.enums import Reason
+from webapp.models import Membership, RolloutExclusion, RolloutSchedule, Segment
+from webapp.models.enums import Reason, SegmentEventKind
 from webapp.rules import MAX_DESCRIPTION
-from webapp.services import rollout
+from webapp.services import activity_log, rollout
+from webapp.services.allocation import RolloutState
 from webapp.services.common import DbSession, slug_problem, utcnow
+from webapp.services.rollout_state import (
+    apply_due_locked,
+    catalog_changed,
+    change_or_error,
+    check_future,
+    ensure_group,
+    lock_scope,
+    set_state,
+    states,
+)
 
 UNSET: object = object()
 
@@ -24,11 +36,17 @@ class SegmentStats:
     exclusions: int  # users explicitly removed from the rollout
 
 
-def _slug_or_error(slug: object) -> str:
+def _slug_or_error(slug: object, field: str = "slug") -> str:
     if (problem := slug_problem(slug)) is not None:
-        raise ValidationFailed(problem, [detail("slug", problem, value=str(slug)[:80])])
+        problem = problem.replace("slug", field, 1)
+        raise ValidationFailed(problem, [detail(field, problem, value=str(slug)[:80])])
     assert isinstance(slug, str)
     return slug
+
+
+def _group_or_error(group: object) -> str | None:
+    """An exclusion group name (the slug rules) or None/"" for no group."""
+    return None if group is None or group == "" else _slug_or_error(group, "exclusion_group")
 
 
 def _description_or_error(description: object) -> str:
@@ -107,16 +125,14 @@ def segment_stats(session: DbSession, segment: Segment) -> SegmentStats:
 
 
 def create_segment(session: DbSession, slug: object, description: object = None, rollout_percent: object = None,
-                   now: datetime | None = None) -> Segment:
-    """Create a live segment with a fresh salt; Conflict when the slug is taken."""
+                   exclusion_group: object = None, actor: str = "", now: datetime | None = None) -> Segment:
+    """Create a live segment with a fresh salt, optionally in an exclusion group (created on
+    first use); Conflict when the slug is taken, 422 when the group has no room."""
     now = now or utcnow()
-    segment = Segment(
-        slug=_slug_or_error(slug),
-        description=_description_or_error(description),
-        rollout_basis_points=_basis_points_or_error(rollout_percent),
-        salt=rollout.new_salt(),
-        created_at=now,
-    )
+    group = _group_or_error(exclusion_group)
+    basis_points = _basis_points_or_error(rollout_percent)
+    segment = Segment(slug=_slug_or_error(slug), description=_description_or_error(description),
+                      rollout_basis_points=0, salt=rollout.new_salt(), created_at=now)
     try:
         with session.begin_nested():
             session.add(segment)
@@ -124,56 +140,108 @@ def create_segment(session: DbSession, slug: object, description: object = None,
     except IntegrityError:
         raise Conflict(f"segment {slug} already exists",
                        [detail("slug", "a live segment has this slug", value=slug)]) from None
-    if segment.rollout_basis_points:
-        _record_rollout(session, segment, 0, segment.rollout_basis_points, Reason.ROLLOUT, now)
+    activity_log.record(session, segment, SegmentEventKind.CREATED, actor, now,
+                        rollout_percent=basis_points / 100, exclusion_group=group)
+    if basis_points or group:
+        if group:
+            ensure_group(session, group, now)
+        locked = lock_scope(session, segment.id, group)
+        apply_due_locked(session, locked, now)
+        set_state(session, segment, change_or_error(states(locked), segment.id, basis_points, group),
+                  reason=Reason.ROLLOUT, actor=actor, at=now)
+        check_future(session, locked, now)
     catalog_changed(session)
+    session.flush()
     return segment
 
 
 def update_segment(session: DbSession, slug: str, description: object = UNSET, rollout_percent: object = UNSET,
+                   exclusion_group: object = UNSET, actor: str = "",
                    now: datetime | None = None) -> tuple[Segment, bool]:
-    """Change description and/or rollout (validated together before either changes);
-    returns the segment and whether the rollout changed."""
+    """Change description, rollout and/or exclusion group (all validated before anything
+    changes, each change recorded); returns the segment and whether its rollout changed.
+
+    Moving into a group takes the rollout's share of the group's free buckets (422 if there is
+    not enough) and is refused (409) while some user is an explicit member of this segment and
+    of another of the group's segments."""
     now = now or utcnow()
     new_description = None if description is UNSET else _description_or_error(description)
     new_bp = None if rollout_percent is UNSET else _basis_points_or_error(rollout_percent)
-    segment = get_live_segment(session, slug, lock="update")
-    if new_description is not None:
+    new_group = UNSET if exclusion_group is UNSET else _group_or_error(exclusion_group)
+    segment = get_live_segment(session, slug)
+    changed = False
+    if new_bp is not None or (new_group is not UNSET and new_group != segment.exclusion_group):
+        changed = _change_rollout(session, segment, new_bp, new_group, actor, now)
+    else:
+        segment = get_live_segment(session, slug, lock="update")
+    if new_description is not None and new_description != segment.description:
+        activity_log.record(session, segment, SegmentEventKind.DESCRIPTION_CHANGED, actor, now,
+                            before=segment.description[:200], after=new_description[:200])
         segment.description = new_description
-    rollout_changed = new_bp is not None and new_bp != segment.rollout_basis_points
-    if new_bp is not None and rollout_changed:
-        _record_rollout(session, segment, segment.rollout_basis_points, new_bp, Reason.ROLLOUT, now)
-        segment.rollout_basis_points = new_bp
-        catalog_changed(session)
     session.flush()
-    return segment, rollout_changed
+    return segment, changed
 
 
-def retire_segment(session: DbSession, slug: str, now: datetime) -> tuple[Segment, int]:
+def _change_rollout(session: DbSession, segment: Segment, new_bp: int | None, new_group: object, actor: str,
+                    now: datetime) -> bool:
+    if isinstance(new_group, str):
+        ensure_group(session, new_group, now)
+    locked = lock_scope(session, segment.id, new_group if isinstance(new_group, str) else None)
+    if segment.id not in locked:
+        raise NotFound(f"segment {segment.slug} does not exist", [detail("slug", "no such segment", value=segment.slug)])
+    apply_due_locked(session, locked, now)
+    old = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
+    if isinstance(new_group, str) and new_group != old.group:
+        _refuse_explicit_overlap(session, segment, new_group, locked)
+    target = old.basis_points if new_bp is None else new_bp
+    new = change_or_error(states(locked), segment.id, target, ... if new_group is UNSET else new_group)
+    changed = set_state(session, segment, new, reason=Reason.ROLLOUT, actor=actor, at=now)
+    check_future(session, locked, now)
+    if new.group != old.group:
+        activity_log.record(session, segment, SegmentEventKind.GROUP_CHANGED, actor, now,
+                            before=old.group, after=new.group, rollout_percent=new.basis_points / 100)
+    if new.basis_points != old.basis_points:
+        activity_log.record(session, segment, SegmentEventKind.ROLLOUT_CHANGED, actor, now,
+                            from_percent=old.basis_points / 100, to_percent=new.basis_points / 100)
+    return changed
+
+
+def _refuse_explicit_overlap(session: DbSession, segment: Segment, group: str, locked: dict[int, Segment]) -> None:
+    """409 when a user is an explicit member of ``segment`` and of another segment of ``group``."""
+    others = [sid for sid, s in locked.items() if s.exclusion_group == group and sid != segment.id]
+    if not others:
+        return
+    mine, theirs = aliased(Membership), aliased(Membership)
+    now = utcnow()
+    row = session.execute(
+        select(theirs.segment_id, func.count()).select_from(mine)
+        .join(theirs, (theirs.user_id == mine.user_id) & theirs.segment_id.in_(others))
+        .where(mine.segment_id == segment.id, mine.live_at(now), theirs.live_at(now))
+        .group_by(theirs.segment_id).order_by(func.count().desc()).limit(1)).first()
+    if row is not None:
+        other = locked[row[0]].slug
+        raise Conflict(f"{row[1]:,} explicit members of {segment.slug} are also explicit members of {other} "
+                       f"in group {group}: remove them from one of the two first",
+                       [detail("exclusion_group", "explicit members overlap", exclusion_group=group,
+                               segment=other, users=row[1])])
+
+
+def retire_segment(session: DbSession, slug: str, now: datetime, actor: str = "") -> tuple[Segment, int]:
     """Soft-delete a segment: it leaves the catalog (and every read) when this commits, and
-    its slug is free again. Returns it with its live explicit member count; removing their
-    rows is bulk.delete_segment's job."""
+    its slug and its group's buckets are free again; its pending scheduled changes are
+    cancelled. Returns it with its live explicit member count; removing their rows is
+    bulk.delete_segment's job."""
     segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
     left = member_counts(session, [segment.id], now)[segment.id]
-    if segment.rollout_basis_points:
-        _record_rollout(session, segment, segment.rollout_basis_points, 0, Reason.SEGMENT_DELETED, now)
-        segment.rollout_basis_points = 0
+    set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
+    session.execute(update(RolloutSchedule).where(
+        RolloutSchedule.segment_id == segment.id, RolloutSchedule.applied_at.is_(None),
+        RolloutSchedule.cancelled_at.is_(None)).values(cancelled_at=now, cancelled_by=actor))
     segment.deleted_at = now
+    activity_log.record(session, segment, SegmentEventKind.DELETED, actor, now, members=left)
     session.flush()
     catalog_changed(session)
     return segment, left
-
-
-def catalog_changed(session: DbSession) -> None:
-    """Mark the segment catalog changed by this transaction (the read path revalidates
-    against this version; see read_path)."""
-    session.execute(update(CatalogVersion).where(CatalogVersion.id == 1)
-                    .values(version=CatalogVersion.version + 1))
-
-
-def _record_rollout(session: DbSession, segment: Segment, from_bp: int, to_bp: int, reason: Reason,
-                    now: datetime) -> None:
-    session.add(RolloutChange(segment_id=segment.id, from_bp=from_bp, to_bp=to_bp, reason=reason, changed_at=now))
 
 
 def list_members(session: DbSession, segment: Segment, *, after: int = 0, limit: int = 50,

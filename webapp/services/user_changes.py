@@ -7,12 +7,13 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from webapp.errors import ValidationFailed, detail
+from webapp.errors import Conflict, ValidationFailed, detail
 from webapp.models import Segment
 from webapp.models.enums import Reason
 from webapp.rules import MAX_ITEMS_PER_CHANGE
-from webapp.services import membership_store, rollout
+from webapp.services import membership_store
 from webapp.services.common import DbSession, expiry, slug_problem, user_id_problem, utcnow
+from webapp.services.read_path import UserView, user_view
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def change_user_segments(
     result = ChangeResult(user_id)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
+    view = user_view(session, user_id, now)
+    _refuse_group_overlap(view, [segments[slug] for slug in expiries], [segments[slug].id for slug in deleting])
     if expiries:
         counts = membership_store.upsert(
             session, user_id, {segments[slug].id: until for slug, until in expiries.items()},
@@ -83,12 +86,33 @@ def change_user_segments(
             bucket.append(slug)
     if deleting:
         ids = [segments[slug].id for slug in deleting]
-        in_rollout = [segments[s].id for s in deleting
-                      if rollout.in_rollout(segments[s].salt, user_id, segments[s].rollout_basis_points)]
+        in_rollout = [sid for sid in ids if sid in view.rollout_ids]
         gone = membership_store.remove(session, user_id, ids, in_rollout, now, reason, actor, at=at)
         for slug in deleting:
             (result.removed if segments[slug].id in gone else result.not_members).append(slug)
     return result
+
+
+def _refuse_group_overlap(view: UserView, adding: Sequence[Segment], removing: Sequence[int]) -> None:
+    """409 when an added segment's exclusion group already holds the user through another
+    segment (one the request does not also remove), or two added segments share a group."""
+    by_slug = {s.slug: sid for sid, s in view.catalog.segments.items()}
+    holding = {view.catalog.group_of[sid]: slug for slug, sid in
+               ((a.slug, by_slug.get(a.slug)) for a in view.active)
+               if sid in view.catalog.group_of and sid not in removing}
+    problems, claimed = [], dict[str, str]()
+    for segment in adding:
+        group = segment.exclusion_group
+        if group is None:
+            continue
+        other = holding.get(group) if holding.get(group) != segment.slug else None
+        other = other or claimed.get(group)
+        if other is not None:
+            problems.append(detail("add", f"the user is already in {other}, which shares exclusion group {group}",
+                                   slug=segment.slug, segment=other, exclusion_group=group))
+        claimed[group] = segment.slug
+    if problems:
+        raise Conflict(f"{problems[0]['message']}: a user is in at most one segment of a group", problems)
 
 
 def _validate(user_id: int, add: Sequence[AddSpec], delete: Sequence[str], ttl_seconds: int | None,

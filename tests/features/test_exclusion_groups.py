@@ -1,0 +1,136 @@
+"""Exclusion groups end to end (API on PostgreSQL): no user is ever in two segments of a
+group, rollouts share 100%, raising keeps members, lowering removes only the latest."""
+import itertools
+
+import pytest
+
+from webapp.extensions import db
+from webapp.services.read_path import hot_read_many
+
+USERS = range(1, 100_001)
+
+
+def memberships(app, slugs):
+    """{slug: set of users} over USERS through the hot read path (1,000 users per read)."""
+    found = {slug: set() for slug in slugs}
+    users = list(USERS)
+    with app.app_context():
+        engine = app.extensions["read_engine"]
+        for start in range(0, len(users), 1000):
+            chunk = users[start:start + 1000]
+            for user, active in zip(chunk, hot_read_many(engine, chunk), strict=True):
+                for entry in active:
+                    if entry.slug in found:
+                        found[entry.slug].add(user)
+    return found
+
+
+@pytest.fixture
+def live(app_on, redis_app, committed_db):
+    app = app_on()
+    return app, app.test_client()
+
+
+def test_the_assignment_example_has_no_overlap_in_a_group(live):
+    app, client = live
+    for slug in ("AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"):
+        assert client.post("/api/v1/segments", json={"slug": f"FREE_{slug}", "rollout_percent": 10}).status_code == 201
+        assert client.post("/api/v1/segments", json={"slug": slug, "rollout_percent": 10,
+                                                     "exclusion_group": "DISCOUNTS"}).status_code == 201
+    found = memberships(app, ["FREE_AVITO_DISCOUNT_30", "FREE_AVITO_DISCOUNT_50", "AVITO_DISCOUNT_30",
+                              "AVITO_DISCOUNT_50"])
+    outside = len(found["FREE_AVITO_DISCOUNT_30"] & found["FREE_AVITO_DISCOUNT_50"])
+    assert 800 < outside < 1200  # independent 10% rollouts: ~1% of users in both
+    assert found["AVITO_DISCOUNT_30"].isdisjoint(found["AVITO_DISCOUNT_50"])
+    for slug in ("AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"):
+        assert 9_500 < len(found[slug]) < 10_500
+    group = client.get("/api/v1/groups/DISCOUNTS").json
+    assert group["used_percent"] == 20 and group["free_percent"] == 80
+    assert {s["slug"] for s in group["segments"]} == {"AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"}
+
+
+def test_every_combination_stays_disjoint_and_monotone(live):
+    app, client = live
+    slugs = ["G_A", "G_B", "G_C", "G_D"]
+    for slug in slugs:
+        client.post("/api/v1/segments", json={"slug": slug, "rollout_percent": 20, "exclusion_group": "EXP"})
+    before = memberships(app, slugs)
+    for a, b in itertools.combinations(slugs, 2):
+        assert before[a].isdisjoint(before[b]), (a, b)
+    assert client.patch("/api/v1/segments/G_A", json={"rollout_percent": 15}).status_code == 200  # frees 5%
+    assert client.patch("/api/v1/segments/G_B", json={"rollout_percent": 25}).status_code == 200  # takes 10%
+    after = memberships(app, slugs)
+    assert after["G_A"] < before["G_A"] and before["G_B"] < after["G_B"]  # lowering removes, raising keeps
+    assert after["G_C"] == before["G_C"] and after["G_D"] == before["G_D"]
+    for a, b in itertools.combinations(slugs, 2):
+        assert after[a].isdisjoint(after[b]), (a, b)
+    # A raise back takes the lowest free buckets: G_A's removed users are not necessarily back,
+    # but its remaining ones all stay.
+    client.patch("/api/v1/segments/G_A", json={"rollout_percent": 20})
+    again = memberships(app, slugs)
+    assert after["G_A"] <= again["G_A"]
+    full = client.patch("/api/v1/segments/G_C", json={"rollout_percent": 60})
+    assert full.status_code == 422 and "EXP" in full.json["error"]["message"]
+    assert full.json["error"]["details"][0]["exclusion_group"] == "EXP"
+
+
+def test_explicit_add_into_a_group_is_refused_when_already_in_another(api):
+    api.segment("EX_A", exclusion_group="EXCL")
+    api.segment("EX_B", exclusion_group="EXCL", rollout_percent=100)
+    api.segment("EX_C", exclusion_group="OTHER")
+    refused = api.change(5, add=["EX_A"])  # in EX_B through its 100% rollout
+    assert refused.status_code == 409, refused.json
+    assert refused.json["error"]["details"][0]["segment"] == "EX_B"
+    assert "EX_B" in refused.json["error"]["message"]
+    assert api.patch("/segments/EX_B", {"rollout_percent": 0}).status_code == 200
+    assert api.change(5, add=["EX_A", "EX_C"]).status_code == 200
+    assert api.change(5, add=["EX_B"]).status_code == 409
+    assert api.change(5, add=["EX_B"], delete=["EX_A"]).status_code == 200  # a swap in one call is fine
+    assert [s["slug"] for s in api.active(5)] == ["EX_B", "EX_C"]
+
+
+def test_explicit_members_win_over_the_groups_rollouts(api):
+    api.segment("WIN_A", exclusion_group="WIN")
+    assert api.change(9, add=["WIN_A"]).status_code == 200
+    api.segment("WIN_B", exclusion_group="WIN", rollout_percent=99)  # buckets 0..9899: covers most users
+    for user in (9, 10, 11):
+        slugs = [s["slug"] for s in api.active(user) if s["slug"].startswith("WIN")]
+        assert len(slugs) <= 1, (user, slugs)
+    assert [s["slug"] for s in api.active(9)] == ["WIN_A"]
+
+
+def test_moving_into_a_group_is_recorded_and_refused_on_explicit_overlap(api):
+    api.segment("MOVE_A", exclusion_group="MV")
+    api.segment("MOVE_B", rollout_percent=30)
+    api.change(3, add=["MOVE_A", "MOVE_B"])
+    refused = api.patch("/segments/MOVE_B", {"exclusion_group": "MV"})
+    assert refused.status_code == 409 and refused.json["error"]["details"][0]["segment"] == "MOVE_A"
+    api.change(3, delete=["MOVE_B"])
+    moved = api.patch("/segments/MOVE_B", {"exclusion_group": "MV"})
+    assert moved.status_code == 200 and moved.json["exclusion_group"] == "MV"
+    kinds = [e["kind"] for e in api.get("/segments/MOVE_B/activity").json["items"]]
+    assert kinds[0] == "group_changed" and "created" in kinds
+    left = api.patch("/segments/MOVE_B", {"exclusion_group": None})
+    assert left.status_code == 200 and left.json["exclusion_group"] is None
+    assert api.get("/groups/MV").json["used_percent"] == 0
+
+
+def test_history_shows_the_effect_of_joining_a_group(api):
+    api.segment("HIST_A", rollout_percent=100)
+    user = 42
+    assert [s["slug"] for s in api.active(user)] == ["HIST_A"]
+    api.segment("HIST_B", exclusion_group="HG", rollout_percent=100)
+    api.patch("/segments/HIST_A", {"exclusion_group": "HG"})  # no room: the group is full
+    assert api.patch("/segments/HIST_A", {"exclusion_group": "HG"}).status_code == 422
+    api.patch("/segments/HIST_B", {"rollout_percent": 0})
+    assert api.patch("/segments/HIST_A", {"exclusion_group": "HG"}).status_code == 200
+    history = api.get(f"/users/{user}/history").json["items"]
+    assert [(h["segment"], h["operation"]) for h in history] == [
+        ("HIST_A", "added"), ("HIST_B", "added"), ("HIST_B", "removed")]
+
+
+def test_group_names_follow_the_slug_rules(api):
+    bad = api.post("/segments", {"slug": "BAD_GROUP", "exclusion_group": "lower case"})
+    assert bad.status_code == 422 and bad.json["error"]["details"][0]["field"] == "exclusion_group"
+    assert api.get("/groups/NOPE").status_code == 404
+    assert api.get("/groups/lower").status_code == 404
