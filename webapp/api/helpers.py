@@ -14,7 +14,7 @@ from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.services.common import ascii_int, iso
-from webapp.services.read_path import ActiveSegment, active_segments, hot_read
+from webapp.services.read_path import ActiveSegment, active_segments, hot_read, hot_read_many
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -119,6 +119,15 @@ def segments_now(user_id: int) -> list[ActiveSegment]:
     if session_bound_to_a_connection():
         return active_segments(db.session, user_id)
     return hot_read(current_app.extensions["read_engine"], user_id)
+
+
+def lookup_body(user_ids: list[int]) -> bytes:
+    """The batch lookup's answer: ``{"users": [UserSegments, ...]}`` in the order asked."""
+    if session_bound_to_a_connection():
+        answers = [active_segments(db.session, u) for u in user_ids]
+    else:
+        answers = hot_read_many(current_app.extensions["read_engine"], user_ids)
+    return b'{"users":[' + b",".join(segments_body(u, a) for u, a in zip(user_ids, answers, strict=True)) + b"]}"
 
 
 def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
