@@ -29,7 +29,7 @@ from webapp.config import TestConfig
 from webapp.extensions import db, limiter
 
 TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs",
-          "segments"]
+          "segment_events", "rollout_schedule", "segments", "exclusion_groups"]
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_KEY = "segments-test-run"

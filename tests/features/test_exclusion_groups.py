@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 
-from webapp.extensions import db
 from webapp.services.read_path import hot_read_many
 
 USERS = range(1, 100_001)

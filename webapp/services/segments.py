@@ -23,6 +23,7 @@ from webapp.services.rollout_state import (
     check_future,
     ensure_group,
     lock_scope,
+    materialize,
     set_state,
     states,
 )
@@ -74,8 +75,11 @@ def _basis_points_or_error(percent: object) -> int:
 
 
 def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "update"] | None = None) -> Segment:
-    """The live segment with this slug, optionally row-locked; NotFound otherwise."""
+    """The live segment with this slug, optionally row-locked; NotFound otherwise. Unlocked,
+    it is read after due scheduled changes are applied (so its rollout is the one in force)."""
     _slug_or_error(slug)
+    if lock is None:
+        materialize(session, utcnow())
     stmt = select(Segment).where(Segment.slug == slug, Segment.is_live)
     if lock:
         stmt = stmt.with_for_update(read=lock == "share")
@@ -87,6 +91,7 @@ def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "upda
 
 def list_segments(session: DbSession, q: str = "", page: int = 1, per_page: int = 50) -> tuple[list[Segment], int]:
     """Live segments whose slug or description contains ``q``, newest first, with the total."""
+    materialize(session, utcnow())
     stmt = select(Segment).where(Segment.is_live)
     if "\x00" in q:  # PostgreSQL text cannot hold one
         raise ValidationFailed("the search must not contain NUL characters", [detail("q", "contains a NUL")])
