@@ -1,11 +1,11 @@
-"""Large membership operations run as resumable jobs: a bulk add of many ids, the removal of
-a deleted segment's members."""
+"""Large membership operations run as resumable jobs: a bulk add, remove or replace of many
+ids, the removal of a deleted segment's members."""
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import Model
@@ -24,7 +24,11 @@ class BulkOperation(Model):
     done: Mapped[int] = mapped_column(BigInteger, default=0)
     added: Mapped[int] = mapped_column(BigInteger, default=0)
     updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    removed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)  # the last user id done: resume after it
+    # A replace runs in two passes, each with its own cursor: 0 adds the listed ids (cursor over
+    # bulk_operation_ids), 1 removes the members not listed (cursor over the segment's members).
+    phase: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     reason: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(100), default="")

@@ -33,7 +33,11 @@ class ReportKind(StrEnum):
 
 
 class OperationKind(StrEnum):
+    """A background bulk operation (``bulk_operations.kind``, at most 20 characters)."""
+
     BULK_ADD = "bulk_add"
+    BULK_REMOVE = "bulk_remove"
+    BULK_REPLACE = "bulk_replace"
     DELETE_SEGMENT = "delete_segment"
 
 

@@ -1,13 +1,36 @@
 """Bulk membership operations on one segment: many users at once, without stalling anyone.
 
-Up to SYNC_LIMIT ids are added in the request's own transaction. A larger list becomes a
-``BulkOperation``: the ids are COPYed into ``bulk_operation_ids`` and a job adds them in
-chunks of CHUNK ids, each chunk its own short transaction holding the segment share-locked
-and its users locked in id order (the global lock order), so per-user writers to the same
-segment wait at most one chunk and readers never wait. The job records its cursor (the last
-user id done) with each chunk, so it is resumable after a crash and idempotent (re-adding a
-member changes nothing). Deleting a segment is instant for everyone (it leaves the catalog at
-once); its members' rows are removed the same way, in chunks, by a job.
+**Add** (``POST .../members``), **remove** (``DELETE .../members``: those users leave) and
+**replace** (``PUT .../members``: afterwards the explicit members are exactly the listed ids).
+Each takes up to MAX_BULK_IDS ids, validated whole before anything is written.
+
+Up to SYNC_LIMIT ids are done in the request's own transaction (a replace also needs at most
+SYNC_LIMIT members to leave). More become a ``BulkOperation``: the ids are COPYed into
+``bulk_operation_ids`` and a job works through them in chunks of CHUNK, each chunk its own
+short transaction holding the segment share-locked and its rows locked in user order (the
+global lock order, membership_store), so per-user writers to the same segment wait at most one
+chunk and readers never wait. The job records its cursor (the last user id done) with each
+chunk, so it is resumable after a crash, and each chunk is idempotent (re-adding a member or
+removing a non-member changes nothing). A replace runs in two passes: pass 0 adds the listed
+ids chunk by chunk (or sets their new expiry); pass 1 walks the segment's members in windows
+of CHUNK user ids (keyset on user id, its own cursor) and removes those not listed (an
+anti-join against ``bulk_operation_ids``) that were members before the operation started:
+members that other clients add while it runs are theirs to keep.
+
+**Removal means leaving, as for one user.** Bulk remove and replace remove a user exactly as
+the per-user removal (user_changes) does: the explicit membership goes and, when the segment's
+rollout covers the user now, a rollout exclusion is recorded, so the user is out whatever the
+percentage (until explicitly added again) and every ``removed`` history row means the user
+really left (history replays an api/dashboard removal of a covered user as an exclusion). So
+``DELETE .../members`` also takes out listed users who are in only through the rollout, like a
+per-user ``del``; a replace leaves users who are in only through the rollout alone (it
+governs explicit members), but the explicit members it removes leave even if their bucket is
+in the rollout. Each operation is also one segment activity entry (members_added /
+members_removed / members_replaced) with its counts: at request time, or when a background
+operation finishes.
+
+Deleting a segment is instant for everyone (it leaves the catalog at once); its members' rows
+are removed the same way, in chunks, by a job.
 """
 from __future__ import annotations
 
@@ -16,20 +39,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import select, text
 
 from webapp.errors import NotFound, ValidationFailed, detail
 from webapp.models import BulkOperation, Segment
-from webapp.models.enums import OperationKind, Reason, ReportStatus
+from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
 from webapp.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import membership_store, segments
+from webapp.services import activity_log, membership_store, read_path, rollout, segments
 from webapp.services.common import DbSession, expiry, user_id_problem, utcnow
 from webapp.services.segments import get_live_segment
 
-SYNC_LIMIT = 10_000  # ids added within the request; more become a background operation
+SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
 CHUNK = 5_000  # ids (or rows) per transaction of an operation
 RUN_JOB = "webapp.jobs.tasks.run_bulk_operation"
+ADD_PASS, REMOVE_PASS = 0, 1  # BulkOperation.phase of a replace
 
 
 @dataclass
@@ -41,13 +66,28 @@ class BulkResult:
     unchanged: int
 
 
-def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seconds: int | None = None,
-             expires_at: datetime | None = None, reason: Reason = Reason.API, actor: str = "",
-             now: datetime | None = None) -> BulkResult | BulkOperation:
-    """Add up to MAX_BULK_IDS users to one segment: done now (a BulkResult) for up to
-    SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
-    id and nothing happens."""
-    at, now = now, now or utcnow()
+@dataclass
+class RemoveResult:
+    segment: str
+    received: int
+    removed: int
+    not_members: int  # distinct listed ids that were not in the segment
+
+
+@dataclass
+class ReplaceResult:
+    segment: str
+    received: int
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+
+
+def _validated(user_ids: Sequence[int], ttl_seconds: int | None, expires_at: datetime | None, now: datetime,
+               nothing: str) -> tuple[list[int], datetime | None]:
+    """The distinct ids in ascending order and the expiry asked for; every problem at once
+    (ValidationFailed, ``nothing`` saying that nothing happened) before anything is written."""
     if not user_ids:
         raise ValidationFailed("user_ids must not be empty", [detail("user_ids", "empty list")])
     if len(user_ids) > MAX_BULK_IDS:
@@ -59,14 +99,147 @@ def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seco
                for i, u in enumerate(user_ids) if (p := user_id_problem(u)) is not None]
     until, found = expiry(ttl_seconds, expires_at, now)
     if bad or found:
-        raise ValidationFailed("no user was added: fix the listed items", bad[:100] + found)
+        raise ValidationFailed(f"{nothing}: fix the listed items", bad[:100] + found)
+    return sorted(set(user_ids)), until
+
+
+def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seconds: int | None = None,
+             expires_at: datetime | None = None, reason: Reason = Reason.API, actor: str = "",
+             now: datetime | None = None) -> BulkResult | BulkOperation:
+    """Add up to MAX_BULK_IDS users to one segment: done now (a BulkResult) for up to
+    SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
+    id and nothing happens."""
+    at, now = now, now or utcnow()
+    ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
     segment = get_live_segment(session, slug, lock="share")
-    ids = sorted(set(user_ids))
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
     added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, until, now, reason,
                                                   actor, at=at)
-    return BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
+    result = BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
+    activity_log.record(session, segment, SegmentEventKind.MEMBERS_ADDED, actor, at, count=added,
+                        received=result.received, updated=updated, unchanged=result.unchanged, reason=reason)
+    return result
+
+
+def bulk_remove(session: DbSession, slug: str, user_ids: Sequence[int], *, reason: Reason = Reason.API,
+                actor: str = "", now: datetime | None = None) -> RemoveResult | BulkOperation:
+    """Take up to MAX_BULK_IDS users out of one segment (each as a per-user removal would:
+    see the module docstring): done now for up to SYNC_LIMIT ids, else a resumable
+    BulkOperation. Validated whole first."""
+    at, now = now, now or utcnow()
+    ids, _ = _validated(user_ids, None, None, now, "no user was removed")
+    segment = get_live_segment(session, slug, lock="share")
+    if len(ids) > SYNC_LIMIT:
+        return _start(session, OperationKind.BULK_REMOVE, segment, now, reason, actor, ids=ids)
+    removed = membership_store.remove_many(session, ids, segment.id, segment.slug,
+                                           rollout_covered(session, segment, ids, now), now, reason, actor, at=at)
+    result = RemoveResult(segment.slug, len(user_ids), removed, len(ids) - removed)
+    activity_log.record(session, segment, SegmentEventKind.MEMBERS_REMOVED, actor, at, count=removed,
+                        received=result.received, reason=reason)
+    return result
+
+
+def bulk_replace(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seconds: int | None = None,
+                 expires_at: datetime | None = None, reason: Reason = Reason.API, actor: str = "",
+                 now: datetime | None = None) -> ReplaceResult | BulkOperation:
+    """Make the segment's explicit members exactly ``user_ids`` (up to MAX_BULK_IDS): new ones
+    added, listed members given the new expiry (none: no expiry), the others removed. Done now
+    when at most SYNC_LIMIT ids are given and at most SYNC_LIMIT members leave, else a
+    resumable BulkOperation (add pass, then removal pass). Validated whole first."""
+    at, now = now, now or utcnow()
+    ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "nothing was replaced")
+    segment = get_live_segment(session, slug, lock="share")
+    if len(ids) > SYNC_LIMIT or _unlisted_members(session, segment.id, ids, SYNC_LIMIT + 1) > SYNC_LIMIT:
+        members = session.scalar(text("SELECT count(*) FROM memberships WHERE segment_id = :segment"),
+                                 {"segment": segment.id}) or 0
+        return _start(session, OperationKind.BULK_REPLACE, segment, now, reason, actor, ids=ids, expires_at=until,
+                      total=len(ids) + members)
+    added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, until, now, reason,
+                                                  actor, at=at)
+    leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
+    removed = membership_store.remove_many(session, leaving, segment.id, segment.slug,
+                                           rollout_covered(session, segment, leaving, now), now, reason, actor,
+                                           at=at) if leaving else 0
+    result = ReplaceResult(segment.slug, len(user_ids), added, updated, removed, len(ids) - added - updated)
+    activity_log.record(session, segment, SegmentEventKind.MEMBERS_REPLACED, actor, at, count=len(ids),
+                        received=result.received, added=added, updated=updated, removed=removed,
+                        unchanged=result.unchanged, reason=reason)
+    return result
+
+
+def _unlisted_members(session: DbSession, segment_id: int, ids: Sequence[int], limit: int) -> int:
+    """How many of the segment's member rows are not in ``ids``, counting up to ``limit``."""
+    return session.scalar(text(
+        "SELECT count(*) FROM (SELECT 1 FROM memberships m WHERE m.segment_id = :segment AND NOT EXISTS "
+        "(SELECT 1 FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) WHERE l.user_id = m.user_id) LIMIT :limit) t"),
+        {"segment": segment_id, "ids": list(ids), "limit": limit}) or 0
+
+
+def rollout_covered(session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime) -> list[int]:
+    """The users among ``user_ids`` the segment's rollout covers at ``now``, whatever their
+    explicit rows: the per-user removal's test (``read_path.user_view(...).rollout_ids``: the
+    catalog's rollouts at ``now``, scheduled changes due by then applied, a group's bucket
+    ranges), evaluated for this one segment over many users at once."""
+    if not user_ids:
+        return []
+    rollouts = read_path.user_view(session, user_ids[0], now).catalog.rollouts(now)
+    covered = np.zeros(len(user_ids), dtype=bool)
+    scheme1 = [entry for entry in rollouts.scheme1 if entry[0][0] == segment.id]
+    if scheme1:
+        covered |= np.fromiter((any(True for _ in rollout.covering(scheme1, u)) for u in user_ids), dtype=bool,
+                               count=len(user_ids))
+    rows = [i for i, (sid, _) in enumerate(rollouts.items) if sid == segment.id]
+    if rows:
+        buckets = rollout.mix_buckets(rollout.user_hashes(user_ids)[:, None] ^ rollouts.keys[None, rows])
+        covered |= ((buckets >= rollouts.starts[rows]) & (buckets < rollouts.ends[rows])).any(axis=1)
+    return [u for u, inside in zip(user_ids, covered.tolist(), strict=True) if inside]
+
+
+# -- previews (the dashboard's confirmation) ------------------------------------------------
+
+def preview_remove(session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None) -> int:
+    """How many users a bulk remove of ``user_ids`` would take out of the segment now: listed
+    live explicit members, and listed users in only through the rollout (not yet excluded)."""
+    now = now or utcnow()
+    ids, _ = _validated(user_ids, None, None, now, "nothing can be removed")
+    segment = get_live_segment(session, slug)
+    members = _listed_members(session, segment.id, ids, now)
+    return len(members) + len(_in_through_rollout(session, segment, [u for u in ids if u not in members], now))
+
+
+def preview_replace(session: DbSession, slug: str, user_ids: Sequence[int],
+                    now: datetime | None = None) -> tuple[int, int]:
+    """(leaving, joining) for a replace by ``user_ids`` now: live explicit members not listed
+    leave; listed users not in the segment now (neither live explicit members nor in through
+    the rollout) join."""
+    now = now or utcnow()
+    ids, _ = _validated(user_ids, None, None, now, "nothing can be replaced")
+    segment = get_live_segment(session, slug)
+    members = _listed_members(session, segment.id, ids, now)
+    live = segments.member_counts(session, [segment.id], now)[segment.id]
+    outside = [u for u in ids if u not in members]
+    return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
+
+
+def _listed_members(session: DbSession, segment_id: int, ids: Sequence[int], now: datetime) -> set[int]:
+    """The listed users who are live explicit members of the segment."""
+    rows = session.scalars(text(
+        "SELECT m.user_id FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) JOIN memberships m "
+        "ON m.segment_id = :segment AND m.user_id = l.user_id WHERE m.expires_at IS NULL OR m.expires_at > :now"),
+        {"segment": segment_id, "ids": list(ids), "now": now})
+    return set(rows)
+
+
+def _in_through_rollout(session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime) -> list[int]:
+    """The users the segment's rollout covers now and who are not excluded from it."""
+    covered = rollout_covered(session, segment, user_ids, now)
+    if not covered:
+        return []
+    excluded = set(session.scalars(text(
+        "SELECT user_id FROM rollout_exclusions WHERE segment_id = :segment "
+        "AND user_id = ANY(CAST(:ids AS bigint[]))"), {"segment": segment.id, "ids": covered}))
+    return [u for u in covered if u not in excluded]
 
 
 def delete_segment(session: DbSession, slug: str, actor: str = "",
@@ -75,7 +248,7 @@ def delete_segment(session: DbSession, slug: str, actor: str = "",
     go now if they are few, else in a queued operation; their history rows are stamped at
     the deletion either way. Returns (live members that left, the operation or None)."""
     now = now or utcnow()
-    segment, members = segments.retire_segment(session, slug, now)
+    segment, members = segments.retire_segment(session, slug, now, actor)
     if members <= SYNC_LIMIT:
         membership_store.remove_for_deleted_segment(session, segment.id, segment.slug, now, actor)
         return members, None
@@ -86,9 +259,9 @@ def delete_segment(session: DbSession, slug: str, actor: str = "",
 def _start(session: DbSession, kind: OperationKind, segment: Segment, now: datetime, reason: Reason, actor: str,
            *, ids: Sequence[int] = (), expires_at: datetime | None = None, total: int = 0) -> BulkOperation:
     operation = BulkOperation(id=uuid.uuid4(), kind=kind, segment_id=segment.id, slug=segment.slug,
-                              status=ReportStatus.QUEUED, total=len(ids) or total, done=0, added=0, updated=0,
-                              cursor=0, expires_at=expires_at, reason=reason, actor=actor, attempts=0,
-                              created_at=now)
+                              status=ReportStatus.QUEUED, total=total or len(ids), done=0, added=0, updated=0,
+                              removed=0, cursor=0, phase=ADD_PASS, expires_at=expires_at, reason=reason, actor=actor,
+                              attempts=0, created_at=now)
     session.add(operation)
     session.flush()
     if ids:
@@ -135,21 +308,76 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     segment = session.scalar(select(Segment).where(Segment.id == operation.segment_id, Segment.is_live)
                              .with_for_update(read=True))
     if segment is None:
-        raise NotFound(f"segment {operation.slug} was deleted while its bulk add ran")
+        raise NotFound(f"segment {operation.slug} was deleted while its {operation.kind} ran")
+    reason, now = Reason(operation.reason), utcnow()
+    if operation.kind == OperationKind.BULK_REPLACE and operation.phase == REMOVE_PASS:
+        return _remove_unlisted(session, operation, segment, now)
     ids = list(session.scalars(text(
         "SELECT user_id FROM bulk_operation_ids WHERE operation_id = :op AND user_id > :cursor "
         "ORDER BY user_id LIMIT :chunk"), {"op": operation.id, "cursor": operation.cursor, "chunk": CHUNK}))
-    if not ids:
+    if ids and operation.kind == OperationKind.BULK_REMOVE:
+        operation.removed += membership_store.remove_many(session, ids, segment.id, segment.slug,
+                                                          rollout_covered(session, segment, ids, now), now, reason,
+                                                          operation.actor)
+    elif ids:  # a bulk add, or a replace's add pass
+        added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, operation.expires_at,
+                                                      now, reason, operation.actor)
+        operation.added += added
+        operation.updated += updated
+    if ids:
+        operation.done += len(ids)
+        operation.cursor = ids[-1]
+    if len(ids) == CHUNK:
+        return True
+    if operation.kind == OperationKind.BULK_REPLACE:  # the add pass is done: on to the removal pass
+        operation.phase, operation.cursor = REMOVE_PASS, 0
+        return True
+    return False
+
+
+def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segment, now: datetime) -> bool:
+    """One window of a replace's removal pass: the next CHUNK member rows after the cursor
+    (keyset on user id); those not listed, and members since before the operation started,
+    are removed. Rows are only looked at, not locked, unless they go."""
+    seen, last = session.execute(text(
+        "SELECT count(*), max(user_id) FROM (SELECT user_id FROM memberships WHERE segment_id = :segment "
+        "AND user_id > :cursor ORDER BY user_id LIMIT :chunk) w"),
+        {"segment": segment.id, "cursor": operation.cursor, "chunk": CHUNK}).one()
+    if not seen:
         return False
-    added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, operation.expires_at,
-                                                  utcnow(), Reason(operation.reason), operation.actor)
-    operation.added += added
-    operation.updated += updated
-    operation.done += len(ids)
-    operation.cursor = ids[-1]
-    return len(ids) == CHUNK
+    leaving = membership_store.lock_unlisted_members(session, segment.id, operation_id=operation.id,
+                                                     after=operation.cursor, upto=last,
+                                                     added_before=operation.created_at)
+    if leaving:
+        operation.removed += membership_store.remove_many(session, leaving, segment.id, segment.slug,
+                                                          rollout_covered(session, segment, leaving, now), now,
+                                                          Reason(operation.reason), operation.actor)
+    operation.done = min(operation.total, operation.done + seen)
+    operation.cursor = last
+    return seen == CHUNK
 
 
 def finish(session: DbSession, operation: BulkOperation) -> None:
-    operation.status, operation.finished_at = ReportStatus.FINISHED, utcnow()
-    session.execute(text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"), {"op": operation.id})
+    """Mark the operation finished (its ids go) and record it as one segment activity entry,
+    in the same transaction: a retried job finds it finished and records nothing again."""
+    now = utcnow()
+    operation.status, operation.finished_at = ReportStatus.FINISHED, now
+    listed = session.execute(text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"),
+                             {"op": operation.id}).rowcount  # type: ignore[attr-defined]
+    kind = OperationKind(operation.kind)
+    segment = session.get(Segment, operation.segment_id)
+    if kind == OperationKind.DELETE_SEGMENT or segment is None:
+        return
+    facts = {"operation": str(operation.id), "background": True, "reason": operation.reason}
+    if kind == OperationKind.BULK_ADD:
+        activity_log.record(session, segment, SegmentEventKind.MEMBERS_ADDED, operation.actor, now,
+                            count=operation.added, updated=operation.updated,
+                            unchanged=listed - operation.added - operation.updated, **facts)
+    elif kind == OperationKind.BULK_REMOVE:
+        activity_log.record(session, segment, SegmentEventKind.MEMBERS_REMOVED, operation.actor, now,
+                            count=operation.removed, **facts)
+    else:
+        activity_log.record(session, segment, SegmentEventKind.MEMBERS_REPLACED, operation.actor, now,
+                            count=listed, added=operation.added, updated=operation.updated,
+                            removed=operation.removed, unchanged=listed - operation.added - operation.updated,
+                            **facts)

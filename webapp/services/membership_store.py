@@ -169,13 +169,87 @@ def upsert_many(session: DbSession, user_ids: Sequence[int], segment_id: int, sl
     segment order and a bulk chunk only ever waits within its one segment, so no wait cycle can
     form with them either. Rows expired but not yet purged end at their expiry first, so a
     re-add is a new add."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:space, :segment)"),
-                    {"space": BULK_LOCK_SPACE, "segment": segment_id})
+    lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated = _run(session, _UPSERT_MANY, {
         "users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "expiry": expiry,
         "at": at, "reason": reason, "actor": actor}).one()
     return int(added), int(updated)
+
+
+_LOCK_MANY = """
+SELECT user_id FROM memberships
+WHERE segment_id = :segment AND user_id = ANY(CAST(:users AS bigint[]))
+ORDER BY user_id FOR UPDATE
+"""
+
+_REMOVE_MANY = """
+WITH del AS (
+    DELETE FROM memberships
+    WHERE segment_id = :segment AND user_id = ANY(CAST(:users AS bigint[]))
+    RETURNING user_id
+),
+exc AS (
+    INSERT INTO rollout_exclusions (user_id, segment_id, created_at)
+    SELECT user_id, :segment, :now FROM unnest(CAST(:rollout_users AS bigint[])) AS t(user_id) ORDER BY user_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+),
+gone AS (SELECT user_id FROM del UNION SELECT user_id FROM exc),
+ev AS ({events})
+SELECT count(*) FROM gone
+""".format(events=_events(
+    "SELECT user_id, :segment, :slug, 'removed', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
+    ":actor FROM gone"))
+
+
+def remove_many(session: DbSession, user_ids: Sequence[int], segment_id: int, slug: str,
+                rollout_user_ids: Sequence[int], now: datetime, reason: Reason, actor: str, *,
+                at: datetime | None = None) -> int:
+    """Remove many users from one segment, each exactly as a per-user removal (:func:`remove`)
+    would: the explicit membership goes, and a user the segment's rollout covers
+    (``rollout_user_ids``, decided by the caller as the per-user change decides it) is
+    excluded from it. Returns how many users left (one ``removed`` event each: an explicit
+    member, or a rollout member newly excluded).
+
+    One chunk of a bulk remove or replace (the caller holds the segment share-locked). Like
+    :func:`upsert_many`: chunks of one segment run one at a time, rows are locked in ascending
+    user order, and a row already expired (not yet purged) ends at its expiry first (``ttl``),
+    so only live members count as removed."""
+    lock_segment_bulk(session, segment_id)
+    expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
+    params = {"users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "at": at,
+              "rollout_users": list(rollout_user_ids), "reason": reason, "actor": actor}
+    _run(session, _LOCK_MANY, params)
+    return int(_run(session, _REMOVE_MANY, params).scalar_one())
+
+
+def lock_unlisted_members(session: DbSession, segment_id: int, *, listed: Sequence[int] | None = None,
+                          operation_id: object = None, after: int = 0, upto: int | None = None,
+                          added_before: datetime | None = None) -> list[int]:
+    """The segment's members (live or not) with ``after < user_id <= upto`` that are not
+    listed — in ``listed``, or in the operation's ``bulk_operation_ids`` — and, with
+    ``added_before``, were added before it; their rows locked in ascending user order (the
+    caller then removes them with :func:`remove_many`). A replace's removal pass."""
+    lock_segment_bulk(session, segment_id)
+    if listed is not None:
+        unlisted = "NOT EXISTS (SELECT 1 FROM unnest(CAST(:listed AS bigint[])) AS l(user_id) " \
+                   "WHERE l.user_id = m.user_id)"
+    else:
+        unlisted = "NOT EXISTS (SELECT 1 FROM bulk_operation_ids b WHERE b.operation_id = :op " \
+                   "AND b.user_id = m.user_id)"
+    sql = (f"SELECT m.user_id FROM memberships m WHERE m.segment_id = :segment AND m.user_id > :after "
+           f"{'AND m.user_id <= :upto ' if upto is not None else ''}"
+           f"{'AND m.added_at < :now ' if added_before is not None else ''}"
+           f"AND {unlisted} ORDER BY m.user_id FOR UPDATE")
+    return list(_run(session, sql, {"segment": segment_id, "after": after, "upto": upto, "now": added_before,
+                                    "listed": list(listed or ()), "op": operation_id}).scalars())
+
+
+def lock_segment_bulk(session: DbSession, segment_id: int) -> None:
+    """Chunks of one segment run one at a time (held until the transaction ends)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:space, :segment)"),
+                    {"space": BULK_LOCK_SPACE, "segment": segment_id})
 
 
 def remove_for_deleted_segment(session: DbSession, segment_id: int, slug: str, deleted_at: datetime, actor: str,
