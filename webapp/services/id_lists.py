@@ -1,40 +1,196 @@
-"""User id lists pasted or uploaded on the dashboard: one pass, clear errors."""
+"""User id lists pasted or uploaded on the dashboard: one pass, every problem named.
+
+Rules (the bulk-add form states them):
+- pasted text is ids only: separated by commas, semicolons, spaces or new lines; it never has
+  a header line;
+- a file's first line is a column header only when it holds no number at all (``user_id``,
+  ``user_id,email,country``); the caller is told (``ParsedIds.header``) so the page can say so;
+- a file whose header names several columns is read as CSV (the header's delimiter) and its
+  ``user_id`` column is used;
+- every token that is not a user id is reported with its line (up to ``MAX_REPORTED``, with
+  the total counted), and then no id is returned at all: the caller adds all or nothing.
+"""
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import IO
 
 from webapp.errors import ValidationFailed, detail
-from webapp.services.common import MAX_USER_ID
+from webapp.rules import MAX_USER_ID
 
-SEPARATORS = re.compile(rb"[\s,;]+")
-MAX_REPORTED = 20
+SEPARATORS = re.compile(r"[\s,;]+")
+ONLY_DIGITS_AND_SEPARATORS = re.compile(r"[0-9\s,;]*")
+DIGITS = re.compile(r"[0-9]+")
+NUMBER_LIKE = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
+MAX_REPORTED = 1000
+ID_COLUMNS = ("user_id", "userid", "user id", "user-id")
 
 
-def parse_user_ids(lines: Iterable[bytes | str], limit: int, field: str = "user_ids") -> list[int]:
-    """Ids separated by commas, semicolons, spaces or newlines; a first line that is a
-    header (``user_id``) is skipped. Raises ValidationFailed naming the first bad tokens."""
+@dataclass
+class ParsedIds:
+    ids: list[int]
+    source: str  # "pasted" or the file's name
+    header: str | None = None  # a file's first line, read as its column header
+    column: str | None = None  # the column used, for a file of several columns
+
+
+@dataclass
+class _Problems:
+    field_name: str
+    found: int = 0
+    listed: list[dict] = field(default_factory=list)
+
+    def add(self, line: int, token: str, problem: str) -> None:
+        self.found += 1
+        if len(self.listed) < MAX_REPORTED:
+            self.listed.append(detail(self.field_name, f"line {line}: {problem}", line=line, token=token[:40]))
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is not a user id, in plain words; None when it is one."""
+    shown = token if len(token) <= 30 else token[:27] + "…"
+    if token.isascii() and token.isdigit():
+        value = int(token)
+        if value == 0:
+            return f"“{shown}”: user ids start at 1"
+        if value > MAX_USER_ID:
+            return f"“{shown}” is too large to be a user id"
+        return None
+    if NUMBER_LIKE.fullmatch(token):
+        if token.startswith("-"):
+            return f"“{shown}” is negative: user ids start at 1"
+        if "." in token or "," in token:
+            return f"“{shown}” is not a whole number"
+        return f"“{shown}” has a sign: write the number alone"
+    return f"“{shown}” is not a number"
+
+
+def parse_pasted(text: str, limit: int, field_name: str = "user_ids") -> ParsedIds:
+    """Ids typed or pasted into the form: no header, every token must be an id."""
+    problems = _Problems(field_name)
+    ids = _plain_ids(enumerate(text.splitlines(), 1), limit, problems, field_name)
+    if problems.found:
+        first = problems.listed[0]
+        if first["line"] == 1 and _looks_like_header(text.splitlines()[0]):
+            first["message"] += " (pasted text has no header line: leave the column name out)"
+    _raise_if_any(problems, limit)
+    return ParsedIds(ids, "pasted")
+
+
+def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file") -> ParsedIds:
+    """An uploaded CSV or text file: optional header line, ids in its ``user_id`` column when
+    it has several columns."""
+    raw = stream.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationFailed(f"{name} is not a text file", [detail(
+            field_name, f"{name} could not be read as text (UTF-8): save it as CSV or plain text")]) from None
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if start is None:
+        raise ValidationFailed(f"{name} is empty", [detail(field_name, f"{name} is empty")])
+    first = lines[start]
+    problems = _Problems(field_name)
+    if not _looks_like_header(first):
+        ids = _plain_ids(enumerate(lines, 1), limit, problems, field_name)
+        _raise_if_any(problems, limit)
+        return ParsedIds(ids, name)
+    header = first.strip()
+    delimiter = next((d for d in (",", ";", "\t") if d in header), None)
+    columns = [c.strip().strip("\"'").strip() for c in header.split(delimiter)] if delimiter else [header]
+    body = enumerate(lines[start + 1:], start + 2)
+    if len(columns) == 1:
+        ids = _plain_ids(body, limit, problems, field_name)
+        column = None
+    else:
+        index = _id_column(columns, name, field_name)
+        column = columns[index]
+        ids = _column_ids(lines[start + 1:], start + 1, delimiter or ",", index, column, limit, problems)
+    _raise_if_any(problems, limit)
+    if not ids:
+        raise ValidationFailed(f"{name} has no user ids", [detail(
+            field_name, f"{name} has a header line (“{_short(header)}”) and no user ids below it")])
+    return ParsedIds(ids, name, header=_short(header, 80), column=column)
+
+
+def _looks_like_header(line: str) -> bool:
+    """A line with no number in it (``user_id``, ``email,user_id``): what a header looks like."""
+    return not any(NUMBER_LIKE.fullmatch(t.strip("\"'")) for t in SEPARATORS.split(line.strip()) if t)
+
+
+def _plain_ids(lines: Iterable[tuple[int, str]], limit: int, problems: _Problems, field_name: str) -> list[int]:
     ids: list[int] = []
-    problems: list[dict | None] = []  # None: a problem past the first MAX_REPORTED, counted only
-    for number, line in enumerate(lines, 1):
-        raw = line.encode() if isinstance(line, str) else line
-        for token in SEPARATORS.split(raw.strip()):
+    for number, line in lines:
+        if ONLY_DIGITS_AND_SEPARATORS.fullmatch(line):  # the common case: digits only, no checks per token
+            found = DIGITS.findall(line)
+            if all(len(t) < 19 and t[0] != "0" for t in found):
+                ids.extend(map(int, found))
+                _check_limit(len(ids), limit, field_name)
+                continue
+        for token in SEPARATORS.split(line.strip()):
+            token = token.strip("\"'")
             if not token:
                 continue
-            if token.isdigit() and 0 < int(token) <= MAX_USER_ID:
+            problem = token_problem(token)
+            if problem is None:
                 ids.append(int(token))
-            elif number == 1 and not token[:1].isdigit() and not ids and not problems:
-                break  # a header line such as "user_id"
-            elif len(problems) < MAX_REPORTED:
-                problems.append(detail(field, f"line {number}: {token[:30].decode(errors='replace')!r} "
-                                              "is not a user id (1..2^63-1)"))
             else:
-                problems.append(None)
-        if len(ids) > limit:
-            raise ValidationFailed(f"at most {limit} user ids at once", [detail(field, "too many ids")])
-    if problems:
-        shown = [p for p in problems if p]
-        raise ValidationFailed(f"{len(problems)} invalid user id(s); nothing was added", shown)
-    if not ids:
-        raise ValidationFailed("no user ids given", [detail(field, "paste ids or choose a file")])
+                problems.add(number, token, problem)
+        _check_limit(len(ids), limit, field_name)
     return ids
+
+
+def _id_column(columns: list[str], name: str, field_name: str) -> int:
+    wanted = [i for i, c in enumerate(columns) if c.lower() in ID_COLUMNS]
+    if not wanted:
+        wanted = [i for i, c in enumerate(columns) if c.lower() == "id"]
+    if len(wanted) != 1:
+        listed = ", ".join(f"“{_short(c, 30)}”" for c in columns[:12])
+        why = "none is called user_id" if not wanted else "more than one is called user_id"
+        raise ValidationFailed(f"{name}: which column holds the user ids?", [detail(
+            field_name, f"{name} has several columns ({listed}) and {why}: name the column of ids "
+                        "user_id, or upload a file of ids only")])
+    return wanted[0]
+
+
+def _column_ids(lines: list[str], offset: int, delimiter: str, index: int, column: str, limit: int,
+                problems: _Problems) -> list[int]:
+    ids: list[int] = []
+    reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
+    for row in reader:
+        number = offset + reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        cell = row[index].strip() if index < len(row) else ""
+        if not cell:
+            problems.add(number, "", f"no value in the {column} column")
+            continue
+        problem = token_problem(cell)
+        if problem is None:
+            ids.append(int(cell))
+            _check_limit(len(ids), limit, problems.field_name)
+        else:
+            problems.add(number, cell, problem)
+    return ids
+
+
+def _check_limit(count: int, limit: int, field_name: str) -> None:
+    if count > limit:
+        raise ValidationFailed(f"more than {limit:,} ids", [detail(
+            field_name, f"more than {limit:,} ids: split the list and add it in parts")])
+
+
+def _raise_if_any(problems: _Problems, limit: int) -> None:
+    if problems.found:
+        more = f" (the first {MAX_REPORTED:,} are listed)" if problems.found > MAX_REPORTED else ""
+        what = "entry is not a user id" if problems.found == 1 else "entries are not user ids"
+        raise ValidationFailed(f"{problems.found:,} {what}{more}", problems.listed)
+
+
+def _short(text: str, size: int = 60) -> str:
+    return text if len(text) <= size else text[:size - 1] + "…"

@@ -1,5 +1,5 @@
 """Dashboard for product managers: server-rendered pages with htmx fragments."""
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 
 from webapp.auth import dashboard_user, require_dashboard_user
 
@@ -12,4 +12,14 @@ def signed_in() -> dict[str, object]:
     return {"dashboard_user": dashboard_user(), "dashboard_open": current_app.config["DASHBOARD_OPEN"]}
 
 
-from webapp.web import filters, reports, segments, status, users  # noqa: E402,F401
+@bp.after_app_request
+def never_stored(response: Response) -> Response:
+    """HTML is never kept by the browser or a proxy: back/forward and history restores fetch
+    the page again, so a removed segment cannot come back from a stale copy."""
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("HX-Request")  # a page and its htmx fragment share a URL
+    return response
+
+
+from webapp.web import demo, filters, reports, segments, status, users  # noqa: E402,F401

@@ -6,20 +6,43 @@ from datetime import datetime
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
 from webapp.web import bp
+from webapp.web.messages import plain
 
 
 @bp.app_template_filter("reltime")
 def reltime(value: datetime | None, now: datetime | None = None) -> str:
-    """'in 3 h', '5 min ago', 'never'."""
+    """'in 3 h', '5 min ago', 'in 7 d', 'never': rounded to the nearest unit, so an expiry set
+    7 days ahead reads "in 7 d" (not "6 d" a second later)."""
     if value is None:
         return "never"
     seconds = (value - (now or utcnow())).total_seconds()
     span = abs(seconds)
     if span < 60:
         return "in under a minute" if seconds > 0 else "just now"
-    unit, size = next((u, s) for u, s in (("d", 86_400), ("h", 3_600), ("min", 60)) if span >= s)
-    amount = f"{int(span // size)} {unit}"
+    amount = ""
+    for unit, size, up_to in (("min", 60, 60), ("h", 3_600, 24), ("d", 86_400, None)):
+        count = int(span / size + 0.5)
+        if up_to is None or count < up_to:
+            amount = f"{count:,} {unit}"
+            break
     return f"in {amount}" if seconds >= 0 else f"{amount} ago"
+
+
+@bp.app_template_filter("num")
+def num(value: int | float | None) -> str:
+    """1000000 -> '1,000,000' (counts; user ids are shown as they are)."""
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+@bp.app_template_filter("month_name")
+def month_name(period: str | None) -> str:
+    """'2025-11' -> 'November 2025'."""
+    try:
+        return datetime.strptime(str(period), "%Y-%m").strftime("%B %Y")
+    except ValueError:
+        return str(period or "")
 
 
 @bp.app_template_filter("utc")
@@ -46,3 +69,9 @@ def filesize(value: int | None) -> str:
 def limits() -> dict[str, int]:
     """Limits the dashboard states in its forms (the same constants the services enforce)."""
     return {"MAX_BULK_IDS": MAX_BULK_IDS}
+
+
+@bp.app_template_filter("plain")
+def plain_words(message: object) -> str:
+    """A service message in plain words (see web.messages)."""
+    return plain(message)

@@ -1,14 +1,17 @@
 """What every dashboard view needs: htmx awareness, form parsing, responses with flashes."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from flask import flash, make_response, redirect, render_template, request
 
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.rules import MAX_TTL_SECONDS
-from webapp.services.common import ascii_int
+from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE
+from webapp.services.common import ascii_int, utcnow
+from webapp.services.id_lists import token_problem
 from webapp.transaction import abandon
+from webapp.web.messages import FormErrors, form_errors
 
 TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days"),
                ("2592000", "30 days"), ("7776000", "90 days")]
@@ -37,35 +40,52 @@ def form_expiry() -> tuple[int | None, datetime | None]:
     return ttl, until
 
 
-def field_errors(exc: AppError) -> dict[str, str]:
-    """details -> {form field: message}; nested API-style fields keep their first part."""
-    errors: dict[str, str] = {}
-    for item in exc.details:
-        field = str(item.get("field", "")).split(".")[0].split("[")[0] or "form"
-        text = item.get("message", "")
-        if item.get("slug"):
-            text = f"{item['slug']}: {text}"
-        errors[field] = f"{errors[field]}; {text}" if field in errors else text
-    return errors
-
-
-def updated(message: str, back: str, *fragments: str, **context):
-    """After a successful action: htmx gets the fragments plus an out-of-band flash,
+def updated(message: str, back: str, *fragments: str, trigger: str | None = None, **context):
+    """After a successful action: htmx gets the fragments plus an out-of-band flash (and the
+    ``trigger`` event, HX-Trigger, for the parts of the page that depend on the change);
     a plain form post gets a flash and a redirect (post/redirect/get)."""
     if not is_htmx():
         flash(message, "success")
         return redirect(back)
     body = "".join(render_template(name, **context) for name in fragments)
     body += render_template("_flash_oob.html", messages=[("success", message)])
-    return make_response(body)
+    response = make_response(body)
+    if trigger:
+        response.headers["HX-Trigger"] = trigger
+    return response
 
 
-def rejected(exc: AppError, back: str, fragment: str, **context):
-    """A failed action: nothing of it commits; htmx gets the form fragment with field errors
-    (422), a plain post gets the error flashed and a redirect back."""
+def rejected(exc: AppError | FormErrors, back: str, fragment: str, *, fields: Iterable[str] = (),
+             aliases: Mapping[str, str] | None = None, **context):
+    """A failed action: nothing of it commits. htmx gets the form fragment again (422) with each
+    problem in plain words next to its field; a plain post gets them flashed and a redirect back."""
     abandon()
+    errors = exc if isinstance(exc, FormErrors) else form_errors(exc, fields, aliases, request.form)
     if not is_htmx():
-        flash(exc.message + "".join(f" — {m}" for m in field_errors(exc).values()), "error")
+        flash(errors.flat(), "error")
         return redirect(back)
-    html = render_template(fragment, errors=field_errors(exc), error=exc.message, form=request.form, **context)
-    return make_response(html, exc.status)
+    html = render_template(fragment, errors=errors, form=request.form, **context)
+    return make_response(html, 422)
+
+
+def checked_month(period: str) -> str:
+    """A month from a month field (``YYYY-MM``) that has started: a report of a month to come
+    would be empty, so the dashboard refuses it (in plain words, next to the field)."""
+    match = PERIOD_RE.fullmatch(period or "")
+    if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
+        raise ValidationFailed("choose a month", [detail("period", "Choose a month.")])
+    if period > utcnow().strftime("%Y-%m"):
+        label = datetime.strptime(period, "%Y-%m").strftime("%B %Y")
+        raise ValidationFailed("that month has not started", [detail(
+            "period", f"{label} has not started yet: choose this month or an earlier one.")])
+    return period
+
+
+def typed_user_id(text: str, field: str = "user_id") -> int:
+    """A user id typed into a form (spaces ignored), or a plain-words problem for ``field``."""
+    text = "".join((text or "").split())
+    problem = token_problem(text) if text else "type a user id"
+    if problem:
+        raise ValidationFailed(problem, [detail(field, f"{problem[0].upper()}{problem[1:]}. User ids are whole "
+                                                       "numbers from 1 up, like 1001.")])
+    return int(text)

@@ -4,18 +4,25 @@ from __future__ import annotations
 from flask import render_template, request, send_file, url_for
 
 from webapp.auth import dashboard_actor
-from webapp.errors import AppError
+from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db, report_requests
 from webapp.services import reports
-from webapp.services.common import parse_user_id, utcnow
+from webapp.services.common import utcnow
 from webapp.transaction import transactional
 from webapp.web import bp
-from webapp.web.helpers import rejected, updated
+from webapp.web.helpers import checked_month, rejected, typed_user_id, updated
+
+FIELDS = ("kind", "user_id", "segment", "period")
+ALIASES = {"slug": "segment"}
 
 
 def _context() -> dict:
-    return {"reports": reports.list_reports(db.session, 50), "month": utcnow().strftime("%Y-%m"),
-            "download_name": reports.download_name}
+    return {"reports": reports.list_reports(db.session, 50), "month": utcnow().strftime("%Y-%m")}
+
+
+@bp.app_context_processor
+def report_names() -> dict[str, object]:
+    return {"download_name": reports.download_name}
 
 
 @bp.get("/reports")
@@ -32,13 +39,19 @@ def request_report():
     try:
         raw_user = form.get("user_id", "").strip()
         kind = form.get("kind") or None
+        segment = (form.get("use_segment") or form.get("segment", "")).strip()
+        if kind == "segment_members" and not segment:
+            raise ValidationFailed("enter a segment", [detail("segment", "Enter the segment's slug.")])
+        if kind == "user_history" and not raw_user:
+            raise ValidationFailed("enter a user id", [detail("user_id", "Enter the user's id.")])
         report = reports.request_report(
-            db.session, kind=kind, user_id=parse_user_id(raw_user) if raw_user else None,
-            segment=form.get("segment", "").strip().upper() or None,
-            period=None if kind == "segment_members" else form.get("period", "").strip(),
+            db.session, kind=kind, user_id=typed_user_id(raw_user) if raw_user and kind != "all_history" else None,
+            segment=segment or None if kind in (None, "segment_members") else None,
+            period=None if kind == "segment_members" else checked_month(form.get("period", "").strip()),
             requested_by=dashboard_actor())
     except AppError as exc:
-        return rejected(exc, back, "reports/_form.html", month=utcnow().strftime("%Y-%m"))
+        return rejected(exc, back, "reports/_form.html", fields=FIELDS, aliases=ALIASES,
+                        month=utcnow().strftime("%Y-%m"))
     return updated(f"Report queued ({report.kind.replace('_', ' ')}).", back, "reports/_form.html",
                    "reports/_table_oob.html", form={}, errors={}, **_context())
 

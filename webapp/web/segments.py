@@ -1,24 +1,34 @@
-"""Dashboard: segments list, segment page, members, bulk add."""
+"""Dashboard: segments list, segment page, members, bulk add.
+
+Every change made on the segment page answers with ``HX-Trigger: segment-changed``; the parts
+of the page that summarise the segment (stat cards and chart, recent changes) listen for it
+and fetch themselves again, so the page agrees with itself without a reload.
+"""
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, make_response, redirect, render_template, request, url_for
 
 from webapp.auth import dashboard_actor
-from webapp.errors import AppError, ValidationFailed, detail
+from webapp.errors import AppError, NotFound, ValidationFailed
 from webapp.extensions import db
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
 from webapp.services import bulk, rollout, segment_activity, segments, user_changes
 from webapp.services.common import ascii_int, parse_user_id
-from webapp.services.id_lists import parse_user_ids
+from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.transaction import transactional
 from webapp.web import bp
-from webapp.web.helpers import TTL_CHOICES, form_expiry, is_htmx, rejected, updated
+from webapp.web.helpers import TTL_CHOICES, form_expiry, is_htmx, rejected, typed_user_id, updated
+from webapp.web.messages import FormErrors, form_errors, plain, sentence, upper_slug
 
 PER_PAGE = 25
 MEMBERS_PAGE = 25
 SAMPLE = 10_000
+CHANGED = "segment-changed"  # the HX-Trigger event of every change on the segment page
+CREATE_FIELDS = ("slug", "description", "rollout_percent")
+SETTINGS_FIELDS = ("description", "rollout_percent")
+BULK_FIELDS = ("user_ids", "file", "ttl_seconds", "expires_at")
 
 
 def _listing() -> dict:
@@ -43,20 +53,40 @@ def index():
 def create_segment():
     form = request.form
     try:
-        segment = segments.create_segment(db.session, form.get("slug", "").strip(), form.get("description"),
-                                          form.get("rollout_percent", "").strip() or None)
+        segment = segments.create_segment(db.session, (form.get("use_slug") or form.get("slug", "")).strip(),
+                                          form.get("description"), form.get("rollout_percent", "").strip() or None)
     except AppError as exc:
-        return rejected(exc, url_for("web.index"), "segments/_create_form.html")
+        return rejected(exc, url_for("web.index"), "segments/_create_form.html", fields=CREATE_FIELDS)
     return updated(f"Segment {segment.slug} created.", url_for("web.index"),
                    "segments/_create_form.html", "segments/_table_oob.html",
                    form={}, errors={}, **_listing())
 
 
+def live_segment(slug: str):
+    """The live segment, or a not-found page that offers the upper-case slug when one was
+    typed in lower case (the same offer as every form's)."""
+    try:
+        return segments.get_live_segment(db.session, slug)
+    except (NotFound, ValidationFailed) as exc:
+        upper = upper_slug(slug)
+        if upper:
+            raise NotFound(f"Slugs are written in upper case: there is no segment called {slug}.",
+                           [{"offer": url_for(request.endpoint or "web.show_segment",
+                                              **{**(request.view_args or {}), "slug": upper}),
+                             "message": f"Open {upper}"}]) from None
+        raise NotFound(f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message)
+
+
 @bp.get("/segments/<slug>")
 def show_segment(slug: str):
-    segment = segments.get_live_segment(db.session, slug)
-    return render_template("segments/show.html", **_segment_context(segment), errors={}, form={},
-                           ttl_choices=TTL_CHOICES)
+    segment = live_segment(slug)
+    return render_template("segments/show.html", **_page_context(segment))
+
+
+def _page_context(segment) -> dict:
+    """Everything the segment page shows: one context per part of the page."""
+    return {**_summary_context(segment), **_recent_context(segment), **_settings_context(segment),
+            **_members_context(segment), "errors": {}, "form": {}, "ttl_choices": TTL_CHOICES}
 
 
 def _settings_context(segment) -> dict:
@@ -65,29 +95,51 @@ def _settings_context(segment) -> dict:
             "sample_in": rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE)}
 
 
-def _segment_context(segment) -> dict:
-    return {
-        **_settings_context(segment), "stats": segments.segment_stats(db.session, segment),
-        "events": segment_activity.recent_events(db.session, segment),
-        "series": segment_activity.member_series(db.session, segment),
-        **_members_context(segment),
-    }
+def _summary_context(segment) -> dict:
+    """The stat cards and the 30-day chart (``segments/_summary.html``)."""
+    return {"segment": segment, "stats": segments.segment_stats(db.session, segment),
+            "series": segment_activity.member_series(db.session, segment)}
+
+
+def _recent_context(segment) -> dict:
+    """The recent membership changes (``segments/_recent.html``)."""
+    return {"segment": segment, "events": segment_activity.recent_events(db.session, segment)}
+
+
+@bp.get("/segments/<slug>/summary")
+def segment_summary(slug: str):
+    """Stat cards and chart, fetched again when the page hears ``segment-changed``."""
+    return render_template("segments/_summary.html", **_summary_context(live_segment(slug)))
+
+
+@bp.get("/segments/<slug>/recent")
+def segment_recent(slug: str):
+    """Recent changes, fetched again when the page hears ``segment-changed``."""
+    return render_template("segments/_recent.html", **_recent_context(live_segment(slug)))
 
 
 def _members_context(segment, args=None) -> dict:
-    """One page of members from the query string (``after`` cursor, ``user_id`` filter)."""
+    """One page of members from the query string (``after`` cursor, ``user_id`` filter);
+    a filter that is not a user id is explained beside the filter, not as an error."""
     args = request.args if args is None else args
     after = ascii_int(args.get("after"), 0, MAX_USER_ID) or 0
     find = args.get("user_id", "").strip()
-    user_id = parse_user_id(find, "user_id") if find else None
-    rows = segments.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE, user_id=user_id)
+    find_problem = None
+    user_id = None
+    if find:
+        try:
+            user_id = typed_user_id(find)
+        except ValidationFailed as exc:
+            find_problem = exc.details[0]["message"]
+    rows = [] if find_problem else segments.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE,
+                                                         user_id=user_id)
     next_after = rows[-1].user_id if len(rows) == MEMBERS_PAGE else None
-    return {"members": rows, "next_after": next_after, "after": after, "find": find}
+    return {"members": rows, "next_after": next_after, "after": after, "find": find, "find_problem": find_problem}
 
 
 @bp.get("/segments/<slug>/members")
 def members(slug: str):
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
     if not is_htmx():
         where = url_for("web.show_segment", slug=slug, after=request.args.get("after"),
                         user_id=request.args.get("user_id"))  # (None values are left out)
@@ -97,11 +149,11 @@ def members(slug: str):
 
 @bp.get("/segments/<slug>/rollout-preview")
 def rollout_preview(slug: str):
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
     try:
         basis_points = rollout.percent_to_basis_points(request.args.get("rollout_percent", "0") or "0")
     except ValueError as exc:
-        return render_template("segments/_rollout_preview.html", problem=str(exc))
+        return render_template("segments/_rollout_preview.html", problem=plain(str(exc)))
     return render_template("segments/_rollout_preview.html", sample=SAMPLE,
                            sample_in=rollout.sample_share(segment.salt, basis_points, SAMPLE))
 
@@ -115,41 +167,104 @@ def update_settings(slug: str):
         segment, _ = segments.update_segment(db.session, slug, description=form.get("description", ""),
                                              rollout_percent=form.get("rollout_percent", "").strip() or 0)
     except AppError as exc:
-        return rejected(exc, back, "segments/_settings_form.html",
-                        **_settings_context(segments.get_live_segment(db.session, slug)))
+        return rejected(exc, back, "segments/_settings_form.html", fields=SETTINGS_FIELDS,
+                        **_settings_context(live_segment(slug)))
     return updated(f"{segment.slug} saved.", back, "segments/_settings_form.html", form={}, errors={},
-                   **_settings_context(segment))
+                   trigger=CHANGED, **_settings_context(segment))
 
 
 @bp.post("/segments/<slug>/members")
 @transactional
 def add_members(slug: str):
+    """Bulk add from pasted ids and/or a file: both are used; any token that is not a user id
+    (each named with its line) and nothing is added."""
     back = url_for("web.show_segment", slug=slug)
-    segment = segments.get_live_segment(db.session, slug)
-    try:
-        upload = request.files.get("file")
-        if upload and upload.filename:
-            ids = parse_user_ids(upload.stream, MAX_BULK_IDS, "file")
+    segment = live_segment(slug)
+    context = {"segment": segment, "ttl_choices": TTL_CHOICES}
+    upload = request.files.get("file")
+    file_name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload else ""
+    pasted = request.form.get("user_ids", "")
+    errors, parts = FormErrors(), []
+    if not pasted.strip() and not file_name:
+        errors.add("user_ids", "Paste user ids or choose a file.")
+    for name, parse in (("user_ids", lambda: parse_pasted(pasted, MAX_BULK_IDS) if pasted.strip() else None),
+                        ("file", lambda: parse_file(upload.stream, file_name, MAX_BULK_IDS) if upload and file_name
+                         else None)):
+        try:
+            parsed = parse()
+        except ValidationFailed as exc:
+            _place(errors, name, exc)
         else:
-            ids = parse_user_ids(request.form.get("user_ids", "").splitlines(), MAX_BULK_IDS)
+            if parsed is not None:
+                parts.append(parsed)
+    try:
         ttl, until = form_expiry()
+    except ValidationFailed as exc:
+        _place(errors, None, exc)
+    ids = [user_id for part in parts for user_id in part.ids]
+    if not errors and len(ids) > MAX_BULK_IDS:
+        errors.add("user_ids", f"The pasted ids and the file hold {len(ids):,} ids together; at most "
+                               f"{MAX_BULK_IDS:,} can be added at once.")
+    if errors:
+        return rejected(errors, back, "segments/_bulk_form.html", file_name=file_name, **context)
+    try:
         result = bulk.bulk_add(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
                                reason=Reason.DASHBOARD, actor=dashboard_actor())
     except AppError as exc:
-        return rejected(exc, back, "segments/_bulk_form.html", segment=segment, ttl_choices=TTL_CHOICES)
+        return rejected(exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, file_name=file_name, **context)
+    notes = _source_notes(parts)
     if isinstance(result, BulkOperation):
-        message = f"Adding {result.total:,} ids in the background: progress below."
-        return updated(message, back, "segments/_bulk_form.html", segment=segment, form={}, errors={},
-                       ttl_choices=TTL_CHOICES, operation=result)
-    message = (f"{result.added:,} added, {result.updated:,} expiry updated, "
-               f"{result.unchanged:,} already members ({result.received:,} ids received).")
-    return updated(message, back, "segments/_bulk_form.html", "segments/_members_oob.html",
-                   segment=segment, form={}, errors={}, ttl_choices=TTL_CHOICES, **_members_context(segment, {}))
+        message = f"Adding {result.total:,} ids in the background: progress below. {notes}"
+        return updated(message.strip(), back, "segments/_bulk_form.html", form={}, errors={}, operation=result,
+                       trigger=CHANGED, **context)
+    message = (f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
+               f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
+               f"{_sources(parts)}). {notes}")
+    return updated(message.strip(), back, "segments/_bulk_form.html", "segments/_members_oob.html",
+                   form={}, errors={}, trigger=CHANGED, **context, **_members_context(segment, {}))
+
+
+def _place(errors: FormErrors, name: str | None, exc: ValidationFailed) -> None:
+    """The parser's problems under their field, with the count as the headline."""
+    if name is None:
+        placed = form_errors(exc, BULK_FIELDS)
+        for field, messages in placed.fields.items():
+            for message in messages:
+                errors.add(field, message)
+        for message in placed.general:
+            errors.add(None, message)
+        return
+    if any(d.get("line") for d in exc.details):  # tokens that are not ids: count above, each with its line
+        errors.headlines[name] = f"Nothing was added: {exc.message}."
+    for item in exc.details or [{"message": exc.message}]:
+        errors.add(name, sentence(item.get("message", "")))  # the parser's words are plain already
+
+
+def _sources(parts: list[ParsedIds]) -> str:
+    if len(parts) < 2:
+        return ""
+    return ": " + " and ".join(f"{len(p.ids):,} pasted" if p.source == "pasted" else f"{len(p.ids):,} from {p.source}"
+                               for p in parts)
+
+
+def _source_notes(parts: list[ParsedIds]) -> str:
+    notes = []
+    for part in parts:
+        if part.column:
+            notes.append(f"{part.source}: the first line was read as column names; the ids come from its "
+                         f"{part.column} column.")
+        elif part.header:
+            notes.append(f"{part.source}: the first line (“{part.header}”) was read as a column header.")
+    return " ".join(notes)
 
 
 @bp.get("/operations/<operation_id>/status")
 def operation_status(operation_id: str):
-    return render_template("segments/_operation.html", operation=bulk.get_operation(db.session, operation_id))
+    operation = bulk.get_operation(db.session, operation_id)
+    response = make_response(render_template("segments/_operation.html", operation=operation))
+    if operation.status == "finished":  # the last poll: the page's counts catch up
+        response.headers["HX-Trigger"] = CHANGED
+    return response
 
 
 @bp.post("/segments/<slug>/members/<user_id>/remove")
@@ -158,25 +273,32 @@ def remove_member(slug: str, user_id: str):
     uid = parse_user_id(user_id)
     result = user_changes.change_user_segments(db.session, uid, [], [slug], reason=Reason.DASHBOARD,
                                                 actor=dashboard_actor())
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
     message = f"User {uid} removed from {slug}." if result.removed else f"User {uid} was not a member."
     return updated(message, url_for("web.show_segment", slug=slug), "segments/_members.html",
-                   segment=segment, **_members_context(segment))
+                   trigger=CHANGED, segment=segment, **_members_context(segment))
 
 
 @bp.get("/segments/<slug>/delete")
 def confirm_delete(slug: str):
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
     return render_template("segments/confirm_delete.html", segment=segment,
-                           stats=segments.segment_stats(db.session, segment))
+                           stats=segments.segment_stats(db.session, segment), errors={})
 
 
 @bp.post("/segments/<slug>/delete")
 @transactional
 def delete_segment(slug: str):
-    if request.form.get("confirm") != slug:
-        raise ValidationFailed("type the slug to confirm", [detail("confirm", "does not match the slug")])
+    if request.form.get("confirm", "").strip() != slug:
+        segment = live_segment(slug)
+        errors = FormErrors()
+        typed = request.form.get("confirm", "").strip()
+        errors.add("confirm", f"Type {slug} exactly as shown (upper case) to confirm." if typed.upper() == slug
+                   else f"That is not {slug}: type the slug exactly as shown to confirm.")
+        html = render_template("segments/confirm_delete.html", segment=segment, errors=errors,
+                               stats=segments.segment_stats(db.session, segment))
+        return make_response(html, 422)
     left, removal = bulk.delete_segment(db.session, slug, actor=dashboard_actor())
     later = " (their rows are being removed in the background)" if removal else ""
-    flash(f"Segment {slug} deleted; {left:,} members left it{later}.", "success")
+    flash(f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}.", "success")
     return redirect(url_for("web.index"))

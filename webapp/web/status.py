@@ -1,10 +1,19 @@
-"""Dashboard: the jobs status strip (loaded lazily, refreshed by htmx)."""
+"""Dashboard: the jobs status strip. Rendered into every page (it reads without JavaScript);
+htmx refreshes it every 30 seconds from this fragment."""
 from flask import current_app, render_template
 
-from webapp.jobs.status import jobs_status
+from webapp.jobs.status import JobsStatus, jobs_status
 from webapp.web import bp
 
 
 @bp.get("/fragments/jobs-status")
 def jobs_strip():
     return render_template("_jobs_status.html", status=jobs_status(current_app))
+
+
+@bp.app_context_processor
+def jobs_strip_context() -> dict[str, object]:
+    """``current_jobs_status()`` for base.html: read only when a whole page is rendered."""
+    def current_jobs_status() -> JobsStatus:
+        return jobs_status(current_app)
+    return {"current_jobs_status": current_jobs_status}

@@ -1,4 +1,4 @@
-"""Dashboard: user lookup, a user's segments (add/remove), history, monthly report."""
+"""Dashboard: user lookup, a user's segments (add/remove), history, monthly reports."""
 from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
@@ -6,34 +6,66 @@ from flask import redirect, render_template, request, url_for
 from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db, report_requests
-from webapp.models.enums import Reason
+from webapp.models import Report
+from webapp.models.enums import Reason, ReportKind
 from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
 from webapp.services.read_path import active_segments
 from webapp.services.user_changes import AddSpec
 from webapp.transaction import transactional
 from webapp.web import bp
-from webapp.web.helpers import TTL_CHOICES, form_expiry, rejected, updated
+from webapp.web.filters import month_name
+from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated
 
 HISTORY_LIMIT = 200
+USER_REPORTS = 10  # the latest reports of the user listed on their page
+RECENT_REPORTS_SCANNED = 500
+ADD_FIELDS = ("slug", "ttl_seconds", "expires_at")
+
+
+def _lookup_problem(raw: str) -> str:
+    if not raw.strip():
+        return "Type a user id to look a user up."
+    try:
+        typed_user_id(raw)
+    except ValidationFailed as exc:
+        return str(exc.details[0]["message"])
+    return ""
 
 
 @bp.get("/users")
 def lookup_user():
-    raw = request.args.get("id", "").strip()
-    return redirect(url_for("web.show_user", user_id=parse_user_id(raw, "id")))
+    """The header's *Find user*: spaces are ignored; anything that is not a user id is
+    explained on a normal page with the lookup form, not as an error."""
+    raw = request.args.get("id", "")
+    problem = _lookup_problem(raw)
+    if not problem:
+        return redirect(url_for("web.show_user", user_id=int("".join(raw.split()))))
+    return render_template("users/lookup.html", problem=problem, typed=raw.strip()[:40])
 
 
 def _user_context(uid: int) -> dict:
     entries = history.user_history(db.session, uid)
     return {"user_id": uid, "active": active_segments(db.session, uid),
             "history": entries[::-1][:HISTORY_LIMIT], "history_total": len(entries),
-            "ttl_choices": TTL_CHOICES, "month": utcnow().strftime("%Y-%m")}
+            "ttl_choices": TTL_CHOICES, **_reports_context(uid)}
+
+
+def _reports_context(uid: int, new: Report | None = None) -> dict:
+    """The user's latest monthly reports, newest first, each labelled with its month."""
+    recent = [r for r in reports.list_reports(db.session, RECENT_REPORTS_SCANNED)
+              if r.kind == ReportKind.USER_HISTORY and (r.params or {}).get("user_id") == uid]
+    if new is not None and new not in recent:
+        recent.insert(0, new)
+    return {"user_id": uid, "user_reports": recent[:USER_REPORTS], "month": utcnow().strftime("%Y-%m")}
 
 
 @bp.get("/users/<user_id>")
 def show_user(user_id: str):
-    uid = parse_user_id(user_id)
+    problem = _lookup_problem(user_id)
+    if problem:
+        return render_template("users/lookup.html", problem=problem, typed=user_id[:40]), 404
+    uid = parse_user_id("".join(user_id.split()))
     return render_template("users/show.html", form={}, errors={}, **_user_context(uid))
 
 
@@ -48,16 +80,17 @@ def change_user(user_id: str):
                                                        reason=Reason.DASHBOARD, actor=dashboard_actor())
             message = f"Removed from {', '.join(result.removed)}." if result.removed else "Not a member."
         else:
-            slug = request.form.get("slug", "").strip().upper()
+            slug = (request.form.get("use_slug") or request.form.get("slug", "")).strip()
             if not slug:
-                raise ValidationFailed("choose a segment", [detail("slug", "required")])
+                raise ValidationFailed("choose a segment", [detail("slug", "Choose a segment.")])
             ttl, until = form_expiry()
             result = user_changes.change_user_segments(db.session, uid, [AddSpec(slug, ttl, until)], [],
                                                        reason=Reason.DASHBOARD, actor=dashboard_actor())
             verb = "Added to" if result.added else "Expiry updated for" if result.updated else "Already in"
             message = f"{verb} {slug}."
     except AppError as exc:
-        return rejected(exc, back, "users/_add_form.html", **_user_context(uid))
+        return rejected(exc, back, "users/_add_form.html", fields=ADD_FIELDS, aliases={"add": "slug", "del": "slug"},
+                        **_user_context(uid))
     return updated(message, back, "users/_add_form.html", "users/_segments_oob.html", "users/_history_oob.html",
                    form={}, errors={}, **_user_context(uid))
 
@@ -66,10 +99,18 @@ def change_user(user_id: str):
 @report_requests
 @transactional
 def user_report(user_id: str):
+    """A monthly report of this user: the card comes back with it at the top of the list
+    (it polls itself until it can be downloaded); any number of them in a row."""
     uid = parse_user_id(user_id)
-    report = reports.request_report(db.session, user_id=uid, period=request.form.get("period", "").strip(),
-                                    requested_by=dashboard_actor())
-    return render_template("reports/_status.html", report=report)
+    back = url_for("web.show_user", user_id=uid)
+    period = request.form.get("period", "").strip()
+    try:
+        report = reports.request_report(db.session, user_id=uid, period=checked_month(period),
+                                        requested_by=dashboard_actor())
+    except AppError as exc:
+        return rejected(exc, back, "users/_reports.html", fields=("period",), **_reports_context(uid))
+    return updated(f"Report for {month_name(period)} requested: it is listed under the form.", back,
+                   "users/_reports.html", form={}, errors={}, **_reports_context(uid, report))
 
 
 @bp.get("/fragments/slugs")
