@@ -13,3 +13,36 @@ max_requests = 20_000
 max_requests_jitter = 2_000
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 preload_app = False
+
+# Prometheus multiprocess mode (/metrics sums every worker): each worker writes its metric values
+# to files in PROMETHEUS_MULTIPROC_DIR. Set before any worker imports prometheus_client; without
+# one configured, a fresh directory of this master's own (removed when it exits).
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or ""
+if not metrics_dir:
+    import tempfile
+
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="segments-metrics-")
+    os.environ["SEGMENTS_METRICS_DIR_TEMPORARY"] = metrics_dir
+
+
+def on_starting(server):
+    """Start from empty: files left by an earlier run would be summed in (and pids get reused).
+    One directory per gunicorn master."""
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server, worker):
+    """A worker exited (recycled after max_requests, or died): fold its counts into the archive files."""
+    from webapp.metrics import retire_process
+
+    retire_process(worker.pid, metrics_dir)
+
+
+def on_exit(server):
+    if os.environ.get("SEGMENTS_METRICS_DIR_TEMPORARY") == metrics_dir:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,36 +1,91 @@
-"""Who is calling: API bearer tokens (API_TOKENS="name:token,...") for the API, the SSO
-proxy's user header for the dashboard."""
+"""Who is calling: API bearer tokens (API_TOKENS="name:token[:scope],...") for the API, the SSO
+proxy's user header for the dashboard.
+
+Every token has a scope: ``read``, ``reports`` (read + requesting and reading reports) or
+``write`` (everything; a ``name:token`` entry without a scope, as before scopes existed). What an
+API request needs is decided in one place, :func:`required_scope`: a view marked with
+:func:`requires_scope` needs that scope; any other GET/HEAD is a read and every other method a
+write."""
 from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import current_app, g, request
 
-from webapp.errors import AppError
+from webapp.errors import AppError, detail
 
 _UNSET = object()
 TOKEN_RE = re.compile(r"[\x21-\x7e]{16,200}")
 NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+READ, REPORTS, WRITE = "read", "reports", "write"
+# What each scope may do: a scope grants the kinds of request listed.
+GRANTS: dict[str, frozenset[str]] = {READ: frozenset({READ}), REPORTS: frozenset({READ, REPORTS}),
+                                     WRITE: frozenset({READ, REPORTS, WRITE})}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+V = TypeVar("V", bound=Callable)
 
 
-def parse_tokens(raw: str) -> dict[str, str]:
-    """``name:token,...`` -> {token: name}; ValueError naming the first malformed entry
-    (a typo must never silently turn authentication off)."""
-    tokens: dict[str, str] = {}
+class TokenTable(dict[str, str]):
+    """{token: name}, with each token's scope in ``scopes`` ({token: scope})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scopes: dict[str, str] = {}
+
+
+def parse_tokens(raw: str) -> TokenTable:
+    """``name:token[:scope],...`` -> {token: name} (scopes in ``.scopes``); ValueError naming the
+    first malformed entry (a typo must never silently turn authentication off, nor widen a
+    scope). Without a scope an entry is ``write``, as it was before scopes existed. A token may
+    contain ``:``; then its entry must end with its scope (``name:to:ken:write``)."""
+    tokens = TokenTable()
     for position, item in enumerate(filter(None, (i.strip() for i in raw.split(","))), 1):
-        name, sep, token = (part.strip() for part in item.partition(":"))
+        name, sep, rest = (part.strip() for part in item.partition(":"))
+        token, scope = rest, WRITE
+        if rest.count(":"):
+            token, _, scope = (part.strip() for part in rest.rpartition(":"))
+            if scope not in GRANTS:
+                shown = repr(scope) if len(scope) <= 8 else "the part after its last ':'"  # (never a token)
+                raise ValueError(f"API_TOKENS entry {position}: {shown} is not a scope (one of read, reports, "
+                                 "write: name:token:scope; a token containing ':' must be followed by its scope)")
         if not sep or not NAME_RE.fullmatch(name) or not TOKEN_RE.fullmatch(token):
-            raise ValueError(f"API_TOKENS entry {position} is not name:token (a name of letters, digits "
-                             "and ._@-, a token of 16 to 200 visible ASCII characters)")
+            raise ValueError(f"API_TOKENS entry {position} is not name:token or name:token:scope (a name of "
+                             "letters, digits and ._@-, a token of 16 to 200 visible ASCII characters, a "
+                             "scope of read, reports or write)")
         if token in tokens:
             raise ValueError(f"API_TOKENS entry {position} repeats a token")
-        tokens[token] = name
+        tokens[token], tokens.scopes[token] = name, scope
     return tokens
 
 
-def _tokens() -> dict[str, str]:
-    tokens: dict[str, str] = current_app.extensions["api_tokens"]
+def requires_scope(scope: str) -> Callable[[V], V]:
+    """Mark an API view as needing ``scope`` whatever its method: ``READ`` for a POST that only
+    reads (a batch lookup), ``REPORTS`` for the report routes."""
+    if scope not in GRANTS:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def mark(view: V) -> V:
+        view.required_scope = scope  # type: ignore[attr-defined]  # (functools.wraps copies it outwards)
+        return view
+
+    return mark
+
+
+def required_scope(view: Callable | None, method: str) -> str:
+    """The one rule: what a request to ``view`` with ``method`` needs."""
+    while view is not None:
+        marked = getattr(view, "required_scope", None)
+        if marked is not None:
+            return str(marked)
+        view = getattr(view, "__wrapped__", None)
+    return READ if method in SAFE_METHODS else WRITE
+
+
+def _tokens() -> TokenTable:
+    tokens: TokenTable = current_app.extensions["api_tokens"]
     return tokens
 
 
@@ -39,20 +94,38 @@ def token_name() -> str | None:
     cached = g.get("api_client", _UNSET)
     if cached is not _UNSET:
         return cached if isinstance(cached, str) else None
-    g.api_client = name = name_for(request.headers.get("Authorization", ""), _tokens())
+    tokens = _tokens()
+    known = match_token(request.headers.get("Authorization", ""), tokens)
+    g.api_client, g.api_scope = (tokens[known], tokens.scopes[known]) if known is not None else (None, None)
+    name: str | None = g.api_client
     return name
+
+
+def token_scope() -> str | None:
+    """The scope of the API token this request carries (None without a known token)."""
+    token_name()
+    scope: str | None = g.get("api_scope")
+    return scope
+
+
+def match_token(authorization: str, tokens: dict[str, str]) -> str | None:
+    """The known token in an ``Authorization: Bearer <token>`` value, or None (compared in
+    constant time against every known token)."""
+    scheme, _, token = authorization.partition(" ")
+    found = None
+    if scheme.lower() == "bearer" and token:
+        presented = token.strip().encode()
+        for known in tokens:
+            if hmac.compare_digest(known.encode(), presented):
+                found = known
+    return found
 
 
 def name_for(authorization: str, tokens: dict[str, str]) -> str | None:
-    """The name of the known token in an ``Authorization: Bearer <token>`` value, or None
-    (compared in constant time against every known token)."""
-    scheme, _, token = authorization.partition(" ")
-    name = None
-    if scheme.lower() == "bearer" and token:
-        for known, candidate in tokens.items():
-            if hmac.compare_digest(known.encode(), token.strip().encode()):
-                name = candidate
-    return name
+    """The name of the known token in an ``Authorization: Bearer <token>`` value, or None. (Any
+    known token may read, whatever its scope: the hot path needs no more than this.)"""
+    known = match_token(authorization, tokens)
+    return tokens[known] if known is not None else None
 
 
 def client_key() -> str:
@@ -83,8 +156,18 @@ def require_dashboard_user() -> None:
 
 def identify_client() -> None:
     """before_request of the API blueprints: refuse a missing or unknown token when
-    API_TOKENS is configured."""
-    if _tokens() and token_name() is None:
+    API_TOKENS is configured (401), and a token whose scope does not cover the request (403)."""
+    if not _tokens():
+        return
+    if token_name() is None:
         message = "unknown API token" if request.headers.get("Authorization") else \
             "an API token is required: Authorization: Bearer <token>"
         raise AppError(message, code="unauthorized", status=401)
+    scope = token_scope() or READ
+    needed = required_scope(current_app.view_functions.get(request.endpoint or ""), request.method)
+    if needed not in GRANTS[scope]:
+        raise AppError(f"this API token's scope is {scope!r}; {request.method} {request.path} needs "
+                       f"{needed!r}{' (or write)' if needed == REPORTS else ''}",
+                       [detail("Authorization", f"scope {scope} does not allow this request",
+                               scope=scope, required=needed)],
+                       code="forbidden", status=403)

@@ -56,9 +56,15 @@ class Config:
     RATELIMIT_HEADER_RESET = "RateLimit-Reset"
     RATELIMIT_HEADER_RETRY_AFTER = "Retry-After"
     RATELIMIT_KEY_PREFIX = "segments-rl"
-    # "name:token,name2:token2"; when set, API calls must send "Authorization: Bearer <token>".
+    # "name:token[:scope],..." (scope read, reports or write; none = write); when set, API calls
+    # must send "Authorization: Bearer <token>" and stay within the token's scope.
     API_TOKENS = os.environ.get("API_TOKENS", "")
     IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
+    # /metrics (Prometheus text): open when empty (scraped on the internal network, never through
+    # nginx), else only with "Authorization: Bearer <METRICS_TOKEN>".
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+    # How often each process adds its in-memory segment read counts to Redis and the metrics.
+    READ_COUNTS_FLUSH_SECONDS = float(os.environ.get("READ_COUNTS_FLUSH_SECONDS", "5"))
     # The dashboard's user comes from the SSO proxy in front of it; DASHBOARD_OPEN serves it to
     # anyone (local use; the embedded stack turns it on and the page says so).
     DASHBOARD_USER_HEADER = os.environ.get("DASHBOARD_USER_HEADER", "X-Forwarded-Email")

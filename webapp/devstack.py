@@ -8,7 +8,8 @@ terminal prefixed with their name. Ctrl-C / SIGTERM, or any of them dying, stops
 then Redis, then PostgreSQL.
 
 Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``GUNICORN_WORKERS`` (2), ``REPORTS_DIR``
-(``$SEGMENTS_INSTANCE/reports``), and whatever else the app reads.
+(``$SEGMENTS_INSTANCE/reports``), ``PROMETHEUS_MULTIPROC_DIR`` (``$SEGMENTS_INSTANCE/metrics``, for
+gunicorn only), and whatever else the app reads.
 """
 from __future__ import annotations
 
@@ -203,9 +204,13 @@ class DevStack:
             "worker": [sys.executable, "-m", "flask", "worker"],
             "scheduler": [sys.executable, "-m", "flask", "scheduler"],
         }
+        # /metrics sums gunicorn's workers through files here (prometheus-client multiprocess mode;
+        # gunicorn.conf.py empties it at start); the worker and scheduler write none.
+        own_env = {"web": {"PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR")
+                           or str(self.instance / "metrics")}}
         with _uninterrupted():
             for name, argv in commands.items():
-                self.children.append(Child.spawn(name, argv, env))
+                self.children.append(Child.spawn(name, argv, {**env, **own_env.get(name, {})}))
         for child in self.children:
             child.start_pump()
 
@@ -235,6 +240,7 @@ class DevStack:
         rows = [
             ("dashboard", f"{self.base_url}/"),
             ("API docs", f"{self.base_url}/api/docs"),
+            ("metrics", f"{self.base_url}/metrics"),
             ("database", _redact(database_url) + (
                 f"  (embedded PostgreSQL, pid {self.postgres.pid}{_attached(self.postgres.started)}, "
                 f"data {self.postgres.data_dir})" if self.postgres else "  (external)")),

@@ -4,8 +4,9 @@ seed's ``GET /segment/user?id=<id>``.
 Other services call these on every request, and Flask's request machinery (contexts,
 hooks, response objects) costs more than the read itself. This WSGI layer answers only the
 plain success path, with the same pieces Flask uses — the read (``read_path.hot_read``), the
-body (``api.helpers.segments_body``), token identification (``auth.name_for``), the request id
-and log line (``observability``), the security headers (``security.HEADERS``) — and hands
+body (``api.helpers.segments_body``, which also counts the segment reads), token identification
+(``auth.name_for``: every scope may read), the request id, log line and latency observation
+(``observability``, ``metrics``), the security headers (``security.HEADERS``) — and hands
 everything else to Flask unchanged: another method or path, an id that is not plain decimal
 digits in range, a missing or unknown token, a hot-path rate limit, a test session bound to
 its own connection. So every error and every rule keeps its one home in the Flask app.
@@ -21,13 +22,15 @@ from flask import Flask
 
 from webapp.api.helpers import segments_body, session_bound_to_a_connection
 from webapp.auth import name_for
-from webapp.observability import log_request, request_id
+from webapp.metrics import observe_request
+from webapp.observability import STARTED, log_request, request_id
 from webapp.rules import MAX_USER_ID
 from webapp.security import HEADERS
 from webapp.services.read_path import hot_read
 
 API_PATH = re.compile(r"/api/v1/users/([0-9]{1,19})/segments")
 COMPAT_QUERY = re.compile(r"id=([0-9]{1,19})")
+ENDPOINTS = ("api.user_segments", "api_compat.user_segments")  # Flask's names for the same two reads
 StartResponse = Callable[..., Any]
 
 
@@ -42,17 +45,19 @@ class HotPath:
         except Exception:  # e.g. the database is down: Flask answers it, with its error envelope
             answer = None
         if answer is None:
+            environ[STARTED] = started
             return self.wsgi_app(environ, start_response)
-        status, body, client = answer
+        status, body, client, compat = answer
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                    ("X-Request-ID", rid), *HEADERS.items()]
         start_response("200 OK" if status == 200 else "204 NO CONTENT", headers)
+        observe_request(ENDPOINTS[compat], status, time.perf_counter() - started)
         log_request(rid, "GET", environ.get("PATH_INFO", ""), status, started, client)
         return [body]
 
-    def _answer(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None] | None:
-        """(status, body, client) for a plain success, or None to let Flask answer."""
+    def _answer(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None, bool] | None:
+        """(status, body, client, compat) for a plain success, or None to let Flask answer."""
         path, compat = environ.get("PATH_INFO", ""), False
         match = API_PATH.fullmatch(path)
         if match is None and path == "/segment/user":
@@ -67,5 +72,5 @@ class HotPath:
             return None  # only the Flask path reads through such a session
         active = hot_read(self.app.extensions["read_engine"], user_id)
         if compat and not active:
-            return 204, b"", client or environ.get("REMOTE_ADDR")
-        return 200, segments_body(user_id, active, compat=compat), client or environ.get("REMOTE_ADDR")
+            return 204, b"", client or environ.get("REMOTE_ADDR"), compat
+        return 200, segments_body(user_id, active, compat=compat), client or environ.get("REMOTE_ADDR"), compat

@@ -1,4 +1,5 @@
-"""Request ids, one structured (JSON) log line per request, /healthz and /readyz."""
+"""Request ids, one structured (JSON) log line and one latency observation per request,
+/healthz, /readyz and /metrics (webapp.metrics)."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,14 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy import text
 
+from webapp import metrics, read_counts
 from webapp.extensions import db
 from webapp.redis_client import redis_client
 
 log = logging.getLogger("segments.requests")
 bp = Blueprint("ops", __name__)
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+STARTED = "segments.started"  # WSGI environ key: when the hot path layer first saw the request
 
 
 def request_id(incoming: str | None) -> str:
@@ -31,18 +34,29 @@ def log_request(rid: str, method: str, path: str, status: int, started: float, c
 
 
 def init_request_logging(app: Flask) -> None:
+    metrics.init_app(app)
+    read_counts.init_app(app)
+
     @app.before_request
     def _start() -> None:
-        g.started = time.perf_counter()
+        g.started = request.environ.get(STARTED) or time.perf_counter()
         g.request_id = request_id(request.headers.get("X-Request-ID"))
 
     @app.after_request
     def _log(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if not request.path.startswith("/static/"):
-            log_request(g.get("request_id", ""), request.method, request.path, response.status_code,
-                        g.get("started", time.perf_counter()), g.get("api_client") or request.remote_addr)
+            started = g.get("started") or request.environ.get(STARTED) or time.perf_counter()
+            status, endpoint = response.status_code, request.endpoint or "unmatched"
+            metrics.observe_request(endpoint, status, time.perf_counter() - started)
+            if status == 429 and "Idempotent-Replayed" not in response.headers:
+                metrics.rate_limited(endpoint)
+            log_request(g.get("request_id", ""), request.method, request.path, status, started,
+                        g.get("api_client") or request.remote_addr)
         return response
+
+
+bp.add_url_rule("/metrics", "metrics", metrics.metrics_view)
 
 
 @bp.get("/healthz")

@@ -30,7 +30,7 @@ from webapp.api.schemas import (
 )
 from webapp.api.segments import deleted_out
 from webapp.api.users import change_out
-from webapp.auth import token_name
+from webapp.auth import REPORTS, requires_scope, token_name
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
 from webapp.extensions import db, report_requests, spec
 from webapp.models import Report
@@ -227,6 +227,7 @@ def user_segments():
 
 
 @bp.get("/report")
+@requires_scope(REPORTS)
 @seed_operation(query=CompatReportQuery, ok=(200, CompatTask), errors=READ)
 @report_requests
 @transactional
@@ -250,6 +251,7 @@ def _task(name: str) -> Report:
 
 
 @bp.get("/report_check")
+@requires_scope(REPORTS)
 @seed_operation(query=CompatTaskQuery, ok=(200, CompatTaskStatus), errors=(*READ, "HTTP_404"))
 def report_check():
     """A task's status: ``progress``, ``success`` (with ``link_to_file``) or ``fail``."""
@@ -260,6 +262,7 @@ def report_check():
 
 
 @bp.get("/download")
+@requires_scope(REPORTS)
 @seed_operation(query=CompatDownloadQuery, csv=True, errors=(*READ, "HTTP_404", "HTTP_409"))
 def download():
     """The report as the seed's CSV (``user,segment,operation,date``), as an attachment; 409

@@ -10,6 +10,7 @@ from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
+from webapp import read_counts
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
@@ -133,7 +134,9 @@ def lookup_body(user_ids: list[int]) -> bytes:
 def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
     """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
     ``{"user_id", "segments": [{"slug"}]}``), from each entry's JSON, kept once made (the
-    catalog's rollout entries are the same objects on every read)."""
+    catalog's rollout entries are the same objects on every read). Counts one read of each
+    segment in it (webapp.read_counts: memory only)."""
+    read_counts.record(active)
     items = ",".join(_entry_json(a, compat) for a in active)
     return f'{{"user_id":{user_id},"segments":[{items}]}}'.encode()
 

@@ -7,7 +7,7 @@ from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out, report_reader
 from webapp.api.schemas import ReportOut, ReportRequest
-from webapp.auth import token_name
+from webapp.auth import REPORTS, requires_scope, token_name
 from webapp.extensions import db, report_requests
 from webapp.models import Report
 from webapp.services import reports
@@ -26,6 +26,7 @@ def report_out(report: Report) -> ReportOut:
 
 
 @bp.post("/reports")
+@requires_scope(REPORTS)
 @operation(tags=("reports",), json=ReportRequest, ok=(202, ReportOut))
 @report_requests
 @transactional
@@ -40,6 +41,7 @@ def create_report():
 
 
 @bp.get("/reports/<report_id>")
+@requires_scope(REPORTS)
 @operation(tags=("reports",), ok=(200, ReportOut))
 def get_report(report_id: str):
     """A report's status and progress; ``download_url`` once it is finished."""
@@ -47,6 +49,7 @@ def get_report(report_id: str):
 
 
 @bp.get("/reports/<report_id>.csv")
+@requires_scope(REPORTS)
 def download_report(report_id: str):
     """The CSV file (``Content-Disposition: attachment``)."""
     report = reports.get_report(db.session, report_id, report_reader())

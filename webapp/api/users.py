@@ -17,6 +17,7 @@ from webapp.api.schemas import (
     UserSegments,
     UserSegmentsChange,
 )
+from webapp.auth import READ, requires_scope
 from webapp.errors import ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models.enums import Reason
@@ -49,6 +50,7 @@ def user_segments(user_id: str):
 
 
 @bp.post("/users/segments:lookup")
+@requires_scope(READ)  # a read, whatever its method: every token scope may call it
 @operation(tags=TAGS, json=LookupRequest, ok=(200, LookupOut))
 def lookup_segments():
     """Several users' segments at once (up to 1000): each answer exactly as the single read
