@@ -39,6 +39,8 @@ def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json
 PATH_PARAMETERS = {
     "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
     "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"},
+    "name": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"},
+    "schedule_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
     "report_id": {"type": "string", "format": "uuid"},
     "operation_id": {"type": "string", "format": "uuid"},
 }

@@ -4,14 +4,19 @@ from __future__ import annotations
 from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, query_int
-from webapp.api.schemas import ActivityList, ActivityOut, ScheduleList, ScheduleOut, ScheduleRequest
+from webapp.api.schemas import (
+    ActivityList,
+    ActivityOut,
+    ActivityQuery,
+    ScheduleList,
+    ScheduleOut,
+    ScheduleRequest,
+)
 from webapp.extensions import db
 from webapp.models import RolloutSchedule
 from webapp.models.enums import SegmentEventKind
 from webapp.rules import MAX_USER_ID
 from webapp.services import activity_log, schedules
-from webapp.services.common import utcnow
-from webapp.services.rollout_state import materialize
 from webapp.services.segments import get_live_segment
 from webapp.transaction import transactional
 
@@ -52,12 +57,11 @@ def cancel_schedule(slug: str, schedule_id: int):
 
 
 @bp.get("/segments/<slug>/activity")
-@operation(tags=TAGS, ok=(200, ActivityList))
+@operation(tags=TAGS, query=ActivityQuery, ok=(200, ActivityList))
 def segment_activity(slug: str):
     """Segment-level changes, newest first, with actor and time: created, description, rollout
     and group changes (scheduled ones at their time), bulk imports and removals (one entry
     each, with the count), scheduled and cancelled changes, deletion."""
-    materialize(db.session, utcnow())
     segment = get_live_segment(db.session, slug)
     limit = query_int("limit", 50, 1, 500)
     before = query_int("before", MAX_USER_ID, 1, MAX_USER_ID)

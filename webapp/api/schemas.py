@@ -214,6 +214,11 @@ class SegmentListQuery(BaseModel):
     per_page: int = Field(Config.PER_PAGE_DEFAULT, ge=1, le=Config.PER_PAGE_MAX)
 
 
+class ActivityQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=500)
+    before: int = Field(MAX_USER_ID, ge=1, le=MAX_USER_ID, description="an entry id: older entries only")
+
+
 class MembersQuery(BaseModel):
     after: int = Field(0, ge=0, le=MAX_USER_ID, description="keyset cursor: the last user_id of the previous page")
     limit: int = Field(100, ge=1, le=1000)
