@@ -302,3 +302,135 @@ def delete_segment(slug: str):
     later = " (their rows are being removed in the background)" if removal else ""
     flash(f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}.", "success")
     return redirect(url_for("web.index"))
+
+
+# -- bulk remove and replace: a preview that states how many leave and join, then the change --
+# (segments/_bulk_remove_replace.html, which the segment page includes with ``segment`` and
+# ``ttl_choices``). Pasted ids and a file are both used. The preview carries a fingerprint of
+# the list and the choice: a change whose form no longer matches its preview is refused.
+
+BULK_CHANGE = "segments/_bulk_remove_replace.html"
+BULK_CHANGE_MODES = ("remove", "replace")
+
+
+def _bulk_change_input() -> tuple[str, list[int]]:
+    """(mode, ids) from the form; ValidationFailed naming every problem."""
+    from webapp.errors import detail
+    from webapp.services import id_lists
+
+    mode = request.form.get("mode", "")
+    if mode not in BULK_CHANGE_MODES:
+        raise ValidationFailed("Choose whether to remove these ids or replace the members with them.",
+                               [detail("mode", "choose remove or replace")])
+    upload = request.files.get("file")
+    name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload is not None else ""
+    pasted = request.form.get("user_ids", "")
+    ids: list[int] = []
+    if pasted.strip():
+        ids += id_lists.parse_pasted(pasted, MAX_BULK_IDS).ids
+    if upload is not None and name:
+        ids += id_lists.parse_file(upload.stream, name, MAX_BULK_IDS).ids
+    if not ids:
+        raise ValidationFailed("Paste user ids or choose a file.", [detail("user_ids", "no user ids given")])
+    return mode, ids
+
+
+def _bulk_change_fingerprint(mode: str, ids: list[int]) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(mode.encode(), digest_size=16)
+    digest.update(",".join(map(str, sorted(set(ids)))).encode())
+    for name in ("ttl_seconds", "expires_at"):
+        digest.update(f"|{request.form.get(name, '').strip()}".encode())
+    return digest.hexdigest()
+
+
+def _bulk_change_problem(exc: AppError, slug: str, *, abandon_changes: bool = False):
+    """A refused preview or change: the problems in the form's result area (422), or flashed."""
+    from webapp.transaction import abandon
+
+    if abandon_changes:
+        abandon()
+    problems = [str(item.get("message", "")) for item in exc.details if item.get("message")][:20]
+    if not is_htmx():
+        flash(exc.message + "".join(f" — {p}" for p in problems[:5]), "error")
+        return redirect(url_for("web.show_segment", slug=slug) + "#bulk-change")
+    return render_template(BULK_CHANGE, part="problem", error=exc.message, problems=problems), 422
+
+
+@bp.post("/segments/<slug>/members/bulk-preview")
+def bulk_change_preview(slug: str):
+    """How many users a bulk remove or replace would take out and bring in, to confirm."""
+    from webapp.services.common import expiry, utcnow
+
+    segment = segments.get_live_segment(db.session, slug)
+    try:
+        mode, ids = _bulk_change_input()
+        if mode == "remove":
+            leaving, joining = bulk.preview_remove(db.session, slug, ids), 0
+        else:
+            ttl, until = form_expiry()
+            _, found = expiry(ttl, until, utcnow())
+            if found:
+                raise ValidationFailed("Choose an expiry in the future (or none).", found)
+            leaving, joining = bulk.preview_replace(db.session, slug, ids)
+    except AppError as exc:
+        return _bulk_change_problem(exc, slug)
+    listed = len(set(ids))
+    if not is_htmx():  # without JavaScript: the counts as a message, then the form again to apply
+        flash(f"Preview: {leaving:,} would leave and {joining:,} would join {segment.slug}. Tick the box to "
+              f"confirm and apply the same list.", "info")
+        return redirect(url_for("web.show_segment", slug=slug) + "#bulk-change")
+    return render_template(BULK_CHANGE, part="preview", segment=segment, mode=mode, leaving=leaving,
+                           joining=joining, listed=listed, received=len(ids),
+                           fingerprint=_bulk_change_fingerprint(mode, ids))
+
+
+@bp.post("/segments/<slug>/members/bulk-change")
+@transactional
+def bulk_change(slug: str):
+    """Apply a previewed bulk remove or replace (small lists now, large ones in the background)."""
+    from webapp.errors import detail
+
+    segment = segments.get_live_segment(db.session, slug)
+    try:
+        if request.form.get("confirm") != "yes":
+            raise ValidationFailed("Preview the change and confirm it first.",
+                                   [detail("confirm", "not confirmed")])
+        mode, ids = _bulk_change_input()
+        expected = request.form.get("fingerprint")
+        if expected and expected != _bulk_change_fingerprint(mode, ids):
+            raise ValidationFailed("The list or the choice changed since the preview: preview it again.",
+                                   [detail("fingerprint", "does not match the preview")])
+        result: bulk.RemoveResult | bulk.ReplaceResult | BulkOperation
+        if mode == "remove":
+            result = bulk.bulk_remove(db.session, slug, ids, reason=Reason.DASHBOARD, actor=dashboard_actor())
+        else:
+            ttl, until = form_expiry()
+            result = bulk.bulk_replace(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
+                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
+    except AppError as exc:
+        return _bulk_change_problem(exc, slug, abandon_changes=True)
+    operation = result if isinstance(result, BulkOperation) else None
+    if isinstance(result, bulk.RemoveResult):
+        message = f"{result.removed:,} removed from {segment.slug} ({result.not_members:,} listed were not in it)."
+    elif isinstance(result, bulk.ReplaceResult):
+        message = (f"{segment.slug} replaced: {result.added:,} joined, {result.removed:,} left, "
+                   f"{result.updated:,} expiry updated, {result.unchanged:,} unchanged.")
+    else:
+        verb = "Removing" if mode == "remove" else "Replacing the members with"
+        message = f"{verb} {len(set(ids)):,} ids in the background: progress below."
+    if not is_htmx():
+        flash(message, "success")
+        return redirect(url_for("web.show_segment", slug=slug))
+    body = render_template(BULK_CHANGE, part="result", message=message, operation=operation)
+    body += render_template("_flash_oob.html", messages=[("success", message)])
+    return body, 200, {"HX-Trigger": "segment-changed"}
+
+
+@bp.get("/segments/<slug>/members/bulk-change/<operation_id>")
+def bulk_change_status(slug: str, operation_id: str):
+    """A background bulk remove or replace's progress (polled every second until it ends)."""
+    operation = bulk.get_operation(db.session, operation_id)
+    headers = {"HX-Trigger": "segment-changed"} if operation.status == "finished" else {}
+    return render_template(BULK_CHANGE, part="operation", operation=operation), 200, headers
