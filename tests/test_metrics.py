@@ -200,3 +200,28 @@ def test_hot_path_overhead_is_a_few_microseconds():
     assert result.returncode == 0, result.stdout + result.stderr
     total = float(result.stdout.strip().splitlines()[-1].split()[-2])
     assert 0 < total < 10, result.stdout
+
+
+def test_a_dead_process_is_folded_into_the_archive(tmp_path):
+    """retire_process (gunicorn's child_exit): two exited processes' counts are kept, summed, and
+    only the archive files are left."""
+    code = ("from webapp import metrics\n"
+            "metrics.observe_request('api.user_segments', 200, 0.0004)\n"
+            "metrics.observe_request('api.user_segments', 200, 0.2)\n"
+            "metrics.rate_limited('api.list_segments')\n"
+            "import os; print(os.getpid())\n")
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    pids = [int(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                               check=True, timeout=60).stdout.split()[-1]) for _ in range(2)]
+    assert len(list(tmp_path.glob("*.db"))) == 4
+    for pid in pids:
+        metrics.retire_process(pid, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_archive.db", "histogram_archive.db"]
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in MultiProcessCollector(None, str(tmp_path)).collect() for s in family.samples}
+    assert value(found, "segments_http_request_duration_seconds_count", endpoint="api.user_segments", status="200") == 4
+    assert value(found, "segments_http_request_duration_seconds_bucket", endpoint="api.user_segments",
+                 status="200", le="0.0005") == 2
+    assert value(found, "segments_rate_limited_total", endpoint="api.list_segments") == 2

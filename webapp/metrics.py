@@ -23,6 +23,7 @@ import glob
 import hmac
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -282,15 +283,25 @@ def retire_process(pid: int, path: str | None = None) -> None:
     for kind in ("counter", "histogram", "summary"):
         for dead in glob.glob(os.path.join(path, f"{kind}_{pid}.db")):
             _fold(dead, os.path.join(path, f"{kind}_archive.db"))
-            os.remove(dead)
 
 
-def _fold(source: str, archive: str) -> None:
-    values: Iterable[tuple[str, float, float, int]] = MmapedDict.read_all_values_from_file(source)
-    target = MmapedDict(archive)
+def _fold(dead: str, archive: str) -> None:
+    """archive + dead, written to a file scrapes do not read (not ``*.db``), renamed over the
+    archive, then the dead file removed: a scrape sees the archive before or after, never half
+    written (only between the rename and the removal, a few microseconds, could one scrape count
+    the dead process twice)."""
+    folding = archive.removesuffix(".db") + ".folding"
+    if os.path.exists(archive):
+        shutil.copyfile(archive, folding)
+    elif os.path.exists(folding):
+        os.remove(folding)
+    target = MmapedDict(folding)
     try:
+        values: Iterable[tuple[str, float, float, int]] = MmapedDict.read_all_values_from_file(dead)
         for key, value, timestamp, _ in values:
             current, _ = target.read_value(key)
             target.write_value(key, current + value, timestamp)
     finally:
         target.close()
+    os.replace(folding, archive)
+    os.remove(dead)
