@@ -71,7 +71,7 @@ def seed_demo_data(session, users: int = 200, actor: str = "seed-demo") -> int:
     created = 0
     for slug, description, percent in DEMO_SEGMENTS:
         with contextlib.suppress(Conflict):  # already seeded
-            segments.create_segment(session, slug, description, percent)
+            segments.create_segment(session, slug, description, percent, actor=actor)
             created += 1
     rng = random.Random(42)
     for slug, *_ in DEMO_SEGMENTS[:3]:

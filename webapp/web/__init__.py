@@ -22,4 +22,4 @@ def never_stored(response: Response) -> Response:
     return response
 
 
-from webapp.web import demo, filters, reports, segments, status, users  # noqa: E402,F401
+from webapp.web import demo, filters, plans, reports, segments, status, users  # noqa: E402,F401

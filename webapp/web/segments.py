@@ -14,20 +14,21 @@ from webapp.extensions import db
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import bulk, rollout, segment_activity, segments, user_changes
+from webapp.services import bulk, reach, rollout, segment_activity, segments, user_changes
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import TTL_CHOICES, form_expiry, is_htmx, rejected, typed_user_id, updated
 from webapp.web.messages import FormErrors, form_errors, plain, sentence, upper_slug
+from webapp.web.plans import plain_plans
 
 PER_PAGE = 25
 MEMBERS_PAGE = 25
 SAMPLE = 10_000
 CHANGED = "segment-changed"  # the HX-Trigger event of every change on the segment page
 CREATE_FIELDS = ("slug", "description", "rollout_percent")
-SETTINGS_FIELDS = ("description", "rollout_percent")
+SETTINGS_FIELDS = ("description", "rollout_percent", "exclusion_group")
 BULK_FIELDS = ("user_ids", "file", "ttl_seconds", "expires_at")
 
 
@@ -35,7 +36,7 @@ def _listing() -> dict:
     q = request.args.get("q", "").strip()[:200]
     page = ascii_int(request.args.get("page"), 1, 1_000_000) or 1
     items, total = segments.list_segments(db.session, q, page, PER_PAGE)
-    counts = segments.member_counts(db.session, [s.id for s in items])
+    counts = reach.member_counts(db.session, [s.id for s in items])  # cached (webapp.services.reach)
     pages = max(1, -(-total // PER_PAGE))
     return {"segments": items, "counts": counts, "total": total, "q": q, "page": page, "pages": pages}
 
@@ -54,7 +55,8 @@ def create_segment():
     form = request.form
     try:
         segment = segments.create_segment(db.session, (form.get("use_slug") or form.get("slug", "")).strip(),
-                                          form.get("description"), form.get("rollout_percent", "").strip() or None)
+                                          form.get("description"), form.get("rollout_percent", "").strip() or None,
+                                          actor=dashboard_actor())
     except AppError as exc:
         return rejected(exc, url_for("web.index"), "segments/_create_form.html", fields=CREATE_FIELDS)
     return updated(f"Segment {segment.slug} created.", url_for("web.index"),
@@ -164,10 +166,12 @@ def update_settings(slug: str):
     form = request.form
     back = url_for("web.show_segment", slug=slug)
     try:
+        group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
         segment, _ = segments.update_segment(db.session, slug, description=form.get("description", ""),
-                                             rollout_percent=form.get("rollout_percent", "").strip() or 0)
+                                             rollout_percent=form.get("rollout_percent", "").strip() or 0,
+                                             exclusion_group=group, actor=dashboard_actor())
     except AppError as exc:
-        return rejected(exc, back, "segments/_settings_form.html", fields=SETTINGS_FIELDS,
+        return rejected(plain_plans(exc, form.get("exclusion_group", "")), back, "segments/_settings_form.html", fields=SETTINGS_FIELDS,
                         **_settings_context(live_segment(slug)))
     return updated(f"{segment.slug} saved.", back, "segments/_settings_form.html", form={}, errors={},
                    trigger=CHANGED, **_settings_context(segment))

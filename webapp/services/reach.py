@@ -1,0 +1,200 @@
+"""Reach as product managers think of it: "10% of all users + 7 explicit", and how many of the
+*known* users (distinct user ids that appear in memberships or in membership history) a
+rollout covers.
+
+The two expensive aggregates are cached in Redis (Flask-Caching, JSON serializer) with a short
+TTL, under keys that change the moment their answer may change:
+
+* member counts per segment (``member_counts``): the catalog version and the newest
+  ``membership_events`` id, so an add, removal, bulk operation or purge shows at once;
+* known users and each rollout's coverage (``rollout_reach``): the catalog version, so a
+  rollout change, a new segment or a group move shows at once; new users count within the
+  TTL (``REACH_CACHE_SECONDS``).
+
+The cache is an optimisation only: when Redis fails or stalls the answer is computed (one
+short timeout, then the cache is skipped for ``BYPASS_SECONDS``), never an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from flask import current_app, has_app_context
+from sqlalchemy import func, select, text
+
+from webapp.models import CatalogVersion, ExclusionGroup, MembershipEvent, RolloutExclusion, Segment
+from webapp.services import rollout
+from webapp.services import segments as segment_service
+from webapp.services.common import DbSession
+from webapp.services.rollout_state import rule_of
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+COUNTS_SECONDS = 30  # member counts: exact by key, the TTL only bounds expiries by time
+REACH_SECONDS = 60  # known users and coverage: new users appear within this
+BYPASS_SECONDS = 5.0  # after a cache failure, compute without asking Redis for this long
+KNOWN_USERS_SQL = text("SELECT user_id FROM memberships UNION SELECT user_id FROM membership_events")
+
+_bypass_until = 0.0
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One segment's reach: its rollout share, explicit members, and for a rollout the known
+    users it covers (``covered`` of ``known``)."""
+
+    rollout_percent: float
+    explicit: int
+    known: int
+    covered: int | None  # None without a rollout
+
+    @property
+    def covered_share(self) -> float:
+        return self.covered / self.known if self.known and self.covered else 0.0
+
+
+# -- the cache: Flask-Caching on Redis, never an error --------------------------------------------
+
+def _metric(hit: bool, name: str) -> None:
+    try:
+        from webapp.metrics import cache_result
+    except ImportError:  # pragma: no cover - metrics are optional
+        return
+    cache_result(hit, name)
+
+
+def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
+    """``compute()``'s answer through the cache under ``name:key``; any cache failure (Redis
+    down, stalled, a value it cannot decode) is logged and the answer computed."""
+    global _bypass_until
+    if not has_app_context() or time.monotonic() < _bypass_until:
+        return compute()
+    from webapp.extensions import cache
+
+    full_key = f"{name}:{key}"
+    try:
+        found = cache.cache.get(full_key)
+    except Exception as exc:  # noqa: BLE001 - a cache must never fail the page
+        _bypass_until = time.monotonic() + BYPASS_SECONDS
+        log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
+        return compute()
+    if found is not None:
+        _metric(True, name)
+        return cast(T, found)
+    _metric(False, name)
+    value = compute()
+    try:
+        cache.cache.set(full_key, value, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001
+        _bypass_until = time.monotonic() + BYPASS_SECONDS
+        log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
+    return value
+
+
+def reset_bypass() -> None:
+    """Ask Redis again at once (tests)."""
+    global _bypass_until
+    _bypass_until = 0.0
+
+
+def _timeout(setting: str, default: int) -> int:
+    return int(current_app.config.get(setting, default)) if has_app_context() else default
+
+
+# -- member counts ------------------------------------------------------------------------------
+
+def catalog_version(session: DbSession) -> int:
+    return int(session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0)
+
+
+def history_watermark(session: DbSession) -> int:
+    """The newest membership history id: it moves with every explicit membership change."""
+    return int(session.scalar(select(func.max(MembershipEvent.id))) or 0)
+
+
+def member_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
+    """segments.member_counts through the cache (exact: the key moves with every change)."""
+    if not segment_ids:
+        return {}
+    ids = sorted(set(segment_ids))
+    digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
+    key = f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
+    raw = cached("member_counts", key, lambda: {str(k): v for k, v in
+                                                segment_service.member_counts(session, ids).items()},
+                 _timeout("MEMBER_COUNTS_CACHE_SECONDS", COUNTS_SECONDS))
+    return {sid: int(raw.get(str(sid), 0)) for sid in segment_ids}
+
+
+# -- known users and rollout coverage ------------------------------------------------------------
+
+def known_user_ids(session: DbSession) -> np.ndarray:
+    """Distinct user ids in memberships or membership history (one set-based query)."""
+    rows = session.execute(KNOWN_USERS_SQL)
+    return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+
+def compute_coverage(session: DbSession) -> dict[str, Any]:
+    """{"known": N, "covered": {segment id: known users its rollout covers}} for every live
+    segment with a rollout (exclusions, users taken out of the rollout, not counted)."""
+    segments = session.scalars(select(Segment).where(Segment.is_live, Segment.rollout_basis_points > 0)).all()
+    ids = known_user_ids(session)
+    covered: dict[str, int] = {}
+    if segments:
+        groups = {s.exclusion_group for s in segments if s.exclusion_group}
+        salts = dict(session.execute(select(ExclusionGroup.name, ExclusionGroup.salt)
+                                     .where(ExclusionGroup.name.in_(groups))).all()) if groups else {}
+        excluded: dict[int, list[int]] = {}
+        for segment_id, user_id in session.execute(
+                select(RolloutExclusion.segment_id, RolloutExclusion.user_id)
+                .where(RolloutExclusion.segment_id.in_([s.id for s in segments]))):
+            excluded.setdefault(segment_id, []).append(user_id)
+        hashes = rollout.user_hashes(cast(Sequence[int], ids))  # once for every rollout (the costly part)
+        for segment in segments:
+            rule = rule_of(segment, salts.get(segment.exclusion_group or ""))
+            count = _share(rule, ids, hashes)
+            out = np.asarray(excluded.get(segment.id, []), dtype=np.int64)
+            if out.size:
+                count -= rollout.share(rule, cast(Sequence[int], out[np.isin(out, ids)]))
+            covered[str(segment.id)] = int(count)
+    return {"known": int(ids.size), "covered": covered}
+
+
+def _share(rule: rollout.Rule, ids: np.ndarray, hashes: np.ndarray) -> int:
+    """rollout.share(rule, ids) with the users' hashes computed once for all rules (scheme 2;
+    the legacy scheme 1 goes through rollout.share itself)."""
+    if rule.scheme != rollout.SCHEME or not rule.ranges or not ids.size:
+        return rollout.share(rule, cast(Sequence[int], ids))
+    buckets = rollout.mix_buckets(hashes ^ np.uint64(rollout.key(rule.salt)))
+    inside = np.zeros(buckets.shape, dtype=bool)
+    for start, end in rule.ranges:
+        inside |= (buckets >= start) & (buckets < end)
+    return int(inside.sum())
+
+
+def rollout_reach(session: DbSession) -> dict[str, Any]:
+    """compute_coverage through the cache (keyed by the catalog version)."""
+    return cached("reach", f"v{catalog_version(session)}", lambda: compute_coverage(session),
+                  _timeout("REACH_CACHE_SECONDS", REACH_SECONDS))
+
+
+def reach_of(session: DbSession, segments: Iterable[Segment],
+             counts: dict[int, int] | None = None) -> dict[int, Reach]:
+    """Each segment's Reach by id; ``counts``: explicit member counts already at hand."""
+    segments = list(segments)
+    counts = counts if counts is not None else member_counts(session, [s.id for s in segments])
+    coverage: dict[str, Any] = {"known": 0, "covered": {}}
+    if any(s.rollout_basis_points for s in segments):
+        coverage = rollout_reach(session)
+    result = {}
+    for segment in segments:
+        covered = coverage["covered"].get(str(segment.id)) if segment.rollout_basis_points else None
+        if segment.rollout_basis_points and covered is None:  # (a segment newer than the cached answer)
+            covered = 0
+        result[segment.id] = Reach(segment.rollout_basis_points / 100, counts.get(segment.id, 0),
+                                   int(coverage["known"]), covered)
+    return result

@@ -1,0 +1,247 @@
+"""Dashboard: exclusion groups (how a group's 100% is shared), scheduled rollout changes (a
+timeline with add and cancel), the segment activity log, and reach at a glance.
+
+The segment page includes ``segments/_reach.html``, ``_schedule.html`` and ``_activity.html``;
+each part gets its data from the template globals below (so the segment page's own context
+needs nothing new) and fetches itself again on ``segment-changed`` where that matters.
+"""
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+
+from webapp.auth import dashboard_actor
+from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
+from webapp.extensions import db
+from webapp.models import Segment
+from webapp.services import activity_log, groups, reach, schedules
+from webapp.services.common import ascii_int, utcnow
+from webapp.transaction import transactional
+from webapp.web import bp
+from webapp.web.helpers import is_htmx, rejected, updated
+from webapp.web.messages import upper_slug
+
+CHANGED = "segment-changed"
+SCHEDULE_FIELDS = ("at", "rollout_percent")
+BUCKETS = 10_000
+
+# -- plain words for group and schedule problems ---------------------------------------------------
+
+_NO_ROOM = re.compile(r"^at most ([\d.]+)% is free in group (\S+)$")
+_WOULD_NOT_FIT = re.compile(r"^the change of (\S+) at (\S+) would not fit group (\S+)$")
+
+
+def _when(iso_text: str) -> str:
+    try:
+        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso_text
+
+
+def plain_plans(exc: AppError, typed_group: str = "") -> AppError:
+    """The same error with its group and schedule problems in a product manager's words (the
+    dashboard's form placement and ``plain`` do the rest)."""
+    items = []
+    for item in exc.details or []:
+        message, field = str(item.get("message", "")), str(item.get("field", ""))
+        if match := _NO_ROOM.match(message):
+            free, group = match[1], match[2]
+            message = (f"Group {group} has only {free}% left: its segments share 100% of users. "
+                       f"Choose at most {free}%, or lower another segment of {group} first.")
+        elif match := _WOULD_NOT_FIT.match(message):
+            slug, at, group = match[1], match[2], match[3]
+            message = (f"Group {group} would not have room for the change of {slug} scheduled for {_when(at)}: "
+                       "its segments share 100% of users. Choose a lower percentage or cancel that change.")
+        elif message == "explicit members overlap":
+            message = (f"{int(item.get('users', 0)):,} users are explicit members of this segment and of "
+                       f"{item.get('segment')}, which is in group {item.get('exclusion_group')}: a user can be in "
+                       "only one segment of a group. Remove them from one of the two first.")
+        elif field == "exclusion_group":
+            upper = upper_slug(typed_group)
+            message = (f"Group names are written in upper case: {upper}." if upper else
+                       "Group names use upper-case letters, digits and underscores, starting with a letter "
+                       "(like DISCOUNTS), at most 64 characters.")
+        elif field == "at":
+            message = {"must be in the future": "That time has passed: choose a time in the future (UTC).",
+                       "must be within a year": "A change can be scheduled at most a year ahead.",
+                       }.get(message, "Choose the date and time of the change (UTC).")
+        elif field == "id":
+            message = ("That change is already in force: it can no longer be cancelled." if
+                       message == "already in force" else "There is no such scheduled change (it may have been "
+                                                          "cancelled already).")
+        items.append({**item, "message": message})
+    plain_message = items[0]["message"] if len(items) == 1 else exc.message
+    return type(exc)(plain_message, items, code=exc.code, status=exc.status)
+
+
+# -- template globals: each part of the segment page fetches its own data ------------------------
+
+@bp.app_template_global()
+def segment_activity_log(segment: Segment, limit: int = 30) -> list[Any]:
+    return activity_log.activity(db.session, segment, limit=limit)
+
+
+@bp.app_template_global()
+def segment_schedule(segment: Segment) -> list[tuple[Any, str]]:
+    now = utcnow()
+    return [(entry, schedules.status(entry, now)) for entry in schedules.listing(db.session, segment)]
+
+
+@bp.app_template_global()
+def segments_reach(items: list[Segment], counts: dict[int, int] | None = None) -> dict[int, reach.Reach]:
+    return reach.reach_of(db.session, items, counts)
+
+
+@bp.app_template_global()
+def group_names() -> list[str]:
+    return [view.name for view in groups.list_groups(db.session)]
+
+
+@bp.app_template_filter("activity_text")
+def activity_text(event: Any) -> str:
+    """One activity entry in words."""
+    d: dict[str, Any] = event.detail or {}
+
+    def pct(value: Any) -> str:
+        return f"{float(value or 0):g}%"
+
+    count = f"{int(d.get('count', d.get('total', 0)) or 0):,}"
+    texts = {
+        "created": lambda: "Created" + (f" with a {pct(d.get('rollout_percent'))} rollout" if d.get("rollout_percent")
+                                        else "") + (f" in group {d['exclusion_group']}" if d.get("exclusion_group")
+                                                    else ""),
+        "description_changed": lambda: "Description changed" + (f" to “{d['after']}”" if d.get("after") else
+                                                                 " (now empty)"),
+        "rollout_changed": lambda: f"Rollout changed from {pct(d.get('from_percent'))} to {pct(d.get('to_percent'))}"
+                                   + (" (scheduled)" if d.get("scheduled") else ""),
+        "group_changed": lambda: (f"Moved from group {d['before']} to {d['after']}" if d.get("before") and d.get("after")
+                                  else f"Moved into group {d['after']}" if d.get("after")
+                                  else f"Taken out of group {d.get('before')}"),
+        "members_added": lambda: f"Bulk import of {_count(d, 'count')} ids",
+        "members_removed": lambda: f"Bulk removal of {_count(d, 'count')} ids",
+        "members_replaced": lambda: f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left",
+        "schedule_added": lambda: f"Scheduled {pct(d.get('rollout_percent'))} for {_when(str(d.get('scheduled_for')))}",
+        "schedule_cancelled": lambda: (f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
+                                       f"{_when(str(d.get('scheduled_for')))}"),
+        "deleted": lambda: "Deleted",
+    }
+    text = texts.get(event.kind)
+    return text() if text else event.kind.replace("_", " ").capitalize() + (f" ({count})" if d.get("count") else "")
+
+
+def _count(detail_: dict[str, Any], preferred: str) -> str:
+    for name in (preferred, "count", "received", "total"):
+        if isinstance(detail_.get(name), int):
+            return f"{detail_[name]:,}"
+    return "some"
+
+
+# -- groups ----------------------------------------------------------------------------------------
+
+def bar_parts(view: groups.GroupView) -> list[dict[str, Any]]:
+    """The group's bar: each range of each segment as a positioned span (left and width in % of
+    10,000 buckets), the segments in a stable colour order."""
+    parts = []
+    for index, share in enumerate(view.shares):
+        for start, end in share.ranges:
+            parts.append({"slug": share.slug, "colour": index % 8, "left": start * 100 / BUCKETS,
+                          "width": (end - start) * 100 / BUCKETS, "start": start, "end": end})
+    return parts
+
+
+@bp.app_template_global()
+def group_bar(view: groups.GroupView) -> list[dict[str, Any]]:
+    return bar_parts(view)
+
+
+@bp.get("/groups")
+def groups_index():
+    return render_template("groups/index.html", views=groups.list_groups(db.session))
+
+
+@bp.get("/groups/<name>")
+def show_group(name: str):
+    try:
+        view = groups.get_group(db.session, name)
+    except NotFound:
+        upper = upper_slug(name)
+        if upper:
+            raise NotFound(f"Group names are written in upper case: there is no group called {name}.",
+                           [{"offer": url_for("web.show_group", name=upper), "message": f"Open {upper}"}]) from None
+        raise NotFound(f"There is no exclusion group called {name[:80]}.") from None
+    return render_template("groups/show.html", view=view)
+
+
+# -- the segment page's parts -------------------------------------------------------------------------
+
+def _segment(slug: str) -> Segment:
+    from webapp.web.segments import live_segment
+
+    return live_segment(slug)
+
+
+@bp.get("/segments/<slug>/activity")
+def segment_activity(slug: str):
+    return render_template("segments/_activity.html", segment=_segment(slug))
+
+
+@bp.get("/segments/<slug>/reach")
+def segment_reach(slug: str):
+    return render_template("segments/_reach.html", segment=_segment(slug))
+
+
+@bp.get("/segments/<slug>/schedule")
+def segment_schedule_part(slug: str):
+    segment = _segment(slug)
+    if not is_htmx():
+        return redirect(url_for("web.show_segment", slug=segment.slug) + "#schedule")
+    return render_template("segments/_schedule.html", segment=segment, errors={}, form={})
+
+
+def _form_time(raw: str) -> datetime | None:
+    """A datetime-local value (no offset: UTC) or one with an offset; None when empty."""
+    raw = raw.strip()
+    if not raw:
+        raise ValidationFailed("choose a time", [detail("at", "a date and time with a timezone is required")])
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed("not a date", [detail("at", "not a date")]) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@bp.post("/segments/<slug>/schedule")
+@transactional
+def add_schedule(slug: str):
+    back = url_for("web.show_segment", slug=slug) + "#schedule"
+    segment = _segment(slug)
+    percent = request.form.get("rollout_percent", "").strip()
+    try:
+        if not percent:
+            raise ValidationFailed("no percentage", [detail("rollout_percent", "must be a number between 0 and 100")])
+        entry = schedules.add(db.session, segment.slug, _form_time(request.form.get("at", "")), percent,
+                              dashboard_actor())
+    except AppError as exc:
+        return rejected(plain_plans(exc), back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
+    return updated(f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
+                   back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={})
+
+
+@bp.post("/segments/<slug>/schedule/<schedule_id>/cancel")
+@transactional
+def cancel_schedule(slug: str, schedule_id: str):
+    back = url_for("web.show_segment", slug=slug) + "#schedule"
+    segment = _segment(slug)
+    try:
+        entry = schedules.cancel(db.session, segment.slug, ascii_int(schedule_id, 1, 2**63 - 1) or 0,
+                                 dashboard_actor())
+    except (NotFound, Conflict) as exc:
+        return rejected(plain_plans(exc), back, "segments/_schedule.html", fields=(), segment=segment)
+    if not is_htmx():
+        flash(f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.", "success")
+        return redirect(back)
+    return updated(f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
+                   back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={})
