@@ -1,6 +1,7 @@
 """Dashboard: exclusion groups, scheduled rollout changes, the activity log, reach and its cache."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,10 +21,8 @@ def fresh_cache(app):
     reach.reset_bypass()
     with app.app_context():
         from webapp.extensions import cache
-        try:
+        with contextlib.suppress(Exception):
             cache.clear()
-        except Exception:  # noqa: BLE001
-            pass
     yield
     reach.reset_bypass()
 
@@ -288,3 +287,21 @@ def test_reach_and_counts_are_computed_when_redis_fails(app_on, private_redis, d
             context.__exit__(None, None, None)
         else:
             private_redis.start()
+
+
+# -- the 30-day chart ---------------------------------------------------------------------------------
+
+def test_chart_has_axes_values_and_the_rollout_separately(client, api):
+    api.segment("AVITO_CHART")
+    assert api.post("/segments/AVITO_CHART/members", {"user_ids": list(range(1, 121))}).status_code == 200
+    html = page(client, "/segments/AVITO_CHART/summary")
+    assert 'class="members-line"' in html and 'class="rollout-line"' not in html
+    assert "no rollout in this period" in html
+    ticks = re.findall(r'class="tick members-tick">([\d,]+)<', html)
+    assert ticks == ["0", "100", "200"]  # a round axis above the 120 members
+    assert ">today<" in html and 'class="value members-value">120<' in html
+    assert api.patch("/segments/AVITO_CHART", {"rollout_percent": 10}).status_code == 200
+    html = page(client, "/segments/AVITO_CHART/summary")
+    assert 'class="rollout-line"' in html
+    assert re.findall(r'class="tick rollout-tick">([\d.]+%)<', html) == ["0%", "5%", "10%"]
+    assert "Rollout <strong>10%</strong> of all users" in html

@@ -245,3 +245,41 @@ def cancel_schedule(slug: str, schedule_id: str):
         return redirect(back)
     return updated(f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
                    back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={})
+
+
+# -- the 30-day chart: explicit members and the rollout, separately ----------------------------------
+
+@bp.app_template_global()
+def rollout_series(segment: Segment, series: list[Any]) -> list[float]:
+    """The rollout percentage at the end of each day of ``series`` (the chart's days), walked
+    back from today's through the rollout changes of the window."""
+    from sqlalchemy import select
+
+    from webapp.models import RolloutChange
+
+    if not series:
+        return []
+    since = datetime.combine(series[0].day, datetime.min.time(), tzinfo=UTC)
+    changes = db.session.execute(
+        select(RolloutChange.changed_at, RolloutChange.from_bp, RolloutChange.to_bp)
+        .where(RolloutChange.segment_id == segment.id, RolloutChange.changed_at >= since)
+        .order_by(RolloutChange.changed_at.desc(), RolloutChange.id.desc())).all()
+    current, result, index = segment.rollout_basis_points, [], 0
+    for point in reversed(series):
+        while index < len(changes) and changes[index][0].date() > point.day:
+            current = changes[index][1]  # before that change
+            index += 1
+        result.append(current / 100)
+    return result[::-1]
+
+
+@bp.app_template_global()
+def nice_top(value: float) -> float:
+    """A round axis maximum at or above ``value`` (1, 2, 2.5, 5 times a power of ten)."""
+    if value <= 0:
+        return 1
+    power = 10 ** (len(str(int(value))) - 1) if value >= 1 else 1
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * power:
+            return step * power
+    return 10 * power
