@@ -11,12 +11,14 @@ TTL, under keys that change the moment their answer may change:
   rollout change, a new segment or a group move shows at once; new users count within the
   TTL (``REACH_CACHE_SECONDS``).
 
-The cache is an optimisation only: when Redis fails or stalls the answer is computed (one
+Values are stored as JSON text by this module itself (never pickled; a miss is a plain None,
+not a deserialisation warning). The cache is an optimisation only: when Redis fails or stalls the answer is computed (one
 short timeout, then the cache is skipped for ``BYPASS_SECONDS``), never an error.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -76,9 +78,11 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
         return compute()
     from webapp.extensions import cache
 
-    full_key = f"{name}:{key}"
+    backend: Any = cache.cache  # cachelib's RedisCache: its client, with the app's short timeouts
+    full_key = f"{backend.key_prefix}{name}:{key}"
     try:
-        found = cache.cache.get(full_key)
+        raw = backend._read_client.get(full_key)
+        found = json.loads(raw) if raw is not None else None
     except Exception as exc:  # noqa: BLE001 - a cache must never fail the page
         _bypass_until = time.monotonic() + BYPASS_SECONDS
         log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
@@ -89,7 +93,7 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
     _metric(False, name)
     value = compute()
     try:
-        cache.cache.set(full_key, value, timeout=timeout)
+        backend._write_client.set(full_key, json.dumps(value), ex=timeout)
     except Exception as exc:  # noqa: BLE001
         _bypass_until = time.monotonic() + BYPASS_SECONDS
         log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
