@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import http.cookiejar
 import json
 import os
 import platform
+import random
 import re
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -392,6 +395,8 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
                 for server in measured:
                     load = server.users.run(server.url, conc, seconds, server.meter(postmaster, redis))
                     server.runs.setdefault(conc, []).append(load)
+        lookups = {name: bench_lookup(server.url, server.users.count) for name, server in
+                   (("small", servers[1]), ("large", servers[2]))}
     drop_database(large_db)
 
     floor, small, large, limited = servers
@@ -419,12 +424,45 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
         record("read", f"{rows[large_db]:,} vs {rows[DB]:,} memberships, {conc} conn",
                f"{large.load(conc).rps:,.0f} req/s", f"{small.load(conc).rps:,.0f} req/s", f"{ratio:.2f}",
                ">= 0.85", ratio >= 0.85)
+    for name, (batch, singles) in lookups.items():
+        server = small if name == "small" else large
+        label = f"{server.users.count:,} users"
+        record("read", f"POST lookup of 1,000 users ({label}), median of 40",
+               f"p50 {statistics.median(batch) * 1e3:.1f} ms max {max(batch) * 1e3:.1f} ms",
+               f"{sum(singles) * 1e3:,.0f} ms for 1,000 GETs", f"{statistics.median(batch) / sum(singles):.3f}",
+               "p50 < 20 ms", statistics.median(batch) < 0.020)
     plain, limit = small.load(10), limited.load(10)
     record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
            f"{limit.rps:,.0f} req/s p99 {limit.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
            f"{limit.rps / plain.rps:.2f}")
     record("read", "  CPU, rate limiter on, 10 conn", _cpu(limit), f"{plain.cpu_ms_per_request():.2f} ms/req none",
            f"{limit.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}")
+
+
+def bench_lookup(url: str, users: int, rounds: int = 40) -> tuple[list[float], list[float]]:
+    """Seconds per POST /api/v1/users/segments:lookup of 1,000 random users (one keep-alive
+    connection), and the baseline: the same 1,000 users read one GET at a time on it."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    rng = random.Random(11)
+    batch = []
+    for i in range(rounds + 3):
+        ids = rng.sample(range(1, users + 1), 1000)
+        body = json.dumps({"user_ids": ids})
+        started = time.perf_counter()
+        conn.request("POST", "/api/v1/users/segments:lookup", body, {"Content-Type": "application/json"})
+        answer = conn.getresponse().read()
+        if i >= 3:  # after a warm-up
+            batch.append(time.perf_counter() - started)
+        assert answer.startswith(b'{"users":[{"user_id":'), answer[:200]
+    singles = []
+    for user in ids:
+        started = time.perf_counter()
+        conn.request("GET", f"/api/v1/users/{user}/segments")
+        conn.getresponse().read()
+        singles.append(time.perf_counter() - started)
+    conn.close()
+    return batch, singles
 
 
 def bench_scaling(engine, env, seconds: int) -> None:

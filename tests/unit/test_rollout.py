@@ -53,4 +53,22 @@ def test_the_hot_paths_loop_agrees_with_bucket():
     triples = [(salt, rollout.prefix(salt), basis_points) for salt, basis_points in zip(salts, range(0, 10_001, 500), strict=True)]
     for user_id in (1, 42, 2**63 - 1, *range(1000, 1200)):
         assert list(rollout.covering(triples, user_id)) == [
-            salt for salt, _, basis_points in triples if rollout.in_rollout(salt, user_id, basis_points)]
+            salt for salt, _, basis_points in triples if rollout.in_rollout(salt, user_id, basis_points, scheme=1)]
+
+
+def test_scheme_2_is_uniform_independent_and_vectorised_exactly():
+    import numpy as np
+
+    users = list(range(1, 100_001))
+    hashes = rollout.user_hashes(users)
+    overlaps = []
+    for i in range(10):
+        a = rollout.mix_buckets(hashes ^ np.uint64(rollout.key(f"a{i}"))) < 1000
+        b = rollout.mix_buckets(hashes ^ np.uint64(rollout.key(f"b{i}"))) < 1000
+        assert 9_500 < a.sum() < 10_500
+        overlaps.append(int((a & b).sum()))
+    assert 900 < sum(overlaps) / len(overlaps) < 1100  # independent salts: 1% of users in two 10% rollouts
+    sample = users[:500]
+    vectorised = rollout.mix_buckets(rollout.user_hashes(sample) ^ np.uint64(rollout.key("s"))).tolist()
+    assert vectorised == [rollout.bucket("s", u) for u in sample]  # the scalar and NumPy forms agree
+    assert rollout.share(rollout.Rule(2, "s", ((0, 2500),)), sample) == sum(b < 2500 for b in vectorised)

@@ -1,8 +1,7 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
 from __future__ import annotations
 
-import functools
-import json
+import itertools
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -14,7 +13,7 @@ from webapp import read_counts
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
-from webapp.services.common import ascii_int, iso
+from webapp.services.common import ascii_int
 from webapp.services.read_path import ActiveSegment, active_segments, hot_read, hot_read_many
 
 M = TypeVar("M", bound=BaseModel)
@@ -128,7 +127,9 @@ def lookup_body(user_ids: list[int]) -> bytes:
         answers = [active_segments(db.session, u) for u in user_ids]
     else:
         answers = hot_read_many(current_app.extensions["read_engine"], user_ids)
-    return b'{"users":[' + b",".join(segments_body(u, a) for u, a in zip(user_ids, answers, strict=True)) + b"]}"
+    read_counts.record(itertools.chain.from_iterable(answers))
+    users = ",".join(_body(u, a, compat=False) for u, a in zip(user_ids, answers, strict=True))
+    return f'{{"users":[{users}]}}'.encode()
 
 
 def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
@@ -137,16 +138,12 @@ def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = F
     catalog's rollout entries are the same objects on every read). Counts one read of each
     segment in it (webapp.read_counts: memory only)."""
     read_counts.record(active)
-    items = ",".join(_entry_json(a, compat) for a in active)
-    return f'{{"user_id":{user_id},"segments":[{items}]}}'.encode()
+    return _body(user_id, active, compat=compat).encode()
 
 
-@functools.lru_cache(maxsize=65_536)
-def _entry_json(entry: ActiveSegment, compat: bool) -> str:
-    if compat:
-        return json.dumps({"slug": entry.slug}, separators=(",", ":"))
-    return json.dumps({"slug": entry.slug, "source": entry.source, "expires_at": iso(entry.expires_at)},
-                      separators=(",", ":"))
+def _body(user_id: int, active: list[ActiveSegment], *, compat: bool) -> str:
+    items = ",".join([a.compat_json for a in active] if compat else [a.json for a in active])
+    return f'{{"user_id":{user_id},"segments":[{items}]}}'
 
 
 def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, or_, text
+from sqlalchemy import BigInteger, ForeignKey, Index, PrimaryKeyConstraint, or_, text
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -27,6 +27,8 @@ class Membership(Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
+        # A user's memberships (the hot read) by index-only scans: expires_at included.
+        PrimaryKeyConstraint("user_id", "segment_id", postgresql_include=["expires_at"]),
         # Covers member lists and counts (expires_at included: index-only scans).
         Index("ix_memberships_segment_user", "segment_id", "user_id", postgresql_include=["expires_at"]),
         Index("ix_memberships_expires_at", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),

@@ -39,15 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 from sqlalchemy import select, text
 
 from webapp.errors import NotFound, ValidationFailed, detail
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
+from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import activity_log, membership_store, read_path, rollout, segments
+from webapp.services import activity_log, membership_store, read_path, segments
 from webapp.services.common import DbSession, expiry, user_id_problem, utcnow
 from webapp.services.segments import get_live_segment
 
@@ -184,15 +184,7 @@ def rollout_covered(session: DbSession, segment: Segment, user_ids: Sequence[int
     if not user_ids:
         return []
     rollouts = read_path.user_view(session, user_ids[0], now).catalog.rollouts(now)
-    covered = np.zeros(len(user_ids), dtype=bool)
-    scheme1 = [entry for entry in rollouts.scheme1 if entry[0][0] == segment.id]
-    if scheme1:
-        covered |= np.fromiter((any(True for _ in rollout.covering(scheme1, u)) for u in user_ids), dtype=bool,
-                               count=len(user_ids))
-    rows = [i for i, (sid, _) in enumerate(rollouts.items) if sid == segment.id]
-    if rows:
-        buckets = rollout.mix_buckets(rollout.user_hashes(user_ids)[:, None] ^ rollouts.keys[None, rows])
-        covered |= ((buckets >= rollouts.starts[rows]) & (buckets < rollouts.ends[rows])).any(axis=1)
+    covered = rollouts.covers(segment.id, user_ids)
     return [u for u, inside in zip(user_ids, covered.tolist(), strict=True) if inside]
 
 
@@ -232,14 +224,22 @@ def _listed_members(session: DbSession, segment_id: int, ids: Sequence[int], now
 
 
 def _in_through_rollout(session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime) -> list[int]:
-    """The users the segment's rollout covers now and who are not excluded from it."""
+    """The users the segment's rollout covers now who are in through it: not excluded from it
+    and, in an exclusion group, not explicit members of another segment of the group (an
+    explicit membership wins there, as the read path has it)."""
     covered = rollout_covered(session, segment, user_ids, now)
     if not covered:
         return []
-    excluded = set(session.scalars(text(
+    params = {"segment": segment.id, "ids": covered, "group": segment.exclusion_group, "now": now}
+    out = set(session.scalars(text(
         "SELECT user_id FROM rollout_exclusions WHERE segment_id = :segment "
-        "AND user_id = ANY(CAST(:ids AS bigint[]))"), {"segment": segment.id, "ids": covered}))
-    return [u for u in covered if u not in excluded]
+        "AND user_id = ANY(CAST(:ids AS bigint[]))"), params))
+    if segment.exclusion_group is not None:
+        out |= set(session.scalars(text(
+            "SELECT DISTINCT m.user_id FROM memberships m JOIN segments s ON s.id = m.segment_id "
+            f"WHERE s.exclusion_group = :group AND s.{LIVE_SEGMENT_SQL} AND s.id <> :segment "
+            "AND m.user_id = ANY(CAST(:ids AS bigint[])) AND (m.expires_at IS NULL OR m.expires_at > :now)"), params))
+    return [u for u in covered if u not in out]
 
 
 def delete_segment(session: DbSession, slug: str, actor: str = "",

@@ -20,11 +20,13 @@ catalog; a catalog read there is never kept, since the transaction may still rol
 """
 from __future__ import annotations
 
+import json
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from operator import attrgetter
 from typing import Any
 
@@ -37,7 +39,7 @@ from webapp.models.membership import live
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.services import rollout
 from webapp.services.allocation import RolloutState, replay
-from webapp.services.common import DbSession, check_user_id, utcnow
+from webapp.services.common import DbSession, check_user_id, iso, utcnow
 
 # Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
 # membership, 1 rollout exclusion, 2 the catalog version (always present).
@@ -46,10 +48,14 @@ SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = %(user)s
 UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = %(user)s
 UNION ALL SELECT 2, version, NULL FROM catalog_version
 """
+# Several users: the same rows as arrays (kind, user ids, segment ids, expiries), live
+# memberships only ("now" is the reader's clock, as in the single read's evaluation).
 USERS_ROWS = """
-SELECT 0, user_id, segment_id, expires_at FROM memberships WHERE user_id = ANY(%(users)s)
-UNION ALL SELECT 1, user_id, segment_id, NULL FROM rollout_exclusions WHERE user_id = ANY(%(users)s)
-UNION ALL SELECT 2, 0, version, NULL FROM catalog_version
+SELECT 0, array_agg(user_id), array_agg(segment_id), array_agg(expires_at) FROM memberships
+WHERE user_id = ANY(%(users)s::bigint[]) AND (expires_at IS NULL OR expires_at > %(now)s)
+UNION ALL SELECT 1, array_agg(user_id), array_agg(segment_id), NULL::timestamptz[] FROM rollout_exclusions
+WHERE user_id = ANY(%(users)s::bigint[])
+UNION ALL SELECT 2, ARRAY[version], NULL::int[], NULL::timestamptz[] FROM catalog_version
 """
 # Live segments (kind 0, with the version: at least one row) and pending scheduled changes
 # of live segments (kind 1), from one snapshot.
@@ -72,6 +78,18 @@ class ActiveSegment:
     source: Source
     expires_at: datetime | None
 
+    @cached_property
+    def json(self) -> str:
+        """The entry as the API writes it (made once: the catalog's entries are shared by
+        every read)."""
+        return json.dumps({"slug": self.slug, "source": self.source, "expires_at": iso(self.expires_at)},
+                          separators=(",", ":"))
+
+    @cached_property
+    def compat_json(self) -> str:
+        """The entry as the seed's API writes it."""
+        return json.dumps({"slug": self.slug}, separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class UserView:
@@ -91,35 +109,93 @@ class CatalogSegment:
     hash_scheme: int
     group_salt: str | None
     state: RolloutState
+    rank: int  # position by slug among live segments (answers are sorted by slug)
+    explicit: ActiveSegment  # the explicit entry without expiry, shared by every read
+    rollout: ActiveSegment  # the rollout entry, shared by every read
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Live segments as arrays indexed by slug rank (the answer's order), for the batch."""
+
+    rank_by_id: np.ndarray  # segment id -> rank, -1 when not live
+    explicit: np.ndarray  # rank -> the shared explicit entry (object array)
+    group: np.ndarray  # rank -> exclusion group name or None (object array)
+
+    @classmethod
+    def of(cls, segments: Sequence[CatalogSegment]) -> Lookup:
+        rank_by_id = np.full(max((s.id for s in segments), default=0) + 1, -1, dtype=np.intp)
+        ordered = sorted(segments, key=attrgetter("rank"))
+        rank_by_id[[s.id for s in ordered]] = [s.rank for s in ordered]
+        return cls(rank_by_id, _objects([s.explicit for s in ordered]), _objects([s.state.group for s in ordered]))
+
+    def index(self, segment_ids: Sequence[int]) -> np.ndarray:
+        """Ranks of ``segment_ids`` (-1 for segments not live)."""
+        ids = np.asarray(segment_ids, dtype=np.intp)
+        inside = ids < len(self.rank_by_id)
+        ranks = np.full(len(ids), -1, dtype=np.intp)
+        ranks[inside] = self.rank_by_id[ids[inside]]
+        return ranks
+
+
+def _objects(items: Sequence[Any]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 @dataclass(frozen=True)
 class Rollouts:
-    """Every live rollout at one moment, ready to evaluate: scheme 1 as (item, prefix, bp)
-    triples, scheme 2 (and groups) as arrays of (key, bucket range, segment) rows."""
+    """Every live rollout at one moment, ready to evaluate. Scheme 1 as (segment, prefix, bp)
+    triples; scheme 2 (and groups) as arrays of (key, bucket range) rows grouped by segment:
+    ``columns`` (segment ids), ``first_row`` (each column's first row, for reduceat)."""
 
-    scheme1: tuple[tuple[tuple[int, ActiveSegment], Any, int], ...]
+    scheme1: tuple[tuple[CatalogSegment, Any, int], ...]
     keys: np.ndarray
     starts: np.ndarray
     ends: np.ndarray
-    items: tuple[tuple[int, ActiveSegment], ...]
+    first_row: np.ndarray
+    columns: tuple[CatalogSegment, ...]
+    column_of: dict[int, int]  # segment id -> column
+    group_columns: dict[str, np.ndarray]
+    column_by_index: np.ndarray  # segment rank -> column, -1 without a scheme 2 rollout
+    column_rank: np.ndarray  # column -> segment rank
+    column_entry: np.ndarray  # column -> the shared rollout entry (object array)
 
-    def covering(self, user_id: int) -> list[tuple[int, ActiveSegment]]:
-        found = list(rollout.covering(self.scheme1, user_id))
-        if len(self.keys):
-            buckets = rollout.mix_buckets(self.keys ^ np.uint64(rollout.user_hash(user_id)))
-            found += [self.items[i] for i in np.flatnonzero((buckets >= self.starts) & (buckets < self.ends))]
-        return found
+    def matrix(self, user_ids: Sequence[int]) -> np.ndarray:
+        """users x columns: True where a scheme 2 rollout covers the user."""
+        if not self.columns:
+            return np.zeros((len(user_ids), 0), dtype=bool)
+        if len(user_ids) == 1:
+            hashes = np.array([rollout.user_hash(user_ids[0])], dtype=np.uint64)
+        else:
+            hashes = rollout.user_hashes(user_ids)
+        buckets = rollout.mix_buckets(hashes[:, None] ^ self.keys[None, :])
+        inside = (buckets >= self.starts) & (buckets < self.ends)
+        if len(self.first_row) == len(self.keys):  # one range per segment: rows are columns
+            return inside
+        return np.logical_or.reduceat(inside, self.first_row, axis=1)
 
-    def covering_many(self, user_ids: Sequence[int]) -> list[list[tuple[int, ActiveSegment]]]:
-        found: list[list[tuple[int, ActiveSegment]]] = [list(rollout.covering(self.scheme1, u)) for u in user_ids]
-        if len(self.keys) and len(user_ids):
-            buckets = rollout.mix_buckets(rollout.user_hashes(user_ids)[:, None] ^ self.keys[None, :])
-            users, rows = np.nonzero((buckets >= self.starts) & (buckets < self.ends))
-            items = self.items
-            for user, row in zip(users.tolist(), rows.tolist(), strict=True):
-                found[user].append(items[row])
-        return found
+    def covers(self, segment_id: int, user_ids: Sequence[int]) -> np.ndarray:
+        """For each of ``user_ids``: does this segment's rollout cover them (explicit rows and
+        exclusions notwithstanding)?"""
+        if not user_ids:
+            return np.zeros(0, dtype=bool)
+        scheme1 = [entry for entry in self.scheme1 if entry[0].id == segment_id]
+        if scheme1:
+            return np.fromiter((bool(list(rollout.covering(scheme1, u))) for u in user_ids), dtype=bool,
+                               count=len(user_ids))
+        column = self.column_of.get(segment_id)
+        if column is None:
+            return np.zeros(len(user_ids), dtype=bool)
+        first = self.first_row[column]
+        last = self.first_row[column + 1] if column + 1 < len(self.first_row) else len(self.keys)
+        buckets = rollout.mix_buckets(rollout.user_hashes(user_ids)[:, None] ^ self.keys[None, first:last])
+        inside = (buckets >= self.starts[first:last]) & (buckets < self.ends[first:last])
+        return np.asarray(inside.any(axis=1), dtype=bool)
+
+    def scheme1_covering(self, user_id: int) -> list[CatalogSegment]:
+        return list(rollout.covering(self.scheme1, user_id))
 
 
 @dataclass(frozen=True)
@@ -128,6 +204,7 @@ class Catalog:
     segments: dict[int, CatalogSegment]
     group_of: dict[int, str]  # live segment id -> its exclusion group
     pending: tuple[tuple[datetime, int, int, int], ...]  # (at, schedule id, segment id, bp), in order
+    lookup: Lookup
     _at: dict[int, Rollouts] = field(default_factory=dict, compare=False)  # by number of due changes
 
     def rollouts(self, now: datetime) -> Rollouts:
@@ -142,19 +219,37 @@ class Catalog:
 
 
 def _compile(segments: dict[int, CatalogSegment], states: dict[int, RolloutState]) -> Rollouts:
-    scheme1, rows = [], []
-    for sid, segment in segments.items():
-        state = states[sid]
-        item = (sid, ActiveSegment(segment.slug, Source.ROLLOUT, None))
+    scheme1: list[tuple[CatalogSegment, Any, int]] = []
+    rows: list[tuple[int, int, int]] = []
+    columns: list[CatalogSegment] = []
+    first_row: list[int] = []
+    for segment in sorted(segments.values(), key=attrgetter("rank")):
+        state = states[segment.id]
         if segment.group_salt is not None and state.group is not None:
-            rows += [(rollout.key(segment.group_salt), start, end, item) for start, end in state.ranges]
+            ranges = [(rollout.key(segment.group_salt), start, end) for start, end in state.ranges]
         elif state.basis_points > 0 and segment.hash_scheme == 1:
-            scheme1.append((item, rollout.prefix(segment.salt), state.basis_points))
+            scheme1.append((segment, rollout.prefix(segment.salt), state.basis_points))
+            continue
         elif state.basis_points > 0:
-            rows.append((rollout.key(segment.salt), 0, state.basis_points, item))
+            ranges = [(rollout.key(segment.salt), 0, state.basis_points)]
+        else:
+            continue
+        if ranges:
+            first_row.append(len(rows))
+            columns.append(segment)
+            rows += ranges
+    groups: dict[str, list[int]] = {}
+    for column, segment in enumerate(columns):
+        if (group := states[segment.id].group) is not None:
+            groups.setdefault(group, []).append(column)
+    column_by_index = np.full(len(segments), -1, dtype=np.intp)
+    column_by_index[[s.rank for s in columns]] = np.arange(len(columns), dtype=np.intp)
     return Rollouts(tuple(scheme1), np.array([r[0] for r in rows], dtype=np.uint64),
                     np.array([r[1] for r in rows], dtype=np.uint64), np.array([r[2] for r in rows], dtype=np.uint64),
-                    tuple(r[3] for r in rows))
+                    np.array(first_row, dtype=np.intp), tuple(columns),
+                    {s.id: c for c, s in enumerate(columns)}, {g: np.array(c, dtype=np.intp) for g, c in groups.items()},
+                    column_by_index, np.array([s.rank for s in columns], dtype=np.intp),
+                    _objects([s.rollout for s in columns]))
 
 
 _lock = threading.Lock()
@@ -192,11 +287,7 @@ def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[
 
 def hot_read_many(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> list[list[ActiveSegment]]:
     """:func:`hot_read` for several users at once: one statement, rollouts evaluated for all
-    of them together. Answers in the order of ``user_ids``."""
-    return [view.active for view in _hot_views(engine, user_ids, now)]
-
-
-def _hot_views(engine: Engine, user_ids: Sequence[int], now: datetime | None) -> list[UserView]:
+    of them together as one NumPy matrix. Answers in the order of ``user_ids``."""
     for attempt in (1, 2):
         connection = engine.raw_connection()
         try:
@@ -204,7 +295,7 @@ def _hot_views(engine: Engine, user_ids: Sequence[int], now: datetime | None) ->
             assert isinstance(driver, psycopg.Connection)
             if not driver.autocommit:  # (the read engine connects in autocommit mode)
                 driver.autocommit = True
-            return _read(_executor(driver), engine.url, user_ids, now, keep=True)
+            return [view.active for view in _read(_executor(driver), engine.url, user_ids, now, keep=True)]
         except psycopg.OperationalError:
             connection.invalidate()
             if attempt == 2:
@@ -216,7 +307,7 @@ def _hot_views(engine: Engine, user_ids: Sequence[int], now: datetime | None) ->
 
 def _executor(driver: psycopg.Connection[Any]) -> Execute:
     def execute(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        with driver.cursor() as cursor:
+        with driver.cursor(binary=True) as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     return execute
@@ -231,11 +322,10 @@ def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | N
     single = len(user_ids) == 1
     for _ in range(MAX_ATTEMPTS):
         if single:
-            rows: Sequence[Sequence[Any]] = [(kind, user_ids[0], sid, at) for kind, sid, at in
-                                             execute(USER_ROWS, {"user": user_ids[0]})]
+            rows = _UserRows.of_one(user_ids[0], execute(USER_ROWS, {"user": user_ids[0]}), now)
         else:
-            rows = execute(USERS_ROWS, {"users": list(user_ids)})
-        version = next(sid for kind, _, sid, _ in rows if kind == 2)
+            rows = _UserRows.of_many(execute(USERS_ROWS, {"users": list(user_ids), "now": now}))
+        version = rows.version
         if catalog is None or catalog.version != version:
             catalog = _catalog(execute(CATALOG, {}))
             if keep:
@@ -247,39 +337,106 @@ def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | N
     raise RuntimeError("the segment catalog kept changing during one read")
 
 
+@dataclass(frozen=True)
+class _UserRows:
+    """The users' live memberships and exclusions as parallel lists, and the catalog version."""
+
+    version: int
+    users: list[int]
+    segments: list[int]
+    expiries: list[datetime | None]
+    excluded_users: list[int]
+    excluded_segments: list[int]
+
+    @classmethod
+    def of_one(cls, user_id: int, rows: Sequence[Sequence[Any]], now: datetime) -> _UserRows:
+        members = [(sid, at) for kind, sid, at in rows if kind == 0 and live(at, now)]
+        excluded = [sid for kind, sid, _ in rows if kind == 1]
+        return cls(next(sid for kind, sid, _ in rows if kind == 2), [user_id] * len(members),
+                   [sid for sid, _ in members], [at for _, at in members], [user_id] * len(excluded), excluded)
+
+    @classmethod
+    def of_many(cls, rows: Sequence[Sequence[Any]]) -> _UserRows:
+        by_kind = {row[0]: row for row in rows}
+        _, users, segments, expiries = by_kind[0]
+        _, excluded_users, excluded_segments, _ = by_kind[1]
+        return cls(by_kind[2][1][0], users or [], segments or [], expiries or [], excluded_users or [],
+                   excluded_segments or [])
+
+
 def _catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
     """Rows of CATALOG (at least one: the version, with NULLs when no segment is live)."""
+    live_rows = sorted((row for row in rows if row[0] == 0 and row[2] is not None), key=lambda row: row[3])
     segments: dict[int, CatalogSegment] = {}
-    pending = []
-    for kind, first, sid, slug, salt, bp, scheme, group, group_salt, ranges, at in rows:
-        if kind == 1:
-            pending.append((at, first, sid, bp))
-        elif sid is not None:
-            state = RolloutState(bp, group, rollout.ranges_of(ranges, bp) if group else ())
-            segments[sid] = CatalogSegment(sid, slug, salt, scheme, group_salt, state)
+    for rank, (_, _, sid, slug, salt, bp, scheme, group, group_salt, ranges, _) in enumerate(live_rows):
+        state = RolloutState(bp, group, rollout.ranges_of(ranges, bp) if group else ())
+        segments[sid] = CatalogSegment(sid, slug, salt, scheme, group_salt, state, rank,
+                                       ActiveSegment(slug, Source.EXPLICIT, None),
+                                       ActiveSegment(slug, Source.ROLLOUT, None))
+    pending = sorted((row[10], row[1], row[2], row[5]) for row in rows if row[0] == 1)
     version = next(row[1] for row in rows if row[0] == 0)
     group_of = {sid: s.state.group for sid, s in segments.items() if s.state.group is not None}
-    return Catalog(version, segments, group_of, tuple(sorted(pending)))
+    return Catalog(version, segments, group_of, tuple(pending), Lookup.of(list(segments.values())))
 
 
-def _evaluate(catalog: Catalog, rows: Sequence[Sequence[Any]], user_ids: Sequence[int],
-              now: datetime) -> list[UserView]:
-    explicit: dict[int, dict[int, datetime | None]] = {u: {} for u in user_ids}
-    excluded: dict[int, set[int]] = {u: set() for u in user_ids}
-    segments = catalog.segments
-    for kind, user_id, sid, expires_at in rows:
-        if kind == 0 and sid in segments and live(expires_at, now):
-            explicit[user_id][sid] = expires_at
-        elif kind == 1:
-            excluded[user_id].add(sid)
+def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: datetime) -> list[UserView]:
+    """Each user's answer: live explicit rows, and the rollouts covering each user (one NumPy
+    matrix for all users) minus those an explicit row, an exclusion or, in a group, an
+    explicit membership of another of the group's segments overrides; sorted by slug, all
+    users at once. A repeated id gets the same answer again."""
+    unique = list(dict.fromkeys(user_ids))
+    position = {u: i for i, u in enumerate(unique)}
     rollouts = catalog.rollouts(now)
-    covered = [rollouts.covering(user_ids[0])] if len(user_ids) == 1 else rollouts.covering_many(user_ids)
-    answers = []
-    for user_id, hits in zip(user_ids, covered, strict=True):
-        mine = explicit[user_id]
-        groups = {catalog.group_of[sid] for sid in mine if sid in catalog.group_of}
-        found = [ActiveSegment(segments[sid].slug, Source.EXPLICIT, until) for sid, until in mine.items()]
-        found += [entry for sid, entry in hits if sid not in mine and sid not in excluded[user_id]
-                  and (not groups or catalog.group_of.get(sid) not in groups)]
-        answers.append(UserView(sorted(found, key=attrgetter("slug")), {sid for sid, _ in hits}, catalog))
-    return answers
+    covered = rollouts.matrix(unique)
+    lookup = catalog.lookup
+    # explicit memberships of live segments: (position, segment index)
+    member_at = np.fromiter((position[u] for u in rows.users), dtype=np.intp, count=len(rows.users))
+    member_index = lookup.index(rows.segments)
+    known = member_index >= 0
+    member_at, member_index = member_at[known], member_index[known]
+    expiries = [at for at, ok in zip(rows.expiries, known.tolist(), strict=True) if ok] if not known.all() \
+        else rows.expiries
+    excluded_at = np.fromiter((position[u] for u in rows.excluded_users), dtype=np.intp,
+                              count=len(rows.excluded_users))
+    excluded_index = lookup.index(rows.excluded_segments)
+    # Covered cells an explicit row or an exclusion overrides, and groups an explicit member holds.
+    for at, index in ((member_at, member_index), (excluded_at, excluded_index)):
+        columns = rollouts.column_by_index[index] if len(index) else index
+        hit = columns >= 0
+        covered[at[hit], columns[hit]] = False
+    for group, group_columns in rollouts.group_columns.items():
+        holders = member_at[lookup.group[member_index] == group]
+        if len(holders):
+            covered[np.ix_(np.unique(holders), group_columns)] = False
+    explicit = lookup.explicit[member_index]
+    if any(until is not None for until in expiries):
+        explicit = explicit.copy()
+        for i, until in enumerate(expiries):
+            if until is not None:
+                explicit[i] = ActiveSegment(explicit[i].slug, Source.EXPLICIT, until)
+    hit_at, hit_columns = np.nonzero(covered)
+    users = np.concatenate([member_at, hit_at])
+    ranks = np.concatenate([member_index, rollouts.column_rank[hit_columns]])
+    entries = np.concatenate([explicit, rollouts.column_entry[hit_columns]])
+    if rollouts.scheme1:  # segments hashed the old way: evaluated one user at a time
+        overridden = set(zip(member_at.tolist(), member_index.tolist(), strict=True)) | \
+            set(zip(excluded_at.tolist(), excluded_index.tolist(), strict=True))
+        extra = [(at, segment) for at, user_id in enumerate(unique) for segment in rollouts.scheme1_covering(user_id)
+                 if (at, segment.rank) not in overridden and segment.id not in catalog.group_of]
+        if extra:
+            users = np.concatenate([users, np.array([at for at, _ in extra], dtype=np.intp)])
+            ranks = np.concatenate([ranks, np.array([s.rank for _, s in extra], dtype=np.intp)])
+            entries = np.concatenate([entries, np.array([s.rollout for _, s in extra] + [None], dtype=object)[:-1]])
+    order = np.lexsort((ranks, users))
+    bounds = np.searchsorted(users[order], np.arange(len(unique) + 1)).tolist()
+    ordered = entries[order].tolist()
+    covering = _covering_ids(rollouts, unique[0]) if len(unique) == 1 else set()
+    answers = [UserView(ordered[bounds[i]:bounds[i + 1]], covering, catalog) for i in range(len(unique))]
+    return [answers[position[u]] for u in user_ids]
+
+
+def _covering_ids(rollouts: Rollouts, user_id: int) -> set[int]:
+    """The segments whose rollout covers the user, explicit rows and exclusions
+    notwithstanding (what a removal needs to know)."""
+    columns = np.flatnonzero(rollouts.matrix([user_id])[0]).tolist()
+    return {rollouts.columns[c].id for c in columns} | {s.id for s in rollouts.scheme1_covering(user_id)}
