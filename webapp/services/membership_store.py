@@ -12,9 +12,10 @@ Locking, in one global order so that no two writers deadlock:
 2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
    delete and rollout changes);
 3. membership rows: ascending segment id within a user (per-user changes), ascending user id
-   within one segment (bulk chunks). A per-user change only ever waits for a row of a higher
-   segment than any it holds and a bulk chunk only within its own segment, so no wait cycle
-   can close. The purge never waits: it skips rows another writer holds.
+   within one segment (bulk chunks: add, remove, a replace's two passes). A per-user change only
+   ever waits for a row of a higher segment than any it holds and a bulk chunk only within its
+   own segment, so no wait cycle can close. The purge never waits: it skips rows another
+   writer holds. (Rollout exclusion rows are taken like membership rows.)
 """
 from __future__ import annotations
 
