@@ -63,3 +63,43 @@ def shots(tmp_path):
         assert path.stat().st_size > 10_000  # a real picture, not an empty page
         return path
     return take
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """A laptop-sized window (1366 px wide); the mobile checks resize to 390 px."""
+    return {**browser_context_args, "viewport": {"width": 1366, "height": 900}}
+
+
+@pytest.fixture(autouse=True)
+def console_errors(request):
+    """No browser console error and no uncaught script error on any page a test visits.
+    A test that submits an invalid form on purpose calls ``console_errors.allow(422)``: Chromium
+    logs every 4xx answer to a script request as "Failed to load resource", and the dashboard
+    answers a form with problems with 422 (the form and its problems, swapped into the page)."""
+    if "page" not in request.fixturenames:
+        yield None
+        return
+    page = request.getfixturevalue("page")
+    seen = ConsoleLog()
+    page.on("console", lambda message: seen.add(message.type, message.text, message.location.get("url", "")))
+    page.on("pageerror", lambda error: seen.add("pageerror", str(error), ""))
+    yield seen
+    assert not seen.unexpected(), f"browser console errors: {seen.unexpected()}"
+
+
+class ConsoleLog:
+    def __init__(self):
+        self.errors: list[str] = []
+        self.allowed: set[int] = set()
+
+    def add(self, kind: str, text: str, url: str) -> None:
+        if kind in ("error", "pageerror"):
+            self.errors.append(f"{text} ({url})" if url else text)
+
+    def allow(self, *statuses: int) -> None:
+        self.allowed.update(statuses)
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(
+            e.startswith(f"Failed to load resource: the server responded with a status of {s} ") for s in self.allowed)]

@@ -1,6 +1,6 @@
 """Dashboard: the jobs status strip. Rendered into every page (it reads without JavaScript);
 htmx refreshes it every 30 seconds from this fragment."""
-from flask import current_app, render_template
+from flask import current_app, redirect, render_template, url_for
 
 from webapp.jobs.status import JobsStatus, jobs_status
 from webapp.web import bp
@@ -17,3 +17,9 @@ def jobs_strip_context() -> dict[str, object]:
     def current_jobs_status() -> JobsStatus:
         return jobs_status(current_app)
     return {"current_jobs_status": current_jobs_status}
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """For clients that ask for /favicon.ico whatever the page says (pages link the SVG)."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
