@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -93,12 +93,20 @@ class ActiveSegment:
 
 @dataclass(frozen=True)
 class UserView:
-    """A user's answer, with what a write path also needs: the live segments whose rollout
-    covers the user now (whatever their explicit rows) and the catalog it was read with."""
+    """A user's answer, with what a write path also needs: the catalog it was read with and
+    (computed on demand) the live segments whose rollout covers the user now, whatever their
+    explicit rows."""
 
     active: list[ActiveSegment]
-    rollout_ids: set[int]
     catalog: Catalog
+    user_id: int
+    now: datetime
+
+    @cached_property
+    def rollout_ids(self) -> set[int]:
+        rollouts = self.catalog.rollouts(self.now)
+        columns = np.flatnonzero(rollouts.matrix([self.user_id])[0]).tolist()
+        return {rollouts.columns[c].id for c in columns} | {s.id for s in rollouts.scheme1_covering(self.user_id)}
 
 
 @dataclass(frozen=True)
@@ -333,6 +341,8 @@ def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | N
                     _kept[key] = catalog
             if catalog.version != version:
                 continue  # the catalog moved on between the two statements: read the users again
+        if single:
+            return [_evaluate_one(catalog, rows, user_ids[0], now)]
         return _evaluate(catalog, rows, user_ids, now)
     raise RuntimeError("the segment catalog kept changing during one read")
 
@@ -430,13 +440,30 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
     order = np.lexsort((ranks, users))
     bounds = np.searchsorted(users[order], np.arange(len(unique) + 1)).tolist()
     ordered = entries[order].tolist()
-    covering = _covering_ids(rollouts, unique[0]) if len(unique) == 1 else set()
-    answers = [UserView(ordered[bounds[i]:bounds[i + 1]], covering, catalog) for i in range(len(unique))]
+    answers = [UserView(ordered[bounds[i]:bounds[i + 1]], catalog, u, now) for i, u in enumerate(unique)]
     return [answers[position[u]] for u in user_ids]
 
 
-def _covering_ids(rollouts: Rollouts, user_id: int) -> set[int]:
-    """The segments whose rollout covers the user, explicit rows and exclusions
-    notwithstanding (what a removal needs to know)."""
-    columns = np.flatnonzero(rollouts.matrix([user_id])[0]).tolist()
-    return {rollouts.columns[c].id for c in columns} | {s.id for s in rollouts.scheme1_covering(user_id)}
+def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime) -> UserView:
+    """:func:`_evaluate` for one user, in plain Python around one NumPy row (what a single
+    read costs most is fixed overhead, which the arrays of the batch would add)."""
+    segments, group_of = catalog.segments, catalog.group_of
+    found: list[tuple[int, ActiveSegment]] = []
+    overridden = set(rows.excluded_segments)
+    groups = set()
+    for sid, until in zip(rows.segments, rows.expiries, strict=True):
+        segment = segments.get(sid)
+        if segment is None:
+            continue
+        found.append((segment.rank, segment.explicit if until is None
+                      else ActiveSegment(segment.slug, Source.EXPLICIT, until)))
+        overridden.add(sid)
+        if (group := group_of.get(sid)) is not None:
+            groups.add(group)
+    rollouts = catalog.rollouts(now)
+    covering = [rollouts.columns[c] for c in np.flatnonzero(rollouts.matrix([user_id])[0]).tolist()]
+    covering += rollouts.scheme1_covering(user_id)
+    found += [(s.rank, s.rollout) for s in covering
+              if s.id not in overridden and (not groups or group_of.get(s.id) not in groups)]
+    found.sort(key=itemgetter(0))
+    return UserView([entry for _, entry in found], catalog, user_id, now)
