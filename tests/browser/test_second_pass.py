@@ -99,6 +99,8 @@ def test_two_reports_in_a_row_on_the_user_page(page, live_server, api, shots):
     card.get_by_role("button", name="Build CSV report").click()
     expect(page.locator("#user-reports li")).to_have_count(3)
     expect(page.locator("#user-reports li").first.get_by_role("link", name="Download CSV")).to_be_visible(timeout=15_000)
+    page.locator("#flash").get_by_role("button", name="Dismiss").click()  # the message floats over the page
+    expect(page.locator("#flash .alert")).to_have_count(0)
     shots(page, "user-reports")
 
 
