@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -72,7 +71,7 @@ def token_problem(token: str) -> str | None:
 def parse_pasted(text: str, limit: int, field_name: str = "user_ids") -> ParsedIds:
     """Ids typed or pasted into the form: no header, every token must be an id."""
     problems = _Problems(field_name)
-    ids = _plain_ids(enumerate(text.splitlines(), 1), limit, problems, field_name)
+    ids = _plain_ids(text.splitlines(), 1, limit, problems, field_name)
     if problems.found:
         first = problems.listed[0]
         if first["line"] == 1 and _looks_like_header(text.splitlines()[0]):
@@ -97,15 +96,14 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
     first = lines[start]
     problems = _Problems(field_name)
     if not _looks_like_header(first):
-        ids = _plain_ids(enumerate(lines, 1), limit, problems, field_name)
+        ids = _plain_ids(lines, 1, limit, problems, field_name)
         _raise_if_any(problems, limit)
         return ParsedIds(ids, name)
     header = first.strip()
     delimiter = next((d for d in (",", ";", "\t") if d in header), None)
     columns = [c.strip().strip("\"'").strip() for c in header.split(delimiter)] if delimiter else [header]
-    body = enumerate(lines[start + 1:], start + 2)
     if len(columns) == 1:
-        ids = _plain_ids(body, limit, problems, field_name)
+        ids = _plain_ids(lines[start + 1:], start + 2, limit, problems, field_name)
         column = None
     else:
         index = _id_column(columns, name, field_name)
@@ -123,15 +121,16 @@ def _looks_like_header(line: str) -> bool:
     return not any(NUMBER_LIKE.fullmatch(t.strip("\"'")) for t in SEPARATORS.split(line.strip()) if t)
 
 
-def _plain_ids(lines: Iterable[tuple[int, str]], limit: int, problems: _Problems, field_name: str) -> list[int]:
+def _plain_ids(lines: list[str], first_number: int, limit: int, problems: _Problems, field_name: str) -> list[int]:
+    """Ids separated by commas, semicolons, spaces or new lines; ``lines[0]`` is line ``first_number``."""
+    text = "\n".join(lines)
+    if ONLY_DIGITS_AND_SEPARATORS.fullmatch(text):  # the common case: plain digits, checked in C
+        found = DIGITS.findall(text)
+        _check_limit(len(found), limit, field_name)
+        if not found or (min(found)[0] != "0" and max(map(len, found)) < 19):  # no 0, 007 or 19+ digits
+            return list(map(int, found))
     ids: list[int] = []
-    for number, line in lines:
-        if ONLY_DIGITS_AND_SEPARATORS.fullmatch(line):  # the common case: digits only, no checks per token
-            found = DIGITS.findall(line)
-            if all(len(t) < 19 and t[0] != "0" for t in found):
-                ids.extend(map(int, found))
-                _check_limit(len(ids), limit, field_name)
-                continue
+    for number, line in enumerate(lines, first_number):
         for token in SEPARATORS.split(line.strip()):
             token = token.strip("\"'")
             if not token:
@@ -163,19 +162,22 @@ def _column_ids(lines: list[str], offset: int, delimiter: str, index: int, colum
     ids: list[int] = []
     reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
     for row in reader:
-        number = offset + reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
         cell = row[index].strip() if index < len(row) else ""
+        if cell.isdigit() and cell.isascii() and len(cell) < 19 and cell[0] != "0":  # the common case
+            ids.append(int(cell))
+            continue
+        number = offset + reader.line_num
+        if not any(c.strip() for c in row):
+            continue
         if not cell:
             problems.add(number, "", f"no value in the {column} column")
             continue
         problem = token_problem(cell)
         if problem is None:
             ids.append(int(cell))
-            _check_limit(len(ids), limit, problems.field_name)
         else:
             problems.add(number, cell, problem)
+    _check_limit(len(ids), limit, problems.field_name)
     return ids
 
 
