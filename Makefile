@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FLASK_APP = wsgi
 
-.PHONY: run test lint migrate worker scheduler screenshots bench clean
+.PHONY: run test lint migrate worker scheduler screenshots bench bench-peer clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ screenshots: $(BIN)/.installed
 # Benchmarks: starts its own database, Redis and gunicorn on 127.0.0.1, prints a table.
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The bench's peer (issue 11): Unleash 7.5.1 from npm into instance/peers/unleash (git-ignored);
+# then `make bench` (or BENCH_ARGS="--only peer") measures it beside our hot read.
+bench-peer:
+	bench/peers/install_unleash.sh
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check webapp tests bench

@@ -613,6 +613,168 @@ def _copy_out(engine, month: str) -> None:
         raw.close()
 
 
+# -- peer: Unleash (issue 11) -------------------------------------------------------------------
+
+PEER_DIR = tools.ROOT / "instance" / "peers" / "unleash"  # `make bench-peer` installs it there (git-ignored)
+PEER_LUA = tools.ROOT / "bench" / "peers" / "unleash_frontend.lua"
+
+
+def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 10) -> None:
+    """The peer: Unleash's frontend API, GET /api/frontend?userId=<id> (every enabled toggle
+    evaluated for that user, the ones that are on returned), beside the floor and our hot read.
+
+    Only when Unleash is installed (``make bench-peer``), else a one-line note and no rows.
+    Unleash runs as one Node process (bench/peers/unleash_server.js, as ``unleash-server``
+    ships) on a scratch database of the bench's PostgreSQL, with 200 toggles made through its
+    admin API, each a gradual rollout (flexibleRollout) at 10% by userId; our server (wsgi:app)
+    reads a database with 200 rollout segments at 10% and 10 explicit memberships for each of
+    ``users`` users, as bench_read builds it; the floor is bench.baseline_app. The same users
+    rotate on all three (a different one on every request), ``conns`` connections, ``rounds``
+    interleaved runs of ``seconds`` each. CPU per request: the server's processes and its
+    PostgreSQL backends (and Redis, for the gunicorns)."""
+    package = PEER_DIR / "node_modules" / "unleash-server" / "package.json"
+    node = tools.shutil.which("node")
+    if not package.exists() or node is None:
+        print(f"  peer: Unleash is not installed in {PEER_DIR} (make bench-peer) or node is missing: "
+              "skipped, nothing recorded", flush=True)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    version = json.loads(package.read_text())["version"]
+    ours_db, peer_db = f"{DB}_peer", f"{DB}_unleash"
+    admin_token = f"*:*.{secrets.token_hex(16)}"
+    frontend_token = f"default:development.{secrets.token_hex(16)}"
+    names = [f"R{i:04d}" for i in range(200)]
+    floor = Server("floor", "bench.baseline_app:app", env, Users(1, users), None)
+    ours = Server("ours", "wsgi:app", {**env, "DATABASE_URL": db_url(ours_db)}, Users(1, users), ours_db)
+    peer, peer_runs = Users(1, users), []
+    peer_url = f"http://127.0.0.1:{tools.free_port()}"
+
+    def call(path: str, method: str = "GET", body: dict | None = None, token: str = admin_token) -> bytes:
+        request = urllib.request.Request(peer_url + path, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": token, "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
+
+    def make_toggle(name: str) -> None:
+        feature = f"/api/admin/projects/default/features/{name}"
+        call("/api/admin/projects/default/features", "POST", {"name": name})
+        call(f"{feature}/environments/development/strategies", "POST", {
+            "name": "flexibleRollout", "parameters": {"rollout": "10", "stickiness": "userId", "groupId": name}})
+        call(f"{feature}/environments/development/on", "POST")
+
+    def peer_run(run_seconds: int, meter=None) -> tools.Load:
+        load = tools.wrk(peer_url, conns, run_seconds, PEER_LUA, [*peer.args(conns), frontend_token], meter)
+        peer.used += load.requests + tools.wrk_threads(conns)
+        return load
+
+    def stop(process: subprocess.Popen) -> None:
+        process.terminate()  # Unleash shuts down gracefully on SIGTERM
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    try:
+        engine = fresh_database(env, ours_db)
+        make_segments(engine, "R", 200, 1000)
+        make_segments(engine, "P", 10, 0)
+        copy_memberships(engine, "P", 1, users)
+        postmaster = _postmaster(engine)
+        engine.dispose()
+        drop_database(peer_db)
+        admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{peer_db}"'))
+        admin.dispose()
+        peer_db_url = sa.make_url(db_url(peer_db)).set(drivername="postgresql")
+        if "host" in peer_db_url.query:  # a unix socket (the embedded server): the script reads ?host=
+            peer_db_url = peer_db_url.set(host="localhost")
+        with contextlib.ExitStack() as stack:
+            for server in (floor, ours):
+                port = tools.free_port()
+                server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+                server.url = f"http://127.0.0.1:{port}"
+            log = stack.enter_context(open(RESULTS / "unleash.log", "w"))
+            started = time.perf_counter()
+            unleash = subprocess.Popen(
+                [node, str(tools.ROOT / "bench" / "peers" / "unleash_server.js"),
+                 peer_db_url.render_as_string(hide_password=False), peer_url.rsplit(":", 1)[1]],
+                cwd=tools.ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "UNLEASH_DIR": str(PEER_DIR), "NODE_ENV": "production",
+                     "INIT_ADMIN_API_TOKENS": admin_token, "INIT_FRONTEND_API_TOKENS": frontend_token})
+            stack.callback(stop, unleash)
+            deadline = time.monotonic() + 300  # its migrations on an empty database come first
+            while True:
+                try:
+                    call("/health")
+                    break
+                except OSError:
+                    if unleash.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"Unleash did not start (exit code {unleash.poll()}); "
+                                           f"see {RESULTS / 'unleash.log'}") from None
+                    time.sleep(0.2)
+            startup = time.perf_counter() - started
+            with ThreadPoolExecutor(8) as pool:
+                made, _ = tools.timed(lambda: list(pool.map(make_toggle, names)))
+            # Served once its frontend cache has caught up: every toggle on for someone among 300
+            # users (a toggle off for all of them at 10%: p = 0.9^300).
+            deadline = time.monotonic() + 120
+            while True:
+                answers = [call(f"/api/frontend?userId={user}", token=frontend_token) for user in range(1, 301)]
+                on = [{toggle["name"] for toggle in json.loads(answer)["toggles"]} for answer in answers]
+                if set().union(*on) == set(names) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert set().union(*on) == set(names), f"Unleash serves {len(set().union(*on))} of 200 toggles"
+            for server in (floor, ours):
+                tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
+            ours_answers = [get(f"{ours.url}/api/v1/users/{user}/segments") for user in range(1, 301)]
+            for server in (floor, ours):
+                server.users.run(server.url, conns, 1)  # warm-up
+            peer_run(1)
+
+            def peer_meter() -> tools.CpuMeter:
+                return tools.CpuMeter({"app": tools.process_tree(unleash.pid),
+                                       "pg": tools.postgres_backends(postmaster, peer_db)})
+            for _ in range(rounds):
+                for server in (floor, ours):
+                    server.runs.setdefault(conns, []).append(
+                        server.users.run(server.url, conns, seconds, server.meter(postmaster, redis)))
+                peer_runs.append(peer_run(seconds, peer_meter()))
+    finally:
+        drop_database(ours_db)
+        drop_database(peer_db)
+
+    base, mine, theirs = floor.load(conns), ours.load(conns), tools.combine(peer_runs)
+    record("peer", f"Unleash {version}: start on an empty database (its migrations)", f"{startup:.1f} s", "—", "—")
+    record("peer", "Unleash: 200 toggles, flexibleRollout 10% by userId, admin API", f"{made:.1f} s", "—", "—")
+    ours_segments = statistics.mean(len(json.loads(answer)["segments"]) for answer in ours_answers)
+    record("peer", "answer for users 1-300: items, bytes (mean)",
+           f"Unleash {statistics.mean(map(len, on)):.1f} toggles, {statistics.mean(map(len, answers)):,.0f} B",
+           f"ours {ours_segments:.1f} segments, {statistics.mean(map(len, ours_answers)):,.0f} B", "—")
+    record("peer", f"floor: constant JSON view, rotating ids, {conns} conn",
+           f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00")
+    record("peer", f"  CPU, floor, {conns} conn", _cpu(base), "—", "—")
+    errors = f", {theirs.errors} errors" if theirs.errors else ""
+    record("peer", f"Unleash {version} GET /api/frontend?userId=<rotating>, {conns} conn",
+           f"{theirs.rps:,.0f} req/s p99 {theirs.p99_ms:.1f} ms{errors}", f"{base.rps:,.0f} req/s floor",
+           f"{theirs.rps / base.rps:.2f}")
+    record("peer", f"  CPU, Unleash (node + its PostgreSQL backends), {conns} conn", _cpu(theirs),
+           f"{base.cpu_ms_per_request():.2f} ms/req floor",
+           f"{theirs.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
+    errors = f", {mine.errors} errors" if mine.errors else ""
+    record("peer", f"ours: GET rotating over {users:,} users, 200 rollout + 10 explicit, {conns} conn",
+           f"{mine.rps:,.0f} req/s p99 {mine.p99_ms:.1f} ms{errors} ({mine.rps / base.rps:.2f} x floor)",
+           f"{theirs.rps:,.0f} req/s Unleash", f"{mine.rps / theirs.rps:.2f}")
+    record("peer", f"  CPU, ours, {conns} conn", _cpu(mine), f"{theirs.cpu_ms_per_request():.2f} ms/req Unleash",
+           f"{mine.cpu_ms_per_request() / max(theirs.cpu_ms_per_request(), 1e-9):.2f}x")
+    if max(load.requests for load in [*peer_runs, *ours.runs[conns]]) > users:
+        print(f"  (note: a run made more requests than {users:,} users: some repeated)")
+
+
 # -- main -------------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -667,6 +829,8 @@ def main() -> None:
                 engine.dispose()
             if "read" in sections:
                 timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
+            if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
+                timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
             engine = fresh_database(env)
             if "scaling" in sections:
                 timed_section("scaling", lambda: bench_scaling(engine, env, seconds))
