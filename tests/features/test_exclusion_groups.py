@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from webapp.extensions import db
 from webapp.services.read_path import hot_read_many
 
 USERS = range(1, 100_001)
@@ -133,3 +134,20 @@ def test_group_names_follow_the_slug_rules(api):
     assert bad.status_code == 422 and bad.json["error"]["details"][0]["field"] == "exclusion_group"
     assert api.get("/groups/NOPE").status_code == 404
     assert api.get("/groups/lower").status_code == 404
+
+
+def test_a_raced_second_explicit_membership_still_reads_as_one(live):
+    """Writes refuse a second segment of a group (409); should two writers ever race past that,
+    every read still shows one: the group's first segment by slug."""
+    app, client = live
+    for slug in ("RACE_A", "RACE_B"):
+        client.post("/api/v1/segments", json={"slug": slug, "exclusion_group": "RACE"})
+    client.post("/api/v1/users/5/segments", json={"add": ["RACE_B"]})
+    with app.app_context():
+        db.session.execute(db.text(
+            "INSERT INTO memberships (user_id, segment_id, added_at) SELECT 5, id, now() FROM segments "
+            "WHERE slug = 'RACE_A'"))
+        db.session.commit()
+    single = [s["slug"] for s in client.get("/api/v1/users/5/segments").json["segments"]]
+    batch = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5, 6]}).json["users"][0]
+    assert single == ["RACE_A"] and [s["slug"] for s in batch["segments"]] == ["RACE_A"]

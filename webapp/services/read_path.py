@@ -406,6 +406,11 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
     member_at, member_index = member_at[known], member_index[known]
     expiries = [at for at, ok in zip(rows.expiries, known.tolist(), strict=True) if ok] if not known.all() \
         else rows.expiries
+    if catalog.group_of:
+        keep = _one_per_group(member_at, member_index, lookup.group[member_index])
+        if not keep.all():
+            member_at, member_index = member_at[keep], member_index[keep]
+            expiries = [at for at, ok in zip(expiries, keep.tolist(), strict=True) if ok]
     excluded_at = np.fromiter((position[u] for u in rows.excluded_users), dtype=np.intp,
                               count=len(rows.excluded_users))
     excluded_index = lookup.index(rows.excluded_segments)
@@ -444,6 +449,19 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
     return [answers[position[u]] for u in user_ids]
 
 
+def _one_per_group(users: np.ndarray, ranks: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Which explicit rows to keep: in an exclusion group, a user's first segment by slug.
+    (Writes refuse a second one; this keeps a read exact should two writers ever race.)"""
+    keep = np.ones(len(users), dtype=bool)
+    grouped = np.flatnonzero(np.fromiter((g is not None for g in groups), dtype=bool, count=len(groups)))
+    seen: set[tuple[int, str]] = set()
+    for i in grouped[np.lexsort((ranks[grouped], users[grouped]))].tolist():
+        key = (int(users[i]), groups[i])
+        keep[i] = key not in seen
+        seen.add(key)
+    return keep
+
+
 def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime) -> UserView:
     """:func:`_evaluate` for one user, in plain Python around one NumPy row (what a single
     read costs most is fixed overhead, which the arrays of the batch would add)."""
@@ -451,15 +469,17 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
     found: list[tuple[int, ActiveSegment]] = []
     overridden = set(rows.excluded_segments)
     groups = set()
-    for sid, until in zip(rows.segments, rows.expiries, strict=True):
-        segment = segments.get(sid)
-        if segment is None:
-            continue
+    mine = sorted((segments[sid].rank, sid, until) for sid, until in zip(rows.segments, rows.expiries, strict=True)
+                  if sid in segments)
+    for _, sid, until in mine:
+        segment = segments[sid]
+        if (group := group_of.get(sid)) is not None:
+            if group in groups:
+                continue  # a second explicit segment of one group: see _one_per_group
+            groups.add(group)
         found.append((segment.rank, segment.explicit if until is None
                       else ActiveSegment(segment.slug, Source.EXPLICIT, until)))
         overridden.add(sid)
-        if (group := group_of.get(sid)) is not None:
-            groups.add(group)
     rollouts = catalog.rollouts(now)
     covering = [rollouts.columns[c] for c in np.flatnonzero(rollouts.matrix([user_id])[0]).tolist()]
     covering += rollouts.scheme1_covering(user_id)
