@@ -166,7 +166,7 @@ def test_segment_page_agrees_with_itself_after_each_change(page, live_server, ap
 
 # 7 -------------------------------------------------------------------------------------------------------
 
-def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_server, api, console_errors):
+def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_server, api, console_errors, shots):
     console_errors.allow(422)
     page.goto(live_server + "/")
     form = page.locator("#create-segment")
@@ -200,6 +200,7 @@ def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_ser
     expect(page.locator("h1")).to_have_text("Find a user")
     expect(page.locator("#lookup-problem")).to_have_text(
         "“-5” is negative: user ids start at 1. User ids are whole numbers from 1 up, like 1001.")
+    shots(page, "user-lookup")
     page.locator("#lookup-id").fill("99999999999999999999")
     page.locator("header .lookup").get_by_role("button", name="Find user").click()
     expect(page.locator("#lookup-problem")).to_contain_text("is too large to be a user id")
