@@ -151,3 +151,20 @@ def test_a_raced_second_explicit_membership_still_reads_as_one(live):
     single = [s["slug"] for s in client.get("/api/v1/users/5/segments").json["segments"]]
     batch = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5, 6]}).json["users"][0]
     assert single == ["RACE_A"] and [s["slug"] for s in batch["segments"]] == ["RACE_A"]
+
+
+def test_bulk_add_and_replace_refuse_users_already_in_the_group(api):
+    api.segment("BULK_G_A", exclusion_group="BULKG")
+    api.segment("BULK_G_B", exclusion_group="BULKG", rollout_percent=50)
+    in_b = [u for u in range(1, 200) if any(s["slug"] == "BULK_G_B" for s in api.active(u))]
+    outside = [u for u in range(1, 200) if u not in in_b]
+    assert api.change(outside[0], add=["BULK_G_A"]).status_code == 200
+    for method in ("post", "put"):
+        refused = getattr(api, method)("/segments/BULK_G_A/members", {"user_ids": [in_b[0], *outside[:5]]})
+        assert refused.status_code == 409, refused.json
+        assert refused.json["error"]["details"][0] == {
+            "field": "user_ids", "message": "already in BULK_G_B, which shares exclusion group BULKG",
+            "user_id": in_b[0], "segment": "BULK_G_B", "exclusion_group": "BULKG"}
+    assert [m["user_id"] for m in api.get("/segments/BULK_G_A/members").json["items"]] == outside[:1]  # nothing written
+    assert api.post("/segments/BULK_G_A/members", {"user_ids": outside[:5]}).status_code == 200
+    assert api.put("/segments/BULK_G_A/members", {"user_ids": outside[:3]}).status_code == 200

@@ -41,7 +41,7 @@ from datetime import datetime
 
 from sqlalchemy import select, text
 
-from webapp.errors import NotFound, ValidationFailed, detail
+from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
 from webapp.models.segment import LIVE_SEGMENT_SQL
@@ -112,6 +112,7 @@ def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seco
     at, now = now, now or utcnow()
     ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
     segment = get_live_segment(session, slug, lock="share")
+    _refuse_group_conflicts(session, segment, ids, now, "no user was added")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
     added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, until, now, reason,
@@ -150,6 +151,7 @@ def bulk_replace(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_
     at, now = now, now or utcnow()
     ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "nothing was replaced")
     segment = get_live_segment(session, slug, lock="share")
+    _refuse_group_conflicts(session, segment, ids, now, "nothing was replaced")
     if len(ids) > SYNC_LIMIT or _unlisted_members(session, segment.id, ids, SYNC_LIMIT + 1) > SYNC_LIMIT:
         members = session.scalar(text("SELECT count(*) FROM memberships WHERE segment_id = :segment"),
                                  {"segment": segment.id}) or 0
@@ -212,6 +214,36 @@ def preview_replace(session: DbSession, slug: str, user_ids: Sequence[int],
     live = segments.member_counts(session, [segment.id], now)[segment.id]
     outside = [u for u in ids if u not in members]
     return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
+
+
+def _refuse_group_conflicts(session: DbSession, segment: Segment, ids: Sequence[int], now: datetime,
+                            nothing: str) -> None:
+    """409 when the segment is in an exclusion group and some listed users are already in
+    another of its segments (explicitly, or through its rollout): the per-user rule, checked
+    for the whole list before anything is written."""
+    if segment.exclusion_group is None or not ids:
+        return
+    others = session.scalars(select(Segment).where(Segment.exclusion_group == segment.exclusion_group,
+                                                   Segment.is_live, Segment.id != segment.id)).all()
+    conflicts: dict[int, str] = {}
+    if others:
+        rows = session.execute(text(
+            "SELECT m.user_id, s.slug FROM memberships m JOIN segments s ON s.id = m.segment_id "
+            "WHERE m.segment_id = ANY(CAST(:others AS int[])) AND m.user_id = ANY(CAST(:ids AS bigint[])) "
+            "AND (m.expires_at IS NULL OR m.expires_at > :now)"),
+            {"others": [o.id for o in others], "ids": list(ids), "now": now})
+        conflicts.update({user: slug for user, slug in rows})
+    for other in others:
+        if other.rollout_basis_points:
+            conflicts.update({user: other.slug for user in _in_through_rollout(session, other, ids, now)
+                              if user not in conflicts})
+    if conflicts:
+        group, first = segment.exclusion_group, min(conflicts)
+        raise Conflict(
+            f"{nothing}: {len(conflicts):,} of the listed users are already in another segment of exclusion "
+            f"group {group} (user {first} is in {conflicts[first]})",
+            [detail("user_ids", f"already in {slug}, which shares exclusion group {group}", user_id=user,
+                    segment=slug, exclusion_group=group) for user, slug in sorted(conflicts.items())[:100]])
 
 
 def _listed_members(session: DbSession, segment_id: int, ids: Sequence[int], now: datetime) -> set[int]:
