@@ -4,14 +4,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from flask import flash, make_response, redirect, render_template, request
+from flask import flash, make_response, redirect, render_template, request, url_for
 
-from webapp.errors import AppError, ValidationFailed, detail
+from webapp.errors import AppError, NotFound, ValidationFailed, detail
+from webapp.extensions import db
+from webapp.models import Segment
 from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE
+from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
 from webapp.services.id_lists import token_problem
 from webapp.transaction import abandon
-from webapp.web.messages import FormErrors, form_errors
+from webapp.web.messages import FormErrors, form_errors, upper_slug
 
 TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days"),
                ("2592000", "30 days"), ("7776000", "90 days")]
@@ -89,3 +92,18 @@ def typed_user_id(text: str, field: str = "user_id") -> int:
         raise ValidationFailed(problem, [detail(field, f"{problem[0].upper()}{problem[1:]}. User ids are whole "
                                                        "numbers from 1 up, like 1001.")])
     return int(text)
+
+
+def live_segment(slug: str) -> Segment:
+    """The live segment, or a not-found page that offers the upper-case slug when one was
+    typed in lower case (the same offer as every form's)."""
+    try:
+        return segments.get_live_segment(db.session, slug)
+    except (NotFound, ValidationFailed) as exc:
+        upper = upper_slug(slug)
+        if upper:
+            raise NotFound(f"Slugs are written in upper case: there is no segment called {slug}.",
+                           [{"offer": url_for(request.endpoint or "web.show_segment",
+                                              **{**(request.view_args or {}), "slug": upper}),
+                             "message": f"Open {upper}"}]) from None
+        raise NotFound(f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message)

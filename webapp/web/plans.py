@@ -21,7 +21,7 @@ from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.transaction import transactional
 from webapp.web import bp
-from webapp.web.helpers import is_htmx, rejected, updated
+from webapp.web.helpers import is_htmx, live_segment, rejected, updated
 from webapp.web.messages import upper_slug
 
 CHANGED = "segment-changed"
@@ -178,8 +178,6 @@ def show_group(name: str):
 # -- the segment page's parts -------------------------------------------------------------------------
 
 def _segment(slug: str) -> Segment:
-    from webapp.web.segments import live_segment
-
     return live_segment(slug)
 
 

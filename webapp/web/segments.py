@@ -6,10 +6,12 @@ and fetch themselves again, so the page agrees with itself without a reload.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from flask import flash, make_response, redirect, render_template, request, url_for
 
 from webapp.auth import dashboard_actor
-from webapp.errors import AppError, NotFound, ValidationFailed
+from webapp.errors import AppError, ValidationFailed
 from webapp.extensions import db
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
@@ -19,8 +21,16 @@ from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.transaction import transactional
 from webapp.web import bp
-from webapp.web.helpers import TTL_CHOICES, form_expiry, is_htmx, rejected, typed_user_id, updated
-from webapp.web.messages import FormErrors, form_errors, plain, sentence, upper_slug
+from webapp.web.helpers import (
+    TTL_CHOICES,
+    form_expiry,
+    is_htmx,
+    live_segment,
+    rejected,
+    typed_user_id,
+    updated,
+)
+from webapp.web.messages import FormErrors, form_errors, plain, sentence
 from webapp.web.plans import plain_plans
 
 PER_PAGE = 25
@@ -62,21 +72,6 @@ def create_segment():
     return updated(f"Segment {segment.slug} created.", url_for("web.index"),
                    "segments/_create_form.html", "segments/_table_oob.html",
                    form={}, errors={}, **_listing())
-
-
-def live_segment(slug: str):
-    """The live segment, or a not-found page that offers the upper-case slug when one was
-    typed in lower case (the same offer as every form's)."""
-    try:
-        return segments.get_live_segment(db.session, slug)
-    except (NotFound, ValidationFailed) as exc:
-        upper = upper_slug(slug)
-        if upper:
-            raise NotFound(f"Slugs are written in upper case: there is no segment called {slug}.",
-                           [{"offer": url_for(request.endpoint or "web.show_segment",
-                                              **{**(request.view_args or {}), "slug": upper}),
-                             "message": f"Open {upper}"}]) from None
-        raise NotFound(f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message)
 
 
 @bp.get("/segments/<slug>")
@@ -184,7 +179,7 @@ def add_members(slug: str):
     (each named with its line) and nothing is added."""
     back = url_for("web.show_segment", slug=slug)
     segment = live_segment(slug)
-    context = {"segment": segment, "ttl_choices": TTL_CHOICES}
+    context: dict[str, Any] = {"segment": segment, "ttl_choices": TTL_CHOICES}
     upload = request.files.get("file")
     file_name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload else ""
     pasted = request.form.get("user_ids", "")
