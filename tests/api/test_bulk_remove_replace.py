@@ -214,9 +214,9 @@ def test_previews_count_who_leaves_and_who_joins(api, db_session):
 
 
 def test_previews_agree_with_the_read_path_in_an_exclusion_group(api, db_session):
-    api.segment("PREVIEW_GA", rollout_percent=50, exclusion_group="PREVIEW_G")
     api.segment("PREVIEW_GB", exclusion_group="PREVIEW_G")
-    fill(api, "PREVIEW_GB", range(1, 51))  # explicit in B: A's rollout does not count for them
+    fill(api, "PREVIEW_GB", range(1, 51))  # explicit in B: A's rollout (made next) does not count for them
+    api.segment("PREVIEW_GA", rollout_percent=50, exclusion_group="PREVIEW_G")
     users = range(1, 101)
     in_a = [u for u in users if any(s["slug"] == "PREVIEW_GA" for s in api.active(u))]
     assert in_a and not set(in_a) & set(range(1, 51))

@@ -3,13 +3,21 @@ writes through the JSON API; identical pending report requests share one task.""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.faults.conftest import assert_envelope, describe, snapshot
 
-# Every JSON write route of /api/v1 and of the compat API, with a body that succeeds as JSON.
+LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+# Every JSON write route of /api/v1 and of the compat API, with a body that succeeds as JSON
+# (the batch lookup writes nothing, but takes a JSON body like the writes).
 WRITES = {
+    "api.add_schedule": ("post", "/api/v1/segments/XSITE/schedule", {"at": LATER, "rollout_percent": 5}),
+    "api.cancel_schedule": ("delete", "/api/v1/segments/XSITE_B/schedule/1", {}),
+    "api.lookup_segments": ("post", "/api/v1/users/segments:lookup", {"user_ids": [7, 8]}),
+    "api.bulk_remove": ("delete", "/api/v1/segments/XSITE/members", {"user_ids": [7]}),
+    "api.bulk_replace": ("put", "/api/v1/segments/XSITE/members", {"user_ids": [8, 9]}),
     "api.create_report": ("post", "/api/v1/reports", {"kind": "all_history", "period": "2026-10"}),
     "api.create_segment": ("post", "/api/v1/segments", {"slug": "XSITE_NEW"}),
     "api.patch_segment": ("patch", "/api/v1/segments/XSITE", {"rollout_percent": 100}),
@@ -29,6 +37,8 @@ def xsite(redis_app, committed_db):
     for slug in ("XSITE", "XSITE_B"):
         assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
     assert client.post("/api/v1/users/7/segments", json={"add": ["XSITE"]}).status_code == 200
+    planned = client.post("/api/v1/segments/XSITE_B/schedule", json={"at": LATER, "rollout_percent": 1})
+    assert planned.status_code == 201 and planned.json["id"] == 1
     return redis_app
 
 
