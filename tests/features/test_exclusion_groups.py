@@ -168,3 +168,26 @@ def test_bulk_add_and_replace_refuse_users_already_in_the_group(api):
     assert [m["user_id"] for m in api.get("/segments/BULK_G_A/members").json["items"]] == outside[:1]  # nothing written
     assert api.post("/segments/BULK_G_A/members", {"user_ids": outside[:5]}).status_code == 200
     assert api.put("/segments/BULK_G_A/members", {"user_ids": outside[:3]}).status_code == 200
+
+
+def test_the_settings_preview_counts_what_reads_will_show(live):
+    app, client = live
+    client.post("/api/v1/segments", json={"slug": "PRE_A", "rollout_percent": 30, "exclusion_group": "PRE"})
+    client.post("/api/v1/segments", json={"slug": "PRE_B", "rollout_percent": 25, "exclusion_group": "PRE"})
+    from webapp.models import Segment
+    from webapp.services import rollout_state
+
+    sample = list(range(1, 2001))
+    shown = memberships_of(app, sample, "PRE_B")
+    with app.app_context():
+        segment = db.session.query(Segment).filter_by(slug="PRE_B").one()
+        assert rollout_state.preview_share(db.session, segment, 2500, 2000) == len(shown)
+        raised = rollout_state.preview_share(db.session, segment, 4000, 2000)
+    client.patch("/api/v1/segments/PRE_B", json={"rollout_percent": 40})
+    assert raised == len(memberships_of(app, sample, "PRE_B"))
+
+
+def memberships_of(app, users, slug):
+    with app.app_context():
+        answers = hot_read_many(app.extensions["read_engine"], users)
+    return {u for u, active in zip(users, answers, strict=True) if any(a.slug == slug for a in active)}

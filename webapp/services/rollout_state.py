@@ -174,3 +174,17 @@ def materialize(session: DbSession, now: datetime) -> None:
             RolloutSchedule.at <= now).limit(1)) is not None:
         with session.begin_nested():
             apply_due(session, now)
+
+
+def preview_share(session: DbSession, segment: Segment, basis_points: int, sample: int) -> int:
+    """How many of the user ids 1..``sample`` the segment's rollout would cover at
+    ``basis_points`` (its group's buckets as a change would allocate them now)."""
+    if segment.exclusion_group is None:
+        rule = rollout.Rule(segment.hash_scheme, segment.salt, rollout.ranges_of(None, basis_points))
+    else:
+        group = session.get(ExclusionGroup, segment.exclusion_group)
+        members = session.scalars(select(Segment).where(Segment.is_live,
+                                                        Segment.exclusion_group == segment.exclusion_group)).all()
+        state = change({s.id: state_of(s) for s in members}, segment.id, basis_points, clamp=True)
+        rule = rollout.Rule(rollout.SCHEME, group.salt if group else segment.salt, state.ranges)
+    return rollout.share(rule, range(1, sample + 1))

@@ -16,7 +16,7 @@ from webapp.extensions import db
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import bulk, reach, rollout, segment_activity, segments, user_changes
+from webapp.services import bulk, reach, rollout, rollout_state, segment_activity, segments, user_changes
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.transaction import transactional
@@ -89,7 +89,7 @@ def _page_context(segment) -> dict:
 def _settings_context(segment) -> dict:
     """The settings form's rollout preview: how many of user ids 1..SAMPLE are in."""
     return {"segment": segment, "sample": SAMPLE,
-            "sample_in": rollout.sample_share(segment.salt, segment.rollout_basis_points, SAMPLE)}
+            "sample_in": rollout_state.preview_share(db.session, segment, segment.rollout_basis_points, SAMPLE)}
 
 
 def _summary_context(segment) -> dict:
@@ -152,7 +152,7 @@ def rollout_preview(slug: str):
     except ValueError as exc:
         return render_template("segments/_rollout_preview.html", problem=plain(str(exc)))
     return render_template("segments/_rollout_preview.html", sample=SAMPLE,
-                           sample_in=rollout.sample_share(segment.salt, basis_points, SAMPLE))
+                           sample_in=rollout_state.preview_share(db.session, segment, basis_points, SAMPLE))
 
 
 @bp.post("/segments/<slug>/settings")
