@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,15 @@ class ReadCounter:
             for entry in active:
                 pending[entry.slug] = pending.get(entry.slug, 0) + 1
 
+    def record_counts(self, counts: Mapping[str, int]) -> None:
+        """Count reads already tallied per slug (the batch lookup: one merge, not one per entry)."""
+        if not self._started:
+            self._start()
+        with self._lock:
+            pending = self._pending
+            for slug, count in counts.items():
+                pending[slug] = pending.get(slug, 0) + count
+
     def _start(self) -> None:
         with self._lock:
             if self._started:
@@ -123,6 +132,7 @@ class ReadCounter:
 
 COUNTER = ReadCounter()
 record = COUNTER.record
+record_counts = COUNTER.record_counts
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TypeVar
 
 from flask import Response, current_app, request
@@ -17,6 +19,7 @@ from webapp.services.common import ascii_int
 from webapp.services.read_path import ActiveSegment, active_segments, hot_read, hot_read_many
 
 M = TypeVar("M", bound=BaseModel)
+SLUG = attrgetter("slug")
 
 
 def refuse_non_json_bodies() -> None:
@@ -127,7 +130,7 @@ def lookup_body(user_ids: list[int]) -> bytes:
         answers = [active_segments(db.session, u) for u in user_ids]
     else:
         answers = hot_read_many(current_app.extensions["read_engine"], user_ids)
-    read_counts.record(itertools.chain.from_iterable(answers))
+    read_counts.record_counts(Counter(map(SLUG, itertools.chain.from_iterable(answers))))
     users = ",".join(_body(u, a, compat=False) for u, a in zip(user_ids, answers, strict=True))
     return f'{{"users":[{users}]}}'.encode()
 

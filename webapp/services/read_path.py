@@ -282,8 +282,9 @@ def active_segments(session: DbSession, user_id: int, now: datetime | None = Non
 def user_view(session: DbSession, user_id: int, now: datetime | None = None) -> UserView:
     """:func:`active_segments` with the rollouts covering the user and the catalog."""
     connection = session.connection()
-    return _read(lambda sql, params: connection.exec_driver_sql(sql, params).all(),
-                 connection.engine.url, [user_id], now, keep=False)[0]
+    catalog, rows, at = _snapshot(lambda sql, params: connection.exec_driver_sql(sql, params).all(),
+                                  connection.engine.url, [user_id], now, keep=False)
+    return _evaluate_one(catalog, rows, user_id, at)
 
 
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
@@ -303,7 +304,10 @@ def hot_read_many(engine: Engine, user_ids: Sequence[int], now: datetime | None 
             assert isinstance(driver, psycopg.Connection)
             if not driver.autocommit:  # (the read engine connects in autocommit mode)
                 driver.autocommit = True
-            return [view.active for view in _read(_executor(driver), engine.url, user_ids, now, keep=True)]
+            catalog, rows, at = _snapshot(_executor(driver), engine.url, user_ids, now, keep=True)
+            if len(user_ids) == 1:
+                return [_evaluate_one(catalog, rows, user_ids[0], at).active]
+            return _evaluate(catalog, rows, user_ids, at)
         except psycopg.OperationalError:
             connection.invalidate()
             if attempt == 2:
@@ -321,8 +325,9 @@ def _executor(driver: psycopg.Connection[Any]) -> Execute:
     return execute
 
 
-def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | None, *,
-          keep: bool) -> list[UserView]:
+def _snapshot(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | None, *,
+              keep: bool) -> tuple[Catalog, _UserRows, datetime]:
+    """The users' rows and a catalog of the same version (re-read as needed), and ``now``."""
     for user_id in user_ids:
         check_user_id(user_id)
     now = now or utcnow()
@@ -332,7 +337,9 @@ def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | N
         if single:
             rows = _UserRows.of_one(user_ids[0], execute(USER_ROWS, {"user": user_ids[0]}), now)
         else:
-            rows = _UserRows.of_many(execute(USERS_ROWS, {"users": list(user_ids), "now": now}))
+            # (the ids as one array literal: psycopg dumps a text value faster than a list of ints)
+            ids = "{" + ",".join(map(str, user_ids)) + "}"
+            rows = _UserRows.of_many(execute(USERS_ROWS, {"users": ids, "now": now}))
         version = rows.version
         if catalog is None or catalog.version != version:
             catalog = _catalog(execute(CATALOG, {}))
@@ -341,9 +348,7 @@ def _read(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | N
                     _kept[key] = catalog
             if catalog.version != version:
                 continue  # the catalog moved on between the two statements: read the users again
-        if single:
-            return [_evaluate_one(catalog, rows, user_ids[0], now)]
-        return _evaluate(catalog, rows, user_ids, now)
+        return catalog, rows, now
     raise RuntimeError("the segment catalog kept changing during one read")
 
 
@@ -389,18 +394,26 @@ def _catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
     return Catalog(version, segments, group_of, tuple(pending), Lookup.of(list(segments.values())))
 
 
-def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: datetime) -> list[UserView]:
+def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int],
+              now: datetime) -> list[list[ActiveSegment]]:
     """Each user's answer: live explicit rows, and the rollouts covering each user (one NumPy
     matrix for all users) minus those an explicit row, an exclusion or, in a group, an
     explicit membership of another of the group's segments overrides; sorted by slug, all
     users at once. A repeated id gets the same answer again."""
     unique = list(dict.fromkeys(user_ids))
-    position = {u: i for i, u in enumerate(unique)}
+    by_id = np.asarray(unique, dtype=np.int64)
+    id_order = np.argsort(by_id)
+
+    def positions(ids: list[int]) -> np.ndarray:
+        """Each id's index in ``unique`` (every id is one of them)."""
+        return id_order[np.searchsorted(by_id[id_order], np.asarray(ids, dtype=np.int64))] if ids \
+            else np.zeros(0, dtype=np.intp)
+
     rollouts = catalog.rollouts(now)
     covered = rollouts.matrix(unique)
     lookup = catalog.lookup
     # explicit memberships of live segments: (position, segment index)
-    member_at = np.fromiter((position[u] for u in rows.users), dtype=np.intp, count=len(rows.users))
+    member_at = positions(rows.users)
     member_index = lookup.index(rows.segments)
     known = member_index >= 0
     member_at, member_index = member_at[known], member_index[known]
@@ -411,8 +424,7 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
         if not keep.all():
             member_at, member_index = member_at[keep], member_index[keep]
             expiries = [at for at, ok in zip(expiries, keep.tolist(), strict=True) if ok]
-    excluded_at = np.fromiter((position[u] for u in rows.excluded_users), dtype=np.intp,
-                              count=len(rows.excluded_users))
+    excluded_at = positions(rows.excluded_users)
     excluded_index = lookup.index(rows.excluded_segments)
     # Covered cells an explicit row or an exclusion overrides, and groups an explicit member holds.
     for at, index in ((member_at, member_index), (excluded_at, excluded_index)):
@@ -424,7 +436,7 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
         if len(holders):
             covered[np.ix_(np.unique(holders), group_columns)] = False
     explicit = lookup.explicit[member_index]
-    if any(until is not None for until in expiries):
+    if expiries.count(None) != len(expiries):
         explicit = explicit.copy()
         for i, until in enumerate(expiries):
             if until is not None:
@@ -445,7 +457,10 @@ def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int], now: d
     order = np.lexsort((ranks, users))
     bounds = np.searchsorted(users[order], np.arange(len(unique) + 1)).tolist()
     ordered = entries[order].tolist()
-    answers = [UserView(ordered[bounds[i]:bounds[i + 1]], catalog, u, now) for i, u in enumerate(unique)]
+    answers = [ordered[bounds[i]:bounds[i + 1]] for i in range(len(unique))]
+    if len(unique) == len(user_ids):
+        return answers
+    position = {u: i for i, u in enumerate(unique)}
     return [answers[position[u]] for u in user_ids]
 
 
