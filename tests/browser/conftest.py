@@ -52,6 +52,16 @@ def live_server(redis_app, committed_db):
 
 
 @pytest.fixture
+def api(page, live_server):
+    """Set the scene through the JSON API, from the browser's own request context."""
+    def call(method, path, body=None):
+        response = page.request.fetch(live_server + path, method=method, data=body)
+        assert response.ok, response.text()
+        return response.json()
+    return call
+
+
+@pytest.fixture
 def shots(tmp_path):
     """Where screenshots go: docs/screenshots with SCREENSHOTS=1 (make screenshots), else tmp."""
     folder = ROOT / "docs" / "screenshots" if os.environ.get("SCREENSHOTS") else tmp_path

@@ -4,20 +4,9 @@ import io
 import re
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser.layout import assert_fits
-
-
-@pytest.fixture
-def api(page, live_server):
-    """Set the scene through the JSON API, from the browser's own request context."""
-    def call(method, path, body=None):
-        response = page.request.fetch(live_server + path, method=method, data=body)
-        assert response.ok, response.text()
-        return response.json()
-    return call
 
 
 def test_create_segment_search_and_delete(page, live_server, shots, api, console_errors):

@@ -11,14 +11,6 @@ SSO_USER = "pm@example.com"
 SIDEWAYS = "() => document.documentElement.scrollWidth - window.innerWidth"
 
 
-@pytest.fixture
-def api(page, live_server):
-    def call(method, path, body=None):
-        response = page.request.fetch(live_server + path, method=method, data=body)
-        assert response.ok, response.text()
-        return response.json()
-    return call
-
 
 @pytest.fixture
 def signed_in(page):

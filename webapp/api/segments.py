@@ -1,7 +1,8 @@
 """/api/v1/segments: segment CRUD, members, bulk add, remove and replace."""
 from __future__ import annotations
 
-from flask import request, url_for
+from flask import Response, request, url_for
+from pydantic import BaseModel
 
 from webapp.api import bp
 from webapp.api.docs import operation
@@ -102,6 +103,15 @@ def deleted_out(slug: str, left: int, removal: BulkOperation | None) -> DeletedO
                       operation_url=operation_out(removal).status_url if removal else None)
 
 
+def bulk_answer(result: object, done: type[BaseModel]) -> Response:
+    """A bulk call's answer: 202 with the operation (and ``Location``) when it went to the
+    background, else 200 with the counts as ``done``."""
+    if isinstance(result, BulkOperation):
+        accepted = operation_out(result)
+        return out(accepted, 202, {"Location": accepted.status_url})
+    return out(done(**vars(result)))
+
+
 def operation_out(op: BulkOperation) -> OperationOut:
     return OperationOut(
         id=str(op.id), kind=OperationKind(op.kind), segment=op.slug, status=ReportStatus(op.status),
@@ -141,10 +151,7 @@ def bulk_add(slug: str):
     body = json_body(BulkMembers)
     result = bulk.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
                            expires_at=body.expires_at, reason=Reason.API, actor=actor())
-    if isinstance(result, BulkOperation):
-        accepted = operation_out(result)
-        return out(accepted, 202, {"Location": accepted.status_url})
-    return out(BulkOut(**vars(result)))
+    return bulk_answer(result, BulkOut)
 
 
 @bp.delete("/segments/<slug>/members")
@@ -157,10 +164,7 @@ def bulk_remove(slug: str):
     anyone; all validated before anything is written. One history row per user who left."""
     body = json_body(BulkRemoveMembers)
     result = bulk.bulk_remove(db.session, slug, body.user_ids, reason=Reason.API, actor=actor())
-    if isinstance(result, BulkOperation):
-        accepted = operation_out(result)
-        return out(accepted, 202, {"Location": accepted.status_url})
-    return out(BulkRemoveOut(**vars(result)))
+    return bulk_answer(result, BulkRemoveOut)
 
 
 @bp.put("/segments/<slug>/members")
@@ -176,7 +180,4 @@ def bulk_replace(slug: str):
     body = json_body(BulkReplaceMembers)
     result = bulk.bulk_replace(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
                                expires_at=body.expires_at, reason=Reason.API, actor=actor())
-    if isinstance(result, BulkOperation):
-        accepted = operation_out(result)
-        return out(accepted, 202, {"Location": accepted.status_url})
-    return out(BulkReplaceOut(**vars(result)))
+    return bulk_answer(result, BulkReplaceOut)
