@@ -1,8 +1,12 @@
 """docker-compose.yml cannot run here (no Docker engine): check it against the app instead."""
 import importlib
+import secrets
+import sys
 from pathlib import Path
 
 import yaml
+
+from webapp.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +28,13 @@ def test_every_service_is_there_with_healthchecks_and_volumes():
         assert "reports:/data/reports" in compose["services"][name]["volumes"]
 
 
-def test_service_commands_exist_in_the_app(app):
+def test_service_commands_exist_in_the_app(app, monkeypatch):
+    # The module builds its app from Config (read from the environment at import): point it at
+    # this run's servers; without a DATABASE_URL it would start the local embedded stack under
+    # instance/ and leave it running.
+    for name in ("DATABASE_URL", "REDIS_URL", "REPORTS_DIR"):
+        monkeypatch.setattr(Config, name, app.config[name])
+    monkeypatch.setattr(Config, "SECRET_KEY", secrets.token_urlsafe(48))
     services = load()["services"]
     runner = app.test_cli_runner()
     for name in ("migrate", "worker", "scheduler"):
@@ -35,6 +45,7 @@ def test_service_commands_exist_in_the_app(app):
     web = services["web"]["command"]
     assert web[0] == "gunicorn" and (ROOT / web[web.index("--config") + 1]).exists()
     module, attr = web[-1].split(":")
+    monkeypatch.delitem(sys.modules, module, raising=False)
     assert callable(getattr(importlib.import_module(module), attr))
 
 
