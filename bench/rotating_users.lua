@@ -1,6 +1,8 @@
 -- wrk script: GET /api/v1/users/<id>/segments, a different user on every request.
 --
--- wrk -s bench/rotating_users.lua URL -- <first> <count> <step> <start> <threads>
+-- wrk -s bench/rotating_users.lua URL -- <first> <count> <step> <start> <threads> [<path> [<authorization>]]
+-- <path> is the request path with %d for the user id (default /api/v1/users/%d/segments; the
+-- peer section asks Unleash's /api/frontend?userId=%d), <authorization> an Authorization header.
 -- Request k of thread t (of <threads>) asks for user  first + ((start + t + k*threads) * step) % count.
 -- With step and count coprime that walks a permutation of first .. first+count-1, scattered over
 -- the range (step is about 0.618 * count), so no user repeats until <count> requests have been made;
@@ -19,12 +21,14 @@ function init(args)
   step = tonumber(args[3])
   k = tonumber(args[4]) + tid
   stride = tonumber(args[5])
+  path = args[6] or "/api/v1/users/%d/segments"
+  headers = args[7] and { ["Authorization"] = args[7] } or nil
 end
 
 function request()
   local uid = first + (k * step) % count
   k = k + stride
-  return wrk.format("GET", "/api/v1/users/" .. string.format("%d", uid) .. "/segments")
+  return wrk.format("GET", string.format(path, uid), headers)
 end
 
 -- After the run: the latency histogram (microseconds:count for every distinct value), so that the

@@ -617,7 +617,6 @@ def _copy_out(engine, month: str) -> None:
 # -- peer: Unleash (issue 11) -------------------------------------------------------------------
 
 PEER_DIR = tools.ROOT / "instance" / "peers" / "unleash"  # `make bench-peer` installs it there (git-ignored)
-PEER_LUA = tools.ROOT / "bench" / "peers" / "unleash_frontend.lua"
 
 
 def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 10) -> None:
@@ -666,7 +665,8 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
         call(f"{feature}/environments/development/on", "POST")
 
     def peer_run(run_seconds: int, meter=None) -> tools.Load:
-        load = tools.wrk(peer_url, conns, run_seconds, PEER_LUA, [*peer.args(conns), frontend_token], meter)
+        load = tools.wrk(peer_url, conns, run_seconds, ROTATING,
+                             [*peer.args(conns), "/api/frontend?userId=%d", frontend_token], meter)
         peer.used += load.requests + tools.wrk_threads(conns)
         return load
 

@@ -160,24 +160,12 @@ def compute_coverage(session: DbSession) -> dict[str, Any]:
         hashes = rollout.user_hashes(cast(Sequence[int], ids))  # once for every rollout (the costly part)
         for segment in segments:
             rule = rule_of(segment, salts.get(segment.exclusion_group or ""))
-            count = _share(rule, ids, hashes)
+            count = rollout.share(rule, cast(Sequence[int], ids), hashes)
             out = np.asarray(excluded.get(segment.id, []), dtype=np.int64)
             if out.size:
                 count -= rollout.share(rule, cast(Sequence[int], out[np.isin(out, ids)]))
             covered[str(segment.id)] = int(count)
     return {"known": int(ids.size), "covered": covered}
-
-
-def _share(rule: rollout.Rule, ids: np.ndarray, hashes: np.ndarray) -> int:
-    """rollout.share(rule, ids) with the users' hashes computed once for all rules (scheme 2;
-    the legacy scheme 1 goes through rollout.share itself)."""
-    if rule.scheme != rollout.SCHEME or not rule.ranges or not ids.size:
-        return rollout.share(rule, cast(Sequence[int], ids))
-    buckets = rollout.mix_buckets(hashes ^ np.uint64(rollout.key(rule.salt)))
-    inside = np.zeros(buckets.shape, dtype=bool)
-    for start, end in rule.ranges:
-        inside |= (buckets >= start) & (buckets < end)
-    return int(inside.sum())
 
 
 def rollout_reach(session: DbSession) -> dict[str, Any]:

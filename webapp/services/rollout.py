@@ -150,13 +150,14 @@ def percent_to_basis_points(value) -> int:
     return int(scaled)
 
 
-def share(rule: Rule, user_ids: Sequence[int]) -> int:
-    """How many of ``user_ids`` the rule covers (vectorised for scheme 2)."""
+def share(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> int:
+    """How many of ``user_ids`` the rule covers (vectorised for scheme 2; ``hashes``: their
+    :func:`user_hashes`, when the caller evaluates several rules over the same users)."""
     if not rule.ranges or not len(user_ids):
         return 0
     if rule.scheme == 1:
         return sum(1 for u in user_ids if rule.covers(u))
-    buckets = mix_buckets(user_hashes(user_ids) ^ np.uint64(key(rule.salt)))
+    buckets = mix_buckets((user_hashes(user_ids) if hashes is None else hashes) ^ np.uint64(key(rule.salt)))
     inside = np.zeros(buckets.shape, dtype=bool)
     for start, end in rule.ranges:
         inside |= (buckets >= start) & (buckets < end)
