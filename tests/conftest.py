@@ -24,7 +24,7 @@ from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSession
 from redis import Redis
 
-from webapp import create_app, embedded
+from webapp import create_app, embedded, read_counts
 from webapp.config import TestConfig
 from webapp.extensions import db, limiter
 
@@ -44,6 +44,13 @@ def _postgres_answers(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The process's segment read counts go now, while pytest still owns the output; whatever
+    no Redis took is dropped, so nothing is flushed (and logged) after pytest's summary."""
+    if not read_counts.COUNTER.flush():
+        read_counts.COUNTER.discard()
 
 
 @pytest.fixture(scope="session")
@@ -208,9 +215,11 @@ def private_redis(tmp_path: Path) -> Iterator[object]:
 def app_on(app: Flask):
     """Build an app like the test app but with overrides, e.g. REDIS_URL of a private server.
 
-    Flask-Limiter is one object shared by every app (its ``enabled`` flag and storage belong
-    to it): afterwards it is set up for the session app again, so nothing leaks into later tests."""
+    Flask-Limiter and the segment read counter are one object per process shared by every app:
+    afterwards they are set up for the session app again, so nothing leaks into later tests (nor
+    into the counter's flush at exit)."""
     def build(**overrides: object) -> Flask:
         return create_app({**app.config, **overrides})
     yield build
     limiter.init_app(app)
+    read_counts.COUNTER.configure(app)  # likewise the process's read counter (not a stopped private Redis)

@@ -103,6 +103,12 @@ class ReadCounter:
             except Exception:  # never let the thread die
                 log.exception("segment read counts: flush failed")
 
+    def discard(self) -> None:
+        """Drop the counts not in Redis yet (a test session ending: nothing left for exit)."""
+        with self._flush_lock, self._lock:
+            self._pending.clear()
+            self._backlog.clear()
+
     def flush(self) -> bool:
         """Move the counts to the Prometheus counter and to Redis; False if Redis did not take them
         (they are kept for the next flush)."""
