@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     number, rounds = (5_000, 9) if check else (50_000, 9)
     from webapp import create_app, hot_path, metrics, read_counts
     from webapp.models.enums import Source
-    from webapp.services.read_path import ActiveSegment
+    from webapp.services.catalog import ActiveSegment
 
     logging.disable(logging.INFO)  # the request log line costs the same either way; keep it off the terminal
     app = create_app({"TESTING": True, "SECRET_KEY": "x" * 40, "DATABASE_URL": "postgresql://bench@127.0.0.1:1/none",

@@ -14,7 +14,8 @@ from webapp.config import INSTANCE, ROOT, Config
 from webapp.redis_client import WEB_TIMEOUT
 
 __all__ = ["create_app"]
-HOT_PATH = frozenset({"api.user_segments", "api_compat.user_segments"})
+# "Which segments is user N in now?": never limited unless RATELIMIT_HOT_PATH is set.
+HOT_PATH = frozenset({"api.user_segments", "api_compat.user_segments", "api.lookup_segments"})
 
 
 def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
@@ -137,15 +138,19 @@ def register_blueprints(app: Flask) -> None:
     from webapp.observability import bp as ops_bp
     from webapp.web import bp as web_bp
 
+    def is_read() -> bool:
+        """GET and HEAD, and the batch lookup (a read, whatever its method)."""
+        return request.method in ("GET", "HEAD") or request.endpoint in HOT_PATH
+
     def read_limit() -> str:
         config = current_app.config
         return str(config["RATELIMIT_HOT_PATH"] if request.endpoint in HOT_PATH else config["RATELIMIT_READ"])
 
-    reads = limiter.shared_limit(read_limit, scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read", methods=["GET", "HEAD"],
-                                 exempt_when=lambda: not read_limit())
+    reads = limiter.shared_limit(read_limit, scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read",
+                                 methods=["GET", "HEAD", "POST"], exempt_when=lambda: not is_read() or not read_limit())
     writes = limiter.shared_limit(lambda: current_app.config["RATELIMIT_WRITE"], scope="api-write",
                                   methods=["POST", "PUT", "PATCH", "DELETE"],
-                                  exempt_when=lambda: not current_app.config["RATELIMIT_WRITE"])
+                                  exempt_when=lambda: is_read() or not current_app.config["RATELIMIT_WRITE"])
     for blueprint in (api_bp, compat_bp):
         if not blueprint.before_request_funcs.get(None):
             blueprint.before_request(auth.identify_client)

@@ -19,9 +19,11 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -30,7 +32,7 @@ from webapp.metrics import READS_KEY, SEGMENT_READS, quick_redis
 from webapp.redis_client import OutageLog
 
 if TYPE_CHECKING:
-    from webapp.services.read_path import ActiveSegment
+    from webapp.services.catalog import ActiveSegment
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ end
 return 1
 """
 
+SLUG = attrgetter("slug")
+
 
 class ReadCounter:
     """This process's read counts and the thread that sends them on."""
@@ -59,7 +63,7 @@ class ReadCounter:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._pending: dict[str, int] = {}
+        self._pending: Counter[str] = Counter()
         self._backlog: dict[str, list[float]] = {}  # slug -> [count, last read] not yet in Redis
         self._started = False
         self._wake = threading.Event()
@@ -71,21 +75,18 @@ class ReadCounter:
 
     def record(self, active: Iterable[ActiveSegment]) -> None:
         """Count one read of each segment in ``active`` (the request path: memory only)."""
-        if not self._started:
-            self._start()
-        with self._lock:
-            pending = self._pending
-            for entry in active:
-                pending[entry.slug] = pending.get(entry.slug, 0) + 1
+        self._add(map(SLUG, active))
 
     def record_counts(self, counts: Mapping[str, int]) -> None:
         """Count reads already tallied per slug (the batch lookup: one merge, not one per entry)."""
+        self._add(counts)
+
+    def _add(self, reads: Iterable[str] | Mapping[str, int]) -> None:
+        """Slugs read once each, or counts per slug (``Counter.update`` takes both, in C)."""
         if not self._started:
             self._start()
         with self._lock:
-            pending = self._pending
-            for slug, count in counts.items():
-                pending[slug] = pending.get(slug, 0) + count
+            self._pending.update(reads)
 
     def _start(self) -> None:
         with self._lock:
@@ -114,7 +115,7 @@ class ReadCounter:
         (they are kept for the next flush)."""
         with self._flush_lock:
             with self._lock:
-                pending, self._pending = self._pending, {}
+                pending, self._pending = self._pending, Counter()
             now = time.time()
             for slug, count in pending.items():
                 SEGMENT_READS.labels(slug).inc(count)

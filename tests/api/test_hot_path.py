@@ -72,3 +72,53 @@ def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch)
     monkeypatch.setattr("webapp.api.helpers.hot_read", broken)
     response = hot.test_client().get("/api/v1/users/7/segments")
     assert response.status_code == 500 and response.json["error"]["code"] == "internal_error"
+
+
+def test_a_connection_the_server_dropped_is_replaced_and_the_read_retried(hot):
+    """The read's connection killed by the server between two requests (a restart, an idle
+    timeout, an operator): the next read replaces it, prepares its statement there again and
+    answers; nothing reaches the client."""
+    import time
+
+    import sqlalchemy as sa
+
+    from webapp.extensions import db
+
+    client = hot.test_client()
+    client.post("/api/v1/segments", json={"slug": "DROPPED", "rollout_percent": 100})
+    client.post("/api/v1/segments", json={"slug": "EXPLICIT_DROP"})
+    client.post("/api/v1/users/5/segments", json={"add": [{"slug": "EXPLICIT_DROP", "ttl_seconds": 60}]})
+    before = client.get("/api/v1/users/5/segments").json
+    assert {"DROPPED", "EXPLICIT_DROP"} <= {s["slug"] for s in before["segments"]}
+    with hot.app_context():
+        engine = hot.extensions["read_engine"]
+        for _ in range(3):
+            raw = engine.raw_connection()
+            pid = raw.driver_connection.info.backend_pid
+            raw.close()
+            with db.engine.connect() as conn:
+                assert conn.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                while conn.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}):
+                    time.sleep(0.01)
+            response = client.get("/api/v1/users/5/segments")
+            assert response.status_code == 200 and response.json == before
+
+
+def test_a_statement_deallocated_behind_the_reads_back_is_prepared_again(hot):
+    """DEALLOCATE ALL on the read's connection (an operator, a pooler that resets sessions):
+    the next read prepares its statement again and answers; a second prepare is harmless."""
+    client = hot.test_client()
+    before = client.get("/api/v1/users/5/segments").json
+    with hot.app_context():
+        raw = hot.extensions["read_engine"].raw_connection()
+        try:
+            raw.driver_connection.execute("DEALLOCATE ALL")
+        finally:
+            raw.close()
+        assert client.get("/api/v1/users/5/segments").json == before
+        raw = hot.extensions["read_engine"].raw_connection()
+        try:
+            raw.info.clear()  # the pool forgets; the server still has it
+        finally:
+            raw.close()
+        assert client.get("/api/v1/users/5/segments").json == before

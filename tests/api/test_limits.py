@@ -87,3 +87,17 @@ def test_report_creation_is_limited_and_identical_pending_requests_share_one(app
     assert other.status_code == 202 and other.json["id"] != same[0]
     limited = client.post("/api/v1/reports", json={"period": "2026-03"})
     assert limited.status_code == 429 and limited.json["error"]["code"] == "rate_limited"
+
+
+def test_the_batch_lookup_is_a_hot_read_not_a_write(app_on, redis_app, committed_db):
+    """A POST, but the hot path's question for many users: no write budget, no limit by
+    default, the hot path's budget when one is set."""
+    body = {"user_ids": [1, 2, 3]}
+    client = app_on(RATELIMIT_ENABLED=True, RATELIMIT_WRITE="2/hour", RATELIMIT_READ="2/hour").test_client()
+    lookups = [client.post("/api/v1/users/segments:lookup", json=body) for _ in range(5)]
+    assert {r.status_code for r in lookups} == {200} and "RateLimit-Limit" not in lookups[0].headers
+    assert [client.post("/api/v1/segments", json={"slug": f"L{i}"}).status_code for i in range(3)] == [201, 201, 429]
+    hot = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/hour").test_client()
+    assert [hot.post("/api/v1/users/segments:lookup", json=body).status_code for _ in range(2)] == [200, 200]
+    assert hot.get("/api/v1/users/1/segments").status_code == 200  # one shared hot-path budget
+    assert hot.post("/api/v1/users/segments:lookup", json=body).status_code == 429

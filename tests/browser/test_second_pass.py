@@ -3,22 +3,12 @@
 import re
 from datetime import UTC, datetime
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser.layout import assert_fits
 
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
-
-
-@pytest.fixture
-def api(page, live_server):
-    def call(method, path, body=None):
-        response = page.request.fetch(live_server + "/api/v1" + path, method=method, data=body)
-        assert response.ok, response.text()
-        return response.json()
-    return call
 
 
 def previous_month() -> tuple[str, str]:
@@ -37,7 +27,7 @@ def stat(page, name):
 def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(page, live_server, api, shots, tmp_path,
                                                                   console_errors):
     console_errors.allow(422)
-    api("POST", "/segments", {"slug": "AVITO_BULK_PASTE"})
+    api("POST", "/api/v1/segments", {"slug": "AVITO_BULK_PASTE"})
     page.goto(live_server + "/segments/AVITO_BULK_PASTE")
     form = page.locator("#bulk-add")
     expect(form).to_contain_text("If any entry is not a user id, nothing is added")
@@ -68,14 +58,14 @@ def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(page, live_serv
     expect(flash).to_contain_text("people.csv: the first line was read as column names; the ids come from its "
                                   "user_id column.")
     expect(stat(page, "members")).to_have_text("7")
-    assert api("GET", "/segments/AVITO_BULK_PASTE")["member_count"] == 7
+    assert api("GET", "/api/v1/segments/AVITO_BULK_PASTE")["member_count"] == 7
 
 
 # 2 -------------------------------------------------------------------------------------------------------
 
 def test_two_reports_in_a_row_on_the_user_page(page, live_server, api, shots):
-    api("POST", "/segments", {"slug": "AVITO_REPORTED"})
-    api("POST", "/users/2002/segments", {"add": ["AVITO_REPORTED"]})
+    api("POST", "/api/v1/segments", {"slug": "AVITO_REPORTED"})
+    api("POST", "/api/v1/users/2002/segments", {"add": ["AVITO_REPORTED"]})
     page.goto(live_server + "/users/2002")
     card = page.locator("#user-reports-card")
     card.get_by_role("button", name="Build CSV report").click()
@@ -107,8 +97,8 @@ def test_two_reports_in_a_row_on_the_user_page(page, live_server, api, shots):
 # 3 -------------------------------------------------------------------------------------------------------
 
 def test_back_and_forward_never_show_a_stale_page(page, live_server, api):
-    api("POST", "/segments", {"slug": "AVITO_STALE"})
-    api("POST", "/users/3003/segments", {"add": ["AVITO_STALE"]})
+    api("POST", "/api/v1/segments", {"slug": "AVITO_STALE"})
+    api("POST", "/api/v1/users/3003/segments", {"add": ["AVITO_STALE"]})
     page.goto(live_server + "/users/3003")
     expect(page.locator("#user-segments")).to_contain_text("AVITO_STALE")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -131,7 +121,7 @@ def test_back_and_forward_never_show_a_stale_page(page, live_server, api):
     # A search (pushed into history by htmx) and back: the page is loaded again, not restored.
     page.get_by_placeholder("Search slug or description…").fill("created")
     expect(page.locator("#segment-table tbody tr")).to_have_count(1)
-    api("POST", "/segments", {"slug": "AVITO_CREATED_LATER"})
+    api("POST", "/api/v1/segments", {"slug": "AVITO_CREATED_LATER"})
     page.get_by_role("link", name="AVITO_CREATED_HERE").click()
     page.go_back()
     expect(page).to_have_url(re.compile(r"q=created"))
@@ -141,8 +131,8 @@ def test_back_and_forward_never_show_a_stale_page(page, live_server, api):
 # 4 -------------------------------------------------------------------------------------------------------
 
 def test_segment_page_agrees_with_itself_after_each_change(page, live_server, api):
-    api("POST", "/segments", {"slug": "AVITO_AGREES"})
-    api("POST", "/segments/AVITO_AGREES/members", {"user_ids": [11, 12, 13]})
+    api("POST", "/api/v1/segments", {"slug": "AVITO_AGREES"})
+    api("POST", "/api/v1/segments/AVITO_AGREES/members", {"user_ids": [11, 12, 13]})
     page.goto(live_server + "/segments/AVITO_AGREES")
     expect(stat(page, "members")).to_have_text("3")
     # Rollout saved: the stat card changes without a reload, twice in a row.
@@ -209,11 +199,11 @@ def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_ser
 # 8 -------------------------------------------------------------------------------------------------------
 
 def test_every_page_at_390_px_has_no_clipped_control_and_no_sideways_scroll(page, live_server, api, shots):
-    api("POST", "/segments", {"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "description": "A long one",
+    api("POST", "/api/v1/segments", {"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "description": "A long one",
                               "rollout_percent": 10})
-    api("POST", "/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/members", {"user_ids": list(range(100, 160))})
-    api("POST", "/users/100/segments", {"add": [{"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "ttl_seconds": 86400}]})
-    api("POST", "/reports", {"user_id": 100, "period": datetime.now(UTC).strftime("%Y-%m")})
+    api("POST", "/api/v1/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/members", {"user_ids": list(range(100, 160))})
+    api("POST", "/api/v1/users/100/segments", {"add": [{"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "ttl_seconds": 86400}]})
+    api("POST", "/api/v1/reports", {"user_id": 100, "period": datetime.now(UTC).strftime("%Y-%m")})
     page.set_viewport_size(MOBILE)
     for path, name in [("/", "segments-mobile-list"), ("/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "segment-mobile"),
                        ("/users/100", None), ("/reports", "reports-mobile"),

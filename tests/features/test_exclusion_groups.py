@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from webapp.extensions import db
-from webapp.services.read_path import hot_read_many
+from webapp.services.read_path import hot_lookup
 
 USERS = range(1, 100_001)
 
@@ -18,7 +18,7 @@ def memberships(app, slugs):
         engine = app.extensions["read_engine"]
         for start in range(0, len(users), 1000):
             chunk = users[start:start + 1000]
-            for user, active in zip(chunk, hot_read_many(engine, chunk), strict=True):
+            for user, active in zip(chunk, hot_lookup(engine, chunk).answers(), strict=True):
                 for entry in active:
                     if entry.slug in found:
                         found[entry.slug].add(user)
@@ -189,5 +189,5 @@ def test_the_settings_preview_counts_what_reads_will_show(live):
 
 def memberships_of(app, users, slug):
     with app.app_context():
-        answers = hot_read_many(app.extensions["read_engine"], users)
+        answers = hot_lookup(app.extensions["read_engine"], users).answers()
     return {u for u, active in zip(users, answers, strict=True) if any(a.slug == slug for a in active)}

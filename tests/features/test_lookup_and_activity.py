@@ -34,6 +34,13 @@ def test_lookup_rejects_bad_input_with_the_envelope(api, body):
     assert response.status_code == 422 and response.json["error"]["code"] == "validation_failed"
 
 
+def test_lookup_names_every_id_out_of_range(api):
+    """As the bulk calls do: every offending id with its index, not only the first."""
+    response = api.post("/users/segments:lookup", {"user_ids": [5, -5, 0, 2**63, 7]})
+    assert response.status_code == 422 and response.json["error"]["code"] == "validation_failed"
+    assert [(d["field"], d["value"]) for d in response.json["error"]["details"]] == [
+        ("user_ids[1]", "-5"), ("user_ids[2]", "0"), ("user_ids[3]", str(2**63))]
+
 def test_lookup_of_1000_users_is_fast(live):
     for i in range(200):
         live.post("/api/v1/segments", json={"slug": f"LK_R{i}", "rollout_percent": 10})

@@ -55,3 +55,28 @@ def test_stray_part_files_are_removed(redis_app, committed_db):
         db.session.commit()
         reap_stuck_jobs()
     assert not stray.exists() and own.exists()  # a running report's file is left alone
+
+
+def test_a_bulk_operation_given_up_drops_its_ids(redis_app, redis_url, committed_db):
+    """An operation that keeps losing its job fails with a reason, and its listed ids (no
+    foreign key holds them any more) are deleted with it."""
+    import sqlalchemy as sa
+
+    from webapp.models import BulkOperation
+    from webapp.services import bulk
+
+    with redis_app.test_request_context():
+        segments.create_segment(db.session, "REAPED_BULK")
+        operation = bulk.bulk_add(db.session, "REAPED_BULK", list(range(1, bulk.SYNC_LIMIT + 2)))
+        db.session.commit()
+        operation_id = operation.id
+    Redis.from_url(redis_url).flushdb()
+    with redis_app.app_context():
+        listed = sa.text("SELECT count(*) FROM bulk_operation_ids WHERE operation_id = :op")
+        assert db.session.scalar(listed, {"op": operation_id}) == bulk.SYNC_LIMIT + 1
+        db.session.get(BulkOperation, operation_id).attempts = MAX_ATTEMPTS
+        db.session.commit()
+        assert reap_stuck_jobs(now=utcnow() + timedelta(minutes=2)) == 1
+        operation = db.session.get(BulkOperation, operation_id)
+        assert operation.status == "failed" and "gave up after 3 attempts; the job was lost" in operation.error
+        assert db.session.scalar(listed, {"op": operation_id}) == 0

@@ -116,6 +116,20 @@ def test_user_reports_in_a_row_each_labelled_with_its_month(htmx, client, api):
     assert future.status_code == 422 and "May 2999 has not started yet" in future.get_data(as_text=True)
 
 
+
+def test_user_reports_are_found_behind_any_number_of_newer_reports(htmx, client, db_session):
+    """The user page asks for the user's own reports, not a window of everyone's latest."""
+    import sqlalchemy as sa
+
+    htmx("/users/12/report", {"period": "2024-03"})
+    db_session.execute(sa.text(
+        "INSERT INTO reports (id, kind, params, status, progress, rows, size_bytes, created_at) "
+        "SELECT gen_random_uuid(), 'user_history', json_build_object('user_id', 13, 'period', '2024-03'), "
+        "'finished', 100, 0, 0, now() + g * interval '1 second' FROM generate_series(1, 600) g"))
+    page = client.get("/users/12").get_data(as_text=True)
+    assert page.count('class="report-month"') == 1 and "March 2024" in page
+    assert client.get("/users/13").get_data(as_text=True).count('class="report-month"') == 10  # the latest ten
+
 # -- 3. fresh pages ----------------------------------------------------------------------------------------
 
 def test_html_is_never_stored_by_the_browser(client, api):

@@ -1,10 +1,7 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
 from __future__ import annotations
 
-import itertools
-from collections import Counter
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import TypeVar
 
 from flask import Response, current_app, request
@@ -15,11 +12,11 @@ from webapp import read_counts
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
+from webapp.services.catalog import ActiveSegment
 from webapp.services.common import ascii_int
-from webapp.services.read_path import ActiveSegment, active_segments, hot_read, hot_read_many
+from webapp.services.read_path import active_segments, hot_lookup, hot_read, lookup, user_json
 
 M = TypeVar("M", bound=BaseModel)
-SLUG = attrgetter("slug")
 
 
 def refuse_non_json_bodies() -> None:
@@ -127,12 +124,11 @@ def segments_now(user_id: int) -> list[ActiveSegment]:
 def lookup_body(user_ids: list[int]) -> bytes:
     """The batch lookup's answer: ``{"users": [UserSegments, ...]}`` in the order asked."""
     if session_bound_to_a_connection():
-        answers = [active_segments(db.session, u) for u in user_ids]
+        batch = lookup(db.session, user_ids)
     else:
-        answers = hot_read_many(current_app.extensions["read_engine"], user_ids)
-    read_counts.record_counts(Counter(map(SLUG, itertools.chain.from_iterable(answers))))
-    users = ",".join(_body(u, a, compat=False) for u, a in zip(user_ids, answers, strict=True))
-    return f'{{"users":[{users}]}}'.encode()
+        batch = hot_lookup(current_app.extensions["read_engine"], user_ids)
+    read_counts.record_counts(batch.read_counts())
+    return batch.json().encode()
 
 
 def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
@@ -145,8 +141,7 @@ def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = F
 
 
 def _body(user_id: int, active: list[ActiveSegment], *, compat: bool) -> str:
-    items = ",".join([a.compat_json for a in active] if compat else [a.json for a in active])
-    return f'{{"user_id":{user_id},"segments":[{items}]}}'
+    return user_json(user_id, [a.compat_json for a in active] if compat else [a.json for a in active])
 
 
 def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:

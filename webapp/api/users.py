@@ -22,8 +22,9 @@ from webapp.errors import ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models.enums import Reason
 from webapp.services import history, user_changes
+from webapp.services.catalog import ActiveSegment
 from webapp.services.common import parse_user_id
-from webapp.services.read_path import ActiveSegment, active_segments
+from webapp.services.read_path import active_segments
 from webapp.services.user_changes import AddSpec, ChangeResult
 from webapp.transaction import transactional
 

@@ -80,8 +80,10 @@ def run_bulk_operation(operation_id: str) -> int:
         db.session.rollback()
         job = get_current_job()
         retrying = bool(job and job.retries_left)
-        operation.status = ReportStatus.QUEUED if retrying else ReportStatus.FAILED
-        operation.error = (("retrying after " if retrying else "") + f"{type(exc).__name__}: {exc}")[:500]
+        if retrying:
+            operation.status, operation.error = ReportStatus.QUEUED, f"retrying after {type(exc).__name__}: {exc}"[:500]
+        else:
+            bulk.give_up(db.session, operation, f"{type(exc).__name__}: {exc}")
         db.session.commit()
         raise
     log.info("bulk operation %s (%s %s): %d rows", operation_id, operation.kind, operation.slug, operation.done)
@@ -127,9 +129,12 @@ def _reap(job: Job | None, record: Any, requeue: Callable[[Any], None], now: dat
         return True
     result = job.latest_result() if job is not None else None
     reason = _last_line(result.exc_string if result is not None else None)
-    record.status, record.finished_at = ReportStatus.FAILED, now
-    record.error = (f"gave up after {record.attempts} attempts; the job died: {reason}" if reason else
-                    f"gave up after {record.attempts} attempts; the job was lost")[:500]
+    error = (f"gave up after {record.attempts} attempts; the job died: {reason}" if reason else
+             f"gave up after {record.attempts} attempts; the job was lost")
+    if isinstance(record, BulkOperation):
+        bulk.give_up(db.session, record, error, now)
+    else:
+        record.status, record.finished_at, record.error = ReportStatus.FAILED, now, error[:500]
     return True
 
 

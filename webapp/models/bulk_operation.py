@@ -45,6 +45,7 @@ class BulkOperationId(Model):
 
     __tablename__ = "bulk_operation_ids"
 
-    operation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bulk_operations.id", ondelete="CASCADE"),
-                                                    primary_key=True)
+    # (no foreign key: checking each of a million COPYed rows against bulk_operations took longer
+    # than writing them; the service deletes an operation's ids when it finishes or fails for good)
+    operation_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

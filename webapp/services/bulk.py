@@ -46,9 +46,9 @@ from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.queue import enqueue_after_commit
-from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
+from webapp.rules import MAX_BULK_IDS
 from webapp.services import activity_log, membership_store, read_path, segments
-from webapp.services.common import DbSession, expiry, user_id_problem, utcnow
+from webapp.services.common import DbSession, expiry, user_id_details, utcnow
 from webapp.services.segments import get_live_segment
 
 SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
@@ -93,13 +93,10 @@ def _validated(user_ids: Sequence[int], ttl_seconds: int | None, expires_at: dat
     if len(user_ids) > MAX_BULK_IDS:
         raise ValidationFailed(f"at most {MAX_BULK_IDS:,} user ids per request",
                                [detail("user_ids", f"{len(user_ids):,} given")])
-    bad = []
-    if not all(type(u) is int for u in user_ids) or min(user_ids) < 1 or max(user_ids) > MAX_USER_ID:
-        bad = [detail(f"user_ids[{i}]", p, value=str(u)[:40])
-               for i, u in enumerate(user_ids) if (p := user_id_problem(u)) is not None]
+    bad = user_id_details(user_ids)
     until, found = expiry(ttl_seconds, expires_at, now)
     if bad or found:
-        raise ValidationFailed(f"{nothing}: fix the listed items", bad[:100] + found)
+        raise ValidationFailed(f"{nothing}: fix the listed items", bad + found)
     return sorted(set(user_ids)), until
 
 
@@ -389,13 +386,24 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
     return seen == CHUNK
 
 
+def give_up(session: DbSession, operation: BulkOperation, error: str, now: datetime | None = None) -> None:
+    """Mark the operation failed for good (no more attempts) and drop its ids."""
+    operation.status, operation.finished_at, operation.error = ReportStatus.FAILED, now or utcnow(), error[:500]
+    _drop_ids(session, operation)
+
+
+def _drop_ids(session: DbSession, operation: BulkOperation) -> int:
+    """Delete the operation's stored ids (it finished or failed for good); returns how many."""
+    return session.execute(text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"),
+                           {"op": operation.id}).rowcount  # type: ignore[attr-defined]
+
+
 def finish(session: DbSession, operation: BulkOperation) -> None:
     """Mark the operation finished (its ids go) and record it as one segment activity entry,
     in the same transaction: a retried job finds it finished and records nothing again."""
     now = utcnow()
     operation.status, operation.finished_at = ReportStatus.FINISHED, now
-    listed = session.execute(text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"),
-                             {"op": operation.id}).rowcount  # type: ignore[attr-defined]
+    listed = _drop_ids(session, operation)
     kind = OperationKind(operation.kind)
     segment = session.get(Segment, operation.segment_id)
     if kind == OperationKind.DELETE_SEGMENT or segment is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -39,6 +40,28 @@ def check_user_id(value: object, field: str = "user_id") -> int:
         raise ValidationFailed(problem, [detail(field, problem, value=str(value)[:40])])
     assert isinstance(value, int)
     return value
+
+
+def _all_user_ids(values: Sequence[object]) -> bool:
+    """Whether every value is a user id (at C speed: the common case of a long valid list)."""
+    if not all(type(v) is int for v in values):
+        return False
+    numbers: Sequence[int] = values  # type: ignore[assignment]
+    return not numbers or (min(numbers) >= 1 and max(numbers) <= MAX_USER_ID)
+
+
+def user_id_details(values: Sequence[object], field: str = "user_ids") -> list[dict]:
+    """One error detail per value that is not a user id, named by its index (the first 100)."""
+    if _all_user_ids(values):
+        return []
+    return [detail(f"{field}[{i}]", problem, value=str(value)[:40])
+            for i, value in enumerate(values) if (problem := user_id_problem(value)) is not None][:100]
+
+
+def check_user_ids(values: Sequence[object], field: str = "user_ids") -> None:
+    """ValidationFailed naming every value that is not a user id."""
+    if bad := user_id_details(values, field):
+        raise ValidationFailed(f"{len(bad):,} of the {field} are not user ids: fix the listed items", bad)
 
 
 def ascii_int(text: str | None, low: int, high: int) -> int | None:

@@ -20,26 +20,25 @@ catalog; a catalog read there is never kept, since the transaction may still rol
 """
 from __future__ import annotations
 
-import json
 import threading
-from bisect import bisect_right
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from operator import attrgetter, itemgetter
-from typing import Any
+from operator import itemgetter
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import psycopg
+from psycopg import pq
 from sqlalchemy import URL, Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from webapp.models.enums import Source
 from webapp.models.membership import live
-from webapp.models.segment import LIVE_SEGMENT_SQL
-from webapp.services import rollout
-from webapp.services.allocation import RolloutState, replay
-from webapp.services.common import DbSession, check_user_id, iso, utcnow
+from webapp.services.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
+from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
 
 # Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
 # membership, 1 rollout exclusion, 2 the catalog version (always present).
@@ -48,47 +47,27 @@ SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = %(user)s
 UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = %(user)s
 UNION ALL SELECT 2, version, NULL FROM catalog_version
 """
-# Several users: the same rows as arrays (kind, user ids, segment ids, expiries), live
-# memberships only ("now" is the reader's clock, as in the single read's evaluation).
-USERS_ROWS = """
-SELECT 0, array_agg(user_id), array_agg(segment_id), array_agg(expires_at) FROM memberships
+# USER_ROWS as the hot path sends it to libpq: prepared once per connection, binary in and out.
+USER_ROWS_NAME = b"segments_user_rows"
+USER_ROWS_LIBPQ = USER_ROWS.replace("%(user)s", "$1").encode()
+INT8_OID, BINARY = 20, 1
+UNDEFINED_STATEMENT, DUPLICATE_STATEMENT = b"26000", b"42P05"  # SQLSTATEs
+# Several users: their live memberships and exclusions as packed binary records (user int8,
+# segment int4, expiry in timestamptz's binary form: microseconds since 2000-01-01, 'infinity'
+# for none) that NumPy reads in one go, and the catalog version ("now" is the reader's clock,
+# as in the single read's evaluation).
+_RECORD = "int8send(user_id) || int4send(segment_id) || timestamptz_send({})"
+USERS_ROWS = f"""
+SELECT 0, string_agg({_RECORD.format("coalesce(expires_at, 'infinity')")}, '') FROM memberships
 WHERE user_id = ANY(%(users)s::bigint[]) AND (expires_at IS NULL OR expires_at > %(now)s)
-UNION ALL SELECT 1, array_agg(user_id), array_agg(segment_id), NULL::timestamptz[] FROM rollout_exclusions
+UNION ALL SELECT 1, string_agg({_RECORD.format("'infinity'::timestamptz")}, '') FROM rollout_exclusions
 WHERE user_id = ANY(%(users)s::bigint[])
-UNION ALL SELECT 2, ARRAY[version], NULL::int[], NULL::timestamptz[] FROM catalog_version
+UNION ALL SELECT 2, int8send(version) FROM catalog_version
 """
-# Live segments (kind 0, with the version: at least one row) and pending scheduled changes
-# of live segments (kind 1), from one snapshot.
-CATALOG = f"""
-SELECT 0, v.version, s.id, s.slug, s.salt, s.rollout_basis_points, s.hash_scheme, s.exclusion_group,
-       g.salt, s.bucket_ranges, NULL::timestamptz
-FROM catalog_version v LEFT JOIN segments s ON s.{LIVE_SEGMENT_SQL}
-LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
-UNION ALL
-SELECT 1, r.id, r.segment_id, NULL, NULL, r.rollout_basis_points, NULL, NULL, NULL, NULL, r.at
-FROM rollout_schedule r JOIN segments s ON s.id = r.segment_id AND s.{LIVE_SEGMENT_SQL}
-WHERE r.applied_at IS NULL AND r.cancelled_at IS NULL
-"""
+RECORD = np.dtype([("user", ">i8"), ("segment", ">i4"), ("until", ">i8")])
+NEVER = np.iinfo(np.int64).max  # 'infinity': no expiry
+POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_ATTEMPTS = 5  # a catalog that changes five times during one read is re-read that often
-
-
-@dataclass(frozen=True)
-class ActiveSegment:
-    slug: str
-    source: Source
-    expires_at: datetime | None
-
-    @cached_property
-    def json(self) -> str:
-        """The entry as the API writes it (made once: the catalog's entries are shared by
-        every read)."""
-        return json.dumps({"slug": self.slug, "source": self.source, "expires_at": iso(self.expires_at)},
-                          separators=(",", ":"))
-
-    @cached_property
-    def compat_json(self) -> str:
-        """The entry as the seed's API writes it."""
-        return json.dumps({"slug": self.slug}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -104,167 +83,13 @@ class UserView:
 
     @cached_property
     def rollout_ids(self) -> set[int]:
-        rollouts = self.catalog.rollouts(self.now)
-        columns = np.flatnonzero(rollouts.matrix([self.user_id])[0]).tolist()
-        return {rollouts.columns[c].id for c in columns} | {s.id for s in rollouts.scheme1_covering(self.user_id)}
-
-
-@dataclass(frozen=True)
-class CatalogSegment:
-    id: int
-    slug: str
-    salt: str
-    hash_scheme: int
-    group_salt: str | None
-    state: RolloutState
-    rank: int  # position by slug among live segments (answers are sorted by slug)
-    explicit: ActiveSegment  # the explicit entry without expiry, shared by every read
-    rollout: ActiveSegment  # the rollout entry, shared by every read
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """Live segments as arrays indexed by slug rank (the answer's order), for the batch."""
-
-    rank_by_id: np.ndarray  # segment id -> rank, -1 when not live
-    explicit: np.ndarray  # rank -> the shared explicit entry (object array)
-    group: np.ndarray  # rank -> exclusion group name or None (object array)
-
-    @classmethod
-    def of(cls, segments: Sequence[CatalogSegment]) -> Lookup:
-        rank_by_id = np.full(max((s.id for s in segments), default=0) + 1, -1, dtype=np.intp)
-        ordered = sorted(segments, key=attrgetter("rank"))
-        rank_by_id[[s.id for s in ordered]] = [s.rank for s in ordered]
-        return cls(rank_by_id, _objects([s.explicit for s in ordered]), _objects([s.state.group for s in ordered]))
-
-    def index(self, segment_ids: Sequence[int]) -> np.ndarray:
-        """Ranks of ``segment_ids`` (-1 for segments not live)."""
-        ids = np.asarray(segment_ids, dtype=np.intp)
-        inside = ids < len(self.rank_by_id)
-        ranks = np.full(len(ids), -1, dtype=np.intp)
-        ranks[inside] = self.rank_by_id[ids[inside]]
-        return ranks
-
-
-def _objects(items: Sequence[Any]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
-
-
-@dataclass(frozen=True)
-class Rollouts:
-    """Every live rollout at one moment, ready to evaluate. Scheme 1 as (segment, prefix, bp)
-    triples; scheme 2 (and groups) as arrays of (key, bucket range) rows grouped by segment:
-    ``columns`` (segment ids), ``first_row`` (each column's first row, for reduceat)."""
-
-    scheme1: tuple[tuple[CatalogSegment, Any, int], ...]
-    keys: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-    first_row: np.ndarray
-    columns: tuple[CatalogSegment, ...]
-    column_of: dict[int, int]  # segment id -> column
-    group_columns: dict[str, np.ndarray]
-    column_by_index: np.ndarray  # segment rank -> column, -1 without a scheme 2 rollout
-    column_rank: np.ndarray  # column -> segment rank
-    column_entry: np.ndarray  # column -> the shared rollout entry (object array)
-
-    def matrix(self, user_ids: Sequence[int]) -> np.ndarray:
-        """users x columns: True where a scheme 2 rollout covers the user."""
-        if not self.columns:
-            return np.zeros((len(user_ids), 0), dtype=bool)
-        if len(user_ids) == 1:
-            hashes = np.array([rollout.user_hash(user_ids[0])], dtype=np.uint64)
-        else:
-            hashes = rollout.user_hashes(user_ids)
-        buckets = rollout.mix_buckets(hashes[:, None] ^ self.keys[None, :])
-        inside = (buckets >= self.starts) & (buckets < self.ends)
-        if len(self.first_row) == len(self.keys):  # one range per segment: rows are columns
-            return inside
-        return np.logical_or.reduceat(inside, self.first_row, axis=1)
-
-    def covers(self, segment_id: int, user_ids: Sequence[int]) -> np.ndarray:
-        """For each of ``user_ids``: does this segment's rollout cover them (explicit rows and
-        exclusions notwithstanding)?"""
-        if not user_ids:
-            return np.zeros(0, dtype=bool)
-        scheme1 = [entry for entry in self.scheme1 if entry[0].id == segment_id]
-        if scheme1:
-            return np.fromiter((bool(list(rollout.covering(scheme1, u))) for u in user_ids), dtype=bool,
-                               count=len(user_ids))
-        column = self.column_of.get(segment_id)
-        if column is None:
-            return np.zeros(len(user_ids), dtype=bool)
-        first = self.first_row[column]
-        last = self.first_row[column + 1] if column + 1 < len(self.first_row) else len(self.keys)
-        buckets = rollout.mix_buckets(rollout.user_hashes(user_ids)[:, None] ^ self.keys[None, first:last])
-        inside = (buckets >= self.starts[first:last]) & (buckets < self.ends[first:last])
-        return np.asarray(inside.any(axis=1), dtype=bool)
-
-    def scheme1_covering(self, user_id: int) -> list[CatalogSegment]:
-        return list(rollout.covering(self.scheme1, user_id))
-
-
-@dataclass(frozen=True)
-class Catalog:
-    version: int
-    segments: dict[int, CatalogSegment]
-    group_of: dict[int, str]  # live segment id -> its exclusion group
-    pending: tuple[tuple[datetime, int, int, int], ...]  # (at, schedule id, segment id, bp), in order
-    lookup: Lookup
-    _at: dict[int, Rollouts] = field(default_factory=dict, compare=False)  # by number of due changes
-
-    def rollouts(self, now: datetime) -> Rollouts:
-        """The rollouts in force at ``now`` (scheduled changes up to ``now`` applied)."""
-        due = bisect_right(self.pending, (now, 2**63))
-        compiled = self._at.get(due)
-        if compiled is None:
-            states = {sid: s.state for sid, s in self.segments.items()}
-            states = replay(states, [(sid, bp) for _, _, sid, bp in self.pending[:due]])
-            compiled = self._at[due] = _compile(self.segments, states)
-        return compiled
-
-
-def _compile(segments: dict[int, CatalogSegment], states: dict[int, RolloutState]) -> Rollouts:
-    scheme1: list[tuple[CatalogSegment, Any, int]] = []
-    rows: list[tuple[int, int, int]] = []
-    columns: list[CatalogSegment] = []
-    first_row: list[int] = []
-    for segment in sorted(segments.values(), key=attrgetter("rank")):
-        state = states[segment.id]
-        if segment.group_salt is not None and state.group is not None:
-            ranges = [(rollout.key(segment.group_salt), start, end) for start, end in state.ranges]
-        elif state.basis_points > 0 and segment.hash_scheme == 1:
-            scheme1.append((segment, rollout.prefix(segment.salt), state.basis_points))
-            continue
-        elif state.basis_points > 0:
-            ranges = [(rollout.key(segment.salt), 0, state.basis_points)]
-        else:
-            continue
-        if ranges:
-            first_row.append(len(rows))
-            columns.append(segment)
-            rows += ranges
-    groups: dict[str, list[int]] = {}
-    for column, segment in enumerate(columns):
-        if (group := states[segment.id].group) is not None:
-            groups.setdefault(group, []).append(column)
-    column_by_index = np.full(len(segments), -1, dtype=np.intp)
-    column_by_index[[s.rank for s in columns]] = np.arange(len(columns), dtype=np.intp)
-    return Rollouts(tuple(scheme1), np.array([r[0] for r in rows], dtype=np.uint64),
-                    np.array([r[1] for r in rows], dtype=np.uint64), np.array([r[2] for r in rows], dtype=np.uint64),
-                    np.array(first_row, dtype=np.intp), tuple(columns),
-                    {s.id: c for c, s in enumerate(columns)}, {g: np.array(c, dtype=np.intp) for g, c in groups.items()},
-                    column_by_index, np.array([s.rank for s in columns], dtype=np.intp),
-                    _objects([s.rollout for s in columns]))
+        return {s.id for s in self.catalog.rollouts(self.now).covering(self.user_id)}
 
 
 _lock = threading.Lock()
-_kept: dict[URL, Catalog] = {}  # per database (one app, or several in tests)
+_kept: dict[tuple[Any, ...], Catalog] = {}  # per database (one app, or several in tests): see _database
 
-
-Execute = Callable[[str, dict[str, Any]], Sequence[Sequence[Any]]]
+T = TypeVar("T")
 
 
 def active_segments(session: DbSession, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
@@ -281,22 +106,38 @@ def active_segments(session: DbSession, user_id: int, now: datetime | None = Non
 
 def user_view(session: DbSession, user_id: int, now: datetime | None = None) -> UserView:
     """:func:`active_segments` with the rollouts covering the user and the catalog."""
-    connection = session.connection()
-    catalog, rows, at = _snapshot(lambda sql, params: connection.exec_driver_sql(sql, params).all(),
-                                  connection.engine.url, [user_id], now, keep=False)
-    return _evaluate_one(catalog, rows, user_id, at)
+    return _read_one(_SessionStatements(session), user_id, now, keep=False)
+
+
+def lookup(session: DbSession, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+    """:func:`active_segments` of several users at once, as ``session`` sees them."""
+    return _read_many(_SessionStatements(session), user_ids, now, keep=False)
 
 
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
-    """:func:`active_segments` of committed data for a request that writes nothing: straight
-    on a pooled driver connection in autocommit mode (no ORM, no BEGIN/ROLLBACK, no pre-ping:
-    a connection the server dropped is replaced and the read retried once)."""
-    return hot_read_many(engine, [user_id], now)[0]
+    """:func:`active_segments` of committed data for a request that writes nothing (see
+    :func:`_on_hot_connection`)."""
+    return _on_hot_connection(engine, lambda statements: _read_one(statements, user_id, now, keep=True).active)
 
 
-def hot_read_many(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> list[list[ActiveSegment]]:
-    """:func:`hot_read` for several users at once: one statement, rollouts evaluated for all
-    of them together as one NumPy matrix. Answers in the order of ``user_ids``."""
+def hot_lookup(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+    """:func:`hot_read` for several users at once: one statement, its results read by NumPy,
+    and rollouts evaluated for all of them together as one matrix, computed while the
+    database works on the statement."""
+    return _on_hot_connection(engine, lambda statements: _read_many(statements, user_ids, now, keep=True))
+
+
+def _database(url: URL) -> tuple[Any, ...]:
+    """Which database ``url`` names, as the kept catalog's key (hashing a URL renders it as a
+    string: 10 µs, on every read)."""
+    return url.host, url.port, url.database, url.query.get("host")
+
+
+def _on_hot_connection(engine: Engine, read: Callable[[_Statements], T]) -> T:
+    """``read`` straight on a pooled driver connection in autocommit mode (no ORM, no
+    BEGIN/ROLLBACK, no pre-ping: a connection the server dropped is replaced and the read
+    retried once)."""
+    key = _database(engine.url)
     for attempt in (1, 2):
         connection = engine.raw_connection()
         try:
@@ -304,10 +145,7 @@ def hot_read_many(engine: Engine, user_ids: Sequence[int], now: datetime | None 
             assert isinstance(driver, psycopg.Connection)
             if not driver.autocommit:  # (the read engine connects in autocommit mode)
                 driver.autocommit = True
-            catalog, rows, at = _snapshot(_executor(driver), engine.url, user_ids, now, keep=True)
-            if len(user_ids) == 1:
-                return [_evaluate_one(catalog, rows, user_ids[0], at).active]
-            return _evaluate(catalog, rows, user_ids, at)
+            return read(_DriverStatements(connection, driver, key))
         except psycopg.OperationalError:
             connection.invalidate()
             if attempt == 2:
@@ -317,151 +155,287 @@ def hot_read_many(engine: Engine, user_ids: Sequence[int], now: datetime | None 
     raise AssertionError("unreachable")
 
 
-def _executor(driver: psycopg.Connection[Any]) -> Execute:
-    def execute(sql: str, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        with driver.cursor(binary=True) as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    return execute
+Rows = Sequence[Sequence[Any]]
 
 
-def _snapshot(execute: Execute, key: URL, user_ids: Sequence[int], now: datetime | None, *,
-              keep: bool) -> tuple[Catalog, _UserRows, datetime]:
-    """The users' rows and a catalog of the same version (re-read as needed), and ``now``."""
-    for user_id in user_ids:
-        check_user_id(user_id)
-    now = now or utcnow()
+class _Statements(Protocol):
+    """The read's statements on one connection, and which database it is (the kept catalog's
+    key). ``meanwhile`` (if given) runs while the database works on the statement."""
+
+    key: tuple[Any, ...]
+
+    def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows: ...
+
+    def user_rows(self, user_id: int) -> Rows:
+        """USER_ROWS of one user: (kind, segment id or version, expiry)."""
+
+
+class _SessionStatements:
+    """On the session's connection (its transaction's own writes included)."""
+
+    def __init__(self, session: DbSession):
+        self.connection = session.connection()
+        self.key = _database(self.connection.engine.url)
+
+    def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows:
+        rows = self.connection.exec_driver_sql(sql, params).all()
+        if meanwhile is not None:
+            meanwhile()
+        return rows
+
+    def user_rows(self, user_id: int) -> Rows:
+        return self.run(USER_ROWS, {"user": user_id})
+
+
+class _DriverStatements:
+    """On a pooled psycopg connection in autocommit mode. The single read's statement goes to
+    libpq directly, prepared once per connection: psycopg's execute machinery costs about as
+    much CPU as the rest of that round trip (measured: 84–107 µs against 43–51 µs)."""
+
+    def __init__(self, pooled: PoolProxiedConnection, driver: psycopg.Connection[Any], key: tuple[Any, ...]):
+        self.pooled, self.driver, self.key = pooled, driver, key
+
+    def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows:
+        with self.driver.cursor(binary=True) as cursor:
+            if meanwhile is None:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+            with self.driver.pipeline():  # the statement is sent now, its rows fetched after meanwhile()
+                cursor.execute(sql, params)
+                meanwhile()
+                return cursor.fetchall()
+
+    def user_rows(self, user_id: int) -> Rows:
+        pgconn = self.driver.pgconn
+        if not self.pooled.info.get(USER_ROWS_NAME):  # (the info lives and dies with the connection)
+            self._prepare(pgconn)
+        param = [user_id.to_bytes(8, "big")]
+        result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
+        if _sqlstate(result) == UNDEFINED_STATEMENT:  # deallocated behind our back (DEALLOCATE ALL, a pooler)
+            self._prepare(pgconn)
+            result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
+        _check(pgconn, result, pq.ExecStatus.TUPLES_OK)
+        value = result.get_value
+        return [(int.from_bytes(value(i, 0) or b"", "big"), int.from_bytes(value(i, 1) or b"", "big", signed=True),
+                 _timestamp(value(i, 2))) for i in range(result.ntuples)]
+
+    def _prepare(self, pgconn: pq.abc.PGconn) -> None:
+        result = pgconn.prepare(USER_ROWS_NAME, USER_ROWS_LIBPQ, [INT8_OID])
+        if _sqlstate(result) != DUPLICATE_STATEMENT:  # (already there: as good)
+            _check(pgconn, result, pq.ExecStatus.COMMAND_OK)
+        self.pooled.info[USER_ROWS_NAME] = True
+
+
+def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
+
+
+def _check(pgconn: pq.abc.PGconn, result: pq.abc.PGresult, expected: pq.ExecStatus) -> None:
+    """Raise what psycopg would for a failed libpq call: OperationalError once the connection
+    is broken (the caller replaces it and reads again), else the server's error."""
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError(pgconn.get_error_message() or "the connection to the database was lost")
+    if result.status != expected:
+        raise psycopg.errors.error_from_result(result)
+
+
+def _timestamp(binary: bytes | None) -> datetime | None:
+    """A timestamptz in binary form, or NULL."""
+    return None if binary is None else _postgres_time(int.from_bytes(binary, "big", signed=True))
+
+
+def _postgres_time(microseconds: int) -> datetime:
+    """A timestamptz's binary value (microseconds since POSTGRES_EPOCH) as a datetime."""
+    return POSTGRES_EPOCH + timedelta(microseconds=microseconds)
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Versioned)
+
+
+def _snapshot(statements: _Statements, read_users: Callable[[], R], *, keep: bool) -> tuple[Catalog, R]:
+    """The users' rows (``read_users``) and a catalog of the same version (re-read as needed)."""
+    key = statements.key
     catalog = _kept.get(key)
-    single = len(user_ids) == 1
     for _ in range(MAX_ATTEMPTS):
-        if single:
-            rows = _UserRows.of_one(user_ids[0], execute(USER_ROWS, {"user": user_ids[0]}), now)
-        else:
-            # (the ids as one array literal: psycopg dumps a text value faster than a list of ints)
-            ids = "{" + ",".join(map(str, user_ids)) + "}"
-            rows = _UserRows.of_many(execute(USERS_ROWS, {"users": ids, "now": now}))
-        version = rows.version
-        if catalog is None or catalog.version != version:
-            catalog = _catalog(execute(CATALOG, {}))
+        rows = read_users()
+        if catalog is None or catalog.version != rows.version:
+            catalog = load_catalog(statements.run(CATALOG, {}))
             if keep:
                 with _lock:
                     _kept[key] = catalog
-            if catalog.version != version:
+            if catalog.version != rows.version:
                 continue  # the catalog moved on between the two statements: read the users again
-        return catalog, rows, now
+        return catalog, rows
     raise RuntimeError("the segment catalog kept changing during one read")
+
+
+def _read_one(statements: _Statements, user_id: int, now: datetime | None, *, keep: bool) -> UserView:
+    check_user_id(user_id)
+    at = now or utcnow()
+    catalog, rows = _snapshot(statements, lambda: _UserRows.of(statements.user_rows(user_id), at), keep=keep)
+    return _evaluate_one(catalog, rows, user_id, at)
+
+
+def _read_many(statements: _Statements, user_ids: Sequence[int], now: datetime | None, *, keep: bool) -> Batch:
+    check_user_ids(user_ids)
+    at = now or utcnow()
+    unique = list(dict.fromkeys(user_ids))
+    # (the ids as one array literal: psycopg dumps a text value faster than a list of ints)
+    params = {"users": "{" + ",".join(map(str, unique)) + "}", "now": at}
+    early: list[tuple[Rollouts, np.ndarray]] = []
+
+    def meanwhile() -> None:
+        """The rollout matrix under the catalog in memory, while the statement runs (used if
+        the statement finds that catalog current, as it nearly always does)."""
+        if (kept := _kept.get(statements.key)) is not None:
+            rollouts = kept.rollouts(at)
+            early.append((rollouts, rollouts.matrix(unique)))
+
+    catalog, rows = _snapshot(statements, lambda: _Records.of(statements.run(USERS_ROWS, params, meanwhile)), keep=keep)
+    rollouts = catalog.rollouts(at)
+    covered = early[-1][1] if early and early[-1][0] is rollouts else rollouts.matrix(unique)
+    return _evaluate(catalog, rows, rollouts, covered, user_ids, unique)
 
 
 @dataclass(frozen=True)
 class _UserRows:
-    """The users' live memberships and exclusions as parallel lists, and the catalog version."""
+    """One user's live memberships and exclusions (USER_ROWS), and the catalog version."""
 
     version: int
-    users: list[int]
     segments: list[int]
     expiries: list[datetime | None]
-    excluded_users: list[int]
     excluded_segments: list[int]
 
     @classmethod
-    def of_one(cls, user_id: int, rows: Sequence[Sequence[Any]], now: datetime) -> _UserRows:
+    def of(cls, rows: Sequence[Sequence[Any]], now: datetime) -> _UserRows:
         members = [(sid, at) for kind, sid, at in rows if kind == 0 and live(at, now)]
-        excluded = [sid for kind, sid, _ in rows if kind == 1]
-        return cls(next(sid for kind, sid, _ in rows if kind == 2), [user_id] * len(members),
-                   [sid for sid, _ in members], [at for _, at in members], [user_id] * len(excluded), excluded)
+        return cls(next(sid for kind, sid, _ in rows if kind == 2), [sid for sid, _ in members],
+                   [at for _, at in members], [sid for kind, sid, _ in rows if kind == 1])
+
+
+@dataclass(frozen=True)
+class _Records:
+    """Several users' live memberships and exclusions (USERS_ROWS) as arrays, and the catalog
+    version."""
+
+    version: int
+    users: np.ndarray
+    segments: np.ndarray
+    until: np.ndarray  # microseconds since POSTGRES_EPOCH, NEVER for no expiry
+    excluded_users: np.ndarray
+    excluded_segments: np.ndarray
 
     @classmethod
-    def of_many(cls, rows: Sequence[Sequence[Any]]) -> _UserRows:
-        by_kind = {row[0]: row for row in rows}
-        _, users, segments, expiries = by_kind[0]
-        _, excluded_users, excluded_segments, _ = by_kind[1]
-        return cls(by_kind[2][1][0], users or [], segments or [], expiries or [], excluded_users or [],
-                   excluded_segments or [])
+    def of(cls, rows: Sequence[Sequence[Any]]) -> _Records:
+        data = {kind: value for kind, value in rows}
+        members, excluded = (np.frombuffer(data[kind] or b"", RECORD) for kind in (0, 1))
+        return cls(int.from_bytes(data[2], "big", signed=True), members["user"].astype(np.int64),
+                   members["segment"].astype(np.intp), members["until"].astype(np.int64),
+                   excluded["user"].astype(np.int64), excluded["segment"].astype(np.intp))
 
 
-def _catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
-    """Rows of CATALOG (at least one: the version, with NULLs when no segment is live)."""
-    live_rows = sorted((row for row in rows if row[0] == 0 and row[2] is not None), key=lambda row: row[3])
-    segments: dict[int, CatalogSegment] = {}
-    for rank, (_, _, sid, slug, salt, bp, scheme, group, group_salt, ranges, _) in enumerate(live_rows):
-        state = RolloutState(bp, group, rollout.ranges_of(ranges, bp) if group else ())
-        segments[sid] = CatalogSegment(sid, slug, salt, scheme, group_salt, state, rank,
-                                       ActiveSegment(slug, Source.EXPLICIT, None),
-                                       ActiveSegment(slug, Source.ROLLOUT, None))
-    pending = sorted((row[10], row[1], row[2], row[5]) for row in rows if row[0] == 1)
-    version = next(row[1] for row in rows if row[0] == 0)
-    group_of = {sid: s.state.group for sid, s in segments.items() if s.state.group is not None}
-    return Catalog(version, segments, group_of, tuple(pending), Lookup.of(list(segments.values())))
+@dataclass(frozen=True)
+class Batch:
+    """Several users' answers as one list sorted by user, then slug: user ``unique[i]``'s
+    entries are ``entries[bounds[i]:bounds[i + 1]]``. Answers follow the ids asked (a
+    repeated id is answered again)."""
+
+    asked: Sequence[int]
+    unique: list[int]
+    bounds: list[int]
+    entries: list[ActiveSegment]
+    texts: list[str]  # each entry's JSON
+    ranks: np.ndarray  # each entry's segment rank
+    slugs: np.ndarray  # rank -> slug
+
+    def _spans(self) -> Iterator[tuple[int, int, int]]:
+        """(user id, first entry, end) of each answer, in the order asked."""
+        bounds = self.bounds
+        if len(self.unique) == len(self.asked):
+            return ((u, bounds[i], bounds[i + 1]) for i, u in enumerate(self.unique))
+        position = {u: i for i, u in enumerate(self.unique)}
+        return ((u, bounds[position[u]], bounds[position[u] + 1]) for u in self.asked)
+
+    def answers(self) -> list[list[ActiveSegment]]:
+        return [self.entries[first:end] for _, first, end in self._spans()]
+
+    def json(self) -> str:
+        """``{"users": [UserSegments, ...]}`` as the API writes it."""
+        return '{"users":[' + ",".join(user_json(u, self.texts[first:end]) for u, first, end in self._spans()) + "]}"
+
+    def read_counts(self) -> dict[str, int]:
+        """Reads per slug: one for each answer that holds it."""
+        weights = None
+        if len(self.unique) != len(self.asked):
+            asked = Counter(self.asked)
+            weights = np.repeat([asked[u] for u in self.unique], np.diff(self.bounds))
+        counts = np.bincount(self.ranks, weights, minlength=len(self.slugs))
+        return {self.slugs[rank]: int(counts[rank]) for rank in np.flatnonzero(counts).tolist()}
 
 
-def _evaluate(catalog: Catalog, rows: _UserRows, user_ids: Sequence[int],
-              now: datetime) -> list[list[ActiveSegment]]:
-    """Each user's answer: live explicit rows, and the rollouts covering each user (one NumPy
-    matrix for all users) minus those an explicit row, an exclusion or, in a group, an
-    explicit membership of another of the group's segments overrides; sorted by slug, all
-    users at once. A repeated id gets the same answer again."""
-    unique = list(dict.fromkeys(user_ids))
+def user_json(user_id: int, items: Iterable[str]) -> str:
+    """One user's answer as the API writes it, from its entries' JSON."""
+    return f'{{"user_id":{user_id},"segments":[{",".join(items)}]}}'
+
+
+def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.ndarray, asked: Sequence[int],
+              unique: list[int]) -> Batch:
+    """Each user's answer: live explicit rows, and the rollouts covering each user (``covered``:
+    the users x columns matrix of ``rollouts``, changed here) minus those an explicit row, an
+    exclusion or, in a group, an explicit membership of another of the group's segments
+    overrides; sorted by slug, all users at once."""
+    lookup = catalog.lookup
     by_id = np.asarray(unique, dtype=np.int64)
     id_order = np.argsort(by_id)
+    sorted_ids = by_id[id_order]
 
-    def positions(ids: list[int]) -> np.ndarray:
+    def positions(ids: np.ndarray) -> np.ndarray:
         """Each id's index in ``unique`` (every id is one of them)."""
-        return id_order[np.searchsorted(by_id[id_order], np.asarray(ids, dtype=np.int64))] if ids \
-            else np.zeros(0, dtype=np.intp)
+        return id_order[np.searchsorted(sorted_ids, ids)]
 
-    rollouts = catalog.rollouts(now)
-    covered = rollouts.matrix(unique)
-    lookup = catalog.lookup
-    # explicit memberships of live segments: (position, segment index)
-    member_at = positions(rows.users)
-    member_index = lookup.index(rows.segments)
-    known = member_index >= 0
-    member_at, member_index = member_at[known], member_index[known]
-    expiries = [at for at, ok in zip(rows.expiries, known.tolist(), strict=True) if ok] if not known.all() \
-        else rows.expiries
+    # explicit memberships of live segments (one per group per user): (position, segment rank)
+    member_at, member_rank = positions(rows.users), lookup.index(rows.segments)
+    keep = member_rank >= 0
     if catalog.group_of:
-        keep = _one_per_group(member_at, member_index, lookup.group[member_index])
-        if not keep.all():
-            member_at, member_index = member_at[keep], member_index[keep]
-            expiries = [at for at, ok in zip(expiries, keep.tolist(), strict=True) if ok]
-    excluded_at = positions(rows.excluded_users)
-    excluded_index = lookup.index(rows.excluded_segments)
+        keep[keep] = _one_per_group(member_at[keep], member_rank[keep], lookup.group[member_rank[keep]])
+    member_at, member_rank, until = member_at[keep], member_rank[keep], rows.until[keep]
+    excluded_at, excluded_rank = positions(rows.excluded_users), lookup.index(rows.excluded_segments)
     # Covered cells an explicit row or an exclusion overrides, and groups an explicit member holds.
-    for at, index in ((member_at, member_index), (excluded_at, excluded_index)):
-        columns = rollouts.column_by_index[index] if len(index) else index
+    for at, of in ((member_at, member_rank), (excluded_at, excluded_rank)):
+        live_rows = of >= 0
+        columns = rollouts.column_by_index[of[live_rows]]
         hit = columns >= 0
-        covered[at[hit], columns[hit]] = False
+        covered[at[live_rows][hit], columns[hit]] = False
     for group, group_columns in rollouts.group_columns.items():
-        holders = member_at[lookup.group[member_index] == group]
+        holders = member_at[lookup.group[member_rank] == group]
         if len(holders):
             covered[np.ix_(np.unique(holders), group_columns)] = False
-    explicit = lookup.explicit[member_index]
-    if expiries.count(None) != len(expiries):
-        explicit = explicit.copy()
-        for i, until in enumerate(expiries):
-            if until is not None:
-                explicit[i] = ActiveSegment(explicit[i].slug, Source.EXPLICIT, until)
+    explicit, explicit_json = lookup.explicit[member_rank], lookup.explicit_json[member_rank]
+    for i in np.flatnonzero(until != NEVER).tolist():
+        entry = ActiveSegment(explicit[i].slug, Source.EXPLICIT, _postgres_time(int(until[i])))
+        explicit[i], explicit_json[i] = entry, entry.json
     hit_at, hit_columns = np.nonzero(covered)
-    users = np.concatenate([member_at, hit_at])
-    ranks = np.concatenate([member_index, rollouts.column_rank[hit_columns]])
-    entries = np.concatenate([explicit, rollouts.column_entry[hit_columns]])
+    users, ranks = [member_at, hit_at], [member_rank, rollouts.column_rank[hit_columns]]
+    entries, texts = [explicit, rollouts.column_entry[hit_columns]], [explicit_json, rollouts.column_json[hit_columns]]
     if rollouts.scheme1:  # segments hashed the old way: evaluated one user at a time
-        overridden = set(zip(member_at.tolist(), member_index.tolist(), strict=True)) | \
-            set(zip(excluded_at.tolist(), excluded_index.tolist(), strict=True))
+        overridden = set(zip(member_at.tolist(), member_rank.tolist(), strict=True)) | \
+            set(zip(excluded_at.tolist(), excluded_rank.tolist(), strict=True))
         extra = [(at, segment) for at, user_id in enumerate(unique) for segment in rollouts.scheme1_covering(user_id)
                  if (at, segment.rank) not in overridden and segment.id not in catalog.group_of]
-        if extra:
-            users = np.concatenate([users, np.array([at for at, _ in extra], dtype=np.intp)])
-            ranks = np.concatenate([ranks, np.array([s.rank for _, s in extra], dtype=np.intp)])
-            entries = np.concatenate([entries, np.array([s.rollout for _, s in extra] + [None], dtype=object)[:-1]])
-    order = np.lexsort((ranks, users))
-    bounds = np.searchsorted(users[order], np.arange(len(unique) + 1)).tolist()
-    ordered = entries[order].tolist()
-    answers = [ordered[bounds[i]:bounds[i + 1]] for i in range(len(unique))]
-    if len(unique) == len(user_ids):
-        return answers
-    position = {u: i for i, u in enumerate(unique)}
-    return [answers[position[u]] for u in user_ids]
+        users.append(np.array([at for at, _ in extra], dtype=np.intp))
+        ranks.append(np.array([s.rank for _, s in extra], dtype=np.intp))
+        entries.append(objects([s.rollout for _, s in extra]))
+        texts.append(objects([s.rollout.json for _, s in extra]))
+    user_at, rank = np.concatenate(users), np.concatenate(ranks)
+    order = np.argsort(user_at * len(lookup.slug) + rank, kind="stable")  # (two sorted runs, mostly)
+    bounds = np.searchsorted(user_at[order], np.arange(len(unique) + 1)).tolist()
+    return Batch(asked, unique, bounds, np.concatenate(entries)[order].tolist(),
+                 np.concatenate(texts)[order].tolist(), rank[order], lookup.slug)
 
 
 def _one_per_group(users: np.ndarray, ranks: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -495,10 +469,7 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
         found.append((segment.rank, segment.explicit if until is None
                       else ActiveSegment(segment.slug, Source.EXPLICIT, until)))
         overridden.add(sid)
-    rollouts = catalog.rollouts(now)
-    covering = [rollouts.columns[c] for c in np.flatnonzero(rollouts.matrix([user_id])[0]).tolist()]
-    covering += rollouts.scheme1_covering(user_id)
-    found += [(s.rank, s.rollout) for s in covering
+    found += [(s.rank, s.rollout) for s in catalog.rollouts(now).covering(user_id)
               if s.id not in overridden and (not groups or group_of.get(s.id) not in groups)]
     found.sort(key=itemgetter(0))
     return UserView([entry for _, entry in found], catalog, user_id, now)

@@ -152,8 +152,12 @@ def get_report(session: DbSession, report_id: str, reader: str | None = None) ->
     return report
 
 
-def list_reports(session: DbSession, limit: int = 50) -> list[Report]:
-    return list(session.scalars(select(Report).order_by(Report.created_at.desc()).limit(limit)))
+def list_reports(session: DbSession, limit: int = 50, *, user_id: int | None = None) -> list[Report]:
+    """The latest reports, newest first; with ``user_id``, only that user's history reports."""
+    stmt = select(Report).order_by(Report.created_at.desc()).limit(limit)
+    if user_id is not None:
+        stmt = stmt.where(Report.kind == ReportKind.USER_HISTORY, Report.params["user_id"].as_integer() == user_id)
+    return list(session.scalars(stmt))
 
 
 def report_path(report: Report) -> Path:

@@ -162,8 +162,3 @@ def share(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> int
     for start, end in rule.ranges:
         inside |= (buckets >= start) & (buckets < end)
     return int(inside.sum())
-
-
-def sample_share(salt: str, basis_points: int, sample: int = 10_000, scheme: int = SCHEME) -> int:
-    """How many of the user ids 1..sample a rollout of ``basis_points`` includes (a preview)."""
-    return share(Rule(scheme, salt, ranges_of(None, basis_points)), range(1, sample + 1))

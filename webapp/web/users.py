@@ -7,7 +7,7 @@ from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db, report_requests
 from webapp.models import Report
-from webapp.models.enums import Reason, ReportKind
+from webapp.models.enums import Reason
 from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
 from webapp.services.read_path import active_segments
@@ -19,7 +19,6 @@ from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected
 
 HISTORY_LIMIT = 200
 USER_REPORTS = 10  # the latest reports of the user listed on their page
-RECENT_REPORTS_SCANNED = 500
 ADD_FIELDS = ("slug", "ttl_seconds", "expires_at")
 
 
@@ -53,8 +52,7 @@ def _user_context(uid: int) -> dict:
 
 def _reports_context(uid: int, new: Report | None = None) -> dict:
     """The user's latest monthly reports, newest first, each labelled with its month."""
-    recent = [r for r in reports.list_reports(db.session, RECENT_REPORTS_SCANNED)
-              if r.kind == ReportKind.USER_HISTORY and (r.params or {}).get("user_id") == uid]
+    recent = reports.list_reports(db.session, USER_REPORTS, user_id=uid)
     if new is not None and new not in recent:
         recent.insert(0, new)
     return {"user_id": uid, "user_reports": recent[:USER_REPORTS], "month": utcnow().strftime("%Y-%m")}
