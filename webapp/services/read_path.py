@@ -348,10 +348,15 @@ class Batch:
     asked: Sequence[int]
     unique: list[int]
     bounds: list[int]
-    entries: list[ActiveSegment]
     texts: list[str]  # each entry's JSON
     ranks: np.ndarray  # each entry's segment rank
     slugs: np.ndarray  # rank -> slug
+    unsorted: np.ndarray  # the entries (object array) before ``order``: the API writes only texts
+    order: np.ndarray
+
+    @cached_property
+    def entries(self) -> list[ActiveSegment]:
+        return self.unsorted[self.order].tolist()
 
     def _spans(self) -> Iterator[tuple[int, int, int]]:
         """(user id, first entry, end) of each answer, in the order asked."""
@@ -419,7 +424,7 @@ def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.
     for i in np.flatnonzero(until != NEVER).tolist():
         entry = ActiveSegment(explicit[i].slug, Source.EXPLICIT, _postgres_time(int(until[i])))
         explicit[i], explicit_json[i] = entry, entry.json
-    hit_at, hit_columns = np.nonzero(covered)
+    hit_at, hit_columns = np.divmod(np.flatnonzero(covered), max(covered.shape[1], 1))  # (row-major: by user)
     users, ranks = [member_at, hit_at], [member_rank, rollouts.column_rank[hit_columns]]
     entries, texts = [explicit, rollouts.column_entry[hit_columns]], [explicit_json, rollouts.column_json[hit_columns]]
     if rollouts.scheme1:  # segments hashed the old way: evaluated one user at a time
@@ -434,8 +439,8 @@ def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.
     user_at, rank = np.concatenate(users), np.concatenate(ranks)
     order = np.argsort(user_at * len(lookup.slug) + rank, kind="stable")  # (two sorted runs, mostly)
     bounds = np.searchsorted(user_at[order], np.arange(len(unique) + 1)).tolist()
-    return Batch(asked, unique, bounds, np.concatenate(entries)[order].tolist(),
-                 np.concatenate(texts)[order].tolist(), rank[order], lookup.slug)
+    return Batch(asked, unique, bounds, np.concatenate(texts)[order].tolist(), rank[order], lookup.slug,
+                 np.concatenate(entries), order)
 
 
 def _one_per_group(users: np.ndarray, ranks: np.ndarray, groups: np.ndarray) -> np.ndarray:
