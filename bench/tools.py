@@ -376,6 +376,19 @@ def timed(fn):
     return time.perf_counter() - started, result
 
 
+def machine_speed(rounds: int = 5) -> float:
+    """Seconds for a fixed pure-Python loop (best of ``rounds``): this VM's speed drifts by tens of
+    percent from hour to hour, so a run prints it at its start and end to compare runs by."""
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 PEAK = "\nimport sys\nprint([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)"
 
 
