@@ -87,7 +87,8 @@ def choose_server(tmp: Path) -> None:
 
 
 def stop_embedded_server(tmp: Path) -> None:
-    if ADMIN != SYSTEM_POSTGRES:
+    """Stop the run's own server if one was started (even by a choose_server that then failed)."""
+    if (tmp / "pg" / "postmaster.pid").exists():
         from webapp import embedded
 
         embedded.stop_postgres(tmp / "pg")
@@ -693,8 +694,6 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
             conn.execute(sa.text(f'CREATE DATABASE "{peer_db}"'))
         admin.dispose()
         peer_db_url = sa.make_url(db_url(peer_db)).set(drivername="postgresql")
-        if "host" in peer_db_url.query:  # a unix socket (the embedded server): the script reads ?host=
-            peer_db_url = peer_db_url.set(host="localhost")
         with contextlib.ExitStack() as stack:
             for server in (floor, ours):
                 port = tools.free_port()
@@ -812,47 +811,44 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tools.ensure_wrk()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
+        # (undone in reverse: the databases, then Redis, then the server, then the directory)
+        cleanup.callback(stop_embedded_server, Path(tmp))
         choose_server(Path(tmp))
         redis = PrivateRedis(Path(tmp))
         redis.start()
+        cleanup.callback(redis.stop)
+        cleanup.callback(lambda: [drop_database(name) for name in (DB, f"{DB}_large", f"{DB}_template")])
         # Production settings (rate limiter on, hot path without a limit), a real secret key.
         env = {"DATABASE_URL": db_url(), "REDIS_URL": redis.url, "REPORTS_DIR": str(Path(tmp) / "reports"),
                "SECRET_KEY": secrets.token_urlsafe(48), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024),
                "RATELIMIT_HOT_PATH": ""}
         about = machine()
-        print(f"machine: {about}\nstarted {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-              f"{' (--quick)' if args.quick else ''}\n", flush=True)
         speed = tools.machine_speed()
-        print(f"machine speed: a fixed pure-Python loop takes {speed:.3f} s (lower is faster)\n", flush=True)
-        try:
-            drop_database(f"{DB}_template")  # left by an interrupted run: migrated anew
-            if "bulk" in sections:
-                engine = fresh_database(env)
-                timed_section("bulk", lambda: bench_bulk(engine, env, size))
-                timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
-                engine.dispose()
-            if "read" in sections:
-                timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
-            if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
-                timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
+        print(f"machine: {about}\nspeed: a fixed pure-Python loop takes {speed:.3f} s (lower is faster)\n"
+              f"started {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if args.quick else ''}\n", flush=True)
+        drop_database(f"{DB}_template")  # left by an interrupted run: migrated anew
+        if "bulk" in sections:
             engine = fresh_database(env)
-            if "scaling" in sections:
-                timed_section("scaling", lambda: bench_scaling(engine, env, seconds))
-            if "dashboard" in sections:
-                timed_section("dashboard", lambda: bench_dashboard(engine, env, 1_000 if args.quick else 10_000))
-            if "expiry" in sections:
-                timed_section("expiry", lambda: bench_expiry(engine, env, size))
-            if "report" in sections:
-                timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
+            timed_section("bulk", lambda: bench_bulk(engine, env, size))
+            timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
             engine.dispose()
-            record("machine", "fixed pure-Python loop, best of 5: at the end", f"{tools.machine_speed():.3f} s",
-                   f"{speed:.3f} s at the start", "—")
-        finally:
-            redis.stop()
-            for name in (DB, f"{DB}_large", f"{DB}_template"):
-                drop_database(name)
-            stop_embedded_server(Path(tmp))
+        if "read" in sections:
+            timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
+        if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
+            timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
+        engine = fresh_database(env)
+        if "scaling" in sections:
+            timed_section("scaling", lambda: bench_scaling(engine, env, seconds))
+        if "dashboard" in sections:
+            timed_section("dashboard", lambda: bench_dashboard(engine, env, 1_000 if args.quick else 10_000))
+        if "expiry" in sections:
+            timed_section("expiry", lambda: bench_expiry(engine, env, size))
+        if "report" in sections:
+            timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
+        engine.dispose()
+        record("machine", "fixed pure-Python loop, best of 5: at the end", f"{tools.machine_speed():.3f} s",
+               f"{speed:.3f} s at the start", "—")
     write_results(about + (" (--quick)" if args.quick else ""))
     print(f"total {time.perf_counter() - started:.0f} s")
 

