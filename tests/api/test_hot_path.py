@@ -96,9 +96,13 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_read_retried(hot):
             raw = engine.raw_connection()
             pid = raw.driver_connection.info.backend_pid
             raw.close()
-            with db.engine.connect() as conn:
+            # Autocommit: within one transaction pg_stat_activity is a snapshot, and a backend
+            # still there at the first look would be there forever (this hung CI for good).
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 assert conn.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                deadline = time.monotonic() + 10
                 while conn.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}):
+                    assert time.monotonic() < deadline, f"backend {pid} still there 10 s after pg_terminate_backend"
                     time.sleep(0.01)
             response = client.get("/api/v1/users/5/segments")
             assert response.status_code == 200 and response.json == before
