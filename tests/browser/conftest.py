@@ -111,5 +111,19 @@ class ConsoleLog:
         self.allowed.update(statuses)
 
     def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(
-            e.startswith(f"Failed to load resource: the server responded with a status of {s} ") for s in self.allowed)]
+        """The errors not allowed. An aborted htmx request is not an error of ours: the segment
+        page's parts abort a refresh that a newer one supersedes (hx-sync="this:replace"), and
+        htmx logs each abort as two errors, "htmx:afterRequest" then "htmx:sendAbort" (a failed
+        request logs "htmx:sendError", a timeout "htmx:timeout": those still count)."""
+        aborts = sum(e.startswith("htmx:sendAbort") for e in self.errors)
+        left = []
+        for e in self.errors:
+            if e.startswith("htmx:sendAbort"):
+                continue
+            if e.startswith("htmx:afterRequest") and aborts:
+                aborts -= 1
+                continue
+            if not any(e.startswith(f"Failed to load resource: the server responded with a status of {s} ")
+                       for s in self.allowed):
+                left.append(e)
+        return left
