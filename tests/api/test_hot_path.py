@@ -126,3 +126,45 @@ def test_a_statement_deallocated_behind_the_reads_back_is_prepared_again(hot):
         finally:
             raw.close()
         assert client.get("/api/v1/users/5/segments").json == before
+
+
+def test_other_threads_run_while_a_read_waits_for_the_database(hot):
+    """The read waits for its statement without holding the GIL, so a threaded worker's
+    (GUNICORN_THREADS) other requests go on meanwhile. The statement is held up by a lock
+    on catalog_version, then let through: the read answers as before."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from webapp.extensions import db
+
+    client = hot.test_client()
+    expected = client.get("/api/v1/users/7/segments").json
+
+    def spin(seconds: float) -> int:
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            count += 1
+        return count
+
+    alone = spin(0.3)
+    answers = []
+    with hot.app_context(), db.engine.connect() as locker:
+        # (the server ends the lock's session after 3 s idle: a wait holding the GIL would
+        # otherwise stall this thread, and the test, for good)
+        locker.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = '3s'"))
+        locker.execute(sa.text("LOCK TABLE catalog_version IN ACCESS EXCLUSIVE MODE"))
+        reader = threading.Thread(target=lambda: answers.append(client.get("/api/v1/users/7/segments")))
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not locker.scalar(sa.text("SELECT count(*) FROM pg_locks WHERE relation = 'catalog_version'::regclass "
+                                        "AND NOT granted")):
+            assert time.monotonic() < deadline, "the read never reached the lock"
+            time.sleep(0.01)
+        meanwhile = spin(0.3)
+        assert reader.is_alive() and not answers
+        locker.rollback()
+    reader.join(10)
+    assert answers[0].status_code == 200 and answers[0].json == expected
+    assert meanwhile > alone * 0.5, (meanwhile, alone)
