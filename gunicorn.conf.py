@@ -12,7 +12,7 @@ graceful_timeout = 30
 # Recycling is a safety net against slow leaks, and a costly one: a new worker imports the app
 # (about 1 s of CPU here). Workers share requests evenly, so with a narrow jitter they all reached
 # their limit together (all 5 within a second, every 100,000 requests: a stall of the hot path).
-# Each worker's limit is drawn from 100,000-200,000 instead: restarts are rare and one at a time.
+# Each worker's limit is drawn from 100,000-200,000 instead: restarts are rare and spread out.
 max_requests = 100_000
 max_requests_jitter = 100_000
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
