@@ -75,13 +75,6 @@ def db_url(name: str = DB) -> str:
 # autoprewarm records which pages shared_buffers holds and loads them again after a restart.
 SERVER_SETTINGS = {"shared_buffers": "2GB", "effective_cache_size": "6GB", "maintenance_work_mem": "512MB",
                    "max_wal_size": "4GB", "shared_preload_libraries": "pg_prewarm"}
-# The relations the hot reads descend: memberships and rollout_exclusions and their primary keys
-# (catalog_version, one page, is read on every request anyway). Loaded as below, they are in
-# shared_buffers, as on a server that has served every user.
-HOT_RELATIONS_SQL = (
-    "SELECT to_regclass(name) AS oid FROM unnest(ARRAY['memberships', 'rollout_exclusions']) name "
-    "UNION ALL SELECT indexrelid FROM pg_index "
-    "WHERE indisprimary AND indrelid IN (to_regclass('memberships'), to_regclass('rollout_exclusions'))")
 
 
 def choose_server(tmp: Path) -> None:
@@ -170,6 +163,15 @@ def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk
         conn.execute(sa.text("VACUUM (ANALYZE) memberships"))
         conn.execute(sa.text("CHECKPOINT"))
     return time.perf_counter() - started
+
+
+# The relations the hot reads descend: memberships and rollout_exclusions and their primary keys
+# (catalog_version, one page, is read on every request anyway). Loaded by copy_memberships,
+# they are in shared_buffers, as on a server that has served every user.
+HOT_RELATIONS_SQL = (
+    "SELECT to_regclass(name) AS oid FROM unnest(ARRAY['memberships', 'rollout_exclusions']) name "
+    "UNION ALL SELECT indexrelid FROM pg_index "
+    "WHERE indisprimary AND indrelid IN (to_regclass('memberships'), to_regclass('rollout_exclusions'))")
 
 
 def evict_hot_relations(engine) -> bool:
