@@ -1,11 +1,14 @@
-"""/metrics under real gunicorn (gunicorn.conf.py, several sync workers, recycled often): every
-request counted once whichever worker answered it, worker files folded when a worker exits, read
-counts in Redis and on the segment page, and Redis stopped mid-run."""
+"""/metrics and the request log under real gunicorn (gunicorn.conf.py, several sync workers,
+recycled often): every request counted once whichever worker answered it, worker files folded
+when a worker exits, read counts in Redis and on the segment page, Redis stopped mid-run, and one
+whole log line per request from workers writing at once."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -141,3 +144,39 @@ def test_redis_stopped_reads_and_metrics_answer_and_counts_arrive_later(gunicorn
     client = Redis.from_url(redis.url)
     assert eventually(lambda: int(client.hget(READS_KEY, "count:GUNI_DOWN") or 0) == 20), client.hgetall(READS_KEY)
     assert eventually(lambda: value(samples(base), "segments_redis_up") == 1)
+
+
+def test_workers_writing_at_once_leave_one_whole_log_line_per_request(gunicorn, tmp_path):
+    """Four threads against two workers: hot reads, and 404s whose log lines are near PIPE_BUF
+    (kept whole) or past it once escaped (cut). Every request id appears in exactly one line,
+    and every line is JSON of its own."""
+    base, _, _ = gunicorn(100_000)
+    paths = ["/api/v1/users/{}/segments", "/api/v1/" + "a" * 3690 + "/{}", "/" + "%C3%A9" * 660 + "/{}"]
+    sent: list[tuple[str, int]] = []
+
+    def client(thread: int) -> None:
+        for n in range(30):
+            rid, path = f"t{thread}-{n}", paths[n % 3].format(n + 1)
+            request = urllib.request.Request(base + path, headers={"X-Request-ID": rid})
+            try:
+                urllib.request.urlopen(request, timeout=10).close()
+                status = 200
+            except urllib.error.HTTPError as error:
+                status = error.code
+            sent.append((rid, status))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(sent) == 120 and {status for _, status in sent} == {200, 404}, sent
+    time.sleep(0.2)
+    text = (tmp_path / "gunicorn.log").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith('{"time": ')]
+    assert all(len(json.dumps(line)) < 4096 for line in lines)
+    logged = [(line["request_id"], line["status"]) for line in lines if line["request_id"].startswith("t")]
+    assert sorted(logged) == sorted(sent)
+    cut = [line for line in lines if line["path"].endswith("...")]
+    assert len(cut) == 40 and all(len(line["path"]) == 203 for line in cut)
+    assert len([line for line in lines if len(line["path"]) > 3000]) == 40  # near PIPE_BUF, kept whole

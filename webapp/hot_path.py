@@ -23,7 +23,7 @@ from flask import Flask
 from webapp.api.helpers import segments_body, session_bound_to_a_connection
 from webapp.auth import name_for
 from webapp.metrics import observe_request
-from webapp.observability import STARTED, log_request, request_id
+from webapp.observability import STARTED, request_id
 from webapp.rules import MAX_USER_ID
 from webapp.security import HEADERS
 from webapp.services.read_path import hot_read
@@ -53,7 +53,7 @@ class HotPath:
                    ("X-Request-ID", rid), *HEADERS.items()]
         start_response("200 OK" if status == 200 else "204 NO CONTENT", headers)
         observe_request(ENDPOINTS[compat], status, time.perf_counter() - started)
-        log_request(rid, "GET", environ.get("PATH_INFO", ""), status, started, client)
+        self.app.extensions["request_log"].write(rid, "GET", environ.get("PATH_INFO", ""), status, started, client)
         return [body]
 
     def _answer(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None, bool] | None:

@@ -65,6 +65,9 @@ CACHE_REQUESTS = Counter("segments_cache_requests", "Flask-Caching lookups by ca
 SEGMENT_READS = Counter("segments_segment_reads",
                         "Times a segment was in the answer of a read of a user's segments (counted in "
                         "memory, added every few seconds).", ["segment"], registry=REGISTRY)
+REQUEST_LOG_DROPPED = Counter("segments_request_log_dropped",
+                              "Request log lines the log's file descriptor refused (a closed or full pipe).",
+                              registry=REGISTRY)
 
 _latency_children: dict[tuple[str, int], Any] = {}
 
@@ -79,6 +82,10 @@ def observe_request(endpoint: str, status: int, seconds: float) -> None:
 
 def rate_limited(endpoint: str) -> None:
     RATE_LIMITED.labels(endpoint).inc()
+
+
+def request_log_dropped() -> None:
+    REQUEST_LOG_DROPPED.inc()
 
 
 def cache_result(hit: bool, name: str) -> None:

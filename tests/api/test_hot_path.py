@@ -1,7 +1,6 @@
 """The hot reads answered in front of Flask (webapp/hot_path.py): the same answers, and
 everything but the plain success path still goes through Flask."""
 import json
-import logging
 
 import pytest
 
@@ -20,8 +19,13 @@ def hot(app_on, redis_app, committed_db):
     return app
 
 
-def test_the_answer_and_headers(hot, caplog):
-    caplog.set_level(logging.INFO, logger="segments.requests")
+def request_lines(capfd) -> list[dict]:
+    """The request log's lines this test wrote to stderr (the default REQUEST_LOG)."""
+    return [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith('{"time": ')]
+
+
+def test_the_answer_and_headers(hot, capfd):
+    capfd.readouterr()
     response = hot.test_client().get("/api/v1/users/7/segments", headers={"X-Request-ID": "hot-1"})
     body = response.json
     assert response.status_code == 200 and response.mimetype == "application/json"
@@ -30,7 +34,7 @@ def test_the_answer_and_headers(hot, caplog):
     assert body["segments"][1]["expires_at"] is None
     assert response.headers["X-Request-ID"] == "hot-1" and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["Content-Length"] == str(len(response.data))
-    line = json.loads([r.getMessage() for r in caplog.records if r.name == "segments.requests"][-1])
+    [line] = request_lines(capfd)
     assert (line["request_id"], line["status"], line["path"]) == ("hot-1", 200, "/api/v1/users/7/segments")
 
 
@@ -52,12 +56,11 @@ def test_anything_else_is_flasks_answer(hot, path, status):
         assert set(response.json["error"]) == {"code", "message", "details"}
 
 
-def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, caplog):
-    caplog.set_level(logging.INFO, logger="segments.requests")
+def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
     client = app_on(API_TOKENS=TOKENS).test_client()
     assert client.get("/api/v1/users/7/segments").status_code == 401  # refused by Flask's hook
     assert client.get("/api/v1/users/7/segments", headers=AUTH).status_code == 200
-    assert json.loads(caplog.records[-1].getMessage())["client"] == "svc"
+    assert request_lines(capfd)[-1]["client"] == "svc"
     limited = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="2/hour").test_client()
     assert [limited.get("/api/v1/users/7/segments").status_code for _ in range(3)] == [200, 200, 429]
 

@@ -1,0 +1,80 @@
+"""The request log's line (webapp.observability.RequestLog): JSON of its own, never longer than
+PIPE_BUF, and a descriptor that refuses it costs the line, never the request."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from webapp.metrics import REQUEST_LOG_DROPPED
+from webapp.observability import RequestLog
+
+
+@pytest.fixture
+def pipe():
+    read, write = os.pipe()
+    yield read, write
+    for fd in (read, write):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def lines_from(fd: int) -> list[dict]:
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 1 << 20)
+    except BlockingIOError:
+        data = b""
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def test_a_line_is_a_json_object_with_the_time_in_utc(pipe):
+    read, write = pipe
+    log = RequestLog(write)
+    before = datetime.now(UTC)
+    log.write("rid-1", "GET", '/weird "path"\n\\é', 200, time.perf_counter() - 0.0123, None)
+    log.write("rid-2", "POST", "/api/v1/segments", 201, time.perf_counter(), 'svc "quoted"')
+    first, second = lines_from(read)
+    assert first["request_id"] == "rid-1" and first["path"] == '/weird "path"\n\\é' and first["client"] is None
+    assert first["status"] == 200 and 12.3 <= first["duration_ms"] < 1000
+    assert list(first) == ["time", "request_id", "method", "path", "status", "duration_ms", "client"]
+    stamp = datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= stamp <= datetime.now(UTC)
+    assert second["client"] == 'svc "quoted"' and second["method"] == "POST"
+
+
+def test_the_time_follows_the_clock_across_seconds():
+    log = RequestLog(None)
+    assert json.loads(log.line(1_700_000_000.5, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:20.500Z"
+    assert json.loads(log.line(1_700_000_001.042, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:21.042Z"
+    assert json.loads(log.line(1_700_000_000.999, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:20.999Z"
+
+
+@pytest.mark.parametrize("path", ["/x" * 5000, "/\u00e9\x01" * 1500])  # long; escapes that grow it six-fold
+def test_a_long_path_is_cut_below_pipe_buf(pipe, path):
+    read, write = pipe
+    RequestLog(write).write("rid", "GET", path, 404, time.perf_counter(), "c")
+    data = os.read(read, 1 << 16)
+    assert len(data) <= RequestLog.MAX_LINE < 4096 and data.endswith(b"\n")
+    line = json.loads(data)
+    assert line["path"] == path[:200] + "..." and line["status"] == 404
+
+
+def test_a_refused_line_is_dropped_and_counted_never_raised(pipe):
+    read, write = pipe
+    os.close(read)  # writing to a pipe with no reader: EPIPE (Python ignores SIGPIPE)
+    before = REQUEST_LOG_DROPPED._value.get()
+    RequestLog(write).write("rid", "GET", "/", 200, time.perf_counter(), None)
+    assert REQUEST_LOG_DROPPED._value.get() == before + 1
+
+
+def test_off_writes_nothing_and_an_unknown_destination_is_refused():
+    assert RequestLog.to("off").fd is None
+    RequestLog.to("off").write("rid", "GET", "/", 200, time.perf_counter(), None)  # (no descriptor at all)
+    assert (RequestLog.to("stderr").fd, RequestLog.to("stdout").fd) == (2, 1)
+    with pytest.raises(RuntimeError, match="REQUEST_LOG must be one of stderr, stdout, off"):
+        RequestLog.to("syslog")
