@@ -66,7 +66,7 @@ SEGMENT_READS = Counter("segments_segment_reads",
                         "Times a segment was in the answer of a read of a user's segments (counted in "
                         "memory, added every few seconds).", ["segment"], registry=REGISTRY)
 REQUEST_LOG_DROPPED = Counter("segments_request_log_dropped",
-                              "Request log lines the log's file descriptor refused (a closed or full pipe).",
+                              "Request log lines the log's file descriptor refused (a closed pipe, a full non-blocking one).",
                               registry=REGISTRY)
 
 _latency_children: dict[tuple[str, int], Any] = {}

@@ -17,7 +17,7 @@ from webapp import metrics, read_counts
 from webapp.extensions import db
 from webapp.redis_client import redis_client
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("segments.readiness")
 bp = Blueprint("ops", __name__)
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 STARTED = "segments.started"  # WSGI environ key: when the hot path layer first saw the request
@@ -36,11 +36,16 @@ class RequestLog:
 
     Not through ``logging``: a LogRecord, its formatting and its handler's flush cost the hot
     path a tenth of its throughput; this line, a third of that (docs/performance.md). A line
-    never exceeds PIPE_BUF, so lines from several processes never interleave; one the descriptor
-    refuses (a closed or non-blocking full pipe) is dropped and counted, never a failed request.
+    never exceeds PIPE_BUF, so on a pipe (a container's stderr) lines from several processes never
+    interleave. A line the descriptor refuses (a closed pipe, a full non-blocking one) is dropped
+    and counted, never a failed request; a full blocking pipe waits, as ``logging`` did.
     """
 
-    MAX_LINE = 4000  # bytes, below PIPE_BUF (4096): a longer path is cut
+    # Every field is ASCII-escaped (at most 6 bytes a character, 12 outside the BMP) and capped
+    # (+ "..." when cut): request id 64 characters, method 32, client 100, and the path 200 when
+    # the whole line would pass MAX_LINE: at most 402 + 210 + 618 + 2,405 + about 170 fixed bytes.
+    MAX_LINE = 4000  # bytes, below PIPE_BUF (4096)
+    CAPS = {"rid": 64, "method": 32, "client": 100, "path": 200}
 
     def __init__(self, fd: int | None):
         self.fd = fd
@@ -55,12 +60,12 @@ class RequestLog:
     def write(self, rid: str, method: str, path: str, status: int, started: float, client: str | None) -> None:
         if self.fd is None:
             return
-        duration = (time.perf_counter() - started) * 1000
-        line = self.line(time.time(), rid, method, path, status, duration, client)
+        duration, now = (time.perf_counter() - started) * 1000, time.time()
+        line = self.line(now, rid, method, path, status, duration, client)
         if len(line) > self.MAX_LINE:
-            line = self.line(time.time(), rid, method, path[:200] + "...", status, duration, client)
+            line = self.line(now, rid, method, _cut(path, self.CAPS["path"]), status, duration, client)
         try:
-            data = line.encode()
+            data = line.encode()  # (ASCII: characters are bytes)
             while data:
                 data = data[os.write(self.fd, data):]
         except OSError:
@@ -72,9 +77,16 @@ class RequestLog:
         stamp = self._second
         if stamp[0] != second:
             stamp = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return (f'{{"time": "{stamp[1]}.{int((now - second) * 1000):03d}Z", "request_id": {json_string(rid)}, '
-                f'"method": {json_string(method)}, "path": {json_string(path)}, "status": {status}, '
-                f'"duration_ms": {duration_ms:.2f}, "client": {"null" if client is None else json_string(client)}}}\n')
+        caps = self.CAPS
+        who = "null" if client is None else json_string(_cut(client, caps["client"]))
+        return (f'{{"time": "{stamp[1]}.{int((now - second) * 1000):03d}Z", '
+                f'"request_id": {json_string(_cut(rid, caps["rid"]))}, "method": {json_string(_cut(method, caps["method"]))}, '
+                f'"path": {json_string(path)}, "status": {status}, "duration_ms": {duration_ms:.2f}, "client": {who}}}\n')
+
+
+def _cut(text: str, most: int) -> str:
+    """``text``, or its first ``most`` characters and "..." when it is longer."""
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def init_request_logging(app: Flask) -> None:
@@ -89,14 +101,16 @@ def init_request_logging(app: Flask) -> None:
 
     @app.after_request
     def _log(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
+        # (a hook before _start, e.g. the limiter's 429, ends a request before it has an id)
+        rid = g.get("request_id") or request_id(request.headers.get("X-Request-ID"))
+        response.headers["X-Request-ID"] = rid
         if not request.path.startswith("/static/"):
             started = g.get("started") or request.environ.get(STARTED) or time.perf_counter()
             status, endpoint = response.status_code, request.endpoint or "unmatched"
             metrics.observe_request(endpoint, status, time.perf_counter() - started)
             if status == 429 and "Idempotent-Replayed" not in response.headers:
                 metrics.rate_limited(endpoint)
-            request_log.write(g.get("request_id", ""), request.method, request.path, status, started,
+            request_log.write(rid, request.method, request.path, status, started,
                               g.get("api_client") or request.remote_addr)
         return response
 

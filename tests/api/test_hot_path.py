@@ -63,6 +63,12 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
     assert request_lines(capfd)[-1]["client"] == "svc"
     limited = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="2/hour").test_client()
     assert [limited.get("/api/v1/users/7/segments").status_code for _ in range(3)] == [200, 200, 429]
+    # the limiter's 429 ends the request before the request-id hook: it still gets and logs one
+    capfd.readouterr()
+    refused = limited.get("/api/v1/users/7/segments", headers={"X-Request-ID": "late-1"})
+    assert refused.status_code == 429 and refused.headers["X-Request-ID"] == "late-1"
+    assert len(limited.get("/api/v1/users/7/segments").headers["X-Request-ID"]) == 32
+    assert [(line["request_id"], line["status"]) for line in request_lines(capfd)][0] == ("late-1", 429)
 
 
 def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):

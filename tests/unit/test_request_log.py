@@ -64,6 +64,26 @@ def test_a_long_path_is_cut_below_pipe_buf(pipe, path):
     assert line["path"] == path[:200] + "..." and line["status"] == 404
 
 
+def test_every_field_is_capped_so_the_worst_line_stays_below_pipe_buf(pipe):
+    """The widest escapes in every field at once (a client from X-Forwarded-For can carry any
+    latin-1 byte; a path, any character): still one line, within MAX_LINE."""
+    read, write = pipe
+    rid, method, client, path = "\x01" * 500, "\x7f" * 500, "\xff" * 6000, "\U0001f600" * 3000
+    RequestLog(write).write(rid, method, path, 200, time.perf_counter(), client)
+    data = os.read(read, 1 << 16)
+    assert len(data) <= RequestLog.MAX_LINE and data.count(b"\n") == 1
+    line = json.loads(data)
+    assert (line["request_id"], line["method"]) == ("\x01" * 64 + "...", "\x7f" * 32 + "...")
+    assert (line["client"], line["path"]) == ("\xff" * 100 + "...", "\U0001f600" * 200 + "...")
+
+
+def test_only_a_field_that_was_cut_says_so(pipe):
+    read, write = pipe
+    RequestLog(write).write("rid", "GET", "/short", 200, time.perf_counter(), "c" * 3000)
+    line = json.loads(os.read(read, 1 << 16))
+    assert line["path"] == "/short" and line["client"] == "c" * 100 + "..." and line["request_id"] == "rid"
+
+
 def test_a_refused_line_is_dropped_and_counted_never_raised(pipe):
     read, write = pipe
     os.close(read)  # writing to a pipe with no reader: EPIPE (Python ignores SIGPIPE)
@@ -72,9 +92,12 @@ def test_a_refused_line_is_dropped_and_counted_never_raised(pipe):
     assert REQUEST_LOG_DROPPED._value.get() == before + 1
 
 
-def test_off_writes_nothing_and_an_unknown_destination_is_refused():
-    assert RequestLog.to("off").fd is None
-    RequestLog.to("off").write("rid", "GET", "/", 200, time.perf_counter(), None)  # (no descriptor at all)
+def test_off_writes_nothing_and_an_unknown_destination_is_refused(capfd):
+    capfd.readouterr()
+    RequestLog.to("off").write("rid", "GET", "/", 200, time.perf_counter(), None)
+    assert capfd.readouterr() == ("", "")
+    RequestLog.to("stderr").write("rid", "GET", "/", 200, time.perf_counter(), None)
+    assert json.loads(capfd.readouterr().err)["request_id"] == "rid"
     assert (RequestLog.to("stderr").fd, RequestLog.to("stdout").fd) == (2, 1)
     with pytest.raises(RuntimeError, match="REQUEST_LOG must be one of stderr, stdout, off"):
         RequestLog.to("syslog")
