@@ -3,6 +3,7 @@ per-segment read counts: what each number counts, Redis faults, access. The seve
 runs real gunicorn in tests/test_metrics_gunicorn.py."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -225,3 +226,11 @@ def test_a_dead_process_is_folded_into_the_archive(tmp_path):
     assert value(found, "segments_http_request_duration_seconds_bucket", endpoint="api.user_segments",
                  status="200", le="0.0005") == 2
     assert value(found, "segments_rate_limited_total", endpoint="api.list_segments") == 2
+
+
+def test_importing_the_metrics_writes_no_multiprocess_file(tmp_path):
+    """gunicorn's master imports webapp.metrics (child_exit) and never exits while it serves: a
+    file made there would never be retired. Only a metric without labels makes one at import."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "import webapp.metrics, webapp.observability"], cwd=ROOT, env=env, check=True)
+    assert os.listdir(tmp_path) == []

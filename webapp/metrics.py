@@ -65,9 +65,11 @@ CACHE_REQUESTS = Counter("segments_cache_requests", "Flask-Caching lookups by ca
 SEGMENT_READS = Counter("segments_segment_reads",
                         "Times a segment was in the answer of a read of a user's segments (counted in "
                         "memory, added every few seconds).", ["segment"], registry=REGISTRY)
+# (Labelled, as every metric here: a metric without labels makes its multiprocess file in every
+# process that imports this module, gunicorn's master included, where nothing ever retires it.)
 REQUEST_LOG_DROPPED = Counter("segments_request_log_dropped",
-                              "Request log lines the log's file descriptor refused (a closed pipe, a full non-blocking one).",
-                              registry=REGISTRY)
+                              "Request log lines the log's stream refused (a closed pipe, a full non-blocking one).",
+                              ["stream"], registry=REGISTRY)
 
 _latency_children: dict[tuple[str, int], Any] = {}
 
@@ -84,8 +86,8 @@ def rate_limited(endpoint: str) -> None:
     RATE_LIMITED.labels(endpoint).inc()
 
 
-def request_log_dropped() -> None:
-    REQUEST_LOG_DROPPED.inc()
+def request_log_dropped(stream: str) -> None:
+    REQUEST_LOG_DROPPED.labels(stream).inc()
 
 
 def cache_result(hit: bool, name: str) -> None:

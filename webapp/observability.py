@@ -47,15 +47,15 @@ class RequestLog:
     MAX_LINE = 4000  # bytes, below PIPE_BUF (4096)
     CAPS = {"rid": 64, "method": 32, "client": 100, "path": 200}
 
-    def __init__(self, fd: int | None):
-        self.fd = fd
+    def __init__(self, fd: int | None, stream: str = ""):
+        self.fd, self.stream = fd, stream or str(fd)
         self._second: tuple[int, str] = (-1, "")  # (a UTC second, its ISO 8601 form)
 
     @classmethod
     def to(cls, where: str) -> RequestLog:
         if where not in REQUEST_LOG_FDS:
             raise RuntimeError(f"REQUEST_LOG must be one of {', '.join(REQUEST_LOG_FDS)} (got {where!r})")
-        return cls(REQUEST_LOG_FDS[where])
+        return cls(REQUEST_LOG_FDS[where], where)
 
     def write(self, rid: str, method: str, path: str, status: int, started: float, client: str | None) -> None:
         if self.fd is None:
@@ -69,7 +69,7 @@ class RequestLog:
             while data:
                 data = data[os.write(self.fd, data):]
         except OSError:
-            metrics.request_log_dropped()
+            metrics.request_log_dropped(self.stream)
 
     def line(self, now: float, rid: str, method: str, path: str, status: int, duration_ms: float,
              client: str | None) -> str:

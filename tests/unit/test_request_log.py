@@ -87,9 +87,10 @@ def test_only_a_field_that_was_cut_says_so(pipe):
 def test_a_refused_line_is_dropped_and_counted_never_raised(pipe):
     read, write = pipe
     os.close(read)  # writing to a pipe with no reader: EPIPE (Python ignores SIGPIPE)
-    before = REQUEST_LOG_DROPPED._value.get()
-    RequestLog(write).write("rid", "GET", "/", 200, time.perf_counter(), None)
-    assert REQUEST_LOG_DROPPED._value.get() == before + 1
+    dropped = REQUEST_LOG_DROPPED.labels("test-pipe")
+    before = dropped._value.get()
+    RequestLog(write, "test-pipe").write("rid", "GET", "/", 200, time.perf_counter(), None)
+    assert dropped._value.get() == before + 1
 
 
 def test_off_writes_nothing_and_an_unknown_destination_is_refused(capfd):
