@@ -113,11 +113,11 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
     app.extensions["cache"][cache].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
+    init_request_logging(app)  # first: its hook gives every request its id before another hook (the limiter's 429) can answer
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     csrf.init_app(app)
     init_security(app)
-    init_request_logging(app)
 
 
 def _retry_after_only_when_limited(response: Response) -> Response:

@@ -101,9 +101,7 @@ def init_request_logging(app: Flask) -> None:
 
     @app.after_request
     def _log(response: Response) -> Response:
-        # (a hook before _start, e.g. the limiter's 429, ends a request before it has an id)
-        rid = g.get("request_id") or request_id(request.headers.get("X-Request-ID"))
-        response.headers["X-Request-ID"] = rid
+        rid = response.headers["X-Request-ID"] = g.get("request_id", "")
         if not request.path.startswith("/static/"):
             started = g.get("started") or request.environ.get(STARTED) or time.perf_counter()
             status, endpoint = response.status_code, request.endpoint or "unmatched"
