@@ -1,4 +1,5 @@
 """Production gunicorn settings (docker-compose web service and the benchmarks)."""
+
 import multiprocessing
 import os
 

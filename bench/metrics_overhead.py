@@ -14,6 +14,7 @@ rounds with and without alternate, so both see the same load):
 ``--check`` runs fewer rounds (for tests/test_metrics.py). The last line is the figure the
 README quotes: the added cost per hot-path request in microseconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,16 +47,27 @@ def main(argv: list[str]) -> int:
     from webapp.services.catalog import ActiveSegment
 
     # (the request log line costs the same either way: off the terminal)
-    app = create_app({"TESTING": True, "SECRET_KEY": "x" * 40, "DATABASE_URL": "postgresql://bench@127.0.0.1:1/none",
-                      "REDIS_URL": "redis://127.0.0.1:1/0", "REQUEST_LOG": "off"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "x" * 40,
+            "DATABASE_URL": "postgresql://bench@127.0.0.1:1/none",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "REQUEST_LOG": "off",
+        }
+    )
     read_counts.COUNTER.redis_url = None  # counts stay in memory: no Redis here
     answer = [ActiveSegment(f"BENCH_{i}", Source.ROLLOUT, None) for i in range(3)]
     hot_path.hot_read = lambda engine, user_id: answer  # type: ignore[assignment]  # no database either
     hot_path.session_bound_to_a_connection = lambda: False  # type: ignore[assignment]
     layer = app.wsgi_app
     assert isinstance(layer, hot_path.HotPath)
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/v1/users/12345/segments", "QUERY_STRING": "",
-               "REMOTE_ADDR": "127.0.0.1"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/users/12345/segments",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
 
     def request() -> object:
         return layer(dict(environ), lambda status, headers: None)
@@ -78,7 +90,9 @@ def main(argv: list[str]) -> int:
     print(f"metrics.observe_request (histogram, multiprocess): {observe:6.2f} µs")
     print(f"read_counts.record, 1 segment:                     {record_1:6.2f} µs")
     print(f"read_counts.record, 3 segments:                    {record_3:6.2f} µs")
-    print(f"hot-path layer, 3 segments, with metrics:          {with_metrics:6.2f} µs (database read stubbed)")
+    print(
+        f"hot-path layer, 3 segments, with metrics:          {with_metrics:6.2f} µs (database read stubbed)"
+    )
     print(f"hot-path layer, 3 segments, without:               {without:6.2f} µs")
     print(f"in place, measured as the difference:              {with_metrics - without:6.2f} µs")
     print(f"added per hot-path request: {observe + record_3:.2f} µs")

@@ -7,6 +7,7 @@ page with 10k segments), expiry (1M), report (100k, 1M).
 Each figure is printed next to a baseline measured in the same run. ``--quick`` is a smoke run:
 smaller sizes (the large read database has 1M memberships instead of 10M), shorter runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,13 @@ ROWS: list[Row] = []
 def record(section, case, value, baseline, ratio, target="", ok=None):
     verdict = "" if ok is None else ("PASS" if ok else "MISS")
     ROWS.append(Row(section, case, value, baseline, ratio, target, verdict))
-    print(f"  {section:8} {case:52} {value:>22}  vs {baseline:>22}  {ratio:>10}  {target} {verdict}", flush=True)
+    print(
+        f"  {section:8} {case:52} {value:>22}  vs {baseline:>22}  {ratio:>10}  {target} {verdict}", flush=True
+    )
 
 
 # -- database ---------------------------------------------------------------------------------
+
 
 def db_url(name: str = DB) -> str:
     return sa.make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
@@ -73,8 +77,13 @@ def db_url(name: str = DB) -> str:
 # the package default (shared_buffers 128 MB) the 10M-row memberships index (392 MB) lives in
 # the OS page cache, which this VM reclaims within minutes: reads then go to disk. pg_prewarm's
 # autoprewarm records which pages shared_buffers holds and loads them again after a restart.
-SERVER_SETTINGS = {"shared_buffers": "2GB", "effective_cache_size": "6GB", "maintenance_work_mem": "512MB",
-                   "max_wal_size": "4GB", "shared_preload_libraries": "pg_prewarm"}
+SERVER_SETTINGS = {
+    "shared_buffers": "2GB",
+    "effective_cache_size": "6GB",
+    "maintenance_work_mem": "512MB",
+    "max_wal_size": "4GB",
+    "shared_preload_libraries": "pg_prewarm",
+}
 
 
 def choose_server(tmp: Path) -> None:
@@ -103,9 +112,13 @@ def fresh_database(env: dict, name: str = DB) -> sa.Engine:
     with admin.connect() as conn:
         if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :t"), {"t": template}):
             conn.execute(sa.text(f'CREATE DATABASE "{template}"'))
-            subprocess.run([str(tools.BIN / "flask"), "db", "upgrade"], cwd=tools.ROOT,
-                           env={**os.environ, **env, "DATABASE_URL": db_url(template)}, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [str(tools.BIN / "flask"), "db", "upgrade"],
+                cwd=tools.ROOT,
+                env={**os.environ, **env, "DATABASE_URL": db_url(template)},
+                check=True,
+                capture_output=True,
+            )
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     admin.dispose()
     return sa.create_engine(db_url(name))
@@ -127,15 +140,22 @@ def catalog_changed(conn) -> None:
 def make_segments(engine, prefix: str, count: int, basis_points: int) -> None:
     """Segments created set-based, each rollout recorded like the service does."""
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-            "SELECT :p || lpad(g::text, 4, '0'), 'bench', :bp, md5(random()::text || g), now() "
-            "FROM generate_series(0, :n - 1) g"), {"p": prefix, "bp": basis_points, "n": count})
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+                "SELECT :p || lpad(g::text, 4, '0'), 'bench', :bp, md5(random()::text || g), now() "
+                "FROM generate_series(0, :n - 1) g"
+            ),
+            {"p": prefix, "bp": basis_points, "n": count},
+        )
         if basis_points:
-            conn.execute(sa.text(
-                "INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
-                "SELECT id, 0, rollout_basis_points, 'rollout', created_at FROM segments WHERE slug LIKE :p || '%'"),
-                {"p": prefix})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
+                    "SELECT id, 0, rollout_basis_points, 'rollout', created_at FROM segments WHERE slug LIKE :p || '%'"
+                ),
+                {"p": prefix},
+            )
         catalog_changed(conn)
 
 
@@ -146,16 +166,25 @@ def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk
     Returns the seconds taken."""
     started = time.perf_counter()
     with engine.connect() as conn:
-        segment_ids = conn.scalars(sa.text("SELECT id FROM segments WHERE slug LIKE :p || '%' ORDER BY id"),
-                                   {"p": prefix}).all()
+        segment_ids = conn.scalars(
+            sa.text("SELECT id FROM segments WHERE slug LIKE :p || '%' ORDER BY id"), {"p": prefix}
+        ).all()
     added_at = "2030-01-01 00:00:00+00"
     tails = [f"\t{sid}\t{added_at}\n" for sid in segment_ids]
     raw = engine.raw_connection()
     try:
-        with raw.cursor() as cur, cur.copy("COPY memberships (user_id, segment_id, added_at) FROM STDIN") as copy:
+        with (
+            raw.cursor() as cur,
+            cur.copy("COPY memberships (user_id, segment_id, added_at) FROM STDIN") as copy,
+        ):
             for low in range(first_user, last_user + 1, chunk):
-                copy.write("".join(f"{uid}{tail}" for uid in range(low, min(low + chunk, last_user + 1))
-                                   for tail in tails))
+                copy.write(
+                    "".join(
+                        f"{uid}{tail}"
+                        for uid in range(low, min(low + chunk, last_user + 1))
+                        for tail in tails
+                    )
+                )
         raw.commit()
     finally:
         raw.close()
@@ -171,20 +200,27 @@ def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk
 HOT_RELATIONS_SQL = (
     "SELECT to_regclass(name) AS oid FROM unnest(ARRAY['memberships', 'rollout_exclusions']) name "
     "UNION ALL SELECT indexrelid FROM pg_index "
-    "WHERE indisprimary AND indrelid IN (to_regclass('memberships'), to_regclass('rollout_exclusions'))")
+    "WHERE indisprimary AND indrelid IN (to_regclass('memberships'), to_regclass('rollout_exclusions'))"
+)
 
 
 def evict_hot_relations(engine) -> bool:
     """Drop HOT_RELATIONS_SQL's relations from shared_buffers (pg_buffercache 1.6, PostgreSQL
     18+): the state after a restart without autoprewarm. False where the server cannot."""
     with engine.begin() as conn:
-        if not conn.scalar(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_buffercache'")):
+        if not conn.scalar(
+            sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_buffercache'")
+        ):
             return False
         conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_buffercache"))
         if conn.scalar(sa.text("SELECT to_regproc('pg_buffercache_evict_relation')")) is None:
             return False
-        conn.execute(sa.text(f"SELECT pg_buffercache_evict_relation(oid) FROM ({HOT_RELATIONS_SQL}) hot "
-                             "WHERE oid IS NOT NULL"))
+        conn.execute(
+            sa.text(
+                f"SELECT pg_buffercache_evict_relation(oid) FROM ({HOT_RELATIONS_SQL}) hot "
+                "WHERE oid IS NOT NULL"
+            )
+        )
     return True
 
 
@@ -216,6 +252,7 @@ def wait_operation(url: str, timeout: float = 600) -> dict:
 
 # -- sections ---------------------------------------------------------------------------------
 
+
 def bench_bulk(engine, env, size: int) -> None:
     """1M ids in one request, by the API and by a dashboard upload. Over SYNC_LIMIT ids the request
     stores them and queues a chunked operation, which an RQ worker (``flask worker``, forking a
@@ -228,13 +265,24 @@ def bench_bulk(engine, env, size: int) -> None:
     port = tools.free_port()
     with tools.gunicorn("wsgi:app", env, port) as server, tools.rq_worker(env) as worker:
         base = f"http://127.0.0.1:{port}"
-        post(base + "/api/v1/segments", json.dumps({"slug": "BULK_API"}).encode(), {"Content-Type": "application/json"})
-        post(base + "/api/v1/segments", json.dumps({"slug": "BULK_DASH"}).encode(), {"Content-Type": "application/json"})
+        post(
+            base + "/api/v1/segments",
+            json.dumps({"slug": "BULK_API"}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        post(
+            base + "/api/v1/segments",
+            json.dumps({"slug": "BULK_DASH"}).encode(),
+            {"Content-Type": "application/json"},
+        )
         workers = tools.worker_pids(server.pid)
 
         def api_add() -> tuple[float, dict]:
-            accepted, result = tools.timed(lambda: post(base + "/api/v1/segments/BULK_API/members", body,
-                                                        {"Content-Type": "application/json"}))
+            accepted, result = tools.timed(
+                lambda: post(
+                    base + "/api/v1/segments/BULK_API/members", body, {"Content-Type": "application/json"}
+                )
+            )
             return accepted, wait_operation(result["status_url"]) if "status_url" in result else result
 
         tools.reset_peak_rss(workers)
@@ -243,24 +291,45 @@ def bench_bulk(engine, env, size: int) -> None:
             api_s, (accepted_s, result) = tools.timed(api_add)
         api_rss = tools.peak_rss_mb(workers)
         assert result["added"] == size, result
-        record("bulk", f"API: {size:,} ids, one request + its operation",
-               f"{api_s:.2f} s ({accepted_s:.2f} s to 202), {api_rss:.0f} / {job_rss.mb:.0f} MB peak",
-               f"{base_s:.2f} s raw INSERT", f"{api_s / base_s:.1f}x", "< 30 s, < 300 MB",
-               api_s < 30 and max(api_rss, job_rss.mb) < 300)
+        record(
+            "bulk",
+            f"API: {size:,} ids, one request + its operation",
+            f"{api_s:.2f} s ({accepted_s:.2f} s to 202), {api_rss:.0f} / {job_rss.mb:.0f} MB peak",
+            f"{base_s:.2f} s raw INSERT",
+            f"{api_s / base_s:.1f}x",
+            "< 30 s, < 300 MB",
+            api_s < 30 and max(api_rss, job_rss.mb) < 300,
+        )
         # The dashboard upload: session cookie + CSRF token + multipart file, like the browser.
         jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         page = get(base + "/segments/BULK_DASH", opener=jar).decode()
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         boundary = secrets.token_hex(8)
         upload = "\n".join(str(i) for i in ids).encode()
-        form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ids.csv\"\r\n"
-                f"Content-Type: text/csv\r\n\r\n").encode() + upload + f"\r\n--{boundary}--\r\n".encode()
+        form = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="ids.csv"\r\n'
+                f"Content-Type: text/csv\r\n\r\n"
+            ).encode()
+            + upload
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
 
         def dashboard_add() -> tuple[float, dict]:
-            accepted, html = tools.timed(lambda: post(base + "/segments/BULK_DASH/members", form, {
-                "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true",
-                "Accept": "text/html", **SSO}, jar))
+            accepted, html = tools.timed(
+                lambda: post(
+                    base + "/segments/BULK_DASH/members",
+                    form,
+                    {
+                        "Content-Type": f"multipart/form-data; boundary={boundary}",
+                        "HX-Request": "true",
+                        "Accept": "text/html",
+                        **SSO,
+                    },
+                    jar,
+                )
+            )
             operation = re.search(r'id="operation-([0-9a-f-]{36})"', html["html"])
             assert operation or f"{size:,} added" in html["html"], html["html"][:500]
             if operation is None:
@@ -272,10 +341,15 @@ def bench_bulk(engine, env, size: int) -> None:
             dash_s, (accepted_s, result) = tools.timed(dashboard_add)
         dash_rss = tools.peak_rss_mb(workers)
         assert result["status"] == "finished" and result["added"] == size, result
-        record("bulk", f"dashboard upload: {len(upload) / 1e6:.1f} MB file, {size:,} ids + its operation",
-               f"{dash_s:.2f} s ({accepted_s:.2f} s to response), {dash_rss:.0f} / {job_rss.mb:.0f} MB peak",
-               f"{base_s:.2f} s raw INSERT", f"{dash_s / base_s:.1f}x", "< 30 s, < 300 MB",
-               dash_s < 30 and max(dash_rss, job_rss.mb) < 300)
+        record(
+            "bulk",
+            f"dashboard upload: {len(upload) / 1e6:.1f} MB file, {size:,} ids + its operation",
+            f"{dash_s:.2f} s ({accepted_s:.2f} s to response), {dash_rss:.0f} / {job_rss.mb:.0f} MB peak",
+            f"{base_s:.2f} s raw INSERT",
+            f"{dash_s / base_s:.1f}x",
+            "< 30 s, < 300 MB",
+            dash_s < 30 and max(dash_rss, job_rss.mb) < 300,
+        )
 
 
 def _scratch_insert(engine, ids):
@@ -306,8 +380,13 @@ with app.app_context():
 """
     _, _, out = tools.run_child(code.replace("COUNT", str(count)), env)
     per_row, set_based = map(float, out.split())
-    record("bulk", f"{count:,} adds: one set-based statement", f"{set_based * 1000:.0f} ms",
-           f"{per_row * 1000:.0f} ms per-user calls", f"{per_row / set_based:.0f}x faster")
+    record(
+        "bulk",
+        f"{count:,} adds: one set-based statement",
+        f"{set_based * 1000:.0f} ms",
+        f"{per_row * 1000:.0f} ms per-user calls",
+        f"{per_row / set_based:.0f}x faster",
+    )
 
 
 @dataclass
@@ -320,8 +399,13 @@ class Users:
     used: int = 0
 
     def args(self, connections: int) -> list[int]:
-        return [self.first, self.count, tools.permutation_step(self.count), self.used,
-                tools.wrk_threads(connections)]
+        return [
+            self.first,
+            self.count,
+            tools.permutation_step(self.count),
+            self.used,
+            tools.wrk_threads(connections),
+        ]
 
     def run(self, url: str, connections: int, seconds: int, meter=None) -> tools.Load:
         load = tools.wrk(url, connections, seconds, ROTATING, self.args(connections), meter)
@@ -361,8 +445,10 @@ def _cpu(load: tools.Load) -> str:
     per = {name: seconds * 1000 / max(load.requests, 1) for name, seconds in load.cpu.items()}
     parts = " + ".join(f"{name} {ms:.2f}" for name, ms in per.items() if ms >= 0.005)
     capacity = load.machine["elapsed"] * (os.cpu_count() or 1) / 100
-    return (f"{load.cpu_ms_per_request():.2f} ms/req ({parts}); machine {load.machine['busy'] / capacity:.0f}% "
-            f"busy, others {max(0.0, load.machine['others']) / capacity:.0f}%")
+    return (
+        f"{load.cpu_ms_per_request():.2f} ms/req ({parts}); machine {load.machine['busy'] / capacity:.0f}% "
+        f"busy, others {max(0.0, load.machine['others']) / capacity:.0f}%"
+    )
 
 
 def _postmaster(engine) -> int:
@@ -393,8 +479,13 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
         with engine.connect() as conn:
             rows[name] = conn.scalar(sa.text("SELECT count(*) FROM memberships"))
             size[name] = conn.scalar(sa.text("SELECT pg_size_pretty(pg_total_relation_size('memberships'))"))
-        record("read", f"load: COPY {rows[name]:,} memberships ({size[name]}) + VACUUM ANALYZE",
-               f"{loaded[name]:.1f} s", "—", "—")
+        record(
+            "read",
+            f"load: COPY {rows[name]:,} memberships ({size[name]}) + VACUUM ANALYZE",
+            f"{loaded[name]:.1f} s",
+            "—",
+            "—",
+        )
     postmaster = _postmaster(engines[DB])
     for engine in engines.values():
         engine.dispose()
@@ -403,9 +494,16 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
     servers = [
         Server("floor", "bench.baseline_app:app", env, Users(1, small_users), None),
         Server("small", "wsgi:app", small_env, Users(1, small_users), DB),
-        Server("large", "wsgi:app", {**env, "DATABASE_URL": db_url(large_db)}, Users(1, large_users), large_db),
-        Server("limited", "wsgi:app", {**small_env, "RATELIMIT_HOT_PATH": "1000000/second"},
-               Users(1, small_users, used=small_users // 2), DB),
+        Server(
+            "large", "wsgi:app", {**env, "DATABASE_URL": db_url(large_db)}, Users(1, large_users), large_db
+        ),
+        Server(
+            "limited",
+            "wsgi:app",
+            {**small_env, "RATELIMIT_HOT_PATH": "1000000/second"},
+            Users(1, small_users, used=small_users // 2),
+            DB,
+        ),
     ]
     conns = {10: servers, 50: servers[:3]}
     with contextlib.ExitStack() as stack:
@@ -421,18 +519,29 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
                 for server in measured:
                     load = server.users.run(server.url, conc, seconds, server.meter(postmaster, redis))
                     server.runs.setdefault(conc, []).append(load)
-        lookups = {name: bench_lookup(server.url, server.users.count) for name, server in
-                   (("small", servers[1]), ("large", servers[2]))}
+        lookups = {
+            name: bench_lookup(server.url, server.users.count)
+            for name, server in (("small", servers[1]), ("large", servers[2]))
+        }
         # (bench_lookup's 3 warm-up rounds bring the keys' upper levels back, as a restarted
         # server's first requests would; each measured round then reads 1,000 other users' leaves)
-        evicted = bench_lookup(servers[2].url, servers[2].users.count) if evict_hot_relations(engines[large_db]) else None
+        evicted = (
+            bench_lookup(servers[2].url, servers[2].users.count)
+            if evict_hot_relations(engines[large_db])
+            else None
+        )
     drop_database(large_db)
 
     floor, small, large, limited = servers
     for conc in conns:
         base = floor.load(conc)
-        record("read", f"floor: constant JSON view, rotating ids, {conc} conn",
-               f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00")
+        record(
+            "read",
+            f"floor: constant JSON view, rotating ids, {conc} conn",
+            f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms",
+            "—",
+            "1.00",
+        )
         record("read", f"  CPU, floor, {conc} conn", _cpu(base), "—", "—")
         p99_limit = 10 if conc == 10 else 50
         for server in (small, large):
@@ -440,40 +549,79 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
             ratio = load.rps / base.rps
             ok = ratio >= 0.5 and load.p99_ms < p99_limit and load.errors == 0
             label = f"{server.users.count:,} users ({rows[server.database]:,} rows)"
-            record("read", f"GET rotating over {label}, {conc} conn",
-                   f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms" + (f", {load.errors} errors" if load.errors else ""),
-                   f"{base.rps:,.0f} req/s floor", f"{ratio:.2f}", f">= 0.50, p99 < {p99_limit} ms", ok)
-            record("read", f"  CPU, {server.users.count:,} users, {conc} conn", _cpu(load),
-                   f"{base.cpu_ms_per_request():.2f} ms/req floor",
-                   f"{load.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
+            record(
+                "read",
+                f"GET rotating over {label}, {conc} conn",
+                f"{load.rps:,.0f} req/s p99 {load.p99_ms:.1f} ms"
+                + (f", {load.errors} errors" if load.errors else ""),
+                f"{base.rps:,.0f} req/s floor",
+                f"{ratio:.2f}",
+                f">= 0.50, p99 < {p99_limit} ms",
+                ok,
+            )
+            record(
+                "read",
+                f"  CPU, {server.users.count:,} users, {conc} conn",
+                _cpu(load),
+                f"{base.cpu_ms_per_request():.2f} ms/req floor",
+                f"{load.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x",
+            )
             repeats = max(r.requests for r in server.runs[conc]) > server.users.count
             if repeats:
                 print(f"  (note: a run made more requests than {server.users.count:,} users: some repeated)")
         ratio = large.load(conc).rps / small.load(conc).rps
-        record("read", f"{rows[large_db]:,} vs {rows[DB]:,} memberships, {conc} conn",
-               f"{large.load(conc).rps:,.0f} req/s", f"{small.load(conc).rps:,.0f} req/s", f"{ratio:.2f}",
-               ">= 0.85", ratio >= 0.85)
+        record(
+            "read",
+            f"{rows[large_db]:,} vs {rows[DB]:,} memberships, {conc} conn",
+            f"{large.load(conc).rps:,.0f} req/s",
+            f"{small.load(conc).rps:,.0f} req/s",
+            f"{ratio:.2f}",
+            ">= 0.85",
+            ratio >= 0.85,
+        )
     for name, (batch, singles) in lookups.items():
         server = small if name == "small" else large
         label = f"{server.users.count:,} users"
-        record("read", f"POST lookup of 1,000 users ({label}), median of 40",
-               f"p50 {statistics.median(batch) * 1e3:.1f} ms max {max(batch) * 1e3:.1f} ms",
-               f"{sum(singles) * 1e3:,.0f} ms for 1,000 GETs", f"{statistics.median(batch) / sum(singles):.3f}",
-               "p50 < 20 ms", statistics.median(batch) < 0.020)
+        record(
+            "read",
+            f"POST lookup of 1,000 users ({label}), median of 40",
+            f"p50 {statistics.median(batch) * 1e3:.1f} ms max {max(batch) * 1e3:.1f} ms",
+            f"{sum(singles) * 1e3:,.0f} ms for 1,000 GETs",
+            f"{statistics.median(batch) / sum(singles):.3f}",
+            "p50 < 20 ms",
+            statistics.median(batch) < 0.020,
+        )
     if evicted is None:
-        print("  (the lookup with the hot relations evicted first: not measured, this server has no "
-              "pg_buffercache_evict_relation)", flush=True)
+        print(
+            "  (the lookup with the hot relations evicted first: not measured, this server has no "
+            "pg_buffercache_evict_relation)",
+            flush=True,
+        )
     else:  # (the same 1,000-user samples, their pages from the OS page cache)
         cold, warm = statistics.median(evicted[0]), statistics.median(lookups["large"][0])
-        record("read", f"  the same, {large.users.count:,} users, hot relations evicted from shared_buffers first",
-               f"p50 {cold * 1e3:.1f} ms max {max(evicted[0]) * 1e3:.1f} ms", f"p50 {warm * 1e3:.1f} ms in them",
-               f"{cold / warm:.2f}", "(a restart without autoprewarm)")
+        record(
+            "read",
+            f"  the same, {large.users.count:,} users, hot relations evicted from shared_buffers first",
+            f"p50 {cold * 1e3:.1f} ms max {max(evicted[0]) * 1e3:.1f} ms",
+            f"p50 {warm * 1e3:.1f} ms in them",
+            f"{cold / warm:.2f}",
+            "(a restart without autoprewarm)",
+        )
     plain, limit = small.load(10), limited.load(10)
-    record("read", "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
-           f"{limit.rps:,.0f} req/s p99 {limit.p99_ms:.1f} ms", f"{plain.rps:,.0f} req/s none",
-           f"{limit.rps / plain.rps:.2f}")
-    record("read", "  CPU, rate limiter on, 10 conn", _cpu(limit), f"{plain.cpu_ms_per_request():.2f} ms/req none",
-           f"{limit.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}")
+    record(
+        "read",
+        "rate limiter on (RATELIMIT_HOT_PATH=1000000/second), 10 conn",
+        f"{limit.rps:,.0f} req/s p99 {limit.p99_ms:.1f} ms",
+        f"{plain.rps:,.0f} req/s none",
+        f"{limit.rps / plain.rps:.2f}",
+    )
+    record(
+        "read",
+        "  CPU, rate limiter on, 10 conn",
+        _cpu(limit),
+        f"{plain.cpu_ms_per_request():.2f} ms/req none",
+        f"{limit.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}",
+    )
 
 
 def bench_lookup(url: str, users: int, rounds: int = 40) -> tuple[list[float], list[float]]:
@@ -512,17 +660,26 @@ def bench_scaling(engine, env, seconds: int) -> None:
     with tools.gunicorn("wsgi:app", env, port):
         for count in (10, 100, 1000):
             with engine.begin() as conn:
-                conn.execute(sa.text("UPDATE segments SET rollout_basis_points = 0 WHERE rollout_basis_points > 0"))
-                conn.execute(sa.text(
-                    "UPDATE segments SET rollout_basis_points = 1000 WHERE slug LIKE 'S%' AND slug <= :last"),
-                    {"last": f"S{count - 1:04d}"})
+                conn.execute(
+                    sa.text("UPDATE segments SET rollout_basis_points = 0 WHERE rollout_basis_points > 0")
+                )
+                conn.execute(
+                    sa.text(
+                        "UPDATE segments SET rollout_basis_points = 1000 WHERE slug LIKE 'S%' AND slug <= :last"
+                    ),
+                    {"last": f"S{count - 1:04d}"},
+                )
                 catalog_changed(conn)
             url = f"http://127.0.0.1:{port}/api/v1/users/1/segments"
             tools.wrk(url, 1, 1)
             load = tools.wrk(url, 1, seconds)
-            record("scaling", f"GET user 1, {count} rollout segments, 1 conn",
-                   f"p50 {load.p50_ms:.2f} ms p99 {load.p99_ms:.2f} ms", f"p50 {base.p50_ms:.2f} ms baseline",
-                   f"{load.p50_ms / base.p50_ms:.1f}x")
+            record(
+                "scaling",
+                f"GET user 1, {count} rollout segments, 1 conn",
+                f"p50 {load.p50_ms:.2f} ms p99 {load.p99_ms:.2f} ms",
+                f"p50 {base.p50_ms:.2f} ms baseline",
+                f"{load.p50_ms / base.p50_ms:.1f}x",
+            )
     # Rollout evaluation does not depend on how many users exist or how large the id is.
     code = """
 import time
@@ -539,17 +696,39 @@ for uid in (1, 10**6, 10**12, 10**18):
     timings = [line.split() for line in out.strip().splitlines()]
     first = float(timings[0][1])
     for uid, micros in timings:
-        record("scaling", f"evaluate 200 rollouts for user id {int(uid):.0e}", f"{float(micros):.0f} µs",
-               f"{first:.0f} µs (id 1)", f"{float(micros) / first:.2f}")
+        record(
+            "scaling",
+            f"evaluate 200 rollouts for user id {int(uid):.0e}",
+            f"{float(micros):.0f} µs",
+            f"{first:.0f} µs (id 1)",
+            f"{float(micros) / first:.2f}",
+        )
     with engine.begin() as conn:
-        before = conn.scalar(sa.text("SELECT (SELECT count(*) FROM memberships) + (SELECT count(*) FROM rollout_changes)"))
-        conn.execute(sa.text("INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
-                             "SELECT id, 1000, 2000, 'rollout', now() FROM segments WHERE rollout_basis_points = 1000"))
-        conn.execute(sa.text("UPDATE segments SET rollout_basis_points = 2000 WHERE rollout_basis_points = 1000"))
+        before = conn.scalar(
+            sa.text("SELECT (SELECT count(*) FROM memberships) + (SELECT count(*) FROM rollout_changes)")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at) "
+                "SELECT id, 1000, 2000, 'rollout', now() FROM segments WHERE rollout_basis_points = 1000"
+            )
+        )
+        conn.execute(
+            sa.text("UPDATE segments SET rollout_basis_points = 2000 WHERE rollout_basis_points = 1000")
+        )
         catalog_changed(conn)
-        after = conn.scalar(sa.text("SELECT (SELECT count(*) FROM memberships) + (SELECT count(*) FROM rollout_changes)"))
-    record("scaling", "rows written raising 1000 rollouts 10%→20%", f"{after - before:,} rows",
-           "1 per segment", "—", "no per-user rows", after - before == 1000)
+        after = conn.scalar(
+            sa.text("SELECT (SELECT count(*) FROM memberships) + (SELECT count(*) FROM rollout_changes)")
+        )
+    record(
+        "scaling",
+        "rows written raising 1000 rollouts 10%→20%",
+        f"{after - before:,} rows",
+        "1 per segment",
+        "—",
+        "no per-user rows",
+        after - before == 1000,
+    )
 
 
 def bench_dashboard(engine, env, count: int) -> None:
@@ -561,8 +740,12 @@ def bench_dashboard(engine, env, count: int) -> None:
     with tools.gunicorn("wsgi:app", env, port):
         base = f"http://127.0.0.1:{port}"
         last = max(1, count // 25)
-        cases = {"first page": "/", f"page {last} (last)": f"/?page={last}",
-                 "search 'DASH_09'": "/?q=DASH_09", "JSON list, page 1": "/api/v1/segments"}
+        cases = {
+            "first page": "/",
+            f"page {last} (last)": f"/?page={last}",
+            "search 'DASH_09'": "/?q=DASH_09",
+            "JSON list, page 1": "/api/v1/segments",
+        }
         timings = {}
         for name, path in cases.items():
             samples = []
@@ -570,22 +753,40 @@ def bench_dashboard(engine, env, count: int) -> None:
                 seconds, _ = tools.timed(lambda p=path: get(base + p))
                 samples.append(seconds * 1000)
             timings[name] = sorted(samples)[len(samples) // 2]
-        health = sorted(tools.timed(lambda: get(base + "/healthz"))[0] * 1000
-                        for _ in range(30))[15]
+        health = sorted(tools.timed(lambda: get(base + "/healthz"))[0] * 1000 for _ in range(30))[15]
     for name, p50 in timings.items():
-        record("dashboard", f"{count:,} segments: {name}", f"p50 {p50:.1f} ms", f"p50 {health:.1f} ms /healthz",
-               f"{p50 / health:.1f}x", "< 100 ms", p50 < 100)
+        record(
+            "dashboard",
+            f"{count:,} segments: {name}",
+            f"p50 {p50:.1f} ms",
+            f"p50 {health:.1f} ms /healthz",
+            f"{p50 / health:.1f}x",
+            "< 100 ms",
+            p50 < 100,
+        )
 
 
 def bench_expiry(engine, env, size: int) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-                             "VALUES ('TTL_BENCH', '', 0, 'x', now())"))
-        conn.execute(sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-            "SELECT 20000000 + g, (SELECT id FROM segments WHERE slug = 'TTL_BENCH'), now() - interval '30 days', "
-            "now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"), {"n": size})
-        conn.execute(sa.text("CREATE UNLOGGED TABLE scratch_expired AS SELECT * FROM memberships WHERE expires_at < now()"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+                "VALUES ('TTL_BENCH', '', 0, 'x', now())"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+                "SELECT 20000000 + g, (SELECT id FROM segments WHERE slug = 'TTL_BENCH'), now() - interval '30 days', "
+                "now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"
+            ),
+            {"n": size},
+        )
+        conn.execute(
+            sa.text(
+                "CREATE UNLOGGED TABLE scratch_expired AS SELECT * FROM memberships WHERE expires_at < now()"
+            )
+        )
     with engine.connect() as conn:
         conn.execute(sa.text("ANALYZE"))
     base_s, _ = tools.timed(lambda: _delete_scratch(engine))
@@ -594,13 +795,22 @@ def bench_expiry(engine, env, size: int) -> None:
         "from webapp.jobs.tasks import purge_expired\nimport time\n"
         "app = create_app()\nwith app.app_context():\n    t = time.perf_counter()\n"
         "    n = purge_expired()\n    db.session.commit()\n"
-        "    print(n, time.perf_counter() - t)", env)
+        "    print(n, time.perf_counter() - t)",
+        env,
+    )
     removed, inner = out.split()
     with engine.connect() as conn:
         events = conn.scalar(sa.text("SELECT count(*) FROM membership_events WHERE reason = 'ttl'"))
     assert int(removed) == size == events, (removed, events)
-    record("expiry", f"purge {size:,} expired (+ {events:,} history rows)", f"{float(inner):.2f} s, {rss:.0f} MB",
-           f"{base_s:.2f} s plain DELETE", f"{float(inner) / base_s:.1f}x", "< 30 s", float(inner) < 30)
+    record(
+        "expiry",
+        f"purge {size:,} expired (+ {events:,} history rows)",
+        f"{float(inner):.2f} s, {rss:.0f} MB",
+        f"{base_s:.2f} s plain DELETE",
+        f"{float(inner) / base_s:.1f}x",
+        "< 30 s",
+        float(inner) < 30,
+    )
 
 
 def _delete_scratch(engine):
@@ -610,17 +820,24 @@ def _delete_scratch(engine):
 
 def bench_report(engine, env, sizes: list[int]) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-                             "VALUES ('REPORT_BENCH', '', 0, 'x', now())"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+                "VALUES ('REPORT_BENCH', '', 0, 'x', now())"
+            )
+        )
     for month, size in zip(("2031-01", "2031-02"), sizes, strict=True):
         start = datetime.fromisoformat(month + "-01T00:00:00+00:00")
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
-                "SELECT 30000000 + g % 500000, (SELECT id FROM segments WHERE slug = 'REPORT_BENCH'), 'REPORT_BENCH', "
-                "CASE WHEN g % 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
-                ":start + (g * interval '2 seconds'), 'bench' FROM generate_series(1, :n) g"),
-                {"start": start, "n": size})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
+                    "SELECT 30000000 + g % 500000, (SELECT id FROM segments WHERE slug = 'REPORT_BENCH'), 'REPORT_BENCH', "
+                    "CASE WHEN g % 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
+                    ":start + (g * interval '2 seconds'), 'bench' FROM generate_series(1, :n) g"
+                ),
+                {"start": start, "n": size},
+            )
         with engine.connect() as conn:
             conn.execute(sa.text("ANALYZE membership_events"))
         base_s, _ = tools.timed(lambda m=month: _copy_out(engine, m))
@@ -630,21 +847,33 @@ def bench_report(engine, env, sizes: list[int]) -> None:
             "with app.app_context():\n"
             f"    r = reports.request_report(db.session, period='{month}')\n"
             "    db.session.commit()\n    t = time.perf_counter()\n"
-            "    n = generate_report(str(r.id))\n    print(n, time.perf_counter() - t)", env)
+            "    n = generate_report(str(r.id))\n    print(n, time.perf_counter() - t)",
+            env,
+        )
         rows, inner = out.split()
         assert int(rows) == size, (rows, size)
-        record("report", f"CSV of {size:,} history rows (all users, one month)",
-               f"{float(inner):.2f} s, {rss:.0f} MB peak", f"{base_s:.2f} s COPY TO STDOUT",
-               f"{float(inner) / base_s:.1f}x", "< 30 s, < 150 MB", float(inner) < 30 and rss < 150)
+        record(
+            "report",
+            f"CSV of {size:,} history rows (all users, one month)",
+            f"{float(inner):.2f} s, {rss:.0f} MB peak",
+            f"{base_s:.2f} s COPY TO STDOUT",
+            f"{float(inner) / base_s:.1f}x",
+            "< 30 s, < 150 MB",
+            float(inner) < 30 and rss < 150,
+        )
 
 
 def _copy_out(engine, month: str) -> None:
     raw = engine.raw_connection()
     try:
-        with raw.cursor() as cur, cur.copy(
+        with (
+            raw.cursor() as cur,
+            cur.copy(
                 "COPY (SELECT user_id, segment_slug, action, occurred_at FROM membership_events "
                 f"WHERE occurred_at >= '{month}-01' AND occurred_at < ('{month}-01'::date + interval '1 month') "
-                "ORDER BY occurred_at, id) TO STDOUT WITH (FORMAT csv, DELIMITER ';')") as copy:
+                "ORDER BY occurred_at, id) TO STDOUT WITH (FORMAT csv, DELIMITER ';')"
+            ) as copy,
+        ):
             for _ in copy:
                 pass
     finally:
@@ -672,8 +901,11 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
     package = PEER_DIR / "node_modules" / "unleash-server" / "package.json"
     node = tools.shutil.which("node")
     if not package.exists() or node is None:
-        print(f"  peer: Unleash is not installed in {PEER_DIR} (make bench-peer) or node is missing: "
-              "skipped, nothing recorded", flush=True)
+        print(
+            f"  peer: Unleash is not installed in {PEER_DIR} (make bench-peer) or node is missing: "
+            "skipped, nothing recorded",
+            flush=True,
+        )
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -688,22 +920,37 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
     peer_url = f"http://127.0.0.1:{tools.free_port()}"
 
     def call(path: str, method: str = "GET", body: dict | None = None, token: str = admin_token) -> bytes:
-        request = urllib.request.Request(peer_url + path, method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Authorization": token, "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            peer_url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": token, "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.read()
 
     def make_toggle(name: str) -> None:
         feature = f"/api/admin/projects/default/features/{name}"
         call("/api/admin/projects/default/features", "POST", {"name": name})
-        call(f"{feature}/environments/development/strategies", "POST", {
-            "name": "flexibleRollout", "parameters": {"rollout": "10", "stickiness": "userId", "groupId": name}})
+        call(
+            f"{feature}/environments/development/strategies",
+            "POST",
+            {
+                "name": "flexibleRollout",
+                "parameters": {"rollout": "10", "stickiness": "userId", "groupId": name},
+            },
+        )
         call(f"{feature}/environments/development/on", "POST")
 
     def peer_run(run_seconds: int, meter=None) -> tools.Load:
-        load = tools.wrk(peer_url, conns, run_seconds, ROTATING,
-                             [*peer.args(conns), "/api/frontend?userId=%d", frontend_token], meter)
+        load = tools.wrk(
+            peer_url,
+            conns,
+            run_seconds,
+            ROTATING,
+            [*peer.args(conns), "/api/frontend?userId=%d", frontend_token],
+            meter,
+        )
         peer.used += load.requests + tools.wrk_threads(conns)
         return load
 
@@ -731,16 +978,30 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
         with contextlib.ExitStack() as stack:
             for server in (floor, ours):
                 port = tools.free_port()
-                server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+                server.pid = stack.enter_context(
+                    tools.gunicorn(server.target, server.env, port, wait=False)
+                ).pid
                 server.url = f"http://127.0.0.1:{port}"
             log = stack.enter_context(open(RESULTS / "unleash.log", "w"))
             started = time.perf_counter()
             unleash = subprocess.Popen(
-                [node, str(tools.ROOT / "bench" / "peers" / "unleash_server.js"),
-                 peer_db_url.render_as_string(hide_password=False), peer_url.rsplit(":", 1)[1]],
-                cwd=tools.ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "UNLEASH_DIR": str(PEER_DIR), "NODE_ENV": "production",
-                     "INIT_ADMIN_API_TOKENS": admin_token, "INIT_FRONTEND_API_TOKENS": frontend_token})
+                [
+                    node,
+                    str(tools.ROOT / "bench" / "peers" / "unleash_server.js"),
+                    peer_db_url.render_as_string(hide_password=False),
+                    peer_url.rsplit(":", 1)[1],
+                ],
+                cwd=tools.ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    "UNLEASH_DIR": str(PEER_DIR),
+                    "NODE_ENV": "production",
+                    "INIT_ADMIN_API_TOKENS": admin_token,
+                    "INIT_FRONTEND_API_TOKENS": frontend_token,
+                },
+            )
             stack.callback(stop, unleash)
             deadline = time.monotonic() + 300  # its migrations on an empty database come first
             while True:
@@ -749,8 +1010,10 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
                     break
                 except OSError:
                     if unleash.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"Unleash did not start (exit code {unleash.poll()}); "
-                                           f"see {RESULTS / 'unleash.log'}") from None
+                        raise RuntimeError(
+                            f"Unleash did not start (exit code {unleash.poll()}); "
+                            f"see {RESULTS / 'unleash.log'}"
+                        ) from None
                     time.sleep(0.2)
             startup = time.perf_counter() - started
             with ThreadPoolExecutor(8) as pool:
@@ -759,7 +1022,9 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
             # users (a toggle off for all of them at 10%: p = 0.9^300).
             deadline = time.monotonic() + 120
             while True:
-                answers = [call(f"/api/frontend?userId={user}", token=frontend_token) for user in range(1, 301)]
+                answers = [
+                    call(f"/api/frontend?userId={user}", token=frontend_token) for user in range(1, 301)
+                ]
                 on = [{toggle["name"] for toggle in json.loads(answer)["toggles"]} for answer in answers]
                 if set().union(*on) == set(names) or time.monotonic() > deadline:
                     break
@@ -773,51 +1038,107 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
             peer_run(1)
 
             def peer_meter() -> tools.CpuMeter:
-                return tools.CpuMeter({"app": tools.process_tree(unleash.pid),
-                                       "pg": tools.postgres_backends(postmaster, peer_db)})
+                return tools.CpuMeter(
+                    {
+                        "app": tools.process_tree(unleash.pid),
+                        "pg": tools.postgres_backends(postmaster, peer_db),
+                    }
+                )
+
             for _ in range(rounds):
                 for server in (floor, ours):
                     server.runs.setdefault(conns, []).append(
-                        server.users.run(server.url, conns, seconds, server.meter(postmaster, redis)))
+                        server.users.run(server.url, conns, seconds, server.meter(postmaster, redis))
+                    )
                 peer_runs.append(peer_run(seconds, peer_meter()))
     finally:
         drop_database(ours_db)
         drop_database(peer_db)
 
     base, mine, theirs = floor.load(conns), ours.load(conns), tools.combine(peer_runs)
-    record("peer", f"Unleash {version}: start on an empty database (its migrations)", f"{startup:.1f} s", "—", "—")
-    record("peer", "Unleash: 200 toggles, flexibleRollout 10% by userId, admin API", f"{made:.1f} s", "—", "—")
+    record(
+        "peer",
+        f"Unleash {version}: start on an empty database (its migrations)",
+        f"{startup:.1f} s",
+        "—",
+        "—",
+    )
+    record(
+        "peer", "Unleash: 200 toggles, flexibleRollout 10% by userId, admin API", f"{made:.1f} s", "—", "—"
+    )
     ours_segments = statistics.mean(len(json.loads(answer)["segments"]) for answer in ours_answers)
-    record("peer", "answer for users 1-300: items, bytes (mean)",
-           f"Unleash {statistics.mean(map(len, on)):.1f} toggles, {statistics.mean(map(len, answers)):,.0f} B",
-           f"ours {ours_segments:.1f} segments, {statistics.mean(map(len, ours_answers)):,.0f} B", "—")
-    record("peer", f"floor: constant JSON view, rotating ids, {conns} conn",
-           f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms", "—", "1.00")
+    record(
+        "peer",
+        "answer for users 1-300: items, bytes (mean)",
+        f"Unleash {statistics.mean(map(len, on)):.1f} toggles, {statistics.mean(map(len, answers)):,.0f} B",
+        f"ours {ours_segments:.1f} segments, {statistics.mean(map(len, ours_answers)):,.0f} B",
+        "—",
+    )
+    record(
+        "peer",
+        f"floor: constant JSON view, rotating ids, {conns} conn",
+        f"{base.rps:,.0f} req/s p99 {base.p99_ms:.1f} ms",
+        "—",
+        "1.00",
+    )
     record("peer", f"  CPU, floor, {conns} conn", _cpu(base), "—", "—")
     errors = f", {theirs.errors} errors" if theirs.errors else ""
-    record("peer", f"Unleash {version} GET /api/frontend?userId=<rotating>, {conns} conn",
-           f"{theirs.rps:,.0f} req/s p99 {theirs.p99_ms:.1f} ms{errors}", f"{base.rps:,.0f} req/s floor",
-           f"{theirs.rps / base.rps:.2f}")
-    record("peer", f"  CPU, Unleash (node + its PostgreSQL backends), {conns} conn", _cpu(theirs),
-           f"{base.cpu_ms_per_request():.2f} ms/req floor",
-           f"{theirs.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x")
+    record(
+        "peer",
+        f"Unleash {version} GET /api/frontend?userId=<rotating>, {conns} conn",
+        f"{theirs.rps:,.0f} req/s p99 {theirs.p99_ms:.1f} ms{errors}",
+        f"{base.rps:,.0f} req/s floor",
+        f"{theirs.rps / base.rps:.2f}",
+    )
+    record(
+        "peer",
+        f"  CPU, Unleash (node + its PostgreSQL backends), {conns} conn",
+        _cpu(theirs),
+        f"{base.cpu_ms_per_request():.2f} ms/req floor",
+        f"{theirs.cpu_ms_per_request() / max(base.cpu_ms_per_request(), 1e-9):.1f}x",
+    )
     errors = f", {mine.errors} errors" if mine.errors else ""
-    record("peer", f"ours: GET rotating over {users:,} users, 200 rollout + 10 explicit, {conns} conn",
-           f"{mine.rps:,.0f} req/s p99 {mine.p99_ms:.1f} ms{errors} ({mine.rps / base.rps:.2f} x floor)",
-           f"{theirs.rps:,.0f} req/s Unleash", f"{mine.rps / theirs.rps:.2f}")
-    record("peer", f"  CPU, ours, {conns} conn", _cpu(mine), f"{theirs.cpu_ms_per_request():.2f} ms/req Unleash",
-           f"{mine.cpu_ms_per_request() / max(theirs.cpu_ms_per_request(), 1e-9):.2f}x")
+    record(
+        "peer",
+        f"ours: GET rotating over {users:,} users, 200 rollout + 10 explicit, {conns} conn",
+        f"{mine.rps:,.0f} req/s p99 {mine.p99_ms:.1f} ms{errors} ({mine.rps / base.rps:.2f} x floor)",
+        f"{theirs.rps:,.0f} req/s Unleash",
+        f"{mine.rps / theirs.rps:.2f}",
+    )
+    record(
+        "peer",
+        f"  CPU, ours, {conns} conn",
+        _cpu(mine),
+        f"{theirs.cpu_ms_per_request():.2f} ms/req Unleash",
+        f"{mine.cpu_ms_per_request() / max(theirs.cpu_ms_per_request(), 1e-9):.2f}x",
+    )
     if max(load.requests for load in [*peer_runs, *ours.runs[conns]]) > users:
         print(f"  (note: a run made more requests than {users:,} users: some repeated)")
 
 
 # -- main -------------------------------------------------------------------------------------
 
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 1024 / 1024
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        / 1024
+        / 1024
+    )
     admin = sa.create_engine(ADMIN)
     with admin.connect() as conn:
         pg = conn.scalar(sa.text("SHOW server_version")).split()[0]
@@ -825,16 +1146,22 @@ def machine() -> str:
     admin.dispose()
     workers = os.environ.get("GUNICORN_WORKERS") or f"{(os.cpu_count() or 1) * 2 + 1}"
     wrk = subprocess.run([tools.ensure_wrk(), "--version"], capture_output=True, text=True).stdout.split()[1]
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"PostgreSQL {pg} (shared_buffers {buffers}), gunicorn {workers} sync workers, wrk {wrk}")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+        f"PostgreSQL {pg} (shared_buffers {buffers}), gunicorn {workers} sync workers, wrk {wrk}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller sizes and shorter runs (a smoke run; 1M memberships instead of 10M)")
-    parser.add_argument("--only", default="bulk,read,scaling,dashboard,expiry,report",
-                        help="comma-separated sections")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller sizes and shorter runs (a smoke run; 1M memberships instead of 10M)",
+    )
+    parser.add_argument(
+        "--only", default="bulk,read,scaling,dashboard,expiry,report", help="comma-separated sections"
+    )
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
@@ -854,13 +1181,21 @@ def main() -> None:
         cleanup.callback(redis.stop)
         cleanup.callback(lambda: [drop_database(name) for name in (DB, f"{DB}_large", f"{DB}_template")])
         # Production settings (rate limiter on, hot path without a limit), a real secret key.
-        env = {"DATABASE_URL": db_url(), "REDIS_URL": redis.url, "REPORTS_DIR": str(Path(tmp) / "reports"),
-               "SECRET_KEY": secrets.token_urlsafe(48), "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024),
-               "RATELIMIT_HOT_PATH": ""}
+        env = {
+            "DATABASE_URL": db_url(),
+            "REDIS_URL": redis.url,
+            "REPORTS_DIR": str(Path(tmp) / "reports"),
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024),
+            "RATELIMIT_HOT_PATH": "",
+        }
         about = machine()
         speed = tools.machine_speed()
-        print(f"machine: {about}\nspeed: a fixed pure-Python loop takes {speed:.3f} s (lower is faster)\n"
-              f"started {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if args.quick else ''}\n", flush=True)
+        print(
+            f"machine: {about}\nspeed: a fixed pure-Python loop takes {speed:.3f} s (lower is faster)\n"
+            f"started {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if args.quick else ''}\n",
+            flush=True,
+        )
         drop_database(f"{DB}_template")  # left by an interrupted run: migrated anew
         if "bulk" in sections:
             engine = fresh_database(env)
@@ -868,7 +1203,9 @@ def main() -> None:
             timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
             engine.dispose()
         if "read" in sections:
-            timed_section("read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users))
+            timed_section(
+                "read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users)
+            )
         if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
             timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
         engine = fresh_database(env)
@@ -881,8 +1218,13 @@ def main() -> None:
         if "report" in sections:
             timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
         engine.dispose()
-        record("machine", "fixed pure-Python loop, best of 5: at the end", f"{tools.machine_speed():.3f} s",
-               f"{speed:.3f} s at the start", "—")
+        record(
+            "machine",
+            "fixed pure-Python loop, best of 5: at the end",
+            f"{tools.machine_speed():.3f} s",
+            f"{speed:.3f} s at the start",
+            "—",
+        )
     write_results(about + (" (--quick)" if args.quick else ""))
     print(f"total {time.perf_counter() - started:.0f} s")
 
@@ -894,12 +1236,15 @@ def timed_section(name: str, run) -> None:
 
 def write_results(about: str) -> None:
     header = "| section | case | measured | baseline (same run) | ratio | target | |\n|---|---|---|---|---|---|---|\n"
-    body = "".join(f"| {r.section} | {r.case} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {r.verdict} |\n"
-                   for r in ROWS)
+    body = "".join(
+        f"| {r.section} | {r.case} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {r.verdict} |\n"
+        for r in ROWS
+    )
     stamp = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     (RESULTS / "latest.md").write_text(f"Run {stamp} on {about}\n\n{header}{body}")
-    (RESULTS / "latest.json").write_text(json.dumps({"when": stamp, "machine": about,
-                                                     "rows": [asdict(r) for r in ROWS]}, indent=1))
+    (RESULTS / "latest.json").write_text(
+        json.dumps({"when": stamp, "machine": about, "rows": [asdict(r) for r in ROWS]}, indent=1)
+    )
     print(f"\n{header}{body}\nwritten to {RESULTS / 'latest.md'}")
     misses = [r for r in ROWS if r.verdict == "MISS"]
     print(f"{len(ROWS)} measurements, {len(misses)} target(s) missed")

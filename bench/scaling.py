@@ -23,6 +23,7 @@ Memberships (measured first): ``--memberships`` rows (five segments per user), t
 statement (webapp.services.read_path) for random users, ``--reads`` times on one autocommit
 connection (prepared after five runs, as the app's connections do): p50, p99, max.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,13 +50,14 @@ CHUNK = 2_000_000
 SEGMENTS = 100
 # The statements of reports._count_all and reports._all_history (stored events part).
 COUNT = "SELECT count(*) FROM membership_events WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s"
-ROWS = ("SELECT user_id, segment_slug, action, occurred_at FROM membership_events "
-        "WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s ORDER BY occurred_at, id")
+ROWS = (
+    "SELECT user_id, segment_slug, action, occurred_at FROM membership_events "
+    "WHERE occurred_at >= %(lo)s AND occurred_at < %(hi)s ORDER BY occurred_at, id"
+)
 RESULTS: dict = {}
 # occurred_at within a month: rising with the insert order (as the app appends history), or
 # scattered over the month (rows physically out of time order: the worst case for a month read).
-TIME_EXPR = {"time": "((g - %(first)s) * %(span)s / %(per_month)s)",
-             "shuffled": "((g * 7919) %% %(span)s)"}
+TIME_EXPR = {"time": "((g - %(first)s) * %(span)s / %(per_month)s)", "shuffled": "((g * 7919) %% %(span)s)"}
 ORDER = "time"
 OUT = ROOT / "bench" / "results" / f"scaling-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
 
@@ -96,14 +98,25 @@ def record(key: str, value) -> None:
 
 # -- set-up --------------------------------------------------------------------------------
 
+
 def create_database(name: str) -> str:
     with psycopg.connect(f"{SERVER} dbname=postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-           "SECRET_KEY": "scaling-bench-secret-key-0123456789abcdef", "REDIS_URL": "redis://127.0.0.1:6379/14"}
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+        "SECRET_KEY": "scaling-bench-secret-key-0123456789abcdef",
+        "REDIS_URL": "redis://127.0.0.1:6379/14",
+    }
     try:
-        subprocess.run([str(Path(sys.executable).parent / "flask"), "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "flask"), "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     except BaseException:
         drop_database(name)
         raise
@@ -131,12 +144,17 @@ def ensure_months(conn: psycopg.Connection) -> None:
 
 
 def partitions(conn: psycopg.Connection) -> list[str]:
-    return [name for (name,) in conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'membership_events'::regclass AND c.relname ~ '_y[0-9]{4}m[0-9]{2}$' ORDER BY 1")]
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'membership_events'::regclass AND c.relname ~ '_y[0-9]{4}m[0-9]{2}$' ORDER BY 1"
+        )
+    ]
 
 
 # -- history -------------------------------------------------------------------------------
+
 
 def add_history(conn: psycopg.Connection, rows: int) -> None:
     """``rows`` more events, evenly over the monthly partitions present."""
@@ -157,12 +175,22 @@ def add_history(conn: psycopg.Connection, rows: int) -> None:
                 "CASE WHEN g %% 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
                 f"%(lo)s + {TIME_EXPR[ORDER]} * interval '1 second', '' "
                 "FROM generate_series(CAST(%(start)s AS bigint), CAST(%(end)s AS bigint)) g",
-                {"segments": SEGMENTS, "lo": lo, "span": span, "start": done + 1, "end": done + n,
-                 "first": done + 1 - (per_month - left), "per_month": per_month})
+                {
+                    "segments": SEGMENTS,
+                    "lo": lo,
+                    "span": span,
+                    "start": done + 1,
+                    "end": done + n,
+                    "first": done + 1 - (per_month - left),
+                    "per_month": per_month,
+                },
+            )
             conn.commit()
             done += n
             left -= n
-        say(f"    {month[0]}-{month[1]:02d}: {done:,} rows added, {done / (time.perf_counter() - started):,.0f} rows/s")
+        say(
+            f"    {month[0]}-{month[1]:02d}: {done:,} rows added, {done / (time.perf_counter() - started):,.0f} rows/s"
+        )
     conn.execute("SET synchronous_commit = on")
     conn.execute("ANALYZE membership_events")
     conn.commit()
@@ -174,7 +202,8 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
     record(f"history {label}: rows", total)
     sizes = conn.execute(
         "SELECT sum(pg_table_size(relid)), sum(pg_indexes_size(relid)) "
-        "FROM pg_partition_tree('membership_events')").fetchone()
+        "FROM pg_partition_tree('membership_events')"
+    ).fetchone()
     record(f"history {label}: table size (heap+toast, GiB)", round(sizes[0] / 2**30, 2))
     record(f"history {label}: index size (GiB)", round(sizes[1] / 2**30, 2))
     record(f"history {label}: bytes per row (all)", round((sizes[0] + sizes[1]) / max(total, 1), 1))
@@ -184,8 +213,10 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
     record(f"history {label}: month rows", conn.execute(COUNT, bounds).fetchone()[0])
     conn.commit()
     plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + ROWS, bounds))
-    record(f"history {label}: partitions in the month's plan",
-           sorted({w for w in plan.replace("(", " ").split() if w.startswith("membership_events_")}))
+    record(
+        f"history {label}: partitions in the month's plan",
+        sorted({w for w in plan.replace("(", " ").split() if w.startswith("membership_events_")}),
+    )
     for attempt in ("1st run", "2nd run"):
         count_s = timed(lambda: conn.execute(COUNT, bounds).fetchone())
         month_rows = conn.execute(COUNT, bounds).fetchone()[0]
@@ -215,12 +246,17 @@ def user_history_figures(conn: psycopg.Connection, label: str, reads: int = 500)
     for _ in range(reads):
         user = rng.randint(1, 10_000_000)  # the ids add_history writes
         started = time.perf_counter()
-        conn.execute("SELECT * FROM membership_events WHERE user_id = %s ORDER BY occurred_at, id", (user,)).fetchall()
+        conn.execute(
+            "SELECT * FROM membership_events WHERE user_id = %s ORDER BY occurred_at, id", (user,)
+        ).fetchall()
         times.append(time.perf_counter() - started)
     conn.commit()
     times.sort()
     record(f"history {label}: one user's events x{reads} p50 ms", round(statistics.median(times) * 1000, 2))
-    record(f"history {label}: one user's events x{reads} p99 ms", round(times[int(len(times) * 0.99) - 1] * 1000, 2))
+    record(
+        f"history {label}: one user's events x{reads} p99 ms",
+        round(times[int(len(times) * 0.99) - 1] * 1000, 2),
+    )
 
 
 def retention_figures(conn: psycopg.Connection, label: str) -> None:
@@ -233,8 +269,11 @@ def retention_figures(conn: psycopg.Connection, label: str) -> None:
     conn.autocommit = True
     conn.execute("VACUUM ANALYZE retention_copy")
     lo, hi = month_bounds((int(oldest[-7:-3]), int(oldest[-2:])))
-    delete_s = timed(lambda: conn.execute("DELETE FROM retention_copy WHERE occurred_at >= %s AND occurred_at < %s",
-                                          (lo, hi)))
+    delete_s = timed(
+        lambda: conn.execute(
+            "DELETE FROM retention_copy WHERE occurred_at >= %s AND occurred_at < %s", (lo, hi)
+        )
+    )
     vacuum_s = timed(lambda: conn.execute("VACUUM retention_copy"))
     drop_s = timed(lambda: conn.execute(f"DROP TABLE {oldest}"))
     conn.execute("DROP TABLE retention_copy")
@@ -247,19 +286,25 @@ def retention_figures(conn: psycopg.Connection, label: str) -> None:
 
 # -- memberships ---------------------------------------------------------------------------
 
+
 def memberships_figures(conn: psycopg.Connection, rows: int, reads: int) -> None:
     users = rows // 5
-    conn.execute("INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-                 "SELECT 'M_' || g, '', 0, md5(g::text), now() FROM generate_series(1, %s) g", (SEGMENTS,))
+    conn.execute(
+        "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+        "SELECT 'M_' || g, '', 0, md5(g::text), now() FROM generate_series(1, %s) g",
+        (SEGMENTS,),
+    )
     first = conn.execute("SELECT min(id) FROM segments WHERE slug LIKE 'M\\_%%'").fetchone()[0]
     conn.execute("SET synchronous_commit = off")
     started = time.perf_counter()
     for lo in range(0, users, CHUNK // 5):
         hi = min(users, lo + CHUNK // 5)
-        conn.execute("INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-                     "SELECT u, %(first)s + (u * 7 + k * 13) %% %(segments)s, now(), NULL "
-                     "FROM generate_series(CAST(%(lo)s AS bigint), CAST(%(hi)s AS bigint)) u, generate_series(0, 4) k",
-                     {"first": first, "segments": SEGMENTS, "lo": lo + 1, "hi": hi})
+        conn.execute(
+            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+            "SELECT u, %(first)s + (u * 7 + k * 13) %% %(segments)s, now(), NULL "
+            "FROM generate_series(CAST(%(lo)s AS bigint), CAST(%(hi)s AS bigint)) u, generate_series(0, 4) k",
+            {"first": first, "segments": SEGMENTS, "lo": lo + 1, "hi": hi},
+        )
         conn.commit()
     conn.execute("SET synchronous_commit = on")
     conn.execute("ANALYZE memberships")
@@ -288,12 +333,20 @@ def memberships_figures(conn: psycopg.Connection, rows: int, reads: int) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--history", default="10M,30M", help="history sizes, reached in turn (e.g. 10M,30M,100M)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--history", default="10M,30M", help="history sizes, reached in turn (e.g. 10M,30M,100M)"
+    )
     parser.add_argument("--memberships", default="10M")
     parser.add_argument("--reads", type=int, default=5000)
-    parser.add_argument("--order", choices=sorted(TIME_EXPR), default="time",
-                        help="history rows in time order (default) or scattered within each month")
+    parser.add_argument(
+        "--order",
+        choices=sorted(TIME_EXPR),
+        default="time",
+        help="history rows in time order (default) or scattered within each month",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
     global ORDER
@@ -304,9 +357,12 @@ def main() -> None:
     try:
         with psycopg.connect(dsn) as conn:
             RESULTS["server"] = conn.execute("SELECT version()").fetchone()[0]
-            RESULTS["settings"] = dict(conn.execute(
-                "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
-                "('shared_buffers', 'work_mem', 'max_wal_size', 'maintenance_work_mem')").fetchall())
+            RESULTS["settings"] = dict(
+                conn.execute(
+                    "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
+                    "('shared_buffers', 'work_mem', 'max_wal_size', 'maintenance_work_mem')"
+                ).fetchall()
+            )
             RESULTS["cpus"] = os.cpu_count()
             conn.commit()
             if size(args.memberships):

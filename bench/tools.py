@@ -1,4 +1,5 @@
 """Processes and measurements for the benchmarks: servers, wrk, timers, peak memory, CPU time."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,13 @@ def gunicorn(app_path: str, env: dict, port: int, wait: bool = True):
     answers (else call wait_http yourself)."""
     full_env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_ACCESSLOG": ""}
     with open(ROOT / "bench" / "results" / f"gunicorn-{port}.log", "w") as log:
-        process = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_path],
-                                   cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_path],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             if wait:
                 wait_http(f"http://127.0.0.1:{port}/api/v1/users/1/segments")
@@ -64,8 +70,9 @@ def rq_worker(env: dict):
     """``flask worker`` (RQ, forking a work horse per job, as in production) until the block ends."""
     full_env = {**os.environ, **env, "FLASK_APP": "wsgi"}
     with open(ROOT / "bench" / "results" / "worker.log", "w") as log:
-        process = subprocess.Popen([str(BIN / "flask"), "worker"], cwd=ROOT, env=full_env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "flask"), "worker"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             yield process
         finally:
@@ -184,12 +191,26 @@ def wrk_threads(connections: int) -> int:
     return max(1, min(2, connections // 25))
 
 
-def wrk(url: str, connections: int, seconds: int, script: Path | None = None, args: Iterable[object] = (),
-        meter: CpuMeter | None = None) -> Load:
+def wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    script: Path | None = None,
+    args: Iterable[object] = (),
+    meter: CpuMeter | None = None,
+) -> Load:
     """wrk in its own process, latency percentiles; ``script`` (a wrk Lua script) gets ``args``.
     With ``meter`` the CPU time of its process groups is measured over the run."""
-    command = [ensure_wrk(), "-t", str(wrk_threads(connections)), "-c", str(connections), "-d", f"{seconds}s",
-               "--latency"]
+    command = [
+        ensure_wrk(),
+        "-t",
+        str(wrk_threads(connections)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--latency",
+    ]
     if script is not None:
         command += ["-s", str(script)]
     command += [url, *(["--", *map(str, args)] if script is not None else [])]
@@ -216,8 +237,17 @@ def wrk(url: str, connections: int, seconds: int, script: Path | None = None, ar
     dump = re.search(r"^latency-histogram (.*)$", out, re.M)
     if dump and dump.group(1):
         histogram = {int(v): int(c) for v, c in (pair.split(":") for pair in dump.group(1).split(","))}
-    return Load(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), requests, cpu, wrk_cpu, machine,
-                histogram)
+    return Load(
+        rps,
+        p50,
+        p99,
+        errors + (int(non2xx.group(1)) if non2xx else 0),
+        requests,
+        cpu,
+        wrk_cpu,
+        machine,
+        histogram,
+    )
 
 
 def percentile_ms(histogram: dict[int, int], p: float) -> float:
@@ -244,6 +274,7 @@ def combine(loads: list[Load]) -> Load:
             for key, value in getattr(load, name).items():
                 out[key] = out.get(key, 0.0) + value
         return out
+
     histogram: dict[int, int] = {}
     for load in loads:
         for value, count in load.histogram.items():
@@ -252,8 +283,17 @@ def combine(loads: list[Load]) -> Load:
         p50, p99 = percentile_ms(histogram, 50), percentile_ms(histogram, 99)
     else:
         p50, p99 = max(load.p50_ms for load in loads), max(load.p99_ms for load in loads)
-    return Load(requests / seconds, p50, p99, sum(load.errors for load in loads), requests, total("cpu"),
-                sum(load.wrk_cpu for load in loads), total("machine"), histogram)
+    return Load(
+        requests / seconds,
+        p50,
+        p99,
+        sum(load.errors for load in loads),
+        requests,
+        total("cpu"),
+        sum(load.wrk_cpu for load in loads),
+        total("machine"),
+        histogram,
+    )
 
 
 def permutation_step(count: int) -> int:
@@ -266,6 +306,7 @@ def permutation_step(count: int) -> int:
 
 
 # -- CPU time -----------------------------------------------------------------------------------
+
 
 class CpuMeter:
     """User + system CPU seconds of groups of processes over a measurement.
@@ -337,12 +378,14 @@ def _busy(times) -> float:
 
 def process_tree(pid: int) -> Callable[[], list[psutil.Process]]:
     """A process and all its descendants (gunicorn's master and workers)."""
+
     def listing() -> list[psutil.Process]:
         try:
             root = psutil.Process(pid)
             return [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
+
     return listing
 
 
@@ -367,6 +410,7 @@ def postgres_backends(postmaster: int, database: str) -> Callable[[], list[psuti
             if known[key]:
                 found.append(child)
         return found
+
     return listing
 
 
@@ -397,8 +441,13 @@ def run_child(code: str, env: dict) -> tuple[float, float, str]:
 
     The peak is the child's own VmHWM (ru_maxrss would include the parent's size at fork)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code + PEAK], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code + PEAK],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"child failed: {done.stderr[-2000:]}")

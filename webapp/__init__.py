@@ -1,4 +1,5 @@
 """Segments: dynamic user segmentation for product experiments."""
+
 from __future__ import annotations
 
 import logging
@@ -59,9 +60,16 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
     app.extensions["api_tokens"] = parse_tokens(app.config["API_TOKENS"])
     redis_url = app.config["REDIS_URL"]
     timeouts = {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
-    limits_url = "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
-    app.config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, CACHE_OPTIONS=timeouts,
-                      RATELIMIT_STORAGE_URI=limits_url, RATELIMIT_STORAGE_OPTIONS=timeouts)
+    limits_url = (
+        "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
+    )
+    app.config.update(
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_URL=redis_url,
+        CACHE_OPTIONS=timeouts,
+        RATELIMIT_STORAGE_URI=limits_url,
+        RATELIMIT_STORAGE_OPTIONS=timeouts,
+    )
 
 
 def _connect_args(app: Flask) -> dict[str, Any]:
@@ -91,8 +99,10 @@ def secret_key(app: Flask, local: bool) -> str:
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
-    raise RuntimeError("SECRET_KEY must be set to a random string of at least 32 characters "
-                       "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')")
+    raise RuntimeError(
+        "SECRET_KEY must be set to a random string of at least 32 characters "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
 
 
 def register_extensions(app: Flask) -> None:
@@ -108,12 +118,21 @@ def register_extensions(app: Flask) -> None:
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).
     # Autocommit from the connect on, so nothing is reset or rolled back on the way back to the pool.
     app.extensions["read_engine"] = create_engine(
-        app.config["SQLALCHEMY_DATABASE_URI"], pool_pre_ping=False, pool_recycle=1800, isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None, connect_args=_connect_args(app))
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        connect_args=_connect_args(app),
+    )
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
-    app.extensions["cache"][cache].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
-    init_request_logging(app)  # first: its hook gives every request its id before another hook (the limiter's 429) can answer
+    app.extensions["cache"][
+        cache
+    ].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
+    init_request_logging(
+        app
+    )  # first: its hook gives every request its id before another hook (the limiter's 429) can answer
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     csrf.init_app(app)
@@ -146,11 +165,18 @@ def register_blueprints(app: Flask) -> None:
         config = current_app.config
         return str(config["RATELIMIT_HOT_PATH"] if request.endpoint in HOT_PATH else config["RATELIMIT_READ"])
 
-    reads = limiter.shared_limit(read_limit, scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read",
-                                 methods=["GET", "HEAD", "POST"], exempt_when=lambda: not is_read() or not read_limit())
-    writes = limiter.shared_limit(lambda: current_app.config["RATELIMIT_WRITE"], scope="api-write",
-                                  methods=["POST", "PUT", "PATCH", "DELETE"],
-                                  exempt_when=lambda: is_read() or not current_app.config["RATELIMIT_WRITE"])
+    reads = limiter.shared_limit(
+        read_limit,
+        scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read",
+        methods=["GET", "HEAD", "POST"],
+        exempt_when=lambda: not is_read() or not read_limit(),
+    )
+    writes = limiter.shared_limit(
+        lambda: current_app.config["RATELIMIT_WRITE"],
+        scope="api-write",
+        methods=["POST", "PUT", "PATCH", "DELETE"],
+        exempt_when=lambda: is_read() or not current_app.config["RATELIMIT_WRITE"],
+    )
     for blueprint in (api_bp, compat_bp):
         if not blueprint.before_request_funcs.get(None):
             blueprint.before_request(auth.identify_client)

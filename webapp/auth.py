@@ -6,6 +6,7 @@ Every token has a scope: ``read``, ``reports`` (read + requesting and reading re
 API request needs is decided in one place, :func:`required_scope`: a view marked with
 :func:`requires_scope` needs that scope; any other GET/HEAD is a read and every other method a
 write."""
+
 from __future__ import annotations
 
 import hmac
@@ -22,8 +23,11 @@ TOKEN_RE = re.compile(r"[\x21-\x7e]{16,200}")
 NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 READ, REPORTS, WRITE = "read", "reports", "write"
 # What each scope may do: a scope grants the kinds of request listed.
-GRANTS: dict[str, frozenset[str]] = {READ: frozenset({READ}), REPORTS: frozenset({READ, REPORTS}),
-                                     WRITE: frozenset({READ, REPORTS, WRITE})}
+GRANTS: dict[str, frozenset[str]] = {
+    READ: frozenset({READ}),
+    REPORTS: frozenset({READ, REPORTS}),
+    WRITE: frozenset({READ, REPORTS, WRITE}),
+}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 V = TypeVar("V", bound=Callable)
 
@@ -49,12 +53,16 @@ def parse_tokens(raw: str) -> TokenTable:
             token, _, scope = (part.strip() for part in rest.rpartition(":"))
             if scope not in GRANTS:
                 shown = repr(scope) if len(scope) <= 8 else "the part after its last ':'"  # (never a token)
-                raise ValueError(f"API_TOKENS entry {position}: {shown} is not a scope (one of read, reports, "
-                                 "write: name:token:scope; a token containing ':' must be followed by its scope)")
+                raise ValueError(
+                    f"API_TOKENS entry {position}: {shown} is not a scope (one of read, reports, "
+                    "write: name:token:scope; a token containing ':' must be followed by its scope)"
+                )
         if not sep or not NAME_RE.fullmatch(name) or not TOKEN_RE.fullmatch(token):
-            raise ValueError(f"API_TOKENS entry {position} is not name:token or name:token:scope (a name of "
-                             "letters, digits and ._@-, a token of 16 to 200 visible ASCII characters, a "
-                             "scope of read, reports or write)")
+            raise ValueError(
+                f"API_TOKENS entry {position} is not name:token or name:token:scope (a name of "
+                "letters, digits and ._@-, a token of 16 to 200 visible ASCII characters, a "
+                "scope of read, reports or write)"
+            )
         if token in tokens:
             raise ValueError(f"API_TOKENS entry {position} repeats a token")
         tokens[token], tokens.scopes[token] = name, scope
@@ -150,8 +158,12 @@ def dashboard_actor() -> str:
 def require_dashboard_user() -> None:
     """before_request of the dashboard: a user from the SSO header, unless DASHBOARD_OPEN."""
     if dashboard_user() is None and not current_app.config["DASHBOARD_OPEN"]:
-        raise AppError("Sign in through the company SSO to use the dashboard: this request came without "
-                       "a signed-in user.", code="unauthorized", status=401)
+        raise AppError(
+            "Sign in through the company SSO to use the dashboard: this request came without "
+            "a signed-in user.",
+            code="unauthorized",
+            status=401,
+        )
 
 
 def identify_client() -> None:
@@ -160,14 +172,26 @@ def identify_client() -> None:
     if not _tokens():
         return
     if token_name() is None:
-        message = "unknown API token" if request.headers.get("Authorization") else \
-            "an API token is required: Authorization: Bearer <token>"
+        message = (
+            "unknown API token"
+            if request.headers.get("Authorization")
+            else "an API token is required: Authorization: Bearer <token>"
+        )
         raise AppError(message, code="unauthorized", status=401)
     scope = token_scope() or READ
     needed = required_scope(current_app.view_functions.get(request.endpoint or ""), request.method)
     if needed not in GRANTS[scope]:
-        raise AppError(f"this API token's scope is {scope!r}; {request.method} {request.path} needs "
-                       f"{needed!r}{' (or write)' if needed == REPORTS else ''}",
-                       [detail("Authorization", f"scope {scope} does not allow this request",
-                               scope=scope, required=needed)],
-                       code="forbidden", status=403)
+        raise AppError(
+            f"this API token's scope is {scope!r}; {request.method} {request.path} needs "
+            f"{needed!r}{' (or write)' if needed == REPORTS else ''}",
+            [
+                detail(
+                    "Authorization",
+                    f"scope {scope} does not allow this request",
+                    scope=scope,
+                    required=needed,
+                )
+            ],
+            code="forbidden",
+            status=403,
+        )

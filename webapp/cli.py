@@ -1,4 +1,5 @@
 """Flask CLI commands: worker, scheduler, expire-memberships, seed-demo."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,10 +56,12 @@ def register(app: Flask) -> None:
         click.echo(f"seeded {len(DEMO_SEGMENTS)} segments")
 
 
-DEMO_SEGMENTS = [("AVITO_VOICE_MESSAGES", "Voice messages in chat", None),
-                 ("AVITO_PERFORMANCE_VAS", "Performance VAS", None),
-                 ("AVITO_DISCOUNT_30", "30% discount", None),
-                 ("AVITO_DISCOUNT_50", "50% discount", 10)]
+DEMO_SEGMENTS = [
+    ("AVITO_VOICE_MESSAGES", "Voice messages in chat", None),
+    ("AVITO_PERFORMANCE_VAS", "Performance VAS", None),
+    ("AVITO_DISCOUNT_30", "30% discount", None),
+    ("AVITO_DISCOUNT_50", "50% discount", 10),
+]
 
 
 def seed_demo_data(session, users: int = 200, actor: str = "seed-demo") -> int:

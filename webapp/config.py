@@ -3,6 +3,7 @@
 Without ``DATABASE_URL`` / ``REDIS_URL`` the app runs on an embedded PostgreSQL and an
 embedded Redis under ``instance/`` (see webapp.embedded): the same topology as production.
 """
+
 from __future__ import annotations
 
 import os

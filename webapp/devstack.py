@@ -11,6 +11,7 @@ Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``GUNICORN_WORKERS`` (2), ``
 (``$SEGMENTS_INSTANCE/reports``), ``PROMETHEUS_MULTIPROC_DIR`` (``$SEGMENTS_INSTANCE/metrics``, for
 gunicorn only), and whatever else the app reads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,9 +78,16 @@ class Child:
 
     @classmethod
     def spawn(cls, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         return cls(name, process)
 
     def start_pump(self) -> None:
@@ -172,8 +180,14 @@ class DevStack:
 
     def _child_env(self, database_url: str, redis_url: str) -> dict[str, str]:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_url, FLASK_APP="wsgi",
-                   PYTHONUNBUFFERED="1", GUNICORN_BIND=f"{host}:{self.port}")
+        env = dict(
+            os.environ,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            FLASK_APP="wsgi",
+            PYTHONUNBUFFERED="1",
+            GUNICORN_BIND=f"{host}:{self.port}",
+        )
         env.setdefault("GUNICORN_WORKERS", "2")
         env.setdefault("REPORTS_DIR", str(self.instance / "reports"))
         env.setdefault("SEGMENTS_INSTANCE", str(self.instance))
@@ -206,8 +220,12 @@ class DevStack:
         }
         # /metrics sums gunicorn's workers through files here (prometheus-client multiprocess mode;
         # gunicorn.conf.py empties it at start); the worker and scheduler write none.
-        own_env = {"web": {"PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR")
-                           or str(self.instance / "metrics")}}
+        own_env = {
+            "web": {
+                "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR")
+                or str(self.instance / "metrics")
+            }
+        }
         with _uninterrupted():
             for name, argv in commands.items():
                 self.children.append(Child.spawn(name, argv, {**env, **own_env.get(name, {})}))
@@ -241,17 +259,37 @@ class DevStack:
             ("dashboard", f"{self.base_url}/"),
             ("API docs", f"{self.base_url}/api/docs"),
             ("metrics", f"{self.base_url}/metrics"),
-            ("database", _redact(database_url) + (
-                f"  (embedded PostgreSQL, pid {self.postgres.pid}{_attached(self.postgres.started)}, "
-                f"data {self.postgres.data_dir})" if self.postgres else "  (external)")),
-            ("redis", _redact(redis_url) + (
-                f"  (embedded Redis, pid {self.redis.pid}{_attached(self.redis.started)}, "
-                f"data {self.redis.data_dir})" if self.redis else "  (external)")),
+            (
+                "database",
+                _redact(database_url)
+                + (
+                    f"  (embedded PostgreSQL, pid {self.postgres.pid}{_attached(self.postgres.started)}, "
+                    f"data {self.postgres.data_dir})"
+                    if self.postgres
+                    else "  (external)"
+                ),
+            ),
+            (
+                "redis",
+                _redact(redis_url)
+                + (
+                    f"  (embedded Redis, pid {self.redis.pid}{_attached(self.redis.started)}, "
+                    f"data {self.redis.data_dir})"
+                    if self.redis
+                    else "  (external)"
+                ),
+            ),
             ("reports", os.environ.get("REPORTS_DIR") or str(self.instance / "reports")),
-            ("processes", f"web pid {web.pid} (gunicorn, {workers} workers), "
-                          + ", ".join(f"{c.name} pid {c.pid}" for c in self.children[1:])),
-            ("logs", "this terminal, each line prefixed with its process"
-                     + "".join(f"; {name}: {path}" for name, path in self._server_logs())),
+            (
+                "processes",
+                f"web pid {web.pid} (gunicorn, {workers} workers), "
+                + ", ".join(f"{c.name} pid {c.pid}" for c in self.children[1:]),
+            ),
+            (
+                "logs",
+                "this terminal, each line prefixed with its process"
+                + "".join(f"; {name}: {path}" for name, path in self._server_logs()),
+            ),
         ]
         say(f"Segments is up: {kind} start, {total:.1f} s to /healthz ({steps})")
         for label, value in rows:
@@ -282,8 +320,10 @@ class DevStack:
         if self.children:
             say("stopped " + ", ".join(child.name for child in self.children))
         ok = True
-        servers = [("Redis", self.redis, self.owns_redis, embedded.stop_redis, "redis"),
-                   ("PostgreSQL", self.postgres, self.owns_postgres, embedded.stop_postgres, "postgres")]
+        servers = [
+            ("Redis", self.redis, self.owns_redis, embedded.stop_redis, "redis"),
+            ("PostgreSQL", self.postgres, self.owns_postgres, embedded.stop_postgres, "postgres"),
+        ]
         for name, server, owned, stop_by_dir, subdir in servers:
             try:
                 if server is not None:

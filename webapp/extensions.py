@@ -1,4 +1,5 @@
 """Flask extensions, created unbound and initialised in create_app()."""
+
 from typing import TYPE_CHECKING
 
 from flask import current_app
@@ -36,8 +37,11 @@ cache = Cache()
 limiter = Limiter(key_func=client_key)
 csrf = CSRFProtect()
 # Each report costs a job: every view that creates one is limited per client (RATELIMIT_REPORTS).
-report_requests = limiter.shared_limit(lambda: current_app.config["RATELIMIT_REPORTS"], scope="reports",
-                                       exempt_when=lambda: not current_app.config["RATELIMIT_REPORTS"])
+report_requests = limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_REPORTS"],
+    scope="reports",
+    exempt_when=lambda: not current_app.config["RATELIMIT_REPORTS"],
+)
 spec = SpecTree(
     "flask",
     mode="strict",  # only the decorated API operations
@@ -45,5 +49,5 @@ spec = SpecTree(
     page_templates={},  # /api/openapi.json and /api/docs (vendored Swagger UI) are ours
     title="Segments API",
     version="1.0.0",
-    description="Dynamic user segmentation. Errors: {\"error\": {\"code\", \"message\", \"details\"}}.",
+    description='Dynamic user segmentation. Errors: {"error": {"code", "message", "details"}}.',
 )

@@ -11,6 +11,7 @@ everything else to Flask unchanged: another method or path, an id that is not pl
 digits in range, a missing or unknown token, a hot-path rate limit, a test session bound to
 its own connection. So every error and every rule keeps its one home in the Flask app.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,11 +50,17 @@ class HotPath:
             return self.wsgi_app(environ, start_response)
         status, body, client, compat = answer
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("X-Request-ID", rid), *HEADERS.items()]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("X-Request-ID", rid),
+            *HEADERS.items(),
+        ]
         start_response("200 OK" if status == 200 else "204 NO CONTENT", headers)
         observe_request(ENDPOINTS[compat], status, time.perf_counter() - started)
-        self.app.extensions["request_log"].write(rid, "GET", environ.get("PATH_INFO", ""), status, started, client)
+        self.app.extensions["request_log"].write(
+            rid, "GET", environ.get("PATH_INFO", ""), status, started, client
+        )
         return [body]
 
     def _answer(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None, bool] | None:
@@ -73,4 +80,9 @@ class HotPath:
         active = hot_read(self.app.extensions["read_engine"], user_id)
         if compat and not active:
             return 204, b"", client or environ.get("REMOTE_ADDR"), compat
-        return 200, segments_body(user_id, active, compat=compat), client or environ.get("REMOTE_ADDR"), compat
+        return (
+            200,
+            segments_body(user_id, active, compat=compat),
+            client or environ.get("REMOTE_ADDR"),
+            compat,
+        )

@@ -16,6 +16,7 @@ Where each number comes from:
 
 Without ``PROMETHEUS_MULTIPROC_DIR`` (``flask run``, the tests) the values are this process's own.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,20 +57,38 @@ JOB_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, float
 REQUEST_SECONDS = Histogram(
     "segments_http_request_duration_seconds",
     "Time to answer an HTTP request, by Flask endpoint and status (the hot path's answers "
-    "included); _count is the number of requests.", ["endpoint", "status"], buckets=LATENCY_BUCKETS,
-    registry=REGISTRY)
-RATE_LIMITED = Counter("segments_rate_limited", "Requests refused with 429 by a rate limit, by endpoint.",
-                       ["endpoint"], registry=REGISTRY)
-CACHE_REQUESTS = Counter("segments_cache_requests", "Flask-Caching lookups by cache name and result (hit, miss).",
-                         ["cache", "result"], registry=REGISTRY)
-SEGMENT_READS = Counter("segments_segment_reads",
-                        "Times a segment was in the answer of a read of a user's segments (counted in "
-                        "memory, added every few seconds).", ["segment"], registry=REGISTRY)
+    "included); _count is the number of requests.",
+    ["endpoint", "status"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "segments_rate_limited",
+    "Requests refused with 429 by a rate limit, by endpoint.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+CACHE_REQUESTS = Counter(
+    "segments_cache_requests",
+    "Flask-Caching lookups by cache name and result (hit, miss).",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+SEGMENT_READS = Counter(
+    "segments_segment_reads",
+    "Times a segment was in the answer of a read of a user's segments (counted in "
+    "memory, added every few seconds).",
+    ["segment"],
+    registry=REGISTRY,
+)
 # (Labelled, as every metric here: a metric without labels makes its multiprocess file in every
 # process that imports this module, gunicorn's master included, where nothing ever retires it.)
-REQUEST_LOG_DROPPED = Counter("segments_request_log_dropped",
-                              "Request log lines the log's stream refused (a closed pipe, a full non-blocking one).",
-                              ["stream"], registry=REGISTRY)
+REQUEST_LOG_DROPPED = Counter(
+    "segments_request_log_dropped",
+    "Request log lines the log's stream refused (a closed pipe, a full non-blocking one).",
+    ["stream"],
+    registry=REGISTRY,
+)
 
 _latency_children: dict[tuple[str, int], Any] = {}
 
@@ -107,9 +126,13 @@ def quick_redis(url: str) -> Redis:
     client = _clients.get(url)
     if client is None:
         with _clients_lock:
-            client = _clients.get(url) or Redis.from_url(url, socket_timeout=WEB_TIMEOUT,
-                                                         socket_connect_timeout=WEB_TIMEOUT,
-                                                         retry=Retry(NoBackoff(), 0), health_check_interval=30)
+            client = _clients.get(url) or Redis.from_url(
+                url,
+                socket_timeout=WEB_TIMEOUT,
+                socket_connect_timeout=WEB_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=30,
+            )
             _clients[url] = client
     return client
 
@@ -122,6 +145,7 @@ _job_outage = OutageLog("Redis (job metrics)")
 def timed_job(name: str) -> Callable[[F], F]:
     """Record each run of a job function: its duration and whether it raised (in Redis, so the web
     processes' /metrics see what workers on other machines did)."""
+
     def decorate(function: F) -> F:
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -132,7 +156,9 @@ def timed_job(name: str) -> Callable[[F], F]:
                 return result
             finally:
                 record_job(name, time.perf_counter() - started, ok)
+
         return run  # type: ignore[return-value]
+
     return decorate
 
 
@@ -159,7 +185,8 @@ def purge_done(removed: int) -> None:
         return
     try:
         quick_redis(current_app.config["REDIS_URL"]).hset(
-            JOBS_KEY, mapping={"purge:last_at": time.time(), "purge:last_removed": removed})
+            JOBS_KEY, mapping={"purge:last_at": time.time(), "purge:last_removed": removed}
+        )
         _job_outage.ok()
     except Exception as exc:
         _job_outage.failed(exc)
@@ -167,10 +194,18 @@ def purge_done(removed: int) -> None:
 
 # -- scrape time -------------------------------------------------------------------------------------
 
-QUEUE_KEYS = {"queued": Queue.redis_queue_namespace_prefix + QUEUE_NAME,
-              **{state: registry.key_template.format(QUEUE_NAME) for state, registry in (
-                  ("started", StartedJobRegistry), ("scheduled", ScheduledJobRegistry),
-                  ("deferred", DeferredJobRegistry), ("failed", FailedJobRegistry))}}
+QUEUE_KEYS = {
+    "queued": Queue.redis_queue_namespace_prefix + QUEUE_NAME,
+    **{
+        state: registry.key_template.format(QUEUE_NAME)
+        for state, registry in (
+            ("started", StartedJobRegistry),
+            ("scheduled", ScheduledJobRegistry),
+            ("deferred", DeferredJobRegistry),
+            ("failed", FailedJobRegistry),
+        )
+    },
+}
 
 
 class RedisCollector:
@@ -180,8 +215,10 @@ class RedisCollector:
         self.redis_url = redis_url
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("segments_redis_up", "1 if this scrape could read Redis (queue depth, jobs, "
-                               "last reads are missing otherwise).")
+        up = GaugeMetricFamily(
+            "segments_redis_up",
+            "1 if this scrape could read Redis (queue depth, jobs, last reads are missing otherwise).",
+        )
         try:
             with quick_redis(self.redis_url).pipeline(transaction=False) as pipe:
                 for state, key in QUEUE_KEYS.items():
@@ -196,8 +233,11 @@ class RedisCollector:
             return
         up.add_metric([], 1)
         yield up
-        queue = GaugeMetricFamily("segments_queue_jobs", "RQ jobs by state (queued = the queue's length).",
-                                  labels=["queue", "state"])
+        queue = GaugeMetricFamily(
+            "segments_queue_jobs",
+            "RQ jobs by state (queued = the queue's length).",
+            labels=["queue", "state"],
+        )
         for state, depth in zip(QUEUE_KEYS, depths, strict=True):
             queue.add_metric([QUEUE_NAME, state], depth)
         yield queue
@@ -206,15 +246,19 @@ class RedisCollector:
 
 
 def _decode(raw: dict) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()}
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
 
 
 def _job_families(fields: dict[str, str]) -> Iterator[Metric]:
-    durations = HistogramMetricFamily("segments_job_duration_seconds", "Background job run times, by job.",
-                                      labels=["job"])
-    failures = CounterMetricFamily("segments_job_failures", "Background job runs that raised, by job.",
-                                   labels=["job"])
+    durations = HistogramMetricFamily(
+        "segments_job_duration_seconds", "Background job run times, by job.", labels=["job"]
+    )
+    failures = CounterMetricFamily(
+        "segments_job_failures", "Background job runs that raised, by job.", labels=["job"]
+    )
     for job in sorted({key.split(":", 1)[0] for key in fields if key.endswith(":count")}):
         total, buckets = 0.0, []
         for index, bound in enumerate(JOB_BUCKETS):
@@ -224,8 +268,9 @@ def _job_families(fields: dict[str, str]) -> Iterator[Metric]:
         failures.add_metric([job], float(fields.get(f"{job}:failed", 0)))
     yield durations
     yield failures
-    purge_at = GaugeMetricFamily("segments_last_purge_timestamp_seconds",
-                                 "When the last TTL purge finished (Unix time).")
+    purge_at = GaugeMetricFamily(
+        "segments_last_purge_timestamp_seconds", "When the last TTL purge finished (Unix time)."
+    )
     purge_count = GaugeMetricFamily("segments_last_purge_removed", "Memberships the last TTL purge removed.")
     if "purge:last_at" in fields:
         purge_at.add_metric([], float(fields["purge:last_at"]))
@@ -235,9 +280,11 @@ def _job_families(fields: dict[str, str]) -> Iterator[Metric]:
 
 
 def _read_families(fields: dict[str, str]) -> Iterator[Metric]:
-    last = GaugeMetricFamily("segments_segment_last_read_timestamp_seconds",
-                             "When a segment was last in a read's answer, across every process (Unix time; "
-                             "a few seconds late).", labels=["segment"])
+    last = GaugeMetricFamily(
+        "segments_segment_last_read_timestamp_seconds",
+        "When a segment was last in a read's answer, across every process (Unix time; a few seconds late).",
+        labels=["segment"],
+    )
     for key, value in sorted(fields.items()):
         if key.startswith("last:"):
             last.add_metric([key.removeprefix("last:")], float(value))
@@ -265,8 +312,15 @@ def metrics_view() -> Response:
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            response = jsonify({"error": {"code": "unauthorized", "message": "/metrics needs Authorization: "
-                                          "Bearer <METRICS_TOKEN>", "details": []}})
+            response = jsonify(
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": "/metrics needs Authorization: Bearer <METRICS_TOKEN>",
+                        "details": [],
+                    }
+                }
+            )
             response.status_code = 401
             return response
     body = generate_latest(_Scrape(process_metrics(), RedisCollector(current_app.config["REDIS_URL"])))
@@ -280,6 +334,7 @@ def init_app(app: Flask) -> None:
 
 
 # -- gunicorn's master: a worker exited ----------------------------------------------------------------
+
 
 def retire_process(pid: int, path: str | None = None) -> None:
     """Fold a dead process's counter and histogram files into ``<type>_archive.db`` and delete them

@@ -1,5 +1,6 @@
 """Request ids, one JSON log line and one latency observation per request, /healthz, /readyz
 and /metrics (webapp.metrics)."""
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,9 @@ class RequestLog:
             raise RuntimeError(f"REQUEST_LOG must be one of {', '.join(REQUEST_LOG_FDS)} (got {where!r})")
         return cls(REQUEST_LOG_FDS[where], where)
 
-    def write(self, rid: str, method: str, path: str, status: int, started: float, client: str | None) -> None:
+    def write(
+        self, rid: str, method: str, path: str, status: int, started: float, client: str | None
+    ) -> None:
         if self.fd is None:
             return
         duration, now = (time.perf_counter() - started) * 1000, time.time()
@@ -67,21 +70,31 @@ class RequestLog:
         try:
             data = line.encode()  # (ASCII: characters are bytes)
             while data:
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(self.fd, data) :]
         except OSError:
             metrics.request_log_dropped(self.stream)
 
-    def line(self, now: float, rid: str, method: str, path: str, status: int, duration_ms: float,
-             client: str | None) -> str:
+    def line(
+        self,
+        now: float,
+        rid: str,
+        method: str,
+        path: str,
+        status: int,
+        duration_ms: float,
+        client: str | None,
+    ) -> str:
         second = int(now)
         stamp = self._second
         if stamp[0] != second:
             stamp = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         caps = self.CAPS
         who = "null" if client is None else json_string(_cut(client, caps["client"]))
-        return (f'{{"time": "{stamp[1]}.{int((now - second) * 1000):03d}Z", '
-                f'"request_id": {json_string(_cut(rid, caps["rid"]))}, "method": {json_string(_cut(method, caps["method"]))}, '
-                f'"path": {json_string(path)}, "status": {status}, "duration_ms": {duration_ms:.2f}, "client": {who}}}\n')
+        return (
+            f'{{"time": "{stamp[1]}.{int((now - second) * 1000):03d}Z", '
+            f'"request_id": {json_string(_cut(rid, caps["rid"]))}, "method": {json_string(_cut(method, caps["method"]))}, '
+            f'"path": {json_string(path)}, "status": {status}, "duration_ms": {duration_ms:.2f}, "client": {who}}}\n'
+        )
 
 
 def _cut(text: str, most: int) -> str:
@@ -108,8 +121,9 @@ def init_request_logging(app: Flask) -> None:
             metrics.observe_request(endpoint, status, time.perf_counter() - started)
             if status == 429 and "Idempotent-Replayed" not in response.headers:
                 metrics.rate_limited(endpoint)
-            request_log.write(rid, request.method, request.path, status, started,
-                              g.get("api_client") or request.remote_addr)
+            request_log.write(
+                rid, request.method, request.path, status, started, g.get("api_client") or request.remote_addr
+            )
         return response
 
 
@@ -126,8 +140,10 @@ def healthz():
 def readyz():
     """Readiness: PostgreSQL and Redis answer (what failed is named; exception text goes to
     the log only)."""
-    checks = {"database": _check("database", lambda: db.session.execute(text("SELECT 1")).scalar_one()),
-              "redis": _check("redis", redis_client().ping)}
+    checks = {
+        "database": _check("database", lambda: db.session.execute(text("SELECT 1")).scalar_one()),
+        "redis": _check("redis", redis_client().ping),
+    }
     ready = all(c["ok"] for c in checks.values())
     return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), 200 if ready else 503
 

@@ -3,6 +3,7 @@
 Jobs are stored as JSON, never pickle: write access to Redis must not mean code execution
 in a worker. Every queue, worker and the scheduler use :class:`JsonJob`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,15 +32,25 @@ class JsonJob(Job):
 
 def get_queue(app: Flask | None = None, *, blocking: bool = False) -> Queue:
     """The jobs queue; web processes use the short-timeout client, workers a blocking one."""
-    return Queue(QUEUE_NAME, connection=redis_client(app, blocking=blocking), job_class=JsonJob,
-                 serializer=JSONSerializer)
+    return Queue(
+        QUEUE_NAME,
+        connection=redis_client(app, blocking=blocking),
+        job_class=JsonJob,
+        serializer=JSONSerializer,
+    )
 
 
 def enqueue(path: str, *args: object, job_id: str | None = None, timeout: int = JOB_TIMEOUT) -> Job:
     """Queue ``path(*args)`` (e.g. ``"webapp.jobs.tasks.generate_report"``) now."""
     return get_queue(current_app).enqueue(
-        path, args=args, job_id=job_id, retry=RETRY, job_timeout=timeout,
-        result_ttl=86_400, failure_ttl=7 * 86_400)
+        path,
+        args=args,
+        job_id=job_id,
+        retry=RETRY,
+        job_timeout=timeout,
+        result_ttl=86_400,
+        failure_ttl=7 * 86_400,
+    )
 
 
 def enqueue_after_commit(path: str, *args: object, job_id: str | None = None) -> None:

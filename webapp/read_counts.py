@@ -12,6 +12,7 @@ next flush that succeeds; a process's last few seconds are flushed when it exits
 The segment page reads the hash (:func:`last_read`, the template global ``segment_last_read``)
 with the same short timeout and says "unknown" when Redis does not answer.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -147,6 +148,8 @@ def init_app(app: Flask) -> None:
     the segment page's partial gets :func:`last_read` as ``segment_last_read``."""
     COUNTER.configure(app)
     app.add_template_global(last_read, "segment_last_read")  # templates/segments/_last_read.html
+
+
 atexit.register(lambda: COUNTER.flush() if COUNTER._pending or COUNTER._backlog else None)
 
 
@@ -162,7 +165,8 @@ def last_read(slug: str) -> LastRead | None:
     (the page says "unknown")."""
     try:
         fields: list[Any] = quick_redis(current_app.config["REDIS_URL"]).hmget(  # type: ignore[assignment]
-            READS_KEY, [f"count:{slug}", f"last:{slug}", "started"])
+            READS_KEY, [f"count:{slug}", f"last:{slug}", "started"]
+        )
         count, last, started = fields
     except Exception as exc:
         log.warning("segment page: read counts unavailable: %s", exc)

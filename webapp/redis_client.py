@@ -5,6 +5,7 @@ unreachable Redis degrades a request (limiter in memory, no idempotency replay, 
 503 for work that needs a queue) instead of hanging it; RQ workers and the scheduler use a
 client without read timeout (blocking dequeue).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,9 @@ def redis_client(app: Flask | None = None, *, blocking: bool = False) -> Redis:
     client: Redis | None = app.extensions.get(name)
     if client is None:
         timeouts = {} if blocking else {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
-        client = app.extensions[name] = Redis.from_url(app.config["REDIS_URL"], health_check_interval=30,
-                                                       **timeouts)
+        client = app.extensions[name] = Redis.from_url(
+            app.config["REDIS_URL"], health_check_interval=30, **timeouts
+        )
     return client
 
 

@@ -1,4 +1,5 @@
 """Validation limits and formats: the one place both the API schemas and the services read them."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Browser-facing protections: security headers on every response, session cookie flags,
 and the real scheme/client behind a trusted reverse proxy."""
+
 from __future__ import annotations
 
 from flask import Flask, Request, Response, request
@@ -7,8 +8,10 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 # htmx and Swagger UI run from /static; htmx injects its indicator <style>, hence 'unsafe-inline' for styles.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
+)
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",

@@ -4,6 +4,7 @@ Services never commit. Views are wrapped in :func:`transactional`; side effects 
 only happen for committed data (enqueueing jobs) go through
 :func:`after_commit`.
 """
+
 from __future__ import annotations
 
 import functools

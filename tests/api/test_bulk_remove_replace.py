@@ -1,5 +1,6 @@
 """Bulk remove (DELETE /segments/<slug>/members) and replace (PUT): synchronous and background,
 semantics, history rows, one segment activity entry per operation, validation, previews."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -19,31 +20,53 @@ def sql(query, **params):
 
 
 def members(slug):
-    return [row[0] for row in sql(
-        "SELECT m.user_id FROM memberships m JOIN segments s ON s.id = m.segment_id "
-        "WHERE s.slug = :slug AND s.deleted_at IS NULL ORDER BY 1", slug=slug)]
+    return [
+        row[0]
+        for row in sql(
+            "SELECT m.user_id FROM memberships m JOIN segments s ON s.id = m.segment_id "
+            "WHERE s.slug = :slug AND s.deleted_at IS NULL ORDER BY 1",
+            slug=slug,
+        )
+    ]
 
 
 def expiries(slug):
-    return {row[0] for row in sql(
-        "SELECT DISTINCT m.expires_at FROM memberships m JOIN segments s ON s.id = m.segment_id "
-        "WHERE s.slug = :slug AND s.deleted_at IS NULL", slug=slug)}
+    return {
+        row[0]
+        for row in sql(
+            "SELECT DISTINCT m.expires_at FROM memberships m JOIN segments s ON s.id = m.segment_id "
+            "WHERE s.slug = :slug AND s.deleted_at IS NULL",
+            slug=slug,
+        )
+    }
 
 
 def events(slug, action):
-    return sql("SELECT user_id, reason, actor FROM membership_events WHERE segment_slug = :slug "
-               "AND action = :action ORDER BY user_id", slug=slug, action=action).all()
+    return sql(
+        "SELECT user_id, reason, actor FROM membership_events WHERE segment_slug = :slug "
+        "AND action = :action ORDER BY user_id",
+        slug=slug,
+        action=action,
+    ).all()
 
 
 def activity(slug):
-    return sql("SELECT kind, detail, actor FROM segment_events WHERE segment_slug = :slug "
-               "AND kind LIKE 'members_%' ORDER BY id", slug=slug).all()
+    return sql(
+        "SELECT kind, detail, actor FROM segment_events WHERE segment_slug = :slug "
+        "AND kind LIKE 'members_%' ORDER BY id",
+        slug=slug,
+    ).all()
 
 
 def excluded(slug):
-    return [row[0] for row in sql(
-        "SELECT e.user_id FROM rollout_exclusions e JOIN segments s ON s.id = e.segment_id "
-        "WHERE s.slug = :slug ORDER BY 1", slug=slug)]
+    return [
+        row[0]
+        for row in sql(
+            "SELECT e.user_id FROM rollout_exclusions e JOIN segments s ON s.id = e.segment_id "
+            "WHERE s.slug = :slug ORDER BY 1",
+            slug=slug,
+        )
+    ]
 
 
 def fill(api, slug, ids, **extra):
@@ -54,11 +77,13 @@ def fill(api, slug, ids, **extra):
 
 # -- synchronous ---------------------------------------------------------------------------
 
+
 def test_bulk_remove_takes_listed_members_out_with_history_and_one_activity_entry(api):
     api.segment("RM_SYNC")
     fill(api, "RM_SYNC", range(1, 11))
-    response = api.delete("/segments/RM_SYNC/members", {"user_ids": [2, 3, 3, 4, 99]},
-                          headers={"X-Actor": "alice"})
+    response = api.delete(
+        "/segments/RM_SYNC/members", {"user_ids": [2, 3, 3, 4, 99]}, headers={"X-Actor": "alice"}
+    )
     assert response.status_code == 200, response.json
     assert response.json == {"segment": "RM_SYNC", "received": 5, "removed": 3, "not_members": 1}
     assert members("RM_SYNC") == [1, 5, 6, 7, 8, 9, 10]
@@ -109,12 +134,20 @@ def test_bulk_replace_makes_the_explicit_members_exactly_the_list_with_the_new_e
     body = {"user_ids": [*range(5, 16), 15], "expires_at": until.isoformat().replace("+00:00", "Z")}
     response = api.put("/segments/REP_SYNC/members", body, headers={"X-Actor": "bob"})
     assert response.status_code == 200, response.json
-    assert response.json == {"segment": "REP_SYNC", "received": 12, "added": 5, "updated": 6, "removed": 4,
-                             "unchanged": 0}
+    assert response.json == {
+        "segment": "REP_SYNC",
+        "received": 12,
+        "added": 5,
+        "updated": 6,
+        "removed": 4,
+        "unchanged": 0,
+    }
     assert members("REP_SYNC") == list(range(5, 16))
     assert expiries("REP_SYNC") == {until}
     assert [u for u, _, _ in events("REP_SYNC", "removed")] == [1, 2, 3, 4]
-    assert {(reason, actor) for _, reason, actor in events("REP_SYNC", "removed")} == {("api", "api (X-Actor: bob)")}
+    assert {(reason, actor) for _, reason, actor in events("REP_SYNC", "removed")} == {
+        ("api", "api (X-Actor: bob)")
+    }
     assert [u for u, _, _ in events("REP_SYNC", "added")] == [*range(1, 11), *range(11, 16)]
     # the same replace again: nothing changes
     again = api.put("/segments/REP_SYNC/members", body).json
@@ -122,8 +155,11 @@ def test_bulk_replace_makes_the_explicit_members_exactly_the_list_with_the_new_e
     # without an expiry, every member is made permanent
     permanent = api.put("/segments/REP_SYNC/members", {"user_ids": [5, 6]}).json
     assert (permanent["updated"], permanent["removed"]) == (2, 9) and expiries("REP_SYNC") == {None}
-    replaced = [(detail["count"], detail["added"], detail["removed"], actor)
-                for kind, detail, actor in activity("REP_SYNC") if kind == "members_replaced"]
+    replaced = [
+        (detail["count"], detail["added"], detail["removed"], actor)
+        for kind, detail, actor in activity("REP_SYNC")
+        if kind == "members_replaced"
+    ]
     assert replaced == [(11, 5, 4, "api (X-Actor: bob)"), (11, 0, 0, "api"), (2, 0, 9, "api")]
 
 
@@ -153,16 +189,19 @@ def test_an_expired_member_not_yet_purged_leaves_by_ttl_not_by_the_removal(api):
     assert [(u, reason) for u, reason, _ in events("RM_STALE", "removed")] == [(1, "ttl"), (2, "api")]
 
 
-@pytest.mark.parametrize(("method", "body", "field"), [
-    ("delete", {"user_ids": []}, "user_ids"),
-    ("delete", {"user_ids": [1, 0, -5]}, "user_ids[1]"),
-    ("delete", {"user_ids": [1, True]}, "user_ids.1"),
-    ("delete", {"user_ids": [1], "ttl_seconds": 60}, "ttl_seconds"),
-    ("put", {"user_ids": [1, "2"]}, "user_ids.1"),
-    ("put", {"user_ids": [1], "ttl_seconds": 60, "expires_at": "2099-01-01T00:00:00Z"}, "ttl_seconds"),
-    ("put", {"user_ids": [1], "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
-    ("put", {"user_ids": [1], "ttl_seconds": 0}, "ttl_seconds"),
-])
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("delete", {"user_ids": []}, "user_ids"),
+        ("delete", {"user_ids": [1, 0, -5]}, "user_ids[1]"),
+        ("delete", {"user_ids": [1, True]}, "user_ids.1"),
+        ("delete", {"user_ids": [1], "ttl_seconds": 60}, "ttl_seconds"),
+        ("put", {"user_ids": [1, "2"]}, "user_ids.1"),
+        ("put", {"user_ids": [1], "ttl_seconds": 60, "expires_at": "2099-01-01T00:00:00Z"}, "ttl_seconds"),
+        ("put", {"user_ids": [1], "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
+        ("put", {"user_ids": [1], "ttl_seconds": 0}, "ttl_seconds"),
+    ],
+)
 def test_a_bad_request_changes_nothing(api, method, body, field):
     api.segment("RM_BAD")
     fill(api, "RM_BAD", [1, 2, 3])
@@ -190,10 +229,13 @@ def test_a_sync_bulk_add_is_one_activity_entry(api):
     fill(api, "ADD_ACT", [1, 2, 3])
     fill(api, "ADD_ACT", [3, 4])
     assert [(kind, detail["count"], detail["received"]) for kind, detail, _ in activity("ADD_ACT")] == [
-        ("members_added", 3, 3), ("members_added", 1, 2)]
+        ("members_added", 3, 3),
+        ("members_added", 1, 2),
+    ]
 
 
 # -- the dashboard's confirmation counts ---------------------------------------------------
+
 
 def test_previews_count_who_leaves_and_who_joins(api, db_session):
     api.segment("PREVIEW")
@@ -231,9 +273,13 @@ BIG = 12_000
 
 def load_members(slug, ids, expires_sql="NULL"):
     """Members loaded in one statement (the setup of a large segment)."""
-    sql(f"INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+    sql(
+        f"INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
         f"SELECT g, s.id, now() - interval '1 day', {expires_sql} FROM unnest(CAST(:ids AS bigint[])) g, segments s "
-        f"WHERE s.slug = :slug AND s.deleted_at IS NULL", ids=list(ids), slug=slug)
+        f"WHERE s.slug = :slug AND s.deleted_at IS NULL",
+        ids=list(ids),
+        slug=slug,
+    )
     db.session.commit()
 
 
@@ -247,15 +293,24 @@ def test_a_large_bulk_remove_runs_on_the_worker(redis_app, committed_db):
     client = redis_app.test_client()
     client.post("/api/v1/segments", json={"slug": "RM_BIG"})
     load_members("RM_BIG", range(1, 30_001))
-    accepted = client.delete("/api/v1/segments/RM_BIG/members", json={"user_ids": [*range(5_001, 25_001), 99_999]})
+    accepted = client.delete(
+        "/api/v1/segments/RM_BIG/members", json={"user_ids": [*range(5_001, 25_001), 99_999]}
+    )
     queued = operation_state(client, accepted)
     assert (queued["kind"], queued["status"], queued["total"]) == ("bulk_remove", "queued", 20_001)
     run_worker(redis_app, burst=True, fork=False)
     done = client.get(accepted.json["status_url"]).json
-    assert (done["status"], done["progress"], done["removed"], done["done"]) == ("finished", 100, 20_000, 20_001)
+    assert (done["status"], done["progress"], done["removed"], done["done"]) == (
+        "finished",
+        100,
+        20_000,
+        20_001,
+    )
     assert members("RM_BIG") == [*range(1, 5_001), *range(25_001, 30_001)]
     assert len(events("RM_BIG", "removed")) == 20_000
-    assert [(kind, detail["count"]) for kind, detail, _ in activity("RM_BIG")] == [("members_removed", 20_000)]
+    assert [(kind, detail["count"]) for kind, detail, _ in activity("RM_BIG")] == [
+        ("members_removed", 20_000)
+    ]
     assert sql("SELECT count(*) FROM bulk_operation_ids").scalar() == 0
 
 
@@ -264,14 +319,22 @@ def test_a_large_bulk_replace_runs_both_passes_on_the_worker(redis_app, committe
     client.post("/api/v1/segments", json={"slug": "REP_BIG"})
     load_members("REP_BIG", range(1, 15_001))
     listed = list(range(10_001, 22_001))
-    accepted = client.put("/api/v1/segments/REP_BIG/members", json={"user_ids": listed, "ttl_seconds": 86_400},
-                          headers={"X-Actor": "carol"})
+    accepted = client.put(
+        "/api/v1/segments/REP_BIG/members",
+        json={"user_ids": listed, "ttl_seconds": 86_400},
+        headers={"X-Actor": "carol"},
+    )
     queued = operation_state(client, accepted)
     assert (queued["kind"], queued["total"]) == ("bulk_replace", len(listed) + 15_000)
     run_worker(redis_app, burst=True, fork=False)
     done = client.get(accepted.json["status_url"]).json
     assert (done["status"], done["progress"], done["added"], done["updated"], done["removed"]) == (
-        "finished", 100, 7_000, 5_000, 10_000)
+        "finished",
+        100,
+        7_000,
+        5_000,
+        10_000,
+    )
     assert members("REP_BIG") == listed
     (until,) = expiries("REP_BIG")
     assert timedelta(hours=23) < until - datetime.now(UTC) <= timedelta(days=1)
@@ -281,7 +344,12 @@ def test_a_large_bulk_replace_runs_both_passes_on_the_worker(redis_app, committe
     (entry,) = activity("REP_BIG")
     assert entry.kind == "members_replaced" and entry.actor == "api (X-Actor: carol)"
     assert {k: entry.detail[k] for k in ("count", "added", "updated", "removed", "unchanged")} == {
-        "count": 12_000, "added": 7_000, "updated": 5_000, "removed": 10_000, "unchanged": 0}
+        "count": 12_000,
+        "added": 7_000,
+        "updated": 5_000,
+        "removed": 10_000,
+        "unchanged": 0,
+    }
 
 
 def test_a_short_list_replacing_many_members_runs_in_the_background(redis_app, committed_db):

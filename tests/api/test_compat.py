@@ -1,4 +1,5 @@
 """The seed service's paths, shapes and status codes, served by the same services."""
+
 import json
 
 import pytest
@@ -19,16 +20,30 @@ def envelope(response, status, code=None):
 
 # -- segments ----------------------------------------------------------------------------------
 
+
 def test_create_segment_is_200_with_slug_and_409_when_it_exists(client):
     created = client.post("/segment", json={"slug": "AVITO_VOICE_MESSAGES"})
     assert created.status_code == 200 and created.json == {"slug": "AVITO_VOICE_MESSAGES"}
     envelope(client.post("/segment", json={"slug": "AVITO_VOICE_MESSAGES"}), 409, "conflict")
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"   ", b"{", b"[]", b'"AVITO"', b"{}", b'{"slug": 5}', b'{"slug": null}', b'{"slug": "lower_case"}',
-    b'{"slug": "A", "extra": 1}', b'{"slug": "' + b"A" * 300 + b'"}', b'{"slug": "A\\u0000"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"   ",
+        b"{",
+        b"[]",
+        b'"AVITO"',
+        b"{}",
+        b'{"slug": 5}',
+        b'{"slug": null}',
+        b'{"slug": "lower_case"}',
+        b'{"slug": "A", "extra": 1}',
+        b'{"slug": "' + b"A" * 300 + b'"}',
+        b'{"slug": "A\\u0000"}',
+    ],
+)
 def test_create_segment_with_an_empty_or_invalid_body_is_400(client, body):
     envelope(client.post("/segment", data=body, content_type="application/json"), 400)
 
@@ -49,15 +64,29 @@ def test_delete_segment_is_200_and_404_when_unknown(client):
 
 # -- a user's segments -------------------------------------------------------------------------
 
+
 def test_segment_user_flow(client):
     assert client.post("/segment", json={"slug": "AVITO_VOICE_MESSAGES"}).status_code == 200
     assert client.post("/segment", json={"slug": "AVITO_DISCOUNT_30"}).status_code == 200
-    changed = client.post("/segment/user", json={"user_id": 1000, "add": ["AVITO_VOICE_MESSAGES", "AVITO_DISCOUNT_30"],
-                                                  "del": [], "ttl_days": 3})
-    assert changed.status_code == 200 and changed.json["added"] == ["AVITO_VOICE_MESSAGES", "AVITO_DISCOUNT_30"]
+    changed = client.post(
+        "/segment/user",
+        json={
+            "user_id": 1000,
+            "add": ["AVITO_VOICE_MESSAGES", "AVITO_DISCOUNT_30"],
+            "del": [],
+            "ttl_days": 3,
+        },
+    )
+    assert changed.status_code == 200 and changed.json["added"] == [
+        "AVITO_VOICE_MESSAGES",
+        "AVITO_DISCOUNT_30",
+    ]
     got = client.get("/segment/user?id=1000")
     assert got.status_code == 200
-    assert got.json == {"user_id": 1000, "segments": [{"slug": "AVITO_DISCOUNT_30"}, {"slug": "AVITO_VOICE_MESSAGES"}]}
+    assert got.json == {
+        "user_id": 1000,
+        "segments": [{"slug": "AVITO_DISCOUNT_30"}, {"slug": "AVITO_VOICE_MESSAGES"}],
+    }
     assert client.delete("/segment", json={"slug": "AVITO_DISCOUNT_30"}).status_code == 200
     assert client.get("/segment/user?id=1000").json["segments"] == [{"slug": "AVITO_VOICE_MESSAGES"}]
     removed = client.post("/segment/user", json={"user_id": 1000, "del": ["AVITO_VOICE_MESSAGES"]})
@@ -71,21 +100,49 @@ def test_a_user_without_segments_is_204_with_no_body(client):
     assert response.status_code == 204 and response.data == b""
 
 
-@pytest.mark.parametrize("query", ["", "?id=", "?id=-3", "?id=0", "?id=abc", "?id=1.5", "?id=%00",
-                                   f"?id={2**63}", "?id=99999999999999999999999", "?id=%EF%BC%93"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?id=",
+        "?id=-3",
+        "?id=0",
+        "?id=abc",
+        "?id=1.5",
+        "?id=%00",
+        f"?id={2**63}",
+        "?id=99999999999999999999999",
+        "?id=%EF%BC%93",
+    ],
+)
 def test_a_bad_user_id_is_400(client, query):
     envelope(client.get(f"/segment/user{query}"), 400, "validation_failed")
 
 
-@pytest.mark.parametrize("body", [
-    {"user_id": "1", "add": []}, {"user_id": 1.5}, {"user_id": True}, {"user_id": 0, "add": []},
-    {"user_id": 2**63, "add": []}, {"user_id": 2**80, "add": []}, {"add": ["SEG"]},
-    {"user_id": 1, "add": ["SEG"], "ttl_days": 0}, {"user_id": 1, "add": ["SEG"], "ttl_days": 3661},
-    {"user_id": 1, "add": ["SEG"], "ttl_days": "3"}, {"user_id": 1, "add": "SEG"}, {"user_id": 1, "add": [5]},
-    {"user_id": 1, "add": ["NO_SUCH_SEGMENT"]}, {"user_id": 1, "del": ["NO_SUCH_SEGMENT"]},
-    {"user_id": 1, "add": ["SEG"], "del": ["SEG"]}, {"user_id": 1, "add": ["SEG", "SEG"]},
-    {"user_id": 1, "add": ["bad slug"]}, {"user_id": 1, "ttl": 3}, {"user_id": 1, "add": ["SEG"] * 1001},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": "1", "add": []},
+        {"user_id": 1.5},
+        {"user_id": True},
+        {"user_id": 0, "add": []},
+        {"user_id": 2**63, "add": []},
+        {"user_id": 2**80, "add": []},
+        {"add": ["SEG"]},
+        {"user_id": 1, "add": ["SEG"], "ttl_days": 0},
+        {"user_id": 1, "add": ["SEG"], "ttl_days": 3661},
+        {"user_id": 1, "add": ["SEG"], "ttl_days": "3"},
+        {"user_id": 1, "add": "SEG"},
+        {"user_id": 1, "add": [5]},
+        {"user_id": 1, "add": ["NO_SUCH_SEGMENT"]},
+        {"user_id": 1, "del": ["NO_SUCH_SEGMENT"]},
+        {"user_id": 1, "add": ["SEG"], "del": ["SEG"]},
+        {"user_id": 1, "add": ["SEG", "SEG"]},
+        {"user_id": 1, "add": ["bad slug"]},
+        {"user_id": 1, "ttl": 3},
+        {"user_id": 1, "add": ["SEG"] * 1001},
+    ],
+)
 def test_user_change_validation_errors_are_400_not_422(client, body):
     client.post("/segment", json={"slug": "SEG"})
     error = envelope(client.post("/segment/user", json=body), 400)
@@ -95,37 +152,58 @@ def test_user_change_validation_errors_are_400_not_422(client, body):
 
 # -- errors ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.get("/segment/user"), lambda c: c.get("/segment/user?id=-3"),
-    lambda c: c.post("/segment", json={}), lambda c: c.post("/segment/user", json={"user_id": "1", "add": []}),
-    lambda c: c.post("/segment/user", json={"user_id": 1, "add": ["X"], "ttl_days": 0}),
-    lambda c: c.post("/segment/user", data=b"[1, 2", content_type="application/json"),
-    lambda c: c.delete("/segment", json={"slug": "MISSING"}), lambda c: c.get("/report?date=2023-8"),
-    lambda c: c.get("/report"), lambda c: c.get("/report?date=2023-08-29T10:32"),
-    lambda c: c.get("/report?date=2023-02-30%2010:32"), lambda c: c.get("/report?date=2023-08-29%2010:32&user_id=x"),
-    lambda c: c.get("/report_check"), lambda c: c.get("/report_check?task_id=zzz"),
-    lambda c: c.get("/report_check?task_id=00000000-0000-0000-0000-000000000000"),
-    lambda c: c.get("/download"), lambda c: c.get("/download?id=%00"),
-    lambda c: c.get("/download?id=00000000-0000-0000-0000-000000000000"),
-    lambda c: c.put("/segment", json={"slug": "X"}), lambda c: c.post("/report"), lambda c: c.delete("/download"),
-])
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get("/segment/user"),
+        lambda c: c.get("/segment/user?id=-3"),
+        lambda c: c.post("/segment", json={}),
+        lambda c: c.post("/segment/user", json={"user_id": "1", "add": []}),
+        lambda c: c.post("/segment/user", json={"user_id": 1, "add": ["X"], "ttl_days": 0}),
+        lambda c: c.post("/segment/user", data=b"[1, 2", content_type="application/json"),
+        lambda c: c.delete("/segment", json={"slug": "MISSING"}),
+        lambda c: c.get("/report?date=2023-8"),
+        lambda c: c.get("/report"),
+        lambda c: c.get("/report?date=2023-08-29T10:32"),
+        lambda c: c.get("/report?date=2023-02-30%2010:32"),
+        lambda c: c.get("/report?date=2023-08-29%2010:32&user_id=x"),
+        lambda c: c.get("/report_check"),
+        lambda c: c.get("/report_check?task_id=zzz"),
+        lambda c: c.get("/report_check?task_id=00000000-0000-0000-0000-000000000000"),
+        lambda c: c.get("/download"),
+        lambda c: c.get("/download?id=%00"),
+        lambda c: c.get("/download?id=00000000-0000-0000-0000-000000000000"),
+        lambda c: c.put("/segment", json={"slug": "X"}),
+        lambda c: c.post("/report"),
+        lambda c: c.delete("/download"),
+    ],
+)
 def test_compat_errors_are_the_json_envelope_and_never_422(client, call):
     response = call(client)
     assert 400 <= response.status_code < 500 and response.status_code != 422, response.status_code
     envelope(response, response.status_code)
 
 
-@pytest.mark.parametrize("method, path, allowed", [
-    ("PATCH", "/segment", "DELETE, OPTIONS, POST"), ("PUT", "/segment/user", "GET, HEAD, OPTIONS, POST"),
-    ("POST", "/report_check", "GET, HEAD, OPTIONS"), ("TRACE", "/report", "GET, HEAD, OPTIONS"),
-    ("FOO", "/download", "GET, HEAD, OPTIONS"), ("GET", "/segment", "DELETE, OPTIONS, POST"),
-])
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("PATCH", "/segment", "DELETE, OPTIONS, POST"),
+        ("PUT", "/segment/user", "GET, HEAD, OPTIONS, POST"),
+        ("POST", "/report_check", "GET, HEAD, OPTIONS"),
+        ("TRACE", "/report", "GET, HEAD, OPTIONS"),
+        ("FOO", "/download", "GET, HEAD, OPTIONS"),
+        ("GET", "/segment", "DELETE, OPTIONS, POST"),
+    ],
+)
 def test_other_methods_are_405_with_the_envelope_and_allow(client, method, path, allowed):
     response = client.open(path, method=method)
     envelope(response, 405, "method_not_allowed")
     assert response.headers["Allow"] == allowed
     options = client.options(path)  # OPTIONS keeps Flask's answer, listing only the real methods
-    assert options.status_code == 200 and set(options.headers["Allow"].split(", ")) == set(allowed.split(", "))
+    assert options.status_code == 200 and set(options.headers["Allow"].split(", ")) == set(
+        allowed.split(", ")
+    )
 
 
 def test_the_405_hook_leaves_other_paths_alone(client):
@@ -135,6 +213,7 @@ def test_the_405_hook_leaves_other_paths_alone(client):
 
 
 # -- Idempotency-Key ---------------------------------------------------------------------------
+
 
 def test_idempotency_key_works_as_on_api_v1(redis_app, committed_db):
     client = redis_app.test_client()
@@ -155,11 +234,15 @@ def test_idempotency_key_works_as_on_api_v1(redis_app, committed_db):
     bad = client.delete("/segment", json={"slug": "NOPE"}, headers={"Idempotency-Key": "seed-delete"})
     replay = client.delete("/segment", json={"slug": "NOPE"}, headers={"Idempotency-Key": "seed-delete"})
     assert bad.status_code == replay.status_code == 404 and replay.data == bad.data
-    envelope(client.post("/segment", json={"slug": "K"}, headers={"Idempotency-Key": "x" * 300}), 400,
-             "invalid_idempotency_key")
+    envelope(
+        client.post("/segment", json={"slug": "K"}, headers={"Idempotency-Key": "x" * 300}),
+        400,
+        "invalid_idempotency_key",
+    )
 
 
 # -- reports -----------------------------------------------------------------------------------
+
 
 def test_report_and_report_check(redis_app, committed_db):
     client = redis_app.test_client()
@@ -179,8 +262,14 @@ def test_health_and_request_logs(client, capfd):
     assert ready.status_code == 200 and ready.json["checks"]["database"]["ok"] is True
     response = client.get("/api/v1/users/1/segments", headers={"X-Request-ID": "req-123"})
     assert response.headers["X-Request-ID"] == "req-123"
-    line = json.loads([line for line in capfd.readouterr().err.splitlines() if line.startswith('{"time": ')][-1])
-    assert line["request_id"] == "req-123" and line["status"] == 200 and line["path"] == "/api/v1/users/1/segments"
+    line = json.loads(
+        [line for line in capfd.readouterr().err.splitlines() if line.startswith('{"time": ')][-1]
+    )
+    assert (
+        line["request_id"] == "req-123"
+        and line["status"] == 200
+        and line["path"] == "/api/v1/users/1/segments"
+    )
     assert line["method"] == "GET" and line["duration_ms"] >= 0
     generated = client.get("/healthz").headers["X-Request-ID"]
     assert len(generated) == 32
@@ -206,7 +295,8 @@ def test_openapi_documents_the_seed_status_codes(client):
         assert set(responses) == codes, (path, method, sorted(responses))
         for code in codes - {"200", "204"}:
             assert responses[code]["content"]["application/json"]["schema"]["$ref"].startswith(
-                "#/components/schemas/ErrorOut"), (path, method, code)
+                "#/components/schemas/ErrorOut"
+            ), (path, method, code)
     assert "content" not in paths["/segment/user"]["get"]["responses"]["204"]
     assert list(paths["/download"]["get"]["responses"]["200"]["content"]) == ["text/csv"]
     assert set(paths["/segment"]) == {"post", "delete"} and set(paths["/segment/user"]) == {"get", "post"}

@@ -1,4 +1,5 @@
 """The seed README's six curl examples, verbatim, in order, against the Flask test client."""
+
 import csv
 import io
 import re
@@ -12,7 +13,7 @@ EXAMPLES = {
     1: CREATE % "AVITO_VOICE_MESSAGES",
     2: """curl -X DELETE localhost:8080/segment -H 'Content-Type: application/json' -d '{"slug": "AVITO_VOICE_MESSAGES"}'""",
     3: """curl -X POST localhost:8080/segment/user -H 'Content-Type: application/json' -d '{"user_id": 1000, "add": """
-       """["AVITO_VOICE_MESSAGES", "AVITO_PERFORMANCE_VAS"], "del": ["AVITO_DISCOUNT_30"], "ttl_days": 3}'""",
+    """["AVITO_VOICE_MESSAGES", "AVITO_PERFORMANCE_VAS"], "del": ["AVITO_DISCOUNT_30"], "ttl_days": 3}'""",
     4: "curl 'localhost:8080/segment/user?id=1000'",
     5: "curl 'localhost:8080/report?date=2023-08-29%2010:32'",
     6: "curl 'localhost:8080/report_check?task_id=<task id>'",
@@ -38,7 +39,9 @@ def curl(client, command: str):
             url = word
     assert url is not None
     path = re.sub(r"^(https?://)?[^/]+", "", url)
-    return client.open(path, method=method or ("POST" if data is not None else "GET"), headers=headers, data=data)
+    return client.open(
+        path, method=method or ("POST" if data is not None else "GET"), headers=headers, data=data
+    )
 
 
 def test_seed_readme_examples_in_order(redis_app, committed_db):
@@ -72,8 +75,10 @@ def test_seed_readme_examples_in_order(redis_app, committed_db):
     # 4. The user's segments.
     response = curl(client, EXAMPLES[4])
     assert response.status_code == 200
-    assert response.json == {"user_id": 1000,
-                             "segments": [{"slug": "AVITO_PERFORMANCE_VAS"}, {"slug": "AVITO_VOICE_MESSAGES"}]}
+    assert response.json == {
+        "user_id": 1000,
+        "segments": [{"slug": "AVITO_PERFORMANCE_VAS"}, {"slug": "AVITO_VOICE_MESSAGES"}],
+    }
 
     # 5. A report of every user's history from 2023-08-29 10:32 (UTC) until now; a worker runs it.
     response = curl(client, EXAMPLES[5])
@@ -92,7 +97,10 @@ def test_seed_readme_examples_in_order(redis_app, committed_db):
     rows = list(csv.reader(io.StringIO(download.data.decode())))
     assert rows[0] == ["user", "segment", "operation", "date"]
     assert sorted(tuple(row[:3]) for row in rows[1:]) == [
-        ("1000", "AVITO_DISCOUNT_30", "added"), ("1000", "AVITO_DISCOUNT_30", "deleted"),
-        ("1000", "AVITO_PERFORMANCE_VAS", "added"), ("1000", "AVITO_VOICE_MESSAGES", "added")]
+        ("1000", "AVITO_DISCOUNT_30", "added"),
+        ("1000", "AVITO_DISCOUNT_30", "deleted"),
+        ("1000", "AVITO_PERFORMANCE_VAS", "added"),
+        ("1000", "AVITO_VOICE_MESSAGES", "added"),
+    ]
     dates = [datetime.strptime(row[3], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) for row in rows[1:]]
     assert all(started <= d <= datetime.now(UTC) for d in dates) and dates == sorted(dates)

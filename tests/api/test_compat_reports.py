@@ -1,5 +1,6 @@
 """The seed's reports: GET /report (history since a moment until now, deduplicated while
 pending), /report_check and /download (the seed's CSV, converted while streaming)."""
+
 import io
 import threading
 import tracemalloc
@@ -59,14 +60,37 @@ def test_report_since_a_moment_is_all_history_from_it_until_now(redis_app, commi
     assert plus.id == report.id
     month = stored(redis_app, client.get("/report?date=2023-08").json["task_id"])
     assert month.kind == "all_history" and month.params == {
-        "from": "2023-08-01T00:00:00Z", "to": "2023-09-01T00:00:00Z", "period": "2023-08"}
+        "from": "2023-08-01T00:00:00Z",
+        "to": "2023-09-01T00:00:00Z",
+        "period": "2023-08",
+    }
     user = stored(redis_app, client.get("/report?date=2023-08-29%2010:32&user_id=7").json["task_id"])
-    assert user.kind == "user_history" and user.params["user_id"] == 7 and user.params["since"] == "2023-08-29 10:32"
+    assert (
+        user.kind == "user_history"
+        and user.params["user_id"] == 7
+        and user.params["since"] == "2023-08-29 10:32"
+    )
 
 
-@pytest.mark.parametrize("date", ["", "2023-8", "2023-13", "2023-08-29", "2023-08-29 10", "2023-08-29T10:32",
-                                  "2023-08-29 10:32:00", "2023-02-30 10:00", "2023-08-29 24:00", "1969-12-31 23:59",
-                                  "2023-08-29 10:32Z", "２０２３-08-29 10:32", "2023-08-29\x0010:32", "x" * 5000])
+@pytest.mark.parametrize(
+    "date",
+    [
+        "",
+        "2023-8",
+        "2023-13",
+        "2023-08-29",
+        "2023-08-29 10",
+        "2023-08-29T10:32",
+        "2023-08-29 10:32:00",
+        "2023-02-30 10:00",
+        "2023-08-29 24:00",
+        "1969-12-31 23:59",
+        "2023-08-29 10:32Z",
+        "２０２３-08-29 10:32",
+        "2023-08-29\x0010:32",
+        "x" * 5000,
+    ],
+)
 def test_a_bad_date_is_400(client, date):
     response = client.get("/report", query_string={"date": date})
     envelope(response, 400, "validation_failed")
@@ -99,7 +123,8 @@ def test_identical_pending_requests_share_one_task(redis_app, committed_db):
     assert again != first
     assert committed_db.scalar(sa.select(sa.func.count()).select_from(Report)) == count + 1
     assert reports.parse_bound(stored(redis_app, again).params["to"], "to") > reports.parse_bound(
-        stored(redis_app, first).params["to"], "to")
+        stored(redis_app, first).params["to"], "to"
+    )
 
 
 def test_concurrent_identical_requests_create_one_report(redis_app, committed_db):
@@ -123,8 +148,11 @@ def test_a_stale_pending_report_is_not_shared(redis_app, committed_db):
     client = redis_app.test_client()
     first = client.get("/report?date=2023-08-29%2010:32").json["task_id"]
     with redis_app.app_context():
-        db.session.execute(sa.update(Report).where(Report.id == uuid.UUID(first))
-                           .values(created_at=utcnow() - reports.SHARE_PENDING_FOR - timedelta(minutes=1)))
+        db.session.execute(
+            sa.update(Report)
+            .where(Report.id == uuid.UUID(first))
+            .values(created_at=utcnow() - reports.SHARE_PENDING_FOR - timedelta(minutes=1))
+        )
         db.session.commit()
     assert client.get("/report?date=2023-08-29%2010:32").json["task_id"] != first
 
@@ -165,8 +193,11 @@ def test_download_is_the_seed_csv(redis_app, committed_db):
         "8,SEED_B,deleted,2023-09-01 15:00:05\n"
     )
     assert client.get(f"/download?id={late}").data.decode().splitlines()[1:] == [
-        "7,SEED_A,deleted,2023-09-01 13:00:05", "8,SEED_B,added,2023-09-01 14:00:05",
-        "7,SEED_B,deleted,2023-09-01 15:00:05", "8,SEED_B,deleted,2023-09-01 15:00:05"]
+        "7,SEED_A,deleted,2023-09-01 13:00:05",
+        "8,SEED_B,added,2023-09-01 14:00:05",
+        "7,SEED_B,deleted,2023-09-01 15:00:05",
+        "8,SEED_B,deleted,2023-09-01 15:00:05",
+    ]
     # /api/v1 keeps its own format for the same file.
     v1 = client.get(f"/api/v1/reports/{task}.csv").data.decode().splitlines()
     assert v1[0] == "user_id;segment;operation;timestamp"
@@ -187,21 +218,27 @@ def test_a_moment_in_the_future_gives_an_empty_report(redis_app, committed_db):
 
 
 def test_seed_csv_conversion_streams_in_chunks():
-    source = io.StringIO("user_id;segment;operation;timestamp\n"
-                         "1;A;added;2023-08-29T10:32:05Z\n"
-                         "2;A;removed;2023-08-29T10:32:06.5Z\n"
-                         "3;B;added;2023-08-29T23:59:59.999999Z\n")
+    source = io.StringIO(
+        "user_id;segment;operation;timestamp\n"
+        "1;A;added;2023-08-29T10:32:05Z\n"
+        "2;A;removed;2023-08-29T10:32:06.5Z\n"
+        "3;B;added;2023-08-29T23:59:59.999999Z\n"
+    )
     chunks = list(reports.seed_csv(source, rows_per_chunk=2))
-    assert chunks == [b"user,segment,operation,date\n1,A,added,2023-08-29 10:32:05\n2,A,deleted,2023-08-29 10:32:06\n",
-                      b"3,B,added,2023-08-29 23:59:59\n"]
+    assert chunks == [
+        b"user,segment,operation,date\n1,A,added,2023-08-29 10:32:05\n2,A,deleted,2023-08-29 10:32:06\n",
+        b"3,B,added,2023-08-29 23:59:59\n",
+    ]
     assert list(reports.seed_csv(io.StringIO(""))) == []
-    members = b"".join(reports.seed_csv(io.StringIO("user_id;segment;added_at;expires_at\n"
-                                                    "5;A;2023-08-29T10:32:05Z;\n")))
+    members = b"".join(
+        reports.seed_csv(io.StringIO("user_id;segment;added_at;expires_at\n5;A;2023-08-29T10:32:05Z;\n"))
+    )
     assert members == b"user,segment,added_at,expires_at\n5,A,2023-08-29 10:32:05,\n"
 
 
 def test_seed_csv_conversion_is_constant_memory(tmp_path):
     """Peak memory while converting does not grow with the file (one chunk of rows at a time)."""
+
     def peak(rows):
         path = tmp_path / f"{rows}.csv"
         with open(path, "w") as handle:

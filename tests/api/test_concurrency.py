@@ -1,4 +1,5 @@
 """Concurrent writers against real PostgreSQL (real commits, one connection per thread)."""
+
 import random
 import threading
 
@@ -45,8 +46,13 @@ def test_fifty_writers_on_one_user_and_segment(app, committed_db):
     assert statuses == [200] * 50
     with db.engine.connect() as conn:
         rows = conn.scalar(sa.text("SELECT count(*) FROM memberships WHERE user_id = 42"))
-        events = conn.execute(sa.text(
-            "SELECT action FROM membership_events WHERE user_id = 42 ORDER BY occurred_at, id")).scalars().all()
+        events = (
+            conn.execute(
+                sa.text("SELECT action FROM membership_events WHERE user_id = 42 ORDER BY occurred_at, id")
+            )
+            .scalars()
+            .all()
+        )
     assert rows in (0, 1)
     assert events, "at least one change happened"
     # Every event is a real change, so the history alternates and ends in the final state.
@@ -58,7 +64,9 @@ def test_fifty_writers_on_one_user_and_segment(app, committed_db):
 
 
 def test_concurrent_creates_of_one_slug(app, committed_db):
-    statuses = run_threads(app, 20, lambda i, c: c.post("/api/v1/segments", json={"slug": "ONCE"}).status_code)
+    statuses = run_threads(
+        app, 20, lambda i, c: c.post("/api/v1/segments", json={"slug": "ONCE"}).status_code
+    )
     assert sorted(statuses) == [201] + [409] * 19
 
 

@@ -33,7 +33,9 @@ def test_history_period_is_half_open(db_session):
     change_user_segments(db_session, 12, [AddSpec("P1")], now=T0 + timedelta(days=1))
     change_user_segments(db_session, 12, [], ["P1"], now=T0 + timedelta(days=40))
     march = user_history(db_session, 12, T0, T0.replace(month=4), now=T0 + timedelta(days=60))
-    april = user_history(db_session, 12, T0.replace(month=4), T0.replace(month=5), now=T0 + timedelta(days=60))
+    april = user_history(
+        db_session, 12, T0.replace(month=4), T0.replace(month=5), now=T0 + timedelta(days=60)
+    )
     assert [e.operation for e in march] == ["added"]
     assert [e.operation for e in april] == ["removed"]
 
@@ -61,7 +63,9 @@ def test_rollout_changes_are_replayed_per_user(db_session):
     now = T0 + timedelta(days=3)
     h = user_history(db_session, band[0], now=now)
     assert [(e.operation, e.reason, e.occurred_at) for e in h] == [
-        ("added", "rollout", T0 + timedelta(days=1)), ("removed", "rollout", T0 + timedelta(days=2))]
+        ("added", "rollout", T0 + timedelta(days=1)),
+        ("removed", "rollout", T0 + timedelta(days=2)),
+    ]
     early = [u for u in first if rollout.bucket(seg.salt, u) < 500][0]
     assert [e.operation for e in user_history(db_session, early, now=now)] == ["added"]
 
@@ -75,7 +79,9 @@ def test_history_replays_to_the_current_state(db_session):
     user = next(u for u in range(1, 1000) if rollout.bucket(seg.salt, u) < 5000)
     t = T0
     steps = [
-        lambda now: change_user_segments(db_session, user, [AddSpec("MIX", ttl_seconds=60), AddSpec("PLAIN")], now=now),
+        lambda now: change_user_segments(
+            db_session, user, [AddSpec("MIX", ttl_seconds=60), AddSpec("PLAIN")], now=now
+        ),
         lambda now: None,  # TTL passes: still in through the rollout
         lambda now: change_user_segments(db_session, user, [], ["MIX"], now=now),  # excluded
         lambda now: update_segment(db_session, "MIX", rollout_percent=100, now=now),

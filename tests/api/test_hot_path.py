@@ -1,5 +1,6 @@
 """The hot reads answered in front of Flask (webapp/hot_path.py): the same answers, and
 everything but the plain success path still goes through Flask."""
+
 import json
 
 import pytest
@@ -29,10 +30,16 @@ def test_the_answer_and_headers(hot, capfd):
     response = hot.test_client().get("/api/v1/users/7/segments", headers={"X-Request-ID": "hot-1"})
     body = response.json
     assert response.status_code == 200 and response.mimetype == "application/json"
-    assert [(s["slug"], s["source"]) for s in body["segments"]] == [("HOT_A", "explicit"), ("HOT_B", "rollout")]
+    assert [(s["slug"], s["source"]) for s in body["segments"]] == [
+        ("HOT_A", "explicit"),
+        ("HOT_B", "rollout"),
+    ]
     assert body["user_id"] == 7 and body["segments"][0]["expires_at"].endswith("Z")
     assert body["segments"][1]["expires_at"] is None
-    assert response.headers["X-Request-ID"] == "hot-1" and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert (
+        response.headers["X-Request-ID"] == "hot-1"
+        and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    )
     assert response.headers["Content-Length"] == str(len(response.data))
     [line] = request_lines(capfd)
     assert (line["request_id"], line["status"], line["path"]) == ("hot-1", 200, "/api/v1/users/7/segments")
@@ -40,15 +47,25 @@ def test_the_answer_and_headers(hot, capfd):
 
 def test_compat_answers_and_204(hot):
     client = hot.test_client()
-    assert client.get("/segment/user?id=7").json == {"user_id": 7, "segments": [{"slug": "HOT_A"}, {"slug": "HOT_B"}]}
+    assert client.get("/segment/user?id=7").json == {
+        "user_id": 7,
+        "segments": [{"slug": "HOT_A"}, {"slug": "HOT_B"}],
+    }
     client.patch("/api/v1/segments/HOT_B", json={"rollout_percent": 0})
     empty = client.get("/segment/user?id=8")
     assert empty.status_code == 204 and empty.data == b""
 
 
-@pytest.mark.parametrize("path, status", [("/api/v1/users/0/segments", 422), ("/api/v1/users/abc/segments", 422),
-                                          (f"/api/v1/users/{2**63}/segments", 422), ("/segment/user?id=", 400),
-                                          ("/segment/user?id=5&x=1", 200)])  # (Flask: an extra parameter)
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/v1/users/0/segments", 422),
+        ("/api/v1/users/abc/segments", 422),
+        (f"/api/v1/users/{2**63}/segments", 422),
+        ("/segment/user?id=", 400),
+        ("/segment/user?id=5&x=1", 200),
+    ],
+)  # (Flask: an extra parameter)
 def test_anything_else_is_flasks_answer(hot, path, status):
     response = hot.test_client().get(path)
     assert response.status_code == status
@@ -110,8 +127,12 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_read_retried(hot):
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 assert conn.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
                 deadline = time.monotonic() + 10
-                while conn.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}):
-                    assert time.monotonic() < deadline, f"backend {pid} still there 10 s after pg_terminate_backend"
+                while conn.scalar(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                ):
+                    assert time.monotonic() < deadline, (
+                        f"backend {pid} still there 10 s after pg_terminate_backend"
+                    )
                     time.sleep(0.01)
             response = client.get("/api/v1/users/5/segments")
             assert response.status_code == 200 and response.json == before
@@ -164,12 +185,18 @@ def test_other_threads_run_while_a_read_waits_for_the_database(hot):
         # otherwise stall this thread, and the test, for good)
         locker.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = '3s'"))
         locker.execute(sa.text("LOCK TABLE catalog_version IN ACCESS EXCLUSIVE MODE"))
-        reader = threading.Thread(target=lambda: answers.append(client.get("/api/v1/users/7/segments")), daemon=True)
+        reader = threading.Thread(
+            target=lambda: answers.append(client.get("/api/v1/users/7/segments")), daemon=True
+        )
         reader.start()
         deadline = time.monotonic() + 10
-        while not locker.scalar(sa.text("SELECT count(*) FROM pg_locks WHERE relation = 'catalog_version'::regclass "
-                                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                                        "AND NOT granted")):
+        while not locker.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'catalog_version'::regclass "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND NOT granted"
+            )
+        ):
             assert time.monotonic() < deadline, "the read never reached the lock"
             time.sleep(0.01)
         meanwhile = spin(0.3)

@@ -1,4 +1,5 @@
 """Idempotency-Key on real Redis: replay byte for byte, 422 on reuse, 409 in flight, 5xx retryable."""
+
 import threading
 
 import pytest
@@ -26,10 +27,16 @@ def test_replay_is_byte_for_byte(idem_app):
 def test_4xx_is_stored_too_and_key_scope_is_per_client(idem_app):
     client = idem_app.test_client()
     bad = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"})
-    replay = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"})
+    replay = client.post(
+        "/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"}
+    )
     assert bad.status_code == replay.status_code == 422 and replay.data == bad.data
-    other = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"},
-                        environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    other = client.post(
+        "/api/v1/users/1/segments",
+        json={"add": ["NOPE"]},
+        headers={"Idempotency-Key": "k2"},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},
+    )
     assert "Idempotent-Replayed" not in other.headers
 
 
@@ -38,13 +45,17 @@ def test_same_key_different_request_is_422(idem_app):
     client.post("/api/v1/segments", json={"slug": "ONE"}, headers={"Idempotency-Key": "reuse"})
     response = client.post("/api/v1/segments", json={"slug": "TWO"}, headers={"Idempotency-Key": "reuse"})
     assert response.status_code == 422 and response.json["error"]["code"] == "idempotency_key_reused"
-    other_path = client.post("/api/v1/users/5/segments", json={"add": ["ONE"]}, headers={"Idempotency-Key": "reuse"})
+    other_path = client.post(
+        "/api/v1/users/5/segments", json={"add": ["ONE"]}, headers={"Idempotency-Key": "reuse"}
+    )
     assert other_path.status_code == 422
 
 
 def test_invalid_key_is_400(idem_app):
     client = idem_app.test_client()
-    response = client.post("/api/v1/segments", json={"slug": "BADKEY"}, headers={"Idempotency-Key": "x" * 300})
+    response = client.post(
+        "/api/v1/segments", json={"slug": "BADKEY"}, headers={"Idempotency-Key": "x" * 300}
+    )
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_idempotency_key"
 
 
@@ -57,7 +68,9 @@ def test_concurrent_duplicates_have_one_side_effect(idem_app):
     def call():
         c = idem_app.test_client()
         barrier.wait()
-        r = c.post("/api/v1/reports", json={"user_id": 5, "period": "2030-01"}, headers={"Idempotency-Key": "dup"})
+        r = c.post(
+            "/api/v1/reports", json={"user_id": 5, "period": "2030-01"}, headers={"Idempotency-Key": "dup"}
+        )
         results.append((r.status_code, r.headers.get("Idempotent-Replayed"), r.data))
 
     threads = [threading.Thread(target=call) for _ in range(12)]
@@ -82,7 +95,6 @@ def test_a_5xx_is_not_stored(idem_app, monkeypatch):
     monkeypatch.undo()
     retried = client.post("/api/v1/segments", json={"slug": "BOOM"}, headers={"Idempotency-Key": "five"})
     assert retried.status_code == 201 and "Idempotent-Replayed" not in retried.headers
-
 
 
 def test_nothing_the_app_stores_in_redis_is_pickle(redis_app, redis_url):

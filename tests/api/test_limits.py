@@ -1,11 +1,16 @@
 """Rate limits on real Redis: per client, reads and writes separately, JSON 429, fallback."""
+
 import pytest
 
 
 @pytest.fixture
 def limited(app_on, redis_app, committed_db):
-    return app_on(RATELIMIT_ENABLED=True, RATELIMIT_READ="5/hour", RATELIMIT_WRITE="2/hour",
-                  API_TOKENS="svc-a:token-a-0123456789abcdef,svc-b:token-b-0123456789abcdef")
+    return app_on(
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_READ="5/hour",
+        RATELIMIT_WRITE="2/hour",
+        API_TOKENS="svc-a:token-a-0123456789abcdef,svc-b:token-b-0123456789abcdef",
+    )
 
 
 TOKENS = {"tok-a": "token-a-0123456789abcdef", "tok-b": "token-b-0123456789abcdef"}
@@ -32,8 +37,10 @@ def test_reads_are_limited_per_token_with_headers(limited):
 
 def test_writes_have_their_own_limit(limited):
     client = limited.test_client()
-    codes = [client.post("/api/v1/segments", json={"slug": f"W{i}"}, headers=auth("tok-a")).status_code
-             for i in range(3)]
+    codes = [
+        client.post("/api/v1/segments", json={"slug": f"W{i}"}, headers=auth("tok-a")).status_code
+        for i in range(3)
+    ]
     assert codes == [201, 201, 429]
     assert client.get("/api/v1/users/1/segments", headers=auth("tok-a")).status_code == 200
 
@@ -49,9 +56,14 @@ def test_token_name_is_the_history_actor(limited):
     client = limited.test_client()
     client.post("/api/v1/segments", json={"slug": "ACTOR"}, headers=auth("tok-a"))
     client.post("/api/v1/users/4/segments", json={"add": ["ACTOR"]}, headers=auth("tok-b"))
-    client.post("/api/v1/users/4/segments", json={"del": ["ACTOR"]}, headers={**auth("tok-b"), "X-Actor": "svc-a"})
+    client.post(
+        "/api/v1/users/4/segments", json={"del": ["ACTOR"]}, headers={**auth("tok-b"), "X-Actor": "svc-a"}
+    )
     items = client.get("/api/v1/users/4/history", headers=auth("tok-b")).json["items"]
-    assert [i["actor"] for i in items] == ["svc-b", "svc-b (X-Actor: svc-a)"]  # a header never replaces the token
+    assert [i["actor"] for i in items] == [
+        "svc-b",
+        "svc-b (X-Actor: svc-a)",
+    ]  # a header never replaces the token
 
 
 def test_hot_path_is_not_limited_by_default(app_on, redis_app, committed_db):
@@ -66,7 +78,9 @@ def test_hot_path_limit_when_configured(app_on, redis_app, committed_db):
     app = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/hour")
     client = app.test_client()
     assert [client.get("/api/v1/users/1/segments").status_code for _ in range(4)] == [200, 200, 200, 429]
-    assert {client.get("/api/v1/segments").status_code for _ in range(5)} == {200}  # other reads: no limit set
+    assert {client.get("/api/v1/segments").status_code for _ in range(5)} == {
+        200
+    }  # other reads: no limit set
 
 
 def test_in_memory_fallback_when_redis_is_down(app_on, private_redis, committed_db):
@@ -96,7 +110,11 @@ def test_the_batch_lookup_is_a_hot_read_not_a_write(app_on, redis_app, committed
     client = app_on(RATELIMIT_ENABLED=True, RATELIMIT_WRITE="2/hour", RATELIMIT_READ="2/hour").test_client()
     lookups = [client.post("/api/v1/users/segments:lookup", json=body) for _ in range(5)]
     assert {r.status_code for r in lookups} == {200} and "RateLimit-Limit" not in lookups[0].headers
-    assert [client.post("/api/v1/segments", json={"slug": f"L{i}"}).status_code for i in range(3)] == [201, 201, 429]
+    assert [client.post("/api/v1/segments", json={"slug": f"L{i}"}).status_code for i in range(3)] == [
+        201,
+        201,
+        429,
+    ]
     hot = app_on(RATELIMIT_ENABLED=True, RATELIMIT_HOT_PATH="3/hour").test_client()
     assert [hot.post("/api/v1/users/segments:lookup", json=body).status_code for _ in range(2)] == [200, 200]
     assert hot.get("/api/v1/users/1/segments").status_code == 200  # one shared hot-path budget

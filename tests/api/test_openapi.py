@@ -1,4 +1,5 @@
 """The OpenAPI document is served and every documented operation honours it (schemathesis)."""
+
 import contextlib
 from datetime import datetime, timedelta
 
@@ -112,6 +113,7 @@ def moment(value: object) -> datetime | None:
 
 def conformance_test(operation, mode, session):
     """A hypothesis test of one operation with ``mode`` data, through every check."""
+
     @given(case=operation.as_strategy(mode))
     @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def check(case):
@@ -136,8 +138,11 @@ def test_every_operation_conforms(app, db_session):
     for operation in operations(app):
         definition = operation.definition.raw
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if mode is GenerationMode.NEGATIVE and not definition.get("parameters") \
-                    and "requestBody" not in definition:
+            if (
+                mode is GenerationMode.NEGATIVE
+                and not definition.get("parameters")
+                and "requestBody" not in definition
+            ):
                 continue  # nothing a client sends can be invalid (e.g. GET /groups)
             try:
                 conformance_test(operation, mode, db_session)()

@@ -1,4 +1,5 @@
 """Nothing a client can send yields a 500: every error is the JSON envelope with a 4xx."""
+
 import pytest
 
 
@@ -15,11 +16,24 @@ def test_malformed_json(client, body):
     assert_envelope(response, response.status_code)
 
 
-@pytest.mark.parametrize("body", [[], 5, "text", {"add": "A"}, {"add": [5]}, {"add": [None]},
-                                  {"add": [{"slug": True}]}, {"del": [{"slug": "A"}]},
-                                  {"add": [{"slug": "A", "ttl_seconds": 1.5}]}, {"add": ["A"], "unknown": 1},
-                                  {"ttl_seconds": 2**80, "add": ["A"]}, {"add": ["Ω_UNICODE"]},
-                                  {"add": ["A" * 10_000]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        5,
+        "text",
+        {"add": "A"},
+        {"add": [5]},
+        {"add": [None]},
+        {"add": [{"slug": True}]},
+        {"del": [{"slug": "A"}]},
+        {"add": [{"slug": "A", "ttl_seconds": 1.5}]},
+        {"add": ["A"], "unknown": 1},
+        {"ttl_seconds": 2**80, "add": ["A"]},
+        {"add": ["Ω_UNICODE"]},
+        {"add": ["A" * 10_000]},
+    ],
+)
 def test_wrong_shapes(api, body):
     response = api.post("/users/1/segments", body)
     assert_envelope(response, 422)
@@ -54,7 +68,9 @@ def test_unknown_routes_and_methods_are_json(api):
     assert_envelope(api.get("/segments/MISSING/members"), 404)
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data", None])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data", None]
+)
 def test_a_body_that_is_not_declared_json_is_415_and_changes_nothing(api, client, content_type):
     """A cross-site form can send text/plain JSON: it must never write."""
     response = client.post("/api/v1/segments", data='{"slug": "CSRF_TRY"}', content_type=content_type)
@@ -65,7 +81,10 @@ def test_a_body_that_is_not_declared_json_is_415_and_changes_nothing(api, client
 
 def test_oversized_body_is_413_json(app_on, committed_db):
     small = app_on(MAX_CONTENT_LENGTH=1000).test_client()
-    response = small.post("/api/v1/segments/ANY/members", data='{"user_ids": [' + "1," * 2000 + "1]}",
-                          content_type="application/json")
+    response = small.post(
+        "/api/v1/segments/ANY/members",
+        data='{"user_ids": [' + "1," * 2000 + "1]}",
+        content_type="application/json",
+    )
     assert_envelope(response, 413)
     assert response.json["error"]["code"] == "payload_too_large"

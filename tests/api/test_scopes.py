@@ -1,17 +1,31 @@
 """Scoped API tokens: read, reports, write (and a scope-less entry, which is write), on /api/v1 and
 the seed's routes, the hot path included; malformed scopes refuse to start."""
+
 import pytest
 
 from webapp import create_app
 from webapp.auth import GRANTS, READ, REPORTS, WRITE, parse_tokens, required_scope
 from webapp.jobs.worker import run_worker
 
-TOKENS = ("reader:tok-read-0123456789abcdef:read, reporter:tok-reports-0123456789abc:reports,"
-          "writer:tok-write-0123456789abcdef:write, legacy:tok-legacy-0123456789abcdef")
-AUTH = {scope: {"Authorization": f"Bearer {token}"} for scope, token in (
-    ("read", "tok-read-0123456789abcdef"), ("reports", "tok-reports-0123456789abc"),
-    ("write", "tok-write-0123456789abcdef"), ("legacy", "tok-legacy-0123456789abcdef"))}
-MAY = {"read": {READ}, "reports": {READ, REPORTS}, "write": {READ, REPORTS, WRITE}, "legacy": {READ, REPORTS, WRITE}}
+TOKENS = (
+    "reader:tok-read-0123456789abcdef:read, reporter:tok-reports-0123456789abc:reports,"
+    "writer:tok-write-0123456789abcdef:write, legacy:tok-legacy-0123456789abcdef"
+)
+AUTH = {
+    scope: {"Authorization": f"Bearer {token}"}
+    for scope, token in (
+        ("read", "tok-read-0123456789abcdef"),
+        ("reports", "tok-reports-0123456789abc"),
+        ("write", "tok-write-0123456789abcdef"),
+        ("legacy", "tok-legacy-0123456789abcdef"),
+    )
+}
+MAY = {
+    "read": {READ},
+    "reports": {READ, REPORTS},
+    "write": {READ, REPORTS, WRITE},
+    "legacy": {READ, REPORTS, WRITE},
+}
 SCOPES = list(AUTH)
 
 
@@ -21,7 +35,10 @@ def scoped(app_on, redis_app, committed_db):
     app = app_on(API_TOKENS=TOKENS)
     client = app.test_client()
     assert client.post("/api/v1/segments", json={"slug": "SCOPED"}, headers=AUTH["write"]).status_code == 201
-    assert client.post("/api/v1/users/5/segments", json={"add": ["SCOPED"]}, headers=AUTH["write"]).status_code == 200
+    assert (
+        client.post("/api/v1/users/5/segments", json={"add": ["SCOPED"]}, headers=AUTH["write"]).status_code
+        == 200
+    )
     return app
 
 
@@ -34,23 +51,33 @@ def assert_forbidden(response, scope, needed):
 
 
 def test_config_syntax():
-    tokens = parse_tokens("a:token-a-0123456789abcdef, b:token-b-0123456789abcdef:read,"
-                          "c:to:ken-c-0123456789abcdef:reports")
-    assert tokens == {"token-a-0123456789abcdef": "a", "token-b-0123456789abcdef": "b",
-                      "to:ken-c-0123456789abcdef": "c"}  # (the name table the hot path uses is unchanged)
-    assert tokens.scopes == {"token-a-0123456789abcdef": WRITE, "token-b-0123456789abcdef": READ,
-                             "to:ken-c-0123456789abcdef": REPORTS}
+    tokens = parse_tokens(
+        "a:token-a-0123456789abcdef, b:token-b-0123456789abcdef:read,c:to:ken-c-0123456789abcdef:reports"
+    )
+    assert tokens == {
+        "token-a-0123456789abcdef": "a",
+        "token-b-0123456789abcdef": "b",
+        "to:ken-c-0123456789abcdef": "c",
+    }  # (the name table the hot path uses is unchanged)
+    assert tokens.scopes == {
+        "token-a-0123456789abcdef": WRITE,
+        "token-b-0123456789abcdef": READ,
+        "to:ken-c-0123456789abcdef": REPORTS,
+    }
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("svc:token-a-0123456789abcdef:raed", "'raed' is not a scope"),
-    ("svc:token-a-0123456789abcdef:", "'' is not a scope"),
-    ("svc:token-a-0123456789abcdef:READ", "'READ' is not a scope"),
-    # a token containing ':' needs its scope, and the message shows no part of the token
-    ("svc:tok:en-a-0123456789abcdef", "the part after its last ':' is not a scope"),
-    ("svc:short:read", "entry 1 is not name:token"),
-    ("ok:token-a-0123456789abcdef,svc::write", "entry 2 is not name:token"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("svc:token-a-0123456789abcdef:raed", "'raed' is not a scope"),
+        ("svc:token-a-0123456789abcdef:", "'' is not a scope"),
+        ("svc:token-a-0123456789abcdef:READ", "'READ' is not a scope"),
+        # a token containing ':' needs its scope, and the message shows no part of the token
+        ("svc:tok:en-a-0123456789abcdef", "the part after its last ':' is not a scope"),
+        ("svc:short:read", "entry 1 is not name:token"),
+        ("ok:token-a-0123456789abcdef,svc::write", "entry 2 is not name:token"),
+    ],
+)
 def test_a_bad_scope_refuses_to_start(app, raw, words):
     with pytest.raises(ValueError, match="API_TOKENS entry") as caught:
         create_app({**app.config, "TESTING": False, "API_TOKENS": raw})
@@ -72,8 +99,13 @@ def test_the_rule():
 @pytest.mark.parametrize("scope", SCOPES)
 def test_reads_are_every_scopes(scoped, scope):
     client = scoped.test_client()
-    for path in ("/api/v1/segments", "/api/v1/segments/SCOPED", "/api/v1/segments/SCOPED/members",
-                 "/api/v1/users/5/history", "/segment/user?id=5"):
+    for path in (
+        "/api/v1/segments",
+        "/api/v1/segments/SCOPED",
+        "/api/v1/segments/SCOPED/members",
+        "/api/v1/users/5/history",
+        "/segment/user?id=5",
+    ):
         assert client.get(path, headers=AUTH[scope]).status_code == 200, path
     # the hot path (answered in front of Flask) too
     assert client.get("/api/v1/users/5/segments", headers=AUTH[scope]).json["segments"][0]["slug"] == "SCOPED"
@@ -82,13 +114,15 @@ def test_reads_are_every_scopes(scoped, scope):
 @pytest.mark.parametrize("scope", SCOPES)
 def test_writes_need_write(scoped, scope):
     client = scoped.test_client()
-    writes = [("post", "/api/v1/segments", {"slug": f"NEW_{scope.upper()}"}),
-              ("patch", "/api/v1/segments/SCOPED", {"description": scope}),
-              ("post", "/api/v1/users/6/segments", {"add": ["SCOPED"]}),
-              ("post", "/api/v1/segments/SCOPED/members", {"user_ids": [7, 8]}),
-              ("post", "/segment", {"slug": f"SEED_{scope.upper()}"}),
-              ("post", "/segment/user", {"user_id": 9, "add": ["SCOPED"], "del": []}),
-              ("delete", "/segment", {"slug": "SCOPED"})]
+    writes = [
+        ("post", "/api/v1/segments", {"slug": f"NEW_{scope.upper()}"}),
+        ("patch", "/api/v1/segments/SCOPED", {"description": scope}),
+        ("post", "/api/v1/users/6/segments", {"add": ["SCOPED"]}),
+        ("post", "/api/v1/segments/SCOPED/members", {"user_ids": [7, 8]}),
+        ("post", "/segment", {"slug": f"SEED_{scope.upper()}"}),
+        ("post", "/segment/user", {"user_id": 9, "add": ["SCOPED"], "del": []}),
+        ("delete", "/segment", {"slug": "SCOPED"}),
+    ]
     for method, path, body in writes:
         response = getattr(client, method)(path, json=body, headers=AUTH[scope])
         if WRITE in MAY[scope]:
@@ -108,9 +142,15 @@ def test_reports_need_reports_or_write(scoped, redis_app, scope):
         assert_forbidden(v1, scope, REPORTS)
         assert_forbidden(seed, scope, REPORTS)
         # reading one requested by a write token is refused for the scope (before ownership)
-        report = client.post("/api/v1/reports", json={"user_id": 5, "period": "2024-01"}, headers=AUTH["write"]).json
-        for path in (f"/api/v1/reports/{report['id']}", f"/api/v1/reports/{report['id']}.csv",
-                     f"/report_check?task_id={report['id']}", f"/download?id={report['id']}"):
+        report = client.post(
+            "/api/v1/reports", json={"user_id": 5, "period": "2024-01"}, headers=AUTH["write"]
+        ).json
+        for path in (
+            f"/api/v1/reports/{report['id']}",
+            f"/api/v1/reports/{report['id']}.csv",
+            f"/report_check?task_id={report['id']}",
+            f"/download?id={report['id']}",
+        ):
             assert_forbidden(client.get(path, headers=AUTH[scope]), scope, REPORTS)
         return
     assert v1.status_code == 202 and seed.status_code == 200
@@ -129,19 +169,26 @@ def test_a_read_only_post_is_a_read(scoped):
         pytest.skip("no batch lookup endpoint in this tree")
     client = scoped.test_client()
     for scope in SCOPES:
-        response = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5, 6]}, headers=AUTH[scope])
+        response = client.post(
+            "/api/v1/users/segments:lookup", json={"user_ids": [5, 6]}, headers=AUTH[scope]
+        )
         assert response.status_code == 200, (scope, response.json)
 
 
 def test_unknown_and_missing_tokens_are_still_401(scoped):
     client = scoped.test_client()
     assert client.post("/api/v1/segments", json={"slug": "X"}).status_code == 401
-    bad = client.post("/api/v1/segments", json={"slug": "X"}, headers={"Authorization": "Bearer nope-0123456789abcdef"})
+    bad = client.post(
+        "/api/v1/segments", json={"slug": "X"}, headers={"Authorization": "Bearer nope-0123456789abcdef"}
+    )
     assert bad.status_code == 401 and bad.json["error"]["code"] == "unauthorized"
 
 
 def test_history_names_the_token(scoped):
     client = scoped.test_client()
-    assert client.post("/api/v1/users/11/segments", json={"add": ["SCOPED"]}, headers=AUTH["legacy"]).status_code == 200
+    assert (
+        client.post("/api/v1/users/11/segments", json={"add": ["SCOPED"]}, headers=AUTH["legacy"]).status_code
+        == 200
+    )
     items = client.get("/api/v1/users/11/history", headers=AUTH["read"]).json["items"]
     assert [i["actor"] for i in items] == ["legacy"]

@@ -87,8 +87,18 @@ def test_members_listing_and_bulk_add(api):
     assert api.get("/segments/BULK").json["member_count"] == 5
 
 
-@pytest.mark.parametrize("body", [{"user_ids": []}, {"user_ids": [0]}, {"user_ids": [-4]}, {"user_ids": [2**63]},
-                                  {"user_ids": [True]}, {"user_ids": ["1"]}, {"user_ids": [1], "ttl_seconds": 0}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_ids": []},
+        {"user_ids": [0]},
+        {"user_ids": [-4]},
+        {"user_ids": [2**63]},
+        {"user_ids": [True]},
+        {"user_ids": ["1"]},
+        {"user_ids": [1], "ttl_seconds": 0},
+    ],
+)
 def test_bulk_add_rejects(api, body):
     api.segment("BULKBAD")
     response = api.post("/segments/BULKBAD/members", body)

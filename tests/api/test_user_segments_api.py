@@ -19,7 +19,10 @@ def test_add_and_delete_in_one_call(api):
     second = api.change(1000, ["C1"], ["A1"])
     assert second.status_code == 200
     assert second.json["added"] == ["C1"] and second.json["removed"] == ["A1"]
-    assert [(s["slug"], s["source"]) for s in second.json["segments"]] == [("B1", "explicit"), ("C1", "explicit")]
+    assert [(s["slug"], s["source"]) for s in second.json["segments"]] == [
+        ("B1", "explicit"),
+        ("C1", "explicit"),
+    ]
 
 
 def test_user_with_no_segments_gets_empty_list(api):
@@ -31,8 +34,9 @@ def test_errors_name_every_offending_item_and_apply_nothing(api):
     api.segment("GOOD")
     api.segment("ALSO_GOOD")
     past = iso(datetime.now(UTC) - timedelta(minutes=1))
-    response = api.change(5, ["GOOD", "UNKNOWN_ONE", {"slug": "ALSO_GOOD", "expires_at": past}, "bad"],
-                          ["GOOD", "UNKNOWN_TWO"])
+    response = api.change(
+        5, ["GOOD", "UNKNOWN_ONE", {"slug": "ALSO_GOOD", "expires_at": past}, "bad"], ["GOOD", "UNKNOWN_TWO"]
+    )
     assert response.status_code == 422
     fields = {d["field"] for d in response.json["error"]["details"]}
     assert {"add[2].expires_at", "add[3]", "del[0]"} <= fields
@@ -73,10 +77,17 @@ def test_request_wide_ttl_and_per_item_override(api):
     assert abs(got["OWN"] - until) < timedelta(milliseconds=1)
 
 
-@pytest.mark.parametrize("extra", [{"ttl_seconds": 10, "expires_at": "2099-01-01T00:00:00Z"},
-                                   {"ttl_seconds": -5}, {"ttl_seconds": True},
-                                   {"expires_at": "2000-01-01T00:00:00Z"}, {"expires_at": "2099-01-01T00:00:00"},
-                                   {"expires_at": "tomorrow"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ttl_seconds": 10, "expires_at": "2099-01-01T00:00:00Z"},
+        {"ttl_seconds": -5},
+        {"ttl_seconds": True},
+        {"expires_at": "2000-01-01T00:00:00Z"},
+        {"expires_at": "2099-01-01T00:00:00"},
+        {"expires_at": "tomorrow"},
+    ],
+)
 def test_bad_request_wide_expiry(api, extra):
     api.segment("EXP")
     response = api.change(4, ["EXP"], **extra)
@@ -100,7 +111,9 @@ def test_expiry_is_exact_to_the_second(db_session):
     now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
     until = now + timedelta(seconds=30)
     change_user_segments(db_session, 77, [AddSpec("EXACT", expires_at=until)], now=now)
-    assert [a.slug for a in active_segments(db_session, 77, now=until - timedelta(microseconds=1))] == ["EXACT"]
+    assert [a.slug for a in active_segments(db_session, 77, now=until - timedelta(microseconds=1))] == [
+        "EXACT"
+    ]
     assert active_segments(db_session, 77, now=until) == []
     # Re-adding after expiry (purge not run) is a new membership; history shows the TTL exit.
     later = until + timedelta(hours=1)

@@ -1,5 +1,6 @@
 """Browser tests: Playwright's Python package driving Debian's chromium against the app
 served on 127.0.0.1 by a real HTTP server (never `playwright install`)."""
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,25 @@ def pytest_collection_modifyitems(config, items):
         if "tests/browser" in str(item.fspath):
             item.add_marker(pytest.mark.browser)
             if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-                item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (.ci/run installs it)"))
+                item.add_marker(
+                    pytest.mark.skip(reason="Debian's chromium is not installed (.ci/run installs it)")
+                )
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": CHROMIUM,
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
 
 
 @pytest.fixture
@@ -36,11 +48,21 @@ def live_server(redis_app, committed_db):
     """The app on a free 127.0.0.1 port with a real `flask worker` process running its jobs;
     tables emptied afterwards."""
     app = redis_app
-    env = {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": app.config["DATABASE_URL"],
-           "REDIS_URL": app.config["REDIS_URL"], "REPORTS_DIR": app.config["REPORTS_DIR"],
-           "SECRET_KEY": app.config["SECRET_KEY"]}
-    worker = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "REPORTS_DIR": app.config["REPORTS_DIR"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flask", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -54,10 +76,12 @@ def live_server(redis_app, committed_db):
 @pytest.fixture
 def api(page, live_server):
     """Set the scene through the JSON API, from the browser's own request context."""
+
     def call(method, path, body=None):
         response = page.request.fetch(live_server + path, method=method, data=body)
         assert response.ok, response.text()
         return response.json()
+
     return call
 
 
@@ -72,6 +96,7 @@ def shots(tmp_path):
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000  # a real picture, not an empty page
         return path
+
     return take
 
 
@@ -123,7 +148,9 @@ class ConsoleLog:
             if e.startswith("htmx:afterRequest") and aborts:
                 aborts -= 1
                 continue
-            if not any(e.startswith(f"Failed to load resource: the server responded with a status of {s} ")
-                       for s in self.allowed):
+            if not any(
+                e.startswith(f"Failed to load resource: the server responded with a status of {s} ")
+                for s in self.allowed
+            ):
                 left.append(e)
         return left

@@ -1,4 +1,5 @@
 """Layout checks run in the page: nothing scrolls sideways and no control is cut off."""
+
 from __future__ import annotations
 
 # Every visible control must lie inside the window and inside every ancestor that clips its
@@ -42,7 +43,9 @@ STICKING_OUT = """() => [...document.querySelectorAll("body *")]
 def assert_fits(page, where: str = "") -> None:
     """No horizontal scroll of the page and no clipped control, at the current viewport."""
     overflow = page.evaluate(SIDEWAYS_SCROLL)
-    assert overflow <= 0, (f"{where or page.url}: the page scrolls sideways by {overflow} px; "
-                           f"sticking out: {page.evaluate(STICKING_OUT)}")
+    assert overflow <= 0, (
+        f"{where or page.url}: the page scrolls sideways by {overflow} px; "
+        f"sticking out: {page.evaluate(STICKING_OUT)}"
+    )
     problems = page.evaluate(CLIPPED_CONTROLS)
     assert not problems, f"{where or page.url}: {problems}"

@@ -1,4 +1,5 @@
 """What a product manager does, in a real browser."""
+
 import csv
 import io
 import re
@@ -24,7 +25,8 @@ def test_create_segment_search_and_delete(page, live_server, shots, api, console
     form.get_by_label("Slug").fill("AVITO_VOICE_MESSAGES")
     form.get_by_role("button", name="Create segment").click()
     expect(page.locator("#create-segment .field-error")).to_have_text(
-        "A segment called AVITO_VOICE_MESSAGES already exists: choose another slug.")
+        "A segment called AVITO_VOICE_MESSAGES already exists: choose another slug."
+    )
     page.locator("#create-segment").get_by_label("Slug").fill("AVITO_DISCOUNT_30")
     page.locator("#create-segment").get_by_label("Automatic rollout, % of all users").fill("12.5")
     page.locator("#create-segment").get_by_role("button", name="Create segment").click()
@@ -90,8 +92,11 @@ def test_user_ttl_add_remove_and_monthly_report(page, live_server, shots, api):
     rows = list(csv.reader(io.StringIO(Path(info.value.path()).read_text()), delimiter=";"))
     assert rows[0] == ["user_id", "segment", "operation", "timestamp"]
     operations = [(r[1], r[2]) for r in rows[1:]]
-    assert operations == [("AVITO_DISCOUNT_50", "added"), ("AVITO_PERFORMANCE_VAS", "added"),
-                          ("AVITO_PERFORMANCE_VAS", "removed")]
+    assert operations == [
+        ("AVITO_DISCOUNT_50", "added"),
+        ("AVITO_PERFORMANCE_VAS", "added"),
+        ("AVITO_PERFORMANCE_VAS", "removed"),
+    ]
     assert info.value.suggested_filename.startswith("history-user-1001-")
 
 

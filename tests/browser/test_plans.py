@@ -1,5 +1,6 @@
 """Exclusion groups, scheduled rollout changes, the activity log and reach, in a real browser
 (Debian chromium), at 1366 and 390 px."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,6 @@ from playwright.sync_api import expect
 
 SSO_USER = "pm@example.com"
 SIDEWAYS = "() => document.documentElement.scrollWidth - window.innerWidth"
-
 
 
 @pytest.fixture
@@ -33,9 +33,21 @@ def at_widths(page, shots, name):
 
 def test_group_page_shows_how_the_100_percent_is_shared(signed_in, live_server, api, shots):
     page = signed_in
-    api("POST", "/api/v1/segments", {"slug": "AVITO_DISCOUNT_30", "rollout_percent": 30, "exclusion_group": "DISCOUNTS"})
-    api("POST", "/api/v1/segments", {"slug": "AVITO_DISCOUNT_50", "rollout_percent": 50, "exclusion_group": "DISCOUNTS"})
-    api("POST", "/api/v1/segments", {"slug": "AVITO_DISCOUNT_5", "rollout_percent": 5, "exclusion_group": "DISCOUNTS"})
+    api(
+        "POST",
+        "/api/v1/segments",
+        {"slug": "AVITO_DISCOUNT_30", "rollout_percent": 30, "exclusion_group": "DISCOUNTS"},
+    )
+    api(
+        "POST",
+        "/api/v1/segments",
+        {"slug": "AVITO_DISCOUNT_50", "rollout_percent": 50, "exclusion_group": "DISCOUNTS"},
+    )
+    api(
+        "POST",
+        "/api/v1/segments",
+        {"slug": "AVITO_DISCOUNT_5", "rollout_percent": 5, "exclusion_group": "DISCOUNTS"},
+    )
     page.goto(live_server + "/")
     page.get_by_role("link", name="Groups").click()
     expect(page.locator("h1")).to_have_text("Exclusion groups")
@@ -52,8 +64,9 @@ def test_group_page_shows_how_the_100_percent_is_shared(signed_in, live_server, 
     expect(page.locator("#segment-reach")).to_contain_text("In exclusion group DISCOUNTS")
 
 
-def test_schedule_add_and_cancel_twice_and_the_activity_log_names_the_sso_user(signed_in, live_server, api, shots,
-                                                                               console_errors):
+def test_schedule_add_and_cancel_twice_and_the_activity_log_names_the_sso_user(
+    signed_in, live_server, api, shots, console_errors
+):
     console_errors.allow(422)
     page = signed_in
     api("POST", "/api/v1/segments", {"slug": "AVITO_VOICE_MESSAGES", "description": "Voice messages in chat"})
@@ -70,10 +83,14 @@ def test_schedule_add_and_cancel_twice_and_the_activity_log_names_the_sso_user(s
     expect(page.locator("#segment-reach")).to_contain_text("of 300 known users")
     # A time in the past: the problem next to the field, in plain words.
     schedule = page.locator("#schedule")
-    schedule.get_by_label("When (UTC)").fill((datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+    schedule.get_by_label("When (UTC)").fill(
+        (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    )
     schedule.get_by_label("Rollout, %").fill("20")
     schedule.get_by_role("button", name="Schedule change").click()
-    expect(page.locator("#schedule .field-error")).to_have_text("That time has passed: choose a time in the future (UTC).")
+    expect(page.locator("#schedule .field-error")).to_have_text(
+        "That time has passed: choose a time in the future (UTC)."
+    )
     page.on("dialog", lambda dialog: dialog.accept())
     for n in range(2):
         when = (datetime.now(UTC) + timedelta(days=2 + n)).replace(hour=10, minute=0)
@@ -83,7 +100,9 @@ def test_schedule_add_and_cancel_twice_and_the_activity_log_names_the_sso_user(s
         schedule.get_by_role("button", name="Schedule change").click()
         expect(page.locator("#schedule .timeline li")).to_have_count(n + 1)
         expect(page.locator("#schedule .timeline li.pending")).to_have_count(1)
-        expect(page.locator("#segment-activity")).to_contain_text(f"Scheduled {20 + n}% for {when:%Y-%m-%d} 10:00 UTC")
+        expect(page.locator("#segment-activity")).to_contain_text(
+            f"Scheduled {20 + n}% for {when:%Y-%m-%d} 10:00 UTC"
+        )
         if n == 1:
             at_widths(page, shots, "segment-plans")
         page.locator("#schedule .timeline li.pending").get_by_role("button", name="Cancel").click()
@@ -98,7 +117,11 @@ def test_schedule_add_and_cancel_twice_and_the_activity_log_names_the_sso_user(s
 
 def test_segments_list_shows_reach_and_group_at_390(signed_in, live_server, api, shots):
     page = signed_in
-    api("POST", "/api/v1/segments", {"slug": "AVITO_DISCOUNT_30", "rollout_percent": 10, "exclusion_group": "DISCOUNTS"})
+    api(
+        "POST",
+        "/api/v1/segments",
+        {"slug": "AVITO_DISCOUNT_30", "rollout_percent": 10, "exclusion_group": "DISCOUNTS"},
+    )
     api("POST", "/api/v1/segments/AVITO_DISCOUNT_30/members", {"user_ids": [1, 2, 3, 4, 5, 6, 7]})
     api("POST", "/api/v1/segments", {"slug": "AVITO_VOICE_MESSAGES"})
     api("POST", "/api/v1/segments/AVITO_VOICE_MESSAGES/members", {"user_ids": list(range(100, 1100))})

@@ -1,5 +1,6 @@
 """Issue 12 in a real browser (Debian chromium): each flow done twice, with back/forward, at
 1366 px and 390 px, with no console error on any page (tests/browser/conftest.py)."""
+
 import re
 from datetime import UTC, datetime
 
@@ -24,8 +25,10 @@ def stat(page, name):
 
 # 1 -------------------------------------------------------------------------------------------------------
 
-def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(page, live_server, api, shots, tmp_path,
-                                                                  console_errors):
+
+def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(
+    page, live_server, api, shots, tmp_path, console_errors
+):
     console_errors.allow(422)
     api("POST", "/api/v1/segments", {"slug": "AVITO_BULK_PASTE"})
     page.goto(live_server + "/segments/AVITO_BULK_PASTE")
@@ -35,15 +38,18 @@ def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(page, live_serv
     form.get_by_role("button", name="Add to AVITO_BULK_PASTE").click()
     problems = page.locator("#user_ids-error")
     expect(problems).to_contain_text("Nothing was added: 2 entries are not user ids.")
-    expect(problems.locator("li")).to_have_text(["Line 1: “-301” is negative: user ids start at 1.",
-                                                 "Line 3: “abc” is not a number."])
+    expect(problems.locator("li")).to_have_text(
+        ["Line 1: “-301” is negative: user ids start at 1.", "Line 3: “abc” is not a number."]
+    )
     expect(page.get_by_label("Paste user ids")).to_be_focused()
     expect(stat(page, "members")).to_have_text("0")
     shots(page, "bulk-errors")
     # Fixed, and a second add in a row: every valid id is added, the page's parts follow.
     page.get_by_label("Paste user ids").fill("302, 303\n304\n305")
     page.get_by_role("button", name="Add to AVITO_BULK_PASTE").click()
-    expect(page.locator("#flash")).to_contain_text("4 added, 0 expiry updated, 0 already members (4 ids received).")
+    expect(page.locator("#flash")).to_contain_text(
+        "4 added, 0 expiry updated, 0 already members (4 ids received)."
+    )
     expect(stat(page, "members")).to_have_text("4")
     expect(page.locator("#recent-changes tbody tr")).to_have_count(4)
     # A multi-column file with a header, plus pasted ids: both are used, the header is said.
@@ -53,15 +59,18 @@ def test_bulk_paste_with_bad_tokens_then_file_and_paste_together(page, live_serv
     page.get_by_label("Paste user ids").fill("302 500")
     page.get_by_role("button", name="Add to AVITO_BULK_PASTE").click()
     flash = page.locator("#flash")
-    expect(flash).to_contain_text("3 added, 0 expiry updated, 1 already a member (4 ids received: 2 pasted and 2 from "
-                                  "people.csv).")
-    expect(flash).to_contain_text("people.csv: the first line was read as column names; the ids come from its "
-                                  "user_id column.")
+    expect(flash).to_contain_text(
+        "3 added, 0 expiry updated, 1 already a member (4 ids received: 2 pasted and 2 from people.csv)."
+    )
+    expect(flash).to_contain_text(
+        "people.csv: the first line was read as column names; the ids come from its user_id column."
+    )
     expect(stat(page, "members")).to_have_text("7")
     assert api("GET", "/api/v1/segments/AVITO_BULK_PASTE")["member_count"] == 7
 
 
 # 2 -------------------------------------------------------------------------------------------------------
+
 
 def test_two_reports_in_a_row_on_the_user_page(page, live_server, api, shots):
     api("POST", "/api/v1/segments", {"slug": "AVITO_REPORTED"})
@@ -88,13 +97,16 @@ def test_two_reports_in_a_row_on_the_user_page(page, live_server, api, shots):
     card.get_by_label("Month").fill(period)
     card.get_by_role("button", name="Build CSV report").click()
     expect(page.locator("#user-reports li")).to_have_count(3)
-    expect(page.locator("#user-reports li").first.get_by_role("link", name="Download CSV")).to_be_visible(timeout=15_000)
+    expect(page.locator("#user-reports li").first.get_by_role("link", name="Download CSV")).to_be_visible(
+        timeout=15_000
+    )
     page.locator("#flash").get_by_role("button", name="Dismiss").click()  # the message floats over the page
     expect(page.locator("#flash .alert")).to_have_count(0)
     shots(page, "user-reports")
 
 
 # 3 -------------------------------------------------------------------------------------------------------
+
 
 def test_back_and_forward_never_show_a_stale_page(page, live_server, api):
     api("POST", "/api/v1/segments", {"slug": "AVITO_STALE"})
@@ -130,6 +142,7 @@ def test_back_and_forward_never_show_a_stale_page(page, live_server, api):
 
 # 4 -------------------------------------------------------------------------------------------------------
 
+
 def test_segment_page_agrees_with_itself_after_each_change(page, live_server, api):
     api("POST", "/api/v1/segments", {"slug": "AVITO_AGREES"})
     api("POST", "/api/v1/segments/AVITO_AGREES/members", {"user_ids": [11, 12, 13]})
@@ -156,7 +169,10 @@ def test_segment_page_agrees_with_itself_after_each_change(page, live_server, ap
 
 # 7 -------------------------------------------------------------------------------------------------------
 
-def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_server, api, console_errors, shots):
+
+def test_plain_words_once_next_to_the_field_and_upper_case_offers(
+    page, live_server, api, console_errors, shots
+):
     console_errors.allow(422)
     page.goto(live_server + "/")
     form = page.locator("#create-segment")
@@ -178,7 +194,9 @@ def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_ser
     page.locator("#segment-settings").get_by_label("Automatic rollout, % of all users").fill("1.234")
     page.evaluate("document.querySelector('#segment-settings').noValidate = true")
     page.locator("#segment-settings").get_by_role("button", name="Save").click()
-    expect(page.locator("#rollout_percent-error")).to_have_text("Use at most two decimal places, like 12.5 or 0.25.")
+    expect(page.locator("#rollout_percent-error")).to_have_text(
+        "Use at most two decimal places, like 12.5 or 0.25."
+    )
     for text in page.locator(".field-error, .alert").all_inner_texts():
         assert not re.search(r"\^|\.\.|2\^63|rollout_percent|user_id|YYYY", text), text
     # The header's lookup: spaces trimmed; a bad id explained on a normal page.
@@ -189,7 +207,8 @@ def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_ser
     page.locator("header .lookup").get_by_role("button", name="Find user").click()
     expect(page.locator("h1")).to_have_text("Find a user")
     expect(page.locator("#lookup-problem")).to_have_text(
-        "“-5” is negative: user ids start at 1. User ids are whole numbers from 1 up, like 1001.")
+        "“-5” is negative: user ids start at 1. User ids are whole numbers from 1 up, like 1001."
+    )
     shots(page, "user-lookup")
     page.locator("#lookup-id").fill("99999999999999999999")
     page.locator("header .lookup").get_by_role("button", name="Find user").click()
@@ -198,16 +217,33 @@ def test_plain_words_once_next_to_the_field_and_upper_case_offers(page, live_ser
 
 # 8 -------------------------------------------------------------------------------------------------------
 
+
 def test_every_page_at_390_px_has_no_clipped_control_and_no_sideways_scroll(page, live_server, api, shots):
-    api("POST", "/api/v1/segments", {"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "description": "A long one",
-                              "rollout_percent": 10})
-    api("POST", "/api/v1/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/members", {"user_ids": list(range(100, 160))})
-    api("POST", "/api/v1/users/100/segments", {"add": [{"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "ttl_seconds": 86400}]})
+    api(
+        "POST",
+        "/api/v1/segments",
+        {"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "description": "A long one", "rollout_percent": 10},
+    )
+    api(
+        "POST",
+        "/api/v1/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/members",
+        {"user_ids": list(range(100, 160))},
+    )
+    api(
+        "POST",
+        "/api/v1/users/100/segments",
+        {"add": [{"slug": "AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "ttl_seconds": 86400}]},
+    )
     api("POST", "/api/v1/reports", {"user_id": 100, "period": datetime.now(UTC).strftime("%Y-%m")})
     page.set_viewport_size(MOBILE)
-    for path, name in [("/", "segments-mobile-list"), ("/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "segment-mobile"),
-                       ("/users/100", None), ("/reports", "reports-mobile"),
-                       ("/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/delete", None), ("/users?id=abc", None)]:
+    for path, name in [
+        ("/", "segments-mobile-list"),
+        ("/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME", "segment-mobile"),
+        ("/users/100", None),
+        ("/reports", "reports-mobile"),
+        ("/segments/AVITO_PERFORMANCE_VAS_EXTENDED_NAME/delete", None),
+        ("/users?id=abc", None),
+    ]:
         page.goto(live_server + path)
         assert_fits(page, path)
         if name:
@@ -232,6 +268,7 @@ def test_every_page_at_390_px_has_no_clipped_control_and_no_sideways_scroll(page
 
 # 9 -------------------------------------------------------------------------------------------------------
 
+
 def test_first_run_demo_data_favicon_and_reports_by_whom(page, live_server, shots, browser, console_errors):
     page.goto(live_server + "/")
     icon = page.request.get(live_server + page.locator("link[rel=icon]").get_attribute("href"))
@@ -243,7 +280,9 @@ def test_first_run_demo_data_favicon_and_reports_by_whom(page, live_server, shot
     expect(page.locator("#segment-table tbody tr")).to_have_count(4)
     expect(page.locator("#segment-table tr", has_text="AVITO_VOICE_MESSAGES")).to_contain_text("200")
     # Reports list: who requested each (the SSO user), and no month to come can be asked for.
-    context = browser.new_context(viewport=DESKTOP, extra_http_headers={"X-Forwarded-Email": "pm@example.com"})
+    context = browser.new_context(
+        viewport=DESKTOP, extra_http_headers={"X-Forwarded-Email": "pm@example.com"}
+    )
     pm = context.new_page()
     pm.on("console", lambda m: console_errors.add(m.type, m.text, ""))
     pm.goto(live_server + "/reports")

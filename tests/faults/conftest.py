@@ -5,6 +5,7 @@ Every fault here is real: a redis-server of the test's own is stopped with a sig
 and restarted, or paused; a worker's work-horse is killed with SIGKILL; writers race on real
 PostgreSQL connections. Nothing is mocked.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,6 +33,7 @@ EXCEPTION_WORDS = ("Traceback", "Error", "Exception", "Timeout", "timed out", "C
 
 
 # -- requests ---------------------------------------------------------------------------------
+
 
 def timed(call: Callable, *args, **kwargs):
     """(response, seconds) of one request, measured with perf_counter."""
@@ -67,6 +69,7 @@ def assert_plain_page(response) -> None:
 
 
 # -- Redis faults -----------------------------------------------------------------------------
+
 
 def pause(server) -> None:
     """SIGSTOP the redis-server (its clients hang until their socket timeouts); returns once
@@ -108,10 +111,18 @@ def client_pause(server, ms: int = 3000) -> float:
 
 # -- workers and jobs -------------------------------------------------------------------------
 
+
 def worker_env(app: Flask, **overrides: str) -> dict[str, str]:
-    return {**os.environ, "FLASK_APP": "wsgi", "DATABASE_URL": app.config["DATABASE_URL"],
-            "REDIS_URL": app.config["REDIS_URL"], "REPORTS_DIR": app.config["REPORTS_DIR"],
-            "SECRET_KEY": app.config["SECRET_KEY"], "PYTHONUNBUFFERED": "1", **overrides}
+    return {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "REPORTS_DIR": app.config["REPORTS_DIR"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "PYTHONUNBUFFERED": "1",
+        **overrides,
+    }
 
 
 @contextlib.contextmanager
@@ -119,8 +130,13 @@ def flask_worker(app: Flask, log_path: Path, **env: str) -> Iterator[subprocess.
     """A real ``python -m flask worker`` (forking, with RQ's scheduler) as a subprocess; it and
     every process it started are ended afterwards (by pid)."""
     log = open(log_path, "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "worker"], cwd=ROOT, env=worker_env(app, **env),
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "worker"],
+        cwd=ROOT,
+        env=worker_env(app, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield proc
     finally:
@@ -222,8 +238,14 @@ def report_state(app: Flask, report_id: str) -> dict:
     from webapp.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT status, progress, rows, error, path FROM reports WHERE id = :id"),
-                           {"id": report_id}).mappings().one()
+        row = (
+            conn.execute(
+                sa.text("SELECT status, progress, rows, error, path FROM reports WHERE id = :id"),
+                {"id": report_id},
+            )
+            .mappings()
+            .one()
+        )
     return dict(row)
 
 
@@ -239,6 +261,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 # -- database ---------------------------------------------------------------------------------
 
+
 def snapshot(app: Flask) -> dict[str, str]:
     """A fingerprint of every table's rows (and the catalog version): equal means nothing changed."""
     from webapp.extensions import db
@@ -246,7 +269,10 @@ def snapshot(app: Flask) -> dict[str, str]:
     with app.app_context(), db.engine.connect() as conn:
         out = {}
         for table in [*TABLES, "catalog_version"]:
-            out[table] = conn.scalar(sa.text(
-                f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
-                f"FROM {table} t"))
+            out[table] = conn.scalar(
+                sa.text(
+                    f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                    f"FROM {table} t"
+                )
+            )
         return out

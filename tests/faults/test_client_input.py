@@ -7,6 +7,7 @@ htmx fragment, nothing written); for junk in a page's query string (a page numbe
 other digits, a NUL in a search) it must answer a plain page (or a redirect to one),
 never a 5xx.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,33 +40,78 @@ API = [
     Case("page_superscript_two", "get", "/api/v1/segments?page=%C2%B2"),
     Case("per_page_arabic_three", "get", "/api/v1/segments?per_page=%D9%A3"),
     Case("nul_in_q", "get", "/api/v1/segments?q=IN%00PUT"),
-    Case("nul_in_description_create", "post", "/api/v1/segments", json={"slug": "NULDESC", "description": "a\x00b"}),
+    Case(
+        "nul_in_description_create",
+        "post",
+        "/api/v1/segments",
+        json={"slug": "NULDESC", "description": "a\x00b"},
+    ),
     Case("nul_in_description_patch", "patch", "/api/v1/segments/INPUT", json={"description": "a\x00b"}),
     Case("deeply_nested_json_create_segment", "post", "/api/v1/segments", raw=DEEP),
     Case("deeply_nested_json_change_user", "post", "/api/v1/users/1/segments", raw=DEEP),
     Case("deeply_nested_json_compat_change_user", "post", "/segment/user", raw=DEEP),
-    Case("report_period_9999_12", "post", "/api/v1/reports", json={"kind": "all_history", "period": "9999-12"}),
+    Case(
+        "report_period_9999_12", "post", "/api/v1/reports", json={"kind": "all_history", "period": "9999-12"}
+    ),
     Case("compat_report_date_9999_12", "get", "/report?date=9999-12"),
     Case("history_from_year_1_plus_14", "get", "/api/v1/users/1/history?from=0001-01-01T00:00:00+14:00"),
-    Case("history_from_year_1_plus_14_encoded", "get", "/api/v1/users/1/history?from=0001-01-01T00:00:00%2B14:00"),
-    Case("report_from_year_1_plus_14", "post", "/api/v1/reports",
-         json={"kind": "all_history", "from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01"}),
-    Case("slug_with_newline", "post", "/api/v1/segments", json={"slug": "NEWLINE\n"}, expect="422",
-         newline_slug=True),
-    Case("slug_with_newline_in_add", "post", "/api/v1/users/1/segments", json={"add": ["NEWLINE\n"]},
-         expect="422", newline_slug=True),
+    Case(
+        "history_from_year_1_plus_14_encoded",
+        "get",
+        "/api/v1/users/1/history?from=0001-01-01T00:00:00%2B14:00",
+    ),
+    Case(
+        "report_from_year_1_plus_14",
+        "post",
+        "/api/v1/reports",
+        json={"kind": "all_history", "from": "0001-01-01T00:00:00+14:00", "to": "2026-01-01"},
+    ),
+    Case(
+        "slug_with_newline",
+        "post",
+        "/api/v1/segments",
+        json={"slug": "NEWLINE\n"},
+        expect="422",
+        newline_slug=True,
+    ),
+    Case(
+        "slug_with_newline_in_add",
+        "post",
+        "/api/v1/users/1/segments",
+        json={"add": ["NEWLINE\n"]},
+        expect="422",
+        newline_slug=True,
+    ),
     Case("slug_with_newline_in_path", "get", "/api/v1/segments/NEWLINE%0A", newline_slug=True),
     Case("compat_slug_with_newline", "post", "/segment", json={"slug": "NEWLINE\n"}, newline_slug=True),
 ]
 DASHBOARD = [
     Case("dashboard_page_superscript_two", "get", "/?page=%C2%B2", expect="page"),
     Case("dashboard_nul_in_q", "get", "/?q=IN%00PUT", expect="page"),
-    Case("dashboard_members_slug_and_method_override", "get", "/segments/INPUT/members?slug=X&_method=DELETE",
-         expect="page"),
-    Case("dashboard_nul_in_description_create", "post", "/segments", form={"slug": "NULFORM", "description": "a\x00b"}),
-    Case("dashboard_nul_in_description_settings", "post", "/segments/INPUT/settings",
-         form={"description": "a\x00b", "rollout_percent": ""}),
-    Case("dashboard_report_period_9999_12", "post", "/reports", form={"kind": "all_history", "period": "9999-12"}),
+    Case(
+        "dashboard_members_slug_and_method_override",
+        "get",
+        "/segments/INPUT/members?slug=X&_method=DELETE",
+        expect="page",
+    ),
+    Case(
+        "dashboard_nul_in_description_create",
+        "post",
+        "/segments",
+        form={"slug": "NULFORM", "description": "a\x00b"},
+    ),
+    Case(
+        "dashboard_nul_in_description_settings",
+        "post",
+        "/segments/INPUT/settings",
+        form={"description": "a\x00b", "rollout_percent": ""},
+    ),
+    Case(
+        "dashboard_report_period_9999_12",
+        "post",
+        "/reports",
+        form={"kind": "all_history", "period": "9999-12"},
+    ),
     # A form field is trimmed (a pasted "NEWLINE\n" means NEWLINE), so this one is the existing
     # segment: a 409 conflict, and never a second segment beside it.
     Case("dashboard_slug_with_newline", "post", "/segments", form={"slug": "NEWLINE\n"}, newline_slug=True),
@@ -85,7 +131,11 @@ def newline_segments(app) -> list[str]:
     from webapp.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
-        return list(conn.scalars(sa.text("SELECT slug FROM segments WHERE slug LIKE 'NEWLINE%' AND deleted_at IS NULL")))
+        return list(
+            conn.scalars(
+                sa.text("SELECT slug FROM segments WHERE slug LIKE 'NEWLINE%' AND deleted_at IS NULL")
+            )
+        )
 
 
 def send(client, case: Case, headers: dict | None = None):
@@ -125,7 +175,11 @@ def test_dashboard_answers_hostile_input_with_a_plain_page_and_writes_nothing(ca
     page = client.get("/").get_data(as_text=True)
     match = CSRF_RE.search(page)
     assert match, "no CSRF token on the dashboard"
-    headers = {"HX-Request": "true", "X-CSRFToken": match.group(1) or match.group(2)} if case.method == "post" else {}
+    headers = (
+        {"HX-Request": "true", "X-CSRFToken": match.group(1) or match.group(2)}
+        if case.method == "post"
+        else {}
+    )
     before = snapshot(hostile)
     response = send(client, case, headers)
     if case.expect == "page":
@@ -133,8 +187,9 @@ def test_dashboard_answers_hostile_input_with_a_plain_page_and_writes_nothing(ca
         # (and no method override: GET stays GET, the segment is still there)
     else:
         check_refused(response, case)
-        assert response.mimetype == "text/html" and "Traceback" not in response.get_data(as_text=True), \
+        assert response.mimetype == "text/html" and "Traceback" not in response.get_data(as_text=True), (
             describe(response)
+        )
     assert snapshot(hostile) == before, "the request changed the database"
     if case.newline_slug:
         assert newline_segments(hostile) == ["NEWLINE"]

@@ -1,4 +1,5 @@
 """1. Deadlock-free writes: many writers on one user, real connections, real concurrency."""
+
 from __future__ import annotations
 
 import random
@@ -28,7 +29,9 @@ def test_sixteen_writers_on_one_user_never_fail_and_history_replays_to_the_state
             for _ in range(POSTS):
                 order = SEGMENTS[:]
                 rng.shuffle(order)  # add two, remove the other two, each list in shuffled order
-                response = client.post(f"/api/v1/users/{USER}/segments", json={"add": order[:2], "del": order[2:]})
+                response = client.post(
+                    f"/api/v1/users/{USER}/segments", json={"add": order[:2], "del": order[2:]}
+                )
                 answers.append((index, response.status_code, response.get_data(as_text=True)[:300]))
         except BaseException as exc:  # surfaced below
             crashes.append(exc)
@@ -51,7 +54,9 @@ def test_sixteen_writers_on_one_user_never_fail_and_history_replays_to_the_state
     members = {s["slug"] for s in current.json["segments"]}
     for slug in SEGMENTS:
         ops = [item["operation"] for item in history.json["items"] if item["segment"] == slug]
-        assert all(a != b for a, b in zip(ops, ops[1:], strict=False)), f"{slug}: history does not alternate: {ops}"
+        assert all(a != b for a, b in zip(ops, ops[1:], strict=False)), (
+            f"{slug}: history does not alternate: {ops}"
+        )
         assert not ops or ops[0] == "added", f"{slug}: history starts with {ops[0]}"
         replayed = bool(ops) and ops[-1] == "added"
         assert replayed == (slug in members), f"{slug}: history ends {ops[-1:]} but member={slug in members}"

@@ -1,5 +1,6 @@
 """6. Cross-site writes: a body a browser form or a no-CORS fetch can send (text/plain) never
 writes through the JSON API; identical pending report requests share one task."""
+
 from __future__ import annotations
 
 import threading
@@ -49,9 +50,13 @@ def queued_jobs(app) -> int:
 
 
 def test_every_json_write_route_is_covered(app):
-    routes = {rule.endpoint for rule in app.url_map.iter_rules()
-              if rule.methods & MUTATING and rule.endpoint.split(".")[0] in ("api", "api_compat")
-              and "not_allowed" not in rule.endpoint}  # (the compat API's 405 stubs)
+    routes = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if rule.methods & MUTATING
+        and rule.endpoint.split(".")[0] in ("api", "api_compat")
+        and "not_allowed" not in rule.endpoint
+    }  # (the compat API's 405 stubs)
     assert routes == set(WRITES), f"routes not covered: {routes - set(WRITES)}; gone: {set(WRITES) - routes}"
 
 

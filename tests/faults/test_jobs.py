@@ -1,5 +1,6 @@
 """4. Jobs always finish or fail visibly: a work-horse killed with SIGKILL mid-report, a report
 requested while Redis is down, a job that raises (retried by a real worker's scheduler)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,12 @@ from tests.faults.conftest import (
 
 MEMBERS = 300_000
 FINAL = ("finished", "failed")
-NO_REAPER = pytest.mark.xfail(not has_reaper(), strict=True,
-                              reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): nothing recovers "
-                                     "a report whose job was lost or killed for good")
+NO_REAPER = pytest.mark.xfail(
+    not has_reaper(),
+    strict=True,
+    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): nothing recovers "
+    "a report whose job was lost or killed for good",
+)
 
 
 @pytest.fixture
@@ -50,10 +54,13 @@ def big_segment(app, slug: str, members: int = MEMBERS) -> None:
     client = app.test_client()
     assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
     with app.app_context(), db.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-            "SELECT g, s.id, now(), NULL FROM generate_series(1, :n) g, segments s WHERE s.slug = :slug"),
-            {"n": members, "slug": slug})
+        conn.execute(
+            sa.text(
+                "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+                "SELECT g, s.id, now(), NULL FROM generate_series(1, :n) g, segments s WHERE s.slug = :slug"
+            ),
+            {"n": members, "slug": slug},
+        )
 
 
 def request_members_report(app, slug: str) -> str:
@@ -69,12 +76,15 @@ def part_files(app) -> list[str]:
 def kill_horse_mid_report(app, worker, report_id: str, log) -> int:
     """Wait until the report is being written (progress > 0, a .part file on disk), then
     SIGKILL the worker's work-horse; returns the killed pid."""
+
     def mid_job():
         state = report_state(app, report_id)
         assert state["status"] not in FINAL, f"the report ended before it could be killed: {state}"
         return state["status"] == "running" and state["progress"] > 0 and part_files(app)
 
-    assert wait_for(mid_job, 30, 0.01), f"the report never started: {report_state(app, report_id)}\n{log_tail(log)}"
+    assert wait_for(mid_job, 30, 0.01), (
+        f"the report never started: {report_state(app, report_id)}\n{log_tail(log)}"
+    )
     horse = work_horse(worker)
     os.kill(horse.pid, signal.SIGKILL)
     horse.wait(5)
@@ -160,20 +170,25 @@ def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app
     with flask_worker(jobs_app, log) as worker:
         killed = {kill_horse_mid_report(jobs_app, worker, report_id, log)}
         state = settle(jobs_app, report_id, 40, worker, killed=killed)
-        assert state["status"] == "failed" and state["error"], \
-            f"a report whose every attempt was killed ({len(killed)} kills) is not failed with a reason: " \
+        assert state["status"] == "failed" and state["error"], (
+            f"a report whose every attempt was killed ({len(killed)} kills) is not failed with a reason: "
             f"{state}\n{log_tail(log)}"
+        )
         assert part_files(jobs_app) == [], "a .part file outlived the recovery"
 
 
 @NO_REAPER
-def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(jobs_app, private_redis):
+def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(
+    jobs_app, private_redis
+):
 
     big_segment(jobs_app, "OUTAGE", members=10)
     client = jobs_app.test_client()
     private_redis.stop()
     try:
-        response, seconds = timed(client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "OUTAGE"})
+        response, seconds = timed(
+            client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "OUTAGE"}
+        )
     finally:
         private_redis.start()  # an empty Redis: whatever was to be queued during the outage is not there
     assert seconds < BUDGET, f"{seconds:.2f}s"

@@ -1,5 +1,6 @@
 """5. The nightly purge removes everything expired even while other writers remove some of
 its rows, and two purges at once share the work exactly."""
+
 from __future__ import annotations
 
 import random
@@ -23,14 +24,22 @@ def seed(app) -> None:
     for slug in (*SLUGS, "PURGE_LIVE"):
         assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
     with db.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-            "SELECT g, s.id, now() - interval '10 days', now() - interval '1 day' - (g || ' seconds')::interval "
-            "FROM generate_series(1, :n) g, segments s WHERE s.slug = ANY(:slugs)"), {"n": USERS, "slugs": list(SLUGS)})
-        conn.execute(sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-            "SELECT g, s.id, now(), now() + interval '1 day' FROM generate_series(1, :n) g, segments s "
-            "WHERE s.slug = 'PURGE_LIVE'"), {"n": LIVE})
+        conn.execute(
+            sa.text(
+                "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+                "SELECT g, s.id, now() - interval '10 days', now() - interval '1 day' - (g || ' seconds')::interval "
+                "FROM generate_series(1, :n) g, segments s WHERE s.slug = ANY(:slugs)"
+            ),
+            {"n": USERS, "slugs": list(SLUGS)},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+                "SELECT g, s.id, now(), now() + interval '1 day' FROM generate_series(1, :n) g, segments s "
+                "WHERE s.slug = 'PURGE_LIVE'"
+            ),
+            {"n": LIVE},
+        )
     assert expired_left() == EXPIRED
 
 
@@ -93,9 +102,10 @@ def test_purge_removes_everything_expired_while_another_writer_deletes_its_rows(
             ids = rng.sample(range(1, USERS + 1), 100)
             purging = not purge_done.is_set()
             with db.engine.begin() as conn:  # small committed batches of random expired rows
-                count = conn.execute(sa.text(
-                    "DELETE FROM memberships WHERE user_id = ANY(:ids) AND expires_at <= now()"),
-                    {"ids": ids}).rowcount
+                count = conn.execute(
+                    sa.text("DELETE FROM memberships WHERE user_id = ANY(:ids) AND expires_at <= now()"),
+                    {"ids": ids},
+                ).rowcount
             deleted += count
             deleted_while_purging += count if purging and not purge_done.is_set() else 0
             batches += 1
@@ -113,7 +123,9 @@ def test_two_purges_at_once_finish_with_a_combined_count_of_everything_expired(a
     from webapp.jobs.tasks import purge_expired
 
     seed(app)
-    first, second = in_threads(app, lambda: purge_expired(batch_size=20_000), lambda: purge_expired(batch_size=20_000))
+    first, second = in_threads(
+        app, lambda: purge_expired(batch_size=20_000), lambda: purge_expired(batch_size=20_000)
+    )
     assert expired_left() == 0, (first, second)
     assert first + second == EXPIRED, (first, second)
     assert live_left() == LIVE

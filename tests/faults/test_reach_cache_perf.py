@@ -2,6 +2,7 @@
 
 Prints the numbers docs/performance.md quotes (run with ``-s``); asserts only that the cache
 helps and that the answers agree."""
+
 from __future__ import annotations
 
 import statistics
@@ -30,9 +31,13 @@ def timed(call, runs: int = 5) -> tuple[float, object]:
 def test_reach_and_counts_cold_vs_cached(redis_app, committed_db, capsys):
     app = redis_app
     client = app.test_client()
-    for slug, body in (("BENCH_A", {}), ("BENCH_B", {}), ("ROLL_10", {"rollout_percent": 10}),
-                       ("ROLL_G1", {"rollout_percent": 30, "exclusion_group": "BENCHG"}),
-                       ("ROLL_G2", {"rollout_percent": 20, "exclusion_group": "BENCHG"})):
+    for slug, body in (
+        ("BENCH_A", {}),
+        ("BENCH_B", {}),
+        ("ROLL_10", {"rollout_percent": 10}),
+        ("ROLL_G1", {"rollout_percent": 30, "exclusion_group": "BENCHG"}),
+        ("ROLL_G2", {"rollout_percent": 20, "exclusion_group": "BENCHG"}),
+    ):
         assert client.post("/api/v1/segments", json={"slug": slug, **body}).status_code == 201
     load = copy_memberships(db.engine, "BENCH_", 1, USERS)
     with app.app_context():

@@ -4,6 +4,7 @@ Each test runs the app against a redis-server of its own and breaks it for real:
 (connections hang), stop and restart (connections refused, then old data back from the
 AOF), or ``CLIENT PAUSE 3000 ALL`` (the server answers nobody).
 """
+
 from __future__ import annotations
 
 import random
@@ -32,6 +33,7 @@ PAUSE_MS = 3000
 
 
 # -- 2. read-your-writes ----------------------------------------------------------------------
+
 
 class Fault:
     """One way of breaking Redis around a write: ``before`` the write, ``between`` the write
@@ -85,7 +87,9 @@ def redis_servers(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sigstop", "stopped_then_restarted", "client_pause"])
-def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, app_on, committed_db, redis_servers):
+def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(
+    mode, app_on, committed_db, redis_servers
+):
     # CLIENT PAUSE cannot be lifted early (CLIENT UNPAUSE waits for it too), so that mode
     # rotates over three servers (one app each) to fit ten 3-second pauses in ~12 s.
     servers = redis_servers(3 if mode == "client_pause" else 1, appendonly=mode == "stopped_then_restarted")
@@ -94,6 +98,7 @@ def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, ap
     marker = servers[0].url + "#marker"
     if mode == "stopped_then_restarted":  # data written before the outage must come back with the AOF
         from redis import Redis
+
         Redis.from_url(servers[0].url).set("marker", marker)
     slow: list[str] = []
 
@@ -105,7 +110,9 @@ def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, ap
 
     def write(client, method, path, label, body=None):
         fault.before()
-        response = call(client, method, path, label, json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        response = call(
+            client, method, path, label, json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+        )
         fault.between()
         assert response.status_code < 300, f"{label}: the write was not acknowledged: {describe(response)}"
         return response
@@ -125,41 +132,55 @@ def test_an_acknowledged_write_is_read_back_at_once_whatever_redis_does(mode, ap
         write(client, "post", "/api/v1/segments", "create", {"slug": slug})
         read = call(client, "get", f"/api/v1/segments/{slug}", "read after create")
         fault.after()
-        assert read.status_code == 200 and read.json["slug"] == slug, f"iteration {i}: create not visible: {describe(read)}"
+        assert read.status_code == 200 and read.json["slug"] == slug, (
+            f"iteration {i}: create not visible: {describe(read)}"
+        )
 
         write(client, "post", f"/api/v1/users/{user}/segments", "add", {"add": [slug]})
         read = call(client, "get", f"/api/v1/users/{user}/segments", "read after add")
         fault.after()
-        assert {"slug": slug, "source": "explicit", "expires_at": None} in read.json["segments"], \
+        assert {"slug": slug, "source": "explicit", "expires_at": None} in read.json["segments"], (
             f"iteration {i}: add not visible: {describe(read)}"
+        )
 
         write(client, "patch", f"/api/v1/segments/{rollout_slug}", "rollout", {"rollout_percent": 100})
         read = call(client, "get", f"/api/v1/users/{other}/segments", "read after rollout")
         fault.after()
-        assert {"slug": rollout_slug, "source": "rollout", "expires_at": None} in read.json["segments"], \
+        assert {"slug": rollout_slug, "source": "rollout", "expires_at": None} in read.json["segments"], (
             f"iteration {i}: rollout 100% not visible for user {other}: {describe(read)}"
+        )
 
         write(client, "delete", f"/api/v1/segments/{slug}", "delete")
         read = call(client, "get", f"/api/v1/users/{user}/segments", "read after delete")
         fault.after()
-        assert slug not in {s["slug"] for s in read.json["segments"]}, \
+        assert slug not in {s["slug"] for s in read.json["segments"]}, (
             f"iteration {i}: delete not visible: {describe(read)}"
+        )
         assert client.get(f"/api/v1/segments/{slug}").status_code == 404
 
     if mode == "stopped_then_restarted":
         from redis import Redis
-        assert Redis.from_url(servers[0].url).get("marker") == marker.encode(), "the AOF did not bring data back"
+
+        assert Redis.from_url(servers[0].url).get("marker") == marker.encode(), (
+            "the AOF did not bring data back"
+        )
     assert slow == [], slow
 
 
 # -- 3. Redis never hangs a web worker --------------------------------------------------------
 
+
 @pytest.fixture
 def hung_app(app_on, private_redis, committed_db, tmp_path):
     """The app on its own Redis, rate limits on as in production, with a segment HANG that
     user 77 is in; one warm request per kind made while Redis was healthy."""
-    app = app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(tmp_path / "reports"), RATELIMIT_ENABLED=True,
-                 RATELIMIT_WRITE="300/minute", RATELIMIT_REPORTS="20/minute")
+    app = app_on(
+        REDIS_URL=private_redis.url,
+        REPORTS_DIR=str(tmp_path / "reports"),
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_WRITE="300/minute",
+        RATELIMIT_REPORTS="20/minute",
+    )
     client = app.test_client()
     assert client.post("/api/v1/segments", json={"slug": "HANG"}).status_code == 201
     assert client.post("/api/v1/segments", json={"slug": "HANG_B"}).status_code == 201
@@ -190,7 +211,9 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
         kwargs["headers"] = {"Idempotency-Key": str(uuid.uuid4())}
     with stopped_with_sigstop(private_redis):
         response, seconds = timed(getattr(client, method), path, **kwargs)
-        again, seconds_again = timed(getattr(client, method), path, **kwargs)  # (an open breaker, a fallback...)
+        again, seconds_again = timed(
+            getattr(client, method), path, **kwargs
+        )  # (an open breaker, a fallback...)
     assert seconds < BUDGET and seconds_again < BUDGET, f"{path}: {seconds:.2f}s then {seconds_again:.2f}s"
     text = response.get_data(as_text=True)
     if name == "readyz":
@@ -208,14 +231,19 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
         assert {s["slug"] for s in response.json["segments"]} == {"HANG", "HANG_B"}
 
 
-@pytest.mark.xfail(not has_reaper(), strict=True,
-                   reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
-                          "while Redis hung is never enqueued and stays 'queued'")
+@pytest.mark.xfail(
+    not has_reaper(),
+    strict=True,
+    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
+    "while Redis hung is never enqueued and stays 'queued'",
+)
 def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, private_redis):
 
     client = hung_app.test_client()
     with stopped_with_sigstop(private_redis):
-        response, seconds = timed(client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "HANG"})
+        response, seconds = timed(
+            client.post, "/api/v1/reports", json={"kind": "segment_members", "segment": "HANG"}
+        )
     assert seconds < BUDGET, f"POST /api/v1/reports took {seconds:.2f}s with Redis stopped"
     if response.status_code == 503:
         assert_envelope(response)

@@ -1,5 +1,6 @@
 """8. Secrets: a production app (DATABASE_URL given, not testing) refuses to start with a weak
 SECRET_KEY or a malformed API_TOKENS."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,9 +21,16 @@ def test_production_app_refuses_a_missing_or_short_secret_key(app, key):
         create_app(production(app, SECRET_KEY=key))
 
 
-@pytest.mark.parametrize("tokens", ["tok-without-name", "svc:short", "svc:token-a-0123456789abcdef,",
-                                    "a:token-a-0123456789abcdef,b:token-a-0123456789abcdef"],
-                         ids=["no_name", "short_token", "trailing_comma_ok", "repeated_token"])
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        "tok-without-name",
+        "svc:short",
+        "svc:token-a-0123456789abcdef,",
+        "a:token-a-0123456789abcdef,b:token-a-0123456789abcdef",
+    ],
+    ids=["no_name", "short_token", "trailing_comma_ok", "repeated_token"],
+)
 def test_production_app_refuses_malformed_api_tokens(app, tokens):
     if tokens.endswith(","):  # an empty trailing entry is not an error: the one token is well formed
         assert create_app(production(app, API_TOKENS=tokens)).extensions["api_tokens"]

@@ -4,6 +4,7 @@ Runs the production layout for real: gunicorn with gunicorn.conf.py behind nginx
 exactly as docker-compose.yml's ``nginx_conf`` (which buffers whole request bodies), and shows
 the condition is real by starving a bare gunicorn the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SLOW_CLIENTS = 12
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (.ci/run installs it)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (.ci/run installs it)"),
+]
 
 
 def _wait_for(url: str, timeout: float = 30) -> None:
@@ -57,8 +60,10 @@ def _slow_uploaders(port: int) -> list[socket.socket]:
     sockets = []
     for _ in range(SLOW_CLIENTS):
         conn = socket.create_connection(("127.0.0.1", port))
-        conn.sendall(b"POST /api/v1/segments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")
+        conn.sendall(
+            b"POST /api/v1/segments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
         sockets.append(conn)
     return sockets
 
@@ -74,11 +79,22 @@ def _trickle(sockets: list[socket.socket], seconds: int) -> None:
 @pytest.fixture
 def gunicorn(app, redis_app, tmp_path):
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": app.config["DATABASE_URL"], "REDIS_URL": app.config["REDIS_URL"],
-           "SECRET_KEY": app.config["SECRET_KEY"], "REPORTS_DIR": str(tmp_path),
-           "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2"}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "REPORTS_DIR": str(tmp_path),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz")
         yield port
@@ -93,14 +109,24 @@ def nginx(gunicorn, tmp_path):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     port = free_port()
     conf = compose["configs"]["nginx_conf"]["content"].replace("$$", "$")
-    conf = conf.replace("server web:8000;", f"server 127.0.0.1:{gunicorn};").replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    conf = conf.replace("server web:8000;", f"server 127.0.0.1:{gunicorn};").replace(
+        "listen 8080;", f"listen 127.0.0.1:{port};"
+    )
     temp = tmp_path / "nginx"
     temp.mkdir()
-    paths = "".join(f"  {name}_temp_path {temp}/{name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    paths = "".join(
+        f"  {name}_temp_path {temp}/{name};\n"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf = conf.replace("http {", f"http {{\n{paths}  access_log off;\n", 1)
-    (tmp_path / "nginx.conf").write_text(f"user root;\nerror_log {temp}/error.log;\npid {temp}/nginx.pid;\n{conf}")
-    process = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "nginx.conf").write_text(
+        f"user root;\nerror_log {temp}/error.log;\npid {temp}/nginx.pid;\n{conf}"
+    )
+    process = subprocess.Popen(
+        [NGINX, "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz")
         yield port
@@ -131,10 +157,13 @@ def test_behind_nginx_healthz_answers_within_a_second(nginx):
             conn.close()
 
 
-@pytest.mark.parametrize("path, headers, status", [
-    ("/api/v1/segments?q=" + "x" * 20_000, {}, 414),
-    ("/api/v1/segments", {"X-Big": "y" * 20_000}, 431),
-])
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/api/v1/segments?q=" + "x" * 20_000, {}, 414),
+        ("/api/v1/segments", {"X-Big": "y" * 20_000}, 431),
+    ],
+)
 def test_what_nginx_refuses_is_the_json_envelope(nginx, path, headers, status):
     """Gunicorn's and nginx's own 414/431 pages are HTML; through the entry point they are JSON."""
     request = urllib.request.Request(f"http://127.0.0.1:{nginx}{path}", headers=headers)

@@ -1,5 +1,6 @@
 """Exclusion groups end to end (API on PostgreSQL): no user is ever in two segments of a
 group, rollouts share 100%, raising keeps members, lowering removes only the latest."""
+
 import itertools
 
 import pytest
@@ -17,7 +18,7 @@ def memberships(app, slugs):
     with app.app_context():
         engine = app.extensions["read_engine"]
         for start in range(0, len(users), 1000):
-            chunk = users[start:start + 1000]
+            chunk = users[start : start + 1000]
             for user, active in zip(chunk, hot_lookup(engine, chunk).answers(), strict=True):
                 for entry in active:
                     if entry.slug in found:
@@ -34,11 +35,19 @@ def live(app_on, redis_app, committed_db):
 def test_the_assignment_example_has_no_overlap_in_a_group(live):
     app, client = live
     for slug in ("AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"):
-        assert client.post("/api/v1/segments", json={"slug": f"FREE_{slug}", "rollout_percent": 10}).status_code == 201
-        assert client.post("/api/v1/segments", json={"slug": slug, "rollout_percent": 10,
-                                                     "exclusion_group": "DISCOUNTS"}).status_code == 201
-    found = memberships(app, ["FREE_AVITO_DISCOUNT_30", "FREE_AVITO_DISCOUNT_50", "AVITO_DISCOUNT_30",
-                              "AVITO_DISCOUNT_50"])
+        assert (
+            client.post("/api/v1/segments", json={"slug": f"FREE_{slug}", "rollout_percent": 10}).status_code
+            == 201
+        )
+        assert (
+            client.post(
+                "/api/v1/segments", json={"slug": slug, "rollout_percent": 10, "exclusion_group": "DISCOUNTS"}
+            ).status_code
+            == 201
+        )
+    found = memberships(
+        app, ["FREE_AVITO_DISCOUNT_30", "FREE_AVITO_DISCOUNT_50", "AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"]
+    )
     outside = len(found["FREE_AVITO_DISCOUNT_30"] & found["FREE_AVITO_DISCOUNT_50"])
     assert 800 < outside < 1200  # independent 10% rollouts: ~1% of users in both
     assert found["AVITO_DISCOUNT_30"].isdisjoint(found["AVITO_DISCOUNT_50"])
@@ -126,7 +135,10 @@ def test_history_shows_the_effect_of_joining_a_group(api):
     assert api.patch("/segments/HIST_A", {"exclusion_group": "HG"}).status_code == 200
     history = api.get(f"/users/{user}/history").json["items"]
     assert [(h["segment"], h["operation"]) for h in history] == [
-        ("HIST_A", "added"), ("HIST_B", "added"), ("HIST_B", "removed")]
+        ("HIST_A", "added"),
+        ("HIST_B", "added"),
+        ("HIST_B", "removed"),
+    ]
 
 
 def test_group_names_follow_the_slug_rules(api):
@@ -144,9 +156,12 @@ def test_a_raced_second_explicit_membership_still_reads_as_one(live):
         client.post("/api/v1/segments", json={"slug": slug, "exclusion_group": "RACE"})
     client.post("/api/v1/users/5/segments", json={"add": ["RACE_B"]})
     with app.app_context():
-        db.session.execute(db.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at) SELECT 5, id, now() FROM segments "
-            "WHERE slug = 'RACE_A'"))
+        db.session.execute(
+            db.text(
+                "INSERT INTO memberships (user_id, segment_id, added_at) SELECT 5, id, now() FROM segments "
+                "WHERE slug = 'RACE_A'"
+            )
+        )
         db.session.commit()
     single = [s["slug"] for s in client.get("/api/v1/users/5/segments").json["segments"]]
     batch = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5, 6]}).json["users"][0]
@@ -163,9 +178,15 @@ def test_bulk_add_and_replace_refuse_users_already_in_the_group(api):
         refused = getattr(api, method)("/segments/BULK_G_A/members", {"user_ids": [in_b[0], *outside[:5]]})
         assert refused.status_code == 409, refused.json
         assert refused.json["error"]["details"][0] == {
-            "field": "user_ids", "message": "already in BULK_G_B, which shares exclusion group BULKG",
-            "user_id": in_b[0], "segment": "BULK_G_B", "exclusion_group": "BULKG"}
-    assert [m["user_id"] for m in api.get("/segments/BULK_G_A/members").json["items"]] == outside[:1]  # nothing written
+            "field": "user_ids",
+            "message": "already in BULK_G_B, which shares exclusion group BULKG",
+            "user_id": in_b[0],
+            "segment": "BULK_G_B",
+            "exclusion_group": "BULKG",
+        }
+    assert [m["user_id"] for m in api.get("/segments/BULK_G_A/members").json["items"]] == outside[
+        :1
+    ]  # nothing written
     assert api.post("/segments/BULK_G_A/members", {"user_ids": outside[:5]}).status_code == 200
     assert api.put("/segments/BULK_G_A/members", {"user_ids": outside[:3]}).status_code == 200
 

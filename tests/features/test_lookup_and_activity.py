@@ -1,5 +1,6 @@
 """The batch lookup answers exactly as the single read; the activity log records every
 segment-level change with actor and time."""
+
 import time
 
 import pytest
@@ -16,8 +17,11 @@ def test_lookup_equals_single_reads_on_the_hot_engine(live):
     live.post("/api/v1/segments", json={"slug": "LK_G1", "rollout_percent": 40, "exclusion_group": "LKG"})
     live.post("/api/v1/segments", json={"slug": "LK_G2", "rollout_percent": 40, "exclusion_group": "LKG"})
     live.post("/api/v1/users/3/segments", json={"add": [{"slug": "LK_EXPLICIT", "ttl_seconds": 60}]})
-    half = [u for u in range(1, 300) if any(s["slug"] == "LK_HALF" for s in
-                                            live.get(f"/api/v1/users/{u}/segments").json["segments"])]
+    half = [
+        u
+        for u in range(1, 300)
+        if any(s["slug"] == "LK_HALF" for s in live.get(f"/api/v1/users/{u}/segments").json["segments"])
+    ]
     live.post(f"/api/v1/users/{half[0]}/segments", json={"del": ["LK_HALF"]})  # an exclusion
     users = [3, half[0], *range(1, 300), 3]
     body = live.post("/api/v1/users/segments:lookup", json={"user_ids": users}).json
@@ -27,8 +31,18 @@ def test_lookup_equals_single_reads_on_the_hot_engine(live):
     assert all(not {"LK_G1", "LK_G2"} <= {s["slug"] for s in u["segments"]} for u in body["users"])
 
 
-@pytest.mark.parametrize("body", [{"user_ids": []}, {"user_ids": list(range(1, 1002))}, {"user_ids": ["1"]},
-                                  {"user_ids": [0]}, {"user_ids": [2**63]}, {}, {"user_ids": [1], "x": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_ids": []},
+        {"user_ids": list(range(1, 1002))},
+        {"user_ids": ["1"]},
+        {"user_ids": [0]},
+        {"user_ids": [2**63]},
+        {},
+        {"user_ids": [1], "x": 1},
+    ],
+)
 def test_lookup_rejects_bad_input_with_the_envelope(api, body):
     response = api.post("/users/segments:lookup", body)
     assert response.status_code == 422 and response.json["error"]["code"] == "validation_failed"
@@ -39,7 +53,11 @@ def test_lookup_names_every_id_out_of_range(api):
     response = api.post("/users/segments:lookup", {"user_ids": [5, -5, 0, 2**63, 7]})
     assert response.status_code == 422 and response.json["error"]["code"] == "validation_failed"
     assert [(d["field"], d["value"]) for d in response.json["error"]["details"]] == [
-        ("user_ids[1]", "-5"), ("user_ids[2]", "0"), ("user_ids[3]", str(2**63))]
+        ("user_ids[1]", "-5"),
+        ("user_ids[2]", "0"),
+        ("user_ids[3]", str(2**63)),
+    ]
+
 
 def test_lookup_of_1000_users_is_fast(live):
     for i in range(200):
@@ -66,7 +84,10 @@ def test_activity_records_every_segment_level_change(api):
     rollout = next(i for i in items if i["kind"] == "rollout_changed")
     assert rollout["detail"]["from_percent"] == 5 and rollout["detail"]["to_percent"] == 15
     assert rollout["actor"] == "api"
-    assert next(i for i in items if i["kind"] == "description_changed")["detail"] == {"before": "first", "after": "second"}
+    assert next(i for i in items if i["kind"] == "description_changed")["detail"] == {
+        "before": "first",
+        "after": "second",
+    }
     paged = api.get("/segments/ACT/activity?limit=1").json
     older = api.get(f"/segments/ACT/activity?limit=50&before={paged['next_before']}").json["items"]
     assert [i["id"] for i in older] == [i["id"] for i in items[1:]]

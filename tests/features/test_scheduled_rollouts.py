@@ -1,5 +1,6 @@
 """Scheduled rollout changes: exact to the second at read time whether or not the job has
 run, in user histories and the segment activity at their time with the scheduler as actor."""
+
 from datetime import UTC, datetime, timedelta
 
 from freezegun import freeze_time
@@ -22,7 +23,7 @@ def share(api, slug):
     """How many of USERS are in ``slug`` now, through the batch lookup."""
     count = 0
     for start in range(0, len(USERS), 1000):
-        body = api.post("/users/segments:lookup", {"user_ids": list(USERS[start:start + 1000])}).json
+        body = api.post("/users/segments:lookup", {"user_ids": list(USERS[start : start + 1000])}).json
         count += sum(any(s["slug"] == slug for s in u["segments"]) for u in body["users"])
     return count
 
@@ -30,14 +31,28 @@ def share(api, slug):
 def test_a_plan_applies_to_the_second_without_any_job(api):
     with freeze_time(T0):
         api.segment("PLAN")
-        monday, wednesday, friday = T0 + timedelta(hours=1), T0 + timedelta(days=2), T0 + timedelta(days=4, hours=9)
+        monday, wednesday, friday = (
+            T0 + timedelta(hours=1),
+            T0 + timedelta(days=2),
+            T0 + timedelta(days=4, hours=9),
+        )
         for at, percent in ((monday, 5), (wednesday, 20), (friday, 0)):
-            created = api.post("/segments/PLAN/schedule", {"at": iso(at), "rollout_percent": percent},
-                               headers={"X-Actor": "pm@example.com"})
+            created = api.post(
+                "/segments/PLAN/schedule",
+                {"at": iso(at), "rollout_percent": percent},
+                headers={"X-Actor": "pm@example.com"},
+            )
             assert created.status_code == 201, created.json
-            assert created.json["status"] == "pending" and created.json["created_by"] == "api (X-Actor: pm@example.com)"
+            assert (
+                created.json["status"] == "pending"
+                and created.json["created_by"] == "api (X-Actor: pm@example.com)"
+            )
         listed = api.get("/segments/PLAN/schedule").json["items"]
-        assert [(i["rollout_percent"], i["status"]) for i in listed] == [(5, "pending"), (20, "pending"), (0, "pending")]
+        assert [(i["rollout_percent"], i["status"]) for i in listed] == [
+            (5, "pending"),
+            (20, "pending"),
+            (0, "pending"),
+        ]
     with freeze_time(monday - timedelta(microseconds=1)):
         assert share(api, "PLAN") == 0
     with freeze_time(monday):
@@ -58,12 +73,16 @@ def test_history_and_activity_show_each_change_at_its_time_with_its_scheduler(ap
         salt = db.session.query(Segment.salt).filter_by(slug="PLANNED_HISTORY").scalar()
         user = next(u for u in USERS if rollout.bucket(salt, u) < 1000)
         at = T0 + timedelta(hours=5)
-        api.post("/segments/PLANNED_HISTORY/schedule", {"at": iso(at), "rollout_percent": 10},
-                 headers={"X-Actor": "alice"})
+        api.post(
+            "/segments/PLANNED_HISTORY/schedule",
+            {"at": iso(at), "rollout_percent": 10},
+            headers={"X-Actor": "alice"},
+        )
     with freeze_time(at + timedelta(minutes=3)):  # no job has run
         items = api.get(f"/users/{user}/history").json["items"]
         assert [(i["segment"], i["operation"], i["occurred_at"], i["actor"]) for i in items] == [
-            ("PLANNED_HISTORY", "added", iso(at), "api (X-Actor: alice)")]
+            ("PLANNED_HISTORY", "added", iso(at), "api (X-Actor: alice)")
+        ]
         activity = api.get("/segments/PLANNED_HISTORY/activity").json["items"]
         assert activity[0]["kind"] == "rollout_changed" and activity[0]["occurred_at"] == iso(at)
         assert activity[0]["detail"]["scheduled"] is True and activity[0]["actor"] == "api (X-Actor: alice)"
@@ -88,25 +107,33 @@ def test_cancel_validation_and_group_room(api):
         api.segment("PLAN_D", exclusion_group="PLANS", rollout_percent=30)
         at = iso(T0 + timedelta(days=1))
         too_much = api.post("/segments/PLAN_D/schedule", {"at": at, "rollout_percent": 60})
-        assert too_much.status_code == 422 and too_much.json["error"]["details"][0]["exclusion_group"] == "PLANS"
+        assert (
+            too_much.status_code == 422 and too_much.json["error"]["details"][0]["exclusion_group"] == "PLANS"
+        )
         ok = api.post("/segments/PLAN_D/schedule", {"at": at, "rollout_percent": 50})
         assert ok.status_code == 201
         # Raising PLAN_C now would starve the planned change: refused, naming it.
         starved = api.patch("/segments/PLAN_C", {"rollout_percent": 60})
         assert starved.status_code == 422 and "PLAN_D" in starved.json["error"]["message"]
-        for body in ({"at": iso(T0 - timedelta(seconds=1)), "rollout_percent": 5},
-                     {"at": "2031-03-04T10:00:00", "rollout_percent": 5},
-                     {"at": iso(T0 + timedelta(days=400)), "rollout_percent": 5},
-                     {"at": at, "rollout_percent": 101}):
+        for body in (
+            {"at": iso(T0 - timedelta(seconds=1)), "rollout_percent": 5},
+            {"at": "2031-03-04T10:00:00", "rollout_percent": 5},
+            {"at": iso(T0 + timedelta(days=400)), "rollout_percent": 5},
+            {"at": at, "rollout_percent": 101},
+        ):
             assert api.post("/segments/PLAN_D/schedule", body).status_code == 422, body
         assert api.post("/segments/NOPE/schedule", {"at": at, "rollout_percent": 5}).status_code == 404
         cancelled = api.delete(f"/segments/PLAN_D/schedule/{ok.json['id']}")
         assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
         assert api.patch("/segments/PLAN_C", {"rollout_percent": 60}).status_code == 200
         assert api.delete("/segments/PLAN_D/schedule/999999").status_code == 404
-        late = api.post("/segments/PLAN_D/schedule", {"at": iso(T0 + timedelta(hours=1)), "rollout_percent": 10})
+        late = api.post(
+            "/segments/PLAN_D/schedule", {"at": iso(T0 + timedelta(hours=1)), "rollout_percent": 10}
+        )
     with freeze_time(T0 + timedelta(hours=2)):
-        assert api.delete(f"/segments/PLAN_D/schedule/{late.json['id']}").status_code == 409  # already in force
+        assert (
+            api.delete(f"/segments/PLAN_D/schedule/{late.json['id']}").status_code == 409
+        )  # already in force
 
 
 def test_a_kept_catalog_never_outlives_the_next_change(app_on, redis_app, committed_db):
@@ -115,8 +142,12 @@ def test_a_kept_catalog_never_outlives_the_next_change(app_on, redis_app, commit
     now = datetime.now(UTC)
     client.post("/api/v1/segments", json={"slug": "PLAN_HOT"})
     at = now + timedelta(seconds=30)
-    assert client.post("/api/v1/segments/PLAN_HOT/schedule",
-                       json={"at": iso(at), "rollout_percent": 100}).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/segments/PLAN_HOT/schedule", json={"at": iso(at), "rollout_percent": 100}
+        ).status_code
+        == 201
+    )
     with app.app_context():
         engine = app.extensions["read_engine"]
         assert hot_read(engine, 77, now=at - timedelta(microseconds=1)) == []  # the catalog is now kept

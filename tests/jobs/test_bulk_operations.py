@@ -1,4 +1,5 @@
 """Large bulk adds and segment deletions run as resumable, idempotent chunked operations."""
+
 import sqlalchemy as sa
 
 from webapp.extensions import db
@@ -22,7 +23,12 @@ def test_a_large_bulk_add_is_an_operation_that_finishes_on_the_worker(redis_app,
     assert response.json["status"] == "queued" and response.json["total"] == len(IDS)
     run_worker(redis_app, burst=True, fork=False)
     done = client.get(response.json["status_url"]).json
-    assert (done["status"], done["progress"], done["added"], done["done"]) == ("finished", 100, len(IDS) - 1, len(IDS))
+    assert (done["status"], done["progress"], done["added"], done["done"]) == (
+        "finished",
+        100,
+        len(IDS) - 1,
+        len(IDS),
+    )
     with redis_app.app_context():
         assert count("SELECT count(*) FROM memberships") == len(IDS)
         assert count("SELECT count(*) FROM membership_events WHERE action = 'added'") == len(IDS)
@@ -47,7 +53,9 @@ def test_an_interrupted_operation_resumes_at_its_cursor_without_duplicates(redis
         assert count("SELECT count(*) FROM membership_events") == len(IDS)  # each user added once
 
 
-def test_deleting_a_big_segment_is_instant_for_readers_and_removes_rows_in_the_background(redis_app, committed_db):
+def test_deleting_a_big_segment_is_instant_for_readers_and_removes_rows_in_the_background(
+    redis_app, committed_db
+):
     client = redis_app.test_client()
     client.post("/api/v1/segments", json={"slug": "BIG_GONE"})
     client.post("/api/v1/segments/BIG_GONE/members", json={"user_ids": IDS[:12_000]})
@@ -60,8 +68,11 @@ def test_deleting_a_big_segment_is_instant_for_readers_and_removes_rows_in_the_b
     assert client.get(deleted["operation_url"]).json["status"] == "finished"
     with redis_app.app_context():
         assert count("SELECT count(*) FROM memberships") == 0
-        stamps = db.session.execute(sa.text(
-            "SELECT count(*), count(DISTINCT occurred_at) FROM membership_events WHERE reason = 'segment_deleted'")).one()
+        stamps = db.session.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT occurred_at) FROM membership_events WHERE reason = 'segment_deleted'"
+            )
+        ).one()
         assert tuple(stamps) == (12_000, 1)  # every member left at the moment of the deletion
 
 

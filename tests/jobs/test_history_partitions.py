@@ -1,4 +1,5 @@
 """membership_events partitioned by month: created ahead, rows routed, reports pruned, retention."""
+
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -17,8 +18,11 @@ T0 = datetime(2040, 2, 10, 12, tzinfo=UTC)  # far from the run's own months (the
 
 
 def where_rows_are(session):
-    return dict(session.execute(sa.text(
-        "SELECT tableoid::regclass::text, count(*) FROM membership_events GROUP BY 1")).all())
+    return dict(
+        session.execute(
+            sa.text("SELECT tableoid::regclass::text, count(*) FROM membership_events GROUP BY 1")
+        ).all()
+    )
 
 
 def add_events(session, slug, users, at):
@@ -29,13 +33,19 @@ def add_events(session, slug, users, at):
 
 def test_partitions_exist_ahead_and_ensure_is_idempotent(db_session):
     created = hp.ensure_partitions(db_session, T0)
-    assert created == ["membership_events_y2040m02", "membership_events_y2040m03", "membership_events_y2040m04",
-                       "membership_events_y2040m05"]
+    assert created == [
+        "membership_events_y2040m02",
+        "membership_events_y2040m03",
+        "membership_events_y2040m04",
+        "membership_events_y2040m05",
+    ]
     assert {(2040, m) for m in (2, 3, 4, 5)} <= set(hp.partitions(db_session))
     assert hp.ensure_partitions(db_session, T0) == []
     assert hp.ensure_partitions(db_session, T0, months_ahead=4) == ["membership_events_y2040m06"]
     assert hp.ensure_partitions(db_session, datetime(2040, 12, 31, 23, tzinfo=UTC), months_ahead=1) == [
-        "membership_events_y2040m12", "membership_events_y2041m01"]  # across the year
+        "membership_events_y2040m12",
+        "membership_events_y2041m01",
+    ]  # across the year
     # What the migration made: the run's month and three ahead, and the default partition.
     now = datetime.now(UTC)
     assert {hp.add_months(hp.month_of(now), n) for n in range(4)} <= set(hp.partitions(db_session))
@@ -77,8 +87,10 @@ def explained(session, run):
     finally:
         sa.event.remove(connection, "before_cursor_execute", capture)
     assert seen
-    return ["\n".join(connection.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
-            for statement, parameters in seen]
+    return [
+        "\n".join(connection.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+        for statement, parameters in seen
+    ]
 
 
 def test_month_report_reads_one_partition(db_session):
@@ -104,15 +116,22 @@ def test_retention_drops_old_partitions_and_keeps_recent(db_session):
     create_segment(db_session, "PART_OLD", now=T0)
     for month in range(4):
         add_events(db_session, "PART_OLD", [20], T0 + timedelta(days=31 * month))
-    db_session.execute(sa.text(  # a stray old row in the default partition
-        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
-        "VALUES (21, 1, 'PART_OLD', 'added', 'api', :at)"), {"at": T0 - timedelta(days=400)})
+    db_session.execute(
+        sa.text(  # a stray old row in the default partition
+            "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
+            "VALUES (21, 1, 'PART_OLD', 'added', 'api', :at)"
+        ),
+        {"at": T0 - timedelta(days=400)},
+    )
     cutoff = hp.retention_cutoff(datetime(2041, 3, 20, tzinfo=UTC), 12)
     assert cutoff == datetime(2040, 3, 1, tzinfo=UTC)
     dropped = hp.drop_partitions_before(db_session, cutoff)  # (the run's own months too: rolled back)
     assert [name for name in dropped if "2040" in name] == ["membership_events_y2040m02"]
-    assert where_rows_are(db_session) == {"membership_events_y2040m03": 2, "membership_events_y2040m04": 2,
-                                          "membership_events_y2040m05": 2}
+    assert where_rows_are(db_session) == {
+        "membership_events_y2040m03": 2,
+        "membership_events_y2040m04": 2,
+        "membership_events_y2040m05": 2,
+    }
     assert (2040, 2) not in hp.partitions(db_session) and (2040, 3) in hp.partitions(db_session)
     assert hp.drop_partitions_before(db_session, cutoff) == []
     assert hp.retention_cutoff(T0, 0) is None
@@ -156,27 +175,46 @@ def test_migration_keeps_every_row(scratch_app):
     with scratch_app.app_context():
         upgrade(revision="0006_report_attempts")
         with db.engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
-                "SELECT g, 1, 'S', CASE WHEN g % 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
-                "now() - (g || ' days')::interval FROM generate_series(1, 100) g"))
-            before = conn.execute(sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")).all()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
+                    "SELECT g, 1, 'S', CASE WHEN g % 2 = 0 THEN 'added' ELSE 'removed' END, 'api', "
+                    "now() - (g || ' days')::interval FROM generate_series(1, 100) g"
+                )
+            )
+            before = conn.execute(
+                sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")
+            ).all()
         upgrade()
         with db.engine.begin() as conn:
-            after = conn.execute(sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")).all()
-            where = dict(conn.execute(sa.text(
-                "SELECT tableoid::regclass::text, count(*) FROM membership_events GROUP BY 1")).all())
-            new_id = conn.scalar(sa.text(
-                "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
-                "VALUES (1, 1, 'S', 'added', 'api', now()) RETURNING id"))
-            key = conn.scalar(sa.text("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-                                      "WHERE conname = 'pk_membership_events'"))
+            after = conn.execute(
+                sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")
+            ).all()
+            where = dict(
+                conn.execute(
+                    sa.text("SELECT tableoid::regclass::text, count(*) FROM membership_events GROUP BY 1")
+                ).all()
+            )
+            new_id = conn.scalar(
+                sa.text(
+                    "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at) "
+                    "VALUES (1, 1, 'S', 'added', 'api', now()) RETURNING id"
+                )
+            )
+            key = conn.scalar(
+                sa.text(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conname = 'pk_membership_events'"
+                )
+            )
         assert after == before
         assert "membership_events_default" not in where and sum(where.values()) == 100
         assert len(where) >= 4  # 100 days back: four or five months
         assert new_id == 101 and key == "PRIMARY KEY (id, occurred_at)"
         downgrade(revision="0006_report_attempts")
         with db.engine.begin() as conn:
-            again = conn.execute(sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")).all()
+            again = conn.execute(
+                sa.text("SELECT id, user_id, occurred_at FROM membership_events ORDER BY id")
+            ).all()
             kind = conn.scalar(sa.text("SELECT relkind FROM pg_class WHERE relname = 'membership_events'"))
         assert again == [*before, again[-1]] and len(again) == 101 and kind == "r"

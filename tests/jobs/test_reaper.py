@@ -1,4 +1,5 @@
 """The report reaper: a report whose job is lost or died never stays pending forever."""
+
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,5 +79,7 @@ def test_a_bulk_operation_given_up_drops_its_ids(redis_app, redis_url, committed
         db.session.commit()
         assert reap_stuck_jobs(now=utcnow() + timedelta(minutes=2)) == 1
         operation = db.session.get(BulkOperation, operation_id)
-        assert operation.status == "failed" and "gave up after 3 attempts; the job was lost" in operation.error
+        assert (
+            operation.status == "failed" and "gave up after 3 attempts; the job was lost" in operation.error
+        )
         assert db.session.scalar(listed, {"op": operation_id}) == 0

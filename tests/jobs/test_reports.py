@@ -1,4 +1,5 @@
 """CSV reports end to end: API -> RQ queue on real Redis -> SimpleWorker -> file -> download."""
+
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,9 @@ def seed_history(session):
     seg = create_segment(session, "REP_A", now=T0)
     create_segment(session, "REP_B", rollout_percent=100, now=T0)
     change_user_segments(session, 1, [AddSpec("REP_A")], now=T0 + timedelta(days=1))
-    change_user_segments(session, 2, [AddSpec("REP_A", expires_at=T0 + timedelta(days=3))], now=T0 + timedelta(days=2))
+    change_user_segments(
+        session, 2, [AddSpec("REP_A", expires_at=T0 + timedelta(days=3))], now=T0 + timedelta(days=2)
+    )
     change_user_segments(session, 1, [], ["REP_B"], now=T0 + timedelta(days=4))
     change_user_segments(session, 1, [AddSpec("REP_A")], now=T0 + timedelta(days=40))  # June: no-op
     delete_segment(session, "REP_A", now=T0 + timedelta(days=45))  # June
@@ -70,8 +73,12 @@ def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_
     assert may["kind"] == "all_history"
     run_worker(redis_app)
     may_rows = parse(client.get(client.get(may["status_url"]).json["download_url"]).data)[1:]
-    assert [r[:3] for r in may_rows] == [["1", "REP_A", "added"], ["2", "REP_A", "added"],
-                                         ["2", "REP_A", "removed"], ["1", "REP_B", "removed"]]
+    assert [r[:3] for r in may_rows] == [
+        ["1", "REP_A", "added"],
+        ["2", "REP_A", "added"],
+        ["2", "REP_A", "removed"],
+        ["1", "REP_B", "removed"],
+    ]
     assert may_rows[2][3] == "2030-05-04T00:00:00Z"  # the TTL exit at its true expiry time (not purged yet)
     assert [r[3] for r in may_rows] == sorted(r[3] for r in may_rows)
     june_file = client.get(client.get(june["status_url"]).json["download_url"])
@@ -121,13 +128,20 @@ def test_job_is_enqueued_only_after_commit(redis_app, committed_db):
         assert db.session.scalar(sa.text("SELECT count(*) FROM reports")) == 0
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"user_id": 1, "period": "2030-13"}, "period"), ({"user_id": 1, "period": "May"}, "period"),
-    ({"user_id": 1}, "period"), ({"user_id": 0, "period": "2030-01"}, "user_id"),
-    ({"from": "2030-02-01", "to": "2030-01-01"}, "from"), ({"period": "2030-01", "from": "2030-01-01"}, "period"),
-    ({"kind": "segment_members", "segment": "NOPE"}, "slug"), ({"kind": "weekly"}, "kind"),
-    ({"kind": "user_history", "period": "2030-01"}, "user_id"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"user_id": 1, "period": "2030-13"}, "period"),
+        ({"user_id": 1, "period": "May"}, "period"),
+        ({"user_id": 1}, "period"),
+        ({"user_id": 0, "period": "2030-01"}, "user_id"),
+        ({"from": "2030-02-01", "to": "2030-01-01"}, "from"),
+        ({"period": "2030-01", "from": "2030-01-01"}, "period"),
+        ({"kind": "segment_members", "segment": "NOPE"}, "slug"),
+        ({"kind": "weekly"}, "kind"),
+        ({"kind": "user_history", "period": "2030-01"}, "user_id"),
+    ],
+)
 def test_report_requests_are_validated(client, body, field):
     response = client.post("/api/v1/reports", json=body)
     assert response.status_code in (404, 422), response.json
@@ -140,8 +154,15 @@ def test_unknown_report_ids(client):
 
 
 def test_neutralise_formula_cells():
-    assert [reports.neutralise(v) for v in ["=1+1", "+3", "-2", "@x", "ok", 5, None]] == \
-        ["'=1+1", "'+3", "'-2", "'@x", "ok", "5", ""]
+    assert [reports.neutralise(v) for v in ["=1+1", "+3", "-2", "@x", "ok", 5, None]] == [
+        "'=1+1",
+        "'+3",
+        "'-2",
+        "'@x",
+        "ok",
+        "5",
+        "",
+    ]
 
 
 def test_rollout_changes_appear_in_user_reports(redis_app, committed_db):

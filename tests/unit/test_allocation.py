@@ -1,5 +1,6 @@
 """Exclusion-group bucket allocation: no two segments share a bucket; raising keeps earlier
 buckets, lowering drops the latest ones."""
+
 import random
 
 import pytest
@@ -42,7 +43,9 @@ def test_random_changes_keep_groups_disjoint_and_monotone():
             continue
         after = covered(after_state.ranges)
         assert len(after) == target == after_state.basis_points
-        assert before <= after or after <= before  # raising keeps every earlier bucket, lowering keeps a subset
+        assert (
+            before <= after or after <= before
+        )  # raising keeps every earlier bucket, lowering keeps a subset
         if target < len(before):  # lowering gives back the most recently taken buckets
             order = [b for start, end in states[sid].ranges for b in range(start, end)]
             assert after == set(order[:target])

@@ -1,4 +1,5 @@
 """gunicorn.conf.py's worker recycling: rare, and never all workers at once."""
+
 import random
 import runpy
 from pathlib import Path
@@ -18,7 +19,9 @@ def test_workers_do_not_all_recycle_at_once(monkeypatch, tmp_path):
     workers, rng = 5, random.Random(7)
     together = 0
     for _ in range(1_000):
-        limits = sorted(conf["max_requests"] + rng.randint(0, conf["max_requests_jitter"]) for _ in range(workers))
+        limits = sorted(
+            conf["max_requests"] + rng.randint(0, conf["max_requests_jitter"]) for _ in range(workers)
+        )
         together += limits[-1] - limits[0] < 0.05 * limits[0]  # all five within 5% of one another
     assert together <= 10, together  # (20,000 + up to 2,000: about 200 of the 1,000 draws; always within 10%)
     assert conf["max_requests"] >= 100_000  # (a new worker costs about 1 s of CPU: restarts stay rare)

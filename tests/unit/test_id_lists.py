@@ -1,5 +1,6 @@
 """The bulk-add id parser: pasted text has no header, a file's first line is a header only when
 it holds no number, several columns use user_id, every bad token is named with its line."""
+
 import io
 import time
 
@@ -46,8 +47,12 @@ def test_the_issue_examples_name_the_bad_token_not_no_ids(text):
 
 def test_pasted_column_name_is_a_bad_token_with_a_hint():
     _, details = problems(parse_pasted, "user_id\n1\n2", 100)
-    assert details == [("user_ids", "line 1: “user_id” is not a number (pasted text has no header line: "
-                                    "leave the column name out)")]
+    assert details == [
+        (
+            "user_ids",
+            "line 1: “user_id” is not a number (pasted text has no header line: leave the column name out)",
+        )
+    ]
 
 
 def test_largest_id_and_leading_zeros():
@@ -81,10 +86,14 @@ def test_multi_column_csv_uses_its_user_id_column():
 
 def test_multi_column_csv_problems():
     _, details = problems(parse_file, *upload("user_id,email\n1,a\n,b\nx,c\n"), 100)
-    assert details == [("file", "line 3: no value in the user_id column"),
-                       ("file", "line 4: “x” is not a number")]
+    assert details == [
+        ("file", "line 3: no value in the user_id column"),
+        ("file", "line 4: “x” is not a number"),
+    ]
     _, details = problems(parse_file, *upload("email,country\na,RU\n"), 100)
-    assert details[0][1].startswith("ids.csv has several columns (“email”, “country”) and none is called user_id")
+    assert details[0][1].startswith(
+        "ids.csv has several columns (“email”, “country”) and none is called user_id"
+    )
 
 
 def test_file_edge_cases():

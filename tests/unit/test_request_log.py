@@ -1,5 +1,6 @@
 """The request log's line (webapp.observability.RequestLog): JSON of its own, never longer than
 PIPE_BUF, and a descriptor that refuses it costs the line, never the request."""
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,9 @@ def test_a_line_is_a_json_object_with_the_time_in_utc(pipe):
     log.write("rid-1", "GET", '/weird "path"\n\\é', 200, time.perf_counter() - 0.0123, None)
     log.write("rid-2", "POST", "/api/v1/segments", 201, time.perf_counter(), 'svc "quoted"')
     first, second = lines_from(read)
-    assert first["request_id"] == "rid-1" and first["path"] == '/weird "path"\n\\é' and first["client"] is None
+    assert (
+        first["request_id"] == "rid-1" and first["path"] == '/weird "path"\n\\é' and first["client"] is None
+    )
     assert first["status"] == 200 and 12.3 <= first["duration_ms"] < 1000
     assert list(first) == ["time", "request_id", "method", "path", "status", "duration_ms", "client"]
     stamp = datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -49,9 +52,18 @@ def test_a_line_is_a_json_object_with_the_time_in_utc(pipe):
 
 def test_the_time_follows_the_clock_across_seconds():
     log = RequestLog(None)
-    assert json.loads(log.line(1_700_000_000.5, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:20.500Z"
-    assert json.loads(log.line(1_700_000_001.042, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:21.042Z"
-    assert json.loads(log.line(1_700_000_000.999, "r", "GET", "/", 200, 1.0, None))["time"] == "2023-11-14T22:13:20.999Z"
+    assert (
+        json.loads(log.line(1_700_000_000.5, "r", "GET", "/", 200, 1.0, None))["time"]
+        == "2023-11-14T22:13:20.500Z"
+    )
+    assert (
+        json.loads(log.line(1_700_000_001.042, "r", "GET", "/", 200, 1.0, None))["time"]
+        == "2023-11-14T22:13:21.042Z"
+    )
+    assert (
+        json.loads(log.line(1_700_000_000.999, "r", "GET", "/", 200, 1.0, None))["time"]
+        == "2023-11-14T22:13:20.999Z"
+    )
 
 
 @pytest.mark.parametrize("path", ["/x" * 5000, "/\u00e9\x01" * 1500])  # long; escapes that grow it six-fold

@@ -50,10 +50,16 @@ def test_percent_rejects(value):
 
 def test_the_hot_paths_loop_agrees_with_bucket():
     salts = [rollout.new_salt() for _ in range(21)]
-    triples = [(salt, rollout.prefix(salt), basis_points) for salt, basis_points in zip(salts, range(0, 10_001, 500), strict=True)]
+    triples = [
+        (salt, rollout.prefix(salt), basis_points)
+        for salt, basis_points in zip(salts, range(0, 10_001, 500), strict=True)
+    ]
     for user_id in (1, 42, 2**63 - 1, *range(1000, 1200)):
         assert list(rollout.covering(triples, user_id)) == [
-            salt for salt, _, basis_points in triples if rollout.in_rollout(salt, user_id, basis_points, scheme=1)]
+            salt
+            for salt, _, basis_points in triples
+            if rollout.in_rollout(salt, user_id, basis_points, scheme=1)
+        ]
 
 
 def test_scheme_2_is_uniform_independent_and_vectorised_exactly():

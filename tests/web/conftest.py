@@ -15,7 +15,9 @@ def csrf(client):
 @pytest.fixture
 def htmx(client, csrf):
     """Post like htmx does: HX-Request header plus the CSRF header from <body hx-headers>."""
+
     def post(path, data=None, **kwargs):
         headers = {"HX-Request": "true", "X-CSRFToken": csrf, **kwargs.pop("headers", {})}
         return client.post(path, data=data or {}, headers=headers, **kwargs)
+
     return post

@@ -1,4 +1,5 @@
 """Dashboard access through the SSO proxy's user header, and who may read which report."""
+
 import pytest
 
 from webapp.jobs.worker import run_worker
@@ -26,7 +27,9 @@ def test_the_dashboard_needs_the_sso_user_unless_open(guarded, app_on):
 def test_the_sso_user_is_the_actor_of_dashboard_changes(guarded):
     client = guarded.test_client()
     assert client.post("/api/v1/segments", json={"slug": "SSO"}, headers=A).status_code == 201
-    token = client.get("/", headers=PM).get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    token = (
+        client.get("/", headers=PM).get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    )
     client.post("/users/5/segments", data={"slug": "SSO", "csrf_token": token}, headers=PM)
     items = client.get("/api/v1/users/5/history", headers=A).json["items"]
     assert [(i["operation"], i["actor"]) for i in items] == [("added", "pm@example.com")]
@@ -35,7 +38,9 @@ def test_the_sso_user_is_the_actor_of_dashboard_changes(guarded):
 def test_reports_are_readable_by_who_requested_them(guarded):
     client = guarded.test_client()
     client.post("/api/v1/segments", json={"slug": "OWNED"}, headers=A)
-    report = client.post("/api/v1/reports", json={"kind": "segment_members", "segment": "OWNED"}, headers=A).json
+    report = client.post(
+        "/api/v1/reports", json={"kind": "segment_members", "segment": "OWNED"}, headers=A
+    ).json
     run_worker(guarded, burst=True, fork=False)
     assert client.get(f"/api/v1/reports/{report['id']}", headers=A).json["status"] == "finished"
     assert client.get(f"/api/v1/reports/{report['id']}.csv", headers=A).status_code == 200

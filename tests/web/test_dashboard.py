@@ -1,4 +1,5 @@
 """Dashboard pages and htmx fragments through the Flask test client."""
+
 import io
 
 from webapp.services import rollout
@@ -11,9 +12,14 @@ def make(api, slug, **fields):
 def test_pages_render(client, api):
     make(api, "PAGE_ONE", description="First")
     api.change(42, ["PAGE_ONE"])
-    for path, needle in [("/", "PAGE_ONE"), ("/segments/PAGE_ONE", "Members"), ("/users/42", "User 42"),
-                         ("/reports", "New report"), ("/segments/PAGE_ONE/delete", "1 explicit member"),
-                         ("/fragments/jobs-status", "Next TTL purge")]:
+    for path, needle in [
+        ("/", "PAGE_ONE"),
+        ("/segments/PAGE_ONE", "Members"),
+        ("/users/42", "User 42"),
+        ("/reports", "New report"),
+        ("/segments/PAGE_ONE/delete", "1 explicit member"),
+        ("/fragments/jobs-status", "Next TTL purge"),
+    ]:
         response = client.get(path)
         assert response.status_code == 200, path
         assert needle in response.get_data(as_text=True), path
@@ -50,7 +56,9 @@ def test_create_segment_htmx_success_and_422_fragment(htmx, api):
 
 
 def test_plain_form_post_redirects_with_flash(client, csrf, api):
-    response = client.post("/segments", data={"slug": "PLAIN_POST", "csrf_token": csrf}, follow_redirects=True)
+    response = client.post(
+        "/segments", data={"slug": "PLAIN_POST", "csrf_token": csrf}, follow_redirects=True
+    )
     assert "Segment PLAIN_POST created." in response.get_data(as_text=True)
     failed = client.post("/segments", data={"slug": "PLAIN_POST", "csrf_token": csrf}, follow_redirects=True)
     assert "already exists" in failed.get_data(as_text=True)
@@ -69,23 +77,31 @@ def test_bulk_add_paste_and_upload(htmx, api):
     pasted = htmx("/segments/BULK_DASH/members", {"user_ids": "1, 2 3\n4;5", "ttl_seconds": "86400"})
     assert pasted.status_code == 200 and "5 added" in pasted.get_data(as_text=True)
     upload = io.BytesIO(b"user_id\n" + b"\n".join(str(i).encode() for i in range(1, 1001)))
-    uploaded = htmx("/segments/BULK_DASH/members", {"file": (upload, "ids.csv")}, content_type="multipart/form-data")
+    uploaded = htmx(
+        "/segments/BULK_DASH/members", {"file": (upload, "ids.csv")}, content_type="multipart/form-data"
+    )
     assert "995 added" in uploaded.get_data(as_text=True)
     assert api.get("/segments/BULK_DASH").json["member_count"] == 1000
     bad = htmx("/segments/BULK_DASH/members", {"user_ids": "7, x9, -3"})
     assert bad.status_code == 422 and "x9" in bad.get_data(as_text=True)
-    assert "995 added" in uploaded.get_data(as_text=True) and "read as a column header" in uploaded.get_data(as_text=True)
+    assert "995 added" in uploaded.get_data(as_text=True) and "read as a column header" in uploaded.get_data(
+        as_text=True
+    )
 
 
 def test_user_page_add_remove_and_exclusion(htmx, api, client):
     make(api, "USER_DASH")
     lower = htmx("/users/77/segments", {"slug": "user_dash", "ttl_seconds": "3600"})
-    assert lower.status_code == 422 and 'name="use_slug" value="USER_DASH">Use USER_DASH<' in lower.get_data(as_text=True)
+    assert lower.status_code == 422 and 'name="use_slug" value="USER_DASH">Use USER_DASH<' in lower.get_data(
+        as_text=True
+    )
     added = htmx("/users/77/segments", {"slug": "user_dash", "use_slug": "USER_DASH", "ttl_seconds": "3600"})
     assert added.status_code == 200 and "Added to USER_DASH." in added.get_data(as_text=True)
     assert api.active(77)[0]["expires_at"] is not None
     unknown = htmx("/users/77/segments", {"slug": "NOT_THERE"})
-    assert unknown.status_code == 422 and "There is no segment called NOT_THERE." in unknown.get_data(as_text=True)
+    assert unknown.status_code == 422 and "There is no segment called NOT_THERE." in unknown.get_data(
+        as_text=True
+    )
     removed = htmx("/users/77/segments", {"remove": "USER_DASH"})
     assert "Removed from USER_DASH." in removed.get_data(as_text=True)
     assert api.active(77) == []
@@ -101,7 +117,9 @@ def test_settings_and_rollout_preview(htmx, client, api, db_session):
     preview = client.get("/segments/ROLL_DASH/rollout-preview?rollout_percent=25").get_data(as_text=True)
     covered = sum(1 for user in range(1, 10_001) if rollout.bucket(salt, user) < 2500)  # one user at a time
     assert f"{covered:,} of user ids" in preview
-    assert "two decimal" in client.get("/segments/ROLL_DASH/rollout-preview?rollout_percent=1.234").get_data(as_text=True)
+    assert "two decimal" in client.get("/segments/ROLL_DASH/rollout-preview?rollout_percent=1.234").get_data(
+        as_text=True
+    )
     saved = htmx("/segments/ROLL_DASH/settings", {"description": "new words", "rollout_percent": "25"})
     assert saved.status_code == 200 and api.get("/segments/ROLL_DASH").json["rollout_percent"] == 25
     bad = htmx("/segments/ROLL_DASH/settings", {"description": "x", "rollout_percent": "101"})
@@ -113,17 +131,22 @@ def test_delete_needs_the_slug_typed(client, csrf, api):
     api.change(1, ["DEL_DASH"])
     wrong = client.post("/segments/DEL_DASH/delete", data={"csrf_token": csrf, "confirm": "nope"})
     assert wrong.status_code == 422
-    done = client.post("/segments/DEL_DASH/delete", data={"csrf_token": csrf, "confirm": "DEL_DASH"},
-                       follow_redirects=True)
+    done = client.post(
+        "/segments/DEL_DASH/delete", data={"csrf_token": csrf, "confirm": "DEL_DASH"}, follow_redirects=True
+    )
     assert "Segment DEL_DASH deleted; 1 member left it." in done.get_data(as_text=True)
 
 
 def test_member_filter_and_remove(htmx, client, api):
     make(api, "MEMBERS_DASH")
     api.post("/segments/MEMBERS_DASH/members", {"user_ids": list(range(1, 60))})
-    page = client.get("/segments/MEMBERS_DASH/members?after=25", headers={"HX-Request": "true"}).get_data(as_text=True)
+    page = client.get("/segments/MEMBERS_DASH/members?after=25", headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
     assert ">26<" in page and ">25<" not in page
-    found = client.get("/segments/MEMBERS_DASH/members?user_id=33", headers={"HX-Request": "true"}).get_data(as_text=True)
+    found = client.get("/segments/MEMBERS_DASH/members?user_id=33", headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
     assert ">33<" in found and ">34<" not in found
     removed = htmx("/segments/MEMBERS_DASH/members/33/remove")
     assert "User 33 removed from MEMBERS_DASH." in removed.get_data(as_text=True)

@@ -1,4 +1,5 @@
 """Dashboard: exclusion groups, scheduled rollout changes, the activity log, reach and its cache."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,7 @@ def fresh_cache(app):
     reach.reset_bypass()
     with app.app_context():
         from webapp.extensions import cache
+
         with contextlib.suppress(Exception):
             cache.clear()
     yield
@@ -39,10 +41,14 @@ def text_of(html: str) -> str:
 
 # -- activity log and actor ---------------------------------------------------------------------
 
+
 def test_activity_log_names_the_sso_user_of_a_rollout_change(client, api, htmx):
     api.segment("AVITO_VOICE")
-    response = htmx("/segments/AVITO_VOICE/settings", {"description": "Voice", "rollout_percent": "12.5",
-                                                       "exclusion_group": ""}, headers=SSO)
+    response = htmx(
+        "/segments/AVITO_VOICE/settings",
+        {"description": "Voice", "rollout_percent": "12.5", "exclusion_group": ""},
+        headers=SSO,
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["HX-Trigger"] == "segment-changed"
     activity = text_of(page(client, "/segments/AVITO_VOICE/activity"))
@@ -69,17 +75,20 @@ def api_activity(client, slug):
 
 # -- exclusion groups -------------------------------------------------------------------------------
 
+
 def test_group_page_draws_each_share_and_the_free_space(client, api):
     api.segment("DISC_30", rollout_percent=30, exclusion_group="DISCOUNTS")
     api.segment("DISC_50", rollout_percent=50, exclusion_group="DISCOUNTS")
     html = page(client, "/groups/DISCOUNTS")
-    spans = re.findall(r'class="share c\d" style="left: ([\d.]+)%; width: ([\d.]+)%"[^>]*data-slug="(\w+)"', html)
+    spans = re.findall(
+        r'class="share c\d" style="left: ([\d.]+)%; width: ([\d.]+)%"[^>]*data-slug="(\w+)"', html
+    )
     widths = {}
     for left, width, slug in spans:
         widths[slug] = widths.get(slug, 0) + float(width)
         assert 0 <= float(left) <= 100
     assert widths == {"DISC_50": 50.0, "DISC_30": 30.0}
-    assert 'data-free>20%<' in html
+    assert "data-free>20%<" in html
     assert 'href="/segments/DISC_30"' in html and 'href="/segments/DISC_50"' in html
     index = page(client, "/groups")
     assert "DISCOUNTS" in index and "80% used" in index
@@ -96,13 +105,19 @@ def test_unknown_and_lower_case_group_pages(client, api):
 
 def test_settings_put_a_segment_in_a_group_and_take_it_out(client, api, htmx):
     api.segment("DISC_30", rollout_percent=30)
-    ok = htmx("/segments/DISC_30/settings", {"description": "", "rollout_percent": "30",
-                                             "exclusion_group": "DISCOUNTS"}, headers=SSO)
+    ok = htmx(
+        "/segments/DISC_30/settings",
+        {"description": "", "rollout_percent": "30", "exclusion_group": "DISCOUNTS"},
+        headers=SSO,
+    )
     assert ok.status_code == 200, ok.get_data(as_text=True)
     assert 'value="DISCOUNTS"' in ok.get_data(as_text=True)
     assert "In exclusion group" in page(client, "/segments/DISC_30")
-    out = htmx("/segments/DISC_30/settings", {"description": "", "rollout_percent": "30", "exclusion_group": ""},
-               headers=SSO)
+    out = htmx(
+        "/segments/DISC_30/settings",
+        {"description": "", "rollout_percent": "30", "exclusion_group": ""},
+        headers=SSO,
+    )
     assert out.status_code == 200
     kinds = [item["kind"] for item in api_activity(client, "DISC_30")]
     assert kinds.count("group_changed") == 2
@@ -112,8 +127,11 @@ def test_settings_put_a_segment_in_a_group_and_take_it_out(client, api, htmx):
 def test_a_full_group_is_refused_in_plain_words(client, api, htmx):
     api.segment("DISC_60", rollout_percent=60, exclusion_group="DISCOUNTS")
     api.segment("DISC_50", rollout_percent=50)
-    response = htmx("/segments/DISC_50/settings", {"description": "", "rollout_percent": "50",
-                                                   "exclusion_group": "DISCOUNTS"}, headers=SSO)
+    response = htmx(
+        "/segments/DISC_50/settings",
+        {"description": "", "rollout_percent": "50", "exclusion_group": "DISCOUNTS"},
+        headers=SSO,
+    )
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert "Group DISCOUNTS has only 40% left" in html
@@ -123,12 +141,18 @@ def test_a_full_group_is_refused_in_plain_words(client, api, htmx):
 
 def test_a_lower_case_or_bad_group_name_is_explained(api, htmx):
     api.segment("DISC_5", rollout_percent=5)
-    response = htmx("/segments/DISC_5/settings", {"description": "", "rollout_percent": "5",
-                                                  "exclusion_group": "discounts"}, headers=SSO)
+    response = htmx(
+        "/segments/DISC_5/settings",
+        {"description": "", "rollout_percent": "5", "exclusion_group": "discounts"},
+        headers=SSO,
+    )
     assert response.status_code == 422
     assert "Group names are written in upper case: DISCOUNTS." in response.get_data(as_text=True)
-    response = htmx("/segments/DISC_5/settings", {"description": "", "rollout_percent": "5",
-                                                  "exclusion_group": "no spaces please"}, headers=SSO)
+    response = htmx(
+        "/segments/DISC_5/settings",
+        {"description": "", "rollout_percent": "5", "exclusion_group": "no spaces please"},
+        headers=SSO,
+    )
     assert response.status_code == 422
     assert "Group names use upper-case letters" in response.get_data(as_text=True)
 
@@ -137,15 +161,21 @@ def test_explicit_overlap_is_refused_with_409_in_plain_words(api, htmx):
     api.segment("DISC_A", exclusion_group="DISCOUNTS")
     api.segment("DISC_B")
     assert api.change(7, add=["DISC_A", "DISC_B"]).status_code == 200
-    response = htmx("/segments/DISC_B/settings", {"description": "", "rollout_percent": "0",
-                                                  "exclusion_group": "DISCOUNTS"}, headers=SSO)
+    response = htmx(
+        "/segments/DISC_B/settings",
+        {"description": "", "rollout_percent": "0", "exclusion_group": "DISCOUNTS"},
+        headers=SSO,
+    )
     assert response.status_code == 422  # (the form comes back with the problem next to the group)
     html = text_of(response.get_data(as_text=True))
-    assert "1 users are explicit members of this segment and of DISC_A" in html or \
-        "explicit members of this segment and of DISC_A" in html
+    assert (
+        "1 users are explicit members of this segment and of DISC_A" in html
+        or "explicit members of this segment and of DISC_A" in html
+    )
 
 
 # -- scheduled rollout changes -------------------------------------------------------------------------
+
 
 def future(hours: int) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M")
@@ -154,8 +184,11 @@ def future(hours: int) -> str:
 def test_schedule_add_and_cancel_twice(client, api, htmx):
     api.segment("AVITO_PLAN")
     for n in range(2):
-        added = htmx("/segments/AVITO_PLAN/schedule", {"at": future(24 + n), "rollout_percent": str(5 + n)},
-                     headers=SSO)
+        added = htmx(
+            "/segments/AVITO_PLAN/schedule",
+            {"at": future(24 + n), "rollout_percent": str(5 + n)},
+            headers=SSO,
+        )
         assert added.status_code == 200, added.get_data(as_text=True)
         assert added.headers["HX-Trigger"] == "segment-changed"
         html = added.get_data(as_text=True)
@@ -182,7 +215,9 @@ def test_schedule_problems_in_plain_words(api, htmx):
     far = htmx("/segments/AVITO_PLAN/schedule", {"at": future(24 * 400), "rollout_percent": "5"}, headers=SSO)
     assert "at most a year ahead" in far.get_data(as_text=True)
     missing = htmx("/segments/AVITO_PLAN/schedule/999999/cancel", headers=SSO)
-    assert missing.status_code == 422 and "There is no such scheduled change" in missing.get_data(as_text=True)
+    assert missing.status_code == 422 and "There is no such scheduled change" in missing.get_data(
+        as_text=True
+    )
 
 
 def test_a_scheduled_change_that_would_overfill_its_group_is_refused(api, htmx):
@@ -195,13 +230,17 @@ def test_a_scheduled_change_that_would_overfill_its_group_is_refused(api, htmx):
 
 def test_schedule_without_javascript_redirects_with_a_flash(client, api, csrf):
     api.segment("AVITO_PLAN")
-    response = client.post("/segments/AVITO_PLAN/schedule", headers=SSO,
-                           data={"at": future(30), "rollout_percent": "20", "csrf_token": csrf})
+    response = client.post(
+        "/segments/AVITO_PLAN/schedule",
+        headers=SSO,
+        data={"at": future(30), "rollout_percent": "20", "csrf_token": csrf},
+    )
     assert response.status_code == 302 and response.headers["Location"].endswith("#schedule")
     assert "will change to 20%" in page(client, "/segments/AVITO_PLAN")
 
 
 # -- reach ----------------------------------------------------------------------------------------------
+
 
 def test_reach_reads_as_share_plus_explicit_and_counts_known_users(client, api):
     seg = api.segment("AVITO_REACH", rollout_percent=10)
@@ -229,7 +268,9 @@ def test_reach_follows_a_rollout_change_at_once(client, api):
     listing = text_of(page(client, "/"))
     assert "50% of all users + 1,000 explicit" in listing
     salt = db.session.execute(db.text("SELECT salt FROM segments WHERE slug = 'AVITO_REACH'")).scalar()
-    assert f"{sum(1 for u in range(1, 1001) if rollout.in_rollout(salt, u, 5000)):,} of 1,000 known" in listing
+    assert (
+        f"{sum(1 for u in range(1, 1001) if rollout.in_rollout(salt, u, 5000)):,} of 1,000 known" in listing
+    )
     # a member added after the counts were cached shows at once (the key follows history)
     assert api.post("/segments/AVITO_REACH/members", {"user_ids": [4242]}).status_code == 200
     assert "50% of all users + 1,001 explicit" in text_of(page(client, "/"))
@@ -260,12 +301,18 @@ def test_member_counts_are_cached_and_exact(app, api):
 
 # -- the cache failing ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fault", ["stopped", "sigstopped"])
 def test_reach_and_counts_are_computed_when_redis_fails(app_on, private_redis, db_session, fault):
     app = app_on(REDIS_URL=private_redis.url)
     client = app.test_client()
-    assert client.post("/api/v1/segments", json={"slug": "AVITO_REACH", "rollout_percent": 10}).status_code == 201
-    assert client.post("/api/v1/segments/AVITO_REACH/members", json={"user_ids": [1, 2, 3]}).status_code == 200
+    assert (
+        client.post("/api/v1/segments", json={"slug": "AVITO_REACH", "rollout_percent": 10}).status_code
+        == 201
+    )
+    assert (
+        client.post("/api/v1/segments/AVITO_REACH/members", json={"user_ids": [1, 2, 3]}).status_code == 200
+    )
     assert "10% of all users + 3 explicit" in text_of(client.get("/", headers=SSO).get_data(as_text=True))
     reach.reset_bypass()
     if fault == "stopped":
@@ -290,6 +337,7 @@ def test_reach_and_counts_are_computed_when_redis_fails(app_on, private_redis, d
 
 
 # -- the 30-day chart ---------------------------------------------------------------------------------
+
 
 def test_chart_has_axes_values_and_the_rollout_separately(client, api):
     api.segment("AVITO_CHART")

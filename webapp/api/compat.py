@@ -5,6 +5,7 @@ fixes) are listed in the README. Status codes are the seed's: 200 (204 for a use
 segments), 400 for every invalid request (never 422), 404 for an unknown segment or task, 409
 for an existing segment or a report that is not ready; every error is the JSON envelope.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -45,11 +46,16 @@ bp = Blueprint("api_compat", __name__)
 TAGS = ("compat",)
 SEED_PATHS = frozenset({"/segment", "/segment/user", "/report", "/report_check", "/download"})
 SeedStatus = Literal["progress", "success", "fail"]
-SEED_STATUS: dict[str, SeedStatus] = {ReportStatus.QUEUED: "progress", ReportStatus.RUNNING: "progress",
-                                      ReportStatus.FINISHED: "success", ReportStatus.FAILED: "fail"}
+SEED_STATUS: dict[str, SeedStatus] = {
+    ReportStatus.QUEUED: "progress",
+    ReportStatus.RUNNING: "progress",
+    ReportStatus.FINISHED: "success",
+    ReportStatus.FAILED: "fail",
+}
 
 
 # -- models ------------------------------------------------------------------------------------
+
 
 class CompatSegment(Strict):
     slug: Slug
@@ -59,13 +65,22 @@ class CompatUserChange(Strict):
     """At least one slug in ``add`` or ``del``, each slug once across both, every slug a live
     segment; at most 1000 in ``add`` and ``del`` together."""
 
-    model_config = {"extra": "forbid", "populate_by_name": True, "json_schema_extra": one_non_empty("add", "del")}
+    model_config = {
+        "extra": "forbid",
+        "populate_by_name": True,
+        "json_schema_extra": one_non_empty("add", "del"),
+    }
 
     user_id: UserId
-    add: list[Slug] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE,
-                            json_schema_extra={"uniqueItems": True})
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE,
-                               json_schema_extra={"uniqueItems": True})
+    add: list[Slug] = Field(
+        default_factory=list, max_length=MAX_ITEMS_PER_CHANGE, json_schema_extra={"uniqueItems": True}
+    )
+    delete: list[Slug] = Field(
+        default_factory=list,
+        alias="del",
+        max_length=MAX_ITEMS_PER_CHANGE,
+        json_schema_extra={"uniqueItems": True},
+    )
     ttl_days: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_DAYS)] | None = None
 
 
@@ -84,18 +99,24 @@ class CompatUserQuery(BaseModel):
 
 # reports.request_seed_report: a moment YYYY-MM-DD HH:MM (a real one: no 02-30, no 24:00) or a
 # month YYYY-MM, years 1970 to 9998.
-_DAY = ("(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days 1-28 of any month
-        "|(?:0[13-9]|1[0-2])-(?:29|30)"  # 29 and 30 but in February
-        "|(?:0[13578]|1[02])-31")  # 31 in the long months
-_LEAP_YEAR = "(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)"
-SEED_DATE_PATTERN = (f"^(?:(?:{YEAR_PATTERN}-(?:{_DAY})|{_LEAP_YEAR}-02-29) (?:[01][0-9]|2[0-3]):[0-5][0-9]"
-                     f"|{MONTH_PATTERN})$")
+_DAY = (
+    "(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # days 1-28 of any month
+    "|(?:0[13-9]|1[0-2])-(?:29|30)"  # 29 and 30 but in February
+    "|(?:0[13578]|1[02])-31"
+)  # 31 in the long months
+_LEAP_YEAR = (
+    "(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)"
+)
+SEED_DATE_PATTERN = (
+    f"^(?:(?:{YEAR_PATTERN}-(?:{_DAY})|{_LEAP_YEAR}-02-29) (?:[01][0-9]|2[0-3]):[0-5][0-9]|{MONTH_PATTERN})$"
+)
 
 
 class CompatReportQuery(BaseModel):
     date: Annotated[str, WithJsonSchema({"type": "string", "pattern": SEED_DATE_PATTERN})] = Field(
         description=f"{reports.SEED_DATE_HELP}: the history from that moment until now (a month: that month)",
-        examples=["2023-08-29 10:32", "2023-08"])
+        examples=["2023-08-29 10:32", "2023-08"],
+    )
     user_id: int | None = Field(None, ge=1, le=MAX_USER_ID, description="extension: one user's history only")
 
 
@@ -121,6 +142,7 @@ class CompatTaskStatus(BaseModel):
 
 # -- OpenAPI: the seed's status codes ----------------------------------------------------------
 
+
 class _CsvResponses(SpecResponse):
     """Responses whose 200 is a CSV file (spectree itself only describes JSON bodies)."""
 
@@ -130,8 +152,15 @@ class _CsvResponses(SpecResponse):
         return responses
 
 
-def seed_operation(*, errors: tuple[str, ...], ok: tuple[int, type] | None = None, json: type | None = None,
-                   query: type | None = None, no_content: bool = False, csv: bool = False):
+def seed_operation(
+    *,
+    errors: tuple[str, ...],
+    ok: tuple[int, type] | None = None,
+    json: type | None = None,
+    query: type | None = None,
+    no_content: bool = False,
+    csv: bool = False,
+):
     """:func:`operation` with exactly the seed's status codes.
 
     spectree adds its own request-validation 422 to every operation it documents; these routes
@@ -184,6 +213,7 @@ def seed_method_not_allowed() -> Response | None:
 
 # -- routes ------------------------------------------------------------------------------------
 
+
 @bp.post("/segment")
 @seed_operation(json=CompatSegment, ok=(200, CompatSlug), errors=WRITE)
 @transactional
@@ -210,8 +240,15 @@ def change_user():
     """Add and remove one user's segments atomically, ``ttl_days`` for the added ones."""
     body = json_body(CompatUserChange)
     ttl = body.ttl_days * 86_400 if body.ttl_days else None
-    result = user_changes.change_user_segments(db.session, body.user_id, [AddSpec(s) for s in body.add],
-                                               body.delete, ttl_seconds=ttl, reason=Reason.API, actor=actor())
+    result = user_changes.change_user_segments(
+        db.session,
+        body.user_id,
+        [AddSpec(s) for s in body.add],
+        body.delete,
+        ttl_seconds=ttl,
+        reason=Reason.API,
+        actor=actor(),
+    )
     return out(change_out(result))
 
 
@@ -235,9 +272,12 @@ def request_report():
     """Queue a CSV of every user's history from ``date`` until now; an identical request still
     pending returns the same ``task_id``."""
     user = request.args.get("user_id")
-    report = reports.request_seed_report(db.session, request.args.get("date", ""),
-                                         user_id=parse_user_id(user) if user else None,
-                                         requested_by=token_name() or "")
+    report = reports.request_seed_report(
+        db.session,
+        request.args.get("date", ""),
+        user_id=parse_user_id(user) if user else None,
+        requested_by=token_name() or "",
+    )
     return out(CompatTask(task_id=str(report.id)))
 
 
@@ -269,18 +309,30 @@ def download():
     while it is not ready (or when it failed)."""
     report = _task("id")
     if report.status == ReportStatus.FAILED:
-        raise Conflict(f"report failed: {report.error}", [detail("id", "failed", status="fail")],
-                       code="report_failed")
+        raise Conflict(
+            f"report failed: {report.error}", [detail("id", "failed", status="fail")], code="report_failed"
+        )
     if report.status != ReportStatus.FINISHED:
-        raise Conflict(f"report is {report.status}, not ready yet", [detail("id", "not ready", status="progress")],
-                       code="not_ready")
+        raise Conflict(
+            f"report is {report.status}, not ready yet",
+            [detail("id", "not ready", status="progress")],
+            code="not_ready",
+        )
     try:
         handle = open(reports.report_path(report), newline="", encoding="utf-8")  # noqa: SIM115  (closed with the response)
     except FileNotFoundError:
-        raise NotFound("the report file no longer exists; request the report again",
-                       [detail("id", "file gone")], code="report_gone") from None
-    response = Response(reports.seed_csv(handle), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{reports.download_name(report)}"',
-                                 "Cache-Control": "no-cache"})
+        raise NotFound(
+            "the report file no longer exists; request the report again",
+            [detail("id", "file gone")],
+            code="report_gone",
+        ) from None
+    response = Response(
+        reports.seed_csv(handle),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{reports.download_name(report)}"',
+            "Cache-Control": "no-cache",
+        },
+    )
     response.call_on_close(handle.close)
     return response

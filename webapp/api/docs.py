@@ -1,4 +1,5 @@
 """OpenAPI 3.1 (spectree, generated from the pydantic models) and the Swagger UI page."""
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,15 @@ bp = Blueprint("api_docs", __name__, url_prefix="/api")
 ERRORS = ("HTTP_400", "HTTP_401", "HTTP_404", "HTTP_409", "HTTP_422", "HTTP_429")
 
 
-def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json=None, query=None,
-              errors: tuple[str, ...] = ERRORS, accepted: type | None = None):
+def operation(
+    *,
+    tags: tuple[str, ...],
+    ok: tuple[int, type] | None = None,
+    json=None,
+    query=None,
+    errors: tuple[str, ...] = ERRORS,
+    accepted: type | None = None,
+):
     """Document an API view. Requests are parsed by the view itself (one error format), so
     spectree only describes them."""
     codes: dict[str, type] = {code: ErrorOut for code in errors}
@@ -23,8 +31,9 @@ def operation(*, tags: tuple[str, ...], ok: tuple[int, type] | None = None, json
         codes[f"HTTP_{ok[0]}"] = ok[1]
     if accepted is not None:  # also answers 202 with this body (work continues in the background)
         codes["HTTP_202"] = accepted
-    register = spec.validate(json=json, query=query, resp=Response(**codes), tags=list(tags),
-                             skip_validation=True)
+    register = spec.validate(
+        json=json, query=query, resp=Response(**codes), tags=list(tags), skip_validation=True
+    )
 
     def document(view):
         # Keep spectree's metadata but not its runtime wrapper (~35 µs per request on the
@@ -45,7 +54,9 @@ PATH_PARAMETERS = {
     "operation_id": {"type": "string", "format": "uuid"},
 }
 IDEMPOTENCY_HEADER = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
     "description": "Retry-safe key: the first completed response is replayed for 24 h.",
 }
@@ -64,7 +75,8 @@ def _document(document: dict) -> dict:
             if method in ("post", "patch", "delete", "put"):
                 operation_.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
     document.setdefault("components", {})["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "only when API_TOKENS is set"}}
+        "bearer": {"type": "http", "scheme": "bearer", "description": "only when API_TOKENS is set"}
+    }
     return document
 
 

@@ -1,4 +1,5 @@
 """/api/v1/groups: exclusion groups and how their 100% is shared."""
+
 from __future__ import annotations
 
 from webapp.api import bp
@@ -12,10 +13,17 @@ TAGS = ("groups",)
 
 
 def group_out(view: groups.GroupView) -> GroupOut:
-    return GroupOut(name=view.name, used_percent=view.used_basis_points / 100,
-                    free_percent=(10_000 - view.used_basis_points) / 100,
-                    segments=[GroupSegmentOut(slug=s.slug, rollout_percent=s.basis_points / 100,
-                                              buckets=[list(r) for r in s.ranges]) for s in view.shares])
+    return GroupOut(
+        name=view.name,
+        used_percent=view.used_basis_points / 100,
+        free_percent=(10_000 - view.used_basis_points) / 100,
+        segments=[
+            GroupSegmentOut(
+                slug=s.slug, rollout_percent=s.basis_points / 100, buckets=[list(r) for r in s.ranges]
+            )
+            for s in view.shares
+        ],
+    )
 
 
 @bp.get("/groups")

@@ -1,4 +1,5 @@
 """Request parsing shared by the API views: JSON bodies, query parameters, output."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -23,15 +24,21 @@ def refuse_non_json_bodies() -> None:
     """before_request of the API blueprints: any body sent with a write must be declared
     ``application/json`` (415 otherwise), whether or not the route reads it — so no
     cross-site form can ever make one of these requests."""
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.is_json and (
-            request.content_length or request.headers.get("Transfer-Encoding")):
+    if (
+        request.method in ("POST", "PUT", "PATCH", "DELETE")
+        and not request.is_json
+        and (request.content_length or request.headers.get("Transfer-Encoding"))
+    ):
         _not_json()
 
 
 def _not_json() -> None:
-    raise AppError("the request body must be JSON (Content-Type: application/json)",
-                   [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
-                   code="unsupported_media_type", status=415)
+    raise AppError(
+        "the request body must be JSON (Content-Type: application/json)",
+        [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
+        code="unsupported_media_type",
+        status=415,
+    )
 
 
 def json_body(model: type[M]) -> M:
@@ -69,8 +76,10 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
         return default
     value = ascii_int(raw, low, high)
     if value is None:
-        raise ValidationFailed(f"{name} must be an integer between {low} and {high}",
-                               [detail(name, f"must be an integer between {low} and {high}", value=raw[:40])])
+        raise ValidationFailed(
+            f"{name} must be an integer between {low} and {high}",
+            [detail(name, f"must be an integer between {low} and {high}", value=raw[:40])],
+        )
     return value
 
 
@@ -83,8 +92,10 @@ def query_time(name: str) -> datetime | None:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
-        raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
-                               [detail(name, "not an ISO 8601 date or datetime in range", value=raw[:40])]) from None
+        raise ValidationFailed(
+            f"{name} must be an ISO 8601 date or datetime",
+            [detail(name, "not an ISO 8601 date or datetime in range", value=raw[:40])],
+        ) from None
 
 
 def page_args() -> tuple[int, int]:
@@ -150,5 +161,6 @@ def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = F
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:
     """Serialise a response model (pydantic-core writes the JSON bytes directly)."""
-    return Response(model.model_dump_json(by_alias=True), status=status, headers=headers,
-                    mimetype="application/json")
+    return Response(
+        model.model_dump_json(by_alias=True), status=status, headers=headers, mimetype="application/json"
+    )

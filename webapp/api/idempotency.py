@@ -8,6 +8,7 @@ first is still running is 409; a 5xx is not stored, so it can be retried. Storag
 (SET NX makes concurrent duplicates race for one owner). While Redis is unreachable,
 requests are served without deduplication (logged once), never refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,8 +48,11 @@ def before_request():
     if request.method not in MUTATING or key is None:
         return None
     if not KEY_RE.match(key):
-        raise AppError(f"{HEADER} must be 1-255 visible ASCII characters",
-                       [detail(HEADER, "invalid key")], code="invalid_idempotency_key")
+        raise AppError(
+            f"{HEADER} must be 1-255 visible ASCII characters",
+            [detail(HEADER, "invalid key")],
+            code="invalid_idempotency_key",
+        )
     store_key = f"idem:{client_key()}:{key}"
     fingerprint = _fingerprint()
     claim = json.dumps({"state": "running", "fp": fingerprint})
@@ -68,12 +72,17 @@ def before_request():
         return before_request()
     saved = json.loads(raw)  # type: ignore[arg-type]  # (the sync client returns bytes)
     if saved["fp"] != fingerprint:
-        raise ValidationFailed(f"this {HEADER} was used for a different request",
-                               [detail(HEADER, "reused with another method, path or body")],
-                               code="idempotency_key_reused")
+        raise ValidationFailed(
+            f"this {HEADER} was used for a different request",
+            [detail(HEADER, "reused with another method, path or body")],
+            code="idempotency_key_reused",
+        )
     if saved["state"] == "running":
-        raise Conflict(f"a request with this {HEADER} is still being processed; retry later",
-                       [detail(HEADER, "in progress")], code="idempotency_in_progress")
+        raise Conflict(
+            f"a request with this {HEADER} is still being processed; retry later",
+            [detail(HEADER, "in progress")],
+            code="idempotency_in_progress",
+        )
     response = Response(base64.b64decode(saved["body"]), status=saved["status"])
     for name, value in saved["headers"].items():
         response.headers[name] = value

@@ -1,4 +1,5 @@
 """/api/v1/segments/<slug>/schedule and /activity: planned rollout changes and what happened."""
+
 from __future__ import annotations
 
 from webapp.api import bp
@@ -24,9 +25,15 @@ TAGS = ("segments",)
 
 
 def schedule_out(entry: RolloutSchedule) -> ScheduleOut:
-    return ScheduleOut(id=entry.id, at=entry.at, rollout_percent=entry.rollout_percent,
-                       status=schedules.status(entry), created_by=entry.created_by, created_at=entry.created_at,
-                       cancelled_at=entry.cancelled_at)
+    return ScheduleOut(
+        id=entry.id,
+        at=entry.at,
+        rollout_percent=entry.rollout_percent,
+        status=schedules.status(entry),
+        created_by=entry.created_by,
+        created_at=entry.created_at,
+        cancelled_at=entry.cancelled_at,
+    )
 
 
 @bp.get("/segments/<slug>/schedule")
@@ -34,7 +41,11 @@ def schedule_out(entry: RolloutSchedule) -> ScheduleOut:
 def list_schedule(slug: str):
     """The segment's scheduled rollout changes, in time order (pending, in force, cancelled)."""
     segment = get_live_segment(db.session, slug)
-    return out(ScheduleList(segment=segment.slug, items=[schedule_out(e) for e in schedules.listing(db.session, segment)]))
+    return out(
+        ScheduleList(
+            segment=segment.slug, items=[schedule_out(e) for e in schedules.listing(db.session, segment)]
+        )
+    )
 
 
 @bp.post("/segments/<slug>/schedule")
@@ -66,8 +77,19 @@ def segment_activity(slug: str):
     limit = query_int("limit", 50, 1, 500)
     before = query_int("before", MAX_USER_ID, 1, MAX_USER_ID)
     items = activity_log.activity(db.session, segment, limit=limit, before=before)
-    return out(ActivityList(
-        segment=segment.slug, next_before=items[-1].id if len(items) == limit else None,
-        items=[ActivityOut(id=e.id, kind=SegmentEventKind(e.kind), occurred_at=e.occurred_at, actor=e.actor,
-                           detail=e.detail) for e in items]))
-
+    return out(
+        ActivityList(
+            segment=segment.slug,
+            next_before=items[-1].id if len(items) == limit else None,
+            items=[
+                ActivityOut(
+                    id=e.id,
+                    kind=SegmentEventKind(e.kind),
+                    occurred_at=e.occurred_at,
+                    actor=e.actor,
+                    detail=e.detail,
+                )
+                for e in items
+            ],
+        )
+    )

@@ -1,4 +1,5 @@
 """/api/v1/reports: request a CSV report, poll it, download it."""
+
 from __future__ import annotations
 
 from flask import send_file, url_for
@@ -17,11 +18,20 @@ from webapp.transaction import transactional
 def report_out(report: Report) -> ReportOut:
     finished = report.status == "finished"
     return ReportOut(
-        id=str(report.id), kind=report.kind, params=report.params, status=report.status,
-        progress=report.progress, rows=report.rows, size_bytes=report.size_bytes, error=report.error,
-        created_at=report.created_at, finished_at=report.finished_at,
+        id=str(report.id),
+        kind=report.kind,
+        params=report.params,
+        status=report.status,
+        progress=report.progress,
+        rows=report.rows,
+        size_bytes=report.size_bytes,
+        error=report.error,
+        created_at=report.created_at,
+        finished_at=report.finished_at,
         status_url=url_for("api.get_report", report_id=report.id, _external=True),
-        download_url=url_for("api.download_report", report_id=report.id, _external=True) if finished else None,
+        download_url=url_for("api.download_report", report_id=report.id, _external=True)
+        if finished
+        else None,
     )
 
 
@@ -33,9 +43,16 @@ def report_out(report: Report) -> ReportOut:
 def create_report():
     """Queue a CSV report: a user's or everyone's history for a period, or a segment's members."""
     body = json_body(ReportRequest)
-    report = reports.request_report(db.session, kind=body.kind, user_id=body.user_id, segment=body.segment,
-                                    period=body.period, start=body.start, end=body.end,
-                                    requested_by=token_name() or "")
+    report = reports.request_report(
+        db.session,
+        kind=body.kind,
+        user_id=body.user_id,
+        segment=body.segment,
+        period=body.period,
+        start=body.start,
+        end=body.end,
+        requested_by=token_name() or "",
+    )
     result = report_out(report)
     return out(result, 202, {"Location": result.status_url})
 
@@ -53,5 +70,10 @@ def get_report(report_id: str):
 def download_report(report_id: str):
     """The CSV file (``Content-Disposition: attachment``)."""
     report = reports.get_report(db.session, report_id, report_reader())
-    return send_file(reports.finished_file(report), mimetype="text/csv", as_attachment=True,
-                     download_name=reports.download_name(report), max_age=0)
+    return send_file(
+        reports.finished_file(report),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=reports.download_name(report),
+        max_age=0,
+    )

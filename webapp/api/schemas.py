@@ -3,6 +3,7 @@
 Strict ints reject booleans and numeric strings; unknown fields are rejected so a typo
 (``ttl`` instead of ``ttl_seconds``) is an error, not a silently ignored field.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -43,22 +44,33 @@ from webapp.rules import (
 # expiry in the future, ``from`` before ``to``, a slug listed once across ``add`` and ``del``)
 # is in the descriptions.
 
-SLUG_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{SLUG_PATTERN}$", "maxLength": 64,
-                               "description": SLUG_HELP, "examples": ["AVITO_VOICE_MESSAGES"]}
+SLUG_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": f"^{SLUG_PATTERN}$",
+    "maxLength": 64,
+    "description": SLUG_HELP,
+    "examples": ["AVITO_VOICE_MESSAGES"],
+}
 USER_ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID}
 # 0..100 with at most two decimals (rollout.percent_to_basis_points); JSON "12.34" is a
 # multiple of 0.01 (validators compare decimals, so 0.29 passes and 0.1 + 0.2 does not).
 PERCENT_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100},
-              {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01}],
-    "description": "0..100, at most two decimals", "examples": [12.5]}
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 100},
+        {"type": "number", "minimum": 0, "maximum": 100, "multipleOf": 0.01},
+    ],
+    "description": "0..100, at most two decimals",
+    "examples": [12.5],
+}
 # datetime.fromisoformat reads every RFC 3339 date-time but a lowercase "z", a leap second
 # (":60") and year 0, and converted to UTC it must stay within years 1..9999: an offset ahead of
 # UTC on 0001-01-01, or behind it on 9999-12-31, may not, so those are left out. (pydantic, for
 # expires_at, reads a lowercase "z" too.)
 DATE_TIME_SCHEMA: dict[str, Any] = {
-    "type": "string", "format": "date-time",
-    "pattern": r"^(?!0000-)(?!.{17}60)(?!0001-01-01.[^+]*\+(?!00:00))(?!9999-12-31.[^-]*-(?!00:00))[^z]*$"}
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(?!0000-)(?!.{17}60)(?!0001-01-01.[^+]*\+(?!00:00))(?!9999-12-31.[^-]*-(?!00:00))[^z]*$",
+}
 DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "pattern": "^(?!0000-)"}
 # An ISO 8601 date (as midnight UTC) or an RFC 3339 date-time.
 MOMENT_SCHEMA: dict[str, Any] = {"anyOf": [DATE_SCHEMA, DATE_TIME_SCHEMA], "examples": ["2026-11-01"]}
@@ -80,14 +92,28 @@ Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA
 Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLUG_SCHEMA)]
 UserId = Annotated[StrictInt, WithJsonSchema(USER_ID_SCHEMA)]
 Ttl = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
-Description = Annotated[StrictStr, Field(max_length=MAX_DESCRIPTION),
-                        WithJsonSchema({"type": "string", "maxLength": MAX_DESCRIPTION, "pattern": NO_NUL_PATTERN,
-                                        "description": "no NUL characters"})]
-ExpiresAt = Annotated[AwareDatetime, WithJsonSchema({**DATE_TIME_SCHEMA,
-                                                     "description": "in the future, within ten years"})]
+Description = Annotated[
+    StrictStr,
+    Field(max_length=MAX_DESCRIPTION),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": MAX_DESCRIPTION,
+            "pattern": NO_NUL_PATTERN,
+            "description": "no NUL characters",
+        }
+    ),
+]
+ExpiresAt = Annotated[
+    AwareDatetime, WithJsonSchema({**DATE_TIME_SCHEMA, "description": "in the future, within ten years"})
+]
 # ttl_seconds or expires_at, not both (a null one is not given)
-EXPIRY: dict[str, Any] = {"not": {"required": ["ttl_seconds", "expires_at"],
-                                  "properties": {"ttl_seconds": {"type": "integer"}, "expires_at": {"type": "string"}}}}
+EXPIRY: dict[str, Any] = {
+    "not": {
+        "required": ["ttl_seconds", "expires_at"],
+        "properties": {"ttl_seconds": {"type": "integer"}, "expires_at": {"type": "string"}},
+    }
+}
 
 
 class Strict(BaseModel):
@@ -96,17 +122,22 @@ class Strict(BaseModel):
 
 # -- requests ------------------------------------------------------------------------------
 
+
 class SegmentCreate(Strict):
     slug: Slug
     description: Description | None = None
     rollout_percent: Percent | None = None
-    exclusion_group: Slug | None = Field(None, description="the exclusion group to join (created on first use)")
+    exclusion_group: Slug | None = Field(
+        None, description="the exclusion group to join (created on first use)"
+    )
 
 
 class SegmentPatch(Strict):
     description: Description | None = None
     rollout_percent: Percent | None = None
-    exclusion_group: Slug | None = Field(None, description="move into this exclusion group; null leaves its group")
+    exclusion_group: Slug | None = Field(
+        None, description="move into this exclusion group; null leaves its group"
+    )
 
 
 class ScheduleRequest(Strict):
@@ -115,8 +146,11 @@ class ScheduleRequest(Strict):
 
 
 class LookupRequest(Strict):
-    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_LOOKUP_IDS,
-                                   description=f"1 to {MAX_LOOKUP_IDS} user ids; answers keep their order")
+    user_ids: list[UserId] = Field(
+        min_length=1,
+        max_length=MAX_LOOKUP_IDS,
+        description=f"1 to {MAX_LOOKUP_IDS} user ids; answers keep their order",
+    )
 
 
 class AddItem(Strict):
@@ -133,13 +167,19 @@ class UserSegmentsChange(Strict):
     the added segments, an ``add`` item's own overrides it. At most 1000 items in ``add`` and
     ``del`` together."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
-                              json_schema_extra={**one_non_empty("add", "del"), **EXPIRY})
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra={**one_non_empty("add", "del"), **EXPIRY}
+    )
 
-    add: list[Union[Slug, AddItem]] = Field(default_factory=list, max_length=MAX_ITEMS_PER_CHANGE,
-                                            json_schema_extra={"uniqueItems": True})
-    delete: list[Slug] = Field(default_factory=list, alias="del", max_length=MAX_ITEMS_PER_CHANGE,
-                               json_schema_extra={"uniqueItems": True})
+    add: list[Union[Slug, AddItem]] = Field(
+        default_factory=list, max_length=MAX_ITEMS_PER_CHANGE, json_schema_extra={"uniqueItems": True}
+    )
+    delete: list[Slug] = Field(
+        default_factory=list,
+        alias="del",
+        max_length=MAX_ITEMS_PER_CHANGE,
+        json_schema_extra={"uniqueItems": True},
+    )
     ttl_seconds: Ttl | None = None
     expires_at: ExpiresAt | None = None
 
@@ -154,6 +194,7 @@ class BulkMembers(Strict):
 
 def _report_rules() -> dict[str, Any]:
     """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
+
     def given(**schemas: dict[str, Any]) -> dict[str, Any]:  # present and matching
         return {"required": list(schemas), "properties": schemas}
 
@@ -161,24 +202,32 @@ def _report_rules() -> dict[str, Any]:
         return {"properties": dict.fromkeys(names, NULL)}
 
     def both(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-        return {"required": first.get("required", []) + second.get("required", []),
-                "properties": {**first["properties"], **second["properties"]}}
+        return {
+            "required": first.get("required", []) + second.get("required", []),
+            "properties": {**first["properties"], **second["properties"]},
+        }
 
-    history_kind = {"anyOf": [
-        given(kind={"const": "user_history"}, user_id=USER_ID_SCHEMA),
-        both(absent("kind", "segment"), given(user_id=USER_ID_SCHEMA)),
-        given(kind={"const": "all_history"}),
-        absent("kind", "segment", "user_id"),
-    ]}
-    history_range = {"anyOf": [
-        both(given(period=PERIOD_SCHEMA), absent("from", "to")),
-        both(absent("period"), given(**{"from": MOMENT_SCHEMA, "to": MOMENT_SCHEMA})),
-    ]}
-    return {"anyOf": [
-        given(kind={"const": "segment_members"}, segment=SLUG_SCHEMA),
-        both(absent("kind"), given(segment=SLUG_SCHEMA)),
-        {"allOf": [history_kind, history_range]},
-    ]}
+    history_kind = {
+        "anyOf": [
+            given(kind={"const": "user_history"}, user_id=USER_ID_SCHEMA),
+            both(absent("kind", "segment"), given(user_id=USER_ID_SCHEMA)),
+            given(kind={"const": "all_history"}),
+            absent("kind", "segment", "user_id"),
+        ]
+    }
+    history_range = {
+        "anyOf": [
+            both(given(period=PERIOD_SCHEMA), absent("from", "to")),
+            both(absent("period"), given(**{"from": MOMENT_SCHEMA, "to": MOMENT_SCHEMA})),
+        ]
+    }
+    return {
+        "anyOf": [
+            given(kind={"const": "segment_members"}, segment=SLUG_SCHEMA),
+            both(absent("kind"), given(segment=SLUG_SCHEMA)),
+            {"allOf": [history_kind, history_range]},
+        ]
+    }
 
 
 class ReportRequest(Strict):
@@ -191,15 +240,23 @@ class ReportRequest(Strict):
     kind: ReportKind | None = None
     user_id: StrictInt | None = Field(None, description="a user_history report's user")
     segment: Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT)] | None = Field(
-        None, description="a segment_members report's segment", examples=["AVITO_VOICE_MESSAGES"])
+        None, description="a segment_members report's segment", examples=["AVITO_VOICE_MESSAGES"]
+    )
     period: Annotated[StrictStr, Field(max_length=7)] | None = Field(
-        None, description="a history report's month, YYYY-MM", examples=["2026-11"])
+        None, description="a history report's month, YYYY-MM", examples=["2026-11"]
+    )
     start: Annotated[StrictStr, Field(max_length=40)] | None = Field(
-        None, alias="from", description="a history report's start: ISO 8601 date or date-time (inclusive)",
-        examples=["2026-11-01"])
+        None,
+        alias="from",
+        description="a history report's start: ISO 8601 date or date-time (inclusive)",
+        examples=["2026-11-01"],
+    )
     end: Annotated[StrictStr, Field(max_length=40)] | None = Field(
-        None, alias="to", description="a history report's end: ISO 8601 date or date-time (exclusive)",
-        examples=["2026-12-01"])
+        None,
+        alias="to",
+        description="a history report's end: ISO 8601 date or date-time (exclusive)",
+        examples=["2026-12-01"],
+    )
 
 
 # Query models only document: the views parse their query strings themselves (helpers.query_int,
@@ -209,7 +266,8 @@ MAX_PAGE = 1_000_000  # helpers.page_args
 
 class SegmentListQuery(BaseModel):
     q: Annotated[str, WithJsonSchema({"type": "string", "pattern": NO_NUL_PATTERN})] = Field(
-        "", description="substring of slug or description (its first 200 characters)")
+        "", description="substring of slug or description (its first 200 characters)"
+    )
     page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(Config.PER_PAGE_DEFAULT, ge=1, le=Config.PER_PAGE_MAX)
 
@@ -220,7 +278,9 @@ class ActivityQuery(BaseModel):
 
 
 class MembersQuery(BaseModel):
-    after: int = Field(0, ge=0, le=MAX_USER_ID, description="keyset cursor: the last user_id of the previous page")
+    after: int = Field(
+        0, ge=0, le=MAX_USER_ID, description="keyset cursor: the last user_id of the previous page"
+    )
     limit: int = Field(100, ge=1, le=1000)
 
 
@@ -236,10 +296,13 @@ class DeletedOut(BaseModel):
     slug: str
     deleted: bool
     members_removed: int
-    operation_url: str | None = Field(None, description="status of the background removal of many members' rows")
+    operation_url: str | None = Field(
+        None, description="status of the background removal of many members' rows"
+    )
 
 
 # -- responses -----------------------------------------------------------------------------
+
 
 class SegmentOut(BaseModel):
     slug: str
@@ -407,6 +470,7 @@ class ReportOut(BaseModel):
 
 
 # -- bulk remove and replace ---------------------------------------------------------------
+
 
 class BulkRemoveMembers(Strict):
     """The users to take out of the segment (each as a per-user ``del`` would)."""

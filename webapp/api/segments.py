@@ -1,4 +1,5 @@
 """/api/v1/segments: segment CRUD, members, bulk add, remove and replace."""
+
 from __future__ import annotations
 
 from flask import Response, request, url_for
@@ -36,9 +37,15 @@ TAGS = ("segments",)
 
 
 def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:
-    return SegmentOut(slug=segment.slug, description=segment.description,
-                      rollout_percent=segment.rollout_percent, created_at=segment.created_at,
-                      exclusion_group=segment.exclusion_group, member_count=members, excluded_count=excluded)
+    return SegmentOut(
+        slug=segment.slug,
+        description=segment.description,
+        rollout_percent=segment.rollout_percent,
+        created_at=segment.created_at,
+        exclusion_group=segment.exclusion_group,
+        member_count=members,
+        excluded_count=excluded,
+    )
 
 
 @bp.get("/segments")
@@ -49,8 +56,11 @@ def list_segments():
     q = request.args.get("q", "").strip()[:200]
     items, total = segments.list_segments(db.session, q, page, per_page)
     counts = segments.member_counts(db.session, [s.id for s in items])
-    return out(SegmentList(items=[segment_out(s, counts[s.id]) for s in items],
-                           page=page, per_page=per_page, total=total))
+    return out(
+        SegmentList(
+            items=[segment_out(s, counts[s.id]) for s in items], page=page, per_page=per_page, total=total
+        )
+    )
 
 
 @bp.post("/segments")
@@ -60,10 +70,10 @@ def create_segment():
     """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage
     and in an exclusion group (whose rollouts share 100%: 422 naming the group when full)."""
     body = json_body(SegmentCreate)
-    segment = segments.create_segment(db.session, body.slug, body.description, body.rollout_percent,
-                                      body.exclusion_group, actor=actor())
-    return out(segment_out(segment, 0, 0), 201,
-               {"Location": url_for("api.get_segment", slug=segment.slug)})
+    segment = segments.create_segment(
+        db.session, body.slug, body.description, body.rollout_percent, body.exclusion_group, actor=actor()
+    )
+    return out(segment_out(segment, 0, 0), 201, {"Location": url_for("api.get_segment", slug=segment.slug)})
 
 
 @bp.get("/segments/<slug>")
@@ -99,8 +109,12 @@ def delete_segment(slug: str):
 
 
 def deleted_out(slug: str, left: int, removal: BulkOperation | None) -> DeletedOut:
-    return DeletedOut(slug=slug, deleted=True, members_removed=left,
-                      operation_url=operation_out(removal).status_url if removal else None)
+    return DeletedOut(
+        slug=slug,
+        deleted=True,
+        members_removed=left,
+        operation_url=operation_out(removal).status_url if removal else None,
+    )
 
 
 def bulk_answer(result: object, done: type[BaseModel]) -> Response:
@@ -114,11 +128,21 @@ def bulk_answer(result: object, done: type[BaseModel]) -> Response:
 
 def operation_out(op: BulkOperation) -> OperationOut:
     return OperationOut(
-        id=str(op.id), kind=OperationKind(op.kind), segment=op.slug, status=ReportStatus(op.status),
-        total=op.total, done=op.done,
+        id=str(op.id),
+        kind=OperationKind(op.kind),
+        segment=op.slug,
+        status=ReportStatus(op.status),
+        total=op.total,
+        done=op.done,
         progress=100 if op.status == ReportStatus.FINISHED else min(99, op.done * 100 // max(op.total, 1)),
-        added=op.added, updated=op.updated, removed=op.removed, error=op.error, created_at=op.created_at, finished_at=op.finished_at,
-        status_url=url_for("api.get_operation", operation_id=op.id, _external=True))
+        added=op.added,
+        updated=op.updated,
+        removed=op.removed,
+        error=op.error,
+        created_at=op.created_at,
+        finished_at=op.finished_at,
+        status_url=url_for("api.get_operation", operation_id=op.id, _external=True),
+    )
 
 
 @bp.get("/operations/<operation_id>")
@@ -149,8 +173,15 @@ def bulk_add(slug: str):
     counts), more as a background operation (202 and its ``status_url``), never stalling
     anyone; all validated before anything is written."""
     body = json_body(BulkMembers)
-    result = bulk.bulk_add(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
-                           expires_at=body.expires_at, reason=Reason.API, actor=actor())
+    result = bulk.bulk_add(
+        db.session,
+        slug,
+        body.user_ids,
+        ttl_seconds=body.ttl_seconds,
+        expires_at=body.expires_at,
+        reason=Reason.API,
+        actor=actor(),
+    )
     return bulk_answer(result, BulkOut)
 
 
@@ -178,6 +209,13 @@ def bulk_replace(slug: str):
     removes the members not listed that were members when it started; never stalling anyone;
     all validated before anything is written."""
     body = json_body(BulkReplaceMembers)
-    result = bulk.bulk_replace(db.session, slug, body.user_ids, ttl_seconds=body.ttl_seconds,
-                               expires_at=body.expires_at, reason=Reason.API, actor=actor())
+    result = bulk.bulk_replace(
+        db.session,
+        slug,
+        body.user_ids,
+        ttl_seconds=body.ttl_seconds,
+        expires_at=body.expires_at,
+        reason=Reason.API,
+        actor=actor(),
+    )
     return bulk_answer(result, BulkReplaceOut)

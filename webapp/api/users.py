@@ -1,4 +1,5 @@
 """/api/v1/users/<id>: active segments, atomic add/del, history."""
+
 from __future__ import annotations
 
 from flask import Response
@@ -37,9 +38,15 @@ def _as_out(active: list[ActiveSegment]) -> list[ActiveSegmentOut]:
 
 def change_out(result: ChangeResult) -> ChangeOut:
     """What a change did, plus the user's segments as this (uncommitted) transaction sees them."""
-    return ChangeOut(user_id=result.user_id, added=result.added, updated=result.updated,
-                     unchanged=result.unchanged, removed=result.removed, not_members=result.not_members,
-                     segments=_as_out(active_segments(db.session, result.user_id)))
+    return ChangeOut(
+        user_id=result.user_id,
+        added=result.added,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        removed=result.removed,
+        not_members=result.not_members,
+        segments=_as_out(active_segments(db.session, result.user_id)),
+    )
 
 
 @bp.get("/users/<user_id>/segments")
@@ -67,11 +74,20 @@ def change_user_segments(user_id: str):
     """Add (``add``) and remove (``del``) segments in one transaction: all or nothing."""
     uid = parse_user_id(user_id)
     body = json_body(UserSegmentsChange)
-    add = [AddSpec(item) if isinstance(item, str) else AddSpec(item.slug, item.ttl_seconds, item.expires_at)
-           for item in body.add]
+    add = [
+        AddSpec(item) if isinstance(item, str) else AddSpec(item.slug, item.ttl_seconds, item.expires_at)
+        for item in body.add
+    ]
     result = user_changes.change_user_segments(
-        db.session, uid, add, body.delete, ttl_seconds=body.ttl_seconds,
-        expires_at=body.expires_at, reason=Reason.API, actor=actor())
+        db.session,
+        uid,
+        add,
+        body.delete,
+        ttl_seconds=body.ttl_seconds,
+        expires_at=body.expires_at,
+        reason=Reason.API,
+        actor=actor(),
+    )
     return out(change_out(result))
 
 
@@ -84,6 +100,14 @@ def user_history(user_id: str):
     if start and end and start >= end:
         raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
     entries = history.user_history(db.session, uid, start, end)
-    items = [HistoryEntryOut(segment=e.segment, operation=e.operation, occurred_at=e.occurred_at,
-                             reason=e.reason, actor=e.actor) for e in entries]
+    items = [
+        HistoryEntryOut(
+            segment=e.segment,
+            operation=e.operation,
+            occurred_at=e.occurred_at,
+            reason=e.reason,
+            actor=e.actor,
+        )
+        for e in entries
+    ]
     return out(HistoryOut(user_id=uid, start=start, end=end, items=items))

@@ -1,4 +1,5 @@
 """The nightly TTL expiry, registered in rq-scheduler under a stable id (idempotent)."""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,9 @@ MAINTENANCE_TIMEOUT = 6 * 3600
 
 def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
     """The scheduler process uses a blocking client; web processes (status strip) a short-timeout one."""
-    return Scheduler(queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30,
-                     job_class=JsonJob)
+    return Scheduler(
+        queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30, job_class=JsonJob
+    )
 
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
@@ -38,13 +40,35 @@ def register_schedules(scheduler: Scheduler, cron: str) -> None:
     for job in scheduler.get_jobs():
         if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID, ROLLOUTS_JOB_ID):
             scheduler.cancel(job)
-    scheduler.schedule(datetime.now(UTC), REAPER_JOB, id=REAPER_JOB_ID, interval=REAPER_INTERVAL, repeat=None,
-                       queue_name=QUEUE_NAME, timeout=REAPER_INTERVAL * 5, result_ttl=REAPER_INTERVAL * 2)
-    scheduler.schedule(datetime.now(UTC), ROLLOUTS_JOB, id=ROLLOUTS_JOB_ID, interval=REAPER_INTERVAL, repeat=None,
-                       queue_name=QUEUE_NAME, timeout=REAPER_INTERVAL * 5, result_ttl=REAPER_INTERVAL * 2)
-    scheduler.cron(cron, func=MAINTENANCE_JOB, id=EXPIRY_JOB_ID, queue_name=QUEUE_NAME,
-                   use_local_timezone=False, timeout=MAINTENANCE_TIMEOUT,
-                   description="purge expired memberships and old reports")
+    scheduler.schedule(
+        datetime.now(UTC),
+        REAPER_JOB,
+        id=REAPER_JOB_ID,
+        interval=REAPER_INTERVAL,
+        repeat=None,
+        queue_name=QUEUE_NAME,
+        timeout=REAPER_INTERVAL * 5,
+        result_ttl=REAPER_INTERVAL * 2,
+    )
+    scheduler.schedule(
+        datetime.now(UTC),
+        ROLLOUTS_JOB,
+        id=ROLLOUTS_JOB_ID,
+        interval=REAPER_INTERVAL,
+        repeat=None,
+        queue_name=QUEUE_NAME,
+        timeout=REAPER_INTERVAL * 5,
+        result_ttl=REAPER_INTERVAL * 2,
+    )
+    scheduler.cron(
+        cron,
+        func=MAINTENANCE_JOB,
+        id=EXPIRY_JOB_ID,
+        queue_name=QUEUE_NAME,
+        use_local_timezone=False,
+        timeout=MAINTENANCE_TIMEOUT,
+        description="purge expired memberships and old reports",
+    )
 
 
 def next_run(app: Flask) -> datetime | None:

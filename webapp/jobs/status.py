@@ -1,4 +1,5 @@
 """Jobs status for the dashboard strip: worker alive, next TTL run, last run's result."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ class JobsStatus:
 
 
 def jobs_status(app: Flask) -> JobsStatus:
-    last = db.session.scalars(select(JobRun).where(JobRun.name == EXPIRY_JOB)
-                              .order_by(JobRun.started_at.desc()).limit(1)).first()
+    last = db.session.scalars(
+        select(JobRun).where(JobRun.name == EXPIRY_JOB).order_by(JobRun.started_at.desc()).limit(1)
+    ).first()
     queue = get_queue(app)
     try:
         return JobsStatus(Worker.count(queue=queue), queue.count, next_run(app), last)

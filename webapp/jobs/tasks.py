@@ -1,4 +1,5 @@
 """Job functions, run by the RQ worker inside its app context. Each owns its transactions."""
+
 from __future__ import annotations
 
 import logging
@@ -40,24 +41,40 @@ def generate_report(report_id: str) -> int:
     report = reports.get_report(db.session, report_id)
     if report.status == ReportStatus.FINISHED:
         return report.rows
-    set_report_state(report_id, status=ReportStatus.RUNNING, progress=0, error=None, attempts=Report.attempts + 1)
+    set_report_state(
+        report_id, status=ReportStatus.RUNNING, progress=0, error=None, attempts=Report.attempts + 1
+    )
     started = time.perf_counter()
     try:
         count, path = reports.write_csv(
-            db.session, report,
+            db.session,
+            report,
             on_progress=lambda done, total: set_report_state(
-                report_id, progress=min(99, done * 100 // max(total, 1)), rows=done))
+                report_id, progress=min(99, done * 100 // max(total, 1)), rows=done
+            ),
+        )
     except Exception as exc:
         db.session.rollback()
         job = get_current_job()
         retrying = bool(job and job.retries_left)
         message = f"{type(exc).__name__}: {exc}"[:500]
-        set_report_state(report_id, status=ReportStatus.QUEUED if retrying else ReportStatus.FAILED,
-                         error=("retrying after " if retrying else "") + message)
+        set_report_state(
+            report_id,
+            status=ReportStatus.QUEUED if retrying else ReportStatus.FAILED,
+            error=("retrying after " if retrying else "") + message,
+        )
         raise
     db.session.rollback()  # close the streaming read
-    set_report_state(report_id, status=ReportStatus.FINISHED, progress=100, rows=count, path=str(path),
-                     size_bytes=path.stat().st_size, finished_at=utcnow(), error=None)
+    set_report_state(
+        report_id,
+        status=ReportStatus.FINISHED,
+        progress=100,
+        rows=count,
+        path=str(path),
+        size_bytes=path.stat().st_size,
+        finished_at=utcnow(),
+        error=None,
+    )
     log.info("report %s: %d rows in %.2fs", report_id, count, time.perf_counter() - started)
     return count
 
@@ -81,12 +98,17 @@ def run_bulk_operation(operation_id: str) -> int:
         job = get_current_job()
         retrying = bool(job and job.retries_left)
         if retrying:
-            operation.status, operation.error = ReportStatus.QUEUED, f"retrying after {type(exc).__name__}: {exc}"[:500]
+            operation.status, operation.error = (
+                ReportStatus.QUEUED,
+                f"retrying after {type(exc).__name__}: {exc}"[:500],
+            )
         else:
             bulk.give_up(db.session, operation, f"{type(exc).__name__}: {exc}")
         db.session.commit()
         raise
-    log.info("bulk operation %s (%s %s): %d rows", operation_id, operation.kind, operation.slug, operation.done)
+    log.info(
+        "bulk operation %s (%s %s): %d rows", operation_id, operation.kind, operation.slug, operation.done
+    )
     return operation.done
 
 
@@ -102,14 +124,22 @@ def reap_stuck_jobs(now: datetime | None = None) -> int:
     queue = get_queue(current_app, blocking=True)
     since = now - REAP_AFTER
     acted = 0
-    for report in db.session.scalars(select(Report).where(Report.status.in_(reports.PENDING),
-                                                          Report.created_at < since)).all():
+    for report in db.session.scalars(
+        select(Report).where(Report.status.in_(reports.PENDING), Report.created_at < since)
+    ).all():
         acted += _reap(queue.fetch_job(reports.report_job_id(report.id)), report, reports.enqueue_report, now)
-    for operation in db.session.scalars(select(BulkOperation).where(BulkOperation.status.in_(reports.PENDING),
-                                                                    BulkOperation.created_at < since)).all():
-        acted += _reap(queue.fetch_job(bulk.operation_job_id(operation.id)), operation, bulk.enqueue_operation, now)
+    for operation in db.session.scalars(
+        select(BulkOperation).where(
+            BulkOperation.status.in_(reports.PENDING), BulkOperation.created_at < since
+        )
+    ).all():
+        acted += _reap(
+            queue.fetch_job(bulk.operation_job_id(operation.id)), operation, bulk.enqueue_operation, now
+        )
     db.session.commit()
-    running = {str(r) for r in db.session.scalars(select(Report.id).where(Report.status == ReportStatus.RUNNING))}
+    running = {
+        str(r) for r in db.session.scalars(select(Report.id).where(Report.status == ReportStatus.RUNNING))
+    }
     for part in Path(current_app.config["REPORTS_DIR"]).glob("*.part"):
         if part.stem not in running:
             part.unlink(missing_ok=True)
@@ -129,8 +159,11 @@ def _reap(job: Job | None, record: Any, requeue: Callable[[Any], None], now: dat
         return True
     result = job.latest_result() if job is not None else None
     reason = _last_line(result.exc_string if result is not None else None)
-    error = (f"gave up after {record.attempts} attempts; the job died: {reason}" if reason else
-             f"gave up after {record.attempts} attempts; the job was lost")
+    error = (
+        f"gave up after {record.attempts} attempts; the job died: {reason}"
+        if reason
+        else f"gave up after {record.attempts} attempts; the job was lost"
+    )
     if isinstance(record, BulkOperation):
         bulk.give_up(db.session, record, error, now)
     else:

@@ -1,4 +1,5 @@
 """RQ worker bootstrap: one app (and app context) per worker process, not per job."""
+
 from __future__ import annotations
 
 from flask import Flask
@@ -21,5 +22,7 @@ def run_worker(app: Flask, *, burst: bool = False, fork: bool = True, with_sched
     with app.app_context():
         db.engine.dispose()
         worker_class = Worker if fork else SimpleWorker
-        worker = worker_class([queue], connection=queue.connection, job_class=JsonJob, serializer=JSONSerializer)
+        worker = worker_class(
+            [queue], connection=queue.connection, job_class=JsonJob, serializer=JSONSerializer
+        )
         return bool(worker.work(burst=burst, with_scheduler=with_scheduler))

@@ -1,4 +1,5 @@
 """SQLAlchemy models; importing this package registers every table on db.metadata."""
+
 from webapp.models.bulk_operation import BulkOperation, BulkOperationId
 from webapp.models.history import MembershipEvent
 from webapp.models.job_run import JobRun
@@ -13,4 +14,18 @@ from webapp.models.segment import (
     SegmentEvent,
 )
 
-__all__ = ["BulkOperation", "BulkOperationId", "CatalogVersion", "ExclusionGroup", "JobRun", "MembershipEvent", "Membership", "RolloutExclusion", "Report", "RolloutChange", "RolloutSchedule", "Segment", "SegmentEvent"]
+__all__ = [
+    "BulkOperation",
+    "BulkOperationId",
+    "CatalogVersion",
+    "ExclusionGroup",
+    "JobRun",
+    "MembershipEvent",
+    "Membership",
+    "RolloutExclusion",
+    "Report",
+    "RolloutChange",
+    "RolloutSchedule",
+    "Segment",
+    "SegmentEvent",
+]

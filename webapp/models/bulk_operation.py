@@ -1,5 +1,6 @@
 """Large membership operations run as resumable jobs: a bulk add, remove or replace of many
 ids, the removal of a deleted segment's members."""
+
 from __future__ import annotations
 
 import uuid

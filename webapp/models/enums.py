@@ -1,4 +1,5 @@
 """The closed vocabularies stored in the database and shown by the API."""
+
 from __future__ import annotations
 
 from enum import StrEnum

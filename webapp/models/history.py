@@ -1,4 +1,5 @@
 """Append-only log of explicit membership changes."""
+
 from __future__ import annotations
 
 from datetime import datetime

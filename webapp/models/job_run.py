@@ -1,4 +1,5 @@
 """One run of a scheduled job (the nightly TTL expiry), for the dashboard's status strip."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,4 +1,5 @@
 """Explicit memberships and explicit removals from a rollout."""
+
 from __future__ import annotations
 
 from datetime import datetime

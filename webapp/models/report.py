@@ -1,4 +1,5 @@
 """Metadata of CSV report jobs; the files live in REPORTS_DIR."""
+
 from __future__ import annotations
 
 import uuid
@@ -19,8 +20,12 @@ class Report(Model):
     params: Mapped[dict] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(10), default="queued")  # ReportStatus
     progress: Mapped[int] = mapped_column(Integer, default=0)
-    requested_by: Mapped[str] = mapped_column(String(100), default="", server_default="")  # token name or SSO user
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # job starts, for the reaper
+    requested_by: Mapped[str] = mapped_column(
+        String(100), default="", server_default=""
+    )  # token name or SSO user
+    attempts: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )  # job starts, for the reaper
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     path: Mapped[str | None] = mapped_column(Text, nullable=True)

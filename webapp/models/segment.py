@@ -1,4 +1,5 @@
 """Segments, their rollout history and the catalog version the read path revalidates against."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -47,12 +48,18 @@ class Segment(Model):
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="rollout_basis_points_range"),
         CheckConstraint("hash_scheme IN (1, 2)", name="hash_scheme_known"),
-        Index("ix_segments_live_group", "exclusion_group",
-              postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND exclusion_group IS NOT NULL")),
+        Index(
+            "ix_segments_live_group",
+            "exclusion_group",
+            postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND exclusion_group IS NOT NULL"),
+        ),
         # A slug is unique among live segments; deleted ones keep theirs for history.
         Index("uq_segments_live_slug", "slug", unique=True, postgresql_where=text(LIVE_SEGMENT_SQL)),
-        Index("ix_segments_live_rollout", "id",
-              postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND rollout_basis_points > 0")),
+        Index(
+            "ix_segments_live_rollout",
+            "id",
+            postgresql_where=text(f"{LIVE_SEGMENT_SQL} AND rollout_basis_points > 0"),
+        ),
     )
 
     @hybrid_property
@@ -116,7 +123,11 @@ class RolloutSchedule(Model):
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="basis_points_range"),
         Index("ix_rollout_schedule_segment_at", "segment_id", "at"),
-        Index("ix_rollout_schedule_pending", "at", postgresql_where=text("applied_at IS NULL AND cancelled_at IS NULL")),
+        Index(
+            "ix_rollout_schedule_pending",
+            "at",
+            postgresql_where=text("applied_at IS NULL AND cancelled_at IS NULL"),
+        ),
     )
 
     @property

@@ -1,6 +1,7 @@
 """A segment's activity log: one row per segment-level change (created, description, rollout
 or group changed, scheduled changes, a bulk import or removal as one event with its count,
 deleted), with the actor and time. Written in the changing transaction."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -13,15 +14,30 @@ from webapp.models.enums import SegmentEventKind
 from webapp.services.common import DbSession, utcnow
 
 
-def record(session: DbSession, segment: Segment, kind: SegmentEventKind, actor: str,
-           at: datetime | None = None, **detail: Any) -> None:
+def record(
+    session: DbSession,
+    segment: Segment,
+    kind: SegmentEventKind,
+    actor: str,
+    at: datetime | None = None,
+    **detail: Any,
+) -> None:
     """Append one entry (``detail``: JSON-able facts such as from/to or a count)."""
-    session.add(SegmentEvent(segment_id=segment.id, segment_slug=segment.slug, kind=kind, detail=detail,
-                             actor=actor, occurred_at=at or utcnow()))
+    session.add(
+        SegmentEvent(
+            segment_id=segment.id,
+            segment_slug=segment.slug,
+            kind=kind,
+            detail=detail,
+            actor=actor,
+            occurred_at=at or utcnow(),
+        )
+    )
 
 
-def activity(session: DbSession, segment: Segment, *, limit: int = 50,
-             before: int | None = None) -> list[SegmentEvent]:
+def activity(
+    session: DbSession, segment: Segment, *, limit: int = 50, before: int | None = None
+) -> list[SegmentEvent]:
     """Newest first; ``before`` (an event id from the previous page) pages back."""
     stmt = select(SegmentEvent).where(SegmentEvent.segment_id == segment.id)
     if before is not None:

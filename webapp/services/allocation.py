@@ -8,6 +8,7 @@ each owning a list of ranges in allocation order: raising takes the lowest free 
 (earlier members stay), lowering gives back the most recently taken ones (only the latest
 members leave), so no bucket, hence no user, is ever in two of a group's rollouts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -76,8 +77,14 @@ def resize(own: Ranges, others: Iterable[Ranges], target: int, group: str, *, cl
     return tuple(result)
 
 
-def change(states: Mapping[int, RolloutState], segment_id: int, basis_points: int, *,
-           group: str | None | object = ..., clamp: bool = False) -> RolloutState:
+def change(
+    states: Mapping[int, RolloutState],
+    segment_id: int,
+    basis_points: int,
+    *,
+    group: str | None | object = ...,
+    clamp: bool = False,
+) -> RolloutState:
     """The segment's state after setting its rollout (and, when ``group`` is given, moving it
     into that group or, with None, out of any); ``states`` holds every live segment of the group."""
     state = states[segment_id]

@@ -32,6 +32,7 @@ operation finishes.
 Deleting a segment is instant for everyone (it leaves the catalog at once); its members' rows
 are removed the same way, in chunks, by a job.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -84,15 +85,17 @@ class ReplaceResult:
     unchanged: int
 
 
-def _validated(user_ids: Sequence[int], ttl_seconds: int | None, expires_at: datetime | None, now: datetime,
-               nothing: str) -> tuple[list[int], datetime | None]:
+def _validated(
+    user_ids: Sequence[int], ttl_seconds: int | None, expires_at: datetime | None, now: datetime, nothing: str
+) -> tuple[list[int], datetime | None]:
     """The distinct ids in ascending order and the expiry asked for; every problem at once
     (ValidationFailed, ``nothing`` saying that nothing happened) before anything is written."""
     if not user_ids:
         raise ValidationFailed("user_ids must not be empty", [detail("user_ids", "empty list")])
     if len(user_ids) > MAX_BULK_IDS:
-        raise ValidationFailed(f"at most {MAX_BULK_IDS:,} user ids per request",
-                               [detail("user_ids", f"{len(user_ids):,} given")])
+        raise ValidationFailed(
+            f"at most {MAX_BULK_IDS:,} user ids per request", [detail("user_ids", f"{len(user_ids):,} given")]
+        )
     bad = user_id_details(user_ids)
     until, found = expiry(ttl_seconds, expires_at, now)
     if bad or found:
@@ -100,9 +103,17 @@ def _validated(user_ids: Sequence[int], ttl_seconds: int | None, expires_at: dat
     return sorted(set(user_ids)), until
 
 
-def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seconds: int | None = None,
-             expires_at: datetime | None = None, reason: Reason = Reason.API, actor: str = "",
-             now: datetime | None = None) -> BulkResult | BulkOperation:
+def bulk_add(
+    session: DbSession,
+    slug: str,
+    user_ids: Sequence[int],
+    *,
+    ttl_seconds: int | None = None,
+    expires_at: datetime | None = None,
+    reason: Reason = Reason.API,
+    actor: str = "",
+    now: datetime | None = None,
+) -> BulkResult | BulkOperation:
     """Add up to MAX_BULK_IDS users to one segment: done now (a BulkResult) for up to
     SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
     id and nothing happens."""
@@ -112,16 +123,34 @@ def bulk_add(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seco
     _refuse_group_conflicts(session, segment, ids, now, "no user was added")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
-    added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, until, now, reason,
-                                                  actor, at=at)
+    added, updated = membership_store.upsert_many(
+        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at
+    )
     result = BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
-    activity_log.record(session, segment, SegmentEventKind.MEMBERS_ADDED, actor, at, count=added,
-                        received=result.received, updated=updated, unchanged=result.unchanged, reason=reason)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.MEMBERS_ADDED,
+        actor,
+        at,
+        count=added,
+        received=result.received,
+        updated=updated,
+        unchanged=result.unchanged,
+        reason=reason,
+    )
     return result
 
 
-def bulk_remove(session: DbSession, slug: str, user_ids: Sequence[int], *, reason: Reason = Reason.API,
-                actor: str = "", now: datetime | None = None) -> RemoveResult | BulkOperation:
+def bulk_remove(
+    session: DbSession,
+    slug: str,
+    user_ids: Sequence[int],
+    *,
+    reason: Reason = Reason.API,
+    actor: str = "",
+    now: datetime | None = None,
+) -> RemoveResult | BulkOperation:
     """Take up to MAX_BULK_IDS users out of one segment (each as a per-user removal would:
     see the module docstring): done now for up to SYNC_LIMIT ids, else a resumable
     BulkOperation. Validated whole first."""
@@ -130,17 +159,42 @@ def bulk_remove(session: DbSession, slug: str, user_ids: Sequence[int], *, reaso
     segment = get_live_segment(session, slug, lock="share")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_REMOVE, segment, now, reason, actor, ids=ids)
-    removed = membership_store.remove_many(session, ids, segment.id, segment.slug,
-                                           rollout_covered(session, segment, ids, now), now, reason, actor, at=at)
+    removed = membership_store.remove_many(
+        session,
+        ids,
+        segment.id,
+        segment.slug,
+        rollout_covered(session, segment, ids, now),
+        now,
+        reason,
+        actor,
+        at=at,
+    )
     result = RemoveResult(segment.slug, len(user_ids), removed, len(ids) - removed)
-    activity_log.record(session, segment, SegmentEventKind.MEMBERS_REMOVED, actor, at, count=removed,
-                        received=result.received, reason=reason)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.MEMBERS_REMOVED,
+        actor,
+        at,
+        count=removed,
+        received=result.received,
+        reason=reason,
+    )
     return result
 
 
-def bulk_replace(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_seconds: int | None = None,
-                 expires_at: datetime | None = None, reason: Reason = Reason.API, actor: str = "",
-                 now: datetime | None = None) -> ReplaceResult | BulkOperation:
+def bulk_replace(
+    session: DbSession,
+    slug: str,
+    user_ids: Sequence[int],
+    *,
+    ttl_seconds: int | None = None,
+    expires_at: datetime | None = None,
+    reason: Reason = Reason.API,
+    actor: str = "",
+    now: datetime | None = None,
+) -> ReplaceResult | BulkOperation:
     """Make the segment's explicit members exactly ``user_ids`` (up to MAX_BULK_IDS): new ones
     added, listed members given the new expiry (none: no expiry), the others removed. Done now
     when at most SYNC_LIMIT ids are given and at most SYNC_LIMIT members leave, else a
@@ -150,32 +204,77 @@ def bulk_replace(session: DbSession, slug: str, user_ids: Sequence[int], *, ttl_
     segment = get_live_segment(session, slug, lock="share")
     _refuse_group_conflicts(session, segment, ids, now, "nothing was replaced")
     if len(ids) > SYNC_LIMIT or _unlisted_members(session, segment.id, ids, SYNC_LIMIT + 1) > SYNC_LIMIT:
-        members = session.scalar(text("SELECT count(*) FROM memberships WHERE segment_id = :segment"),
-                                 {"segment": segment.id}) or 0
-        return _start(session, OperationKind.BULK_REPLACE, segment, now, reason, actor, ids=ids, expires_at=until,
-                      total=len(ids) + members)
-    added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, until, now, reason,
-                                                  actor, at=at)
+        members = (
+            session.scalar(
+                text("SELECT count(*) FROM memberships WHERE segment_id = :segment"), {"segment": segment.id}
+            )
+            or 0
+        )
+        return _start(
+            session,
+            OperationKind.BULK_REPLACE,
+            segment,
+            now,
+            reason,
+            actor,
+            ids=ids,
+            expires_at=until,
+            total=len(ids) + members,
+        )
+    added, updated = membership_store.upsert_many(
+        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at
+    )
     leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
-    removed = membership_store.remove_many(session, leaving, segment.id, segment.slug,
-                                           rollout_covered(session, segment, leaving, now), now, reason, actor,
-                                           at=at) if leaving else 0
+    removed = (
+        membership_store.remove_many(
+            session,
+            leaving,
+            segment.id,
+            segment.slug,
+            rollout_covered(session, segment, leaving, now),
+            now,
+            reason,
+            actor,
+            at=at,
+        )
+        if leaving
+        else 0
+    )
     result = ReplaceResult(segment.slug, len(user_ids), added, updated, removed, len(ids) - added - updated)
-    activity_log.record(session, segment, SegmentEventKind.MEMBERS_REPLACED, actor, at, count=len(ids),
-                        received=result.received, added=added, updated=updated, removed=removed,
-                        unchanged=result.unchanged, reason=reason)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.MEMBERS_REPLACED,
+        actor,
+        at,
+        count=len(ids),
+        received=result.received,
+        added=added,
+        updated=updated,
+        removed=removed,
+        unchanged=result.unchanged,
+        reason=reason,
+    )
     return result
 
 
 def _unlisted_members(session: DbSession, segment_id: int, ids: Sequence[int], limit: int) -> int:
     """How many of the segment's member rows are not in ``ids``, counting up to ``limit``."""
-    return session.scalar(text(
-        "SELECT count(*) FROM (SELECT 1 FROM memberships m WHERE m.segment_id = :segment AND NOT EXISTS "
-        "(SELECT 1 FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) WHERE l.user_id = m.user_id) LIMIT :limit) t"),
-        {"segment": segment_id, "ids": list(ids), "limit": limit}) or 0
+    return (
+        session.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT 1 FROM memberships m WHERE m.segment_id = :segment AND NOT EXISTS "
+                "(SELECT 1 FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) WHERE l.user_id = m.user_id) LIMIT :limit) t"
+            ),
+            {"segment": segment_id, "ids": list(ids), "limit": limit},
+        )
+        or 0
+    )
 
 
-def rollout_covered(session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime) -> list[int]:
+def rollout_covered(
+    session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime
+) -> list[int]:
     """The users among ``user_ids`` the segment's rollout covers at ``now``, whatever their
     explicit rows: the per-user removal's test (``read_path.user_view(...).rollout_ids``: the
     catalog's rollouts at ``now``, scheduled changes due by then applied, a group's bucket
@@ -189,18 +288,24 @@ def rollout_covered(session: DbSession, segment: Segment, user_ids: Sequence[int
 
 # -- previews (the dashboard's confirmation) ------------------------------------------------
 
-def preview_remove(session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None) -> int:
+
+def preview_remove(
+    session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
+) -> int:
     """How many users a bulk remove of ``user_ids`` would take out of the segment now: listed
     live explicit members, and listed users in only through the rollout (not yet excluded)."""
     now = now or utcnow()
     ids, _ = _validated(user_ids, None, None, now, "nothing can be removed")
     segment = get_live_segment(session, slug)
     members = _listed_members(session, segment.id, ids, now)
-    return len(members) + len(_in_through_rollout(session, segment, [u for u in ids if u not in members], now))
+    return len(members) + len(
+        _in_through_rollout(session, segment, [u for u in ids if u not in members], now)
+    )
 
 
-def preview_replace(session: DbSession, slug: str, user_ids: Sequence[int],
-                    now: datetime | None = None) -> tuple[int, int]:
+def preview_replace(
+    session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
+) -> tuple[int, int]:
     """(leaving, joining) for a replace by ``user_ids`` now: live explicit members not listed
     leave; listed users not in the segment now (neither live explicit members nor in through
     the rollout) join."""
@@ -213,46 +318,72 @@ def preview_replace(session: DbSession, slug: str, user_ids: Sequence[int],
     return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
 
 
-def _refuse_group_conflicts(session: DbSession, segment: Segment, ids: Sequence[int], now: datetime,
-                            nothing: str) -> None:
+def _refuse_group_conflicts(
+    session: DbSession, segment: Segment, ids: Sequence[int], now: datetime, nothing: str
+) -> None:
     """409 when the segment is in an exclusion group and some listed users are already in
     another of its segments (explicitly, or through its rollout): the per-user rule, checked
     for the whole list before anything is written."""
     if segment.exclusion_group is None or not ids:
         return
-    others = session.scalars(select(Segment).where(Segment.exclusion_group == segment.exclusion_group,
-                                                   Segment.is_live, Segment.id != segment.id)).all()
+    others = session.scalars(
+        select(Segment).where(
+            Segment.exclusion_group == segment.exclusion_group, Segment.is_live, Segment.id != segment.id
+        )
+    ).all()
     conflicts: dict[int, str] = {}
     if others:
-        rows = session.execute(text(
-            "SELECT m.user_id, s.slug FROM memberships m JOIN segments s ON s.id = m.segment_id "
-            "WHERE m.segment_id = ANY(CAST(:others AS int[])) AND m.user_id = ANY(CAST(:ids AS bigint[])) "
-            "AND (m.expires_at IS NULL OR m.expires_at > :now)"),
-            {"others": [o.id for o in others], "ids": list(ids), "now": now})
+        rows = session.execute(
+            text(
+                "SELECT m.user_id, s.slug FROM memberships m JOIN segments s ON s.id = m.segment_id "
+                "WHERE m.segment_id = ANY(CAST(:others AS int[])) AND m.user_id = ANY(CAST(:ids AS bigint[])) "
+                "AND (m.expires_at IS NULL OR m.expires_at > :now)"
+            ),
+            {"others": [o.id for o in others], "ids": list(ids), "now": now},
+        )
         conflicts.update({user: slug for user, slug in rows})
     for other in others:
         if other.rollout_basis_points:
-            conflicts.update({user: other.slug for user in _in_through_rollout(session, other, ids, now)
-                              if user not in conflicts})
+            conflicts.update(
+                {
+                    user: other.slug
+                    for user in _in_through_rollout(session, other, ids, now)
+                    if user not in conflicts
+                }
+            )
     if conflicts:
         group, first = segment.exclusion_group, min(conflicts)
         raise Conflict(
             f"{nothing}: {len(conflicts):,} of the listed users are already in another segment of exclusion "
             f"group {group} (user {first} is in {conflicts[first]})",
-            [detail("user_ids", f"already in {slug}, which shares exclusion group {group}", user_id=user,
-                    segment=slug, exclusion_group=group) for user, slug in sorted(conflicts.items())[:100]])
+            [
+                detail(
+                    "user_ids",
+                    f"already in {slug}, which shares exclusion group {group}",
+                    user_id=user,
+                    segment=slug,
+                    exclusion_group=group,
+                )
+                for user, slug in sorted(conflicts.items())[:100]
+            ],
+        )
 
 
 def _listed_members(session: DbSession, segment_id: int, ids: Sequence[int], now: datetime) -> set[int]:
     """The listed users who are live explicit members of the segment."""
-    rows = session.scalars(text(
-        "SELECT m.user_id FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) JOIN memberships m "
-        "ON m.segment_id = :segment AND m.user_id = l.user_id WHERE m.expires_at IS NULL OR m.expires_at > :now"),
-        {"segment": segment_id, "ids": list(ids), "now": now})
+    rows = session.scalars(
+        text(
+            "SELECT m.user_id FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) JOIN memberships m "
+            "ON m.segment_id = :segment AND m.user_id = l.user_id WHERE m.expires_at IS NULL OR m.expires_at > :now"
+        ),
+        {"segment": segment_id, "ids": list(ids), "now": now},
+    )
     return set(rows)
 
 
-def _in_through_rollout(session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime) -> list[int]:
+def _in_through_rollout(
+    session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime
+) -> list[int]:
     """The users the segment's rollout covers now who are in through it: not excluded from it
     and, in an exclusion group, not explicit members of another segment of the group (an
     explicit membership wins there, as the read path has it)."""
@@ -260,19 +391,32 @@ def _in_through_rollout(session: DbSession, segment: Segment, user_ids: Sequence
     if not covered:
         return []
     params = {"segment": segment.id, "ids": covered, "group": segment.exclusion_group, "now": now}
-    out = set(session.scalars(text(
-        "SELECT user_id FROM rollout_exclusions WHERE segment_id = :segment "
-        "AND user_id = ANY(CAST(:ids AS bigint[]))"), params))
+    out = set(
+        session.scalars(
+            text(
+                "SELECT user_id FROM rollout_exclusions WHERE segment_id = :segment "
+                "AND user_id = ANY(CAST(:ids AS bigint[]))"
+            ),
+            params,
+        )
+    )
     if segment.exclusion_group is not None:
-        out |= set(session.scalars(text(
-            "SELECT DISTINCT m.user_id FROM memberships m JOIN segments s ON s.id = m.segment_id "
-            f"WHERE s.exclusion_group = :group AND s.{LIVE_SEGMENT_SQL} AND s.id <> :segment "
-            "AND m.user_id = ANY(CAST(:ids AS bigint[])) AND (m.expires_at IS NULL OR m.expires_at > :now)"), params))
+        out |= set(
+            session.scalars(
+                text(
+                    "SELECT DISTINCT m.user_id FROM memberships m JOIN segments s ON s.id = m.segment_id "
+                    f"WHERE s.exclusion_group = :group AND s.{LIVE_SEGMENT_SQL} AND s.id <> :segment "
+                    "AND m.user_id = ANY(CAST(:ids AS bigint[])) AND (m.expires_at IS NULL OR m.expires_at > :now)"
+                ),
+                params,
+            )
+        )
     return [u for u in covered if u not in out]
 
 
-def delete_segment(session: DbSession, slug: str, actor: str = "",
-                   now: datetime | None = None) -> tuple[int, BulkOperation | None]:
+def delete_segment(
+    session: DbSession, slug: str, actor: str = "", now: datetime | None = None
+) -> tuple[int, BulkOperation | None]:
     """Delete a segment: gone for every read at commit, slug free again. Its members' rows
     go now if they are few, else in a queued operation; their history rows are stamped at
     the deletion either way. Returns (live members that left, the operation or None)."""
@@ -281,16 +425,42 @@ def delete_segment(session: DbSession, slug: str, actor: str = "",
     if members <= SYNC_LIMIT:
         membership_store.remove_for_deleted_segment(session, segment.id, segment.slug, now, actor)
         return members, None
-    return members, _start(session, OperationKind.DELETE_SEGMENT, segment, now, Reason.SEGMENT_DELETED, actor,
-                           total=members)
+    return members, _start(
+        session, OperationKind.DELETE_SEGMENT, segment, now, Reason.SEGMENT_DELETED, actor, total=members
+    )
 
 
-def _start(session: DbSession, kind: OperationKind, segment: Segment, now: datetime, reason: Reason, actor: str,
-           *, ids: Sequence[int] = (), expires_at: datetime | None = None, total: int = 0) -> BulkOperation:
-    operation = BulkOperation(id=uuid.uuid4(), kind=kind, segment_id=segment.id, slug=segment.slug,
-                              status=ReportStatus.QUEUED, total=total or len(ids), done=0, added=0, updated=0,
-                              removed=0, cursor=0, phase=ADD_PASS, expires_at=expires_at, reason=reason, actor=actor,
-                              attempts=0, created_at=now)
+def _start(
+    session: DbSession,
+    kind: OperationKind,
+    segment: Segment,
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    ids: Sequence[int] = (),
+    expires_at: datetime | None = None,
+    total: int = 0,
+) -> BulkOperation:
+    operation = BulkOperation(
+        id=uuid.uuid4(),
+        kind=kind,
+        segment_id=segment.id,
+        slug=segment.slug,
+        status=ReportStatus.QUEUED,
+        total=total or len(ids),
+        done=0,
+        added=0,
+        updated=0,
+        removed=0,
+        cursor=0,
+        phase=ADD_PASS,
+        expires_at=expires_at,
+        reason=reason,
+        actor=actor,
+        attempts=0,
+        created_at=now,
+    )
     session.add(operation)
     session.flush()
     if ids:
@@ -312,7 +482,7 @@ def _copy_ids(session: DbSession, operation_id: uuid.UUID, ids: Sequence[int]) -
     with cursor.copy("COPY bulk_operation_ids (operation_id, user_id) FROM STDIN") as copy:
         prefix = f"{operation_id}\t"
         for start in range(0, len(ids), 100_000):
-            copy.write("".join(f"{prefix}{u}\n" for u in ids[start:start + 100_000]))
+            copy.write("".join(f"{prefix}{u}\n" for u in ids[start : start + 100_000]))
 
 
 def get_operation(session: DbSession, operation_id: str) -> BulkOperation:
@@ -330,27 +500,43 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     """Do the operation's next chunk in the caller's transaction; False when nothing is left.
     The cursor, counts and status change with the chunk, so a crash loses nothing."""
     if operation.kind == OperationKind.DELETE_SEGMENT:
-        gone = membership_store.remove_for_deleted_segment(session, operation.segment_id, operation.slug,
-                                                           operation.created_at, operation.actor, CHUNK)
+        gone = membership_store.remove_for_deleted_segment(
+            session, operation.segment_id, operation.slug, operation.created_at, operation.actor, CHUNK
+        )
         operation.done += gone
         return gone == CHUNK
-    segment = session.scalar(select(Segment).where(Segment.id == operation.segment_id, Segment.is_live)
-                             .with_for_update(read=True))
+    segment = session.scalar(
+        select(Segment).where(Segment.id == operation.segment_id, Segment.is_live).with_for_update(read=True)
+    )
     if segment is None:
         raise NotFound(f"segment {operation.slug} was deleted while its {operation.kind} ran")
     reason, now = Reason(operation.reason), utcnow()
     if operation.kind == OperationKind.BULK_REPLACE and operation.phase == REMOVE_PASS:
         return _remove_unlisted(session, operation, segment, now)
-    ids = list(session.scalars(text(
-        "SELECT user_id FROM bulk_operation_ids WHERE operation_id = :op AND user_id > :cursor "
-        "ORDER BY user_id LIMIT :chunk"), {"op": operation.id, "cursor": operation.cursor, "chunk": CHUNK}))
+    ids = list(
+        session.scalars(
+            text(
+                "SELECT user_id FROM bulk_operation_ids WHERE operation_id = :op AND user_id > :cursor "
+                "ORDER BY user_id LIMIT :chunk"
+            ),
+            {"op": operation.id, "cursor": operation.cursor, "chunk": CHUNK},
+        )
+    )
     if ids and operation.kind == OperationKind.BULK_REMOVE:
-        operation.removed += membership_store.remove_many(session, ids, segment.id, segment.slug,
-                                                          rollout_covered(session, segment, ids, now), now, reason,
-                                                          operation.actor)
+        operation.removed += membership_store.remove_many(
+            session,
+            ids,
+            segment.id,
+            segment.slug,
+            rollout_covered(session, segment, ids, now),
+            now,
+            reason,
+            operation.actor,
+        )
     elif ids:  # a bulk add, or a replace's add pass
-        added, updated = membership_store.upsert_many(session, ids, segment.id, segment.slug, operation.expires_at,
-                                                      now, reason, operation.actor)
+        added, updated = membership_store.upsert_many(
+            session, ids, segment.id, segment.slug, operation.expires_at, now, reason, operation.actor
+        )
         operation.added += added
         operation.updated += updated
     if ids:
@@ -368,19 +554,34 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
     """One window of a replace's removal pass: the next CHUNK member rows after the cursor
     (keyset on user id); those not listed, and members since before the operation started,
     are removed. Rows are only looked at, not locked, unless they go."""
-    seen, last = session.execute(text(
-        "SELECT count(*), max(user_id) FROM (SELECT user_id FROM memberships WHERE segment_id = :segment "
-        "AND user_id > :cursor ORDER BY user_id LIMIT :chunk) w"),
-        {"segment": segment.id, "cursor": operation.cursor, "chunk": CHUNK}).one()
+    seen, last = session.execute(
+        text(
+            "SELECT count(*), max(user_id) FROM (SELECT user_id FROM memberships WHERE segment_id = :segment "
+            "AND user_id > :cursor ORDER BY user_id LIMIT :chunk) w"
+        ),
+        {"segment": segment.id, "cursor": operation.cursor, "chunk": CHUNK},
+    ).one()
     if not seen:
         return False
-    leaving = membership_store.lock_unlisted_members(session, segment.id, operation_id=operation.id,
-                                                     after=operation.cursor, upto=last,
-                                                     added_before=operation.created_at)
+    leaving = membership_store.lock_unlisted_members(
+        session,
+        segment.id,
+        operation_id=operation.id,
+        after=operation.cursor,
+        upto=last,
+        added_before=operation.created_at,
+    )
     if leaving:
-        operation.removed += membership_store.remove_many(session, leaving, segment.id, segment.slug,
-                                                          rollout_covered(session, segment, leaving, now), now,
-                                                          Reason(operation.reason), operation.actor)
+        operation.removed += membership_store.remove_many(
+            session,
+            leaving,
+            segment.id,
+            segment.slug,
+            rollout_covered(session, segment, leaving, now),
+            now,
+            Reason(operation.reason),
+            operation.actor,
+        )
     operation.done = min(operation.total, operation.done + seen)
     operation.cursor = last
     return seen == CHUNK
@@ -388,14 +589,19 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
 
 def give_up(session: DbSession, operation: BulkOperation, error: str, now: datetime | None = None) -> None:
     """Mark the operation failed for good (no more attempts) and drop its ids."""
-    operation.status, operation.finished_at, operation.error = ReportStatus.FAILED, now or utcnow(), error[:500]
+    operation.status, operation.finished_at, operation.error = (
+        ReportStatus.FAILED,
+        now or utcnow(),
+        error[:500],
+    )
     _drop_ids(session, operation)
 
 
 def _drop_ids(session: DbSession, operation: BulkOperation) -> int:
     """Delete the operation's stored ids (it finished or failed for good); returns how many."""
-    return session.execute(text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"),
-                           {"op": operation.id}).rowcount  # type: ignore[attr-defined]
+    return session.execute(
+        text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"), {"op": operation.id}
+    ).rowcount  # type: ignore[attr-defined]
 
 
 def finish(session: DbSession, operation: BulkOperation) -> None:
@@ -410,14 +616,38 @@ def finish(session: DbSession, operation: BulkOperation) -> None:
         return
     facts = {"operation": str(operation.id), "background": True, "reason": operation.reason}
     if kind == OperationKind.BULK_ADD:
-        activity_log.record(session, segment, SegmentEventKind.MEMBERS_ADDED, operation.actor, now,
-                            count=operation.added, updated=operation.updated,
-                            unchanged=listed - operation.added - operation.updated, **facts)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.MEMBERS_ADDED,
+            operation.actor,
+            now,
+            count=operation.added,
+            updated=operation.updated,
+            unchanged=listed - operation.added - operation.updated,
+            **facts,
+        )
     elif kind == OperationKind.BULK_REMOVE:
-        activity_log.record(session, segment, SegmentEventKind.MEMBERS_REMOVED, operation.actor, now,
-                            count=operation.removed, **facts)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.MEMBERS_REMOVED,
+            operation.actor,
+            now,
+            count=operation.removed,
+            **facts,
+        )
     else:
-        activity_log.record(session, segment, SegmentEventKind.MEMBERS_REPLACED, operation.actor, now,
-                            count=listed, added=operation.added, updated=operation.updated,
-                            removed=operation.removed, unchanged=listed - operation.added - operation.updated,
-                            **facts)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.MEMBERS_REPLACED,
+            operation.actor,
+            now,
+            count=listed,
+            added=operation.added,
+            updated=operation.updated,
+            removed=operation.removed,
+            unchanged=listed - operation.added - operation.updated,
+            **facts,
+        )

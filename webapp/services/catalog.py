@@ -5,6 +5,7 @@ the rollouts in force at a moment as NumPy arrays ready to evaluate for many use
 ``CATALOG`` reads it in one statement, with the ``catalog_version`` it belongs to; ``load_catalog``
 builds it from those rows. Nothing here touches the database or Redis.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ class ActiveSegment:
     def json(self) -> str:
         """The entry as the API writes it (made once: the catalog's entries are shared by
         every read)."""
-        return json.dumps({"slug": self.slug, "source": self.source, "expires_at": iso(self.expires_at)},
-                          separators=(",", ":"))
+        return json.dumps(
+            {"slug": self.slug, "source": self.source, "expires_at": iso(self.expires_at)},
+            separators=(",", ":"),
+        )
 
     @cached_property
     def compat_json(self) -> str:
@@ -85,8 +88,13 @@ class Lookup:
         rank_by_id = np.full(max((s.id for s in segments), default=0) + 1, -1, dtype=np.intp)
         ordered = sorted(segments, key=attrgetter("rank"))
         rank_by_id[[s.id for s in ordered]] = [s.rank for s in ordered]
-        return cls(rank_by_id, objects([s.explicit for s in ordered]), objects([s.explicit.json for s in ordered]),
-                   objects([s.state.group for s in ordered]), objects([s.slug for s in ordered]))
+        return cls(
+            rank_by_id,
+            objects([s.explicit for s in ordered]),
+            objects([s.explicit.json for s in ordered]),
+            objects([s.state.group for s in ordered]),
+            objects([s.slug for s in ordered]),
+        )
 
     def index(self, segment_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Ranks of ``segment_ids`` (-1 for segments not live)."""
@@ -144,8 +152,9 @@ class Rollouts:
             return np.zeros(0, dtype=bool)
         scheme1 = [entry for entry in self.scheme1 if entry[0].id == segment_id]
         if scheme1:
-            return np.fromiter((bool(list(rollout.covering(scheme1, u))) for u in user_ids), dtype=bool,
-                               count=len(user_ids))
+            return np.fromiter(
+                (bool(list(rollout.covering(scheme1, u))) for u in user_ids), dtype=bool, count=len(user_ids)
+            )
         column = self.column_of.get(segment_id)
         if column is None:
             return np.zeros(len(user_ids), dtype=bool)
@@ -210,12 +219,20 @@ def _compile(segments: dict[int, CatalogSegment], states: dict[int, RolloutState
             groups.setdefault(group, []).append(column)
     column_by_index = np.full(len(segments), -1, dtype=np.intp)
     column_by_index[[s.rank for s in columns]] = np.arange(len(columns), dtype=np.intp)
-    return Rollouts(tuple(scheme1), np.array([r[0] for r in rows], dtype=np.uint64),
-                    np.array([r[1] for r in rows], dtype=np.uint64), np.array([r[2] for r in rows], dtype=np.uint64),
-                    np.array(first_row, dtype=np.intp), tuple(columns),
-                    {s.id: c for c, s in enumerate(columns)}, {g: np.array(c, dtype=np.intp) for g, c in groups.items()},
-                    column_by_index, np.array([s.rank for s in columns], dtype=np.intp),
-                    objects([s.rollout for s in columns]), objects([s.rollout.json for s in columns]))
+    return Rollouts(
+        tuple(scheme1),
+        np.array([r[0] for r in rows], dtype=np.uint64),
+        np.array([r[1] for r in rows], dtype=np.uint64),
+        np.array([r[2] for r in rows], dtype=np.uint64),
+        np.array(first_row, dtype=np.intp),
+        tuple(columns),
+        {s.id: c for c, s in enumerate(columns)},
+        {g: np.array(c, dtype=np.intp) for g, c in groups.items()},
+        column_by_index,
+        np.array([s.rank for s in columns], dtype=np.intp),
+        objects([s.rollout for s in columns]),
+        objects([s.rollout.json for s in columns]),
+    )
 
 
 def load_catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
@@ -224,9 +241,17 @@ def load_catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
     segments: dict[int, CatalogSegment] = {}
     for rank, (_, _, sid, slug, salt, bp, scheme, group, group_salt, ranges, _) in enumerate(live_rows):
         state = RolloutState(bp, group, rollout.ranges_of(ranges, bp) if group else ())
-        segments[sid] = CatalogSegment(sid, slug, salt, scheme, group_salt, state, rank,
-                                       ActiveSegment(slug, Source.EXPLICIT, None),
-                                       ActiveSegment(slug, Source.ROLLOUT, None))
+        segments[sid] = CatalogSegment(
+            sid,
+            slug,
+            salt,
+            scheme,
+            group_salt,
+            state,
+            rank,
+            ActiveSegment(slug, Source.EXPLICIT, None),
+            ActiveSegment(slug, Source.ROLLOUT, None),
+        )
     pending = sorted((row[10], row[1], row[2], row[5]) for row in rows if row[0] == 1)
     version = next(row[1] for row in rows if row[0] == 0)
     group_of = {sid: s.state.group for sid, s in segments.items() if s.state.group is not None}

@@ -1,4 +1,5 @@
 """Checks shared by every service (ids, slugs, expiry) and the clock; limits live in rules."""
+
 from __future__ import annotations
 
 import re
@@ -54,8 +55,11 @@ def user_id_details(values: Sequence[object], field: str = "user_ids") -> list[d
     """One error detail per value that is not a user id, named by its index (the first 100)."""
     if _all_user_ids(values):
         return []
-    return [detail(f"{field}[{i}]", problem, value=str(value)[:40])
-            for i, value in enumerate(values) if (problem := user_id_problem(value)) is not None][:100]
+    return [
+        detail(f"{field}[{i}]", problem, value=str(value)[:40])
+        for i, value in enumerate(values)
+        if (problem := user_id_problem(value)) is not None
+    ][:100]
 
 
 def check_user_ids(values: Sequence[object], field: str = "user_ids") -> None:
@@ -100,9 +104,7 @@ def expiry(
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
             return None, [detail(f"{prefix}ttl_seconds", "must be an integer")]
         if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
-            return None, [
-                detail(f"{prefix}ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")
-            ]
+            return None, [detail(f"{prefix}ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")]
         return now + timedelta(seconds=ttl_seconds), []
     if expires_at is not None:
         if expires_at.tzinfo is None:

@@ -1,4 +1,5 @@
 """Exclusion groups as PMs see them: how a group's 100% is shared among its segments."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,16 +36,19 @@ def list_groups(session: DbSession, now: datetime | None = None) -> list[GroupVi
     """Every group with live segments (or created and still empty), by name."""
     materialize(session, now or utcnow())
     names = session.scalars(select(ExclusionGroup.name).order_by(ExclusionGroup.name)).all()
-    members = session.scalars(select(Segment).where(Segment.is_live, Segment.exclusion_group.is_not(None))
-                              .order_by(Segment.slug)).all()
+    members = session.scalars(
+        select(Segment).where(Segment.is_live, Segment.exclusion_group.is_not(None)).order_by(Segment.slug)
+    ).all()
     return [_view(name, [s for s in members if s.exclusion_group == name]) for name in names]
 
 
 def get_group(session: DbSession, name: str, now: datetime | None = None) -> GroupView:
     materialize(session, now or utcnow())
     if not is_slug(name) or session.get(ExclusionGroup, name) is None:
-        raise NotFound(f"exclusion group {name} does not exist",
-                       [detail("name", "no such exclusion group", value=name[:80])])
+        raise NotFound(
+            f"exclusion group {name} does not exist",
+            [detail("name", "no such exclusion group", value=name[:80])],
+        )
     members = session.scalars(select(Segment).where(Segment.is_live, Segment.exclusion_group == name)).all()
     return _view(name, list(members))
 

@@ -9,6 +9,7 @@ explicitly in another segment of its exclusion group) changes without a stored e
 so. Scheduled changes that are due are applied first (rollout_state.materialize), so they
 appear at their scheduled time with their scheduler as the actor.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -59,8 +60,13 @@ class _Step:
     payload: Any = field(compare=False)
 
 
-def user_history(session: DbSession, user_id: int, start: datetime | None = None,
-                 end: datetime | None = None, now: datetime | None = None) -> list[HistoryEntry]:
+def user_history(
+    session: DbSession,
+    user_id: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    now: datetime | None = None,
+) -> list[HistoryEntry]:
     """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first."""
     check_user_id(user_id)
     now = now or utcnow()
@@ -71,12 +77,16 @@ def user_history(session: DbSession, user_id: int, start: datetime | None = None
 def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetime) -> Iterator[HistoryEntry]:
     steps: list[_Step] = []
     stored = select(MembershipEvent).where(MembershipEvent.user_id == user_id)
-    changes = (select(RolloutChange, Segment.slug, Segment.salt, Segment.hash_scheme, ExclusionGroup.salt)
-               .join(Segment, Segment.id == RolloutChange.segment_id)
-               .outerjoin(ExclusionGroup, ExclusionGroup.name == RolloutChange.exclusion_group))
-    pending = (select(Membership.segment_id, Segment.slug, Membership.expires_at)
-               .join(Segment, Segment.id == Membership.segment_id)
-               .where(Membership.user_id == user_id, Membership.expires_at <= now))
+    changes = (
+        select(RolloutChange, Segment.slug, Segment.salt, Segment.hash_scheme, ExclusionGroup.salt)
+        .join(Segment, Segment.id == RolloutChange.segment_id)
+        .outerjoin(ExclusionGroup, ExclusionGroup.name == RolloutChange.exclusion_group)
+    )
+    pending = (
+        select(Membership.segment_id, Segment.slug, Membership.expires_at)
+        .join(Segment, Segment.id == Membership.segment_id)
+        .where(Membership.user_id == user_id, Membership.expires_at <= now)
+    )
     if end is not None:
         stored = stored.where(MembershipEvent.occurred_at < end)
         changes = changes.where(RolloutChange.changed_at < end)
@@ -85,13 +95,23 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         steps.append(_Step(stored_event.occurred_at, 1, stored_event.id, "event", stored_event))
     # Memberships past their expiry that the nightly purge has not removed yet.
     for segment_id, slug, expires_at in session.execute(pending):  # expires_at <= now: never NULL here
-        fake = MembershipEvent(user_id=user_id, segment_id=segment_id, segment_slug=slug,
-                               action=Action.REMOVED, reason=Reason.TTL, occurred_at=expires_at, actor="system")
+        fake = MembershipEvent(
+            user_id=user_id,
+            segment_id=segment_id,
+            segment_slug=slug,
+            action=Action.REMOVED,
+            reason=Reason.TTL,
+            occurred_at=expires_at,
+            actor="system",
+        )
         steps.append(_Step(fake.occurred_at, 1, 2**62, "event", fake))
     for change, slug, salt, scheme, group_salt in session.execute(
-            changes.order_by(RolloutChange.changed_at, RolloutChange.id)):
+        changes.order_by(RolloutChange.changed_at, RolloutChange.id)
+    ):
         if change.exclusion_group is not None and group_salt is not None:
-            rule = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(change.bucket_ranges, change.to_bp))
+            rule = rollout.Rule(
+                rollout.SCHEME, group_salt, rollout.ranges_of(change.bucket_ranges, change.to_bp)
+            )
         else:
             rule = rollout.Rule(scheme, salt, rollout.ranges_of(None, change.to_bp))
         steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, rule)))
@@ -103,8 +123,14 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
             event: MembershipEvent = step.payload
             state = states.setdefault(event.segment_id, _State())
             state.slug = event.segment_slug
-            yield HistoryEntry(user_id, event.segment_slug, Action(event.action), event.occurred_at,
-                               Reason(event.reason), event.actor)
+            yield HistoryEntry(
+                user_id,
+                event.segment_slug,
+                Action(event.action),
+                event.occurred_at,
+                Reason(event.reason),
+                event.actor,
+            )
             state.reported = event.action == Action.ADDED
             if event.action == Action.ADDED:
                 state.explicit, state.excluded = True, False
@@ -125,8 +151,15 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         holders = {s.group for s in states.values() if s.explicit and s.group is not None}
         # The stepped segment and, through the group rule, its group's other segments.
         for other in states.values():
-            if (other is state or (other.group is not None and other.group in groups)) \
-                    and other.effective(holders) != other.reported:
+            if (other is state or (other.group is not None and other.group in groups)) and other.effective(
+                holders
+            ) != other.reported:
                 other.reported = not other.reported
-                yield HistoryEntry(user_id, other.slug, Action.ADDED if other.reported else Action.REMOVED,
-                                   step.at, reason, actor)
+                yield HistoryEntry(
+                    user_id,
+                    other.slug,
+                    Action.ADDED if other.reported else Action.REMOVED,
+                    step.at,
+                    reason,
+                    actor,
+                )

@@ -13,6 +13,7 @@ an ACCESS EXCLUSIVE one. Both run under a short ``lock_timeout``: rather than qu
 long report and block every writer behind it, the step fails and the next night retries
 (months are created three ahead).
 """
+
 from __future__ import annotations
 
 import re
@@ -63,9 +64,13 @@ def retention_cutoff(now: datetime, months: int) -> datetime | None:
 
 def partitions(session: DbSession) -> dict[Month, str]:
     """The monthly partitions attached to the parent, by month."""
-    names = session.execute(text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = CAST(:parent AS regclass)"), {"parent": PARENT}).scalars()
+    names = session.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = CAST(:parent AS regclass)"
+        ),
+        {"parent": PARENT},
+    ).scalars()
     found = {}
     for name in names:
         match = PARTITION_RE.fullmatch(name)
@@ -85,14 +90,29 @@ def ensure_partitions(session: DbSession, now: datetime, months_ahead: int = 3) 
         for month in (add_months(first, n) for n in range(months_ahead + 1)):
             if month in existing:
                 continue
-            name, bounds = partition_name(month), {"lo": month_start(month), "hi": month_start(add_months(month, 1))}
-            session.execute(text(f"CREATE TABLE IF NOT EXISTS {name} "
-                                 f"(LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
-            session.execute(text(
-                f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= :lo AND occurred_at < :hi RETURNING *) "
-                f"INSERT INTO {name} SELECT * FROM moved"), bounds)
-            session.execute(text(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES "
-                                 f"FROM ('{bounds['lo'].isoformat()}') TO ('{bounds['hi'].isoformat()}')"))
+            name, bounds = (
+                partition_name(month),
+                {"lo": month_start(month), "hi": month_start(add_months(month, 1))},
+            )
+            session.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {name} "
+                    f"(LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                )
+            )
+            session.execute(
+                text(
+                    f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= :lo AND occurred_at < :hi RETURNING *) "
+                    f"INSERT INTO {name} SELECT * FROM moved"
+                ),
+                bounds,
+            )
+            session.execute(
+                text(
+                    f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES "
+                    f"FROM ('{bounds['lo'].isoformat()}') TO ('{bounds['hi'].isoformat()}')"
+                )
+            )
             created.append(name)
     return created
 

@@ -10,6 +10,7 @@ Rules (the bulk-add form states them):
 - every token that is not a user id is reported with its line (up to ``MAX_REPORTED``, with
   the total counted), and then no id is returned at all: the caller adds all or nothing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,7 +50,9 @@ class _Problems:
     def add(self, line: int, token: str, problem: str) -> None:
         self.found += 1
         if len(self.listed) < MAX_REPORTED:
-            self.listed.append(detail(self.field_name, f"line {line}: {problem}", line=line, token=token[:40]))
+            self.listed.append(
+                detail(self.field_name, f"line {line}: {problem}", line=line, token=token[:40])
+            )
 
 
 def token_problem(token: str) -> str | None:
@@ -90,8 +93,10 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValidationFailed(f"{name} is not a text file", [detail(
-            field_name, f"{name} could not be read as text (UTF-8): save it as CSV or plain text")]) from None
+        raise ValidationFailed(
+            f"{name} is not a text file",
+            [detail(field_name, f"{name} could not be read as text (UTF-8): save it as CSV or plain text")],
+        ) from None
     del raw  # a million ids are megabytes: hold one copy at a time
     visible = re.search(r"\S", text)
     if visible is None:
@@ -105,7 +110,7 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
         ids = _plain_ids(text, 1, limit, problems, field_name)
         _raise_if_any(problems, limit)
         return ParsedIds(ids, name)
-    header, rest = first.strip(), text[end + 1:]
+    header, rest = first.strip(), text[end + 1 :]
     del text
     delimiter = next((d for d in (",", ";", "\t") if d in header), None)
     columns = [c.strip().strip("\"'").strip() for c in header.split(delimiter)] if delimiter else [header]
@@ -118,8 +123,10 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
         ids = _column_ids(rest, number, delimiter or ",", index, column, limit, problems)
     _raise_if_any(problems, limit)
     if not ids:
-        raise ValidationFailed(f"{name} has no user ids", [detail(
-            field_name, f"{name} has a header line (“{_short(header)}”) and no user ids below it")])
+        raise ValidationFailed(
+            f"{name} has no user ids",
+            [detail(field_name, f"{name} has a header line (“{_short(header)}”) and no user ids below it")],
+        )
     return ParsedIds(ids, name, header=_short(header, 80), column=column)
 
 
@@ -160,14 +167,22 @@ def _id_column(columns: list[str], name: str, field_name: str) -> int:
     if len(wanted) != 1:
         listed = ", ".join(f"“{_short(c, 30)}”" for c in columns[:12])
         why = "none is called user_id" if not wanted else "more than one is called user_id"
-        raise ValidationFailed(f"{name}: which column holds the user ids?", [detail(
-            field_name, f"{name} has several columns ({listed}) and {why}: name the column of ids "
-                        "user_id, or upload a file of ids only")])
+        raise ValidationFailed(
+            f"{name}: which column holds the user ids?",
+            [
+                detail(
+                    field_name,
+                    f"{name} has several columns ({listed}) and {why}: name the column of ids "
+                    "user_id, or upload a file of ids only",
+                )
+            ],
+        )
     return wanted[0]
 
 
-def _column_ids(text: str, offset: int, delimiter: str, index: int, column: str, limit: int,
-                problems: _Problems) -> list[int]:
+def _column_ids(
+    text: str, offset: int, delimiter: str, index: int, column: str, limit: int, problems: _Problems
+) -> list[int]:
     ids: list[int] = []
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     for row in reader:
@@ -192,8 +207,10 @@ def _column_ids(text: str, offset: int, delimiter: str, index: int, column: str,
 
 def _check_limit(count: int, limit: int, field_name: str) -> None:
     if count > limit:
-        raise ValidationFailed(f"more than {limit:,} ids", [detail(
-            field_name, f"more than {limit:,} ids: split the list and add it in parts")])
+        raise ValidationFailed(
+            f"more than {limit:,} ids",
+            [detail(field_name, f"more than {limit:,} ids: split the list and add it in parts")],
+        )
 
 
 def _raise_if_any(problems: _Problems, limit: int) -> None:
@@ -204,4 +221,4 @@ def _raise_if_any(problems: _Problems, limit: int) -> None:
 
 
 def _short(text: str, size: int = 60) -> str:
-    return text if len(text) <= size else text[:size - 1] + "…"
+    return text if len(text) <= size else text[: size - 1] + "…"

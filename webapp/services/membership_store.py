@@ -17,6 +17,7 @@ Locking, in one global order so that no two writers deadlock:
    own segment, so no wait cycle can close. The purge never waits: it skips rows another
    writer holds. (Rollout exclusion rows are taken like membership rows.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -88,9 +89,12 @@ unexcluded AS (
 ),
 ev AS ({events})
 SELECT segment_id, inserted FROM up
-""".format(events=_events(
-    "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor "
-    "FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted"))
+""".format(
+    events=_events(
+        "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor "
+        "FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted"
+    )
+)
 
 _REMOVE = """
 WITH del AS (
@@ -107,32 +111,72 @@ exc AS (
 gone AS (SELECT segment_id FROM del UNION SELECT segment_id FROM exc),
 ev AS ({events})
 SELECT segment_id FROM gone
-""".format(events=_events(
-    "SELECT :user, gone.segment_id, s.slug, 'removed', :reason, "
-    "COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor "
-    "FROM gone JOIN segments s ON s.id = gone.segment_id"))
+""".format(
+    events=_events(
+        "SELECT :user, gone.segment_id, s.slug, 'removed', :reason, "
+        "COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor "
+        "FROM gone JOIN segments s ON s.id = gone.segment_id"
+    )
+)
 
 
-def upsert(session: DbSession, user_id: int, expiries: Mapping[int, datetime | None], now: datetime,
-           reason: Reason, actor: str, *, at: datetime | None = None) -> Counts:
+def upsert(
+    session: DbSession,
+    user_id: int,
+    expiries: Mapping[int, datetime | None],
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> Counts:
     """Add the user to segments (segment id -> expiry) or update the expiry of ones they
     are in; one ``added`` event per new membership. Lifts rollout exclusions."""
-    rows = _run(session, _UPSERT, {
-        "user": user_id, "segments": list(expiries), "expires": list(expiries.values()),
-        "now": now, "at": at, "reason": reason, "actor": actor})
+    rows = _run(
+        session,
+        _UPSERT,
+        {
+            "user": user_id,
+            "segments": list(expiries),
+            "expires": list(expiries.values()),
+            "now": now,
+            "at": at,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
     counts = Counts(set(), set())
     for segment_id, inserted in rows:
         (counts.added if inserted else counts.updated).add(segment_id)
     return counts
 
 
-def remove(session: DbSession, user_id: int, segment_ids: Sequence[int], rollout_segment_ids: Sequence[int],
-           now: datetime, reason: Reason, actor: str, *, at: datetime | None = None) -> set[int]:
+def remove(
+    session: DbSession,
+    user_id: int,
+    segment_ids: Sequence[int],
+    rollout_segment_ids: Sequence[int],
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> set[int]:
     """Remove a user from segments and exclude them from ``rollout_segment_ids``; returns the
     segments the user actually left (one ``removed`` event each)."""
-    rows = _run(session, _REMOVE, {
-        "user": user_id, "segments": list(segment_ids), "rollout_segments": list(rollout_segment_ids),
-        "now": now, "at": at, "reason": reason, "actor": actor})
+    rows = _run(
+        session,
+        _REMOVE,
+        {
+            "user": user_id,
+            "segments": list(segment_ids),
+            "rollout_segments": list(rollout_segment_ids),
+            "now": now,
+            "at": at,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
     return {row[0] for row in rows}
 
 
@@ -152,16 +196,29 @@ unexcluded AS (
 ),
 ev AS ({events})
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-""".format(events=_events(
-    "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-    ":actor FROM up WHERE inserted"))
+""".format(
+    events=_events(
+        "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
+        ":actor FROM up WHERE inserted"
+    )
+)
 
 
 BULK_LOCK_SPACE = 3  # advisory locks (two-int form) serialising bulk chunks of one segment
 
 
-def upsert_many(session: DbSession, user_ids: Sequence[int], segment_id: int, slug: str, expiry: datetime | None,
-                now: datetime, reason: Reason, actor: str, *, at: datetime | None = None) -> tuple[int, int]:
+def upsert_many(
+    session: DbSession,
+    user_ids: Sequence[int],
+    segment_id: int,
+    slug: str,
+    expiry: datetime | None,
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> tuple[int, int]:
     """Add many users to one segment, or update their expiry; returns (added, expiry updated).
 
     One chunk of a bulk add (the caller holds the segment share-locked). Its rows are taken in
@@ -172,9 +229,20 @@ def upsert_many(session: DbSession, user_ids: Sequence[int], segment_id: int, sl
     re-add is a new add."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
-    added, updated = _run(session, _UPSERT_MANY, {
-        "users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "expiry": expiry,
-        "at": at, "reason": reason, "actor": actor}).one()
+    added, updated = _run(
+        session,
+        _UPSERT_MANY,
+        {
+            "users": list(user_ids),
+            "segment": segment_id,
+            "slug": slug,
+            "now": now,
+            "expiry": expiry,
+            "at": at,
+            "reason": reason,
+            "actor": actor,
+        },
+    ).one()
     return int(added), int(updated)
 
 
@@ -199,14 +267,26 @@ exc AS (
 gone AS (SELECT user_id FROM del UNION SELECT user_id FROM exc),
 ev AS ({events})
 SELECT count(*) FROM gone
-""".format(events=_events(
-    "SELECT user_id, :segment, :slug, 'removed', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-    ":actor FROM gone"))
+""".format(
+    events=_events(
+        "SELECT user_id, :segment, :slug, 'removed', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
+        ":actor FROM gone"
+    )
+)
 
 
-def remove_many(session: DbSession, user_ids: Sequence[int], segment_id: int, slug: str,
-                rollout_user_ids: Sequence[int], now: datetime, reason: Reason, actor: str, *,
-                at: datetime | None = None) -> int:
+def remove_many(
+    session: DbSession,
+    user_ids: Sequence[int],
+    segment_id: int,
+    slug: str,
+    rollout_user_ids: Sequence[int],
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> int:
     """Remove many users from one segment, each exactly as a per-user removal (:func:`remove`)
     would: the explicit membership goes, and a user the segment's rollout covers
     (``rollout_user_ids``, decided by the caller as the per-user change decides it) is
@@ -219,58 +299,101 @@ def remove_many(session: DbSession, user_ids: Sequence[int], segment_id: int, sl
     so only live members count as removed."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
-    params = {"users": list(user_ids), "segment": segment_id, "slug": slug, "now": now, "at": at,
-              "rollout_users": list(rollout_user_ids), "reason": reason, "actor": actor}
+    params = {
+        "users": list(user_ids),
+        "segment": segment_id,
+        "slug": slug,
+        "now": now,
+        "at": at,
+        "rollout_users": list(rollout_user_ids),
+        "reason": reason,
+        "actor": actor,
+    }
     _run(session, _LOCK_MANY, params)
     return int(_run(session, _REMOVE_MANY, params).scalar_one())
 
 
-def lock_unlisted_members(session: DbSession, segment_id: int, *, listed: Sequence[int] | None = None,
-                          operation_id: object = None, after: int = 0, upto: int | None = None,
-                          added_before: datetime | None = None) -> list[int]:
+def lock_unlisted_members(
+    session: DbSession,
+    segment_id: int,
+    *,
+    listed: Sequence[int] | None = None,
+    operation_id: object = None,
+    after: int = 0,
+    upto: int | None = None,
+    added_before: datetime | None = None,
+) -> list[int]:
     """The segment's members (live or not) with ``after < user_id <= upto`` that are not
     listed — in ``listed``, or in the operation's ``bulk_operation_ids`` — and, with
     ``added_before``, were added before it; their rows locked in ascending user order (the
     caller then removes them with :func:`remove_many`). A replace's removal pass."""
     lock_segment_bulk(session, segment_id)
     if listed is not None:
-        unlisted = "NOT EXISTS (SELECT 1 FROM unnest(CAST(:listed AS bigint[])) AS l(user_id) " \
-                   "WHERE l.user_id = m.user_id)"
+        unlisted = (
+            "NOT EXISTS (SELECT 1 FROM unnest(CAST(:listed AS bigint[])) AS l(user_id) "
+            "WHERE l.user_id = m.user_id)"
+        )
     else:
-        unlisted = "NOT EXISTS (SELECT 1 FROM bulk_operation_ids b WHERE b.operation_id = :op " \
-                   "AND b.user_id = m.user_id)"
-    sql = (f"SELECT m.user_id FROM memberships m WHERE m.segment_id = :segment AND m.user_id > :after "
-           f"{'AND m.user_id <= :upto ' if upto is not None else ''}"
-           f"{'AND m.added_at < :now ' if added_before is not None else ''}"
-           f"AND {unlisted} ORDER BY m.user_id FOR UPDATE")
-    return list(_run(session, sql, {"segment": segment_id, "after": after, "upto": upto, "now": added_before,
-                                    "listed": list(listed or ()), "op": operation_id}).scalars())
+        unlisted = (
+            "NOT EXISTS (SELECT 1 FROM bulk_operation_ids b WHERE b.operation_id = :op "
+            "AND b.user_id = m.user_id)"
+        )
+    sql = (
+        f"SELECT m.user_id FROM memberships m WHERE m.segment_id = :segment AND m.user_id > :after "
+        f"{'AND m.user_id <= :upto ' if upto is not None else ''}"
+        f"{'AND m.added_at < :now ' if added_before is not None else ''}"
+        f"AND {unlisted} ORDER BY m.user_id FOR UPDATE"
+    )
+    return list(
+        _run(
+            session,
+            sql,
+            {
+                "segment": segment_id,
+                "after": after,
+                "upto": upto,
+                "now": added_before,
+                "listed": list(listed or ()),
+                "op": operation_id,
+            },
+        ).scalars()
+    )
 
 
 def lock_segment_bulk(session: DbSession, segment_id: int) -> None:
     """Chunks of one segment run one at a time (held until the transaction ends)."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:space, :segment)"),
-                    {"space": BULK_LOCK_SPACE, "segment": segment_id})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :segment)"),
+        {"space": BULK_LOCK_SPACE, "segment": segment_id},
+    )
 
 
-def remove_for_deleted_segment(session: DbSession, segment_id: int, slug: str, deleted_at: datetime, actor: str,
-                               limit: int | None = None) -> int:
+def remove_for_deleted_segment(
+    session: DbSession, segment_id: int, slug: str, deleted_at: datetime, actor: str, limit: int | None = None
+) -> int:
     """Remove (up to ``limit``) memberships of a deleted segment, lowest user ids first, each
     with its history row stamped at the deletion: rows that had expired by then left at their
     expiry (``ttl``), the others at the deletion (``segment_deleted``). Nobody else writes
     these rows (the segment is no longer live). Returns how many rows went."""
     params = {"segment": segment_id, "slug": slug, "now": deleted_at, "actor": actor, "limit": limit}
-    gone = _run(session, """
+    gone = _run(
+        session,
+        """
 WITH victims AS (SELECT user_id FROM memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit),
 del AS (DELETE FROM memberships m USING victims v WHERE m.segment_id = :segment AND m.user_id = v.user_id
         RETURNING m.user_id, m.expires_at),
 ev AS ({events})
 SELECT count(*) FROM del
-""".format(events=_events(
-        "SELECT user_id, :segment, :slug, 'removed', "
-        "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
-        "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
-        "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END FROM del")), params).scalar_one()
+""".format(
+            events=_events(
+                "SELECT user_id, :segment, :slug, 'removed', "
+                "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
+                "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
+                "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END FROM del"
+            )
+        ),
+        params,
+    ).scalar_one()
     if limit is None or gone < limit:
         _run(session, "DELETE FROM rollout_exclusions WHERE segment_id = :segment", params)
     return int(gone)
@@ -294,12 +417,21 @@ del AS (
 ev AS ({events})
 SELECT count(*) FROM del
 """
-_EXPIRE_EVENTS = _events("SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system' "
-                         "FROM del JOIN segments s ON s.id = del.segment_id")
+_EXPIRE_EVENTS = _events(
+    "SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system' "
+    "FROM del JOIN segments s ON s.id = del.segment_id"
+)
 
 
-def expire_batch(session: DbSession, now: datetime, limit: int, *, user_id: int | None = None,
-                 segment_id: int | None = None, user_ids: Sequence[int] | None = None) -> int:
+def expire_batch(
+    session: DbSession,
+    now: datetime,
+    limit: int,
+    *,
+    user_id: int | None = None,
+    segment_id: int | None = None,
+    user_ids: Sequence[int] | None = None,
+) -> int:
     """Delete up to ``limit`` memberships expired at ``now``, skipping rows another
     transaction holds; each leaves a ``ttl`` event stamped with its true expiry time.
     Returns how many were removed (0: nothing expired is left that is not locked)."""

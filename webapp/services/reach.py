@@ -15,6 +15,7 @@ Values are stored as JSON text by this module itself (never pickled; a miss is a
 not a deserialisation warning). The cache is an optimisation only: when Redis fails or stalls the answer is computed (one
 short timeout, then the cache is skipped for ``BYPASS_SECONDS``), never an error.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,6 +62,7 @@ class Reach:
 
 
 # -- the cache: Flask-Caching on Redis, never an error --------------------------------------------
+
 
 def _metric(hit: bool, name: str) -> None:
     try:
@@ -112,6 +114,7 @@ def _timeout(setting: str, default: int) -> int:
 
 # -- member counts ------------------------------------------------------------------------------
 
+
 def catalog_version(session: DbSession) -> int:
     return int(session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0)
 
@@ -128,13 +131,17 @@ def member_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
     ids = sorted(set(segment_ids))
     digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
     key = f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
-    raw = cached("member_counts", key, lambda: {str(k): v for k, v in
-                                                segment_service.member_counts(session, ids).items()},
-                 _timeout("MEMBER_COUNTS_CACHE_SECONDS", COUNTS_SECONDS))
+    raw = cached(
+        "member_counts",
+        key,
+        lambda: {str(k): v for k, v in segment_service.member_counts(session, ids).items()},
+        _timeout("MEMBER_COUNTS_CACHE_SECONDS", COUNTS_SECONDS),
+    )
     return {sid: int(raw.get(str(sid), 0)) for sid in segment_ids}
 
 
 # -- known users and rollout coverage ------------------------------------------------------------
+
 
 def known_user_ids(session: DbSession) -> np.ndarray:
     """Distinct user ids in memberships or membership history (one set-based query)."""
@@ -150,12 +157,21 @@ def compute_coverage(session: DbSession) -> dict[str, Any]:
     covered: dict[str, int] = {}
     if segments:
         groups = {s.exclusion_group for s in segments if s.exclusion_group}
-        salts = dict(session.execute(select(ExclusionGroup.name, ExclusionGroup.salt)
-                                     .where(ExclusionGroup.name.in_(groups))).all()) if groups else {}
+        salts = (
+            dict(
+                session.execute(
+                    select(ExclusionGroup.name, ExclusionGroup.salt).where(ExclusionGroup.name.in_(groups))
+                ).all()
+            )
+            if groups
+            else {}
+        )
         excluded: dict[int, list[int]] = {}
         for segment_id, user_id in session.execute(
-                select(RolloutExclusion.segment_id, RolloutExclusion.user_id)
-                .where(RolloutExclusion.segment_id.in_([s.id for s in segments]))):
+            select(RolloutExclusion.segment_id, RolloutExclusion.user_id).where(
+                RolloutExclusion.segment_id.in_([s.id for s in segments])
+            )
+        ):
             excluded.setdefault(segment_id, []).append(user_id)
         hashes = rollout.user_hashes(cast(Sequence[int], ids))  # once for every rollout (the costly part)
         for segment in segments:
@@ -170,12 +186,17 @@ def compute_coverage(session: DbSession) -> dict[str, Any]:
 
 def rollout_reach(session: DbSession) -> dict[str, Any]:
     """compute_coverage through the cache (keyed by the catalog version)."""
-    return cached("reach", f"v{catalog_version(session)}", lambda: compute_coverage(session),
-                  _timeout("REACH_CACHE_SECONDS", REACH_SECONDS))
+    return cached(
+        "reach",
+        f"v{catalog_version(session)}",
+        lambda: compute_coverage(session),
+        _timeout("REACH_CACHE_SECONDS", REACH_SECONDS),
+    )
 
 
-def reach_of(session: DbSession, segments: Iterable[Segment],
-             counts: dict[int, int] | None = None) -> dict[int, Reach]:
+def reach_of(
+    session: DbSession, segments: Iterable[Segment], counts: dict[int, int] | None = None
+) -> dict[int, Reach]:
     """Each segment's Reach by id; ``counts``: explicit member counts already at hand."""
     segments = list(segments)
     counts = counts if counts is not None else member_counts(session, [s.id for s in segments])
@@ -187,6 +208,7 @@ def reach_of(session: DbSession, segments: Iterable[Segment],
         covered = coverage["covered"].get(str(segment.id)) if segment.rollout_basis_points else None
         if segment.rollout_basis_points and covered is None:  # (a segment newer than the cached answer)
             covered = 0
-        result[segment.id] = Reach(segment.rollout_basis_points / 100, counts.get(segment.id, 0),
-                                   int(coverage["known"]), covered)
+        result[segment.id] = Reach(
+            segment.rollout_basis_points / 100, counts.get(segment.id, 0), int(coverage["known"]), covered
+        )
     return result

@@ -18,6 +18,7 @@ rollouts do not count for a user explicitly in one of its segments.
 Reads inside a write transaction (a change's response) see that transaction's own rows and
 catalog; a catalog read there is never kept, since the transaction may still roll back.
 """
+
 from __future__ import annotations
 
 import threading
@@ -117,7 +118,9 @@ def lookup(session: DbSession, user_ids: Sequence[int], now: datetime | None = N
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
     """:func:`active_segments` of committed data for a request that writes nothing (see
     :func:`_on_hot_connection`)."""
-    return _on_hot_connection(engine, lambda statements: _read_one(statements, user_id, now, keep=True).active)
+    return _on_hot_connection(
+        engine, lambda statements: _read_one(statements, user_id, now, keep=True).active
+    )
 
 
 def hot_lookup(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
@@ -164,7 +167,9 @@ class _Statements(Protocol):
 
     key: tuple[Any, ...]
 
-    def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows: ...
+    def run(
+        self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None
+    ) -> Rows: ...
 
     def user_rows(self, user_id: int) -> Rows:
         """USER_ROWS of one user: (kind, segment id or version, expiry)."""
@@ -216,8 +221,14 @@ class _DriverStatements:
             result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
         _check(pgconn, result, pq.ExecStatus.TUPLES_OK)
         value = result.get_value
-        return [(int.from_bytes(value(i, 0) or b"", "big"), int.from_bytes(value(i, 1) or b"", "big", signed=True),
-                 _timestamp(value(i, 2))) for i in range(result.ntuples)]
+        return [
+            (
+                int.from_bytes(value(i, 0) or b"", "big"),
+                int.from_bytes(value(i, 1) or b"", "big", signed=True),
+                _timestamp(value(i, 2)),
+            )
+            for i in range(result.ntuples)
+        ]
 
     def _prepare(self, pgconn: pq.abc.PGconn) -> None:
         result = pgconn.prepare(USER_ROWS_NAME, USER_ROWS_LIBPQ, [INT8_OID])
@@ -234,7 +245,9 @@ def _check(pgconn: pq.abc.PGconn, result: pq.abc.PGresult, expected: pq.ExecStat
     """Raise what psycopg would for a failed libpq call: OperationalError once the connection
     is broken (the caller replaces it and reads again), else the server's error."""
     if pgconn.status != pq.ConnStatus.OK:
-        raise psycopg.OperationalError(pgconn.get_error_message() or "the connection to the database was lost")
+        raise psycopg.OperationalError(
+            pgconn.get_error_message() or "the connection to the database was lost"
+        )
     if result.status != expected:
         raise psycopg.errors.error_from_result(result)
 
@@ -281,7 +294,9 @@ def _read_one(statements: _Statements, user_id: int, now: datetime | None, *, ke
     return _evaluate_one(catalog, rows, user_id, at)
 
 
-def _read_many(statements: _Statements, user_ids: Sequence[int], now: datetime | None, *, keep: bool) -> Batch:
+def _read_many(
+    statements: _Statements, user_ids: Sequence[int], now: datetime | None, *, keep: bool
+) -> Batch:
     check_user_ids(user_ids)
     at = now or utcnow()
     unique = list(dict.fromkeys(user_ids))
@@ -296,7 +311,9 @@ def _read_many(statements: _Statements, user_ids: Sequence[int], now: datetime |
             rollouts = kept.rollouts(at)
             early.append((rollouts, rollouts.matrix(unique)))
 
-    catalog, rows = _snapshot(statements, lambda: _Records.of(statements.run(USERS_ROWS, params, meanwhile)), keep=keep)
+    catalog, rows = _snapshot(
+        statements, lambda: _Records.of(statements.run(USERS_ROWS, params, meanwhile)), keep=keep
+    )
     rollouts = catalog.rollouts(at)
     covered = early[-1][1] if early and early[-1][0] is rollouts else rollouts.matrix(unique)
     return _evaluate(catalog, rows, rollouts, covered, user_ids, unique)
@@ -314,8 +331,12 @@ class _UserRows:
     @classmethod
     def of(cls, rows: Sequence[Sequence[Any]], now: datetime) -> _UserRows:
         members = [(sid, at) for kind, sid, at in rows if kind == 0 and live(at, now)]
-        return cls(next(sid for kind, sid, _ in rows if kind == 2), [sid for sid, _ in members],
-                   [at for _, at in members], [sid for kind, sid, _ in rows if kind == 1])
+        return cls(
+            next(sid for kind, sid, _ in rows if kind == 2),
+            [sid for sid, _ in members],
+            [at for _, at in members],
+            [sid for kind, sid, _ in rows if kind == 1],
+        )
 
 
 @dataclass(frozen=True)
@@ -334,9 +355,14 @@ class _Records:
     def of(cls, rows: Sequence[Sequence[Any]]) -> _Records:
         data = {kind: value for kind, value in rows}
         members, excluded = (np.frombuffer(data[kind] or b"", RECORD) for kind in (0, 1))
-        return cls(int.from_bytes(data[2], "big", signed=True), members["user"].astype(np.int64),
-                   members["segment"].astype(np.intp), members["until"].astype(np.int64),
-                   excluded["user"].astype(np.int64), excluded["segment"].astype(np.intp))
+        return cls(
+            int.from_bytes(data[2], "big", signed=True),
+            members["user"].astype(np.int64),
+            members["segment"].astype(np.intp),
+            members["until"].astype(np.int64),
+            excluded["user"].astype(np.int64),
+            excluded["segment"].astype(np.intp),
+        )
 
 
 @dataclass(frozen=True)
@@ -371,7 +397,11 @@ class Batch:
 
     def json(self) -> str:
         """``{"users": [UserSegments, ...]}`` as the API writes it."""
-        return '{"users":[' + ",".join(user_json(u, self.texts[first:end]) for u, first, end in self._spans()) + "]}"
+        return (
+            '{"users":['
+            + ",".join(user_json(u, self.texts[first:end]) for u, first, end in self._spans())
+            + "]}"
+        )
 
     def read_counts(self) -> dict[str, int]:
         """Reads per slug: one for each answer that holds it."""
@@ -388,8 +418,14 @@ def user_json(user_id: int, items: Iterable[str]) -> str:
     return f'{{"user_id":{user_id},"segments":[{",".join(items)}]}}'
 
 
-def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.ndarray, asked: Sequence[int],
-              unique: list[int]) -> Batch:
+def _evaluate(
+    catalog: Catalog,
+    rows: _Records,
+    rollouts: Rollouts,
+    covered: np.ndarray,
+    asked: Sequence[int],
+    unique: list[int],
+) -> Batch:
     """Each user's answer: live explicit rows, and the rollouts covering each user (``covered``:
     the users x columns matrix of ``rollouts``, changed here) minus those an explicit row, an
     exclusion or, in a group, an explicit membership of another of the group's segments
@@ -426,12 +462,20 @@ def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.
         explicit[i], explicit_json[i] = entry, entry.json
     hit_at, hit_columns = np.divmod(np.flatnonzero(covered), max(covered.shape[1], 1))  # (row-major: by user)
     users, ranks = [member_at, hit_at], [member_rank, rollouts.column_rank[hit_columns]]
-    entries, texts = [explicit, rollouts.column_entry[hit_columns]], [explicit_json, rollouts.column_json[hit_columns]]
+    entries, texts = (
+        [explicit, rollouts.column_entry[hit_columns]],
+        [explicit_json, rollouts.column_json[hit_columns]],
+    )
     if rollouts.scheme1:  # segments hashed the old way: evaluated one user at a time
-        overridden = set(zip(member_at.tolist(), member_rank.tolist(), strict=True)) | \
-            set(zip(excluded_at.tolist(), excluded_rank.tolist(), strict=True))
-        extra = [(at, segment) for at, user_id in enumerate(unique) for segment in rollouts.scheme1_covering(user_id)
-                 if (at, segment.rank) not in overridden and segment.id not in catalog.group_of]
+        overridden = set(zip(member_at.tolist(), member_rank.tolist(), strict=True)) | set(
+            zip(excluded_at.tolist(), excluded_rank.tolist(), strict=True)
+        )
+        extra = [
+            (at, segment)
+            for at, user_id in enumerate(unique)
+            for segment in rollouts.scheme1_covering(user_id)
+            if (at, segment.rank) not in overridden and segment.id not in catalog.group_of
+        ]
         users.append(np.array([at for at, _ in extra], dtype=np.intp))
         ranks.append(np.array([s.rank for _, s in extra], dtype=np.intp))
         entries.append(objects([s.rollout for _, s in extra]))
@@ -439,8 +483,16 @@ def _evaluate(catalog: Catalog, rows: _Records, rollouts: Rollouts, covered: np.
     user_at, rank = np.concatenate(users), np.concatenate(ranks)
     order = np.argsort(user_at * len(lookup.slug) + rank, kind="stable")  # (two sorted runs, mostly)
     bounds = np.searchsorted(user_at[order], np.arange(len(unique) + 1)).tolist()
-    return Batch(asked, unique, bounds, np.concatenate(texts)[order].tolist(), rank[order], lookup.slug,
-                 np.concatenate(entries), order)
+    return Batch(
+        asked,
+        unique,
+        bounds,
+        np.concatenate(texts)[order].tolist(),
+        rank[order],
+        lookup.slug,
+        np.concatenate(entries),
+        order,
+    )
 
 
 def _one_per_group(users: np.ndarray, ranks: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -463,18 +515,28 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
     found: list[tuple[int, ActiveSegment]] = []
     overridden = set(rows.excluded_segments)
     groups = set()
-    mine = sorted((segments[sid].rank, sid, until) for sid, until in zip(rows.segments, rows.expiries, strict=True)
-                  if sid in segments)
+    mine = sorted(
+        (segments[sid].rank, sid, until)
+        for sid, until in zip(rows.segments, rows.expiries, strict=True)
+        if sid in segments
+    )
     for _, sid, until in mine:
         segment = segments[sid]
         if (group := group_of.get(sid)) is not None:
             if group in groups:
                 continue  # a second explicit segment of one group: see _one_per_group
             groups.add(group)
-        found.append((segment.rank, segment.explicit if until is None
-                      else ActiveSegment(segment.slug, Source.EXPLICIT, until)))
+        found.append(
+            (
+                segment.rank,
+                segment.explicit if until is None else ActiveSegment(segment.slug, Source.EXPLICIT, until),
+            )
+        )
         overridden.add(sid)
-    found += [(s.rank, s.rollout) for s in catalog.rollouts(now).covering(user_id)
-              if s.id not in overridden and (not groups or group_of.get(s.id) not in groups)]
+    found += [
+        (s.rank, s.rollout)
+        for s in catalog.rollouts(now).covering(user_id)
+        if s.id not in overridden and (not groups or group_of.get(s.id) not in groups)
+    ]
     found.sort(key=itemgetter(0))
     return UserView([entry for _, entry in found], catalog, user_id, now)

@@ -6,6 +6,7 @@ Kinds:
   segment deletions; rollout populations are not enumerated: they cover all users);
 - ``segment_members``: the explicit members of a segment now.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,14 +50,18 @@ def parse_period(period: str | None, start: str | None, end: str | None) -> tupl
             raise ValidationFailed("give period or from/to, not both", [detail("period", "not with from/to")])
         match = PERIOD_RE.fullmatch(period) if isinstance(period, str) else None
         if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
-            raise ValidationFailed("period must be a month written YYYY-MM, from 1970-01 to 9998-12",
-                                   [detail("period", "must be YYYY-MM", value=str(period)[:20])])
+            raise ValidationFailed(
+                "period must be a month written YYYY-MM, from 1970-01 to 9998-12",
+                [detail("period", "must be YYYY-MM", value=str(period)[:20])],
+            )
         first = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
         nxt = datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
         return first, nxt
     if start is None or end is None:
-        raise ValidationFailed("give period (YYYY-MM) or both from and to",
-                               [detail("period", "required unless from and to are given")])
+        raise ValidationFailed(
+            "give period (YYYY-MM) or both from and to",
+            [detail("period", "required unless from and to are given")],
+        )
     bounds = [parse_bound(value, name) for value, name in ((start, "from"), (end, "to"))]
     if bounds[0] >= bounds[1]:
         raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
@@ -71,18 +76,35 @@ def parse_bound(value: object, name: str) -> datetime:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise ValidationFailed(f"{name} must be an ISO 8601 date or datetime",
-                               [detail(name, "not an ISO 8601 date or datetime in range")]) from None
+        raise ValidationFailed(
+            f"{name} must be an ISO 8601 date or datetime",
+            [detail(name, "not an ISO 8601 date or datetime in range")],
+        ) from None
 
 
-def request_report(session: DbSession, *, kind: ReportKind | str | None = None, user_id: int | None = None,
-                   segment: str | None = None, period: str | None = None, start: str | None = None,
-                   end: str | None = None, requested_by: str = "") -> Report:
+def request_report(
+    session: DbSession,
+    *,
+    kind: ReportKind | str | None = None,
+    user_id: int | None = None,
+    segment: str | None = None,
+    period: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    requested_by: str = "",
+) -> Report:
     """Validate, store a queued report and enqueue its job once the transaction commits."""
-    kind = kind or (ReportKind.SEGMENT_MEMBERS if segment else
-                    ReportKind.USER_HISTORY if user_id is not None else ReportKind.ALL_HISTORY)
+    kind = kind or (
+        ReportKind.SEGMENT_MEMBERS
+        if segment
+        else ReportKind.USER_HISTORY
+        if user_id is not None
+        else ReportKind.ALL_HISTORY
+    )
     if kind not in set(ReportKind):
-        raise ValidationFailed(f"kind must be one of {', '.join(ReportKind)}", [detail("kind", "unknown kind")])
+        raise ValidationFailed(
+            f"kind must be one of {', '.join(ReportKind)}", [detail("kind", "unknown kind")]
+        )
     kind = ReportKind(kind)
     params: dict = {}
     if kind == ReportKind.SEGMENT_MEMBERS:
@@ -94,7 +116,9 @@ def request_report(session: DbSession, *, kind: ReportKind | str | None = None, 
             params["period"] = period
         if kind == ReportKind.USER_HISTORY:
             if user_id is None:
-                raise ValidationFailed("user_id is required for a user report", [detail("user_id", "required")])
+                raise ValidationFailed(
+                    "user_id is required for a user report", [detail("user_id", "required")]
+                )
             params["user_id"] = check_user_id(user_id)
     return _queue_once(session, kind, params, requested_by)
 
@@ -102,9 +126,16 @@ def request_report(session: DbSession, *, kind: ReportKind | str | None = None, 
 PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 
 
-def _queue_once(session: DbSession, kind: ReportKind, params: dict, requested_by: str = "", *,
-                identity: dict | None = None, share_for: timedelta | None = None,
-                now: datetime | None = None) -> Report:
+def _queue_once(
+    session: DbSession,
+    kind: ReportKind,
+    params: dict,
+    requested_by: str = "",
+    *,
+    identity: dict | None = None,
+    share_for: timedelta | None = None,
+    now: datetime | None = None,
+) -> Report:
     """A new queued report, or the identical one still pending (a repeated request, such as
     a GET retried by a client, creates no new work). "Identical": same kind and requester, and
     the same values of ``identity`` (default: all ``params``) — pending for less than
@@ -113,16 +144,31 @@ def _queue_once(session: DbSession, kind: ReportKind, params: dict, requested_by
     now = now or utcnow()
     identity = params if identity is None else identity
     key = json.dumps([kind, identity, requested_by], sort_keys=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key})
-    shared = select(Report).where(Report.kind == kind, Report.status.in_(PENDING), Report.requested_by == requested_by,
-                                  *(Report.params[k].as_string() == str(v) for k, v in identity.items()))
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"), {"space": REPORT_LOCK_SPACE, "key": key}
+    )
+    shared = select(Report).where(
+        Report.kind == kind,
+        Report.status.in_(PENDING),
+        Report.requested_by == requested_by,
+        *(Report.params[k].as_string() == str(v) for k, v in identity.items()),
+    )
     if share_for is not None:
         shared = shared.where(Report.created_at > now - share_for)
     report = session.scalars(shared.order_by(Report.created_at.desc()).limit(1)).first()
     if report is not None:
         return report
-    report = Report(id=uuid.uuid4(), kind=kind, params=params, status=ReportStatus.QUEUED, progress=0, rows=0,
-                    size_bytes=0, created_at=now, requested_by=requested_by)
+    report = Report(
+        id=uuid.uuid4(),
+        kind=kind,
+        params=params,
+        status=ReportStatus.QUEUED,
+        progress=0,
+        rows=0,
+        size_bytes=0,
+        created_at=now,
+        requested_by=requested_by,
+    )
     session.add(report)
     session.flush()
     enqueue_report(report)
@@ -145,7 +191,9 @@ def get_report(session: DbSession, report_id: str, reader: str | None = None) ->
     try:
         key = uuid.UUID(str(report_id))
     except ValueError:
-        raise NotFound("no such report", [detail("id", "not a report id", value=str(report_id)[:40])]) from None
+        raise NotFound(
+            "no such report", [detail("id", "not a report id", value=str(report_id)[:40])]
+        ) from None
     report = session.get(Report, key)
     if report is None or (reader is not None and report.requested_by != reader):
         raise NotFound("no such report", [detail("id", "no such report", value=str(report_id))])
@@ -156,7 +204,9 @@ def list_reports(session: DbSession, limit: int = 50, *, user_id: int | None = N
     """The latest reports, newest first; with ``user_id``, only that user's history reports."""
     stmt = select(Report).order_by(Report.created_at.desc()).limit(limit)
     if user_id is not None:
-        stmt = stmt.where(Report.kind == ReportKind.USER_HISTORY, Report.params["user_id"].as_integer() == user_id)
+        stmt = stmt.where(
+            Report.kind == ReportKind.USER_HISTORY, Report.params["user_id"].as_integer() == user_id
+        )
     return list(session.scalars(stmt))
 
 
@@ -183,14 +233,16 @@ def download_name(report: Report) -> str:
 
 # -- writing ---------------------------------------------------------------------------------
 
+
 def neutralise(cell) -> str:
     """Spreadsheet formula injection guard (OWASP): prefix risky leading characters."""
     text = "" if cell is None else str(cell)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write_csv(session: DbSession, report: Report, on_progress: Callable[[int, int], None],
-              now: datetime | None = None) -> tuple[int, Path]:
+def write_csv(
+    session: DbSession, report: Report, on_progress: Callable[[int, int], None], now: datetime | None = None
+) -> tuple[int, Path]:
     """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically); returns (rows, path)."""
     header, total, rows = _rows(session, report, now or utcnow())
     path = report_path(report)
@@ -217,14 +269,21 @@ def _rows(session: DbSession, report: Report, now: datetime) -> tuple[tuple, int
             raise NotFound(f"segment {p['segment']} was deleted")
         alive = (Membership.segment_id == segment.id, Membership.live_at(now))
         total = session.scalar(select(func.count()).select_from(Membership).where(*alive)) or 0
-        stmt = (select(Membership.user_id, Membership.added_at, Membership.expires_at)
-                .where(*alive).order_by(Membership.user_id))
+        stmt = (
+            select(Membership.user_id, Membership.added_at, Membership.expires_at)
+            .where(*alive)
+            .order_by(Membership.user_id)
+        )
         rows = ((u, segment.slug, iso(a), iso(e) or "") for u, a, e in _stream(session, stmt))
         return MEMBERS_HEADER, total, rows
     start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
     if report.kind == ReportKind.USER_HISTORY:
         entries = history.user_history(session, p["user_id"], start, end, now=now)
-        return HISTORY_HEADER, len(entries), ((e.user_id, e.segment, e.operation, iso(e.occurred_at)) for e in entries)
+        return (
+            HISTORY_HEADER,
+            len(entries),
+            ((e.user_id, e.segment, e.operation, iso(e.occurred_at)) for e in entries),
+        )
     return HISTORY_HEADER, _count_all(session, start, end, now), _all_history(session, start, end, now)
 
 
@@ -237,23 +296,34 @@ def _stream(session: DbSession, stmt, batch: int = 10_000) -> Iterator:
 
 def _pending_expiries(start: datetime, end: datetime, now: datetime):
     """Expired memberships the purge has not reached yet (it will record exactly these)."""
-    return (select(Membership.user_id, Segment.slug, literal(Action.REMOVED.value), Membership.expires_at)
-            .join(Segment, Segment.id == Membership.segment_id)
-            .where(Membership.expires_at >= start, Membership.expires_at < end, Membership.expires_at <= now))
+    return (
+        select(Membership.user_id, Segment.slug, literal(Action.REMOVED.value), Membership.expires_at)
+        .join(Segment, Segment.id == Membership.segment_id)
+        .where(Membership.expires_at >= start, Membership.expires_at < end, Membership.expires_at <= now)
+    )
 
 
 def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime) -> int:
-    stored = session.scalar(select(func.count()).select_from(MembershipEvent)
-                            .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end))
+    stored = session.scalar(
+        select(func.count())
+        .select_from(MembershipEvent)
+        .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
+    )
     pending = session.scalar(select(func.count()).select_from(_pending_expiries(start, end, now).subquery()))
     return (stored or 0) + (pending or 0)
 
 
 def _all_history(session: DbSession, start: datetime, end: datetime, now: datetime) -> Iterator[tuple]:
-    stored = (select(MembershipEvent.user_id, MembershipEvent.segment_slug, MembershipEvent.action,
-                     MembershipEvent.occurred_at)
-              .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
-              .order_by(MembershipEvent.occurred_at, MembershipEvent.id))
+    stored = (
+        select(
+            MembershipEvent.user_id,
+            MembershipEvent.segment_slug,
+            MembershipEvent.action,
+            MembershipEvent.occurred_at,
+        )
+        .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
+        .order_by(MembershipEvent.occurred_at, MembershipEvent.id)
+    )
     pending = _pending_expiries(start, end, now).order_by(Membership.expires_at, Membership.user_id)
     merged = heapq.merge(_stream(session, stored), _stream(session, pending), key=lambda r: r[3])
     for user_id, slug, action, at in merged:
@@ -294,13 +364,20 @@ def parse_seed_moment(date: str) -> datetime:
         with contextlib.suppress(ValueError):  # 2023-02-30, 25:00 ...
             moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
     if moment is None or not 1970 <= moment.year <= 9998:
-        raise ValidationFailed(f"date must be {SEED_DATE_HELP}",
-                               [detail("date", f"must be {SEED_DATE_HELP}", value=date[:40])])
+        raise ValidationFailed(
+            f"date must be {SEED_DATE_HELP}", [detail("date", f"must be {SEED_DATE_HELP}", value=date[:40])]
+        )
     return moment
 
 
-def request_seed_report(session: DbSession, date: str, *, user_id: int | None = None, requested_by: str = "",
-                        now: datetime | None = None) -> Report:
+def request_seed_report(
+    session: DbSession,
+    date: str,
+    *,
+    user_id: int | None = None,
+    requested_by: str = "",
+    now: datetime | None = None,
+) -> Report:
     """The seed's ``GET /report?date=``: history from ``date`` (``YYYY-MM-DD HH:MM``, UTC) until
     now, everyone's (``all_history``) or one user's; a month ``YYYY-MM`` is that month.
 
@@ -319,8 +396,9 @@ def request_seed_report(session: DbSession, date: str, *, user_id: int | None = 
         try:
             first, last = parse_period(date, None, None)
         except ValidationFailed:
-            raise ValidationFailed(f"date must be {SEED_DATE_HELP}",
-                                   [detail("date", f"must be {SEED_DATE_HELP}", value=date)]) from None
+            raise ValidationFailed(
+                f"date must be {SEED_DATE_HELP}", [detail("date", f"must be {SEED_DATE_HELP}", value=date)]
+            ) from None
         params = {"from": iso(first), "to": iso(last), "period": date}
         identity = dict(params)
     else:
@@ -329,7 +407,9 @@ def request_seed_report(session: DbSession, date: str, *, user_id: int | None = 
         identity = {"since": date}
     if user_id is not None:
         params["user_id"] = identity["user_id"] = check_user_id(user_id)
-    return _queue_once(session, kind, params, requested_by, identity=identity, share_for=SHARE_PENDING_FOR, now=now)
+    return _queue_once(
+        session, kind, params, requested_by, identity=identity, share_for=SHARE_PENDING_FOR, now=now
+    )
 
 
 def seed_time(value: str) -> str:
@@ -338,7 +418,11 @@ def seed_time(value: str) -> str:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:  # empty (no expiry) or not a timestamp: as it is
         return value
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        (moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        .astimezone(UTC)
+        .strftime("%Y-%m-%d %H:%M:%S")
+    )
 
 
 def seed_csv(handle: TextIO, rows_per_chunk: int = 1000) -> Iterator[bytes]:

@@ -12,6 +12,7 @@ Pure functions, no database. Two hash schemes (``segments.hash_scheme``):
 
 Both are uniform, independent between salts and monotone in the percentage.
 """
+
 from __future__ import annotations
 
 import secrets

@@ -10,6 +10,7 @@ Scheduled changes count at read time from their ``at`` whether or not they were 
 (read_path replays them); :func:`apply_due` materialises them — by the minutely job, and
 before any other rollout change so that changes apply in time order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -41,8 +42,11 @@ def rule_of(segment: Segment, group_salt: str | None) -> rollout.Rule:
 
 
 def ensure_group(session: DbSession, name: str, now: datetime) -> None:
-    session.execute(insert(ExclusionGroup).values(name=name, salt=rollout.new_salt(), created_at=now)
-                    .on_conflict_do_nothing(index_elements=["name"]))
+    session.execute(
+        insert(ExclusionGroup)
+        .values(name=name, salt=rollout.new_salt(), created_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
 
 
 def lock_scope(session: DbSession, segment_id: int, *groups: str | None) -> dict[int, Segment]:
@@ -53,19 +57,32 @@ def lock_scope(session: DbSession, segment_id: int, *groups: str | None) -> dict
         assert current is not None
         names = sorted({g for g in (current.exclusion_group, *groups) if g})
         if names:
-            session.execute(select(ExclusionGroup.name).where(ExclusionGroup.name.in_(names))
-                            .order_by(ExclusionGroup.name).with_for_update())
+            session.execute(
+                select(ExclusionGroup.name)
+                .where(ExclusionGroup.name.in_(names))
+                .order_by(ExclusionGroup.name)
+                .with_for_update()
+            )
         rows = session.scalars(
-            select(Segment).where(or_(Segment.id == segment_id, Segment.exclusion_group.in_(names)), Segment.is_live)
-            .order_by(Segment.id).with_for_update().execution_options(populate_existing=True))
+            select(Segment)
+            .where(or_(Segment.id == segment_id, Segment.exclusion_group.in_(names)), Segment.is_live)
+            .order_by(Segment.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         locked = {s.id: s for s in rows}
-        if segment_id not in locked or locked[segment_id].exclusion_group in names or not locked[segment_id].exclusion_group:
+        if (
+            segment_id not in locked
+            or locked[segment_id].exclusion_group in names
+            or not locked[segment_id].exclusion_group
+        ):
             return locked
     raise RuntimeError("the segment kept moving between groups")
 
 
-def set_state(session: DbSession, segment: Segment, new: RolloutState, *, reason: Reason, actor: str,
-              at: datetime) -> bool:
+def set_state(
+    session: DbSession, segment: Segment, new: RolloutState, *, reason: Reason, actor: str, at: datetime
+) -> bool:
     """Make ``new`` the segment's rollout state (recorded); False when nothing changes."""
     old = state_of(segment)
     if new == old:
@@ -73,9 +90,18 @@ def set_state(session: DbSession, segment: Segment, new: RolloutState, *, reason
     segment.rollout_basis_points = new.basis_points
     segment.exclusion_group = new.group
     segment.bucket_ranges = rollout.flat(new.ranges) if new.group else None
-    session.add(RolloutChange(segment_id=segment.id, from_bp=old.basis_points, to_bp=new.basis_points,
-                              reason=reason, changed_at=at, actor=actor, exclusion_group=new.group,
-                              bucket_ranges=segment.bucket_ranges))
+    session.add(
+        RolloutChange(
+            segment_id=segment.id,
+            from_bp=old.basis_points,
+            to_bp=new.basis_points,
+            reason=reason,
+            changed_at=at,
+            actor=actor,
+            exclusion_group=new.group,
+            bucket_ranges=segment.bucket_ranges,
+        )
+    )
     catalog_changed(session)
     return True
 
@@ -83,32 +109,47 @@ def set_state(session: DbSession, segment: Segment, new: RolloutState, *, reason
 def catalog_changed(session: DbSession) -> None:
     """Mark the segment catalog changed by this transaction (the read path revalidates
     against this version; see read_path)."""
-    session.execute(update(CatalogVersion).where(CatalogVersion.id == 1)
-                    .values(version=CatalogVersion.version + 1))
+    session.execute(
+        update(CatalogVersion).where(CatalogVersion.id == 1).values(version=CatalogVersion.version + 1)
+    )
 
 
 def states(locked: dict[int, Segment]) -> dict[int, RolloutState]:
     return {sid: state_of(s) for sid, s in locked.items()}
 
 
-def change_or_error(current: dict[int, RolloutState], segment_id: int, basis_points: int,
-                    group: str | None | object = ...) -> RolloutState:
+def change_or_error(
+    current: dict[int, RolloutState], segment_id: int, basis_points: int, group: str | None | object = ...
+) -> RolloutState:
     """allocation.change, with a group's lack of room as a 422 naming the group."""
     try:
         return change(current, segment_id, basis_points, group=group)
     except NoRoom as exc:
         raise ValidationFailed(
             f"exclusion group {exc.group} has only {exc.available / 100:g}% left (its rollouts share 100%)",
-            [detail("rollout_percent", f"at most {exc.available / 100:g}% is free in group {exc.group}",
-                    exclusion_group=exc.group)]) from None
+            [
+                detail(
+                    "rollout_percent",
+                    f"at most {exc.available / 100:g}% is free in group {exc.group}",
+                    exclusion_group=exc.group,
+                )
+            ],
+        ) from None
 
 
-def pending(session: DbSession, segment_ids: Iterable[int], *, due_by: datetime | None = None,
-            after: datetime | None = None) -> list[RolloutSchedule]:
+def pending(
+    session: DbSession,
+    segment_ids: Iterable[int],
+    *,
+    due_by: datetime | None = None,
+    after: datetime | None = None,
+) -> list[RolloutSchedule]:
     """Scheduled changes not applied nor cancelled, in time order."""
-    stmt = select(RolloutSchedule).where(RolloutSchedule.segment_id.in_(list(segment_ids)),
-                                         RolloutSchedule.applied_at.is_(None),
-                                         RolloutSchedule.cancelled_at.is_(None))
+    stmt = select(RolloutSchedule).where(
+        RolloutSchedule.segment_id.in_(list(segment_ids)),
+        RolloutSchedule.applied_at.is_(None),
+        RolloutSchedule.cancelled_at.is_(None),
+    )
     if due_by is not None:
         stmt = stmt.where(RolloutSchedule.at <= due_by)
     if after is not None:
@@ -126,16 +167,28 @@ def apply_due_locked(session: DbSession, locked: dict[int, Segment], now: dateti
         new = change(states(locked), segment.id, entry.rollout_basis_points, clamp=True)
         set_state(session, segment, new, reason=Reason.ROLLOUT, actor=entry.created_by, at=entry.at)
         entry.applied_at = now
-        activity_log.record(session, segment, SegmentEventKind.ROLLOUT_CHANGED, entry.created_by, entry.at,
-                            from_percent=old / 100, to_percent=new.basis_points / 100, scheduled=True,
-                            schedule_id=entry.id)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.ROLLOUT_CHANGED,
+            entry.created_by,
+            entry.at,
+            from_percent=old / 100,
+            to_percent=new.basis_points / 100,
+            scheduled=True,
+            schedule_id=entry.id,
+        )
     if due:
         catalog_changed(session)  # the pending list the catalog holds changed
     return len(due)
 
 
-def check_future(session: DbSession, locked: dict[int, Segment], now: datetime,
-                 extra: tuple[int, datetime, int] | None = None) -> None:
+def check_future(
+    session: DbSession,
+    locked: dict[int, Segment],
+    now: datetime,
+    extra: tuple[int, datetime, int] | None = None,
+) -> None:
     """422 when a pending scheduled change (or ``extra``: segment id, at, bp) would not fit
     its group once the changes before it apply."""
     current = states(locked)
@@ -150,16 +203,29 @@ def check_future(session: DbSession, locked: dict[int, Segment], now: datetime,
             raise ValidationFailed(
                 f"exclusion group {exc.group} would have only {exc.available / 100:g}% left for the change "
                 f"of {slug} scheduled at {iso(at)}",
-                [detail("rollout_percent", f"the change of {slug} at {iso(at)} would not fit group {exc.group}",
-                        exclusion_group=exc.group, at=iso(at))]) from None
+                [
+                    detail(
+                        "rollout_percent",
+                        f"the change of {slug} at {iso(at)} would not fit group {exc.group}",
+                        exclusion_group=exc.group,
+                        at=iso(at),
+                    )
+                ],
+            ) from None
 
 
 def apply_due(session: DbSession, now: datetime | None = None) -> int:
     """Apply every due scheduled change (the minutely job; also run before history is read)."""
     now = now or utcnow()
-    segment_ids = session.scalars(select(RolloutSchedule.segment_id).where(
-        RolloutSchedule.applied_at.is_(None), RolloutSchedule.cancelled_at.is_(None),
-        RolloutSchedule.at <= now).distinct()).all()
+    segment_ids = session.scalars(
+        select(RolloutSchedule.segment_id)
+        .where(
+            RolloutSchedule.applied_at.is_(None),
+            RolloutSchedule.cancelled_at.is_(None),
+            RolloutSchedule.at <= now,
+        )
+        .distinct()
+    ).all()
     applied = 0
     for segment_id in sorted(segment_ids):
         applied += apply_due_locked(session, lock_scope(session, segment_id), now)
@@ -169,9 +235,18 @@ def apply_due(session: DbSession, now: datetime | None = None) -> int:
 def materialize(session: DbSession, now: datetime) -> None:
     """Apply due scheduled changes within the caller's transaction before it reads history or
     activity (a savepoint; nothing to do, and no lock taken, when none is due)."""
-    if session.scalar(select(RolloutSchedule.id).where(
-            RolloutSchedule.applied_at.is_(None), RolloutSchedule.cancelled_at.is_(None),
-            RolloutSchedule.at <= now).limit(1)) is not None:
+    if (
+        session.scalar(
+            select(RolloutSchedule.id)
+            .where(
+                RolloutSchedule.applied_at.is_(None),
+                RolloutSchedule.cancelled_at.is_(None),
+                RolloutSchedule.at <= now,
+            )
+            .limit(1)
+        )
+        is not None
+    ):
         with session.begin_nested():
             apply_due(session, now)
 
@@ -183,8 +258,9 @@ def preview_share(session: DbSession, segment: Segment, basis_points: int, sampl
         rule = rollout.Rule(segment.hash_scheme, segment.salt, rollout.ranges_of(None, basis_points))
     else:
         group = session.get(ExclusionGroup, segment.exclusion_group)
-        members = session.scalars(select(Segment).where(Segment.is_live,
-                                                        Segment.exclusion_group == segment.exclusion_group)).all()
+        members = session.scalars(
+            select(Segment).where(Segment.is_live, Segment.exclusion_group == segment.exclusion_group)
+        ).all()
         state = change({s.id: state_of(s) for s in members}, segment.id, basis_points, clamp=True)
         rule = rollout.Rule(rollout.SCHEME, group.salt if group else segment.salt, state.ranges)
     return rollout.share(rule, range(1, sample + 1))

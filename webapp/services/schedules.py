@@ -2,6 +2,7 @@
 Friday 18:00". Each entry counts at read time from its ``at`` (read_path replays due ones),
 is applied by the minutely job (rollout_state.apply_due) and shows in user histories and the
 segment's activity at its scheduled time, with its scheduler as the actor."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -21,17 +22,29 @@ HORIZON = timedelta(days=366)  # how far ahead a change may be scheduled
 
 def _when_or_error(at: object, now: datetime) -> datetime:
     if not isinstance(at, datetime) or at.tzinfo is None:
-        raise ValidationFailed("at must be a date and time with a timezone (use Z for UTC)",
-                               [detail("at", "a date and time with a timezone is required")])
+        raise ValidationFailed(
+            "at must be a date and time with a timezone (use Z for UTC)",
+            [detail("at", "a date and time with a timezone is required")],
+        )
     if at <= now:
-        raise ValidationFailed("at must be in the future", [detail("at", "must be in the future", value=iso(at))])
+        raise ValidationFailed(
+            "at must be in the future", [detail("at", "must be in the future", value=iso(at))]
+        )
     if at > now + HORIZON:
-        raise ValidationFailed("at must be within a year", [detail("at", "must be within a year", value=iso(at))])
+        raise ValidationFailed(
+            "at must be within a year", [detail("at", "must be within a year", value=iso(at))]
+        )
     return at.astimezone(UTC)
 
 
-def add(session: DbSession, slug: str, at: object, rollout_percent: object, actor: str,
-        now: datetime | None = None) -> RolloutSchedule:
+def add(
+    session: DbSession,
+    slug: str,
+    at: object,
+    rollout_percent: object,
+    actor: str,
+    now: datetime | None = None,
+) -> RolloutSchedule:
     """Schedule the segment's rollout to become ``rollout_percent`` at ``at`` (422 when it
     would not fit the segment's exclusion group once the changes before it apply)."""
     now = now or utcnow()
@@ -42,39 +55,66 @@ def add(session: DbSession, slug: str, at: object, rollout_percent: object, acto
         raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
     segment, locked = _locked(session, slug, now)
     check_future(session, locked, now, extra=(segment.id, when, basis_points))
-    entry = RolloutSchedule(segment_id=segment.id, at=when, rollout_basis_points=basis_points, created_by=actor,
-                            created_at=now)
+    entry = RolloutSchedule(
+        segment_id=segment.id, at=when, rollout_basis_points=basis_points, created_by=actor, created_at=now
+    )
     session.add(entry)
     session.flush()
-    activity_log.record(session, segment, SegmentEventKind.SCHEDULE_ADDED, actor, now, schedule_id=entry.id,
-                        scheduled_for=iso(when), rollout_percent=basis_points / 100)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.SCHEDULE_ADDED,
+        actor,
+        now,
+        schedule_id=entry.id,
+        scheduled_for=iso(when),
+        rollout_percent=basis_points / 100,
+    )
     catalog_changed(session)
     return entry
 
 
-def cancel(session: DbSession, slug: str, schedule_id: int, actor: str, now: datetime | None = None) -> RolloutSchedule:
+def cancel(
+    session: DbSession, slug: str, schedule_id: int, actor: str, now: datetime | None = None
+) -> RolloutSchedule:
     """Cancel a pending change; 409 once it is in force (its time has come)."""
     now = now or utcnow()
     segment, _ = _locked(session, slug, now)
     entry = session.get(RolloutSchedule, schedule_id) if 0 < schedule_id < 2**63 else None
     if entry is None or entry.segment_id != segment.id:
-        raise NotFound("no such scheduled change", [detail("id", "no such scheduled change", value=str(schedule_id))])
+        raise NotFound(
+            "no such scheduled change", [detail("id", "no such scheduled change", value=str(schedule_id))]
+        )
     if entry.cancelled_at is not None:
         return entry
     if entry.applied_at is not None or entry.at <= now:
-        raise Conflict(f"the change scheduled at {iso(entry.at)} is already in force",
-                       [detail("id", "already in force", value=str(schedule_id))])
+        raise Conflict(
+            f"the change scheduled at {iso(entry.at)} is already in force",
+            [detail("id", "already in force", value=str(schedule_id))],
+        )
     entry.cancelled_at, entry.cancelled_by = now, actor
-    activity_log.record(session, segment, SegmentEventKind.SCHEDULE_CANCELLED, actor, now, schedule_id=entry.id,
-                        scheduled_for=iso(entry.at), rollout_percent=entry.rollout_percent)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.SCHEDULE_CANCELLED,
+        actor,
+        now,
+        schedule_id=entry.id,
+        scheduled_for=iso(entry.at),
+        rollout_percent=entry.rollout_percent,
+    )
     catalog_changed(session)
     return entry
 
 
 def listing(session: DbSession, segment: Segment, limit: int = 100) -> list[RolloutSchedule]:
     """The segment's scheduled changes, pending and past, in time order."""
-    stmt = (select(RolloutSchedule).where(RolloutSchedule.segment_id == segment.id)
-            .order_by(RolloutSchedule.at, RolloutSchedule.id).limit(limit))
+    stmt = (
+        select(RolloutSchedule)
+        .where(RolloutSchedule.segment_id == segment.id)
+        .order_by(RolloutSchedule.at, RolloutSchedule.id)
+        .limit(limit)
+    )
     return list(session.scalars(stmt))
 
 

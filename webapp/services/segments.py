@@ -1,4 +1,5 @@
 """Segment lifecycle: create, list, read, update (description, rollout), delete; members."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ def _description_or_error(description: object) -> str:
         raise ValidationFailed("description must be a string", [detail("description", "must be a string")])
     description = description.strip()
     if "\x00" in description:
-        raise ValidationFailed("description must not contain NUL characters",
-                               [detail("description", "contains a NUL character")])
+        raise ValidationFailed(
+            "description must not contain NUL characters", [detail("description", "contains a NUL character")]
+        )
     if len(description) > MAX_DESCRIPTION:
         problem = f"at most {MAX_DESCRIPTION} characters"
         raise ValidationFailed(f"description: {problem}", [detail("description", problem)])
@@ -74,7 +76,9 @@ def _basis_points_or_error(percent: object) -> int:
         raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
 
 
-def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "update"] | None = None) -> Segment:
+def get_live_segment(
+    session: DbSession, slug: str, lock: Literal["share", "update"] | None = None
+) -> Segment:
     """The live segment with this slug, optionally row-locked; NotFound otherwise. Unlocked,
     it is read after due scheduled changes are applied (so its rollout is the one in force)."""
     _slug_or_error(slug)
@@ -89,7 +93,9 @@ def get_live_segment(session: DbSession, slug: str, lock: Literal["share", "upda
     return segment
 
 
-def list_segments(session: DbSession, q: str = "", page: int = 1, per_page: int = 50) -> tuple[list[Segment], int]:
+def list_segments(
+    session: DbSession, q: str = "", page: int = 1, per_page: int = 50
+) -> tuple[list[Segment], int]:
     """Live segments whose slug or description contains ``q``, newest first, with the total."""
     materialize(session, utcnow())
     stmt = select(Segment).where(Segment.is_live)
@@ -97,12 +103,14 @@ def list_segments(session: DbSession, q: str = "", page: int = 1, per_page: int 
         raise ValidationFailed("the search must not contain NUL characters", [detail("q", "contains a NUL")])
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(or_(Segment.slug.ilike(pattern, escape="\\"),
-                              Segment.description.ilike(pattern, escape="\\")))
+        stmt = stmt.where(
+            or_(Segment.slug.ilike(pattern, escape="\\"), Segment.description.ilike(pattern, escape="\\"))
+        )
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = session.scalars(
         stmt.order_by(Segment.created_at.desc(), Segment.id.desc())
-        .limit(per_page).offset((page - 1) * per_page)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
     ).all()
     return list(items), total
 
@@ -125,44 +133,77 @@ def member_counts(session: DbSession, segment_ids: list[int], now: datetime | No
 def segment_stats(session: DbSession, segment: Segment) -> SegmentStats:
     members = member_counts(session, [segment.id])[segment.id]
     exclusions = session.scalar(
-        select(func.count()).select_from(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id))
+        select(func.count()).select_from(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id)
+    )
     return SegmentStats(members, exclusions or 0)
 
 
-def create_segment(session: DbSession, slug: object, description: object = None, rollout_percent: object = None,
-                   exclusion_group: object = None, actor: str = "", now: datetime | None = None) -> Segment:
+def create_segment(
+    session: DbSession,
+    slug: object,
+    description: object = None,
+    rollout_percent: object = None,
+    exclusion_group: object = None,
+    actor: str = "",
+    now: datetime | None = None,
+) -> Segment:
     """Create a live segment with a fresh salt, optionally in an exclusion group (created on
     first use); Conflict when the slug is taken, 422 when the group has no room."""
     now = now or utcnow()
     group = _group_or_error(exclusion_group)
     basis_points = _basis_points_or_error(rollout_percent)
-    segment = Segment(slug=_slug_or_error(slug), description=_description_or_error(description),
-                      rollout_basis_points=0, salt=rollout.new_salt(), created_at=now)
+    segment = Segment(
+        slug=_slug_or_error(slug),
+        description=_description_or_error(description),
+        rollout_basis_points=0,
+        salt=rollout.new_salt(),
+        created_at=now,
+    )
     try:
         with session.begin_nested():
             session.add(segment)
             session.flush()
     except IntegrityError:
-        raise Conflict(f"segment {slug} already exists",
-                       [detail("slug", "a live segment has this slug", value=slug)]) from None
-    activity_log.record(session, segment, SegmentEventKind.CREATED, actor, now,
-                        rollout_percent=basis_points / 100, exclusion_group=group)
+        raise Conflict(
+            f"segment {slug} already exists", [detail("slug", "a live segment has this slug", value=slug)]
+        ) from None
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.CREATED,
+        actor,
+        now,
+        rollout_percent=basis_points / 100,
+        exclusion_group=group,
+    )
     if basis_points or group:
         if group:
             ensure_group(session, group, now)
         locked = lock_scope(session, segment.id, group)
         apply_due_locked(session, locked, now)
-        set_state(session, segment, change_or_error(states(locked), segment.id, basis_points, group),
-                  reason=Reason.ROLLOUT, actor=actor, at=now)
+        set_state(
+            session,
+            segment,
+            change_or_error(states(locked), segment.id, basis_points, group),
+            reason=Reason.ROLLOUT,
+            actor=actor,
+            at=now,
+        )
         check_future(session, locked, now)
     catalog_changed(session)
     session.flush()
     return segment
 
 
-def update_segment(session: DbSession, slug: str, description: object = UNSET, rollout_percent: object = UNSET,
-                   exclusion_group: object = UNSET, actor: str = "",
-                   now: datetime | None = None) -> tuple[Segment, bool]:
+def update_segment(
+    session: DbSession,
+    slug: str,
+    description: object = UNSET,
+    rollout_percent: object = UNSET,
+    exclusion_group: object = UNSET,
+    actor: str = "",
+    now: datetime | None = None,
+) -> tuple[Segment, bool]:
     """Change description, rollout and/or exclusion group (all validated before anything
     changes, each change recorded); returns the segment and whether its rollout changed.
 
@@ -180,20 +221,30 @@ def update_segment(session: DbSession, slug: str, description: object = UNSET, r
     else:
         segment = get_live_segment(session, slug, lock="update")
     if new_description is not None and new_description != segment.description:
-        activity_log.record(session, segment, SegmentEventKind.DESCRIPTION_CHANGED, actor, now,
-                            before=segment.description[:200], after=new_description[:200])
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.DESCRIPTION_CHANGED,
+            actor,
+            now,
+            before=segment.description[:200],
+            after=new_description[:200],
+        )
         segment.description = new_description
     session.flush()
     return segment, changed
 
 
-def _change_rollout(session: DbSession, segment: Segment, new_bp: int | None, new_group: object, actor: str,
-                    now: datetime) -> bool:
+def _change_rollout(
+    session: DbSession, segment: Segment, new_bp: int | None, new_group: object, actor: str, now: datetime
+) -> bool:
     if isinstance(new_group, str):
         ensure_group(session, new_group, now)
     locked = lock_scope(session, segment.id, new_group if isinstance(new_group, str) else None)
     if segment.id not in locked:
-        raise NotFound(f"segment {segment.slug} does not exist", [detail("slug", "no such segment", value=segment.slug)])
+        raise NotFound(
+            f"segment {segment.slug} does not exist", [detail("slug", "no such segment", value=segment.slug)]
+        )
     apply_due_locked(session, locked, now)
     old = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
     if isinstance(new_group, str) and new_group != old.group:
@@ -203,15 +254,32 @@ def _change_rollout(session: DbSession, segment: Segment, new_bp: int | None, ne
     changed = set_state(session, segment, new, reason=Reason.ROLLOUT, actor=actor, at=now)
     check_future(session, locked, now)
     if new.group != old.group:
-        activity_log.record(session, segment, SegmentEventKind.GROUP_CHANGED, actor, now,
-                            before=old.group, after=new.group, rollout_percent=new.basis_points / 100)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.GROUP_CHANGED,
+            actor,
+            now,
+            before=old.group,
+            after=new.group,
+            rollout_percent=new.basis_points / 100,
+        )
     if new.basis_points != old.basis_points:
-        activity_log.record(session, segment, SegmentEventKind.ROLLOUT_CHANGED, actor, now,
-                            from_percent=old.basis_points / 100, to_percent=new.basis_points / 100)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.ROLLOUT_CHANGED,
+            actor,
+            now,
+            from_percent=old.basis_points / 100,
+            to_percent=new.basis_points / 100,
+        )
     return changed
 
 
-def _refuse_explicit_overlap(session: DbSession, segment: Segment, group: str, locked: dict[int, Segment]) -> None:
+def _refuse_explicit_overlap(
+    session: DbSession, segment: Segment, group: str, locked: dict[int, Segment]
+) -> None:
     """409 when a user is an explicit member of ``segment`` and of another segment of ``group``."""
     others = [sid for sid, s in locked.items() if s.exclusion_group == group and sid != segment.id]
     if not others:
@@ -219,16 +287,29 @@ def _refuse_explicit_overlap(session: DbSession, segment: Segment, group: str, l
     mine, theirs = aliased(Membership), aliased(Membership)
     now = utcnow()
     row = session.execute(
-        select(theirs.segment_id, func.count()).select_from(mine)
+        select(theirs.segment_id, func.count())
+        .select_from(mine)
         .join(theirs, (theirs.user_id == mine.user_id) & theirs.segment_id.in_(others))
         .where(mine.segment_id == segment.id, mine.live_at(now), theirs.live_at(now))
-        .group_by(theirs.segment_id).order_by(func.count().desc()).limit(1)).first()
+        .group_by(theirs.segment_id)
+        .order_by(func.count().desc())
+        .limit(1)
+    ).first()
     if row is not None:
         other = locked[row[0]].slug
-        raise Conflict(f"{row[1]:,} explicit members of {segment.slug} are also explicit members of {other} "
-                       f"in group {group}: remove them from one of the two first",
-                       [detail("exclusion_group", "explicit members overlap", exclusion_group=group,
-                               segment=other, users=row[1])])
+        raise Conflict(
+            f"{row[1]:,} explicit members of {segment.slug} are also explicit members of {other} "
+            f"in group {group}: remove them from one of the two first",
+            [
+                detail(
+                    "exclusion_group",
+                    "explicit members overlap",
+                    exclusion_group=group,
+                    segment=other,
+                    users=row[1],
+                )
+            ],
+        )
 
 
 def retire_segment(session: DbSession, slug: str, now: datetime, actor: str = "") -> tuple[Segment, int]:
@@ -239,9 +320,15 @@ def retire_segment(session: DbSession, slug: str, now: datetime, actor: str = ""
     segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
     left = member_counts(session, [segment.id], now)[segment.id]
     set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
-    session.execute(update(RolloutSchedule).where(
-        RolloutSchedule.segment_id == segment.id, RolloutSchedule.applied_at.is_(None),
-        RolloutSchedule.cancelled_at.is_(None)).values(cancelled_at=now, cancelled_by=actor))
+    session.execute(
+        update(RolloutSchedule)
+        .where(
+            RolloutSchedule.segment_id == segment.id,
+            RolloutSchedule.applied_at.is_(None),
+            RolloutSchedule.cancelled_at.is_(None),
+        )
+        .values(cancelled_at=now, cancelled_by=actor)
+    )
     segment.deleted_at = now
     activity_log.record(session, segment, SegmentEventKind.DELETED, actor, now, members=left)
     session.flush()
@@ -249,13 +336,26 @@ def retire_segment(session: DbSession, slug: str, now: datetime, actor: str = ""
     return segment, left
 
 
-def list_members(session: DbSession, segment: Segment, *, after: int = 0, limit: int = 50,
-                 user_id: int | None = None, now: datetime | None = None) -> list[Membership]:
+def list_members(
+    session: DbSession,
+    segment: Segment,
+    *,
+    after: int = 0,
+    limit: int = 50,
+    user_id: int | None = None,
+    now: datetime | None = None,
+) -> list[Membership]:
     """Explicit, live members ordered by user id; keyset pagination via ``after``."""
-    stmt = (select(Membership)
-            .where(Membership.segment_id == segment.id, Membership.user_id > after,
-                   Membership.live_at(now or utcnow()))
-            .order_by(Membership.user_id).limit(limit))
+    stmt = (
+        select(Membership)
+        .where(
+            Membership.segment_id == segment.id,
+            Membership.user_id > after,
+            Membership.live_at(now or utcnow()),
+        )
+        .order_by(Membership.user_id)
+        .limit(limit)
+    )
     if user_id is not None:
         stmt = stmt.where(Membership.user_id == user_id)
     return list(session.scalars(stmt))

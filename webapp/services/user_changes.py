@@ -1,4 +1,5 @@
 """Atomic per-user changes: add and remove a user's segments in one all-or-nothing call."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -58,8 +59,10 @@ def change_user_segments(
     """
     at, now = now, now or utcnow()
     if len(add) + len(delete) > MAX_ITEMS_PER_CHANGE:
-        raise ValidationFailed(f"at most {MAX_ITEMS_PER_CHANGE} items in add and del together",
-                               [detail("add", f"{len(add) + len(delete)} items given")])
+        raise ValidationFailed(
+            f"at most {MAX_ITEMS_PER_CHANGE} items in add and del together",
+            [detail("add", f"{len(add) + len(delete)} items given")],
+        )
     expiries, deleting = _validate(user_id, add, delete, ttl_seconds, expires_at, now)
 
     membership_store.lock_user(session, user_id)
@@ -68,21 +71,35 @@ def change_user_segments(
     if unknown:
         raise ValidationFailed(
             "the request was not applied: unknown segments",
-            [detail("add" if s in expiries else "del", "no such segment", slug=s) for s in unknown])
+            [detail("add" if s in expiries else "del", "no such segment", slug=s) for s in unknown],
+        )
 
     result = ChangeResult(user_id)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
     view = user_view(session, user_id, now)
-    _refuse_group_overlap(view, [segments[slug] for slug in expiries], [segments[slug].id for slug in deleting])
+    _refuse_group_overlap(
+        view, [segments[slug] for slug in expiries], [segments[slug].id for slug in deleting]
+    )
     if expiries:
         counts = membership_store.upsert(
-            session, user_id, {segments[slug].id: until for slug, until in expiries.items()},
-            now, reason, actor, at=at)
+            session,
+            user_id,
+            {segments[slug].id: until for slug, until in expiries.items()},
+            now,
+            reason,
+            actor,
+            at=at,
+        )
         for slug in expiries:
             sid = segments[slug].id
-            bucket = (result.added if sid in counts.added
-                      else result.updated if sid in counts.updated else result.unchanged)
+            bucket = (
+                result.added
+                if sid in counts.added
+                else result.updated
+                if sid in counts.updated
+                else result.unchanged
+            )
             bucket.append(slug)
     if deleting:
         ids = [segments[slug].id for slug in deleting]
@@ -97,9 +114,11 @@ def _refuse_group_overlap(view: UserView, adding: Sequence[Segment], removing: S
     """409 when an added segment's exclusion group already holds the user through another
     segment (one the request does not also remove), or two added segments share a group."""
     by_slug = {s.slug: sid for sid, s in view.catalog.segments.items()}
-    holding = {view.catalog.group_of[sid]: slug for slug, sid in
-               ((a.slug, by_slug.get(a.slug)) for a in view.active)
-               if sid in view.catalog.group_of and sid not in removing}
+    holding = {
+        view.catalog.group_of[sid]: slug
+        for slug, sid in ((a.slug, by_slug.get(a.slug)) for a in view.active)
+        if sid in view.catalog.group_of and sid not in removing
+    }
     problems, claimed = [], dict[str, str]()
     for segment in adding:
         group = segment.exclusion_group
@@ -108,15 +127,28 @@ def _refuse_group_overlap(view: UserView, adding: Sequence[Segment], removing: S
         other = holding.get(group) if holding.get(group) != segment.slug else None
         other = other or claimed.get(group)
         if other is not None:
-            problems.append(detail("add", f"the user is already in {other}, which shares exclusion group {group}",
-                                   slug=segment.slug, segment=other, exclusion_group=group))
+            problems.append(
+                detail(
+                    "add",
+                    f"the user is already in {other}, which shares exclusion group {group}",
+                    slug=segment.slug,
+                    segment=other,
+                    exclusion_group=group,
+                )
+            )
         claimed[group] = segment.slug
     if problems:
         raise Conflict(f"{problems[0]['message']}: a user is in at most one segment of a group", problems)
 
 
-def _validate(user_id: int, add: Sequence[AddSpec], delete: Sequence[str], ttl_seconds: int | None,
-              expires_at: datetime | None, now: datetime) -> tuple[dict[str, datetime | None], list[str]]:
+def _validate(
+    user_id: int,
+    add: Sequence[AddSpec],
+    delete: Sequence[str],
+    ttl_seconds: int | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> tuple[dict[str, datetime | None], list[str]]:
     """Every problem of the request at once, or (slug -> expiry to add, slugs to remove)."""
     problems: list[dict] = []
     if (problem := user_id_problem(user_id)) is not None:
@@ -159,6 +191,10 @@ def _lock_live_segments(session: DbSession, slugs: Iterable[str]) -> dict[str, S
     slugs = list(slugs)
     if not slugs:
         return {}
-    stmt = (select(Segment).where(Segment.slug.in_(slugs), Segment.is_live)
-            .order_by(Segment.id).with_for_update(read=True))
+    stmt = (
+        select(Segment)
+        .where(Segment.slug.in_(slugs), Segment.is_live)
+        .order_by(Segment.id)
+        .with_for_update(read=True)
+    )
     return {s.slug: s for s in session.scalars(stmt)}

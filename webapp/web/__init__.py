@@ -1,4 +1,5 @@
 """Dashboard for product managers: server-rendered pages with htmx fragments."""
+
 from flask import Blueprint, Response, current_app
 
 from webapp.auth import dashboard_user, require_dashboard_user

@@ -1,4 +1,5 @@
 """Jinja filters for the dashboard."""
+
 from __future__ import annotations
 
 from datetime import datetime

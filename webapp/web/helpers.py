@@ -1,4 +1,5 @@
 """What every dashboard view needs: htmx awareness, form parsing, responses with flashes."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -16,8 +17,14 @@ from webapp.services.id_lists import token_problem
 from webapp.transaction import abandon
 from webapp.web.messages import FormErrors, form_errors, upper_slug
 
-TTL_CHOICES = [("", "No expiry"), ("3600", "1 hour"), ("86400", "1 day"), ("604800", "7 days"),
-               ("2592000", "30 days"), ("7776000", "90 days")]
+TTL_CHOICES = [
+    ("", "No expiry"),
+    ("3600", "1 hour"),
+    ("86400", "1 day"),
+    ("604800", "7 days"),
+    ("2592000", "30 days"),
+    ("7776000", "90 days"),
+]
 
 
 def is_htmx() -> bool:
@@ -32,14 +39,18 @@ def form_expiry() -> tuple[int | None, datetime | None]:
     if ttl_raw:
         ttl = ascii_int(ttl_raw, 1, MAX_TTL_SECONDS)
         if ttl is None:
-            raise ValidationFailed("choose a TTL from the list", [detail("ttl_seconds", "not one of the choices")])
+            raise ValidationFailed(
+                "choose a TTL from the list", [detail("ttl_seconds", "not one of the choices")]
+            )
     until = None
     if until_raw:
         try:  # a datetime-local field has no offset (taken as UTC); an explicit offset is kept
             until = datetime.fromisoformat(until_raw.replace("Z", "+00:00"))
             until = until if until.tzinfo else until.replace(tzinfo=UTC)
         except ValueError:
-            raise ValidationFailed("expiry must be a date and time", [detail("expires_at", "not a date")]) from None
+            raise ValidationFailed(
+                "expiry must be a date and time", [detail("expires_at", "not a date")]
+            ) from None
     return ttl, until
 
 
@@ -58,8 +69,15 @@ def updated(message: str, back: str, *fragments: str, trigger: str | None = None
     return response
 
 
-def rejected(exc: AppError | FormErrors, back: str, fragment: str, *, fields: Iterable[str] = (),
-             aliases: Mapping[str, str] | None = None, **context):
+def rejected(
+    exc: AppError | FormErrors,
+    back: str,
+    fragment: str,
+    *,
+    fields: Iterable[str] = (),
+    aliases: Mapping[str, str] | None = None,
+    **context,
+):
     """A failed action: nothing of it commits. htmx gets the form fragment again (422) with each
     problem in plain words next to its field; a plain post gets them flashed and a redirect back."""
     abandon()
@@ -79,8 +97,10 @@ def checked_month(period: str) -> str:
         raise ValidationFailed("choose a month", [detail("period", "Choose a month.")])
     if period > utcnow().strftime("%Y-%m"):
         label = datetime.strptime(period, "%Y-%m").strftime("%B %Y")
-        raise ValidationFailed("that month has not started", [detail(
-            "period", f"{label} has not started yet: choose this month or an earlier one.")])
+        raise ValidationFailed(
+            "that month has not started",
+            [detail("period", f"{label} has not started yet: choose this month or an earlier one.")],
+        )
     return period
 
 
@@ -89,8 +109,15 @@ def typed_user_id(text: str, field: str = "user_id") -> int:
     text = "".join((text or "").split())
     problem = token_problem(text) if text else "type a user id"
     if problem:
-        raise ValidationFailed(problem, [detail(field, f"{problem[0].upper()}{problem[1:]}. User ids are whole "
-                                                       "numbers from 1 up, like 1001.")])
+        raise ValidationFailed(
+            problem,
+            [
+                detail(
+                    field,
+                    f"{problem[0].upper()}{problem[1:]}. User ids are whole numbers from 1 up, like 1001.",
+                )
+            ],
+        )
     return int(text)
 
 
@@ -102,8 +129,18 @@ def live_segment(slug: str) -> Segment:
     except (NotFound, ValidationFailed) as exc:
         upper = upper_slug(slug)
         if upper:
-            raise NotFound(f"Slugs are written in upper case: there is no segment called {slug}.",
-                           [{"offer": url_for(request.endpoint or "web.show_segment",
-                                              **{**(request.view_args or {}), "slug": upper}),
-                             "message": f"Open {upper}"}]) from None
-        raise NotFound(f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message)
+            raise NotFound(
+                f"Slugs are written in upper case: there is no segment called {slug}.",
+                [
+                    {
+                        "offer": url_for(
+                            request.endpoint or "web.show_segment",
+                            **{**(request.view_args or {}), "slug": upper},
+                        ),
+                        "message": f"Open {upper}",
+                    }
+                ],
+            ) from None
+        raise NotFound(
+            f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message
+        )

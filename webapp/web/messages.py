@@ -6,6 +6,7 @@ The dashboard shows the same problems the way a product manager reads them, next
 they belong to. Everything a dashboard page shows of a service error passes through
 :func:`plain` (messages) and :func:`form_errors` (field placement).
 """
+
 from __future__ import annotations
 
 import re
@@ -35,53 +36,91 @@ RULES: list[Rule] = [
     (re.compile(r"^slug must be a string$"), SLUG_WORDS + "."),
     (re.compile(r"^slug must be "), _slug_problem),
     (re.compile(r"^user id must be a positive integer$|^user id must be an integer$"), USER_ID_WORDS + "."),
-    (re.compile(r"^user id must be between"), "That number is too large to be a user id. " + USER_ID_WORDS + "."),
-    (re.compile(r"^(?:user_id is )?required(?: for a user report)?$|^user_id is required"), "Enter the user's id."),
+    (
+        re.compile(r"^user id must be between"),
+        "That number is too large to be a user id. " + USER_ID_WORDS + ".",
+    ),
+    (
+        re.compile(r"^(?:user_id is )?required(?: for a user report)?$|^user_id is required"),
+        "Enter the user's id.",
+    ),
     (re.compile(r"^no such segment$"), "There is no such segment."),
-    (re.compile(r"^a live segment has this slug$|^segment (\S+) already exists$"),
-     lambda m, v: f"A segment called {m[1] or v} already exists: choose another slug."),
+    (
+        re.compile(r"^a live segment has this slug$|^segment (\S+) already exists$"),
+        lambda m, v: f"A segment called {m[1] or v} already exists: choose another slug.",
+    ),
     (re.compile(r"^segment (\S+) does not exist$"), lambda m, v: f"There is no segment called {m[1]}."),
-    (re.compile(r"^(?:rollout_percent )?must be a number between 0 and 100$"),
-     "Enter a percentage from 0 to 100."),
-    (re.compile(r"^(?:rollout_percent )?at most two decimal places$"),
-     "Use at most two decimal places, like 12.5 or 0.25."),
-    (re.compile(r"^description: at most|^at most \d+ characters$"),
-     f"A description can be at most {MAX_DESCRIPTION:,} characters long."),
-    (re.compile(r"^description must not contain NUL|^contains a NUL character$"),
-     "The description contains a character that cannot be stored (a NUL byte)."),
+    (
+        re.compile(r"^(?:rollout_percent )?must be a number between 0 and 100$"),
+        "Enter a percentage from 0 to 100.",
+    ),
+    (
+        re.compile(r"^(?:rollout_percent )?at most two decimal places$"),
+        "Use at most two decimal places, like 12.5 or 0.25.",
+    ),
+    (
+        re.compile(r"^description: at most|^at most \d+ characters$"),
+        f"A description can be at most {MAX_DESCRIPTION:,} characters long.",
+    ),
+    (
+        re.compile(r"^description must not contain NUL|^contains a NUL character$"),
+        "The description contains a character that cannot be stored (a NUL byte).",
+    ),
     (re.compile(r"^description must be a string$|^must be a string$"), "Enter the description as text."),
-    (re.compile(r"^give ttl_seconds or expires_at, not both$"),
-     "Choose either an expiry period or a date and time, not both."),
-    (re.compile(r"^must be between 1 and \d+$|^not one of the choices$|^choose a TTL"),
-     "Choose an expiry period from the list."),
+    (
+        re.compile(r"^give ttl_seconds or expires_at, not both$"),
+        "Choose either an expiry period or a date and time, not both.",
+    ),
+    (
+        re.compile(r"^must be between 1 and \d+$|^not one of the choices$|^choose a TTL"),
+        "Choose an expiry period from the list.",
+    ),
     (re.compile(r"^must be an integer$"), "Choose an expiry period from the list."),
-    (re.compile(r"^must be in the future$"), "The expiry time has already passed: choose a time in the future."),
+    (
+        re.compile(r"^must be in the future$"),
+        "The expiry time has already passed: choose a time in the future.",
+    ),
     (re.compile(r"^must be within ten years$"), "The expiry time must be within ten years from now."),
     (re.compile(r"^must include a timezone"), "Enter the expiry as a date and time."),
     (re.compile(r"^not a date$|^expiry must be a date and time$"), "Enter the expiry as a date and time."),
-    (re.compile(r"^must be YYYY-MM$|^period must be|^required unless from and to|^give period"),
-     "Choose a month."),
+    (
+        re.compile(r"^must be YYYY-MM$|^period must be|^required unless from and to|^give period"),
+        "Choose a month.",
+    ),
     (re.compile(r"^unknown kind$|^kind must be one of"), "Choose what the report is about."),
-    (re.compile(r"^does not match the slug$|^type the slug to confirm$"),
-     "Type the segment's slug exactly as shown (upper case) to confirm."),
-    (re.compile(r"^contains a NUL$|^the search must not contain NUL"),
-     "The search contains a character that cannot be searched for."),
+    (
+        re.compile(r"^does not match the slug$|^type the slug to confirm$"),
+        "Type the segment's slug exactly as shown (upper case) to confirm.",
+    ),
+    (
+        re.compile(r"^contains a NUL$|^the search must not contain NUL"),
+        "The search contains a character that cannot be searched for.",
+    ),
     (re.compile(r"^give at least one slug in add or del$"), "Choose a segment."),
     (re.compile(r"^slug listed twice in (?:add|del)$"), "That segment is listed twice."),
     (re.compile(r"^slug is in both add and del$"), "That segment is both added and removed."),
     (re.compile(r"^user_ids must not be empty$|^empty list$"), "Paste user ids or choose a file."),
-    (re.compile(r"^no such report$|^not a report id$"), "There is no such report (it may have been deleted)."),
+    (
+        re.compile(r"^no such report$|^not a report id$"),
+        "There is no such report (it may have been deleted).",
+    ),
     (re.compile(r"^no such operation$"), "There is no such bulk operation."),
-    (re.compile(r"^report is (\w+), not ready for download$"),
-     lambda m, v: f"The report is {m[1]}: it can be downloaded once it is finished."),
+    (
+        re.compile(r"^report is (\w+), not ready for download$"),
+        lambda m, v: f"The report is {m[1]}: it can be downloaded once it is finished.",
+    ),
 ]
 
 # Left-overs in messages no rule matched: field names and notation become words.
 WORDS = [
-    (re.compile(r"\buser_ids\b"), "user ids"), (re.compile(r"\buser_id\b"), "user id"),
-    (re.compile(r"\brollout_percent\b"), "rollout percentage"), (re.compile(r"\bttl_seconds\b"), "expiry period"),
-    (re.compile(r"\bexpires_at\b"), "expiry time"), (re.compile(r"\b(?:add|del)\[\d+\]\s*"), ""),
-    (re.compile(r"\s*\(1\.\.2\^63-1\)"), ""), (re.compile(r"\^\[[^\s]*\$?"), "the required form"),
+    (re.compile(r"\buser_ids\b"), "user ids"),
+    (re.compile(r"\buser_id\b"), "user id"),
+    (re.compile(r"\brollout_percent\b"), "rollout percentage"),
+    (re.compile(r"\bttl_seconds\b"), "expiry period"),
+    (re.compile(r"\bexpires_at\b"), "expiry time"),
+    (re.compile(r"\b(?:add|del)\[\d+\]\s*"), ""),
+    (re.compile(r"\s*\(1\.\.2\^63-1\)"), ""),
+    (re.compile(r"\^\[[^\s]*\$?"), "the required form"),
 ]
 
 
@@ -139,8 +178,12 @@ class FormErrors:
         return self.fields.get(name, default)
 
 
-def form_errors(exc: AppError, form_fields: Iterable[str], aliases: Mapping[str, str] | None = None,
-                values: Mapping[str, str] | None = None) -> FormErrors:
+def form_errors(
+    exc: AppError,
+    form_fields: Iterable[str],
+    aliases: Mapping[str, str] | None = None,
+    values: Mapping[str, str] | None = None,
+) -> FormErrors:
     """Place ``exc``'s details on the form's fields (``add[0]`` -> ``add``, then ``aliases``,
     e.g. ``{"add": "slug"}``); a detail of no field of the form, or an error without details,
     becomes one general message. ``values``: what was typed, per form field."""
@@ -151,8 +194,11 @@ def form_errors(exc: AppError, form_fields: Iterable[str], aliases: Mapping[str,
         name = aliases.get(raw, raw)
         value = str(item.get("slug") or item.get("value") or values.get(name, "") or "")
         if item.get("message") == "no such segment" and (item.get("slug") or item.get("value")):
-            message = "Slugs are written in upper case." if upper_slug(value) else \
-                f"There is no segment called {value}."
+            message = (
+                "Slugs are written in upper case."
+                if upper_slug(value)
+                else f"There is no segment called {value}."
+            )
         else:
             message = plain(item.get("message", ""), value)
         if name in names and upper_slug(value) and "upper case" in message:

@@ -5,6 +5,7 @@ The segment page includes ``segments/_reach.html``, ``_schedule.html`` and ``_ac
 each part gets its data from the template globals below (so the segment page's own context
 needs nothing new) and fetches itself again on ``segment-changed`` where that matters.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,35 +50,48 @@ def plain_plans(exc: AppError, typed_group: str = "") -> AppError:
         message, field = str(item.get("message", "")), str(item.get("field", ""))
         if match := _NO_ROOM.match(message):
             free, group = match[1], match[2]
-            message = (f"Group {group} has only {free}% left: its segments share 100% of users. "
-                       f"Choose at most {free}%, or lower another segment of {group} first.")
+            message = (
+                f"Group {group} has only {free}% left: its segments share 100% of users. "
+                f"Choose at most {free}%, or lower another segment of {group} first."
+            )
         elif match := _WOULD_NOT_FIT.match(message):
             slug, at, group = match[1], match[2], match[3]
-            message = (f"Group {group} would not have room for the change of {slug} scheduled for {_when(at)}: "
-                       "its segments share 100% of users. Choose a lower percentage or cancel that change.")
+            message = (
+                f"Group {group} would not have room for the change of {slug} scheduled for {_when(at)}: "
+                "its segments share 100% of users. Choose a lower percentage or cancel that change."
+            )
         elif message == "explicit members overlap":
-            message = (f"{int(item.get('users', 0)):,} users are explicit members of this segment and of "
-                       f"{item.get('segment')}, which is in group {item.get('exclusion_group')}: a user can be in "
-                       "only one segment of a group. Remove them from one of the two first.")
+            message = (
+                f"{int(item.get('users', 0)):,} users are explicit members of this segment and of "
+                f"{item.get('segment')}, which is in group {item.get('exclusion_group')}: a user can be in "
+                "only one segment of a group. Remove them from one of the two first."
+            )
         elif field == "exclusion_group":
             upper = upper_slug(typed_group)
-            message = (f"Group names are written in upper case: {upper}." if upper else
-                       "Group names use upper-case letters, digits and underscores, starting with a letter "
-                       "(like DISCOUNTS), at most 64 characters.")
+            message = (
+                f"Group names are written in upper case: {upper}."
+                if upper
+                else "Group names use upper-case letters, digits and underscores, starting with a letter "
+                "(like DISCOUNTS), at most 64 characters."
+            )
         elif field == "at":
-            message = {"must be in the future": "That time has passed: choose a time in the future (UTC).",
-                       "must be within a year": "A change can be scheduled at most a year ahead.",
-                       }.get(message, "Choose the date and time of the change (UTC).")
+            message = {
+                "must be in the future": "That time has passed: choose a time in the future (UTC).",
+                "must be within a year": "A change can be scheduled at most a year ahead.",
+            }.get(message, "Choose the date and time of the change (UTC).")
         elif field == "id":
-            message = ("That change is already in force: it can no longer be cancelled." if
-                       message == "already in force" else "There is no such scheduled change (it may have been "
-                                                          "cancelled already).")
+            message = (
+                "That change is already in force: it can no longer be cancelled."
+                if message == "already in force"
+                else "There is no such scheduled change (it may have been cancelled already)."
+            )
         items.append({**item, "message": message})
     plain_message = items[0]["message"] if len(items) == 1 else exc.message
     return type(exc)(plain_message, items, code=exc.code, status=exc.status)
 
 
 # -- template globals: each part of the segment page fetches its own data ------------------------
+
 
 @bp.app_template_global()
 def segment_activity_log(segment: Segment, limit: int = 30) -> list[Any]:
@@ -110,26 +124,45 @@ def activity_text(event: Any) -> str:
 
     count = f"{int(d.get('count', d.get('total', 0)) or 0):,}"
     texts = {
-        "created": lambda: "Created" + (f" with a {pct(d.get('rollout_percent'))} rollout" if d.get("rollout_percent")
-                                        else "") + (f" in group {d['exclusion_group']}" if d.get("exclusion_group")
-                                                    else ""),
-        "description_changed": lambda: "Description changed" + (f" to “{d['after']}”" if d.get("after") else
-                                                                 " (now empty)"),
-        "rollout_changed": lambda: f"Rollout changed from {pct(d.get('from_percent'))} to {pct(d.get('to_percent'))}"
-                                   + (" (scheduled)" if d.get("scheduled") else ""),
-        "group_changed": lambda: (f"Moved from group {d['before']} to {d['after']}" if d.get("before") and d.get("after")
-                                  else f"Moved into group {d['after']}" if d.get("after")
-                                  else f"Taken out of group {d.get('before')}"),
+        "created": lambda: (
+            "Created"
+            + (f" with a {pct(d.get('rollout_percent'))} rollout" if d.get("rollout_percent") else "")
+            + (f" in group {d['exclusion_group']}" if d.get("exclusion_group") else "")
+        ),
+        "description_changed": lambda: (
+            "Description changed" + (f" to “{d['after']}”" if d.get("after") else " (now empty)")
+        ),
+        "rollout_changed": lambda: (
+            f"Rollout changed from {pct(d.get('from_percent'))} to {pct(d.get('to_percent'))}"
+            + (" (scheduled)" if d.get("scheduled") else "")
+        ),
+        "group_changed": lambda: (
+            f"Moved from group {d['before']} to {d['after']}"
+            if d.get("before") and d.get("after")
+            else f"Moved into group {d['after']}"
+            if d.get("after")
+            else f"Taken out of group {d.get('before')}"
+        ),
         "members_added": lambda: f"Bulk import of {_count(d, 'count')} ids",
         "members_removed": lambda: f"Bulk removal of {_count(d, 'count')} ids",
-        "members_replaced": lambda: f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left",
-        "schedule_added": lambda: f"Scheduled {pct(d.get('rollout_percent'))} for {_when(str(d.get('scheduled_for')))}",
-        "schedule_cancelled": lambda: (f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
-                                       f"{_when(str(d.get('scheduled_for')))}"),
+        "members_replaced": lambda: (
+            f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"
+        ),
+        "schedule_added": lambda: (
+            f"Scheduled {pct(d.get('rollout_percent'))} for {_when(str(d.get('scheduled_for')))}"
+        ),
+        "schedule_cancelled": lambda: (
+            f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
+            f"{_when(str(d.get('scheduled_for')))}"
+        ),
         "deleted": lambda: "Deleted",
     }
     text = texts.get(event.kind)
-    return text() if text else event.kind.replace("_", " ").capitalize() + (f" ({count})" if d.get("count") else "")
+    return (
+        text()
+        if text
+        else event.kind.replace("_", " ").capitalize() + (f" ({count})" if d.get("count") else "")
+    )
 
 
 def _count(detail_: dict[str, Any], preferred: str) -> str:
@@ -141,14 +174,23 @@ def _count(detail_: dict[str, Any], preferred: str) -> str:
 
 # -- groups ----------------------------------------------------------------------------------------
 
+
 def bar_parts(view: groups.GroupView) -> list[dict[str, Any]]:
     """The group's bar: each range of each segment as a positioned span (left and width in % of
     10,000 buckets), the segments in a stable colour order."""
     parts = []
     for index, share in enumerate(view.shares):
         for start, end in share.ranges:
-            parts.append({"slug": share.slug, "colour": index % 8, "left": start * 100 / BUCKETS,
-                          "width": (end - start) * 100 / BUCKETS, "start": start, "end": end})
+            parts.append(
+                {
+                    "slug": share.slug,
+                    "colour": index % 8,
+                    "left": start * 100 / BUCKETS,
+                    "width": (end - start) * 100 / BUCKETS,
+                    "start": start,
+                    "end": end,
+                }
+            )
     return parts
 
 
@@ -169,13 +211,16 @@ def show_group(name: str):
     except NotFound:
         upper = upper_slug(name)
         if upper:
-            raise NotFound(f"Group names are written in upper case: there is no group called {name}.",
-                           [{"offer": url_for("web.show_group", name=upper), "message": f"Open {upper}"}]) from None
+            raise NotFound(
+                f"Group names are written in upper case: there is no group called {name}.",
+                [{"offer": url_for("web.show_group", name=upper), "message": f"Open {upper}"}],
+            ) from None
         raise NotFound(f"There is no exclusion group called {name[:80]}.") from None
     return render_template("groups/show.html", view=view)
 
 
 # -- the segment page's parts -------------------------------------------------------------------------
+
 
 def _segment(slug: str) -> Segment:
     return live_segment(slug)
@@ -219,13 +264,25 @@ def add_schedule(slug: str):
     percent = request.form.get("rollout_percent", "").strip()
     try:
         if not percent:
-            raise ValidationFailed("no percentage", [detail("rollout_percent", "must be a number between 0 and 100")])
-        entry = schedules.add(db.session, segment.slug, _form_time(request.form.get("at", "")), percent,
-                              dashboard_actor())
+            raise ValidationFailed(
+                "no percentage", [detail("rollout_percent", "must be a number between 0 and 100")]
+            )
+        entry = schedules.add(
+            db.session, segment.slug, _form_time(request.form.get("at", "")), percent, dashboard_actor()
+        )
     except AppError as exc:
-        return rejected(plain_plans(exc), back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
-    return updated(f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
-                   back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={})
+        return rejected(
+            plain_plans(exc), back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment
+        )
+    return updated(
+        f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
+        back,
+        "segments/_schedule.html",
+        trigger=CHANGED,
+        segment=segment,
+        errors={},
+        form={},
+    )
 
 
 @bp.post("/segments/<slug>/schedule/<schedule_id>/cancel")
@@ -234,18 +291,30 @@ def cancel_schedule(slug: str, schedule_id: str):
     back = url_for("web.show_segment", slug=slug) + "#schedule"
     segment = _segment(slug)
     try:
-        entry = schedules.cancel(db.session, segment.slug, ascii_int(schedule_id, 1, 2**63 - 1) or 0,
-                                 dashboard_actor())
+        entry = schedules.cancel(
+            db.session, segment.slug, ascii_int(schedule_id, 1, 2**63 - 1) or 0, dashboard_actor()
+        )
     except (NotFound, Conflict) as exc:
         return rejected(plain_plans(exc), back, "segments/_schedule.html", fields=(), segment=segment)
     if not is_htmx():
-        flash(f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.", "success")
+        flash(
+            f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
+            "success",
+        )
         return redirect(back)
-    return updated(f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
-                   back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={})
+    return updated(
+        f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
+        back,
+        "segments/_schedule.html",
+        trigger=CHANGED,
+        segment=segment,
+        errors={},
+        form={},
+    )
 
 
 # -- the 30-day chart: explicit members and the rollout, separately ----------------------------------
+
 
 @bp.app_template_global()
 def rollout_series(segment: Segment, series: list[Any]) -> list[float]:
@@ -261,7 +330,8 @@ def rollout_series(segment: Segment, series: list[Any]) -> list[float]:
     changes = db.session.execute(
         select(RolloutChange.changed_at, RolloutChange.from_bp, RolloutChange.to_bp)
         .where(RolloutChange.segment_id == segment.id, RolloutChange.changed_at >= since)
-        .order_by(RolloutChange.changed_at.desc(), RolloutChange.id.desc())).all()
+        .order_by(RolloutChange.changed_at.desc(), RolloutChange.id.desc())
+    ).all()
     current, result, index = segment.rollout_basis_points, [], 0
     for point in reversed(series):
         while index < len(changes) and changes[index][0].date() > point.day:

@@ -1,4 +1,5 @@
 """Dashboard: reports page, request form, self-polling status fragment."""
+
 from __future__ import annotations
 
 from flask import render_template, request, send_file, url_for
@@ -45,15 +46,26 @@ def request_report():
         if kind == "user_history" and not raw_user:
             raise ValidationFailed("enter a user id", [detail("user_id", "Enter the user's id.")])
         report = reports.request_report(
-            db.session, kind=kind, user_id=typed_user_id(raw_user) if raw_user and kind != "all_history" else None,
+            db.session,
+            kind=kind,
+            user_id=typed_user_id(raw_user) if raw_user and kind != "all_history" else None,
             segment=segment or None if kind in (None, "segment_members") else None,
             period=None if kind == "segment_members" else checked_month(form.get("period", "").strip()),
-            requested_by=dashboard_actor())
+            requested_by=dashboard_actor(),
+        )
     except AppError as exc:
-        return rejected(exc, back, "reports/_form.html", fields=FIELDS, aliases=ALIASES,
-                        month=utcnow().strftime("%Y-%m"))
-    return updated(f"Report queued ({report.kind.replace('_', ' ')}).", back, "reports/_form.html",
-                   "reports/_table_oob.html", form={}, errors={}, **_context())
+        return rejected(
+            exc, back, "reports/_form.html", fields=FIELDS, aliases=ALIASES, month=utcnow().strftime("%Y-%m")
+        )
+    return updated(
+        f"Report queued ({report.kind.replace('_', ' ')}).",
+        back,
+        "reports/_form.html",
+        "reports/_table_oob.html",
+        form={},
+        errors={},
+        **_context(),
+    )
 
 
 @bp.get("/reports/<report_id>/status")
@@ -65,5 +77,10 @@ def report_status(report_id: str):
 def download_report(report_id: str):
     """The CSV for dashboard users (signed in through SSO): every report is theirs to read."""
     report = reports.get_report(db.session, report_id)
-    return send_file(reports.finished_file(report), mimetype="text/csv", as_attachment=True,
-                     download_name=reports.download_name(report), max_age=0)
+    return send_file(
+        reports.finished_file(report),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=reports.download_name(report),
+        max_age=0,
+    )

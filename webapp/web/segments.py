@@ -4,6 +4,7 @@ Every change made on the segment page answers with ``HX-Trigger: segment-changed
 of the page that summarise the segment (stat cards and chart, recent changes) listen for it
 and fetch themselves again, so the page agrees with itself without a reload.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,14 +65,24 @@ def index():
 def create_segment():
     form = request.form
     try:
-        segment = segments.create_segment(db.session, (form.get("use_slug") or form.get("slug", "")).strip(),
-                                          form.get("description"), form.get("rollout_percent", "").strip() or None,
-                                          actor=dashboard_actor())
+        segment = segments.create_segment(
+            db.session,
+            (form.get("use_slug") or form.get("slug", "")).strip(),
+            form.get("description"),
+            form.get("rollout_percent", "").strip() or None,
+            actor=dashboard_actor(),
+        )
     except AppError as exc:
         return rejected(exc, url_for("web.index"), "segments/_create_form.html", fields=CREATE_FIELDS)
-    return updated(f"Segment {segment.slug} created.", url_for("web.index"),
-                   "segments/_create_form.html", "segments/_table_oob.html",
-                   form={}, errors={}, **_listing())
+    return updated(
+        f"Segment {segment.slug} created.",
+        url_for("web.index"),
+        "segments/_create_form.html",
+        "segments/_table_oob.html",
+        form={},
+        errors={},
+        **_listing(),
+    )
 
 
 @bp.get("/segments/<slug>")
@@ -82,20 +93,33 @@ def show_segment(slug: str):
 
 def _page_context(segment) -> dict:
     """Everything the segment page shows: one context per part of the page."""
-    return {**_summary_context(segment), **_recent_context(segment), **_settings_context(segment),
-            **_members_context(segment), "errors": {}, "form": {}, "ttl_choices": TTL_CHOICES}
+    return {
+        **_summary_context(segment),
+        **_recent_context(segment),
+        **_settings_context(segment),
+        **_members_context(segment),
+        "errors": {},
+        "form": {},
+        "ttl_choices": TTL_CHOICES,
+    }
 
 
 def _settings_context(segment) -> dict:
     """The settings form's rollout preview: how many of user ids 1..SAMPLE are in."""
-    return {"segment": segment, "sample": SAMPLE,
-            "sample_in": rollout_state.preview_share(db.session, segment, segment.rollout_basis_points, SAMPLE)}
+    return {
+        "segment": segment,
+        "sample": SAMPLE,
+        "sample_in": rollout_state.preview_share(db.session, segment, segment.rollout_basis_points, SAMPLE),
+    }
 
 
 def _summary_context(segment) -> dict:
     """The stat cards and the 30-day chart (``segments/_summary.html``)."""
-    return {"segment": segment, "stats": segments.segment_stats(db.session, segment),
-            "series": segment_activity.member_series(db.session, segment)}
+    return {
+        "segment": segment,
+        "stats": segments.segment_stats(db.session, segment),
+        "series": segment_activity.member_series(db.session, segment),
+    }
 
 
 def _recent_context(segment) -> dict:
@@ -128,18 +152,31 @@ def _members_context(segment, args=None) -> dict:
             user_id = typed_user_id(find)
         except ValidationFailed as exc:
             find_problem = exc.details[0]["message"]
-    rows = [] if find_problem else segments.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE,
-                                                         user_id=user_id)
+    rows = (
+        []
+        if find_problem
+        else segments.list_members(db.session, segment, after=after, limit=MEMBERS_PAGE, user_id=user_id)
+    )
     next_after = rows[-1].user_id if len(rows) == MEMBERS_PAGE else None
-    return {"members": rows, "next_after": next_after, "after": after, "find": find, "find_problem": find_problem}
+    return {
+        "members": rows,
+        "next_after": next_after,
+        "after": after,
+        "find": find,
+        "find_problem": find_problem,
+    }
 
 
 @bp.get("/segments/<slug>/members")
 def members(slug: str):
     segment = live_segment(slug)
     if not is_htmx():
-        where = url_for("web.show_segment", slug=slug, after=request.args.get("after"),
-                        user_id=request.args.get("user_id"))  # (None values are left out)
+        where = url_for(
+            "web.show_segment",
+            slug=slug,
+            after=request.args.get("after"),
+            user_id=request.args.get("user_id"),
+        )  # (None values are left out)
         return redirect(where + "#members")
     return render_template("segments/_members.html", segment=segment, **_members_context(segment))
 
@@ -151,8 +188,11 @@ def rollout_preview(slug: str):
         basis_points = rollout.percent_to_basis_points(request.args.get("rollout_percent", "0") or "0")
     except ValueError as exc:
         return render_template("segments/_rollout_preview.html", problem=plain(str(exc)))
-    return render_template("segments/_rollout_preview.html", sample=SAMPLE,
-                           sample_in=rollout_state.preview_share(db.session, segment, basis_points, SAMPLE))
+    return render_template(
+        "segments/_rollout_preview.html",
+        sample=SAMPLE,
+        sample_in=rollout_state.preview_share(db.session, segment, basis_points, SAMPLE),
+    )
 
 
 @bp.post("/segments/<slug>/settings")
@@ -162,14 +202,31 @@ def update_settings(slug: str):
     back = url_for("web.show_segment", slug=slug)
     try:
         group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
-        segment, _ = segments.update_segment(db.session, slug, description=form.get("description", ""),
-                                             rollout_percent=form.get("rollout_percent", "").strip() or 0,
-                                             exclusion_group=group, actor=dashboard_actor())
+        segment, _ = segments.update_segment(
+            db.session,
+            slug,
+            description=form.get("description", ""),
+            rollout_percent=form.get("rollout_percent", "").strip() or 0,
+            exclusion_group=group,
+            actor=dashboard_actor(),
+        )
     except AppError as exc:
-        return rejected(plain_plans(exc, form.get("exclusion_group", "")), back, "segments/_settings_form.html", fields=SETTINGS_FIELDS,
-                        **_settings_context(live_segment(slug)))
-    return updated(f"{segment.slug} saved.", back, "segments/_settings_form.html", form={}, errors={},
-                   trigger=CHANGED, **_settings_context(segment))
+        return rejected(
+            plain_plans(exc, form.get("exclusion_group", "")),
+            back,
+            "segments/_settings_form.html",
+            fields=SETTINGS_FIELDS,
+            **_settings_context(live_segment(slug)),
+        )
+    return updated(
+        f"{segment.slug} saved.",
+        back,
+        "segments/_settings_form.html",
+        form={},
+        errors={},
+        trigger=CHANGED,
+        **_settings_context(segment),
+    )
 
 
 @bp.post("/segments/<slug>/members")
@@ -186,9 +243,13 @@ def add_members(slug: str):
     errors, parts = FormErrors(), []
     if not pasted.strip() and not file_name:
         errors.add("user_ids", "Paste user ids or choose a file.")
-    for name, parse in (("user_ids", lambda: parse_pasted(pasted, MAX_BULK_IDS) if pasted.strip() else None),
-                        ("file", lambda: parse_file(upload.stream, file_name, MAX_BULK_IDS) if upload and file_name
-                         else None)):
+    for name, parse in (
+        ("user_ids", lambda: parse_pasted(pasted, MAX_BULK_IDS) if pasted.strip() else None),
+        (
+            "file",
+            lambda: parse_file(upload.stream, file_name, MAX_BULK_IDS) if upload and file_name else None,
+        ),
+    ):
         try:
             parsed = parse()
         except ValidationFailed as exc:
@@ -202,25 +263,56 @@ def add_members(slug: str):
         _place(errors, None, exc)
     ids = [user_id for part in parts for user_id in part.ids]
     if not errors and len(ids) > MAX_BULK_IDS:
-        errors.add("user_ids", f"The pasted ids and the file hold {len(ids):,} ids together; at most "
-                               f"{MAX_BULK_IDS:,} can be added at once.")
+        errors.add(
+            "user_ids",
+            f"The pasted ids and the file hold {len(ids):,} ids together; at most "
+            f"{MAX_BULK_IDS:,} can be added at once.",
+        )
     if errors:
         return rejected(errors, back, "segments/_bulk_form.html", file_name=file_name, **context)
     try:
-        result = bulk.bulk_add(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
-                               reason=Reason.DASHBOARD, actor=dashboard_actor())
+        result = bulk.bulk_add(
+            db.session,
+            slug,
+            ids,
+            ttl_seconds=ttl,
+            expires_at=until,
+            reason=Reason.DASHBOARD,
+            actor=dashboard_actor(),
+        )
     except AppError as exc:
-        return rejected(exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, file_name=file_name, **context)
+        return rejected(
+            exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, file_name=file_name, **context
+        )
     notes = _source_notes(parts)
     if isinstance(result, BulkOperation):
         message = f"Adding {result.total:,} ids in the background: progress below. {notes}"
-        return updated(message.strip(), back, "segments/_bulk_form.html", form={}, errors={}, operation=result,
-                       trigger=CHANGED, **context)
-    message = (f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
-               f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
-               f"{_sources(parts)}). {notes}")
-    return updated(message.strip(), back, "segments/_bulk_form.html", "segments/_members_oob.html",
-                   form={}, errors={}, trigger=CHANGED, **context, **_members_context(segment, {}))
+        return updated(
+            message.strip(),
+            back,
+            "segments/_bulk_form.html",
+            form={},
+            errors={},
+            operation=result,
+            trigger=CHANGED,
+            **context,
+        )
+    message = (
+        f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
+        f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
+        f"{_sources(parts)}). {notes}"
+    )
+    return updated(
+        message.strip(),
+        back,
+        "segments/_bulk_form.html",
+        "segments/_members_oob.html",
+        form={},
+        errors={},
+        trigger=CHANGED,
+        **context,
+        **_members_context(segment, {}),
+    )
 
 
 def _place(errors: FormErrors, name: str | None, exc: ValidationFailed) -> None:
@@ -242,16 +334,19 @@ def _place(errors: FormErrors, name: str | None, exc: ValidationFailed) -> None:
 def _sources(parts: list[ParsedIds]) -> str:
     if len(parts) < 2:
         return ""
-    return ": " + " and ".join(f"{len(p.ids):,} pasted" if p.source == "pasted" else f"{len(p.ids):,} from {p.source}"
-                               for p in parts)
+    return ": " + " and ".join(
+        f"{len(p.ids):,} pasted" if p.source == "pasted" else f"{len(p.ids):,} from {p.source}" for p in parts
+    )
 
 
 def _source_notes(parts: list[ParsedIds]) -> str:
     notes = []
     for part in parts:
         if part.column:
-            notes.append(f"{part.source}: the first line was read as column names; the ids come from its "
-                         f"{part.column} column.")
+            notes.append(
+                f"{part.source}: the first line was read as column names; the ids come from its "
+                f"{part.column} column."
+            )
         elif part.header:
             notes.append(f"{part.source}: the first line (“{part.header}”) was read as a column header.")
     return " ".join(notes)
@@ -270,19 +365,30 @@ def operation_status(operation_id: str):
 @transactional
 def remove_member(slug: str, user_id: str):
     uid = parse_user_id(user_id)
-    result = user_changes.change_user_segments(db.session, uid, [], [slug], reason=Reason.DASHBOARD,
-                                                actor=dashboard_actor())
+    result = user_changes.change_user_segments(
+        db.session, uid, [], [slug], reason=Reason.DASHBOARD, actor=dashboard_actor()
+    )
     segment = live_segment(slug)
     message = f"User {uid} removed from {slug}." if result.removed else f"User {uid} was not a member."
-    return updated(message, url_for("web.show_segment", slug=slug), "segments/_members.html",
-                   trigger=CHANGED, segment=segment, **_members_context(segment))
+    return updated(
+        message,
+        url_for("web.show_segment", slug=slug),
+        "segments/_members.html",
+        trigger=CHANGED,
+        segment=segment,
+        **_members_context(segment),
+    )
 
 
 @bp.get("/segments/<slug>/delete")
 def confirm_delete(slug: str):
     segment = live_segment(slug)
-    return render_template("segments/confirm_delete.html", segment=segment,
-                           stats=segments.segment_stats(db.session, segment), errors={})
+    return render_template(
+        "segments/confirm_delete.html",
+        segment=segment,
+        stats=segments.segment_stats(db.session, segment),
+        errors={},
+    )
 
 
 @bp.post("/segments/<slug>/delete")
@@ -292,14 +398,24 @@ def delete_segment(slug: str):
         segment = live_segment(slug)
         errors = FormErrors()
         typed = request.form.get("confirm", "").strip()
-        errors.add("confirm", f"Type {slug} exactly as shown (upper case) to confirm." if typed.upper() == slug
-                   else f"That is not {slug}: type the slug exactly as shown to confirm.")
-        html = render_template("segments/confirm_delete.html", segment=segment, errors=errors,
-                               stats=segments.segment_stats(db.session, segment))
+        errors.add(
+            "confirm",
+            f"Type {slug} exactly as shown (upper case) to confirm."
+            if typed.upper() == slug
+            else f"That is not {slug}: type the slug exactly as shown to confirm.",
+        )
+        html = render_template(
+            "segments/confirm_delete.html",
+            segment=segment,
+            errors=errors,
+            stats=segments.segment_stats(db.session, segment),
+        )
         return make_response(html, 422)
     left, removal = bulk.delete_segment(db.session, slug, actor=dashboard_actor())
     later = " (their rows are being removed in the background)" if removal else ""
-    flash(f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}.", "success")
+    flash(
+        f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}.", "success"
+    )
     return redirect(url_for("web.index"))
 
 
@@ -319,8 +435,10 @@ def _bulk_change_input() -> tuple[str, list[int]]:
 
     mode = request.form.get("mode", "")
     if mode not in BULK_CHANGE_MODES:
-        raise ValidationFailed("Choose whether to remove these ids or replace the members with them.",
-                               [detail("mode", "choose remove or replace")])
+        raise ValidationFailed(
+            "Choose whether to remove these ids or replace the members with them.",
+            [detail("mode", "choose remove or replace")],
+        )
     upload = request.files.get("file")
     name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload is not None else ""
     pasted = request.form.get("user_ids", "")
@@ -377,12 +495,23 @@ def bulk_change_preview(slug: str):
         return _bulk_change_problem(exc, slug)
     listed = len(set(ids))
     if not is_htmx():  # without JavaScript: the counts as a message, then the form again to apply
-        flash(f"Preview: {leaving:,} would leave and {joining:,} would join {segment.slug}. Tick the box to "
-              f"confirm and apply the same list.", "info")
+        flash(
+            f"Preview: {leaving:,} would leave and {joining:,} would join {segment.slug}. Tick the box to "
+            f"confirm and apply the same list.",
+            "info",
+        )
         return redirect(url_for("web.show_segment", slug=slug) + "#bulk-change")
-    return render_template(BULK_CHANGE, part="preview", segment=segment, mode=mode, leaving=leaving,
-                           joining=joining, listed=listed, received=len(ids),
-                           fingerprint=_bulk_change_fingerprint(mode, ids))
+    return render_template(
+        BULK_CHANGE,
+        part="preview",
+        segment=segment,
+        mode=mode,
+        leaving=leaving,
+        joining=joining,
+        listed=listed,
+        received=len(ids),
+        fingerprint=_bulk_change_fingerprint(mode, ids),
+    )
 
 
 @bp.post("/segments/<slug>/members/bulk-change")
@@ -394,28 +523,42 @@ def bulk_change(slug: str):
     segment = segments.get_live_segment(db.session, slug)
     try:
         if request.form.get("confirm") != "yes":
-            raise ValidationFailed("Preview the change and confirm it first.",
-                                   [detail("confirm", "not confirmed")])
+            raise ValidationFailed(
+                "Preview the change and confirm it first.", [detail("confirm", "not confirmed")]
+            )
         mode, ids = _bulk_change_input()
         expected = request.form.get("fingerprint")
         if expected and expected != _bulk_change_fingerprint(mode, ids):
-            raise ValidationFailed("The list or the choice changed since the preview: preview it again.",
-                                   [detail("fingerprint", "does not match the preview")])
+            raise ValidationFailed(
+                "The list or the choice changed since the preview: preview it again.",
+                [detail("fingerprint", "does not match the preview")],
+            )
         result: bulk.RemoveResult | bulk.ReplaceResult | BulkOperation
         if mode == "remove":
             result = bulk.bulk_remove(db.session, slug, ids, reason=Reason.DASHBOARD, actor=dashboard_actor())
         else:
             ttl, until = form_expiry()
-            result = bulk.bulk_replace(db.session, slug, ids, ttl_seconds=ttl, expires_at=until,
-                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
+            result = bulk.bulk_replace(
+                db.session,
+                slug,
+                ids,
+                ttl_seconds=ttl,
+                expires_at=until,
+                reason=Reason.DASHBOARD,
+                actor=dashboard_actor(),
+            )
     except AppError as exc:
         return _bulk_change_problem(exc, slug, abandon_changes=True)
     operation = result if isinstance(result, BulkOperation) else None
     if isinstance(result, bulk.RemoveResult):
-        message = f"{result.removed:,} removed from {segment.slug} ({result.not_members:,} listed were not in it)."
+        message = (
+            f"{result.removed:,} removed from {segment.slug} ({result.not_members:,} listed were not in it)."
+        )
     elif isinstance(result, bulk.ReplaceResult):
-        message = (f"{segment.slug} replaced: {result.added:,} joined, {result.removed:,} left, "
-                   f"{result.updated:,} expiry updated, {result.unchanged:,} unchanged.")
+        message = (
+            f"{segment.slug} replaced: {result.added:,} joined, {result.removed:,} left, "
+            f"{result.updated:,} expiry updated, {result.unchanged:,} unchanged."
+        )
     else:
         verb = "Removing" if mode == "remove" else "Replacing the members with"
         message = f"{verb} {len(set(ids)):,} ids in the background: progress below."

@@ -1,5 +1,6 @@
 """Dashboard: the jobs status strip. Rendered into every page (it reads without JavaScript);
 htmx refreshes it every 30 seconds from this fragment."""
+
 from flask import current_app, redirect, render_template, url_for
 
 from webapp.jobs.status import JobsStatus, jobs_status
@@ -14,8 +15,10 @@ def jobs_strip():
 @bp.app_context_processor
 def jobs_strip_context() -> dict[str, object]:
     """``current_jobs_status()`` for base.html: read only when a whole page is rendered."""
+
     def current_jobs_status() -> JobsStatus:
         return jobs_status(current_app)
+
     return {"current_jobs_status": current_jobs_status}
 
 

@@ -1,4 +1,5 @@
 """Dashboard: user lookup, a user's segments (add/remove), history, monthly reports."""
+
 from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
@@ -45,9 +46,14 @@ def lookup_user():
 
 def _user_context(uid: int) -> dict:
     entries = history.user_history(db.session, uid)
-    return {"user_id": uid, "active": active_segments(db.session, uid),
-            "history": entries[::-1][:HISTORY_LIMIT], "history_total": len(entries),
-            "ttl_choices": TTL_CHOICES, **_reports_context(uid)}
+    return {
+        "user_id": uid,
+        "active": active_segments(db.session, uid),
+        "history": entries[::-1][:HISTORY_LIMIT],
+        "history_total": len(entries),
+        "ttl_choices": TTL_CHOICES,
+        **_reports_context(uid),
+    }
 
 
 def _reports_context(uid: int, new: Report | None = None) -> dict:
@@ -74,23 +80,49 @@ def change_user(user_id: str):
     back = url_for("web.show_user", user_id=uid)
     try:
         if request.form.get("remove"):
-            result = user_changes.change_user_segments(db.session, uid, [], [request.form["remove"]],
-                                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
+            result = user_changes.change_user_segments(
+                db.session,
+                uid,
+                [],
+                [request.form["remove"]],
+                reason=Reason.DASHBOARD,
+                actor=dashboard_actor(),
+            )
             message = f"Removed from {', '.join(result.removed)}." if result.removed else "Not a member."
         else:
             slug = (request.form.get("use_slug") or request.form.get("slug", "")).strip()
             if not slug:
                 raise ValidationFailed("choose a segment", [detail("slug", "Choose a segment.")])
             ttl, until = form_expiry()
-            result = user_changes.change_user_segments(db.session, uid, [AddSpec(slug, ttl, until)], [],
-                                                       reason=Reason.DASHBOARD, actor=dashboard_actor())
+            result = user_changes.change_user_segments(
+                db.session,
+                uid,
+                [AddSpec(slug, ttl, until)],
+                [],
+                reason=Reason.DASHBOARD,
+                actor=dashboard_actor(),
+            )
             verb = "Added to" if result.added else "Expiry updated for" if result.updated else "Already in"
             message = f"{verb} {slug}."
     except AppError as exc:
-        return rejected(exc, back, "users/_add_form.html", fields=ADD_FIELDS, aliases={"add": "slug", "del": "slug"},
-                        **_user_context(uid))
-    return updated(message, back, "users/_add_form.html", "users/_segments_oob.html", "users/_history_oob.html",
-                   form={}, errors={}, **_user_context(uid))
+        return rejected(
+            exc,
+            back,
+            "users/_add_form.html",
+            fields=ADD_FIELDS,
+            aliases={"add": "slug", "del": "slug"},
+            **_user_context(uid),
+        )
+    return updated(
+        message,
+        back,
+        "users/_add_form.html",
+        "users/_segments_oob.html",
+        "users/_history_oob.html",
+        form={},
+        errors={},
+        **_user_context(uid),
+    )
 
 
 @bp.post("/users/<user_id>/report")
@@ -103,12 +135,19 @@ def user_report(user_id: str):
     back = url_for("web.show_user", user_id=uid)
     period = request.form.get("period", "").strip()
     try:
-        report = reports.request_report(db.session, user_id=uid, period=checked_month(period),
-                                        requested_by=dashboard_actor())
+        report = reports.request_report(
+            db.session, user_id=uid, period=checked_month(period), requested_by=dashboard_actor()
+        )
     except AppError as exc:
         return rejected(exc, back, "users/_reports.html", fields=("period",), **_reports_context(uid))
-    return updated(f"Report for {month_name(period)} requested: it is listed under the form.", back,
-                   "users/_reports.html", form={}, errors={}, **_reports_context(uid, report))
+    return updated(
+        f"Report for {month_name(period)} requested: it is listed under the form.",
+        back,
+        "users/_reports.html",
+        form={},
+        errors={},
+        **_reports_context(uid, report),
+    )
 
 
 @bp.get("/fragments/slugs")
