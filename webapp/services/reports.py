@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from flask import current_app
-from sqlalchemy import func, literal, select, text
+from sqlalchemy import BigInteger, cast, func, literal, select, text
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
@@ -201,11 +201,14 @@ def get_report(session: DbSession, report_id: str, reader: str | None = None) ->
 
 
 def list_reports(session: DbSession, limit: int = 50, *, user_id: int | None = None) -> list[Report]:
-    """The latest reports, newest first; with ``user_id``, only that user's history reports."""
+    """The latest reports, newest first; with ``user_id``, only that user's history reports.
+    User ids are 64-bit: the JSON parameter is compared as a bigint (a 32-bit cast failed on
+    any stored id above 2**31 - 1, for every user's page)."""
     stmt = select(Report).order_by(Report.created_at.desc()).limit(limit)
     if user_id is not None:
         stmt = stmt.where(
-            Report.kind == ReportKind.USER_HISTORY, Report.params["user_id"].as_integer() == user_id
+            Report.kind == ReportKind.USER_HISTORY,
+            cast(Report.params["user_id"].as_string(), BigInteger) == user_id,
         )
     return list(session.scalars(stmt))
 
