@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, String
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import Model
@@ -31,6 +32,8 @@ class MembershipEvent(Model):
     reason: Mapped[str] = mapped_column(String(20))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # False: the change moved nothing readers saw (kept for the replay, not shown; migration 0014).
+    visible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
     __table_args__ = (
         CheckConstraint(f"action IN ({', '.join(repr(a.value) for a in Action)})", name="action_valid"),

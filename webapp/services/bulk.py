@@ -123,9 +123,7 @@ def bulk_add(
     _refuse_group_conflicts(session, segment, ids, now, "no user was added")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
-    added, updated = membership_store.upsert_many(
-        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at
-    )
+    added, updated = _add(session, ids, segment, until, now, reason, actor, at=at)
     result = BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
     activity_log.record(
         session,
@@ -159,17 +157,7 @@ def bulk_remove(
     segment = get_live_segment(session, slug, lock="share")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_REMOVE, segment, now, reason, actor, ids=ids)
-    removed = membership_store.remove_many(
-        session,
-        ids,
-        segment.id,
-        segment.slug,
-        rollout_covered(session, segment, ids, now),
-        now,
-        reason,
-        actor,
-        at=at,
-    )
+    removed = _remove(session, ids, segment, now, reason, actor, at=at)
     result = RemoveResult(segment.slug, len(user_ids), removed, len(ids) - removed)
     activity_log.record(
         session,
@@ -221,25 +209,9 @@ def bulk_replace(
             expires_at=until,
             total=len(ids) + members,
         )
-    added, updated = membership_store.upsert_many(
-        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at
-    )
+    added, updated = _add(session, ids, segment, until, now, reason, actor, at=at)
     leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
-    removed = (
-        membership_store.remove_many(
-            session,
-            leaving,
-            segment.id,
-            segment.slug,
-            rollout_covered(session, segment, leaving, now),
-            now,
-            reason,
-            actor,
-            at=at,
-        )
-        if leaving
-        else 0
-    )
+    removed = _remove(session, leaving, segment, now, reason, actor, at=at) if leaving else 0
     result = ReplaceResult(segment.slug, len(user_ids), added, updated, removed, len(ids) - added - updated)
     activity_log.record(
         session,
@@ -269,6 +241,50 @@ def _unlisted_members(session: DbSession, segment_id: int, ids: Sequence[int], l
             {"segment": segment_id, "ids": list(ids), "limit": limit},
         )
         or 0
+    )
+
+
+def _add(
+    session: DbSession,
+    ids: Sequence[int],
+    segment: Segment,
+    until: datetime | None,
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> tuple[int, int]:
+    """One chunk of an add: users already in through the rollout get their explicit row, not
+    a visible history row (their answer does not change: membership_rule)."""
+    already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
+    return membership_store.upsert_many(
+        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at, already_in=already_in
+    )
+
+
+def _remove(
+    session: DbSession,
+    ids: Sequence[int],
+    segment: Segment,
+    now: datetime,
+    reason: Reason,
+    actor: str,
+    *,
+    at: datetime | None = None,
+) -> int:
+    """One chunk of a removal, each user as a per-user removal would be (module docstring)."""
+    return membership_store.remove_many(
+        session,
+        ids,
+        segment.id,
+        segment.slug,
+        rollout_covered(session, segment, ids, now),
+        now,
+        reason,
+        actor,
+        at=at,
+        group=segment.exclusion_group,
     )
 
 
@@ -523,20 +539,9 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
         )
     )
     if ids and operation.kind == OperationKind.BULK_REMOVE:
-        operation.removed += membership_store.remove_many(
-            session,
-            ids,
-            segment.id,
-            segment.slug,
-            rollout_covered(session, segment, ids, now),
-            now,
-            reason,
-            operation.actor,
-        )
+        operation.removed += _remove(session, ids, segment, now, reason, operation.actor)
     elif ids:  # a bulk add, or a replace's add pass
-        added, updated = membership_store.upsert_many(
-            session, ids, segment.id, segment.slug, operation.expires_at, now, reason, operation.actor
-        )
+        added, updated = _add(session, ids, segment, operation.expires_at, now, reason, operation.actor)
         operation.added += added
         operation.updated += updated
     if ids:
@@ -572,15 +577,8 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
         added_before=operation.created_at,
     )
     if leaving:
-        operation.removed += membership_store.remove_many(
-            session,
-            leaving,
-            segment.id,
-            segment.slug,
-            rollout_covered(session, segment, leaving, now),
-            now,
-            Reason(operation.reason),
-            operation.actor,
+        operation.removed += _remove(
+            session, leaving, segment, now, Reason(operation.reason), operation.actor
         )
     operation.done = min(operation.total, operation.done + seen)
     operation.cursor = last

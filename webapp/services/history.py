@@ -1,12 +1,14 @@
-"""A user's membership history: stored events plus the rollout changes that touched them.
+"""A user's membership history: the changes of what reads answered them, replayed.
 
-Explicit changes are stored as ``membership_events``. Rollout membership is never stored
-per user: it is replayed from ``rollout_changes`` with the user's bucket (each change records
-the segment's exclusion group and bucket ranges from then on). Replaying both in time order
-gives a history whose last entry per segment is the user's real state; an entry is derived
-whenever the effective membership (explicit, or in the rollout, not excluded and not
-explicitly in another segment of its exclusion group) changes without a stored event saying
-so. Scheduled changes that are due are applied first (rollout_state.materialize), so they
+Explicit changes are stored as ``membership_events`` (each stamped with the instant it became
+visible to reads). Rollout membership is never stored per user: it is replayed from
+``rollout_changes`` with the user's bucket (each change records the segment's exclusion group
+and bucket ranges from then on). The replay feeds both, in time order and one instant at a
+time, to the membership rule (``membership_rule.step``): an entry is written exactly when the
+user's membership of a segment flips, so there is never an ``added`` while in nor a
+``removed`` while out, and the last entry per segment is the user's real state. A stored row
+that flipped nothing (``visible`` false, or an old doubled row) still moves the user's own
+state. Scheduled changes that are due are applied first (rollout_state.materialize), so they
 appear at their scheduled time with their scheduler as the actor.
 """
 
@@ -15,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from itertools import groupby
+from operator import attrgetter
 
 from sqlalchemy import select
 
 from webapp.models import ExclusionGroup, Membership, MembershipEvent, RolloutChange, Segment
 from webapp.models.enums import Action, Reason
-from webapp.services import rollout, rollout_state
+from webapp.services import membership_rule, rollout, rollout_state
 from webapp.services.common import DbSession, check_user_id, utcnow
 
 
@@ -35,29 +38,15 @@ class HistoryEntry:
     actor: str = ""
 
 
-@dataclass
-class _State:
-    explicit: bool = False
-    excluded: bool = False
-    rollout_in: bool = False
-    reported: bool = False
-    group: str | None = None
-    slug: str = ""
-
-    def effective(self, group_holders: set[str]) -> bool:
-        """``group_holders``: groups in which the user is explicitly in some segment."""
-        if self.explicit:
-            return True
-        return self.rollout_in and not self.excluded and self.group not in group_holders
-
-
 @dataclass(order=True)
 class _Step:
     at: datetime
     order: int  # rollout changes first at equal times, then stored events by id
     key: int
-    kind: str = field(compare=False)
-    payload: Any = field(compare=False)
+    change: membership_rule.Change = field(compare=False)
+    reason: Reason = field(compare=False)
+    actor: str = field(compare=False, default="")
+    stored: bool = field(compare=False, default=False)  # a stored row (not a rollout change)
 
 
 def user_history(
@@ -91,75 +80,60 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         stored = stored.where(MembershipEvent.occurred_at < end)
         changes = changes.where(RolloutChange.changed_at < end)
         pending = pending.where(Membership.expires_at < end)
-    for stored_event in session.scalars(stored.order_by(MembershipEvent.occurred_at, MembershipEvent.id)):
-        steps.append(_Step(stored_event.occurred_at, 1, stored_event.id, "event", stored_event))
+    for row in session.scalars(stored.order_by(MembershipEvent.occurred_at, MembershipEvent.id)):
+        steps.append(_stored_step(row))
     # Memberships past their expiry that the nightly purge has not removed yet.
-    for segment_id, slug, expires_at in session.execute(pending):  # expires_at <= now: never NULL here
-        fake = MembershipEvent(
-            user_id=user_id,
-            segment_id=segment_id,
-            segment_slug=slug,
-            action=Action.REMOVED,
-            reason=Reason.TTL,
-            occurred_at=expires_at,
-            actor="system",
-        )
-        steps.append(_Step(fake.occurred_at, 1, 2**62, "event", fake))
-    for change, slug, salt, scheme, group_salt in session.execute(
+    for segment_id, slug, expires_at in session.execute(pending):
+        assert expires_at is not None  # expires_at <= now
+        change = membership_rule.Change(segment_id, "expire", slug)
+        steps.append(_Step(expires_at, 1, 2**62, change, Reason.TTL, "system", stored=True))
+    for recorded, slug, salt, scheme, group_salt in session.execute(
         changes.order_by(RolloutChange.changed_at, RolloutChange.id)
     ):
-        if change.exclusion_group is not None and group_salt is not None:
+        if recorded.exclusion_group is not None and group_salt is not None:
             rule = rollout.Rule(
-                rollout.SCHEME, group_salt, rollout.ranges_of(change.bucket_ranges, change.to_bp)
+                rollout.SCHEME, group_salt, rollout.ranges_of(recorded.bucket_ranges, recorded.to_bp)
             )
         else:
-            rule = rollout.Rule(scheme, salt, rollout.ranges_of(None, change.to_bp))
-        steps.append(_Step(change.changed_at, 0, change.id, "rollout", (change, slug, rule)))
+            rule = rollout.Rule(scheme, salt, rollout.ranges_of(None, recorded.to_bp))
+        catalog_side = membership_rule.Change(
+            recorded.segment_id,
+            "rollout",
+            slug,
+            covered=rule.covers(user_id),
+            group=recorded.exclusion_group,
+            live=recorded.reason != Reason.SEGMENT_DELETED,
+        )
+        steps.append(
+            _Step(recorded.changed_at, 0, recorded.id, catalog_side, Reason(recorded.reason), recorded.actor)
+        )
     steps.sort()
 
-    states: dict[int, _State] = {}
-    for step in steps:
-        if step.kind == "event":
-            event: MembershipEvent = step.payload
-            state = states.setdefault(event.segment_id, _State())
-            state.slug = event.segment_slug
+    state = membership_rule.State()
+    for at, group in groupby(steps, key=attrgetter("at")):
+        instant = list(group)
+        state, flips = membership_rule.step(state, (s.change for s in instant))
+        for segment_id, action in flips:
+            why = _cause(instant, segment_id)
             yield HistoryEntry(
-                user_id,
-                event.segment_slug,
-                Action(event.action),
-                event.occurred_at,
-                Reason(event.reason),
-                event.actor,
+                user_id, state.segments[segment_id].slug, action, at, why.reason, why.actor or "system"
             )
-            state.reported = event.action == Action.ADDED
-            if event.action == Action.ADDED:
-                state.explicit, state.excluded = True, False
-            else:
-                state.explicit = False
-                if event.reason in (Reason.API, Reason.DASHBOARD) and state.rollout_in:
-                    state.excluded = True
-            reason, actor, groups = Reason.ROLLOUT, "system", {state.group}
-        else:
-            change, slug, rule = step.payload
-            state = states.setdefault(change.segment_id, _State())
-            groups = {state.group, change.exclusion_group}
-            state.slug, state.group = slug, change.exclusion_group
-            state.rollout_in = rule.covers(user_id)
-            if change.reason == Reason.SEGMENT_DELETED:
-                state.excluded = False
-            reason, actor = Reason(change.reason), change.actor or "system"
-        holders = {s.group for s in states.values() if s.explicit and s.group is not None}
-        # The stepped segment and, through the group rule, its group's other segments.
-        for other in states.values():
-            if (other is state or (other.group is not None and other.group in groups)) and other.effective(
-                holders
-            ) != other.reported:
-                other.reported = not other.reported
-                yield HistoryEntry(
-                    user_id,
-                    other.slug,
-                    Action.ADDED if other.reported else Action.REMOVED,
-                    step.at,
-                    reason,
-                    actor,
-                )
+
+
+def _stored_step(row: MembershipEvent) -> _Step:
+    """A stored row as the change of the user's own rows it records."""
+    reason = Reason(row.reason)
+    if row.action == Action.ADDED:
+        kind, exclude = "add", False
+    else:  # a removal asked for (api, dashboard) also excludes a user the rollout covers
+        kind, exclude = ("remove", True) if reason in (Reason.API, Reason.DASHBOARD) else ("expire", False)
+    change = membership_rule.Change(row.segment_id, kind, row.segment_slug, exclude=exclude)
+    return _Step(row.occurred_at, 1, row.id, change, reason, row.actor, stored=True)
+
+
+def _cause(instant: list[_Step], segment_id: int) -> _Step:
+    """Which change of an instant an entry is credited to: the segment's own stored row, else
+    its own rollout change, else the instant's first stored row or rollout change (an
+    exclusion group's other segments move with it)."""
+    own = [s for s in instant if s.change.segment_id == segment_id]
+    return next((s for s in own if s.stored), None) or (own or instant)[0]

@@ -20,7 +20,7 @@ Locking, in one global order so that no two writers deadlock:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +32,7 @@ from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
 
-EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor"
+EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor, visible"
 TIMES = ("now", "at", "expiry")
 
 
@@ -91,7 +91,8 @@ ev AS ({events})
 SELECT segment_id, inserted FROM up
 """.format(
     events=_events(
-        "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor "
+        "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor, "
+        "NOT (up.segment_id = ANY(CAST(:already_in AS int[]))) "
         "FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted"
     )
 )
@@ -114,7 +115,8 @@ SELECT segment_id FROM gone
 """.format(
     events=_events(
         "SELECT :user, gone.segment_id, s.slug, 'removed', :reason, "
-        "COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor "
+        "COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor, "
+        "gone.segment_id = ANY(CAST(:was_in AS int[])) "
         "FROM gone JOIN segments s ON s.id = gone.segment_id"
     )
 )
@@ -129,9 +131,12 @@ def upsert(
     actor: str,
     *,
     at: datetime | None = None,
+    already_in: Collection[int] = (),
 ) -> Counts:
     """Add the user to segments (segment id -> expiry) or update the expiry of ones they
-    are in; one ``added`` event per new membership. Lifts rollout exclusions."""
+    are in; one ``added`` event per new membership row, visible unless the user was
+    ``already_in`` that segment (through its rollout: the answer does not change). Lifts
+    rollout exclusions."""
     rows = _run(
         session,
         _UPSERT,
@@ -143,6 +148,7 @@ def upsert(
             "at": at,
             "reason": reason,
             "actor": actor,
+            "already_in": list(already_in),
         },
     )
     counts = Counts(set(), set())
@@ -161,9 +167,11 @@ def remove(
     actor: str,
     *,
     at: datetime | None = None,
+    was_in: Collection[int] = (),
 ) -> set[int]:
     """Remove a user from segments and exclude them from ``rollout_segment_ids``; returns the
-    segments the user actually left (one ``removed`` event each)."""
+    segments whose rows changed (one ``removed`` event each, visible for those the user
+    ``was_in``: an exclusion of a user not in — a group held elsewhere — changes no answer)."""
     rows = _run(
         session,
         _REMOVE,
@@ -175,6 +183,7 @@ def remove(
             "at": at,
             "reason": reason,
             "actor": actor,
+            "was_in": list(was_in),
         },
     )
     return {row[0] for row in rows}
@@ -195,11 +204,13 @@ unexcluded AS (
     DELETE FROM rollout_exclusions e USING src WHERE e.segment_id = :segment AND e.user_id = src.user_id
 ),
 ev AS ({events})
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown) FROM (
+    SELECT inserted AND NOT (user_id = ANY(CAST(:already_in AS bigint[]))) AS shown FROM up
+) counted
 """.format(
     events=_events(
         "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-        ":actor FROM up WHERE inserted"
+        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))) FROM up WHERE inserted"
     )
 )
 
@@ -218,6 +229,7 @@ def upsert_many(
     actor: str,
     *,
     at: datetime | None = None,
+    already_in: Sequence[int] = (),
 ) -> tuple[int, int]:
     """Add many users to one segment, or update their expiry; returns (added, expiry updated).
 
@@ -226,7 +238,9 @@ def upsert_many(
     segment), so they cannot deadlock with each other; per-user changes take rows in ascending
     segment order and a bulk chunk only ever waits within its one segment, so no wait cycle can
     form with them either. Rows expired but not yet purged end at their expiry first, so a
-    re-add is a new add."""
+    re-add is a new add. ``already_in``: listed users in the segment through its rollout (their
+    new explicit rows are stored, not shown, and counted as updated: the answer does not
+    change)."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated = _run(
@@ -241,6 +255,7 @@ def upsert_many(
             "at": at,
             "reason": reason,
             "actor": actor,
+            "already_in": list(already_in),
         },
     ).one()
     return int(added), int(updated)
@@ -264,14 +279,23 @@ exc AS (
     ON CONFLICT DO NOTHING
     RETURNING user_id
 ),
-gone AS (SELECT user_id FROM del UNION SELECT user_id FROM exc),
+gone AS (
+    SELECT user_id, true AS was_in FROM del
+    UNION ALL
+    SELECT exc.user_id, NOT EXISTS (
+        SELECT 1 FROM memberships m JOIN segments s ON s.id = m.segment_id
+        WHERE m.user_id = exc.user_id AND s.exclusion_group = :group AND s.id <> :segment
+          AND s.{live_segment} AND (m.expires_at IS NULL OR m.expires_at > :now)
+    ) FROM exc WHERE NOT EXISTS (SELECT 1 FROM del WHERE del.user_id = exc.user_id)
+),
 ev AS ({events})
 SELECT count(*) FROM gone
 """.format(
+    live_segment=LIVE_SEGMENT_SQL,
     events=_events(
         "SELECT user_id, :segment, :slug, 'removed', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-        ":actor FROM gone"
-    )
+        ":actor, was_in FROM gone"
+    ),
 )
 
 
@@ -286,6 +310,7 @@ def remove_many(
     actor: str,
     *,
     at: datetime | None = None,
+    group: str | None = None,
 ) -> int:
     """Remove many users from one segment, each exactly as a per-user removal (:func:`remove`)
     would: the explicit membership goes, and a user the segment's rollout covers
@@ -296,7 +321,9 @@ def remove_many(
     One chunk of a bulk remove or replace (the caller holds the segment share-locked). Like
     :func:`upsert_many`: chunks of one segment run one at a time, rows are locked in ascending
     user order, and a row already expired (not yet purged) ends at its expiry first (``ttl``),
-    so only live members count as removed."""
+    so only live members count as removed. A newly excluded user who was not in (``group``:
+    the segment's exclusion group, held by an explicit membership of another of its segments)
+    gets a stored, not visible, row: the answer did not change."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     params = {
@@ -308,6 +335,7 @@ def remove_many(
         "rollout_users": list(rollout_user_ids),
         "reason": reason,
         "actor": actor,
+        "group": group,
     }
     _run(session, _LOCK_MANY, params)
     return int(_run(session, _REMOVE_MANY, params).scalar_one())
@@ -389,7 +417,7 @@ SELECT count(*) FROM del
                 "SELECT user_id, :segment, :slug, 'removed', "
                 "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
                 "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
-                "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END FROM del"
+                "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END, true FROM del"
             )
         ),
         params,
@@ -418,7 +446,7 @@ ev AS ({events})
 SELECT count(*) FROM del
 """
 _EXPIRE_EVENTS = _events(
-    "SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system' "
+    "SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system', true "
     "FROM del JOIN segments s ON s.id = del.segment_id"
 )
 

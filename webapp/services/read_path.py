@@ -38,6 +38,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from webapp.models.enums import Source
 from webapp.models.membership import live
+from webapp.services import membership_rule
 from webapp.services.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
 from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
 
@@ -509,34 +510,22 @@ def _one_per_group(users: np.ndarray, ranks: np.ndarray, groups: np.ndarray) -> 
 
 
 def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime) -> UserView:
-    """:func:`_evaluate` for one user, in plain Python around one NumPy row (what a single
-    read costs most is fixed overhead, which the arrays of the batch would add)."""
-    segments, group_of = catalog.segments, catalog.group_of
+    """:func:`_evaluate` for one user: :func:`membership_rule.members` over the user's rows and
+    the rollouts covering them (what a single read costs most is fixed overhead, which the
+    arrays of the batch would add)."""
+    segments = catalog.segments
+    until = {sid: at for sid, at in zip(rows.segments, rows.expiries, strict=True) if sid in segments}
+    covering = {s.id: s for s in catalog.rollouts(now).covering(user_id)}
     found: list[tuple[int, ActiveSegment]] = []
-    overridden = set(rows.excluded_segments)
-    groups = set()
-    mine = sorted(
-        (segments[sid].rank, sid, until)
-        for sid, until in zip(rows.segments, rows.expiries, strict=True)
-        if sid in segments
-    )
-    for _, sid, until in mine:
+    for sid in membership_rule.members(
+        until, rows.excluded_segments, covering, catalog.group_of, rank=lambda sid: segments[sid].rank
+    ):
         segment = segments[sid]
-        if (group := group_of.get(sid)) is not None:
-            if group in groups:
-                continue  # a second explicit segment of one group: see _one_per_group
-            groups.add(group)
-        found.append(
-            (
-                segment.rank,
-                segment.explicit if until is None else ActiveSegment(segment.slug, Source.EXPLICIT, until),
-            )
-        )
-        overridden.add(sid)
-    found += [
-        (s.rank, s.rollout)
-        for s in catalog.rollouts(now).covering(user_id)
-        if s.id not in overridden and (not groups or group_of.get(s.id) not in groups)
-    ]
+        if sid not in until:
+            found.append((segment.rank, covering[sid].rollout))
+        elif (expires := until[sid]) is None:
+            found.append((segment.rank, segment.explicit))
+        else:
+            found.append((segment.rank, ActiveSegment(segment.slug, Source.EXPLICIT, expires)))
     found.sort(key=itemgetter(0))
     return UserView([entry for _, entry in found], catalog, user_id, now)

@@ -52,12 +52,16 @@ def change_user_segments(
 
     Any invalid item (bad or unknown slug, a slug in both lists or twice, a past expiry)
     rejects the whole request with every offending item in ``details``; nothing is written
-    before everything is validated. Re-adding a segment updates its expiry; removing one the
-    user is not in is reported, not an error. Removing a user who is in through a rollout
-    records an exclusion that overrides it. History rows are stamped by the database clock
-    unless ``now`` is given.
+    before everything is validated. Re-adding a segment updates its expiry; adding one the user
+    is in through its rollout makes the membership explicit (``updated``: the answer does not
+    change, so no visible history row); removing one the user is not in is reported, not an
+    error. Removing a user who is in through a rollout records an exclusion that overrides it.
+
+    Every history row of the change is stamped with one instant, the database clock read after
+    the locks that order it against conflicting changes (unless ``now`` is given): history
+    order is the order readers saw the changes in.
     """
-    at, now = now, now or utcnow()
+    given, now = now, now or utcnow()
     if len(add) + len(delete) > MAX_ITEMS_PER_CHANGE:
         raise ValidationFailed(
             f"at most {MAX_ITEMS_PER_CHANGE} items in add and del together",
@@ -75,12 +79,14 @@ def change_user_segments(
         )
 
     result = ChangeResult(user_id)
+    at = now = given or membership_store.clock(session)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
     view = user_view(session, user_id, now)
     _refuse_group_overlap(
         view, [segments[slug] for slug in expiries], [segments[slug].id for slug in deleting]
     )
+    was_in = {segments[a.slug].id for a in view.active if a.slug in segments}
     if expiries:
         counts = membership_store.upsert(
             session,
@@ -90,23 +96,22 @@ def change_user_segments(
             reason,
             actor,
             at=at,
+            already_in=was_in,
         )
         for slug in expiries:
             sid = segments[slug].id
-            bucket = (
-                result.added
-                if sid in counts.added
-                else result.updated
-                if sid in counts.updated
-                else result.unchanged
-            )
-            bucket.append(slug)
+            if sid in counts.added and sid not in was_in:
+                result.added.append(slug)
+            elif sid in counts.added or sid in counts.updated:
+                result.updated.append(slug)
+            else:
+                result.unchanged.append(slug)
     if deleting:
         ids = [segments[slug].id for slug in deleting]
         in_rollout = [sid for sid in ids if sid in view.rollout_ids]
-        gone = membership_store.remove(session, user_id, ids, in_rollout, now, reason, actor, at=at)
+        membership_store.remove(session, user_id, ids, in_rollout, now, reason, actor, at=at, was_in=was_in)
         for slug in deleting:
-            (result.removed if segments[slug].id in gone else result.not_members).append(slug)
+            (result.removed if segments[slug].id in was_in else result.not_members).append(slug)
     return result
 
 

@@ -1,0 +1,146 @@
+"""The membership rule: which segments a user is in, and which history entries a change implies.
+
+Pure functions, no database: the specification every other path is held to. The single read
+(``read_path._evaluate_one``) and the history replay (``history``) call :func:`members`; the
+fast paths — the NumPy batch evaluation (``read_path._evaluate``) and the set-based SQL writers
+(``membership_store``), which decide which history rows to store — are proven equal to it by
+property tests (``tests/features/test_membership_rule.py``).
+
+The rule, for one user at one moment:
+
+1. An explicit membership counts until its expiry (exclusive), whatever else holds.
+2. A rollout exclusion (the user was explicitly removed while the rollout covered them)
+   overrides the rollout, never an explicit membership.
+3. Inside an exclusion group, an explicit membership of one segment holds the group: the
+   group's other rollouts do not count for that user. (Writes refuse a second explicit segment
+   of one group; should two writers ever race, the first by slug rank wins.)
+4. Otherwise the user is in a segment whose rollout covers their bucket now — scheduled
+   changes counting from their ``at``.
+
+History entries are the changes of that answer, nothing else: :func:`step` applies the changes
+of one instant and returns the (segment, added/removed) pairs whose membership flipped. An
+explicit add of a user already in through the rollout, or a removal of a user not in, flips
+nothing and so writes no visible entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from webapp.models.enums import Action
+
+
+def members(
+    explicit: Iterable[int],
+    excluded: Iterable[int] | set[int],
+    covered: Iterable[int],
+    group_of: Mapping[int, str],
+    rank: Callable[[int], Any] | None = None,
+) -> list[int]:
+    """The segment ids the user is in: ``explicit`` live memberships (in slug-rank order when
+    ``rank`` is given), ``excluded`` rollout exclusions, ``covered`` segments whose rollout
+    covers the user now; ``group_of`` maps a grouped segment to its group. Explicit first (in
+    the order given), then rollouts (in the order given)."""
+    mine = sorted(explicit, key=rank) if rank is not None else list(explicit)
+    found: list[int] = []
+    held: set[str] = set()
+    for sid in mine:
+        group = group_of.get(sid)
+        if group is not None:
+            if group in held:
+                continue
+            held.add(group)
+        found.append(sid)
+    overridden = set(excluded) | set(mine)
+    found += [sid for sid in covered if sid not in overridden and (not held or group_of.get(sid) not in held)]
+    return found
+
+
+@dataclass(frozen=True)
+class Segment:
+    """What one segment is for the user at a moment: the catalog's side (``covered``, its
+    ``group``, whether it is ``live``) and the user's own rows (``explicit``, ``excluded``)."""
+
+    slug: str = ""
+    covered: bool = False
+    group: str | None = None
+    live: bool = True
+    explicit: bool = False
+    excluded: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    """One user's view of every segment they ever touched, by segment id."""
+
+    segments: Mapping[int, Segment] = field(default_factory=dict)
+
+    def members(self) -> set[int]:
+        live = {sid: s for sid, s in self.segments.items() if s.live}
+        return set(
+            members(
+                (sid for sid, s in live.items() if s.explicit),
+                {sid for sid, s in live.items() if s.excluded},
+                (sid for sid, s in live.items() if s.covered),
+                {sid: s.group for sid, s in live.items() if s.group is not None},
+                rank=lambda sid: (live[sid].slug, sid),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of one segment for the user.
+
+    ``kind``: ``add`` (explicit membership; lifts an exclusion), ``remove`` (explicit
+    membership ends; ``exclude`` when the rollout covers the user, as api/dashboard/bulk
+    removals do), ``expire`` (an explicit membership reaches its expiry, or is removed with the
+    segment), ``rollout`` (the catalog's side: ``covered``, ``group``, ``live``)."""
+
+    segment_id: int
+    kind: str
+    slug: str = ""
+    exclude: bool = False
+    covered: bool = False
+    group: str | None = None
+    live: bool = True
+
+
+def apply(state: State, change: Change) -> State:
+    """``state`` after ``change`` (no history: see :func:`step`)."""
+    old = state.segments.get(change.segment_id, Segment(slug=change.slug))
+    slug = change.slug or old.slug
+    if change.kind == "add":
+        new = replace(old, slug=slug, explicit=True, excluded=False)
+    elif change.kind == "remove":
+        new = replace(
+            old, slug=slug, explicit=False, excluded=old.excluded or (change.exclude and old.covered)
+        )
+    elif change.kind == "expire":
+        new = replace(old, slug=slug, explicit=False)
+    elif change.kind == "rollout":
+        new = replace(
+            old,
+            slug=slug,
+            covered=change.covered,
+            group=change.group,
+            live=change.live,
+            excluded=old.excluded and change.live,
+        )
+    else:
+        raise ValueError(f"unknown change kind {change.kind!r}")
+    return State({**state.segments, change.segment_id: new})
+
+
+def step(state: State, changes: Iterable[Change]) -> tuple[State, list[tuple[int, Action]]]:
+    """Apply the changes of one instant (all visible to readers at once); returns the new state
+    and the flips of membership they imply, by segment id: the history entries of that instant."""
+    before = state.members()
+    for change in changes:
+        state = apply(state, change)
+    after = state.members()
+    flips = [(sid, Action.ADDED) for sid in sorted(after - before)]
+    flips += [(sid, Action.REMOVED) for sid in sorted(before - after)]
+    return state, flips
