@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cachelib.serializers import JSONSerializer
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy import create_engine
 
 from webapp.config import INSTANCE, ROOT, Config
@@ -106,7 +106,7 @@ def secret_key(app: Flask, local: bool) -> str:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import models  # noqa: F401  (tables on the metadata for migrations)
+    from webapp import models, transaction  # noqa: F401  (models: tables on the metadata for migrations)
     from webapp.extensions import cache, csrf, db, limiter, migrate
     from webapp.hot_path import HotPath
     from webapp.observability import init_request_logging
@@ -115,6 +115,7 @@ def register_extensions(app: Flask) -> None:
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
 
     db.init_app(app)
+    transaction.init_app(app)  # after db.init_app: its teardown runs first and never raises
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).
     # Autocommit from the connect on, so nothing is reset or rolled back on the way back to the pool.
     app.extensions["read_engine"] = create_engine(
@@ -140,9 +141,12 @@ def register_extensions(app: Flask) -> None:
 
 
 def _retry_after_only_when_limited(response: Response) -> Response:
-    """Flask-Limiter sends Retry-After on every response; it means something only on a 429."""
+    """Flask-Limiter sends Retry-After on every response; it means something only on a 429. An
+    error that says when to come back (503 database_unavailable) keeps its own."""
     if response.status_code != 429:
         response.headers.pop("Retry-After", None)
+        if own := g.get("retry_after"):
+            response.headers["Retry-After"] = own
     return response
 
 

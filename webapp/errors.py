@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask import Flask, Response, g, jsonify, make_response, render_template, request
+from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 class AppError(Exception):
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}
 
     def __init__(
         self, message: str, details: list | None = None, *, code: str | None = None, status: int | None = None
@@ -45,6 +47,38 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class DatabaseUnavailable(AppError):
+    """The database connection was lost (or could not be had) before anything was committed:
+    nothing happened, the request is safe to repeat."""
+
+    status = 503
+    code = "database_unavailable"
+    headers = {"Retry-After": "2"}
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unavailable for a moment; nothing was changed. Try again in a few seconds."
+        )
+
+
+class OutcomeUnknown(AppError):
+    """The connection was lost while the transaction was committing: the change may or may not
+    have been made (docs/design.md, Transactions)."""
+
+    status = 500
+    code = "outcome_unknown"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The connection to the database was lost while this change was being committed: it may "
+            "or may not have been made. Read it back, or retry with an Idempotency-Key "
+            "(the retry runs again and its answer shows what the first attempt left)."
+            if is_api_request()
+            else "The connection to the database was lost while saving: the change may or may not have "
+            "been made. Reload the page to see whether it was before doing it again."
+        )
+
+
 def detail(field: str, message: str, **extra) -> dict:
     """One entry of an error's ``details`` list."""
     return {"field": field, "message": message, **extra}
@@ -57,19 +91,49 @@ def is_api_request() -> bool:
 def error_response(
     status: int, code: str, message: str, details: list | None = None, headers: dict[str, str] | None = None
 ) -> Response:
-    """Render an error for whoever asked: JSON envelope, htmx fragment or a page."""
+    """Render an error for whoever asked: JSON envelope, htmx fragment or a page.
+
+    The request's transaction is rolled back first: after a failed statement it is aborted, and
+    the page (its jobs strip reads the database) would fail in turn. A page that still cannot be
+    rendered (the database is down) is answered by a plain one that needs nothing: an error
+    response is always Flask's, so it gets the security headers and its request-log line."""
+    from webapp.transaction import rollback_quietly
+
+    rollback_quietly()
     body: Response | str
     if is_api_request():
         body = jsonify({"error": {"code": code, "message": message, "details": details or []}})
     elif request.headers.get("HX-Request"):
-        body = render_template("_error.html", message=message, details=details or [])
+        body = _render("_error.html", message=message, details=details or [])
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML", **(headers or {})}
     else:
-        body = render_template("error.html", status=status, message=message, details=details or [])
+        body = _render("error.html", status=status, message=message, details=details or [])
     resp = make_response(body, status)
     for key, value in (headers or {}).items():
         resp.headers[key] = value
+    if "Retry-After" in resp.headers:  # kept on a non-429 (webapp._retry_after_only_when_limited)
+        g.retry_after = resp.headers["Retry-After"]
     return resp
+
+
+def _render(template: str, **context: object) -> str:
+    try:
+        return render_template(template, **context)
+    except Exception:
+        log.exception("error page %s could not be rendered; answering a plain one", template)
+        from webapp.transaction import rollback_quietly
+
+        rollback_quietly()
+        text = (
+            f'<div class="alert alert-error" role="alert"><strong>{escape(context["message"])}</strong></div>'
+        )
+        if template == "_error.html":
+            return text
+        return (
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Something went wrong</title>'
+            f'</head><body><main><h1>Something went wrong</h1>{text}<p><a href="/">Back to segments</a></p>'
+            "</main></body></html>"
+        )
 
 
 _HTTP_CODES = {
@@ -89,7 +153,9 @@ _HTTP_CODES = {
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(AppError)
     def _app_error(exc: AppError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        if exc.status >= 500:
+            log.error("%s on %s %s", exc.code, request.method, request.path, exc_info=exc)
+        return error_response(exc.status, exc.code, exc.message, exc.details, dict(exc.headers))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -102,5 +168,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        from webapp.transaction import database_unreachable
+
+        if database_unreachable(exc):  # lost or refused before anything was committed
+            unavailable = DatabaseUnavailable()
+            unavailable.__cause__ = exc
+            return _app_error(unavailable)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Internal server error.")

@@ -3,6 +3,10 @@
 Services never commit. Views are wrapped in :func:`transactional`; side effects that must
 only happen for committed data (enqueueing jobs) go through
 :func:`after_commit`.
+
+A connection lost before the commit was sent is ``database_unavailable`` (503, nothing
+happened); one lost while committing is :class:`OutcomeUnknown`. Rolling back never raises
+(:func:`rollback_quietly`), in a view, an error handler or the request's teardown.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import functools
 import logging
 from collections.abc import Callable
 
-from flask import Response, make_response
+from flask import Flask, Response, make_response
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from webapp.errors import OutcomeUnknown
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,68 @@ def _drop_after_commit(session: Session, previous_transaction: object) -> None:
         session.info.pop(_KEY, None)
 
 
+# SQLSTATEs of a connection that is gone or refused: class 08 (connection exception), and the
+# server shutting the session down (57P01 admin shutdown: pg_terminate_backend, 57P02 crash,
+# 57P03 cannot connect now: starting up or in recovery).
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database connection was lost or could not be had (as opposed to
+    a statement that failed on a live connection)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no connection free in the pool in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is None:  # a driver-side OperationalError: connecting failed, the socket closed
+        return isinstance(exc, sa_exc.OperationalError)
+    return state.startswith("08") or state in _GONE
+
+
+def rollback_quietly(session: Session | None = None) -> None:
+    """Roll back, never raising: a rollback on a connection the server dropped fails, and it
+    runs where nothing may fail (an error handler, the request's teardown). Its connections are
+    then invalidated (closed, never returned to the pool as they are)."""
+    session = session or db.session()
+    try:
+        session.rollback()
+    except Exception:
+        log.warning("rollback failed; the session's connections are discarded", exc_info=True)
+        try:
+            session.invalidate()
+        except Exception:
+            log.warning("invalidating the session failed", exc_info=True)
+
+
+def init_app(app: Flask) -> None:
+    """End each request's session without raising (after ``db.init_app``: teardowns run in
+    reverse, so this one runs before Flask-SQLAlchemy's, which then finds nothing to close).
+
+    Flask-SQLAlchemy's own teardown closes the session, whose rollback raises when the server
+    dropped the connection after the request's last statement; raised in a teardown, that
+    escapes Flask and the WSGI server answers its bare error page."""
+
+    @app.teardown_appcontext
+    def _end_session(error: BaseException | None) -> None:
+        registry = db.session.registry
+        if not registry.has():
+            return
+        session = registry()
+        try:
+            session.close()
+        except Exception:
+            log.warning("closing the request's session failed; its connections are discarded", exc_info=True)
+            try:
+                session.invalidate()
+            except Exception:
+                log.warning("invalidating the session failed", exc_info=True)
+        finally:
+            registry.clear()
+
+
 def abandon() -> None:
     """Roll back now: a view caught a domain error and answers it itself (a form shown
     again with its errors, whatever its status code), so nothing of the attempt may commit."""
@@ -49,19 +117,31 @@ def abandon() -> None:
 
 
 def transactional(view: Callable) -> Callable:
-    """Commit when the view returns a non-error response, roll back otherwise."""
+    """Commit when the view returns a non-error response, roll back otherwise.
+
+    Pending changes are flushed first: a failure there (a lost connection included) leaves
+    nothing committed. A connection lost during the commit itself is :class:`OutcomeUnknown`:
+    the COMMIT may have reached the server."""
 
     @functools.wraps(view)
     def wrapper(*args: object, **kwargs: object) -> Response:
         try:
             response: Response = make_response(view(*args, **kwargs))
+            if response.status_code < 400:
+                db.session.flush()
         except BaseException:
-            db.session.rollback()
+            rollback_quietly()
             raise
-        if response.status_code < 400:
+        if response.status_code >= 400:
+            rollback_quietly()
+            return response
+        try:
             db.session.commit()
-        else:
-            db.session.rollback()
+        except Exception as exc:
+            rollback_quietly()
+            if database_unreachable(exc):
+                raise OutcomeUnknown() from exc
+            raise
         return response
 
     return wrapper
