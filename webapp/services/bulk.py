@@ -436,8 +436,9 @@ def delete_segment(
     """Delete a segment: gone for every read at commit, slug free again. Its members' rows
     go now if they are few, else in a queued operation; their history rows are stamped at
     the deletion either way. Returns (live members that left, the operation or None)."""
-    now = now or utcnow()
     segment, members = segments.retire_segment(session, slug, now, actor)
+    assert segment.deleted_at is not None
+    now = segment.deleted_at  # stamped after its lock
     if members <= SYNC_LIMIT:
         membership_store.remove_for_deleted_segment(session, segment.id, segment.slug, now, actor)
         return members, None

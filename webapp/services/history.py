@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import select
 
@@ -87,9 +88,19 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         assert expires_at is not None  # expires_at <= now
         change = membership_rule.Change(segment_id, "expire", slug)
         steps.append(_Step(expires_at, 1, 2**62, change, Reason.TTL, "system", stored=True))
-    for recorded, slug, salt, scheme, group_salt in session.execute(
-        changes.order_by(RolloutChange.changed_at, RolloutChange.id)
-    ):
+    recorded_changes: list[tuple[Any, ...]] = [
+        tuple(row) for row in session.execute(changes.order_by(RolloutChange.changed_at, RolloutChange.id))
+    ]
+    # Scheduled changes due by now that the job has not applied yet count from their ``at``.
+    for virtual in rollout_state.unapplied(session, now):
+        if end is None or virtual.changed_at < end:
+            segment = session.get(Segment, virtual.segment_id)
+            group = session.get(ExclusionGroup, virtual.exclusion_group) if virtual.exclusion_group else None
+            assert segment is not None
+            recorded_changes.append(
+                (virtual, segment.slug, segment.salt, segment.hash_scheme, group.salt if group else None)
+            )
+    for recorded, slug, salt, scheme, group_salt in recorded_changes:
         if recorded.exclusion_group is not None and group_salt is not None:
             rule = rollout.Rule(
                 rollout.SCHEME, group_salt, rollout.ranges_of(recorded.bucket_ranges, recorded.to_bp)
@@ -110,8 +121,8 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
     steps.sort()
 
     state = membership_rule.State()
-    for at, group in groupby(steps, key=attrgetter("at")):
-        instant = list(group)
+    for at, same_time in groupby(steps, key=attrgetter("at")):
+        instant = list(same_time)
         state, flips = membership_rule.step(state, (s.change for s in instant))
         for segment_id, action in flips:
             why = _cause(instant, segment_id)

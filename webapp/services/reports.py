@@ -30,7 +30,7 @@ from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
 from webapp.models.enums import Action, ReportKind, ReportStatus
 from webapp.queue import enqueue_after_commit
-from webapp.rules import PERIOD_RE
+from webapp.rules import PERIOD_RE, parse_moment
 from webapp.services import history
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.segments import get_live_segment
@@ -71,15 +71,9 @@ def parse_period(period: str | None, start: str | None, end: str | None) -> tupl
 def parse_bound(value: object, name: str) -> datetime:
     """An ISO 8601 date or datetime (naive = UTC) as aware UTC; ValidationFailed otherwise."""
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise ValidationFailed(
-            f"{name} must be an ISO 8601 date or datetime",
-            [detail(name, "not an ISO 8601 date or datetime in range")],
-        ) from None
+        return parse_moment(str(value))
+    except ValueError as exc:
+        raise ValidationFailed(f"{name} {exc}", [detail(name, str(exc), value=str(value)[:40])]) from None
 
 
 def request_report(
@@ -111,6 +105,11 @@ def request_report(
         params["segment"] = get_live_segment(session, segment or "").slug
     else:
         first, last = parse_period(period, start, end)
+        if period is not None and first > utcnow():  # as the dashboard refuses it (checked_month)
+            raise ValidationFailed(
+                f"period {period} has not started: a report of a month to come would be empty",
+                [detail("period", "must be the current month or an earlier one", value=period)],
+            )
         params.update({"from": iso(first), "to": iso(last)})
         if period is not None:
             params["period"] = period
@@ -310,7 +309,9 @@ def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime
     stored = session.scalar(
         select(func.count())
         .select_from(MembershipEvent)
-        .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
+        .where(
+            MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end, MembershipEvent.visible
+        )
     )
     pending = session.scalar(select(func.count()).select_from(_pending_expiries(start, end, now).subquery()))
     return (stored or 0) + (pending or 0)
@@ -324,7 +325,9 @@ def _all_history(session: DbSession, start: datetime, end: datetime, now: dateti
             MembershipEvent.action,
             MembershipEvent.occurred_at,
         )
-        .where(MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end)
+        .where(
+            MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end, MembershipEvent.visible
+        )
         .order_by(MembershipEvent.occurred_at, MembershipEvent.id)
     )
     pending = _pending_expiries(start, end, now).order_by(Membership.expires_at, Membership.user_id)

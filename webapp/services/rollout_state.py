@@ -13,11 +13,13 @@ before any other rollout change so that changes apply in time order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, Engine, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from webapp.errors import ValidationFailed, detail
 from webapp.models import CatalogVersion, ExclusionGroup, RolloutChange, RolloutSchedule, Segment
@@ -25,6 +27,8 @@ from webapp.models.enums import Reason, SegmentEventKind
 from webapp.services import activity_log, rollout
 from webapp.services.allocation import NoRoom, RolloutState, change
 from webapp.services.common import DbSession, iso, utcnow
+
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def state_of(segment: Segment) -> RolloutState:
@@ -49,13 +53,16 @@ def ensure_group(session: DbSession, name: str, now: datetime) -> None:
     )
 
 
-def lock_scope(session: DbSession, segment_id: int, *groups: str | None) -> dict[int, Segment]:
-    """Lock the groups (by name), then the segment and every live segment of those groups
-    (id order); returns the locked live segments by id. The segment's own group is included."""
+def lock_scope(
+    session: DbSession, segment_id: int | Collection[int], *groups: str | None
+) -> dict[int, Segment]:
+    """Lock the groups (by name), then the segments and every live segment of those groups (id
+    order, one statement): the global lock order. Returns the locked live segments by id. The
+    segments' own groups are included."""
+    ids = [segment_id] if isinstance(segment_id, int) else sorted(segment_id)
     for _ in range(3):
-        current = session.get(Segment, segment_id)
-        assert current is not None
-        names = sorted({g for g in (current.exclusion_group, *groups) if g})
+        current = session.scalars(select(Segment).where(Segment.id.in_(ids))).all()
+        names = sorted({g for g in (*(s.exclusion_group for s in current), *groups) if g})
         if names:
             session.execute(
                 select(ExclusionGroup.name)
@@ -65,19 +72,15 @@ def lock_scope(session: DbSession, segment_id: int, *groups: str | None) -> dict
             )
         rows = session.scalars(
             select(Segment)
-            .where(or_(Segment.id == segment_id, Segment.exclusion_group.in_(names)), Segment.is_live)
+            .where(or_(Segment.id.in_(ids), Segment.exclusion_group.in_(names)), Segment.is_live)
             .order_by(Segment.id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
         locked = {s.id: s for s in rows}
-        if (
-            segment_id not in locked
-            or locked[segment_id].exclusion_group in names
-            or not locked[segment_id].exclusion_group
-        ):
+        if all(locked[sid].exclusion_group in (None, *names) for sid in ids if sid in locked):
             return locked
-    raise RuntimeError("the segment kept moving between groups")
+    raise RuntimeError("a segment kept moving between groups")
 
 
 def set_state(
@@ -157,14 +160,27 @@ def pending(
     return list(session.scalars(stmt.order_by(RolloutSchedule.at, RolloutSchedule.id)))
 
 
+def planned(
+    current: dict[int, RolloutState], due: Iterable[RolloutSchedule]
+) -> list[tuple[RolloutSchedule, RolloutState, RolloutState]]:
+    """Each due scheduled change with the state before and after it, applied in order over
+    ``current`` (every live segment of the groups concerned), clamped to a group's room."""
+    current, steps = dict(current), []
+    for entry in due:
+        old = current[entry.segment_id]
+        current[entry.segment_id] = new = change(
+            current, entry.segment_id, entry.rollout_basis_points, clamp=True
+        )
+        steps.append((entry, old, new))
+    return steps
+
+
 def apply_due_locked(session: DbSession, locked: dict[int, Segment], now: datetime) -> int:
     """Apply the due scheduled changes of the locked segments, each recorded at its own time
     and with its scheduler as the actor; how many were applied."""
     due = pending(session, locked, due_by=now)
-    for entry in due:
+    for entry, old, new in planned(states(locked), due):
         segment = locked[entry.segment_id]
-        old = segment.rollout_basis_points
-        new = change(states(locked), segment.id, entry.rollout_basis_points, clamp=True)
         set_state(session, segment, new, reason=Reason.ROLLOUT, actor=entry.created_by, at=entry.at)
         entry.applied_at = now
         activity_log.record(
@@ -173,7 +189,7 @@ def apply_due_locked(session: DbSession, locked: dict[int, Segment], now: dateti
             SegmentEventKind.ROLLOUT_CHANGED,
             entry.created_by,
             entry.at,
-            from_percent=old / 100,
+            from_percent=old.basis_points / 100,
             to_percent=new.basis_points / 100,
             scheduled=True,
             schedule_id=entry.id,
@@ -181,6 +197,46 @@ def apply_due_locked(session: DbSession, locked: dict[int, Segment], now: dateti
     if due:
         catalog_changed(session)  # the pending list the catalog holds changed
     return len(due)
+
+
+def unapplied(session: DbSession, now: datetime) -> list[RolloutChange]:
+    """The ``rollout_changes`` rows that applying the changes due by ``now`` would write (not
+    added to the session, nothing locked): what history counts from their ``at`` before the
+    job has applied them, exactly as reads do."""
+    due = list(
+        session.scalars(
+            select(RolloutSchedule).where(*_due(now)).order_by(RolloutSchedule.at, RolloutSchedule.id)
+        )
+    )
+    if not due:
+        return []
+    ids = {entry.segment_id for entry in due}
+    scope = session.scalars(select(Segment).where(Segment.id.in_(ids), Segment.is_live)).all()
+    names = {s.exclusion_group for s in scope if s.exclusion_group}
+    if names:
+        scope = session.scalars(
+            select(Segment).where(
+                or_(Segment.id.in_(ids), Segment.exclusion_group.in_(names)), Segment.is_live
+            )
+        ).all()
+    live = {s.id: s for s in scope}
+    rows = []
+    for entry, old, new in planned(states(live), [e for e in due if e.segment_id in live]):
+        if new != old:
+            rows.append(
+                RolloutChange(
+                    id=0,
+                    segment_id=entry.segment_id,
+                    from_bp=old.basis_points,
+                    to_bp=new.basis_points,
+                    reason=Reason.ROLLOUT,
+                    changed_at=entry.at,
+                    actor=entry.created_by,
+                    exclusion_group=new.group,
+                    bucket_ranges=rollout.flat(new.ranges) if new.group else None,
+                )
+            )
+    return rows
 
 
 def check_future(
@@ -215,40 +271,47 @@ def check_future(
 
 
 def apply_due(session: DbSession, now: datetime | None = None) -> int:
-    """Apply every due scheduled change (the minutely job; also run before history is read)."""
+    """Apply every due scheduled change (the minutely job), every scope locked at once in the
+    global order (groups by name, then segments by id)."""
     now = now or utcnow()
-    segment_ids = session.scalars(
-        select(RolloutSchedule.segment_id)
-        .where(
-            RolloutSchedule.applied_at.is_(None),
-            RolloutSchedule.cancelled_at.is_(None),
-            RolloutSchedule.at <= now,
-        )
-        .distinct()
-    ).all()
-    applied = 0
-    for segment_id in sorted(segment_ids):
-        applied += apply_due_locked(session, lock_scope(session, segment_id), now)
-    return applied
+    segment_ids = session.scalars(select(RolloutSchedule.segment_id).where(*_due(now)).distinct()).all()
+    if not segment_ids:
+        return 0
+    return apply_due_locked(session, lock_scope(session, segment_ids), now)
+
+
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        RolloutSchedule.applied_at.is_(None),
+        RolloutSchedule.cancelled_at.is_(None),
+        RolloutSchedule.at <= now,
+    )
 
 
 def materialize(session: DbSession, now: datetime) -> None:
-    """Apply due scheduled changes within the caller's transaction before it reads history or
-    activity (a savepoint; nothing to do, and no lock taken, when none is due)."""
-    if (
-        session.scalar(
-            select(RolloutSchedule.id)
-            .where(
-                RolloutSchedule.applied_at.is_(None),
-                RolloutSchedule.cancelled_at.is_(None),
-                RolloutSchedule.at <= now,
-            )
-            .limit(1)
-        )
-        is not None
-    ):
+    """Apply due scheduled changes before a page shows segments, in a short transaction of its
+    own that commits at once and never waits for a lock: taken inside the caller's transaction,
+    its locks (other segments, before the caller's own) would break the global lock order and
+    deadlock with writers. When a row is locked it does nothing: reads and history already
+    count due changes from their ``at`` (read_path, history), and the minutely job and every
+    writer of a rollout apply them under their own locks. A session bound to a connection whose
+    transaction someone else owns (the tests' rolled-back sessions) applies them in place."""
+    if session.scalar(select(RolloutSchedule.id).where(*_due(now)).limit(1)) is None:
+        return
+    bind = session.get_bind()
+    if not isinstance(bind, Engine):
         with session.begin_nested():
             apply_due(session, now)
+        return
+    with Session(bind) as own:
+        try:
+            own.execute(text("SET LOCAL lock_timeout = '20ms'"))
+            apply_due(own, now)
+            own.commit()
+        except OperationalError as exc:
+            own.rollback()
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
 
 
 def preview_share(session: DbSession, segment: Segment, basis_points: int, sample: int) -> int:

@@ -22,7 +22,7 @@ class DayCount:
 def recent_events(session: DbSession, segment: Segment, limit: int = 15) -> list[MembershipEvent]:
     stmt = (
         select(MembershipEvent)
-        .where(MembershipEvent.segment_id == segment.id)
+        .where(MembershipEvent.segment_id == segment.id, MembershipEvent.visible)
         .order_by(MembershipEvent.occurred_at.desc(), MembershipEvent.id.desc())
         .limit(limit)
     )

@@ -17,6 +17,7 @@ from webapp.rules import MAX_DESCRIPTION
 from webapp.services import activity_log, rollout
 from webapp.services.allocation import RolloutState
 from webapp.services.common import DbSession, slug_problem, utcnow
+from webapp.services.membership_store import clock
 from webapp.services.rollout_state import (
     apply_due_locked,
     catalog_changed,
@@ -149,7 +150,7 @@ def create_segment(
 ) -> Segment:
     """Create a live segment with a fresh salt, optionally in an exclusion group (created on
     first use); Conflict when the slug is taken, 422 when the group has no room."""
-    now = now or utcnow()
+    given, now = now, now or utcnow()
     group = _group_or_error(exclusion_group)
     basis_points = _basis_points_or_error(rollout_percent)
     segment = Segment(
@@ -180,6 +181,7 @@ def create_segment(
         if group:
             ensure_group(session, group, now)
         locked = lock_scope(session, segment.id, group)
+        now = given or clock(session)
         apply_due_locked(session, locked, now)
         set_state(
             session,
@@ -210,14 +212,14 @@ def update_segment(
     Moving into a group takes the rollout's share of the group's free buckets (422 if there is
     not enough) and is refused (409) while some user is an explicit member of this segment and
     of another of the group's segments."""
-    now = now or utcnow()
+    given, now = now, now or utcnow()
     new_description = None if description is UNSET else _description_or_error(description)
     new_bp = None if rollout_percent is UNSET else _basis_points_or_error(rollout_percent)
     new_group = UNSET if exclusion_group is UNSET else _group_or_error(exclusion_group)
     segment = get_live_segment(session, slug)
     changed = False
     if new_bp is not None or (new_group is not UNSET and new_group != segment.exclusion_group):
-        changed = _change_rollout(session, segment, new_bp, new_group, actor, now)
+        changed = _change_rollout(session, segment, new_bp, new_group, actor, given)
     else:
         segment = get_live_segment(session, slug, lock="update")
     if new_description is not None and new_description != segment.description:
@@ -236,15 +238,23 @@ def update_segment(
 
 
 def _change_rollout(
-    session: DbSession, segment: Segment, new_bp: int | None, new_group: object, actor: str, now: datetime
+    session: DbSession,
+    segment: Segment,
+    new_bp: int | None,
+    new_group: object,
+    actor: str,
+    given: datetime | None,
 ) -> bool:
+    """The rollout change, stamped with the database clock read after its locks (``given``:
+    a fixed clock), so it is ordered after every membership change it waited for."""
     if isinstance(new_group, str):
-        ensure_group(session, new_group, now)
+        ensure_group(session, new_group, given or utcnow())
     locked = lock_scope(session, segment.id, new_group if isinstance(new_group, str) else None)
     if segment.id not in locked:
         raise NotFound(
             f"segment {segment.slug} does not exist", [detail("slug", "no such segment", value=segment.slug)]
         )
+    now = given or clock(session)
     apply_due_locked(session, locked, now)
     old = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
     if isinstance(new_group, str) and new_group != old.group:
@@ -312,12 +322,15 @@ def _refuse_explicit_overlap(
         )
 
 
-def retire_segment(session: DbSession, slug: str, now: datetime, actor: str = "") -> tuple[Segment, int]:
+def retire_segment(
+    session: DbSession, slug: str, now: datetime | None, actor: str = ""
+) -> tuple[Segment, int]:
     """Soft-delete a segment: it leaves the catalog (and every read) when this commits, and
     its slug and its group's buckets are free again; its pending scheduled changes are
     cancelled. Returns it with its live explicit member count; removing their rows is
     bulk.delete_segment's job."""
     segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
+    now = now or clock(session)  # after the lock: after every change it waited for
     left = member_counts(session, [segment.id], now)[segment.id]
     set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
     session.execute(
