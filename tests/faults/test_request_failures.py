@@ -218,3 +218,20 @@ def test_under_gunicorn_no_failure_gets_the_bare_page(gunicorn_base):
         rid: (path, status) for rid, path, status in asked
     }
     assert "Error handling request" not in log_path.read_text()  # gunicorn's own: a failure escaped Flask
+
+
+def test_with_the_database_down_every_answer_is_still_flasks(app_on):
+    """Nothing listens where the database should be: API reads are 503 database_unavailable,
+    a dashboard page is a plain 503 page, and a 404 page (whose jobs strip reads the database)
+    falls back to a plain page: all with the security headers."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    down = app_on(DATABASE_URL=url)
+    client = down.test_client()
+    response = client.get("/api/v1/segments")
+    check_answer("api", "killed", response.status_code, response.headers, response.get_data())
+    for headers in ({}, {"HX-Request": "true"}):
+        page = client.get("/", headers=headers)
+        check_answer("htmx" if headers else "page", "killed", page.status_code, page.headers, page.get_data())
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and missing.mimetype == "text/html"
+    assert b"<html" in missing.data and missing.headers["X-Frame-Options"] == "DENY"
