@@ -203,6 +203,9 @@ class ApiClient:
         self.client = client
 
     def __getattr__(self, method):
+        if method.startswith("_"):  # not an HTTP method (e.g. hypothesis' _repr_pretty_)
+            raise AttributeError(method)
+
         def call(path, json=None, **kwargs):
             return getattr(self.client, method)(f"/api/v1{path}", json=json, **kwargs)
 

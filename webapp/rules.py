@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 SLUG_PATTERN = r"[A-Z][A-Z0-9_]{0,63}"
 SLUG_RE = re.compile(SLUG_PATTERN)  # always used with fullmatch: "SLUG\n" is not a slug
@@ -22,3 +23,39 @@ PERIOD_RE = re.compile(r"(\d{4})-(\d{2})")
 
 def is_slug(value: object) -> bool:
     return isinstance(value, str) and SLUG_RE.fullmatch(value) is not None
+
+
+# -- dates ---------------------------------------------------------------------------------
+#
+# The one rule for every date a client sends (API bodies and queries, the dashboard's forms):
+# it is read as ISO 8601, naive means UTC where a field allows it, and it is converted to UTC at
+# once, so nothing later meets an offset. A moment that is not in years 1..9999 once in UTC
+# (0001-01-01T00:00:00+14:00 is in year 0) is refused here, with the field's name, never
+# left to overflow later.
+
+DATE_RANGE_PROBLEM = "must be between 0001-01-01 and 9999-12-31 in UTC"
+NAIVE_PROBLEM = "must include a timezone (use Z for UTC)"
+NOT_A_DATE_PROBLEM = "must be an ISO 8601 date or date-time, such as 2026-11-01T10:00:00Z"
+
+
+def in_utc(value: datetime) -> datetime:
+    """An aware datetime in UTC; ValueError (a plain message) when it is naive or when UTC falls
+    outside years 1..9999."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(NAIVE_PROBLEM)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(DATE_RANGE_PROBLEM) from None
+
+
+def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
+    """An ISO 8601 date (midnight) or date-time, ``Z`` for UTC, as an aware UTC datetime; a
+    naive one is UTC unless ``naive_is_utc`` is false. ValueError (a plain message) otherwise."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(NOT_A_DATE_PROBLEM) from None
+    if value.tzinfo is None and naive_is_utc:
+        return value.replace(tzinfo=UTC)
+    return in_utc(value)

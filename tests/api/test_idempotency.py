@@ -69,7 +69,7 @@ def test_concurrent_duplicates_have_one_side_effect(idem_app):
         c = idem_app.test_client()
         barrier.wait()
         r = c.post(
-            "/api/v1/reports", json={"user_id": 5, "period": "2030-01"}, headers={"Idempotency-Key": "dup"}
+            "/api/v1/reports", json={"user_id": 5, "period": "2025-01"}, headers={"Idempotency-Key": "dup"}
         )
         results.append((r.status_code, r.headers.get("Idempotent-Replayed"), r.data))
 

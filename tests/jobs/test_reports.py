@@ -16,7 +16,7 @@ from webapp.services.bulk import delete_segment
 from webapp.services.segments import create_segment, update_segment
 from webapp.services.user_changes import AddSpec, change_user_segments
 
-T0 = datetime(2030, 5, 1, tzinfo=UTC)
+T0 = datetime(2025, 5, 1, tzinfo=UTC)
 
 
 def parse(data: bytes):
@@ -44,7 +44,7 @@ def seed_history(session):
 def test_user_report_through_rq(redis_app, committed_db):
     seed_history(committed_db)
     client = redis_app.test_client()
-    response = client.post("/api/v1/reports", json={"user_id": 1, "period": "2030-05"})
+    response = client.post("/api/v1/reports", json={"user_id": 1, "period": "2025-05"})
     assert response.status_code == 202, response.json
     body = response.json
     assert body["status"] == "queued" and body["download_url"] is None
@@ -55,21 +55,21 @@ def test_user_report_through_rq(redis_app, committed_db):
     download = client.get(done["download_url"])
     assert download.status_code == 200 and download.mimetype == "text/csv"
     assert "attachment" in download.headers["Content-Disposition"]
-    assert "history-user-1-2030-05.csv" in download.headers["Content-Disposition"]
+    assert "history-user-1-2025-05.csv" in download.headers["Content-Disposition"]
     rows = parse(download.data)
     assert rows == [
         ["user_id", "segment", "operation", "timestamp"],
-        ["1", "REP_B", "added", "2030-05-01T00:00:00Z"],  # rollout 100% at creation
-        ["1", "REP_A", "added", "2030-05-02T00:00:00Z"],
-        ["1", "REP_B", "removed", "2030-05-05T00:00:00Z"],
+        ["1", "REP_B", "added", "2025-05-01T00:00:00Z"],  # rollout 100% at creation
+        ["1", "REP_A", "added", "2025-05-02T00:00:00Z"],
+        ["1", "REP_B", "removed", "2025-05-05T00:00:00Z"],
     ]
 
 
 def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_db):
     seed_history(committed_db)
     client = redis_app.test_client()
-    may = client.post("/api/v1/reports", json={"period": "2030-05"}).json
-    june = client.post("/api/v1/reports", json={"from": "2030-06-01", "to": "2030-07-01"}).json
+    may = client.post("/api/v1/reports", json={"period": "2025-05"}).json
+    june = client.post("/api/v1/reports", json={"from": "2025-06-01", "to": "2025-07-01"}).json
     assert may["kind"] == "all_history"
     run_worker(redis_app)
     may_rows = parse(client.get(client.get(may["status_url"]).json["download_url"]).data)[1:]
@@ -79,12 +79,12 @@ def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_
         ["2", "REP_A", "removed"],
         ["1", "REP_B", "removed"],
     ]
-    assert may_rows[2][3] == "2030-05-04T00:00:00Z"  # the TTL exit at its true expiry time (not purged yet)
+    assert may_rows[2][3] == "2025-05-04T00:00:00Z"  # the TTL exit at its true expiry time (not purged yet)
     assert [r[3] for r in may_rows] == sorted(r[3] for r in may_rows)
     june_file = client.get(client.get(june["status_url"]).json["download_url"])
-    assert "history-all-users-2030-06-01_2030-07-01.csv" in june_file.headers["Content-Disposition"]
+    assert "history-all-users-2025-06-01_2025-07-01.csv" in june_file.headers["Content-Disposition"]
     june_rows = parse(june_file.data)[1:]
-    assert june_rows == [["1", "REP_A", "removed", "2030-06-15T00:00:00Z"]]
+    assert june_rows == [["1", "REP_A", "removed", "2025-06-15T00:00:00Z"]]
 
 
 def test_segment_members_export(redis_app, committed_db):
@@ -120,7 +120,7 @@ def test_a_failing_report_is_retried_then_marked_failed(redis_app, committed_db)
 
 def test_job_is_enqueued_only_after_commit(redis_app, committed_db):
     with redis_app.test_request_context():
-        reports.request_report(db.session, user_id=1, period="2030-01")
+        reports.request_report(db.session, user_id=1, period="2025-01")
         assert get_queue(redis_app).count == 0
         db.session.rollback()
     assert get_queue(redis_app).count == 0
@@ -131,15 +131,15 @@ def test_job_is_enqueued_only_after_commit(redis_app, committed_db):
 @pytest.mark.parametrize(
     "body, field",
     [
-        ({"user_id": 1, "period": "2030-13"}, "period"),
+        ({"user_id": 1, "period": "2025-13"}, "period"),
         ({"user_id": 1, "period": "May"}, "period"),
         ({"user_id": 1}, "period"),
-        ({"user_id": 0, "period": "2030-01"}, "user_id"),
-        ({"from": "2030-02-01", "to": "2030-01-01"}, "from"),
-        ({"period": "2030-01", "from": "2030-01-01"}, "period"),
+        ({"user_id": 0, "period": "2025-01"}, "user_id"),
+        ({"from": "2025-02-01", "to": "2025-01-01"}, "from"),
+        ({"period": "2025-01", "from": "2025-01-01"}, "period"),
         ({"kind": "segment_members", "segment": "NOPE"}, "slug"),
         ({"kind": "weekly"}, "kind"),
-        ({"kind": "user_history", "period": "2030-01"}, "user_id"),
+        ({"kind": "user_history", "period": "2025-01"}, "user_id"),
     ],
 )
 def test_report_requests_are_validated(client, body, field):
@@ -174,7 +174,7 @@ def test_rollout_changes_appear_in_user_reports(redis_app, committed_db):
     update_segment(committed_db, "RAMP", rollout_percent=20, now=T0 + timedelta(days=2))
     committed_db.commit()
     client = redis_app.test_client()
-    report = client.post("/api/v1/reports", json={"user_id": user, "period": "2030-05"}).json
+    report = client.post("/api/v1/reports", json={"user_id": user, "period": "2025-05"}).json
     run_worker(redis_app)
     rows = parse(client.get(f"/api/v1/reports/{report['id']}.csv").data)
-    assert rows[1:] == [[str(user), "RAMP", "added", "2030-05-03T00:00:00Z"]]
+    assert rows[1:] == [[str(user), "RAMP", "added", "2025-05-03T00:00:00Z"]]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from typing import TypeVar
 
 from flask import Response, current_app, request
@@ -13,6 +14,7 @@ from webapp import read_counts
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
+from webapp.rules import parse_moment
 from webapp.services.catalog import ActiveSegment
 from webapp.services.common import ascii_int
 from webapp.services.read_path import active_segments, hot_lookup, hot_read, lookup, user_json
@@ -88,14 +90,15 @@ def query_time(name: str) -> datetime | None:
     raw = request.args.get(name)
     if not raw:
         return None
-    try:  # an unencoded "+01:00" offset arrives as " 01:00" in a query string
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise ValidationFailed(
-            f"{name} must be an ISO 8601 date or datetime",
-            [detail(name, "not an ISO 8601 date or datetime in range", value=raw[:40])],
-        ) from None
+    # An unencoded "+01:00" offset arrives as " 01:00" in a query string; a space before the
+    # time ("2026-11-01 10:00") is the separator.
+    head, space, tail = raw.rpartition(" ")
+    if space and ":" in head and re.fullmatch(r"[0-9]{2}(?::?[0-9]{2})?", tail):
+        raw = f"{head}+{tail}"
+    try:
+        return parse_moment(raw)
+    except ValueError as exc:
+        raise ValidationFailed(f"{name} {exc}", [detail(name, str(exc), value=raw[:40])]) from None
 
 
 def page_args() -> tuple[int, int]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -19,6 +20,7 @@ from pydantic import (
     StrictStr,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from webapp.config import Config
 from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, SegmentEventKind, Source
@@ -32,6 +34,7 @@ from webapp.rules import (
     MAX_USER_ID,
     SLUG_HELP,
     SLUG_PATTERN,
+    in_utc,
 )
 
 # -- JSON schema fragments -----------------------------------------------------------------
@@ -87,6 +90,17 @@ def one_non_empty(*names: str) -> dict[str, Any]:
     return {"anyOf": [{"required": [name], "properties": {name: {"minItems": 1}}} for name in names]}
 
 
+def _utc(value: datetime) -> datetime:
+    """rules.in_utc as a pydantic validator: the field's own 422 (never an overflow later)."""
+    try:
+        return in_utc(value)
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_range", str(exc)) from None
+
+
+# A date-time with an offset, converted to UTC as it is read (rules.in_utc).
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
 Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA)]
 # The slug rule is the services' (plain-words errors); pydantic only caps the length.
 Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLUG_SCHEMA)]
@@ -105,7 +119,7 @@ Description = Annotated[
     ),
 ]
 ExpiresAt = Annotated[
-    AwareDatetime, WithJsonSchema({**DATE_TIME_SCHEMA, "description": "in the future, within ten years"})
+    UtcDatetime, WithJsonSchema({**DATE_TIME_SCHEMA, "description": "in the future, within ten years"})
 ]
 # ttl_seconds or expires_at, not both (a null one is not given)
 EXPIRY: dict[str, Any] = {
@@ -141,7 +155,7 @@ class SegmentPatch(Strict):
 
 
 class ScheduleRequest(Strict):
-    at: AwareDatetime = Field(description="when the change takes effect (future, within a year)")
+    at: UtcDatetime = Field(description="when the change takes effect (future, within a year)")
     rollout_percent: Percent
 
 
@@ -243,7 +257,10 @@ class ReportRequest(Strict):
         None, description="a segment_members report's segment", examples=["AVITO_VOICE_MESSAGES"]
     )
     period: Annotated[StrictStr, Field(max_length=7)] | None = Field(
-        None, description="a history report's month, YYYY-MM", examples=["2026-11"]
+        None,
+        description="a history report's month, YYYY-MM: the current month or an earlier one (a month "
+        "to come is refused)",
+        examples=["2026-11"],
     )
     start: Annotated[StrictStr, Field(max_length=40)] | None = Field(
         None,

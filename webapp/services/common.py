@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.errors import ValidationFailed, detail
-from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, is_slug
+from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, in_utc, is_slug
 
 DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
 
@@ -107,11 +107,13 @@ def expiry(
             return None, [detail(f"{prefix}ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")]
         return now + timedelta(seconds=ttl_seconds), []
     if expires_at is not None:
-        if expires_at.tzinfo is None:
-            return None, [detail(f"{prefix}expires_at", "must include a timezone (use Z for UTC)")]
+        try:  # the one date rule (rules.in_utc): aware, and a moment of years 1..9999 in UTC
+            expires_at = in_utc(expires_at)
+        except ValueError as exc:
+            return None, [detail(f"{prefix}expires_at", str(exc))]
         if expires_at <= now:
             return None, [detail(f"{prefix}expires_at", "must be in the future", value=iso(expires_at))]
         if expires_at > now + timedelta(seconds=MAX_TTL_SECONDS):
             return None, [detail(f"{prefix}expires_at", "must be within ten years")]
-        return expires_at.astimezone(UTC), []
+        return expires_at, []
     return None, []

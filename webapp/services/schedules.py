@@ -5,13 +5,14 @@ segment's activity at its scheduled time, with its scheduler as the actor."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import RolloutSchedule, Segment
 from webapp.models.enums import SegmentEventKind
+from webapp.rules import in_utc
 from webapp.services import activity_log, rollout
 from webapp.services.common import DbSession, iso, utcnow
 from webapp.services.rollout_state import apply_due_locked, catalog_changed, check_future, lock_scope
@@ -26,6 +27,10 @@ def _when_or_error(at: object, now: datetime) -> datetime:
             "at must be a date and time with a timezone (use Z for UTC)",
             [detail("at", "a date and time with a timezone is required")],
         )
+    try:  # the one date rule (rules.in_utc): a moment of years 1..9999 in UTC
+        at = in_utc(at)
+    except ValueError as exc:
+        raise ValidationFailed(f"at {exc}", [detail("at", str(exc))]) from None
     if at <= now:
         raise ValidationFailed(
             "at must be in the future", [detail("at", "must be in the future", value=iso(at))]
@@ -34,7 +39,7 @@ def _when_or_error(at: object, now: datetime) -> datetime:
         raise ValidationFailed(
             "at must be within a year", [detail("at", "must be within a year", value=iso(at))]
         )
-    return at.astimezone(UTC)
+    return at
 
 
 def add(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import flash, make_response, redirect, render_template, request, url_for
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE
+from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment
 from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
 from webapp.services.id_lists import token_problem
@@ -44,13 +44,10 @@ def form_expiry() -> tuple[int | None, datetime | None]:
             )
     until = None
     if until_raw:
-        try:  # a datetime-local field has no offset (taken as UTC); an explicit offset is kept
-            until = datetime.fromisoformat(until_raw.replace("Z", "+00:00"))
-            until = until if until.tzinfo else until.replace(tzinfo=UTC)
-        except ValueError:
-            raise ValidationFailed(
-                "expiry must be a date and time", [detail("expires_at", "not a date")]
-            ) from None
+        try:  # a datetime-local field has no offset (taken as UTC); an explicit offset is converted
+            until = parse_moment(until_raw)
+        except ValueError as exc:
+            raise ValidationFailed(f"expires_at {exc}", [detail("expires_at", str(exc))]) from None
     return ttl, until
 
 

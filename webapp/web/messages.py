@@ -82,7 +82,14 @@ RULES: list[Rule] = [
     ),
     (re.compile(r"^must be within ten years$"), "The expiry time must be within ten years from now."),
     (re.compile(r"^must include a timezone"), "Enter the expiry as a date and time."),
-    (re.compile(r"^not a date$|^expiry must be a date and time$"), "Enter the expiry as a date and time."),
+    (
+        re.compile(r"^not a date$|^expiry must be a date and time$|^must be an ISO 8601 date"),
+        "Enter the expiry as a date and time.",
+    ),
+    (
+        re.compile(r"^must be between 0001-01-01 and 9999-12-31 in UTC$"),
+        "That date is out of range: choose a date between the years 1 and 9999 (UTC).",
+    ),
     (
         re.compile(r"^must be YYYY-MM$|^period must be|^required unless from and to|^give period"),
         "Choose a month.",

@@ -18,6 +18,7 @@ from webapp.auth import dashboard_actor
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models import Segment
+from webapp.rules import parse_moment
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.transaction import transactional
@@ -249,11 +250,10 @@ def _form_time(raw: str) -> datetime | None:
     raw = raw.strip()
     if not raw:
         raise ValidationFailed("choose a time", [detail("at", "a date and time with a timezone is required")])
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationFailed("not a date", [detail("at", "not a date")]) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:  # the one date rule: naive is UTC, an offset is converted, years 1..9999 in UTC
+        return parse_moment(raw)
+    except ValueError as exc:
+        raise ValidationFailed(f"at {exc}", [detail("at", str(exc))]) from None
 
 
 @bp.post("/segments/<slug>/schedule")
