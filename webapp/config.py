@@ -37,6 +37,14 @@ class Config:
     HISTORY_RETENTION_MONTHS = _env_int("HISTORY_RETENTION_MONTHS", 0)
     EXPIRY_CRON = os.environ.get("EXPIRY_CRON", "0 0 * * *")
     EXPIRY_BATCH_SIZE = _env_int("EXPIRY_BATCH_SIZE", 50_000)
+    # A started job whose worker has sent no heartbeat for this long is orphaned (the worker
+    # died with it) and is retried or failed by the next idle worker's registry cleaning,
+    # which runs this often (RQ's default: 10 minutes after a heartbeat window of 90 s).
+    JOB_ORPHAN_SECONDS = _env_int("JOB_ORPHAN_SECONDS", 60)
+    # How often `flask scheduler` moves due periodic jobs onto the queue, and the longest wait
+    # between its reconnection attempts while Redis is away (1 s, doubling up to this).
+    SCHEDULER_INTERVAL_SECONDS = _env_int("SCHEDULER_INTERVAL_SECONDS", 30)
+    SCHEDULER_RECONNECT_MAX_SECONDS = _env_int("SCHEDULER_RECONNECT_MAX_SECONDS", 30)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500

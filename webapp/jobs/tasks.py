@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from flask import current_app
 from rq import get_current_job
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from webapp.extensions import db
 from webapp.metrics import purge_done, timed_job
@@ -29,6 +31,42 @@ REAP_AFTER = timedelta(minutes=1)  # a pending report younger than this is left 
 MAX_ATTEMPTS = 3
 
 
+RUN_LOCK_SPACE = 4  # advisory locks (two-int form): one run of a job at a time
+
+
+@contextmanager
+def _run_lock(job_id: str) -> Iterator[None]:
+    """Hold a session advisory lock on ``job_id`` on a connection of its own for the run. A
+    second run of the same job (an orphan retried while its first run, taken for dead, still
+    goes on) waits for the first to end, then finds its record finished or resumes at its
+    cursor; a run whose process died lets go with its connection."""
+    with db.engine.connect() as conn:
+        key = {"space": RUN_LOCK_SPACE, "key": job_id}
+        conn.execute(text("SELECT pg_advisory_lock(:space, hashtext(:key))"), key)
+        conn.commit()
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:key))"), key)
+                conn.commit()
+            except Exception:
+                conn.invalidate()  # never back to the pool holding the lock
+                raise
+
+
+def one_run_at_a_time(job_id: Callable[[str], str]) -> Callable[[Callable[[str], int]], Callable[[str], int]]:
+    def wrap(func: Callable[[str], int]) -> Callable[[str], int]:
+        @functools.wraps(func)
+        def run(record_id: str) -> int:
+            with _run_lock(job_id(record_id)):
+                return func(record_id)
+
+        return run
+
+    return wrap
+
+
 def set_report_state(report_id: str, **values: Any) -> None:
     """Status/progress on a connection of its own: visible at once, the job's cursor untouched."""
     with db.engine.begin() as conn:
@@ -36,6 +74,7 @@ def set_report_state(report_id: str, **values: Any) -> None:
 
 
 @timed_job("report")
+@one_run_at_a_time(reports.report_job_id)
 def generate_report(report_id: str) -> int:
     """Write one report's CSV; returns its row count. Failures are recorded readably."""
     report = reports.get_report(db.session, report_id)
@@ -80,6 +119,7 @@ def generate_report(report_id: str) -> int:
 
 
 @timed_job("bulk_operation")
+@one_run_at_a_time(bulk.operation_job_id)
 def run_bulk_operation(operation_id: str) -> int:
     """Run a bulk operation to its end, one committed chunk at a time, resuming after its
     cursor; returns the rows done. A failure is recorded (RQ retries it, from the cursor)."""
