@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 from flask import Flask
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq_scheduler import Scheduler
 
 from webapp.queue import QUEUE_NAME, JsonJob
@@ -28,7 +30,10 @@ MAINTENANCE_TIMEOUT = 6 * 3600
 def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
     """The scheduler process uses a blocking client; web processes (status strip) a short-timeout one."""
     return Scheduler(
-        queue_name=QUEUE_NAME, connection=redis_client(app, blocking=blocking), interval=30, job_class=JsonJob
+        queue_name=QUEUE_NAME,
+        connection=redis_client(app, blocking=blocking),
+        interval=app.config["SCHEDULER_INTERVAL_SECONDS"],
+        job_class=JsonJob,
     )
 
 
@@ -91,11 +96,30 @@ def validate_cron(cron: str) -> str:
 
 def run_scheduler(app: Flask, *, catch_up: bool = True) -> None:
     """Serve the schedule forever. ``catch_up`` runs the job once at start, so expiries
-    missed during downtime are purged at once (each recorded at its true expiry time)."""
+    missed during downtime are purged at once (each recorded at its true expiry time).
+
+    Redis going away does not end the process (rq-scheduler's loop registers its death and
+    returns on the first Redis error): it tries again after 1 s, doubling up to
+    SCHEDULER_RECONNECT_MAX_SECONDS, and on each reconnection registers the schedules again
+    (a Redis restarted without its data has none), so the reaper, the rollouts job and the
+    nightly purge go on once Redis is back."""
     cron = validate_cron(app.config["EXPIRY_CRON"])
     scheduler = get_scheduler(app)
-    register_schedules(scheduler, cron)
-    if catch_up:
-        scheduler.enqueue_in(timedelta(seconds=0), MAINTENANCE_JOB, timeout=MAINTENANCE_TIMEOUT)
-    log.info("scheduler: %s registered with cron %r (UTC)", EXPIRY_JOB_ID, cron)
-    scheduler.run()
+    longest = max(1.0, float(app.config["SCHEDULER_RECONNECT_MAX_SECONDS"]))
+    delay, caught_up, connected_before = 1.0, not catch_up, False
+    while True:
+        try:
+            if connected_before:
+                scheduler.register_death()  # our own entry, if Redis kept it, so birth can be registered again
+            register_schedules(scheduler, cron)
+            if not caught_up:
+                scheduler.enqueue_in(timedelta(seconds=0), MAINTENANCE_JOB, timeout=MAINTENANCE_TIMEOUT)
+                caught_up = True
+            log.info("scheduler: %s registered with cron %r (UTC)", EXPIRY_JOB_ID, cron)
+            connected_before, delay = True, 1.0
+            scheduler.run()
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("scheduler: Redis unavailable (%s); trying again in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, longest)
