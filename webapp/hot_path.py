@@ -25,7 +25,7 @@ from webapp.api.helpers import segments_body, session_bound_to_a_connection
 from webapp.auth import name_for
 from webapp.metrics import observe_request
 from webapp.observability import STARTED, request_id
-from webapp.rules import MAX_USER_ID
+from webapp.rules import MAX_USER_ID, bounded_int
 from webapp.security import HEADERS
 from webapp.services.read_path import hot_read
 
@@ -69,7 +69,8 @@ class HotPath:
         match = API_PATH.fullmatch(path)
         if match is None and path == "/segment/user":
             match, compat = COMPAT_QUERY.fullmatch(environ.get("QUERY_STRING", "")), True
-        if match is None or not 1 <= (user_id := int(match[1])) <= MAX_USER_ID:
+        user_id = bounded_int(match[1], MAX_USER_ID) if match is not None else None
+        if not user_id:
             return None
         config, tokens = self.app.config, self.app.extensions["api_tokens"]
         client = name_for(environ.get("HTTP_AUTHORIZATION", ""), tokens) if tokens else None

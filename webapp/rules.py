@@ -21,6 +21,20 @@ MAX_LOOKUP_IDS = 1000  # users in one batch lookup
 PERIOD_RE = re.compile(r"(\d{4})-(\d{2})")
 
 
+def bounded_int(text: str, high: int) -> int | None:
+    """``text`` of ASCII digits only (leading zeros allowed) as an int when it is at most
+    ``high``, else None. Every number a client sends in digits is read through here: its
+    length is compared before ``int()``, which refuses more than 4,300 digits (a ValueError,
+    so a 500 wherever a caller did not expect one) and takes quadratic time below that."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)):
+        return None
+    value = int(digits)
+    return value if value <= high else None
+
+
 def is_slug(value: object) -> bool:
     return isinstance(value, str) and SLUG_RE.fullmatch(value) is not None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -10,7 +9,7 @@ from typing import Any, TypeAlias
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.errors import ValidationFailed, detail
-from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, in_utc, is_slug
+from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, bounded_int, in_utc, is_slug
 
 DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
 
@@ -70,19 +69,23 @@ def check_user_ids(values: Sequence[object], field: str = "user_ids") -> None:
 
 def ascii_int(text: str | None, low: int, high: int) -> int | None:
     """``text`` as an int in ``[low, high]`` when it is plain ASCII digits (not "²" or "٣"), else None."""
-    if text is None or not re.fullmatch(r"[0-9]{1,20}", text):
-        return None
-    value = int(text)
-    return value if low <= value <= high else None
+    value = None if text is None else bounded_int(text, high)
+    return value if value is not None and value >= low else None
 
 
 def parse_user_id(text: str, field: str = "user_id") -> int:
     """A user id given as decimal digits ("42"), validated."""
     text = text or ""
-    if not re.fullmatch(r"[0-9]{1,19}", text, re.ASCII):
-        problem = "user id must be a positive integer"
+    value = bounded_int(text, MAX_USER_ID)
+    if value is None or value < 1:
+        digits = text.isascii() and text.isdigit()
+        problem = (
+            f"user id must be between 1 and {MAX_USER_ID:,}"
+            if digits
+            else "user id must be a positive integer"
+        )
         raise ValidationFailed(problem, [detail(field, problem, value=text[:40])])
-    return check_user_id(int(text), field)
+    return value
 
 
 def slug_problem(value: object) -> str | None:

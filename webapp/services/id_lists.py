@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 
 from webapp.errors import ValidationFailed, detail
-from webapp.rules import MAX_USER_ID
+from webapp.rules import MAX_USER_ID, bounded_int
 
 SEPARATORS = re.compile(r"[\s,;]+")
 ONLY_DIGITS_AND_SEPARATORS = re.compile(r"[0-9\s,;]*")
@@ -59,10 +59,10 @@ def token_problem(token: str) -> str | None:
     """Why ``token`` is not a user id, in plain words; None when it is one."""
     shown = token if len(token) <= 30 else token[:27] + "…"
     if token.isascii() and token.isdigit():
-        value = int(token)
+        value = bounded_int(token, MAX_USER_ID)  # (None: too large, whatever its length)
         if value == 0:
             return f"“{shown}”: user ids start at 1"
-        if value > MAX_USER_ID:
+        if value is None:
             return f"“{shown}” is too large to be a user id"
         return None
     if NUMBER_LIKE.fullmatch(token):
@@ -72,6 +72,12 @@ def token_problem(token: str) -> str | None:
             return f"“{shown}” is not a whole number"
         return f"“{shown}” has a sign: write the number alone"
     return f"“{shown}” is not a number"
+
+
+def user_id_of(token: str) -> int | None:
+    """``token`` as a user id (plain ASCII digits, 1 up to MAX_USER_ID), else None."""
+    value = bounded_int(token, MAX_USER_ID)
+    return value if value else None
 
 
 def parse_pasted(text: str, limit: int, field_name: str = "user_ids") -> ParsedIds:
@@ -151,11 +157,11 @@ def _plain_ids(text: str, first_number: int, limit: int, problems: _Problems, fi
             token = token.strip("\"'")
             if not token:
                 continue
-            problem = token_problem(token)
-            if problem is None:
-                ids.append(int(token))
+            value = user_id_of(token)
+            if value is None:
+                problems.add(number, token, token_problem(token) or "")
             else:
-                problems.add(number, token, problem)
+                ids.append(value)
         _check_limit(len(ids), limit, field_name)
     return ids
 
@@ -196,11 +202,11 @@ def _column_ids(
         if not cell:
             problems.add(number, "", f"no value in the {column} column")
             continue
-        problem = token_problem(cell)
-        if problem is None:
-            ids.append(int(cell))
+        value = user_id_of(cell)
+        if value is None:
+            problems.add(number, cell, token_problem(cell) or "")
         else:
-            problems.add(number, cell, problem)
+            ids.append(value)
     _check_limit(len(ids), limit, problems.field_name)
     return ids
 

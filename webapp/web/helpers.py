@@ -13,7 +13,7 @@ from webapp.models import Segment
 from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment
 from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
-from webapp.services.id_lists import token_problem
+from webapp.services.id_lists import token_problem, user_id_of
 from webapp.transaction import abandon
 from webapp.web.messages import FormErrors, form_errors, upper_slug
 
@@ -104,8 +104,9 @@ def checked_month(period: str) -> str:
 def typed_user_id(text: str, field: str = "user_id") -> int:
     """A user id typed into a form (spaces ignored), or a plain-words problem for ``field``."""
     text = "".join((text or "").split())
-    problem = token_problem(text) if text else "type a user id"
-    if problem:
+    value = user_id_of(text)
+    if value is None:
+        problem = (token_problem(text) if text else None) or "type a user id"
         raise ValidationFailed(
             problem,
             [
@@ -115,7 +116,7 @@ def typed_user_id(text: str, field: str = "user_id") -> int:
                 )
             ],
         )
-    return int(text)
+    return value
 
 
 def live_segment(slug: str) -> Segment:

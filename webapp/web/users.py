@@ -40,7 +40,7 @@ def lookup_user():
     raw = request.args.get("id", "")
     problem = _lookup_problem(raw)
     if not problem:
-        return redirect(url_for("web.show_user", user_id=int("".join(raw.split()))))
+        return redirect(url_for("web.show_user", user_id=typed_user_id(raw)))
     return render_template("users/lookup.html", problem=problem, typed=raw.strip()[:40])
 
 
