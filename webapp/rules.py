@@ -10,7 +10,8 @@ SLUG_RE = re.compile(SLUG_PATTERN)  # always used with fullmatch: "SLUG\n" is no
 SLUG_HELP = "upper-case letters, digits and underscores, starting with a letter (at most 64)"
 MAX_SLUG_INPUT = 200  # longer strings are refused before the slug rule is even checked
 
-MAX_USER_ID = 2**63 - 1  # users are external positive bigint ids
+INT64_MAX = 2**63 - 1  # what every integer field holds (PostgreSQL bigint)
+MAX_USER_ID = INT64_MAX  # users are external positive bigint ids
 MAX_TTL_SECONDS = 10 * 366 * 24 * 3600  # ten years
 MAX_TTL_DAYS = 3660
 MAX_DESCRIPTION = 2000

@@ -195,9 +195,9 @@ def test_an_expired_member_not_yet_purged_leaves_by_ttl_not_by_the_removal(api):
     [
         ("delete", {"user_ids": []}, "user_ids"),
         ("delete", {"user_ids": [1, 0, -5]}, "user_ids[1]"),
-        ("delete", {"user_ids": [1, True]}, "user_ids.1"),
+        ("delete", {"user_ids": [1, True]}, "user_ids[1]"),
         ("delete", {"user_ids": [1], "ttl_seconds": 60}, "ttl_seconds"),
-        ("put", {"user_ids": [1, "2"]}, "user_ids.1"),
+        ("put", {"user_ids": [1, "2"]}, "user_ids[1]"),
         ("put", {"user_ids": [1], "ttl_seconds": 60, "expires_at": "2099-01-01T00:00:00Z"}, "ttl_seconds"),
         ("put", {"user_ids": [1], "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
         ("put", {"user_ids": [1], "ttl_seconds": 0}, "ttl_seconds"),

@@ -353,3 +353,14 @@ def test_chart_has_axes_values_and_the_rollout_separately(client, api):
     assert 'class="rollout-line"' in html
     assert re.findall(r'class="tick rollout-tick">([\d.]+%)<', html) == ["0%", "5%", "10%"]
     assert "Rollout <strong>10%</strong> of all users" in html
+
+
+def test_a_full_group_states_the_segments_own_ceiling(client, api, htmx):
+    """60% and 10% in a group: the first can have 90%, and the form says so (before: "at most 30%")."""
+    api.segment("G_A", rollout_percent=60, exclusion_group="DISC")
+    api.segment("G_B", rollout_percent=10, exclusion_group="DISC")
+    form = {"description": "", "rollout_percent": "91", "exclusion_group": "DISC"}
+    response = htmx("/segments/G_A/settings", form, headers=SSO)
+    assert response.status_code == 422
+    assert "Choose at most 90% for this segment" in text_of(response.get_data(as_text=True))
+    assert htmx("/segments/G_A/settings", {**form, "rollout_percent": "90"}, headers=SSO).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import TypeVar
@@ -48,12 +49,9 @@ def json_body(model: type[M]) -> M:
     cross-site form cannot write), 400 for malformed JSON, 422 for a wrong shape."""
     if not request.is_json:
         _not_json()
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:  # nested deeper than the parser goes
-        data = None
+    raw = request.get_data(cache=True)
+    data = parse_json(raw, last_duplicate_wins=request.blueprint == "api_compat")
     if data is None:
-        raw = request.get_data(cache=True)
         message = "request body is empty" if not raw.strip() else "request body is not valid JSON"
         raise AppError(message, [detail("body", message)], code="malformed_json")
     if not isinstance(data, dict):
@@ -61,14 +59,70 @@ def json_body(model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed("the request body is invalid", pydantic_details(exc)) from None
+        count = exc.error_count()
+        listed = f", the first {MAX_DETAILS} listed" if count > MAX_DETAILS else ""
+        message = f"the request body is invalid ({count:,} problem{'s' if count > 1 else ''}{listed})"
+        raise ValidationFailed(message, pydantic_details(exc)) from None
+
+
+MAX_DETAILS = 100  # problems listed in one error (as services.common.user_id_details)
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the API names fields: ``user_ids[3]``, ``add[0].expires_at``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes, *, last_duplicate_wins: bool = False) -> object | None:
+    """The one place a request's JSON is read: strict JSON (no NaN or Infinity), and an object
+    naming a key twice is refused (400 ``duplicate_key``: which of the two was meant?) — unless
+    ``last_duplicate_wins``, as the seed's Go service (encoding/json) read it on its paths.
+    None when it is not JSON at all."""
+    try:
+        return json.loads(
+            raw,
+            object_pairs_hook=None if last_duplicate_wins else _refuse_duplicates,
+            parse_constant=_refuse_constant,
+        )
+    except _DuplicateKey as exc:
+        message = f'the key "{exc.key[:60]}" is given twice in one object of the request body'
+        raise AppError(
+            message, [detail("body", "duplicate key", key=exc.key[:60])], code="duplicate_key"
+        ) from None
+    except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError; RecursionError: too deep)
+        return None
 
 
 def pydantic_details(exc: ValidationError) -> list[dict]:
+    """Every problem pydantic found (up to MAX_DETAILS), each item of a list by its index."""
     out = []
-    for err in exc.errors(include_url=False, include_input=False)[:100]:
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        out.append(detail(field, err["msg"]))
+    for err in exc.errors(include_url=False, include_input=False)[:MAX_DETAILS]:
+        given = (err.get("ctx") or {}).get("value")  # our validators name the value given
+        extra = {"value": given} if isinstance(given, str) else {}
+        out.append(detail(field_path(err["loc"]), err["msg"], **extra))
     return out
 
 

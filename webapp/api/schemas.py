@@ -13,8 +13,10 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -25,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from webapp.config import Config
 from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, SegmentEventKind, Source
 from webapp.rules import (
+    INT64_MAX,
     MAX_BULK_IDS,
     MAX_DESCRIPTION,
     MAX_ITEMS_PER_CHANGE,
@@ -101,11 +104,45 @@ def _utc(value: datetime) -> datetime:
 # A date-time with an offset, converted to UTC as it is read (rules.in_utc).
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
+
+def _exact_int(value: object) -> object:
+    """A JSON number that is an integer (``27269415.0``, which JSON Schema's ``integer`` admits)
+    as that int, exactly; a number with a fraction (``1.5``), NaN or infinity is refused. Other
+    values go on to the strict int check (which refuses booleans and strings)."""
+    if type(value) is float:
+        if not value.is_integer():
+            raise PydanticCustomError(
+                "int_from_float", "must be an integer, not {value}", {"value": str(value)}
+            )
+        value = int(value)
+    if type(value) is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise PydanticCustomError("int_range", "must be a 64-bit integer")
+    return value
+
+
+# An integer wherever the schema says integer: strict (no booleans, no strings), but a JSON
+# number without a fraction is one whichever way it is written.
+Int = Annotated[StrictInt, BeforeValidator(_exact_int)]
+
+
+def _user_id(value: object) -> int:
+    """A user id (services.common.user_id_problem's words), integer-valued numbers included.
+    Each item of a list is judged on its own, so every bad one is named (by its index)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int and 1 <= value <= MAX_USER_ID:
+        return value
+    given = {"value": str(value)[:40]}  # named in the error's detail, as the services do
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("user_id", "user id must be an integer", given)
+    raise PydanticCustomError("user_id", f"user id must be between 1 and {MAX_USER_ID:,}", given)
+
+
 Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA)]
 # The slug rule is the services' (plain-words errors); pydantic only caps the length.
 Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLUG_SCHEMA)]
-UserId = Annotated[StrictInt, WithJsonSchema(USER_ID_SCHEMA)]
-Ttl = Annotated[StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
+UserId = Annotated[int, PlainValidator(_user_id), WithJsonSchema(USER_ID_SCHEMA)]
+Ttl = Annotated[Int, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
 Description = Annotated[
     StrictStr,
     Field(max_length=MAX_DESCRIPTION),
@@ -252,7 +289,7 @@ class ReportRequest(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_report_rules())
 
     kind: ReportKind | None = None
-    user_id: StrictInt | None = Field(None, description="a user_history report's user")
+    user_id: Int | None = Field(None, description="a user_history report's user")
     segment: Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT)] | None = Field(
         None, description="a segment_members report's segment", examples=["AVITO_VOICE_MESSAGES"]
     )

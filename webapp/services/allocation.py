@@ -25,9 +25,13 @@ class RolloutState:
 
 
 class NoRoom(Exception):
-    def __init__(self, group: str, available: int):
+    """``available``: the group's free buckets; ``ceiling``: the most this segment can have
+    (what it owns plus what is free), which is what a message to its owner must state."""
+
+    def __init__(self, group: str, available: int, ceiling: int | None = None):
         super().__init__(f"exclusion group {group} has {available / 100:g}% left")
         self.group, self.available = group, available
+        self.ceiling = available if ceiling is None else ceiling
 
 
 def free_ranges(taken: Iterable[Ranges]) -> list[tuple[int, int]]:
@@ -63,7 +67,7 @@ def resize(own: Ranges, others: Iterable[Ranges], target: int, group: str, *, cl
     needed = target - current
     if needed > available:
         if not clamp:
-            raise NoRoom(group, available)
+            raise NoRoom(group, available, current + available)
         needed = available
     for start, end in free:
         if not needed:

@@ -128,13 +128,17 @@ def change_or_error(
     try:
         return change(current, segment_id, basis_points, group=group)
     except NoRoom as exc:
+        ceiling, free = exc.ceiling / 100, exc.available / 100
         raise ValidationFailed(
-            f"exclusion group {exc.group} has only {exc.available / 100:g}% left (its rollouts share 100%)",
+            f"rollout_percent can be at most {ceiling:g}% for this segment in exclusion group {exc.group} "
+            f"(its rollouts share 100%; {free:g}% is free)",
             [
                 detail(
                     "rollout_percent",
-                    f"at most {exc.available / 100:g}% is free in group {exc.group}",
+                    f"at most {ceiling:g}% fits this segment in group {exc.group} ({free:g}% is free)",
                     exclusion_group=exc.group,
+                    max_percent=ceiling,
+                    free_percent=free,
                 )
             ],
         ) from None

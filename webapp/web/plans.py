@@ -32,7 +32,7 @@ BUCKETS = 10_000
 
 # -- plain words for group and schedule problems ---------------------------------------------------
 
-_NO_ROOM = re.compile(r"^at most ([\d.]+)% is free in group (\S+)$")
+_NO_ROOM = re.compile(r"^at most ([\d.]+)% fits this segment in group (\S+) \(([\d.]+)% is free\)$")
 _WOULD_NOT_FIT = re.compile(r"^the change of (\S+) at (\S+) would not fit group (\S+)$")
 
 
@@ -50,10 +50,10 @@ def plain_plans(exc: AppError, typed_group: str = "") -> AppError:
     for item in exc.details or []:
         message, field = str(item.get("message", "")), str(item.get("field", ""))
         if match := _NO_ROOM.match(message):
-            free, group = match[1], match[2]
+            ceiling, group, free = match[1], match[2], match[3]
             message = (
                 f"Group {group} has only {free}% left: its segments share 100% of users. "
-                f"Choose at most {free}%, or lower another segment of {group} first."
+                f"Choose at most {ceiling}% for this segment, or lower another segment of {group} first."
             )
         elif match := _WOULD_NOT_FIT.match(message):
             slug, at, group = match[1], match[2], match[3]
