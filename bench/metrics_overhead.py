@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
         {
             "TESTING": True,
             "SECRET_KEY": "x" * 40,
+            "TRUSTED_HOSTS": ["localhost"],
             "DATABASE_URL": "postgresql://bench@127.0.0.1:1/none",
             "REDIS_URL": "redis://127.0.0.1:1/0",
             "REQUEST_LOG": "off",
@@ -60,9 +61,10 @@ def main(argv: list[str]) -> int:
     answer = [ActiveSegment(f"BENCH_{i}", Source.ROLLOUT, None) for i in range(3)]
     hot_path.hot_read = lambda engine, user_id: answer  # type: ignore[assignment]  # no database either
     hot_path.session_bound_to_a_connection = lambda: False  # type: ignore[assignment]
-    layer = app.wsgi_app
-    assert isinstance(layer, hot_path.HotPath)
+    layer = app.wsgi_app  # the host check in front of the hot path, as in production
+    assert isinstance(getattr(layer, "app", None), hot_path.HotPath)
     environ = {
+        "HTTP_HOST": "localhost",
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/api/v1/users/12345/segments",
         "QUERY_STRING": "",

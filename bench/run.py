@@ -1186,6 +1186,7 @@ def main() -> None:
             "REDIS_URL": redis.url,
             "REPORTS_DIR": str(Path(tmp) / "reports"),
             "SECRET_KEY": secrets.token_urlsafe(48),
+            "TRUSTED_HOSTS": "127.0.0.1,localhost",  # what wrk and the bench's clients send
             "MAX_CONTENT_LENGTH": str(64 * 1024 * 1024),
             "RATELIMIT_HOT_PATH": "",
         }

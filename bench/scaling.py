@@ -107,6 +107,7 @@ def create_database(name: str) -> str:
         "FLASK_APP": "wsgi",
         "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
         "SECRET_KEY": "scaling-bench-secret-key-0123456789abcdef",
+        "TRUSTED_HOSTS": "127.0.0.1,localhost",
         "REDIS_URL": "redis://127.0.0.1:6379/14",
     }
     try:

@@ -42,6 +42,9 @@ TABLES = [
     "segments",
     "exclusion_groups",
 ]
+# Every server a test starts (gunicorn, flask worker, make run) inherits the host names the
+# tests' clients use, as the in-process app has them from TestConfig.
+os.environ.setdefault("TRUSTED_HOSTS", ",".join(TestConfig.TRUSTED_HOSTS))
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_KEY = "segments-test-run"

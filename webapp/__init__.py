@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +58,7 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     options["connect_args"] = _connect_args(app)
     app.config["SECRET_KEY"] = secret_key(app, local)
+    app.config["TRUSTED_HOSTS"] = trusted_hosts(app, local)
     app.extensions["api_tokens"] = parse_tokens(app.config["API_TOKENS"])
     redis_url = app.config["REDIS_URL"]
     timeouts = {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
@@ -105,12 +107,40 @@ def secret_key(app: Flask, local: bool) -> str:
     )
 
 
+LOCAL_HOSTS = ["localhost", "127.0.0.1"]  # the local embedded stack's names when none are set
+HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def trusted_hosts(app: Flask, local: bool) -> list[str]:
+    """The configured host names (``TRUSTED_HOSTS``), checked; on the local embedded stack
+    localhost when none are set. A production app (DATABASE_URL given) refuses to start without
+    them, and with an entry that is not a host name (a typo never opens or closes the service)."""
+    configured = app.config.get("TRUSTED_HOSTS") or []
+    items = configured.replace(",", " ").split() if isinstance(configured, str) else list(configured)
+    hosts = [item.strip().lower() for item in items if item.strip()]
+    for position, host in enumerate(hosts, 1):
+        if not HOST_NAME.fullmatch(host):
+            raise RuntimeError(
+                f"TRUSTED_HOSTS entry {position} ({host[:60]!r}) is not a host name: give names such as "
+                "segments.example.com, or .example.com for its subdomains (no scheme, port or path)"
+            )
+    if hosts:
+        return hosts
+    if local:
+        return list(LOCAL_HOSTS)
+    raise RuntimeError(
+        "TRUSTED_HOSTS must name the hosts clients reach this service by (e.g. "
+        "TRUSTED_HOSTS=segments.example.com, comma-separated): absolute links (Location, status_url, "
+        "link_to_file) are built only for them and any other Host header is refused"
+    )
+
+
 def register_extensions(app: Flask) -> None:
     from webapp import models, transaction  # noqa: F401  (models: tables on the metadata for migrations)
     from webapp.extensions import cache, csrf, db, limiter, migrate
     from webapp.hot_path import HotPath
     from webapp.observability import init_request_logging
-    from webapp.security import init_security
+    from webapp.security import init_security, init_trusted_hosts
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
 
@@ -134,6 +164,7 @@ def register_extensions(app: Flask) -> None:
     init_request_logging(
         app
     )  # first: its hook gives every request its id before another hook (the limiter's 429) can answer
+    init_trusted_hosts(app)  # next: a Host the service does not own is refused before anything else runs
     app.after_request(_retry_after_only_when_limited)  # runs after the limiter's own hook
     limiter.init_app(app)
     csrf.init_app(app)

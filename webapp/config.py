@@ -17,6 +17,11 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _env_list(name: str) -> list[str] | None:
+    """A list setting, its items separated by commas and/or spaces; None when empty."""
+    return [item for item in os.environ.get(name, "").replace(",", " ").split() if item] or None
+
+
 def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -81,6 +86,10 @@ class Config:
     DASHBOARD_USER_HEADER = os.environ.get("DASHBOARD_USER_HEADER", "X-Forwarded-Email")
     DASHBOARD_OPEN = _env_bool("DASHBOARD_OPEN", False)
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)  # reverse proxies whose X-Forwarded-* are believed
+    # The host names this service answers for (Flask's TRUSTED_HOSTS; ".example.com" takes its
+    # subdomains too): absolute links are built only for them, any other Host answers 400
+    # (/healthz and /readyz excepted). Required in production; the local stack uses localhost.
+    TRUSTED_HOSTS = _env_list("TRUSTED_HOSTS")
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)  # also Secure on any https request
     WTF_CSRF_CHECK_DEFAULT = True
@@ -96,3 +105,4 @@ class TestConfig(Config):
     RATELIMIT_ENABLED = False  # the limiter tests switch it on
     RATELIMIT_REPORTS = ""  # (one Limiter serves every app the tests build: no limit leaks between them)
     DASHBOARD_OPEN = True  # the access tests switch it off
+    TRUSTED_HOSTS = ["localhost", "127.0.0.1"]  # the test client's Host, and the servers tests start

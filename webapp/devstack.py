@@ -193,6 +193,11 @@ class DevStack:
         env.setdefault("SEGMENTS_INSTANCE", str(self.instance))
         if not env.get("SECRET_KEY"):  # with DATABASE_URL set the app insists on a real key
             env["SECRET_KEY"] = _local_secret_key(self.instance / "secret_key")
+        if not env.get("TRUSTED_HOSTS"):  # with DATABASE_URL set the app insists on its host names
+            names = ["localhost", "127.0.0.1"]
+            if self.host not in {"0.0.0.0", "", "::", "[::]", *names}:
+                names.append(self.host)
+            env["TRUSTED_HOSTS"] = ",".join(names)
         if self.owns_postgres:  # the local embedded stack: the dashboard is open (the page says so)
             env.setdefault("DASHBOARD_OPEN", "true")
         return env

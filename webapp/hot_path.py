@@ -26,7 +26,7 @@ from webapp.auth import name_for
 from webapp.metrics import observe_request
 from webapp.observability import STARTED, request_id
 from webapp.rules import MAX_USER_ID, bounded_int
-from webapp.security import HEADERS
+from webapp.security import HEADERS, UNTRUSTED_HOST
 from webapp.services.read_path import hot_read
 
 API_PATH = re.compile(r"/api/v1/users/([0-9]{1,19})/segments")
@@ -70,7 +70,7 @@ class HotPath:
         if match is None and path == "/segment/user":
             match, compat = COMPAT_QUERY.fullmatch(environ.get("QUERY_STRING", "")), True
         user_id = bounded_int(match[1], MAX_USER_ID) if match is not None else None
-        if not user_id:
+        if not user_id or UNTRUSTED_HOST in environ:  # (a Host not ours: Flask refuses it)
             return None
         config, tokens = self.app.config, self.app.extensions["api_tokens"]
         client = name_for(environ.get("HTTP_AUTHORIZATION", ""), tokens) if tokens else None

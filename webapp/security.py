@@ -3,9 +3,15 @@ and the real scheme/client behind a trusted reverse proxy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.sansio.utils import host_is_trusted
+
+from webapp.errors import AppError, detail
 
 # htmx and Swagger UI run from /static; htmx injects its indicator <style>, hence 'unsafe-inline' for styles.
 CSP = (
@@ -18,6 +24,56 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+UNTRUSTED_HOST = "segments.untrusted_host"  # environ key: the Host a request came with, not one of ours
+PROBES = frozenset({"ops.healthz", "ops.readyz"})  # answered whatever the Host (load balancers, docker)
+
+
+class TrustedHosts:
+    """WSGI layer inside ProxyFix (so it sees the host the proxy forwarded) and in front of the
+    hot path: a request whose Host is not one of ``TRUSTED_HOSTS`` goes on with the first
+    trusted name in its place and the one it came with under ``UNTRUSTED_HOST``. The app
+    refuses it before anything else runs (``refuse_untrusted_host``, 400), the probes excepted;
+    and whatever part answers, no link is ever built from a Host header the service does not
+    own (a ``Location``, ``status_url``, ``link_to_file`` or redirect to ``http://evil.example/``)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], hosts: list[str]) -> None:
+        self.app, self.hosts, self.stand_in = app, hosts, hosts[0].lstrip(".")
+        self.known: dict[str, bool] = {}  # Host header -> trusted (bounded: junk headers are not kept)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        trusted = self.known.get(host)
+        if trusted is None:
+            trusted = host_is_trusted(host, self.hosts)
+            if len(self.known) < 256:
+                self.known[host] = trusted
+        if not trusted:
+            environ[UNTRUSTED_HOST] = host
+            environ["HTTP_HOST"] = self.stand_in
+        return self.app(environ, start_response)
+
+
+def refuse_untrusted_host() -> None:
+    """before_request, right after the request id: 400 for a Host the service does not own
+    (the JSON envelope on the API and the seed's paths, the error page on the dashboard)."""
+    host = request.environ.get(UNTRUSTED_HOST)
+    if host is not None and request.endpoint not in PROBES:
+        shown = str(host)[:100]
+        raise AppError(
+            f"this service does not answer for the host {shown!r}",
+            [detail("Host", "not one of the service's host names (TRUSTED_HOSTS)", value=shown)],
+            code="untrusted_host",
+            status=400,
+        )
+
+
+def init_trusted_hosts(app: Flask) -> None:
+    """Flask's TRUSTED_HOSTS, enforced in front of every part of the app (the hot path too)
+    and for every route but the probes."""
+    app.wsgi_app = TrustedHosts(app.wsgi_app, app.config["TRUSTED_HOSTS"])  # type: ignore[method-assign]
+    app.before_request(refuse_untrusted_host)
 
 
 class SessionCookies(SecureCookieSessionInterface):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -110,8 +111,10 @@ def nginx(gunicorn, tmp_path):
     port = free_port()
     conf = compose["configs"]["nginx_conf"]["content"].replace("$$", "$")
     conf = conf.replace("server web:8000;", f"server 127.0.0.1:{gunicorn};").replace(
-        "listen 8080;", f"listen 127.0.0.1:{port};"
+        "listen 8080", f"listen 127.0.0.1:{port}"
     )
+    names = os.environ["TRUSTED_HOSTS"].replace(",", " ")  # (compose fills in its TRUSTED_HOSTS)
+    conf = re.sub(r"\$\{TRUSTED_HOSTS[^}]*\}", names, conf)
     temp = tmp_path / "nginx"
     temp.mkdir()
     paths = "".join(
@@ -172,3 +175,15 @@ def test_what_nginx_refuses_is_the_json_envelope(nginx, path, headers, status):
     assert refused.value.code == status and refused.value.headers.get_content_type() == "application/json"
     error = json.loads(refused.value.read())["error"]
     assert set(error) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "localhost.evil.example", "127.0.0.1.evil.example"])
+def test_nginx_drops_a_host_not_ours(nginx, host):
+    """Issue 22: nginx forwarded any Host; its server_name is now TRUSTED_HOSTS and every other
+    name is closed without an answer (444), before the app would refuse it (400)."""
+    with socket.create_connection(("127.0.0.1", nginx), timeout=5) as conn:
+        conn.sendall(f"GET /api/v1/segments HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        assert conn.recv(100) == b""
+    with socket.create_connection(("127.0.0.1", nginx), timeout=5) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 200")

@@ -40,6 +40,7 @@ def test_service_commands_exist_in_the_app(app, monkeypatch):
     for name in ("DATABASE_URL", "REDIS_URL", "REPORTS_DIR"):
         monkeypatch.setattr(Config, name, app.config[name])
     monkeypatch.setattr(Config, "SECRET_KEY", secrets.token_urlsafe(48))
+    monkeypatch.setattr(Config, "TRUSTED_HOSTS", ["localhost"])
     services = load()["services"]
     runner = app.test_cli_runner()
     for name in ("migrate", "worker", "scheduler"):
