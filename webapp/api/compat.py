@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, request, url_for
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, StrictInt, WithJsonSchema
 from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
@@ -24,10 +24,10 @@ from webapp.api.schemas import (
     DeletedOut,
     ErrorBody,
     ErrorOut,
-    Int,
     Slug,
     Strict,
     UserId,
+    exact_int,
     one_non_empty,
 )
 from webapp.api.segments import deleted_out
@@ -82,7 +82,7 @@ class CompatUserChange(Strict):
         max_length=MAX_ITEMS_PER_CHANGE,
         json_schema_extra={"uniqueItems": True},
     )
-    ttl_days: Annotated[Int, Field(ge=1, le=MAX_TTL_DAYS)] | None = None
+    ttl_days: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_DAYS), BeforeValidator(exact_int)] | None = None
 
 
 class CompatSlug(BaseModel):

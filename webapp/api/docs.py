@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from http import HTTPStatus
+from typing import Any
 
 from flask import Blueprint, render_template
 from spectree import Response
@@ -13,6 +15,22 @@ from webapp.rules import MAX_USER_ID, SLUG_PATTERN
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")
 ERRORS = ("HTTP_400", "HTTP_401", "HTTP_404", "HTTP_409", "HTTP_422", "HTTP_429")
+# What the mechanisms in front of every view can answer, whatever the view (added to every
+# operation of the document by _document): 400 a Host the service does not own, 401 a missing
+# or unknown token, 403 a token's scope, 429 a rate limit, 503 the database unreachable; and for
+# a write 409 (its Idempotency-Key still in flight), 413 (a body over MAX_CONTENT_LENGTH) and 415
+# (a body not sent as application/json).
+EVERY_CALL = (400, 401, 403, 429, 503)
+EVERY_WRITE = (409, 413, 415)
+
+
+class CsvResponses(Response):
+    """Responses whose 200 is a CSV file (spectree itself only describes JSON bodies)."""
+
+    def generate_spec(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        responses = super().generate_spec(*args, **kwargs)
+        responses["200"]["content"] = {"text/csv": {"schema": {"type": "string"}}}
+        return responses
 
 
 def operation(
@@ -23,17 +41,17 @@ def operation(
     query=None,
     errors: tuple[str, ...] = ERRORS,
     accepted: type | None = None,
+    csv: bool = False,
 ):
     """Document an API view. Requests are parsed by the view itself (one error format), so
-    spectree only describes them."""
+    spectree only describes them. ``csv``: the 200 is a CSV file."""
     codes: dict[str, type] = {code: ErrorOut for code in errors}
     if ok is not None:
         codes[f"HTTP_{ok[0]}"] = ok[1]
     if accepted is not None:  # also answers 202 with this body (work continues in the background)
         codes["HTTP_202"] = accepted
-    register = spec.validate(
-        json=json, query=query, resp=Response(**codes), tags=list(tags), skip_validation=True
-    )
+    responses = CsvResponses("HTTP_200", **codes) if csv else Response(**codes)
+    register = spec.validate(json=json, query=query, resp=responses, tags=list(tags), skip_validation=True)
 
     def document(view):
         # Keep spectree's metadata but not its runtime wrapper (~35 µs per request on the
@@ -63,9 +81,22 @@ IDEMPOTENCY_HEADER = {
 
 
 def _document(document: dict) -> dict:
-    """What spectree cannot infer from Flask rules: typed path parameters, headers, auth."""
+    """What spectree cannot infer from Flask rules: typed path parameters, headers, auth, and
+    the statuses every call (EVERY_CALL) or write (EVERY_WRITE) can answer."""
+    error = next(
+        response["content"]
+        for methods in document["paths"].values()
+        for operation_ in methods.values()
+        for code, response in operation_["responses"].items()
+        if code == "400"
+    )
     for methods in document["paths"].values():
         for method, operation_ in methods.items():
+            statuses = EVERY_CALL + (EVERY_WRITE if method != "get" else ())
+            for status in statuses:
+                operation_["responses"].setdefault(
+                    str(status), {"description": HTTPStatus(status).phrase, "content": error}
+                )
             for parameter in operation_.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETERS:
                     parameter["schema"] = PATH_PARAMETERS[parameter["name"]]

@@ -67,8 +67,10 @@ def get_report(report_id: str):
 
 @bp.get("/reports/<report_id>.csv")
 @requires_scope(REPORTS)
+@operation(tags=("reports",), csv=True)
 def download_report(report_id: str):
-    """The CSV file (``Content-Disposition: attachment``)."""
+    """The CSV file (``Content-Disposition: attachment``); 400 ``not_ready`` while the report is
+    queued or running."""
     report = reports.get_report(db.session, report_id, report_reader())
     return send_file(
         reports.finished_file(report),

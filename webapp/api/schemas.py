@@ -105,7 +105,7 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
-def _exact_int(value: object) -> object:
+def exact_int(value: object) -> object:
     """A JSON number that is an integer (``27269415.0``, which JSON Schema's ``integer`` admits)
     as that int, exactly; a number with a fraction (``1.5``), NaN or infinity is refused. Other
     values go on to the strict int check (which refuses booleans and strings)."""
@@ -121,8 +121,9 @@ def _exact_int(value: object) -> object:
 
 
 # An integer wherever the schema says integer: strict (no booleans, no strings), but a JSON
-# number without a fraction is one whichever way it is written.
-Int = Annotated[StrictInt, BeforeValidator(_exact_int)]
+# number without a fraction is one whichever way it is written; 64 bits, as the schema says.
+# (Bounds go before the validator, so that the JSON schema states them as minimum/maximum.)
+Int = Annotated[StrictInt, Field(ge=-INT64_MAX - 1, le=INT64_MAX), BeforeValidator(exact_int)]
 
 
 def _user_id(value: object) -> int:
@@ -142,7 +143,9 @@ Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA
 # The slug rule is the services' (plain-words errors); pydantic only caps the length.
 Slug = Annotated[StrictStr, Field(max_length=MAX_SLUG_INPUT), WithJsonSchema(SLUG_SCHEMA)]
 UserId = Annotated[int, PlainValidator(_user_id), WithJsonSchema(USER_ID_SCHEMA)]
-Ttl = Annotated[Int, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now")]
+Ttl = Annotated[
+    StrictInt, Field(ge=1, le=MAX_TTL_SECONDS, description="seconds from now"), BeforeValidator(exact_int)
+]
 Description = Annotated[
     StrictStr,
     Field(max_length=MAX_DESCRIPTION),
