@@ -1,10 +1,18 @@
-"""The seed README's six curl examples, verbatim, in order, against the Flask test client."""
+"""The seed README's six curl examples, verbatim, in order: real ``curl`` processes (run by a
+shell, as a reader pastes them) against a real HTTP server on a free port; only the host and port
+(``localhost:8080``) are replaced, and example 6's ``<task id>`` by the id example 5 answered.
+curl prints only the body, so the server records each status it answers."""
 
 import csv
 import io
-import re
-import shlex
+import json
+import shutil
+import subprocess
+import threading
 from datetime import UTC, datetime
+
+import pytest
+from werkzeug.serving import make_server
 
 from webapp.jobs.worker import run_worker
 
@@ -20,81 +28,112 @@ EXAMPLES = {
 }
 
 
-def curl(client, command: str):
-    """Run a curl command line (``-X``, ``-H``, ``-d`` and a URL) on the test client; the
-    host and port are dropped, everything else is sent as written."""
-    words = shlex.split(command)
-    assert words.pop(0) == "curl"
-    method, headers, data, url = None, {}, None, None
-    while words:
-        word = words.pop(0)
-        if word == "-X":
-            method = words.pop(0)
-        elif word == "-H":
-            name, value = words.pop(0).split(":", 1)
-            headers[name.strip()] = value.strip()
-        elif word == "-d":
-            data = words.pop(0)
-        else:
-            url = word
-    assert url is not None
-    path = re.sub(r"^(https?://)?[^/]+", "", url)
-    return client.open(
-        path, method=method or ("POST" if data is not None else "GET"), headers=headers, data=data
-    )
+class Recorded:
+    """A WSGI wrapper that notes the status of every response (curl prints only the body)."""
+
+    def __init__(self, app):
+        self.app, self.statuses = app, []
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            self.statuses.append(int(status.split()[0]))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
-def test_seed_readme_examples_in_order(redis_app, committed_db):
+@pytest.fixture
+def server(redis_app, committed_db):
+    """The app on a free port of 127.0.0.1 (a threaded werkzeug server), recording statuses."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    recorded = Recorded(redis_app.wsgi_app)
+    redis_app.wsgi_app = recorded  # type: ignore[method-assign]
+    http = make_server("127.0.0.1", 0, redis_app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{http.server_port}", recorded
+    finally:
+        http.shutdown()
+        thread.join(10)
+        redis_app.wsgi_app = recorded.app  # type: ignore[method-assign]
+
+
+class Curl:
+    def __init__(self, address: str, recorded: Recorded):
+        self.address, self.recorded = address, recorded
+
+    def __call__(self, command: str) -> tuple[int, bytes]:
+        """Run ``command`` (a seed README line) in a shell with only the host and port replaced;
+        the status the server answered and what curl printed (the body)."""
+        assert command.startswith("curl ") and "localhost:8080" in command
+        before = len(self.recorded.statuses)
+        done = subprocess.run(
+            ["bash", "-c", command.replace("localhost:8080", self.address)],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        assert len(self.recorded.statuses) == before + 1, "one request per example"
+        return self.recorded.statuses[-1], done.stdout
+
+
+def test_seed_readme_examples_in_order(redis_app, server):
+    address, recorded = server
+    curl = Curl(address, recorded)
     client = redis_app.test_client()
     started = datetime.now(UTC).replace(microsecond=0)
 
     # 1. Create a segment; the same call creates the other three segments the README's later
     #    examples use (AVITO_PERFORMANCE_VAS, AVITO_DISCOUNT_30, AVITO_DISCOUNT_50).
-    response = curl(client, EXAMPLES[1])
-    assert response.status_code == 200 and response.json == {"slug": "AVITO_VOICE_MESSAGES"}
+    status, body = curl(EXAMPLES[1])
+    assert status == 200 and json.loads(body) == {"slug": "AVITO_VOICE_MESSAGES"}
     for slug in ("AVITO_PERFORMANCE_VAS", "AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"):
-        assert curl(client, CREATE % slug).json == {"slug": slug}
-    assert curl(client, EXAMPLES[1]).status_code == 409  # it exists now
+        assert curl(CREATE % slug) == (200, json.dumps({"slug": slug}, separators=(",", ":")).encode())
+    assert curl(EXAMPLES[1])[0] == 409  # it exists now
 
     # 2. Delete AVITO_VOICE_MESSAGES. Example 3 adds it to a user, so it is then created again
     #    with example 1 (a deleted slug is free at once).
-    response = curl(client, EXAMPLES[2])
-    assert response.status_code == 200 and response.json["slug"] == "AVITO_VOICE_MESSAGES"
-    assert curl(client, EXAMPLES[2]).status_code == 404  # deleted already
-    assert curl(client, EXAMPLES[1]).status_code == 200
+    status, body = curl(EXAMPLES[2])
+    assert status == 200 and json.loads(body)["slug"] == "AVITO_VOICE_MESSAGES"
+    assert curl(EXAMPLES[2])[0] == 404  # deleted already
+    assert curl(EXAMPLES[1])[0] == 200
 
     # 3. Change user 1000's segments. Its "del" removes AVITO_DISCOUNT_30, so the user is put in
     #    that segment first (else the removal is only reported, under "not_members").
     setup = client.post("/segment/user", json={"user_id": 1000, "add": ["AVITO_DISCOUNT_30"]})
     assert setup.status_code == 200
-    response = curl(client, EXAMPLES[3])
-    assert response.status_code == 200
-    assert response.json["added"] == ["AVITO_VOICE_MESSAGES", "AVITO_PERFORMANCE_VAS"]
-    assert response.json["removed"] == ["AVITO_DISCOUNT_30"]
+    status, body = curl(EXAMPLES[3])
+    assert status == 200
+    assert json.loads(body)["added"] == ["AVITO_VOICE_MESSAGES", "AVITO_PERFORMANCE_VAS"]
+    assert json.loads(body)["removed"] == ["AVITO_DISCOUNT_30"]
 
     # 4. The user's segments.
-    response = curl(client, EXAMPLES[4])
-    assert response.status_code == 200
-    assert response.json == {
+    status, body = curl(EXAMPLES[4])
+    assert status == 200
+    assert json.loads(body) == {
         "user_id": 1000,
         "segments": [{"slug": "AVITO_PERFORMANCE_VAS"}, {"slug": "AVITO_VOICE_MESSAGES"}],
     }
 
     # 5. A report of every user's history from 2023-08-29 10:32 (UTC) until now; a worker runs it.
-    response = curl(client, EXAMPLES[5])
-    assert response.status_code == 200 and list(response.json) == ["task_id"]
-    task_id = response.json["task_id"]
-    assert curl(client, EXAMPLES[5]).json == {"task_id": task_id}  # still pending: the same task
+    status, body = curl(EXAMPLES[5])
+    assert status == 200 and list(json.loads(body)) == ["task_id"]
+    task_id = json.loads(body)["task_id"]
+    assert json.loads(curl(EXAMPLES[5])[1]) == {"task_id": task_id}  # still pending: the same task
     run_worker(redis_app, burst=True, fork=False)
 
     # 6. Its status, with the real task id, then the file through the link.
-    response = curl(client, EXAMPLES[6].replace("<task id>", task_id))
-    assert response.status_code == 200
-    assert response.json == {"status": "success", "link_to_file": f"http://localhost/download?id={task_id}"}
-    download = curl(client, f"curl '{response.json['link_to_file']}'")
-    assert download.status_code == 200 and download.mimetype == "text/csv"
-    assert download.headers["Content-Disposition"].startswith("attachment;")
-    rows = list(csv.reader(io.StringIO(download.data.decode())))
+    status, body = curl(EXAMPLES[6].replace("<task id>", task_id))
+    assert status == 200
+    link = f"http://{address}/download?id={task_id}"
+    assert json.loads(body) == {"status": "success", "link_to_file": link}
+    download = subprocess.run(["curl", "-s", "-D", "-", link], capture_output=True, timeout=60, check=True)
+    head, _, data = download.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Type: text/csv" in head
+    assert b"Content-Disposition: attachment;" in head
+    rows = list(csv.reader(io.StringIO(data.decode())))
     assert rows[0] == ["user", "segment", "operation", "date"]
     assert sorted(tuple(row[:3]) for row in rows[1:]) == [
         ("1000", "AVITO_DISCOUNT_30", "added"),
