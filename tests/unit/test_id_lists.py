@@ -2,7 +2,6 @@
 it holds no number, several columns use user_id, every bad token is named with its line."""
 
 import io
-import time
 
 import pytest
 
@@ -113,8 +112,8 @@ def test_many_problems_are_counted_and_the_first_ones_listed():
     assert len(details) == MAX_REPORTED and details[-1][1].startswith(f"line {MAX_REPORTED}:")
 
 
-def test_a_million_ids_parse_in_about_a_second():
+def test_a_million_ids_parse():
+    """All of them, in order (how fast is `make bench`'s figure: bulk, parse 1,000,000 ids)."""
     text = "user_id\n" + "\n".join(str(10_000_000 + i) for i in range(1_000_000))
-    started = time.perf_counter()
     parsed = parse_file(*upload(text), 1_000_000)
-    assert len(parsed.ids) == 1_000_000 and time.perf_counter() - started < 5
+    assert len(parsed.ids) == 1_000_000 and parsed.ids[0] == 10_000_000 and parsed.ids[-1] == 10_999_999
