@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 
 from tests.api.test_dates import SETTINGS, started, window
 from tests.date_strategies import moment_texts
@@ -25,6 +25,7 @@ def segment(api):
 def verdict(response, expected: int | None) -> None:
     """A form fragment (200) or the form with its problems (422); never a 5xx."""
     assert response.status_code < 500, response.get_data(as_text=True)[:300]
+    event(f"answered {response.status_code}")
     allowed = {200, 422} if expected is None else {expected}
     assert response.status_code in allowed, (response.status_code, response.get_data(as_text=True)[:300])
 
