@@ -47,6 +47,18 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class DatabaseBusy(AppError):
+    """PostgreSQL broke a deadlock (or a serialization conflict) on every attempt: everything
+    was rolled back, the request is safe to repeat."""
+
+    status = 503
+    code = "database_busy"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self) -> None:
+        super().__init__("The database is busy with conflicting changes; nothing was changed. Try again.")
+
+
 class DatabaseUnavailable(AppError):
     """The database connection was lost (or could not be had) before anything was committed:
     nothing happened, the request is safe to repeat."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
+import time
 from collections.abc import Callable
 
 from flask import Flask, Response, make_response
@@ -20,11 +22,13 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from webapp.errors import OutcomeUnknown
+from webapp.errors import DatabaseBusy, OutcomeUnknown
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
 _KEY = "after_commit"
+ATTEMPTS = 3
+_RETRIED = ("40P01", "40001")  # deadlock detected, serialization failure: nothing was written
 
 
 def after_commit(callback: Callable[[], object], session: Session | None = None) -> None:
@@ -121,17 +125,29 @@ def transactional(view: Callable) -> Callable:
 
     Pending changes are flushed first: a failure there (a lost connection included) leaves
     nothing committed. A connection lost during the commit itself is :class:`OutcomeUnknown`:
-    the COMMIT may have reached the server."""
+    the COMMIT may have reached the server. A deadlock or serialization failure PostgreSQL
+    detected rolled everything back: the view runs again (ATTEMPTS in all, with a short jittered
+    pause), then answers 503 ``database_busy`` (safe to repeat)."""
 
     @functools.wraps(view)
     def wrapper(*args: object, **kwargs: object) -> Response:
-        try:
-            response: Response = make_response(view(*args, **kwargs))
-            if response.status_code < 400:
-                db.session.flush()
-        except BaseException:
-            rollback_quietly()
-            raise
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response: Response = make_response(view(*args, **kwargs))
+                if response.status_code < 400:
+                    db.session.flush()
+                break
+            except sa_exc.DBAPIError as exc:
+                rollback_quietly()
+                if getattr(exc.orig, "sqlstate", None) not in _RETRIED:
+                    raise
+                if attempt == ATTEMPTS:
+                    raise DatabaseBusy() from exc
+                log.info("transaction retried after %s (attempt %d)", exc.orig.__class__.__name__, attempt)
+                time.sleep(random.uniform(0.005, 0.03) * attempt)
+            except BaseException:
+                rollback_quietly()
+                raise
         if response.status_code >= 400:
             rollback_quietly()
             return response

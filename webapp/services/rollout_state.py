@@ -61,7 +61,9 @@ def lock_scope(
     segments' own groups are included."""
     ids = [segment_id] if isinstance(segment_id, int) else sorted(segment_id)
     for _ in range(3):
-        current = session.scalars(select(Segment).where(Segment.id.in_(ids))).all()
+        current = session.scalars(
+            select(Segment).where(Segment.id.in_(ids)).execution_options(populate_existing=True)
+        ).all()
         names = sorted({g for g in (*(s.exclusion_group for s in current), *groups) if g})
         if names:
             session.execute(

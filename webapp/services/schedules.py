@@ -15,6 +15,7 @@ from webapp.models.enums import SegmentEventKind
 from webapp.rules import in_utc
 from webapp.services import activity_log, rollout
 from webapp.services.common import DbSession, iso, utcnow
+from webapp.services.membership_store import clock
 from webapp.services.rollout_state import apply_due_locked, catalog_changed, check_future, lock_scope
 from webapp.services.segments import get_live_segment
 
@@ -52,13 +53,14 @@ def add(
 ) -> RolloutSchedule:
     """Schedule the segment's rollout to become ``rollout_percent`` at ``at`` (422 when it
     would not fit the segment's exclusion group once the changes before it apply)."""
-    now = now or utcnow()
+    given, now = now, now or utcnow()
     when = _when_or_error(at, now)
     try:
         basis_points = rollout.percent_to_basis_points(rollout_percent)
     except ValueError as exc:
         raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
-    segment, locked = _locked(session, slug, now)
+    segment, locked, now = _locked(session, slug, None if given is None else now)
+    when = _when_or_error(at, now)  # still in the future once the locks are held
     check_future(session, locked, now, extra=(segment.id, when, basis_points))
     entry = RolloutSchedule(
         segment_id=segment.id, at=when, rollout_basis_points=basis_points, created_by=actor, created_at=now
@@ -83,8 +85,7 @@ def cancel(
     session: DbSession, slug: str, schedule_id: int, actor: str, now: datetime | None = None
 ) -> RolloutSchedule:
     """Cancel a pending change; 409 once it is in force (its time has come)."""
-    now = now or utcnow()
-    segment, _ = _locked(session, slug, now)
+    segment, _, now = _locked(session, slug, now)
     entry = session.get(RolloutSchedule, schedule_id) if 0 < schedule_id < 2**63 else None
     if entry is None or entry.segment_id != segment.id:
         raise NotFound(
@@ -131,12 +132,16 @@ def status(entry: RolloutSchedule, now: datetime | None = None) -> str:
     return "applied" if entry.applied_at is not None or entry.at <= (now or utcnow()) else "pending"
 
 
-def _locked(session: DbSession, slug: str, now: datetime) -> tuple[Segment, dict[int, Segment]]:
+def _locked(
+    session: DbSession, slug: str, now: datetime | None
+) -> tuple[Segment, dict[int, Segment], datetime]:
     """The live segment, its scope locked and its due changes applied (so this change lands
-    after them, in time order)."""
+    after them, in time order), and the time the change happens: the database clock read once
+    the locks are held (``now``: a fixed clock)."""
     segment = get_live_segment(session, slug)
     locked = lock_scope(session, segment.id)
     if segment.id not in locked:
         raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
+    now = now or clock(session)
     apply_due_locked(session, locked, now)
-    return segment, locked
+    return segment, locked, now

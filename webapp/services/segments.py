@@ -329,8 +329,15 @@ def retire_segment(
     its slug and its group's buckets are free again; its pending scheduled changes are
     cancelled. Returns it with its live explicit member count; removing their rows is
     bulk.delete_segment's job."""
-    segment = get_live_segment(session, slug, lock="update")  # waits for writers holding a share lock
+    found = get_live_segment(session, slug)
+    locked = lock_scope(session, found.id)  # waits for writers holding a share lock
+    if found.id not in locked:
+        raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
+    segment = locked[found.id]
     now = now or clock(session)  # after the lock: after every change it waited for
+    # Changes already due were in force for every read: they happen (and show in history)
+    # before the deletion; only those still ahead are cancelled.
+    apply_due_locked(session, locked, now)
     left = member_counts(session, [segment.id], now)[segment.id]
     set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
     session.execute(
