@@ -1,4 +1,4 @@
-"""Flask CLI commands: worker, scheduler, expire-memberships, seed-demo."""
+"""Flask CLI commands: worker, scheduler, expire-memberships, history repair, seed-demo."""
 
 from __future__ import annotations
 
@@ -46,6 +46,30 @@ def register(app: Flask) -> None:
         started = time.perf_counter()
         removed = purge_expired(batch_size=batch_size)
         click.echo(f"expired {removed} memberships in {time.perf_counter() - started:.2f}s")
+
+    @app.cli.group("history")
+    def history_group() -> None:
+        """Maintenance of the membership history."""
+
+    @history_group.command("repair")
+    @click.option("--apply", is_flag=True, help="write the fixes (default: a dry run that only counts)")
+    def history_repair(apply: bool) -> None:
+        """Find rows written before the one membership rule that moved nothing (doubled) and
+        stop showing them in reports and segment activity; counts either way."""
+        from webapp.services import history
+
+        started = time.perf_counter()
+        counts = history.repair(db.session, apply=apply)
+        if apply:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        verb = "made" if apply else "would make"
+        click.echo(
+            f"{counts.users} users, {counts.rows} stored rows: {verb} {counts.hidden} doubled rows invisible "
+            f"and {counts.shown} visible again ({time.perf_counter() - started:.2f}s)"
+            + ("" if apply else "; dry run, run with --apply to write")
+        )
 
     @app.cli.command("seed-demo")
     @click.option("--users", type=int, default=200, help="how many demo users to create")

@@ -1,4 +1,5 @@
-"""Idempotency-Key on real Redis: replay byte for byte, 422 on reuse, 409 in flight, 5xx retryable."""
+"""Idempotency-Key on real Redis: a success replays byte for byte, 422 on reuse, 409 in flight, a 4xx or
+5xx leaves the key free, a read ignores it."""
 
 import threading
 
@@ -24,20 +25,41 @@ def test_replay_is_byte_for_byte(idem_app):
     assert client.post("/api/v1/segments", json={"slug": "IDEM"}).status_code == 409
 
 
-def test_4xx_is_stored_too_and_key_scope_is_per_client(idem_app):
+def test_a_4xx_is_not_stored_so_the_fixed_request_executes(idem_app):
+    """Writes are all-or-nothing: a refused request changed nothing and leaves its key free;
+    once the cause is fixed (the segment exists), the same request with the same key runs."""
     client = idem_app.test_client()
-    bad = client.post("/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"})
-    replay = client.post(
-        "/api/v1/users/1/segments", json={"add": ["NOPE"]}, headers={"Idempotency-Key": "k2"}
-    )
-    assert bad.status_code == replay.status_code == 422 and replay.data == bad.data
+    key = {"Idempotency-Key": "k2"}
+    bad = client.post("/api/v1/users/1/segments", json={"add": ["LATER"]}, headers=key)
+    again = client.post("/api/v1/users/1/segments", json={"add": ["LATER"]}, headers=key)
+    assert bad.status_code == again.status_code == 422 and "Idempotent-Replayed" not in again.headers
+    assert client.post("/api/v1/segments", json={"slug": "LATER"}).status_code == 201
+    fixed = client.post("/api/v1/users/1/segments", json={"add": ["LATER"]}, headers=key)
+    assert fixed.status_code == 200 and fixed.json["added"] == ["LATER"]
+    replay = client.post("/api/v1/users/1/segments", json={"add": ["LATER"]}, headers=key)
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.data == fixed.data
+    # The saved success is this client's: another client's same key runs for real.
     other = client.post(
         "/api/v1/users/1/segments",
-        json={"add": ["NOPE"]},
-        headers={"Idempotency-Key": "k2"},
+        json={"add": ["LATER"]},
+        headers=key,
         environ_base={"REMOTE_ADDR": "10.9.9.9"},
     )
-    assert "Idempotent-Replayed" not in other.headers
+    assert other.status_code == 200 and "Idempotent-Replayed" not in other.headers
+    assert other.json["unchanged"] == ["LATER"]
+
+
+def test_a_key_on_a_read_is_ignored(idem_app):
+    """The batch lookup is a POST but a read: with a key it still answers what is true now."""
+    client = idem_app.test_client()
+    client.post("/api/v1/segments", json={"slug": "READ_ME"})
+    key = {"Idempotency-Key": "lookup-1"}
+    before = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5]}, headers=key)
+    assert before.json["users"][0]["segments"] == []
+    client.post("/api/v1/users/5/segments", json={"add": ["READ_ME"]})
+    after = client.post("/api/v1/users/segments:lookup", json={"user_ids": [5]}, headers=key)
+    assert "Idempotent-Replayed" not in after.headers
+    assert [s["slug"] for s in after.json["users"][0]["segments"]] == ["READ_ME"]
 
 
 def test_same_key_different_request_is_422(idem_app):

@@ -1,11 +1,17 @@
 """Idempotency keys for mutating API calls (IETF draft "Idempotency-Key", Stripe semantics).
 
-The header is optional. With it, the first completed response (2xx/4xx: status, headers
-that matter, body bytes) is stored for IDEMPOTENCY_TTL keyed by client + key; a retry with
-the same key and the same request (method, path, body) replays it byte for byte with
-``Idempotent-Replayed: true``. The same key with another request is 422; a retry while the
-first is still running is 409; a 5xx is not stored, so it can be retried. Storage is Redis
-(SET NX makes concurrent duplicates race for one owner). While Redis is unreachable,
+The header is optional and applies to operations with effects (POST, PUT, PATCH, DELETE);
+on a read — a GET, or a POST that only reads, such as the batch lookup (:func:`read_only`) —
+it is ignored, so a read never comes back stale.
+
+With it, the request claims the key (client + key) while it runs; a second request with the
+same key meanwhile answers 409 ``idempotency_in_progress``. Writes here are all-or-nothing,
+so only a success changed anything: a 2xx (status, headers that matter, body bytes) is stored
+for IDEMPOTENCY_TTL and a retry with the same key and the same request (method, path, body)
+replays it byte for byte with ``Idempotent-Replayed: true``; the same key with another request
+is 422 ``idempotency_key_reused``. A 4xx (validation, unknown segment, conflict) or 5xx stored
+nothing and releases the key: the same request, once its cause is fixed, executes. Storage is
+Redis (SET NX makes concurrent duplicates race for one owner). While Redis is unreachable,
 requests are served without deduplication (logged once), never refused.
 """
 
@@ -17,6 +23,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Response, current_app, g, request
 
@@ -31,6 +39,7 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 RUNNING_TTL = 90  # seconds: longer than any request may run (gunicorn's timeout is 60 s)
 KEPT_HEADERS = ("Content-Type", "Location")
 _outage = OutageLog("idempotency store")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fingerprint() -> str:
@@ -41,11 +50,19 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
+def read_only(view: F) -> F:
+    """Mark a view that only reads whatever its method (the batch lookup): keys are ignored."""
+    view.reads_only = True  # type: ignore[attr-defined]
+    return view
+
+
 def before_request():
     """Claim the key, or answer from a stored response / with 409 or 422."""
     g.idempotency_key = None
     key = request.headers.get(HEADER)
     if request.method not in MUTATING or key is None:
+        return None
+    if getattr(current_app.view_functions.get(request.endpoint or ""), "reads_only", False):
         return None
     if not KEY_RE.match(key):
         raise AppError(
@@ -91,13 +108,13 @@ def before_request():
 
 
 def after_request(response: Response) -> Response:
-    """Store a completed 2xx/4xx for replay; release the key after a 5xx."""
+    """Store a success for replay; release the key after anything else (nothing changed)."""
     store_key = getattr(g, "idempotency_key", None)
     if not store_key:
         return response
     g.idempotency_key = None
     try:
-        if response.status_code >= 500:
+        if not 200 <= response.status_code < 300:
             redis_client().delete(store_key)
             return response
         record = {

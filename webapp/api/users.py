@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response
 
-from webapp.api import bp
+from webapp.api import bp, idempotency
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, lookup_body, out, query_time, segments_json, segments_now
 from webapp.api.schemas import (
@@ -58,6 +58,7 @@ def user_segments(user_id: str):
 
 
 @bp.post("/users/segments:lookup")
+@idempotency.read_only
 @requires_scope(READ)  # a read, whatever its method: every token scope may call it
 @operation(tags=TAGS, json=LookupRequest, ok=(200, LookupOut))
 def lookup_segments():

@@ -21,7 +21,7 @@ from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from webapp.models import ExclusionGroup, Membership, MembershipEvent, RolloutChange, Segment
 from webapp.models.enums import Action, Reason
@@ -61,10 +61,47 @@ def user_history(
     check_user_id(user_id)
     now = now or utcnow()
     rollout_state.materialize(session, now)
-    return [e for e in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
+    return [e for e, _ in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
 
 
-def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetime) -> Iterator[HistoryEntry]:
+@dataclass
+class RepairCounts:
+    users: int = 0
+    rows: int = 0
+    hidden: int = 0  # visible rows that flipped nothing (doubled): made invisible
+    shown: int = 0  # invisible rows that did flip a membership: made visible
+
+
+def repair(session: DbSession, *, apply: bool, now: datetime | None = None) -> RepairCounts:
+    """Make every stored row's ``visible`` say whether it moved the user's membership, by the
+    replay (membership_rule): rows that databases written before the one rule hold doubled (an
+    ``added`` while in, a ``removed`` while out) stop showing in reports and segment activity.
+    Nothing is deleted: the replay still reads every row. With ``apply`` false, only counts."""
+    now = now or utcnow()
+    counts = RepairCounts()
+    users = session.scalars(select(MembershipEvent.user_id).distinct().order_by(MembershipEvent.user_id))
+    for user_id in users.all():
+        shown = {cause.key for _, cause in _replay(session, user_id, None, now) if cause.stored}
+        rows = session.execute(
+            select(MembershipEvent.id, MembershipEvent.visible).where(MembershipEvent.user_id == user_id)
+        ).all()
+        hide = [row_id for row_id, visible in rows if visible and row_id not in shown]
+        show = [row_id for row_id, visible in rows if not visible and row_id in shown]
+        counts.users, counts.rows = counts.users + 1, counts.rows + len(rows)
+        counts.hidden, counts.shown = counts.hidden + len(hide), counts.shown + len(show)
+        if apply and (hide or show):
+            for ids, visible in ((hide, False), (show, True)):
+                if ids:
+                    session.execute(
+                        update(MembershipEvent).where(MembershipEvent.id.in_(ids)).values(visible=visible)
+                    )
+    return counts
+
+
+def _replay(
+    session: DbSession, user_id: int, end: datetime | None, now: datetime
+) -> Iterator[tuple[HistoryEntry, _Step]]:
+    """The user's entries before ``end``, each with the change it is credited to."""
     steps: list[_Step] = []
     stored = select(MembershipEvent).where(MembershipEvent.user_id == user_id)
     changes = (
@@ -125,10 +162,11 @@ def _replay(session: DbSession, user_id: int, end: datetime | None, now: datetim
         instant = list(same_time)
         state, flips = membership_rule.step(state, (s.change for s in instant))
         for segment_id, action in flips:
-            why = _cause(instant, segment_id)
-            yield HistoryEntry(
+            why = _cause(instant, segment_id, action)
+            entry = HistoryEntry(
                 user_id, state.segments[segment_id].slug, action, at, why.reason, why.actor or "system"
             )
+            yield entry, why
 
 
 def _stored_step(row: MembershipEvent) -> _Step:
@@ -142,9 +180,11 @@ def _stored_step(row: MembershipEvent) -> _Step:
     return _Step(row.occurred_at, 1, row.id, change, reason, row.actor, stored=True)
 
 
-def _cause(instant: list[_Step], segment_id: int) -> _Step:
-    """Which change of an instant an entry is credited to: the segment's own stored row, else
-    its own rollout change, else the instant's first stored row or rollout change (an
-    exclusion group's other segments move with it)."""
+def _cause(instant: list[_Step], segment_id: int, action: Action) -> _Step:
+    """Which change of an instant an entry is credited to: the segment's own stored row of the
+    same direction, else its own rollout change, else the instant's first stored row or
+    rollout change (an exclusion group's other segments move with it)."""
     own = [s for s in instant if s.change.segment_id == segment_id]
-    return next((s for s in own if s.stored), None) or (own or instant)[0]
+    adds = action == Action.ADDED
+    stored = [s for s in own if s.stored and (s.change.kind == "add") == adds]
+    return next(iter(stored), None) or next((s for s in own if not s.stored), None) or (own or instant)[0]
