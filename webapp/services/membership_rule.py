@@ -44,6 +44,10 @@ def members(
     covers the user now; ``group_of`` maps a grouped segment to its group. Explicit first (in
     the order given), then rollouts (in the order given)."""
     mine = sorted(explicit, key=rank) if rank is not None else list(explicit)
+    overridden = set(excluded)
+    overridden.update(mine)
+    if not group_of:  # (the hot read's common case: no group, nothing to hold)
+        return mine + [sid for sid in covered if sid not in overridden]
     found: list[int] = []
     held: set[str] = set()
     for sid in mine:
@@ -53,9 +57,9 @@ def members(
                 continue
             held.add(group)
         found.append(sid)
-    overridden = set(excluded) | set(mine)
-    found += [sid for sid in covered if sid not in overridden and (not held or group_of.get(sid) not in held)]
-    return found
+    if not held:
+        return found + [sid for sid in covered if sid not in overridden]
+    return found + [sid for sid in covered if sid not in overridden and group_of.get(sid) not in held]
 
 
 @dataclass(frozen=True)

@@ -515,14 +515,14 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
     arrays of the batch would add)."""
     segments = catalog.segments
     until = {sid: at for sid, at in zip(rows.segments, rows.expiries, strict=True) if sid in segments}
-    covering = {s.id: s for s in catalog.rollouts(now).covering(user_id)}
+    covering = [s.id for s in catalog.rollouts(now).covering(user_id)]
     found: list[tuple[int, ActiveSegment]] = []
     for sid in membership_rule.members(
         until, rows.excluded_segments, covering, catalog.group_of, rank=lambda sid: segments[sid].rank
     ):
         segment = segments[sid]
         if sid not in until:
-            found.append((segment.rank, covering[sid].rollout))
+            found.append((segment.rank, segment.rollout))
         elif (expires := until[sid]) is None:
             found.append((segment.rank, segment.explicit))
         else:
