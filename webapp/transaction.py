@@ -78,10 +78,16 @@ def rollback_quietly(session: Session | None = None) -> None:
     runs where nothing may fail (an error handler, the request's teardown). Its connections are
     then invalidated (closed, never returned to the pool as they are)."""
     session = session or db.session()
+    _or_discard(session, "rollback", session.rollback)
+
+
+def _or_discard(session: Session, what: str, action: Callable[[], object]) -> None:
+    """Run ``action`` on the session; if it fails, log it and invalidate the session's
+    connections (closed, never returned to the pool as they are). Never raises."""
     try:
-        session.rollback()
+        action()
     except Exception:
-        log.warning("rollback failed; the session's connections are discarded", exc_info=True)
+        log.warning("%s failed; the session's connections are discarded", what, exc_info=True)
         try:
             session.invalidate()
         except Exception:
@@ -103,13 +109,7 @@ def init_app(app: Flask) -> None:
             return
         session = registry()
         try:
-            session.close()
-        except Exception:
-            log.warning("closing the request's session failed; its connections are discarded", exc_info=True)
-            try:
-                session.invalidate()
-            except Exception:
-                log.warning("invalidating the session failed", exc_info=True)
+            _or_discard(session, "closing the request's session", session.close)
         finally:
             registry.clear()
 

@@ -31,32 +31,30 @@ def _transport(app) -> oracle.Call:
 
 
 def _checkers(app, call: oracle.Call, since: str):
-    def report_csv(user_id: int) -> list[tuple]:
-        status, body = call(
-            "POST",
-            "/api/v1/reports",
-            {
-                "kind": "user_history",
-                "user_id": user_id,
-                "from": "2000-01-01T00:00:00Z",
-                "to": "2100-01-01T00:00:00Z",
-            },
-        )
-        assert status == 202, body
+    def generated(request: tuple[str, str, dict | None], id_key: str, download: str) -> str:
+        """Ask for a report, run its job here (the real job function), download its file."""
+        status, body = call(*request)
+        assert status in (200, 202), body
         with app.app_context():
-            tasks.generate_report(body["id"])
-        status, data = call("GET", f"/api/v1/reports/{body['id']}.csv")
+            tasks.generate_report(body[id_key])
+        status, data = call("GET", download.format(body[id_key]))
         assert status == 200, data
-        return oracle.csv_history(data.decode())
+        return data.decode()
+
+    def report_csv(user_id: int) -> list[tuple]:
+        body = {
+            "kind": "user_history",
+            "user_id": user_id,
+            "from": "2000-01-01T00:00:00Z",
+            "to": "2100-01-01T00:00:00Z",
+        }
+        return oracle.csv_history(
+            generated(("POST", "/api/v1/reports", body), "id", "/api/v1/reports/{}.csv")
+        )
 
     def seed_rows(user_id: int) -> list[tuple]:
-        status, body = call("GET", f"/report?date={since}&user_id={user_id}")
-        assert status == 200, body
-        with app.app_context():
-            tasks.generate_report(body["task_id"])
-        status, data = call("GET", f"/download?id={body['task_id']}")
-        assert status == 200, data
-        return oracle.seed_history(data.decode())
+        request = ("GET", f"/report?date={since}&user_id={user_id}", None)
+        return oracle.seed_history(generated(request, "task_id", "/download?id={}"))
 
     return report_csv, seed_rows
 
