@@ -15,7 +15,6 @@ from webapp.models.enums import SegmentEventKind
 from webapp.rules import in_utc
 from webapp.services import activity_log, rollout
 from webapp.services.common import DbSession, iso, utcnow
-from webapp.services.membership_store import clock
 from webapp.services.rollout_state import apply_due_locked, catalog_changed, check_future, lock_scope
 from webapp.services.segments import get_live_segment
 
@@ -136,12 +135,12 @@ def _locked(
     session: DbSession, slug: str, now: datetime | None
 ) -> tuple[Segment, dict[int, Segment], datetime]:
     """The live segment, its scope locked and its due changes applied (so this change lands
-    after them, in time order), and the time the change happens: the database clock read once
-    the locks are held (``now``: a fixed clock)."""
+    after them, in time order), and the time the change happens: the clock reads judge due
+    changes by, read once the locks are held (``now``: a fixed clock)."""
     segment = get_live_segment(session, slug)
     locked = lock_scope(session, segment.id)
     if segment.id not in locked:
         raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
-    now = now or clock(session)
+    now = now or utcnow()
     apply_due_locked(session, locked, now)
     return segment, locked, now
