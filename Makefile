@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FLASK_APP = wsgi
 
-.PHONY: run test lint migrate worker scheduler screenshots bench bench-peer clean
+.PHONY: run test soak lint migrate worker scheduler screenshots bench bench-peer clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ scheduler: $(BIN)/.installed
 # (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each run uses its own database.
 test: $(BIN)/.installed
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The soak (issue 22, not part of `make test`): the real stack for SOAK_SECONDS under concurrent
+# writers, bulk operations, reports and faults (worker kill -9, Redis stopped, backends ended),
+# then exact checks (tests/soak/test_soak.py). About SOAK_SECONDS + 1-2 minutes.
+SOAK_SECONDS ?= 600
+soak: $(BIN)/.installed
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -s -m soak -o faulthandler_timeout=$$(( $(SOAK_SECONDS) + 1200 )) tests/soak $(PYTEST_ARGS)
 
 # Browser tests again, saving every page's screenshot to docs/screenshots/.
 screenshots: $(BIN)/.installed

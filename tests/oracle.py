@@ -112,17 +112,19 @@ class Oracle:
                 body |= {"exclusion_group": "OG1", "rollout_percent": rng.choice((10, 25, 40))}
             self.request("create", "POST", "/api/v1/segments", body)
 
-    def run(self, operations: int, threads: int = 1) -> None:
+    def run(self, operations: int, threads: int = 1, *, seconds: float | None = None) -> None:
         """``operations`` random operations, spread over ``threads`` (each its own stream,
-        seeded from the run's seed)."""
+        seeded from the run's seed). With ``seconds`` (the soak), each stream goes on until
+        that many seconds have passed instead, however many operations that is."""
+        deadline = None if seconds is None else time.monotonic() + seconds
         if threads == 1:
-            self._stream(random.Random(self.seed), operations, sequential=True)
+            self._stream(random.Random(self.seed), operations, sequential=True, deadline=deadline)
             return
         workers = [
             threading.Thread(
                 target=self._stream,
                 args=(random.Random(self.seed * 1000 + i), operations // threads),
-                kwargs={"sequential": False},
+                kwargs={"sequential": False, "deadline": deadline},
                 name=f"writer-{i}",
             )
             for i in range(threads)
@@ -132,8 +134,12 @@ class Oracle:
         for worker in workers:
             worker.join()
 
-    def _stream(self, rng: random.Random, operations: int, *, sequential: bool) -> None:
-        for _ in range(operations):
+    def _stream(
+        self, rng: random.Random, operations: int, *, sequential: bool, deadline: float | None = None
+    ) -> None:
+        done = 0
+        while (done < operations) if deadline is None else (time.monotonic() < deadline):
+            done += 1
             touched = self._operation(rng)
             if sequential:  # a sample of the users it may have moved, read right after it
                 for user_id in rng.sample(touched, min(len(touched), 6)):
