@@ -233,9 +233,11 @@ def test_metrics_is_no_api_operation(client):
     assert "/metrics" not in client.get("/api/openapi.json").json["paths"]
 
 
-def test_hot_path_overhead_is_a_few_microseconds():
+def test_hot_path_overhead_is_small_beside_the_layer_itself():
     """bench/metrics_overhead.py in multiprocess mode (its own process): what the hot path adds per
-    request for metrics and read counting."""
+    request for metrics and read counting, against a baseline of the same run — the hot-path layer
+    itself with the database read stubbed (a real request costs far more). No absolute limit here:
+    the figure in microseconds is `make bench`'s."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.metrics_overhead", "--check"],
         cwd=ROOT,
@@ -244,8 +246,12 @@ def test_hot_path_overhead_is_a_few_microseconds():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    total = float(result.stdout.strip().splitlines()[-1].split()[-2])
-    assert 0 < total < 10, result.stdout
+    lines = result.stdout.strip().splitlines()
+    added = float(lines[-1].split()[-2])
+    layer = float(
+        next(line for line in lines if line.startswith("hot-path layer, 3 segments, without")).split()[-2]
+    )
+    assert 0 < added < 2 * layer, result.stdout  # measured: 4.2 us added beside 8.1 us
 
 
 def test_a_dead_process_is_folded_into_the_archive(tmp_path):
