@@ -14,19 +14,21 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# migrate, worker, scheduler: against DATABASE_URL / REDIS_URL, or (unset) the local stack's
+# embedded servers under instance/, started or reused (python -m devstack exec, devstack/stack.py).
 migrate: $(BIN)/.installed
-	$(BIN)/flask db upgrade
+	$(BIN)/python -m devstack exec $(BIN)/flask db upgrade
 
 # The whole stack: embedded PostgreSQL and Redis under instance/ (unless DATABASE_URL / REDIS_URL
-# are set), migrations, gunicorn, worker and scheduler; Ctrl-C stops all of it (webapp/devstack.py).
+# are set), migrations, gunicorn, worker and scheduler; Ctrl-C stops all of it (devstack/stack.py).
 run: $(BIN)/.installed
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m webapp.devstack
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m devstack
 
 worker: $(BIN)/.installed
-	$(BIN)/flask worker
+	$(BIN)/python -m devstack exec $(BIN)/flask worker
 
 scheduler: $(BIN)/.installed
-	$(BIN)/flask scheduler
+	$(BIN)/python -m devstack exec $(BIN)/flask scheduler
 
 # Everything on PostgreSQL + Redis: the system servers when they answer on 127.0.0.1
 # (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each run uses its own database.

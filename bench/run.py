@@ -93,14 +93,14 @@ def choose_server(tmp: Path) -> None:
     global ADMIN
     if os.environ.get("BENCH_POSTGRES") == "system":
         return
-    from webapp import embedded
+    from devstack import embedded
 
     ADMIN = embedded.start_postgres_on_port(tmp / "pg", tools.free_port(), SERVER_SETTINGS)
 
 
 def stop_embedded_server(tmp: Path) -> None:
     """Stop the run's own server if one runs (even one a failed choose_server started)."""
-    from webapp import embedded
+    from devstack import embedded
 
     embedded.stop_postgres(tmp / "pg")  # (nothing to do without one)
 

@@ -26,7 +26,8 @@ from flask_migrate import upgrade
 from flask_sqlalchemy.session import Session as FlaskSession
 from redis import Redis
 
-from webapp import create_app, embedded, read_counts
+from devstack import embedded
+from webapp import create_app, read_counts
 from webapp.config import TestConfig
 from webapp.extensions import db, limiter
 

@@ -1,6 +1,8 @@
-"""``python -m webapp.devstack`` end to end: embedded PostgreSQL and Redis, migrations, gunicorn,
+"""``python -m devstack`` end to end: embedded PostgreSQL and Redis, migrations, gunicorn,
 the RQ worker and the scheduler; a job runs; a signal stops everything it started; a second
-run on the same instance directory finds the data of the first."""
+run on the same instance directory finds the data of the first. ``python -m devstack exec``
+(make migrate, make worker, make scheduler) runs a command on the same servers; the app alone,
+without the URLs, refuses to start."""
 
 from __future__ import annotations
 
@@ -115,15 +117,23 @@ def instance() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def local_env(instance: Path) -> dict[str, str]:
+    """The environment of a developer's shell: no URLs, no secret, no host names."""
+    unset = {"DATABASE_URL", "REDIS_URL", "REPORTS_DIR", "SECRET_KEY", "TRUSTED_HOSTS", "DASHBOARD_OPEN"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(SEGMENTS_INSTANCE=str(instance), PYTHONUNBUFFERED="1")
+    return env
+
+
 @pytest.fixture
 def stack(instance: Path, tmp_path: Path) -> Iterator[Stack]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "REPORTS_DIR"}}
+    env = local_env(instance)
     env.update(SEGMENTS_INSTANCE=str(instance), HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
     log = tmp_path / "devstack.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "webapp.devstack"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "devstack"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     running = Stack(process, instance, f"http://127.0.0.1:{port}", log)
     try:
@@ -169,3 +179,82 @@ def test_second_run_reuses_the_data_and_stops_everything_on_sigterm(stack: Stack
     assert body["slug"] == SLUG
     stack.stop(signal.SIGTERM, stack.started_processes())
     assert "warm start" in stack.output()
+
+
+# What `make migrate`, `make worker` and `make scheduler` run: the app reached through the local
+# stack's servers (the first test's data), with the settings make run gives its processes.
+PROBE = """
+import json, os
+from sqlalchemy import func, select
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import Segment
+app = create_app()
+with app.app_context():
+    print(json.dumps({
+        "segment": db.session.scalar(select(func.count()).where(Segment.slug == %r)),
+        "database": os.environ["DATABASE_URL"],
+        "redis": os.environ["REDIS_URL"],
+        "open": app.config["DASHBOARD_OPEN"],
+        "hosts": app.config["TRUSTED_HOSTS"],
+    }))
+"""
+
+
+def test_exec_runs_a_command_on_the_local_servers_and_leaves_them_running(instance: Path) -> None:
+    if not (instance / "postgres" / "PG_VERSION").exists():
+        pytest.skip("runs after test_first_run_serves_runs_jobs_and_stops_everything_on_sigint")
+    from devstack import embedded
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "devstack", "exec", sys.executable, "-c", PROBE % SLUG],
+            cwd=ROOT,
+            env=local_env(instance),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = json.loads(done.stdout.splitlines()[-1])
+        assert seen["segment"] == 1  # the database make run migrated and wrote to
+        assert "/segments?host=" in seen["database"]  # the embedded server's socket
+        assert seen["redis"].startswith("unix://")
+        assert seen["open"] is True and seen["hosts"] == ["localhost", "127.0.0.1"]
+        # The servers outlive the command, as they did when the app started them itself.
+        assert _first_line_pid(instance / "postgres" / "postmaster.pid")
+        assert embedded.start_redis(instance / "redis").started is False  # attached: still running
+    finally:
+        embedded.stop_redis(instance / "redis")
+        embedded.stop_postgres(instance / "postgres")
+
+
+def test_exec_without_a_command_says_how() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "exec"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "usage: python -m devstack exec COMMAND" in done.stdout
+
+
+def test_the_app_alone_refuses_to_start_without_its_servers(tmp_path: Path) -> None:
+    """A deploy that lost DATABASE_URL or REDIS_URL fails, naming the variable, instead of
+    starting private servers of its own (as create_app once did)."""
+    env = local_env(tmp_path / "instance")
+    env.update(SECRET_KEY="k" * 48, TRUSTED_HOSTS="localhost")
+    for given in (
+        {},
+        {"DATABASE_URL": "postgresql://db.example/segments"},
+        {"REDIS_URL": "redis://r:6379/0"},
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", "import wsgi"],
+            cwd=ROOT,
+            env={**env, **given},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        missing = [name for name in ("DATABASE_URL", "REDIS_URL") if name not in given]
+        assert done.returncode != 0
+        assert f"{' and '.join(missing)} must be set" in done.stderr and "make run" in done.stderr
+    assert not (tmp_path / "instance").exists()  # nothing started, nothing written

@@ -10,8 +10,8 @@ import psutil
 import psycopg
 import pytest
 
+from devstack import embedded
 from tests.redis_server import free_port
-from webapp import embedded
 
 pytestmark = pytest.mark.slow
 

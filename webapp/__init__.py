@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,8 +36,8 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
 
 
 def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
-    """Settings, with the embedded servers started for whatever URL is not given."""
-    from webapp import embedded
+    """Settings; the app refuses to start without the servers it runs on (``DATABASE_URL``,
+    ``REDIS_URL``): the local stack (``make run``, ``python -m devstack``) and the tests pass them."""
     from webapp.auth import parse_tokens
 
     app.config.from_object(Config)
@@ -48,17 +47,12 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
         app.config.from_object(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    local = not app.config["DATABASE_URL"]
-    if local:
-        app.config["DATABASE_URL"] = embedded.postgres_url(INSTANCE / "postgres")
-        app.config["DASHBOARD_OPEN"] = True  # the local embedded stack: open, and the page says so
-    if not app.config["REDIS_URL"]:
-        app.config["REDIS_URL"] = embedded.redis_url(INSTANCE / "redis")
+    require_servers(app)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(app.config["DATABASE_URL"])
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     options["connect_args"] = _connect_args(app)
-    app.config["SECRET_KEY"] = secret_key(app, local)
-    app.config["TRUSTED_HOSTS"] = trusted_hosts(app, local)
+    app.config["SECRET_KEY"] = secret_key(app)
+    app.config["TRUSTED_HOSTS"] = trusted_hosts(app)
     app.extensions["api_tokens"] = parse_tokens(app.config["API_TOKENS"])
     redis_url = app.config["REDIS_URL"]
     timeouts = {"socket_timeout": WEB_TIMEOUT, "socket_connect_timeout": WEB_TIMEOUT}
@@ -88,33 +82,38 @@ def database_uri(url: str) -> str:
     return url
 
 
-def secret_key(app: Flask, local: bool) -> str:
-    """The configured key; on the local embedded stack one generated once under instance/.
-    A production app (DATABASE_URL given) refuses to start without a strong key."""
+def require_servers(app: Flask) -> None:
+    """Refuse to start without ``DATABASE_URL`` or ``REDIS_URL``: a deploy that lost a variable
+    must fail, not run on a private database of its own."""
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not app.config.get(name)]
+    if missing:
+        raise RuntimeError(
+            f"{' and '.join(missing)} must be set (e.g. DATABASE_URL=postgresql://user:pass@host/db, "
+            "REDIS_URL=redis://host:6379/0). On a laptop, `make run` starts the whole stack on local "
+            "servers, and `python -m devstack exec <command>` runs a command against them "
+            "(make migrate, make worker and make scheduler do)"
+        )
+
+
+def secret_key(app: Flask) -> str:
+    """The configured key; the app refuses to start without a strong one (the local stack
+    generates one under instance/ and passes it)."""
     key: str = app.config["SECRET_KEY"] or ""
     if len(key) >= 32 or app.testing:
         return key
-    if local and not key:
-        path = INSTANCE / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
     raise RuntimeError(
         "SECRET_KEY must be set to a random string of at least 32 characters "
         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
     )
 
 
-LOCAL_HOSTS = ["localhost", "127.0.0.1"]  # the local embedded stack's names when none are set
 HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
-def trusted_hosts(app: Flask, local: bool) -> list[str]:
-    """The configured host names (``TRUSTED_HOSTS``), checked; on the local embedded stack
-    localhost when none are set. A production app (DATABASE_URL given) refuses to start without
-    them, and with an entry that is not a host name (a typo never opens or closes the service)."""
+def trusted_hosts(app: Flask) -> list[str]:
+    """The configured host names (``TRUSTED_HOSTS``), checked. The app refuses to start without
+    them, and with an entry that is not a host name (a typo never opens or closes the service);
+    the local stack passes localhost and its HOST."""
     configured = app.config.get("TRUSTED_HOSTS") or []
     items = configured.replace(",", " ").split() if isinstance(configured, str) else list(configured)
     hosts = [item.strip().lower() for item in items if item.strip()]
@@ -126,8 +125,6 @@ def trusted_hosts(app: Flask, local: bool) -> list[str]:
             )
     if hosts:
         return hosts
-    if local:
-        return list(LOCAL_HOSTS)
     raise RuntimeError(
         "TRUSTED_HOSTS must name the hosts clients reach this service by (e.g. "
         "TRUSTED_HOSTS=segments.example.com, comma-separated): absolute links (Location, status_url, "

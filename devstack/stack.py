@@ -1,4 +1,4 @@
-"""``python -m webapp.devstack`` (``make run``): the whole stack on one machine with only Python.
+"""``python -m devstack`` (``make run``): the whole stack on one machine with only Python.
 
 Without ``DATABASE_URL`` it runs an embedded PostgreSQL in ``$SEGMENTS_INSTANCE/postgres``, without
 ``REDIS_URL`` an embedded Redis in ``$SEGMENTS_INSTANCE/redis`` (``SEGMENTS_INSTANCE`` defaults to
@@ -35,8 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from webapp import embedded
-from webapp.embedded import EmbeddedPostgres, EmbeddedRedis
+from devstack import embedded
+from devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH_TIMEOUT = 60.0  # seconds until /healthz must answer
@@ -357,7 +357,7 @@ def _process_age() -> float:
 
 
 def _local_secret_key(path: Path) -> str:
-    """A random key generated once and kept in ``path`` (0600), as the app does for its local default."""
+    """A random key generated once and kept in ``path`` (0600): the local stack's SECRET_KEY."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
@@ -412,10 +412,15 @@ def _ignore_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def local_stack() -> DevStack:
+    """The stack of ``$SEGMENTS_INSTANCE`` (default ``<repo>/instance``), on ``HOST``:``PORT``."""
+    instance = Path(os.environ.get("SEGMENTS_INSTANCE") or ROOT / "instance").expanduser().resolve()
+    return DevStack(instance, os.environ.get("HOST") or "127.0.0.1", os.environ.get("PORT") or "8000")
+
+
 def main() -> int:
     """Run the stack until a signal or a child's death; the exit status is 0 only for a signal."""
-    instance = Path(os.environ.get("SEGMENTS_INSTANCE") or ROOT / "instance").expanduser().resolve()
-    stack = DevStack(instance, os.environ.get("HOST") or "127.0.0.1", os.environ.get("PORT") or "8000")
+    stack = local_stack()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_stop)
     code = 1
@@ -433,5 +438,20 @@ def main() -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def exec_command(argv: list[str]) -> int:
+    """``python -m devstack exec COMMAND [ARG...]`` (make migrate, make worker, make scheduler):
+    COMMAND against the local stack's servers. Without ``DATABASE_URL`` it starts the embedded
+    PostgreSQL under ``$SEGMENTS_INSTANCE/postgres``, or attaches to the one running there (make
+    run's), and creates its ``segments`` database; without ``REDIS_URL`` the same for Redis. The
+    servers keep running afterwards. Then this process becomes COMMAND, in the environment make
+    run gives its processes (the URLs, the local SECRET_KEY and TRUSTED_HOSTS, and the open
+    dashboard when the database is the embedded one). Returns only on a usage error."""
+    if not argv:
+        say("usage: python -m devstack exec COMMAND [ARG...]")
+        return 2
+    stack = local_stack()
+    database_url = os.environ.get("DATABASE_URL") or stack._start_postgres()
+    redis_url = os.environ.get("REDIS_URL") or stack._start_redis()
+    env = stack._child_env(database_url, redis_url)
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)  # (never returns: raises OSError if COMMAND cannot run)
