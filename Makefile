@@ -55,9 +55,13 @@ bench: $(BIN)/.installed
 bench-peer:
 	bench/peers/install_unleash.sh
 
+# The same commands as .pre-commit-config.yaml's hooks: ruff, its formatting, mypy, and the
+# layering as import-linter contracts (pyproject.toml [tool.importlinter]).
 lint: $(BIN)/.installed
-	$(BIN)/ruff check webapp tests bench
+	$(BIN)/ruff check webapp tests bench devstack
+	$(BIN)/ruff format --check webapp tests bench devstack
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV)

@@ -9,7 +9,6 @@ PostgreSQL connections. Nothing is mocked.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -201,30 +200,14 @@ def shorten_retries(app: Flask, seconds: int = 1, *, required: bool = True) -> l
     return ids
 
 
-# The design's recovery step: the brief names it reap_stuck_reports; the code calls it reap_stuck_jobs.
-REAPER_NAMES = ("reap_stuck_reports", "reap_stuck_jobs")
+def run_reaper(app: Flask, later: timedelta = timedelta(hours=1)) -> None:
+    """Run the recovery step (``webapp.jobs.tasks.reap_stuck_jobs``) as the scheduler would
+    ``later`` from now, so the records in question count as stale."""
+    from webapp.jobs.tasks import reap_stuck_jobs
 
-
-def reaper_function():
-    from webapp.jobs import tasks
-
-    return next((getattr(tasks, name) for name in REAPER_NAMES if hasattr(tasks, name)), None)
-
-
-def run_reaper(app: Flask, later: timedelta = timedelta(hours=1)) -> bool:
-    """Run the design's recovery step (``webapp.jobs.tasks.reap_stuck_reports``, or its
-    ``reap_stuck_jobs`` spelling) if it exists, as the scheduler would ``later`` from now so
-    the records in question count as stale; False when there is none."""
-    reaper = reaper_function()
-    if reaper is None:
-        return False
     with app.app_context():
-        if "now" in inspect.signature(reaper).parameters:
-            reaper(now=datetime.now(UTC) + later)
-        else:
-            reaper()
+        reap_stuck_jobs(now=datetime.now(UTC) + later)
     shorten_retries(app, required=False)  # a job it queued again retries quickly too
-    return True
 
 
 def recover(app: Flask, report_id: str) -> dict:
@@ -233,13 +216,10 @@ def recover(app: Flask, report_id: str) -> dict:
     from webapp.jobs.worker import run_worker
 
     run_worker(app, burst=True, fork=False)
-    if report_state(app, report_id)["status"] != "finished" and run_reaper(app):
+    if report_state(app, report_id)["status"] != "finished":
+        run_reaper(app)
         run_worker(app, burst=True, fork=False)
     return report_state(app, report_id)
-
-
-def has_reaper() -> bool:
-    return reaper_function() is not None
 
 
 def report_state(app: Flask, report_id: str) -> dict:

@@ -17,7 +17,6 @@ from tests.faults.conftest import (
     assert_envelope,
     describe,
     flask_worker,
-    has_reaper,
     log_tail,
     outage_limit,
     recover,
@@ -31,12 +30,6 @@ from tests.faults.conftest import (
 
 MEMBERS = 300_000
 FINAL = ("finished", "failed")
-NO_REAPER = pytest.mark.xfail(
-    not has_reaper(),
-    strict=True,
-    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): nothing recovers "
-    "a report whose job was lost or killed for good",
-)
 
 
 @pytest.fixture
@@ -161,7 +154,6 @@ def test_a_killed_work_horse_is_retried_to_finished_or_failed_and_leaves_no_part
 
 
 @pytest.mark.slow
-@NO_REAPER
 def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app, tmp_path):
     big_segment(jobs_app, "ALWAYS_KILLED", members=100_000)
     report_id = request_members_report(jobs_app, "ALWAYS_KILLED")
@@ -177,7 +169,6 @@ def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app
         assert part_files(jobs_app) == [], "a .part file outlived the recovery"
 
 
-@NO_REAPER
 def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_redis_is_back(
     jobs_app, private_redis
 ):

@@ -18,7 +18,6 @@ from tests.faults.conftest import (
     assert_envelope,
     client_pause,
     describe,
-    has_reaper,
     outage_limit,
     pause,
     recover,
@@ -236,12 +235,6 @@ def test_a_sigstopped_redis_never_hangs_a_request(name, method, path, body, hung
         assert {s["slug"] for s in response.json["segments"]} == {"HANG", "HANG_B"}
 
 
-@pytest.mark.xfail(
-    not has_reaper(),
-    strict=True,
-    reason="no webapp.jobs.tasks.reap_stuck_reports (or reap_stuck_jobs): a report accepted (202) "
-    "while Redis hung is never enqueued and stays 'queued'",
-)
 def test_a_report_requested_while_redis_is_sigstopped_is_refused_or_finishes(hung_app, private_redis):
 
     client = hung_app.test_client()

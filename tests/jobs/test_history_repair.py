@@ -16,7 +16,10 @@ def _visible(slug: str) -> list[tuple[int, str, str, bool]]:
         tuple(row)
         for row in db.session.execute(
             sa.select(
-                MembershipEvent.user_id, MembershipEvent.action, MembershipEvent.reason, MembershipEvent.visible
+                MembershipEvent.user_id,
+                MembershipEvent.action,
+                MembershipEvent.reason,
+                MembershipEvent.visible,
             )
             .where(MembershipEvent.segment_slug == slug)
             .order_by(MembershipEvent.occurred_at, MembershipEvent.id)
