@@ -188,6 +188,7 @@ def identify_client() -> None:
                 detail(
                     "Authorization",
                     f"scope {scope} does not allow this request",
+                    code="scope_insufficient",
                     scope=scope,
                     required=needed,
                 )

@@ -7,6 +7,7 @@ an error page, or for htmx requests a small fragment that htmx swaps in.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from flask import Flask, Response, g, jsonify, make_response, render_template, request
 from markupsafe import escape
@@ -91,9 +92,20 @@ class OutcomeUnknown(AppError):
         )
 
 
-def detail(field: str, message: str, **extra) -> dict:
-    """One entry of an error's ``details`` list."""
-    return {"field": field, "message": message, **extra}
+class Problem(NamedTuple):
+    """What a check found: its stable ``code`` and the API's English ``message``."""
+
+    code: str
+    message: str
+
+
+def detail(field: str, message: str, *, code: str, **params: object) -> dict:
+    """One entry of an error's ``details`` list: the ``field`` it is about, the API's English
+    ``message``, a stable ``code`` naming the kind of problem (snake_case: ``unknown_segment``,
+    ``group_full``, ...) and the parameters that describe this one (``slug=``, ``max_percent=``).
+    Messages may be reworded; a code and its parameters are a contract: the dashboard words a
+    problem from them (web.messages.WORDING), never from the message."""
+    return {"field": field, "message": message, "code": code, **params}
 
 
 def is_api_request() -> bool:

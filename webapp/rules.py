@@ -48,6 +48,21 @@ def is_slug(value: object) -> bool:
 # (0001-01-01T00:00:00+14:00 is in year 0) is refused here, with the field's name, never
 # left to overflow later.
 
+
+class Invalid(ValueError):
+    """A ValueError that names its kind of problem (``code``: an error detail's stable code, see
+    errors.detail); its text is the API's English words."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def problem_code(exc: Exception, default: str = "invalid") -> str:
+    """The stable code of a ValueError raised by a rule (``Invalid``), else ``default``."""
+    return getattr(exc, "code", default)
+
+
 DATE_RANGE_PROBLEM = "must be between 0001-01-01 and 9999-12-31 in UTC"
 NAIVE_PROBLEM = "must include a timezone (use Z for UTC)"
 NOT_A_DATE_PROBLEM = "must be an ISO 8601 date or date-time, such as 2026-11-01T10:00:00Z"
@@ -57,11 +72,11 @@ def in_utc(value: datetime) -> datetime:
     """An aware datetime in UTC; ValueError (a plain message) when it is naive or when UTC falls
     outside years 1..9999."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(NAIVE_PROBLEM)
+        raise Invalid("date_naive", NAIVE_PROBLEM)
     try:
         return value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ValueError(DATE_RANGE_PROBLEM) from None
+        raise Invalid("date_out_of_range", DATE_RANGE_PROBLEM) from None
 
 
 def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
@@ -70,7 +85,7 @@ def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, TypeError, OverflowError):
-        raise ValueError(NOT_A_DATE_PROBLEM) from None
+        raise Invalid("date_invalid", NOT_A_DATE_PROBLEM) from None
     if value.tzinfo is None and naive_is_utc:
         return value.replace(tzinfo=UTC)
     return in_utc(value)

@@ -63,7 +63,14 @@ def refuse_untrusted_host() -> None:
         shown = str(host)[:100]
         raise AppError(
             f"this service does not answer for the host {shown!r}",
-            [detail("Host", "not one of the service's host names (TRUSTED_HOSTS)", value=shown)],
+            [
+                detail(
+                    "Host",
+                    "not one of the service's host names (TRUSTED_HOSTS)",
+                    code="host_untrusted",
+                    value=shown,
+                )
+            ],
             code="untrusted_host",
             status=400,
         )

@@ -180,6 +180,7 @@ def test_bulk_add_and_replace_refuse_users_already_in_the_group(api):
         assert refused.json["error"]["details"][0] == {
             "field": "user_ids",
             "message": "already in BULK_G_B, which shares exclusion group BULKG",
+            "code": "group_occupied",
             "user_id": in_b[0],
             "segment": "BULK_G_B",
             "exclusion_group": "BULKG",

@@ -287,7 +287,7 @@ def _task(name: str) -> Report:
     with API_TOKENS, when another client requested it, as on /api/v1)."""
     task_id = request.args.get(name, "")
     if not task_id:
-        raise ValidationFailed(f"{name} is required", [detail(name, "required")])
+        raise ValidationFailed(f"{name} is required", [detail(name, "required", code="required")])
     return reports.get_report(db.session, task_id, report_reader())
 
 
@@ -311,12 +311,14 @@ def download():
     report = _task("id")
     if report.status == ReportStatus.FAILED:
         raise Conflict(
-            f"report failed: {report.error}", [detail("id", "failed", status="fail")], code="report_failed"
+            f"report failed: {report.error}",
+            [detail("id", "failed", code="report_failed", status="fail")],
+            code="report_failed",
         )
     if report.status != ReportStatus.FINISHED:
         raise Conflict(
             f"report is {report.status}, not ready yet",
-            [detail("id", "not ready", status="progress")],
+            [detail("id", "not ready", code="report_not_ready", status="progress")],
             code="not_ready",
         )
     try:
@@ -324,7 +326,7 @@ def download():
     except FileNotFoundError:
         raise NotFound(
             "the report file no longer exists; request the report again",
-            [detail("id", "file gone")],
+            [detail("id", "file gone", code="report_gone")],
             code="report_gone",
         ) from None
     response = Response(

@@ -15,7 +15,7 @@ from webapp import read_counts
 from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.extensions import db
-from webapp.rules import parse_moment
+from webapp.rules import parse_moment, problem_code
 from webapp.services.catalog import ActiveSegment
 from webapp.services.common import ascii_int
 from webapp.services.read_path import active_segments, hot_lookup, hot_read, lookup, user_json
@@ -38,7 +38,14 @@ def refuse_non_json_bodies() -> None:
 def _not_json() -> None:
     raise AppError(
         "the request body must be JSON (Content-Type: application/json)",
-        [detail("Content-Type", "must be application/json", value=request.mimetype[:60])],
+        [
+            detail(
+                "Content-Type",
+                "must be application/json",
+                code="content_type_invalid",
+                value=request.mimetype[:60],
+            )
+        ],
         code="unsupported_media_type",
         status=415,
     )
@@ -53,9 +60,12 @@ def json_body(model: type[M]) -> M:
     data = parse_json(raw, last_duplicate_wins=request.blueprint == "api_compat")
     if data is None:
         message = "request body is empty" if not raw.strip() else "request body is not valid JSON"
-        raise AppError(message, [detail("body", message)], code="malformed_json")
+        raise AppError(message, [detail("body", message, code="json_invalid")], code="malformed_json")
     if not isinstance(data, dict):
-        raise ValidationFailed("request body must be a JSON object", [detail("body", "must be an object")])
+        raise ValidationFailed(
+            "request body must be a JSON object",
+            [detail("body", "must be an object", code="body_not_object")],
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -110,7 +120,9 @@ def parse_json(raw: bytes, *, last_duplicate_wins: bool = False) -> object | Non
     except _DuplicateKey as exc:
         message = f'the key "{exc.key[:60]}" is given twice in one object of the request body'
         raise AppError(
-            message, [detail("body", "duplicate key", key=exc.key[:60])], code="duplicate_key"
+            message,
+            [detail("body", "duplicate key", code="duplicate_key", key=exc.key[:60])],
+            code="duplicate_key",
         ) from None
     except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError; RecursionError: too deep)
         return None
@@ -122,7 +134,7 @@ def pydantic_details(exc: ValidationError) -> list[dict]:
     for err in exc.errors(include_url=False, include_input=False)[:MAX_DETAILS]:
         given = (err.get("ctx") or {}).get("value")  # our validators name the value given
         extra = {"value": given} if isinstance(given, str) else {}
-        out.append(detail(field_path(err["loc"]), err["msg"], **extra))
+        out.append(detail(field_path(err["loc"]), err["msg"], code=err["type"], **extra))
     return out
 
 
@@ -134,7 +146,16 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     if value is None:
         raise ValidationFailed(
             f"{name} must be an integer between {low} and {high}",
-            [detail(name, f"must be an integer between {low} and {high}", value=raw[:40])],
+            [
+                detail(
+                    name,
+                    f"must be an integer between {low} and {high}",
+                    code="integer_out_of_range",
+                    value=raw[:40],
+                    min=low,
+                    max=high,
+                )
+            ],
         )
     return value
 
@@ -152,7 +173,9 @@ def query_time(name: str) -> datetime | None:
     try:
         return parse_moment(raw)
     except ValueError as exc:
-        raise ValidationFailed(f"{name} {exc}", [detail(name, str(exc), value=raw[:40])]) from None
+        raise ValidationFailed(
+            f"{name} {exc}", [detail(name, str(exc), code=problem_code(exc), value=raw[:40])]
+        ) from None
 
 
 def page_args() -> tuple[int, int]:

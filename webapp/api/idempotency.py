@@ -67,7 +67,7 @@ def before_request():
     if not KEY_RE.match(key):
         raise AppError(
             f"{HEADER} must be 1-255 visible ASCII characters",
-            [detail(HEADER, "invalid key")],
+            [detail(HEADER, "invalid key", code="idempotency_key_invalid")],
             code="invalid_idempotency_key",
         )
     store_key = f"idem:{client_key()}:{key}"
@@ -91,13 +91,13 @@ def before_request():
     if saved["fp"] != fingerprint:
         raise ValidationFailed(
             f"this {HEADER} was used for a different request",
-            [detail(HEADER, "reused with another method, path or body")],
+            [detail(HEADER, "reused with another method, path or body", code="idempotency_key_reused")],
             code="idempotency_key_reused",
         )
     if saved["state"] == "running":
         raise Conflict(
             f"a request with this {HEADER} is still being processed; retry later",
-            [detail(HEADER, "in progress")],
+            [detail(HEADER, "in progress", code="idempotency_in_progress")],
             code="idempotency_in_progress",
         )
     response = Response(base64.b64decode(saved["body"]), status=saved["status"])

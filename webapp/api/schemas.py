@@ -38,6 +38,7 @@ from webapp.rules import (
     SLUG_HELP,
     SLUG_PATTERN,
     in_utc,
+    problem_code,
 )
 
 # -- JSON schema fragments -----------------------------------------------------------------
@@ -98,7 +99,7 @@ def _utc(value: datetime) -> datetime:
     try:
         return in_utc(value)
     except ValueError as exc:
-        raise PydanticCustomError("datetime_range", str(exc)) from None
+        raise PydanticCustomError(problem_code(exc, "datetime_range"), str(exc)) from None
 
 
 # A date-time with an offset, converted to UTC as it is read (rules.in_utc).
@@ -135,8 +136,8 @@ def _user_id(value: object) -> int:
         return value
     given = {"value": str(value)[:40]}  # named in the error's detail, as the services do
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PydanticCustomError("user_id", "user id must be an integer", given)
-    raise PydanticCustomError("user_id", f"user id must be between 1 and {MAX_USER_ID:,}", given)
+        raise PydanticCustomError("user_id_invalid", "user id must be an integer", given)
+    raise PydanticCustomError("user_id_out_of_range", f"user id must be between 1 and {MAX_USER_ID:,}", given)
 
 
 Percent = Annotated[Union[StrictInt, StrictFloat], WithJsonSchema(PERCENT_SCHEMA)]
@@ -501,10 +502,22 @@ class HistoryOut(BaseModel):
     items: list[HistoryEntryOut]
 
 
+class ErrorDetail(BaseModel):
+    """One problem: the ``field`` it is about, English ``message`` (may be reworded), stable
+    ``code`` naming the kind of problem (``unknown_segment``, ``group_full``, ...) and the
+    parameters of this one (``slug``, ``max_percent``, ...) as further keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    field: str
+    message: str
+    code: str
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
-    details: list[dict]
+    details: list[ErrorDetail]
 
 
 class ErrorOut(BaseModel):

@@ -99,7 +99,9 @@ def user_history(user_id: str):
     uid = parse_user_id(user_id)
     start, end = query_time("from"), query_time("to")
     if start and end and start >= end:
-        raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
+        raise ValidationFailed(
+            "from must be before to", [detail("from", "must be before to", code="range_reversed")]
+        )
     entries = history.user_history(db.session, uid, start, end)
     items = [
         HistoryEntryOut(

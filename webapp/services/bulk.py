@@ -91,10 +91,21 @@ def _validated(
     """The distinct ids in ascending order and the expiry asked for; every problem at once
     (ValidationFailed, ``nothing`` saying that nothing happened) before anything is written."""
     if not user_ids:
-        raise ValidationFailed("user_ids must not be empty", [detail("user_ids", "empty list")])
+        raise ValidationFailed(
+            "user_ids must not be empty", [detail("user_ids", "empty list", code="user_ids_empty")]
+        )
     if len(user_ids) > MAX_BULK_IDS:
         raise ValidationFailed(
-            f"at most {MAX_BULK_IDS:,} user ids per request", [detail("user_ids", f"{len(user_ids):,} given")]
+            f"at most {MAX_BULK_IDS:,} user ids per request",
+            [
+                detail(
+                    "user_ids",
+                    f"{len(user_ids):,} given",
+                    code="too_many_ids",
+                    max=MAX_BULK_IDS,
+                    given=len(user_ids),
+                )
+            ],
         )
     bad = user_id_details(user_ids)
     until, found = expiry(ttl_seconds, expires_at, now)
@@ -376,6 +387,7 @@ def _refuse_group_conflicts(
                 detail(
                     "user_ids",
                     f"already in {slug}, which shares exclusion group {group}",
+                    code="group_occupied",
                     user_id=user,
                     segment=slug,
                     exclusion_group=group,
@@ -509,7 +521,10 @@ def get_operation(session: DbSession, operation_id: str) -> BulkOperation:
         key = None
     operation = session.get(BulkOperation, key) if key else None
     if operation is None:
-        raise NotFound("no such operation", [detail("id", "no such operation", value=str(operation_id)[:40])])
+        raise NotFound(
+            "no such operation",
+            [detail("id", "no such operation", code="unknown_operation", value=str(operation_id)[:40])],
+        )
     return operation
 
 

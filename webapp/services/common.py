@@ -8,8 +8,8 @@ from typing import Any, TypeAlias
 
 from sqlalchemy.orm import Session, scoped_session
 
-from webapp.errors import ValidationFailed, detail
-from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, bounded_int, in_utc, is_slug
+from webapp.errors import Problem, ValidationFailed, detail
+from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, bounded_int, in_utc, is_slug, problem_code
 
 DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
 
@@ -25,21 +25,25 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def user_id_problem(value: object) -> str | None:
+def user_id_problem(value: object) -> Problem | None:
     """Why ``value`` is not a user id, or None when it is one."""
     if isinstance(value, bool) or not isinstance(value, int):
-        return "user id must be an integer"
+        return Problem("user_id_invalid", "user id must be an integer")
     if not 1 <= value <= MAX_USER_ID:
-        return f"user id must be between 1 and {MAX_USER_ID:,}"
+        return Problem("user_id_out_of_range", f"user id must be between 1 and {MAX_USER_ID:,}")
     return None
 
 
 def check_user_id(value: object, field: str = "user_id") -> int:
     problem = user_id_problem(value)
     if problem:
-        raise ValidationFailed(problem, [detail(field, problem, value=str(value)[:40])])
+        raise ValidationFailed(problem.message, [user_id_detail(field, problem, value)])
     assert isinstance(value, int)
     return value
+
+
+def user_id_detail(field: str, problem: Problem, value: object) -> dict:
+    return detail(field, problem.message, code=problem.code, value=str(value)[:40])
 
 
 def _all_user_ids(values: Sequence[object]) -> bool:
@@ -55,7 +59,7 @@ def user_id_details(values: Sequence[object], field: str = "user_ids") -> list[d
     if _all_user_ids(values):
         return []
     return [
-        detail(f"{field}[{i}]", problem, value=str(value)[:40])
+        user_id_detail(f"{field}[{i}]", problem, value)
         for i, value in enumerate(values)
         if (problem := user_id_problem(value)) is not None
     ][:100]
@@ -80,19 +84,19 @@ def parse_user_id(text: str, field: str = "user_id") -> int:
     if value is None or value < 1:
         digits = text.isascii() and text.isdigit()
         problem = (
-            f"user id must be between 1 and {MAX_USER_ID:,}"
+            Problem("user_id_out_of_range", f"user id must be between 1 and {MAX_USER_ID:,}")
             if digits
-            else "user id must be a positive integer"
+            else Problem("user_id_invalid", "user id must be a positive integer")
         )
-        raise ValidationFailed(problem, [detail(field, problem, value=text[:40])])
+        raise ValidationFailed(problem.message, [user_id_detail(field, problem, text)])
     return value
 
 
-def slug_problem(value: object) -> str | None:
+def slug_problem(value: object) -> Problem | None:
     if not isinstance(value, str):
-        return "slug must be a string"
+        return Problem("slug_invalid", "slug must be a string")
     if not is_slug(value):
-        return f"slug must be {SLUG_HELP}"
+        return Problem("slug_invalid", f"slug must be {SLUG_HELP}")
     return None
 
 
@@ -102,21 +106,35 @@ def expiry(
     """The expiry time a TTL or an absolute time asks for, and the problems found."""
     prefix = f"{field}." if field else ""
     if ttl_seconds is not None and expires_at is not None:
-        return None, [detail(f"{prefix}ttl_seconds", "give ttl_seconds or expires_at, not both")]
+        return None, [
+            detail(f"{prefix}ttl_seconds", "give ttl_seconds or expires_at, not both", code="expiry_both")
+        ]
     if ttl_seconds is not None:
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
-            return None, [detail(f"{prefix}ttl_seconds", "must be an integer")]
+            return None, [detail(f"{prefix}ttl_seconds", "must be an integer", code="ttl_invalid")]
         if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
-            return None, [detail(f"{prefix}ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")]
+            return None, [
+                detail(
+                    f"{prefix}ttl_seconds",
+                    f"must be between 1 and {MAX_TTL_SECONDS}",
+                    code="ttl_out_of_range",
+                    min=1,
+                    max=MAX_TTL_SECONDS,
+                )
+            ]
         return now + timedelta(seconds=ttl_seconds), []
     if expires_at is not None:
         try:  # the one date rule (rules.in_utc): aware, and a moment of years 1..9999 in UTC
             expires_at = in_utc(expires_at)
         except ValueError as exc:
-            return None, [detail(f"{prefix}expires_at", str(exc))]
+            return None, [detail(f"{prefix}expires_at", str(exc), code=problem_code(exc))]
         if expires_at <= now:
-            return None, [detail(f"{prefix}expires_at", "must be in the future", value=iso(expires_at))]
+            return None, [
+                detail(
+                    f"{prefix}expires_at", "must be in the future", code="expiry_past", value=iso(expires_at)
+                )
+            ]
         if expires_at > now + timedelta(seconds=MAX_TTL_SECONDS):
-            return None, [detail(f"{prefix}expires_at", "must be within ten years")]
+            return None, [detail(f"{prefix}expires_at", "must be within ten years", code="expiry_too_far")]
         return expires_at, []
     return None, []

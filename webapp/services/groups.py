@@ -47,7 +47,7 @@ def get_group(session: DbSession, name: str, now: datetime | None = None) -> Gro
     if not is_slug(name) or session.get(ExclusionGroup, name) is None:
         raise NotFound(
             f"exclusion group {name} does not exist",
-            [detail("name", "no such exclusion group", value=name[:80])],
+            [detail("name", "no such exclusion group", code="unknown_group", value=name[:80])],
         )
     members = session.scalars(select(Segment).where(Segment.is_live, Segment.exclusion_group == name)).all()
     return _view(name, list(members))

@@ -51,7 +51,13 @@ class _Problems:
         self.found += 1
         if len(self.listed) < MAX_REPORTED:
             self.listed.append(
-                detail(self.field_name, f"line {line}: {problem}", line=line, token=token[:40])
+                detail(
+                    self.field_name,
+                    f"line {line}: {problem}",
+                    code="id_token_invalid",
+                    line=line,
+                    token=token[:40],
+                )
             )
 
 
@@ -101,12 +107,20 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
     except UnicodeDecodeError:
         raise ValidationFailed(
             f"{name} is not a text file",
-            [detail(field_name, f"{name} could not be read as text (UTF-8): save it as CSV or plain text")],
+            [
+                detail(
+                    field_name,
+                    f"{name} could not be read as text (UTF-8): save it as CSV or plain text",
+                    code="file_not_text",
+                )
+            ],
         ) from None
     del raw  # a million ids are megabytes: hold one copy at a time
     visible = re.search(r"\S", text)
     if visible is None:
-        raise ValidationFailed(f"{name} is empty", [detail(field_name, f"{name} is empty")])
+        raise ValidationFailed(
+            f"{name} is empty", [detail(field_name, f"{name} is empty", code="file_empty")]
+        )
     begin = text.rfind("\n", 0, visible.start()) + 1
     end = text.find("\n", visible.start())
     end = len(text) if end < 0 else end
@@ -131,7 +145,13 @@ def parse_file(stream: IO[bytes], name: str, limit: int, field_name: str = "file
     if not ids:
         raise ValidationFailed(
             f"{name} has no user ids",
-            [detail(field_name, f"{name} has a header line (“{_short(header)}”) and no user ids below it")],
+            [
+                detail(
+                    field_name,
+                    f"{name} has a header line (“{_short(header)}”) and no user ids below it",
+                    code="file_no_ids",
+                )
+            ],
         )
     return ParsedIds(ids, name, header=_short(header, 80), column=column)
 
@@ -180,6 +200,7 @@ def _id_column(columns: list[str], name: str, field_name: str) -> int:
                     field_name,
                     f"{name} has several columns ({listed}) and {why}: name the column of ids "
                     "user_id, or upload a file of ids only",
+                    code="id_column_unclear",
                 )
             ],
         )
@@ -215,7 +236,14 @@ def _check_limit(count: int, limit: int, field_name: str) -> None:
     if count > limit:
         raise ValidationFailed(
             f"more than {limit:,} ids",
-            [detail(field_name, f"more than {limit:,} ids: split the list and add it in parts")],
+            [
+                detail(
+                    field_name,
+                    f"more than {limit:,} ids: split the list and add it in parts",
+                    code="too_many_ids",
+                    max=limit,
+                )
+            ],
         )
 
 

@@ -30,7 +30,7 @@ from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
 from webapp.models.enums import Action, ReportKind, ReportStatus
 from webapp.queue import enqueue_after_commit
-from webapp.rules import PERIOD_RE, parse_moment
+from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services import history
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.segments import get_live_segment
@@ -47,12 +47,15 @@ def parse_period(period: str | None, start: str | None, end: str | None) -> tupl
     """``YYYY-MM`` or ISO ``from``/``to`` dates -> a half-open UTC range ``[from, to)``."""
     if period is not None:
         if start is not None or end is not None:
-            raise ValidationFailed("give period or from/to, not both", [detail("period", "not with from/to")])
+            raise ValidationFailed(
+                "give period or from/to, not both",
+                [detail("period", "not with from/to", code="period_and_range")],
+            )
         match = PERIOD_RE.fullmatch(period) if isinstance(period, str) else None
         if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
             raise ValidationFailed(
                 "period must be a month written YYYY-MM, from 1970-01 to 9998-12",
-                [detail("period", "must be YYYY-MM", value=str(period)[:20])],
+                [detail("period", "must be YYYY-MM", code="period_invalid", value=str(period)[:20])],
             )
         first = datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
         nxt = datetime(first.year + first.month // 12, first.month % 12 + 1, 1, tzinfo=UTC)
@@ -60,11 +63,13 @@ def parse_period(period: str | None, start: str | None, end: str | None) -> tupl
     if start is None or end is None:
         raise ValidationFailed(
             "give period (YYYY-MM) or both from and to",
-            [detail("period", "required unless from and to are given")],
+            [detail("period", "required unless from and to are given", code="period_required")],
         )
     bounds = [parse_bound(value, name) for value, name in ((start, "from"), (end, "to"))]
     if bounds[0] >= bounds[1]:
-        raise ValidationFailed("from must be before to", [detail("from", "must be before to")])
+        raise ValidationFailed(
+            "from must be before to", [detail("from", "must be before to", code="range_reversed")]
+        )
     return bounds[0], bounds[1]
 
 
@@ -73,7 +78,9 @@ def parse_bound(value: object, name: str) -> datetime:
     try:
         return parse_moment(str(value))
     except ValueError as exc:
-        raise ValidationFailed(f"{name} {exc}", [detail(name, str(exc), value=str(value)[:40])]) from None
+        raise ValidationFailed(
+            f"{name} {exc}", [detail(name, str(exc), code=problem_code(exc), value=str(value)[:40])]
+        ) from None
 
 
 def request_report(
@@ -97,7 +104,8 @@ def request_report(
     )
     if kind not in set(ReportKind):
         raise ValidationFailed(
-            f"kind must be one of {', '.join(ReportKind)}", [detail("kind", "unknown kind")]
+            f"kind must be one of {', '.join(ReportKind)}",
+            [detail("kind", "unknown kind", code="report_kind_invalid")],
         )
     kind = ReportKind(kind)
     params: dict = {}
@@ -108,7 +116,15 @@ def request_report(
         if period is not None and first > utcnow():  # as the dashboard refuses it (checked_month)
             raise ValidationFailed(
                 f"period {period} has not started: a report of a month to come would be empty",
-                [detail("period", "must be the current month or an earlier one", value=period)],
+                [
+                    detail(
+                        "period",
+                        "must be the current month or an earlier one",
+                        code="period_future",
+                        value=period,
+                        period=period,
+                    )
+                ],
             )
         params.update({"from": iso(first), "to": iso(last)})
         if period is not None:
@@ -116,7 +132,7 @@ def request_report(
         if kind == ReportKind.USER_HISTORY:
             if user_id is None:
                 raise ValidationFailed(
-                    "user_id is required for a user report", [detail("user_id", "required")]
+                    "user_id is required for a user report", [detail("user_id", "required", code="required")]
                 )
             params["user_id"] = check_user_id(user_id)
     return _queue_once(session, kind, params, requested_by)
@@ -191,11 +207,14 @@ def get_report(session: DbSession, report_id: str, reader: str | None = None) ->
         key = uuid.UUID(str(report_id))
     except ValueError:
         raise NotFound(
-            "no such report", [detail("id", "not a report id", value=str(report_id)[:40])]
+            "no such report",
+            [detail("id", "not a report id", code="unknown_report", value=str(report_id)[:40])],
         ) from None
     report = session.get(Report, key)
     if report is None or (reader is not None and report.requested_by != reader):
-        raise NotFound("no such report", [detail("id", "no such report", value=str(report_id))])
+        raise NotFound(
+            "no such report", [detail("id", "no such report", code="unknown_report", value=str(report_id))]
+        )
     return report
 
 
@@ -220,7 +239,11 @@ def finished_file(report: Report) -> Path:
     """The finished report's CSV file; AppError (400 not_ready) while it is not there yet."""
     path = report_path(report)
     if report.status != ReportStatus.FINISHED or not path.exists():
-        raise AppError(f"report is {report.status}, not ready for download", code="not_ready")
+        raise AppError(
+            f"report is {report.status}, not ready for download",
+            [detail("id", "not ready", code="report_not_ready", status=str(report.status))],
+            code="not_ready",
+        )
     return path
 
 
@@ -371,7 +394,8 @@ def parse_seed_moment(date: str) -> datetime:
             moment = datetime(year, month, day, hour, minute, tzinfo=UTC)
     if moment is None or not 1970 <= moment.year <= 9998:
         raise ValidationFailed(
-            f"date must be {SEED_DATE_HELP}", [detail("date", f"must be {SEED_DATE_HELP}", value=date[:40])]
+            f"date must be {SEED_DATE_HELP}",
+            [detail("date", f"must be {SEED_DATE_HELP}", code="seed_date_invalid", value=date[:40])],
         )
     return moment
 
@@ -395,7 +419,9 @@ def request_seed_report(
     """
     now = now or utcnow()
     if not date:
-        raise ValidationFailed("date is required", [detail("date", f"required: {SEED_DATE_HELP}")])
+        raise ValidationFailed(
+            "date is required", [detail("date", f"required: {SEED_DATE_HELP}", code="required")]
+        )
     kind = ReportKind.ALL_HISTORY if user_id is None else ReportKind.USER_HISTORY
     params: dict
     if PERIOD_RE.fullmatch(date):
@@ -403,7 +429,8 @@ def request_seed_report(
             first, last = parse_period(date, None, None)
         except ValidationFailed:
             raise ValidationFailed(
-                f"date must be {SEED_DATE_HELP}", [detail("date", f"must be {SEED_DATE_HELP}", value=date)]
+                f"date must be {SEED_DATE_HELP}",
+                [detail("date", f"must be {SEED_DATE_HELP}", code="seed_date_invalid", value=date)],
             ) from None
         params = {"from": iso(first), "to": iso(last), "period": date}
         identity = dict(params)

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from webapp.rules import Invalid
+
 BUCKETS = 10_000
 SCHEME = 2  # the scheme of new segments and of exclusion groups
 T = TypeVar("T")
@@ -138,16 +140,16 @@ def new_salt() -> str:
 def percent_to_basis_points(value) -> int:
     """0..100 with at most two decimals -> 0..10000; ValueError with a readable message."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValueError("must be a number between 0 and 100")
+        raise Invalid("percent_invalid", "must be a number between 0 and 100")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError("must be a number between 0 and 100") from None
+        raise Invalid("percent_invalid", "must be a number between 0 and 100") from None
     if not number.is_finite() or number < 0 or number > 100:
-        raise ValueError("must be a number between 0 and 100")
+        raise Invalid("percent_invalid", "must be a number between 0 and 100")
     scaled = number * 100
     if scaled != scaled.to_integral_value():
-        raise ValueError("at most two decimal places")
+        raise Invalid("percent_precision", "at most two decimal places")
     return int(scaled)
 
 

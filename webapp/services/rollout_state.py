@@ -138,6 +138,7 @@ def change_or_error(
                 detail(
                     "rollout_percent",
                     f"at most {ceiling:g}% fits this segment in group {exc.group} ({free:g}% is free)",
+                    code="group_full",
                     exclusion_group=exc.group,
                     max_percent=ceiling,
                     free_percent=free,
@@ -269,7 +270,9 @@ def check_future(
                     detail(
                         "rollout_percent",
                         f"the change of {slug} at {iso(at)} would not fit group {exc.group}",
+                        code="schedule_wont_fit",
                         exclusion_group=exc.group,
+                        slug=slug,
                         at=iso(at),
                     )
                 ],

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import RolloutSchedule, Segment
 from webapp.models.enums import SegmentEventKind
-from webapp.rules import in_utc
+from webapp.rules import in_utc, problem_code
 from webapp.services import activity_log, rollout
 from webapp.services.common import DbSession, iso, utcnow
 from webapp.services.rollout_state import apply_due_locked, catalog_changed, check_future, lock_scope
@@ -25,19 +25,21 @@ def _when_or_error(at: object, now: datetime) -> datetime:
     if not isinstance(at, datetime) or at.tzinfo is None:
         raise ValidationFailed(
             "at must be a date and time with a timezone (use Z for UTC)",
-            [detail("at", "a date and time with a timezone is required")],
+            [detail("at", "a date and time with a timezone is required", code="date_naive")],
         )
     try:  # the one date rule (rules.in_utc): a moment of years 1..9999 in UTC
         at = in_utc(at)
     except ValueError as exc:
-        raise ValidationFailed(f"at {exc}", [detail("at", str(exc))]) from None
+        raise ValidationFailed(f"at {exc}", [detail("at", str(exc), code=problem_code(exc))]) from None
     if at <= now:
         raise ValidationFailed(
-            "at must be in the future", [detail("at", "must be in the future", value=iso(at))]
+            "at must be in the future",
+            [detail("at", "must be in the future", code="schedule_past", value=iso(at))],
         )
     if at > now + HORIZON:
         raise ValidationFailed(
-            "at must be within a year", [detail("at", "must be within a year", value=iso(at))]
+            "at must be within a year",
+            [detail("at", "must be within a year", code="schedule_too_far", value=iso(at))],
         )
     return at
 
@@ -57,7 +59,9 @@ def add(
     try:
         basis_points = rollout.percent_to_basis_points(rollout_percent)
     except ValueError as exc:
-        raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
+        raise ValidationFailed(
+            f"rollout_percent {exc}", [detail("rollout_percent", str(exc), code=problem_code(exc))]
+        ) from None
     segment, locked, now = _locked(session, slug, None if given is None else now)
     when = _when_or_error(at, now)  # still in the future once the locks are held
     check_future(session, locked, now, extra=(segment.id, when, basis_points))
@@ -88,14 +92,15 @@ def cancel(
     entry = session.get(RolloutSchedule, schedule_id) if 0 < schedule_id < 2**63 else None
     if entry is None or entry.segment_id != segment.id:
         raise NotFound(
-            "no such scheduled change", [detail("id", "no such scheduled change", value=str(schedule_id))]
+            "no such scheduled change",
+            [detail("id", "no such scheduled change", code="unknown_schedule", value=str(schedule_id))],
         )
     if entry.cancelled_at is not None:
         return entry
     if entry.applied_at is not None or entry.at <= now:
         raise Conflict(
             f"the change scheduled at {iso(entry.at)} is already in force",
-            [detail("id", "already in force", value=str(schedule_id))],
+            [detail("id", "already in force", code="schedule_in_force", value=str(schedule_id))],
         )
     entry.cancelled_at, entry.cancelled_by = now, actor
     activity_log.record(
@@ -140,7 +145,10 @@ def _locked(
     segment = get_live_segment(session, slug)
     locked = lock_scope(session, segment.id)
     if segment.id not in locked:
-        raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
+        raise NotFound(
+            f"segment {slug} does not exist",
+            [detail("slug", "no such segment", code="unknown_segment", value=slug, slug=slug)],
+        )
     now = now or utcnow()
     apply_due_locked(session, locked, now)
     return segment, locked, now

@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, RolloutSchedule, Segment
 from webapp.models.enums import Reason, SegmentEventKind
-from webapp.rules import MAX_DESCRIPTION
+from webapp.rules import MAX_DESCRIPTION, problem_code
 from webapp.services import activity_log, rollout
 from webapp.services.allocation import RolloutState
 from webapp.services.common import DbSession, slug_problem, utcnow
@@ -41,8 +41,9 @@ class SegmentStats:
 
 def _slug_or_error(slug: object, field: str = "slug") -> str:
     if (problem := slug_problem(slug)) is not None:
-        problem = problem.replace("slug", field, 1)
-        raise ValidationFailed(problem, [detail(field, problem, value=str(slug)[:80])])
+        message = problem.message.replace("slug", field, 1)
+        code = "group_name_invalid" if field == "exclusion_group" else problem.code
+        raise ValidationFailed(message, [detail(field, message, code=code, value=str(slug)[:80])])
     assert isinstance(slug, str)
     return slug
 
@@ -56,15 +57,22 @@ def _description_or_error(description: object) -> str:
     if description is None:
         return ""
     if not isinstance(description, str):
-        raise ValidationFailed("description must be a string", [detail("description", "must be a string")])
+        raise ValidationFailed(
+            "description must be a string",
+            [detail("description", "must be a string", code="description_not_string")],
+        )
     description = description.strip()
     if "\x00" in description:
         raise ValidationFailed(
-            "description must not contain NUL characters", [detail("description", "contains a NUL character")]
+            "description must not contain NUL characters",
+            [detail("description", "contains a NUL character", code="description_nul")],
         )
     if len(description) > MAX_DESCRIPTION:
         problem = f"at most {MAX_DESCRIPTION} characters"
-        raise ValidationFailed(f"description: {problem}", [detail("description", problem)])
+        raise ValidationFailed(
+            f"description: {problem}",
+            [detail("description", problem, code="description_too_long", max=MAX_DESCRIPTION)],
+        )
     return description
 
 
@@ -74,7 +82,9 @@ def _basis_points_or_error(percent: object) -> int:
     try:
         return rollout.percent_to_basis_points(percent)
     except ValueError as exc:
-        raise ValidationFailed(f"rollout_percent {exc}", [detail("rollout_percent", str(exc))]) from None
+        raise ValidationFailed(
+            f"rollout_percent {exc}", [detail("rollout_percent", str(exc), code=problem_code(exc))]
+        ) from None
 
 
 def get_live_segment(
@@ -90,7 +100,10 @@ def get_live_segment(
         stmt = stmt.with_for_update(read=lock == "share")
     segment = session.scalars(stmt).first()
     if segment is None:
-        raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
+        raise NotFound(
+            f"segment {slug} does not exist",
+            [detail("slug", "no such segment", code="unknown_segment", value=slug, slug=slug)],
+        )
     return segment
 
 
@@ -101,7 +114,9 @@ def list_segments(
     materialize(session, utcnow())
     stmt = select(Segment).where(Segment.is_live)
     if "\x00" in q:  # PostgreSQL text cannot hold one
-        raise ValidationFailed("the search must not contain NUL characters", [detail("q", "contains a NUL")])
+        raise ValidationFailed(
+            "the search must not contain NUL characters", [detail("q", "contains a NUL", code="search_nul")]
+        )
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(
@@ -166,7 +181,8 @@ def create_segment(
             session.flush()
     except IntegrityError:
         raise Conflict(
-            f"segment {slug} already exists", [detail("slug", "a live segment has this slug", value=slug)]
+            f"segment {slug} already exists",
+            [detail("slug", "a live segment has this slug", code="slug_taken", value=slug, slug=slug)],
         ) from None
     activity_log.record(
         session,
@@ -252,7 +268,12 @@ def _change_rollout(
     locked = lock_scope(session, segment.id, new_group if isinstance(new_group, str) else None)
     if segment.id not in locked:
         raise NotFound(
-            f"segment {segment.slug} does not exist", [detail("slug", "no such segment", value=segment.slug)]
+            f"segment {segment.slug} does not exist",
+            [
+                detail(
+                    "slug", "no such segment", code="unknown_segment", value=segment.slug, slug=segment.slug
+                )
+            ],
         )
     now = given or clock(session)
     apply_due_locked(session, locked, now)
@@ -314,6 +335,7 @@ def _refuse_explicit_overlap(
                 detail(
                     "exclusion_group",
                     "explicit members overlap",
+                    code="group_overlap",
                     exclusion_group=group,
                     segment=other,
                     users=row[1],
@@ -332,7 +354,10 @@ def retire_segment(
     found = get_live_segment(session, slug)
     locked = lock_scope(session, found.id)  # waits for writers holding a share lock
     if found.id not in locked:
-        raise NotFound(f"segment {slug} does not exist", [detail("slug", "no such segment", value=slug)])
+        raise NotFound(
+            f"segment {slug} does not exist",
+            [detail("slug", "no such segment", code="unknown_segment", value=slug, slug=slug)],
+        )
     segment = locked[found.id]
     now = now or clock(session)  # after the lock: after every change it waited for
     # Changes already due were in force for every read: they happen (and show in history)

@@ -65,7 +65,15 @@ def change_user_segments(
     if len(add) + len(delete) > MAX_ITEMS_PER_CHANGE:
         raise ValidationFailed(
             f"at most {MAX_ITEMS_PER_CHANGE} items in add and del together",
-            [detail("add", f"{len(add) + len(delete)} items given")],
+            [
+                detail(
+                    "add",
+                    f"{len(add) + len(delete)} items given",
+                    code="too_many_items",
+                    max=MAX_ITEMS_PER_CHANGE,
+                    given=len(add) + len(delete),
+                )
+            ],
         )
     expiries, deleting = _validate(user_id, add, delete, ttl_seconds, expires_at, now)
 
@@ -75,7 +83,10 @@ def change_user_segments(
     if unknown:
         raise ValidationFailed(
             "the request was not applied: unknown segments",
-            [detail("add" if s in expiries else "del", "no such segment", slug=s) for s in unknown],
+            [
+                detail("add" if s in expiries else "del", "no such segment", code="unknown_segment", slug=s)
+                for s in unknown
+            ],
         )
 
     result = ChangeResult(user_id)
@@ -136,6 +147,7 @@ def _refuse_group_overlap(view: UserView, adding: Sequence[Segment], removing: S
                 detail(
                     "add",
                     f"the user is already in {other}, which shares exclusion group {group}",
+                    code="group_occupied",
                     slug=segment.slug,
                     segment=other,
                     exclusion_group=group,
@@ -157,19 +169,19 @@ def _validate(
     """Every problem of the request at once, or (slug -> expiry to add, slugs to remove)."""
     problems: list[dict] = []
     if (problem := user_id_problem(user_id)) is not None:
-        problems.append(detail("user_id", problem))
+        problems.append(detail("user_id", problem.message, code=problem.code))
     default_expiry, found = expiry(ttl_seconds, expires_at, now)
     problems += found
     if not add and not delete:
-        problems.append(detail("add", "give at least one slug in add or del"))
+        problems.append(detail("add", "give at least one slug in add or del", code="nothing_to_change"))
     expiries: dict[str, datetime | None] = {}
     for i, spec in enumerate(add):
         where = f"add[{i}]"
         if (problem := slug_problem(spec.slug)) is not None:
-            problems.append(detail(where, problem, slug=str(spec.slug)[:80]))
+            problems.append(detail(where, problem.message, code=problem.code, slug=str(spec.slug)[:80]))
             continue
         if spec.slug in expiries:
-            problems.append(detail(where, "slug listed twice in add", slug=spec.slug))
+            problems.append(detail(where, "slug listed twice in add", code="slug_twice", slug=spec.slug))
             continue
         own, found = expiry(spec.ttl_seconds, spec.expires_at, now, where)
         problems += found
@@ -179,11 +191,11 @@ def _validate(
     for i, slug in enumerate(delete):
         where = f"del[{i}]"
         if (problem := slug_problem(slug)) is not None:
-            problems.append(detail(where, problem, slug=str(slug)[:80]))
+            problems.append(detail(where, problem.message, code=problem.code, slug=str(slug)[:80]))
         elif slug in deleting:
-            problems.append(detail(where, "slug listed twice in del", slug=slug))
+            problems.append(detail(where, "slug listed twice in del", code="slug_twice", slug=slug))
         elif slug in expiries:
-            problems.append(detail(where, "slug is in both add and del", slug=slug))
+            problems.append(detail(where, "slug is in both add and del", code="in_both_lists", slug=slug))
         else:
             deleting.append(slug)
     if problems:

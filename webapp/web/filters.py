@@ -7,7 +7,7 @@ from datetime import datetime
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
 from webapp.web import bp
-from webapp.web.messages import plain
+from webapp.web.messages import error_words, plain
 
 
 @bp.app_template_filter("reltime")
@@ -74,5 +74,8 @@ def limits() -> dict[str, int]:
 
 @bp.app_template_filter("plain")
 def plain_words(message: object) -> str:
-    """A service message in plain words (see web.messages)."""
+    """A stored message without a code (a job's error) as a sentence (see web.messages)."""
     return plain(message)
+
+
+bp.add_app_template_global(error_words, "error_words")

@@ -10,7 +10,7 @@ from flask import flash, make_response, redirect, render_template, request, url_
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment
+from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment, problem_code
 from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
 from webapp.services.id_lists import token_problem, user_id_of
@@ -40,14 +40,17 @@ def form_expiry() -> tuple[int | None, datetime | None]:
         ttl = ascii_int(ttl_raw, 1, MAX_TTL_SECONDS)
         if ttl is None:
             raise ValidationFailed(
-                "choose a TTL from the list", [detail("ttl_seconds", "not one of the choices")]
+                "choose a TTL from the list",
+                [detail("ttl_seconds", "not one of the choices", code="ttl_invalid")],
             )
     until = None
     if until_raw:
         try:  # a datetime-local field has no offset (taken as UTC); an explicit offset is converted
             until = parse_moment(until_raw)
         except ValueError as exc:
-            raise ValidationFailed(f"expires_at {exc}", [detail("expires_at", str(exc))]) from None
+            raise ValidationFailed(
+                f"expires_at {exc}", [detail("expires_at", str(exc), code=problem_code(exc))]
+            ) from None
     return ttl, until
 
 
@@ -91,12 +94,19 @@ def checked_month(period: str) -> str:
     would be empty, so the dashboard refuses it (in plain words, next to the field)."""
     match = PERIOD_RE.fullmatch(period or "")
     if not match or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9998:
-        raise ValidationFailed("choose a month", [detail("period", "Choose a month.")])
+        raise ValidationFailed("choose a month", [detail("period", "Choose a month.", code="period_invalid")])
     if period > utcnow().strftime("%Y-%m"):
         label = datetime.strptime(period, "%Y-%m").strftime("%B %Y")
         raise ValidationFailed(
             "that month has not started",
-            [detail("period", f"{label} has not started yet: choose this month or an earlier one.")],
+            [
+                detail(
+                    "period",
+                    f"{label} has not started yet: choose this month or an earlier one.",
+                    code="period_future",
+                    period=period,
+                )
+            ],
         )
     return period
 
@@ -113,6 +123,8 @@ def typed_user_id(text: str, field: str = "user_id") -> int:
                 detail(
                     field,
                     f"{problem[0].upper()}{problem[1:]}. User ids are whole numbers from 1 up, like 1001.",
+                    code="id_token_invalid",
+                    token=text[:40],
                 )
             ],
         )
@@ -139,6 +151,6 @@ def live_segment(slug: str) -> Segment:
                     }
                 ],
             ) from None
-        raise NotFound(
-            f"There is no segment called {slug}." if isinstance(exc, ValidationFailed) else exc.message
-        )
+        if isinstance(exc, NotFound):
+            raise  # worded by its detail's code (unknown_segment)
+        raise NotFound(f"There is no segment called {slug}.") from None

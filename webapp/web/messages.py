@@ -2,24 +2,34 @@
 
 The services speak to API clients: field names, formats, ranges (``slug must be ...``,
 ``user id must be between 1 and 9,223,372,036,854,775,807``, ``period must be YYYY-MM``).
-The dashboard shows the same problems the way a product manager reads them, next to the field
-they belong to. Everything a dashboard page shows of a service error passes through
-:func:`plain` (messages) and :func:`form_errors` (field placement).
+Every problem they report (an error's ``details``, errors.detail) also carries a stable
+``code`` and its parameters (``group_full`` with ``exclusion_group``, ``max_percent``,
+``free_percent``). The dashboard words a problem from :data:`WORDING`, a table keyed by code,
+the way a product manager reads it, next to the field it belongs to; the services' English
+is never parsed, so rewording a service message cannot change a page. A code without an
+entry (or with ``None``: the service's words are written for the dashboard already, as the
+id list parser's are) shows the service's message as a sentence. Everything a dashboard page
+shows of a service error passes through :func:`words` (one problem), :func:`error_words`
+(an error page or fragment) and :func:`form_errors` (field placement).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from webapp.errors import AppError
-from webapp.rules import MAX_DESCRIPTION, is_slug
+from webapp.rules import is_slug, problem_code
 
 SLUG_WORDS = "Use upper-case letters, digits and underscores, starting with a letter (at most 64 characters)"
 USER_ID_WORDS = "User ids are whole numbers from 1 up, like 1001"
-
-Rule = tuple[re.Pattern[str], Callable[[re.Match[str], str], str] | str]
+GROUP_WORDS = (
+    "Group names use upper-case letters, digits and underscores, starting with a letter "
+    "(like DISCOUNTS), at most 64 characters."
+)
+CHANGE_TIME_WORDS = "Choose the date and time of the change (UTC)."
 
 
 def upper_slug(value: str) -> str | None:
@@ -28,121 +38,205 @@ def upper_slug(value: str) -> str | None:
     return upper if value.strip() != upper and is_slug(upper) else None
 
 
-def _slug_problem(match: re.Match[str], value: str) -> str:
-    return "Slugs are written in upper case." if upper_slug(value) else SLUG_WORDS + "."
+def moment_text(iso_text: str) -> str:
+    """An ISO 8601 moment as the dashboard shows one (``2026-11-01 10:00 UTC``)."""
+    try:
+        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso_text
 
 
-RULES: list[Rule] = [
-    (re.compile(r"^slug must be a string$"), SLUG_WORDS + "."),
-    (re.compile(r"^slug must be "), _slug_problem),
-    (re.compile(r"^user id must be a positive integer$|^user id must be an integer$"), USER_ID_WORDS + "."),
-    (
-        re.compile(r"^user id must be between"),
-        "That number is too large to be a user id. " + USER_ID_WORDS + ".",
-    ),
-    (
-        re.compile(r"^(?:user_id is )?required(?: for a user report)?$|^user_id is required"),
-        "Enter the user's id.",
-    ),
-    (re.compile(r"^no such segment$"), "There is no such segment."),
-    (
-        re.compile(r"^a live segment has this slug$|^segment (\S+) already exists$"),
-        lambda m, v: f"A segment called {m[1] or v} already exists: choose another slug.",
-    ),
-    (re.compile(r"^segment (\S+) does not exist$"), lambda m, v: f"There is no segment called {m[1]}."),
-    (
-        re.compile(r"^(?:rollout_percent )?must be a number between 0 and 100$"),
-        "Enter a percentage from 0 to 100.",
-    ),
-    (
-        re.compile(r"^(?:rollout_percent )?at most two decimal places$"),
-        "Use at most two decimal places, like 12.5 or 0.25.",
-    ),
-    (
-        re.compile(r"^description: at most|^at most \d+ characters$"),
-        f"A description can be at most {MAX_DESCRIPTION:,} characters long.",
-    ),
-    (
-        re.compile(r"^description must not contain NUL|^contains a NUL character$"),
-        "The description contains a character that cannot be stored (a NUL byte).",
-    ),
-    (re.compile(r"^description must be a string$|^must be a string$"), "Enter the description as text."),
-    (
-        re.compile(r"^give ttl_seconds or expires_at, not both$"),
-        "Choose either an expiry period or a date and time, not both.",
-    ),
-    (
-        re.compile(r"^must be between 1 and \d+$|^not one of the choices$|^choose a TTL"),
-        "Choose an expiry period from the list.",
-    ),
-    (re.compile(r"^must be an integer$"), "Choose an expiry period from the list."),
-    (
-        re.compile(r"^must be in the future$"),
-        "The expiry time has already passed: choose a time in the future.",
-    ),
-    (re.compile(r"^must be within ten years$"), "The expiry time must be within ten years from now."),
-    (re.compile(r"^must include a timezone"), "Enter the expiry as a date and time."),
-    (
-        re.compile(r"^not a date$|^expiry must be a date and time$|^must be an ISO 8601 date"),
-        "Enter the expiry as a date and time.",
-    ),
-    (
-        re.compile(r"^must be between 0001-01-01 and 9999-12-31 in UTC$"),
-        "That date is out of range: choose a date between the years 1 and 9999 (UTC).",
-    ),
-    (
-        re.compile(r"^must be YYYY-MM$|^period must be|^required unless from and to|^give period"),
-        "Choose a month.",
-    ),
-    (re.compile(r"^unknown kind$|^kind must be one of"), "Choose what the report is about."),
-    (
-        re.compile(r"^does not match the slug$|^type the slug to confirm$"),
-        "Type the segment's slug exactly as shown (upper case) to confirm.",
-    ),
-    (
-        re.compile(r"^contains a NUL$|^the search must not contain NUL"),
-        "The search contains a character that cannot be searched for.",
-    ),
-    (re.compile(r"^give at least one slug in add or del$"), "Choose a segment."),
-    (re.compile(r"^slug listed twice in (?:add|del)$"), "That segment is listed twice."),
-    (re.compile(r"^slug is in both add and del$"), "That segment is both added and removed."),
-    (re.compile(r"^user_ids must not be empty$|^empty list$"), "Paste user ids or choose a file."),
-    (
-        re.compile(r"^no such report$|^not a report id$"),
-        "There is no such report (it may have been deleted).",
-    ),
-    (re.compile(r"^no such operation$"), "There is no such bulk operation."),
-    (
-        re.compile(r"^report is (\w+), not ready for download$"),
-        lambda m, v: f"The report is {m[1]}: it can be downloaded once it is finished.",
-    ),
-]
-
-# Left-overs in messages no rule matched: field names and notation become words.
-WORDS = [
-    (re.compile(r"\buser_ids\b"), "user ids"),
-    (re.compile(r"\buser_id\b"), "user id"),
-    (re.compile(r"\brollout_percent\b"), "rollout percentage"),
-    (re.compile(r"\bttl_seconds\b"), "expiry period"),
-    (re.compile(r"\bexpires_at\b"), "expiry time"),
-    (re.compile(r"\b(?:add|del)\[\d+\]\s*"), ""),
-    (re.compile(r"\s*\(1\.\.2\^63-1\)"), ""),
-    (re.compile(r"\^\[[^\s]*\$?"), "the required form"),
-]
+def _num(value: object) -> str:
+    return f"{float(str(value)):g}"
 
 
-def plain(message: object, value: str = "") -> str:
-    """A service or form message in plain words, starting with a capital and ending with a stop."""
-    text = str(message or "").strip()
-    for pattern, replacement in RULES:
-        match = pattern.search(text)
-        if match:
-            text = replacement(match, value) if callable(replacement) else replacement
-            break
-    else:
-        for pattern, words in WORDS:
-            text = pattern.sub(words, text)
-    return sentence(text)
+# A problem in words: from the detail (its code's parameters, its field) and what was typed in
+# the form's field, if anything. A plain string is the wording whatever the parameters.
+Wording = Callable[[Mapping[str, Any], str], str] | str | None
+
+
+def _slug_words(d: Mapping[str, Any], typed: str) -> str:
+    return "Slugs are written in upper case." if upper_slug(typed) else SLUG_WORDS + "."
+
+
+def _group_name_words(d: Mapping[str, Any], typed: str) -> str:
+    upper = upper_slug(typed)
+    return f"Group names are written in upper case: {upper}." if upper else GROUP_WORDS
+
+
+def _unknown_segment_words(d: Mapping[str, Any], typed: str) -> str:
+    if upper_slug(typed):
+        return "Slugs are written in upper case."
+    return f"There is no segment called {typed}." if typed else "There is no such segment."
+
+
+def _group_full_words(d: Mapping[str, Any], typed: str) -> str:
+    group, free, ceiling = d.get("exclusion_group"), _num(d.get("free_percent")), _num(d.get("max_percent"))
+    return (
+        f"Group {group} has only {free}% left: its segments share 100% of users. "
+        f"Choose at most {ceiling}% for this segment, or lower another segment of {group} first."
+    )
+
+
+def _schedule_wont_fit_words(d: Mapping[str, Any], typed: str) -> str:
+    return (
+        f"Group {d.get('exclusion_group')} would not have room for the change of {d.get('slug')} "
+        f"scheduled for {moment_text(str(d.get('at')))}: its segments share 100% of users. "
+        "Choose a lower percentage or cancel that change."
+    )
+
+
+def _group_overlap_words(d: Mapping[str, Any], typed: str) -> str:
+    return (
+        f"{int(d.get('users') or 0):,} users are explicit members of this segment and of "
+        f"{d.get('segment')}, which is in group {d.get('exclusion_group')}: a user can be in "
+        "only one segment of a group. Remove them from one of the two first."
+    )
+
+
+def _group_occupied_words(d: Mapping[str, Any], typed: str) -> str:
+    where = f"{d.get('segment')}, which shares exclusion group {d.get('exclusion_group')}"
+    return f"Already in {where}." if "user_id" in d else f"The user is already in {where}."
+
+
+def _date_words(outside: str) -> Wording:
+    """A date that could not be used: the scheduled change's time (field ``at``) or an expiry."""
+    return lambda d, typed: CHANGE_TIME_WORDS if d.get("field") == "at" else outside
+
+
+def _required_words(d: Mapping[str, Any], typed: str) -> str:
+    return {
+        "user_id": "Enter the user's id.",
+        "slug": "Choose a segment.",
+        "segment": "Enter the segment's slug.",
+        "period": "Choose a month.",
+    }.get(str(d.get("field", "")).split("[")[0], sentence(str(d.get("message", ""))))
+
+
+def _period_future_words(d: Mapping[str, Any], typed: str) -> str:
+    period = str(d.get("period") or "")
+    try:
+        label = datetime.strptime(period, "%Y-%m").strftime("%B %Y")
+    except ValueError:
+        label = "That month"
+    return f"{label} has not started yet: choose this month or an earlier one."
+
+
+EXPIRY_FROM_LIST = "Choose an expiry period from the list."
+EXPIRY_AS_DATE = "Enter the expiry as a date and time."
+
+WORDING: dict[str, Wording] = {
+    # slugs, segments, groups
+    "slug_invalid": _slug_words,
+    "unknown_segment": _unknown_segment_words,
+    "slug_taken": lambda d, typed: (
+        f"A segment called {d.get('slug') or typed} already exists: choose another slug."
+    ),
+    "slug_twice": "That segment is listed twice.",
+    "in_both_lists": "That segment is both added and removed.",
+    "nothing_to_change": "Choose a segment.",
+    "too_many_items": lambda d, typed: f"At most {int(d.get('max') or 0):,} segments can be changed at once.",
+    "group_name_invalid": _group_name_words,
+    "unknown_group": lambda d, typed: f"There is no exclusion group called {d.get('value') or typed}.",
+    "group_full": _group_full_words,
+    "group_overlap": _group_overlap_words,
+    "group_occupied": _group_occupied_words,
+    "search_nul": "The search contains a character that cannot be searched for.",
+    # settings
+    "description_not_string": "Enter the description as text.",
+    "description_nul": "The description contains a character that cannot be stored (a NUL byte).",
+    "description_too_long": lambda d, typed: (
+        f"A description can be at most {int(d.get('max') or 0):,} characters long."
+    ),
+    "percent_invalid": "Enter a percentage from 0 to 100.",
+    "percent_precision": "Use at most two decimal places, like 12.5 or 0.25.",
+    # users and ids
+    "user_id_invalid": USER_ID_WORDS + ".",
+    "user_id_out_of_range": "That number is too large to be a user id. " + USER_ID_WORDS + ".",
+    "required": _required_words,
+    "user_ids_empty": "Paste user ids or choose a file.",
+    "too_many_ids": lambda d, typed: (
+        f"More than {int(d.get('max') or 0):,} ids: split the list and add it in parts."
+    ),
+    "id_token_invalid": None,  # the id list parser's words (services.id_lists) are the dashboard's
+    "file_not_text": None,
+    "file_empty": None,
+    "file_no_ids": None,
+    "id_column_unclear": None,
+    # expiry and dates
+    "expiry_both": "Choose either an expiry period or a date and time, not both.",
+    "ttl_invalid": EXPIRY_FROM_LIST,
+    "ttl_out_of_range": EXPIRY_FROM_LIST,
+    "expiry_past": "The expiry time has already passed: choose a time in the future.",
+    "expiry_too_far": "The expiry time must be within ten years from now.",
+    "date_invalid": _date_words(EXPIRY_AS_DATE),
+    "date_naive": _date_words(EXPIRY_AS_DATE),
+    "date_out_of_range": _date_words(
+        "That date is out of range: choose a date between the years 1 and 9999 (UTC)."
+    ),
+    # scheduled changes
+    "schedule_past": "That time has passed: choose a time in the future (UTC).",
+    "schedule_too_far": "A change can be scheduled at most a year ahead.",
+    "schedule_wont_fit": _schedule_wont_fit_words,
+    "unknown_schedule": "There is no such scheduled change (it may have been cancelled already).",
+    "schedule_in_force": "That change is already in force: it can no longer be cancelled.",
+    # reports and bulk operations
+    "period_invalid": "Choose a month.",
+    "period_required": "Choose a month.",
+    "period_and_range": "Choose a month.",
+    "period_future": _period_future_words,
+    "range_reversed": "The start must be before the end.",
+    "report_kind_invalid": "Choose what the report is about.",
+    "unknown_report": "There is no such report (it may have been deleted).",
+    "report_not_ready": lambda d, typed: (
+        f"The report is {d.get('status')}: it can be downloaded once it is finished."
+    ),
+    "seed_date_invalid": None,
+    "unknown_operation": "There is no such bulk operation.",
+    "mode_invalid": "Choose whether to remove these ids or replace the members with them.",
+    "not_confirmed": "Preview the change and confirm it first.",
+    "preview_stale": "The ids or the expiry changed since the preview: preview the change again.",
+}
+
+# Codes whose wording offers the upper-case form of what was typed (a slug or group name).
+UPPER_CASE_OFFERS = frozenset({"slug_invalid", "unknown_segment", "group_name_invalid"})
+
+
+def words(item: Mapping[str, Any], typed: str = "") -> str:
+    """One problem (an error detail) in plain words, by its code; ``typed``: what was typed in
+    its field, when the wording offers a correction of it. A code without wording shows the
+    service's message."""
+    wording = WORDING.get(str(item.get("code", "")))
+    if wording is None:
+        return sentence(str(item.get("message", "")))
+    return sentence(wording if isinstance(wording, str) else wording(item, typed))
+
+
+def problem_words(exc: ValueError, field: str = "") -> str:
+    """A rule's ValueError (rules.Invalid) in plain words, by its code."""
+    return words({"field": field, "code": problem_code(exc, ""), "message": str(exc)})
+
+
+def _typed(item: Mapping[str, Any], fallback: str = "") -> str:
+    return str(item.get("slug") or item.get("value") or fallback or "")
+
+
+def error_words(message: object, details: Iterable[Mapping[str, Any]] | None) -> tuple[str, list[str]]:
+    """An error page's (or fragment's) headline and the lines below it: an error of one problem
+    is that problem in words; otherwise its message, then each problem once."""
+    problems = [d for d in details or [] if not d.get("offer")]
+    texts: list[str] = []
+    for item in problems:
+        text = words(item, _typed(item))
+        if text and text not in texts:
+            texts.append(text)
+    headline = texts[0] if len(problems) == 1 else sentence(str(message or ""))
+    return headline, [text for text in texts if text != headline]
+
+
+def plain(message: object) -> str:
+    """A message that carries no code (a job's stored error) as a sentence."""
+    return sentence(str(message or ""))
 
 
 def sentence(text: str) -> str:
@@ -173,6 +267,15 @@ class FormErrors:
         if message and message not in target:
             target.append(message)
 
+    def merge(self, other: FormErrors) -> None:
+        for name, messages in other.fields.items():
+            for message in messages:
+                self.add(name, message)
+        for message in other.general:
+            self.add(None, message)
+        self.headlines.update(other.headlines)
+        self.suggestions.update(other.suggestions)
+
     def flat(self) -> str:
         """Every message once, on one line (the flash of a no-JS post)."""
         parts = [*self.general]
@@ -199,17 +302,10 @@ def form_errors(
     for item in exc.details:
         raw = str(item.get("field", "")).split("[")[0]
         name = aliases.get(raw, raw)
-        value = str(item.get("slug") or item.get("value") or values.get(name, "") or "")
-        if item.get("message") == "no such segment" and (item.get("slug") or item.get("value")):
-            message = (
-                "Slugs are written in upper case."
-                if upper_slug(value)
-                else f"There is no segment called {value}."
-            )
-        else:
-            message = plain(item.get("message", ""), value)
-        if name in names and upper_slug(value) and "upper case" in message:
-            result.suggestions[name] = upper_slug(value) or ""
+        typed = _typed(item, values.get(name, ""))
+        message = words(item, typed)
+        if name in names and item.get("code") in UPPER_CASE_OFFERS and upper_slug(typed):
+            result.suggestions[name] = upper_slug(typed) or ""
         result.add(name if name in names else None, message)
     if not result:
         result.add(None, plain(exc.message))

@@ -8,7 +8,6 @@ needs nothing new) and fetches itself again on ``segment-changed`` where that ma
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,78 +17,17 @@ from webapp.auth import dashboard_actor
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.extensions import db
 from webapp.models import Segment
-from webapp.rules import parse_moment
+from webapp.rules import parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import is_htmx, live_segment, rejected, updated
-from webapp.web.messages import upper_slug
+from webapp.web.messages import moment_text, upper_slug
 
 CHANGED = "segment-changed"
 SCHEDULE_FIELDS = ("at", "rollout_percent")
 BUCKETS = 10_000
-
-# -- plain words for group and schedule problems ---------------------------------------------------
-
-_NO_ROOM = re.compile(r"^at most ([\d.]+)% fits this segment in group (\S+) \(([\d.]+)% is free\)$")
-_WOULD_NOT_FIT = re.compile(r"^the change of (\S+) at (\S+) would not fit group (\S+)$")
-
-
-def _when(iso_text: str) -> str:
-    try:
-        return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return iso_text
-
-
-def plain_plans(exc: AppError, typed_group: str = "") -> AppError:
-    """The same error with its group and schedule problems in a product manager's words (the
-    dashboard's form placement and ``plain`` do the rest)."""
-    items = []
-    for item in exc.details or []:
-        message, field = str(item.get("message", "")), str(item.get("field", ""))
-        if match := _NO_ROOM.match(message):
-            ceiling, group, free = match[1], match[2], match[3]
-            message = (
-                f"Group {group} has only {free}% left: its segments share 100% of users. "
-                f"Choose at most {ceiling}% for this segment, or lower another segment of {group} first."
-            )
-        elif match := _WOULD_NOT_FIT.match(message):
-            slug, at, group = match[1], match[2], match[3]
-            message = (
-                f"Group {group} would not have room for the change of {slug} scheduled for {_when(at)}: "
-                "its segments share 100% of users. Choose a lower percentage or cancel that change."
-            )
-        elif message == "explicit members overlap":
-            message = (
-                f"{int(item.get('users', 0)):,} users are explicit members of this segment and of "
-                f"{item.get('segment')}, which is in group {item.get('exclusion_group')}: a user can be in "
-                "only one segment of a group. Remove them from one of the two first."
-            )
-        elif field == "exclusion_group":
-            upper = upper_slug(typed_group)
-            message = (
-                f"Group names are written in upper case: {upper}."
-                if upper
-                else "Group names use upper-case letters, digits and underscores, starting with a letter "
-                "(like DISCOUNTS), at most 64 characters."
-            )
-        elif field == "at":
-            message = {
-                "must be in the future": "That time has passed: choose a time in the future (UTC).",
-                "must be within a year": "A change can be scheduled at most a year ahead.",
-            }.get(message, "Choose the date and time of the change (UTC).")
-        elif field == "id":
-            message = (
-                "That change is already in force: it can no longer be cancelled."
-                if message == "already in force"
-                else "There is no such scheduled change (it may have been cancelled already)."
-            )
-        items.append({**item, "message": message})
-    plain_message = items[0]["message"] if len(items) == 1 else exc.message
-    return type(exc)(plain_message, items, code=exc.code, status=exc.status)
-
 
 # -- template globals: each part of the segment page fetches its own data ------------------------
 
@@ -150,11 +88,11 @@ def activity_text(event: Any) -> str:
             f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"
         ),
         "schedule_added": lambda: (
-            f"Scheduled {pct(d.get('rollout_percent'))} for {_when(str(d.get('scheduled_for')))}"
+            f"Scheduled {pct(d.get('rollout_percent'))} for {moment_text(str(d.get('scheduled_for')))}"
         ),
         "schedule_cancelled": lambda: (
             f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
-            f"{_when(str(d.get('scheduled_for')))}"
+            f"{moment_text(str(d.get('scheduled_for')))}"
         ),
         "deleted": lambda: "Deleted",
     }
@@ -249,11 +187,13 @@ def _form_time(raw: str) -> datetime | None:
     """A datetime-local value (no offset: UTC) or one with an offset; None when empty."""
     raw = raw.strip()
     if not raw:
-        raise ValidationFailed("choose a time", [detail("at", "a date and time with a timezone is required")])
+        raise ValidationFailed(
+            "choose a time", [detail("at", "a date and time with a timezone is required", code="date_naive")]
+        )
     try:  # the one date rule: naive is UTC, an offset is converted, years 1..9999 in UTC
         return parse_moment(raw)
     except ValueError as exc:
-        raise ValidationFailed(f"at {exc}", [detail("at", str(exc))]) from None
+        raise ValidationFailed(f"at {exc}", [detail("at", str(exc), code=problem_code(exc))]) from None
 
 
 @bp.post("/segments/<slug>/schedule")
@@ -265,15 +205,14 @@ def add_schedule(slug: str):
     try:
         if not percent:
             raise ValidationFailed(
-                "no percentage", [detail("rollout_percent", "must be a number between 0 and 100")]
+                "no percentage",
+                [detail("rollout_percent", "must be a number between 0 and 100", code="percent_invalid")],
             )
         entry = schedules.add(
             db.session, segment.slug, _form_time(request.form.get("at", "")), percent, dashboard_actor()
         )
     except AppError as exc:
-        return rejected(
-            plain_plans(exc), back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment
-        )
+        return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
     return updated(
         f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
         back,
@@ -295,7 +234,7 @@ def cancel_schedule(slug: str, schedule_id: str):
             db.session, segment.slug, ascii_int(schedule_id, 1, 2**63 - 1) or 0, dashboard_actor()
         )
     except (NotFound, Conflict) as exc:
-        return rejected(plain_plans(exc), back, "segments/_schedule.html", fields=(), segment=segment)
+        return rejected(exc, back, "segments/_schedule.html", fields=(), segment=segment)
     if not is_htmx():
         flash(
             f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",

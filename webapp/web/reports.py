@@ -42,9 +42,13 @@ def request_report():
         kind = form.get("kind") or None
         segment = (form.get("use_segment") or form.get("segment", "")).strip()
         if kind == "segment_members" and not segment:
-            raise ValidationFailed("enter a segment", [detail("segment", "Enter the segment's slug.")])
+            raise ValidationFailed(
+                "enter a segment", [detail("segment", "Enter the segment's slug.", code="required")]
+            )
         if kind == "user_history" and not raw_user:
-            raise ValidationFailed("enter a user id", [detail("user_id", "Enter the user's id.")])
+            raise ValidationFailed(
+                "enter a user id", [detail("user_id", "Enter the user's id.", code="required")]
+            )
         report = reports.request_report(
             db.session,
             kind=kind,

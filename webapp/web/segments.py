@@ -31,8 +31,7 @@ from webapp.web.helpers import (
     typed_user_id,
     updated,
 )
-from webapp.web.messages import FormErrors, form_errors, plain, sentence
-from webapp.web.plans import plain_plans
+from webapp.web.messages import FormErrors, form_errors, problem_words
 
 PER_PAGE = 25
 MEMBERS_PAGE = 25
@@ -187,7 +186,9 @@ def rollout_preview(slug: str):
     try:
         basis_points = rollout.percent_to_basis_points(request.args.get("rollout_percent", "0") or "0")
     except ValueError as exc:
-        return render_template("segments/_rollout_preview.html", problem=plain(str(exc)))
+        return render_template(
+            "segments/_rollout_preview.html", problem=problem_words(exc, "rollout_percent")
+        )
     return render_template(
         "segments/_rollout_preview.html",
         sample=SAMPLE,
@@ -212,7 +213,7 @@ def update_settings(slug: str):
         )
     except AppError as exc:
         return rejected(
-            plain_plans(exc, form.get("exclusion_group", "")),
+            exc,
             back,
             "segments/_settings_form.html",
             fields=SETTINGS_FIELDS,
@@ -243,24 +244,21 @@ def add_members(slug: str):
     errors, parts = FormErrors(), []
     if not pasted.strip() and not file_name:
         errors.add("user_ids", "Paste user ids or choose a file.")
-    for name, parse in (
-        ("user_ids", lambda: parse_pasted(pasted, MAX_BULK_IDS) if pasted.strip() else None),
-        (
-            "file",
-            lambda: parse_file(upload.stream, file_name, MAX_BULK_IDS) if upload and file_name else None,
-        ),
+    for parse in (
+        lambda: parse_pasted(pasted, MAX_BULK_IDS) if pasted.strip() else None,  # field user_ids
+        lambda: parse_file(upload.stream, file_name, MAX_BULK_IDS) if upload and file_name else None,  # file
     ):
         try:
             parsed = parse()
         except ValidationFailed as exc:
-            _place(errors, name, exc)
+            _place(errors, exc)
         else:
             if parsed is not None:
                 parts.append(parsed)
     try:
         ttl, until = form_expiry()
     except ValidationFailed as exc:
-        _place(errors, None, exc)
+        _place(errors, exc)
     ids = [user_id for part in parts for user_id in part.ids]
     if not errors and len(ids) > MAX_BULK_IDS:
         errors.add(
@@ -315,20 +313,13 @@ def add_members(slug: str):
     )
 
 
-def _place(errors: FormErrors, name: str | None, exc: ValidationFailed) -> None:
-    """The parser's problems under their field, with the count as the headline."""
-    if name is None:
-        placed = form_errors(exc, BULK_FIELDS)
-        for field, messages in placed.fields.items():
-            for message in messages:
-                errors.add(field, message)
-        for message in placed.general:
-            errors.add(None, message)
-        return
-    if any(d.get("line") for d in exc.details):  # tokens that are not ids: count above, each with its line
-        errors.headlines[name] = f"Nothing was added: {exc.message}."
-    for item in exc.details or [{"message": exc.message}]:
-        errors.add(name, sentence(item.get("message", "")))  # the parser's words are plain already
+def _place(errors: FormErrors, exc: ValidationFailed) -> None:
+    """The problems in words under their fields (web.messages.form_errors); tokens of a list that
+    are not ids (``id_token_invalid``, each with its line) get the parser's count above them."""
+    errors.merge(form_errors(exc, BULK_FIELDS))
+    for item in exc.details:
+        if item.get("code") == "id_token_invalid":
+            errors.headlines[str(item.get("field"))] = f"Nothing was added: {exc.message}."
 
 
 def _sources(parts: list[ParsedIds]) -> str:
@@ -437,7 +428,7 @@ def _bulk_change_input() -> tuple[str, list[int]]:
     if mode not in BULK_CHANGE_MODES:
         raise ValidationFailed(
             "Choose whether to remove these ids or replace the members with them.",
-            [detail("mode", "choose remove or replace")],
+            [detail("mode", "choose remove or replace", code="mode_invalid")],
         )
     upload = request.files.get("file")
     name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload is not None else ""
@@ -448,7 +439,10 @@ def _bulk_change_input() -> tuple[str, list[int]]:
     if upload is not None and name:
         ids += id_lists.parse_file(upload.stream, name, MAX_BULK_IDS).ids
     if not ids:
-        raise ValidationFailed("Paste user ids or choose a file.", [detail("user_ids", "no user ids given")])
+        raise ValidationFailed(
+            "Paste user ids or choose a file.",
+            [detail("user_ids", "no user ids given", code="user_ids_empty")],
+        )
     return mode, ids
 
 
@@ -524,14 +518,15 @@ def bulk_change(slug: str):
     try:
         if request.form.get("confirm") != "yes":
             raise ValidationFailed(
-                "Preview the change and confirm it first.", [detail("confirm", "not confirmed")]
+                "Preview the change and confirm it first.",
+                [detail("confirm", "not confirmed", code="not_confirmed")],
             )
         mode, ids = _bulk_change_input()
         expected = request.form.get("fingerprint")
         if expected and expected != _bulk_change_fingerprint(mode, ids):
             raise ValidationFailed(
                 "The list or the choice changed since the preview: preview it again.",
-                [detail("fingerprint", "does not match the preview")],
+                [detail("fingerprint", "does not match the preview", code="preview_stale")],
             )
         result: bulk.RemoveResult | bulk.ReplaceResult | BulkOperation
         if mode == "remove":

@@ -92,7 +92,9 @@ def change_user(user_id: str):
         else:
             slug = (request.form.get("use_slug") or request.form.get("slug", "")).strip()
             if not slug:
-                raise ValidationFailed("choose a segment", [detail("slug", "Choose a segment.")])
+                raise ValidationFailed(
+                    "choose a segment", [detail("slug", "Choose a segment.", code="required")]
+                )
             ttl, until = form_expiry()
             result = user_changes.change_user_segments(
                 db.session,
