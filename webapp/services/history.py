@@ -118,17 +118,16 @@ def _replay(
         stored = stored.where(MembershipEvent.occurred_at < end)
         changes = changes.where(RolloutChange.changed_at < end)
         pending = pending.where(Membership.expires_at < end)
-    for row in session.scalars(stored.order_by(MembershipEvent.occurred_at, MembershipEvent.id)):
-        steps.append(_stored_step(row))
+    # What the purge and the job have not done yet is read first, what they wrote after: one of
+    # them committing in between then shows twice (the same change twice at one instant moves
+    # nothing more), never not at all.
     # Memberships past their expiry that the nightly purge has not removed yet.
-    for segment_id, slug, expires_at in session.execute(pending):
+    for segment_id, slug, expires_at in session.execute(pending).all():
         assert expires_at is not None  # expires_at <= now
         change = membership_rule.Change(segment_id, "expire", slug)
         steps.append(_Step(expires_at, 1, 2**62, change, Reason.TTL, "system", stored=True))
-    recorded_changes: list[tuple[Any, ...]] = [
-        tuple(row) for row in session.execute(changes.order_by(RolloutChange.changed_at, RolloutChange.id))
-    ]
     # Scheduled changes due by now that the job has not applied yet count from their ``at``.
+    recorded_changes: list[tuple[Any, ...]] = []
     for virtual in rollout_state.unapplied(session, now):
         if end is None or virtual.changed_at < end:
             segment = session.get(Segment, virtual.segment_id)
@@ -137,6 +136,11 @@ def _replay(
             recorded_changes.append(
                 (virtual, segment.slug, segment.salt, segment.hash_scheme, group.salt if group else None)
             )
+    for row in session.scalars(stored.order_by(MembershipEvent.occurred_at, MembershipEvent.id)):
+        steps.append(_stored_step(row))
+    recorded_changes += [
+        tuple(row) for row in session.execute(changes.order_by(RolloutChange.changed_at, RolloutChange.id))
+    ]
     for recorded, slug, salt, scheme, group_salt in recorded_changes:
         if recorded.exclusion_group is not None and group_salt is not None:
             rule = rollout.Rule(
