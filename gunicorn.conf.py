@@ -41,7 +41,7 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """A worker exited (recycled after max_requests, or died): fold its counts into the archive files."""
-    from webapp.metrics import retire_process
+    from webapp.telemetry.metrics import retire_process
 
     retire_process(worker.pid, metrics_dir)
 

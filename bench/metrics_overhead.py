@@ -7,7 +7,7 @@ rounds with and without alternate, so both see the same load):
 - the two calls the hot path makes per request on their own: ``metrics.observe_request`` (a
   labelled histogram observation written to this process's mmap file) and
   ``read_counts.record`` (the segments of the answer counted in memory);
-- the WSGI layer (``webapp.hot_path.HotPath``) answering a request end to end, with the database
+- the WSGI layer (``webapp.http.hot_path.HotPath``) answering a request end to end, with the database
   read replaced by a fixed answer of three segments, with those two calls and with them
   replaced by no-ops: the difference is what they cost in place.
 
@@ -42,9 +42,11 @@ def best(call: Callable[[], object], number: int, rounds: int) -> float:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     number, rounds = (5_000, 9) if check else (50_000, 9)
-    from webapp import create_app, hot_path, metrics, read_counts
+    from webapp import create_app
+    from webapp.http import hot_path
     from webapp.models.enums import Source
     from webapp.services.catalog import ActiveSegment
+    from webapp.telemetry import metrics, read_counts
 
     # (the request log line costs the same either way: off the terminal)
     app = create_app(

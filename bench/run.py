@@ -478,7 +478,7 @@ def bench_set_based(env, count: int) -> None:
     code = """
 import time
 from webapp import create_app
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.models.enums import Reason
 from webapp.services import bulk, segments, user_changes
 app = create_app()
@@ -907,7 +907,7 @@ def bench_expiry(engine, env, size: int) -> None:
         conn.execute(sa.text("ANALYZE"))
     base_s, _ = tools.timed(lambda: _delete_scratch(engine))
     seconds, rss, out = tools.run_child(
-        "from webapp import create_app\nfrom webapp.extensions import db\n"
+        "from webapp import create_app\nfrom webapp.platform.extensions import db\n"
         "from webapp.jobs.tasks import purge_expired\nimport time\n"
         "app = create_app()\nwith app.app_context():\n    t = time.perf_counter()\n"
         "    n = purge_expired()\n    db.session.commit()\n"
@@ -958,7 +958,7 @@ def bench_report(engine, env, sizes: list[int]) -> None:
             conn.execute(sa.text("ANALYZE membership_events"))
         base_s, _ = tools.timed(lambda m=month: _copy_out(engine, m))
         seconds, rss, out = tools.run_child(
-            "from webapp import create_app\nfrom webapp.extensions import db\nfrom webapp.services import reports\n"
+            "from webapp import create_app\nfrom webapp.platform.extensions import db\nfrom webapp.services import reports\n"
             "from webapp.jobs.tasks import generate_report\nimport time\napp = create_app()\n"
             "with app.app_context():\n"
             f"    r = reports.request_report(db.session, period='{month}')\n"

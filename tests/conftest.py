@@ -27,9 +27,10 @@ from flask_sqlalchemy.session import Session as FlaskSession
 from redis import Redis
 
 from devstack import embedded
-from webapp import create_app, read_counts
+from webapp import create_app
 from webapp.config import TestConfig
-from webapp.extensions import db, limiter
+from webapp.platform.extensions import db, limiter
+from webapp.telemetry import read_counts
 
 TABLES = [
     "membership_events",
@@ -67,7 +68,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     no Redis took is dropped, so nothing is flushed (and logged) after pytest's summary. The flush
     itself logs nothing either: a test that stopped a Redis leaves an outage on record, whose
     "is back" line would reach the terminal after the summary (seen in CI)."""
-    logging.getLogger("webapp.redis_client").disabled = True
+    logging.getLogger("webapp.platform.redis_client").disabled = True
     if not read_counts.COUNTER.flush():
         read_counts.COUNTER.discard()
 

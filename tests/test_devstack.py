@@ -187,7 +187,7 @@ PROBE = """
 import json, os
 from sqlalchemy import func, select
 from webapp import create_app
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.models import Segment
 app = create_app()
 with app.app_context():

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from tests.faults.conftest import outage_limit
-from webapp import metrics, read_counts
 from webapp.jobs import tasks
 from webapp.jobs.worker import run_worker
 from webapp.services.common import utcnow
+from webapp.telemetry import metrics, read_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,7 +258,7 @@ def test_a_dead_process_is_folded_into_the_archive(tmp_path):
     """retire_process (gunicorn's child_exit): two exited processes' counts are kept, summed, and
     only the archive files are left."""
     code = (
-        "from webapp import metrics\n"
+        "from webapp.telemetry import metrics\n"
         "metrics.observe_request('api.user_segments', 200, 0.0004)\n"
         "metrics.observe_request('api.user_segments', 200, 0.2)\n"
         "metrics.rate_limited('api.list_segments')\n"
@@ -310,10 +310,13 @@ def test_a_dead_process_is_folded_into_the_archive(tmp_path):
 
 
 def test_importing_the_metrics_writes_no_multiprocess_file(tmp_path):
-    """gunicorn's master imports webapp.metrics (child_exit) and never exits while it serves: a
+    """gunicorn's master imports webapp.telemetry.metrics (child_exit) and never exits while it serves: a
     file made there would never be retired. Only a metric without labels makes one at import."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run(
-        [sys.executable, "-c", "import webapp.metrics, webapp.observability"], cwd=ROOT, env=env, check=True
+        [sys.executable, "-c", "import webapp.telemetry.metrics, webapp.telemetry.observability"],
+        cwd=ROOT,
+        env=env,
+        check=True,
     )
     assert os.listdir(tmp_path) == []

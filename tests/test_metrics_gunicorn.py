@@ -21,8 +21,8 @@ from redis import Redis
 
 from tests.faults.conftest import outage_limit
 from tests.redis_server import free_port
-from webapp.metrics import READS_KEY
-from webapp.observability import RequestLog
+from webapp.telemetry.metrics import READS_KEY
+from webapp.telemetry.observability import RequestLog
 
 ROOT = Path(__file__).resolve().parents[1]
 READS = 60

@@ -12,7 +12,7 @@ from flask import Flask, Response, current_app, g, request
 from sqlalchemy import create_engine
 
 from webapp.config import INSTANCE, ROOT, Config
-from webapp.redis_client import WEB_TIMEOUT
+from webapp.platform.redis_client import WEB_TIMEOUT
 
 __all__ = ["create_app"]
 # "Which segments is user N in now?": never limited unless RATELIMIT_HOT_PATH is set.
@@ -38,7 +38,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
 def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
     """Settings; the app refuses to start without the servers it runs on (``DATABASE_URL``,
     ``REDIS_URL``): the local stack (``make run``, ``python -m devstack``) and the tests pass them."""
-    from webapp.auth import parse_tokens
+    from webapp.http.auth import parse_tokens
 
     app.config.from_object(Config)
     if isinstance(config, Mapping):
@@ -133,11 +133,12 @@ def trusted_hosts(app: Flask) -> list[str]:
 
 
 def register_extensions(app: Flask) -> None:
-    from webapp import models, transaction  # noqa: F401  (models: tables on the metadata for migrations)
-    from webapp.extensions import cache, csrf, db, limiter, migrate
-    from webapp.hot_path import HotPath
-    from webapp.observability import init_request_logging
-    from webapp.security import init_security, init_trusted_hosts
+    from webapp import models  # noqa: F401  (models: tables on the metadata for migrations)
+    from webapp.http import transaction
+    from webapp.http.hot_path import HotPath
+    from webapp.http.security import init_security, init_trusted_hosts
+    from webapp.platform.extensions import cache, csrf, db, limiter, migrate
+    from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
 
@@ -179,14 +180,14 @@ def _retry_after_only_when_limited(response: Response) -> Response:
 
 
 def register_blueprints(app: Flask) -> None:
-    from webapp import auth
     from webapp.api import bp as api_bp
     from webapp.api import idempotency
     from webapp.api.compat import bp as compat_bp
     from webapp.api.docs import bp as docs_bp
     from webapp.api.helpers import refuse_non_json_bodies
-    from webapp.extensions import csrf, limiter
-    from webapp.observability import bp as ops_bp
+    from webapp.http import auth
+    from webapp.platform.extensions import csrf, limiter
+    from webapp.telemetry.observability import bp as ops_bp
     from webapp.web import bp as web_bp
 
     def is_read() -> bool:

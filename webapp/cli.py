@@ -9,7 +9,7 @@ import time
 import click
 from flask import Flask
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 
 def register(app: Flask) -> None:

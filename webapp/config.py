@@ -78,7 +78,7 @@ class Config:
     # /metrics (Prometheus text): open when empty (scraped on the internal network, never through
     # nginx), else only with "Authorization: Bearer <METRICS_TOKEN>".
     METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
-    # Where the one JSON line per request goes: stderr, stdout or off (webapp.observability.RequestLog).
+    # Where the one JSON line per request goes: stderr, stdout or off (webapp.telemetry.observability.RequestLog).
     REQUEST_LOG = os.environ.get("REQUEST_LOG", "stderr")
     # How often each process adds its in-memory segment read counts to Redis and the metrics.
     READ_COUNTS_FLUSH_SECONDS = float(os.environ.get("READ_COUNTS_FLUSH_SECONDS", "5"))

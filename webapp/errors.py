@@ -121,7 +121,7 @@ def error_response(
     the page (its jobs strip reads the database) would fail in turn. A page that still cannot be
     rendered (the database is down) is answered by a plain one that needs nothing: an error
     response is always Flask's, so it gets the security headers and its request-log line."""
-    from webapp.transaction import rollback_quietly
+    from webapp.http.transaction import rollback_quietly
 
     rollback_quietly()
     body: Response | str
@@ -145,7 +145,7 @@ def _render(template: str, **context: object) -> str:
         return render_template(template, **context)
     except Exception:
         log.exception("error page %s could not be rendered; answering a plain one", template)
-        from webapp.transaction import rollback_quietly
+        from webapp.http.transaction import rollback_quietly
 
         rollback_quietly()
         text = (
@@ -192,7 +192,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        from webapp.transaction import database_unreachable
+        from webapp.http.transaction import database_unreachable
 
         if database_unreachable(exc):  # lost or refused before anything was committed
             unavailable = DatabaseUnavailable()

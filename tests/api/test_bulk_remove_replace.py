@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.jobs.worker import run_worker
 from webapp.models import BulkOperation
+from webapp.platform.extensions import db
 from webapp.services import bulk
 from webapp.services.history import user_history
 

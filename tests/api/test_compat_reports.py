@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
+from webapp.platform.extensions import db
 from webapp.services import reports
 from webapp.services.bulk import delete_segment
 from webapp.services.common import utcnow

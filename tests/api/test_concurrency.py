@@ -5,7 +5,7 @@ import threading
 
 import sqlalchemy as sa
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 
 def run_threads(app, count, work):

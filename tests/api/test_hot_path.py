@@ -89,12 +89,12 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
 
 
 def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):
-    import webapp.hot_path
+    import webapp.http.hot_path
 
     def broken(*args, **kwargs):
         raise RuntimeError("database unreachable")
 
-    monkeypatch.setattr(webapp.hot_path, "hot_read", broken)
+    monkeypatch.setattr(webapp.http.hot_path, "hot_read", broken)
     monkeypatch.setattr("webapp.api.helpers.hot_read", broken)
     response = hot.test_client().get("/api/v1/users/7/segments")
     assert response.status_code == 500 and response.json["error"]["code"] == "internal_error"
@@ -108,7 +108,7 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_read_retried(hot):
 
     import sqlalchemy as sa
 
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     client = hot.test_client()
     client.post("/api/v1/segments", json={"slug": "DROPPED", "rollout_percent": 100})
@@ -167,7 +167,7 @@ def test_other_threads_run_while_a_read_waits_for_the_database(hot):
 
     import sqlalchemy as sa
 
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     client = hot.test_client()
     expected = client.get("/api/v1/users/7/segments").json

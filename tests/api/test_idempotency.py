@@ -6,7 +6,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 
 @pytest.fixture
@@ -126,8 +126,8 @@ def test_nothing_the_app_stores_in_redis_is_pickle(redis_app, redis_url):
 
     from redis import Redis
 
-    from webapp.extensions import cache
-    from webapp.queue import enqueue
+    from webapp.platform.extensions import cache
+    from webapp.platform.queue import enqueue
 
     with redis_app.test_request_context():
         cache.set("probe", {"members": 3})

@@ -4,7 +4,7 @@ the seed's routes, the hot path included; malformed scopes refuse to start."""
 import pytest
 
 from webapp import create_app
-from webapp.auth import GRANTS, READ, REPORTS, WRITE, parse_tokens, required_scope
+from webapp.http.auth import GRANTS, READ, REPORTS, WRITE, parse_tokens, required_scope
 from webapp.jobs.worker import run_worker
 
 TOKENS = (

@@ -45,7 +45,7 @@ def outage_limit(baseline: float, requests: int = 1) -> float:
     ``baseline`` (the same requests, or one like them, measured with Redis healthy in the same
     test) plus 10 of the Redis timeouts (WEB_TIMEOUT) each may wait. Not a latency target (those are `make bench`'s): a request
     waiting for Redis to come back, the hang these tests are about, is far past it."""
-    from webapp.redis_client import WEB_TIMEOUT
+    from webapp.platform.redis_client import WEB_TIMEOUT
 
     return 10 * (baseline + requests * WEB_TIMEOUT)
 
@@ -190,7 +190,7 @@ def log_tail(path: Path, chars: int = 3000) -> str:
 def shorten_retries(app: Flask, seconds: int = 1, *, required: bool = True) -> list[str]:
     """The queued jobs retry after ``seconds`` instead of RETRY's 10 s and 60 s, so a test sees
     every retry within its time budget (RQ reads the intervals from the job's hash)."""
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
 
     queue = get_queue(app, blocking=True)
     ids = queue.job_ids
@@ -224,7 +224,7 @@ def recover(app: Flask, report_id: str) -> dict:
 
 def report_state(app: Flask, report_id: str) -> dict:
     """The report row as the database has it now (a connection of its own, no session cache)."""
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         row = (
@@ -253,7 +253,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 def snapshot(app: Flask) -> dict[str, str]:
     """A fingerprint of every table's rows (and the catalog version): equal means nothing changed."""
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         out = {}

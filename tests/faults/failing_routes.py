@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app
 from sqlalchemy import event, text
 
-from webapp.extensions import csrf, db
-from webapp.transaction import transactional
+from webapp.http.transaction import transactional
+from webapp.platform.extensions import csrf, db
 
 
 def terminate_own_backend() -> int:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from tests.faults.conftest import flask_worker, log_tail, run_reaper, shorten_retries, wait_for, work_horse
 from tests.faults.test_big_operations import _wait_finished, call, stack  # noqa: F401 (stack is a fixture)
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 MILLION = 1_000_000
 BASELINE_SECONDS = 10
@@ -233,7 +233,7 @@ def operation_row(app, operation_id: str) -> dict:
 
 def rq_job_settled(app, operation_id: str) -> bool:
     """RQ has nothing more to do for the operation's job: finished, failed for good, or gone."""
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
     from webapp.services.bulk import operation_job_id
 
     job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))

@@ -128,7 +128,7 @@ def hostile(redis_app, committed_db):
 
 
 def newline_segments(app) -> list[str]:
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         return list(

@@ -44,7 +44,7 @@ def xsite(redis_app, committed_db):
 
 
 def queued_jobs(app) -> int:
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
 
     return get_queue(app, blocking=True).count
 

@@ -42,7 +42,7 @@ def jobs_app(app_on, private_redis, committed_db, tmp_path):
 
 def big_segment(app, slug: str, members: int = MEMBERS) -> None:
     """A segment with ``members`` explicit members, loaded with one INSERT ... SELECT."""
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     client = app.test_client()
     assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
@@ -92,7 +92,7 @@ def job_id(report_id: str) -> str:
 
 def rq_job_settled(app, report_id: str) -> bool:
     """RQ has nothing more to do for the report's job: finished, failed for good, or gone."""
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
 
     job = get_queue(app, blocking=True).fetch_job(job_id(report_id))
     return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
@@ -195,7 +195,7 @@ def test_a_report_requested_while_redis_is_stopped_is_refused_or_finishes_once_r
 
 
 def report_state_count(app) -> int:
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         return conn.scalar(sa.text("SELECT count(*) FROM reports WHERE status IN ('queued', 'running')"))
@@ -203,7 +203,7 @@ def report_state_count(app) -> int:
 
 @pytest.mark.slow
 def test_a_job_that_raises_is_retried_by_the_worker_and_ends_failed_with_the_error(jobs_app, tmp_path):
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
 
     big_segment(jobs_app, "RAISES", members=10)
     report_id = request_members_report(jobs_app, "RAISES")

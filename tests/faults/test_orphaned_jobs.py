@@ -40,7 +40,7 @@ def family(pid: int) -> list[psutil.Process]:
 
 
 def attempts(app, report_id: str) -> int:
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     with app.app_context(), db.engine.connect() as conn:
         return conn.scalar(sa.text("SELECT attempts FROM reports WHERE id = :id"), {"id": report_id})
@@ -50,7 +50,7 @@ def attempts(app, report_id: str) -> int:
 def test_a_job_orphaned_by_a_killed_worker_is_picked_up_by_a_fresh_worker_promptly_and_once(
     jobs_app, tmp_path
 ):
-    from webapp.queue import get_queue
+    from webapp.platform.queue import get_queue
 
     big_segment(jobs_app, "ORPHANED", members=MEMBERS)
     report_id = request_members_report(jobs_app, "ORPHANED")
@@ -108,8 +108,8 @@ def test_a_second_run_of_a_job_waits_for_the_first_and_then_runs_it_once(jobs_ap
     finished and writes nothing again."""
     import threading
 
-    from webapp.extensions import db
     from webapp.jobs.tasks import RUN_LOCK_SPACE, generate_report
+    from webapp.platform.extensions import db
 
     big_segment(jobs_app, "TWICE", members=1_000)
     report_id = request_members_report(jobs_app, "TWICE")

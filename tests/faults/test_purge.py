@@ -9,7 +9,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 USERS = 100_000
 SLUGS = ("PURGE_A", "PURGE_B", "PURGE_C")

@@ -11,7 +11,7 @@ import time
 import sqlalchemy as sa
 
 from bench.run import copy_memberships
-from webapp.extensions import cache, db
+from webapp.platform.extensions import cache, db
 from webapp.services import reach
 from webapp.services import segments as segment_service
 

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from tests.faults.conftest import wait_for
 from tests.faults.failing_routes import register
 from tests.redis_server import free_port
-from webapp.extensions import db
-from webapp.security import HEADERS
+from webapp.http.security import HEADERS
+from webapp.platform.extensions import db
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {"page": ("/_fail", {}), "htmx": ("/_fail", {"HX-Request": "true"}), "api": ("/api/v1/_fail", {})}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from tests import oracle
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 SLUGS = ["C_R1", "C_R2", "C_R3", "C_G1", "C_G2", "C_G3"]
 WRITERS = 100

@@ -20,7 +20,7 @@ OUTAGE = 12.0  # seconds: the scheduler polls every second here, so it meets the
 
 def periodic_jobs_queued(port: int) -> set[str]:
     from webapp.jobs.schedule import REAPER_JOB_ID, ROLLOUTS_JOB_ID
-    from webapp.queue import QUEUE_NAME
+    from webapp.platform.queue import QUEUE_NAME
 
     client = direct_client(port)
     try:

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.services.read_path import hot_lookup
 
 USERS = range(1, 100_001)

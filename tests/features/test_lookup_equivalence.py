@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.services import catalog
 from webapp.services.common import iso, utcnow
 from webapp.services.read_path import hot_lookup, hot_read

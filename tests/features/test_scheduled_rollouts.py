@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 from freezegun import freeze_time
 
-from webapp.extensions import db
 from webapp.jobs.tasks import apply_scheduled_rollouts
 from webapp.models import RolloutChange, Segment
+from webapp.platform.extensions import db
 from webapp.services import rollout
 from webapp.services.read_path import hot_read
 

@@ -2,9 +2,9 @@
 
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.jobs.worker import run_worker
 from webapp.models import BulkOperation
+from webapp.platform.extensions import db
 from webapp.services import bulk
 
 IDS = list(range(1, 25_001))

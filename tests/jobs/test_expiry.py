@@ -4,11 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.jobs.schedule import EXPIRY_JOB_ID, REAPER_JOB_ID, get_scheduler, next_run, register_schedules
 from webapp.jobs.tasks import nightly_maintenance, purge_expired
 from webapp.jobs.worker import run_worker
 from webapp.models import JobRun, Report
+from webapp.platform.extensions import db
 from webapp.services.read_path import active_segments
 from webapp.services.segments import create_segment
 

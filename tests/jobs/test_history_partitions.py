@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
-from webapp.extensions import db
 from webapp.jobs.tasks import nightly_maintenance
+from webapp.platform.extensions import db
 from webapp.services import history_partitions as hp
 from webapp.services import reports
 from webapp.services.segments import create_segment

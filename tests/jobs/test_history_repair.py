@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.models import MembershipEvent
+from webapp.platform.extensions import db
 from webapp.services.common import utcnow
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from redis import Redis
 
-from webapp.extensions import db
 from webapp.jobs.tasks import MAX_ATTEMPTS, reap_stuck_jobs
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
+from webapp.platform.extensions import db
 from webapp.services import reports, segments
 from webapp.services.common import utcnow
 

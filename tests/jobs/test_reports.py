@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp.extensions import db
 from webapp.jobs import worker
 from webapp.jobs.tasks import generate_report
-from webapp.queue import get_queue
+from webapp.platform.extensions import db
+from webapp.platform.queue import get_queue
 from webapp.services import reports
 from webapp.services.bulk import delete_segment
 from webapp.services.segments import create_segment, update_segment

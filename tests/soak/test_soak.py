@@ -500,7 +500,7 @@ def queue_job(redis: PrivateRedis, path: str) -> bool:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from webapp.queue import QUEUE_NAME, JsonJob
+    from webapp.platform.queue import QUEUE_NAME, JsonJob
 
     client = direct_client(redis.port, 1.0)
     try:
@@ -532,7 +532,7 @@ def soak_redis(tmp_path: Path):
 
 
 def test_soak(app, committed_db, soak_redis, tmp_path):
-    from webapp.extensions import db
+    from webapp.platform.extensions import db
 
     stats = Stats()
     database = sa.make_url(app.config["DATABASE_URL"]).database

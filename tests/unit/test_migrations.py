@@ -3,7 +3,7 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.services.history_partitions import is_partition
 
 

@@ -1,4 +1,4 @@
-"""The request log's line (webapp.observability.RequestLog): JSON of its own, never longer than
+"""The request log's line (webapp.telemetry.observability.RequestLog): JSON of its own, never longer than
 PIPE_BUF, and a descriptor that refuses it costs the line, never the request."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from webapp.metrics import REQUEST_LOG_DROPPED
-from webapp.observability import RequestLog
+from webapp.telemetry.metrics import REQUEST_LOG_DROPPED
+from webapp.telemetry.observability import RequestLog
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import re
 import sqlalchemy as sa
 from flask import render_template
 
-from webapp.extensions import db
 from webapp.jobs.worker import run_worker
+from webapp.platform.extensions import db
 from webapp.services import segments
 from webapp.web.helpers import TTL_CHOICES
 

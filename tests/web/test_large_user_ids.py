@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from webapp.extensions import db
 from webapp.models import Report
+from webapp.platform.extensions import db
 from webapp.services import reports
 from webapp.services.common import utcnow
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.faults.conftest import outage_limit, stopped_with_sigstop
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.services import reach, rollout
 
 SSO = {"X-Forwarded-Email": "pm@example.com"}
@@ -21,7 +21,7 @@ def fresh_cache(app):
     """Each test starts with an empty reach cache and a closed breaker."""
     reach.reset_bypass()
     with app.app_context():
-        from webapp.extensions import cache
+        from webapp.platform.extensions import cache
 
         with contextlib.suppress(Exception):
             cache.clear()

@@ -32,16 +32,16 @@ from webapp.api.schemas import (
 )
 from webapp.api.segments import deleted_out
 from webapp.api.users import change_out
-from webapp.auth import REPORTS, requires_scope, token_name
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
-from webapp.extensions import db, report_requests, spec
+from webapp.http.auth import REPORTS, requires_scope, token_name
+from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
+from webapp.platform.extensions import db, report_requests, spec
 from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS, MAX_USER_ID
 from webapp.services import bulk, reports, segments, user_changes
 from webapp.services.common import parse_user_id
 from webapp.services.user_changes import AddSpec
-from webapp.transaction import transactional
 
 bp = Blueprint("api_compat", __name__)
 TAGS = ("compat",)

@@ -10,7 +10,7 @@ from flask import Blueprint, render_template
 from spectree import Response
 
 from webapp.api.schemas import ErrorOut
-from webapp.extensions import spec
+from webapp.platform.extensions import spec
 from webapp.rules import MAX_USER_ID, SLUG_PATTERN
 
 bp = Blueprint("api_docs", __name__, url_prefix="/api")

@@ -6,7 +6,7 @@ from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import out
 from webapp.api.schemas import GroupList, GroupOut, GroupSegmentOut
-from webapp.extensions import db
+from webapp.platform.extensions import db
 from webapp.services import groups
 
 TAGS = ("groups",)

@@ -11,14 +11,14 @@ from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from webapp import read_counts
-from webapp.auth import token_name
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.extensions import db
+from webapp.http.auth import token_name
+from webapp.platform.extensions import db
 from webapp.rules import parse_moment, problem_code
 from webapp.services.catalog import ActiveSegment
 from webapp.services.common import ascii_int
 from webapp.services.read_path import active_segments, hot_lookup, hot_read, lookup, user_json
+from webapp.telemetry import read_counts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -226,7 +226,7 @@ def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = F
     """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
     ``{"user_id", "segments": [{"slug"}]}``), from each entry's JSON, kept once made (the
     catalog's rollout entries are the same objects on every read). Counts one read of each
-    segment in it (webapp.read_counts: memory only)."""
+    segment in it (webapp.telemetry.read_counts: memory only)."""
     read_counts.record(active)
     return _body(user_id, active, compat=compat).encode()
 

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 from flask import Response, current_app, g, request
 
-from webapp.auth import client_key
 from webapp.errors import AppError, Conflict, ValidationFailed, detail
-from webapp.redis_client import OutageLog, redis_client
+from webapp.http.auth import client_key
+from webapp.platform.redis_client import OutageLog, redis_client
 
 log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"

@@ -13,13 +13,13 @@ from webapp.api.schemas import (
     ScheduleOut,
     ScheduleRequest,
 )
-from webapp.extensions import db
+from webapp.http.transaction import transactional
 from webapp.models import RolloutSchedule
 from webapp.models.enums import SegmentEventKind
+from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
 from webapp.services import activity_log, schedules
 from webapp.services.segments import get_live_segment
-from webapp.transaction import transactional
 
 TAGS = ("segments",)
 

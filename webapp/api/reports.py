@@ -8,11 +8,11 @@ from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out, report_reader
 from webapp.api.schemas import ReportOut, ReportRequest
-from webapp.auth import REPORTS, requires_scope, token_name
-from webapp.extensions import db, report_requests
+from webapp.http.auth import REPORTS, requires_scope, token_name
+from webapp.http.transaction import transactional
 from webapp.models import Report
+from webapp.platform.extensions import db, report_requests
 from webapp.services import reports
-from webapp.transaction import transactional
 
 
 def report_out(report: Report) -> ReportOut:

@@ -26,12 +26,12 @@ from webapp.api.schemas import (
     SegmentOut,
     SegmentPatch,
 )
-from webapp.extensions import db
+from webapp.http.transaction import transactional
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus
+from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
 from webapp.services import bulk, segments
-from webapp.transaction import transactional
 
 TAGS = ("segments",)
 

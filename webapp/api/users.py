@@ -18,16 +18,16 @@ from webapp.api.schemas import (
     UserSegments,
     UserSegmentsChange,
 )
-from webapp.auth import READ, requires_scope
 from webapp.errors import ValidationFailed, detail
-from webapp.extensions import db
+from webapp.http.auth import READ, requires_scope
+from webapp.http.transaction import transactional
 from webapp.models.enums import Reason
+from webapp.platform.extensions import db
 from webapp.services import history, user_changes
 from webapp.services.catalog import ActiveSegment
 from webapp.services.common import parse_user_id
 from webapp.services.read_path import active_segments
 from webapp.services.user_changes import AddSpec, ChangeResult
-from webapp.transaction import transactional
 
 TAGS = ("users",)
 

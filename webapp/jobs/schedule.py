@@ -13,8 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq_scheduler import Scheduler
 
-from webapp.queue import QUEUE_NAME, JsonJob
-from webapp.redis_client import redis_client
+from webapp.platform.queue import QUEUE_NAME, JsonJob
+from webapp.platform.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB_ID = "segments-nightly-maintenance"

@@ -10,11 +10,11 @@ from flask import Flask
 from rq import Worker
 from sqlalchemy import select
 
-from webapp.extensions import db
 from webapp.jobs.schedule import next_run
 from webapp.jobs.tasks import EXPIRY_JOB
 from webapp.models import JobRun
-from webapp.queue import get_queue
+from webapp.platform.extensions import db
+from webapp.platform.queue import get_queue
 
 log = logging.getLogger(__name__)
 

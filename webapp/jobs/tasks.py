@@ -17,13 +17,13 @@ from rq import get_current_job
 from rq.job import Job, JobStatus
 from sqlalchemy import select, text, update
 
-from webapp.extensions import db
-from webapp.metrics import purge_done, timed_job
 from webapp.models import BulkOperation, JobRun, Report
 from webapp.models.enums import ReportStatus
-from webapp.queue import get_queue
+from webapp.platform.extensions import db
+from webapp.platform.queue import get_queue
 from webapp.services import bulk, history_partitions, membership_store, reports, rollout_state
 from webapp.services.common import utcnow
+from webapp.telemetry.metrics import purge_done, timed_job
 
 log = logging.getLogger(__name__)
 EXPIRY_JOB = "expire-memberships"

@@ -10,8 +10,8 @@ from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_WORKER_TTL
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from webapp.extensions import db
-from webapp.queue import JsonJob, get_queue
+from webapp.platform.extensions import db
+from webapp.platform.queue import JsonJob, get_queue
 
 
 class OrphanAwareWorker(Worker):

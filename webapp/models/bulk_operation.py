@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 
 class BulkOperation(Model):

@@ -8,9 +8,9 @@ from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, Str
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.enums import Action, Reason
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 
 class MembershipEvent(Model):

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 
 class JobRun(Model):

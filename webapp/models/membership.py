@@ -9,8 +9,8 @@ from sqlalchemy import BigInteger, ForeignKey, Index, PrimaryKeyConstraint, or_,
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 
 def live(expires_at: datetime | None, now: datetime) -> bool:

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 
 class Report(Model):

@@ -21,8 +21,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.extensions import Model
 from webapp.models.types import UTCDateTime
+from webapp.platform.extensions import Model
 
 LIVE_SEGMENT_SQL = "deleted_at IS NULL"  # Segment.is_live, for raw SQL and index predicates
 

@@ -46,7 +46,7 @@ from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
 from webapp.models.segment import LIVE_SEGMENT_SQL
-from webapp.queue import enqueue_after_commit
+from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
 from webapp.services import activity_log, membership_store, read_path, segments
 from webapp.services.common import DbSession, expiry, user_id_details, utcnow

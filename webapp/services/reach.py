@@ -66,7 +66,7 @@ class Reach:
 
 def _metric(hit: bool, name: str) -> None:
     try:
-        from webapp.metrics import cache_result
+        from webapp.telemetry.metrics import cache_result
     except ImportError:  # pragma: no cover - metrics are optional
         return
     cache_result(hit, name)
@@ -78,7 +78,7 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
     global _bypass_until
     if not has_app_context() or time.monotonic() < _bypass_until:
         return compute()
-    from webapp.extensions import cache
+    from webapp.platform.extensions import cache
 
     backend: Any = cache.cache  # cachelib's RedisCache: its client, with the app's short timeouts
     full_key = f"{backend.key_prefix}{name}:{key}"

@@ -29,7 +29,7 @@ from sqlalchemy import BigInteger, cast, func, literal, select, text
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
 from webapp.models.enums import Action, ReportKind, ReportStatus
-from webapp.queue import enqueue_after_commit
+from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services import history
 from webapp.services.common import DbSession, check_user_id, iso, utcnow

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app
 
-from webapp.auth import dashboard_user, require_dashboard_user
+from webapp.http.auth import dashboard_user, require_dashboard_user
 
 bp = Blueprint("web", __name__)
 bp.before_request(require_dashboard_user)

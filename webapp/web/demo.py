@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import flash, redirect, url_for
 
-from webapp.auth import dashboard_actor
 from webapp.cli import seed_demo_data
-from webapp.extensions import db
-from webapp.transaction import transactional
+from webapp.http.auth import dashboard_actor
+from webapp.http.transaction import transactional
+from webapp.platform.extensions import db
 from webapp.web import bp
 
 

@@ -8,13 +8,13 @@ from datetime import datetime
 from flask import flash, make_response, redirect, render_template, request, url_for
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
-from webapp.extensions import db
+from webapp.http.transaction import abandon
 from webapp.models import Segment
+from webapp.platform.extensions import db
 from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment, problem_code
 from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
 from webapp.services.id_lists import token_problem, user_id_of
-from webapp.transaction import abandon
 from webapp.web.messages import FormErrors, form_errors, upper_slug
 
 TTL_CHOICES = [

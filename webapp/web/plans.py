@@ -13,14 +13,14 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 
-from webapp.auth import dashboard_actor
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
-from webapp.extensions import db
+from webapp.http.auth import dashboard_actor
+from webapp.http.transaction import transactional
 from webapp.models import Segment
+from webapp.platform.extensions import db
 from webapp.rules import parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
-from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import is_htmx, live_segment, rejected, updated
 from webapp.web.messages import moment_text, upper_slug

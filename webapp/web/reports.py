@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import render_template, request, send_file, url_for
 
-from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.extensions import db, report_requests
+from webapp.http.auth import dashboard_actor
+from webapp.http.transaction import transactional
+from webapp.platform.extensions import db, report_requests
 from webapp.services import reports
 from webapp.services.common import utcnow
-from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import checked_month, rejected, typed_user_id, updated
 

@@ -11,16 +11,16 @@ from typing import Any
 
 from flask import flash, make_response, redirect, render_template, request, url_for
 
-from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed
-from webapp.extensions import db
+from webapp.http.auth import dashboard_actor
+from webapp.http.transaction import transactional
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
+from webapp.platform.extensions import db
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
 from webapp.services import bulk, reach, rollout, rollout_state, segment_activity, segments, user_changes
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
-from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.helpers import (
     TTL_CHOICES,
@@ -458,7 +458,7 @@ def _bulk_change_fingerprint(mode: str, ids: list[int]) -> str:
 
 def _bulk_change_problem(exc: AppError, slug: str, *, abandon_changes: bool = False):
     """A refused preview or change: the problems in the form's result area (422), or flashed."""
-    from webapp.transaction import abandon
+    from webapp.http.transaction import abandon
 
     if abandon_changes:
         abandon()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from flask import redirect, render_template, request, url_for
 
-from webapp.auth import dashboard_actor
 from webapp.errors import AppError, ValidationFailed, detail
-from webapp.extensions import db, report_requests
+from webapp.http.auth import dashboard_actor
+from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import Reason
+from webapp.platform.extensions import db, report_requests
 from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
 from webapp.services.read_path import active_segments
 from webapp.services.user_changes import AddSpec
-from webapp.transaction import transactional
 from webapp.web import bp
 from webapp.web.filters import month_name
 from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated

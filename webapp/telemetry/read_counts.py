@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from webapp.metrics import READS_KEY, SEGMENT_READS, quick_redis
-from webapp.redis_client import OutageLog
+from webapp.platform.redis_client import OutageLog
+from webapp.telemetry.metrics import READS_KEY, SEGMENT_READS, quick_redis
 
 if TYPE_CHECKING:
     from webapp.services.catalog import ActiveSegment

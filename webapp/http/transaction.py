@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from webapp.errors import DatabaseBusy, OutcomeUnknown
-from webapp.extensions import db
+from webapp.platform.extensions import db
 
 log = logging.getLogger(__name__)
 _KEY = "after_commit"

@@ -22,12 +22,12 @@ from typing import Any
 from flask import Flask
 
 from webapp.api.helpers import segments_body, session_bound_to_a_connection
-from webapp.auth import name_for
-from webapp.metrics import observe_request
-from webapp.observability import STARTED, request_id
+from webapp.http.auth import name_for
+from webapp.http.security import HEADERS, UNTRUSTED_HOST
 from webapp.rules import MAX_USER_ID, bounded_int
-from webapp.security import HEADERS, UNTRUSTED_HOST
 from webapp.services.read_path import hot_read
+from webapp.telemetry.metrics import observe_request
+from webapp.telemetry.observability import STARTED, request_id
 
 API_PATH = re.compile(r"/api/v1/users/([0-9]{1,19})/segments")
 COMPAT_QUERY = re.compile(r"id=([0-9]{1,19})")

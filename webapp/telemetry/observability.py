@@ -1,5 +1,5 @@
 """Request ids, one JSON log line and one latency observation per request, /healthz, /readyz
-and /metrics (webapp.metrics)."""
+and /metrics (webapp.telemetry.metrics)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from json.encoder import encode_basestring_ascii as json_string
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy import text
 
-from webapp import metrics, read_counts
-from webapp.extensions import db
-from webapp.redis_client import redis_client
+from webapp.platform.extensions import db
+from webapp.platform.redis_client import redis_client
+from webapp.telemetry import metrics, read_counts
 
 log = logging.getLogger("segments.readiness")
 bp = Blueprint("ops", __name__)

@@ -14,8 +14,8 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from webapp.redis_client import redis_client
-from webapp.transaction import after_commit
+from webapp.http.transaction import after_commit
+from webapp.platform.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 QUEUE_NAME = "segments"

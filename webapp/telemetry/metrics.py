@@ -42,14 +42,14 @@ from redis.retry import Retry
 from rq.queue import Queue
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from webapp.queue import QUEUE_NAME
-from webapp.redis_client import WEB_TIMEOUT, OutageLog
+from webapp.platform.queue import QUEUE_NAME
+from webapp.platform.redis_client import WEB_TIMEOUT, OutageLog
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 JOBS_KEY = "segments-metrics:jobs"  # Redis hash: job durations and failures, the last purge
-READS_KEY = "segments-reads"  # Redis hash: count:<slug>, last:<slug>, started (webapp.read_counts)
+READS_KEY = "segments-reads"  # Redis hash: count:<slug>, last:<slug>, started (webapp.telemetry.read_counts)
 REGISTRY = CollectorRegistry()  # this process's metrics (without multiprocess mode)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))

@@ -12,7 +12,7 @@ from spectree import SpecTree
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from webapp.auth import client_key
+from webapp.http.auth import client_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -1,0 +1,1 @@
+"""Infrastructure: the Flask extensions, the RQ queue, Redis clients."""

@@ -1,0 +1,1 @@
+"""Telemetry: the request log and probes, Prometheus metrics, segment read counts."""
