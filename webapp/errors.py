@@ -7,11 +7,13 @@ an error page, or for htmx requests a small fragment that htmx swaps in.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flask import Flask, Response, g, jsonify, make_response, render_template, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+
+Detail = dict[str, Any]  # one entry of an error's ``details``: field, message, code, parameters
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ class Problem(NamedTuple):
     message: str
 
 
-def detail(field: str, message: str, *, code: str, **params: object) -> dict:
+def detail(field: str, message: str, *, code: str, **params: object) -> Detail:
     """One entry of an error's ``details`` list: the ``field`` it is about, the API's English
     ``message``, a stable ``code`` naming the kind of problem (snake_case: ``unknown_segment``,
     ``group_full``, ...) and the parameters that describe this one (``slug=``, ``max_percent=``).

@@ -17,16 +17,15 @@ SSO = {"X-Forwarded-Email": "pm@example.com"}
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(app):
-    """Each test starts with an empty reach cache and a closed breaker."""
-    reach.reset_bypass()
+def fresh_cache(app, monkeypatch):
+    """Each test starts with an empty reach cache and a closed breaker (restored afterwards)."""
+    monkeypatch.setattr(reach, "_bypass_until", 0.0)
     with app.app_context():
         from webapp.platform.extensions import cache
 
         with contextlib.suppress(Exception):
             cache.clear()
     yield
-    reach.reset_bypass()
 
 
 def page(client, path, **kwargs):
@@ -316,7 +315,7 @@ def test_reach_and_counts_are_computed_when_redis_fails(app_on, private_redis, d
     started = time.perf_counter()
     assert "10% of all users + 3 explicit" in text_of(client.get("/", headers=SSO).get_data(as_text=True))
     baseline = time.perf_counter() - started  # Redis healthy
-    reach.reset_bypass()
+    reach._bypass_until = 0.0  # the breaker closed again: ask Redis at once
     if fault == "stopped":
         private_redis.stop()
         context = None

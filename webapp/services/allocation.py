@@ -112,10 +112,6 @@ def replay(states: dict[int, RolloutState], steps: Iterable[tuple[int, int]]) ->
     return states
 
 
-def group_usage(states: Mapping[int, RolloutState], group: str) -> int:
-    return sum(s.basis_points for s in states.values() if s.group == group)
-
-
 def without(state: RolloutState) -> RolloutState:
     """A deleted segment's state: nothing covered, its group's buckets free again."""
     return replace(state, basis_points=0, ranges=())

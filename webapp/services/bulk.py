@@ -598,7 +598,7 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
         )
     operation.done = min(operation.total, operation.done + seen)
     operation.cursor = last
-    return seen == CHUNK
+    return bool(seen == CHUNK)
 
 
 def give_up(session: DbSession, operation: BulkOperation, error: str, now: datetime | None = None) -> None:
@@ -613,9 +613,10 @@ def give_up(session: DbSession, operation: BulkOperation, error: str, now: datet
 
 def _drop_ids(session: DbSession, operation: BulkOperation) -> int:
     """Delete the operation's stored ids (it finished or failed for good); returns how many."""
-    return session.execute(
+    result = session.execute(
         text("DELETE FROM bulk_operation_ids WHERE operation_id = :op"), {"op": operation.id}
-    ).rowcount  # type: ignore[attr-defined]
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish(session: DbSession, operation: BulkOperation) -> None:

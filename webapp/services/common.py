@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy.orm import Session, scoped_session
 
-from webapp.errors import Problem, ValidationFailed, detail
+from webapp.errors import Detail, Problem, ValidationFailed, detail
 from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, bounded_int, in_utc, is_slug, problem_code
 
 DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
@@ -42,7 +42,7 @@ def check_user_id(value: object, field: str = "user_id") -> int:
     return value
 
 
-def user_id_detail(field: str, problem: Problem, value: object) -> dict:
+def user_id_detail(field: str, problem: Problem, value: object) -> Detail:
     return detail(field, problem.message, code=problem.code, value=str(value)[:40])
 
 
@@ -54,7 +54,7 @@ def _all_user_ids(values: Sequence[object]) -> bool:
     return not numbers or (min(numbers) >= 1 and max(numbers) <= MAX_USER_ID)
 
 
-def user_id_details(values: Sequence[object], field: str = "user_ids") -> list[dict]:
+def user_id_details(values: Sequence[object], field: str = "user_ids") -> list[Detail]:
     """One error detail per value that is not a user id, named by its index (the first 100)."""
     if _all_user_ids(values):
         return []
@@ -102,7 +102,7 @@ def slug_problem(value: object) -> Problem | None:
 
 def expiry(
     ttl_seconds: int | None, expires_at: datetime | None, now: datetime, field: str = ""
-) -> tuple[datetime | None, list[dict]]:
+) -> tuple[datetime | None, list[Detail]]:
     """The expiry time a TTL or an absolute time asks for, and the problems found."""
     prefix = f"{field}." if field else ""
     if ttl_seconds is not None and expires_at is not None:

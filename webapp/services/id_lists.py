@@ -21,7 +21,7 @@ from typing import IO
 
 import numpy as np
 
-from webapp.errors import ValidationFailed, detail
+from webapp.errors import Detail, ValidationFailed, detail
 from webapp.rules import MAX_USER_ID, bounded_int
 
 SEPARATORS = re.compile(r"[\s,;]+")
@@ -45,7 +45,7 @@ class ParsedIds:
 class _Problems:
     field_name: str
     found: int = 0
-    listed: list[dict] = field(default_factory=list)
+    listed: list[Detail] = field(default_factory=list)
 
     def add(self, line: int, token: str, problem: str) -> None:
         self.found += 1

@@ -35,6 +35,7 @@ from webapp.services import rollout
 from webapp.services import segments as segment_service
 from webapp.services.common import DbSession
 from webapp.services.rollout_state import rule_of
+from webapp.telemetry.metrics import cache_result
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,14 +65,6 @@ class Reach:
 # -- the cache: Flask-Caching on Redis, never an error --------------------------------------------
 
 
-def _metric(hit: bool, name: str) -> None:
-    try:
-        from webapp.telemetry.metrics import cache_result
-    except ImportError:  # pragma: no cover - metrics are optional
-        return
-    cache_result(hit, name)
-
-
 def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
     """``compute()``'s answer through the cache under ``name:key``; any cache failure (Redis
     down, stalled, a value it cannot decode) is logged and the answer computed."""
@@ -90,9 +83,9 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
         log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
         return compute()
     if found is not None:
-        _metric(True, name)
+        cache_result(True, name)
         return cast(T, found)
-    _metric(False, name)
+    cache_result(False, name)
     value = compute()
     try:
         backend._write_client.set(full_key, json.dumps(value), ex=timeout)
@@ -100,12 +93,6 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
         _bypass_until = time.monotonic() + BYPASS_SECONDS
         log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)
     return value
-
-
-def reset_bypass() -> None:
-    """Ask Redis again at once (tests)."""
-    global _bypass_until
-    _bypass_until = 0.0
 
 
 def _timeout(setting: str, default: int) -> int:

@@ -21,10 +21,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVarTuple
 
 from flask import current_app
-from sqlalchemy import BigInteger, cast, func, literal, select, text
+from sqlalchemy import BigInteger, Row, Select, cast, func, literal, select, text
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
@@ -34,6 +34,8 @@ from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services import history
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.segments import get_live_segment
+
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger(__name__)
 HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
@@ -108,7 +110,7 @@ def request_report(
             [detail("kind", "unknown kind", code="report_kind_invalid")],
         )
     kind = ReportKind(kind)
-    params: dict = {}
+    params: dict[str, Any] = {}
     if kind == ReportKind.SEGMENT_MEMBERS:
         params["segment"] = get_live_segment(session, segment or "").slug
     else:
@@ -144,10 +146,10 @@ PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
 def _queue_once(
     session: DbSession,
     kind: ReportKind,
-    params: dict,
+    params: dict[str, Any],
     requested_by: str = "",
     *,
-    identity: dict | None = None,
+    identity: dict[str, Any] | None = None,
     share_for: timedelta | None = None,
     now: datetime | None = None,
 ) -> Report:
@@ -259,7 +261,7 @@ def download_name(report: Report) -> str:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def neutralise(cell) -> str:
+def neutralise(cell: object) -> str:
     """Spreadsheet formula injection guard (OWASP): prefix risky leading characters."""
     text = "" if cell is None else str(cell)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -286,7 +288,9 @@ def write_csv(
     return count, path
 
 
-def _rows(session: DbSession, report: Report, now: datetime) -> tuple[tuple, int, Iterable[tuple]]:
+def _rows(
+    session: DbSession, report: Report, now: datetime
+) -> tuple[tuple[str, ...], int, Iterable[tuple[Any, ...]]]:
     p = report.params
     if report.kind == ReportKind.SEGMENT_MEMBERS:
         segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.is_live))
@@ -312,14 +316,16 @@ def _rows(session: DbSession, report: Report, now: datetime) -> tuple[tuple, int
     return HISTORY_HEADER, _count_all(session, start, end, now), _all_history(session, start, end, now)
 
 
-def _stream(session: DbSession, stmt, batch: int = 10_000) -> Iterator:
+def _stream(session: DbSession, stmt: Select[*Ts], batch: int = 10_000) -> Iterator[Row[*Ts]]:
     """Rows through a server-side cursor: constant memory whatever the result size."""
     result = session.execute(stmt.execution_options(yield_per=batch))
     for partition in result.partitions():
         yield from partition
 
 
-def _pending_expiries(start: datetime, end: datetime, now: datetime):
+def _pending_expiries(
+    start: datetime, end: datetime, now: datetime
+) -> Select[int, str, str, datetime | None]:
     """Expired memberships the purge has not reached yet (it will record exactly these)."""
     return (
         select(Membership.user_id, Segment.slug, literal(Action.REMOVED.value), Membership.expires_at)
@@ -340,7 +346,9 @@ def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime
     return (stored or 0) + (pending or 0)
 
 
-def _all_history(session: DbSession, start: datetime, end: datetime, now: datetime) -> Iterator[tuple]:
+def _all_history(
+    session: DbSession, start: datetime, end: datetime, now: datetime
+) -> Iterator[tuple[Any, ...]]:
     stored = (
         select(
             MembershipEvent.user_id,
@@ -354,9 +362,15 @@ def _all_history(session: DbSession, start: datetime, end: datetime, now: dateti
         .order_by(MembershipEvent.occurred_at, MembershipEvent.id)
     )
     pending = _pending_expiries(start, end, now).order_by(Membership.expires_at, Membership.user_id)
-    merged = heapq.merge(_stream(session, stored), _stream(session, pending), key=lambda r: r[3])
+    merged = heapq.merge(_stream(session, stored), _stream(session, pending), key=_occurred)
     for user_id, slug, action, at in merged:
         yield user_id, slug, action, iso(at)
+
+
+def _occurred(row: Row[int, str, str, datetime | None]) -> datetime:
+    at = row[3]
+    assert at is not None  # stored rows always have it; pending ones are expired (expires_at <= now)
+    return at
 
 
 def purge_old_reports(session: DbSession, now: datetime | None = None) -> int:
@@ -423,7 +437,7 @@ def request_seed_report(
             "date is required", [detail("date", f"required: {SEED_DATE_HELP}", code="required")]
         )
     kind = ReportKind.ALL_HISTORY if user_id is None else ReportKind.USER_HISTORY
-    params: dict
+    params: dict[str, Any]
     if PERIOD_RE.fullmatch(date):
         try:
             first, last = parse_period(date, None, None)

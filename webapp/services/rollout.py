@@ -137,7 +137,7 @@ def new_salt() -> str:
     return secrets.token_hex(8)
 
 
-def percent_to_basis_points(value) -> int:
+def percent_to_basis_points(value: object) -> int:
     """0..100 with at most two decimals -> 0..10000; ValueError with a readable message."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         raise Invalid("percent_invalid", "must be a number between 0 and 100")

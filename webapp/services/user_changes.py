@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from webapp.errors import Conflict, ValidationFailed, detail
+from webapp.errors import Conflict, Detail, ValidationFailed, detail
 from webapp.models import Segment
 from webapp.models.enums import Reason
 from webapp.rules import MAX_ITEMS_PER_CHANGE
@@ -167,7 +167,7 @@ def _validate(
     now: datetime,
 ) -> tuple[dict[str, datetime | None], list[str]]:
     """Every problem of the request at once, or (slug -> expiry to add, slugs to remove)."""
-    problems: list[dict] = []
+    problems: list[Detail] = []
     if (problem := user_id_problem(user_id)) is not None:
         problems.append(detail("user_id", problem.message, code=problem.code))
     default_expiry, found = expiry(ttl_seconds, expires_at, now)
