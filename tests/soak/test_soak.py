@@ -210,17 +210,14 @@ class Stack:
                 return
             for name, proc in list(self.procs.items()):
                 if proc.poll() is not None:
-                    # `flask worker` quits when Redis goes away (RQ: "found an unhandled exception,
-                    # quitting..."), and at start while it is away: compose's restart policy starts it
-                    # again, as this does. Counted, not a problem; any other exit is one.
+                    # `flask worker` waits for Redis instead of quitting (it used to quit when Redis
+                    # went away, and at start while it was away): any exit is a problem, Redis away
+                    # or not; started again, as compose's restart policy would.
                     away = self.redis_away or time.monotonic() - self.redis_back < 10
                     if name == "worker" and away:
                         self.stats.count("figures", "worker exits while Redis was away (started again)")
-                    else:
-                        self.stats.problem(
-                            f"{name} exited on its own with code {proc.returncode}: started again"
-                        )
-                        self.stats.count("figures", f"{name} restarts")
+                    self.stats.problem(f"{name} exited on its own with code {proc.returncode}: started again")
+                    self.stats.count("figures", f"{name} restarts")
                     self.start(name)
 
     def kill_worker(self) -> int:
