@@ -7,8 +7,9 @@ rounds with and without alternate, so both see the same load):
 - the two calls the hot path makes per request on their own: ``metrics.observe_request`` (a
   labelled histogram observation written to this process's mmap file) and
   ``read_counts.record`` (the segments of the answer counted in memory);
-- the WSGI layer (``webapp.http.hot_path.HotPath``) answering a request end to end, with the database
-  read replaced by a fixed answer of three segments, with those two calls and with them
+- the WSGI layer (``webapp.http.hot_path.HotPath``) answering a request end to end through the
+  app's reader (``read_path.Reader.answer``), with the database read replaced by a fixed answer of
+  three segments, with those two calls and with them
   replaced by no-ops: the difference is what they cost in place.
 
 ``--check`` runs fewer rounds (for tests/test_metrics.py). The last line is the figure the
@@ -46,6 +47,7 @@ def main(argv: list[str]) -> int:
     from webapp.http import hot_path
     from webapp.models.enums import Source
     from webapp.services.catalog import ActiveSegment
+    from webapp.services.read_path import Reader
     from webapp.telemetry import metrics, read_counts
 
     # (the request log line costs the same either way: off the terminal)
@@ -61,8 +63,12 @@ def main(argv: list[str]) -> int:
     )
     read_counts.COUNTER.redis_url = None  # counts stay in memory: no Redis here
     answer = [ActiveSegment(f"BENCH_{i}", Source.ROLLOUT, None) for i in range(3)]
-    hot_path.hot_read = lambda engine, user_id: answer  # type: ignore[assignment]  # no database either
-    hot_path.session_bound_to_a_connection = lambda: False  # type: ignore[assignment]
+
+    class Stubbed(Reader):  # the app's reader (body, read counts) with no database behind it
+        def segments(self, user_id: int, now: object = None) -> list[ActiveSegment]:
+            return answer
+
+    app.extensions["reader"] = Stubbed(app.extensions["read_engine"])
     layer = app.wsgi_app  # the host check in front of the hot path, as in production
     assert isinstance(getattr(layer, "app", None), hot_path.HotPath)
     environ = {

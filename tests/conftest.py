@@ -30,6 +30,7 @@ from devstack import embedded
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.platform.extensions import db, limiter
+from webapp.services.read_path import ConnectionReader
 from webapp.telemetry import read_counts
 
 TABLES = [
@@ -151,17 +152,21 @@ class _BoundSession(FlaskSession):
 
 @pytest.fixture
 def db_session(app: Flask) -> Iterator[object]:
-    """The app's db.session inside a transaction rolled back after the test."""
+    """The app's db.session inside a transaction rolled back after the test, and the app's
+    hot-read entry point reading in that transaction (a ``ConnectionReader`` in place of the
+    read engine's): requests take the production read path and see the test's rows."""
     with app.app_context():
         conn = db.engine.connect()
         outer = conn.begin()
-        original = db.session
+        original, reader = db.session, app.extensions["reader"]
         db.session = db._make_scoped_session(
             {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"}
         )
+        app.extensions["reader"] = ConnectionReader(conn)
         try:
             yield db.session
         finally:
+            app.extensions["reader"] = reader
             db.session.remove()
             db.session = original
             outer.rollback()

@@ -15,8 +15,6 @@ from webapp.config import INSTANCE, ROOT, Config
 from webapp.platform.redis_client import WEB_TIMEOUT
 
 __all__ = ["create_app"]
-# "Which segments is user N in now?": never limited unless RATELIMIT_HOT_PATH is set.
-HOT_PATH = frozenset({"api.user_segments", "api_compat.user_segments", "api.lookup_segments"})
 
 
 def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
@@ -138,6 +136,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.http.hot_path import HotPath
     from webapp.http.security import init_security, init_trusted_hosts
     from webapp.platform.extensions import cache, csrf, db, limiter, migrate
+    from webapp.services.read_path import Reader
     from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
@@ -154,6 +153,7 @@ def register_extensions(app: Flask) -> None:
         pool_reset_on_return=None,
         connect_args=_connect_args(app),
     )
+    app.extensions["reader"] = Reader(app.extensions["read_engine"])  # every hot read's one way in
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     cache.init_app(app)
     app.extensions["cache"][
@@ -185,22 +185,26 @@ def register_blueprints(app: Flask) -> None:
     from webapp.api.compat import bp as compat_bp
     from webapp.api.docs import bp as docs_bp
     from webapp.api.helpers import refuse_non_json_bodies
+    from webapp.api.hot_routes import HOT_ROUTES
     from webapp.http import auth
     from webapp.platform.extensions import csrf, limiter
     from webapp.telemetry.observability import bp as ops_bp
     from webapp.web import bp as web_bp
 
+    # "Which segments is user N in now?": never limited unless RATELIMIT_HOT_PATH is set.
+    hot = frozenset({*(route.endpoint for route in HOT_ROUTES), "api.lookup_segments"})
+
     def is_read() -> bool:
         """GET and HEAD, and the batch lookup (a read, whatever its method)."""
-        return request.method in ("GET", "HEAD") or request.endpoint in HOT_PATH
+        return request.method in ("GET", "HEAD") or request.endpoint in hot
 
     def read_limit() -> str:
         config = current_app.config
-        return str(config["RATELIMIT_HOT_PATH"] if request.endpoint in HOT_PATH else config["RATELIMIT_READ"])
+        return str(config["RATELIMIT_HOT_PATH"] if request.endpoint in hot else config["RATELIMIT_READ"])
 
     reads = limiter.shared_limit(
         read_limit,
-        scope=lambda endpoint: "api-hot" if endpoint in HOT_PATH else "api-read",
+        scope=lambda endpoint: "api-hot" if endpoint in hot else "api-read",
         methods=["GET", "HEAD", "POST"],
         exempt_when=lambda: not is_read() or not read_limit(),
     )

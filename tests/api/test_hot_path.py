@@ -5,6 +5,9 @@ import json
 
 import pytest
 
+from webapp.api.hot_routes import HOT_ROUTES
+from webapp.services.read_path import Reader
+
 TOKENS = "svc:token-0123456789abcdef"
 AUTH = {"Authorization": "Bearer token-0123456789abcdef"}
 
@@ -89,13 +92,11 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
 
 
 def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):
-    import webapp.http.hot_path
+    class Broken(Reader):
+        def segments(self, user_id, now=None):
+            raise RuntimeError("database unreachable")
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("database unreachable")
-
-    monkeypatch.setattr(webapp.http.hot_path, "hot_read", broken)
-    monkeypatch.setattr("webapp.api.helpers.hot_read", broken)
+    monkeypatch.setitem(hot.extensions, "reader", Broken(hot.extensions["read_engine"]))
     response = hot.test_client().get("/api/v1/users/7/segments")
     assert response.status_code == 500 and response.json["error"]["code"] == "internal_error"
 
@@ -206,3 +207,36 @@ def test_other_threads_run_while_a_read_waits_for_the_database(hot):
     assert not reader.is_alive(), "the read did not answer within 10 s of the lock's release"
     assert answers[0].status_code == 200 and answers[0].json == expected
     assert meanwhile > alone * 0.2, (meanwhile, alone)  # (a wait holding the GIL leaves about 0)
+
+
+@pytest.mark.parametrize("route", HOT_ROUTES, ids=lambda route: route.endpoint)
+def test_the_layer_and_flask_answer_through_one_reader(app, api, monkeypatch, route):
+    """One route constant: Flask routes its URL to its endpoint and the layer in front of Flask
+    takes the same URL. One entry point: both answer by the app's reader (here the test's,
+    reading in its transaction), with the same bytes."""
+    from flask import request_started
+
+    from webapp.http.hot_path import HotPath
+
+    path, _, query = route.url(5).partition("?")
+    assert app.url_map.bind("localhost").match(path, "GET", query_args=query)[0] == route.endpoint
+    assert route.user_id(path, query) == "5"
+    api.segment("ONE_PATH")
+    api.change(5, ["ONE_PATH"])
+    reader, calls, flask_requests = app.extensions["reader"], [], []
+
+    def answer(user_id, *, compat=False):
+        calls.append((user_id, compat))
+        return type(reader).answer(reader, user_id, compat=compat)
+
+    monkeypatch.setattr(reader, "answer", answer)
+    with request_started.connected_to(lambda sender, **extra: flask_requests.append(1), app):
+        in_front = api.client.get(route.url(5))
+        assert not flask_requests  # answered in front of Flask
+        monkeypatch.setattr(HotPath, "_answer", lambda self, environ: None)  # the layer steps aside
+        by_flask = api.client.get(route.url(5))
+        assert flask_requests == [1]
+    assert calls == [(5, route.compat)] * 2
+    assert in_front.status_code == by_flask.status_code == 200
+    assert in_front.data == by_flask.data and b'"ONE_PATH"' in in_front.data
+    assert in_front.headers["Content-Type"] == by_flask.headers["Content-Type"] == "application/json"

@@ -16,7 +16,8 @@ from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, report_reader, segments_json, segments_now
+from webapp.api.helpers import actor, json_body, out, reader, report_reader
+from webapp.api.hot_routes import SEED_USER_SEGMENTS
 from webapp.api.schemas import (
     MONTH_PATTERN,
     YEAR_PATTERN,
@@ -253,15 +254,13 @@ def change_user():
     return out(change_out(result))
 
 
-@bp.get("/segment/user")
+@SEED_USER_SEGMENTS.route(bp)
 @seed_operation(query=CompatUserQuery, ok=(200, CompatUserSegments), no_content=True, errors=READ)
 def user_segments():
     """A user's active segments; 204 (no body) when there are none."""
     uid = parse_user_id(request.args.get("id", ""), "id")
-    active = segments_now(uid)
-    if not active:
-        return Response(status=204)
-    return segments_json(uid, active, compat=True)
+    body = reader().answer(uid, compat=True)  # (as the layer in front of Flask answers)
+    return Response(body, mimetype="application/json") if body else Response(status=204)
 
 
 @bp.get("/report")

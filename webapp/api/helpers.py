@@ -9,16 +9,12 @@ from typing import TypeVar
 
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Connection
 
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import token_name
-from webapp.platform.extensions import db
 from webapp.rules import parse_moment, problem_code
-from webapp.services.catalog import ActiveSegment
 from webapp.services.common import ascii_int
-from webapp.services.read_path import active_segments, hot_lookup, hot_read, lookup, user_json
-from webapp.telemetry import read_counts
+from webapp.services.read_path import Reader
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -198,45 +194,11 @@ def report_reader() -> str | None:
     return (token_name() or "") if current_app.extensions["api_tokens"] else None
 
 
-def session_bound_to_a_connection() -> bool:
-    """Whether db.session is bound to one connection (the tests' rolled-back transaction): then
-    reads must go through it to see its data. (Looked up without making a session.)"""
-    return isinstance(db.session.session_factory.kw.get("bind"), Connection)
-
-
-def segments_now(user_id: int) -> list[ActiveSegment]:
-    """The hot read: committed data through the read engine's pool, unless
-    :func:`session_bound_to_a_connection`."""
-    if session_bound_to_a_connection():
-        return active_segments(db.session, user_id)
-    return hot_read(current_app.extensions["read_engine"], user_id)
-
-
-def lookup_body(user_ids: list[int]) -> bytes:
-    """The batch lookup's answer: ``{"users": [UserSegments, ...]}`` in the order asked."""
-    if session_bound_to_a_connection():
-        batch = lookup(db.session, user_ids)
-    else:
-        batch = hot_lookup(current_app.extensions["read_engine"], user_ids)
-    read_counts.record_counts(batch.read_counts())
-    return batch.json().encode()
-
-
-def segments_body(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> bytes:
-    """The hot read's answer written straight to JSON (the UserSegments shape, or the seed's
-    ``{"user_id", "segments": [{"slug"}]}``), from each entry's JSON, kept once made (the
-    catalog's rollout entries are the same objects on every read). Counts one read of each
-    segment in it (webapp.telemetry.read_counts: memory only)."""
-    read_counts.record(active)
-    return _body(user_id, active, compat=compat).encode()
-
-
-def _body(user_id: int, active: list[ActiveSegment], *, compat: bool) -> str:
-    return user_json(user_id, [a.compat_json for a in active] if compat else [a.json for a in active])
-
-
-def segments_json(user_id: int, active: list[ActiveSegment], *, compat: bool = False) -> Response:
-    return Response(segments_body(user_id, active, compat=compat), mimetype="application/json")
+def reader() -> Reader:
+    """The app's hot-read entry point (``read_path.Reader``), the same one the layer in front of
+    Flask answers with."""
+    reader: Reader = current_app.extensions["reader"]
+    return reader
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

@@ -6,7 +6,8 @@ from flask import Response
 
 from webapp.api import bp, idempotency
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, lookup_body, out, query_time, segments_json, segments_now
+from webapp.api.helpers import actor, json_body, out, query_time, reader
+from webapp.api.hot_routes import USER_SEGMENTS
 from webapp.api.schemas import (
     ActiveSegmentOut,
     ChangeOut,
@@ -49,12 +50,12 @@ def change_out(result: ChangeResult) -> ChangeOut:
     )
 
 
-@bp.get("/users/<user_id>/segments")
+@USER_SEGMENTS.route(bp)
 @operation(tags=TAGS, ok=(200, UserSegments))
 def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug."""
-    uid = parse_user_id(user_id)
-    return segments_json(uid, segments_now(uid))
+    body = reader().answer(parse_user_id(user_id))  # (as the layer in front of Flask answers)
+    return Response(body, mimetype="application/json")
 
 
 @bp.post("/users/segments:lookup")
@@ -65,7 +66,7 @@ def lookup_segments():
     """Several users' segments at once (up to 1000): each answer exactly as the single read
     (same freshness, one statement), in the order asked; a repeated id is answered twice."""
     body = json_body(LookupRequest)
-    return Response(lookup_body(body.user_ids), mimetype="application/json")
+    return Response(reader().lookup_answer(body.user_ids), mimetype="application/json")
 
 
 @bp.post("/users/<user_id>/segments")

@@ -17,6 +17,12 @@ rollouts do not count for a user explicitly in one of its segments.
 
 Reads inside a write transaction (a change's response) see that transaction's own rows and
 catalog; a catalog read there is never kept, since the transaction may still roll back.
+
+Requests read through one entry point, the app's :class:`Reader` (``app.extensions["reader"]``):
+the layer in front of Flask (``webapp/http/hot_path.py``) and the Flask views alike call
+``Reader.answer`` (one user) or ``Reader.lookup_answer`` (the batch), which choose the
+connection, read, write the body and count the reads. ``create_app`` gives it the read
+engine's pool; the tests inject a :class:`ConnectionReader` on their rolled-back transaction.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import psycopg
 from psycopg import pq
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from webapp.models.enums import Source
@@ -41,6 +47,7 @@ from webapp.models.membership import live
 from webapp.services import membership_rule
 from webapp.services.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
 from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
+from webapp.telemetry import read_counts
 
 # Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
 # membership, 1 rollout exclusion, 2 the catalog version (always present).
@@ -108,12 +115,12 @@ def active_segments(session: DbSession, user_id: int, now: datetime | None = Non
 
 def user_view(session: DbSession, user_id: int, now: datetime | None = None) -> UserView:
     """:func:`active_segments` with the rollouts covering the user and the catalog."""
-    return _read_one(_SessionStatements(session), user_id, now, keep=False)
+    return _read_one(_ConnectionStatements(session.connection()), user_id, now, keep=False)
 
 
 def lookup(session: DbSession, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
     """:func:`active_segments` of several users at once, as ``session`` sees them."""
-    return _read_many(_SessionStatements(session), user_ids, now, keep=False)
+    return _read_many(_ConnectionStatements(session.connection()), user_ids, now, keep=False)
 
 
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
@@ -129,6 +136,59 @@ def hot_lookup(engine: Engine, user_ids: Sequence[int], now: datetime | None = N
     and rollouts evaluated for all of them together as one matrix, computed while the
     database works on the statement."""
     return _on_hot_connection(engine, lambda statements: _read_many(statements, user_ids, now, keep=True))
+
+
+class Reader:
+    """The hot reads' one entry point, for every way a request comes in (the layer in front of
+    Flask and the Flask views): the read on committed data through ``engine``'s pool
+    (:func:`hot_read`, :func:`hot_lookup`), the answer's body, and one read counted for each
+    segment in it (``telemetry.read_counts``: memory only). What reads where is this object's
+    choice alone: ``create_app`` makes one on the read engine (``app.extensions["reader"]``);
+    the tests put a :class:`ConnectionReader` in its place."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def segments(self, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
+        return hot_read(self.engine, user_id, now)
+
+    def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+        return hot_lookup(self.engine, user_ids, now)
+
+    def answer(self, user_id: int, *, compat: bool = False) -> bytes:
+        """``GET /api/v1/users/<id>/segments``'s body (UserSegments), or with ``compat`` the
+        seed's ``GET /segment/user?id=<id>`` (``{"user_id", "segments": [{"slug"}]}``, and no
+        body at all — its 204 — for a user in no segment). Written straight to JSON from each
+        entry's JSON, kept once made (the catalog's rollout entries are the same objects on
+        every read)."""
+        active = self.segments(user_id)
+        read_counts.record(active)
+        if not compat:
+            return user_json(user_id, [a.json for a in active]).encode()
+        return user_json(user_id, [a.compat_json for a in active]).encode() if active else b""
+
+    def lookup_answer(self, user_ids: Sequence[int]) -> bytes:
+        """The batch lookup's body, ``{"users": [UserSegments, ...]}`` in the order asked; one
+        read counted per segment of each answer."""
+        batch = self.batch(user_ids)
+        read_counts.record_counts(batch.read_counts())
+        return batch.json().encode()
+
+
+class ConnectionReader(Reader):
+    """A :class:`Reader` on one connection, inside its transaction: it sees that transaction's
+    uncommitted rows and keeps no catalog (the transaction may roll back). The tests' fixture
+    ``db_session`` injects one on its rolled-back transaction, so requests take the same path
+    as in production and read the test's rows."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+
+    def segments(self, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
+        return _read_one(_ConnectionStatements(self.connection), user_id, now, keep=False).active
+
+    def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+        return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
 
 
 def _database(url: URL) -> tuple[Any, ...]:
@@ -176,12 +236,13 @@ class _Statements(Protocol):
         """USER_ROWS of one user: (kind, segment id or version, expiry)."""
 
 
-class _SessionStatements:
-    """On the session's connection (its transaction's own writes included)."""
+class _ConnectionStatements:
+    """On a SQLAlchemy connection, a session's or the tests' (its transaction's own writes
+    included)."""
 
-    def __init__(self, session: DbSession):
-        self.connection = session.connection()
-        self.key = _database(self.connection.engine.url)
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.key = _database(connection.engine.url)
 
     def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows:
         rows = self.connection.exec_driver_sql(sql, params).all()

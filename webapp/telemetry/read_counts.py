@@ -1,6 +1,6 @@
 """How often each segment is read, and when it was last read: so PMs can find dead segments.
 
-A read of a user's segments (the hot path and Flask alike, through ``api.helpers.segments_body``)
+A read of a user's segments (the hot path and Flask alike, through ``read_path.Reader.answer``)
 counts one read for each segment in its answer: a dict increment under an uncontended lock, in
 this process's memory. A daemon thread adds the counts every ``READ_COUNTS_FLUSH_SECONDS`` to the
 Prometheus counter ``segments_segment_reads_total`` and to one Redis hash shared by every process

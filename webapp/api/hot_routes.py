@@ -1,0 +1,52 @@
+"""The two hot reads' routes, defined once: the Flask views are registered by them
+(:meth:`HotRoute.route`), the layer in front of Flask (``webapp/http/hot_path.py``) matches
+requests against them, and the rate limiter and the request metrics name them by the
+endpoints they give."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from flask import Blueprint
+from flask.sansio.scaffold import T_route
+
+DIGITS = "([0-9]{1,19})"  # the only form of id the layer in front of Flask takes; Flask checks the rest
+VIEW = "user_segments"
+
+
+class HotRoute:
+    """One hot read: ``GET path`` served by ``<blueprint>.user_segments``, the user id in the
+    path (``<user_id>``) or, with ``parameter``, as that query parameter."""
+
+    def __init__(self, blueprint: str, path: str, *, parameter: str | None = None, compat: bool = False):
+        self.blueprint, self.path, self.parameter, self.compat = blueprint, path, parameter, compat
+        self.endpoint = f"{blueprint}.{VIEW}"  # Flask's name for it, the metrics' and the limiter's
+        self._path = re.compile(re.escape(path).replace(re.escape("<user_id>"), DIGITS))
+        self._query = re.compile(re.escape(f"{parameter}=") + DIGITS) if parameter else None
+
+    def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
+        """Register the view of this read on ``bp`` (which must be the route's blueprint, its
+        prefix the start of the route's path)."""
+        prefix = bp.url_prefix or ""
+        if bp.name != self.blueprint or not self.path.startswith(prefix):
+            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
+        return bp.get(self.path.removeprefix(prefix), endpoint=VIEW)
+
+    def user_id(self, path: str, query: str) -> str | None:
+        """The id's digits when a request is this read in its plain form (the path exactly,
+        and a query of nothing but the id when the id is a query parameter), else None."""
+        match = self._path.fullmatch(path)
+        if match is not None and self._query is not None:
+            match = self._query.fullmatch(query)
+        return None if match is None else match[1]
+
+    def url(self, user_id: int | str) -> str:
+        """This read's path (and query) for ``user_id``."""
+        path = self.path.replace("<user_id>", str(user_id))
+        return f"{path}?{self.parameter}={user_id}" if self.parameter else path
+
+
+USER_SEGMENTS = HotRoute("api", "/api/v1/users/<user_id>/segments")
+SEED_USER_SEGMENTS = HotRoute("api_compat", "/segment/user", parameter="id", compat=True)
+HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
