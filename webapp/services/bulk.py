@@ -134,7 +134,7 @@ def bulk_add(
     _refuse_group_conflicts(session, segment, ids, now, "no user was added")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
-    added, updated = _add(session, ids, segment, until, now, reason, actor, at=at)
+    added, updated = _add(session, ids, segment, until, reason, actor, at=at)
     result = BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
     activity_log.record(
         session,
@@ -168,7 +168,7 @@ def bulk_remove(
     segment = get_live_segment(session, slug, lock="share")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_REMOVE, segment, now, reason, actor, ids=ids)
-    removed = _remove(session, ids, segment, now, reason, actor, at=at)
+    removed = _remove(session, ids, segment, reason, actor, at=at)
     result = RemoveResult(segment.slug, len(user_ids), removed, len(ids) - removed)
     activity_log.record(
         session,
@@ -220,9 +220,9 @@ def bulk_replace(
             expires_at=until,
             total=len(ids) + members,
         )
-    added, updated = _add(session, ids, segment, until, now, reason, actor, at=at)
+    added, updated = _add(session, ids, segment, until, reason, actor, at=at)
     leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
-    removed = _remove(session, leaving, segment, now, reason, actor, at=at) if leaving else 0
+    removed = _remove(session, leaving, segment, reason, actor, at=at) if leaving else 0
     result = ReplaceResult(segment.slug, len(user_ids), added, updated, removed, len(ids) - added - updated)
     activity_log.record(
         session,
@@ -260,17 +260,18 @@ def _add(
     ids: Sequence[int],
     segment: Segment,
     until: datetime | None,
-    now: datetime,
     reason: Reason,
     actor: str,
     *,
     at: datetime | None = None,
 ) -> tuple[int, int]:
-    """One chunk of an add: users already in through the rollout get their explicit row, not
-    a visible history row (their answer does not change: membership_rule)."""
+    """One chunk of an add, decided and stamped at one instant read after its locks (``at``: a
+    fixed clock): users already in through the rollout get their explicit row, not a visible
+    history row (their answer does not change: membership_rule)."""
+    now = _moment(session, segment, at)
     already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
     return membership_store.upsert_many(
-        session, ids, segment.id, segment.slug, until, now, reason, actor, at=at, already_in=already_in
+        session, ids, segment.id, segment.slug, until, now, reason, actor, at=now, already_in=already_in
     )
 
 
@@ -278,13 +279,14 @@ def _remove(
     session: DbSession,
     ids: Sequence[int],
     segment: Segment,
-    now: datetime,
     reason: Reason,
     actor: str,
     *,
     at: datetime | None = None,
 ) -> int:
-    """One chunk of a removal, each user as a per-user removal would be (module docstring)."""
+    """One chunk of a removal, each user as a per-user removal would be (module docstring),
+    decided and stamped at one instant read after its locks."""
+    now = _moment(session, segment, at)
     return membership_store.remove_many(
         session,
         ids,
@@ -294,9 +296,17 @@ def _remove(
         now,
         reason,
         actor,
-        at=at,
+        at=now,
         group=segment.exclusion_group,
     )
+
+
+def _moment(session: DbSession, segment: Segment, at: datetime | None) -> datetime:
+    """The instant a chunk happens at: after the segment's bulk lock (chunks and per-user changes
+    of the segment are ordered by it), so what the chunk decides from the rollout in force and
+    the history it stamps are the same moment, the one readers see it at."""
+    membership_store.lock_segment_bulk(session, segment.id)
+    return at or membership_store.clock(session)
 
 
 def rollout_covered(
@@ -542,9 +552,9 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     )
     if segment is None:
         raise NotFound(f"segment {operation.slug} was deleted while its {operation.kind} ran")
-    reason, now = Reason(operation.reason), utcnow()
+    reason = Reason(operation.reason)
     if operation.kind == OperationKind.BULK_REPLACE and operation.phase == REMOVE_PASS:
-        return _remove_unlisted(session, operation, segment, now)
+        return _remove_unlisted(session, operation, segment)
     ids = list(
         session.scalars(
             text(
@@ -555,9 +565,9 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
         )
     )
     if ids and operation.kind == OperationKind.BULK_REMOVE:
-        operation.removed += _remove(session, ids, segment, now, reason, operation.actor)
+        operation.removed += _remove(session, ids, segment, reason, operation.actor)
     elif ids:  # a bulk add, or a replace's add pass
-        added, updated = _add(session, ids, segment, operation.expires_at, now, reason, operation.actor)
+        added, updated = _add(session, ids, segment, operation.expires_at, reason, operation.actor)
         operation.added += added
         operation.updated += updated
     if ids:
@@ -571,7 +581,7 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     return False
 
 
-def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segment, now: datetime) -> bool:
+def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segment) -> bool:
     """One window of a replace's removal pass: the next CHUNK member rows after the cursor
     (keyset on user id); those not listed, and members since before the operation started,
     are removed. Rows are only looked at, not locked, unless they go."""
@@ -593,9 +603,7 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
         added_before=operation.created_at,
     )
     if leaving:
-        operation.removed += _remove(
-            session, leaving, segment, now, Reason(operation.reason), operation.actor
-        )
+        operation.removed += _remove(session, leaving, segment, Reason(operation.reason), operation.actor)
     operation.done = min(operation.total, operation.done + seen)
     operation.cursor = last
     return bool(seen == CHUNK)

@@ -9,6 +9,8 @@ order (callers may pass an explicit time ``at``: backfills and tests with a fixe
 Locking, in one global order so that no two writers deadlock:
 1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes,
    or the segment's bulk lock for a bulk chunk (chunks of one segment run one at a time);
+   a per-user change takes its segments' bulk locks shared after their rows (step 2), so it
+   and a chunk of the same segment never interleave (their decisions and stamps are ordered);
 2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
    delete and rollout changes);
 3. membership rows: ascending segment id within a user (per-user changes), ascending user id
@@ -385,6 +387,19 @@ def lock_unlisted_members(
                 "op": operation_id,
             },
         ).scalars()
+    )
+
+
+def lock_segments_shared(session: DbSession, segment_ids: Sequence[int]) -> None:
+    """A per-user change waits for a bulk chunk running on any of its segments (and a chunk for
+    the per-user changes in progress): the shared side of :func:`lock_segment_bulk`, taken in
+    segment id order after the segment rows, before the change reads its clock and its view."""
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock_shared(:space, s.id) "
+            "FROM (SELECT DISTINCT unnest(CAST(:ids AS int[])) AS id ORDER BY 1 OFFSET 0) s"
+        ),
+        {"space": BULK_LOCK_SPACE, "ids": list(segment_ids)},
     )
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, create_engine, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from webapp.errors import ValidationFailed, detail
 from webapp.models import CatalogVersion, ExclusionGroup, RolloutChange, RolloutSchedule, Segment
@@ -312,7 +313,7 @@ def materialize(session: DbSession, now: datetime) -> None:
         with session.begin_nested():
             apply_due(session, now)
         return
-    with Session(bind) as own:
+    with Session(_side_engine(bind)) as own:
         try:
             own.execute(text("SET LOCAL lock_timeout = '20ms'"))
             apply_due(own, now)
@@ -321,6 +322,21 @@ def materialize(session: DbSession, now: datetime) -> None:
             own.rollback()
             if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
+
+
+_side_engines: dict[str, Engine] = {}
+
+
+def _side_engine(engine: Engine) -> Engine:
+    """An engine without a pool on the same database, for :func:`materialize`'s own short
+    transaction: a second connection from the request's pool could wait forever once every
+    pooled connection is held by a request waiting for its own second one (seen with 100
+    threads over 40 connections). Due changes exist only until the minutely job applies them,
+    so this connection is rarely opened."""
+    key = engine.url.render_as_string(hide_password=False)
+    if key not in _side_engines:
+        _side_engines[key] = create_engine(engine.url, poolclass=NullPool)
+    return _side_engines[key]
 
 
 def preview_share(session: DbSession, segment: Segment, basis_points: int, sample: int) -> int:

@@ -90,6 +90,7 @@ def change_user_segments(
         )
 
     result = ChangeResult(user_id)
+    membership_store.lock_segments_shared(session, [s.id for s in segments.values()])
     at = now = given or membership_store.clock(session)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
