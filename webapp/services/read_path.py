@@ -444,7 +444,8 @@ class Batch:
 
     @cached_property
     def entries(self) -> list[ActiveSegment]:
-        return self.unsorted[self.order].tolist()
+        entries: list[ActiveSegment] = self.unsorted[self.order].tolist()
+        return entries
 
     def _spans(self) -> Iterator[tuple[int, int, int]]:
         """(user id, first entry, end) of each answer, in the order asked."""
