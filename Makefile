@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export FLASK_APP = wsgi
 
-.PHONY: run test soak lint migrate worker scheduler screenshots bench bench-peer clean
+.PHONY: run test test-long soak lint migrate worker scheduler screenshots bench bench-peer clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ scheduler: $(BIN)/.installed
 # Everything on PostgreSQL + Redis: the system servers when they answer on 127.0.0.1
 # (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each run uses its own database.
 test: $(BIN)/.installed
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not long" $(PYTEST_ARGS)
+
+# The 1M-row runs and long load scenarios (marker `long`): others' latency during 1M-id bulk
+# operations, a 1M replace under load. Minutes each; not part of `make test`.
+test-long: $(BIN)/.installed
+	$(BIN)/pytest -q -m long $(PYTEST_ARGS)
 
 # The soak (issue 22, not part of `make test`): the real stack for SOAK_SECONDS under concurrent
 # writers, bulk operations, reports and faults (worker kill -9, Redis stopped, backends ended),

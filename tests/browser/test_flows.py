@@ -64,7 +64,8 @@ def test_user_ttl_add_remove_and_monthly_report(page, live_server, shots, api):
     expect(page.locator("#user-segments")).to_contain_text("AVITO_DISCOUNT_50")  # via the 100% rollout
     add = page.locator("#add-segment")
     add.get_by_label("Segment").fill("AVITO_PERF")
-    expect(page.locator("#slug-options option")).to_have_count(1)  # autocomplete suggestions arrived
+    # autocomplete suggestions arrived (a loaded 2-core machine can take a while: a wait, not a limit)
+    expect(page.locator("#slug-options option")).to_have_count(1, timeout=20_000)
     add.get_by_label("Segment").fill("AVITO_PERFORMANCE_VAS")
     add.get_by_label("Expires after").select_option(label="1 day")
     add.get_by_role("button", name="Add").click()

@@ -24,7 +24,7 @@ from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MILLION = 1_000_000
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def call(base: str, method: str, path: str, body: object = None, timeout: float = 120) -> tuple[int, dict]:

@@ -31,7 +31,7 @@ from webapp.platform.extensions import db
 
 MILLION = 1_000_000
 BASELINE_SECONDS = 10
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def load_members(app, slug: str, first: int, last: int) -> None:
