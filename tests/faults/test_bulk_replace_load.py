@@ -31,7 +31,7 @@ from webapp.platform.extensions import db
 
 MILLION = 1_000_000
 BASELINE_SECONDS = 10
-pytestmark = [pytest.mark.slow, pytest.mark.long]
+pytestmark = pytest.mark.slow
 
 
 def load_members(app, slug: str, first: int, last: int) -> None:
@@ -76,6 +76,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
+@pytest.mark.long
 def test_others_keep_the_bulk_add_bar_during_a_1m_replace_and_a_1m_remove(stack, app):  # noqa: F811
     base = stack
     for slug in ("REPL", "OTHER", "SYNC10K"):
