@@ -21,6 +21,7 @@ from redis import Redis
 
 from tests.faults.conftest import outage_limit
 from tests.redis_server import free_port
+from tests.support import gunicorn_env
 from webapp.telemetry.metrics import READS_KEY
 from webapp.telemetry.observability import RequestLog
 
@@ -79,19 +80,7 @@ def gunicorn(app, committed_db, private_redis, tmp_path):
         copied to gunicorn.log by a thread as it arrives."""
         port = free_port()
         metrics_dir = tmp_path / "metrics"
-        env = {
-            **os.environ,
-            "DATABASE_URL": app.config["DATABASE_URL"],
-            "REDIS_URL": private_redis.url,
-            "SECRET_KEY": app.config["SECRET_KEY"],
-            "REPORTS_DIR": str(tmp_path),
-            "RATELIMIT_ENABLED": "false",
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": "2",
-            "DASHBOARD_OPEN": "true",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "READ_COUNTS_FLUSH_SECONDS": "0.2",
-        }
+        env = gunicorn_env(app, private_redis.url, tmp_path, port, READ_COUNTS_FLUSH_SECONDS="0.2")
         log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115  (the process or the copier keeps it)
         process = subprocess.Popen(
             [

@@ -8,7 +8,6 @@ Error" page is what a failure escaping Flask gets)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 from tests.faults.conftest import wait_for
 from tests.faults.failing_routes import register
 from tests.redis_server import free_port
+from tests.support import gunicorn_env
 from webapp.http.security import HEADERS
 from webapp.platform.extensions import db
 
@@ -150,19 +150,7 @@ def fetch(url: str, headers: dict[str, str]) -> tuple[int, object, bytes]:
 @pytest.fixture
 def gunicorn_base(app, committed_db, private_redis, tmp_path):
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": app.config["DATABASE_URL"],
-        "REDIS_URL": private_redis.url,
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "REPORTS_DIR": str(tmp_path),
-        "RATELIMIT_ENABLED": "false",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
-        "DASHBOARD_OPEN": "true",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "REQUEST_LOG": "stderr",
-    }
+    env = gunicorn_env(app, private_redis.url, tmp_path, port, REQUEST_LOG="stderr")
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
