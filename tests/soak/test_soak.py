@@ -50,7 +50,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import oracle
-from tests.faults.conftest import worker_env
+from tests.faults.conftest import end_process_tree, worker_env
 from tests.redis_server import PrivateRedis, direct_client, free_port
 
 SECONDS = float(os.environ.get("SOAK_SECONDS") or 0)
@@ -238,20 +238,8 @@ class Stack:
             self.killing = True
             for name in ("worker", "scheduler", "gunicorn"):
                 proc = self.procs.get(name)
-                if proc is None:
-                    continue
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    family = psutil.Process(proc.pid).children(recursive=True)
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait(10)
-                for child in family:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        child.kill()
+                if proc is not None:
+                    end_process_tree(proc)
 
 
 def answers(port: int) -> bool:

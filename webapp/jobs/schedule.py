@@ -45,26 +45,17 @@ def register_schedules(scheduler: Scheduler, cron: str) -> None:
     for job in scheduler.get_jobs():
         if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID, ROLLOUTS_JOB_ID):
             scheduler.cancel(job)
-    scheduler.schedule(
-        datetime.now(UTC),
-        REAPER_JOB,
-        id=REAPER_JOB_ID,
-        interval=REAPER_INTERVAL,
-        repeat=None,
-        queue_name=QUEUE_NAME,
-        timeout=REAPER_INTERVAL * 5,
-        result_ttl=REAPER_INTERVAL * 2,
-    )
-    scheduler.schedule(
-        datetime.now(UTC),
-        ROLLOUTS_JOB,
-        id=ROLLOUTS_JOB_ID,
-        interval=REAPER_INTERVAL,
-        repeat=None,
-        queue_name=QUEUE_NAME,
-        timeout=REAPER_INTERVAL * 5,
-        result_ttl=REAPER_INTERVAL * 2,
-    )
+    for func, job_id in ((REAPER_JOB, REAPER_JOB_ID), (ROLLOUTS_JOB, ROLLOUTS_JOB_ID)):  # every minute
+        scheduler.schedule(
+            datetime.now(UTC),
+            func,
+            id=job_id,
+            interval=REAPER_INTERVAL,
+            repeat=None,
+            queue_name=QUEUE_NAME,
+            timeout=REAPER_INTERVAL * 5,
+            result_ttl=REAPER_INTERVAL * 2,
+        )
     scheduler.cron(
         cron,
         func=MAINTENANCE_JOB,
