@@ -42,14 +42,14 @@ test-long: $(BIN)/.installed
 
 # The soak (issue 22, not part of `make test`): the real stack for SOAK_SECONDS under concurrent
 # writers, bulk operations, reports and faults (worker kill -9, Redis stopped, backends ended),
-# then exact checks (tests/soak/test_soak.py). About SOAK_SECONDS + 1-2 minutes.
+# then exact checks (tests/api/test_soak.py). About SOAK_SECONDS + 1-2 minutes.
 SOAK_SECONDS ?= 600
 soak: $(BIN)/.installed
-	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -s -m soak -o faulthandler_timeout=$$(( $(SOAK_SECONDS) + 1200 )) tests/soak $(PYTEST_ARGS)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -s -m soak -o faulthandler_timeout=$$(( $(SOAK_SECONDS) + 1200 )) tests/api/test_soak.py $(PYTEST_ARGS)
 
 # Browser tests again, saving every page's screenshot to docs/screenshots/.
 screenshots: $(BIN)/.installed
-	SCREENSHOTS=1 $(BIN)/pytest -q tests/browser
+	SCREENSHOTS=1 $(BIN)/pytest -q -m browser tests/web
 
 # Benchmarks: starts its own database, Redis and gunicorn on 127.0.0.1, prints a table.
 bench: $(BIN)/.installed

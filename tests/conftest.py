@@ -27,24 +27,17 @@ from flask_sqlalchemy.session import Session as FlaskSession
 from redis import Redis
 
 from devstack import embedded
+from tests.support.checks import TABLES
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.platform.extensions import db, limiter
 from webapp.services.read_path import ConnectionReader
 from webapp.telemetry import read_counts
 
-TABLES = [
-    "membership_events",
-    "rollout_exclusions",
-    "memberships",
-    "rollout_changes",
-    "reports",
-    "job_runs",
-    "segment_events",
-    "rollout_schedule",
-    "segments",
-    "exclusion_groups",
-]
+# Fixtures kept with their helpers in the support package: the browser's (marker browser) and
+# the real gunicorn + worker stack's.
+pytest_plugins = ["tests.support.browser", "tests.support.live_stack"]
+
 # Every server a test starts (gunicorn, flask worker, make run) inherits the host names the
 # tests' clients use, as the in-process app has them from TestConfig.
 os.environ.setdefault("TRUSTED_HOSTS", ",".join(TestConfig.TRUSTED_HOSTS))
@@ -239,7 +232,7 @@ class ApiClient:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[object]:
     """A redis-server of this test's own (so it can be stopped, paused or restarted mid-test)."""
-    from tests.redis_server import PrivateRedis
+    from devstack.redis_server import PrivateRedis
 
     server = PrivateRedis(tmp_path)
     server.start()

@@ -7,20 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
+from hypothesis import currently_in_test_context, event, example, given
 from hypothesis import strategies as st
 
-from tests.date_strategies import in_utc, moment_texts
+from tests.support.dates import SETTINGS, in_utc, moment_texts, started, window
 from webapp.rules import MAX_TTL_SECONDS
 
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 SLUG = "DATES"
-MARGIN = timedelta(minutes=5)  # the clock moves while a test runs: no verdict this close to a bound
 
 
 @pytest.fixture
@@ -39,19 +32,6 @@ def envelope(response, *statuses: int) -> dict:
         error = response.json["error"]
         assert set(error) == {"code", "message", "details"} and error["message"]
     return response.json
-
-
-def window(value: datetime, horizon: timedelta, *, naive_ok: bool = False) -> int | None:
-    """200 if ``value`` is in (now, now + horizon], 422 if it is not, None when too close to tell."""
-    if value.tzinfo is None and not naive_ok:
-        return 422
-    utc = in_utc(value)
-    now = datetime.now(UTC)
-    if utc is None or utc < now - MARGIN or utc > now + horizon + MARGIN:
-        return 422
-    if now + MARGIN < utc < now + horizon - MARGIN:
-        return 200
-    return None
 
 
 def expect(response, verdict: int | None, ok: int = 200) -> None:
@@ -134,11 +114,6 @@ def test_every_report_range(api, start, end):
     response = api.post("/reports", {"user_id": 7, "from": start[1], "to": end[1]})
     verdict = range_verdict(start, end)
     envelope(response, 202 if verdict == 200 else 422)
-
-
-def started(year: int, month: int) -> bool:
-    now = datetime.now(UTC)
-    return (year, month) <= (now.year, now.month)
 
 
 @SETTINGS

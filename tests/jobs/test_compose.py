@@ -84,7 +84,7 @@ def test_the_image_has_no_local_stack():
 
 
 def test_postgres_has_the_memory_the_bench_measures_with():
-    from bench.run import SERVER_SETTINGS
+    from devstack.embedded import SERVER_SETTINGS
 
     command = load()["services"]["postgres"]["command"]
     assert command[0] == "postgres"

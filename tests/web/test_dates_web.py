@@ -9,8 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import event, given
 
-from tests.api.test_dates import SETTINGS, started, window
-from tests.date_strategies import moment_texts
+from tests.support.dates import SETTINGS, moment_texts, started, window
 from webapp.rules import MAX_TTL_SECONDS
 
 SLUG = "WEB_DATES"

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.faults.conftest import outage_limit, stopped_with_sigstop
+from tests.support.checks import outage_limit
+from tests.support.processes import stopped_with_sigstop
 from webapp.platform.extensions import db
 from webapp.services import reach, rollout
 

@@ -4,7 +4,7 @@ Pure functions, no database: the specification every other path is held to. The 
 (``read_path._evaluate_one``) and the history replay (``history``) call :func:`members`; the
 fast paths — the NumPy batch evaluation (``read_path._evaluate``) and the set-based SQL writers
 (``membership_store``), which decide which history rows to store — are proven equal to it by
-property tests (``tests/features/test_membership_rule.py``).
+property tests (``tests/services/test_membership_rule.py``).
 
 The rule, for one user at one moment:
 

@@ -1,0 +1,89 @@
+"""What the tests check answers and the database with: the error envelope, a plain dashboard
+page, a fingerprint of every table, timings against a same-test baseline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from flask import Flask
+
+# Every table a test may write, emptied after tests that commit (tests/conftest.py).
+TABLES = [
+    "membership_events",
+    "rollout_exclusions",
+    "memberships",
+    "rollout_changes",
+    "reports",
+    "job_runs",
+    "segment_events",
+    "rollout_schedule",
+    "segments",
+    "exclusion_groups",
+]
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def timed(call: Callable, *args, **kwargs):
+    """(response, seconds) of one request, measured with perf_counter."""
+    started = time.perf_counter()
+    response = call(*args, **kwargs)
+    return response, time.perf_counter() - started
+
+
+def outage_limit(baseline: float, requests: int = 1) -> float:
+    """How long ``requests`` requests may take while Redis is stopped or hung: 10 times
+    ``baseline`` (the same requests, or one like them, measured with Redis healthy in the same
+    test) plus 10 of the Redis timeouts (WEB_TIMEOUT) each may wait. Not a latency target (those are `make bench`'s): a request
+    waiting for Redis to come back, the hang these tests are about, is far past it."""
+    from webapp.platform.redis_client import WEB_TIMEOUT
+
+    return 10 * (baseline + requests * WEB_TIMEOUT)
+
+
+def describe(response) -> str:
+    return f"{response.status_code} {response.get_data(as_text=True)[:400]!r}"
+
+
+def assert_envelope(response) -> dict:
+    """The API error envelope ``{"error": {"code", "message", "details"}}``; returns ``error``."""
+    body = response.get_json(silent=True)
+    assert isinstance(body, dict) and set(body) == {"error"}, describe(response)
+    error = body["error"]
+    assert isinstance(error, dict) and {"code", "message", "details"} <= set(error), describe(response)
+    assert isinstance(error["code"], str) and isinstance(error["message"], str), describe(response)
+    assert isinstance(error["details"], list), describe(response)
+    return error
+
+
+def assert_plain_page(response) -> None:
+    """A dashboard answer: HTML (or a redirect to a page), no JSON, no traceback."""
+    assert response.status_code < 500, describe(response)
+    if 300 <= response.status_code < 400:
+        assert response.headers.get("Location"), describe(response)
+        return
+    assert response.mimetype == "text/html", describe(response)
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text, describe(response)
+
+
+# -- database ---------------------------------------------------------------------------------
+
+
+def snapshot(app: Flask) -> dict[str, str]:
+    """A fingerprint of every table's rows (and the catalog version): equal means nothing changed."""
+    from webapp.platform.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        out = {}
+        for table in [*TABLES, "catalog_version"]:
+            out[table] = conn.scalar(
+                sa.text(
+                    f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                    f"FROM {table} t"
+                )
+            )
+        return out

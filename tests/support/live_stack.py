@@ -1,0 +1,84 @@
+"""A real gunicorn (gunicorn.conf.py, 4 workers) and a real ``flask worker`` on the test's
+database and Redis (fixture ``stack``, registered by tests/conftest.py), and a plain HTTP
+client for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devstack.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def call(base: str, method: str, path: str, body: object = None, timeout: float = 120) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture
+def stack(app, redis_app, committed_db, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "REPORTS_DIR": str(tmp_path),
+        "FLASK_APP": "wsgi",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "4",
+        "RATELIMIT_ENABLED": "false",
+    }
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for command in (
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "flask", "worker"],
+        )
+    ]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=1).read()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+def wait_finished(base: str, status_url: str, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    path = status_url.split("://", 1)[1].split("/", 1)[1]
+    while True:
+        status, body = call(base, "GET", "/" + path)
+        if body.get("status") == "finished":
+            return
+        assert body.get("status") != "failed", body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.5)
