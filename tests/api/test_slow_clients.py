@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from devstack.redis_server import free_port
+from tests.support.processes import gunicorn_env
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -81,15 +82,7 @@ def _trickle(sockets: list[socket.socket], seconds: int) -> None:
 @pytest.fixture
 def gunicorn(app, redis_app, tmp_path):
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": app.config["DATABASE_URL"],
-        "REDIS_URL": app.config["REDIS_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "REPORTS_DIR": str(tmp_path),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "2",
-    }
+    env = gunicorn_env(app, app.config["REDIS_URL"], tmp_path, port)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,

@@ -5,7 +5,6 @@ client for it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.redis_server import free_port
+from tests.support.processes import gunicorn_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,17 +36,7 @@ def call(base: str, method: str, path: str, body: object = None, timeout: float 
 @pytest.fixture
 def stack(app, redis_app, committed_db, tmp_path):
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": app.config["DATABASE_URL"],
-        "REDIS_URL": app.config["REDIS_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "REPORTS_DIR": str(tmp_path),
-        "FLASK_APP": "wsgi",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": "4",
-        "RATELIMIT_ENABLED": "false",
-    }
+    env = gunicorn_env(app, app.config["REDIS_URL"], tmp_path, port, FLASK_APP="wsgi", GUNICORN_WORKERS="4")
     processes = [
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for command in (
