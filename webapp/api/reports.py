@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import url_for
+from flask import send_file, url_for
 
 from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out, report_reader
 from webapp.api.schemas import ReportOut, ReportRequest
 from webapp.http.auth import REPORTS, requires_scope, token_name
-from webapp.http.downloads import report_file
 from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.platform.extensions import db, report_requests
@@ -72,4 +71,11 @@ def get_report(report_id: str):
 def download_report(report_id: str):
     """The CSV file (``Content-Disposition: attachment``); 400 ``not_ready`` while the report is
     queued or running."""
-    return report_file(reports.get_report(db.session, report_id, report_reader()))
+    report = reports.get_report(db.session, report_id, report_reader())
+    return send_file(
+        reports.finished_file(report),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=reports.download_name(report),
+        max_age=0,
+    )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask import render_template, request, url_for
+from flask import render_template, request, send_file, url_for
 
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import dashboard_actor
-from webapp.http.downloads import report_file
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db, report_requests
 from webapp.services import reports
@@ -81,4 +80,11 @@ def report_status(report_id: str):
 @bp.get("/reports/<report_id>/download")
 def download_report(report_id: str):
     """The CSV for dashboard users (signed in through SSO): every report is theirs to read."""
-    return report_file(reports.get_report(db.session, report_id))
+    report = reports.get_report(db.session, report_id)
+    return send_file(
+        reports.finished_file(report),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=reports.download_name(report),
+        max_age=0,
+    )
