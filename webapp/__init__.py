@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cachelib.serializers import JSONSerializer
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy import create_engine
 
@@ -58,9 +57,6 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
         "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
     )
     app.config.update(
-        CACHE_TYPE="RedisCache",
-        CACHE_REDIS_URL=redis_url,
-        CACHE_OPTIONS=timeouts,
         RATELIMIT_STORAGE_URI=limits_url,
         RATELIMIT_STORAGE_OPTIONS=timeouts,
     )
@@ -135,7 +131,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.http import transaction
     from webapp.http.hot_path import HotPath
     from webapp.http.security import init_security, init_trusted_hosts
-    from webapp.platform.extensions import cache, csrf, db, limiter, migrate
+    from webapp.platform.extensions import csrf, db, limiter, migrate
     from webapp.services.read_path import Reader
     from webapp.telemetry.observability import init_request_logging
 
@@ -155,10 +151,6 @@ def register_extensions(app: Flask) -> None:
     )
     app.extensions["reader"] = Reader(app.extensions["read_engine"])  # every hot read's one way in
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
-    cache.init_app(app)
-    app.extensions["cache"][
-        cache
-    ].serializer = JSONSerializer()  # never pickle: Redis write access is not code execution
     init_request_logging(
         app
     )  # first: its hook gives every request its id before another hook (the limiter's 429) can answer

@@ -126,14 +126,14 @@ def test_nothing_the_app_stores_in_redis_is_pickle(redis_app, redis_url):
 
     from redis import Redis
 
-    from webapp.platform.extensions import cache
     from webapp.platform.queue import enqueue
+    from webapp.services.reach import cached
 
     with redis_app.test_request_context():
-        cache.set("probe", {"members": 3})
-        assert cache.get("probe") == {"members": 3}
+        assert cached("probe", "1", lambda: {"members": 3}, 30) == {"members": 3}
+        assert cached("probe", "1", lambda: {"members": 4}, 30) == {"members": 3}  # from Redis
         job = enqueue("webapp.jobs.tasks.generate_report", "00000000-0000-0000-0000-000000000000")
     raw = Redis.from_url(redis_url)
-    assert raw.get("segments:probe") == b'{"members": 3}'
+    assert raw.get("segments:probe:1") == b'{"members": 3}'
     data = zlib.decompress(raw.hget(f"rq:job:{job.id}", "data"))  # (RQ compresses the payload)
     assert json.loads(data)[0] == "webapp.jobs.tasks.generate_report"  # JSON, not a pickle

@@ -45,7 +45,7 @@ def stack(app, redis_app, committed_db, tmp_path):
         )
     ]
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a start, not a latency: a loaded 2-core machine is slow
     while True:
         try:
             urllib.request.urlopen(base + "/healthz", timeout=1).read()

@@ -22,10 +22,10 @@ def fresh_cache(app, monkeypatch):
     """Each test starts with an empty reach cache and a closed breaker (restored afterwards)."""
     monkeypatch.setattr(reach, "_bypass_until", 0.0)
     with app.app_context():
-        from webapp.platform.extensions import cache
+        from webapp.platform.redis_client import redis_client
 
         with contextlib.suppress(Exception):
-            cache.clear()
+            redis_client(app).delete(*redis_client(app).keys(app.config["CACHE_KEY_PREFIX"] + "*"))
     yield
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StrictInt, WithJsonSchem
 from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
-from webapp.api.docs import operation
+from webapp.api.docs import CsvResponses, operation
 from webapp.api.helpers import actor, json_body, out, reader, report_reader
 from webapp.api.hot_routes import SEED_USER_SEGMENTS
 from webapp.api.schemas import (
@@ -28,6 +28,7 @@ from webapp.api.schemas import (
     Slug,
     Strict,
     UserId,
+    change_items,
     exact_int,
     one_non_empty,
 )
@@ -39,7 +40,7 @@ from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
 from webapp.platform.extensions import db, report_requests, spec
-from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_DAYS, MAX_USER_ID
+from webapp.rules import MAX_TTL_DAYS, MAX_USER_ID
 from webapp.services import bulk, reports, segments, user_changes
 from webapp.services.common import parse_user_id
 from webapp.services.user_changes import AddSpec
@@ -74,15 +75,8 @@ class CompatUserChange(Strict):
     }
 
     user_id: UserId
-    add: list[Slug] = Field(
-        default_factory=list, max_length=MAX_ITEMS_PER_CHANGE, json_schema_extra={"uniqueItems": True}
-    )
-    delete: list[Slug] = Field(
-        default_factory=list,
-        alias="del",
-        max_length=MAX_ITEMS_PER_CHANGE,
-        json_schema_extra={"uniqueItems": True},
-    )
+    add: list[Slug] = change_items()
+    delete: list[Slug] = change_items(alias="del")
     ttl_days: Annotated[StrictInt, Field(ge=1, le=MAX_TTL_DAYS), BeforeValidator(exact_int)] | None = None
 
 
@@ -145,15 +139,6 @@ class CompatTaskStatus(BaseModel):
 # -- OpenAPI: the seed's status codes ----------------------------------------------------------
 
 
-class _CsvResponses(SpecResponse):
-    """Responses whose 200 is a CSV file (spectree itself only describes JSON bodies)."""
-
-    def generate_spec(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        responses = super().generate_spec(*args, **kwargs)
-        responses["200"]["content"] = {"text/csv": {"schema": {"type": "string"}}}
-        return responses
-
-
 def seed_operation(
     *,
     errors: tuple[str, ...],
@@ -178,7 +163,7 @@ def seed_operation(
         if ok is not None:
             codes[f"HTTP_{ok[0]}"] = ok[1]
         bodiless = ("HTTP_204",) if no_content else ()
-        responses = _CsvResponses("HTTP_200", **codes) if csv else SpecResponse(*bodiless, **codes)
+        responses = CsvResponses("HTTP_200", **codes) if csv else SpecResponse(*bodiless, **codes)
         responses.bind_model_adapter(spec.model_adapter)
         metadata = spec.get_function_metadata(view)
         assert metadata is not None

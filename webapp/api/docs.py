@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -56,11 +57,21 @@ def operation(
     def document(view):
         # Keep spectree's metadata but not its runtime wrapper (~35 µs per request on the
         # hot path): the view itself stays the route's function.
-        wrapper = register(view)
-        spec._function_metadata[view] = spec._function_metadata[wrapper]
-        return view
+        return _documented_unwrapped(view, register(view))
 
     return document
+
+
+def _documented_unwrapped(view: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``view``, carrying the OpenAPI metadata spectree gave ``wrapper`` (its validating wrapper of
+    ``view``). spectree records an operation only for the function its ``validate`` returns, and
+    reads it publicly (``get_function_metadata`` follows ``__wrapped__`` from the route's function
+    down, never up); there is no public way to record it for the unwrapped view, so this is the one
+    place that writes its private ``_function_metadata``."""
+    metadata = spec.get_function_metadata(wrapper)
+    assert metadata is not None
+    spec._function_metadata[view] = metadata
+    return view
 
 
 PATH_PARAMETERS = {

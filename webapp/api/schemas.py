@@ -171,6 +171,17 @@ EXPIRY: dict[str, Any] = {
 }
 
 
+def change_items(**alias: str) -> Any:
+    """A user change's ``add`` or ``del`` list, in both APIs: unique items, at most
+    MAX_ITEMS_PER_CHANGE, none by default."""
+    return Field(
+        default_factory=list,
+        max_length=MAX_ITEMS_PER_CHANGE,
+        json_schema_extra={"uniqueItems": True},
+        **alias,  # type: ignore[call-overload]
+    )
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -226,15 +237,8 @@ class UserSegmentsChange(Strict):
         extra="forbid", populate_by_name=True, json_schema_extra={**one_non_empty("add", "del"), **EXPIRY}
     )
 
-    add: list[Union[Slug, AddItem]] = Field(
-        default_factory=list, max_length=MAX_ITEMS_PER_CHANGE, json_schema_extra={"uniqueItems": True}
-    )
-    delete: list[Slug] = Field(
-        default_factory=list,
-        alias="del",
-        max_length=MAX_ITEMS_PER_CHANGE,
-        json_schema_extra={"uniqueItems": True},
-    )
+    add: list[Union[Slug, AddItem]] = change_items()
+    delete: list[Slug] = change_items(alias="del")
     ttl_seconds: Ttl | None = None
     expires_at: ExpiresAt | None = None
 

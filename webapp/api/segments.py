@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Response, request, url_for
 from pydantic import BaseModel
 
@@ -172,17 +175,7 @@ def bulk_add(slug: str):
     """Add up to 1,000,000 users, with an optional TTL: up to 10,000 at once (200 with the
     counts), more as a background operation (202 and its ``status_url``), never stalling
     anyone; all validated before anything is written."""
-    body = json_body(BulkMembers)
-    result = bulk.bulk_add(
-        db.session,
-        slug,
-        body.user_ids,
-        ttl_seconds=body.ttl_seconds,
-        expires_at=body.expires_at,
-        reason=Reason.API,
-        actor=actor(),
-    )
-    return bulk_answer(result, BulkOut)
+    return bulk_answer(_with_expiry(bulk.bulk_add, slug, json_body(BulkMembers)), BulkOut)
 
 
 @bp.delete("/segments/<slug>/members")
@@ -208,8 +201,12 @@ def bulk_replace(slug: str):
     else a background operation (202 and its ``status_url``): it adds the listed ids, then
     removes the members not listed that were members when it started; never stalling anyone;
     all validated before anything is written."""
-    body = json_body(BulkReplaceMembers)
-    result = bulk.bulk_replace(
+    return bulk_answer(_with_expiry(bulk.bulk_replace, slug, json_body(BulkReplaceMembers)), BulkReplaceOut)
+
+
+def _with_expiry(write: Callable[..., Any], slug: str, body: BulkMembers | BulkReplaceMembers) -> Any:
+    """A bulk add or replace as the API asks it: the body's ids and expiry, by the caller."""
+    return write(
         db.session,
         slug,
         body.user_ids,
@@ -218,4 +215,3 @@ def bulk_replace(slug: str):
         reason=Reason.API,
         actor=actor(),
     )
-    return bulk_answer(result, BulkReplaceOut)

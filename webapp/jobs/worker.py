@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -159,7 +160,7 @@ def _let_go(worker: OutageAwareWorker) -> None:
     if worker.pubsub is not None:
         with contextlib.suppress(Exception):
             worker.pubsub.close()
-    scheduler_process = worker.scheduler._process if worker.scheduler else None
+    scheduler_process = _scheduler_process(worker)
     if scheduler_process is not None and scheduler_process.is_alive():
         scheduler_process.terminate()
         scheduler_process.join(timeout=10)
@@ -168,6 +169,14 @@ def _let_go(worker: OutageAwareWorker) -> None:
         log.warning("worker: waiting for work-horse %s to end its job before starting afresh", horse)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(horse, 0)
+
+
+def _scheduler_process(worker: OutageAwareWorker) -> BaseProcess | None:
+    """The process of RQ's scheduler that ``worker`` forked, if any. RQ keeps it only as the private
+    ``RQScheduler._process``; its public ``Worker.stop_scheduler()`` sends SIGTERM and then joins
+    without a time limit, and a scheduler asked to stop first releases its locks in Redis, which
+    waits for as long as a stalled Redis does. This is the one place that reads it."""
+    return worker.scheduler._process if worker.scheduler else None
 
 
 def _wait_for_redis(connection: Redis, longest: float, exc: BaseException) -> float:

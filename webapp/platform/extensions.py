@@ -3,7 +3,6 @@
 from typing import TYPE_CHECKING
 
 from flask import current_app
-from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -33,7 +32,6 @@ if TYPE_CHECKING:  # db.Model is built at run time; for the type checker it is t
 else:
     Model = db.Model
 migrate = Migrate()
-cache = Cache()
 limiter = Limiter(key_func=client_key)
 csrf = CSRFProtect()
 # Each report costs a job: every view that creates one is limited per client (RATELIMIT_REPORTS).

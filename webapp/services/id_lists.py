@@ -60,6 +60,14 @@ class _Problems:
                 )
             )
 
+    def take(self, ids: list[int], line: int, token: str) -> None:
+        """``token``'s user id onto ``ids``, or its problem here."""
+        value = user_id_of(token)
+        if value is None:
+            self.add(line, token, token_problem(token) or "")
+        else:
+            ids.append(value)
+
 
 def token_problem(token: str) -> str | None:
     """Why ``token`` is not a user id, in plain words; None when it is one."""
@@ -175,13 +183,8 @@ def _plain_ids(text: str, first_number: int, limit: int, problems: _Problems, fi
     for number, line in enumerate(text.splitlines(), first_number):
         for token in SEPARATORS.split(line.strip()):
             token = token.strip("\"'")
-            if not token:
-                continue
-            value = user_id_of(token)
-            if value is None:
-                problems.add(number, token, token_problem(token) or "")
-            else:
-                ids.append(value)
+            if token:
+                problems.take(ids, number, token)
         _check_limit(len(ids), limit, field_name)
     return ids
 
@@ -223,11 +226,7 @@ def _column_ids(
         if not cell:
             problems.add(number, "", f"no value in the {column} column")
             continue
-        value = user_id_of(cell)
-        if value is None:
-            problems.add(number, cell, token_problem(cell) or "")
-        else:
-            ids.append(value)
+        problems.take(ids, number, cell)
     _check_limit(len(ids), limit, problems.field_name)
     return ids
 

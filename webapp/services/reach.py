@@ -2,8 +2,8 @@
 *known* users (distinct user ids that appear in memberships or in membership history) a
 rollout covers.
 
-The two expensive aggregates are cached in Redis (Flask-Caching, JSON serializer) with a short
-TTL, under keys that change the moment their answer may change:
+The two expensive aggregates are cached in Redis (the app's web client, its short timeouts)
+with a short TTL, under keys that change the moment their answer may change:
 
 * member counts per segment (``member_counts``): the catalog version and the newest
   ``membership_events`` id, so an add, removal, bulk operation or purge shows at once;
@@ -11,9 +11,10 @@ TTL, under keys that change the moment their answer may change:
   rollout change, a new segment or a group move shows at once; new users count within the
   TTL (``REACH_CACHE_SECONDS``).
 
-Values are stored as JSON text by this module itself (never pickled; a miss is a plain None,
-not a deserialisation warning). The cache is an optimisation only: when Redis fails or stalls the answer is computed (one
-short timeout, then the cache is skipped for ``BYPASS_SECONDS``), never an error.
+Values are stored as JSON text (never pickled: write access to Redis is not code execution),
+under ``CACHE_KEY_PREFIX``. The cache is an optimisation only: when Redis fails or stalls the
+answer is computed (one short timeout, then the cache is skipped for ``BYPASS_SECONDS``), never
+an error.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import func, select, text
 
 from webapp.models import CatalogVersion, ExclusionGroup, MembershipEvent, RolloutExclusion, Segment
+from webapp.platform.redis_client import redis_client
 from webapp.services import rollout
 from webapp.services import segments as segment_service
 from webapp.services.common import DbSession
@@ -62,7 +64,7 @@ class Reach:
         return self.covered / self.known if self.known and self.covered else 0.0
 
 
-# -- the cache: Flask-Caching on Redis, never an error --------------------------------------------
+# -- the cache: Redis, never an error --------------------------------------------------------------
 
 
 def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
@@ -71,12 +73,10 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
     global _bypass_until
     if not has_app_context() or time.monotonic() < _bypass_until:
         return compute()
-    from webapp.platform.extensions import cache
-
-    backend: Any = cache.cache  # cachelib's RedisCache: its client, with the app's short timeouts
-    full_key = f"{backend.key_prefix}{name}:{key}"
+    client = redis_client()  # the web client: 0.25 s connect and read timeouts
+    full_key = f"{current_app.config['CACHE_KEY_PREFIX']}{name}:{key}"
     try:
-        raw = backend._read_client.get(full_key)
+        raw = cast("bytes | None", client.get(full_key))  # (the sync client)
         found = json.loads(raw) if raw is not None else None
     except Exception as exc:  # noqa: BLE001 - a cache must never fail the page
         _bypass_until = time.monotonic() + BYPASS_SECONDS
@@ -88,7 +88,7 @@ def cached(name: str, key: str, compute: Callable[[], T], timeout: int) -> T:
     cache_result(False, name)
     value = compute()
     try:
-        backend._write_client.set(full_key, json.dumps(value), ex=timeout)
+        client.set(full_key, json.dumps(value), ex=timeout)
     except Exception as exc:  # noqa: BLE001
         _bypass_until = time.monotonic() + BYPASS_SECONDS
         log.warning("cache %s unavailable (%s): computing without it for %ss", name, exc, BYPASS_SECONDS)

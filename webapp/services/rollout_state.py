@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, create_engine, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Engine, create_engine, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -300,28 +300,38 @@ def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
 
 def materialize(session: DbSession, now: datetime) -> None:
     """Apply due scheduled changes before a page shows segments, in a short transaction of its
-    own that commits at once and never waits for a lock: taken inside the caller's transaction,
-    its locks (other segments, before the caller's own) would break the global lock order and
-    deadlock with writers. When a row is locked it does nothing: reads and history already
-    count due changes from their ``at`` (read_path, history), and the minutely job and every
-    writer of a rollout apply them under their own locks. A session bound to a connection whose
-    transaction someone else owns (the tests' rolled-back sessions) applies them in place."""
+    own (:func:`own_transaction_bind`) that commits at once and never waits for a lock: taken
+    inside the caller's transaction, its locks (other segments, before the caller's own) would
+    break the global lock order and deadlock with writers. When a row is locked it does nothing:
+    reads and history already count due changes from their ``at`` (read_path, history), and the
+    minutely job and every writer of a rollout apply them under their own locks."""
     if session.scalar(select(RolloutSchedule.id).where(*_due(now)).limit(1)) is None:
         return
-    bind = session.get_bind()
-    if not isinstance(bind, Engine):
-        with session.begin_nested():
-            apply_due(session, now)
-        return
-    with Session(_side_engine(bind)) as own:
+    with Session(own_transaction_bind(session), join_transaction_mode="create_savepoint") as own:
         try:
             own.execute(text("SET LOCAL lock_timeout = '20ms'"))
-            apply_due(own, now)
+            applied = apply_due(own, now)
+            own.execute(text("SET LOCAL lock_timeout = DEFAULT"))  # (outlives a savepoint's release)
             own.commit()
         except OperationalError as exc:
             own.rollback()
             if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
+            return
+    if applied:
+        session.expire_all()  # rows it loaded before are read again, with the changes
+
+
+OWN_TRANSACTION_BIND = "own_transaction_bind"  # a key of Session.info
+
+
+def own_transaction_bind(session: DbSession) -> Engine | Connection:
+    """Where :func:`materialize` opens its own transaction: the connection a session's maker
+    names in ``Session.info[OWN_TRANSACTION_BIND]`` (its own transaction then is a savepoint in
+    that connection's; the tests' ``db_session`` names its rolled-back connection), else a
+    pool-less engine on the session's database (:func:`_side_engine`)."""
+    named: Connection | None = session.info.get(OWN_TRANSACTION_BIND)
+    return named if named is not None else _side_engine(session.get_bind().engine)
 
 
 _side_engines: dict[str, Engine] = {}

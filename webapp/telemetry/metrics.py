@@ -70,7 +70,7 @@ RATE_LIMITED = Counter(
 )
 CACHE_REQUESTS = Counter(
     "segments_cache_requests",
-    "Flask-Caching lookups by cache name and result (hit, miss).",
+    "Reach cache lookups (Redis) by cache name and result (hit, miss).",
     ["cache", "result"],
     registry=REGISTRY,
 )
@@ -110,7 +110,7 @@ def request_log_dropped(stream: str) -> None:
 
 
 def cache_result(hit: bool, name: str) -> None:
-    """Count one Flask-Caching lookup of the cache ``name`` (e.g. "segment_stats") as a hit or a miss."""
+    """Count one reach cache lookup of the cache ``name`` (e.g. "segment_stats") as a hit or a miss."""
     CACHE_REQUESTS.labels(name, "hit" if hit else "miss").inc()
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import redirect, render_template, request, url_for
 
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
-from webapp.models import Segment
+from webapp.models import RolloutSchedule, Segment
 from webapp.platform.extensions import db
 from webapp.rules import parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
@@ -213,15 +213,7 @@ def add_schedule(slug: str):
         )
     except AppError as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
-    return updated(
-        f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
-        back,
-        "segments/_schedule.html",
-        trigger=CHANGED,
-        segment=segment,
-        errors={},
-        form={},
-    )
+    return _schedule_changed(f"{segment.slug} will change to {_when(entry)}.", back, segment)
 
 
 @bp.post("/segments/<slug>/schedule/<schedule_id>/cancel")
@@ -235,20 +227,17 @@ def cancel_schedule(slug: str, schedule_id: str):
         )
     except (NotFound, Conflict) as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=(), segment=segment)
-    if not is_htmx():
-        flash(
-            f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
-            "success",
-        )
-        return redirect(back)
+    return _schedule_changed(f"The change to {_when(entry)} is cancelled.", back, segment)
+
+
+def _when(entry: RolloutSchedule) -> str:
+    return f"{entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC"
+
+
+def _schedule_changed(message: str, back: str, segment: Segment):
+    """The schedule card again (its form empty) with ``message``, and the segment-changed event."""
     return updated(
-        f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
-        back,
-        "segments/_schedule.html",
-        trigger=CHANGED,
-        segment=segment,
-        errors={},
-        form={},
+        message, back, "segments/_schedule.html", trigger=CHANGED, segment=segment, errors={}, form={}
     )
 
 

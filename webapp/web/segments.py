@@ -7,6 +7,8 @@ and fetch themselves again, so the page agrees with itself without a reload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flask import flash, make_response, redirect, render_template, request, url_for
@@ -269,15 +271,7 @@ def add_members(slug: str):
     if errors:
         return rejected(errors, back, "segments/_bulk_form.html", file_name=file_name, **context)
     try:
-        result = bulk.bulk_add(
-            db.session,
-            slug,
-            ids,
-            ttl_seconds=ttl,
-            expires_at=until,
-            reason=Reason.DASHBOARD,
-            actor=dashboard_actor(),
-        )
+        result = _with_expiry(bulk.bulk_add, slug, ids, ttl, until)
     except AppError as exc:
         return rejected(
             exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, file_name=file_name, **context
@@ -508,6 +502,21 @@ def bulk_change_preview(slug: str):
     )
 
 
+def _with_expiry(
+    write: Callable[..., Any], slug: str, ids: list[int], ttl: int | None, until: datetime | None
+) -> Any:
+    """A bulk add or replace as the dashboard asks it: the form's ids and expiry, by its user."""
+    return write(
+        db.session,
+        slug,
+        ids,
+        ttl_seconds=ttl,
+        expires_at=until,
+        reason=Reason.DASHBOARD,
+        actor=dashboard_actor(),
+    )
+
+
 @bp.post("/segments/<slug>/members/bulk-change")
 @transactional
 def bulk_change(slug: str):
@@ -532,16 +541,7 @@ def bulk_change(slug: str):
         if mode == "remove":
             result = bulk.bulk_remove(db.session, slug, ids, reason=Reason.DASHBOARD, actor=dashboard_actor())
         else:
-            ttl, until = form_expiry()
-            result = bulk.bulk_replace(
-                db.session,
-                slug,
-                ids,
-                ttl_seconds=ttl,
-                expires_at=until,
-                reason=Reason.DASHBOARD,
-                actor=dashboard_actor(),
-            )
+            result = _with_expiry(bulk.bulk_replace, slug, ids, *form_expiry())
     except AppError as exc:
         return _bulk_change_problem(exc, slug, abandon_changes=True)
     operation = result if isinstance(result, BulkOperation) else None
