@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -155,6 +155,8 @@ def db_session(app: Flask) -> Iterator[object]:
         conn = db.engine.connect()
         outer = conn.begin()
         original, reader = db.session, app.extensions["reader"]
+        # Flask-SQLAlchemy has no public way to give its session other options for a test: its
+        # own factory builds the scoped session (scoped to the app context) as the app's is.
         db.session = db._make_scoped_session(
             {
                 "class_": _BoundSession,
@@ -262,3 +264,14 @@ def app_on(app: Flask):
     yield build
     limiter.init_app(app)
     read_counts.COUNTER.configure(app)  # likewise the process's read counter (not a stopped private Redis)
+
+
+@pytest.fixture
+def jobs_app(
+    app_on: Callable[..., Flask], private_redis: object, committed_db: object, tmp_path: Path
+) -> Flask:
+    """The app on a Redis of the test's own (``private_redis``: stop, pause, restart it), its
+    reports written under the test's tmp_path; committed tables emptied afterwards."""
+    reports_dir = tmp_path / "reports"
+    reports_dir.mkdir()
+    return app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(reports_dir))  # type: ignore[attr-defined]

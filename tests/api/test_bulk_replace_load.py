@@ -210,13 +210,6 @@ def test_others_keep_the_bulk_add_bar_during_a_1m_replace_and_a_1m_remove(stack,
 KILL_MEMBERS = 300_000
 
 
-@pytest.fixture
-def jobs_app(app_on, private_redis, committed_db, tmp_path):
-    reports_dir = tmp_path / "reports"
-    reports_dir.mkdir()
-    return app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(reports_dir))
-
-
 def operation_row(app, operation_id: str) -> dict:
     with app.app_context(), db.engine.connect() as conn:
         return dict(

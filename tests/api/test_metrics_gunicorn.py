@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from devstack.redis_server import free_port
+from devstack.net import free_port
 from tests.support.checks import outage_limit
 from tests.support.processes import gunicorn_env
 from webapp.telemetry.metrics import READS_KEY

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from devstack.redis_server import free_port
+from devstack.net import free_port
 from tests.support.failing_routes import register
 from tests.support.processes import gunicorn_env, wait_for
 from webapp.http.security import HEADERS

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.redis_server import free_port
+from devstack.net import free_port, wait_http
 from tests.support.processes import gunicorn_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,18 +35,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (.ci/run installs it)"),
 ]
-
-
-def _wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _healthz_seconds(port: int, limit: float = 5.0) -> float:
@@ -91,7 +79,7 @@ def gunicorn(app, redis_app, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
         yield port
     finally:
         process.terminate()
@@ -125,7 +113,7 @@ def nginx(gunicorn, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
         yield port
     finally:
         process.terminate()

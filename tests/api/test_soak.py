@@ -49,7 +49,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from devstack.redis_server import PrivateRedis, direct_client, free_port
+from devstack.net import free_port
+from devstack.redis_server import PrivateRedis, direct_client
 from tests.support import oracle
 from tests.support.processes import end_process_tree, worker_env
 

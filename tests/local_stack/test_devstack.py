@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from devstack.redis_server import free_port
+from devstack.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SLUG = "DEVSTACK_TEST"

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from devstack import embedded
-from devstack.redis_server import free_port
+from devstack.net import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.redis_server import free_port
+from devstack.net import free_port, wait_http
 from tests.support.processes import gunicorn_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +45,7 @@ def stack(app, redis_app, committed_db, tmp_path):
         )
     ]
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # a start, not a latency: a loaded 2-core machine is slow
-    while True:
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1).read()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
+    wait_http(base + "/healthz", 120)  # a start, not a latency: a loaded 2-core machine is slow
     try:
         yield base
     finally:
