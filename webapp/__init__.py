@@ -223,7 +223,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errors(app: Flask) -> None:
-    from webapp.errors import register_error_handlers
+    from webapp.http.error_answers import register_error_handlers
 
     register_error_handlers(app)
 

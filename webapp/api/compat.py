@@ -34,8 +34,9 @@ from webapp.api.schemas import (
 )
 from webapp.api.segments import deleted_out
 from webapp.api.users import change_out
-from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail, error_response
+from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.http.auth import REPORTS, requires_scope, token_name
+from webapp.http.error_answers import error_response
 from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
