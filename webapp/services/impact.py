@@ -46,10 +46,12 @@ UNSET = segments.UNSET
 Matrix = npt.NDArray[np.bool_]
 Ids = npt.NDArray[np.int64]
 
+# Each table's ids packed (int8 each); NumPy makes them one sorted set (a UNION in SQL, hashing
+# or sorting 200,000 ids under string_agg, took 1.05 s of a 1.3 s preview).
 KNOWN_USERS = """
-SELECT string_agg(int8send(user_id), '' ORDER BY user_id) FROM (
-  SELECT user_id FROM memberships UNION SELECT user_id FROM membership_events
-  UNION SELECT user_id FROM rollout_exclusions) known
+SELECT string_agg(int8send(user_id), '') FROM memberships
+UNION ALL SELECT string_agg(int8send(user_id), '') FROM membership_events
+UNION ALL SELECT string_agg(int8send(user_id), '') FROM rollout_exclusions
 """
 SCOPE_ROWS = """
 SELECT 0, string_agg(int8send(user_id) || int4send(segment_id), '') FROM memberships
@@ -165,7 +167,7 @@ def of_remove(
     """A bulk remove of ``user_ids``, each as a per-user removal (an explicit member's row
     goes; a user the rollout covers is excluded from it)."""
     now = now or utcnow()
-    listed = np.unique(np.asarray(user_ids, dtype=np.int64))
+    listed = _sorted_set(np.asarray(user_ids, dtype=np.int64))
 
     def rows(users: Ids, column: int, explicit: Matrix, excluded: Matrix, covered: Matrix) -> None:
         hit = _isin(users, listed)
@@ -181,7 +183,7 @@ def of_replace(
     """A bulk replace by ``user_ids``: they become explicit members (an exclusion lifted), the
     other explicit members are removed as a bulk remove removes them."""
     now = now or utcnow()
-    listed = np.unique(np.asarray(user_ids, dtype=np.int64))
+    listed = _sorted_set(np.asarray(user_ids, dtype=np.int64))
 
     def rows(users: Ids, column: int, explicit: Matrix, excluded: Matrix, covered: Matrix) -> None:
         hit = _isin(users, listed)
@@ -308,7 +310,7 @@ def _measure(
         new_states = after(dict(states))
         users = _known_users(session)
         if extra is not None and len(extra):
-            users = np.union1d(users, extra)
+            users = _sorted_set(np.concatenate([users, extra]))
         explicit, excluded = _rows(session, scope, users, now)
         hashes = user_hashes(users)
         covered = _covered(scope, states, salts, users, hashes)
@@ -370,13 +372,23 @@ def _scope(
 
 
 def _known_users(session: DbSession) -> Ids:
-    packed = session.execute(text(KNOWN_USERS)).scalar()
-    return np.frombuffer(packed or b"", dtype=">i8").astype(np.int64)
+    parts = [np.frombuffer(packed or b"", dtype=">i8") for packed in session.scalars(text(KNOWN_USERS))]
+    return _sorted_set(np.concatenate(parts).astype(np.int64))
+
+
+def _sorted_set(ids: Ids) -> Ids:
+    """np.unique by sorting (NumPy 2's hash-based unique took 0.54 s for 200,000 ids, this 0.02)."""
+    ids = np.sort(ids)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[1:] = ids[1:] != ids[:-1]
+    return ids[keep]
 
 
 def _rows(session: DbSession, scope: list[Segment], users: Ids, now: datetime) -> tuple[Matrix, Matrix]:
     """users x scope: live explicit memberships, rollout exclusions."""
     column = {s.id: i for i, s in enumerate(scope)}
+    column_of = np.zeros(max(column) + 1, dtype=np.intp)
+    column_of[list(column)] = list(column.values())
     found = {
         kind: np.frombuffer(packed or b"", PAIR)
         for kind, packed in session.execute(text(SCOPE_ROWS), {"scope": list(column), "now": now})
@@ -386,7 +398,7 @@ def _rows(session: DbSession, scope: list[Segment], users: Ids, now: datetime) -
         pairs = found.get(kind, np.zeros(0, PAIR))
         matrix = np.zeros((len(users), len(scope)), dtype=bool)
         at = np.searchsorted(users, pairs["user"].astype(np.int64))
-        columns = np.array([column[int(sid)] for sid in pairs["segment"]], dtype=np.intp)
+        columns = column_of[pairs["segment"].astype(np.intp)]
         matrix[at, columns] = True
         matrices.append(matrix)
     return matrices[0], matrices[1]
