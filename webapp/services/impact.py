@@ -32,7 +32,7 @@ from sqlalchemy import or_, select, text
 
 from webapp.models import ExclusionGroup, Segment
 from webapp.services import bulk, rollout, schedules, segments
-from webapp.services.allocation import NoRoom, RolloutState, change, free_ranges
+from webapp.services.allocation import RolloutState, free_ranges
 from webapp.services.common import DbSession, utcnow
 from webapp.services.rollout_state import (
     catalog_version,
@@ -195,32 +195,22 @@ def of_replace(
     return _measure(session, segment, {segment.exclusion_group}, now, dict, rows=rows, extra=listed)
 
 
-def limits(session: DbSession, segment: Segment, now: datetime | None = None) -> Limits:
-    """The most the segment's rollout can be now, and its group's other shares."""
+def limits(
+    session: DbSession, segment: Segment, group: str | None | object = ..., now: datetime | None = None
+) -> Limits:
+    """The most the segment's rollout can be now in ``group`` (``...``: its own; a group it
+    would join offers only its free space), and that group's other shares."""
     now = now or utcnow()
-    scope, states, _ = _scope(session, segment, {segment.exclusion_group}, now)
-    group = states[segment.id].group
-    if group is None:
+    target = segment.exclusion_group if group is ... else group
+    assert target is None or isinstance(target, str)
+    scope, states, _ = _scope(session, segment, {segment.exclusion_group, target}, now)
+    if target is None:
         return Limits(None, rollout.BUCKETS, rollout.BUCKETS)
-    others = [states[s.id].ranges for s in scope if s.id != segment.id and states[s.id].group == group]
-    free = sum(end - start for start, end in free_ranges(others + [states[segment.id].ranges]))
-    shares = tuple(
-        (s.slug, states[s.id].basis_points)
-        for s in scope
-        if s.id != segment.id and states[s.id].group == group
-    )
-    return Limits(group, states[segment.id].basis_points + free, free, shares)
-
-
-def fits(session: DbSession, segment: Segment, basis_points: int, now: datetime | None = None) -> bool:
-    """Whether the segment's rollout can be set to ``basis_points`` now."""
-    now = now or utcnow()
-    _, states, _ = _scope(session, segment, {segment.exclusion_group}, now)
-    try:
-        change(states, segment.id, basis_points)
-    except NoRoom:
-        return False
-    return True
+    own = states[segment.id].ranges if states[segment.id].group == target else ()
+    members = [s for s in scope if s.id != segment.id and states[s.id].group == target]
+    free = sum(end - start for start, end in free_ranges([states[s.id].ranges for s in members] + [own]))
+    shares = tuple((s.slug, states[s.id].basis_points) for s in members)
+    return Limits(target, sum(end - start for start, end in own) + free, free, shares)
 
 
 # -- the previews the API's dry runs and the dashboard ask for: validated as the change is ---
