@@ -73,7 +73,7 @@ def honour_business_rules(case, session) -> None:
         if isinstance(holder.get("expires_at"), str):
             holder["expires_at"] = within_expiry_window(holder["expires_at"])
     # a scheduled change is in the future, within a year
-    if label == "POST /api/v1/segments/{slug}/schedule" and isinstance(body.get("at"), str):
+    if label.endswith(("/schedule", "/impact")) and isinstance(body.get("at"), str):
         body["at"] = within_window(body["at"], timedelta(days=365))
     # a report's month has started (relative to the clock)
     if label == "POST /api/v1/reports" and isinstance(body.get("period"), str):

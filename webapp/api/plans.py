@@ -5,6 +5,7 @@ from __future__ import annotations
 from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, query_int
+from webapp.api.impact import expected_version
 from webapp.api.schemas import (
     ActivityList,
     ActivityOut,
@@ -55,7 +56,9 @@ def add_schedule(slug: str):
     """Schedule a rollout change: from ``at`` on, every read uses ``rollout_percent``, to the
     second, whether or not a job has run; recorded in history at ``at``."""
     body = json_body(ScheduleRequest)
-    entry = schedules.add(db.session, slug, body.at, body.rollout_percent, actor())
+    entry = schedules.add(
+        db.session, slug, body.at, body.rollout_percent, actor(), expected_version=expected_version()
+    )
     return out(schedule_out(entry), 201)
 
 

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    RootModel,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -571,3 +572,72 @@ class BulkReplaceOut(BaseModel):
     updated: int = Field(description="listed members whose expiry changed")
     removed: int
     unchanged: int
+
+
+# -- impact before change (issue 24) -------------------------------------------------------
+
+
+class UpdateImpact(Strict):
+    """PATCH /segments/<slug>'s change: ``rollout_percent`` and/or ``exclusion_group`` (null: none)."""
+
+    change: Literal["update"]
+    rollout_percent: Percent | None = None
+    exclusion_group: Slug | None = Field(None, description="the group to be in; null: none")
+
+
+class ScheduleImpact(Strict):
+    """POST .../schedule's step, counted today."""
+
+    change: Literal["schedule"]
+    at: UtcDatetime = Field(description="when the change takes effect (future, within a year)")
+    rollout_percent: Percent
+
+
+class DeleteImpact(Strict):
+    """DELETE /segments/<slug>."""
+
+    change: Literal["delete"]
+
+
+class RemoveImpact(Strict):
+    """DELETE .../members."""
+
+    change: Literal["remove"]
+    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BULK_IDS)
+
+
+class ReplaceImpact(BulkMembers):
+    """PUT .../members."""
+
+    change: Literal["replace"]
+
+
+class ImpactRequest(
+    RootModel[
+        Annotated[
+            Union[UpdateImpact, ScheduleImpact, DeleteImpact, RemoveImpact, ReplaceImpact],
+            Field(discriminator="change"),
+        ]
+    ]
+):
+    """A change to preview, as its own route takes it, named by ``change``."""
+
+
+class MoveOut(BaseModel):
+    slug: str
+    leaving: int
+    joining: int
+
+
+class ImpactOut(BaseModel):
+    segment: str
+    change: str
+    catalog_version: int = Field(
+        description="send it back as ?catalog_version= with the change: 409 impact_changed once the "
+        "segments changed since"
+    )
+    known_users: int = Field(description="ids seen in memberships, exclusions or history")
+    leaving: int = Field(description="history entries `removed` the change would write now, all segments")
+    joining: int = Field(description="history entries `added` the change would write now, all segments")
+    moves: list[MoveOut] = Field(description="each segment whose membership moves, this one first")
+    seconds: float = Field(description="how long the computation took")

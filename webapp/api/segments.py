@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
+from webapp.api.impact import expected_version
 from webapp.api.schemas import (
     BulkMembers,
     BulkOut,
@@ -94,10 +95,14 @@ def get_segment(slug: str):
 def patch_segment(slug: str):
     """Change the description, the rollout percentage and/or the exclusion group (null leaves
     it); every change is recorded. Joining a group is refused (409) while some user is an
-    explicit member of this segment and of another segment of the group."""
+    explicit member of this segment and of another segment of the group. With ``?catalog_version=``
+    (a preview's, POST .../impact) a rollout or group change is refused (409 ``impact_changed``)
+    once the segments changed since."""
     body = json_body(SegmentPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    segment, _ = segments.update_segment(db.session, slug, **changes, actor=actor())
+    segment, _ = segments.update_segment(
+        db.session, slug, **changes, actor=actor(), expected_version=expected_version()
+    )
     stats = segments.segment_stats(db.session, segment)
     return out(segment_out(segment, stats.members, stats.exclusions))
 
@@ -108,7 +113,8 @@ def patch_segment(slug: str):
 def delete_segment(slug: str):
     """Delete a segment: gone for every read at once; every member leaves (history reason
     ``segment_deleted``). Many members' rows are removed in the background (``operation_url``)."""
-    return out(deleted_out(slug, *bulk.delete_segment(db.session, slug, actor=actor())))
+    removed = bulk.delete_segment(db.session, slug, actor=actor(), expected_version=expected_version())
+    return out(deleted_out(slug, *removed))
 
 
 def deleted_out(slug: str, left: int, removal: BulkOperation | None) -> DeletedOut:
@@ -187,7 +193,9 @@ def bulk_remove(slug: str):
     counts), more as a background operation (202 and its ``status_url``), never stalling
     anyone; all validated before anything is written. One history row per user who left."""
     body = json_body(BulkRemoveMembers)
-    result = bulk.bulk_remove(db.session, slug, body.user_ids, reason=Reason.API, actor=actor())
+    result = bulk.bulk_remove(
+        db.session, slug, body.user_ids, reason=Reason.API, actor=actor(), expected_version=expected_version()
+    )
     return bulk_answer(result, BulkRemoveOut)
 
 
@@ -214,4 +222,5 @@ def _with_expiry(write: Callable[..., Any], slug: str, body: BulkMembers | BulkR
         expires_at=body.expires_at,
         reason=Reason.API,
         actor=actor(),
+        expected_version=expected_version(),
     )

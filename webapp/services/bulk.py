@@ -50,6 +50,7 @@ from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
 from webapp.services import activity_log, membership_store, read_path, segments
 from webapp.services.common import DbSession, expiry, user_id_details, utcnow
+from webapp.services.rollout_state import require_version
 from webapp.services.segments import get_live_segment
 
 SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
@@ -85,7 +86,7 @@ class ReplaceResult:
     unchanged: int
 
 
-def _validated(
+def validated(
     user_ids: Sequence[int], ttl_seconds: int | None, expires_at: datetime | None, now: datetime, nothing: str
 ) -> tuple[list[int], datetime | None]:
     """The distinct ids in ascending order and the expiry asked for; every problem at once
@@ -129,9 +130,9 @@ def bulk_add(
     SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
     id and nothing happens."""
     at, now = now, now or utcnow()
-    ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
+    ids, until = validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
     segment = get_live_segment(session, slug, lock="share")
-    _refuse_group_conflicts(session, segment, ids, now, "no user was added")
+    refuse_group_conflicts(session, segment, ids, now, "no user was added")
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
     added, updated = _add(session, ids, segment, until, reason, actor, at=at)
@@ -159,13 +160,15 @@ def bulk_remove(
     reason: Reason = Reason.API,
     actor: str = "",
     now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> RemoveResult | BulkOperation:
     """Take up to MAX_BULK_IDS users out of one segment (each as a per-user removal would:
     see the module docstring): done now for up to SYNC_LIMIT ids, else a resumable
     BulkOperation. Validated whole first."""
     at, now = now, now or utcnow()
-    ids, _ = _validated(user_ids, None, None, now, "no user was removed")
+    ids, _ = validated(user_ids, None, None, now, "no user was removed")
     segment = get_live_segment(session, slug, lock="share")
+    require_version(session, expected_version)
     if len(ids) > SYNC_LIMIT:
         return _start(session, OperationKind.BULK_REMOVE, segment, now, reason, actor, ids=ids)
     removed = _remove(session, ids, segment, reason, actor, at=at)
@@ -193,15 +196,17 @@ def bulk_replace(
     reason: Reason = Reason.API,
     actor: str = "",
     now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> ReplaceResult | BulkOperation:
     """Make the segment's explicit members exactly ``user_ids`` (up to MAX_BULK_IDS): new ones
     added, listed members given the new expiry (none: no expiry), the others removed. Done now
     when at most SYNC_LIMIT ids are given and at most SYNC_LIMIT members leave, else a
     resumable BulkOperation (add pass, then removal pass). Validated whole first."""
     at, now = now, now or utcnow()
-    ids, until = _validated(user_ids, ttl_seconds, expires_at, now, "nothing was replaced")
+    ids, until = validated(user_ids, ttl_seconds, expires_at, now, "nothing was replaced")
     segment = get_live_segment(session, slug, lock="share")
-    _refuse_group_conflicts(session, segment, ids, now, "nothing was replaced")
+    require_version(session, expected_version)
+    refuse_group_conflicts(session, segment, ids, now, "nothing was replaced")
     if len(ids) > SYNC_LIMIT or _unlisted_members(session, segment.id, ids, SYNC_LIMIT + 1) > SYNC_LIMIT:
         members = (
             session.scalar(
@@ -332,7 +337,7 @@ def preview_remove(
     """How many users a bulk remove of ``user_ids`` would take out of the segment now: listed
     live explicit members, and listed users in only through the rollout (not yet excluded)."""
     now = now or utcnow()
-    ids, _ = _validated(user_ids, None, None, now, "nothing can be removed")
+    ids, _ = validated(user_ids, None, None, now, "nothing can be removed")
     segment = get_live_segment(session, slug)
     members = _listed_members(session, segment.id, ids, now)
     return len(members) + len(
@@ -347,7 +352,7 @@ def preview_replace(
     leave; listed users not in the segment now (neither live explicit members nor in through
     the rollout) join."""
     now = now or utcnow()
-    ids, _ = _validated(user_ids, None, None, now, "nothing can be replaced")
+    ids, _ = validated(user_ids, None, None, now, "nothing can be replaced")
     segment = get_live_segment(session, slug)
     members = _listed_members(session, segment.id, ids, now)
     live = segments.member_counts(session, [segment.id], now)[segment.id]
@@ -355,7 +360,7 @@ def preview_replace(
     return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
 
 
-def _refuse_group_conflicts(
+def refuse_group_conflicts(
     session: DbSession, segment: Segment, ids: Sequence[int], now: datetime, nothing: str
 ) -> None:
     """409 when the segment is in an exclusion group and some listed users are already in
@@ -453,12 +458,16 @@ def _in_through_rollout(
 
 
 def delete_segment(
-    session: DbSession, slug: str, actor: str = "", now: datetime | None = None
+    session: DbSession,
+    slug: str,
+    actor: str = "",
+    now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> tuple[int, BulkOperation | None]:
     """Delete a segment: gone for every read at commit, slug free again. Its members' rows
     go now if they are few, else in a queued operation; their history rows are stamped at
     the deletion either way. Returns (live members that left, the operation or None)."""
-    segment, members = segments.retire_segment(session, slug, now, actor)
+    segment, members = segments.retire_segment(session, slug, now, actor, expected_version)
     assert segment.deleted_at is not None
     now = segment.deleted_at  # stamped after its lock
     if members <= SYNC_LIMIT:

@@ -137,6 +137,14 @@ def new_salt() -> str:
     return secrets.token_hex(8)
 
 
+def group_salt(name: str) -> str:
+    """An exclusion group's salt, derived from its name: a preview of joining a group that does
+    not exist yet (services.impact) knows whom the group's hash space will put where before the
+    group is created. Independent between names like random salts; groups are never dropped, so
+    a name always has the one salt."""
+    return blake2b(f"exclusion-group:{name}".encode(), digest_size=8).hexdigest()
+
+
 def percent_to_basis_points(value: object) -> int:
     """0..100 with at most two decimals -> 0..10000; ValueError with a readable message."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from webapp.errors import ValidationFailed, detail
+from webapp.errors import Conflict, ValidationFailed, detail
 from webapp.models import CatalogVersion, ExclusionGroup, RolloutChange, RolloutSchedule, Segment
 from webapp.models.enums import Reason, SegmentEventKind
 from webapp.services import activity_log, rollout
@@ -49,7 +49,7 @@ def rule_of(segment: Segment, group_salt: str | None) -> rollout.Rule:
 def ensure_group(session: DbSession, name: str, now: datetime) -> None:
     session.execute(
         insert(ExclusionGroup)
-        .values(name=name, salt=rollout.new_salt(), created_at=now)
+        .values(name=name, salt=rollout.group_salt(name), created_at=now)
         .on_conflict_do_nothing(index_elements=["name"])
     )
 
@@ -110,6 +110,34 @@ def set_state(
     )
     catalog_changed(session)
     return True
+
+
+def catalog_version(session: DbSession) -> int:
+    """The catalog version this transaction sees (the read path's revalidation counter)."""
+    return int(session.scalar(select(CatalogVersion.version).where(CatalogVersion.id == 1)) or 0)
+
+
+def require_version(session: DbSession, expected: int | None) -> None:
+    """409 ``impact_changed`` when the catalog moved on since a preview computed at ``expected``
+    (None: no preview to hold the change to). Called after the change's locks, so every change
+    of its scope that committed before is counted."""
+    if expected is None:
+        return
+    current = catalog_version(session)
+    if current != expected:
+        raise Conflict(
+            f"the segments changed since the preview (catalog version {expected}, now {current}): "
+            "preview the change again and confirm its new numbers",
+            [
+                detail(
+                    "catalog_version",
+                    "the preview is out of date",
+                    code="impact_changed",
+                    expected=expected,
+                    catalog_version=current,
+                )
+            ],
+        )
 
 
 def catalog_changed(session: DbSession) -> None:

@@ -15,13 +15,19 @@ from webapp.models.enums import SegmentEventKind
 from webapp.rules import in_utc, problem_code
 from webapp.services import activity_log, rollout
 from webapp.services.common import DbSession, iso, utcnow
-from webapp.services.rollout_state import apply_due_locked, catalog_changed, check_future, lock_scope
+from webapp.services.rollout_state import (
+    apply_due_locked,
+    catalog_changed,
+    check_future,
+    lock_scope,
+    require_version,
+)
 from webapp.services.segments import get_live_segment
 
 HORIZON = timedelta(days=366)  # how far ahead a change may be scheduled
 
 
-def _when_or_error(at: object, now: datetime) -> datetime:
+def when_or_error(at: object, now: datetime) -> datetime:
     if not isinstance(at, datetime) or at.tzinfo is None:
         raise ValidationFailed(
             "at must be a date and time with a timezone (use Z for UTC)",
@@ -51,11 +57,12 @@ def add(
     rollout_percent: object,
     actor: str,
     now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> RolloutSchedule:
     """Schedule the segment's rollout to become ``rollout_percent`` at ``at`` (422 when it
     would not fit the segment's exclusion group once the changes before it apply)."""
     given, now = now, now or utcnow()
-    when = _when_or_error(at, now)
+    when = when_or_error(at, now)
     try:
         basis_points = rollout.percent_to_basis_points(rollout_percent)
     except ValueError as exc:
@@ -63,7 +70,8 @@ def add(
             f"rollout_percent {exc}", [detail("rollout_percent", str(exc), code=problem_code(exc))]
         ) from None
     segment, locked, now = _locked(session, slug, None if given is None else now)
-    when = _when_or_error(at, now)  # still in the future once the locks are held
+    require_version(session, expected_version)
+    when = when_or_error(at, now)  # still in the future once the locks are held
     check_future(session, locked, now, extra=(segment.id, when, basis_points))
     entry = RolloutSchedule(
         segment_id=segment.id, at=when, rollout_basis_points=basis_points, created_by=actor, created_at=now

@@ -26,6 +26,7 @@ from webapp.services.rollout_state import (
     ensure_group,
     lock_scope,
     materialize,
+    require_version,
     set_state,
     states,
 )
@@ -48,7 +49,7 @@ def _slug_or_error(slug: object, field: str = "slug") -> str:
     return slug
 
 
-def _group_or_error(group: object) -> str | None:
+def group_or_error(group: object) -> str | None:
     """An exclusion group name (the slug rules) or None/"" for no group."""
     return None if group is None or group == "" else _slug_or_error(group, "exclusion_group")
 
@@ -76,7 +77,7 @@ def _description_or_error(description: object) -> str:
     return description
 
 
-def _basis_points_or_error(percent: object) -> int:
+def basis_points_or_error(percent: object) -> int:
     if percent is None:
         return 0
     try:
@@ -166,8 +167,8 @@ def create_segment(
     """Create a live segment with a fresh salt, optionally in an exclusion group (created on
     first use); Conflict when the slug is taken, 422 when the group has no room."""
     given, now = now, now or utcnow()
-    group = _group_or_error(exclusion_group)
-    basis_points = _basis_points_or_error(rollout_percent)
+    group = group_or_error(exclusion_group)
+    basis_points = basis_points_or_error(rollout_percent)
     segment = Segment(
         slug=_slug_or_error(slug),
         description=_description_or_error(description),
@@ -221,21 +222,24 @@ def update_segment(
     exclusion_group: object = UNSET,
     actor: str = "",
     now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> tuple[Segment, bool]:
     """Change description, rollout and/or exclusion group (all validated before anything
     changes, each change recorded); returns the segment and whether its rollout changed.
 
     Moving into a group takes the rollout's share of the group's free buckets (422 if there is
     not enough) and is refused (409) while some user is an explicit member of this segment and
-    of another of the group's segments."""
+    of another of the group's segments. With ``expected_version`` (the catalog version a
+    preview was computed on, services.impact) a rollout or group change is refused (409
+    ``impact_changed``) once the catalog has moved on."""
     given, now = now, now or utcnow()
     new_description = None if description is UNSET else _description_or_error(description)
-    new_bp = None if rollout_percent is UNSET else _basis_points_or_error(rollout_percent)
-    new_group = UNSET if exclusion_group is UNSET else _group_or_error(exclusion_group)
+    new_bp = None if rollout_percent is UNSET else basis_points_or_error(rollout_percent)
+    new_group = UNSET if exclusion_group is UNSET else group_or_error(exclusion_group)
     segment = get_live_segment(session, slug)
     changed = False
     if new_bp is not None or (new_group is not UNSET and new_group != segment.exclusion_group):
-        changed = _change_rollout(session, segment, new_bp, new_group, actor, given)
+        changed = _change_rollout(session, segment, new_bp, new_group, actor, given, expected_version)
     else:
         segment = get_live_segment(session, slug, lock="update")
     if new_description is not None and new_description != segment.description:
@@ -260,6 +264,7 @@ def _change_rollout(
     new_group: object,
     actor: str,
     given: datetime | None,
+    expected_version: int | None = None,
 ) -> bool:
     """The rollout change, stamped with the database clock read after its locks (``given``:
     a fixed clock), so it is ordered after every membership change it waited for."""
@@ -275,11 +280,12 @@ def _change_rollout(
                 )
             ],
         )
+    require_version(session, expected_version)
     now = given or clock(session)
     apply_due_locked(session, locked, now)
     old = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
     if isinstance(new_group, str) and new_group != old.group:
-        _refuse_explicit_overlap(session, segment, new_group, locked)
+        refuse_explicit_overlap(session, segment, new_group, locked)
     target = old.basis_points if new_bp is None else new_bp
     new = change_or_error(states(locked), segment.id, target, ... if new_group is UNSET else new_group)
     changed = set_state(session, segment, new, reason=Reason.ROLLOUT, actor=actor, at=now)
@@ -308,7 +314,7 @@ def _change_rollout(
     return changed
 
 
-def _refuse_explicit_overlap(
+def refuse_explicit_overlap(
     session: DbSession, segment: Segment, group: str, locked: dict[int, Segment]
 ) -> None:
     """409 when a user is an explicit member of ``segment`` and of another segment of ``group``."""
@@ -345,7 +351,7 @@ def _refuse_explicit_overlap(
 
 
 def retire_segment(
-    session: DbSession, slug: str, now: datetime | None, actor: str = ""
+    session: DbSession, slug: str, now: datetime | None, actor: str = "", expected_version: int | None = None
 ) -> tuple[Segment, int]:
     """Soft-delete a segment: it leaves the catalog (and every read) when this commits, and
     its slug and its group's buckets are free again; its pending scheduled changes are
@@ -359,6 +365,7 @@ def retire_segment(
             [detail("slug", "no such segment", code="unknown_segment", value=slug, slug=slug)],
         )
     segment = locked[found.id]
+    require_version(session, expected_version)
     now = now or clock(session)  # after the lock: after every change it waited for
     # Changes already due were in force for every read: they happen (and show in history)
     # before the deletion; only those still ahead are cancelled.

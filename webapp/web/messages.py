@@ -139,6 +139,10 @@ WORDING: dict[str, Wording] = {
     "group_name_invalid": _group_name_words,
     "unknown_group": lambda d, typed: f"There is no exclusion group called {d.get('value') or typed}.",
     "group_full": _group_full_words,
+    "impact_changed": (
+        "The segments changed since these numbers were computed: the new numbers are shown. "
+        "Check them and confirm again."
+    ),
     "group_overlap": _group_overlap_words,
     "group_occupied": _group_occupied_words,
     "search_nul": "The search contains a character that cannot be searched for.",

@@ -15,12 +15,21 @@ from flask import flash, make_response, redirect, render_template, request, url_
 
 from webapp.errors import AppError, ValidationFailed
 from webapp.http.auth import dashboard_actor
-from webapp.http.transaction import transactional
+from webapp.http.transaction import abandon, transactional
 from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.platform.extensions import db
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import bulk, reach, rollout, rollout_state, segment_activity, segments, user_changes
+from webapp.services import (
+    bulk,
+    impact,
+    reach,
+    rollout,
+    rollout_state,
+    segment_activity,
+    segments,
+    user_changes,
+)
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.web import bp
@@ -33,7 +42,7 @@ from webapp.web.helpers import (
     typed_user_id,
     updated,
 )
-from webapp.web.messages import FormErrors, form_errors, problem_words
+from webapp.web.messages import FormErrors, error_words, form_errors, problem_words
 
 PER_PAGE = 25
 MEMBERS_PAGE = 25
@@ -106,11 +115,14 @@ def _page_context(segment) -> dict:
 
 
 def _settings_context(segment) -> dict:
-    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in."""
+    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in, and the
+    group's limits."""
     return {
         "segment": segment,
         "sample": SAMPLE,
         "sample_in": rollout_state.preview_share(db.session, segment, segment.rollout_basis_points, SAMPLE),
+        "limits": impact.limits(db.session, segment),
+        "impact": None,
     }
 
 
@@ -184,36 +196,87 @@ def members(slug: str):
 
 @bp.get("/segments/<slug>/rollout-preview")
 def rollout_preview(slug: str):
+    """The live preview beside the rollout field: the group's true limits, and what saving the
+    typed value (and group) would do now (services.impact: never a value the save refuses)."""
     segment = live_segment(slug)
+    return render_template("segments/_rollout_preview.html", **_preview_context(segment, request.args))
+
+
+def _typed_group(args) -> str | None | object:
+    """The exclusion group typed in the settings form: UNSET when not sent or unchanged."""
+    if "exclusion_group" not in args:
+        return segments.UNSET
+    return args.get("exclusion_group", "").strip()
+
+
+def _preview_context(segment, args) -> dict:
+    """What the rollout preview shows for the typed values: a problem in plain words (a value
+    the save would refuse, with the true ceiling), else the limits, the sample and the impact."""
+    typed = (args.get("rollout_percent", "") or "").strip() or "0"
+    group = _typed_group(args)
     try:
-        basis_points = rollout.percent_to_basis_points(request.args.get("rollout_percent", "0") or "0")
+        basis_points = rollout.percent_to_basis_points(typed)
+        found = impact.preview_update(db.session, segment.slug, rollout_percent=typed, exclusion_group=group)
+    except AppError as exc:
+        return {"problem": error_words(exc.message, exc.details)[0]}
     except ValueError as exc:
-        return render_template(
-            "segments/_rollout_preview.html", problem=problem_words(exc, "rollout_percent")
-        )
-    return render_template(
-        "segments/_rollout_preview.html",
-        sample=SAMPLE,
-        sample_in=rollout_state.preview_share(db.session, segment, basis_points, SAMPLE),
-    )
+        return {"problem": problem_words(exc, "rollout_percent")}
+    target = segment.exclusion_group if group is segments.UNSET else (group or None)
+    same_group = target == segment.exclusion_group
+    return {
+        "limits": impact.limits(db.session, segment, target),
+        "sample": SAMPLE,
+        "sample_in": rollout_state.preview_share(db.session, segment, basis_points, SAMPLE)
+        if same_group
+        else None,
+        "impact": found,
+    }
+
+
+def _settings_answer(segment, found: impact.Impact, *, changed_since: bool = False):
+    """The settings form again with the change's impact to confirm (nothing saved)."""
+    context = {
+        **_settings_context(segment),
+        "form": request.form,
+        "errors": {},
+        "confirm": found,
+        "changed_since": changed_since,
+    }
+    if is_htmx():
+        return render_template("segments/_settings_form.html", **context)
+    return render_template("segments/show.html", **{**_page_context(segment), **context})
 
 
 @bp.post("/segments/<slug>/settings")
 @transactional
 def update_settings(slug: str):
+    """Save the settings; a change that takes anyone out of a segment is first shown with its
+    numbers (services.impact) and saved only once confirmed, against the catalog version those
+    numbers were computed on: if the segments changed since, the new numbers are shown instead."""
     form = request.form
     back = url_for("web.show_segment", slug=slug)
+    group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
+    percent = form.get("rollout_percent", "").strip() or 0
+    confirmed = ascii_int(form.get("catalog_version"), 0, MAX_USER_ID) if form.get("confirmed") else None
     try:
-        group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
+        if confirmed is None:
+            found = impact.preview_update(db.session, slug, rollout_percent=percent, exclusion_group=group)
+            if found.leaving:
+                return _settings_answer(live_segment(slug), found)
         segment, _ = segments.update_segment(
             db.session,
             slug,
             description=form.get("description", ""),
-            rollout_percent=form.get("rollout_percent", "").strip() or 0,
+            rollout_percent=percent,
             exclusion_group=group,
             actor=dashboard_actor(),
+            expected_version=confirmed,
         )
     except AppError as exc:
+        if any(d.get("code") == "impact_changed" for d in exc.details):
+            abandon()
+            found = impact.preview_update(db.session, slug, rollout_percent=percent, exclusion_group=group)
+            return _settings_answer(live_segment(slug), found, changed_since=True)
         return rejected(
             exc,
             back,
