@@ -9,7 +9,7 @@ from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
 from webapp.api.schemas import (
-    BulkMembers,
+    BulkAddMembers,
     BulkOut,
     BulkRemoveMembers,
     BulkRemoveOut,
@@ -138,6 +138,7 @@ def operation_out(op: BulkOperation) -> OperationOut:
         added=op.added,
         updated=op.updated,
         removed=op.removed,
+        skipped=op.skipped,
         error=op.error,
         created_at=op.created_at,
         finished_at=op.finished_at,
@@ -166,13 +167,15 @@ def list_members(slug: str):
 
 
 @bp.post("/segments/<slug>/members")
-@operation(tags=TAGS, json=BulkMembers, ok=(200, BulkOut), accepted=OperationOut)
+@operation(tags=TAGS, json=BulkAddMembers, ok=(200, BulkOut), accepted=OperationOut)
 @transactional
 def bulk_add(slug: str):
     """Add up to 1,000,000 users, with an optional TTL: up to 10,000 at once (200 with the
     counts), more as a background operation (202 and its ``status_url``), never stalling
-    anyone; all validated before anything is written."""
-    body = json_body(BulkMembers)
+    anyone; all validated before anything is written. In an exclusion group, users already in
+    another segment of the group refuse the add (409 ``group_occupied``) unless
+    ``skip_conflicts`` is true: then they are left out and counted as ``skipped``."""
+    body = json_body(BulkAddMembers)
     result = bulk.bulk_add(
         db.session,
         slug,
@@ -181,6 +184,7 @@ def bulk_add(slug: str):
         expires_at=body.expires_at,
         reason=Reason.API,
         actor=actor(),
+        skip_conflicts=body.skip_conflicts,
     )
     return bulk_answer(result, BulkOut)
 
