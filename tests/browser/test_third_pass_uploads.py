@@ -13,6 +13,8 @@ back/forward, no console error on any page (tests/browser/conftest.py):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -98,7 +100,7 @@ def test_a_conflicting_upload_says_what_and_adds_the_others(
         page.get_by_role("button", name="Download the 12 (CSV)").click()
     download = info.value
     assert download.suggested_filename == "conflicts-AVITO_DISCOUNT_30.csv"
-    lines = open(download.path(), encoding="utf-8").read().splitlines()
+    lines = Path(download.path()).read_text(encoding="utf-8").splitlines()
     assert lines[0] == "user_id,segment" and len(lines) == 13
     assert lines[1:] == [f"{u},AVITO_DISCOUNT_50" for u in range(1001, 1013)]
     assert page.locator("#bulk-file").evaluate("el => el.files.length") == 1
