@@ -38,12 +38,54 @@ document.addEventListener("htmx:afterSwap", (event) => {
     if (problem) problem.scrollIntoView({block: "nearest"});
     const field = root.querySelector && root.querySelector("[aria-invalid=true]");
     if (field) field.focus({preventScroll: true});
+    document.querySelectorAll("#flash .alert-success").forEach((alert) => alert.remove());
   }
   showDismiss();
 });
 
-// Messages (the flash area floats at the bottom of the window with JavaScript, so a message
-// is seen wherever the page is scrolled): each can be dismissed; success ones fade after a while.
+// Messages: never over a control, never beside a field error, gone at the next action.
+// A message an htmx action brings is shown in the page's flow right after the card that asked
+// (the card of the request's target): it pushes what follows down instead of floating over it,
+// at any width, and nothing above it moves. The next action the user takes (a submit, a click,
+// typing: a trusted event; polls and the page's own refreshes are not) clears it first, so a
+// "saved" message from one save never stands beside the problems of the next. A message that
+// comes with a page load (a post without htmx, then a redirect) is shown under the header.
+let messageAnchor = null;
+function clearMessages() {
+  const area = document.getElementById("flash");
+  if (area) area.replaceChildren();
+}
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const config = event.detail.requestConfig || {};
+  const trigger = config.triggeringEvent;
+  if (!trigger || !trigger.isTrusted) return;
+  clearMessages();
+  const target = event.detail.target;
+  const from = (target && target.closest && target.closest(".card")) || event.detail.elt.closest(".card, form");
+  messageAnchor = from && from.id ? from.id : null;
+});
+function placeMessages() {
+  const area = document.getElementById("flash");
+  if (!area || !area.querySelector(".alert")) return;
+  const anchor = messageAnchor && document.getElementById(messageAnchor);
+  if (anchor && !anchor.contains(area) && anchor.nextElementSibling !== area) anchor.after(area);
+  if (anchor) area.scrollIntoView({block: "nearest"});
+}
+document.addEventListener("htmx:afterSettle", placeMessages);
+// A swap that would replace the part of the page the messages sit in puts them back home first
+// (before <main>), so the area every answer's message is swapped into is never lost.
+function rescueMessages(event) {
+  const area = document.getElementById("flash");
+  const target = event.detail.target;
+  if (area && target && target !== area && target.contains && target.contains(area)) {
+    document.querySelector("main").before(area);
+  }
+}
+document.addEventListener("htmx:beforeSwap", rescueMessages);
+document.addEventListener("htmx:oobBeforeSwap", rescueMessages);
+document.addEventListener("htmx:oobAfterSwap", placeMessages);
+
+// Each message can be dismissed.
 function showDismiss() {
   document.querySelectorAll("#flash .alert").forEach((alert) => {
     let button = alert.querySelector(".dismiss");
@@ -56,8 +98,33 @@ function showDismiss() {
     if (button.hidden) {
       button.hidden = false;
       button.addEventListener("click", () => alert.remove());
-      if (alert.classList.contains("alert-success")) setTimeout(() => alert.remove(), 12000);
     }
   });
 }
 document.addEventListener("DOMContentLoaded", showDismiss);
+
+// "Download the conflicting ids": the bulk-add form (its pasted ids and its chosen file) is posted
+// to the button's formaction and the CSV answer saved as a file, the form staying as it is.
+// (Without JavaScript the button submits the form natively and the browser saves the answer.)
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest && event.target.closest("button[data-download]");
+  if (!button || !button.form) return;
+  event.preventDefault();
+  button.disabled = true;
+  try {
+    const response = await fetch(button.formAction, {method: "POST", body: new FormData(button.form)});
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !type.startsWith("text/csv")) {
+      button.insertAdjacentHTML("afterend", '<p class="field-error" role="alert">The list could not be read again: choose the file again and retry.</p>');
+      return;
+    }
+    const name = (/filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "") || [])[1] || "conflicts.csv";
+    const link = Object.assign(document.createElement("a"), {href: URL.createObjectURL(await response.blob()), download: name});
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  } finally {
+    button.disabled = false;
+  }
+});

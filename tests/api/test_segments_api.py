@@ -77,7 +77,14 @@ def test_members_listing_and_bulk_add(api):
     api.segment("BULK")
     response = api.post("/segments/BULK/members", {"user_ids": [5, 3, 3, 9, 1], "ttl_seconds": 3600})
     assert response.status_code == 200
-    assert response.json == {"segment": "BULK", "received": 5, "added": 4, "updated": 0, "unchanged": 0}
+    assert response.json == {
+        "segment": "BULK",
+        "received": 5,
+        "added": 4,
+        "updated": 0,
+        "unchanged": 0,
+        "skipped": 0,
+    }
     again = api.post("/segments/BULK/members", {"user_ids": [1, 2]}).json
     assert again["added"] == 1 and again["updated"] == 1  # 1 loses its TTL
     first = api.get("/segments/BULK/members?limit=3").json

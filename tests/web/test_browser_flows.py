@@ -27,7 +27,7 @@ def test_create_segment_search_and_delete(page, live_server, shots, live_api, co
     form = page.locator("#create-segment")
     form.get_by_label("Slug").fill("AVITO_VOICE_MESSAGES")
     form.get_by_role("button", name="Create segment").click()
-    expect(page.locator("#create-segment .field-error")).to_have_text(
+    expect(page.locator("#create-segment .field-error")).to_contain_text(
         "A segment called AVITO_VOICE_MESSAGES already exists: choose another slug."
     )
     page.locator("#create-segment").get_by_label("Slug").fill("AVITO_DISCOUNT_30")

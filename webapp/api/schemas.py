@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainValidator,
     RootModel,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -252,6 +253,20 @@ class BulkMembers(Strict):
     expires_at: ExpiresAt | None = None
 
 
+class BulkAddMembers(BulkMembers):
+    """The users to add, with an optional expiry; ``skip_conflicts`` for a segment in an
+    exclusion group."""
+
+    skip_conflicts: StrictBool = Field(
+        False,
+        description=(
+            "in an exclusion group, users already in another segment of the group refuse the whole "
+            "add (409 `group_occupied`); true leaves them out instead (counted as `skipped`, in the "
+            "answer, the operation and the segment's activity) and adds the others"
+        ),
+    )
+
+
 def _report_rules() -> dict[str, Any]:
     """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
 
@@ -473,6 +488,9 @@ class BulkOut(BaseModel):
     added: int
     updated: int
     unchanged: int
+    skipped: int = Field(
+        0, description="skip_conflicts: listed users left out, already in another segment of the group"
+    )
 
 
 class OperationOut(BaseModel):
@@ -486,6 +504,10 @@ class OperationOut(BaseModel):
     added: int
     updated: int
     removed: int = Field(0, description="bulk remove and replace: users who left")
+    skipped: int = Field(
+        0,
+        description="bulk add with skip_conflicts: listed users left out, already in another segment of the group",
+    )
     error: str | None
     created_at: datetime
     finished_at: datetime | None

@@ -13,6 +13,7 @@ from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
 from webapp.api.impact import expected_version
 from webapp.api.schemas import (
+    BulkAddMembers,
     BulkMembers,
     BulkOut,
     BulkRemoveMembers,
@@ -147,6 +148,7 @@ def operation_out(op: BulkOperation) -> OperationOut:
         added=op.added,
         updated=op.updated,
         removed=op.removed,
+        skipped=op.skipped,
         error=op.error,
         created_at=op.created_at,
         finished_at=op.finished_at,
@@ -175,13 +177,16 @@ def list_members(slug: str):
 
 
 @bp.post("/segments/<slug>/members")
-@operation(tags=TAGS, json=BulkMembers, ok=(200, BulkOut), accepted=OperationOut)
+@operation(tags=TAGS, json=BulkAddMembers, ok=(200, BulkOut), accepted=OperationOut)
 @transactional
 def bulk_add(slug: str):
     """Add up to 1,000,000 users, with an optional TTL: up to 10,000 at once (200 with the
     counts), more as a background operation (202 and its ``status_url``), never stalling
-    anyone; all validated before anything is written."""
-    return bulk_answer(_with_expiry(bulk.bulk_add, slug, json_body(BulkMembers)), BulkOut)
+    anyone; all validated before anything is written. In an exclusion group, users already in
+    another segment of the group refuse the add (409 ``group_occupied``) unless
+    ``skip_conflicts`` is true: then they are left out and counted as ``skipped``."""
+    body = json_body(BulkAddMembers)
+    return bulk_answer(_with_expiry(bulk.bulk_add, slug, body, skip_conflicts=body.skip_conflicts), BulkOut)
 
 
 @bp.delete("/segments/<slug>/members")
@@ -209,10 +214,17 @@ def bulk_replace(slug: str):
     else a background operation (202 and its ``status_url``): it adds the listed ids, then
     removes the members not listed that were members when it started; never stalling anyone;
     all validated before anything is written."""
-    return bulk_answer(_with_expiry(bulk.bulk_replace, slug, json_body(BulkReplaceMembers)), BulkReplaceOut)
+    return bulk_answer(
+        _with_expiry(
+            bulk.bulk_replace, slug, json_body(BulkReplaceMembers), expected_version=expected_version()
+        ),
+        BulkReplaceOut,
+    )
 
 
-def _with_expiry(write: Callable[..., Any], slug: str, body: BulkMembers | BulkReplaceMembers) -> Any:
+def _with_expiry(
+    write: Callable[..., Any], slug: str, body: BulkMembers | BulkReplaceMembers, **options: Any
+) -> Any:
     """A bulk add or replace as the API asks it: the body's ids and expiry, by the caller."""
     return write(
         db.session,
@@ -222,5 +234,5 @@ def _with_expiry(write: Callable[..., Any], slug: str, body: BulkMembers | BulkR
         expires_at=body.expires_at,
         reason=Reason.API,
         actor=actor(),
-        expected_version=expected_version(),
+        **options,
     )

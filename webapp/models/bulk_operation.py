@@ -26,6 +26,8 @@ class BulkOperation(Model):
     added: Mapped[int] = mapped_column(BigInteger, default=0)
     updated: Mapped[int] = mapped_column(BigInteger, default=0)
     removed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # a bulk add with skip_conflicts: listed ids left out, already in another segment of the group
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)  # the last user id done: resume after it
     # A replace runs in two passes, each with its own cursor: 0 adds the listed ids (cursor over
     # bulk_operation_ids), 1 removes the members not listed (cursor over the segment's members).

@@ -40,9 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import select, text
 
-from webapp.errors import Conflict, NotFound, ValidationFailed, detail
+from webapp.errors import Conflict, Detail, NotFound, ValidationFailed, detail
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
 from webapp.models.segment import LIVE_SEGMENT_SQL
@@ -66,6 +67,38 @@ class BulkResult:
     added: int
     updated: int
     unchanged: int
+    skipped: int = 0  # skip_conflicts: listed ids already in another segment of the group, left out
+
+
+@dataclass(frozen=True)
+class GroupConflicts:
+    """The listed users already in another segment of the exclusion group: user id -> that
+    segment's slug (explicitly or through its rollout), as the add would have met them."""
+
+    group: str
+    segment_of: dict[int, str]
+
+    def __len__(self) -> int:
+        return len(self.segment_of)
+
+    def by_segment(self) -> dict[str, int]:
+        """How many conflict with each other segment, most first."""
+        counts: dict[str, int] = {}
+        for slug in self.segment_of.values():
+            counts[slug] = counts.get(slug, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def sample(self, size: int = 10) -> list[int]:
+        return sorted(self.segment_of)[:size]
+
+
+class GroupConflict(Conflict):
+    """409 ``group_occupied`` for a bulk write: the details name the first 100 users, the
+    exception carries them all (``conflicts``) for the dashboard's count, sample and download."""
+
+    def __init__(self, message: str, details: list[Detail], conflicts: GroupConflicts) -> None:
+        super().__init__(message, details)
+        self.conflicts = conflicts
 
 
 @dataclass
@@ -125,18 +158,40 @@ def bulk_add(
     reason: Reason = Reason.API,
     actor: str = "",
     now: datetime | None = None,
+    skip_conflicts: bool = False,
 ) -> BulkResult | BulkOperation:
     """Add up to MAX_BULK_IDS users to one segment: done now (a BulkResult) for up to
     SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
-    id and nothing happens."""
+    id and nothing happens. In an exclusion group, listed users already in another segment of
+    the group refuse the whole add (GroupConflict, 409), unless ``skip_conflicts``: then they
+    are left out, counted as ``skipped`` in the result (or the operation) and the activity
+    entry, and the others are added. Conflicts are decided once, at the request, for the whole
+    list (one statement per other segment of the group, whatever the list's length)."""
     at, now = now, now or utcnow()
     ids, until = validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
     segment = get_live_segment(session, slug, lock="share")
-    refuse_group_conflicts(session, segment, ids, now, "no user was added")
+    skipped: dict[str, int] = {}
+    if skip_conflicts:
+        conflicts = group_conflicts(session, segment, ids, now)
+        if conflicts:
+            ids, skipped = _without(ids, conflicts), conflicts.by_segment()
+    else:
+        refuse_group_conflicts(session, segment, ids, now, "no user was added")
+    skipped_facts = (
+        {"skipped": sum(skipped.values()), "skipped_in": skipped, "exclusion_group": segment.exclusion_group}
+        if skipped
+        else {}
+    )
     if len(ids) > SYNC_LIMIT:
-        return _start(session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until)
-    added, updated = _add(session, ids, segment, until, reason, actor, at=at)
-    result = BulkResult(segment.slug, len(user_ids), added, updated, len(ids) - added - updated)
+        operation = _start(
+            session, OperationKind.BULK_ADD, segment, now, reason, actor, ids=ids, expires_at=until
+        )
+        operation.skipped = sum(skipped.values())
+        return operation
+    added, updated = _add(session, ids, segment, until, reason, actor, at=at) if ids else (0, 0)
+    result = BulkResult(
+        segment.slug, len(user_ids), added, updated, len(ids) - added - updated, sum(skipped.values())
+    )
     activity_log.record(
         session,
         segment,
@@ -148,8 +203,17 @@ def bulk_add(
         updated=updated,
         unchanged=result.unchanged,
         reason=reason,
+        **skipped_facts,
     )
     return result
+
+
+def _without(ids: list[int], conflicts: GroupConflicts) -> list[int]:
+    """``ids`` (ascending, distinct) less the conflicting users, in one vectorised pass."""
+    listed = np.asarray(ids, dtype=np.int64)
+    out = np.fromiter(conflicts.segment_of, dtype=np.int64, count=len(conflicts))
+    kept: list[int] = listed[~np.isin(listed, out, assume_unique=True)].tolist()
+    return kept
 
 
 def bulk_remove(
@@ -360,14 +424,24 @@ def preview_replace(
     return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
 
 
-def refuse_group_conflicts(
-    session: DbSession, segment: Segment, ids: Sequence[int], now: datetime, nothing: str
-) -> None:
-    """409 when the segment is in an exclusion group and some listed users are already in
-    another of its segments (explicitly, or through its rollout): the per-user rule, checked
-    for the whole list before anything is written."""
+def conflicts_for(
+    session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
+) -> GroupConflicts:
+    """The listed users a bulk add to ``slug`` would meet in another segment of its exclusion
+    group now (none outside a group): the dashboard's download of the conflicting ids."""
+    now = now or utcnow()
+    ids, _ = validated(user_ids, None, None, now, "nothing can be checked")
+    return group_conflicts(session, get_live_segment(session, slug), ids, now)
+
+
+def group_conflicts(
+    session: DbSession, segment: Segment, ids: Sequence[int], now: datetime
+) -> GroupConflicts:
+    """The listed users already in another live segment of the segment's exclusion group, explicitly
+    or through its rollout (the per-user rule, for the whole list: one statement for the explicit
+    rows, one rollout evaluation per other segment)."""
     if segment.exclusion_group is None or not ids:
-        return
+        return GroupConflicts(segment.exclusion_group or "", {})
     others = session.scalars(
         select(Segment).where(
             Segment.exclusion_group == segment.exclusion_group, Segment.is_live, Segment.id != segment.id
@@ -393,9 +467,19 @@ def refuse_group_conflicts(
                     if user not in conflicts
                 }
             )
-    if conflicts:
-        group, first = segment.exclusion_group, min(conflicts)
-        raise Conflict(
+    return GroupConflicts(segment.exclusion_group, conflicts)
+
+
+def refuse_group_conflicts(
+    session: DbSession, segment: Segment, ids: Sequence[int], now: datetime, nothing: str
+) -> None:
+    """409 when the segment is in an exclusion group and some listed users are already in
+    another of its segments (explicitly, or through its rollout): the per-user rule, checked
+    for the whole list before anything is written."""
+    found = group_conflicts(session, segment, ids, now)
+    if found:
+        conflicts, group, first = found.segment_of, found.group, min(found.segment_of)
+        raise GroupConflict(
             f"{nothing}: {len(conflicts):,} of the listed users are already in another segment of exclusion "
             f"group {group} (user {first} is in {conflicts[first]})",
             [
@@ -409,6 +493,7 @@ def refuse_group_conflicts(
                 )
                 for user, slug in sorted(conflicts.items())[:100]
             ],
+            found,
         )
 
 
@@ -658,6 +743,11 @@ def finish(session: DbSession, operation: BulkOperation) -> None:
             updated=operation.updated,
             unchanged=listed - operation.added - operation.updated,
             **facts,
+            **(
+                {"skipped": operation.skipped, "exclusion_group": segment.exclusion_group}
+                if operation.skipped
+                else {}
+            ),
         )
     elif kind == OperationKind.BULK_REMOVE:
         activity_log.record(

@@ -262,6 +262,7 @@ class FormErrors:
     general: list[str] = field(default_factory=list)
     headlines: dict[str, str] = field(default_factory=dict)
     suggestions: dict[str, str] = field(default_factory=dict)
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)  # field -> (url, words): "Open X"
 
     def __bool__(self) -> bool:
         return bool(self.fields or self.general)
@@ -279,6 +280,7 @@ class FormErrors:
             self.add(None, message)
         self.headlines.update(other.headlines)
         self.suggestions.update(other.suggestions)
+        self.links.update(other.links)
 
     def flat(self) -> str:
         """Every message once, on one line (the flash of a no-JS post)."""

@@ -82,7 +82,14 @@ def activity_text(event: Any) -> str:
             if d.get("after")
             else f"Taken out of group {d.get('before')}"
         ),
-        "members_added": lambda: f"Bulk import of {_count(d, 'count')} ids",
+        "members_added": lambda: (
+            f"Bulk import of {_count(d, 'count')} ids"
+            + (
+                f" ({int(d['skipped']):,} skipped: already in another segment of group {d.get('exclusion_group')})"
+                if d.get("skipped")
+                else ""
+            )
+        ),
         "members_removed": lambda: f"Bulk removal of {_count(d, 'count')} ids",
         "members_replaced": lambda: (
             f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"

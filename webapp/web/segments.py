@@ -83,7 +83,11 @@ def create_segment():
             actor=dashboard_actor(),
         )
     except AppError as exc:
-        return rejected(exc, url_for("web.index"), "segments/_create_form.html", fields=CREATE_FIELDS)
+        errors = form_errors(exc, CREATE_FIELDS, values=request.form)
+        taken = next((str(d.get("slug")) for d in exc.details if d.get("code") == "slug_taken"), None)
+        if taken:  # the segment that has the slug, one click away
+            errors.links["slug"] = (url_for("web.show_segment", slug=taken), f"Open {taken}")
+        return rejected(errors, url_for("web.index"), "segments/_create_form.html")
     return updated(
         f"Segment {segment.slug} created.",
         url_for("web.index"),
@@ -114,13 +118,20 @@ def _page_context(segment) -> dict:
     }
 
 
-def _settings_context(segment) -> dict:
-    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in, and the
-    group's limits."""
+def _settings_context(segment, typed: str | None = None) -> dict:
+    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in, at the saved
+    percentage or, when a save was refused, at the one ``typed`` in the field (the preview
+    follows the field, as it does while typing), and the group's limits."""
+    basis_points = segment.rollout_basis_points
+    if typed is not None:
+        try:
+            basis_points = rollout.percent_to_basis_points(typed.strip() or "0")
+        except ValueError:  # the field's own problem says it, once
+            return {"segment": segment, "no_preview": True}
     return {
         "segment": segment,
         "sample": SAMPLE,
-        "sample_in": rollout_state.preview_share(db.session, segment, segment.rollout_basis_points, SAMPLE),
+        "sample_in": rollout_state.preview_share(db.session, segment, basis_points, SAMPLE),
         "limits": impact.limits(db.session, segment),
         "impact": None,
     }
@@ -282,7 +293,7 @@ def update_settings(slug: str):
             back,
             "segments/_settings_form.html",
             fields=SETTINGS_FIELDS,
-            **_settings_context(live_segment(slug)),
+            **_settings_context(live_segment(slug), form.get("rollout_percent")),
         )
     return updated(
         f"{segment.slug} saved.",
@@ -299,10 +310,72 @@ def update_settings(slug: str):
 @transactional
 def add_members(slug: str):
     """Bulk add from pasted ids and/or a file: both are used; any token that is not a user id
-    (each named with its line) and nothing is added."""
+    (each named with its line) and nothing is added. In an exclusion group, ids already in
+    another segment of the group refuse the add with their count, segments and a sample under
+    the field they came from, a download of them and a button that adds the others
+    (``skip_conflicts``); a file that was read fine stays chosen (``hx-preserve``)."""
     back = url_for("web.show_segment", slug=slug)
     segment = live_segment(slug)
     context: dict[str, Any] = {"segment": segment, "ttl_choices": TTL_CHOICES}
+    errors, parts, file_name = _bulk_ids()
+    try:
+        ttl, until = form_expiry()
+    except ValidationFailed as exc:
+        _place(errors, exc)
+    ids = [user_id for part in parts for user_id in part.ids]
+    if not errors and len(ids) > MAX_BULK_IDS:
+        errors.add(
+            "user_ids",
+            f"The pasted ids and the file hold {len(ids):,} ids together; at most "
+            f"{MAX_BULK_IDS:,} can be added at once.",
+        )
+    # a file read without problems stays chosen in the browser when the form comes back refused
+    context.update(file_name=file_name, keep_file=bool(file_name) and "file" not in errors.fields)
+    if errors:
+        return rejected(errors, back, "segments/_bulk_form.html", **context)
+    try:
+        result = _with_expiry(
+            bulk.bulk_add, slug, ids, ttl, until, skip_conflicts=request.form.get("skip_conflicts") == "yes"
+        )
+    except bulk.GroupConflict as exc:
+        errors, conflict = _conflict_errors(exc.conflicts, parts, len(set(ids)))
+        return rejected(errors, back, "segments/_bulk_form.html", conflict=conflict, **context)
+    except AppError as exc:
+        return rejected(exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, **context)
+    notes = _source_notes(parts)
+    context["keep_file"] = False  # added: the form comes back empty
+    if isinstance(result, BulkOperation):
+        message = f"Adding {result.total:,} ids in the background: progress below.{_skipped(result.skipped, segment)} {notes}"
+        return updated(
+            message.strip(),
+            back,
+            "segments/_bulk_form.html",
+            form={},
+            errors={},
+            operation=result,
+            trigger=CHANGED,
+            **context,
+        )
+    message = (
+        f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
+        f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
+        f"{_sources(parts)}).{_skipped(result.skipped, segment)} {notes}"
+    )
+    return updated(
+        message.strip(),
+        back,
+        "segments/_bulk_form.html",
+        "segments/_members_oob.html",
+        form={},
+        errors={},
+        trigger=CHANGED,
+        **context,
+        **_members_context(segment, {}),
+    )
+
+
+def _bulk_ids() -> tuple[FormErrors, list[ParsedIds], str]:
+    """The bulk-add form's ids: (problems under their fields, the parsed parts, the file's name)."""
     upload = request.files.get("file")
     file_name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload else ""
     pasted = request.form.get("user_ids", "")
@@ -320,54 +393,78 @@ def add_members(slug: str):
         else:
             if parsed is not None:
                 parts.append(parsed)
-    try:
-        ttl, until = form_expiry()
-    except ValidationFailed as exc:
-        _place(errors, exc)
-    ids = [user_id for part in parts for user_id in part.ids]
-    if not errors and len(ids) > MAX_BULK_IDS:
+    return errors, parts, file_name
+
+
+CONFLICT_SAMPLE = 10
+
+
+def _conflict_errors(
+    conflicts: bulk.GroupConflicts, parts: list[ParsedIds], listed: int
+) -> tuple[FormErrors, dict[str, Any]]:
+    """A refused add's conflicts in words, under the field each conflicting id came from (the
+    paste box, the file or both), and what the form offers next: the count and segments, a
+    sample, a download of them all and a button that adds the others."""
+    errors = FormErrors()
+    by_segment = conflicts.by_segment()
+    where = _and(
+        [f"{slug} ({count:,})" if len(by_segment) > 1 else slug for slug, count in by_segment.items()]
+    )
+    group, field = conflicts.group, "user_ids"
+    for part in parts:
+        name = "user_ids" if part.source == "pasted" else "file"
+        mine = sorted({u for u in part.ids if u in conflicts.segment_of})
+        if not mine:
+            continue
+        field = name
+        what = "pasted ids" if name == "user_ids" else f"ids in {part.source}"
+        errors.headlines[name] = (
+            f"Nothing was added: {len(mine):,} of the {len(set(part.ids)):,} {what} "
+            f"{'is' if len(mine) == 1 else 'are'} already in {where}, which "
+            f"{'shares' if len(by_segment) == 1 else 'share'} exclusion group {group}."
+        )
+        sample = ", ".join(str(u) for u in mine[:CONFLICT_SAMPLE])
         errors.add(
-            "user_ids",
-            f"The pasted ids and the file hold {len(ids):,} ids together; at most "
-            f"{MAX_BULK_IDS:,} can be added at once.",
+            name,
+            f"A user can be in only one segment of a group. "
+            f"{'They are' if len(mine) > 1 else 'It is'}: {sample}{', …' if len(mine) > CONFLICT_SAMPLE else '.'}",
         )
-    if errors:
-        return rejected(errors, back, "segments/_bulk_form.html", file_name=file_name, **context)
-    try:
-        result = _with_expiry(bulk.bulk_add, slug, ids, ttl, until)
-    except AppError as exc:
-        return rejected(
-            exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, file_name=file_name, **context
-        )
-    notes = _source_notes(parts)
-    if isinstance(result, BulkOperation):
-        message = f"Adding {result.total:,} ids in the background: progress below. {notes}"
-        return updated(
-            message.strip(),
-            back,
-            "segments/_bulk_form.html",
-            form={},
-            errors={},
-            operation=result,
-            trigger=CHANGED,
-            **context,
-        )
-    message = (
-        f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
-        f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
-        f"{_sources(parts)}). {notes}"
-    )
-    return updated(
-        message.strip(),
-        back,
-        "segments/_bulk_form.html",
-        "segments/_members_oob.html",
-        form={},
-        errors={},
-        trigger=CHANGED,
-        **context,
-        **_members_context(segment, {}),
-    )
+    conflict = {
+        "count": len(conflicts),
+        "group": group,
+        "by_segment": by_segment,
+        "others": listed - len(conflicts),
+        "field": field,
+    }
+    return errors, conflict
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _skipped(count: int, segment) -> str:
+    if not count:
+        return ""
+    return f" {count:,} skipped: already in another segment of exclusion group {segment.exclusion_group}."
+
+
+@bp.post("/segments/<slug>/members/conflicts.csv")
+def conflicting_ids(slug: str):
+    """The ids of the bulk-add form (paste and file, posted again) that are already in another
+    segment of the segment's exclusion group, as CSV (``user_id,segment``): what a refused add
+    names, to take elsewhere. Nothing is written."""
+    segment = live_segment(slug)
+    errors, parts, _ = _bulk_ids()
+    if errors:  # (without JavaScript: flashed on the segment page; the script shows it in the form)
+        back = url_for("web.show_segment", slug=slug)
+        return rejected(errors, back, "segments/_bulk_form.html", segment=segment, ttl_choices=TTL_CHOICES)
+    conflicts = bulk.conflicts_for(db.session, slug, [u for part in parts for u in part.ids])
+    body = "user_id,segment\n" + "".join(f"{u},{s}\n" for u, s in sorted(conflicts.segment_of.items()))
+    response = make_response(body)
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="conflicts-{segment.slug}.csv"'
+    return response
 
 
 def _place(errors: FormErrors, exc: ValidationFailed) -> None:
@@ -566,7 +663,12 @@ def bulk_change_preview(slug: str):
 
 
 def _with_expiry(
-    write: Callable[..., Any], slug: str, ids: list[int], ttl: int | None, until: datetime | None
+    write: Callable[..., Any],
+    slug: str,
+    ids: list[int],
+    ttl: int | None,
+    until: datetime | None,
+    **options: Any,
 ) -> Any:
     """A bulk add or replace as the dashboard asks it: the form's ids and expiry, by its user."""
     return write(
@@ -577,6 +679,7 @@ def _with_expiry(
         expires_at=until,
         reason=Reason.DASHBOARD,
         actor=dashboard_actor(),
+        **options,
     )
 
 
