@@ -247,6 +247,24 @@ class BulkMembers(Strict):
     expires_at: ExpiresAt | None = None
 
 
+ReportFormat = Literal["csv", "spreadsheet"]
+Separator = Literal[",", ";"]
+FORMAT_FIELD = Field(
+    None,
+    description='the file\'s format. "csv" (the default): the API\'s own, unchanged: ";"-separated, '
+    'ISO 8601 times, no BOM. "spreadsheet" (opt-in, what the dashboard asks for): UTF-8 with a '
+    "BOM, the chosen separator, CRLF line ends, times YYYY-MM-DD HH:MM:SS UTC, the history's reason and "
+    "actor columns (members: source), and a file name unique to the report",
+    examples=["spreadsheet"],
+)
+SEPARATOR_FIELD = Field(
+    None,
+    description='with format "spreadsheet" only: "," (the default) or ";" (the list separator of '
+    "spreadsheets in locales with a decimal comma)",
+    examples=[";"],
+)
+
+
 def _report_rules() -> dict[str, Any]:
     """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
 
@@ -315,6 +333,17 @@ class ReportRequest(Strict):
         description="a history report's end: ISO 8601 date or date-time (exclusive)",
         examples=["2026-12-01"],
     )
+    format: ReportFormat | None = FORMAT_FIELD
+    separator: Separator | None = SEPARATOR_FIELD
+
+
+class MembersExport(Strict):
+    """A CSV of the segment's explicit members now; the format as for ``POST /reports``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: ReportFormat | None = FORMAT_FIELD
+    separator: Separator | None = SEPARATOR_FIELD
 
 
 # Query models only document: the views parse their query strings themselves (helpers.query_int,
