@@ -20,6 +20,7 @@ from webapp.web.helpers import checked_month, live_segment, rejected, typed_user
 FIELDS = ("kind", "user_id", "segment", "period", "separator")
 ALIASES = {"slug": "segment"}
 SEPARATOR_COOKIE = "csv_separator"
+SEPARATOR_NAMES = {",": "comma", ";": "semicolon"}  # the cookie's values (a bare ";" must be quoted)
 SEPARATOR_KEPT_FOR = 400 * 86_400  # seconds: browsers cap a cookie's life at 400 days
 # Languages whose numbers take a decimal comma: their spreadsheets (Excel's list separator)
 # split CSV on ";". Anyone else's split on ",". The default until a choice is remembered.
@@ -77,8 +78,9 @@ def separator_choice() -> str:
     """The separator the dashboard's CSV forms start with: the one last chosen (a cookie), else
     the browser's language's (``;`` where numbers take a decimal comma, else ``,``)."""
     saved = request.cookies.get(SEPARATOR_COOKIE)
-    if saved in reports.SEPARATORS:
-        return saved
+    for separator, name in SEPARATOR_NAMES.items():
+        if saved == name:
+            return separator
     best = request.accept_languages.best or ""
     return ";" if best.split("-")[0].split("_")[0].lower() in DECIMAL_COMMA else ","
 
@@ -91,10 +93,11 @@ def remember_separator(response: Response) -> Response:
     """A separator chosen in any of the dashboard's CSV forms is remembered (a cookie, so the
     forms start with it with or without JavaScript)."""
     chosen = request.form.get("separator") if request.method == "POST" else None
-    if chosen in reports.SEPARATORS and chosen != request.cookies.get(SEPARATOR_COOKIE):
+    name = SEPARATOR_NAMES.get(chosen or "")
+    if name is not None and response.status_code < 400 and name != request.cookies.get(SEPARATOR_COOKIE):
         response.set_cookie(
             SEPARATOR_COOKIE,
-            chosen,
+            name,
             max_age=SEPARATOR_KEPT_FOR,
             samesite="Lax",
             httponly=True,
