@@ -76,7 +76,11 @@ DECIMAL_COMMA = frozenset(
 
 def separator_choice() -> str:
     """The separator the dashboard's CSV forms start with: the one last chosen (a cookie), else
-    the browser's language's (``;`` where numbers take a decimal comma, else ``,``)."""
+    the browser's language's (``;`` where numbers take a decimal comma, else ``,``). The one
+    being posted counts as chosen (the form that comes back keeps it)."""
+    posted = request.form.get("separator") if request.method == "POST" else None
+    if posted in SEPARATOR_NAMES:
+        return posted
     saved = request.cookies.get(SEPARATOR_COOKIE)
     for separator, name in SEPARATOR_NAMES.items():
         if saved == name:
@@ -121,10 +125,10 @@ def report_subject(report: Report) -> str:
 
 def report_period(report: Report) -> str:
     """The period a history report covers: ``December 2026``, ``since 2023-08-29 10:32 UTC``,
-    ``2025-06-01 – 2025-07-01``; a member export is of the moment it was written."""
+    ``2025-06-01 – 2025-07-01``; a member export is a snapshot of the moment it was written."""
     p = report.params or {}
     if report.kind == ReportKind.SEGMENT_MEMBERS:
-        return "members at the time of the export"
+        return "snapshot"
     if p.get("period"):
         return datetime.strptime(p["period"], "%Y-%m").strftime("%B %Y")
     if p.get("since"):
