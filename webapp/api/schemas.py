@@ -265,6 +265,15 @@ SEPARATOR_FIELD = Field(
 )
 
 
+# A separator belongs to the spreadsheet format (reports.file_format): absent, or with it.
+SEPARATOR_RULE: dict[str, Any] = {
+    "anyOf": [
+        {"properties": {"separator": {"type": "null"}}},
+        {"required": ["format"], "properties": {"format": {"const": "spreadsheet"}}},
+    ]
+}
+
+
 def _report_rules() -> dict[str, Any]:
     """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
 
@@ -294,13 +303,14 @@ def _report_rules() -> dict[str, Any]:
             both(absent("period"), given(**{"from": MOMENT_SCHEMA, "to": MOMENT_SCHEMA})),
         ]
     }
-    return {
+    kinds = {
         "anyOf": [
             given(kind={"const": "segment_members"}, segment=SLUG_SCHEMA),
             both(absent("kind"), given(segment=SLUG_SCHEMA)),
             {"allOf": [history_kind, history_range]},
         ]
     }
+    return {"allOf": [kinds, SEPARATOR_RULE]}
 
 
 class ReportRequest(Strict):
@@ -340,7 +350,7 @@ class ReportRequest(Strict):
 class MembersExport(Strict):
     """A CSV of the segment's explicit members now; the format as for ``POST /reports``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=SEPARATOR_RULE)
 
     format: ReportFormat | None = FORMAT_FIELD
     separator: Separator | None = SEPARATOR_FIELD
