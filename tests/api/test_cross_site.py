@@ -22,6 +22,7 @@ WRITES = {
     "api.bulk_remove": ("delete", "/api/v1/segments/XSITE/members", {"user_ids": [7]}),
     "api.bulk_replace": ("put", "/api/v1/segments/XSITE/members", {"user_ids": [8, 9]}),
     "api.create_report": ("post", "/api/v1/reports", {"kind": "all_history", "period": "2026-10"}),
+    "api.export_members": ("post", "/api/v1/segments/XSITE/members:export", {}),
     "api.create_segment": ("post", "/api/v1/segments", {"slug": "XSITE_NEW"}),
     "api.patch_segment": ("patch", "/api/v1/segments/XSITE", {"rollout_percent": 100}),
     "api.delete_segment": ("delete", "/api/v1/segments/XSITE", {}),

@@ -93,8 +93,11 @@ def test_user_ttl_add_remove_and_monthly_report(page, live_server, shots, live_a
     expect(download_button).to_be_visible(timeout=15_000)
     with page.expect_download() as info:
         download_button.click()
-    rows = list(csv.reader(io.StringIO(Path(info.value.path()).read_text()), delimiter=";"))
-    assert rows[0] == ["user_id", "segment", "operation", "timestamp"]
+    # the dashboard's CSV (issue 24): BOM, "," for an English browser, reason and actor columns
+    text = Path(info.value.path()).read_text(encoding="utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:], newline=""), delimiter=","))
+    assert rows[0] == ["user_id", "segment", "operation", "time_utc", "reason", "actor"]
     operations = [(r[1], r[2]) for r in rows[1:]]
     assert operations == [
         ("AVITO_DISCOUNT_50", "added"),

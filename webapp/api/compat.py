@@ -314,8 +314,10 @@ def download():
             [detail("id", "file gone", code="report_gone")],
             code="report_gone",
         ) from None
+    # A report in the spreadsheet format (the dashboard's) is sent as it was written; the seed's
+    # conversion reads the API's own format only.
     response = Response(
-        reports.seed_csv(handle),
+        (line.encode() for line in handle) if reports.is_spreadsheet(report) else reports.seed_csv(handle),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="{reports.download_name(report)}"',

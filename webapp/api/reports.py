@@ -7,7 +7,7 @@ from flask import send_file, url_for
 from webapp.api import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out, report_reader
-from webapp.api.schemas import ReportOut, ReportRequest
+from webapp.api.schemas import MembersExport, ReportOut, ReportRequest
 from webapp.http.auth import REPORTS, requires_scope, token_name
 from webapp.http.transaction import transactional
 from webapp.models import Report
@@ -52,9 +52,29 @@ def create_report():
         start=body.start,
         end=body.end,
         requested_by=token_name() or "",
+        format=body.format,
+        separator=body.separator,
     )
     result = report_out(report)
     return out(result, 202, {"Location": result.status_url})
+
+
+@bp.post("/segments/<slug>/members:export")
+@requires_scope(REPORTS)
+@operation(tags=("reports", "segments"), json=MembersExport, ok=(201, ReportOut), accepted=ReportOut)
+@report_requests
+@transactional
+def export_members(slug: str):
+    """A CSV of the segment's explicit members now (TTL members with their expiry; rollout
+    members are a share of every user id, not a list, and are not in it). Up to 10,000
+    members: written at once, 201 with ``download_url``; more: 202, poll ``status_url``. The
+    dashboard's *Export members* calls the same service function."""
+    body = json_body(MembersExport)
+    report = reports.export_members(
+        db.session, slug, requested_by=token_name() or "", format=body.format, separator=body.separator
+    )
+    result = report_out(report)
+    return out(result, 201 if result.download_url else 202, {"Location": result.status_url})
 
 
 @bp.get("/reports/<report_id>")

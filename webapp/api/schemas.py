@@ -267,6 +267,33 @@ class BulkAddMembers(BulkMembers):
     )
 
 
+ReportFormat = Literal["csv", "spreadsheet"]
+Separator = Literal[",", ";"]
+FORMAT_FIELD = Field(
+    None,
+    description='the file\'s format. "csv" (the default): the API\'s own, unchanged: ";"-separated, '
+    'ISO 8601 times, no BOM. "spreadsheet" (opt-in, what the dashboard asks for): UTF-8 with a '
+    "BOM, the chosen separator, CRLF line ends, times YYYY-MM-DD HH:MM:SS UTC, the history's reason and "
+    "actor columns (members: source), and a file name unique to the report",
+    examples=["spreadsheet"],
+)
+SEPARATOR_FIELD = Field(
+    None,
+    description='with format "spreadsheet" only: "," (the default) or ";" (the list separator of '
+    "spreadsheets in locales with a decimal comma)",
+    examples=[";"],
+)
+
+
+# A separator belongs to the spreadsheet format (reports.file_format): absent, or with it.
+SEPARATOR_RULE: dict[str, Any] = {
+    "anyOf": [
+        {"properties": {"separator": {"type": "null"}}},
+        {"required": ["format"], "properties": {"format": {"const": "spreadsheet"}}},
+    ]
+}
+
+
 def _report_rules() -> dict[str, Any]:
     """Which fields each kind of report needs (reports.request_report), as ReportRequest says."""
 
@@ -296,13 +323,14 @@ def _report_rules() -> dict[str, Any]:
             both(absent("period"), given(**{"from": MOMENT_SCHEMA, "to": MOMENT_SCHEMA})),
         ]
     }
-    return {
+    kinds = {
         "anyOf": [
             given(kind={"const": "segment_members"}, segment=SLUG_SCHEMA),
             both(absent("kind"), given(segment=SLUG_SCHEMA)),
             {"allOf": [history_kind, history_range]},
         ]
     }
+    return {"allOf": [kinds, SEPARATOR_RULE]}
 
 
 class ReportRequest(Strict):
@@ -335,6 +363,17 @@ class ReportRequest(Strict):
         description="a history report's end: ISO 8601 date or date-time (exclusive)",
         examples=["2026-12-01"],
     )
+    format: ReportFormat | None = FORMAT_FIELD
+    separator: Separator | None = SEPARATOR_FIELD
+
+
+class MembersExport(Strict):
+    """A CSV of the segment's explicit members now; the format as for ``POST /reports``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=SEPARATOR_RULE)
+
+    format: ReportFormat | None = FORMAT_FIELD
+    separator: Separator | None = SEPARATOR_FIELD
 
 
 # Query models only document: the views parse their query strings themselves (helpers.query_int,

@@ -4,7 +4,15 @@ Kinds:
 - ``user_history``: one user's history for a period, rollout entries included;
 - ``all_history``: every stored change in a period (explicit changes, TTL expiries,
   segment deletions; rollout populations are not enumerated: they cover all users);
-- ``segment_members``: the explicit members of a segment now.
+- ``segment_members``: the explicit members of a segment now (``export_members``: in the
+  request up to ``EXPORT_IN_REQUEST`` members, else queued like the others).
+
+Formats (``params["format"]``, absent for the API's own):
+- ``csv`` (default): ``;``-separated, no BOM, ``\n``, ISO 8601 times; exactly what the API
+  served before the dashboard's format existed (its clients parse it);
+- ``spreadsheet``: for a spreadsheet in any locale: UTF-8 with a BOM, ``params["separator"]``
+  (``,`` or ``;``), ``\r\n``, times ``YYYY-MM-DD HH:MM:SS`` (UTC, which spreadsheets read as
+  dates), and the history's ``reason`` and ``actor`` (members: ``source``) columns.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from sqlalchemy import BigInteger, Row, Select, cast, func, literal, select, tex
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
-from webapp.models.enums import Action, ReportKind, ReportStatus
+from webapp.models.enums import Action, Reason, ReportKind, ReportStatus
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services import history
@@ -40,6 +48,12 @@ Ts = TypeVarTuple("Ts")
 log = logging.getLogger(__name__)
 HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
 MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
+SHEET_HISTORY_HEADER = ("user_id", "segment", "operation", "time_utc", "reason", "actor")
+SHEET_MEMBERS_HEADER = ("user_id", "segment", "source", "added_utc", "expires_utc")
+CSV_FORMAT, SHEET_FORMAT = "csv", "spreadsheet"
+FORMATS = (CSV_FORMAT, SHEET_FORMAT)
+SEPARATORS = (",", ";")
+EXPORT_IN_REQUEST = 10_000  # members a segment export writes within the request; more: a job
 PROGRESS_EVERY = 20_000
 GENERATE_JOB = "webapp.jobs.tasks.generate_report"
 REPORT_LOCK_SPACE = 2  # advisory lock space (two-int form) for report deduplication
@@ -95,8 +109,11 @@ def request_report(
     start: str | None = None,
     end: str | None = None,
     requested_by: str = "",
+    format: str | None = None,
+    separator: str | None = None,
 ) -> Report:
-    """Validate, store a queued report and enqueue its job once the transaction commits."""
+    """Validate, store a queued report and enqueue its job once the transaction commits.
+    ``format``/``separator``: see the module's docstring (``file_format``)."""
     kind = kind or (
         ReportKind.SEGMENT_MEMBERS
         if segment
@@ -137,7 +154,74 @@ def request_report(
                     "user_id is required for a user report", [detail("user_id", "required", code="required")]
                 )
             params["user_id"] = check_user_id(user_id)
+    params.update(file_format(format, separator))
     return _queue_once(session, kind, params, requested_by)
+
+
+def file_format(format: str | None, separator: str | None) -> dict[str, str]:
+    """The params a format adds: nothing for the API's own (``csv``, the default), so its
+    reports' params stay as they were; ``{"format": "spreadsheet", "separator": ...}`` (``,`` by
+    default) for the spreadsheet format. A separator belongs to the spreadsheet format only."""
+    if format not in (None, *FORMATS):
+        raise ValidationFailed(
+            f"format must be one of {', '.join(FORMATS)}",
+            [detail("format", "unknown format", code="report_format_invalid", value=str(format)[:20])],
+        )
+    if separator is not None and (format != SHEET_FORMAT or separator not in SEPARATORS):
+        raise ValidationFailed(
+            'separator must be "," or ";", with format "spreadsheet"',
+            [detail("separator", 'must be "," or ";"', code="separator_invalid", value=str(separator)[:5])],
+        )
+    if format != SHEET_FORMAT:
+        return {}
+    return {"format": SHEET_FORMAT, "separator": separator or ","}
+
+
+def is_spreadsheet(report: Report) -> bool:
+    return (report.params or {}).get("format") == SHEET_FORMAT
+
+
+def export_members(
+    session: DbSession,
+    slug: str,
+    *,
+    requested_by: str = "",
+    format: str | None = None,
+    separator: str | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """A CSV of the segment's explicit members now (TTL ones with their expiry; the expired
+    left out exactly as reads leave them out). Up to ``EXPORT_IN_REQUEST`` members it is
+    written here and comes back finished; a larger segment is queued (the worker streams it)
+    and comes back queued. Rollout members are not listed: a rollout is a share of every
+    possible user id, not a list (docs/dashboard.md, *Export members*)."""
+    now = now or utcnow()
+    segment = get_live_segment(session, slug)
+    params: dict[str, Any] = {"segment": segment.slug, **file_format(format, separator)}
+    total = session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.segment_id == segment.id, Membership.live_at(now))
+    )
+    if (total or 0) > EXPORT_IN_REQUEST:
+        return _queue_once(session, ReportKind.SEGMENT_MEMBERS, params, requested_by, now=now)
+    report = Report(
+        id=uuid.uuid4(),
+        kind=ReportKind.SEGMENT_MEMBERS,
+        params=params,
+        status=ReportStatus.RUNNING,
+        progress=0,
+        rows=0,
+        size_bytes=0,
+        created_at=now,
+        requested_by=requested_by,
+    )
+    count, path = write_csv(session, report, lambda done, total: None, now=now)
+    report.status, report.progress, report.rows = ReportStatus.FINISHED, 100, count
+    report.path, report.size_bytes, report.finished_at = str(path), path.stat().st_size, utcnow()
+    session.add(report)
+    session.flush()
+    return report
 
 
 PENDING = (ReportStatus.QUEUED, ReportStatus.RUNNING)
@@ -220,8 +304,11 @@ def get_report(session: DbSession, report_id: str, reader: str | None = None) ->
     return report
 
 
-def list_reports(session: DbSession, limit: int = 50, *, user_id: int | None = None) -> list[Report]:
-    """The latest reports, newest first; with ``user_id``, only that user's history reports.
+def list_reports(
+    session: DbSession, limit: int = 50, *, user_id: int | None = None, segment: str | None = None
+) -> list[Report]:
+    """The latest reports, newest first; with ``user_id``, only that user's history reports;
+    with ``segment``, only that segment's member exports.
     User ids are 64-bit: the JSON parameter is compared as a bigint (a 32-bit cast failed on
     any stored id above 2**31 - 1, for every user's page)."""
     stmt = select(Report).order_by(Report.created_at.desc()).limit(limit)
@@ -229,6 +316,10 @@ def list_reports(session: DbSession, limit: int = 50, *, user_id: int | None = N
         stmt = stmt.where(
             Report.kind == ReportKind.USER_HISTORY,
             cast(Report.params["user_id"].as_string(), BigInteger) == user_id,
+        )
+    if segment is not None:
+        stmt = stmt.where(
+            Report.kind == ReportKind.SEGMENT_MEMBERS, Report.params["segment"].as_string() == segment
         )
     return list(session.scalars(stmt))
 
@@ -249,13 +340,21 @@ def finished_file(report: Report) -> Path:
     return path
 
 
-def download_name(report: Report) -> str:
+def download_name(report: Report, unique: bool = False) -> str:
+    """The attachment's file name. The API's own format keeps the name it always had
+    (``history-user-42-2026-12.csv``); with ``unique`` (the dashboard's downloads) or in the
+    spreadsheet format, the request's time (UTC, to the second) and the start of the report's
+    id follow, so no two reports share a name: ``history-user-42-2026-12_20261203-140327_5f3a1c.csv``."""
     p = report.params
     if report.kind == ReportKind.SEGMENT_MEMBERS:
-        return f"members-{p['segment']}.csv"
-    period = p.get("period") or f"{p['from'][:10]}_{p['to'][:10]}"
-    who = f"user-{p['user_id']}" if report.kind == ReportKind.USER_HISTORY else "all-users"
-    return f"history-{who}-{period}.csv"
+        stem = f"members-{p['segment']}"
+    else:
+        period = p.get("period") or f"{p['from'][:10]}_{p['to'][:10]}"
+        who = f"user-{p['user_id']}" if report.kind == ReportKind.USER_HISTORY else "all-users"
+        stem = f"history-{who}-{period}"
+    if not (unique or is_spreadsheet(report)):
+        return f"{stem}.csv"
+    return f"{stem}_{report.created_at.astimezone(UTC):%Y%m%d-%H%M%S}_{report.id.hex[:6]}.csv"
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -270,17 +369,31 @@ def neutralise(cell: object) -> str:
 def write_csv(
     session: DbSession, report: Report, on_progress: Callable[[int, int], None], now: datetime | None = None
 ) -> tuple[int, Path]:
-    """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically); returns (rows, path)."""
-    header, total, rows = _rows(session, report, now or utcnow())
+    """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically) in the report's format;
+    returns (rows, path)."""
+    sheet = is_spreadsheet(report)
+    members = report.kind == ReportKind.SEGMENT_MEMBERS
+    total, rows = _rows(session, report, now or utcnow())
+    header: tuple[str, ...]
+    shape: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    if sheet:
+        header, shape = (
+            (SHEET_MEMBERS_HEADER, _sheet_member) if members else (SHEET_HISTORY_HEADER, _sheet_entry)
+        )
+    else:
+        header, shape = (MEMBERS_HEADER, _csv_member) if members else (HISTORY_HEADER, _csv_entry)
     path = report_path(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
     count = 0
     with open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter=";", lineterminator="\n")
+        if sheet:
+            writer = csv_writer(handle, report.params.get("separator", ","))
+        else:  # the API's own format, byte for byte as it always was
+            writer = csv.writer(handle, delimiter=";", lineterminator="\n")
         writer.writerow(header)
         for row in rows:
-            writer.writerow([neutralise(c) for c in row])
+            writer.writerow([neutralise(c) for c in shape(row)])
             count += 1
             if count % PROGRESS_EVERY == 0:
                 on_progress(count, total)
@@ -288,9 +401,37 @@ def write_csv(
     return count, path
 
 
-def _rows(
-    session: DbSession, report: Report, now: datetime
-) -> tuple[tuple[str, ...], int, Iterable[tuple[Any, ...]]]:
+def csv_writer(handle: TextIO, separator: str) -> Any:
+    """The spreadsheet format's writer: a BOM first (Excel then reads UTF-8), the separator,
+    RFC 4180 line ends; cells holding the separator, a quote or a line break are quoted."""
+    handle.write("\ufeff")
+    return csv.writer(handle, delimiter=separator, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+
+
+def sheet_time(moment: datetime | None) -> str:
+    """``2026-12-03 14:03:27`` (UTC): a date and time every spreadsheet reads as one."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
+
+
+# A row as stored: history (user_id, segment, operation, occurred_at, reason, actor);
+# members (user_id, segment, added_at, expires_at). Each format shapes it.
+def _csv_entry(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[0], row[1], row[2], iso(row[3])
+
+
+def _sheet_entry(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[0], row[1], row[2], sheet_time(row[3]), row[4], row[5]
+
+
+def _csv_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[0], row[1], iso(row[2]), iso(row[3]) or ""
+
+
+def _sheet_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[0], row[1], "ttl" if row[3] is not None else "explicit", sheet_time(row[2]), sheet_time(row[3])
+
+
+def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Iterable[tuple[Any, ...]]]:
     p = report.params
     if report.kind == ReportKind.SEGMENT_MEMBERS:
         segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.is_live))
@@ -303,17 +444,15 @@ def _rows(
             .where(*alive)
             .order_by(Membership.user_id)
         )
-        rows = ((u, segment.slug, iso(a), iso(e) or "") for u, a, e in _stream(session, stmt))
-        return MEMBERS_HEADER, total, rows
+        return total, ((u, segment.slug, a, e) for u, a, e in _stream(session, stmt))
     start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
     if report.kind == ReportKind.USER_HISTORY:
         entries = history.user_history(session, p["user_id"], start, end, now=now)
         return (
-            HISTORY_HEADER,
             len(entries),
-            ((e.user_id, e.segment, e.operation, iso(e.occurred_at)) for e in entries),
+            ((e.user_id, e.segment, e.operation, e.occurred_at, e.reason, e.actor) for e in entries),
         )
-    return HISTORY_HEADER, _count_all(session, start, end, now), _all_history(session, start, end, now)
+    return _count_all(session, start, end, now), _all_history(session, start, end, now)
 
 
 def _stream(session: DbSession, stmt: Select[*Ts], batch: int = 10_000) -> Iterator[Row[*Ts]]:
@@ -325,10 +464,17 @@ def _stream(session: DbSession, stmt: Select[*Ts], batch: int = 10_000) -> Itera
 
 def _pending_expiries(
     start: datetime, end: datetime, now: datetime
-) -> Select[int, str, str, datetime | None]:
+) -> Select[int, str, str, datetime | None, str, str]:
     """Expired memberships the purge has not reached yet (it will record exactly these)."""
     return (
-        select(Membership.user_id, Segment.slug, literal(Action.REMOVED.value), Membership.expires_at)
+        select(
+            Membership.user_id,
+            Segment.slug,
+            literal(Action.REMOVED.value),
+            Membership.expires_at,
+            literal(Reason.TTL.value),
+            literal("system"),  # as the purge will record them (membership_store)
+        )
         .join(Segment, Segment.id == Membership.segment_id)
         .where(Membership.expires_at >= start, Membership.expires_at < end, Membership.expires_at <= now)
     )
@@ -355,6 +501,8 @@ def _all_history(
             MembershipEvent.segment_slug,
             MembershipEvent.action,
             MembershipEvent.occurred_at,
+            MembershipEvent.reason,
+            MembershipEvent.actor,
         )
         .where(
             MembershipEvent.occurred_at >= start, MembershipEvent.occurred_at < end, MembershipEvent.visible
@@ -363,11 +511,11 @@ def _all_history(
     )
     pending = _pending_expiries(start, end, now).order_by(Membership.expires_at, Membership.user_id)
     merged = heapq.merge(_stream(session, stored), _stream(session, pending), key=_occurred)
-    for user_id, slug, action, at in merged:
-        yield user_id, slug, action, iso(at)
+    for row in merged:
+        yield tuple(row)
 
 
-def _occurred(row: Row[int, str, str, datetime | None]) -> datetime:
+def _occurred(row: Row[int, str, str, datetime | None, str, str]) -> datetime:
     at = row[3]
     assert at is not None  # stored rows always have it; pending ones are expired (expires_at <= now)
     return at

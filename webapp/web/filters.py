@@ -51,6 +51,12 @@ def utc(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
 
+@bp.app_template_filter("utc_seconds")
+def utc_seconds(value: datetime | None) -> str:
+    """To the second: two reports requested in the same minute read apart."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
 @bp.app_template_filter("isoz")
 def isoz(value: datetime | None) -> str:
     return iso(value) or ""

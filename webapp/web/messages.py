@@ -191,6 +191,8 @@ WORDING: dict[str, Wording] = {
     "period_future": _period_future_words,
     "range_reversed": "The start must be before the end.",
     "report_kind_invalid": "Choose what the report is about.",
+    "report_format_invalid": "Choose a file format from the list.",
+    "separator_invalid": "Choose commas or semicolons to separate the columns.",
     "unknown_report": "There is no such report (it may have been deleted).",
     "report_not_ready": lambda d, typed: (
         f"The report is {d.get('status')}: it can be downloaded once it is finished."

@@ -17,6 +17,7 @@ from webapp.services.user_changes import AddSpec
 from webapp.web import bp
 from webapp.web.filters import month_name
 from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated
+from webapp.web.reports import sheet_separator
 
 HISTORY_LIMIT = 200
 USER_REPORTS = 10  # the latest reports of the user listed on their page
@@ -138,10 +139,17 @@ def user_report(user_id: str):
     period = request.form.get("period", "").strip()
     try:
         report = reports.request_report(
-            db.session, user_id=uid, period=checked_month(period), requested_by=dashboard_actor()
+            db.session,
+            user_id=uid,
+            period=checked_month(period),
+            requested_by=dashboard_actor(),
+            format=reports.SHEET_FORMAT,
+            separator=sheet_separator(),
         )
     except AppError as exc:
-        return rejected(exc, back, "users/_reports.html", fields=("period",), **_reports_context(uid))
+        return rejected(
+            exc, back, "users/_reports.html", fields=("period", "separator"), **_reports_context(uid)
+        )
     return updated(
         f"Report for {month_name(period)} requested: it is listed under the form.",
         back,
