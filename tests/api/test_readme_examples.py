@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from tests.api.test_compat_readme import Recorded
 from webapp.jobs.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +27,20 @@ def readme_block() -> str:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     return next(block for block in blocks if "curl " in block and "/api/v1/segments" in block)
+
+
+class Recorded:
+    """A WSGI wrapper that notes the status of every response (curl prints only the body)."""
+
+    def __init__(self, app):
+        self.app, self.statuses = app, []
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            self.statuses.append(int(status.split()[0]))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 @pytest.fixture
