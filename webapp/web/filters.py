@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
@@ -49,6 +49,19 @@ def month_name(period: str | None) -> str:
 @bp.app_template_filter("utc")
 def utc(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+@bp.app_template_filter("moment_words")
+def moment_words(value: datetime | None, zone: tzinfo | None = None, weekday: bool = False) -> str:
+    """'8 Dec 2026, 10:00 UTC': the day, the month's name, the year (never read the wrong way
+    round), in ``zone`` (UTC by default) with its name ('8 Dec 2026, 11:00 CET'); with
+    ``weekday``, 'Tue 8 Dec 2026, 10:00 UTC'. In the page, static/local-time.js writes the same
+    form in the browser's zone (``_macros/time.html``)."""
+    if value is None:
+        return "—"
+    local = value.astimezone(zone or UTC)
+    day = f"{local:%a} " if weekday else ""
+    return f"{day}{local.day} {local:%b %Y, %H:%M} {local.tzname() or 'UTC'}"
 
 
 @bp.app_template_filter("isoz")

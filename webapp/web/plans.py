@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import flash, redirect, render_template, request, url_for
 
@@ -18,10 +19,11 @@ from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.models import Segment
 from webapp.platform.extensions import db
-from webapp.rules import parse_moment, problem_code
+from webapp.rules import in_utc, parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.web import bp
+from webapp.web.filters import moment_words
 from webapp.web.helpers import is_htmx, live_segment, rejected, updated
 from webapp.web.messages import moment_text, upper_slug
 
@@ -41,6 +43,18 @@ def segment_activity_log(segment: Segment, limit: int = 30) -> list[Any]:
 def segment_schedule(segment: Segment) -> list[tuple[Any, str]]:
     now = utcnow()
     return [(entry, schedules.status(entry, now)) for entry in schedules.listing(db.session, segment)]
+
+
+@bp.app_template_global()
+def next_rollout_steps(items: list[Segment]) -> dict[int, Any]:
+    """Each segment's next scheduled rollout change still ahead, by id (the list's Rollout column)."""
+    return schedules.next_steps(db.session, [s.id for s in items])
+
+
+@bp.app_template_global()
+def next_rollout_step(segment: Segment) -> Any:
+    """The segment's next scheduled rollout change, or None (the segment page's Rollout card)."""
+    return schedules.next_steps(db.session, [segment.id]).get(segment.id)
 
 
 @bp.app_template_global()
@@ -183,17 +197,44 @@ def segment_schedule_part(slug: str):
     return render_template("segments/_schedule.html", segment=segment, errors={}, form={})
 
 
-def _form_time(raw: str) -> datetime | None:
-    """A datetime-local value (no offset: UTC) or one with an offset; None when empty."""
+def browser_zone(name: str | None) -> ZoneInfo | None:
+    """The browser's time zone, as static/local-time.js fills the forms' hidden ``zone`` field
+    (an IANA name such as Europe/Berlin); None without JavaScript (times are then UTC, and the
+    form says so)."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name[:80])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(
+            f"unknown time zone {name[:80]!r}",
+            [detail("at", "unknown time zone", code="date_invalid", value=name[:80])],
+        ) from None
+
+
+def _form_time(raw: str, zone: ZoneInfo | None) -> datetime:
+    """A datetime-local value, in the browser's zone (UTC without one), or one with an offset;
+    the moment in UTC (the one date rule, rules.in_utc: years 1..9999 in UTC)."""
     raw = raw.strip()
     if not raw:
         raise ValidationFailed(
             "choose a time", [detail("at", "a date and time with a timezone is required", code="date_naive")]
         )
     try:  # the one date rule: naive is UTC, an offset is converted, years 1..9999 in UTC
-        return parse_moment(raw)
+        value = parse_moment(raw)
+        if zone is not None and datetime.fromisoformat(raw.replace("Z", "+00:00")).tzinfo is None:
+            value = in_utc(value.replace(tzinfo=zone))  # the same wall-clock time, in the browser's zone
+        return value
     except ValueError as exc:
         raise ValidationFailed(f"at {exc}", [detail("at", str(exc), code=problem_code(exc))]) from None
+
+
+def when_words(at: datetime, zone: ZoneInfo | None) -> str:
+    """A scheduled time in a message: in the browser's zone with UTC beside it, else in UTC."""
+    if zone is None or zone.key in {"UTC", "Etc/UTC"}:
+        return moment_words(at)
+    return f"{moment_words(at, zone)} ({at:%H:%M} UTC)"
 
 
 @bp.post("/segments/<slug>/schedule")
@@ -208,13 +249,14 @@ def add_schedule(slug: str):
                 "no percentage",
                 [detail("rollout_percent", "must be a number between 0 and 100", code="percent_invalid")],
             )
+        zone = browser_zone(request.form.get("zone"))
         entry = schedules.add(
-            db.session, segment.slug, _form_time(request.form.get("at", "")), percent, dashboard_actor()
+            db.session, segment.slug, _form_time(request.form.get("at", ""), zone), percent, dashboard_actor()
         )
     except AppError as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
     return updated(
-        f"{segment.slug} will change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC.",
+        f"{segment.slug} will change to {entry.rollout_percent:g}% on {when_words(entry.at, zone)}.",
         back,
         "segments/_schedule.html",
         trigger=CHANGED,
@@ -235,14 +277,16 @@ def cancel_schedule(slug: str, schedule_id: str):
         )
     except (NotFound, Conflict) as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=(), segment=segment)
+    try:
+        zone = browser_zone(request.form.get("zone"))
+    except ValidationFailed:
+        zone = None  # (only the message's wording: the change is cancelled either way)
+    done = f"The change to {entry.rollout_percent:g}% on {when_words(entry.at, zone)} is cancelled."
     if not is_htmx():
-        flash(
-            f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
-            "success",
-        )
+        flash(done, "success")
         return redirect(back)
     return updated(
-        f"The change to {entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC is cancelled.",
+        done,
         back,
         "segments/_schedule.html",
         trigger=CHANGED,
