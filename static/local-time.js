@@ -64,7 +64,9 @@
       input.dataset.echoing = "1";
       const show = () => {
         const date = input.value ? new Date(input.value) : null;  // a datetime-local value: local time
-        echo.textContent = date && !isNaN(date) ? `${format(date, "weekday")} (${utcWords(date)})` : "";
+        echo.textContent = date && !isNaN(date)
+          ? `${format(date, "weekday")} (${utcWords(date)})`
+          : `In your time zone, ${zone} (${zoneName()}).`;
       };
       input.addEventListener("input", show);
       show();

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
 
+from markupsafe import Markup
+
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
 from webapp.web import bp
@@ -62,6 +64,15 @@ def moment_words(value: datetime | None, zone: tzinfo | None = None, weekday: bo
     local = value.astimezone(zone or UTC)
     day = f"{local:%a} " if weekday else ""
     return f"{day}{local.day} {local:%b %Y, %H:%M} {local.tzname() or 'UTC'}"
+
+
+@bp.app_template_global("moment")
+def moment_html(value: datetime, weekday: bool = False) -> Markup:
+    """A moment in the page: ``<time>`` with the UTC words (``moment_words``), which
+    static/local-time.js rewrites in the browser's zone, named; the UTC time in its tooltip."""
+    return Markup('<time datetime="{}" data-local="{}" title="{}">{}</time>').format(
+        iso(value), "weekday" if weekday else "date", utc(value), moment_words(value, None, weekday)
+    )
 
 
 @bp.app_template_filter("isoz")

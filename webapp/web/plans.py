@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import flash, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.http.auth import dashboard_actor
@@ -23,7 +24,7 @@ from webapp.rules import in_utc, parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.web import bp
-from webapp.web.filters import moment_words
+from webapp.web.filters import moment_html, moment_words
 from webapp.web.helpers import is_htmx, live_segment, rejected, updated
 from webapp.web.messages import moment_text, upper_slug
 
@@ -67,6 +68,14 @@ def group_names() -> list[str]:
     return [view.name for view in groups.list_groups(db.session)]
 
 
+def scheduled_for(d: dict[str, Any]) -> str:
+    """A scheduled change's time in the activity log: in the viewer's zone (``moment_html``)."""
+    try:
+        return moment_html(datetime.fromisoformat(str(d.get("scheduled_for")).replace("Z", "+00:00")))
+    except ValueError:
+        return moment_text(str(d.get("scheduled_for")))
+
+
 @bp.app_template_filter("activity_text")
 def activity_text(event: Any) -> str:
     """One activity entry in words."""
@@ -101,12 +110,11 @@ def activity_text(event: Any) -> str:
         "members_replaced": lambda: (
             f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"
         ),
-        "schedule_added": lambda: (
-            f"Scheduled {pct(d.get('rollout_percent'))} for {moment_text(str(d.get('scheduled_for')))}"
+        "schedule_added": lambda: Markup("Scheduled {} for {}").format(
+            pct(d.get("rollout_percent")), scheduled_for(d)
         ),
-        "schedule_cancelled": lambda: (
-            f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
-            f"{moment_text(str(d.get('scheduled_for')))}"
+        "schedule_cancelled": lambda: Markup("Cancelled the change to {} scheduled for {}").format(
+            pct(d.get("rollout_percent")), scheduled_for(d)
         ),
         "deleted": lambda: "Deleted",
     }
