@@ -66,7 +66,7 @@
         const date = input.value ? new Date(input.value) : null;  // a datetime-local value: local time
         echo.textContent = date && !isNaN(date)
           ? `${format(date, "weekday")} (${utcWords(date)})`
-          : `In your time zone, ${zone} (${zoneName()}).`;
+          : (zoneName() === zone ? `In your time zone, ${zone}.` : `In your time zone, ${zone} (${zoneName()}).`);
       };
       input.addEventListener("input", show);
       show();

@@ -151,7 +151,9 @@ def test_api_docs_page_has_the_dashboards_header_and_a_way_back(page, live_serve
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments")
         page.go_forward()
         expect(page).to_have_url(live_server + "/")
-        page.locator("header.top nav").get_by_role("link", name="API").click()  # and in again, from the dashboard
+        page.locator("header.top nav").get_by_role(
+            "link", name="API"
+        ).click()  # and in again, from the dashboard
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments")
     page.set_viewport_size(DESKTOP)
 
