@@ -134,7 +134,7 @@ def test_without_javascript_times_are_utc_and_say_so(browser, live_server, api):
 
 
 def test_api_docs_page_has_the_dashboards_header_and_a_way_back(page, live_server, shots):
-    for size, name in ((DESKTOP, "api-docs"), (MOBILE, "api-docs-mobile")):
+    for size, name in ((DESKTOP, "api-docs-header"), (MOBILE, "api-docs-header-mobile")):
         page.set_viewport_size(size)
         page.goto(live_server + "/api/docs")
         header = page.locator("header.top")
