@@ -17,6 +17,9 @@ graceful_timeout = 30
 max_requests = 100_000
 max_requests_jitter = 100_000
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+# gunicorn's own log (the app logs each request itself). `make run` sets warning: gunicorn's six
+# start-up lines and one per worker booted give way to when_ready's one line.
+loglevel = os.environ.get("GUNICORN_LOGLEVEL") or "info"
 preload_app = False
 
 # Prometheus multiprocess mode (/metrics sums every worker): each worker writes its metric values
@@ -37,6 +40,19 @@ def on_starting(server):
     for name in os.listdir(metrics_dir):
         if name.endswith(".db"):
             os.remove(os.path.join(metrics_dir, name))
+
+
+def when_ready(server):
+    """With gunicorn's info lines off, one line says the master listens, where and with what."""
+    if loglevel.lower() not in {"debug", "info"}:
+        import gunicorn
+
+        addresses = ", ".join(str(listener) for listener in server.LISTENERS)
+        print(
+            f"gunicorn {gunicorn.__version__} listening at {addresses}, "
+            f"{server.num_workers} {worker_class} workers (pid {os.getpid()})",
+            flush=True,
+        )
 
 
 def child_exit(server, worker):

@@ -63,6 +63,30 @@ def _write(data: bytes) -> None:
         sys.stdout.flush()
 
 
+class _Held:
+    """The children's lines until the banner is out (the banner first, then each process's start
+    line); released at once when the start fails, before the reason is said."""
+
+    lines: list[bytes] | None = []
+
+
+def _child_line(data: bytes) -> None:
+    with _out_lock:
+        if _Held.lines is not None:
+            _Held.lines.append(data)
+            return
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def release_output() -> None:
+    """From now on the children's lines go straight out; what was held first."""
+    with _out_lock:
+        held, _Held.lines = _Held.lines or [], None
+        sys.stdout.buffer.write(b"".join(held))
+        sys.stdout.flush()
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if _libc is not None:
         _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: devstack killed -9 -> the child gets SIGTERM
@@ -117,7 +141,7 @@ class Child:
 def _pump(name: str, stream: IO[bytes]) -> None:
     prefix = f"{name:<9} | ".encode()
     for line in iter(stream.readline, b""):
-        _write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+        _child_line(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
     stream.close()
 
 
@@ -140,6 +164,7 @@ class DevStack:
     owns_postgres: bool = False
     owns_redis: bool = False
     children: list[Child] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the children's environment
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -151,11 +176,12 @@ class DevStack:
     def run(self) -> None:
         database_url = os.environ.get("DATABASE_URL") or self._start_postgres()
         redis_url = os.environ.get("REDIS_URL") or self._start_redis()
-        env = self._child_env(database_url, redis_url)
+        env = self.env = self._child_env(database_url, redis_url)
         self._migrate(env)
         self._start_children(env)
         self._wait_until_healthy()
         self._print_table(database_url, redis_url)
+        release_output()
         while True:
             self._check_children()
             time.sleep(0.25)
@@ -228,7 +254,9 @@ class DevStack:
         own_env = {
             "web": {
                 "PROMETHEUS_MULTIPROC_DIR": env.get("PROMETHEUS_MULTIPROC_DIR")
-                or str(self.instance / "metrics")
+                or str(self.instance / "metrics"),
+                # gunicorn's start-up lines give way to one (gunicorn.conf.py, when_ready)
+                "GUNICORN_LOGLEVEL": env.get("GUNICORN_LOGLEVEL") or "warning",
             }
         }
         with _uninterrupted():
@@ -247,7 +275,8 @@ class DevStack:
         deadline = time.monotonic() + HEALTH_TIMEOUT
         while True:
             self._check_children()
-            if _answers(f"{self.base_url}/healthz"):
+            # (a request gunicorn queues while its workers boot waits, rather than piling up retries)
+            if _answers(f"{self.base_url}/healthz", timeout=max(1.0, min(5.0, deadline - time.monotonic()))):
                 self.timings["app"] = time.monotonic() - self.timings["app"]
                 return
             if time.monotonic() > deadline:
@@ -260,10 +289,16 @@ class DevStack:
         steps = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.timings.items())
         web = self.children[0]
         workers = os.environ.get("GUNICORN_WORKERS", "2")
+        env = self.env
         rows = [
-            ("dashboard", f"{self.base_url}/"),
+            ("dashboard", f"{self.base_url}/  ({_dashboard_access(env)})"),
+            ("API", f"{self.base_url}/api/v1  ({_api_access(env.get('API_TOKENS', ''))})"),
             ("API docs", f"{self.base_url}/api/docs"),
-            ("metrics", f"{self.base_url}/metrics"),
+            (
+                "metrics",
+                f"{self.base_url}/metrics  "
+                + ("(needs METRICS_TOKEN)" if env.get("METRICS_TOKEN") else "(open: METRICS_TOKEN is empty)"),
+            ),
             (
                 "database",
                 _redact(database_url)
@@ -284,7 +319,7 @@ class DevStack:
                     else "  (external)"
                 ),
             ),
-            ("reports", os.environ.get("REPORTS_DIR") or str(self.instance / "reports")),
+            ("reports", f"{env['REPORTS_DIR']}  (the CSV files)"),
             (
                 "processes",
                 f"web pid {web.pid} (gunicorn, {workers} workers), "
@@ -299,7 +334,7 @@ class DevStack:
         say(f"Segments is up: {kind} start, {total:.1f} s to /healthz ({steps})")
         for label, value in rows:
             say(f"  {label:<10} {value}")
-        say("Ctrl-C stops everything.")
+        say("Ctrl-C stops everything. Each process's lines follow.")
 
     def _server_logs(self) -> list[tuple[str, Path]]:
         logs = [("PostgreSQL", self.postgres.data_dir / "log")] if self.postgres else []
@@ -342,6 +377,31 @@ class DevStack:
         return ok
 
 
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}  # (as webapp/config.py reads it)
+
+
+def _dashboard_access(env: dict[str, str]) -> str:
+    if _truthy(env.get("DASHBOARD_OPEN")):
+        return "open: DASHBOARD_OPEN is set, no SSO proxy needed"
+    header = env.get("DASHBOARD_USER_HEADER") or "X-Forwarded-Email"
+    return f"needs the SSO proxy's {header} header"
+
+
+def _api_access(raw: str) -> str:
+    """Whether API_TOKENS locks the API (the app refused to start had an entry been malformed)."""
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    if not entries:
+        return "open: API_TOKENS is empty, calls need no token"
+    scopes = []
+    for entry in entries:
+        name, _, rest = entry.partition(":")
+        scope = rest.rpartition(":")[2] if ":" in rest else "write"
+        scopes.append(f"{name.strip()}: {scope.strip()}")
+    plural = "s" if len(entries) > 1 else ""
+    return f"locked by API_TOKENS, {len(entries)} token{plural} ({', '.join(scopes)}): calls need Authorization: Bearer <token>"
+
+
 def _attached(started: bool) -> str:
     return "" if started else ", was already running"
 
@@ -365,9 +425,9 @@ def _local_secret_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
@@ -427,12 +487,15 @@ def main() -> int:
     try:
         stack.run()
     except Stop as stop:
+        release_output()  # (a child's last words before the reason, when the start failed)
         say(str(stop))
         code = stop.code
     except Exception:
+        release_output()
         say("failed:\n" + traceback.format_exc().rstrip())
     finally:
         _ignore_signals()  # the shutdown is bounded; it must not be cut short
+        release_output()
         if not stack.shutdown():
             code = 1
     return code

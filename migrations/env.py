@@ -104,6 +104,7 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
+    steps = []
 
     with connectable.connect() as connection:
         context.configure(
@@ -111,11 +112,34 @@ def run_migrations_online():
             target_metadata=get_metadata(),
             render_item=render_item,
             include_name=_not_a_history_partition,
+            on_version_apply=lambda ctx, step, heads, run_args: steps.append(step),
             **conf_args,
         )
 
         with context.begin_transaction():
             context.run_migrations()
+        if context.get_revision_argument() is not None and not getattr(
+            config.cmd_opts, "autogenerate", False
+        ):
+            _summarise(steps, context.get_context().get_current_heads())
+
+
+def _summarise(steps, heads):
+    """One line for an upgrade, downgrade or stamp (alembic.ini keeps alembic.runtime.migration's
+    line per step and its two preamble lines at WARN): what it did and where the database is."""
+    at = ", ".join(heads) or "no revision (empty)"
+    if not steps:
+        logger.info("migrations: the database is at %s, nothing to apply", at)
+        return
+    verb = "stamped" if all(s.is_stamp for s in steps) else "applied" if steps[0].is_upgrade else "reverted"
+    first, last = steps[0].up_revision_id, steps[-1].up_revision_id
+    logger.info(
+        "migrations: %d %s (%s); the database is at %s",
+        len(steps),
+        verb,
+        first if first == last else f"{first} … {last}",
+        at,
+    )
 
 
 if context.is_offline_mode():

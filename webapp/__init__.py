@@ -43,7 +43,7 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
     elif config is not None:
         app.config.from_object(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     require_servers(app)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(app.config["DATABASE_URL"])
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
@@ -60,6 +60,26 @@ def configure(app: Flask, config: type | Mapping[str, Any] | None) -> None:
         RATELIMIT_STORAGE_URI=limits_url,
         RATELIMIT_STORAGE_OPTIONS=timeouts,
     )
+
+
+# Libraries whose INFO lines are chatter, not news: alembic logs each autogenerate plugin it sets
+# up, in every process that imports it (web, worker, scheduler: about 30 lines at start); RQ's
+# worker logs its start-up and four lines for every job it runs (the reaper and the rollouts job:
+# every minute); rq-scheduler its "birth". Their warnings and errors still show; our jobs and
+# processes log their own outcome at INFO (webapp.jobs). docs/operations.md, "Logs".
+QUIET_LOGGERS = {
+    "alembic.runtime.plugins": logging.WARNING,
+    "rq.worker": logging.WARNING,
+    "rq.scheduler": logging.WARNING,
+    "rq_scheduler.scheduler": logging.WARNING,
+}
+
+
+def configure_logging() -> None:
+    """INFO and up from our code on stderr, one format; the chatty libraries at WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _connect_args(app: Flask) -> dict[str, Any]:

@@ -90,7 +90,10 @@ def test_seed_readme_examples_in_order(redis_app, server):
     status, body = curl(EXAMPLES[1])
     assert status == 200 and json.loads(body) == {"slug": "AVITO_VOICE_MESSAGES"}
     for slug in ("AVITO_PERFORMANCE_VAS", "AVITO_DISCOUNT_30", "AVITO_DISCOUNT_50"):
-        assert curl(CREATE % slug) == (200, json.dumps({"slug": slug}, separators=(",", ":")).encode())
+        assert curl(CREATE % slug) == (
+            200,
+            json.dumps({"slug": slug}, separators=(",", ":")).encode() + b"\n",
+        )
     assert curl(EXAMPLES[1])[0] == 409  # it exists now
 
     # 2. Delete AVITO_VOICE_MESSAGES. Example 3 adds it to a user, so it is then created again
@@ -108,10 +111,12 @@ def test_seed_readme_examples_in_order(redis_app, server):
     assert status == 200
     assert json.loads(body)["added"] == ["AVITO_VOICE_MESSAGES", "AVITO_PERFORMANCE_VAS"]
     assert json.loads(body)["removed"] == ["AVITO_DISCOUNT_30"]
+    again = json.loads(curl(EXAMPLES[3])[1])  # a second run: nothing left to add or remove
+    assert again["added"] == [] and again["removed"] == [], again
 
     # 4. The user's segments.
     status, body = curl(EXAMPLES[4])
-    assert status == 200
+    assert status == 200 and curl(EXAMPLES[4]) == (status, body)  # (twice: the same answer)
     assert json.loads(body) == {
         "user_id": 1000,
         "segments": [{"slug": "AVITO_PERFORMANCE_VAS"}, {"slug": "AVITO_VOICE_MESSAGES"}],
@@ -126,7 +131,7 @@ def test_seed_readme_examples_in_order(redis_app, server):
 
     # 6. Its status, with the real task id, then the file through the link.
     status, body = curl(EXAMPLES[6].replace("<task id>", task_id))
-    assert status == 200
+    assert status == 200 and curl(EXAMPLES[6].replace("<task id>", task_id)) == (status, body)
     link = f"http://{address}/download?id={task_id}"
     assert json.loads(body) == {"status": "success", "link_to_file": link}
     download = subprocess.run(["curl", "-s", "-D", "-", link], capture_output=True, timeout=60, check=True)

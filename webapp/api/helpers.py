@@ -14,7 +14,7 @@ from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import token_name
 from webapp.rules import parse_moment, problem_code
 from webapp.services.common import ascii_int
-from webapp.services.read_path import Reader
+from webapp.services.read_path import LINE_END, Reader
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -202,7 +202,10 @@ def reader() -> Reader:
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:
-    """Serialise a response model (pydantic-core writes the JSON bytes directly)."""
+    """Serialise a response model (pydantic-core writes the JSON bytes directly), ending its line."""
     return Response(
-        model.model_dump_json(by_alias=True), status=status, headers=headers, mimetype="application/json"
+        model.model_dump_json(by_alias=True) + LINE_END,
+        status=status,
+        headers=headers,
+        mimetype="application/json",
     )

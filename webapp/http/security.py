@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import host_is_trusted
 
 from webapp.errors import AppError, detail
+from webapp.telemetry.observability import PROBES
 
 # htmx and Swagger UI run from /static; htmx injects its indicator <style>, hence 'unsafe-inline' for styles.
 CSP = (
@@ -27,7 +28,7 @@ HEADERS = {
 
 
 UNTRUSTED_HOST = "segments.untrusted_host"  # environ key: the Host a request came with, not one of ours
-PROBES = frozenset({"ops.healthz", "ops.readyz"})  # answered whatever the Host (load balancers, docker)
+# PROBES (webapp.telemetry.observability): answered whatever the Host (load balancers, docker)
 
 
 class TrustedHosts:

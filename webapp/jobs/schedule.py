@@ -7,6 +7,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
+import rq_scheduler.scheduler
 from croniter import croniter
 from flask import Flask
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,6 +26,24 @@ REAPER_INTERVAL = 60  # seconds
 ROLLOUTS_JOB_ID = "segments-scheduled-rollouts"
 ROLLOUTS_JOB = "webapp.jobs.tasks.apply_scheduled_rollouts"
 MAINTENANCE_TIMEOUT = 6 * 3600
+
+
+def next_cron_time(cron_string: str, use_local_timezone: bool = False) -> datetime:
+    """When a cron job runs next: rq-scheduler's ``get_next_scheduled_time``, from an aware "now".
+
+    rq-scheduler 0.14 computes it with crontab's ``CronTab(cron).next(now=datetime.now())``: a
+    naive "now", on which crontab warns in every scheduler process (a 9-line FutureWarning) that a
+    later version will read it as UTC instead of local time. The answer is the same here (the
+    scheduler runs with TZ=UTC, ``register_schedules``) and the warning's cause is the naive time,
+    so the scheduler uses this instead, in ``Scheduler.cron`` and on each rescheduling: the same
+    cron semantics through croniter (which ``validate_cron`` checks the string with), from
+    ``datetime.now(UTC)`` (or the local zone when a job asks for it)."""
+    now = datetime.now().astimezone() if use_local_timezone else datetime.now(UTC)
+    return croniter(cron_string, now).get_next(datetime)
+
+
+# (rq-scheduler looks the function up in its module on each call: Scheduler.cron, enqueue_job)
+rq_scheduler.scheduler.get_next_scheduled_time = next_cron_time
 
 
 def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
@@ -106,7 +125,14 @@ def run_scheduler(app: Flask, *, catch_up: bool = True) -> None:
             if not caught_up:
                 scheduler.enqueue_in(timedelta(seconds=0), MAINTENANCE_JOB, timeout=MAINTENANCE_TIMEOUT)
                 caught_up = True
-            log.info("scheduler: %s registered with cron %r (UTC)", EXPIRY_JOB_ID, cron)
+            log.info(
+                "scheduler: nightly maintenance at cron %r (UTC), report reaper and scheduled rollouts "
+                "every %d s, on queue %s (pid %d)",
+                cron,
+                REAPER_INTERVAL,
+                QUEUE_NAME,
+                os.getpid(),
+            )
             connected_before, delay = True, 1.0
             scheduler.run()
             return

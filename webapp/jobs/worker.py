@@ -16,6 +16,7 @@ from flask import Flask
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import VERSION as RQ_VERSION
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL, DEFAULT_WORKER_TTL
 from rq.executions import Execution
@@ -217,6 +218,13 @@ def run_worker(app: Flask, *, burst: bool = False, fork: bool = True, with_sched
             return bool(
                 _new_worker(app, queue, fork, longest).work(burst=True, with_scheduler=with_scheduler)
             )
+        log.info(
+            "worker: RQ %s on queue %s, %s (pid %d)",
+            RQ_VERSION,
+            queue.name,
+            "each job in a forked work-horse" if fork else "jobs in this process",
+            os.getpid(),
+        )
         while True:
             worker: OutageAwareWorker | None = None
             try:

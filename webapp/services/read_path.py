@@ -76,6 +76,9 @@ UNION ALL SELECT 2, int8send(version) FROM catalog_version
 RECORD = np.dtype([("user", ">i8"), ("segment", ">i4"), ("until", ">i8")])
 NEVER = np.iinfo(np.int64).max  # 'infinity': no expiry
 POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# Every JSON body the app writes ends its line, as Flask's own JSON responses do (curl's output
+# then never runs into the prompt; a log of bodies is one per line). Written in the same string.
+LINE_END = "\n"
 MAX_ATTEMPTS = 5  # a catalog that changes five times during one read is re-read that often
 
 
@@ -164,8 +167,8 @@ class Reader:
         active = self.segments(user_id)
         read_counts.record(active)
         if not compat:
-            return user_json(user_id, [a.json for a in active]).encode()
-        return user_json(user_id, [a.compat_json for a in active]).encode() if active else b""
+            return user_json(user_id, [a.json for a in active], LINE_END).encode()
+        return user_json(user_id, [a.compat_json for a in active], LINE_END).encode() if active else b""
 
     def lookup_answer(self, user_ids: Sequence[int]) -> bytes:
         """The batch lookup's body, ``{"users": [UserSegments, ...]}`` in the order asked; one
@@ -459,11 +462,12 @@ class Batch:
         return [self.entries[first:end] for _, first, end in self._spans()]
 
     def json(self) -> str:
-        """``{"users": [UserSegments, ...]}`` as the API writes it."""
+        """``{"users": [UserSegments, ...]}`` as the API writes it (ending its line)."""
         return (
             '{"users":['
             + ",".join(user_json(u, self.texts[first:end]) for u, first, end in self._spans())
             + "]}"
+            + LINE_END
         )
 
     def read_counts(self) -> dict[str, int]:
@@ -476,9 +480,10 @@ class Batch:
         return {self.slugs[rank]: int(counts[rank]) for rank in np.flatnonzero(counts).tolist()}
 
 
-def user_json(user_id: int, items: Iterable[str]) -> str:
-    """One user's answer as the API writes it, from its entries' JSON."""
-    return f'{{"user_id":{user_id},"segments":[{",".join(items)}]}}'
+def user_json(user_id: int, items: Iterable[str], end: str = "") -> str:
+    """One user's answer as the API writes it, from its entries' JSON; ``end`` follows it (the
+    body's LINE_END), in the same one string."""
+    return f'{{"user_id":{user_id},"segments":[{",".join(items)}]}}{end}'
 
 
 def _evaluate(

@@ -5,9 +5,11 @@ segment's activity at its scheduled time, with its scheduler as the actor."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import RolloutSchedule, Segment
@@ -134,6 +136,28 @@ def listing(session: DbSession, segment: Segment, limit: int = 100) -> list[Roll
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def next_steps(
+    session: DbSession, segment_ids: Sequence[int], now: datetime | None = None
+) -> dict[int, RolloutSchedule]:
+    """Each segment's next scheduled change still ahead (pending: not cancelled, its time not
+    come), by segment id; segments with none are left out. One query for a page of segments
+    (DISTINCT ON the segment, along ix_rollout_schedule_segment_at)."""
+    if not segment_ids:
+        return {}
+    stmt = (
+        select(RolloutSchedule)
+        .where(
+            RolloutSchedule.segment_id.in_(list(segment_ids)),
+            RolloutSchedule.cancelled_at.is_(None),
+            RolloutSchedule.applied_at.is_(None),
+            RolloutSchedule.at > (now or utcnow()),
+        )
+        .order_by(RolloutSchedule.segment_id, RolloutSchedule.at, RolloutSchedule.id)
+        .ext(distinct_on(RolloutSchedule.segment_id))
+    )
+    return {entry.segment_id: entry for entry in session.scalars(stmt)}
 
 
 def status(entry: RolloutSchedule, now: datetime | None = None) -> str:

@@ -23,6 +23,11 @@ bp = Blueprint("ops", __name__)
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 STARTED = "segments.started"  # WSGI environ key: when the hot path layer first saw the request
 REQUEST_LOG_FDS = {"stderr": 2, "stdout": 1, "off": None}  # REQUEST_LOG's values
+# The liveness and readiness probes: answered whatever the Host (webapp.http.security); a probe
+# answered 200 writes no request log line (docker-compose's probes /healthz every 10 s, make run
+# once at start; a load balancer every few seconds): it is still counted and timed in /metrics, and
+# a failing probe (503, 500) is logged as any request.
+PROBES = frozenset({"ops.healthz", "ops.readyz"})
 
 
 def request_id(incoming: str | None) -> str:
@@ -121,9 +126,15 @@ def init_request_logging(app: Flask) -> None:
             metrics.observe_request(endpoint, status, time.perf_counter() - started)
             if status == 429 and "Idempotent-Replayed" not in response.headers:
                 metrics.rate_limited(endpoint)
-            request_log.write(
-                rid, request.method, request.path, status, started, g.get("api_client") or request.remote_addr
-            )
+            if status != 200 or endpoint not in PROBES:
+                request_log.write(
+                    rid,
+                    request.method,
+                    request.path,
+                    status,
+                    started,
+                    g.get("api_client") or request.remote_addr,
+                )
         return response
 
 

@@ -1,25 +1,54 @@
-"""Dashboard: first run. An empty dashboard offers the demo data of `flask seed-demo` in one click."""
+"""Dashboard: first run. An empty dashboard offers the demo data in one click (the same data as
+the developers' `flask seed-demo`)."""
 
 from __future__ import annotations
 
 from flask import flash, redirect, url_for
 
-from webapp.cli import seed_demo_data
+from webapp.cli import DEMO_SEGMENTS, seed_demo_data
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db
+from webapp.services import segments
 from webapp.web import bp
 
 
 @bp.post("/demo-data")
 @transactional
 def load_demo_data():
-    """The same segments and members as `flask seed-demo` (idempotent: a second load adds nothing)."""
+    """The demo segments and members (idempotent: a second load adds nothing)."""
     created = seed_demo_data(db.session, actor=dashboard_actor())
-    flash(
-        f"Demo data loaded: {created} segments, each with members; AVITO_DISCOUNT_50 has a 10% rollout."
-        if created
-        else "The demo segments are already there.",
-        "success",
-    )
+    flash(demo_words(created) if created else "The demo segments are already there.", "success")
     return redirect(url_for("web.index"))
+
+
+def demo_words(created: int) -> str:
+    """What the demo data holds, counted from the database: which segments have how many
+    members, and which reach users only through their rollout."""
+    live = [segments.get_live_segment(db.session, slug) for slug, *_ in DEMO_SEGMENTS]
+    counts = segments.member_counts(db.session, [s.id for s in live])
+    with_members = [s for s in live if counts[s.id]]
+    parts = []
+    if with_members:
+        sizes = {counts[s.id] for s in with_members}
+        names = _series([s.slug for s in with_members])
+        if len(sizes) == 1 and len(with_members) > 1:
+            parts.append(f"{names} have {sizes.pop():,} members each")
+        else:
+            parts.append(", ".join(f"{s.slug} has {counts[s.id]:,} members" for s in with_members))
+    for s in live:
+        if counts[s.id]:
+            continue
+        if s.rollout_basis_points:
+            parts.append(
+                f"{s.slug} has no members of its own: it reaches {s.rollout_percent:g}% of all users "
+                "through its automatic rollout"
+            )
+        else:
+            parts.append(f"{s.slug} has no members yet")
+    plural = "s" if created != 1 else ""
+    return f"Demo data loaded: {created} segment{plural}. " + "; ".join(parts) + "."
+
+
+def _series(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
+
+from markupsafe import Markup
 
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
@@ -55,6 +57,28 @@ def utc(value: datetime | None) -> str:
 def utc_seconds(value: datetime | None) -> str:
     """To the second: two reports requested in the same minute read apart."""
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+@bp.app_template_filter("moment_words")
+def moment_words(value: datetime | None, zone: tzinfo | None = None, weekday: bool = False) -> str:
+    """'8 Dec 2026, 10:00 UTC': the day, the month's name, the year (never read the wrong way
+    round), in ``zone`` (UTC by default) with its name ('8 Dec 2026, 11:00 CET'); with
+    ``weekday``, 'Tue 8 Dec 2026, 10:00 UTC'. In the page, static/local-time.js writes the same
+    form in the browser's zone (``_macros/time.html``)."""
+    if value is None:
+        return "—"
+    local = value.astimezone(zone or UTC)
+    day = f"{local:%a} " if weekday else ""
+    return f"{day}{local.day} {local:%b %Y, %H:%M} {local.tzname() or 'UTC'}"
+
+
+@bp.app_template_global("moment")
+def moment_html(value: datetime, weekday: bool = False) -> Markup:
+    """A moment in the page: ``<time>`` with the UTC words (``moment_words``), which
+    static/local-time.js rewrites in the browser's zone, named; the UTC time in its tooltip."""
+    return Markup('<time datetime="{}" data-local="{}" title="{}">{}</time>').format(
+        iso(value), "weekday" if weekday else "date", utc(value), moment_words(value, None, weekday)
+    )
 
 
 @bp.app_template_filter("isoz")

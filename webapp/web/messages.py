@@ -29,7 +29,7 @@ GROUP_WORDS = (
     "Group names use upper-case letters, digits and underscores, starting with a letter "
     "(like DISCOUNTS), at most 64 characters."
 )
-CHANGE_TIME_WORDS = "Choose the date and time of the change (UTC)."
+CHANGE_TIME_WORDS = "Choose the date and time of the change."
 
 
 def upper_slug(value: str) -> str | None:
@@ -179,7 +179,7 @@ WORDING: dict[str, Wording] = {
         "That date is out of range: choose a date between the years 1 and 9999 (UTC)."
     ),
     # scheduled changes
-    "schedule_past": "That time has passed: choose a time in the future (UTC).",
+    "schedule_past": "That time has passed: choose a time in the future.",
     "schedule_too_far": "A change can be scheduled at most a year ahead.",
     "schedule_wont_fit": _schedule_wont_fit_words,
     "unknown_schedule": "There is no such scheduled change (it may have been cancelled already).",

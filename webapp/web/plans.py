@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.models import RolloutSchedule, Segment
 from webapp.platform.extensions import db
-from webapp.rules import parse_moment, problem_code
+from webapp.rules import in_utc, parse_moment, problem_code
 from webapp.services import activity_log, groups, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.web import bp
+from webapp.web.filters import moment_html, moment_words
 from webapp.web.helpers import is_htmx, live_segment, rejected, updated
 from webapp.web.messages import moment_text, upper_slug
 
@@ -44,6 +47,18 @@ def segment_schedule(segment: Segment) -> list[tuple[Any, str]]:
 
 
 @bp.app_template_global()
+def next_rollout_steps(items: list[Segment]) -> dict[int, Any]:
+    """Each segment's next scheduled rollout change still ahead, by id (the list's Rollout column)."""
+    return schedules.next_steps(db.session, [s.id for s in items])
+
+
+@bp.app_template_global()
+def next_rollout_step(segment: Segment) -> Any:
+    """The segment's next scheduled rollout change, or None (the segment page's Rollout card)."""
+    return schedules.next_steps(db.session, [segment.id]).get(segment.id)
+
+
+@bp.app_template_global()
 def segments_reach(items: list[Segment], counts: dict[int, int] | None = None) -> dict[int, reach.Reach]:
     return reach.reach_of(db.session, items, counts)
 
@@ -51,6 +66,14 @@ def segments_reach(items: list[Segment], counts: dict[int, int] | None = None) -
 @bp.app_template_global()
 def group_names() -> list[str]:
     return [view.name for view in groups.list_groups(db.session)]
+
+
+def scheduled_for(d: dict[str, Any]) -> str:
+    """A scheduled change's time in the activity log: in the viewer's zone (``moment_html``)."""
+    try:
+        return moment_html(datetime.fromisoformat(str(d.get("scheduled_for")).replace("Z", "+00:00")))
+    except ValueError:
+        return moment_text(str(d.get("scheduled_for")))
 
 
 @bp.app_template_filter("activity_text")
@@ -94,12 +117,11 @@ def activity_text(event: Any) -> str:
         "members_replaced": lambda: (
             f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"
         ),
-        "schedule_added": lambda: (
-            f"Scheduled {pct(d.get('rollout_percent'))} for {moment_text(str(d.get('scheduled_for')))}"
+        "schedule_added": lambda: Markup("Scheduled {} for {}").format(
+            pct(d.get("rollout_percent")), scheduled_for(d)
         ),
-        "schedule_cancelled": lambda: (
-            f"Cancelled the change to {pct(d.get('rollout_percent'))} scheduled for "
-            f"{moment_text(str(d.get('scheduled_for')))}"
+        "schedule_cancelled": lambda: Markup("Cancelled the change to {} scheduled for {}").format(
+            pct(d.get("rollout_percent")), scheduled_for(d)
         ),
         "deleted": lambda: "Deleted",
     }
@@ -190,17 +212,44 @@ def segment_schedule_part(slug: str):
     return render_template("segments/_schedule.html", segment=segment, errors={}, form={})
 
 
-def _form_time(raw: str) -> datetime | None:
-    """A datetime-local value (no offset: UTC) or one with an offset; None when empty."""
+def browser_zone(name: str | None) -> ZoneInfo | None:
+    """The browser's time zone, as static/local-time.js fills the forms' hidden ``zone`` field
+    (an IANA name such as Europe/Berlin); None without JavaScript (times are then UTC, and the
+    form says so)."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name[:80])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(
+            f"unknown time zone {name[:80]!r}",
+            [detail("at", "unknown time zone", code="date_invalid", value=name[:80])],
+        ) from None
+
+
+def _form_time(raw: str, zone: ZoneInfo | None) -> datetime:
+    """A datetime-local value, in the browser's zone (UTC without one), or one with an offset;
+    the moment in UTC (the one date rule, rules.in_utc: years 1..9999 in UTC)."""
     raw = raw.strip()
     if not raw:
         raise ValidationFailed(
             "choose a time", [detail("at", "a date and time with a timezone is required", code="date_naive")]
         )
     try:  # the one date rule: naive is UTC, an offset is converted, years 1..9999 in UTC
-        return parse_moment(raw)
+        value = parse_moment(raw)
+        if zone is not None and datetime.fromisoformat(raw.replace("Z", "+00:00")).tzinfo is None:
+            value = in_utc(value.replace(tzinfo=zone))  # the same wall-clock time, in the browser's zone
+        return value
     except ValueError as exc:
         raise ValidationFailed(f"at {exc}", [detail("at", str(exc), code=problem_code(exc))]) from None
+
+
+def when_words(at: datetime, zone: ZoneInfo | None) -> str:
+    """A scheduled time in a message: in the browser's zone with UTC beside it, else in UTC."""
+    if zone is None or zone.key in {"UTC", "Etc/UTC"}:
+        return moment_words(at)
+    return f"{moment_words(at, zone)} ({at:%H:%M} UTC)"
 
 
 @bp.post("/segments/<slug>/schedule")
@@ -215,12 +264,13 @@ def add_schedule(slug: str):
                 "no percentage",
                 [detail("rollout_percent", "must be a number between 0 and 100", code="percent_invalid")],
             )
+        zone = browser_zone(request.form.get("zone"))
         entry = schedules.add(
-            db.session, segment.slug, _form_time(request.form.get("at", "")), percent, dashboard_actor()
+            db.session, segment.slug, _form_time(request.form.get("at", ""), zone), percent, dashboard_actor()
         )
     except AppError as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
-    return _schedule_changed(f"{segment.slug} will change to {_when(entry)}.", back, segment)
+    return _schedule_changed(f"{segment.slug} will change to {_when(entry, zone)}.", back, segment)
 
 
 @bp.post("/segments/<slug>/schedule/<schedule_id>/cancel")
@@ -234,11 +284,16 @@ def cancel_schedule(slug: str, schedule_id: str):
         )
     except (NotFound, Conflict) as exc:
         return rejected(exc, back, "segments/_schedule.html", fields=(), segment=segment)
-    return _schedule_changed(f"The change to {_when(entry)} is cancelled.", back, segment)
+    try:
+        zone = browser_zone(request.form.get("zone"))
+    except ValidationFailed:
+        zone = None  # (only the message's wording: the change is cancelled either way)
+    return _schedule_changed(f"The change to {_when(entry, zone)} is cancelled.", back, segment)
 
 
-def _when(entry: RolloutSchedule) -> str:
-    return f"{entry.rollout_percent:g}% on {entry.at:%Y-%m-%d %H:%M} UTC"
+def _when(entry: RolloutSchedule, zone: ZoneInfo | None) -> str:
+    """'5% on 8 Dec 2026, 10:00 CET': the step, in the browser's zone when it sent one."""
+    return f"{entry.rollout_percent:g}% on {when_words(entry.at, zone)}"
 
 
 def _schedule_changed(message: str, back: str, segment: Segment):

@@ -1,0 +1,141 @@
+"""The README's curl examples, taken from README.md itself, run twice as a reader pastes them
+(issue 24, item 8): a bash script of real ``curl`` processes against a real HTTP server on a free
+port (only ``http://127.0.0.1:8000`` is replaced), a worker running the report meanwhile. Each
+run gives the answers the README's comments state: 201 then 409 for the creates, 200 for the
+writes and reads, 202 for the report, and the download does not fail on the file the first run
+left (``curl -OJ`` refused to overwrite it)."""
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from webapp.jobs.worker import run_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "http://127.0.0.1:8000"
+
+
+def readme_block() -> str:
+    """The README's first ``sh`` block with curl in it (the JSON API at a glance)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    return next(block for block in blocks if "curl " in block and "/api/v1/segments" in block)
+
+
+class Recorded:
+    """A WSGI wrapper that notes the status of every response (curl prints only the body)."""
+
+    def __init__(self, app):
+        self.app, self.statuses = app, []
+
+    def __call__(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            self.statuses.append(int(status.split()[0]))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+@pytest.fixture
+def server(redis_app, committed_db):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    recorded = Recorded(redis_app.wsgi_app)
+    redis_app.wsgi_app = recorded  # type: ignore[method-assign]
+    http = make_server("127.0.0.1", 0, redis_app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}", recorded
+    finally:
+        http.shutdown()
+        thread.join(10)
+        redis_app.wsgi_app = recorded.app  # type: ignore[method-assign]
+
+
+def run(script: str, app, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The script in bash (``set -e``: a failing command fails the run), the worker serving the
+    queue until it ends."""
+    process = subprocess.Popen(
+        ["bash", "-ec", script], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "the README's examples did not finish"
+        run_worker(app, burst=True, fork=False)
+        time.sleep(0.2)
+    out, err = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_the_readme_examples_run_twice_with_the_answers_it_states(redis_app, server, tmp_path):
+    base, recorded = server
+    script = readme_block().replace(BASE, base)
+    assert script.count("curl ") >= 6
+
+    answers = []
+    for _ in range(2):
+        before = len(recorded.statuses)
+        done = run(script, redis_app, tmp_path)
+        assert done.returncode == 0, done.stderr
+        statuses = recorded.statuses[before:]
+        polls = statuses[5:-1]  # the report's status until it is finished
+        assert polls and set(polls) == {200}
+        answers.append((statuses[:5], statuses[-1], done.stdout))
+
+    (first, first_download, out1), (second, second_download, out2) = answers
+    assert first == [201, 201, 200, 200, 202]
+    assert second == [409, 409, 200, 200, 202]  # the documented 409: the segments exist
+    assert first_download == second_download == 200
+    # Every JSON answer ends its line: each is a line of the output of its own.
+    lines = out2.splitlines()
+    conflict = json.loads(lines[0])
+    assert conflict["error"]["code"] == "conflict" and conflict["error"]["details"][0]["code"] == "slug_taken"
+    again = json.loads(lines[2])  # the second run adds nothing; the day's TTL starts over
+    assert (again["added"], again["updated"], again["unchanged"]) == (
+        [],
+        ["AVITO_VOICE_MESSAGES"],
+        ["AVITO_DISCOUNT_30"],
+    )
+    assert [s["slug"] for s in json.loads(lines[3])["segments"]] == [
+        "AVITO_DISCOUNT_30",
+        "AVITO_VOICE_MESSAGES",
+    ]
+    csv_lines = out2.split("\n", 4)[4].splitlines()
+    assert csv_lines[0].startswith("user") and len(csv_lines) >= 3  # the header and user 1000's two adds
+    assert (tmp_path / "history-user-1000.csv").read_text().splitlines() == csv_lines
+
+
+def api_md_block() -> str:
+    """docs/api.md's "curl examples (against make run)", without the last (a 1,000,000-id replace)."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    block = re.search(r"## curl examples \(against `make run`\)\n.*?```sh\n(.*?)```", text, re.S)
+    assert block is not None
+    return block[1].split("# a bulk replace of 1,000,000 ids")[0]
+
+
+def test_the_api_reference_examples_run_twice(redis_app, server, tmp_path):
+    """docs/api.md's longer list, twice: the same answers but the three creates' 409s, and the
+    report's download succeeds again."""
+    base, recorded = server
+    script = api_md_block().replace(BASE, base)
+    runs = []
+    for _ in range(2):
+        before = len(recorded.statuses)
+        done = run(script, redis_app, tmp_path)
+        assert done.returncode == 0, done.stderr
+        runs.append(recorded.statuses[before:])
+    first, second = runs
+    assert all(status < 500 for status in first + second)
+    assert first.count(422) == second.count(422) == 1  # the documented unknown slug
+    # The second run: the three creates answer the documented 409; everything else as before
+    # (the report's polls may differ in number).
+    assert first.count(409) == 0 and second.count(409) == 3
+    assert first.count(201) - second.count(201) == 3
