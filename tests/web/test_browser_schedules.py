@@ -2,7 +2,7 @@
 browser's time zone (here Europe/Berlin: CET in December, UTC+1), the next step on the segments
 list and under the Rollout card; UTC, named, without JavaScript; the API docs page's header and
 its way back; the demo data's message. 1366 and 390 px, a second click, back and forward, no
-console error (tests/browser/conftest.py)."""
+console error (tests/support/browser.py)."""
 
 from __future__ import annotations
 

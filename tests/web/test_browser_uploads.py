@@ -1,5 +1,5 @@
 """Issue 24 items 3, 4 and 7 in Chromium, at 1366 and 390 px, with a second click and
-back/forward, no console error on any page (tests/browser/conftest.py):
+back/forward, no console error on any page (tests/support/browser.py):
 - a bulk add refused for ids already in another segment of the exclusion group says how many,
   with which segment and a sample, under the file field; the file stays chosen; the conflicting
   ids download as CSV; "Add the other N" adds the rest, the skipped counted in the message and

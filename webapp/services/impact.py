@@ -11,7 +11,7 @@ over the segments the change can move — the changed segment and every live seg
 exclusion groups it is in or joins — once with the state in force now (due scheduled changes
 applied, as reads have them) and once with the state the change would make; each flip is one
 history entry, so for an immediate change the counts are exactly the ``added`` / ``removed``
-entries history then shows at the change's instant (``tests/features/test_impact.py`` holds
+entries history then shows at the change's instant (``tests/services/test_impact.py`` holds
 them to it). Set-based: the rows come packed from SQL, rollouts are NumPy over all users.
 
 Each answer carries the ``catalog_version`` it was computed on: a change sent with it is refused
