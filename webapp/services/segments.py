@@ -107,6 +107,11 @@ def get_live_segment(
     return segment
 
 
+def is_live_slug(session: DbSession, slug: str) -> bool:
+    """Whether a live segment has this slug (nothing applied, nothing locked)."""
+    return session.scalar(select(Segment.id).where(Segment.slug == slug, Segment.is_live)) is not None
+
+
 def list_segments(
     session: DbSession, q: str = "", page: int = 1, per_page: int = 50
 ) -> tuple[list[Segment], int]:
