@@ -203,3 +203,32 @@ def test_describe_says_who_deleted(api, db_session):
     seen = restore.describe(db.session, restore.find_deleted(db.session, "WHO"))
     assert seen.deleted_by == "api (X-Actor: ann)" and seen.rollout_percent == 5
     assert seen.restorable_until == seen.deleted_at + timedelta(days=30) and seen.problem is None
+
+
+def test_the_nightly_purge_drops_what_a_deletion_kept_once_the_window_has_passed(api, app, db_session):
+    from webapp.jobs import tasks
+    from webapp.models import RetiredMembership, RolloutExclusion
+
+    api.segment("PURGED", rollout_percent=100)
+    api.post("/segments/PURGED/members", {"user_ids": [1, 2]})
+    api.change(3, delete=["PURGED"])  # an exclusion
+    api.delete("/segments/PURGED")
+    segment = restore.find_deleted(db.session, "PURGED")
+    assert segment.deleted_at is not None
+
+    def kept() -> tuple[int, int]:
+        rows = db.session.scalars(
+            db.select(RetiredMembership).where(RetiredMembership.segment_id == segment.id)
+        )
+        excl = db.session.scalars(
+            db.select(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id)
+        )
+        return len(rows.all()), len(excl.all())
+
+    assert kept() == (2, 1)
+    assert tasks.purge_restorable(segment.deleted_at + timedelta(days=29)) == 0
+    assert kept() == (2, 1)
+    assert tasks.purge_restorable(segment.deleted_at + timedelta(days=30, seconds=1)) >= 3
+    db.session.refresh(segment)
+    assert kept() == (0, 0) and not segment.restorable
+    assert restore.describe(db.session, segment).problem in ("restore_expired", "not_restorable")
