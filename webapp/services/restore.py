@@ -276,13 +276,16 @@ def restore_segment(
             {"segment": segment.id, "now": now},
         ).rowcount  # type: ignore[attr-defined]
     )
-    kept = membership_store.retired_ids(session, segment.id)
+    waiting = session.scalar(
+        select(func.count()).select_from(RetiredMembership).where(RetiredMembership.segment_id == segment.id)
+    )
+    kept = membership_store.retired_ids(session, segment.id) if (waiting or 0) <= bulk.SYNC_LIMIT else []
     exclusions = session.scalar(
         select(func.count()).select_from(RolloutExclusion).where(RolloutExclusion.segment_id == segment.id)
     )
     operation = None
-    members = len(kept)
-    if len(kept) <= bulk.SYNC_LIMIT:
+    members = waiting or 0
+    if members <= bulk.SYNC_LIMIT:
         if kept:
             membership_store.lock_segment_bulk(session, segment.id)
             _, members = membership_store.restore_members(
@@ -290,7 +293,7 @@ def restore_segment(
             )
     else:
         operation = bulk._start(
-            session, OperationKind.RESTORE_SEGMENT, segment, now, Reason.RESTORED, actor, total=len(kept)
+            session, OperationKind.RESTORE_SEGMENT, segment, now, Reason.RESTORED, actor, total=members
         )
     result = Restored(
         segment=segment,
