@@ -41,6 +41,9 @@ class Config:
     # Months of membership history kept: the nightly job drops each monthly partition of
     # membership_events once its whole month is older than this. 0 = keep forever.
     HISTORY_RETENTION_MONTHS = _env_int("HISTORY_RETENTION_MONTHS", 0)
+    # Days a deleted segment can be restored (its members and exclusions are kept that long;
+    # the nightly job drops them afterwards).
+    RESTORE_DAYS = _env_int("RESTORE_DAYS", 30)
     EXPIRY_CRON = os.environ.get("EXPIRY_CRON", "0 0 * * *")
     EXPIRY_BATCH_SIZE = _env_int("EXPIRY_BATCH_SIZE", 50_000)
     # A started job whose worker has sent no heartbeat for this long is orphaned (the worker

@@ -14,6 +14,7 @@ TABLES = [
     "membership_events",
     "rollout_exclusions",
     "memberships",
+    "retired_memberships",
     "rollout_changes",
     "reports",
     "job_runs",

@@ -3,7 +3,8 @@
 A seeded script of ordinary operations — explicit adds (some with TTLs that expire mid-run)
 and removes, swaps inside exclusion groups, rollout raises and cuts, group joins and leaves,
 scheduled changes (applied by the job or not), bulk add/remove/replace, deletion and
-re-creation of a slug, the nightly purge — runs against the real app, sequentially or from
+re-creation of a slug, deletion and restore (members with TTLs, exclusions, groups), the nightly
+purge — runs against the real app, sequentially or from
 several threads. Afterwards, for every user:
 
     single read == batch lookup == replay of GET /users/<id>/history
@@ -152,8 +153,20 @@ class Oracle:
         """One random operation; returns the users whose answer it may have changed (for the
         snapshot reads of a sequential run)."""
         kind = rng.choices(
-            ("change", "swap", "rollout", "group", "schedule", "job", "bulk", "recreate", "purge"),
-            weights=(40, 8, 12, 5, 6, 4, 10, 3, 3),
+            (
+                "change",
+                "swap",
+                "rollout",
+                "group",
+                "schedule",
+                "job",
+                "bulk",
+                "recreate",
+                "purge",
+                "delete",
+                "restore",
+            ),
+            weights=(40, 8, 12, 5, 6, 4, 10, 3, 3, 2, 3),
         )[0]
         everyone = list(range(1, self.users + 1))
         if kind == "change":
@@ -215,6 +228,12 @@ class Oracle:
             if slug in ("O_GA", "O_GB", "O_GC") and rng.random() < 0.5:
                 body["exclusion_group"] = rng.choice(GROUPS)
             self.request("create", "POST", "/api/v1/segments", body)
+            return everyone
+        if kind == "delete":  # deleted for a while: a later restore may bring it back
+            self.request("delete", "DELETE", f"/api/v1/segments/{rng.choice(SEGMENTS)}")
+            return everyone
+        if kind == "restore":  # 409 when the slug was created again meanwhile, 404 if never deleted
+            self.request("restore", "POST", f"/api/v1/segments/{rng.choice(SEGMENTS)}/restore")
             return everyone
         if self.run_job is not None:  # purge
             self._job("purge_expired")

@@ -460,6 +460,41 @@ class ActivityList(BaseModel):
     next_before: int | None = Field(None, description="pass back as ``before`` for older entries")
 
 
+class DeletedSegmentOut(BaseModel):
+    """A deleted segment: when and by whom, what its deletion kept, whether it can be restored."""
+
+    slug: str
+    description: str
+    deleted_at: datetime
+    deleted_by: str
+    rollout_percent: float = Field(description="its rollout when it was deleted")
+    exclusion_group: str | None = Field(description="its exclusion group when it was deleted")
+    kept_members: int = Field(description="explicit memberships kept for a restore")
+    excluded_count: int
+    restorable_until: datetime
+    restorable: bool = Field(description="a restore would be accepted now")
+    problem: str | None = Field(
+        description="why not: restore_expired, slug_taken_since, not_restorable, deletion_in_progress"
+    )
+    taken_by: str | None = Field(None, description="the live segment that has the slug now")
+    activity: list[ActivityOut] = Field(description="its latest 50 activity entries, newest first")
+
+
+class RestoredOut(BaseModel):
+    segment: SegmentOut
+    members_restored: int = Field(description="explicit memberships back now, or coming back (operation_url)")
+    expired_while_deleted: int = Field(
+        description="kept memberships whose expiry passed while it was deleted"
+    )
+    excluded_count: int
+    rollout_percent: float
+    wanted_percent: float = Field(description="its rollout when it was deleted")
+    restored_at_zero: bool = Field(
+        description="its exclusion group had no room for its rollout: restored at 0%"
+    )
+    operation_url: str | None = Field(None, description="the background restore of many members")
+
+
 class GroupSegmentOut(BaseModel):
     slug: str
     rollout_percent: float
@@ -553,12 +588,32 @@ class OperationOut(BaseModel):
     status_url: str
 
 
+class CauseOut(BaseModel):
+    """The change a history entry is credited to."""
+
+    kind: Literal["change", "rollout", "group", "schedule", "deleted", "restored"] = Field(
+        description="change: a stored explicit change of this user (its reason says which: api, "
+        "dashboard, ttl, segment_deleted, restored); the others are changes of a segment: its "
+        "rollout percentage, a move into or out of an exclusion group, a scheduled change "
+        "falling due, its deletion, its restore"
+    )
+    segment: str = Field(description="the segment that changed (a group's other segments move with it)")
+    at: datetime
+    actor: str
+    from_percent: float | None = None
+    to_percent: float | None = None
+    from_group: str | None = None
+    to_group: str | None = None
+    schedule_id: int | None = Field(None, description="kind schedule: the scheduled change's id")
+
+
 class HistoryEntryOut(BaseModel):
     segment: str
     operation: Action
     occurred_at: datetime
     reason: str
     actor: str
+    cause: CauseOut | None = Field(None, description="the change this entry is credited to")
 
 
 class HistoryOut(BaseModel):

@@ -10,6 +10,7 @@ from webapp.api.helpers import actor, json_body, out, query_time, reader
 from webapp.api.hot_routes import USER_SEGMENTS
 from webapp.api.schemas import (
     ActiveSegmentOut,
+    CauseOut,
     ChangeOut,
     HistoryEntryOut,
     HistoryOut,
@@ -111,6 +112,7 @@ def user_history(user_id: str):
             occurred_at=e.occurred_at,
             reason=e.reason,
             actor=e.actor,
+            cause=CauseOut(**vars(e.cause)) if e.cause is not None else None,
         )
         for e in entries
     ]

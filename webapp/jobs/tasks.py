@@ -21,7 +21,7 @@ from webapp.models import BulkOperation, JobRun, Report
 from webapp.models.enums import ReportStatus
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
-from webapp.services import bulk, history_partitions, membership_store, reports, rollout_state
+from webapp.services import bulk, history_partitions, membership_store, reports, restore, rollout_state
 from webapp.services.common import utcnow
 from webapp.telemetry.metrics import purge_done, timed_job
 
@@ -233,6 +233,17 @@ def purge_expired(now: datetime | None = None, batch_size: int | None = None) ->
             return total
 
 
+def purge_restorable(now: datetime | None = None) -> int:
+    """Drop what deletions kept for a restore (members, exclusions) once RESTORE_DAYS have
+    passed, one committed batch at a time; returns how many rows went."""
+    now, total = now or utcnow(), 0
+    days, batch = current_app.config["RESTORE_DAYS"], current_app.config["EXPIRY_BATCH_SIZE"]
+    while gone := restore.purge_expired_restores(db.session, now, days, batch):
+        db.session.commit()
+        total += gone
+    return total
+
+
 @timed_job("nightly_maintenance")
 def nightly_maintenance() -> int:
     """The scheduled job: purge expired memberships, then reports past retention; create the
@@ -242,6 +253,7 @@ def nightly_maintenance() -> int:
     db.session.commit()
     try:
         removed = purge_expired()
+        purge_restorable()
         purged = reports.purge_old_reports(db.session)
         db.session.commit()  # the purges stand even if the partition upkeep below fails
         history_partitions.ensure_partitions(db.session, utcnow())

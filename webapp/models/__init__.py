@@ -8,6 +8,7 @@ from webapp.models.report import Report
 from webapp.models.segment import (
     CatalogVersion,
     ExclusionGroup,
+    RetiredMembership,
     RolloutChange,
     RolloutSchedule,
     Segment,
@@ -24,6 +25,7 @@ __all__ = [
     "Membership",
     "RolloutExclusion",
     "Report",
+    "RetiredMembership",
     "RolloutChange",
     "RolloutSchedule",
     "Segment",

@@ -18,6 +18,7 @@ class Reason(StrEnum):
     TTL = "ttl"
     SEGMENT_DELETED = "segment_deleted"
     ROLLOUT = "rollout"
+    RESTORED = "restored"  # a deleted segment restored (its members, its rollout)
 
 
 class Source(StrEnum):
@@ -40,6 +41,7 @@ class OperationKind(StrEnum):
     BULK_REMOVE = "bulk_remove"
     BULK_REPLACE = "bulk_replace"
     DELETE_SEGMENT = "delete_segment"
+    RESTORE_SEGMENT = "restore_segment"
 
 
 class ReportStatus(StrEnum):
@@ -64,3 +66,4 @@ class SegmentEventKind(StrEnum):
     SCHEDULE_ADDED = "schedule_added"
     SCHEDULE_CANCELLED = "schedule_cancelled"
     DELETED = "deleted"
+    RESTORED = "restored"

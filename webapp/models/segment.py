@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
@@ -44,6 +46,9 @@ class Segment(Model):
     # In a group: the bucket ranges [start, end) the segment owns, flat and in allocation
     # order (webapp.services.groups); None outside a group (the range is [0, rollout)).
     bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+    # Deleted, and its deletion kept its members (retired_memberships) and exclusions for a
+    # restore (migration 0016); false for live segments and once the purge has dropped them.
+    restorable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="rollout_basis_points_range"),
@@ -86,12 +91,26 @@ class RolloutChange(Model):
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
     from_bp: Mapped[int] = mapped_column(Integer)
     to_bp: Mapped[int] = mapped_column(Integer)
-    reason: Mapped[str] = mapped_column(String(20))  # Reason.ROLLOUT | Reason.SEGMENT_DELETED
+    reason: Mapped[str] = mapped_column(String(20))  # Reason.ROLLOUT | SEGMENT_DELETED | RESTORED
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
     # The segment's group and bucket ranges from this change on (None: no group, [0, to_bp)).
     exclusion_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
     bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
+    # The scheduled change (rollout_schedule.id) this change applied, if any (migration 0016).
+    schedule_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RetiredMembership(Model):
+    """An explicit membership a deleted segment had at its deletion, kept for a restore until
+    the restore window has passed (moved here by the deletion's removal of its rows)."""
+
+    __tablename__ = "retired_memberships"
+
+    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ExclusionGroup(Model):

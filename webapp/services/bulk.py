@@ -552,6 +552,7 @@ def delete_segment(
     """Delete a segment: gone for every read at commit, slug free again. Its members' rows
     go now if they are few, else in a queued operation; their history rows are stamped at
     the deletion either way. Returns (live members that left, the operation or None)."""
+    refuse_while_restoring(session, slug)
     segment, members = segments.retire_segment(session, slug, now, actor, expected_version)
     assert segment.deleted_at is not None
     now = segment.deleted_at  # stamped after its lock
@@ -561,6 +562,41 @@ def delete_segment(
     return members, _start(
         session, OperationKind.DELETE_SEGMENT, segment, now, Reason.SEGMENT_DELETED, actor, total=members
     )
+
+
+def unfinished(session: DbSession, segment_id: int, kind: OperationKind) -> BulkOperation | None:
+    """The segment's queued or running operation of ``kind``, if any."""
+    return session.scalars(
+        select(BulkOperation)
+        .where(
+            BulkOperation.segment_id == segment_id,
+            BulkOperation.kind == kind,
+            BulkOperation.status.in_((ReportStatus.QUEUED, ReportStatus.RUNNING)),
+        )
+        .limit(1)
+    ).first()
+
+
+def refuse_while_restoring(session: DbSession, slug: str) -> None:
+    """409 while the live segment's members are still coming back from a restore (a deletion
+    then would keep only those already back)."""
+    segment = get_live_segment(session, slug)
+    if (operation := unfinished(session, segment.id, OperationKind.RESTORE_SEGMENT)) is not None:
+        raise Conflict(
+            f"segment {slug} is still being restored ({operation.done:,} of {operation.total:,} members back): "
+            "delete it once that has finished",
+            [
+                detail(
+                    "slug",
+                    "still being restored",
+                    code="restore_in_progress",
+                    slug=slug,
+                    operation=str(operation.id),
+                    done=operation.done,
+                    total=operation.total,
+                )
+            ],
+        )
 
 
 def _start(
@@ -646,6 +682,8 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     )
     if segment is None:
         raise NotFound(f"segment {operation.slug} was deleted while its {operation.kind} ran")
+    if operation.kind == OperationKind.RESTORE_SEGMENT:
+        return _restore_chunk(session, operation, segment)
     reason = Reason(operation.reason)
     if operation.kind == OperationKind.BULK_REPLACE and operation.phase == REMOVE_PASS:
         return _remove_unlisted(session, operation, segment)
@@ -673,6 +711,32 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
         operation.phase, operation.cursor = REMOVE_PASS, 0
         return True
     return False
+
+
+def _restore_chunk(session: DbSession, operation: BulkOperation, segment: Segment) -> bool:
+    """One chunk of a restore's members (services.restore), decided and stamped at one instant
+    read after the segment's bulk lock: each user's row comes back when the chunk commits, and
+    its history row says so then (not visible for a user the rollout already had in)."""
+    now = _moment(session, segment, None)
+    ids = membership_store.retired_ids(session, segment.id, CHUNK)
+    if not ids:
+        return False
+    already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
+    taken, restored = membership_store.restore_members(
+        session,
+        segment.id,
+        segment.slug,
+        ids,
+        now,
+        operation.actor,
+        group=segment.exclusion_group,
+        at=now,
+        already_in=already_in,
+    )
+    operation.done = min(operation.total, operation.done + taken)
+    operation.added += restored
+    operation.cursor = ids[-1]
+    return len(ids) == CHUNK
 
 
 def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segment) -> bool:
@@ -729,7 +793,7 @@ def finish(session: DbSession, operation: BulkOperation) -> None:
     listed = _drop_ids(session, operation)
     kind = OperationKind(operation.kind)
     segment = session.get(Segment, operation.segment_id)
-    if kind == OperationKind.DELETE_SEGMENT or segment is None:
+    if kind in (OperationKind.DELETE_SEGMENT, OperationKind.RESTORE_SEGMENT) or segment is None:
         return
     facts = {"operation": str(operation.id), "background": True, "reason": operation.reason}
     if kind == OperationKind.BULK_ADD:

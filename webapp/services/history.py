@@ -30,6 +30,26 @@ from webapp.services.common import DbSession, check_user_id, utcnow
 
 
 @dataclass(frozen=True)
+class Cause:
+    """The change a history entry is credited to (``kind``): a stored explicit change of the
+    user (``change``: api, dashboard, a bulk operation's row, a TTL, a deletion's or a restore's
+    row), or a segment-level change of ``segment`` — ``rollout`` (its percentage), ``group`` (a
+    move into or out of an exclusion group), ``schedule`` (a scheduled change falling due, with
+    its ``schedule_id``), ``deleted``, ``restored``. ``segment`` may differ from the entry's: a
+    group's other segments move with one that changes."""
+
+    kind: str
+    segment: str
+    at: datetime
+    actor: str
+    from_percent: float | None = None
+    to_percent: float | None = None
+    from_group: str | None = None
+    to_group: str | None = None
+    schedule_id: int | None = None
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     user_id: int
     segment: str
@@ -37,6 +57,7 @@ class HistoryEntry:
     occurred_at: datetime
     reason: Reason
     actor: str = ""
+    cause: Cause | None = None
 
 
 @dataclass(order=True)
@@ -48,6 +69,7 @@ class _Step:
     reason: Reason = field(compare=False)
     actor: str = field(compare=False, default="")
     stored: bool = field(compare=False, default=False)  # a stored row (not a rollout change)
+    recorded: RolloutChange | None = field(compare=False, default=None)  # the rollout change
 
 
 def user_history(
@@ -157,20 +179,69 @@ def _replay(
             live=recorded.reason != Reason.SEGMENT_DELETED,
         )
         steps.append(
-            _Step(recorded.changed_at, 0, recorded.id, catalog_side, Reason(recorded.reason), recorded.actor)
+            _Step(
+                recorded.changed_at,
+                0,
+                recorded.id,
+                catalog_side,
+                Reason(recorded.reason),
+                recorded.actor,
+                recorded=recorded,
+            )
         )
     steps.sort()
 
     state = membership_rule.State()
+    groups: dict[int, str | None] = {}  # each segment's group before the instant
     for at, same_time in groupby(steps, key=attrgetter("at")):
         instant = list(same_time)
         state, flips = membership_rule.step(state, (s.change for s in instant))
         for segment_id, action in flips:
             why = _cause(instant, segment_id, action)
             entry = HistoryEntry(
-                user_id, state.segments[segment_id].slug, action, at, why.reason, why.actor or "system"
+                user_id,
+                state.segments[segment_id].slug,
+                action,
+                at,
+                why.reason,
+                why.actor or "system",
+                _described(why, state, groups),
             )
             yield entry, why
+        for s in instant:
+            if s.recorded is not None:
+                groups[s.recorded.segment_id] = s.recorded.exclusion_group
+
+
+def _described(why: _Step, state: membership_rule.State, groups: dict[int, str | None]) -> Cause:
+    """The entry's cause as the dashboard and the API show it."""
+    slug = why.change.slug or state.segments[why.change.segment_id].slug
+    actor = why.actor or "system"
+    recorded = why.recorded
+    if recorded is None:
+        return Cause("change", slug, why.at, actor)
+    before = groups.get(recorded.segment_id)
+    if recorded.reason == Reason.SEGMENT_DELETED:
+        kind = "deleted"
+    elif recorded.reason == Reason.RESTORED:
+        kind = "restored"
+    elif recorded.schedule_id is not None:
+        kind = "schedule"
+    elif recorded.exclusion_group != before and recorded.segment_id in groups:
+        kind = "group"
+    else:
+        kind = "rollout"
+    return Cause(
+        kind,
+        slug,
+        why.at,
+        actor,
+        from_percent=recorded.from_bp / 100,
+        to_percent=recorded.to_bp / 100,
+        from_group=before,
+        to_group=recorded.exclusion_group,
+        schedule_id=recorded.schedule_id,
+    )
 
 
 def _stored_step(row: MembershipEvent) -> _Step:

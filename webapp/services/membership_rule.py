@@ -131,7 +131,9 @@ def apply(state: State, change: Change) -> State:
             covered=change.covered,
             group=change.group,
             live=change.live,
-            excluded=old.excluded and change.live,
+            # A deletion keeps the segment's exclusions for a restore (the rows stay; reads
+            # ignore segments outside the catalog), so they hold again when it comes back.
+            excluded=old.excluded,
         )
     else:
         raise ValueError(f"unknown change kind {change.kind!r}")

@@ -416,15 +416,22 @@ def remove_for_deleted_segment(
 ) -> int:
     """Remove (up to ``limit``) memberships of a deleted segment, lowest user ids first, each
     with its history row stamped at the deletion: rows that had expired by then left at their
-    expiry (``ttl``), the others at the deletion (``segment_deleted``). Nobody else writes
-    these rows (the segment is no longer live). Returns how many rows went."""
+    expiry (``ttl``), the others at the deletion (``segment_deleted``) and are kept in
+    ``retired_memberships`` for a restore. Nobody else writes these rows (the segment is no
+    longer live). Its rollout exclusions stay where they are (a restore needs them; reads ignore
+    a deleted segment's rows). Returns how many rows went."""
     params = {"segment": segment_id, "slug": slug, "now": deleted_at, "actor": actor, "limit": limit}
     gone = _run(
         session,
         """
 WITH victims AS (SELECT user_id FROM memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit),
 del AS (DELETE FROM memberships m USING victims v WHERE m.segment_id = :segment AND m.user_id = v.user_id
-        RETURNING m.user_id, m.expires_at),
+        RETURNING m.user_id, m.added_at, m.expires_at),
+kept AS (INSERT INTO retired_memberships (segment_id, user_id, added_at, expires_at)
+         SELECT :segment, user_id, added_at, expires_at FROM del
+         WHERE expires_at IS NULL OR expires_at > :now ORDER BY user_id
+         ON CONFLICT (segment_id, user_id) DO UPDATE SET added_at = EXCLUDED.added_at,
+             expires_at = EXCLUDED.expires_at),
 ev AS ({events})
 SELECT count(*) FROM del
 """.format(
@@ -437,8 +444,110 @@ SELECT count(*) FROM del
         ),
         params,
     ).scalar_one()
-    if limit is None or gone < limit:
-        _run(session, "DELETE FROM rollout_exclusions WHERE segment_id = :segment", params)
+    return int(gone)
+
+
+def retired_ids(session: DbSession, segment_id: int, limit: int | None = None) -> list[int]:
+    """The next (lowest) user ids a deleted segment's deletion kept, for a restore's chunk."""
+    return list(
+        _run(
+            session,
+            "SELECT user_id FROM retired_memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit",
+            {"segment": segment_id, "limit": limit},
+        ).scalars()
+    )
+
+
+_RESTORE = """
+WITH gone AS (
+    DELETE FROM retired_memberships r
+    WHERE r.segment_id = :segment AND r.user_id = ANY(CAST(:users AS bigint[]))
+    RETURNING r.user_id, r.added_at, r.expires_at
+),
+src AS (
+    SELECT g.user_id, g.added_at, g.expires_at FROM gone g
+    WHERE (g.expires_at IS NULL OR g.expires_at > :now)
+      AND NOT EXISTS (
+        SELECT 1 FROM memberships m JOIN segments s ON s.id = m.segment_id
+        WHERE m.user_id = g.user_id AND s.exclusion_group = :group AND s.id <> :segment
+          AND s.{live_segment} AND (m.expires_at IS NULL OR m.expires_at > :now))
+    ORDER BY g.user_id
+),
+up AS (
+    INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
+    SELECT user_id, :segment, added_at, expires_at FROM src
+    ON CONFLICT (user_id, segment_id) DO NOTHING
+    RETURNING user_id
+),
+unexcluded AS (
+    DELETE FROM rollout_exclusions e USING up WHERE e.segment_id = :segment AND e.user_id = up.user_id
+),
+ev AS ({events})
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM up)
+""".format(
+    live_segment=LIVE_SEGMENT_SQL,
+    events=_events(
+        "SELECT user_id, :segment, :slug, 'added', 'restored', COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
+        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))) FROM up"
+    ),
+)
+
+
+def restore_members(
+    session: DbSession,
+    segment_id: int,
+    slug: str,
+    user_ids: Sequence[int],
+    now: datetime,
+    actor: str,
+    *,
+    group: str | None,
+    at: datetime | None = None,
+    already_in: Sequence[int] = (),
+) -> tuple[int, int]:
+    """Bring back the kept memberships of ``user_ids`` (a restored segment's chunk, the caller
+    holding its bulk lock): rows still live at ``now`` return with their ``added_at`` and
+    expiry, each with an ``added`` · ``restored`` history row (not visible for ``already_in``:
+    users in through the rollout already); rows whose expiry passed while the segment was
+    deleted are dropped (history already has them leaving at the deletion); a user who holds
+    another segment of ``group`` explicitly, or is a member again already, is left as they
+    are. Returns (kept rows taken, memberships restored)."""
+    taken, restored = _run(
+        session,
+        _RESTORE,
+        {
+            "segment": segment_id,
+            "slug": slug,
+            "users": list(user_ids),
+            "now": now,
+            "at": at,
+            "actor": actor,
+            "group": group,
+            "already_in": list(already_in),
+        },
+    ).one()
+    return int(taken), int(restored)
+
+
+def drop_retired(session: DbSession, segment_id: int, limit: int) -> int:
+    """Delete up to ``limit`` of a deleted segment's kept rows (memberships, then exclusions):
+    the purge once its restore window has passed. Returns how many rows went."""
+    params = {"segment": segment_id, "limit": limit}
+    gone = _run(
+        session,
+        "DELETE FROM retired_memberships r USING (SELECT user_id FROM retired_memberships "
+        "WHERE segment_id = :segment ORDER BY user_id LIMIT :limit) v "
+        "WHERE r.segment_id = :segment AND r.user_id = v.user_id",
+        params,
+    ).rowcount
+    if gone < limit:
+        gone += _run(
+            session,
+            "DELETE FROM rollout_exclusions e USING (SELECT user_id FROM rollout_exclusions "
+            "WHERE segment_id = :segment ORDER BY user_id LIMIT :limit) v "
+            "WHERE e.segment_id = :segment AND e.user_id = v.user_id",
+            {"segment": segment_id, "limit": limit - gone},
+        ).rowcount
     return int(gone)
 
 

@@ -87,11 +87,21 @@ def lock_scope(
 
 
 def set_state(
-    session: DbSession, segment: Segment, new: RolloutState, *, reason: Reason, actor: str, at: datetime
+    session: DbSession,
+    segment: Segment,
+    new: RolloutState,
+    *,
+    reason: Reason,
+    actor: str,
+    at: datetime,
+    schedule_id: int | None = None,
+    force: bool = False,
 ) -> bool:
-    """Make ``new`` the segment's rollout state (recorded); False when nothing changes."""
+    """Make ``new`` the segment's rollout state (recorded); False when nothing changes (unless
+    ``force``: a restore is recorded whatever its state, history replays it as the return).
+    ``schedule_id``: the scheduled change this applies."""
     old = state_of(segment)
-    if new == old:
+    if new == old and not force:
         return False
     segment.rollout_basis_points = new.basis_points
     segment.exclusion_group = new.group
@@ -106,6 +116,7 @@ def set_state(
             actor=actor,
             exclusion_group=new.group,
             bucket_ranges=segment.bucket_ranges,
+            schedule_id=schedule_id,
         )
     )
     catalog_changed(session)
@@ -217,7 +228,15 @@ def apply_due_locked(session: DbSession, locked: dict[int, Segment], now: dateti
     due = pending(session, locked, due_by=now)
     for entry, old, new in planned(states(locked), due):
         segment = locked[entry.segment_id]
-        set_state(session, segment, new, reason=Reason.ROLLOUT, actor=entry.created_by, at=entry.at)
+        set_state(
+            session,
+            segment,
+            new,
+            reason=Reason.ROLLOUT,
+            actor=entry.created_by,
+            at=entry.at,
+            schedule_id=entry.id,
+        )
         entry.applied_at = now
         activity_log.record(
             session,
@@ -270,6 +289,7 @@ def unapplied(session: DbSession, now: datetime) -> list[RolloutChange]:
                     actor=entry.created_by,
                     exclusion_group=new.group,
                     bucket_ranges=rollout.flat(new.ranges) if new.group else None,
+                    schedule_id=entry.id,
                 )
             )
     return rows
@@ -280,10 +300,12 @@ def check_future(
     locked: dict[int, Segment],
     now: datetime,
     extra: tuple[int, datetime, int] | None = None,
+    current: dict[int, RolloutState] | None = None,
 ) -> None:
     """422 when a pending scheduled change (or ``extra``: segment id, at, bp) would not fit
-    its group once the changes before it apply."""
-    current = states(locked)
+    its group once the changes before it apply (``current``: the states to start from, the
+    locked segments' own by default)."""
+    current = dict(current) if current is not None else states(locked)
     steps = [(e.segment_id, e.at, e.rollout_basis_points) for e in pending(session, locked, after=now)]
     if extra is not None:
         steps.append(extra)

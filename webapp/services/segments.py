@@ -108,6 +108,11 @@ def get_live_segment(
     return segment
 
 
+def is_live_slug(session: DbSession, slug: str) -> bool:
+    """Whether a live segment has this slug (nothing applied, nothing locked)."""
+    return session.scalar(select(Segment.id).where(Segment.slug == slug, Segment.is_live)) is not None
+
+
 def list_segments(
     session: DbSession, q: str = "", page: int = 1, per_page: int = 50
 ) -> tuple[list[Segment], int]:
@@ -371,6 +376,7 @@ def retire_segment(
     # before the deletion; only those still ahead are cancelled.
     apply_due_locked(session, locked, now)
     left = member_counts(session, [segment.id], now)[segment.id]
+    before = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
     set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
     session.execute(
         update(RolloutSchedule)
@@ -382,7 +388,17 @@ def retire_segment(
         .values(cancelled_at=now, cancelled_by=actor)
     )
     segment.deleted_at = now
-    activity_log.record(session, segment, SegmentEventKind.DELETED, actor, now, members=left)
+    segment.restorable = True  # its members and exclusions are kept (services.restore)
+    activity_log.record(
+        session,
+        segment,
+        SegmentEventKind.DELETED,
+        actor,
+        now,
+        members=left,
+        rollout_percent=before.basis_points / 100,
+        exclusion_group=before.group,
+    )
     session.flush()
     catalog_changed(session)
     return segment, left

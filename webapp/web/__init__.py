@@ -23,4 +23,4 @@ def never_stored(response: Response) -> Response:
     return response
 
 
-from webapp.web import demo, filters, plans, reports, segments, status, users  # noqa: E402,F401
+from webapp.web import causes, deleted, demo, filters, plans, reports, segments, status, users  # noqa: E402,F401

@@ -144,6 +144,25 @@ WORDING: dict[str, Wording] = {
         "Check them and confirm again."
     ),
     "group_overlap": _group_overlap_words,
+    "no_deleted_segment": lambda d, typed: f"No segment called {d.get('slug') or typed} was deleted.",
+    "slug_taken_since": lambda d, typed: (
+        f"A newer segment called {d.get('segment')} was created on {moment_text(str(d.get('created_at')))}: "
+        f"the deleted one cannot come back under the same slug. Delete the newer one first if it should."
+    ),
+    "restore_expired": lambda d, typed: (
+        f"It was deleted on {moment_text(str(d.get('deleted_at')))}: deleted segments can be restored for "
+        f"{int(d.get('days') or 0)} days, until {moment_text(str(d.get('restorable_until')))}."
+    ),
+    "not_restorable": "It was deleted before restores existed (or its members were purged): it cannot be restored.",
+    "deletion_in_progress": lambda d, typed: (
+        f"Its members are still being removed ({int(d.get('done') or 0):,} of {int(d.get('total') or 0):,}): "
+        "restore it once that has finished."
+    ),
+    "restore_in_progress": lambda d, typed: (
+        f"Its members are still coming back from a restore ({int(d.get('done') or 0):,} of "
+        f"{int(d.get('total') or 0):,}): delete it once that has finished."
+    ),
+    "already_restored": "It has been restored already.",
     "group_occupied": _group_occupied_words,
     "search_nul": "The search contains a character that cannot be searched for.",
     # settings

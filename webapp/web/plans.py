@@ -123,7 +123,24 @@ def activity_text(event: Any) -> str:
         "schedule_cancelled": lambda: Markup("Cancelled the change to {} scheduled for {}").format(
             pct(d.get("rollout_percent")), scheduled_for(d)
         ),
-        "deleted": lambda: "Deleted",
+        "deleted": lambda: (
+            f"Deleted with {_count(d, 'members')} explicit members"
+            + (f" and a {pct(d.get('rollout_percent'))} rollout" if d.get("rollout_percent") else "")
+            if "members" in d
+            else "Deleted"
+        ),
+        "restored": lambda: (
+            f"Restored with {_count(d, 'members')} explicit members"
+            + (f" ({_count(d, 'expired')} had expired while deleted)" if d.get("expired") else "")
+            + (
+                f", at 0%: group {d.get('exclusion_group')} had no room for its {pct(d.get('wanted_percent'))}"
+                if d.get("wanted_percent") and not d.get("rollout_percent")
+                else f" and a {pct(d.get('rollout_percent'))} rollout"
+                if d.get("rollout_percent")
+                else ""
+            )
+            + (" (members coming back in the background)" if d.get("background") else "")
+        ),
     }
     text = texts.get(event.kind)
     return (

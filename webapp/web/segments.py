@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import flash, make_response, redirect, render_template, request, url_for
 
-from webapp.errors import AppError, ValidationFailed
+from webapp.errors import AppError, NotFound, ValidationFailed
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import abandon, transactional
 from webapp.models import BulkOperation
@@ -32,7 +32,7 @@ from webapp.services import (
 )
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
-from webapp.web import bp
+from webapp.web import bp, deleted
 from webapp.web.helpers import (
     TTL_CHOICES,
     form_expiry,
@@ -101,7 +101,13 @@ def create_segment():
 
 @bp.get("/segments/<slug>")
 def show_segment(slug: str):
-    segment = live_segment(slug)
+    try:
+        segment = live_segment(slug)
+    except NotFound:  # no live segment: a deleted one's page, if one was deleted
+        seen = deleted.deleted_or_none(slug)
+        if seen is None:
+            raise
+        return deleted.deleted_page(seen)
     return render_template("segments/show.html", **_page_context(segment))
 
 
