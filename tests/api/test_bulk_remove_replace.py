@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from webapp.jobs.worker import run_worker
 from webapp.models import BulkOperation
 from webapp.platform.extensions import db
-from webapp.services import bulk
+from webapp.services import bulk, impact
 from webapp.services.history import user_history
 
 
@@ -235,24 +235,31 @@ def test_a_sync_bulk_add_is_one_activity_entry(api):
     ]
 
 
-# -- the dashboard's confirmation counts ---------------------------------------------------
+# -- the dashboard's confirmation counts (services.impact, the API's dry run) -----------------
+
+
+def moved(found):
+    return found.own.leaving, found.own.joining
 
 
 def test_previews_count_who_leaves_and_who_joins(api, db_session):
     api.segment("PREVIEW")
     fill(api, "PREVIEW", range(1, 11))
     sql("UPDATE memberships SET expires_at = now() - interval '1 second' WHERE user_id = 10")  # not live
-    assert bulk.preview_remove(db_session, "PREVIEW", [1, 2, 10, 11]) == 2
-    assert bulk.preview_replace(db_session, "PREVIEW", [5, 6, 10, 11, 12]) == (7, 3)  # 1-4, 7-9 leave
+    assert moved(impact.preview_remove(db_session, "PREVIEW", [1, 2, 10, 11])) == (2, 0)
+    assert moved(impact.preview_replace(db_session, "PREVIEW", [5, 6, 10, 11, 12])) == (
+        7,
+        3,
+    )  # 1-4, 7-9 leave
     api.segment("PREVIEW_RO", rollout_percent=100)
     fill(api, "PREVIEW_RO", [1])
     api.delete("/segments/PREVIEW_RO/members", {"user_ids": [2]})  # 2 excluded
     # 1 (explicit) and 3 (rollout) would leave; 2 is already out
-    assert bulk.preview_remove(db_session, "PREVIEW_RO", [1, 2, 3]) == 2
-    # 1 leaves; 2 (excluded) joins; 3 is in through the rollout already
-    assert bulk.preview_replace(db_session, "PREVIEW_RO", [2, 3]) == (1, 1)
+    assert moved(impact.preview_remove(db_session, "PREVIEW_RO", [1, 2, 3])) == (2, 0)
+    # 1 leaves (excluded from the rollout, as a removal); 2 (excluded) joins; 3 is in through the rollout
+    assert moved(impact.preview_replace(db_session, "PREVIEW_RO", [2, 3])) == (1, 1)
     with pytest.raises(Exception) as info:
-        bulk.preview_replace(db_session, "PREVIEW", [1, 0])
+        impact.preview_replace(db_session, "PREVIEW", [1, 0])
     assert getattr(info.value, "status", None) == 422
 
 
@@ -263,8 +270,9 @@ def test_previews_agree_with_the_read_path_in_an_exclusion_group(api, db_session
     users = range(1, 101)
     in_a = [u for u in users if any(s["slug"] == "PREVIEW_GA" for s in api.active(u))]
     assert in_a and not set(in_a) & set(range(1, 51))
-    assert bulk.preview_remove(db_session, "PREVIEW_GA", list(users)) == len(in_a)
-    assert bulk.preview_replace(db_session, "PREVIEW_GA", list(users)) == (0, 100 - len(in_a))
+    assert moved(impact.preview_remove(db_session, "PREVIEW_GA", list(users))) == (len(in_a), 0)
+    outside_b = list(range(51, 101))  # a replace listing B's explicit members is refused (group_occupied)
+    assert moved(impact.preview_replace(db_session, "PREVIEW_GA", outside_b)) == (0, 50 - len(in_a))
 
 
 # -- background operations (more than 10,000 ids, or members leaving) ------------------------

@@ -17,6 +17,11 @@ from webapp.web.helpers import TTL_CHOICES
 FINGERPRINT_RE = re.compile(r'name="fingerprint" value="([0-9a-f]+)"')
 
 
+def strip(html: str) -> str:
+    """Text without its tags (white space runs as one space)."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split()).replace(" ,", ",").replace(" .", ".")
+
+
 def words(response) -> str:
     """The response's text with every run of white space as one space."""
     return " ".join(response.get_data(as_text=True).split())
@@ -57,7 +62,8 @@ def test_remove_is_previewed_then_applied(htmx, api):
     preview = htmx("/segments/WEB_RM/members/bulk-preview", {"mode": "remove", "user_ids": "2, 3 3\n99"})
     text = words(preview)
     assert preview.status_code == 200, text
-    assert "2 of the 3 listed users will leave WEB_RM" in text and "Nobody joins" in text
+    assert "Remove these ids: 2 will leave, 0 will join WEB_RM" in strip(text), text
+    assert "3 users listed (1 repeated id counted once). 1 of them is not in WEB_RM." in strip(text)
     assert members("WEB_RM") == list(range(1, 11))  # a preview changes nothing
     fingerprint = FINGERPRINT_RE.search(text).group(1)
     applied = htmx(
@@ -90,7 +96,7 @@ def test_replace_from_a_file_states_who_leaves_and_joins(htmx, api):
         content_type="multipart/form-data",
     )
     text = words(preview)
-    assert "7 members will leave and 5 users will join WEB_REP" in text, text
+    assert "7 will leave, 5 will join WEB_REP" in strip(text), text
     fingerprint = FINGERPRINT_RE.search(text).group(1)
     applied = htmx(
         "/segments/WEB_REP/members/bulk-change",
@@ -123,20 +129,28 @@ def test_a_change_is_refused_unconfirmed_or_when_the_list_changed_since_the_prev
     assert members("WEB_GUARD") == [1, 2, 3, 4, 5]
 
 
-def test_without_javascript_the_preview_is_a_message_and_the_checkbox_confirms(client, csrf, api):
+def test_without_javascript_the_preview_is_the_whole_page_with_its_confirmation(client, csrf, api):
     setup_segment(api, "WEB_NOJS", range(1, 4))
     preview = client.post(
         "/segments/WEB_NOJS/members/bulk-preview",
         data={"mode": "remove", "user_ids": "1", "csrf_token": csrf},
     )
-    assert preview.status_code == 302 and preview.headers["Location"].endswith(
-        "/segments/WEB_NOJS#bulk-change"
-    )
-    page = words(client.get("/segments/WEB_NOJS"))
-    assert "Preview: 1 would leave and 0 would join WEB_NOJS" in page
+    page = preview.get_data(as_text=True)
+    assert preview.status_code == 200 and '<h1 class="slug-title">WEB_NOJS</h1>' in page
+    assert "Remove these ids: 1 will leave, 0 will join WEB_NOJS" in strip(page)
+    assert members("WEB_NOJS") == [1, 2, 3]
+    fingerprint = FINGERPRINT_RE.search(page).group(1)
+    version = re.search(r'name="catalog_version" value="(\d+)"', page).group(1)
     applied = client.post(
         "/segments/WEB_NOJS/members/bulk-change",
-        data={"mode": "remove", "user_ids": "1", "confirm": "yes", "csrf_token": csrf},
+        data={
+            "mode": "remove",
+            "user_ids": "1",
+            "confirm": "yes",
+            "fingerprint": fingerprint,
+            "catalog_version": version,
+            "csrf_token": csrf,
+        },
     )
     assert applied.status_code == 302 and members("WEB_NOJS") == [2, 3]
     no_csrf = client.post(

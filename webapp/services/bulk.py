@@ -159,6 +159,7 @@ def bulk_add(
     actor: str = "",
     now: datetime | None = None,
     skip_conflicts: bool = False,
+    expected_version: int | None = None,
 ) -> BulkResult | BulkOperation:
     """Add up to MAX_BULK_IDS users to one segment: done now (a BulkResult) for up to
     SYNC_LIMIT ids, else queued as a resumable BulkOperation. Validated whole first: one bad
@@ -166,10 +167,12 @@ def bulk_add(
     the group refuse the whole add (GroupConflict, 409), unless ``skip_conflicts``: then they
     are left out, counted as ``skipped`` in the result (or the operation) and the activity
     entry, and the others are added. Conflicts are decided once, at the request, for the whole
-    list (one statement per other segment of the group, whatever the list's length)."""
+    list (one statement per other segment of the group, whatever the list's length).
+    ``expected_version``: as the other writers (409 impact_changed)."""
     at, now = now, now or utcnow()
     ids, until = validated(user_ids, ttl_seconds, expires_at, now, "no user was added")
     segment = get_live_segment(session, slug, lock="share")
+    require_version(session, expected_version)
     skipped: dict[str, int] = {}
     if skip_conflicts:
         conflicts = group_conflicts(session, segment, ids, now)
@@ -392,38 +395,6 @@ def rollout_covered(
     return [u for u, inside in zip(user_ids, covered.tolist(), strict=True) if inside]
 
 
-# -- previews (the dashboard's confirmation) ------------------------------------------------
-
-
-def preview_remove(
-    session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
-) -> int:
-    """How many users a bulk remove of ``user_ids`` would take out of the segment now: listed
-    live explicit members, and listed users in only through the rollout (not yet excluded)."""
-    now = now or utcnow()
-    ids, _ = validated(user_ids, None, None, now, "nothing can be removed")
-    segment = get_live_segment(session, slug)
-    members = _listed_members(session, segment.id, ids, now)
-    return len(members) + len(
-        _in_through_rollout(session, segment, [u for u in ids if u not in members], now)
-    )
-
-
-def preview_replace(
-    session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
-) -> tuple[int, int]:
-    """(leaving, joining) for a replace by ``user_ids`` now: live explicit members not listed
-    leave; listed users not in the segment now (neither live explicit members nor in through
-    the rollout) join."""
-    now = now or utcnow()
-    ids, _ = validated(user_ids, None, None, now, "nothing can be replaced")
-    segment = get_live_segment(session, slug)
-    members = _listed_members(session, segment.id, ids, now)
-    live = segments.member_counts(session, [segment.id], now)[segment.id]
-    outside = [u for u in ids if u not in members]
-    return live - len(members), len(outside) - len(_in_through_rollout(session, segment, outside, now))
-
-
 def conflicts_for(
     session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
 ) -> GroupConflicts:
@@ -495,18 +466,6 @@ def refuse_group_conflicts(
             ],
             found,
         )
-
-
-def _listed_members(session: DbSession, segment_id: int, ids: Sequence[int], now: datetime) -> set[int]:
-    """The listed users who are live explicit members of the segment."""
-    rows = session.scalars(
-        text(
-            "SELECT m.user_id FROM unnest(CAST(:ids AS bigint[])) AS l(user_id) JOIN memberships m "
-            "ON m.segment_id = :segment AND m.user_id = l.user_id WHERE m.expires_at IS NULL OR m.expires_at > :now"
-        ),
-        {"segment": segment_id, "ids": list(ids), "now": now},
-    )
-    return set(rows)
 
 
 def _in_through_rollout(

@@ -54,6 +54,20 @@ def form_expiry() -> tuple[int | None, datetime | None]:
     return ttl, until
 
 
+def confirmed_version(form: Mapping[str, str], flag: str = "confirmed") -> int | None:
+    """The catalog version a confirmed change was previewed on (the form's hidden
+    ``catalog_version``, sent with ``flag``), or None when the change is not confirmed yet."""
+    if not form.get(flag):
+        return None
+    return ascii_int(form.get("catalog_version"), 0, 2**63 - 1)
+
+
+def catalog_moved(exc: AppError) -> bool:
+    """The change met a newer catalog than its preview's (409 ``impact_changed``): the view shows
+    the new numbers to confirm again."""
+    return any(item.get("code") == "impact_changed" for item in exc.details)
+
+
 def updated(message: str, back: str, *fragments: str, trigger: str | None = None, **context):
     """After a successful action: htmx gets the fragments plus an out-of-band flash (and the
     ``trigger`` event, HX-Trigger, for the parts of the page that depend on the change);

@@ -17,16 +17,17 @@ from markupsafe import Markup
 
 from webapp.errors import AppError, Conflict, NotFound, ValidationFailed, detail
 from webapp.http.auth import dashboard_actor
-from webapp.http.transaction import transactional
+from webapp.http.transaction import abandon, transactional
 from webapp.models import RolloutSchedule, Segment
 from webapp.platform.extensions import db
 from webapp.rules import in_utc, parse_moment, problem_code
-from webapp.services import activity_log, groups, reach, schedules
+from webapp.services import activity_log, groups, impact, reach, schedules
 from webapp.services.common import ascii_int, utcnow
 from webapp.web import bp
 from webapp.web.filters import moment_html, moment_words
-from webapp.web.helpers import is_htmx, live_segment, rejected, updated
-from webapp.web.messages import moment_text, upper_slug
+from webapp.web.helpers import catalog_moved, confirmed_version, is_htmx, live_segment, rejected, updated
+from webapp.web.messages import error_words, moment_text, upper_slug
+from webapp.web.segments import page_context
 
 CHANGED = "segment-changed"
 SCHEDULE_FIELDS = ("at", "rollout_percent")
@@ -269,12 +270,36 @@ def when_words(at: datetime, zone: ZoneInfo | None) -> str:
     return f"{moment_words(at, zone)} ({at:%H:%M} UTC)"
 
 
+@bp.get("/segments/<slug>/schedule-impact")
+def schedule_impact(slug: str):
+    """The live count under the schedule form: what the typed step would move if it applied now
+    (services.impact.preview_schedule, the API's dry run); nothing until both fields are filled."""
+    segment = _segment(slug)
+    context: dict[str, Any] = {"segment": segment}
+    at, percent = request.args.get("at", "").strip(), request.args.get("rollout_percent", "").strip()
+    if at and percent:
+        try:
+            zone = browser_zone(request.args.get("zone"))
+            context["found"] = impact.preview_schedule(
+                db.session, segment.slug, _form_time(at, zone), percent
+            )
+        except AppError as exc:
+            context["problem"] = error_words(exc.message, exc.details)[0]
+    return render_template("segments/_schedule_impact.html", **context)
+
+
 @bp.post("/segments/<slug>/schedule")
 @transactional
 def add_schedule(slug: str):
+    """Schedule a step; one that would take anyone out of the segment if it applied now is first
+    shown with its numbers and added only once confirmed, against the catalog version those
+    numbers were computed on (a newer one: the new numbers are shown to confirm again)."""
     back = url_for("web.show_segment", slug=slug) + "#schedule"
     segment = _segment(slug)
     percent = request.form.get("rollout_percent", "").strip()
+    # confirmed: the numbers shown were of these very values (Confirm carries them)
+    values = f"{request.form.get('at', '').strip()}|{percent}"
+    confirmed = confirmed_version(request.form) if request.form.get("confirmed") == values else None
     try:
         if not percent:
             raise ValidationFailed(
@@ -282,12 +307,38 @@ def add_schedule(slug: str):
                 [detail("rollout_percent", "must be a number between 0 and 100", code="percent_invalid")],
             )
         zone = browser_zone(request.form.get("zone"))
+        at = _form_time(request.form.get("at", ""), zone)
+        if confirmed is None:
+            found = impact.preview_schedule(db.session, segment.slug, at, percent)
+            if found.leaving:
+                return _schedule_confirm(segment, found)
         entry = schedules.add(
-            db.session, segment.slug, _form_time(request.form.get("at", ""), zone), percent, dashboard_actor()
+            db.session, segment.slug, at, percent, dashboard_actor(), expected_version=confirmed
         )
     except AppError as exc:
-        return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
+        if not catalog_moved(exc):
+            return rejected(exc, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
+        abandon()
+        try:
+            found = impact.preview_schedule(db.session, segment.slug, at, percent)
+        except AppError as again:  # the step no longer fits as it did
+            return rejected(again, back, "segments/_schedule.html", fields=SCHEDULE_FIELDS, segment=segment)
+        return _schedule_confirm(segment, found, changed_since=True)
     return _schedule_changed(f"{segment.slug} will change to {_when(entry, zone)}.", back, segment)
+
+
+def _schedule_confirm(segment: Segment, found: impact.Impact, *, changed_since: bool = False):
+    """The schedule card again with the step's count as of today to confirm (nothing added);
+    without JavaScript, the whole segment page with that card."""
+    context = {
+        "schedule_form": request.form,
+        "schedule_errors": {},
+        "schedule_confirm": found,
+        "schedule_changed_since": changed_since,
+    }
+    if is_htmx():
+        return render_template("segments/_schedule.html", segment=segment, **context)
+    return render_template("segments/show.html", **{**page_context(segment), **context})
 
 
 @bp.post("/segments/<slug>/schedule/<schedule_id>/cancel")

@@ -35,6 +35,8 @@ from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.web import bp, deleted
 from webapp.web.helpers import (
     TTL_CHOICES,
+    catalog_moved,
+    confirmed_version,
     form_expiry,
     is_htmx,
     live_segment,
@@ -108,10 +110,10 @@ def show_segment(slug: str):
         if seen is None:
             raise
         return deleted.deleted_page(seen)
-    return render_template("segments/show.html", **_page_context(segment))
+    return render_template("segments/show.html", **page_context(segment))
 
 
-def _page_context(segment) -> dict:
+def page_context(segment) -> dict:
     """Everything the segment page shows: one context per part of the page."""
     return {
         **_summary_context(segment),
@@ -120,6 +122,8 @@ def _page_context(segment) -> dict:
         **_members_context(segment),
         "errors": {},
         "form": {},
+        "schedule_form": {},  # the schedule card's and the bulk card's own values (``form`` is the settings')
+        "bulk_form": {},
         "ttl_choices": TTL_CHOICES,
     }
 
@@ -261,7 +265,7 @@ def _settings_answer(segment, found: impact.Impact, *, changed_since: bool = Fal
     }
     if is_htmx():
         return render_template("segments/_settings_form.html", **context)
-    return render_template("segments/show.html", **{**_page_context(segment), **context})
+    return render_template("segments/show.html", **{**page_context(segment), **context})
 
 
 @bp.post("/segments/<slug>/settings")
@@ -274,7 +278,7 @@ def update_settings(slug: str):
     back = url_for("web.show_segment", slug=slug)
     group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
     percent = form.get("rollout_percent", "").strip() or 0
-    confirmed = ascii_int(form.get("catalog_version"), 0, MAX_USER_ID) if form.get("confirmed") else None
+    confirmed = confirmed_version(form)
     try:
         if confirmed is None:
             found = impact.preview_update(db.session, slug, rollout_percent=percent, exclusion_group=group)
@@ -290,7 +294,7 @@ def update_settings(slug: str):
             expected_version=confirmed,
         )
     except AppError as exc:
-        if any(d.get("code") == "impact_changed" for d in exc.details):
+        if catalog_moved(exc):
             abandon()
             found = impact.preview_update(db.session, slug, rollout_percent=percent, exclusion_group=group)
             return _settings_answer(live_segment(slug), found, changed_since=True)
@@ -534,53 +538,80 @@ def remove_member(slug: str, user_id: str):
 @bp.get("/segments/<slug>/delete")
 def confirm_delete(slug: str):
     segment = live_segment(slug)
-    return render_template(
+    return _delete_page(segment, FormErrors(), impact.of_delete(db.session, segment))
+
+
+def _delete_page(
+    segment, errors: FormErrors, found: impact.Impact, *, changed_since: bool = False, status=200
+):
+    """The delete confirmation: how many known users leave (and, in a group, join its other
+    segments) as of now, computed by services.impact on the catalog version the form carries."""
+    html = render_template(
         "segments/confirm_delete.html",
         segment=segment,
+        errors=errors,
         stats=segments.segment_stats(db.session, segment),
-        errors={},
+        found=found,
+        changed_since=changed_since,
+        typed=request.form.get("confirm", "").strip() if changed_since else "",
     )
+    return make_response(html, status)
 
 
 @bp.post("/segments/<slug>/delete")
 @transactional
 def delete_segment(slug: str):
-    if request.form.get("confirm", "").strip() != slug:
+    """Delete once the slug is typed, against the catalog version the page's numbers were
+    computed on: if the segments changed since, the page comes back with the new numbers."""
+    typed = request.form.get("confirm", "").strip()
+    if typed != slug:
         segment = live_segment(slug)
         errors = FormErrors()
-        typed = request.form.get("confirm", "").strip()
         errors.add(
             "confirm",
             f"Type {slug} exactly as shown (upper case) to confirm."
             if typed.upper() == slug
             else f"That is not {slug}: type the slug exactly as shown to confirm.",
         )
-        html = render_template(
-            "segments/confirm_delete.html",
-            segment=segment,
-            errors=errors,
-            stats=segments.segment_stats(db.session, segment),
+        return _delete_page(segment, errors, impact.of_delete(db.session, segment), status=422)
+    found = impact.preview_delete(db.session, slug)  # what the deletion moves (history records these)
+    try:
+        _, removal = bulk.delete_segment(
+            db.session,
+            slug,
+            actor=dashboard_actor(),
+            expected_version=confirmed_version(request.form, "confirm"),
         )
-        return make_response(html, 422)
-    left, removal = bulk.delete_segment(db.session, slug, actor=dashboard_actor())
+    except AppError as exc:
+        if not catalog_moved(exc):
+            raise
+        abandon()
+        segment = live_segment(slug)
+        return _delete_page(segment, FormErrors(), impact.of_delete(db.session, segment), changed_since=True)
+    left = found.own.leaving
     later = " (their rows are being removed in the background)" if removal else ""
+    joined = "".join(f"; {m.joining:,} joined {m.slug}" for m in found.others if m.joining)
     flash(
-        f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}.", "success"
+        f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}{joined}.",
+        "success",
     )
     return redirect(url_for("web.index"))
 
 
 # -- bulk remove and replace: a preview that states how many leave and join, then the change --
 # (segments/_bulk_remove_replace.html, which the segment page includes with ``segment`` and
-# ``ttl_choices``). Pasted ids and a file are both used. The preview carries a fingerprint of
-# the list and the choice: a change whose form no longer matches its preview is refused.
+# ``ttl_choices``). Pasted ids and a file are both used. The numbers are services.impact's (the
+# API's dry run, one computation); the preview carries the catalog version they were computed
+# on and a fingerprint of the list and the choice: a change whose form no longer matches its
+# preview is refused, one that meets a newer catalog shows the new numbers to confirm again.
 
 BULK_CHANGE = "segments/_bulk_remove_replace.html"
 BULK_CHANGE_MODES = ("remove", "replace")
 
 
-def _bulk_change_input() -> tuple[str, list[int]]:
-    """(mode, ids) from the form; ValidationFailed naming every problem."""
+def _bulk_change_input() -> tuple[str, list[int], list[int]]:
+    """(mode, ids, the ids that came from a file) from the form; ValidationFailed naming every
+    problem. Without JavaScript the confirmation page carries a file's ids (``carried_ids``)."""
     from webapp.errors import detail
     from webapp.services import id_lists
 
@@ -593,17 +624,22 @@ def _bulk_change_input() -> tuple[str, list[int]]:
     upload = request.files.get("file")
     name = (upload.filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1] if upload is not None else ""
     pasted = request.form.get("user_ids", "")
+    carried = request.form.get("carried_ids", "")
     ids: list[int] = []
+    from_file: list[int] = []
     if pasted.strip():
         ids += id_lists.parse_pasted(pasted, MAX_BULK_IDS).ids
     if upload is not None and name:
-        ids += id_lists.parse_file(upload.stream, name, MAX_BULK_IDS).ids
+        from_file = id_lists.parse_file(upload.stream, name, MAX_BULK_IDS).ids
+    elif carried.strip():
+        from_file = id_lists.parse_pasted(carried, MAX_BULK_IDS).ids
+    ids += from_file
     if not ids:
         raise ValidationFailed(
             "Paste user ids or choose a file.",
             [detail("user_ids", "no user ids given", code="user_ids_empty")],
         )
-    return mode, ids
+    return mode, ids, from_file
 
 
 def _bulk_change_fingerprint(mode: str, ids: list[int]) -> str:
@@ -616,10 +652,16 @@ def _bulk_change_fingerprint(mode: str, ids: list[int]) -> str:
     return digest.hexdigest()
 
 
+def _bulk_impact(slug: str, mode: str, ids: list[int]) -> impact.Impact:
+    """What the bulk remove or replace would move now (services.impact, validated as the change is)."""
+    if mode == "remove":
+        return impact.preview_remove(db.session, slug, ids)
+    ttl, until = form_expiry()
+    return impact.preview_replace(db.session, slug, ids, ttl, until)
+
+
 def _bulk_change_problem(exc: AppError, slug: str, *, abandon_changes: bool = False):
     """A refused preview or change: the problems in the form's result area (422), or flashed."""
-    from webapp.http.transaction import abandon
-
     if abandon_changes:
         abandon()
     problems = [str(item.get("message", "")) for item in exc.details if item.get("message")][:20]
@@ -629,43 +671,44 @@ def _bulk_change_problem(exc: AppError, slug: str, *, abandon_changes: bool = Fa
     return render_template(BULK_CHANGE, part="problem", error=exc.message, problems=problems), 422
 
 
+def _bulk_preview_answer(
+    segment, mode: str, ids: list[int], from_file: list[int], found: impact.Impact, *, changed_since=False
+):
+    """The numbers to confirm: in the card's result area (htmx), or, without JavaScript, the whole
+    segment page with the card holding the same list (a file's ids carried in a hidden field)."""
+    preview = {
+        "segment": segment,
+        "mode": mode,
+        "found": found,
+        "listed": len(set(ids)),
+        "received": len(ids),
+        "fingerprint": _bulk_change_fingerprint(mode, ids),
+        "changed_since": changed_since,
+    }
+    if is_htmx():
+        return render_template(BULK_CHANGE, part="preview", **preview)
+    carried = ",".join(map(str, from_file))
+    return render_template(
+        "segments/show.html",
+        **{
+            **page_context(segment),
+            "bulk_form": request.form,
+            "bulk_preview": preview,
+            "carried_ids": carried,
+        },
+    )
+
+
 @bp.post("/segments/<slug>/members/bulk-preview")
 def bulk_change_preview(slug: str):
     """How many users a bulk remove or replace would take out and bring in, to confirm."""
-    from webapp.services.common import expiry, utcnow
-
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
     try:
-        mode, ids = _bulk_change_input()
-        if mode == "remove":
-            leaving, joining = bulk.preview_remove(db.session, slug, ids), 0
-        else:
-            ttl, until = form_expiry()
-            _, found = expiry(ttl, until, utcnow())
-            if found:
-                raise ValidationFailed("Choose an expiry in the future (or none).", found)
-            leaving, joining = bulk.preview_replace(db.session, slug, ids)
+        mode, ids, from_file = _bulk_change_input()
+        found = _bulk_impact(slug, mode, ids)
     except AppError as exc:
         return _bulk_change_problem(exc, slug)
-    listed = len(set(ids))
-    if not is_htmx():  # without JavaScript: the counts as a message, then the form again to apply
-        flash(
-            f"Preview: {leaving:,} would leave and {joining:,} would join {segment.slug}. Tick the box to "
-            f"confirm and apply the same list.",
-            "info",
-        )
-        return redirect(url_for("web.show_segment", slug=slug) + "#bulk-change")
-    return render_template(
-        BULK_CHANGE,
-        part="preview",
-        segment=segment,
-        mode=mode,
-        leaving=leaving,
-        joining=joining,
-        listed=listed,
-        received=len(ids),
-        fingerprint=_bulk_change_fingerprint(mode, ids),
-    )
+    return _bulk_preview_answer(segment, mode, ids, from_file, found)
 
 
 def _with_expiry(
@@ -692,30 +735,47 @@ def _with_expiry(
 @bp.post("/segments/<slug>/members/bulk-change")
 @transactional
 def bulk_change(slug: str):
-    """Apply a previewed bulk remove or replace (small lists now, large ones in the background)."""
+    """Apply a previewed bulk remove or replace (small lists now, large ones in the background),
+    against the catalog version its numbers were computed on: newer, the new numbers are shown."""
     from webapp.errors import detail
 
-    segment = segments.get_live_segment(db.session, slug)
+    segment = live_segment(slug)
+    mode, ids, from_file = "", list[int](), list[int]()
     try:
         if request.form.get("confirm") != "yes":
             raise ValidationFailed(
                 "Preview the change and confirm it first.",
                 [detail("confirm", "not confirmed", code="not_confirmed")],
             )
-        mode, ids = _bulk_change_input()
+        mode, ids, from_file = _bulk_change_input()
         expected = request.form.get("fingerprint")
         if expected and expected != _bulk_change_fingerprint(mode, ids):
             raise ValidationFailed(
                 "The list or the choice changed since the preview: preview it again.",
                 [detail("fingerprint", "does not match the preview", code="preview_stale")],
             )
+        version = confirmed_version(request.form, "confirm")
         result: bulk.RemoveResult | bulk.ReplaceResult | BulkOperation
         if mode == "remove":
-            result = bulk.bulk_remove(db.session, slug, ids, reason=Reason.DASHBOARD, actor=dashboard_actor())
+            result = bulk.bulk_remove(
+                db.session,
+                slug,
+                ids,
+                reason=Reason.DASHBOARD,
+                actor=dashboard_actor(),
+                expected_version=version,
+            )
         else:
-            result = _with_expiry(bulk.bulk_replace, slug, ids, *form_expiry())
+            result = _with_expiry(bulk.bulk_replace, slug, ids, *form_expiry(), expected_version=version)
     except AppError as exc:
-        return _bulk_change_problem(exc, slug, abandon_changes=True)
+        if not catalog_moved(exc):
+            return _bulk_change_problem(exc, slug, abandon_changes=True)
+        abandon()
+        try:
+            found = _bulk_impact(slug, mode, ids)
+        except AppError as again:
+            return _bulk_change_problem(again, slug)
+        return _bulk_preview_answer(segment, mode, ids, from_file, found, changed_since=True)
     operation = result if isinstance(result, BulkOperation) else None
     if isinstance(result, bulk.RemoveResult):
         message = (
