@@ -1,7 +1,6 @@
-"""JSON API under /api/v1."""
+"""JSON API under /api/v1: the blueprint (``blueprint.bp``) with every route module registered on it."""
 
-from flask import Blueprint
+from webapp.api import deleted, groups, impact, plans, reports, segments, users  # noqa: F401  (routes register on bp)
+from webapp.api.blueprint import bp
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-from webapp.api import deleted, groups, impact, plans, reports, segments, users  # noqa: E402,F401  (routes register on bp)
+__all__ = ["bp"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, out
 from webapp.api.schemas import ActivityOut, DeletedSegmentOut, RestoredOut

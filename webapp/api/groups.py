@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import out
 from webapp.api.schemas import GroupList, GroupOut, GroupSegmentOut

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import request
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out
 from webapp.api.schemas import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, query_int
 from webapp.api.impact import expected_version

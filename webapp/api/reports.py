@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import send_file, url_for
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import json_body, out, report_reader
 from webapp.api.schemas import MembersExport, ReportOut, ReportRequest

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, request, url_for
 from pydantic import BaseModel
 
-from webapp.api import bp
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, page_args, query_int
 from webapp.api.impact import expected_version

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Response
 
-from webapp.api import bp, idempotency
+from webapp.api import idempotency
+from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out, query_time, reader
 from webapp.api.hot_routes import USER_SEGMENTS

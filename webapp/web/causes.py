@@ -8,7 +8,7 @@ from typing import Any
 from flask import url_for
 from markupsafe import Markup, escape
 
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.filters import utc
 
 

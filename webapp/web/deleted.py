@@ -12,7 +12,7 @@ from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import abandon, transactional
 from webapp.platform.extensions import db
 from webapp.services import activity_log, restore, segments
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.messages import error_words
 
 

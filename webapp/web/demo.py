@@ -10,7 +10,7 @@ from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db
 from webapp.services import segments
-from webapp.web import bp
+from webapp.web.blueprint import bp
 
 
 @bp.post("/demo-data")

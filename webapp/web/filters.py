@@ -8,7 +8,7 @@ from markupsafe import Markup
 
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import iso, utcnow
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.messages import error_words, plain
 
 

@@ -23,7 +23,7 @@ from webapp.platform.extensions import db
 from webapp.rules import in_utc, parse_moment, problem_code
 from webapp.services import activity_log, groups, impact, reach, schedules
 from webapp.services.common import ascii_int, utcnow
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.filters import moment_html, moment_words
 from webapp.web.helpers import catalog_moved, confirmed_version, is_htmx, live_segment, rejected, updated
 from webapp.web.messages import error_words, moment_text, upper_slug

@@ -14,7 +14,7 @@ from webapp.models.enums import ReportKind, ReportStatus
 from webapp.platform.extensions import db, report_requests
 from webapp.services import reports
 from webapp.services.common import utcnow
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.helpers import checked_month, live_segment, rejected, typed_user_id, updated
 
 FIELDS = ("kind", "user_id", "segment", "period", "separator")

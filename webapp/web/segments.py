@@ -32,7 +32,8 @@ from webapp.services import (
 )
 from webapp.services.common import ascii_int, parse_user_id
 from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
-from webapp.web import bp, deleted
+from webapp.web import deleted
+from webapp.web.blueprint import bp
 from webapp.web.helpers import (
     TTL_CHOICES,
     catalog_moved,

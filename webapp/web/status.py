@@ -4,7 +4,7 @@ htmx refreshes it every 30 seconds from this fragment."""
 from flask import current_app, redirect, render_template, url_for
 
 from webapp.jobs.status import JobsStatus, jobs_status
-from webapp.web import bp
+from webapp.web.blueprint import bp
 
 
 @bp.get("/fragments/jobs-status")

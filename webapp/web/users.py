@@ -14,7 +14,7 @@ from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
 from webapp.services.read_path import active_segments
 from webapp.services.user_changes import AddSpec
-from webapp.web import bp
+from webapp.web.blueprint import bp
 from webapp.web.filters import month_name
 from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated
 from webapp.web.reports import sheet_separator
