@@ -3,7 +3,7 @@ write), the OpenAPI document, and history items' additive ``cause``."""
 
 from __future__ import annotations
 
-from tests.api.test_scopes import AUTH, TOKENS
+from tests.support.checks import AUTH, TOKENS
 from webapp.http.auth import READ, WRITE, required_scope
 
 

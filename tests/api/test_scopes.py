@@ -3,23 +3,11 @@ the seed's routes, the hot path included; malformed scopes refuse to start."""
 
 import pytest
 
+from tests.support.checks import AUTH, TOKENS
 from webapp import create_app
 from webapp.http.auth import GRANTS, READ, REPORTS, WRITE, parse_tokens, required_scope
 from webapp.jobs.worker import run_worker
 
-TOKENS = (
-    "reader:tok-read-0123456789abcdef:read, reporter:tok-reports-0123456789abc:reports,"
-    "writer:tok-write-0123456789abcdef:write, legacy:tok-legacy-0123456789abcdef"
-)
-AUTH = {
-    scope: {"Authorization": f"Bearer {token}"}
-    for scope, token in (
-        ("read", "tok-read-0123456789abcdef"),
-        ("reports", "tok-reports-0123456789abc"),
-        ("write", "tok-write-0123456789abcdef"),
-        ("legacy", "tok-legacy-0123456789abcdef"),
-    )
-}
 MAY = {
     "read": {READ},
     "reports": {READ, REPORTS},

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.oracle import replay
+from tests.support.oracle import replay
 from webapp.errors import Conflict
 from webapp.models import Segment
 from webapp.platform.extensions import db

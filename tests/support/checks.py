@@ -3,6 +3,7 @@ page, a fingerprint of every table, timings against a same-test baseline."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -88,3 +89,44 @@ def snapshot(app: Flask) -> dict[str, str]:
                 )
             )
         return out
+
+
+# -- dashboard words -------------------------------------------------------------------------
+
+# What a message for people must not contain: schema paths, field names, regexes, ranges.
+NOT_PLAIN = re.compile(
+    r"\^\[|\]\{|\.\.2\^|2\^63|\(1\.\.|\b(?:user_ids?|rollout_percent|ttl_seconds|expires_at|"
+    r"add\[\d|del\[\d)\b|YYYY-MM|must match|is required"
+)
+
+
+def messages(html: str) -> list[str]:
+    """The text of every error and flash message in a page or fragment."""
+    found = re.findall(
+        r'<(?:div|p) class="(?:field-error|alert alert-\w+)"[^>]*>(.*?)</(?:div|p)>', html, re.S
+    )
+    return [re.sub(r"<[^>]+>", " ", m) for m in found]
+
+
+def assert_plain(html: str) -> None:
+    shown = messages(html)
+    assert shown, "no message shown"
+    for text in shown:
+        assert not NOT_PLAIN.search(text), text
+
+
+# -- API tokens of every scope (API_TOKENS as the scope tests configure it) -------------------
+
+TOKENS = (
+    "reader:tok-read-0123456789abcdef:read, reporter:tok-reports-0123456789abc:reports,"
+    "writer:tok-write-0123456789abcdef:write, legacy:tok-legacy-0123456789abcdef"
+)
+AUTH = {
+    scope: {"Authorization": f"Bearer {token}"}
+    for scope, token in (
+        ("read", "tok-read-0123456789abcdef"),
+        ("reports", "tok-reports-0123456789abc"),
+        ("write", "tok-write-0123456789abcdef"),
+        ("legacy", "tok-legacy-0123456789abcdef"),
+    )
+}

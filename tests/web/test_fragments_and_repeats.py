@@ -7,30 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.support.checks import assert_plain, messages
 from webapp.web.filters import num, reltime
 
+
 # What a dashboard message must never show: a regex, a field name, range notation.
-NOT_PLAIN = re.compile(
-    r"\^\[|\]\{|\.\.2\^|2\^63|\(1\.\.|\b(?:user_ids?|rollout_percent|ttl_seconds|expires_at|"
-    r"add\[\d|del\[\d)\b|YYYY-MM|must match|is required"
-)
-
-
-def messages(html: str) -> list[str]:
-    """The text of every error and flash message in a page or fragment."""
-    found = re.findall(
-        r'<(?:div|p) class="(?:field-error|alert alert-\w+)"[^>]*>(.*?)</(?:div|p)>', html, re.S
-    )
-    return [re.sub(r"<[^>]+>", " ", m) for m in found]
-
-
-def assert_plain(html: str) -> None:
-    shown = messages(html)
-    assert shown, "no message shown"
-    for text in shown:
-        assert not NOT_PLAIN.search(text), text
-
-
 def bulk(htmx, slug, files=None, **form):
     data = dict(form)
     if files:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.web.test_second_pass import NOT_PLAIN, messages
+from tests.support.checks import NOT_PLAIN, messages
 
 
 def text(html: str) -> str:
