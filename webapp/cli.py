@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import random
 import time
 
 import click
@@ -75,33 +73,8 @@ def register(app: Flask) -> None:
     @click.option("--users", type=int, default=200, help="how many demo users to create")
     def seed_demo(users: int) -> None:
         """Create a few demo segments and memberships (idempotent)."""
+        from webapp.services.demo import DEMO_SEGMENTS, seed_demo_data
+
         seed_demo_data(db.session, users)
         db.session.commit()
         click.echo(f"seeded {len(DEMO_SEGMENTS)} segments")
-
-
-DEMO_SEGMENTS = [
-    ("AVITO_VOICE_MESSAGES", "Voice messages in chat", None),
-    ("AVITO_PERFORMANCE_VAS", "Performance VAS", None),
-    ("AVITO_DISCOUNT_30", "30% discount", None),
-    ("AVITO_DISCOUNT_50", "50% discount", 10),
-]
-
-
-def seed_demo_data(session, users: int = 200, actor: str = "seed-demo") -> int:
-    """The demo segments and members of `flask seed-demo` (also the dashboard's first-run
-    button), in the caller's transaction; how many segments were created (0: already there)."""
-    from webapp.errors import Conflict
-    from webapp.models.enums import Reason
-    from webapp.services import bulk, segments
-
-    created = 0
-    for slug, description, percent in DEMO_SEGMENTS:
-        with contextlib.suppress(Conflict):  # already seeded
-            segments.create_segment(session, slug, description, percent, actor=actor)
-            created += 1
-    rng = random.Random(42)
-    for slug, *_ in DEMO_SEGMENTS[:3]:
-        ids = rng.sample(range(1000, 1000 + users * 5), users)
-        bulk.bulk_add(session, slug, ids, reason=Reason.DASHBOARD, actor=actor)
-    return created

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from flask import flash, redirect, url_for
 
-from webapp.cli import DEMO_SEGMENTS, seed_demo_data
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db
 from webapp.services import segments
+from webapp.services.demo import DEMO_SEGMENTS, seed_demo_data
 from webapp.web.blueprint import bp
 
 
