@@ -15,6 +15,13 @@ from webapp.services.common import utcnow
 from webapp.services.reports import parse_bound
 
 
+def test_texts_are_markdown_not_restructuredtext(client):
+    """Swagger UI renders CommonMark: the docstrings' ``literal`` would show its backticks."""
+    text = client.get("/api/openapi.json").get_data(as_text=True)
+    assert "``" not in text
+    assert text.count("`") > 20  # the literals are still there, as CommonMark code spans
+
+
 def test_openapi_document(client):
     document = client.get("/api/openapi.json").json
     assert document["openapi"].startswith("3.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -119,7 +120,26 @@ def _document(document: dict) -> dict:
     document.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "only when API_TOKENS is set"}
     }
-    return document
+    return _markdown(document)
+
+
+def _markdown(node: Any) -> Any:
+    """Docstrings are reStructuredText (````code````); the document's texts are CommonMark, which
+    Swagger UI renders: literal double backticks become single ones in every summary and
+    description."""
+    if isinstance(node, dict):
+        return {
+            key: _RST_LITERAL.sub(r"`\1`", value)
+            if key in ("summary", "description") and isinstance(value, str)
+            else _markdown(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_markdown(item) for item in node]
+    return node
+
+
+_RST_LITERAL = re.compile(r"``([^`]+)``")
 
 
 @bp.get("/openapi.json")
