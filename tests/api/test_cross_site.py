@@ -26,6 +26,8 @@ WRITES = {
     "api.create_segment": ("post", "/api/v1/segments", {"slug": "XSITE_NEW"}),
     "api.patch_segment": ("patch", "/api/v1/segments/XSITE", {"rollout_percent": 100}),
     "api.delete_segment": ("delete", "/api/v1/segments/XSITE", {}),
+    "api.preview_impact": ("post", "/api/v1/segments/XSITE/impact", {"change": "delete"}),
+    "api.restore_segment": ("post", "/api/v1/segments/XSITE_GONE/restore", {}),
     "api.bulk_add": ("post", "/api/v1/segments/XSITE/members", {"user_ids": [1, 2, 3]}),
     "api.change_user_segments": ("post", "/api/v1/users/7/segments", {"add": ["XSITE_B"], "del": ["XSITE"]}),
     "api_compat.create_segment": ("post", "/segment", {"slug": "XSITE_NEW"}),
@@ -38,8 +40,9 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 @pytest.fixture
 def xsite(redis_app, committed_db):
     client = redis_app.test_client()
-    for slug in ("XSITE", "XSITE_B"):
+    for slug in ("XSITE", "XSITE_B", "XSITE_GONE"):
         assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
+    assert client.delete("/api/v1/segments/XSITE_GONE").status_code < 300  # for the restore route
     assert client.post("/api/v1/users/7/segments", json={"add": ["XSITE"]}).status_code == 200
     planned = client.post("/api/v1/segments/XSITE_B/schedule", json={"at": LATER, "rollout_percent": 1})
     assert planned.status_code == 201 and planned.json["id"] == 1

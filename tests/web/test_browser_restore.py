@@ -90,7 +90,7 @@ def test_history_entries_say_which_change_caused_them(page, live_server, live_ap
         causes = history.locator("a.cause")
         expect(causes).to_have_count(2)
         expect(causes.first).to_have_text("rollout 100% → 0%")  # newest first
-        expect(history).to_contain_text("rollout 0% → 100% by live_api at")
+        expect(history).to_contain_text("rollout 0% → 100% by api at")
         expect(history.locator("li", has_text="AVITO_EXPLICIT")).to_contain_text("api")
         assert_fits(page, f"user history at {size['width']} px")
         shots(page, name)
