@@ -94,7 +94,7 @@ def test_the_preview_follows_percent_and_group_through_confirm_refusal_and_histo
         percent.fill("85")
         expect(preview).to_contain_text("at most 70% for this segment (it holds 20%, 50% is free)")
         expect(page.locator("#flash .alert")).to_have_count(0)  # typing cleared the saved message
-        for click in (1, 2):  # a second click answers the same
+        for _click in (1, 2):  # a second click answers the same
             settings.get_by_role("button", name="Save").click()
             error = page.locator("#rollout_percent-error")
             expect(error).to_contain_text(
