@@ -72,6 +72,15 @@ function placeMessages() {
   if (anchor) area.scrollIntoView({block: "nearest"});
 }
 document.addEventListener("htmx:afterSettle", placeMessages);
+// Typing or choosing in any form is the user's next action too: the message goes (only a
+// trusted event, the user's own, does this; the page's refreshes, polls and the values the
+// scripts fill in never do). Dismiss buttons and links are covered by the requests they make.
+function clearOnUserInput(event) {
+  if (!event.isTrusted || !event.target.closest || !event.target.closest("form")) return;
+  if (document.querySelector("#flash .alert")) clearMessages();
+}
+document.addEventListener("input", clearOnUserInput);
+document.addEventListener("change", clearOnUserInput);
 // A swap that would replace the part of the page the messages sit in puts them back home first
 // (before <main>), so the area every answer's message is swapped into is never lost.
 function rescueMessages(event) {

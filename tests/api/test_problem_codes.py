@@ -88,8 +88,8 @@ def test_wording_comes_from_the_code_and_its_parameters_not_the_message():
         "free_percent": 12.5,
     }
     assert messages.words(full) == (
-        "Group PROMO has only 12.5% left: its segments share 100% of users. "
-        "Choose at most 12.5% for this segment, or lower another segment of PROMO first."
+        "Group PROMO: at most 12.5% for this segment (12.5% is free); its segments share 100% of "
+        "users. To go higher, lower another segment of PROMO first."
     )
     unknown = {"field": "slug", "message": "gone", "code": "unknown_segment", "slug": "PROMO"}
     assert messages.words(unknown, "PROMO") == "There is no segment called PROMO."

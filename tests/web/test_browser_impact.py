@@ -113,22 +113,26 @@ def test_the_live_preview_knows_the_group_limit(page, live_server, live_api, sho
         field = page.locator("#segment-settings").get_by_label("Automatic rollout, % of all users")
         field.fill("95")
         preview = page.locator("#rollout-preview")
-        expect(preview).to_contain_text("Choose at most 90% for this segment")
+        expect(preview).to_contain_text("at most 90% for this segment (it holds 10%, 80% is free); its")
         expect(preview).not_to_contain_text("of user ids")
         assert_fits(page, f"limit at {viewport['width']}")
         if viewport is MOBILE:
             page.locator("#rollout-preview").scroll_into_view_if_needed()
             shots(page, "rollout-limit-390")
         field.fill("90")
-        expect(preview).to_contain_text("Group LIMITS: at most 90% for this segment (80% free; LIMIT_B 10%)")
+        expect(preview).to_contain_text(
+            "Group LIMITS: at most 90% for this segment (it holds 10%, 80% is free; LIMIT_B 10%)"
+        )
         expect(preview).to_contain_text("of user ids 1–10,000 fall in")
     page.locator("#segment-settings").get_by_role("button", name="Save").click()
     expect(page.locator("#flash")).to_contain_text("LIMIT_A saved.")
     field = page.locator("#segment-settings").get_by_label("Automatic rollout, % of all users")
     field.fill("90.01")
-    expect(page.locator("#rollout-preview")).to_contain_text("Choose at most 90% for this segment")
+    expect(page.locator("#rollout-preview")).to_contain_text(
+        "at most 90% for this segment (it holds 90%, 0% is free)"
+    )
     page.locator("#segment-settings").get_by_role("button", name="Save").click()
     expect(page.locator("#rollout_percent-error, #segment-settings .field-error").first).to_contain_text(
-        "Choose at most 90%"
+        "at most 90% for this segment (it holds 90%, 0% is free)"
     )
     shots(page, "rollout-limit")

@@ -24,16 +24,19 @@ def test_the_live_preview_states_the_true_ceiling(api, client):
     preview showed 9,041 of 10,000), 85 and 90 fit, and at 90 the ceiling is still 90%."""
     two_in_a_group(api)
     at_95 = text(client.get("/segments/DISC_A/rollout-preview?rollout_percent=95").get_data(as_text=True))
-    assert "Choose at most 90% for this segment" in at_95 and "of user ids" not in at_95
+    assert (
+        "at most 90% for this segment (it holds 10%, 80% is free); its" in at_95
+        and "of user ids" not in at_95
+    )
     for fits in ("85", "90"):
         shown = text(
             client.get(f"/segments/DISC_A/rollout-preview?rollout_percent={fits}").get_data(as_text=True)
         )
-        assert "at most 90% for this segment" in shown and "Choose" not in shown, shown
+        assert "at most 90% for this segment" in shown and "To go higher" not in shown, shown
         assert "of user ids 1–10,000 fall in" in shown
     assert api.patch("/segments/DISC_A", {"rollout_percent": 90}).status_code == 200
     over = text(client.get("/segments/DISC_A/rollout-preview?rollout_percent=90.01").get_data(as_text=True))
-    assert "Choose at most 90% for this segment" in over and "at most 0%" not in over
+    assert "at most 90% for this segment (it holds 90%, 0% is free); its" in over and "at most 0%" not in over
     # a group the segment would join offers its free space only
     api.segment("LONE", rollout_percent=10)
     joining = text(
@@ -41,7 +44,7 @@ def test_the_live_preview_states_the_true_ceiling(api, client):
             as_text=True
         )
     )
-    assert "Choose at most 0% for this segment" in joining
+    assert "Group DISCOUNTS is full: no room is free for this segment" in joining
 
 
 def test_the_ceiling_the_api_states_is_right(api):

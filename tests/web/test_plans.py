@@ -134,7 +134,7 @@ def test_a_full_group_is_refused_in_plain_words(client, api, htmx):
     )
     assert response.status_code == 422
     html = response.get_data(as_text=True)
-    assert "Group DISCOUNTS has only 40% left" in html
+    assert "Group DISCOUNTS: at most 40% for this segment (40% is free)" in html
     assert "rollout_percent" not in text_of(html).replace('name="rollout_percent"', "")
     assert api.get("/segments/DISC_50").json.get("exclusion_group") in (None, "")
 
@@ -364,5 +364,7 @@ def test_a_full_group_states_the_segments_own_ceiling(client, api, htmx):
     form = {"description": "", "rollout_percent": "91", "exclusion_group": "DISC"}
     response = htmx("/segments/G_A/settings", form, headers=SSO)
     assert response.status_code == 422
-    assert "Choose at most 90% for this segment" in text_of(response.get_data(as_text=True))
+    assert "at most 90% for this segment (it holds 60%, 30% is free)" in text_of(
+        response.get_data(as_text=True)
+    )
     assert htmx("/segments/G_A/settings", {**form, "rollout_percent": "90"}, headers=SSO).status_code == 200

@@ -395,6 +395,23 @@ def rollout_covered(
     return [u for u, inside in zip(user_ids, covered.tolist(), strict=True) if inside]
 
 
+def members_among(
+    session: DbSession, segment: Segment, user_ids: Sequence[int], now: datetime | None = None
+) -> int:
+    """How many of ``user_ids`` are already live explicit members of ``segment`` (an add
+    leaves them in, at most updating their expiry): what "add the others" would not add."""
+    if not user_ids:
+        return 0
+    found = session.scalar(
+        text(
+            "SELECT count(*) FROM memberships WHERE segment_id = :segment "
+            "AND user_id = ANY(CAST(:ids AS bigint[])) AND (expires_at IS NULL OR expires_at > :now)"
+        ),
+        {"segment": segment.id, "ids": sorted(set(user_ids)), "now": now or utcnow()},
+    )
+    return int(found or 0)
+
+
 def conflicts_for(
     session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
 ) -> GroupConflicts:

@@ -399,16 +399,30 @@ def _side_engine(engine: Engine) -> Engine:
     return _side_engines[key]
 
 
-def preview_share(session: DbSession, segment: Segment, basis_points: int, sample: int) -> int:
+def preview_share(
+    session: DbSession, segment: Segment, basis_points: int, sample: int, group: str | None | object = ...
+) -> int:
     """How many of the user ids 1..``sample`` the segment's rollout would cover at
-    ``basis_points`` (its group's buckets as a change would allocate them now)."""
-    if segment.exclusion_group is None:
+    ``basis_points`` in ``group`` (``...``: its own; None: no group), with the group's buckets
+    as a change would allocate them now (a group it would join: in that group's free space and
+    hash space, the salt a new group will have)."""
+    target = segment.exclusion_group if group is ... else group
+    assert target is None or isinstance(target, str)
+    if target is None:
         rule = rollout.Rule(segment.hash_scheme, segment.salt, rollout.ranges_of(None, basis_points))
     else:
-        group = session.get(ExclusionGroup, segment.exclusion_group)
+        stored = session.get(ExclusionGroup, target)
         members = session.scalars(
-            select(Segment).where(Segment.is_live, Segment.exclusion_group == segment.exclusion_group)
+            select(Segment).where(Segment.is_live, Segment.exclusion_group == target)
         ).all()
-        state = change({s.id: state_of(s) for s in members}, segment.id, basis_points, clamp=True)
-        rule = rollout.Rule(rollout.SCHEME, group.salt if group else segment.salt, state.ranges)
+        states = {s.id: state_of(s) for s in members}
+        states[segment.id] = state_of(segment)
+        state = change(states, segment.id, basis_points, group=target, clamp=True)
+        if stored is not None:
+            salt = stored.salt
+        elif target == segment.exclusion_group:
+            salt = segment.salt
+        else:
+            salt = rollout.group_salt(target)
+        rule = rollout.Rule(rollout.SCHEME, salt, state.ranges)
     return rollout.share(rule, range(1, sample + 1))

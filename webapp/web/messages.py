@@ -71,10 +71,23 @@ def _unknown_segment_words(d: Mapping[str, Any], typed: str) -> str:
 
 
 def _group_full_words(d: Mapping[str, Any], typed: str) -> str:
-    group, free, ceiling = d.get("exclusion_group"), _num(d.get("free_percent")), _num(d.get("max_percent"))
+    """The most this segment can have in its group, with the two numbers that make it up (what
+    it holds already and what is free) so that they add up: 80% = 30% held + 50% free."""
+    group = d.get("exclusion_group")
+    try:
+        ceiling, free = float(str(d.get("max_percent"))), float(str(d.get("free_percent")))
+    except ValueError:
+        return f"Group {group} has no room for that: its segments share 100% of users."
+    if ceiling <= 0:
+        return (
+            f"Group {group} is full: no room is free for this segment (its segments share 100% "
+            f"of users). Lower another segment of {group} first, or choose another group."
+        )
+    holds = round(ceiling - free, 2)
+    parts = f"it holds {holds:g}%, {free:g}% is free" if holds > 0 else f"{free:g}% is free"
     return (
-        f"Group {group} has only {free}% left: its segments share 100% of users. "
-        f"Choose at most {ceiling}% for this segment, or lower another segment of {group} first."
+        f"Group {group}: at most {ceiling:g}% for this segment ({parts}); its segments share "
+        f"100% of users. To go higher, lower another segment of {group} first."
     )
 
 

@@ -41,6 +41,19 @@ def segment_activity_log(segment: Segment, limit: int = 30) -> list[Any]:
     return activity_log.activity(db.session, segment, limit=limit)
 
 
+MOVING_KINDS = ("rollout_changed", "group_changed")
+
+
+@bp.app_template_global()
+def segment_moves(segment: Segment, limit: int = 3) -> list[Any]:
+    """The segment's latest rollout and group changes (the activity log's entries): they move
+    users in and out without a per-user row in Recent changes, which names them instead."""
+    entries = activity_log.activity(db.session, segment, limit=50)
+    moving = [e for e in entries if e.kind in MOVING_KINDS]
+    moving += [e for e in entries if e.kind == "created" and (e.detail or {}).get("rollout_percent")]
+    return sorted(moving, key=lambda e: e.id, reverse=True)[:limit]
+
+
 @bp.app_template_global()
 def segment_schedule(segment: Segment) -> list[tuple[Any, str]]:
     now = utcnow()
@@ -107,14 +120,14 @@ def activity_text(event: Any) -> str:
             else f"Taken out of group {d.get('before')}"
         ),
         "members_added": lambda: (
-            f"Bulk import of {_count(d, 'count')} ids"
+            f"Bulk import of {_ids(d)}"
             + (
                 f" ({int(d['skipped']):,} skipped: already in another segment of group {d.get('exclusion_group')})"
                 if d.get("skipped")
                 else ""
             )
         ),
-        "members_removed": lambda: f"Bulk removal of {_count(d, 'count')} ids",
+        "members_removed": lambda: f"Bulk removal of {_ids(d)}",
         "members_replaced": lambda: (
             f"Members replaced: {_count(d, 'added')} joined, {_count(d, 'removed')} left"
         ),
@@ -149,6 +162,12 @@ def activity_text(event: Any) -> str:
         if text
         else event.kind.replace("_", " ").capitalize() + (f" ({count})" if d.get("count") else "")
     )
+
+
+def _ids(detail_: dict[str, Any]) -> str:
+    """ "1 id", "2,000 ids": the count of a bulk entry with its noun."""
+    count = _count(detail_, "count")
+    return f"{count} id" if count == "1" else f"{count} ids"
 
 
 def _count(detail_: dict[str, Any], preferred: str) -> str:

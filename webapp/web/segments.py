@@ -7,7 +7,7 @@ and fetch themselves again, so the page agrees with itself without a reload.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -129,23 +129,27 @@ def page_context(segment) -> dict:
     }
 
 
-def _settings_context(segment, typed: str | None = None) -> dict:
-    """The settings form's rollout preview: how many of user ids 1..SAMPLE are in, at the saved
-    percentage or, when a save was refused, at the one ``typed`` in the field (the preview
-    follows the field, as it does while typing), and the group's limits."""
-    basis_points = segment.rollout_basis_points
-    if typed is not None:
-        try:
-            basis_points = rollout.percent_to_basis_points(typed.strip() or "0")
-        except ValueError:  # the field's own problem says it, once
-            return {"segment": segment, "no_preview": True}
-    return {
-        "segment": segment,
-        "sample": SAMPLE,
-        "sample_in": rollout_state.preview_share(db.session, segment, basis_points, SAMPLE),
-        "limits": impact.limits(db.session, segment),
-        "impact": None,
-    }
+def _settings_context(segment, typed: Mapping[str, str] | None = None, *, refused: bool = False) -> dict:
+    """The settings form's rollout preview. It describes what the fields hold: the saved values
+    (``typed`` None: a fresh form or one just saved), else the values ``typed`` in the form (a
+    save asked to confirm, or refused) — rollout percentage and exclusion group, exactly as the
+    live preview shows them while typing. After a refusal a value the save refuses is said once,
+    by the field's own problem, and the preview stays empty."""
+    if typed is None:
+        return {
+            "segment": segment,
+            "sample": SAMPLE,
+            "basis_points": segment.rollout_basis_points,
+            "sample_in": rollout_state.preview_share(
+                db.session, segment, segment.rollout_basis_points, SAMPLE
+            ),
+            "limits": impact.limits(db.session, segment),
+            "impact": None,
+        }
+    context = _preview_context(segment, typed)
+    if "problem" in context and refused:
+        return {"segment": segment, "no_preview": True}
+    return {"segment": segment, **context}
 
 
 def _summary_context(segment) -> dict:
@@ -231,9 +235,10 @@ def _typed_group(args) -> str | None | object:
     return args.get("exclusion_group", "").strip()
 
 
-def _preview_context(segment, args) -> dict:
-    """What the rollout preview shows for the typed values: a problem in plain words (a value
-    the save would refuse, with the true ceiling), else the limits, the sample and the impact."""
+def _preview_context(segment, args: Mapping[str, str]) -> dict:
+    """What the rollout preview shows for the typed values (percentage and group): a problem in
+    plain words (a value the save would refuse, with the true ceiling), else the group's limits,
+    how many of user ids 1..SAMPLE the typed percentage covers in the typed group, and the impact."""
     typed = (args.get("rollout_percent", "") or "").strip() or "0"
     group = _typed_group(args)
     try:
@@ -244,24 +249,30 @@ def _preview_context(segment, args) -> dict:
     except ValueError as exc:
         return {"problem": problem_words(exc, "rollout_percent")}
     target = segment.exclusion_group if group is segments.UNSET else (group or None)
-    same_group = target == segment.exclusion_group
     return {
         "limits": impact.limits(db.session, segment, target),
         "sample": SAMPLE,
-        "sample_in": rollout_state.preview_share(db.session, segment, basis_points, SAMPLE)
-        if same_group
-        else None,
+        "basis_points": basis_points,
+        "sample_in": rollout_state.preview_share(db.session, segment, basis_points, SAMPLE, target),
         "impact": found,
     }
+
+
+def _confirm_key(form: Mapping[str, str]) -> str:
+    """The values a confirmation's numbers were computed for: a Confirm sent with other values
+    in the fields (typed after the numbers were shown) is asked again with their numbers."""
+    return f"{form.get('rollout_percent', '').strip()}|{form.get('exclusion_group', '').strip()}"
 
 
 def _settings_answer(segment, found: impact.Impact, *, changed_since: bool = False):
     """The settings form again with the change's impact to confirm (nothing saved)."""
     context = {
-        **_settings_context(segment),
+        **_settings_context(segment, request.form),
+        "impact": None,  # the confirmation below the fields says it
         "form": request.form,
         "errors": {},
         "confirm": found,
+        "confirm_key": _confirm_key(request.form),
         "changed_since": changed_since,
     }
     if is_htmx():
@@ -280,6 +291,8 @@ def update_settings(slug: str):
     group = form["exclusion_group"].strip() if "exclusion_group" in form else segments.UNSET
     percent = form.get("rollout_percent", "").strip() or 0
     confirmed = confirmed_version(form)
+    if confirmed is not None and form.get("confirmed_values", _confirm_key(form)) != _confirm_key(form):
+        confirmed = None  # the fields changed since the numbers were shown: new numbers
     try:
         if confirmed is None:
             found = impact.preview_update(db.session, slug, rollout_percent=percent, exclusion_group=group)
@@ -304,7 +317,7 @@ def update_settings(slug: str):
             back,
             "segments/_settings_form.html",
             fields=SETTINGS_FIELDS,
-            **_settings_context(live_segment(slug), form.get("rollout_percent")),
+            **_settings_context(live_segment(slug), form, refused=True),
         )
     return updated(
         f"{segment.slug} saved.",
@@ -350,6 +363,8 @@ def add_members(slug: str):
         )
     except bulk.GroupConflict as exc:
         errors, conflict = _conflict_errors(exc.conflicts, parts, len(set(ids)))
+        others = set(ids) - set(exc.conflicts.segment_of)
+        conflict["members_already"] = bulk.members_among(db.session, segment, list(others))
         return rejected(errors, back, "segments/_bulk_form.html", conflict=conflict, **context)
     except AppError as exc:
         return rejected(exc, back, "segments/_bulk_form.html", fields=BULK_FIELDS, **context)
@@ -369,7 +384,7 @@ def add_members(slug: str):
         )
     message = (
         f"{result.added:,} added, {result.updated:,} expiry updated, {result.unchanged:,} already "
-        f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} ids received"
+        f"{'a member' if result.unchanged == 1 else 'members'} ({result.received:,} {'id' if result.received == 1 else 'ids'} received"
         f"{_sources(parts)}).{_skipped(result.skipped, segment)} {notes}"
     )
     return updated(
