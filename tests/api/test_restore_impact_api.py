@@ -23,7 +23,9 @@ def test_a_restore_preview_then_the_restore_it_holds(api):
     assert others["RI_OTHER"]["leaving"] > 0  # its rollout had taken the deleted one's members
     api.segment("RI_ELSE")  # the catalog moves on
     stale = api.post(f"/segments/RI_BACK/restore?catalog_version={body['catalog_version']}")
-    assert stale.status_code == 409 and stale.json["error"]["details"][0]["code"] == "impact_changed", stale.json
+    assert stale.status_code == 409 and stale.json["error"]["details"][0]["code"] == "impact_changed", (
+        stale.json
+    )
     assert api.get("/segments/RI_BACK/deleted").status_code == 200  # still deleted
     again = api.post("/segments/RI_BACK/impact", {"change": "restore"}).json
     assert (again["leaving"], again["joining"]) == (body["leaving"], body["joining"])
