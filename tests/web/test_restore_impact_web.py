@@ -111,3 +111,19 @@ def test_a_refused_delete_with_htmx_swaps_the_form_and_a_delete_navigates(htmx, 
     done = htmx("/segments/RW_HX/delete", {"confirm": "RW_HX", "catalog_version": version})
     assert done.status_code == 204 and done.headers["HX-Redirect"] == "/"
     assert api.get("/segments/RW_HX").status_code == 404
+
+
+def test_a_restore_its_group_refuses_is_said_once_next_to_the_button(client, api, csrf):
+    api.segment("RW_OVER", exclusion_group="RW_OG")
+    api.post("/segments/RW_OVER/members", {"user_ids": [7, 8]})
+    api.delete("/segments/RW_OVER")
+    api.segment("RW_NOW", exclusion_group="RW_OG")
+    assert api.post("/segments/RW_NOW/members", {"user_ids": [7]}).status_code == 200
+    page = client.get("/segments/RW_OVER").get_data(as_text=True)
+    said = messages(page)
+    assert len(said) == 1 and "RW_NOW" in said[0] and 'id="restore-refusal"' in page
+    assert "Confirm restore" not in page and "Restore RW_OVER" not in page
+    refused = client.post("/segments/RW_OVER/restore", data={"csrf_token": csrf})
+    assert refused.status_code == 302 and api.get("/segments/RW_OVER").status_code == 404
+    again = messages(client.get("/segments/RW_OVER/deleted").get_data(as_text=True))
+    assert len(again) == 1 and "RW_NOW" in again[0] and not NOT_PLAIN.search(again[0])

@@ -49,7 +49,8 @@ def deleted_page(seen: restore.Deleted):
         try:
             found = impact.preview_restore(db.session, slug, days())
         except AppError as exc:  # refused as the restore would be (e.g. group_overlap)
-            refusal = " ".join(error_words(exc.message, exc.details))
+            headline, lines = error_words(exc.message, exc.details)
+            refusal = " ".join([headline, *lines])
     return render_template(
         "segments/deleted.html",
         seen=seen,
