@@ -67,6 +67,8 @@ def deleted_page(seen: restore.Deleted):
 def show_deleted(slug: str):
     seen = deleted_or_none(slug)
     if seen is None:
+        if segments.is_live_slug(db.session, slug):  # restored since (Back after a restore)
+            return redirect(url_for("web.show_segment", slug=slug))
         raise NotFound(f"No segment called {slug} was deleted.")
     return deleted_page(seen)
 

@@ -577,7 +577,7 @@ def _delete_page(
         stats=segments.segment_stats(db.session, segment),
         found=found,
         changed_since=changed_since,
-        typed=request.form.get("confirm", "").strip() if changed_since else "",
+        typed=request.form.get("confirm", "").strip(),  # kept when refused (mistyped, numbers changed)
     )
     return make_response(html, status)
 
