@@ -7,6 +7,7 @@ from flask import current_app
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, out
+from webapp.api.impact import expected_version
 from webapp.api.schemas import ActivityOut, DeletedSegmentOut, RestoredOut
 from webapp.api.segments import operation_out, segment_out
 from webapp.http.transaction import transactional
@@ -69,8 +70,12 @@ def restore_segment(slug: str):
     members come back in the background (``operation_url``). 409: ``slug_taken_since`` (a
     newer segment has the slug: ``segment``), ``restore_expired``, ``not_restorable``,
     ``deletion_in_progress``, ``already_restored``, ``group_overlap``; 404
-    ``no_deleted_segment``."""
-    result = restore.restore_segment(db.session, slug, actor=actor(), days=restore_days())
+    ``no_deleted_segment``. A restore moves users (its members back, in a group users leaving
+    the others' rollouts): preview it first (``POST .../impact`` with ``change: "restore"``) and
+    send its ``?catalog_version=``: 409 ``impact_changed`` once the segments changed since."""
+    result = restore.restore_segment(
+        db.session, slug, actor=actor(), days=restore_days(), expected_version=expected_version()
+    )
     stats = segments.segment_stats(db.session, result.segment)
     return out(
         RestoredOut(

@@ -5,7 +5,7 @@ preview's ``?catalog_version=`` is refused (409 ``impact_changed``) once the seg
 
 from __future__ import annotations
 
-from flask import request
+from flask import current_app, request
 
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
@@ -16,13 +16,14 @@ from webapp.api.schemas import (
     ImpactRequest,
     MoveOut,
     RemoveImpact,
+    RestoreImpact,
     ScheduleImpact,
     UpdateImpact,
 )
 from webapp.errors import ValidationFailed, detail
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
-from webapp.services import impact
+from webapp.services import impact, restore
 from webapp.services.common import ascii_int
 from webapp.services.segments import UNSET
 
@@ -70,7 +71,11 @@ def preview_impact(slug: str):
     change would move out of and into each segment if it were made now — for an immediate change
     exactly the history entries it then writes; for a scheduled step, counted today. Refused as
     the change itself would be (422 ``group_full``, 409 ``group_overlap``, ...); writes nothing.
-    Send ``catalog_version`` back with the change (``?catalog_version=``)."""
+    Send ``catalog_version`` back with the change (``?catalog_version=``). ``change: "restore"``
+    previews ``POST .../restore`` of the most recently deleted segment with the slug: the known
+    users who would join it (its kept members, its rollout as it would come back: 0% when its
+    group has no room) and leave or join the group's other segments; refused as the restore
+    would be (409 ``slug_taken_since``, ``restore_expired``, ..., 404 ``no_deleted_segment``)."""
     body = json_body(ImpactRequest).root
     session = db.session
     if isinstance(body, UpdateImpact):
@@ -85,6 +90,9 @@ def preview_impact(slug: str):
         found = impact.preview_schedule(session, slug, body.at, body.rollout_percent)
     elif isinstance(body, DeleteImpact):
         found = impact.preview_delete(session, slug)
+    elif isinstance(body, RestoreImpact):
+        days = int(current_app.config.get("RESTORE_DAYS", restore.DEFAULT_DAYS))
+        found = impact.preview_restore(session, slug, days)
     elif isinstance(body, RemoveImpact):
         found = impact.preview_remove(session, slug, body.user_ids)
     else:

@@ -715,6 +715,12 @@ class DeleteImpact(Strict):
     change: Literal["delete"]
 
 
+class RestoreImpact(Strict):
+    """POST /segments/<slug>/restore (the most recently deleted segment with the slug)."""
+
+    change: Literal["restore"]
+
+
 class RemoveImpact(Strict):
     """DELETE .../members."""
 
@@ -731,7 +737,7 @@ class ReplaceImpact(BulkMembers):
 class ImpactRequest(
     RootModel[
         Annotated[
-            Union[UpdateImpact, ScheduleImpact, DeleteImpact, RemoveImpact, ReplaceImpact],
+            Union[UpdateImpact, ScheduleImpact, DeleteImpact, RestoreImpact, RemoveImpact, ReplaceImpact],
             Field(discriminator="change"),
         ]
     ]

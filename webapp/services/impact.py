@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import or_, select, text
 
-from webapp.models import ExclusionGroup, Segment
-from webapp.services import bulk, rollout, schedules, segments
+from webapp.models import ExclusionGroup, RetiredMembership, Segment
+from webapp.services import bulk, restore, rollout, schedules, segments
 from webapp.services.allocation import RolloutState, free_ranges
 from webapp.services.common import DbSession, utcnow
 from webapp.services.rollout_state import (
@@ -195,6 +195,34 @@ def of_replace(
     return _measure(session, segment, {segment.exclusion_group}, now, dict, rows=rows, extra=listed)
 
 
+def of_restore(session: DbSession, segment: Segment, now: datetime | None = None) -> Impact:
+    """Restoring a deleted segment (services.restore): its kept explicit members still live at
+    ``now`` and its rollout (as ``restore.fitting`` gives it: 0% when its group has no room)
+    come back; in a group, users its explicit members hold leave the group's other rollouts."""
+    now = now or utcnow()
+    wanted = restore.settings_at_deletion(session, segment)
+    kept = _sorted_set(
+        np.asarray(
+            session.scalars(
+                select(RetiredMembership.user_id).where(
+                    RetiredMembership.segment_id == segment.id,
+                    or_(RetiredMembership.expires_at.is_(None), RetiredMembership.expires_at > now),
+                )
+            ).all(),
+            dtype=np.int64,
+        )
+    )
+
+    def rows(users: Ids, column: int, explicit: Matrix, excluded: Matrix, covered: Matrix) -> None:
+        explicit[_isin(users, kept), column] = True
+
+    def after(states: dict[int, RolloutState]) -> dict[int, RolloutState]:
+        scope = {sid: session.get_one(Segment, sid) for sid in states}
+        return {**states, segment.id: restore.fitting(session, scope, states, segment.id, wanted, now)}
+
+    return _measure(session, segment, {wanted.group}, now, after, rows=rows, revived=True, extra=kept)
+
+
 def limits(
     session: DbSession, segment: Segment, group: str | None | object = ..., now: datetime | None = None
 ) -> Limits:
@@ -249,6 +277,22 @@ def preview_delete(session: DbSession, slug: str, now: datetime | None = None) -
     return of_delete(session, segments.get_live_segment(session, slug), now)
 
 
+def preview_restore(
+    session: DbSession, slug: str, days: int = restore.DEFAULT_DAYS, now: datetime | None = None
+) -> Impact:
+    """POST /segments/<slug>/restore as a dry run: the same 404 and 409 the restore would
+    answer (window passed, slug taken since, ..., kept members overlapping its group), else
+    its impact."""
+    now = now or utcnow()
+    segment = restore.find_deleted(session, slug)
+    restore.refuse_unrestorable(session, segment, days, now)
+    group = restore.settings_at_deletion(session, segment).group
+    if group is not None:
+        live = session.scalars(select(Segment).where(Segment.exclusion_group == group, Segment.is_live))
+        restore.refuse_overlap(session, segment, group, {s.id: s for s in live}, now)
+    return of_restore(session, segment, now)
+
+
 def preview_remove(
     session: DbSession, slug: str, user_ids: Sequence[int], now: datetime | None = None
 ) -> Impact:
@@ -288,9 +332,11 @@ def _measure(
     before: States | None = None,
     rows: Rows | None = None,
     gone: bool = False,
+    revived: bool = False,
     extra: Ids | None = None,
 ) -> Impact:
-    """Membership of every known user (and ``extra`` ids) over the scope, before and after."""
+    """Membership of every known user (and ``extra`` ids) over the scope, before and after
+    (``gone``: the segment out of the catalog after, ``revived``: out of it before)."""
     started = time.perf_counter()
     for _ in range(3):
         version = catalog_version(session)
@@ -305,6 +351,7 @@ def _measure(
         hashes = user_hashes(users)
         covered = _covered(scope, states, salts, users, hashes)
         live = np.ones(len(scope), dtype=bool)
+        live_before = np.ones(len(scope), dtype=bool)
         explicit_after, excluded_after = explicit.copy(), excluded.copy()
         column = next(i for i, s in enumerate(scope) if s.id == segment.id)
         if rows is not None:
@@ -312,9 +359,11 @@ def _measure(
         covered_after = _covered(scope, new_states, salts, users, hashes)
         if gone:
             live[column] = False
+        if revived:
+            live_before[column] = False
         groups_before = [states[s.id].group for s in scope]
         groups_after = [new_states[s.id].group for s in scope]
-        was = _members(explicit, excluded, covered, groups_before, np.ones(len(scope), dtype=bool))
+        was = _members(explicit, excluded, covered, groups_before, live_before)
         will = _members(explicit_after, excluded_after, covered_after, groups_after, live)
         if catalog_version(session) != version:
             continue  # the catalog moved during the computation: once more, on one version

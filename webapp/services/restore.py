@@ -56,6 +56,7 @@ from webapp.services.rollout_state import (
     check_future,
     ensure_group,
     lock_scope,
+    require_version,
     set_state,
     states,
 )
@@ -195,6 +196,7 @@ def restore_segment(
     days: int = DEFAULT_DAYS,
     segment_id: int | None = None,
     now: datetime | None = None,
+    expected_version: int | None = None,
 ) -> Restored:
     """Restore the most recently deleted segment with this slug (module docstring); every
     refusal is checked before anything changes. ``now``: a fixed clock (tests)."""
@@ -212,44 +214,9 @@ def restore_segment(
             [detail("slug", "restored already", code="already_restored", slug=slug)],
         )
     deleted_at = segment.deleted_at
-    until = deleted_at + timedelta(days=days)
     # The database's clock, as the deletion was stamped with (or the caller's fixed one).
-    if (given or membership_store.clock(session)) >= until:
-        raise Conflict(
-            f"segment {slug} was deleted at {iso(deleted_at)}: it could be restored until {iso(until)}",
-            [
-                detail(
-                    "slug",
-                    "the restore window has passed",
-                    code="restore_expired",
-                    slug=slug,
-                    deleted_at=iso(deleted_at),
-                    restorable_until=iso(until),
-                    days=days,
-                )
-            ],
-        )
-    _refuse_taken(session, segment)
-    if not segment.restorable:
-        raise Conflict(
-            f"segment {slug} was deleted before restores existed (or its members were purged): nothing to restore",
-            [detail("slug", "its members were not kept", code="not_restorable", slug=slug)],
-        )
-    if (deleting := bulk.unfinished(session, segment.id, OperationKind.DELETE_SEGMENT)) is not None:
-        raise Conflict(
-            f"segment {slug}'s deletion is still removing its members ({deleting.done:,} of {deleting.total:,}): "
-            "restore it once that has finished",
-            [
-                detail(
-                    "slug",
-                    "its deletion is still running",
-                    code="deletion_in_progress",
-                    slug=slug,
-                    done=deleting.done,
-                    total=deleting.total,
-                )
-            ],
-        )
+    refuse_unrestorable(session, segment, days, given or membership_store.clock(session))
+    require_version(session, expected_version)  # before anything changes (again after the locks)
     wanted = settings_at_deletion(session, segment)
     group = wanted.group
     try:
@@ -264,11 +231,12 @@ def restore_segment(
     if group is not None:
         ensure_group(session, group, given or utcnow())
     locked = lock_scope(session, segment.id, group)
+    require_version(session, expected_version)  # after the locks: a preview's numbers still hold
     now = given or membership_store.clock(session)  # after the locks, as every rollout change
     apply_due_locked(session, locked, now)
     if group is not None:
-        _refuse_overlap(session, segment, group, locked, now)
-    new = _fitting(session, locked, segment.id, wanted, now)
+        refuse_overlap(session, segment, group, locked, now)
+    new = fitting(session, locked, states(locked), segment.id, wanted, now)
     set_state(session, segment, new, reason=Reason.RESTORED, actor=actor, at=now, force=True)
     expired = int(
         session.execute(
@@ -326,6 +294,51 @@ def restore_segment(
     return result
 
 
+def refuse_unrestorable(session: DbSession, segment: Segment, days: int, now: datetime) -> None:
+    """409 when the deleted segment cannot be restored at ``now``: the window passed, its slug
+    taken since, its members not kept, its deletion still running (a restore's order)."""
+    slug = segment.slug
+    assert segment.deleted_at is not None
+    deleted_at = segment.deleted_at
+    until = deleted_at + timedelta(days=days)
+    if now >= until:
+        raise Conflict(
+            f"segment {slug} was deleted at {iso(deleted_at)}: it could be restored until {iso(until)}",
+            [
+                detail(
+                    "slug",
+                    "the restore window has passed",
+                    code="restore_expired",
+                    slug=slug,
+                    deleted_at=iso(deleted_at),
+                    restorable_until=iso(until),
+                    days=days,
+                )
+            ],
+        )
+    _refuse_taken(session, segment)
+    if not segment.restorable:
+        raise Conflict(
+            f"segment {slug} was deleted before restores existed (or its members were purged): nothing to restore",
+            [detail("slug", "its members were not kept", code="not_restorable", slug=slug)],
+        )
+    if (deleting := bulk.unfinished(session, segment.id, OperationKind.DELETE_SEGMENT)) is not None:
+        raise Conflict(
+            f"segment {slug}'s deletion is still removing its members ({deleting.done:,} of {deleting.total:,}): "
+            "restore it once that has finished",
+            [
+                detail(
+                    "slug",
+                    "its deletion is still running",
+                    code="deletion_in_progress",
+                    slug=slug,
+                    done=deleting.done,
+                    total=deleting.total,
+                )
+            ],
+        )
+
+
 def _refuse_taken(session: DbSession, segment: Segment) -> None:
     taken = session.scalars(select(Segment).where(Segment.slug == segment.slug, Segment.is_live)).first()
     if taken is not None and taken.id != segment.id:
@@ -345,7 +358,7 @@ def _refuse_taken(session: DbSession, segment: Segment) -> None:
         )
 
 
-def _refuse_overlap(
+def refuse_overlap(
     session: DbSession, segment: Segment, group: str, locked: dict[int, Segment], now: datetime
 ) -> None:
     """409 when a kept member is now an explicit member of another segment of the group (the
@@ -386,15 +399,21 @@ def _refuse_overlap(
         )
 
 
-def _fitting(
-    session: DbSession, locked: dict[int, Segment], segment_id: int, wanted: RolloutState, now: datetime
+def fitting(
+    session: DbSession,
+    scope: dict[int, Segment],
+    current: dict[int, RolloutState],
+    segment_id: int,
+    wanted: RolloutState,
+    now: datetime,
 ) -> RolloutState:
-    """The wanted rollout in its group, or 0% in it when the group has no room for it now or
-    for a pending scheduled change of the group after it."""
-    current = states(locked)
+    """The rollout a restore gives the segment: the wanted one in its group, or 0% in it when
+    the group has no room for it now (``current``: the scope's states in force) or for a
+    pending scheduled change of the group after it. The restore and its preview
+    (services.impact.of_restore) both ask this."""
     try:
         new = change(current, segment_id, wanted.basis_points, group=wanted.group)
-        check_future(session, locked, now, current={**current, segment_id: new})
+        check_future(session, scope, now, current={**current, segment_id: new})
         return new
     except (NoRoom, ValidationFailed):
         return change(current, segment_id, 0, group=wanted.group)

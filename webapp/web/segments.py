@@ -553,23 +553,46 @@ def remove_member(slug: str, user_id: str):
 
 @bp.get("/segments/<slug>/delete")
 def confirm_delete(slug: str):
-    segment = live_segment(slug)
+    """The delete confirmation; for a segment deleted already (Back after deleting it), its
+    deleted page, with Restore."""
+    try:
+        segment = live_segment(slug)
+    except NotFound:
+        if deleted.deleted_or_none(slug) is None:
+            raise
+        return redirect(url_for("web.show_deleted", slug=slug))
     return _delete_page(segment, FormErrors(), impact.of_delete(db.session, segment))
+
+
+def _gone_already(slug: str):
+    """A delete sent for a segment deleted meanwhile (a second click): its deleted page."""
+    flash(f"Segment {slug} has been deleted already.", "success")
+    return _navigate(url_for("web.show_deleted", slug=slug))
+
+
+def _navigate(url: str):
+    """A redirect; for htmx a full navigation (HX-Redirect) to a new history entry."""
+    if not is_htmx():
+        return redirect(url)
+    response = make_response("", 204)
+    response.headers["HX-Redirect"] = url
+    return response
 
 
 def _delete_page(
     segment, errors: FormErrors, found: impact.Impact, *, changed_since: bool = False, status=200
 ):
     """The delete confirmation: how many known users leave (and, in a group, join its other
-    segments) as of now, computed by services.impact on the catalog version the form carries."""
+    segments) as of now, computed by services.impact on the catalog version the form carries
+    (htmx: the form alone, swapped in place)."""
     html = render_template(
-        "segments/confirm_delete.html",
+        "segments/_delete_form.html" if is_htmx() else "segments/confirm_delete.html",
         segment=segment,
         errors=errors,
         stats=segments.segment_stats(db.session, segment),
         found=found,
         changed_since=changed_since,
-        typed=request.form.get("confirm", "").strip() if changed_since else "",
+        typed=request.form.get("confirm", "").strip(),  # kept when refused (mistyped, numbers changed)
     )
     return make_response(html, status)
 
@@ -580,6 +603,8 @@ def delete_segment(slug: str):
     """Delete once the slug is typed, against the catalog version the page's numbers were
     computed on: if the segments changed since, the page comes back with the new numbers."""
     typed = request.form.get("confirm", "").strip()
+    if not segments.is_live_slug(db.session, slug) and deleted.deleted_or_none(slug) is not None:
+        return _gone_already(slug)
     if typed != slug:
         segment = live_segment(slug)
         errors = FormErrors()
@@ -611,7 +636,7 @@ def delete_segment(slug: str):
         f"Segment {slug} deleted; {left:,} {'member' if left == 1 else 'members'} left it{later}{joined}.",
         "success",
     )
-    return redirect(url_for("web.index"))
+    return _navigate(url_for("web.index"))
 
 
 # -- bulk remove and replace: a preview that states how many leave and join, then the change --
