@@ -35,9 +35,9 @@ from webapp.services.read_path import ConnectionReader
 from webapp.services.rollout_state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
-# Fixtures kept with their helpers in the support package: the browser's (marker browser) and
-# the real gunicorn + worker stack's.
-pytest_plugins = ["tests.support.browser", "tests.support.live_stack"]
+# Fixtures kept with their helpers in the support package: the browser's (marker browser), the
+# app served for real curl processes, and the real gunicorn + worker stack's.
+pytest_plugins = ["tests.support.browser", "tests.support.curl_server", "tests.support.live_stack"]
 
 # Every server a test starts (gunicorn, flask worker, make run) inherits the host names the
 # tests' clients use, as the in-process app has them from TestConfig.

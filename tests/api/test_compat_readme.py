@@ -6,14 +6,10 @@ curl prints only the body, so the server records each status it answers."""
 import csv
 import io
 import json
-import shutil
 import subprocess
-import threading
 from datetime import UTC, datetime
 
-import pytest
-from werkzeug.serving import make_server
-
+from tests.support.curl_server import Recorded
 from webapp.jobs.worker import run_worker
 
 CREATE = """curl -X POST localhost:8080/segment -H 'Content-Type: application/json' -d '{"slug": "%s"}'"""
@@ -26,38 +22,6 @@ EXAMPLES = {
     5: "curl 'localhost:8080/report?date=2023-08-29%2010:32'",
     6: "curl 'localhost:8080/report_check?task_id=<task id>'",
 }
-
-
-class Recorded:
-    """A WSGI wrapper that notes the status of every response (curl prints only the body)."""
-
-    def __init__(self, app):
-        self.app, self.statuses = app, []
-
-    def __call__(self, environ, start_response):
-        def start(status, headers, exc_info=None):
-            self.statuses.append(int(status.split()[0]))
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
-
-
-@pytest.fixture
-def server(redis_app, committed_db):
-    """The app on a free port of 127.0.0.1 (a threaded werkzeug server), recording statuses."""
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    recorded = Recorded(redis_app.wsgi_app)
-    redis_app.wsgi_app = recorded  # type: ignore[method-assign]
-    http = make_server("127.0.0.1", 0, redis_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{http.server_port}", recorded
-    finally:
-        http.shutdown()
-        thread.join(10)
-        redis_app.wsgi_app = recorded.app  # type: ignore[method-assign]
 
 
 class Curl:
@@ -79,8 +43,8 @@ class Curl:
         return self.recorded.statuses[-1], done.stdout
 
 
-def test_seed_readme_examples_in_order(redis_app, server):
-    address, recorded = server
+def test_seed_readme_examples_in_order(redis_app, curl_server):
+    address, recorded = curl_server
     curl = Curl(address, recorded)
     client = redis_app.test_client()
     started = datetime.now(UTC).replace(microsecond=0)

@@ -7,14 +7,9 @@ left (``curl -OJ`` refused to overwrite it)."""
 
 import json
 import re
-import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
-
-import pytest
-from werkzeug.serving import make_server
 
 from webapp.jobs.worker import run_worker
 
@@ -27,38 +22,6 @@ def readme_block() -> str:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     return next(block for block in blocks if "curl " in block and "/api/v1/segments" in block)
-
-
-class Recorded:
-    """A WSGI wrapper that notes the status of every response (curl prints only the body)."""
-
-    def __init__(self, app):
-        self.app, self.statuses, self.calls = app, [], []
-
-    def __call__(self, environ, start_response):
-        def start(status, headers, exc_info=None):
-            self.statuses.append(int(status.split()[0]))
-            self.calls.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} {status.split()[0]}")
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start)
-
-
-@pytest.fixture
-def server(redis_app, committed_db):
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    recorded = Recorded(redis_app.wsgi_app)
-    redis_app.wsgi_app = recorded  # type: ignore[method-assign]
-    http = make_server("127.0.0.1", 0, redis_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}", recorded
-    finally:
-        http.shutdown()
-        thread.join(10)
-        redis_app.wsgi_app = recorded.app  # type: ignore[method-assign]
 
 
 def run(script: str, app, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -76,8 +39,9 @@ def run(script: str, app, cwd: Path, timeout: float = 120) -> subprocess.Complet
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def test_the_readme_examples_run_twice_with_the_answers_it_states(redis_app, server, tmp_path):
-    base, recorded = server
+def test_the_readme_examples_run_twice_with_the_answers_it_states(redis_app, curl_server, tmp_path):
+    address, recorded = curl_server
+    base = f"http://{address}"
     script = readme_block().replace(BASE, base)
     assert script.count("curl ") >= 6
 
@@ -122,10 +86,11 @@ def api_md_block() -> str:
     return block[1].split("# a bulk replace of 1,000,000 ids")[0]
 
 
-def test_the_api_reference_examples_run_twice(redis_app, server, tmp_path):
+def test_the_api_reference_examples_run_twice(redis_app, curl_server, tmp_path):
     """docs/api.md's longer list, twice: the same answers but the three creates' 409s, and the
     report's download succeeds again."""
-    base, recorded = server
+    address, recorded = curl_server
+    base = f"http://{address}"
     script = api_md_block().replace(BASE, base)
     runs = []
     for _ in range(2):

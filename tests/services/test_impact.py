@@ -13,8 +13,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
+from tests.support.moves import history_moves, known_users, preview_moves
 from webapp.errors import AppError, Conflict
 from webapp.models.enums import Action
 from webapp.services import bulk, history, impact, schedules, segments
@@ -23,31 +23,6 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CHANGE = T0 + timedelta(hours=5)
 USERS = 260
 KINDS = ("join", "leave", "percent", "delete", "remove", "replace", "move")
-
-
-def known_users(session) -> list[int]:
-    return list(
-        session.scalars(
-            text(
-                "SELECT user_id FROM memberships UNION SELECT user_id FROM membership_events "
-                "UNION SELECT user_id FROM rollout_exclusions ORDER BY 1"
-            )
-        )
-    )
-
-
-def history_moves(session, users, at) -> dict[str, tuple[int, int]]:
-    """{slug: (leaving, joining)} of the history entries stamped at ``at`` over ``users``."""
-    counts: Counter[tuple[str, Action]] = Counter()
-    for user in users:
-        for entry in history.user_history(session, user, start=at, end=at + timedelta(microseconds=1)):
-            counts[(entry.segment, entry.operation)] += 1
-    slugs = {slug for slug, _ in counts}
-    return {slug: (counts[(slug, Action.REMOVED)], counts[(slug, Action.ADDED)]) for slug in slugs}
-
-
-def preview_moves(preview: impact.Impact) -> dict[str, tuple[int, int]]:
-    return {m.slug: (m.leaving, m.joining) for m in preview.moves if m.leaving or m.joining}
 
 
 def build(session, rng: random.Random) -> list[str]:

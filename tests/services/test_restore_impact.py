@@ -11,15 +11,13 @@ against a newer catalog refused (409 ``impact_changed``)."""
 from __future__ import annotations
 
 import random
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
+from tests.support.moves import history_moves, known_users, preview_moves
 from webapp.errors import AppError, Conflict
-from webapp.models.enums import Action
-from webapp.services import bulk, history, impact, restore, segments
+from webapp.services import bulk, impact, restore, segments
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DELETED = T0 + timedelta(hours=1)
@@ -27,37 +25,11 @@ RESTORE = T0 + timedelta(hours=5)
 USERS = 300
 
 
-def known_users(session) -> list[int]:
-    return list(
-        session.scalars(
-            text(
-                "SELECT user_id FROM memberships UNION SELECT user_id FROM membership_events "
-                "UNION SELECT user_id FROM rollout_exclusions UNION SELECT user_id FROM retired_memberships "
-                "ORDER BY 1"
-            )
-        )
-    )
-
-
-def history_moves(session, at) -> dict[str, tuple[int, int]]:
-    """{slug: (leaving, joining)} of every known user's history entries stamped at ``at``."""
-    counts: Counter[tuple[str, Action]] = Counter()
-    for user in known_users(session):
-        for entry in history.user_history(session, user, start=at, end=at + timedelta(microseconds=1)):
-            counts[(entry.segment, entry.operation)] += 1
-    slugs = {slug for slug, _ in counts}
-    return {slug: (counts[(slug, Action.REMOVED)], counts[(slug, Action.ADDED)]) for slug in slugs}
-
-
-def preview_moves(preview: impact.Impact) -> dict[str, tuple[int, int]]:
-    return {m.slug: (m.leaving, m.joining) for m in preview.moves if m.leaving or m.joining}
-
-
 def restore_and_compare(session, slug: str) -> impact.Impact:
     preview = impact.preview_restore(session, slug, now=RESTORE)
     assert preview.segment == slug and preview.moves[0].slug == slug
     restore.restore_segment(session, slug, actor="pm", now=RESTORE, expected_version=preview.catalog_version)
-    assert history_moves(session, RESTORE) == preview_moves(preview)
+    assert history_moves(session, known_users(session), RESTORE) == preview_moves(preview)
     return preview
 
 
@@ -120,7 +92,7 @@ def test_the_restore_preview_is_what_history_then_records(db_session, seed):
         assert also.value.details[0]["code"] == refused.details[0]["code"]
         return
     restore.restore_segment(db_session, gone, now=RESTORE)
-    assert history_moves(db_session, RESTORE) == preview_moves(preview), seed
+    assert history_moves(db_session, known_users(db_session), RESTORE) == preview_moves(preview), seed
 
 
 def test_restoring_into_a_group_takes_users_back_from_the_other_rollout(db_session):
@@ -139,7 +111,7 @@ def test_restoring_into_a_group_takes_users_back_from_the_other_rollout(db_sessi
         db_session, "AVITO_DISCOUNT_50", rollout_percent=20, now=T0 + timedelta(seconds=2)
     )
     bulk.delete_segment(db_session, "AVITO_DISCOUNT_30", now=DELETED)
-    joined = history_moves(db_session, DELETED)["AVITO_DISCOUNT_50"][1]
+    joined = history_moves(db_session, known_users(db_session), DELETED)["AVITO_DISCOUNT_50"][1]
     assert joined > 0  # the deletion gave AVITO_DISCOUNT_50 users
     preview = restore_and_compare(db_session, "AVITO_DISCOUNT_30")
     assert preview.own.joining > 0
@@ -159,7 +131,7 @@ def test_a_full_group_restores_at_zero_and_the_preview_says_so(db_session):
     preview = impact.preview_restore(db_session, "BACK", now=RESTORE)
     result = restore.restore_segment(db_session, "BACK", now=RESTORE)
     assert result.at_zero
-    assert history_moves(db_session, RESTORE) == preview_moves(preview)
+    assert history_moves(db_session, known_users(db_session), RESTORE) == preview_moves(preview)
     explicit = len(range(1, 601, 4))
     assert preview.own == impact.Move("BACK", 0, explicit)
     [other] = preview.others  # KEEP at 100% covered all of them: they leave it

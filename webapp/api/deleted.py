@@ -11,7 +11,6 @@ from webapp.api.impact import expected_version
 from webapp.api.schemas import ActivityOut, DeletedSegmentOut, RestoredOut
 from webapp.api.segments import operation_out, segment_out
 from webapp.http.transaction import transactional
-from webapp.models.enums import SegmentEventKind
 from webapp.platform.extensions import db
 from webapp.services import activity_log, restore, segments
 
@@ -44,16 +43,7 @@ def deleted_segment(slug: str):
             restorable=seen.problem is None,
             problem=seen.problem,
             taken_by=seen.taken_by.slug if seen.taken_by is not None else None,
-            activity=[
-                ActivityOut(
-                    id=e.id,
-                    kind=SegmentEventKind(e.kind),
-                    occurred_at=e.occurred_at,
-                    actor=e.actor,
-                    detail=e.detail,
-                )
-                for e in items
-            ],
+            activity=[ActivityOut.of(e) for e in items],
         )
     )
 

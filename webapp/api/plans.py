@@ -16,7 +16,6 @@ from webapp.api.schemas import (
 )
 from webapp.http.transaction import transactional
 from webapp.models import RolloutSchedule
-from webapp.models.enums import SegmentEventKind
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
 from webapp.services import activity_log, schedules
@@ -84,15 +83,6 @@ def segment_activity(slug: str):
         ActivityList(
             segment=segment.slug,
             next_before=items[-1].id if len(items) == limit else None,
-            items=[
-                ActivityOut(
-                    id=e.id,
-                    kind=SegmentEventKind(e.kind),
-                    occurred_at=e.occurred_at,
-                    actor=e.actor,
-                    detail=e.detail,
-                )
-                for e in items
-            ],
+            items=[ActivityOut.of(e) for e in items],
         )
     )

@@ -453,6 +453,17 @@ class ActivityOut(BaseModel):
     actor: str
     detail: dict[str, Any]
 
+    @classmethod
+    def of(cls, event: Any) -> ActivityOut:
+        """One activity entry (a ``segment_events`` row) as the API answers it."""
+        return cls(
+            id=event.id,
+            kind=SegmentEventKind(event.kind),
+            occurred_at=event.occurred_at,
+            actor=event.actor,
+            detail=event.detail,
+        )
+
 
 class ActivityList(BaseModel):
     segment: str

@@ -47,7 +47,7 @@ from webapp.models import (
     SegmentEvent,
 )
 from webapp.models.enums import OperationKind, Reason, SegmentEventKind
-from webapp.services import activity_log, bulk, membership_store
+from webapp.services import activity_log, bulk, membership_store, segments
 from webapp.services.allocation import NoRoom, RolloutState, change
 from webapp.services.common import DbSession, iso, slug_problem, utcnow
 from webapp.services.rollout_state import (
@@ -382,20 +382,8 @@ def refuse_overlap(
         .limit(1)
     ).first()
     if row is not None:
-        other = locked[row[0]].slug
-        raise Conflict(
-            f"{row[1]:,} members of {segment.slug} at its deletion are now explicit members of {other} "
-            f"in group {group}: remove them from one of the two first",
-            [
-                detail(
-                    "exclusion_group",
-                    "explicit members overlap",
-                    code="group_overlap",
-                    exclusion_group=group,
-                    segment=other,
-                    users=row[1],
-                )
-            ],
+        segments.refuse_overlap(
+            f"members of {segment.slug} at its deletion are now", locked[row[0]].slug, group, row[1]
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NoReturn
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -338,21 +338,25 @@ def refuse_explicit_overlap(
         .limit(1)
     ).first()
     if row is not None:
-        other = locked[row[0]].slug
-        raise Conflict(
-            f"{row[1]:,} explicit members of {segment.slug} are also explicit members of {other} "
-            f"in group {group}: remove them from one of the two first",
-            [
-                detail(
-                    "exclusion_group",
-                    "explicit members overlap",
-                    code="group_overlap",
-                    exclusion_group=group,
-                    segment=other,
-                    users=row[1],
-                )
-            ],
-        )
+        refuse_overlap(f"explicit members of {segment.slug} are also", locked[row[0]].slug, group, row[1])
+
+
+def refuse_overlap(who: str, other: str, group: str, users: int) -> NoReturn:
+    """409 group_overlap: ``users`` explicit members (``who``) would be explicit members of two
+    segments of exclusion group ``group``, the other being ``other``."""
+    raise Conflict(
+        f"{users:,} {who} explicit members of {other} in group {group}: remove them from one of the two first",
+        [
+            detail(
+                "exclusion_group",
+                "explicit members overlap",
+                code="group_overlap",
+                exclusion_group=group,
+                segment=other,
+                users=users,
+            )
+        ],
+    )
 
 
 def retire_segment(
