@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
     from webapp import create_app
     from webapp.http import hot_path
     from webapp.models.enums import Source
-    from webapp.services.catalog import ActiveSegment
-    from webapp.services.read_path import Reader
+    from webapp.services.reads.catalog import ActiveSegment
+    from webapp.services.reads.path import Reader
     from webapp.telemetry import metrics, read_counts
 
     # (the request log line costs the same either way: off the terminal)

@@ -400,10 +400,10 @@ def bench_bulk_others(env, size: int) -> None:
 
 
 def bench_parse(count: int) -> None:
-    """The bulk-add parser (webapp/services/id_lists.py) on a file of ``count`` ids."""
+    """The bulk-add parser (webapp/web/id_lists.py) on a file of ``count`` ids."""
     import io
 
-    from webapp.services.id_lists import parse_file
+    from webapp.web.id_lists import parse_file
 
     data = ("user_id\n" + "\n".join(str(10_000_000 + i) for i in range(count))).encode()
     seconds, parsed = tools.timed(lambda: parse_file(io.BytesIO(data), "ids.csv", count))
@@ -431,7 +431,9 @@ import time
 from webapp import create_app
 from webapp.platform.extensions import db
 from webapp.models.enums import Reason
-from webapp.services import bulk, segments, user_changes
+from webapp.services.membership import bulk
+from webapp.services.segments import lifecycle as segments
+from webapp.services.membership import user_changes
 app = create_app()
 with app.app_context():
     segments.create_segment(db.session, "PER_ROW"); segments.create_segment(db.session, "SET_BASED"); db.session.commit()
@@ -751,7 +753,7 @@ def bench_scaling(engine, env, seconds: int) -> None:
     code = """
 import time
 import numpy as np
-from webapp.services import rollout
+from webapp.services.rollout import buckets as rollout
 keys = np.array([rollout.key(f"salt{i}") for i in range(200)], dtype=np.uint64)
 for uid in (1, 10**6, 10**12, 10**18):
     t = time.perf_counter()

@@ -14,13 +14,13 @@ History: ``--history`` sizes are reached one after the other in the same table (
 chunks of ``INSERT ... SELECT generate_series``), spread evenly over the monthly partitions
 present (25 months: 2024-01 .. 2026-01). At each size: one month's report (the count, then the
 month's rows streamed through a psycopg server-side cursor, with the statements of
-webapp.services.reports), the table's size on disk, and retention of the oldest month:
+webapp.services.history.reports), the table's size on disk, and retention of the oldest month:
 ``DROP TABLE`` of its partition against ``DELETE`` (+ the ``VACUUM`` that frees the space) of the
 same rows in a copy of that partition (same indexes). The dropped month is gone for the next
 size, whose rows go to the remaining months.
 
 Memberships (measured first): ``--memberships`` rows (five segments per user), then the read path's USER_ROWS
-statement (webapp.services.read_path) for random users, ``--reads`` times on one autocommit
+statement (webapp.services.reads.path) for random users, ``--reads`` times on one autocommit
 connection (prepared after five runs, as the app's connections do): p50, p99, max.
 """
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psycopg
 
-from webapp.services.read_path import USER_ROWS
+from webapp.services.reads.path import USER_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "host=127.0.0.1 port=5432 user=postgres"
@@ -134,7 +134,7 @@ def ensure_months(conn: psycopg.Connection) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from webapp.services import history_partitions as hp
+    from webapp.services.history import partitions as hp
 
     dsn = conn.info.dsn
     engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn))
@@ -240,7 +240,7 @@ def history_figures(conn: psycopg.Connection, label: str) -> None:
 
 
 def user_history_figures(conn: psycopg.Connection, label: str, reads: int = 500) -> None:
-    """The stored part of one user's history (webapp.services.history): no time bound, so one
+    """The stored part of one user's history (webapp.services.history.replay): no time bound, so one
     index probe per partition."""
     rng = random.Random(7)
     times = []

@@ -1,9 +1,8 @@
 import logging
 from logging.config import fileConfig
 
-from flask import current_app
-
 from alembic import context
+from flask import current_app
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -66,8 +65,8 @@ def run_migrations_offline():
 
 def _not_a_history_partition(name, type_, parent_names):
     """Autogenerate compares the models with the database: the monthly partitions of
-    membership_events are made by the app (services/history_partitions.py), not declared."""
-    from webapp.services.history_partitions import is_partition
+    membership_events are made by the app (services/history/partitions.py), not declared."""
+    from webapp.services.history.partitions import is_partition
 
     return not (type_ == "table" and is_partition(name))
 

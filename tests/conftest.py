@@ -31,8 +31,8 @@ from tests.support.checks import TABLES
 from webapp import create_app
 from webapp.config import TestConfig
 from webapp.platform.extensions import db, limiter
-from webapp.services.read_path import ConnectionReader
-from webapp.services.rollout_state import OWN_TRANSACTION_BIND
+from webapp.services.reads.path import ConnectionReader
+from webapp.services.rollout.state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
 # Fixtures kept with their helpers in the support package: the browser's (marker browser), the

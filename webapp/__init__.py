@@ -152,7 +152,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.http.hot_path import HotPath
     from webapp.http.security import init_security, init_trusted_hosts
     from webapp.platform.extensions import csrf, db, limiter, migrate
-    from webapp.services.read_path import Reader
+    from webapp.services.reads.path import Reader
     from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)

@@ -54,7 +54,7 @@ def register(app: Flask) -> None:
     def history_repair(apply: bool) -> None:
         """Find rows written before the one membership rule that moved nothing (doubled) and
         stop showing them in reports and segment activity; counts either way."""
-        from webapp.services import history
+        from webapp.services.history import replay as history
 
         started = time.perf_counter()
         counts = history.repair(db.session, apply=apply)

@@ -57,7 +57,7 @@ class Config:
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500
-    # Redis keys of the reach cache (services/reach.py: JSON entries); the read path needs no cache.
+    # Redis keys of the reach cache (services/reads/reach.py: JSON entries); the read path needs no cache.
     CACHE_KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "segments:")
     # Rate limits per client (token name, else IP) on Redis, with an in-memory fallback while
     # Redis is unreachable. Empty = no limit. The hot read path has its own (default none).

@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from webapp.jobs.worker import run_worker
 from webapp.models import BulkOperation
 from webapp.platform.extensions import db
-from webapp.services import bulk, impact
-from webapp.services.history import user_history
+from webapp.services import impact
+from webapp.services.history.replay import user_history
+from webapp.services.membership import bulk
 
 
 def sql(query, **params):

@@ -228,7 +228,7 @@ def operation_row(app, operation_id: str) -> dict:
 def rq_job_settled(app, operation_id: str) -> bool:
     """RQ has nothing more to do for the operation's job: finished, failed for good, or gone."""
     from webapp.platform.queue import get_queue
-    from webapp.services.bulk import operation_job_id
+    from webapp.services.membership.bulk import operation_job_id
 
     job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))
     return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from webapp.jobs.worker import run_worker
 from webapp.platform.extensions import db
-from webapp.services import bulk
+from webapp.services.membership import bulk
 
 
 def in_segment(client_or_api, ids, slug):

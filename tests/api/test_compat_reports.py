@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
 from webapp.platform.extensions import db
-from webapp.services import reports
-from webapp.services.bulk import delete_segment
 from webapp.services.common import utcnow
-from webapp.services.segments import create_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.history import reports
+from webapp.services.membership.bulk import delete_segment
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.segments.lifecycle import create_segment
 
 T = datetime(2023, 9, 1, 12, 0, 5, 123456, tzinfo=UTC)
 

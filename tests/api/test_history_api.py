@@ -1,11 +1,11 @@
 from datetime import UTC, datetime, timedelta
 
 from webapp.jobs.tasks import purge_expired
-from webapp.services import rollout
-from webapp.services.bulk import delete_segment
-from webapp.services.history import user_history
-from webapp.services.segments import create_segment, update_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.history.replay import user_history
+from webapp.services.membership.bulk import delete_segment
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.rollout import buckets as rollout
+from webapp.services.segments.lifecycle import create_segment, update_segment
 
 T0 = datetime(2030, 3, 1, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ def test_rollout_changes_are_replayed_per_user(db_session):
 
 def test_history_replays_to_the_current_state(db_session):
     """Mixed explicit, rollout, exclusion, TTL and deletion: replay == active segments."""
-    from webapp.services.read_path import active_segments
+    from webapp.services.reads.path import active_segments
 
     seg = create_segment(db_session, "MIX", rollout_percent=50, now=T0)
     create_segment(db_session, "PLAIN", now=T0)

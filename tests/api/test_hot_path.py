@@ -6,7 +6,7 @@ import json
 import pytest
 
 from webapp.api.hot_routes import HOT_ROUTES
-from webapp.services.read_path import Reader
+from webapp.services.reads.path import Reader
 
 TOKENS = "svc:token-0123456789abcdef"
 AUTH = {"Authorization": "Bearer token-0123456789abcdef"}

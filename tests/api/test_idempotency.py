@@ -108,7 +108,7 @@ def test_concurrent_duplicates_have_one_side_effect(idem_app):
 
 
 def test_a_5xx_is_not_stored(idem_app, monkeypatch):
-    from webapp.services import segments
+    from webapp.services.segments import lifecycle as segments
 
     client = idem_app.test_client()
     monkeypatch.setattr(segments, "create_segment", lambda *a, **k: 1 / 0)
@@ -127,7 +127,7 @@ def test_nothing_the_app_stores_in_redis_is_pickle(redis_app, redis_url):
     from redis import Redis
 
     from webapp.platform.queue import enqueue
-    from webapp.services.reach import cached
+    from webapp.services.reads.reach import cached
 
     with redis_app.test_request_context():
         assert cached("probe", "1", lambda: {"members": 3}, 30) == {"members": 3}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 
-from webapp.services import reports
+from webapp.services.history import reports
 
 
 def rows(data: bytes, separator: str = ";") -> list[list[str]]:

@@ -11,9 +11,9 @@ from schemathesis import GenerationMode
 
 from webapp.errors import Conflict, ValidationFailed
 from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_SECONDS
-from webapp.services import segments
 from webapp.services.common import utcnow
-from webapp.services.reports import parse_bound
+from webapp.services.history.reports import parse_bound
+from webapp.services.segments import lifecycle as segments
 
 
 def test_texts_are_markdown_not_restructuredtext(client):

@@ -2,9 +2,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webapp.services import rollout
-from webapp.services.read_path import active_segments
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.reads.path import active_segments
+from webapp.services.rollout import buckets as rollout
 
 
 def iso(dt):
@@ -105,7 +105,7 @@ def test_slug_in_both_lists_or_twice(api):
 
 
 def test_expiry_is_exact_to_the_second(db_session):
-    from webapp.services.segments import create_segment
+    from webapp.services.segments.lifecycle import create_segment
 
     create_segment(db_session, "EXACT")
     now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from webapp.jobs.worker import run_worker
 from webapp.models import BulkOperation
 from webapp.platform.extensions import db
-from webapp.services import bulk
+from webapp.services.membership import bulk
 
 IDS = list(range(1, 25_001))
 

@@ -9,8 +9,8 @@ from webapp.jobs.tasks import nightly_maintenance, purge_expired
 from webapp.jobs.worker import run_worker
 from webapp.models import JobRun, Report
 from webapp.platform.extensions import db
-from webapp.services.read_path import active_segments
-from webapp.services.segments import create_segment
+from webapp.services.reads.path import active_segments
+from webapp.services.segments.lifecycle import create_segment
 
 
 def test_hundred_thousand_expired_rows_in_one_run(app, committed_db):
@@ -93,7 +93,7 @@ def test_nightly_maintenance_records_its_run_and_purges_old_reports(app, committ
     )
     committed_db.add_all([old, fresh])
     committed_db.commit()
-    from webapp.services.reports import report_path
+    from webapp.services.history.reports import report_path
 
     report_path(old).parent.mkdir(parents=True, exist_ok=True)
     report_path(old).write_text("x")

@@ -9,10 +9,10 @@ from flask_migrate import downgrade, upgrade
 
 from webapp.jobs.tasks import nightly_maintenance
 from webapp.platform.extensions import db
-from webapp.services import history_partitions as hp
-from webapp.services import reports
-from webapp.services.segments import create_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.history import partitions as hp
+from webapp.services.history import reports
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.segments.lifecycle import create_segment
 
 T0 = datetime(2040, 2, 10, 12, tzinfo=UTC)  # far from the run's own months (the migration made those)
 

@@ -7,8 +7,8 @@ import io
 import sqlalchemy as sa
 
 from webapp.jobs import worker
-from webapp.services import reports
-from webapp.services.segments import create_segment
+from webapp.services.history import reports
+from webapp.services.segments.lifecycle import create_segment
 
 
 def test_a_large_export_runs_as_a_job_with_progress_then_downloads(redis_app, committed_db, monkeypatch):

@@ -9,8 +9,9 @@ from webapp.jobs.tasks import MAX_ATTEMPTS, reap_stuck_jobs
 from webapp.jobs.worker import run_worker
 from webapp.models import Report
 from webapp.platform.extensions import db
-from webapp.services import reports, segments
 from webapp.services.common import utcnow
+from webapp.services.history import reports
+from webapp.services.segments import lifecycle as segments
 
 
 def _queued_report(app):
@@ -64,7 +65,7 @@ def test_a_bulk_operation_given_up_drops_its_ids(redis_app, redis_url, committed
     import sqlalchemy as sa
 
     from webapp.models import BulkOperation
-    from webapp.services import bulk
+    from webapp.services.membership import bulk
 
     with redis_app.test_request_context():
         segments.create_segment(db.session, "REAPED_BULK")

@@ -11,10 +11,10 @@ from webapp.jobs import worker
 from webapp.jobs.tasks import generate_report
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
-from webapp.services import reports
-from webapp.services.bulk import delete_segment
-from webapp.services.segments import create_segment, update_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.history import reports
+from webapp.services.membership.bulk import delete_segment
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.segments.lifecycle import create_segment, update_segment
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
 
@@ -89,7 +89,7 @@ def test_all_users_month_report_includes_ttl_and_deletions(redis_app, committed_
 
 def test_segment_members_export(redis_app, committed_db):
     create_segment(committed_db, "EXPORT")
-    from webapp.services.bulk import bulk_add
+    from webapp.services.membership.bulk import bulk_add
 
     bulk_add(committed_db, "EXPORT", [30, 10, 20], ttl_seconds=3600)
     committed_db.commit()
@@ -167,7 +167,7 @@ def test_neutralise_formula_cells():
 
 def test_rollout_changes_appear_in_user_reports(redis_app, committed_db):
     seg = create_segment(committed_db, "RAMP", rollout_percent=0, now=T0)
-    from webapp.services import rollout
+    from webapp.services.rollout import buckets as rollout
 
     user = next(u for u in range(1, 10_000) if 1000 <= rollout.bucket(seg.salt, u) < 2000)
     update_segment(committed_db, "RAMP", rollout_percent=10, now=T0 + timedelta(days=1))

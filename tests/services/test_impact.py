@@ -17,7 +17,11 @@ import pytest
 from tests.support.moves import history_moves, known_users, preview_moves
 from webapp.errors import AppError, Conflict
 from webapp.models.enums import Action
-from webapp.services import bulk, history, impact, schedules, segments
+from webapp.services import impact
+from webapp.services.history import replay as history
+from webapp.services.membership import bulk
+from webapp.services.rollout import schedules
+from webapp.services.segments import lifecycle as segments
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CHANGE = T0 + timedelta(hours=5)

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from webapp.services import impact, segments
+from webapp.services import impact
+from webapp.services.segments import lifecycle as segments
 
 USERS = 200_000
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from webapp.platform.extensions import db
-from webapp.services import catalog
 from webapp.services.common import iso, utcnow
-from webapp.services.read_path import hot_lookup, hot_read
+from webapp.services.reads import catalog
+from webapp.services.reads.path import hot_lookup, hot_read
 
 USERS = list(range(1, 401))
 

@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 
 from webapp.models import MembershipEvent
 from webapp.models.enums import Source
-from webapp.services import allocation, membership_rule, rollout
-from webapp.services.bulk import bulk_add, bulk_remove
-from webapp.services.catalog import load_catalog
-from webapp.services.read_path import NEVER, POSTGRES_EPOCH, _evaluate, _Records, user_view
-from webapp.services.segments import create_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.membership import rule as membership_rule
+from webapp.services.membership.bulk import bulk_add, bulk_remove
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.reads.catalog import load_catalog
+from webapp.services.reads.path import NEVER, POSTGRES_EPOCH, _evaluate, _Records, user_view
+from webapp.services.rollout import allocation
+from webapp.services.rollout import buckets as rollout
+from webapp.services.segments.lifecycle import create_segment
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 GROUPS = ("GX", "GY")

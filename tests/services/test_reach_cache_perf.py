@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from devstack.bulk_load import copy_memberships
 from webapp.platform.extensions import db
 from webapp.platform.redis_client import redis_client
-from webapp.services import reach
-from webapp.services import segments as segment_service
+from webapp.services.reads import reach
+from webapp.services.segments import lifecycle as segment_service
 
 USERS = 250_000  # x 2 segments = 500,000 memberships, 250,000 known users
 SSO = {"X-Forwarded-Email": "bench@example.com"}

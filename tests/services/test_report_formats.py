@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from webapp.errors import ValidationFailed
 from webapp.models.enums import Reason, ReportKind, ReportStatus
-from webapp.services import reports
-from webapp.services.bulk import delete_segment
-from webapp.services.segments import create_segment
-from webapp.services.user_changes import AddSpec, change_user_segments
+from webapp.services.history import reports
+from webapp.services.membership.bulk import delete_segment
+from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.segments.lifecycle import create_segment
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
 BOM = "\ufeff"
@@ -251,7 +251,7 @@ def test_export_lists_explicit_and_ttl_members_as_reads_see_them_at_its_moment(d
     listed = reports.list_reports(db_session, 10, segment="REP_EXPORT")
     assert plain.id in {r.id for r in listed} and len(listed) == 3
     # What reads say at that moment is what the file says (user 20's membership ended exactly then).
-    from webapp.services.read_path import active_segments
+    from webapp.services.reads.path import active_segments
 
     explicit = {
         uid

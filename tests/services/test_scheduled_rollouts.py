@@ -8,8 +8,8 @@ from freezegun import freeze_time
 from webapp.jobs.tasks import apply_scheduled_rollouts
 from webapp.models import RolloutChange, Segment
 from webapp.platform.extensions import db
-from webapp.services import rollout
-from webapp.services.read_path import hot_read
+from webapp.services.reads.path import hot_read
+from webapp.services.rollout import buckets as rollout
 
 T0 = datetime(2031, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
 USERS = range(1, 4001)

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 
 from webapp.models.enums import Action
-from webapp.services import history, impact
+from webapp.services import impact
+from webapp.services.history import replay as history
 
 
 def known_users(session) -> list[int]:

@@ -42,7 +42,7 @@ def part_files(app) -> list[str]:
 
 
 def job_id(report_id: str) -> str:
-    from webapp.services import reports
+    from webapp.services.history import reports
 
     return getattr(reports, "report_job_id", lambda rid: f"report-{rid}")(report_id)
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from webapp.services.allocation import NoRoom, RolloutState, change, free_ranges, replay, resize
+from webapp.services.rollout.allocation import NoRoom, RolloutState, change, free_ranges, replay, resize
 
 
 def covered(ranges):

@@ -7,7 +7,7 @@ import pytest
 
 from webapp.errors import ValidationFailed
 from webapp.rules import MAX_USER_ID
-from webapp.services.id_lists import MAX_REPORTED, parse_file, parse_pasted
+from webapp.web.id_lists import MAX_REPORTED, parse_file, parse_pasted
 
 
 def problems(call, *args):

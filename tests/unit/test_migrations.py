@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from webapp.platform.extensions import db
-from webapp.services.history_partitions import is_partition
+from webapp.services.history.partitions import is_partition
 
 
 def test_migrations_match_models(app):

@@ -2,7 +2,7 @@ from hashlib import blake2b
 
 import pytest
 
-from webapp.services import rollout
+from webapp.services.rollout import buckets as rollout
 
 
 def test_bucket_matches_the_documented_formula():

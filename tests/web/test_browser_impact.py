@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from tests.support.layout import assert_fits
 from webapp.models.enums import Action
 from webapp.platform.extensions import db
-from webapp.services import history
+from webapp.services.history import replay as history
 
 pytestmark = pytest.mark.browser
 

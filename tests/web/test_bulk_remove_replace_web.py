@@ -11,7 +11,7 @@ from flask import render_template
 
 from webapp.jobs.worker import run_worker
 from webapp.platform.extensions import db
-from webapp.services import segments
+from webapp.services.segments import lifecycle as segments
 from webapp.web.helpers import TTL_CHOICES
 
 FINGERPRINT_RE = re.compile(r'name="fingerprint" value="([0-9a-f]+)"')

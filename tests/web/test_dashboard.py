@@ -2,7 +2,7 @@
 
 import io
 
-from webapp.services import rollout
+from webapp.services.rollout import buckets as rollout
 
 
 def make(api, slug, **fields):

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from webapp.models.enums import Action
 from webapp.platform.extensions import db
-from webapp.services import history, impact
+from webapp.services import impact
+from webapp.services.history import replay as history
 
 VERSION_RE = re.compile(r'name="catalog_version" value="(\d+)"')
 FINGERPRINT_RE = re.compile(r'name="fingerprint" value="([0-9a-f]+)"')

@@ -15,8 +15,8 @@ import pytest
 
 from webapp.models import Report
 from webapp.platform.extensions import db
-from webapp.services import reports
 from webapp.services.common import utcnow
+from webapp.services.history import reports
 
 BIG = [2**63 - 1, 2**31]
 SLUG = "BIG_IDS"

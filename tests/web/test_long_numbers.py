@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from webapp.errors import ValidationFailed
 from webapp.rules import MAX_USER_ID, bounded_int
 from webapp.services.common import ascii_int, parse_user_id
-from webapp.services.id_lists import parse_file, parse_pasted, token_problem
+from webapp.web.id_lists import parse_file, parse_pasted, token_problem
 
 SLUG = "LONG_NUMBERS"
 EXAMPLES = settings(

@@ -12,7 +12,8 @@ import pytest
 from tests.support.checks import outage_limit
 from tests.support.processes import stopped_with_sigstop
 from webapp.platform.extensions import db
-from webapp.services import reach, rollout
+from webapp.services.reads import reach
+from webapp.services.rollout import buckets as rollout
 
 SSO = {"X-Forwarded-Email": "pm@example.com"}
 

@@ -42,9 +42,11 @@ from webapp.models import Report
 from webapp.models.enums import Reason, ReportStatus
 from webapp.platform.extensions import db, report_requests, spec
 from webapp.rules import MAX_TTL_DAYS, MAX_USER_ID
-from webapp.services import bulk, reports, segments, user_changes
 from webapp.services.common import parse_user_id
-from webapp.services.user_changes import AddSpec
+from webapp.services.history import reports
+from webapp.services.membership import bulk, user_changes
+from webapp.services.membership.user_changes import AddSpec
+from webapp.services.segments import lifecycle as segments
 
 bp = Blueprint("api_compat", __name__)
 TAGS = ("compat",)

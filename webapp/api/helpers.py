@@ -14,7 +14,7 @@ from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import token_name
 from webapp.rules import parse_moment, problem_code
 from webapp.services.common import ascii_int
-from webapp.services.read_path import LINE_END, Reader
+from webapp.services.reads.path import LINE_END, Reader
 
 M = TypeVar("M", bound=BaseModel)
 

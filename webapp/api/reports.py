@@ -12,7 +12,7 @@ from webapp.http.auth import REPORTS, requires_scope, token_name
 from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.platform.extensions import db, report_requests
-from webapp.services import reports
+from webapp.services.history import reports
 
 
 def report_out(report: Report) -> ReportOut:

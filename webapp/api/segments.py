@@ -36,7 +36,8 @@ from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
-from webapp.services import bulk, segments
+from webapp.services.membership import bulk
+from webapp.services.segments import lifecycle as segments
 
 TAGS = ("segments",)
 

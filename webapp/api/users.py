@@ -26,11 +26,12 @@ from webapp.http.auth import READ, requires_scope
 from webapp.http.transaction import transactional
 from webapp.models.enums import Reason
 from webapp.platform.extensions import db
-from webapp.services import history, user_changes
-from webapp.services.catalog import ActiveSegment
 from webapp.services.common import parse_user_id
-from webapp.services.read_path import active_segments
-from webapp.services.user_changes import AddSpec, ChangeResult
+from webapp.services.history import replay as history
+from webapp.services.membership import user_changes
+from webapp.services.membership.user_changes import AddSpec, ChangeResult
+from webapp.services.reads.catalog import ActiveSegment
+from webapp.services.reads.path import active_segments
 
 TAGS = ("users",)
 

@@ -19,7 +19,7 @@ class MembershipEvent(Model):
     trigger call per history row on bulk writes and purges.
 
     Partitioned by month (RANGE on ``occurred_at``, migration 0007): a month's report reads one
-    partition and retention drops whole partitions (webapp.services.history_partitions). The
+    partition and retention drops whole partitions (webapp.services.history.partitions). The
     primary key therefore includes ``occurred_at``; ``id`` still comes from its own sequence."""
 
     __tablename__ = "membership_events"

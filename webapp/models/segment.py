@@ -39,12 +39,12 @@ class Segment(Model):
     salt: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # How buckets are computed (webapp.services.rollout): 1 for segments made before
+    # How buckets are computed (webapp.services.rollout.buckets): 1 for segments made before
     # migration 0010 (their populations never change), 2 since.
     hash_scheme: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
     exclusion_group: Mapped[str | None] = mapped_column(ForeignKey("exclusion_groups.name"), nullable=True)
     # In a group: the bucket ranges [start, end) the segment owns, flat and in allocation
-    # order (webapp.services.groups); None outside a group (the range is [0, rollout)).
+    # order (webapp.services.rollout.groups); None outside a group (the range is [0, rollout)).
     bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
     # Deleted, and its deletion kept its members (retired_memberships) and exclusions for a
     # restore (migration 0016); false for live segments and once the purge has dropped them.

@@ -8,8 +8,9 @@ import random
 
 from webapp.errors import Conflict
 from webapp.models.enums import Reason
-from webapp.services import bulk, segments
 from webapp.services.common import DbSession
+from webapp.services.membership import bulk
+from webapp.services.segments import lifecycle as segments
 
 DEMO_SEGMENTS = [
     ("AVITO_VOICE_MESSAGES", "Voice messages in chat", None),

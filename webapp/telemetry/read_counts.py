@@ -33,7 +33,7 @@ from webapp.platform.redis_client import OutageLog
 from webapp.telemetry.metrics import READS_KEY, SEGMENT_READS, quick_redis
 
 if TYPE_CHECKING:
-    from webapp.services.catalog import ActiveSegment
+    from webapp.services.reads.catalog import ActiveSegment
 
 log = logging.getLogger(__name__)
 

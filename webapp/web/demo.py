@@ -8,8 +8,8 @@ from flask import flash, redirect, url_for
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db
-from webapp.services import segments
 from webapp.services.demo import DEMO_SEGMENTS, seed_demo_data
+from webapp.services.segments import lifecycle as segments
 from webapp.web.blueprint import bp
 
 

@@ -12,9 +12,9 @@ from webapp.http.transaction import abandon
 from webapp.models import Segment
 from webapp.platform.extensions import db
 from webapp.rules import MAX_TTL_SECONDS, PERIOD_RE, parse_moment, problem_code
-from webapp.services import segments
 from webapp.services.common import ascii_int, utcnow
-from webapp.services.id_lists import token_problem, user_id_of
+from webapp.services.segments import lifecycle as segments
+from webapp.web.id_lists import token_problem, user_id_of
 from webapp.web.messages import FormErrors, form_errors, upper_slug
 
 TTL_CHOICES = [

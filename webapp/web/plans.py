@@ -21,8 +21,11 @@ from webapp.http.transaction import abandon, transactional
 from webapp.models import RolloutSchedule, Segment
 from webapp.platform.extensions import db
 from webapp.rules import in_utc, parse_moment, problem_code
-from webapp.services import activity_log, groups, impact, reach, schedules
+from webapp.services import impact
 from webapp.services.common import ascii_int, utcnow
+from webapp.services.reads import reach
+from webapp.services.rollout import groups, schedules
+from webapp.services.segments import events as activity_log
 from webapp.web.blueprint import bp
 from webapp.web.filters import moment_html, moment_words
 from webapp.web.helpers import catalog_moved, confirmed_version, is_htmx, live_segment, rejected, updated

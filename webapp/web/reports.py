@@ -12,8 +12,8 @@ from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import ReportKind, ReportStatus
 from webapp.platform.extensions import db, report_requests
-from webapp.services import reports
 from webapp.services.common import utcnow
+from webapp.services.history import reports
 from webapp.web.blueprint import bp
 from webapp.web.helpers import checked_month, live_segment, rejected, typed_user_id, updated
 

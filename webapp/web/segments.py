@@ -20,18 +20,14 @@ from webapp.models import BulkOperation
 from webapp.models.enums import Reason
 from webapp.platform.extensions import db
 from webapp.rules import MAX_BULK_IDS, MAX_USER_ID
-from webapp.services import (
-    bulk,
-    impact,
-    reach,
-    rollout,
-    rollout_state,
-    segment_activity,
-    segments,
-    user_changes,
-)
+from webapp.services import impact
 from webapp.services.common import ascii_int, parse_user_id
-from webapp.services.id_lists import ParsedIds, parse_file, parse_pasted
+from webapp.services.history import segment as segment_activity
+from webapp.services.membership import bulk, user_changes
+from webapp.services.reads import reach
+from webapp.services.rollout import buckets as rollout
+from webapp.services.rollout import state as rollout_state
+from webapp.services.segments import lifecycle as segments
 from webapp.web import deleted
 from webapp.web.blueprint import bp
 from webapp.web.helpers import (
@@ -45,6 +41,7 @@ from webapp.web.helpers import (
     typed_user_id,
     updated,
 )
+from webapp.web.id_lists import ParsedIds, parse_file, parse_pasted
 from webapp.web.messages import FormErrors, error_words, form_errors, problem_words
 
 PER_PAGE = 25
@@ -60,7 +57,7 @@ def _listing() -> dict:
     q = request.args.get("q", "").strip()[:200]
     page = ascii_int(request.args.get("page"), 1, 1_000_000) or 1
     items, total = segments.list_segments(db.session, q, page, PER_PAGE)
-    counts = reach.member_counts(db.session, [s.id for s in items])  # cached (webapp.services.reach)
+    counts = reach.member_counts(db.session, [s.id for s in items])  # cached (webapp.services.reads.reach)
     pages = max(1, -(-total // PER_PAGE))
     return {"segments": items, "counts": counts, "total": total, "q": q, "page": page, "pages": pages}
 
@@ -654,7 +651,7 @@ def _bulk_change_input() -> tuple[str, list[int], list[int]]:
     """(mode, ids, the ids that came from a file) from the form; ValidationFailed naming every
     problem. Without JavaScript the confirmation page carries a file's ids (``carried_ids``)."""
     from webapp.errors import detail
-    from webapp.services import id_lists
+    from webapp.web import id_lists
 
     mode = request.form.get("mode", "")
     if mode not in BULK_CHANGE_MODES:

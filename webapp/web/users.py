@@ -10,10 +10,13 @@ from webapp.http.transaction import transactional
 from webapp.models import Report
 from webapp.models.enums import Reason
 from webapp.platform.extensions import db, report_requests
-from webapp.services import history, reports, segments, user_changes
 from webapp.services.common import parse_user_id, utcnow
-from webapp.services.read_path import active_segments
-from webapp.services.user_changes import AddSpec
+from webapp.services.history import replay as history
+from webapp.services.history import reports
+from webapp.services.membership import user_changes
+from webapp.services.membership.user_changes import AddSpec
+from webapp.services.reads.path import active_segments
+from webapp.services.segments import lifecycle as segments
 from webapp.web.blueprint import bp
 from webapp.web.filters import month_name
 from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated

@@ -33,10 +33,10 @@ from sqlalchemy import func, select, text
 
 from webapp.models import CatalogVersion, ExclusionGroup, MembershipEvent, RolloutExclusion, Segment
 from webapp.platform.redis_client import redis_client
-from webapp.services import rollout
-from webapp.services import segments as segment_service
 from webapp.services.common import DbSession
-from webapp.services.rollout_state import rule_of
+from webapp.services.rollout import buckets as rollout
+from webapp.services.rollout.state import rule_of
+from webapp.services.segments import lifecycle as segment_service
 from webapp.telemetry.metrics import cache_result
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from webapp.errors import Conflict, Detail, ValidationFailed, detail
 from webapp.models import Segment
 from webapp.models.enums import Reason
 from webapp.rules import MAX_ITEMS_PER_CHANGE
-from webapp.services import membership_store
 from webapp.services.common import DbSession, expiry, slug_problem, user_id_problem, utcnow
-from webapp.services.read_path import UserView, user_view
+from webapp.services.membership import store as membership_store
+from webapp.services.reads.path import UserView, user_view
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from webapp.errors import NotFound, detail
 from webapp.models import ExclusionGroup, Segment
 from webapp.rules import is_slug
-from webapp.services import rollout
 from webapp.services.common import DbSession, utcnow
-from webapp.services.rollout_state import materialize, state_of
+from webapp.services.rollout import buckets as rollout
+from webapp.services.rollout.state import materialize, state_of
 
 
 @dataclass(frozen=True)

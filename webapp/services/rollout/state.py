@@ -25,9 +25,10 @@ from sqlalchemy.pool import NullPool
 from webapp.errors import Conflict, ValidationFailed, detail
 from webapp.models import CatalogVersion, ExclusionGroup, RolloutChange, RolloutSchedule, Segment
 from webapp.models.enums import Reason, SegmentEventKind
-from webapp.services import activity_log, rollout
-from webapp.services.allocation import NoRoom, RolloutState, change
 from webapp.services.common import DbSession, iso, utcnow
+from webapp.services.rollout import buckets as rollout
+from webapp.services.rollout.allocation import NoRoom, RolloutState, change
+from webapp.services.segments import events as activity_log
 
 LOCK_NOT_AVAILABLE = "55P03"
 

@@ -39,9 +39,9 @@ from webapp.models import Membership, MembershipEvent, Report, Segment
 from webapp.models.enums import Action, Reason, ReportKind, ReportStatus
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
-from webapp.services import history
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
-from webapp.services.segments import get_live_segment
+from webapp.services.history import replay as history
+from webapp.services.segments.lifecycle import get_live_segment
 
 Ts = TypeVarTuple("Ts")
 

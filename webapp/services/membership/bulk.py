@@ -49,10 +49,13 @@ from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEven
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
-from webapp.services import activity_log, membership_store, read_path, segments
 from webapp.services.common import DbSession, expiry, user_id_details, utcnow
-from webapp.services.rollout_state import require_version
-from webapp.services.segments import get_live_segment
+from webapp.services.membership import store as membership_store
+from webapp.services.reads import path as read_path
+from webapp.services.rollout.state import require_version
+from webapp.services.segments import events as activity_log
+from webapp.services.segments import lifecycle as segments
+from webapp.services.segments.lifecycle import get_live_segment
 
 SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
 CHUNK = 5_000  # ids (or rows) per transaction of an operation

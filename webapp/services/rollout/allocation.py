@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from webapp.services.rollout import BUCKETS, Ranges
+from webapp.services.rollout.buckets import BUCKETS, Ranges
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from webapp.models import MembershipEvent, Segment
 from webapp.models.enums import Action
 from webapp.services.common import DbSession, utcnow
-from webapp.services.segments import member_counts
+from webapp.services.segments.lifecycle import member_counts
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import numpy as np
 
 from webapp.models.enums import Source
 from webapp.models.segment import LIVE_SEGMENT_SQL
-from webapp.services import rollout
-from webapp.services.allocation import RolloutState, replay
 from webapp.services.common import iso
+from webapp.services.rollout import buckets as rollout
+from webapp.services.rollout.allocation import RolloutState, replay
 
 # Live segments (kind 0, with the version: at least one row) and pending scheduled changes
 # of live segments (kind 1), from one snapshot.

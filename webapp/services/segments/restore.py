@@ -47,10 +47,11 @@ from webapp.models import (
     SegmentEvent,
 )
 from webapp.models.enums import OperationKind, Reason, SegmentEventKind
-from webapp.services import activity_log, bulk, membership_store, segments
-from webapp.services.allocation import NoRoom, RolloutState, change
 from webapp.services.common import DbSession, iso, slug_problem, utcnow
-from webapp.services.rollout_state import (
+from webapp.services.membership import bulk
+from webapp.services.membership import store as membership_store
+from webapp.services.rollout.allocation import NoRoom, RolloutState, change
+from webapp.services.rollout.state import (
     apply_due_locked,
     catalog_changed,
     check_future,
@@ -60,6 +61,8 @@ from webapp.services.rollout_state import (
     set_state,
     states,
 )
+from webapp.services.segments import events as activity_log
+from webapp.services.segments import lifecycle as segments
 
 DEFAULT_DAYS = 30
 

@@ -1,0 +1,1 @@
+"""The history package: replay and repair, monthly partitions, CSV reports, a segment's trail."""

@@ -1,0 +1,1 @@
+"""The reads package: the hot read and batch lookup, the catalog, reach."""

@@ -1,0 +1,1 @@
+"""The segments package: segment lifecycle, restore, the segment event log."""
