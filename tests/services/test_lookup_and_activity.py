@@ -94,3 +94,20 @@ def test_activity_records_every_segment_level_change(api):
     assert [i["id"] for i in older] == [i["id"] for i in items[1:]]
     assert api.get("/segments/ACT/activity?limit=0").status_code == 422
     assert api.get("/segments/NOPE/activity").status_code == 404
+
+
+def test_the_chart_walks_the_rollout_back_through_its_changes(db_session):
+    """The segment page's chart: the percentage at the end of each day, from the changes."""
+    from datetime import UTC, datetime, timedelta
+
+    from webapp.services.history.segment import rollout_series
+    from webapp.services.segments.lifecycle import create_segment, update_segment
+
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    days = [(today - timedelta(days=n)).date() for n in range(6, -1, -1)]
+    segment = create_segment(db_session, "CHART_WALK", rollout_percent=10, now=today - timedelta(days=6))
+    update_segment(db_session, "CHART_WALK", rollout_percent=30, now=today - timedelta(days=3))
+    update_segment(db_session, "CHART_WALK", rollout_percent=0, now=today - timedelta(days=1))
+    update_segment(db_session, "CHART_WALK", rollout_percent=5, now=today - timedelta(days=1, hours=-1))
+    assert rollout_series(db_session, segment, days) == [10, 10, 10, 30, 30, 5, 5]
+    assert rollout_series(db_session, segment, []) == []

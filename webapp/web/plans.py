@@ -8,7 +8,7 @@ needs nothing new) and fetches itself again on ``segment-changed`` where that ma
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +23,7 @@ from webapp.platform.extensions import db
 from webapp.rules import in_utc, parse_moment, problem_code
 from webapp.services import impact
 from webapp.services.common import ascii_int, utcnow
+from webapp.services.history import segment as segment_trail
 from webapp.services.reads import reach
 from webapp.services.rollout import groups, schedules
 from webapp.services.segments import events as activity_log
@@ -398,27 +399,8 @@ def _schedule_changed(message: str, back: str, segment: Segment):
 
 @bp.app_template_global()
 def rollout_series(segment: Segment, series: list[Any]) -> list[float]:
-    """The rollout percentage at the end of each day of ``series`` (the chart's days), walked
-    back from today's through the rollout changes of the window."""
-    from sqlalchemy import select
-
-    from webapp.models import RolloutChange
-
-    if not series:
-        return []
-    since = datetime.combine(series[0].day, datetime.min.time(), tzinfo=UTC)
-    changes = db.session.execute(
-        select(RolloutChange.changed_at, RolloutChange.from_bp, RolloutChange.to_bp)
-        .where(RolloutChange.segment_id == segment.id, RolloutChange.changed_at >= since)
-        .order_by(RolloutChange.changed_at.desc(), RolloutChange.id.desc())
-    ).all()
-    current, result, index = segment.rollout_basis_points, [], 0
-    for point in reversed(series):
-        while index < len(changes) and changes[index][0].date() > point.day:
-            current = changes[index][1]  # before that change
-            index += 1
-        result.append(current / 100)
-    return result[::-1]
+    """The rollout percentage at the end of each day of ``series`` (the chart's days)."""
+    return segment_trail.rollout_series(db.session, segment, [point.day for point in series])
 
 
 @bp.app_template_global()

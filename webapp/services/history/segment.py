@@ -1,13 +1,13 @@
-"""What happened to a segment: recent events and explicit member count over time."""
+"""What happened to a segment: recent events, explicit member count and rollout over time."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import case, func, select
 
-from webapp.models import MembershipEvent, Segment
+from webapp.models import MembershipEvent, RolloutChange, Segment
 from webapp.models.enums import Action
 from webapp.services.common import DbSession, utcnow
 from webapp.services.segments.lifecycle import member_counts
@@ -51,3 +51,23 @@ def member_series(
         series.append(DayCount(current, max(count, 0)))
         count -= changes.get(current, 0)
     return series[::-1]
+
+
+def rollout_series(session: DbSession, segment: Segment, days: list[date]) -> list[float]:
+    """The rollout percentage at the end of each of ``days`` (ascending), walked back from
+    today's through the rollout changes since the first of them."""
+    if not days:
+        return []
+    since = datetime.combine(days[0], datetime.min.time(), tzinfo=UTC)
+    changes = session.execute(
+        select(RolloutChange.changed_at, RolloutChange.from_bp)
+        .where(RolloutChange.segment_id == segment.id, RolloutChange.changed_at >= since)
+        .order_by(RolloutChange.changed_at.desc(), RolloutChange.id.desc())
+    ).all()
+    current, result, index = segment.rollout_basis_points, [], 0
+    for day in reversed(days):
+        while index < len(changes) and changes[index][0].date() > day:
+            current = changes[index][1]  # before that change
+            index += 1
+        result.append(current / 100)
+    return result[::-1]
