@@ -31,9 +31,12 @@ scheduler: $(BIN)/.installed
 	$(BIN)/python -m devstack exec $(BIN)/flask scheduler
 
 # Everything on PostgreSQL + Redis: the system servers when they answer on 127.0.0.1
-# (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each run uses its own database.
+# (or TEST_DATABASE_URL / TEST_REDIS_URL), else embedded ones; each pytest process uses its own
+# database and Redis db. TEST_WORKERS processes (pytest-xdist), a test file per process at a time:
+# much of the suite waits (servers starting, timeouts, Redis stopped), so 3 fit on 2 cores.
+TEST_WORKERS ?= 3
 test: $(BIN)/.installed
-	$(BIN)/pytest -q -m "not long" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not long" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The 1M-row runs and long load scenarios (marker `long`): others' latency during 1M-id bulk
 # operations, a 1M replace under load. Minutes each; not part of `make test`.

@@ -32,7 +32,7 @@ from webapp import create_app
 from webapp.config import TestConfig
 from webapp.platform.extensions import db, limiter
 from webapp.services.reads.path import ConnectionReader
-from webapp.services.rollout.state import OWN_TRANSACTION_BIND
+from webapp.services.segments.rollout_state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
 # Fixtures kept with their helpers in the support package: the browser's (marker browser), the

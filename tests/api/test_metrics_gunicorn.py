@@ -21,7 +21,7 @@ from redis import Redis
 
 from devstack.net import free_port
 from tests.support.checks import outage_limit
-from tests.support.processes import gunicorn_env
+from tests.support.processes import gunicorn_env, wait_for
 from webapp.telemetry.metrics import READS_KEY
 from webapp.telemetry.observability import RequestLog
 
@@ -60,13 +60,9 @@ def value(found: dict, name: str, **labels: str) -> float:
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
+def eventually(check, timeout: float = 60.0):
+    """``check()`` once truthy (a loaded machine's recycled workers take their time), else its last value."""
+    return wait_for(check, timeout, interval=0.1)
 
 
 @pytest.fixture

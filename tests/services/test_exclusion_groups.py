@@ -197,7 +197,7 @@ def test_the_settings_preview_counts_what_reads_will_show(live):
     client.post("/api/v1/segments", json={"slug": "PRE_A", "rollout_percent": 30, "exclusion_group": "PRE"})
     client.post("/api/v1/segments", json={"slug": "PRE_B", "rollout_percent": 25, "exclusion_group": "PRE"})
     from webapp.models import Segment
-    from webapp.services.rollout import state as rollout_state
+    from webapp.services.segments import rollout_state
 
     sample = list(range(1, 2001))
     shown = memberships_of(app, sample, "PRE_B")

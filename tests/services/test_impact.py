@@ -20,8 +20,8 @@ from webapp.models.enums import Action
 from webapp.services import impact
 from webapp.services.history import replay as history
 from webapp.services.membership import bulk
-from webapp.services.rollout import schedules
 from webapp.services.segments import lifecycle as segments
+from webapp.services.segments import schedules
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CHANGE = T0 + timedelta(hours=5)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from webapp.models import MembershipEvent
 from webapp.models.enums import Source
-from webapp.services.membership import rule as membership_rule
 from webapp.services.membership.bulk import bulk_add, bulk_remove
 from webapp.services.membership.user_changes import AddSpec, change_user_segments
+from webapp.services.reads import rule as membership_rule
 from webapp.services.reads.catalog import load_catalog
 from webapp.services.reads.path import NEVER, POSTGRES_EPOCH, _evaluate, _Records, user_view
 from webapp.services.rollout import allocation

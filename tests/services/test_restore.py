@@ -14,8 +14,8 @@ from tests.support.oracle import replay
 from webapp.errors import Conflict
 from webapp.models import Segment
 from webapp.platform.extensions import db
+from webapp.services import restore
 from webapp.services.membership import bulk
-from webapp.services.segments import restore
 
 USERS = list(range(1, 401))
 

@@ -17,10 +17,9 @@ import pytest
 
 from tests.support.moves import history_moves, known_users, preview_moves
 from webapp.errors import AppError, Conflict
-from webapp.services import impact
+from webapp.services import impact, restore
 from webapp.services.membership import bulk
 from webapp.services.segments import lifecycle as segments
-from webapp.services.segments import restore
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DELETED = T0 + timedelta(hours=1)

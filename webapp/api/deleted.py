@@ -12,9 +12,9 @@ from webapp.api.schemas import ActivityOut, DeletedSegmentOut, RestoredOut
 from webapp.api.segments import operation_out, segment_out
 from webapp.http.transaction import transactional
 from webapp.platform.extensions import db
+from webapp.services import restore
 from webapp.services.segments import events as activity_log
 from webapp.services.segments import lifecycle as segments
-from webapp.services.segments import restore
 
 TAGS = ("segments",)
 

@@ -7,7 +7,7 @@ from webapp.api.docs import operation
 from webapp.api.helpers import out
 from webapp.api.schemas import GroupList, GroupOut, GroupSegmentOut
 from webapp.platform.extensions import db
-from webapp.services.rollout import groups
+from webapp.services.segments import groups
 
 TAGS = ("groups",)
 

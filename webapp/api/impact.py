@@ -23,9 +23,8 @@ from webapp.api.schemas import (
 from webapp.errors import ValidationFailed, detail
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
-from webapp.services import impact
+from webapp.services import impact, restore
 from webapp.services.common import ascii_int
-from webapp.services.segments import restore
 from webapp.services.segments.lifecycle import UNSET
 
 TAGS = ("segments",)

@@ -18,8 +18,8 @@ from webapp.http.transaction import transactional
 from webapp.models import RolloutSchedule
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
-from webapp.services.rollout import schedules
 from webapp.services.segments import events as activity_log
+from webapp.services.segments import schedules
 from webapp.services.segments.lifecycle import get_live_segment
 
 TAGS = ("segments",)

@@ -21,13 +21,13 @@ from webapp.models import BulkOperation, JobRun, Report
 from webapp.models.enums import ReportStatus
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
+from webapp.services import restore
 from webapp.services.common import utcnow
 from webapp.services.history import partitions as history_partitions
 from webapp.services.history import reports
 from webapp.services.membership import bulk
 from webapp.services.membership import store as membership_store
-from webapp.services.rollout import state as rollout_state
-from webapp.services.segments import restore
+from webapp.services.segments import rollout_state
 from webapp.telemetry.metrics import purge_done, timed_job
 
 log = logging.getLogger(__name__)

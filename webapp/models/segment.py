@@ -44,7 +44,7 @@ class Segment(Model):
     hash_scheme: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
     exclusion_group: Mapped[str | None] = mapped_column(ForeignKey("exclusion_groups.name"), nullable=True)
     # In a group: the bucket ranges [start, end) the segment owns, flat and in allocation
-    # order (webapp.services.rollout.groups); None outside a group (the range is [0, rollout)).
+    # order (webapp.services.segments.groups); None outside a group (the range is [0, rollout)).
     bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
     # Deleted, and its deletion kept its members (retired_memberships) and exclusions for a
     # restore (migration 0016); false for live segments and once the purge has dropped them.

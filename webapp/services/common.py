@@ -1,4 +1,5 @@
-"""Checks shared by every service (ids, slugs, expiry) and the clock; limits live in rules."""
+"""Checks shared by every service (ids, slugs, expiry) and the clocks (the process's and the
+database's); limits live in rules."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.errors import Detail, Problem, ValidationFailed, detail
@@ -138,3 +140,9 @@ def expiry(
             return None, [detail(f"{prefix}expires_at", "must be within ten years", code="expiry_too_far")]
         return expires_at, []
     return None, []
+
+
+def clock(session: DbSession) -> datetime:
+    """The database's clock now (history stamps taken after a lock)."""
+    value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return value

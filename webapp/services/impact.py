@@ -31,20 +31,20 @@ import numpy.typing as npt
 from sqlalchemy import or_, select, text
 
 from webapp.models import ExclusionGroup, RetiredMembership, Segment
+from webapp.services import restore
 from webapp.services.common import DbSession, utcnow
 from webapp.services.membership import bulk
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout import schedules
 from webapp.services.rollout.allocation import RolloutState, free_ranges
-from webapp.services.rollout.state import (
+from webapp.services.segments import lifecycle as segments
+from webapp.services.segments import schedules
+from webapp.services.segments.rollout_state import (
     catalog_version,
     change_or_error,
     pending,
     planned,
     state_of,
 )
-from webapp.services.segments import lifecycle as segments
-from webapp.services.segments import restore
 
 UNSET = segments.UNSET
 Matrix = npt.NDArray[np.bool_]

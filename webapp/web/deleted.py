@@ -19,11 +19,10 @@ from webapp.errors import AppError, NotFound
 from webapp.http.auth import dashboard_actor
 from webapp.http.transaction import abandon, transactional
 from webapp.platform.extensions import db
-from webapp.services import impact
+from webapp.services import impact, restore
 from webapp.services.common import ascii_int
 from webapp.services.segments import events as activity_log
 from webapp.services.segments import lifecycle as segments
-from webapp.services.segments import restore
 from webapp.web.blueprint import bp
 from webapp.web.messages import error_words
 

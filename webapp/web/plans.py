@@ -25,8 +25,8 @@ from webapp.services import impact
 from webapp.services.common import ascii_int, utcnow
 from webapp.services.history import segment as segment_trail
 from webapp.services.reads import reach
-from webapp.services.rollout import groups, schedules
 from webapp.services.segments import events as activity_log
+from webapp.services.segments import groups, schedules
 from webapp.web.blueprint import bp
 from webapp.web.filters import moment_html, moment_words
 from webapp.web.helpers import catalog_moved, confirmed_version, is_htmx, live_segment, rejected, updated

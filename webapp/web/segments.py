@@ -26,8 +26,8 @@ from webapp.services.history import segment as segment_activity
 from webapp.services.membership import bulk, user_changes
 from webapp.services.reads import reach
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout import state as rollout_state
 from webapp.services.segments import lifecycle as segments
+from webapp.services.segments import rollout_state
 from webapp.web import deleted
 from webapp.web.blueprint import bp
 from webapp.web.helpers import (

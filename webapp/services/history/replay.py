@@ -26,9 +26,9 @@ from sqlalchemy import select, update
 from webapp.models import ExclusionGroup, Membership, MembershipEvent, RolloutChange, Segment
 from webapp.models.enums import Action, Reason
 from webapp.services.common import DbSession, check_user_id, utcnow
-from webapp.services.membership import rule as membership_rule
+from webapp.services.reads import rule as membership_rule
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout import state as rollout_state
+from webapp.services.segments import rollout_state
 
 
 @dataclass(frozen=True)

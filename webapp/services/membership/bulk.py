@@ -49,13 +49,13 @@ from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEven
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
-from webapp.services.common import DbSession, expiry, user_id_details, utcnow
+from webapp.services.common import DbSession, clock, expiry, user_id_details, utcnow
 from webapp.services.membership import store as membership_store
 from webapp.services.reads import path as read_path
-from webapp.services.rollout.state import require_version
 from webapp.services.segments import events as activity_log
 from webapp.services.segments import lifecycle as segments
 from webapp.services.segments.lifecycle import get_live_segment
+from webapp.services.segments.rollout_state import require_version
 
 SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
 CHUNK = 5_000  # ids (or rows) per transaction of an operation
@@ -381,7 +381,7 @@ def _moment(session: DbSession, segment: Segment, at: datetime | None) -> dateti
     of the segment are ordered by it), so what the chunk decides from the rollout in force and
     the history it stamps are the same moment, the one readers see it at."""
     membership_store.lock_segment_bulk(session, segment.id)
-    return at or membership_store.clock(session)
+    return at or clock(session)
 
 
 def rollout_covered(

@@ -63,12 +63,6 @@ def lock_user(session: DbSession, user_id: int) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(CAST(:user AS bigint))"), {"user": user_id})
 
 
-def clock(session: DbSession) -> datetime:
-    """The database's clock now (history stamps taken after a lock)."""
-    value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-    return value
-
-
 # -- one user ------------------------------------------------------------------------------
 
 _UPSERT = """

@@ -12,7 +12,7 @@ from webapp.errors import Conflict, Detail, ValidationFailed, detail
 from webapp.models import Segment
 from webapp.models.enums import Reason
 from webapp.rules import MAX_ITEMS_PER_CHANGE
-from webapp.services.common import DbSession, expiry, slug_problem, user_id_problem, utcnow
+from webapp.services.common import DbSession, clock, expiry, slug_problem, user_id_problem, utcnow
 from webapp.services.membership import store as membership_store
 from webapp.services.reads.path import UserView, user_view
 
@@ -91,7 +91,7 @@ def change_user_segments(
 
     result = ChangeResult(user_id)
     membership_store.lock_segments_shared(session, [s.id for s in segments.values()])
-    at = now = given or membership_store.clock(session)
+    at = now = given or clock(session)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
     view = user_view(session, user_id, now)

@@ -45,7 +45,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from webapp.models.enums import Source
 from webapp.models.membership import live
 from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
-from webapp.services.membership import rule as membership_rule
+from webapp.services.reads import rule as membership_rule
 from webapp.services.reads.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
 from webapp.telemetry import read_counts
 

@@ -35,8 +35,8 @@ from webapp.models import CatalogVersion, ExclusionGroup, MembershipEvent, Rollo
 from webapp.platform.redis_client import redis_client
 from webapp.services.common import DbSession
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout.state import rule_of
 from webapp.services.segments import lifecycle as segment_service
+from webapp.services.segments.rollout_state import rule_of
 from webapp.telemetry.metrics import cache_result
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, RolloutSchedule, Segment
 from webapp.models.enums import Reason, SegmentEventKind
 from webapp.rules import MAX_DESCRIPTION, problem_code
-from webapp.services.common import DbSession, slug_problem, utcnow
-from webapp.services.membership.store import clock
+from webapp.services.common import DbSession, clock, slug_problem, utcnow
 from webapp.services.rollout import buckets as rollout
 from webapp.services.rollout.allocation import RolloutState
-from webapp.services.rollout.state import (
+from webapp.services.segments import events as activity_log
+from webapp.services.segments.rollout_state import (
     apply_due_locked,
     catalog_changed,
     change_or_error,
@@ -30,7 +30,6 @@ from webapp.services.rollout.state import (
     set_state,
     states,
 )
-from webapp.services.segments import events as activity_log
 
 UNSET: object = object()
 

@@ -17,15 +17,15 @@ from webapp.models.enums import SegmentEventKind
 from webapp.rules import in_utc, problem_code
 from webapp.services.common import DbSession, iso, utcnow
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout.state import (
+from webapp.services.segments import events as activity_log
+from webapp.services.segments.lifecycle import get_live_segment
+from webapp.services.segments.rollout_state import (
     apply_due_locked,
     catalog_changed,
     check_future,
     lock_scope,
     require_version,
 )
-from webapp.services.segments import events as activity_log
-from webapp.services.segments.lifecycle import get_live_segment
 
 HORIZON = timedelta(days=366)  # how far ahead a change may be scheduled
 

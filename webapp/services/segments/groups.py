@@ -12,7 +12,7 @@ from webapp.models import ExclusionGroup, Segment
 from webapp.rules import is_slug
 from webapp.services.common import DbSession, utcnow
 from webapp.services.rollout import buckets as rollout
-from webapp.services.rollout.state import materialize, state_of
+from webapp.services.segments.rollout_state import materialize, state_of
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,13 @@ from webapp.models import (
     SegmentEvent,
 )
 from webapp.models.enums import OperationKind, Reason, SegmentEventKind
-from webapp.services.common import DbSession, iso, slug_problem, utcnow
+from webapp.services.common import DbSession, clock, iso, slug_problem, utcnow
 from webapp.services.membership import bulk
 from webapp.services.membership import store as membership_store
 from webapp.services.rollout.allocation import NoRoom, RolloutState, change
-from webapp.services.rollout.state import (
+from webapp.services.segments import events as activity_log
+from webapp.services.segments import lifecycle as segments
+from webapp.services.segments.rollout_state import (
     apply_due_locked,
     catalog_changed,
     check_future,
@@ -61,8 +63,6 @@ from webapp.services.rollout.state import (
     set_state,
     states,
 )
-from webapp.services.segments import events as activity_log
-from webapp.services.segments import lifecycle as segments
 
 DEFAULT_DAYS = 30
 
@@ -187,7 +187,7 @@ def describe(
         restorable=segment.restorable,
         taken_by=taken_by,
         deleting=bulk.unfinished(session, segment.id, OperationKind.DELETE_SEGMENT),
-        now=now or membership_store.clock(session),
+        now=now or clock(session),
     )
 
 
@@ -218,7 +218,7 @@ def restore_segment(
         )
     deleted_at = segment.deleted_at
     # The database's clock, as the deletion was stamped with (or the caller's fixed one).
-    refuse_unrestorable(session, segment, days, given or membership_store.clock(session))
+    refuse_unrestorable(session, segment, days, given or clock(session))
     require_version(session, expected_version)  # before anything changes (again after the locks)
     wanted = settings_at_deletion(session, segment)
     group = wanted.group
@@ -235,7 +235,7 @@ def restore_segment(
         ensure_group(session, group, given or utcnow())
     locked = lock_scope(session, segment.id, group)
     require_version(session, expected_version)  # after the locks: a preview's numbers still hold
-    now = given or membership_store.clock(session)  # after the locks, as every rollout change
+    now = given or clock(session)  # after the locks, as every rollout change
     apply_due_locked(session, locked, now)
     if group is not None:
         refuse_overlap(session, segment, group, locked, now)
