@@ -1,5 +1,5 @@
 """Why a history entry happened, in words with a link to the change (issue 24, item 7): the
-user history page shows each entry's cause (services.history.Cause)."""
+user history page shows each entry's cause (services.history.replay.Cause)."""
 
 from __future__ import annotations
 
