@@ -3,6 +3,7 @@ records at one instant (what a preview must equal)."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -40,3 +41,29 @@ def history_moves(session, users, at: datetime) -> dict[str, tuple[int, int]]:
 def preview_moves(preview: impact.Impact) -> dict[str, tuple[int, int]]:
     """{slug: (leaving, joining)} of a preview, segments that move only."""
     return {m.slug: (m.leaving, m.joining) for m in preview.moves if m.leaving or m.joining}
+
+
+def history_counts(app, users, since: datetime) -> Counter:
+    """{(segment, action): entries} in the history of ``users`` since ``since`` (what the
+    dashboard's numbers must equal once a change is saved)."""
+    from webapp.platform.extensions import db
+
+    counts: Counter = Counter()
+    with app.app_context():
+        for user in users:
+            for entry in history.user_history(db.session, user, start=since):
+                counts[(entry.segment, entry.operation)] += 1
+        db.session.remove()
+    return counts
+
+
+def shown_moves(text: str, slug: str, verb: str = "will") -> tuple[int, int]:
+    """(leaving, joining) of ``slug`` in the dashboard's words (its own or another segment's);
+    (0, 0) when the text names no move of it."""
+    text = " ".join(text.split())
+    own = re.search(rf"([\d,]+) {verb} leave, ([\d,]+) {verb} join {slug}\b", text)
+    other = re.search(rf"([\d,]+) {verb} leave and ([\d,]+) join {slug}\b", text)
+    found = own or other
+    if not found:
+        return 0, 0
+    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))

@@ -5,39 +5,20 @@ shows exactly those numbers; the live rollout preview knows the group's true lim
 from __future__ import annotations
 
 import re
-from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.support.layout import assert_fits
+from tests.support.moves import history_counts, shown_moves
 from webapp.models.enums import Action
-from webapp.platform.extensions import db
-from webapp.services.history import replay as history
 
 pytestmark = pytest.mark.browser
 
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 KNOWN = range(1, 2001)
-
-
-def history_counts(app, slug: str, since: datetime) -> Counter:
-    """{(segment, action): entries} of the known users' history since ``since``."""
-    counts: Counter = Counter()
-    with app.app_context():
-        for user in KNOWN:
-            for entry in history.user_history(db.session, user, start=since):
-                counts[(entry.segment, entry.operation)] += 1
-        db.session.remove()
-    return counts
-
-
-def numbers(text: str, slug: str) -> tuple[int, int]:
-    found = re.search(rf"([\d,]+) will leave, ([\d,]+) will join {slug}", text)
-    assert found, text
-    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
 
 
 def test_a_group_join_says_who_leaves_and_joins_and_history_agrees(
@@ -62,11 +43,11 @@ def test_a_group_join_says_who_leaves_and_joins_and_history_agrees(
         expect(page.locator("#rollout-limit")).to_contain_text(
             "Group DISCOUNTS: at most 80% for this segment"
         )
-        shown = numbers(live.inner_text().replace("would", "will"), "AVITO_DISCOUNT_10")
+        shown = shown_moves(live.inner_text(), "AVITO_DISCOUNT_10", "would")
         settings.get_by_role("button", name="Save").click()
         confirm = page.locator("#impact-confirm")
         expect(confirm).to_contain_text("Saving moves users:")
-        leave, join = numbers(confirm.inner_text(), "AVITO_DISCOUNT_10")
+        leave, join = shown_moves(confirm.inner_text(), "AVITO_DISCOUNT_10")
         assert leave > 0 and join > 0
         assert shown == (leave, join)  # the live preview said the same before Save
         assert_fits(page, f"impact confirmation at {viewport['width']}")
@@ -85,7 +66,7 @@ def test_a_group_join_says_who_leaves_and_joins_and_history_agrees(
         confirm.get_by_role("button", name=re.compile("^Confirm")).click()
         expect(page.locator("#flash")).to_contain_text("AVITO_DISCOUNT_10 saved.")
         assert live_api("GET", "/api/v1/segments/AVITO_DISCOUNT_10")["exclusion_group"] == "DISCOUNTS"
-        counts = history_counts(redis_app, "AVITO_DISCOUNT_10", since)
+        counts = history_counts(redis_app, KNOWN, since)
         assert (
             counts[("AVITO_DISCOUNT_10", Action.REMOVED)],
             counts[("AVITO_DISCOUNT_10", Action.ADDED)],
@@ -126,6 +107,8 @@ def test_the_live_preview_knows_the_group_limit(page, live_server, live_api, sho
         expect(preview).to_contain_text("of user ids 1–10,000 fall in")
     page.locator("#segment-settings").get_by_role("button", name="Save").click()
     expect(page.locator("#flash")).to_contain_text("LIMIT_A saved.")
+    # the saved form in place (typing into the one being replaced would be lost with it)
+    expect(page.locator("#rollout-preview")).to_contain_text("(it holds 90%, 0% is free; LIMIT_B 10%)")
     field = page.locator("#segment-settings").get_by_label("Automatic rollout, % of all users")
     field.fill("90.01")
     expect(page.locator("#rollout-preview")).to_contain_text(

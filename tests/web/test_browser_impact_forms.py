@@ -13,35 +13,13 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.layout import assert_fits
+from tests.support.moves import history_counts, shown_moves
 from webapp.models.enums import Action
-from webapp.platform.extensions import db
-from webapp.services.history import replay as history
 
 pytestmark = pytest.mark.browser
 
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
-
-
-def moves(text: str, slug: str, verb: str = "will") -> tuple[int, int]:
-    """(leaving, joining) of ``slug`` in the dashboard's words (its own or another segment's)."""
-    text = " ".join(text.split())
-    own = re.search(rf"([\d,]+) {verb} leave, ([\d,]+) {verb} join {slug}\b", text)
-    other = re.search(rf"([\d,]+) {verb} leave and ([\d,]+) join {slug}\b", text)
-    found = own or other
-    if not found:
-        return 0, 0
-    return int(found[1].replace(",", "")), int(found[2].replace(",", ""))
-
-
-def history_counts(app, users, since: datetime) -> Counter:
-    counts: Counter = Counter()
-    with app.app_context():
-        for user in users:
-            for entry in history.user_history(db.session, user, start=since):
-                counts[(entry.segment, entry.operation)] += 1
-        db.session.remove()
-    return counts
 
 
 def in_history(counts: Counter, slug: str) -> tuple[int, int]:
@@ -76,7 +54,7 @@ def test_delete_says_who_leaves_and_joins_and_history_agrees(page, live_server, 
     # 1366 px: the segments change while the page is open: the first click shows new numbers
     page.set_viewport_size(DESKTOP)
     page.goto(live_server + "/segments/GONE_SOON/delete")
-    first = moves(page.locator("#delete-impact").inner_text(), "STAYS_ON")
+    first = shown_moves(page.locator("#delete-impact").inner_text(), "STAYS_ON")
     assert first[1] > 0
     shots(page, "impact-delete")
     live_api("PATCH", "/api/v1/segments/STAYS_ON", {"rollout_percent": 30})
@@ -86,7 +64,7 @@ def test_delete_says_who_leaves_and_joins_and_history_agrees(page, live_server, 
     expect(impact).to_contain_text("The segments changed since the last numbers. Deleting now:")
     expect(page.get_by_label("Type")).to_have_value("GONE_SOON")
     text = impact.inner_text()
-    own, other = moves(text, "GONE_SOON"), moves(text, "STAYS_ON")
+    own, other = shown_moves(text, "GONE_SOON"), shown_moves(text, "STAYS_ON")
     assert own == (300, 0) and other != first and other[1] > 0
     assert live_api("GET", "/api/v1/segments/GONE_SOON")["slug"] == "GONE_SOON"  # not deleted yet
     since = datetime.now(UTC)
@@ -114,12 +92,12 @@ def test_a_scheduled_step_is_counted_as_if_it_applied_now(page, live_server, liv
         live = page.locator("#schedule-impact")
         expect(live).to_contain_text("If it applied now:")
         expect(live).to_contain_text("(of 1,000 known users, counted today)")
-        shown = moves(live.inner_text(), "PLANNED_DOWN", "would")
+        shown = shown_moves(live.inner_text(), "PLANNED_DOWN", "would")
         assert shown[0] > 0 and shown[1] == 0
         schedule.get_by_role("button", name="Schedule change").click()
         confirm = page.locator("#schedule-confirm")
         expect(confirm).to_contain_text("If it applied now:")
-        assert moves(confirm.inner_text(), "PLANNED_DOWN", "would") == shown
+        assert shown_moves(confirm.inner_text(), "PLANNED_DOWN", "would") == shown
         expect(page.locator("#schedule .timeline li")).to_have_count(0)  # nothing added yet
         assert_fits(page, f"schedule confirmation at {viewport['width']}")
         confirm.scroll_into_view_if_needed()
@@ -192,8 +170,8 @@ def test_a_replace_says_who_leaves_and_joins_and_history_agrees(
         confirm = page.locator("#bulk-confirm")
         expect(confirm).to_contain_text("The segments changed since the last numbers.")
         text = confirm.inner_text()
-        own, other = moves(text, "REPLACED"), moves(text, "NEIGHBOUR")
-        assert own == (200, len(outside)) and other[1] > 0 and other != moves(first, "NEIGHBOUR")
+        own, other = shown_moves(text, "REPLACED"), shown_moves(text, "NEIGHBOUR")
+        assert own == (200, len(outside)) and other[1] > 0 and other != shown_moves(first, "NEIGHBOUR")
         since = datetime.now(UTC)
         confirm.get_by_role("button", name=re.compile("^Confirm")).click()
         expect(page.locator("#flash")).to_contain_text(f"REPLACED replaced: {len(outside)} joined, 200 left")
