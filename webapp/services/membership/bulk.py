@@ -38,7 +38,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select, text
@@ -194,7 +194,9 @@ def bulk_add(
         )
         operation.skipped = sum(skipped.values())
         return operation
-    added, updated = _add(session, ids, segment, until, reason, actor, at=at) if ids else (0, 0)
+    added, updated = (
+        _add(session, ids, segment, until, reason, actor, at=at, ttl_seconds=ttl_seconds) if ids else (0, 0)
+    )
     result = BulkResult(
         segment.slug, len(user_ids), added, updated, len(ids) - added - updated, sum(skipped.values())
     )
@@ -295,7 +297,7 @@ def bulk_replace(
             expires_at=until,
             total=len(ids) + members,
         )
-    added, updated = _add(session, ids, segment, until, reason, actor, at=at)
+    added, updated = _add(session, ids, segment, until, reason, actor, at=at, ttl_seconds=ttl_seconds)
     leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
     removed = _remove(session, leaving, segment, reason, actor, at=at) if leaving else 0
     result = ReplaceResult(segment.slug, len(user_ids), added, updated, removed, len(ids) - added - updated)
@@ -339,11 +341,16 @@ def _add(
     actor: str,
     *,
     at: datetime | None = None,
+    ttl_seconds: int | None = None,
 ) -> tuple[int, int]:
     """One chunk of an add, decided and stamped at one instant read after its locks (``at``: a
     fixed clock): users already in through the rollout get their explicit row, not a visible
-    history row (their answer does not change: membership_rule)."""
+    history row (their answer does not change: membership_rule). ``ttl_seconds`` (an add in the
+    request) counts from that instant, as a per-user change's does; a background chunk keeps its
+    operation's expiry, and adds nothing once it has passed (membership_store.ALIVE_AT_STAMP)."""
     now = _moment(session, segment, at)
+    if ttl_seconds is not None:
+        until = now + timedelta(seconds=ttl_seconds)
     already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
     return membership_store.upsert_many(
         session, ids, segment.id, segment.slug, until, now, reason, actor, at=now, already_in=already_in

@@ -63,12 +63,21 @@ def lock_user(session: DbSession, user_id: int) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(CAST(:user AS bigint))"), {"user": user_id})
 
 
+# A membership is written only when its expiry is after the instant its change happens
+# (``:now``, read after the writer's locks): one that expired while its change waited for them
+# was never live for any read, so neither its row nor its ``added`` history row is written (a
+# row stamped after its own expiry would replay as an add after the removal: in for history,
+# never in for reads). The restore's rows follow the same rule (_RESTORE).
+ALIVE_AT_STAMP = "(expires_at IS NULL OR expires_at > :now)"
+
+
 # -- one user ------------------------------------------------------------------------------
 
 _UPSERT = """
 WITH src AS (
     SELECT CAST(:user AS bigint) AS user_id, segment_id, expires_at
     FROM unnest(CAST(:segments AS int[]), CAST(:expires AS timestamptz[])) AS t(segment_id, expires_at)
+    WHERE {alive}
     ORDER BY segment_id
 ),
 up AS (
@@ -86,11 +95,12 @@ unexcluded AS (
 ev AS ({events})
 SELECT segment_id, inserted FROM up
 """.format(
+    alive=ALIVE_AT_STAMP,
     events=_events(
         "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor, "
         "NOT (up.segment_id = ANY(CAST(:already_in AS int[]))) "
         "FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted"
-    )
+    ),
 )
 
 _REMOVE = """
@@ -132,7 +142,7 @@ def upsert(
     """Add the user to segments (segment id -> expiry) or update the expiry of ones they
     are in; one ``added`` event per new membership row, visible unless the user was
     ``already_in`` that segment (through its rollout: the answer does not change). Lifts
-    rollout exclusions."""
+    rollout exclusions. An expiry not after ``now`` adds nothing (ALIVE_AT_STAMP)."""
     rows = _run(
         session,
         _UPSERT,
@@ -188,7 +198,8 @@ def remove(
 # -- one segment, many users (in chunks) ---------------------------------------------------
 
 _UPSERT_MANY = """
-WITH src AS (SELECT DISTINCT unnest(CAST(:users AS bigint[])) AS user_id ORDER BY 1),
+WITH src AS (SELECT DISTINCT unnest(CAST(:users AS bigint[])) AS user_id
+             FROM (SELECT CAST(:expiry AS timestamptz) AS expires_at) t WHERE {alive} ORDER BY 1),
 up AS (
     INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
     SELECT user_id, :segment, :now, :expiry FROM src
@@ -204,10 +215,11 @@ SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown) FROM (
     SELECT inserted AND NOT (user_id = ANY(CAST(:already_in AS bigint[]))) AS shown FROM up
 ) counted
 """.format(
+    alive=ALIVE_AT_STAMP,
     events=_events(
         "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
         ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))) FROM up WHERE inserted"
-    )
+    ),
 )
 
 
@@ -236,7 +248,8 @@ def upsert_many(
     form with them either. Rows expired but not yet purged end at their expiry first, so a
     re-add is a new add. ``already_in``: listed users in the segment through its rollout (their
     new explicit rows are stored, not shown, and counted as updated: the answer does not
-    change)."""
+    change). An ``expiry`` not after ``now`` adds nothing (ALIVE_AT_STAMP: a background chunk
+    that runs after its operation's expiry)."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated = _run(

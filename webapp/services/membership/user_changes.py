@@ -59,7 +59,8 @@ def change_user_segments(
 
     Every history row of the change is stamped with one instant, the database clock read after
     the locks that order it against conflicting changes (unless ``now`` is given): history
-    order is the order readers saw the changes in.
+    order is the order readers saw the changes in. Expiries are taken at that instant too
+    (``ttl_seconds`` counts from it).
     """
     given, now = now, now or utcnow()
     if len(add) + len(delete) > MAX_ITEMS_PER_CHANGE:
@@ -92,6 +93,11 @@ def change_user_segments(
     result = ChangeResult(user_id)
     membership_store.lock_segments_shared(session, [s.id for s in segments.values()])
     at = now = given or clock(session)
+    # Expiries are taken at this instant, after the locks: a TTL counts from when the change
+    # happens, and an expires_at that passed while the change waited refuses it (nothing is
+    # written yet). From the request's start, a wait longer than the TTL wrote a membership
+    # expired at its own stamp: out for reads, in for history (membership_store.ALIVE_AT_STAMP).
+    expiries, _ = _validate(user_id, add, delete, ttl_seconds, expires_at, now)
     # A stale row (expired, not yet purged) ends at its expiry first, so a re-add is a new add.
     membership_store.expire_batch(session, now, MAX_ITEMS_PER_CHANGE, user_id=user_id)
     view = user_view(session, user_id, now)

@@ -31,6 +31,7 @@ from webapp.services.rollout.allocation import NoRoom, RolloutState, change
 from webapp.services.segments import events as activity_log
 
 LOCK_NOT_AVAILABLE = "55P03"
+ATTEMPTS = 10  # lock_scope's: a segment moved by another writer in each of them gives up (a 500)
 
 
 def state_of(segment: Segment) -> RolloutState:
@@ -60,31 +61,52 @@ def lock_scope(
 ) -> dict[int, Segment]:
     """Lock the groups (by name), then the segments and every live segment of those groups (id
     order, one statement): the global lock order. Returns the locked live segments by id. The
-    segments' own groups are included."""
+    segments' own groups are included.
+
+    Each attempt runs in a savepoint: when a segment turns out to have moved to a group not
+    locked (its move committed between the read of its group and the locks), the attempt is
+    rolled back, which lets go of the rows it locked, and the next one starts again from the
+    groups. Locking the new group while holding the segments (as before) waited against the
+    order for a writer of that group who waited for those segments: a deadlock for PostgreSQL to
+    break (tests/services/test_group_move_deadlocks.py)."""
     ids = [segment_id] if isinstance(segment_id, int) else sorted(segment_id)
-    for _ in range(3):
-        current = session.scalars(
-            select(Segment).where(Segment.id.in_(ids)).execution_options(populate_existing=True)
-        ).all()
-        names = sorted({g for g in (*(s.exclusion_group for s in current), *groups) if g})
-        if names:
-            session.execute(
-                select(ExclusionGroup.name)
-                .where(ExclusionGroup.name.in_(names))
-                .order_by(ExclusionGroup.name)
-                .with_for_update()
-            )
-        rows = session.scalars(
-            select(Segment)
-            .where(or_(Segment.id.in_(ids), Segment.exclusion_group.in_(names)), Segment.is_live)
-            .order_by(Segment.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        locked = {s.id: s for s in rows}
-        if all(locked[sid].exclusion_group in (None, *names) for sid in ids if sid in locked):
-            return locked
+    for _ in range(ATTEMPTS):
+        try:
+            with session.begin_nested():
+                locked = _lock_attempt(session, ids, groups)
+        except _Moved:
+            continue
+        return locked
     raise RuntimeError("a segment kept moving between groups")
+
+
+class _Moved(Exception):
+    """A segment's group changed between the read of it and the locks (lock_scope retries)."""
+
+
+def _lock_attempt(session: DbSession, ids: list[int], groups: tuple[str | None, ...]) -> dict[int, Segment]:
+    current = session.scalars(
+        select(Segment).where(Segment.id.in_(ids)).execution_options(populate_existing=True)
+    ).all()
+    names = sorted({g for g in (*(s.exclusion_group for s in current), *groups) if g})
+    if names:
+        session.execute(
+            select(ExclusionGroup.name)
+            .where(ExclusionGroup.name.in_(names))
+            .order_by(ExclusionGroup.name)
+            .with_for_update()
+        )
+    rows = session.scalars(
+        select(Segment)
+        .where(or_(Segment.id.in_(ids), Segment.exclusion_group.in_(names)), Segment.is_live)
+        .order_by(Segment.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    locked = {s.id: s for s in rows}
+    if not all(locked[sid].exclusion_group in (None, *names) for sid in ids if sid in locked):
+        raise _Moved
+    return locked
 
 
 def set_state(
