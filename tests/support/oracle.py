@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,6 +89,7 @@ class Oracle:
     reads: list[Read] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _new_groups: Iterator[int] = field(default_factory=itertools.count)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -193,8 +195,14 @@ class Oracle:
             return everyone
         if kind == "group":
             slug = rng.choice(("O_GA", "O_GB", "O_GC", "O_R2"))
-            group = rng.choice((*GROUPS, None))
-            self.request("group", "PATCH", f"/api/v1/segments/{slug}", {"exclusion_group": group})
+            # a group of its own now and then: joining a group that does not exist yet creates it
+            # in the same transaction, while other writers wait on its locks (a TTL'd add among
+            # them once outlived its TTL there: history said in, reads said out)
+            group = rng.choice((*GROUPS, None, f"OGN{next(self._new_groups)}"))
+            body: dict[str, Any] = {"exclusion_group": group}
+            if rng.random() < 0.3:
+                body["rollout_percent"] = rng.choice(PERCENTS)
+            self.request("group", "PATCH", f"/api/v1/segments/{slug}", body)
             return everyone
         if kind == "schedule":
             slug = rng.choice(SEGMENTS)
