@@ -90,9 +90,15 @@ def test_errors_in_the_protocols_format(flags, client):
 def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_db):
     client = app_on(API_TOKENS=TOKENS).test_client()
     client.post(
-        "/api/v1/segments", json={"slug": "OF_TOKEN"}, headers={"Authorization": "Bearer token-fedcba9876543210"}
+        "/api/v1/segments",
+        json={"slug": "OF_TOKEN"},
+        headers={"Authorization": "Bearer token-fedcba9876543210"},
     )
-    for path, method in ((FLAG.format("OF_TOKEN"), "post"), (BULK, "post"), ("/ofrep/v1/configuration", "get")):
+    for path, method in (
+        (FLAG.format("OF_TOKEN"), "post"),
+        (BULK, "post"),
+        ("/ofrep/v1/configuration", "get"),
+    ):
         call = getattr(client, method)
         body = {"json": {"context": {"targetingKey": "7"}}} if method == "post" else {}
         refused = call(path, **body)
@@ -102,6 +108,8 @@ def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_d
         assert wrong.status_code == 401 and wrong.json["errorDetails"] == "unknown API token"
         assert call(path, headers={"X-API-Key": READ_TOKEN}, **body).status_code == 200
         assert call(path, headers={"Authorization": f"Bearer {READ_TOKEN}"}, **body).status_code == 200
+        both = {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": "token-wrong-wrong-wrong"}
+        assert call(path, headers=both, **body).status_code == 401  # every credential sent must be good
     # X-API-Key only on these routes
     assert client.get("/api/v1/users/7/segments", headers={"X-API-Key": READ_TOKEN}).status_code == 401
 
@@ -117,7 +125,10 @@ def test_the_hot_path_answers_as_flask_does(app_on, redis_app, committed_db, cap
     capfd.readouterr()
     fast = evaluate(plain, "OF_HOT", headers={"X-Request-ID": "of-1"})
     assert fast.status_code == 200 and fast.json["reason"] == "SPLIT"
-    assert fast.headers["X-Request-ID"] == "of-1" and "frame-ancestors 'none'" in fast.headers["Content-Security-Policy"]
+    assert (
+        fast.headers["X-Request-ID"] == "of-1"
+        and "frame-ancestors 'none'" in fast.headers["Content-Security-Policy"]
+    )
     lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith('{"time": ')]
     assert [(x["method"], x["status"], x["request_id"]) for x in lines] == [("POST", 200, "of-1")]
     app.view_functions["ofrep.evaluate_flag"] = flask_view
@@ -167,7 +178,9 @@ def test_bulk_every_live_segment_etag_and_304(flags, client):
     assert tag == ofrep.etag(first.data)
     again = client.post(BULK, json={"context": {"targetingKey": "7"}}, headers={"If-None-Match": tag})
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == tag
-    weak = client.post(BULK, json={"context": {"targetingKey": "7"}}, headers={"If-None-Match": f'"x", W/{tag}'})
+    weak = client.post(
+        BULK, json={"context": {"targetingKey": "7"}}, headers={"If-None-Match": f'"x", W/{tag}'}
+    )
     assert weak.status_code == 304
     other = client.post(BULK, json={"context": {"targetingKey": "8"}}, headers={"If-None-Match": tag})
     assert other.status_code == 200 and other.headers["ETag"] != tag  # (user 8 is not in OF_EXPLICIT)

@@ -143,16 +143,26 @@ def token_scope() -> str | None:
 
 
 def match_token(authorization: str, tokens: dict[str, str], api_key: str | None = None) -> str | None:
-    """The known token in an ``Authorization: Bearer <token>`` value or, without one, in
-    ``api_key`` (the ``X-API-Key`` header, where a route takes it), or None (compared in
-    constant time against every known token)."""
-    scheme, _, token = authorization.partition(" ")
-    presented = token if scheme.lower() == "bearer" and token else api_key
+    """The known token in an ``Authorization: Bearer <token>`` value and/or in ``api_key`` (the
+    ``X-API-Key`` header, where a route takes it; None when absent), or None. Every credential
+    presented must be that known token: an unknown one beside a good one refuses the request.
+    (Compared in constant time against every known token.)"""
+    presented = []
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        presented.append(token if scheme.lower() == "bearer" else "")
+    if api_key is not None:
+        presented.append(api_key)
+    found = [_known(offered.strip(), tokens) for offered in presented]
+    return found[0] if found and all(known == found[0] for known in found) else None
+
+
+def _known(offered: str, tokens: dict[str, str]) -> str | None:
     found = None
-    if presented and presented.strip():
-        offered = presented.strip().encode()
+    if offered:
+        encoded = offered.encode()
         for known in tokens:
-            if hmac.compare_digest(known.encode(), offered):
+            if hmac.compare_digest(known.encode(), encoded):
                 found = known
     return found
 
