@@ -117,6 +117,10 @@ class HotPath:
         if not served:
             return None
         request_body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(request_body)  # (for Flask, should it answer after all)
-        status, body = self.app.extensions["reader"].evaluate_flag(key, request_body)
+        status = 0
+        try:
+            status, body = self.app.extensions["reader"].evaluate_flag(key, request_body)
+        finally:  # the body put back for Flask, should it answer after all (a raise included)
+            if status != 200:
+                environ["wsgi.input"] = io.BytesIO(request_body)
         return (body, client, OFREP_FLAG.endpoint) if status == 200 else None
