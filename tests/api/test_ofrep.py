@@ -63,8 +63,10 @@ def test_errors_in_the_protocols_format(flags, client):
     missing = evaluate(client, "NO_SUCH_FLAG")
     assert missing.status_code == 404 and missing.json["errorCode"] == "FLAG_NOT_FOUND"
     assert missing.json["key"] == "NO_SUCH_FLAG" and "NO_SUCH_FLAG" in missing.json["errorDetails"]
-    odd = evaluate(client, "not a slug/at all")
-    assert odd.status_code == 404 and odd.json["key"] == "not a slug/at all"
+    for odd_key in ("not a slug/at all", "line\nbreak", "é.\x7f", "/"):
+        odd = evaluate(client, odd_key.replace("\n", "%0A"))
+        assert odd.status_code == 404 and odd.json["errorCode"] == "FLAG_NOT_FOUND", odd_key
+        assert odd.json["key"] == odd_key, odd_key
     cases = {
         b'{"context": {}}': "TARGETING_KEY_MISSING",
         b"{}": "TARGETING_KEY_MISSING",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from flask import Blueprint
 from flask.sansio.scaffold import T_route
+from werkzeug.routing import PathConverter
 
 from webapp.rules import SLUG_PATTERN
 
@@ -55,6 +56,15 @@ SEED_USER_SEGMENTS = HotRoute("api_compat", "/segment/user", parameter="id", com
 HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
 
 
+class AnyKey(PathConverter):
+    """A flag's key as Flask routes it: any text, slashes and line breaks included (``path``
+    stops at a line break), so whatever key a client asks is answered by the view
+    (FLAG_NOT_FOUND for one that is no slug), never by the router's 404."""
+
+    regex = r"[\s\S]+?"
+    part_isolating = False  # (werkzeug would infer True: the pattern has no "/" in it)
+
+
 class FlagRoute:
     """OFREP's single evaluation: ``POST path`` served by ``<blueprint>.<view>``, the flag's key
     in the path (``<key>``: any text for Flask, a slug for the layer in front of it), the user
@@ -69,7 +79,8 @@ class FlagRoute:
         prefix = bp.url_prefix or ""
         if bp.name != self.blueprint or not self.path.startswith(prefix):
             raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
-        return bp.post(self.path.removeprefix(prefix).replace("<key>", "<path:key>"), endpoint=self.view)
+        bp.record_once(lambda state: state.app.url_map.converters.setdefault("flag_key", AnyKey))
+        return bp.post(self.path.removeprefix(prefix).replace("<key>", "<flag_key:key>"), endpoint=self.view)
 
     def key(self, path: str) -> str | None:
         """The flag's key when a request's path is this route with a slug for a key, else None."""
