@@ -693,6 +693,18 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
     )
 
 
+def read_workload(env, name: str, users: int) -> int:
+    """A fresh database ``name`` with the read workload (200 rollout segments at 10%, 10 explicit
+    memberships for each of ``users`` users, COPY-ed); the server's postmaster pid."""
+    engine = fresh_database(env, name)
+    make_segments(engine, "R", 200, 1000)
+    make_segments(engine, "P", 10, 0)
+    copy_memberships(engine, "P", 1, users)
+    postmaster = _postmaster(engine)
+    engine.dispose()
+    return postmaster
+
+
 OFREP_FLAG = "P0003"  # an explicit-membership segment of every user in range (make_segments "P")
 OFREP_BODY = '{"context":{"targetingKey":"%d"}}'
 
@@ -703,13 +715,9 @@ def bench_ofrep(env, redis, seconds: int, rounds: int, users: int, conns: int = 
     the read section's small database (200 rollout segments at 10%, 10 explicit memberships for
     each of ``users`` users), the same users rotating (a different one on every request),
     ``conns`` connections, ``rounds`` interleaved runs of ``seconds`` each (main: twice the read
-    section's, as the two figures are compared with each other); a figure is the sum of its runs. Target: the evaluation at 0.9 x the hot read's req/s or more (issue 26)."""
-    engine = fresh_database(env, DB)
-    make_segments(engine, "R", 200, 1000)
-    make_segments(engine, "P", 10, 0)
-    copy_memberships(engine, "P", 1, users)
-    postmaster = _postmaster(engine)
-    engine.dispose()
+    section's, as the two figures are compared with each other); a figure is the sum of its
+    runs. Target: the evaluation at 0.9 x the hot read's req/s or more (issue 26)."""
+    postmaster = read_workload(env, DB, users)
     server = Server("ofrep", "wsgi:app", {**env, "DATABASE_URL": db_url(DB)}, Users(1, users), DB)
     evaluations = Users(1, users, used=users // 2)  # (the other half of the range first)
     flag = ("/ofrep/v1/evaluate/flags/" + OFREP_FLAG, "", OFREP_BODY)
@@ -1105,12 +1113,7 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
             process.wait()
 
     try:
-        engine = fresh_database(env, ours_db)
-        make_segments(engine, "R", 200, 1000)
-        make_segments(engine, "P", 10, 0)
-        copy_memberships(engine, "P", 1, users)
-        postmaster = _postmaster(engine)
-        engine.dispose()
+        postmaster = read_workload(env, ours_db, users)
         drop_database(peer_db)
         admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
