@@ -1,6 +1,6 @@
 """The README's OpenFeature examples, taken from README.md itself: the Python one and the
 JavaScript one run against a live server as a reader pastes them (the URL changed to the
-server's) and print what their comments say."""
+server's) and print what their comments say; and docs/api.md's curl examples of OFREP."""
 
 import re
 import subprocess
@@ -53,3 +53,15 @@ def test_the_javascript_example(node_clients, ofrep_server, readme_scene):
     script.parent.mkdir(exist_ok=True)
     script.write_text(code.replace(README_URL, ofrep_server))
     assert run_node(str(script)).strip() == said == "true TARGETING_MATCH on"
+
+
+def test_the_api_reference_curl_examples(curl_server, readme_scene, tmp_path):
+    address, recorded = curl_server
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text[text.index("## OpenFeature (OFREP)") :]
+    script = re.search(r"```sh\n(.*?)```", section, re.S)[1].replace(README_URL, f"http://{address}")
+    done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert recorded.statuses[-3:] == [200, 200, 304]  # (after the scene's two)
+    single, status = done.stdout.splitlines()
+    assert '"reason":"TARGETING_MATCH"' in single and status == "304"
