@@ -123,12 +123,12 @@ def test_the_javascript_server_sdk_with_the_ofrep_provider(node_clients, ofrep_s
 
 
 def test_answers_equal_the_hot_read_over_1000_random_users(redis_app, committed_db):
-    """1,000 random users over explicit members (with and without expiry), exclusions, a
-    group, rollouts old and new: each user's bulk evaluation's true flags equal their
-    GET /api/v1/users/<id>/segments (slug, source as the reason, expires_at), its false flags
-    every other live segment, and a single evaluation of one flag the same value. (In process,
-    through the whole WSGI stack, the layer in front of Flask included: the clients above
-    cover the wire.)"""
+    """1,000 random users over explicit members (with and without expiry), exclusions, an
+    exclusion group (whose explicit members leave its rollouts), rollouts: each user's bulk
+    evaluation's true flags equal their GET /api/v1/users/<id>/segments (slug, source as the
+    reason, expires_at), its false flags every other live segment, and a single evaluation of
+    one flag the same value. (In process, through the whole WSGI stack, the layer in front of
+    Flask included: the clients above cover the wire.)"""
     client = redis_app.test_client()
     rng = random.Random(26)
     users = rng.sample(range(1, 10**12), 1000)
@@ -137,14 +137,22 @@ def test_answers_equal_the_hot_read_over_1000_random_users(redis_app, committed_
         ("EQ_HALF", {"rollout_percent": 50}),
         ("EQ_TENTH", {"rollout_percent": 10}),
         ("EQ_ALL", {"rollout_percent": 100}),
+        ("EQ_GROUP_A", {"rollout_percent": 30, "exclusion_group": "EQ_GROUP"}),
+        ("EQ_GROUP_B", {"rollout_percent": 20, "exclusion_group": "EQ_GROUP"}),
     ]
     for slug, fields in segments:
         assert client.post("/api/v1/segments", json={"slug": slug, **fields}).status_code == 201
-    for user in users[:300]:
-        add = [{"slug": "EQ_EXPLICIT", "ttl_seconds": 3600}] if user % 2 else ["EQ_EXPLICIT", "EQ_TENTH"]
-        client.post(f"/api/v1/users/{user}/segments", json={"add": add})
-    for user in users[300:400]:  # explicitly removed from a rollout: an exclusion
-        client.post(f"/api/v1/users/{user}/segments", json={"del": ["EQ_HALF", "EQ_ALL"]})
+    changes = [  # (method, segment, users, extra): bulk operations, answered at once
+        ("post", "EQ_EXPLICIT", users[:150], {"ttl_seconds": 3600}),
+        ("post", "EQ_EXPLICIT", users[150:300], {}),
+        ("post", "EQ_TENTH", users[150:300], {}),
+        ("post", "EQ_GROUP_B", users[250:350], {"skip_conflicts": True}),
+        ("delete", "EQ_HALF", users[300:400], {}),  # explicitly removed from a rollout: exclusions
+        ("delete", "EQ_ALL", users[300:400], {}),
+    ]
+    for method, slug, ids, extra in changes:
+        answer = getattr(client, method)(f"/api/v1/segments/{slug}/members", json={"user_ids": ids, **extra})
+        assert answer.status_code == 200, answer.json
     live = {slug for slug, _ in segments}
     for user in users:
         read = client.get(f"/api/v1/users/{user}/segments").json["segments"]
