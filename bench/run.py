@@ -716,36 +716,57 @@ def bench_ofrep(env, redis, seconds: int, rounds: int, users: int, conns: int = 
     each of ``users`` users), the same users rotating (a different one on every request),
     ``conns`` connections, ``rounds`` interleaved runs of ``seconds`` each (main: twice the read
     section's, as the two figures are compared with each other); a figure is the sum of its
-    runs. Target: the evaluation at 0.9 x the hot read's req/s or more (issue 26)."""
+    runs. Target: the evaluation at 0.9 x the hot read's req/s or more (issue 26). Beside
+    them, the floor (bench/baseline_app.py: constant answers) by GET and by POST with the same
+    body, every other round: what the protocol's POST costs by itself under gunicorn and wrk."""
     postmaster = read_workload(env, DB, users)
     server = Server("ofrep", "wsgi:app", {**env, "DATABASE_URL": db_url(DB)}, Users(1, users), DB)
-    evaluations = Users(1, users, used=users // 2)  # (the other half of the range first)
+    floor = Server("floor", "bench.baseline_app:app", env, Users(1, users), None)
+    evaluations, floor_posts = (Users(1, users, used=users // 2) for _ in range(2))  # (other half first)
     flag = ("/ofrep/v1/evaluate/flags/" + OFREP_FLAG, "", OFREP_BODY)
-    reads, evals = [], []
-    port = tools.free_port()
-    with tools.gunicorn(server.target, server.env, port) as process:
-        server.pid, server.url = process.pid, f"http://127.0.0.1:{port}"
+    reads, evals, floor_gets, floor_evals = [], [], [], []
+
+    def measure(target: Server, users_asked: Users, into: list, extra=()) -> None:
+        meter = target.meter(postmaster, redis)
+        into.append(users_asked.run(target.url, conns, seconds, meter, extra))
+
+    with contextlib.ExitStack() as stack:
+        for target in (server, floor):
+            port = tools.free_port()
+            target.pid = stack.enter_context(tools.gunicorn(target.target, target.env, port)).pid
+            target.url = f"http://127.0.0.1:{port}"
         answer = post(
             f"{server.url}/ofrep/v1/evaluate/flags/{OFREP_FLAG}",
             json.dumps({"context": {"targetingKey": "1"}}).encode(),
             {"Content-Type": "application/json"},
         )
         assert answer["value"] is True and answer["reason"] == "TARGETING_MATCH", answer
-        server.users.run(server.url, conns, 1)  # warm-up: every worker's connection and catalog
-        evaluations.run(server.url, conns, 1, extra=flag)
-        for turn in range(rounds):  # interleaved, each first in every other round
+        for target, posts in ((server, evaluations), (floor, floor_posts)):
+            target.users.run(target.url, conns, 1)  # warm-up: every worker's connection and catalog
+            posts.run(target.url, conns, 1, extra=flag)
+        for turn in range(rounds):  # interleaved, in alternating order
             runs = [
-                lambda: reads.append(
-                    server.users.run(server.url, conns, seconds, server.meter(postmaster, redis))
-                ),
-                lambda: evals.append(
-                    evaluations.run(server.url, conns, seconds, server.meter(postmaster, redis), flag)
-                ),
+                lambda: measure(server, server.users, reads),
+                lambda: measure(server, evaluations, evals, flag),
             ]
-            for run in runs if turn % 2 == 0 else runs[::-1]:
+            if turn % 2 == 0:  # the floor, every other round: GET and POST
+                runs += [
+                    lambda: measure(floor, floor.users, floor_gets),
+                    lambda: measure(floor, floor_posts, floor_evals, flag),
+                ]
+            for run in runs if turn % 4 < 2 else runs[::-1]:
                 run()
     drop_database(DB)
     read, evaluation = tools.combine(reads), tools.combine(evals)
+    floor_get, floor_post = tools.combine(floor_gets), tools.combine(floor_evals)
+    record(
+        "ofrep",
+        f"floor: a constant view by GET, by POST with the same body, {conns} conn",
+        f"{floor_post.rps:,.0f} req/s POST p99 {floor_post.p99_ms:.1f} ms",
+        f"{floor_get.rps:,.0f} req/s GET",
+        f"{floor_post.rps / floor_get.rps:.2f}",
+        "(a POST with a body by itself)",
+    )
     record(
         "ofrep",
         f"GET hot read, rotating over {users:,} users, {conns} conn",

@@ -63,8 +63,8 @@ def targeting_user(raw: bytes) -> int | Failure:
     or why it names none. An empty body is a request without a context."""
     try:
         request = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:  # (UnicodeDecodeError included)
-        return Failure(PARSE_ERROR, f"the request body is not JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError; too deep)
+        return Failure(PARSE_ERROR, f"the request body is not JSON: {str(exc)[:200]}")
     if not isinstance(request, dict):
         return Failure(
             PARSE_ERROR, 'the request body must be a JSON object: {"context": {"targetingKey": ...}}'
