@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from flask import Blueprint
+from flask.sansio.blueprints import BlueprintSetupState
 from flask.sansio.scaffold import T_route
 from werkzeug.routing import PathConverter
 
@@ -65,6 +66,10 @@ class AnyKey(PathConverter):
     part_isolating = False  # (werkzeug would infer True: the pattern has no "/" in it)
 
 
+def _add_key_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("flag_key", AnyKey)
+
+
 class FlagRoute:
     """OFREP's single evaluation: ``POST path`` served by ``<blueprint>.<view>``, the flag's key
     in the path (``<key>``: any text for Flask, a slug for the layer in front of it), the user
@@ -79,7 +84,7 @@ class FlagRoute:
         prefix = bp.url_prefix or ""
         if bp.name != self.blueprint or not self.path.startswith(prefix):
             raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
-        bp.record_once(lambda state: state.app.url_map.converters.setdefault("flag_key", AnyKey))
+        bp.record_once(_add_key_converter)
         return bp.post(self.path.removeprefix(prefix).replace("<key>", "<flag_key:key>"), endpoint=self.view)
 
     def key(self, path: str) -> str | None:
