@@ -1,8 +1,10 @@
 -- wrk script: GET /api/v1/users/<id>/segments, a different user on every request.
 --
--- wrk -s bench/rotating_users.lua URL -- <first> <count> <step> <start> <threads> [<path> [<authorization>]]
+-- wrk -s bench/rotating_users.lua URL -- <first> <count> <step> <start> <threads> [<path> [<authorization> [<body>]]]
 -- <path> is the request path with %d for the user id (default /api/v1/users/%d/segments; the
--- peer section asks Unleash's /api/frontend?userId=%d), <authorization> an Authorization header.
+-- peer section asks Unleash's /api/frontend?userId=%d), <authorization> an Authorization header
+-- ("" for none), <body> a JSON body with %d for the user id: then the request is a POST (the
+-- ofrep section: {"context":{"targetingKey":"%d"}}).
 -- Request k of thread t (of <threads>) asks for user  first + ((start + t + k*threads) * step) % count.
 -- With step and count coprime that walks a permutation of first .. first+count-1, scattered over
 -- the range (step is about 0.618 * count), so no user repeats until <count> requests have been made;
@@ -22,12 +24,18 @@ function init(args)
   k = tonumber(args[4]) + tid
   stride = tonumber(args[5])
   path = args[6] or "/api/v1/users/%d/segments"
-  headers = args[7] and { ["Authorization"] = args[7] } or nil
+  headers = {}
+  if args[7] and args[7] ~= "" then headers["Authorization"] = args[7] end
+  body = args[8]
+  if body then headers["Content-Type"] = "application/json" end
 end
 
 function request()
   local uid = first + (k * step) % count
   k = k + stride
+  if body then
+    return wrk.format("POST", string.format(path, uid), headers, string.format(body, uid))
+  end
   return wrk.format("GET", string.format(path, uid), headers)
 end
 

@@ -2,7 +2,8 @@
 
 Sections: bulk (1M ids, API and dashboard upload), read (the hot path under gunicorn with wrk,
 a different user on every request, on 1M and 10M memberships, with and without the rate
-limiter), scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments
+limiter), ofrep (OpenFeature's single evaluation beside the hot read, same server and users),
+scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments
 page with 10k segments), expiry (1M), report (100k, 1M).
 Each figure is printed next to a baseline measured in the same run. ``--quick`` is a smoke run:
 smaller sizes (the large read database has 1M memberships instead of 10M), shorter runs.
@@ -476,8 +477,9 @@ class Users:
             tools.wrk_threads(connections),
         ]
 
-    def run(self, url: str, connections: int, seconds: int, meter=None) -> tools.Load:
-        load = tools.wrk(url, connections, seconds, ROTATING, self.args(connections), meter)
+    def run(self, url: str, connections: int, seconds: int, meter=None, extra=()) -> tools.Load:
+        """``extra``: the script's optional arguments (path, authorization, body)."""
+        load = tools.wrk(url, connections, seconds, ROTATING, [*self.args(connections), *extra], meter)
         self.used += load.requests + tools.wrk_threads(connections)  # (+ threads: the strides' offsets)
         return load
 
@@ -690,6 +692,108 @@ def bench_read(env, redis, seconds: int, rounds: int, small_users: int, large_us
         _cpu(limit),
         f"{plain.cpu_ms_per_request():.2f} ms/req none",
         f"{limit.cpu_ms_per_request() / plain.cpu_ms_per_request():.2f}",
+    )
+
+
+def read_workload(env, name: str, users: int) -> int:
+    """A fresh database ``name`` with the read workload (200 rollout segments at 10%, 10 explicit
+    memberships for each of ``users`` users, COPY-ed); the server's postmaster pid."""
+    engine = fresh_database(env, name)
+    make_segments(engine, "R", 200, 1000)
+    make_segments(engine, "P", 10, 0)
+    copy_memberships(engine, "P", 1, users)
+    postmaster = _postmaster(engine)
+    engine.dispose()
+    return postmaster
+
+
+OFREP_FLAG = "P0003"  # an explicit-membership segment of every user in range (make_segments "P")
+OFREP_BODY = '{"context":{"targetingKey":"%d"}}'
+
+
+def bench_ofrep(env, redis, seconds: int, rounds: int, users: int, conns: int = 10) -> None:
+    """OpenFeature's single evaluation, ``POST /ofrep/v1/evaluate/flags/<key>`` with the user in
+    the body, beside the hot read ``GET /api/v1/users/<id>/segments``: one gunicorn (wsgi:app) on
+    the read section's small database (200 rollout segments at 10%, 10 explicit memberships for
+    each of ``users`` users), the same users rotating (a different one on every request),
+    ``conns`` connections, ``rounds`` interleaved runs of ``seconds`` each (main: twice the read
+    section's, as the two figures are compared with each other); a figure is the sum of its
+    runs. Target: the evaluation at 0.9 x the hot read's req/s or more (issue 26). Beside
+    them, the floor (bench/baseline_app.py: constant answers) by GET and by POST with the same
+    body, every other round: what the protocol's POST costs by itself under gunicorn and wrk."""
+    postmaster = read_workload(env, DB, users)
+    server = Server("ofrep", "wsgi:app", {**env, "DATABASE_URL": db_url(DB)}, Users(1, users), DB)
+    floor = Server("floor", "bench.baseline_app:app", env, Users(1, users), None)
+    evaluations, floor_posts = (Users(1, users, used=users // 2) for _ in range(2))  # (other half first)
+    flag = ("/ofrep/v1/evaluate/flags/" + OFREP_FLAG, "", OFREP_BODY)
+    reads, evals, floor_gets, floor_evals = [], [], [], []
+
+    def measure(target: Server, users_asked: Users, into: list, extra=()) -> None:
+        meter = target.meter(postmaster, redis)
+        into.append(users_asked.run(target.url, conns, seconds, meter, extra))
+
+    with contextlib.ExitStack() as stack:
+        for target in (server, floor):
+            port = tools.free_port()
+            target.pid = stack.enter_context(tools.gunicorn(target.target, target.env, port)).pid
+            target.url = f"http://127.0.0.1:{port}"
+        answer = post(
+            f"{server.url}/ofrep/v1/evaluate/flags/{OFREP_FLAG}",
+            json.dumps({"context": {"targetingKey": "1"}}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert answer["value"] is True and answer["reason"] == "TARGETING_MATCH", answer
+        for target, posts in ((server, evaluations), (floor, floor_posts)):
+            target.users.run(target.url, conns, 1)  # warm-up: every worker's connection and catalog
+            posts.run(target.url, conns, 1, extra=flag)
+        for turn in range(rounds):  # interleaved, in alternating order
+            runs = [
+                lambda: measure(server, server.users, reads),
+                lambda: measure(server, evaluations, evals, flag),
+            ]
+            if turn % 2 == 0:  # the floor, every other round: GET and POST
+                runs += [
+                    lambda: measure(floor, floor.users, floor_gets),
+                    lambda: measure(floor, floor_posts, floor_evals, flag),
+                ]
+            for run in runs if turn % 4 < 2 else runs[::-1]:
+                run()
+    drop_database(DB)
+    read, evaluation = tools.combine(reads), tools.combine(evals)
+    floor_get, floor_post = tools.combine(floor_gets), tools.combine(floor_evals)
+    record(
+        "ofrep",
+        f"floor: a constant view by GET, by POST with the same body, {conns} conn",
+        f"{floor_post.rps:,.0f} req/s POST p99 {floor_post.p99_ms:.1f} ms",
+        f"{floor_get.rps:,.0f} req/s GET",
+        f"{floor_post.rps / floor_get.rps:.2f}",
+        "(a POST with a body by itself)",
+    )
+    record(
+        "ofrep",
+        f"GET hot read, rotating over {users:,} users, {conns} conn",
+        f"{read.rps:,.0f} req/s p99 {read.p99_ms:.1f} ms"
+        + (f", {read.errors} errors" if read.errors else ""),
+        "—",
+        "1.00",
+    )
+    ratio = evaluation.rps / read.rps
+    record(
+        "ofrep",
+        f"POST /ofrep/v1/evaluate/flags/{OFREP_FLAG}, same users, {conns} conn",
+        f"{evaluation.rps:,.0f} req/s p99 {evaluation.p99_ms:.1f} ms"
+        + (f", {evaluation.errors} errors" if evaluation.errors else ""),
+        f"{read.rps:,.0f} req/s hot read",
+        f"{ratio:.2f}",
+        ">= 0.90",
+        ratio >= 0.90 and evaluation.errors == 0,
+    )
+    record(
+        "ofrep",
+        f"  CPU, OFREP evaluation, {conns} conn",
+        _cpu(evaluation),
+        f"{read.cpu_ms_per_request():.2f} ms/req hot read",
+        f"{evaluation.cpu_ms_per_request() / max(read.cpu_ms_per_request(), 1e-9):.2f}",
     )
 
 
@@ -1032,12 +1136,7 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
             process.wait()
 
     try:
-        engine = fresh_database(env, ours_db)
-        make_segments(engine, "R", 200, 1000)
-        make_segments(engine, "P", 10, 0)
-        copy_memberships(engine, "P", 1, users)
-        postmaster = _postmaster(engine)
-        engine.dispose()
+        postmaster = read_workload(env, ours_db, users)
         drop_database(peer_db)
         admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
@@ -1229,7 +1328,7 @@ def main() -> None:
         help="smaller sizes and shorter runs (a smoke run; 1M memberships instead of 10M)",
     )
     parser.add_argument(
-        "--only", default="bulk,read,scaling,dashboard,expiry,report", help="comma-separated sections"
+        "--only", default="bulk,read,ofrep,scaling,dashboard,expiry,report", help="comma-separated sections"
     )
     args = parser.parse_args()
     sections = set(args.only.split(","))
@@ -1278,6 +1377,8 @@ def main() -> None:
             timed_section(
                 "read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users)
             )
+        if "ofrep" in sections:
+            timed_section("ofrep", lambda: bench_ofrep(env, redis, read_seconds, 2 * rounds, small_users))
         if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
             timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
         engine = fresh_database(env)

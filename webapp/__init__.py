@@ -198,13 +198,16 @@ def register_blueprints(app: Flask) -> None:
     from webapp.api.docs import bp as docs_bp
     from webapp.api.helpers import refuse_non_json_bodies
     from webapp.api.hot_routes import HOT_ROUTES
+    from webapp.api.ofrep import ENDPOINTS as OFREP_ENDPOINTS
+    from webapp.api.ofrep import bp as ofrep_bp
     from webapp.http import auth
     from webapp.platform.extensions import csrf, limiter
     from webapp.telemetry.observability import bp as ops_bp
     from webapp.web import bp as web_bp
 
-    # "Which segments is user N in now?": never limited unless RATELIMIT_HOT_PATH is set.
-    hot = frozenset({*(route.endpoint for route in HOT_ROUTES), "api.lookup_segments"})
+    # "Which segments is user N in now?" (and OpenFeature's evaluations of it): never limited
+    # unless RATELIMIT_HOT_PATH is set.
+    hot = frozenset({*(route.endpoint for route in HOT_ROUTES), "api.lookup_segments", *OFREP_ENDPOINTS})
 
     def is_read() -> bool:
         """GET and HEAD, and the batch lookup (a read, whatever its method)."""
@@ -236,6 +239,13 @@ def register_blueprints(app: Flask) -> None:
             writes(blueprint)
         csrf.exempt(blueprint)  # token/header based, not cookie based
         app.register_blueprint(blueprint)
+    # OpenFeature's protocol: reads only (no JSON-body or idempotency rules: a body that is not
+    # JSON is the protocol's PARSE_ERROR), the same tokens and hot-read limit.
+    if not ofrep_bp.before_request_funcs.get(None):
+        ofrep_bp.before_request(auth.identify_client)
+        reads(ofrep_bp)
+    csrf.exempt(ofrep_bp)
+    app.register_blueprint(ofrep_bp)
     for blueprint in (docs_bp, ops_bp, web_bp):
         app.register_blueprint(blueprint)
     limiter.exempt(ops_bp)

@@ -77,6 +77,9 @@ class Config:
     # must send "Authorization: Bearer <token>" and stay within the token's scope.
     API_TOKENS = os.environ.get("API_TOKENS", "")
     IDEMPOTENCY_TTL = _env_int("IDEMPOTENCY_TTL", 24 * 3600)
+    # OpenFeature (OFREP): the shortest polling interval GET /ofrep/v1/configuration tells
+    # providers (bulk evaluation with If-None-Match; every answer is exact whenever it is asked).
+    OFREP_MIN_POLLING_INTERVAL_MS = _env_int("OFREP_MIN_POLLING_INTERVAL_MS", 1000)
     # /metrics (Prometheus text): open when empty (scraped on the internal network, never through
     # nginx), else only with "Authorization: Bearer <METRICS_TOKEN>".
     METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

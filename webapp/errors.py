@@ -107,3 +107,20 @@ def detail(field: str, message: str, *, code: str, **params: object) -> Detail:
 
 def is_api_request() -> bool:
     return request.path.startswith("/api/") or (request.blueprint or "").startswith("api")
+
+
+OFREP_PREFIX = "/ofrep/"  # OpenFeature's remote evaluation protocol (webapp/api/ofrep.py)
+
+
+def is_ofrep_request() -> bool:
+    """A request to OFREP's routes: its errors speak the protocol's format, not our envelope
+    (the one documented exception, docs/api.md)."""
+    return request.path.startswith(OFREP_PREFIX)
+
+
+def ofrep_failure(error_code: str, details: str, key: str | None = None) -> dict[str, str]:
+    """An error in OFREP's format (its OpenAPI's evaluationFailure, flagNotFound,
+    bulkEvaluationFailure and generalErrorResponse in one shape): the flag's ``key`` when one
+    was asked, an OpenFeature ``errorCode`` (FLAG_NOT_FOUND, PARSE_ERROR, TARGETING_KEY_MISSING,
+    INVALID_CONTEXT or GENERAL) and ``errorDetails`` in words."""
+    return {**({"key": key} if key is not None else {}), "errorCode": error_code, "errorDetails": details}

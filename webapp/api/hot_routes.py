@@ -1,7 +1,8 @@
-"""The two hot reads' routes, defined once: the Flask views are registered by them
-(:meth:`HotRoute.route`), the layer in front of Flask (``webapp/http/hot_path.py``) matches
-requests against them, and the rate limiter and the request metrics name them by the
-endpoints they give."""
+"""The hot reads' routes, defined once: the Flask views are registered by them
+(:meth:`HotRoute.route`, :meth:`FlagRoute.route`), the layer in front of Flask
+(``webapp/http/hot_path.py``) matches requests against them, and the rate limiter and the
+request metrics name them by the endpoints they give. The two reads of a user's segments
+(``HOT_ROUTES``) and OpenFeature's single evaluation (``OFREP_FLAG``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import re
 from collections.abc import Callable
 
 from flask import Blueprint
+from flask.sansio.blueprints import BlueprintSetupState
 from flask.sansio.scaffold import T_route
+from werkzeug.routing import PathConverter
+
+from webapp.rules import SLUG_PATTERN
 
 DIGITS = "([0-9]{1,19})"  # the only form of id the layer in front of Flask takes; Flask checks the rest
 VIEW = "user_segments"
@@ -50,3 +55,45 @@ class HotRoute:
 USER_SEGMENTS = HotRoute("api", "/api/v1/users/<user_id>/segments")
 SEED_USER_SEGMENTS = HotRoute("api_compat", "/segment/user", parameter="id", compat=True)
 HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
+
+
+class AnyKey(PathConverter):
+    """A flag's key as Flask routes it: any text, slashes and line breaks included (``path``
+    stops at a line break), so whatever key a client asks is answered by the view
+    (FLAG_NOT_FOUND for one that is no slug), never by the router's 404."""
+
+    regex = r"[\s\S]+?"
+    part_isolating = False  # (werkzeug would infer True: the pattern has no "/" in it)
+
+
+def _add_key_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("flag_key", AnyKey)
+
+
+class FlagRoute:
+    """OFREP's single evaluation: ``POST path`` served by ``<blueprint>.<view>``, the flag's key
+    in the path (``<key>``: any text for Flask, a slug for the layer in front of it), the user
+    in the JSON body; the token also taken as ``X-API-Key``."""
+
+    def __init__(self, blueprint: str, path: str, view: str):
+        self.blueprint, self.path, self.view = blueprint, path, view
+        self.endpoint = f"{blueprint}.{view}"
+        self._path = re.compile(re.escape(path).replace(re.escape("<key>"), f"({SLUG_PATTERN})"))
+
+    def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
+        prefix = bp.url_prefix or ""
+        if bp.name != self.blueprint or not self.path.startswith(prefix):
+            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
+        bp.record_once(_add_key_converter)
+        return bp.post(self.path.removeprefix(prefix).replace("<key>", "<flag_key:key>"), endpoint=self.view)
+
+    def key(self, path: str) -> str | None:
+        """The flag's key when a request's path is this route with a slug for a key, else None."""
+        match = self._path.fullmatch(path)
+        return None if match is None else match[1]
+
+    def url(self, key: str) -> str:
+        return self.path.replace("<key>", key)
+
+
+OFREP_FLAG = FlagRoute("ofrep", "/ofrep/v1/evaluate/flags/<key>", "evaluate_flag")

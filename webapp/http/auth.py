@@ -5,7 +5,8 @@ Every token has a scope: ``read``, ``reports`` (read + requesting and reading re
 ``write`` (everything; a ``name:token`` entry without a scope, as before scopes existed). What an
 API request needs is decided in one place, :func:`required_scope`: a view marked with
 :func:`requires_scope` needs that scope; any other GET/HEAD is a read and every other method a
-write."""
+write. On the routes that say so (:func:`takes_api_key`: OpenFeature's, whose protocol names the
+header) the token may come as ``X-API-Key: <token>`` instead."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ GRANTS: dict[str, frozenset[str]] = {
     WRITE: frozenset({READ, REPORTS, WRITE}),
 }
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_KEY_HEADER = "X-API-Key"
 V = TypeVar("V", bound=Callable)
 
 
@@ -82,14 +84,38 @@ def requires_scope(scope: str) -> Callable[[V], V]:
     return mark
 
 
+def takes_api_key(view: V) -> V:
+    """Mark an API view as also taking its token in ``X-API-Key`` (beside ``Authorization:
+    Bearer``): OFREP's routes, whose protocol names that header."""
+    view.takes_api_key = True  # type: ignore[attr-defined]
+    return view
+
+
+def _marked(view: Callable | None, attribute: str) -> object:
+    """What ``view`` (or a view it wraps) is marked with, else None."""
+    while view is not None:
+        marked = getattr(view, attribute, None)
+        if marked is not None:
+            return marked
+        view = getattr(view, "__wrapped__", None)
+    return None
+
+
 def required_scope(view: Callable | None, method: str) -> str:
     """The one rule: what a request to ``view`` with ``method`` needs."""
-    while view is not None:
-        marked = getattr(view, "required_scope", None)
-        if marked is not None:
-            return str(marked)
-        view = getattr(view, "__wrapped__", None)
+    marked = _marked(view, "required_scope")
+    if marked is not None:
+        return str(marked)
     return READ if method in SAFE_METHODS else WRITE
+
+
+def _takes_api_key() -> bool:
+    return bool(_marked(current_app.view_functions.get(request.endpoint or ""), "takes_api_key"))
+
+
+def _api_key() -> str | None:
+    """The request's ``X-API-Key`` where its view takes one, else None."""
+    return request.headers.get(API_KEY_HEADER) if _takes_api_key() else None
 
 
 def _tokens() -> TokenTable:
@@ -103,7 +129,7 @@ def token_name() -> str | None:
     if cached is not _UNSET:
         return cached if isinstance(cached, str) else None
     tokens = _tokens()
-    known = match_token(request.headers.get("Authorization", ""), tokens)
+    known = match_token(request.headers.get("Authorization", ""), tokens, _api_key())
     g.api_client, g.api_scope = (tokens[known], tokens.scopes[known]) if known is not None else (None, None)
     name: str | None = g.api_client
     return name
@@ -116,23 +142,36 @@ def token_scope() -> str | None:
     return scope
 
 
-def match_token(authorization: str, tokens: dict[str, str]) -> str | None:
-    """The known token in an ``Authorization: Bearer <token>`` value, or None (compared in
-    constant time against every known token)."""
-    scheme, _, token = authorization.partition(" ")
+def match_token(authorization: str, tokens: dict[str, str], api_key: str | None = None) -> str | None:
+    """The known token in an ``Authorization: Bearer <token>`` value and/or in ``api_key`` (the
+    ``X-API-Key`` header, where a route takes it; None when absent), or None. Every credential
+    presented must be that known token: an unknown one beside a good one refuses the request.
+    (Compared in constant time against every known token.)"""
+    presented = []
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        presented.append(token if scheme.lower() == "bearer" else "")
+    if api_key is not None:
+        presented.append(api_key)
+    found = [_known(offered.strip(), tokens) for offered in presented]
+    return found[0] if found and all(known == found[0] for known in found) else None
+
+
+def _known(offered: str, tokens: dict[str, str]) -> str | None:
     found = None
-    if scheme.lower() == "bearer" and token:
-        presented = token.strip().encode()
+    if offered:
+        encoded = offered.encode()
         for known in tokens:
-            if hmac.compare_digest(known.encode(), presented):
+            if hmac.compare_digest(known.encode(), encoded):
                 found = known
     return found
 
 
-def name_for(authorization: str, tokens: dict[str, str]) -> str | None:
-    """The name of the known token in an ``Authorization: Bearer <token>`` value, or None. (Any
-    known token may read, whatever its scope: the hot path needs no more than this.)"""
-    known = match_token(authorization, tokens)
+def name_for(authorization: str, tokens: dict[str, str], api_key: str | None = None) -> str | None:
+    """The name of the known token in an ``Authorization: Bearer <token>`` value (or ``api_key``:
+    see :func:`match_token`), or None. (Any known token may read, whatever its scope: the hot
+    path needs no more than this.)"""
+    known = match_token(authorization, tokens, api_key)
     return tokens[known] if known is not None else None
 
 
@@ -172,10 +211,12 @@ def identify_client() -> None:
     if not _tokens():
         return
     if token_name() is None:
+        api_key = _api_key()
         message = (
             "unknown API token"
-            if request.headers.get("Authorization")
+            if request.headers.get("Authorization") or api_key
             else "an API token is required: Authorization: Bearer <token>"
+            + (f" (or {API_KEY_HEADER}: <token>)" if _takes_api_key() else "")
         )
         raise AppError(message, code="unauthorized", status=401)
     scope = token_scope() or READ

@@ -9,7 +9,7 @@ from flask import Flask, Response, g, jsonify, make_response, render_template, r
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from webapp.errors import AppError, DatabaseUnavailable, is_api_request
+from webapp.errors import AppError, DatabaseUnavailable, is_api_request, is_ofrep_request, ofrep_failure
 from webapp.http.transaction import database_unreachable, rollback_quietly
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 def error_response(
     status: int, code: str, message: str, details: list | None = None, headers: dict[str, str] | None = None
 ) -> Response:
-    """Render an error for whoever asked: JSON envelope, htmx fragment or a page.
+    """Render an error for whoever asked: JSON envelope, htmx fragment or a page; on OpenFeature's
+    routes (``/ofrep/``) the protocol's own format instead of the envelope (GENERAL, with the
+    flag's key when one was asked: the protocol's codes are answered by its views).
 
     The request's transaction is rolled back first: after a failed statement it is aborted, and
     the page (its jobs strip reads the database) would fail in turn. A page that still cannot be
@@ -26,7 +28,10 @@ def error_response(
     response is always Flask's, so it gets the security headers and its request-log line."""
     rollback_quietly()
     body: Response | str
-    if is_api_request():
+    if is_ofrep_request():
+        key = (request.view_args or {}).get("key")
+        body = jsonify(ofrep_failure("GENERAL", message, key if isinstance(key, str) else None))
+    elif is_api_request():
         body = jsonify({"error": {"code": code, "message": message, "details": details or []}})
     elif request.headers.get("HX-Request"):
         body = _render("_error.html", message=message, details=details or [])

@@ -182,6 +182,11 @@ class Catalog:
     lookup: Lookup
     _at: dict[int, Rollouts] = field(default_factory=dict, compare=False)  # by number of due changes
 
+    @cached_property
+    def by_slug(self) -> dict[str, CatalogSegment]:
+        """Live segments by slug (made once per catalog, on its first use)."""
+        return {s.slug: s for s in self.segments.values()}
+
     def rollouts(self, now: datetime) -> Rollouts:
         """The rollouts in force at ``now`` (scheduled changes up to ``now`` applied)."""
         due = bisect_right(self.pending, (now, 2**63))

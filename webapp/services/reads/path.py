@@ -20,8 +20,10 @@ catalog; a catalog read there is never kept, since the transaction may still rol
 
 Requests read through one entry point, the app's :class:`Reader` (``app.extensions["reader"]``):
 the layer in front of Flask (``webapp/http/hot_path.py``) and the Flask views alike call
-``Reader.answer`` (one user) or ``Reader.lookup_answer`` (the batch), which choose the
-connection, read, write the body and count the reads. ``create_app`` gives it the read
+``Reader.answer`` (one user), ``Reader.lookup_answer`` (the batch) or, for OpenFeature's
+protocol, ``Reader.evaluate_flag`` and ``Reader.evaluate_flags`` (``services/reads/ofrep.py``), which
+choose the connection, read, write the body and count the reads. Every one-user read goes
+through ``Reader.view``: where a request's read is made is decided there once. ``create_app`` gives it the read
 engine's pool; the tests inject a :class:`ConnectionReader` on their rolled-back transaction.
 """
 
@@ -45,6 +47,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from webapp.models.enums import Source
 from webapp.models.membership import live
 from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
+from webapp.services.reads import ofrep
 from webapp.services.reads import rule as membership_rule
 from webapp.services.reads.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
 from webapp.telemetry import read_counts
@@ -129,9 +132,12 @@ def lookup(session: DbSession, user_ids: Sequence[int], now: datetime | None = N
 def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
     """:func:`active_segments` of committed data for a request that writes nothing (see
     :func:`_on_hot_connection`)."""
-    return _on_hot_connection(
-        engine, lambda statements: _read_one(statements, user_id, now, keep=True).active
-    )
+    return hot_view(engine, user_id, now).active
+
+
+def hot_view(engine: Engine, user_id: int, now: datetime | None = None) -> UserView:
+    """:func:`hot_read` with the catalog it was read with (which segments are live)."""
+    return _on_hot_connection(engine, lambda statements: _read_one(statements, user_id, now, keep=True))
 
 
 def hot_lookup(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
@@ -152,8 +158,12 @@ class Reader:
     def __init__(self, engine: Engine):
         self.engine = engine
 
+    def view(self, user_id: int, now: datetime | None = None) -> UserView:
+        """The one user's read: its answer and the catalog it was read with."""
+        return hot_view(self.engine, user_id, now)
+
     def segments(self, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
-        return hot_read(self.engine, user_id, now)
+        return self.view(user_id, now).active
 
     def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
         return hot_lookup(self.engine, user_ids, now)
@@ -177,6 +187,30 @@ class Reader:
         read_counts.record_counts(batch.read_counts())
         return batch.json().encode()
 
+    def evaluate_flag(self, key: str, request_body: bytes) -> tuple[int, bytes]:
+        """OFREP's single evaluation (``POST /ofrep/v1/evaluate/flags/{key}``, ``services.reads.ofrep``):
+        its status and body, from the same read as :meth:`answer`'s. One read is counted for the
+        segment asked, whatever its value (a segment evaluated is in use)."""
+        user = ofrep.targeting_user(request_body)
+        if isinstance(user, ofrep.Failure):
+            return 400, user.body(key)
+        view = self.view(user)
+        status, body = ofrep.evaluation(key, view.catalog, view.active)
+        if status == 200:
+            read_counts.record_counts({key: 1})
+        return status, body
+
+    def evaluate_flags(self, request_body: bytes) -> tuple[int, bytes]:
+        """OFREP's bulk evaluation (``POST /ofrep/v1/evaluate/flags``): every live segment with the
+        user's value, from the same read as :meth:`answer`'s; reads counted as :meth:`answer`'s
+        (one for each segment the user is in)."""
+        user = ofrep.targeting_user(request_body)
+        if isinstance(user, ofrep.Failure):
+            return 400, user.body()
+        view = self.view(user)
+        read_counts.record(view.active)
+        return 200, ofrep.bulk(view.catalog, view.active)
+
 
 class ConnectionReader(Reader):
     """A :class:`Reader` on one connection, inside its transaction: it sees that transaction's
@@ -187,8 +221,8 @@ class ConnectionReader(Reader):
     def __init__(self, connection: Connection):
         self.connection = connection
 
-    def segments(self, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
-        return _read_one(_ConnectionStatements(self.connection), user_id, now, keep=False).active
+    def view(self, user_id: int, now: datetime | None = None) -> UserView:
+        return _read_one(_ConnectionStatements(self.connection), user_id, now, keep=False)
 
     def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
