@@ -4,7 +4,8 @@ seed's ``GET /segment/user?id=<id>`` (``api.hot_routes``: the routes Flask regis
 Other services call these on every request, and Flask's request machinery (contexts,
 hooks, response objects) costs more than the read itself. This WSGI layer answers only the
 plain success path, through the same entry point the Flask views call — the app's reader
-(``read_path.Reader.answer``: the read, the body, the read counts) — and the same pieces
+(``read_path.Reader.answer``: the server and the read, the body, the read counts; the
+``Segments-Consistency`` header goes with it) — and the same pieces
 around it: token identification (``auth.name_for``: every scope may read), the request id,
 log line and latency observation (``observability``, ``metrics``), the security headers
 (``security.HEADERS``). It hands everything else to Flask unchanged: another method or path,
@@ -24,6 +25,7 @@ from webapp.api.hot_routes import HOT_ROUTES, HotRoute
 from webapp.http.auth import name_for
 from webapp.http.security import HEADERS, UNTRUSTED_HOST
 from webapp.rules import MAX_USER_ID, bounded_int
+from webapp.services.replicas import ENVIRON_KEY
 from webapp.telemetry.metrics import observe_request
 from webapp.telemetry.observability import STARTED, request_id
 
@@ -74,5 +76,7 @@ class HotPath:
         client = name_for(environ.get("HTTP_AUTHORIZATION", ""), tokens) if tokens else None
         if (tokens and client is None) or (config["RATELIMIT_ENABLED"] and config["RATELIMIT_HOT_PATH"]):
             return None
-        body = self.app.extensions["reader"].answer(user_id, compat=route.compat)
+        body = self.app.extensions["reader"].answer(
+            user_id, compat=route.compat, token=environ.get(ENVIRON_KEY)
+        )
         return body, client or environ.get("REMOTE_ADDR"), route
