@@ -200,7 +200,21 @@ def start_replica_on_port(data_dir: Path, primary_port: int, port: int, settings
         pg_utils.ensure_prefix_permissions(data_dir)
         os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     pg_basebackup(
-        ["-D", str(data_dir), "-h", "127.0.0.1", "-p", str(primary_port), "-U", "postgres", "-R", "-X", "stream"],
+        [
+            "-D",
+            str(data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary_port),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ],
         user=user,
         timeout=300,
     )

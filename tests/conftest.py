@@ -36,8 +36,14 @@ from webapp.services.rollout_state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
 # Fixtures kept with their helpers in the support package: the browser's (marker browser), the
-# app served for real curl processes, and the real gunicorn + worker stack's.
-pytest_plugins = ["tests.support.browser", "tests.support.curl_server", "tests.support.live_stack"]
+# app served for real curl processes, the real gunicorn + worker stack's, and a real primary +
+# streaming replica's (replica_pair).
+pytest_plugins = [
+    "tests.support.browser",
+    "tests.support.curl_server",
+    "tests.support.live_stack",
+    "tests.support.replicas",
+]
 
 # Every server a test starts (gunicorn, flask worker, make run) inherits the host names the
 # tests' clients use, as the in-process app has them from TestConfig.

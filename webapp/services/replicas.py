@@ -62,10 +62,14 @@ MODES = (EXACT, BOUNDED)
 TOKEN, EXACT_MODE, INVALID = "token", "exact", "invalid_token"
 BEHIND, LAGGING, UNREACHABLE = "behind", "lagging", "unreachable"
 FALLBACK_QUEUE_SECONDS = 1.0  # a read past REPLICA_MAX_FALLBACKS waits this long for a slot, then 503
-POSITION = "SELECT pg_current_wal_insert_lsn()::text"  # on the primary: the token after a commit
+# On the primary after a commit: the token (see primary_position).
+POSITION = """SELECT CASE WHEN current_setting('synchronous_commit') = 'off'
+THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END::text"""
 REPLAY = "SELECT pg_last_wal_replay_lsn()::text"  # on a replica: how far it has replayed (NULL: not one)
 _TOKEN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 SAMPLES = 256  # primary positions kept per process
+WAL_PAGE, WAL_SEGMENT = 8192, 16 * 1024 * 1024  # XLOG_BLCKSZ, wal_segment_size (the defaults)
+SHORT_PAGE_HEADER, LONG_PAGE_HEADER = 24, 40  # SizeOfXLogShortPHD, SizeOfXLogLongPHD
 
 # Errors that say a server is unreachable (its connection failed or could not be had), against
 # others (a statement cancelled by a recovery conflict): both skip the replica for this read,
@@ -153,13 +157,39 @@ def scalar(engine: Engine, sql: str) -> str | None:
 
 
 def primary_position(engine: Engine) -> int:
-    """The primary's WAL insert position now: past the commit record of every transaction
-    committed before this call, whatever ``synchronous_commit`` is (the current *flush*
-    position may still be short of an asynchronous commit's record)."""
+    """The primary's WAL position now, at or past the commit record of every transaction
+    committed before this call, and one its replicas will reach without waiting for more writes.
+
+    With ``synchronous_commit`` on (the default; ``local``, ``remote_write`` and ``remote_apply``
+    too) a COMMIT returns once its record is flushed, so the *flush* position is past it. The
+    *insert* position is past it too whatever the setting, but it may also be past records no
+    commit has flushed yet (a standby snapshot, a prune): measured here on an idle primary,
+    insert 0/30ADEF0 against flush 0/30ADE58 for as long as nothing else committed, so a replica
+    that had everything stayed short of such a token. With ``synchronous_commit = off`` (the
+    COMMIT returns before its flush) only the insert position is safe: then it is the token,
+    and the WAL writer flushes asynchronous commits within ``wal_writer_delay``. (The setting
+    read is the server's and this role's; the app sets it nowhere per transaction.)
+    See also :func:`record_end`."""
     text = scalar(engine, POSITION)
     lsn = None if text is None else parse_token(text)
     if lsn is None:
-        raise RuntimeError(f"pg_current_wal_insert_lsn() gave {text!r}")
+        raise RuntimeError(f"the primary's WAL position read {text!r}")
+    return record_end(lsn)
+
+
+def record_end(lsn: int) -> int:
+    """An insert position as a position a replica's replay can reach. When the last record
+    ended exactly at a WAL page's end, the insert position lies past the next page's header
+    (24 bytes; 40 at a segment's start), where no record ends: a replica that replayed it all
+    would stay short of it until the primary wrote again. The page's end is the same point in
+    the WAL (no record ends inside a header; the one before ends at or before the page's end),
+    so that is the token. (8 kB pages and 16 MB segments, PostgreSQL's defaults; with others
+    the position is moved back at most 40 bytes inside a page, which no commit record fits in:
+    never past a commit.)"""
+    if lsn % WAL_SEGMENT == LONG_PAGE_HEADER:
+        return lsn - LONG_PAGE_HEADER
+    if lsn % WAL_PAGE == SHORT_PAGE_HEADER:
+        return lsn - SHORT_PAGE_HEADER
     return lsn
 
 
