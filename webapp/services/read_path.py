@@ -51,6 +51,7 @@ from webapp.services import membership_rule
 from webapp.services.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
 from webapp.services.common import DbSession, check_user_id, check_user_ids, utcnow
 from webapp.services.replicas import (
+    POSITION,
     REPLAY,
     Behind,
     Read,
@@ -233,7 +234,7 @@ class ConnectionReader(Reader):
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
 
     def token(self) -> str:
-        position = self.connection.exec_driver_sql("SELECT pg_current_wal_insert_lsn()::text").scalar()
+        position = self.connection.exec_driver_sql(POSITION).scalar()
         return str(position)
 
 
