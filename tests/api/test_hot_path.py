@@ -93,7 +93,7 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
 
 def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):
     class Broken(Reader):
-        def segments(self, user_id, now=None):
+        def segments(self, user_id, now=None, token=None):
             raise RuntimeError("database unreachable")
 
     monkeypatch.setitem(hot.extensions, "reader", Broken(hot.extensions["read_engine"]))
