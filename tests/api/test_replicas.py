@@ -345,3 +345,39 @@ def test_metrics_count_the_replica_reads_and_fallbacks(on_replicas, replica_pair
     client.slugs(1, token=False)
     text = client.http.get("/metrics").data.decode()
     assert 'segments_replica_reads_total{reason="exact",served_by="primary"}' in text
+
+
+def test_the_readmes_curl_examples_answer_the_same_with_a_lagging_replica_in_exact_mode(
+    on_replicas, replica_pair
+):
+    """The README's sequence (two segments, one at 10%; user 1000 added to both; the hot read)
+    against the app with a replica 1 s behind in exact mode: the answers the README states,
+    and the same again on a second run (409, then nothing added)."""
+    client = Client(on_replicas("exact"))
+    replica_pair.lag(LAG)
+    http = client.http
+    for run in (1, 2):
+        first = http.post("/api/v1/segments", json={"slug": "AVITO_VOICE_MESSAGES"})
+        second = http.post("/api/v1/segments", json={"slug": "AVITO_DISCOUNT_30", "rollout_percent": 10})
+        assert (first.status_code, second.status_code) == ((201, 201) if run == 1 else (409, 409))
+        changed = http.post(
+            "/api/v1/users/1000/segments",
+            json={
+                "add": [{"slug": "AVITO_VOICE_MESSAGES", "ttl_seconds": 86400}, "AVITO_DISCOUNT_30"],
+                "del": [],
+            },
+        )
+        assert changed.status_code == 200
+        assert (sorted(changed.json["added"]), changed.json["updated"]) == (
+            (["AVITO_DISCOUNT_30", "AVITO_VOICE_MESSAGES"], [])
+            if run == 1
+            else ([], ["AVITO_VOICE_MESSAGES"])
+        )
+        read = http.get("/api/v1/users/1000/segments")
+        assert read.status_code == 200
+        assert [s["slug"] for s in read.json["segments"]] == ["AVITO_DISCOUNT_30", "AVITO_VOICE_MESSAGES"]
+        assert [s["slug"] for s in http.get("/segment/user?id=1000").json["segments"]] == [
+            "AVITO_DISCOUNT_30",
+            "AVITO_VOICE_MESSAGES",
+        ]
+    assert client.counts == Counter({("primary", "exact"): 4})
