@@ -59,6 +59,7 @@ from webapp.services.replicas import (
     format_token,
     parse_token,
     primary_position,
+    record_end,
 )
 from webapp.telemetry import read_counts
 
@@ -188,8 +189,9 @@ class Reader:
         return self.replicas.route(read, token)
 
     def token(self) -> str:
-        """The ``Segments-Consistency`` token of what is committed now: the primary's WAL insert
-        position (the request boundary sends it after a write commits)."""
+        """The ``Segments-Consistency`` token of what is committed now: the primary's WAL
+        position (``replicas.primary_position``; the request boundary sends it after a write
+        commits)."""
         at = time.monotonic()
         lsn = primary_position(self.engine)
         if self.replicas is not None:
@@ -234,8 +236,9 @@ class ConnectionReader(Reader):
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
 
     def token(self) -> str:
-        position = self.connection.exec_driver_sql(POSITION).scalar()
-        return str(position)
+        lsn = parse_token(str(self.connection.exec_driver_sql(POSITION).scalar()))
+        assert lsn is not None
+        return format_token(record_end(lsn))
 
 
 def _database(url: URL) -> tuple[Any, ...]:
