@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEADER = CONSISTENCY_HEADER  # the token: response header of a write, request header of a read
-ENVIRON_KEY = "HTTP_SEGMENTS_CONSISTENCY"  # (the request header in a WSGI environ)
+ENVIRON_KEY = "HTTP_" + HEADER.upper().replace("-", "_")  # (the request header in a WSGI environ)
 EXACT, BOUNDED = "exact", "bounded"
 MODES = (EXACT, BOUNDED)
 # Reasons a read went where it went (the metrics' labels).
