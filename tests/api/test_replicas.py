@@ -8,6 +8,7 @@ the same events ``/metrics`` counts."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import Counter
 
@@ -211,24 +212,45 @@ def test_the_read_paths_check_refuses_a_replica_that_has_not_replayed_the_token(
 
 @pytest.mark.fault
 def test_a_killed_replica_sends_reads_to_the_primary_and_rejoins_once_back(on_replicas, replica_pair):
-    """kill -9 of the replica mid-use: every read still answers 200 and right (from the primary,
-    counted as unreachable), with or without a token; started again, it serves reads again."""
-    client = Client(on_replicas("bounded", REPLICA_MAX_LAG_MS=10_000))
+    """kill -9 of the replica mid-load (two threads reading all along): every read still answers
+    200 and right (from the primary, counted as unreachable), with or without a token; started
+    again, it serves reads again."""
+    app = on_replicas("bounded", REPLICA_MAX_LAG_MS=10_000)
+    client = Client(app)
     client.write("post", "/segments", {"slug": "ALIVE"})
     client.add(21, "ALIVE")
     settled(client, replica_pair)
     assert client.slugs(21, token=False) == ["ALIVE"]
     assert client.counts[("replica", "bounded")] >= 1
-    replica_pair.kill_replica()
-    for user_id in range(22, 27):
-        client.add(user_id, "ALIVE")
-        assert client.slugs(user_id, token=True) == ["ALIVE"]
-        assert client.slugs(user_id, token=False) == ["ALIVE"]
-        assert client.lookup_slugs([21, user_id], token=False) == [["ALIVE"]] * 2
-    assert client.counts[("primary", "unreachable")] == 15
-    replica_pair.start_replica()
-    replica_pair.caught_up()
-    time.sleep(0.35)  # REPLICA_RETRY_SECONDS
+    stop, answers = threading.Event(), Counter()
+
+    def load() -> None:
+        http = app.test_client()
+        while not stop.is_set():
+            response = http.get("/api/v1/users/21/segments")
+            answers[(response.status_code, response.get_data())] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        replica_pair.kill_replica()
+        for user_id in range(22, 27):
+            client.add(user_id, "ALIVE")
+            assert client.slugs(user_id, token=True) == ["ALIVE"]
+            assert client.slugs(user_id, token=False) == ["ALIVE"]
+            assert client.lookup_slugs([21, user_id], token=False) == [["ALIVE"]] * 2
+        assert client.counts[("primary", "unreachable")] >= 15
+        replica_pair.start_replica()
+        replica_pair.caught_up()
+        time.sleep(0.35)  # REPLICA_RETRY_SECONDS
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    right = (200, b'{"user_id":21,"segments":[{"slug":"ALIVE","source":"explicit","expires_at":null}]}\n')
+    assert set(answers) == {right}, answers  # no 5xx, nothing stale, all along
     before = client.counts[("replica", "token")]
     assert client.slugs(26, token=True) == ["ALIVE"]
     assert client.counts[("replica", "token")] == before + 1  # rejoined
