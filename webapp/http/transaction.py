@@ -167,11 +167,12 @@ def transactional(view: Callable) -> Callable:
 
 def add_consistency_token(response: Response) -> None:
     """The ``Segments-Consistency`` header of a committed write: the primary's WAL position now
-    (``Reader.token``), past the commit. A read that sends it back is served by a replica only
-    once the replica has replayed it (webapp/services/replicas.py). Reading it cannot undo the
-    write: if it fails, the answer goes without it (a read without a token: exact mode reads
-    the primary)."""
+    (``Reader.token``, on the request's session: a connection of the pool the write used),
+    past the commit. A read that sends it back is served by a replica only once the replica has
+    replayed it (webapp/services/replicas.py). Reading it cannot undo the write: if it fails,
+    the answer goes without it (a read without a token: exact mode reads the primary)."""
     try:
-        response.headers[CONSISTENCY] = current_app.extensions["reader"].token()
+        response.headers[CONSISTENCY] = current_app.extensions["reader"].token(db.session)
     except Exception:
         log.warning("the write committed; reading its consistency token failed", exc_info=True)
+        rollback_quietly()

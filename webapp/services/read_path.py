@@ -56,10 +56,9 @@ from webapp.services.replicas import (
     Behind,
     Read,
     Replicas,
+    committed_position,
     format_token,
     parse_token,
-    primary_position,
-    record_end,
 )
 from webapp.telemetry import read_counts
 
@@ -188,12 +187,12 @@ class Reader:
             return read(self.engine, None)
         return self.replicas.route(read, token)
 
-    def token(self) -> str:
+    def token(self, session: DbSession) -> str:
         """The ``Segments-Consistency`` token of what is committed now: the primary's WAL
-        position (``replicas.primary_position``; the request boundary sends it after a write
-        commits)."""
+        position (``replicas.POSITION``), read on ``session`` (the request boundary's, after its
+        commit: a connection of the pool the write used, so minting takes no other)."""
         at = time.monotonic()
-        lsn = primary_position(self.engine)
+        lsn = committed_position(str(session.connection().exec_driver_sql(POSITION).scalar()))
         if self.replicas is not None:
             self.replicas.minted(at, lsn)
         return format_token(lsn)
@@ -225,7 +224,7 @@ class ConnectionReader(Reader):
     as in production and read the test's rows."""
 
     def __init__(self, connection: Connection):
-        self.connection = connection
+        self.connection, self.replicas = connection, None
 
     def segments(
         self, user_id: int, now: datetime | None = None, token: str | None = None
@@ -234,11 +233,6 @@ class ConnectionReader(Reader):
 
     def batch(self, user_ids: Sequence[int], now: datetime | None = None, token: str | None = None) -> Batch:
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
-
-    def token(self) -> str:
-        lsn = parse_token(str(self.connection.exec_driver_sql(POSITION).scalar()))
-        assert lsn is not None
-        return format_token(record_end(lsn))
 
 
 def _database(url: URL) -> tuple[Any, ...]:

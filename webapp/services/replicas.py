@@ -170,7 +170,11 @@ def primary_position(engine: Engine) -> int:
     and the WAL writer flushes asynchronous commits within ``wal_writer_delay``. (The setting
     read is the server's and this role's; the app sets it nowhere per transaction.)
     See also :func:`record_end`."""
-    text = scalar(engine, POSITION)
+    return committed_position(scalar(engine, POSITION))
+
+
+def committed_position(text: str | None) -> int:
+    """POSITION's answer as a token's position (see :func:`record_end`)."""
     lsn = None if text is None else parse_token(text)
     if lsn is None:
         raise RuntimeError(f"the primary's WAL position read {text!r}")
