@@ -40,6 +40,8 @@ def on_replicas(replica_pair, app_on):
         return app
 
     yield build
+    if replica_pair.replica_pid() is None:  # (a test that killed it failed before starting it again)
+        replica_pair.start_replica()
     replica_pair.lag(0)
     replica_pair.caught_up()
     empty_tables(replica_pair.primary_url)
