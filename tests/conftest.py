@@ -36,13 +36,14 @@ from webapp.services.segments.rollout_state import OWN_TRANSACTION_BIND
 from webapp.telemetry import read_counts
 
 # Fixtures kept with their helpers in the support package: the browser's (marker browser), the
-# app served for real curl processes, the real gunicorn + worker stack's, and the OpenFeature
-# clients' (a served app, the Node packages).
+# app served for real curl processes, the real gunicorn + worker stack's, the OpenFeature
+# clients' (a served app, the Node packages) and a real primary + streaming replica's (replica_pair).
 pytest_plugins = [
     "tests.support.browser",
     "tests.support.curl_server",
     "tests.support.live_stack",
     "tests.support.ofrep_clients",
+    "tests.support.replicas",
 ]
 
 # Every server a test starts (gunicorn, flask worker, make run) inherits the host names the

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 
 from webapp.config import INSTANCE, ROOT, Config
 from webapp.platform.redis_client import WEB_TIMEOUT
@@ -153,6 +153,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.http.security import init_security, init_trusted_hosts
     from webapp.platform.extensions import csrf, db, limiter, migrate
     from webapp.services.reads.path import Reader
+    from webapp.services.reads.replicas import Replicas, ReplicaSettings, replica_urls
     from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
@@ -161,15 +162,16 @@ def register_extensions(app: Flask) -> None:
     transaction.init_app(app)  # after db.init_app: its teardown runs first and never raises
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).
     # Autocommit from the connect on, so nothing is reset or rolled back on the way back to the pool.
-    app.extensions["read_engine"] = create_engine(
-        app.config["SQLALCHEMY_DATABASE_URI"],
-        pool_pre_ping=False,
-        pool_recycle=1800,
-        isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None,
-        connect_args=_connect_args(app),
-    )
-    app.extensions["reader"] = Reader(app.extensions["read_engine"])  # every hot read's one way in
+    app.extensions["read_engine"] = read_engine(app, app.config["SQLALCHEMY_DATABASE_URI"])
+    # The replicas' (DATABASE_REPLICA_URLS): the same, connecting within 2 s (one that cannot be
+    # reached is skipped for a while; webapp/services/reads/replicas.py).
+    settings = ReplicaSettings.of(app.config)  # (checked even without replicas: a typo fails now)
+    engines = [
+        read_engine(app, database_uri(url), connect_timeout=2)
+        for url in replica_urls(app.config["DATABASE_REPLICA_URLS"])
+    ]
+    replicas = Replicas(app.extensions["read_engine"], engines, settings) if engines else None
+    app.extensions["reader"] = Reader(app.extensions["read_engine"], replicas)  # every hot read's one way in
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     init_request_logging(
         app
@@ -179,6 +181,18 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     csrf.init_app(app)
     init_security(app)
+
+
+def read_engine(app: Flask, url: str, **connect_args: Any) -> Engine:
+    """An engine for hot reads on ``url`` (the primary or a replica): autocommit, no pre-ping."""
+    return create_engine(
+        url,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        connect_args={**_connect_args(app), **connect_args},
+    )
 
 
 def _retry_after_only_when_limited(response: Response) -> Response:

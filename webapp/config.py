@@ -36,6 +36,20 @@ class Config:
     SQLALCHEMY_DATABASE_URI = ""  # derived from DATABASE_URL in create_app
     # Pre-ping survives a database restart; measured at 1% of uncached read throughput.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": _env_bool("DB_POOL_PRE_PING", True), "pool_recycle": 1800}
+    # Streaming replicas of DATABASE_URL for the hot reads (webapp/services/reads/replicas.py; none: every
+    # read on the primary). REPLICA_READS: exact (a read without a Segments-Consistency token reads
+    # the primary: no answer changes) or bounded (a replica within REPLICA_MAX_LAG_MS serves it).
+    # A tokened read waits up to REPLICA_WAIT_MS for a replica to replay its token (at most
+    # REPLICA_MAX_WAITERS reads per process waiting at once), then reads the primary (at most
+    # REPLICA_MAX_FALLBACKS per process at once while replicas are behind); a replica that cannot
+    # be reached is skipped for REPLICA_RETRY_SECONDS.
+    DATABASE_REPLICA_URLS = _env_list("DATABASE_REPLICA_URLS") or []
+    REPLICA_READS = os.environ.get("REPLICA_READS", "exact")
+    REPLICA_MAX_LAG_MS = _env_int("REPLICA_MAX_LAG_MS", 1000)
+    REPLICA_WAIT_MS = _env_int("REPLICA_WAIT_MS", 5)
+    REPLICA_MAX_WAITERS = _env_int("REPLICA_MAX_WAITERS", 2)
+    REPLICA_MAX_FALLBACKS = _env_int("REPLICA_MAX_FALLBACKS", 4)
+    REPLICA_RETRY_SECONDS = float(os.environ.get("REPLICA_RETRY_SECONDS", "5"))
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
     # Months of membership history kept: the nightly job drops each monthly partition of

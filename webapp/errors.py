@@ -71,6 +71,19 @@ class DatabaseUnavailable(AppError):
         )
 
 
+class ReplicasBehind(AppError):
+    """A read whose replicas were behind (its token not replayed, or past the lag bound) found
+    the process's quota of reads falling back to the primary in use: nothing read, safe to
+    repeat (docs/design.md, Reads on replicas)."""
+
+    status = 503
+    code = "replicas_behind"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self) -> None:
+        super().__init__("The database replicas are behind for a moment. Try again in a second.")
+
+
 class OutcomeUnknown(AppError):
     """The connection was lost while the transaction was committing: the change may or may not
     have been made (docs/design.md, Transactions)."""

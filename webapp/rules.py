@@ -20,6 +20,9 @@ MAX_ITEMS_PER_CHANGE = 1000  # add + del items in one per-user change
 MAX_BULK_IDS = 1_000_000  # ids in one bulk add (API or dashboard upload)
 MAX_LOOKUP_IDS = 1000  # users in one batch lookup
 PERIOD_RE = re.compile(r"(\d{4})-(\d{2})")
+# Read-your-writes (webapp/services/reads/replicas.py): a committed write's response header, and the
+# header a read sends back to be served only by a server that has replayed that write.
+CONSISTENCY_HEADER = "Segments-Consistency"
 
 
 def bounded_int(text: str, high: int) -> int | None:

@@ -93,7 +93,7 @@ def test_tokens_and_limits_are_flasks(app_on, redis_app, committed_db, capfd):
 
 def test_a_failing_read_is_answered_by_flask_with_the_envelope(hot, monkeypatch):
     class Broken(Reader):
-        def segments(self, user_id, now=None):
+        def segments(self, user_id, now=None, token=None):
             raise RuntimeError("database unreachable")
 
     monkeypatch.setitem(hot.extensions, "reader", Broken(hot.extensions["read_engine"]))
@@ -225,18 +225,19 @@ def test_the_layer_and_flask_answer_through_one_reader(app, api, monkeypatch, ro
     api.change(5, ["ONE_PATH"])
     reader, calls, flask_requests = app.extensions["reader"], [], []
 
-    def answer(user_id, *, compat=False):
-        calls.append((user_id, compat))
-        return type(reader).answer(reader, user_id, compat=compat)
+    def answer(user_id, *, compat=False, token=None):
+        calls.append((user_id, compat, token))
+        return type(reader).answer(reader, user_id, compat=compat, token=token)
 
     monkeypatch.setattr(reader, "answer", answer)
+    token = {"Segments-Consistency": "0/16B3748"}  # (the read's token reaches the reader either way)
     with request_started.connected_to(lambda sender, **extra: flask_requests.append(1), app):
-        in_front = api.client.get(route.url(5))
+        in_front = api.client.get(route.url(5), headers=token)
         assert not flask_requests  # answered in front of Flask
         monkeypatch.setattr(HotPath, "_answer", lambda self, environ: None)  # the layer steps aside
-        by_flask = api.client.get(route.url(5))
+        by_flask = api.client.get(route.url(5), headers=token)
         assert flask_requests == [1]
-    assert calls == [(5, route.compat)] * 2
+    assert calls == [(5, route.compat, "0/16B3748")] * 2
     assert in_front.status_code == by_flask.status_code == 200
     assert in_front.data == by_flask.data and b'"ONE_PATH"' in in_front.data
     assert in_front.headers["Content-Type"] == by_flask.headers["Content-Type"] == "application/json"

@@ -19,13 +19,22 @@ def load():
 
 def test_every_service_is_there_with_healthchecks_and_volumes():
     compose = load()
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "web", "worker", "scheduler", "nginx"}
+    assert set(compose["services"]) == {
+        "postgres",
+        "postgres-replica",
+        "redis",
+        "migrate",
+        "web",
+        "worker",
+        "scheduler",
+        "nginx",
+    }
     assert (
         compose["services"]["nginx"]["ports"] == ["8000:8080"] and "ports" not in compose["services"]["web"]
     )
-    for name in ("postgres", "redis", "web"):
+    for name in ("postgres", "postgres-replica", "redis", "web"):
         assert compose["services"][name]["healthcheck"]["test"]
-    assert {"pgdata", "reports"} <= set(compose["volumes"])
+    assert {"pgdata", "pgreplica", "reports"} <= set(compose["volumes"])
     for name in ("web", "worker", "scheduler"):
         depends = compose["services"][name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
@@ -103,3 +112,15 @@ def test_postgres_is_the_major_version_of_the_embedded_server():
     postgres = load()["services"]["postgres"]
     assert postgres["image"] == f"postgres:{major[1]}"
     assert "pgdata:/var/lib/postgresql" in postgres["volumes"]  # 18+ images keep PGDATA below it, by major
+
+
+def test_the_replica_streams_from_postgres_and_web_reads_from_it():
+    """The replica service (issue 25): a pg_basebackup -R of postgres on first start, the same
+    image, and web's DATABASE_REPLICA_URLS naming it; the primary lets it replicate."""
+    compose = load()
+    replica, postgres = compose["services"]["postgres-replica"], compose["services"]["postgres"]
+    assert replica["image"] == postgres["image"]
+    assert "pg_basebackup -h postgres" in replica["command"][0] and " -R " in replica["command"][0]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "@postgres-replica:5432/" in compose["services"]["web"]["environment"]["DATABASE_REPLICA_URLS"]
+    assert "host replication" in compose["configs"]["postgres_replication"]["content"]

@@ -16,7 +16,7 @@ from spectree import Response as SpecResponse
 from werkzeug.exceptions import MethodNotAllowed
 
 from webapp.api.docs import CsvResponses, operation
-from webapp.api.helpers import actor, json_body, out, reader, report_reader
+from webapp.api.helpers import actor, consistency_token, json_body, out, reader, report_reader
 from webapp.api.hot_routes import SEED_USER_SEGMENTS
 from webapp.api.schemas import (
     MONTH_PATTERN,
@@ -247,7 +247,7 @@ def change_user():
 def user_segments():
     """A user's active segments; 204 (no body) when there are none."""
     uid = parse_user_id(request.args.get("id", ""), "id")
-    body = reader().answer(uid, compat=True)  # (as the layer in front of Flask answers)
+    body = reader().answer(uid, compat=True, token=consistency_token())  # (as in front of Flask)
     return Response(body, mimetype="application/json") if body else Response(status=204)
 
 

@@ -15,6 +15,7 @@ from webapp.http.auth import token_name
 from webapp.rules import parse_moment, problem_code
 from webapp.services.common import ascii_int
 from webapp.services.reads.path import LINE_END, Reader
+from webapp.services.reads.replicas import HEADER as CONSISTENCY
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -199,6 +200,11 @@ def reader() -> Reader:
     Flask answers with."""
     reader: Reader = current_app.extensions["reader"]
     return reader
+
+
+def consistency_token() -> str | None:
+    """The read's ``Segments-Consistency`` header (a write's token), if it sent one."""
+    return request.headers.get(CONSISTENCY)
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

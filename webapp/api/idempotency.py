@@ -37,7 +37,7 @@ HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 RUNNING_TTL = 90  # seconds: longer than any request may run (gunicorn's timeout is 60 s)
-KEPT_HEADERS = ("Content-Type", "Location")
+KEPT_HEADERS = ("Content-Type", "Location", "Segments-Consistency")  # (the write's token: still good)
 _outage = OutageLog("idempotency store")
 F = TypeVar("F", bound=Callable[..., Any])
 

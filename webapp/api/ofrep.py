@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from webapp.api.helpers import reader
+from webapp.api.helpers import consistency_token, reader
 from webapp.api.hot_routes import OFREP_FLAG
 from webapp.http.auth import READ, requires_scope, takes_api_key
 from webapp.services.reads import ofrep
@@ -33,7 +33,7 @@ ENDPOINTS = frozenset({OFREP_FLAG.endpoint, "ofrep.evaluate_flags", "ofrep.confi
 @takes_api_key
 def evaluate_flag(key: str) -> Response:
     """One segment for the user in ``context.targetingKey`` (as the layer in front of Flask answers)."""
-    status, body = reader().evaluate_flag(key, request.get_data())
+    status, body = reader().evaluate_flag(key, request.get_data(), consistency_token())
     return Response(body, status, mimetype="application/json")
 
 
@@ -43,7 +43,7 @@ def evaluate_flag(key: str) -> Response:
 def evaluate_flags() -> Response:
     """Every live segment for the user in ``context.targetingKey``; 304 when ``If-None-Match``
     names the answer's ``ETag``."""
-    status, body = reader().evaluate_flags(request.get_data())
+    status, body = reader().evaluate_flags(request.get_data(), consistency_token())
     if status != 200:
         return Response(body, status, mimetype="application/json")
     return _tagged(body)

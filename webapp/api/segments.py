@@ -31,7 +31,7 @@ from webapp.api.schemas import (
     SegmentOut,
     SegmentPatch,
 )
-from webapp.http.transaction import transactional
+from webapp.http.transaction import add_consistency_token, transactional
 from webapp.models import BulkOperation, Segment
 from webapp.models.enums import OperationKind, Reason, ReportStatus
 from webapp.platform.extensions import db
@@ -160,8 +160,14 @@ def operation_out(op: BulkOperation) -> OperationOut:
 @bp.get("/operations/<operation_id>")
 @operation(tags=TAGS, ok=(200, OperationOut))
 def get_operation(operation_id: str):
-    """A bulk operation's progress (a large bulk add, or a deleted segment's member removal)."""
-    return out(operation_out(bulk.get_operation(db.session, operation_id)))
+    """A bulk operation's progress (a large bulk add, or a deleted segment's member removal).
+    Once it has finished, a ``Segments-Consistency`` header: a token at or past its last
+    chunk's commit (the read that sends it back sees every change it made)."""
+    operation = bulk.get_operation(db.session, operation_id)
+    response = out(operation_out(operation))
+    if operation.status == ReportStatus.FINISHED:
+        add_consistency_token(response)
+    return response
 
 
 @bp.get("/segments/<slug>/members")

@@ -7,7 +7,7 @@ from flask import Response
 from webapp.api import idempotency
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
-from webapp.api.helpers import actor, json_body, out, query_time, reader
+from webapp.api.helpers import actor, consistency_token, json_body, out, query_time, reader
 from webapp.api.hot_routes import USER_SEGMENTS
 from webapp.api.schemas import (
     ActiveSegmentOut,
@@ -57,7 +57,7 @@ def change_out(result: ChangeResult) -> ChangeOut:
 @operation(tags=TAGS, ok=(200, UserSegments))
 def user_segments(user_id: str):
     """The segments the user is in now (explicit and rollout), sorted by slug."""
-    body = reader().answer(parse_user_id(user_id))  # (as the layer in front of Flask answers)
+    body = reader().answer(parse_user_id(user_id), token=consistency_token())  # (as in front of Flask)
     return Response(body, mimetype="application/json")
 
 
@@ -69,7 +69,7 @@ def lookup_segments():
     """Several users' segments at once (up to 1000): each answer exactly as the single read
     (same freshness, one statement), in the order asked; a repeated id is answered twice."""
     body = json_body(LookupRequest)
-    return Response(reader().lookup_answer(body.user_ids), mimetype="application/json")
+    return Response(reader().lookup_answer(body.user_ids, consistency_token()), mimetype="application/json")
 
 
 @bp.post("/users/<user_id>/segments")

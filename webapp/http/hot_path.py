@@ -5,9 +5,10 @@
 Other services call these on every request, and Flask's request machinery (contexts,
 hooks, response objects) costs more than the read itself. This WSGI layer answers only the
 plain success path, through the same entry point the Flask views call — the app's reader
-(``read_path.Reader.answer``, ``Reader.evaluate_flag``: the read, the body, the read counts) —
-and the same pieces around it: token identification (``auth.name_for``: every scope may read;
-``X-API-Key`` too on OFREP's route), the request id,
+(``read_path.Reader.answer``, ``Reader.evaluate_flag``: the server and the read, the body, the
+read counts; the ``Segments-Consistency`` header goes with it) — and the same pieces around it:
+token identification (``auth.name_for``: every scope may read; ``X-API-Key`` too on OFREP's
+route), the request id,
 log line and latency observation (``observability``, ``metrics``), the security headers
 (``security.HEADERS``). It hands everything else to Flask unchanged: another method or path,
 an id that is not plain decimal digits in range, a missing or unknown token, a hot-path rate
@@ -29,6 +30,7 @@ from webapp.api.hot_routes import HOT_ROUTES, OFREP_FLAG
 from webapp.http.auth import name_for
 from webapp.http.security import HEADERS, UNTRUSTED_HOST
 from webapp.rules import MAX_USER_ID, bounded_int
+from webapp.services.reads.replicas import ENVIRON_KEY
 from webapp.telemetry.metrics import observe_request
 from webapp.telemetry.observability import STARTED, request_id
 
@@ -101,7 +103,9 @@ class HotPath:
         served, client = self._client(environ)
         if not served:
             return None
-        body = self.app.extensions["reader"].answer(user_id, compat=route.compat)
+        body = self.app.extensions["reader"].answer(
+            user_id, compat=route.compat, token=environ.get(ENVIRON_KEY)
+        )
         return body, client, route.endpoint
 
     def _evaluate(self, environ: dict[str, Any]) -> tuple[bytes, str | None, str] | None:
@@ -119,7 +123,9 @@ class HotPath:
         request_body = environ["wsgi.input"].read(length) if length else b""
         status = 0
         try:
-            status, body = self.app.extensions["reader"].evaluate_flag(key, request_body)
+            status, body = self.app.extensions["reader"].evaluate_flag(
+                key, request_body, token=environ.get(ENVIRON_KEY)
+            )
         finally:  # the body put back for Flask, should it answer after all (a raise included)
             if status != 200:
                 environ["wsgi.input"] = io.BytesIO(request_body)

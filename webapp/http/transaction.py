@@ -17,13 +17,14 @@ import random
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, make_response
+from flask import Flask, Response, current_app, make_response
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from webapp.errors import DatabaseBusy, OutcomeUnknown
 from webapp.platform.extensions import db
+from webapp.rules import CONSISTENCY_HEADER as CONSISTENCY
 
 log = logging.getLogger(__name__)
 _KEY = "after_commit"
@@ -158,6 +159,20 @@ def transactional(view: Callable) -> Callable:
             if database_unreachable(exc):
                 raise OutcomeUnknown() from exc
             raise
+        add_consistency_token(response)
         return response
 
     return wrapper
+
+
+def add_consistency_token(response: Response) -> None:
+    """The ``Segments-Consistency`` header of a committed write: the primary's WAL position now
+    (``Reader.token``, on the request's session: a connection of the pool the write used),
+    past the commit. A read that sends it back is served by a replica only once the replica has
+    replayed it (webapp/services/reads/replicas.py). Reading it cannot undo the write: if it fails,
+    the answer goes without it (a read without a token: exact mode reads the primary)."""
+    try:
+        response.headers[CONSISTENCY] = current_app.extensions["reader"].token(db.session)
+    except Exception:
+        log.warning("the write committed; reading its consistency token failed", exc_info=True)
+        rollback_quietly()

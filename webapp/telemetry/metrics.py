@@ -90,6 +90,32 @@ REQUEST_LOG_DROPPED = Counter(
     registry=REGISTRY,
 )
 
+# Reads on streaming replicas (webapp/services/reads/replicas.py), only with DATABASE_REPLICA_URLS set.
+REPLICA_READS = Counter(
+    "segments_replica_reads",
+    "Hot reads (single and batch) by the server that answered (replica, primary) and why: token "
+    "(a replica had replayed the read's Segments-Consistency token), bounded (a token-less read "
+    "within REPLICA_MAX_LAG_MS), exact (a token-less read in exact mode), invalid_token, or the "
+    "fallback reasons of segments_replica_fallbacks.",
+    ["served_by", "reason"],
+    registry=REGISTRY,
+)
+REPLICA_FALLBACKS = Counter(
+    "segments_replica_fallbacks",
+    "Hot reads no replica could serve, sent to the primary, by reason: behind (no replica had "
+    "replayed the read's token within REPLICA_WAIT_MS), lagging (bounded mode: every replica "
+    "past REPLICA_MAX_LAG_MS), unreachable (every replica down or failing).",
+    ["reason"],
+    registry=REGISTRY,
+)
+REPLICA_FALLBACKS_REFUSED = Counter(
+    "segments_replica_fallbacks_refused",
+    "Hot reads answered 503 replicas_behind: REPLICA_MAX_FALLBACKS reads of the process were on the "
+    "primary already and none finished within a second.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 _latency_children: dict[tuple[str, int], Any] = {}
 
 

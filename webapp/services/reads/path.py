@@ -22,14 +22,17 @@ Requests read through one entry point, the app's :class:`Reader` (``app.extensio
 the layer in front of Flask (``webapp/http/hot_path.py``) and the Flask views alike call
 ``Reader.answer`` (one user), ``Reader.lookup_answer`` (the batch) or, for OpenFeature's
 protocol, ``Reader.evaluate_flag`` and ``Reader.evaluate_flags`` (``services/reads/ofrep.py``), which
-choose the connection, read, write the body and count the reads. Every one-user read goes
-through ``Reader.view``: where a request's read is made is decided there once. ``create_app`` gives it the read
-engine's pool; the tests inject a :class:`ConnectionReader` on their rolled-back transaction.
+choose the server and connection, read, write the body and count the reads. Every one-user read
+goes through ``Reader.view``: where a request's read is made is decided there once. ``create_app``
+gives it the read engine's pool and, with ``DATABASE_REPLICA_URLS``, the replicas'
+(``replicas.Replicas`` chooses among them by the read's ``Segments-Consistency`` token and
+``REPLICA_READS``); the tests inject a :class:`ConnectionReader` on their rolled-back transaction.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +53,16 @@ from webapp.services.common import DbSession, check_user_id, check_user_ids, utc
 from webapp.services.reads import ofrep
 from webapp.services.reads import rule as membership_rule
 from webapp.services.reads.catalog import CATALOG, ActiveSegment, Catalog, Rollouts, load_catalog, objects
+from webapp.services.reads.replicas import (
+    POSITION,
+    REPLAY,
+    Behind,
+    Read,
+    Replicas,
+    committed_position,
+    format_token,
+    parse_token,
+)
 from webapp.telemetry import read_counts
 
 # Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
@@ -64,6 +77,8 @@ USER_ROWS_NAME = b"segments_user_rows"
 USER_ROWS_LIBPQ = USER_ROWS.replace("%(user)s", "$1").encode()
 INT8_OID, BINARY = 20, 1
 UNDEFINED_STATEMENT, DUPLICATE_STATEMENT = b"26000", b"42P05"  # SQLSTATEs
+# A replica's replay position (pg_lsn's binary form: 8 bytes), sent before a tokened read.
+REPLAY_LIBPQ = b"SELECT pg_last_wal_replay_lsn()"
 # Several users: their live memberships and exclusions as packed binary records (user int8,
 # segment int4, expiry in timestamptz's binary form: microseconds since 2000-01-01, 'infinity'
 # for none) that NumPy reads in one go, and the catalog version ("now" is the reader's clock,
@@ -129,22 +144,30 @@ def lookup(session: DbSession, user_ids: Sequence[int], now: datetime | None = N
     return _read_many(_ConnectionStatements(session.connection()), user_ids, now, keep=False)
 
 
-def hot_read(engine: Engine, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
+def hot_read(
+    engine: Engine, user_id: int, now: datetime | None = None, check: int | None = None
+) -> list[ActiveSegment]:
     """:func:`active_segments` of committed data for a request that writes nothing (see
-    :func:`_on_hot_connection`)."""
-    return hot_view(engine, user_id, now).active
+    :func:`_on_hot_connection`; ``check``: a WAL position a replica must have replayed)."""
+    return hot_view(engine, user_id, now, check).active
 
 
-def hot_view(engine: Engine, user_id: int, now: datetime | None = None) -> UserView:
+def hot_view(engine: Engine, user_id: int, now: datetime | None = None, check: int | None = None) -> UserView:
     """:func:`hot_read` with the catalog it was read with (which segments are live)."""
-    return _on_hot_connection(engine, lambda statements: _read_one(statements, user_id, now, keep=True))
+    return _on_hot_connection(
+        engine, lambda statements: _read_one(statements, user_id, now, keep=True), check
+    )
 
 
-def hot_lookup(engine: Engine, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+def hot_lookup(
+    engine: Engine, user_ids: Sequence[int], now: datetime | None = None, check: int | None = None
+) -> Batch:
     """:func:`hot_read` for several users at once: one statement, its results read by NumPy,
     and rollouts evaluated for all of them together as one matrix, computed while the
     database works on the statement."""
-    return _on_hot_connection(engine, lambda statements: _read_many(statements, user_ids, now, keep=True))
+    return _on_hot_connection(
+        engine, lambda statements: _read_many(statements, user_ids, now, keep=True), check
+    )
 
 
 class Reader:
@@ -152,62 +175,81 @@ class Reader:
     Flask and the Flask views): the read on committed data through ``engine``'s pool
     (:func:`hot_read`, :func:`hot_lookup`), the answer's body, and one read counted for each
     segment in it (``telemetry.read_counts``: memory only). What reads where is this object's
-    choice alone: ``create_app`` makes one on the read engine (``app.extensions["reader"]``);
-    the tests put a :class:`ConnectionReader` in its place."""
+    choice alone: ``create_app`` makes one on the read engine (``app.extensions["reader"]``),
+    with the replicas if any (``replicas``: a read's ``token`` is the ``Segments-Consistency``
+    header it sent); the tests put a :class:`ConnectionReader` in its place."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, replicas: Replicas | None = None):
+        self.engine, self.replicas = engine, replicas
 
-    def view(self, user_id: int, now: datetime | None = None) -> UserView:
-        """The one user's read: its answer and the catalog it was read with."""
-        return hot_view(self.engine, user_id, now)
+    def view(self, user_id: int, now: datetime | None = None, token: str | None = None) -> UserView:
+        """The one user's read: its answer and the catalog it was read with, on the server
+        ``token`` allows (``replicas``)."""
+        return self._route(lambda engine, check: hot_view(engine, user_id, now, check), token)
 
-    def segments(self, user_id: int, now: datetime | None = None) -> list[ActiveSegment]:
-        return self.view(user_id, now).active
+    def segments(
+        self, user_id: int, now: datetime | None = None, token: str | None = None
+    ) -> list[ActiveSegment]:
+        return self.view(user_id, now, token).active
 
-    def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
-        return hot_lookup(self.engine, user_ids, now)
+    def batch(self, user_ids: Sequence[int], now: datetime | None = None, token: str | None = None) -> Batch:
+        return self._route(lambda engine, check: hot_lookup(engine, user_ids, now, check), token)
 
-    def answer(self, user_id: int, *, compat: bool = False) -> bytes:
+    def _route(self, read: Read[T], token: str | None) -> T:
+        if self.replicas is None:
+            return read(self.engine, None)
+        return self.replicas.route(read, token)
+
+    def token(self, session: DbSession) -> str:
+        """The ``Segments-Consistency`` token of what is committed now: the primary's WAL
+        position (``replicas.POSITION``), read on ``session`` (the request boundary's, after its
+        commit: a connection of the pool the write used, so minting takes no other)."""
+        at = time.monotonic()
+        lsn = committed_position(str(session.connection().exec_driver_sql(POSITION).scalar()))
+        if self.replicas is not None:
+            self.replicas.minted(at, lsn)
+        return format_token(lsn)
+
+    def answer(self, user_id: int, *, compat: bool = False, token: str | None = None) -> bytes:
         """``GET /api/v1/users/<id>/segments``'s body (UserSegments), or with ``compat`` the
         seed's ``GET /segment/user?id=<id>`` (``{"user_id", "segments": [{"slug"}]}``, and no
         body at all — its 204 — for a user in no segment). Written straight to JSON from each
         entry's JSON, kept once made (the catalog's rollout entries are the same objects on
-        every read)."""
-        active = self.segments(user_id)
+        every read). ``token``: the request's ``Segments-Consistency`` header, if any."""
+        active = self.segments(user_id, token=token)
         read_counts.record(active)
         if not compat:
             return user_json(user_id, [a.json for a in active], LINE_END).encode()
         return user_json(user_id, [a.compat_json for a in active], LINE_END).encode() if active else b""
 
-    def lookup_answer(self, user_ids: Sequence[int]) -> bytes:
+    def lookup_answer(self, user_ids: Sequence[int], token: str | None = None) -> bytes:
         """The batch lookup's body, ``{"users": [UserSegments, ...]}`` in the order asked; one
         read counted per segment of each answer."""
-        batch = self.batch(user_ids)
+        batch = self.batch(user_ids, token=token)
         read_counts.record_counts(batch.read_counts())
         return batch.json().encode()
 
-    def evaluate_flag(self, key: str, request_body: bytes) -> tuple[int, bytes]:
+    def evaluate_flag(self, key: str, request_body: bytes, token: str | None = None) -> tuple[int, bytes]:
         """OFREP's single evaluation (``POST /ofrep/v1/evaluate/flags/{key}``, ``services.reads.ofrep``):
         its status and body, from the same read as :meth:`answer`'s. One read is counted for the
         segment asked, whatever its value (a segment evaluated is in use)."""
         user = ofrep.targeting_user(request_body)
         if isinstance(user, ofrep.Failure):
             return 400, user.body(key)
-        view = self.view(user)
+        view = self.view(user, token=token)
         status, body = ofrep.evaluation(key, view.catalog, view.active)
         if status == 200:
             read_counts.record_counts({key: 1})
         return status, body
 
-    def evaluate_flags(self, request_body: bytes) -> tuple[int, bytes]:
+    def evaluate_flags(self, request_body: bytes, token: str | None = None) -> tuple[int, bytes]:
         """OFREP's bulk evaluation (``POST /ofrep/v1/evaluate/flags``): every live segment with the
         user's value, from the same read as :meth:`answer`'s; reads counted as :meth:`answer`'s
         (one for each segment the user is in)."""
         user = ofrep.targeting_user(request_body)
         if isinstance(user, ofrep.Failure):
             return 400, user.body()
-        view = self.view(user)
+        view = self.view(user, token=token)
         read_counts.record(view.active)
         return 200, ofrep.bulk(view.catalog, view.active)
 
@@ -219,12 +261,12 @@ class ConnectionReader(Reader):
     as in production and read the test's rows."""
 
     def __init__(self, connection: Connection):
-        self.connection = connection
+        self.connection, self.replicas = connection, None
 
-    def view(self, user_id: int, now: datetime | None = None) -> UserView:
+    def view(self, user_id: int, now: datetime | None = None, token: str | None = None) -> UserView:
         return _read_one(_ConnectionStatements(self.connection), user_id, now, keep=False)
 
-    def batch(self, user_ids: Sequence[int], now: datetime | None = None) -> Batch:
+    def batch(self, user_ids: Sequence[int], now: datetime | None = None, token: str | None = None) -> Batch:
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
 
 
@@ -234,10 +276,12 @@ def _database(url: URL) -> tuple[Any, ...]:
     return url.host, url.port, url.database, url.query.get("host")
 
 
-def _on_hot_connection(engine: Engine, read: Callable[[_Statements], T]) -> T:
+def _on_hot_connection(engine: Engine, read: Callable[[_Statements], T], check: int | None = None) -> T:
     """``read`` straight on a pooled driver connection in autocommit mode (no ORM, no
     BEGIN/ROLLBACK, no pre-ping: a connection the server dropped is replaced and the read
-    retried once)."""
+    retried once). With ``check`` (a replica's read for a token) the read's first statement
+    follows a statement asking how far the server has replayed, in the same round trip: if not
+    as far as ``check``, :class:`~webapp.services.reads.replicas.Behind` (the read's rows unused)."""
     key = _database(engine.url)
     for attempt in (1, 2):
         connection = engine.raw_connection()
@@ -246,7 +290,7 @@ def _on_hot_connection(engine: Engine, read: Callable[[_Statements], T]) -> T:
             assert isinstance(driver, psycopg.Connection)
             if not driver.autocommit:  # (the read engine connects in autocommit mode)
                 driver.autocommit = True
-            return read(_DriverStatements(connection, driver, key))
+            return read(_DriverStatements(connection, driver, key, check))
         except psycopg.OperationalError:
             connection.invalidate()
             if attempt == 2:
@@ -294,30 +338,51 @@ class _ConnectionStatements:
 class _DriverStatements:
     """On a pooled psycopg connection in autocommit mode. The single read's statement goes to
     libpq directly, prepared once per connection: psycopg's execute machinery costs about as
-    much CPU as the rest of that round trip (measured: 84–107 µs against 43–51 µs)."""
+    much CPU as the rest of that round trip (measured: 84–107 µs against 43–51 µs). With
+    ``check``, the first statement is preceded by the replay check (see _on_hot_connection)."""
 
-    def __init__(self, pooled: PoolProxiedConnection, driver: psycopg.Connection[Any], key: tuple[Any, ...]):
-        self.pooled, self.driver, self.key = pooled, driver, key
+    def __init__(
+        self,
+        pooled: PoolProxiedConnection,
+        driver: psycopg.Connection[Any],
+        key: tuple[Any, ...],
+        check: int | None = None,
+    ):
+        self.pooled, self.driver, self.key, self.check = pooled, driver, key, check
 
     def run(self, sql: str, params: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> Rows:
-        with self.driver.cursor(binary=True) as cursor:
-            if meanwhile is None:
+        check, self.check = self.check, None
+        with self.driver.cursor(binary=True) as cursor, self.driver.cursor() as probe:
+            if meanwhile is None and check is None:
                 cursor.execute(sql, params)
                 return cursor.fetchall()
-            with self.driver.pipeline():  # the statement is sent now, its rows fetched after meanwhile()
+            with self.driver.pipeline():  # the statements are sent now, their rows fetched after meanwhile()
+                if check is not None:
+                    probe.execute(REPLAY)
                 cursor.execute(sql, params)
-                meanwhile()
-                return cursor.fetchall()
+                if meanwhile is not None:
+                    meanwhile()
+                rows = cursor.fetchall()
+                if check is not None:
+                    row = probe.fetchone()
+                    _replayed_to(check, None if row is None or row[0] is None else parse_token(row[0]))
+                return rows
 
     def user_rows(self, user_id: int) -> Rows:
         pgconn = self.driver.pgconn
         if not self.pooled.info.get(USER_ROWS_NAME):  # (the info lives and dies with the connection)
             self._prepare(pgconn)
         param = [user_id.to_bytes(8, "big")]
-        result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
-        if _sqlstate(result) == UNDEFINED_STATEMENT:  # deallocated behind our back (DEALLOCATE ALL, a pooler)
-            self._prepare(pgconn)
+        check, self.check = self.check, None
+        if check is not None:
+            result = self._checked(pgconn, param, check)
+        else:
             result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
+            if (
+                _sqlstate(result) == UNDEFINED_STATEMENT
+            ):  # deallocated behind our back (DEALLOCATE ALL, a pooler)
+                self._prepare(pgconn)
+                result = pgconn.exec_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
         _check(pgconn, result, pq.ExecStatus.TUPLES_OK)
         value = result.get_value
         return [
@@ -329,11 +394,59 @@ class _DriverStatements:
             for i in range(result.ntuples)
         ]
 
+    def _checked(self, pgconn: pq.abc.PGconn, param: list[bytes], check: int) -> pq.abc.PGresult:
+        """The replay check, then USER_ROWS, pipelined: one round trip, two statements (the
+        read's snapshot taken after the check ran); Behind unless the check passed."""
+        for attempt in (1, 2):
+            pgconn.enter_pipeline_mode()
+            try:
+                pgconn.send_query_params(REPLAY_LIBPQ, None, result_format=BINARY)
+                pgconn.send_query_prepared(USER_ROWS_NAME, param, [BINARY], BINARY)
+                pgconn.pipeline_sync()
+                replay, rows = _pipeline_results(pgconn, 2)
+            finally:
+                if pgconn.status == pq.ConnStatus.OK:
+                    pgconn.exit_pipeline_mode()
+            _check(pgconn, replay, pq.ExecStatus.TUPLES_OK)
+            if _sqlstate(rows) == UNDEFINED_STATEMENT and attempt == 1:  # (as in user_rows)
+                self._prepare(pgconn)
+                continue
+            value = replay.get_value(0, 0) if replay.ntuples else None
+            _replayed_to(check, None if value is None else int.from_bytes(value, "big"))
+            return rows
+        raise AssertionError("unreachable")
+
     def _prepare(self, pgconn: pq.abc.PGconn) -> None:
         result = pgconn.prepare(USER_ROWS_NAME, USER_ROWS_LIBPQ, [INT8_OID])
         if _sqlstate(result) != DUPLICATE_STATEMENT:  # (already there: as good)
             _check(pgconn, result, pq.ExecStatus.COMMAND_OK)
         self.pooled.info[USER_ROWS_NAME] = True
+
+
+def _pipeline_results(pgconn: pq.abc.PGconn, count: int) -> list[pq.abc.PGresult]:
+    """The results of ``count`` statements sent in pipeline mode and the sync after them
+    (read to the end, so the connection is ready for the next statement)."""
+    results: list[pq.abc.PGresult] = []
+    while True:
+        result = pgconn.get_result()
+        if result is None:
+            if pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError(
+                    pgconn.get_error_message() or "the connection to the database was lost"
+                )
+            continue  # (the end of one statement's results)
+        if result.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        results.append(result)
+    if len(results) != count:
+        raise psycopg.OperationalError(f"{len(results)} results in the pipeline, not {count}")
+    return results
+
+
+def _replayed_to(check: int, replayed: int | None) -> None:
+    """Behind unless the server has replayed ``check`` (None: the server is not a replica)."""
+    if replayed is None or replayed < check:
+        raise Behind(replayed)
 
 
 def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
