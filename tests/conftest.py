@@ -265,12 +265,30 @@ def app_on(app: Flask):
     afterwards they are set up for the session app again, so nothing leaks into later tests (nor
     into the counter's flush at exit)."""
 
+    built: list[Flask] = []
+
     def build(**overrides: object) -> Flask:
-        return create_app({**app.config, **overrides})
+        built.append(create_app({**app.config, **overrides}))
+        return built[-1]
 
     yield build
     limiter.init_app(app)
     read_counts.COUNTER.configure(app)  # likewise the process's read counter (not a stopped private Redis)
+    for each in built:
+        close_pools(each)
+
+
+def close_pools(built: Flask) -> None:
+    """Close the pooled connections of an app built for one test. Left to the garbage collector
+    they add up across a process's tests, and PostgreSQL's max_connections is shared by every
+    pytest process of the run (make test runs three)."""
+    with built.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+    built.extensions["read_engine"].dispose()
+    replicas = getattr(built.extensions["reader"], "replicas", None)
+    for replica in replicas.replicas if replicas is not None else ():
+        replica.engine.dispose()
 
 
 @pytest.fixture

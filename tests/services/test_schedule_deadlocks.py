@@ -1,6 +1,6 @@
 """No deadlock answered as 500 while scheduled changes come due (issue 22, finding 2).
 
-100 writer threads (over 40 database connections) add and remove users' segments, change
+100 writer threads (on 24 database connections) add and remove users' segments, change
 rollouts and read segment pages while scheduled changes of the same segments fall due every
 few hundred milliseconds. Before the fix, reading a segment applied the due changes inside the
 request's transaction, locking other segments before the request locked its own (against the
@@ -29,7 +29,8 @@ SECONDS = 8.0
 
 
 def test_writers_while_schedules_come_due_never_answer_5xx(app_on, redis_app, committed_db):
-    app = app_on(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 40, "max_overflow": 0, "pool_timeout": 60})
+    # (24 connections: make test's other processes use the same server, max_connections 100)
+    app = app_on(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 24, "max_overflow": 0, "pool_timeout": 60})
     setup = app.test_client()
     for slug in SLUGS:
         body = {"slug": slug, "rollout_percent": 20}
