@@ -149,7 +149,7 @@ def trusted_hosts(app: Flask) -> list[str]:
 def register_extensions(app: Flask) -> None:
     from webapp import models  # noqa: F401  (models: tables on the metadata for migrations)
     from webapp.http import transaction
-    from webapp.http.hot_path import HotPath
+    from webapp.http.hot_path import HotPath, raise_standing_error
     from webapp.http.security import init_security, init_trusted_hosts
     from webapp.platform.extensions import csrf, db, limiter, migrate
     from webapp.services.reads.path import Reader
@@ -157,6 +157,7 @@ def register_extensions(app: Flask) -> None:
     from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
+    app.before_request(raise_standing_error)  # (a hot read's error the layer left: not read again)
 
     db.init_app(app)
     transaction.init_app(app)  # after db.init_app: its teardown runs first and never raises
