@@ -91,6 +91,15 @@ def test_errors_in_the_protocols_format(flags, client):
             assert response.json.get("key") == ("OF_NONE" if path != BULK else None)
 
 
+def test_an_empty_key_is_flag_not_found_with_its_key(flags, client):
+    """``POST /ofrep/v1/evaluate/flags/`` (an SDK asked for the flag ""): the protocol's 404,
+    FLAG_NOT_FOUND with the key, as for any other key that is no slug (not the router's GENERAL)."""
+    response = evaluate(client, "")
+    assert response.status_code == 404, response.data
+    assert response.json["errorCode"] == "FLAG_NOT_FOUND" and response.json["key"] == ""
+    assert client.post(BULK, json={"context": {"targetingKey": "7"}}).status_code == 200
+
+
 def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_db):
     client = app_on(API_TOKENS=TOKENS).test_client()
     client.post(

@@ -59,10 +59,11 @@ HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
 
 class AnyKey(PathConverter):
     """A flag's key as Flask routes it: any text, slashes and line breaks included (``path``
-    stops at a line break), so whatever key a client asks is answered by the view
-    (FLAG_NOT_FOUND for one that is no slug), never by the router's 404."""
+    stops at a line break), the empty key too (``/evaluate/flags/``), so whatever key a client
+    asks is answered by the view (FLAG_NOT_FOUND for one that is no slug), never by the
+    router's 404."""
 
-    regex = r"[\s\S]+?"
+    regex = r"[\s\S]*?"
     part_isolating = False  # (werkzeug would infer True: the pattern has no "/" in it)
 
 
