@@ -33,10 +33,7 @@ class HotRoute:
     def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
         """Register the view of this read on ``bp`` (which must be the route's blueprint, its
         prefix the start of the route's path)."""
-        prefix = bp.url_prefix or ""
-        if bp.name != self.blueprint or not self.path.startswith(prefix):
-            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
-        return bp.get(self.path.removeprefix(prefix), endpoint=VIEW)
+        return bp.get(_rule(bp, self.blueprint, self.path), endpoint=VIEW)
 
     def user_id(self, path: str, query: str) -> str | None:
         """The id's digits when a request is this read in its plain form (the path exactly,
@@ -50,6 +47,15 @@ class HotRoute:
         """This read's path (and query) for ``user_id``."""
         path = self.path.replace("<user_id>", str(user_id))
         return f"{path}?{self.parameter}={user_id}" if self.parameter else path
+
+
+def _rule(bp: Blueprint, blueprint: str, path: str) -> str:
+    """``path`` as a rule of ``bp``, which must be the blueprint named ``blueprint`` with its
+    prefix the start of ``path``."""
+    prefix = bp.url_prefix or ""
+    if bp.name != blueprint or not path.startswith(prefix):
+        raise RuntimeError(f"{path} is not a route of the blueprint {bp.name} at {prefix!r}")
+    return path.removeprefix(prefix)
 
 
 USER_SEGMENTS = HotRoute("api", "/api/v1/users/<user_id>/segments")
@@ -82,11 +88,10 @@ class FlagRoute:
         self._path = re.compile(re.escape(path).replace(re.escape("<key>"), f"({SLUG_PATTERN})"))
 
     def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
-        prefix = bp.url_prefix or ""
-        if bp.name != self.blueprint or not self.path.startswith(prefix):
-            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
+        """Register the view of this evaluation on ``bp`` (as :meth:`HotRoute.route`)."""
         bp.record_once(_add_key_converter)
-        return bp.post(self.path.removeprefix(prefix).replace("<key>", "<flag_key:key>"), endpoint=self.view)
+        rule = _rule(bp, self.blueprint, self.path).replace("<key>", "<flag_key:key>")
+        return bp.post(rule, endpoint=self.view)
 
     def key(self, path: str) -> str | None:
         """The flag's key when a request's path is this route with a slug for a key, else None."""
