@@ -462,3 +462,20 @@ def test_a_token_far_past_anything_written_falls_back_to_the_primary_at_once(on_
         assert call() == ["FAR"]
         assert time.monotonic() - started < 0.5
     assert client.counts == Counter({("primary", "behind"): len(calls)})
+
+
+def test_a_replicas_connections_give_up_on_a_silent_network_within_seconds(on_replicas, replica_pair):
+    """A replica's host gone without a word (power lost, a partition: no reset, packets
+    dropped) must not hold a pooled connection's read until the kernel gives up (minutes, past
+    gunicorn's timeout: a 5xx). Its connections carry TCP keepalives and a TCP user timeout,
+    so such a read fails within seconds and the replica is skipped (docs/scaling.md)."""
+    app = on_replicas("exact")
+    engine = app.extensions["reader"].replicas.replicas[0].engine
+    connection = engine.raw_connection()
+    try:
+        parameters = connection.driver_connection.info.get_parameters()
+    finally:
+        connection.close()
+    assert parameters.get("keepalives") == "1"
+    assert 0 < int(parameters["tcp_user_timeout"]) <= 5000
+    assert int(parameters["keepalives_idle"]) + int(parameters["tcp_user_timeout"]) / 1000 <= 10
