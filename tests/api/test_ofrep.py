@@ -127,23 +127,6 @@ def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_d
     assert client.get("/api/v1/users/7/segments", headers={"X-API-Key": READ_TOKEN}).status_code == 401
 
 
-def test_an_empty_credential_header_is_no_credential(app_on, redis_app, committed_db):
-    """An empty ``X-API-Key`` beside a good ``Authorization: Bearer`` is ignored, as an empty
-    ``Authorization`` beside a good ``X-API-Key`` is (a client whose key variable is unset), in
-    front of Flask and in Flask alike; alone, it is a missing token."""
-    for settings in ({}, {"RATELIMIT_ENABLED": True, "RATELIMIT_HOT_PATH": "1000/second"}):
-        client = app_on(API_TOKENS=TOKENS, **settings).test_client()
-        for headers in (
-            {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": ""},
-            {"Authorization": "", "X-API-Key": READ_TOKEN},
-        ):
-            for path in (FLAG.format("NOPE"), BULK):
-                response = client.post(path, json={"context": {"targetingKey": "7"}}, headers=headers)
-                assert response.status_code in (200, 404), (settings, headers, response.json)
-        alone = client.post(BULK, json={"context": {"targetingKey": "7"}}, headers={"X-API-Key": ""})
-        assert alone.status_code == 401 and "required" in alone.json["errorDetails"]
-
-
 def test_the_hot_path_answers_as_flask_does(app_on, redis_app, committed_db, capfd):
     """The single evaluation served in front of Flask equals Flask's own answer (a limited
     hot path makes Flask answer), and is logged and counted like a hot read."""

@@ -146,13 +146,12 @@ def match_token(authorization: str, tokens: dict[str, str], api_key: str | None 
     """The known token in an ``Authorization: Bearer <token>`` value and/or in ``api_key`` (the
     ``X-API-Key`` header, where a route takes it; None when absent), or None. Every credential
     presented must be that known token: an unknown one beside a good one refuses the request.
-    An empty header presents nothing, either header alike. (Compared in constant time against
-    every known token.)"""
+    (Compared in constant time against every known token.)"""
     presented = []
     if authorization:
         scheme, _, token = authorization.partition(" ")
         presented.append(token if scheme.lower() == "bearer" else "")
-    if api_key:
+    if api_key is not None:
         presented.append(api_key)
     found = [_known(offered.strip(), tokens) for offered in presented]
     return found[0] if found and all(known == found[0] for known in found) else None
