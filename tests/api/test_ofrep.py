@@ -123,6 +123,8 @@ def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_d
         assert call(path, headers={"Authorization": f"Bearer {READ_TOKEN}"}, **body).status_code == 200
         both = {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": "token-wrong-wrong-wrong"}
         assert call(path, headers=both, **body).status_code == 401  # every credential sent must be good
+        empty = {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": ""}
+        assert call(path, headers=empty, **body).status_code == 401  # (an empty one too: OFREP's ST401)
     # X-API-Key only on these routes
     assert client.get("/api/v1/users/7/segments", headers={"X-API-Key": READ_TOKEN}).status_code == 401
 
