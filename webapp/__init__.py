@@ -149,7 +149,7 @@ def trusted_hosts(app: Flask) -> list[str]:
 def register_extensions(app: Flask) -> None:
     from webapp import models  # noqa: F401  (models: tables on the metadata for migrations)
     from webapp.http import transaction
-    from webapp.http.hot_path import HotPath
+    from webapp.http.hot_path import HotPath, raise_standing_error
     from webapp.http.security import init_security, init_trusted_hosts
     from webapp.platform.extensions import csrf, db, limiter, migrate
     from webapp.services.reads.path import Reader
@@ -157,17 +157,20 @@ def register_extensions(app: Flask) -> None:
     from webapp.telemetry.observability import init_request_logging
 
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # (inside ProxyFix, if any)
+    app.before_request(raise_standing_error)  # (a hot read's error the layer left: not read again)
 
     db.init_app(app)
     transaction.init_app(app)  # after db.init_app: its teardown runs first and never raises
     # The hot read path's own pool: driver-level reads, no pre-ping round trip (see read_path).
     # Autocommit from the connect on, so nothing is reset or rolled back on the way back to the pool.
     app.extensions["read_engine"] = read_engine(app, app.config["SQLALCHEMY_DATABASE_URI"])
-    # The replicas' (DATABASE_REPLICA_URLS): the same, connecting within 2 s (one that cannot be
-    # reached is skipped for a while; webapp/services/reads/replicas.py).
+    # The replicas' (DATABASE_REPLICA_URLS): the same, connecting within 2 s, and a pooled
+    # connection to a host gone silent (power lost, a partition: no reset, packets dropped)
+    # failing within seconds, not the kernel's minutes (REPLICA_SOCKET). One that cannot be
+    # reached is skipped for a while (webapp/services/reads/replicas.py).
     settings = ReplicaSettings.of(app.config)  # (checked even without replicas: a typo fails now)
     engines = [
-        read_engine(app, database_uri(url), connect_timeout=2)
+        read_engine(app, database_uri(url), **REPLICA_SOCKET)
         for url in replica_urls(app.config["DATABASE_REPLICA_URLS"])
     ]
     replicas = Replicas(app.extensions["read_engine"], engines, settings) if engines else None
@@ -181,6 +184,19 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     csrf.init_app(app)
     init_security(app)
+
+
+# libpq's settings for a replica's connections: connect within 2 s; an idle connection probed
+# after 5 s (then every second), and unacknowledged data or probes give up after 3 s, so a read
+# on a host gone silent fails (OperationalError: the replica skipped) in about 3 to 8 s.
+REPLICA_SOCKET: dict[str, Any] = {
+    "connect_timeout": 2,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 3000,
+}
 
 
 def read_engine(app: Flask, url: str, **connect_args: Any) -> Engine:

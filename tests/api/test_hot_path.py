@@ -241,3 +241,26 @@ def test_the_layer_and_flask_answer_through_one_reader(app, api, monkeypatch, ro
     assert in_front.status_code == by_flask.status_code == 200
     assert in_front.data == by_flask.data and b'"ONE_PATH"' in in_front.data
     assert in_front.headers["Content-Type"] == by_flask.headers["Content-Type"] == "application/json"
+
+
+def test_replicas_behind_in_front_of_flask_is_answered_without_reading_again(hot, monkeypatch):
+    """A read the layer in front of Flask made that found the replicas behind and the fallbacks
+    to the primary full (503 ``replicas_behind``, after waiting a second for a slot) is answered
+    by Flask as it stands: Flask does not read again (a second wait, a second fallback counted)."""
+    from webapp.errors import ReplicasBehind
+
+    calls = []
+
+    class Behind(Reader):
+        def view(self, user_id, now=None, token=None):
+            calls.append(user_id)
+            raise ReplicasBehind()
+
+    monkeypatch.setitem(hot.extensions, "reader", Behind(hot.extensions["read_engine"]))
+    client = hot.test_client()
+    response = client.get("/api/v1/users/7/segments", headers={"Segments-Consistency": "0/1"})
+    assert response.status_code == 503 and response.json["error"]["code"] == "replicas_behind"
+    assert response.headers["Retry-After"] == "1" and calls == [7]
+    flag = client.post("/ofrep/v1/evaluate/flags/HOT_A", json={"context": {"targetingKey": "7"}})
+    assert flag.status_code == 503 and flag.json["errorCode"] == "GENERAL" and calls == [7, 7]
+    assert flag.headers["Retry-After"] == "1"

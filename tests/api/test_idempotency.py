@@ -25,6 +25,18 @@ def test_replay_is_byte_for_byte(idem_app):
     assert client.post("/api/v1/segments", json={"slug": "IDEM"}).status_code == 409
 
 
+def test_a_replay_answers_with_the_writes_own_consistency_token(idem_app):
+    """docs/api.md: a replayed idempotent write answers with its original Segments-Consistency
+    (the write's position: a read sending it sees the write), not a newer one nor none."""
+    client = idem_app.test_client()
+    key = {"Idempotency-Key": "abc-token"}
+    first = client.post("/api/v1/segments", json={"slug": "IDEM_TOKEN"}, headers=key)
+    client.post("/api/v1/segments", json={"slug": "IDEM_LATER"})  # (the primary's position moves on)
+    again = client.post("/api/v1/segments", json={"slug": "IDEM_TOKEN"}, headers=key)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Segments-Consistency"] == first.headers["Segments-Consistency"]
+
+
 def test_a_4xx_is_not_stored_so_the_fixed_request_executes(idem_app):
     """Writes are all-or-nothing: a refused request changed nothing and leaves its key free;
     once the cause is fixed (the segment exists), the same request with the same key runs."""

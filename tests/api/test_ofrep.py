@@ -91,6 +91,15 @@ def test_errors_in_the_protocols_format(flags, client):
             assert response.json.get("key") == ("OF_NONE" if path != BULK else None)
 
 
+def test_an_empty_key_is_flag_not_found_with_its_key(flags, client):
+    """``POST /ofrep/v1/evaluate/flags/`` (an SDK asked for the flag ""): the protocol's 404,
+    FLAG_NOT_FOUND with the key, as for any other key that is no slug (not the router's GENERAL)."""
+    response = evaluate(client, "")
+    assert response.status_code == 404, response.data
+    assert response.json["errorCode"] == "FLAG_NOT_FOUND" and response.json["key"] == ""
+    assert client.post(BULK, json={"context": {"targetingKey": "7"}}).status_code == 200
+
+
 def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_db):
     client = app_on(API_TOKENS=TOKENS).test_client()
     client.post(
@@ -114,6 +123,8 @@ def test_tokens_bearer_or_x_api_key_and_any_scope(app_on, redis_app, committed_d
         assert call(path, headers={"Authorization": f"Bearer {READ_TOKEN}"}, **body).status_code == 200
         both = {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": "token-wrong-wrong-wrong"}
         assert call(path, headers=both, **body).status_code == 401  # every credential sent must be good
+        empty = {"Authorization": f"Bearer {READ_TOKEN}", "X-API-Key": ""}
+        assert call(path, headers=empty, **body).status_code == 401  # (an empty one too: OFREP's ST401)
     # X-API-Key only on these routes
     assert client.get("/api/v1/users/7/segments", headers={"X-API-Key": READ_TOKEN}).status_code == 401
 

@@ -440,3 +440,42 @@ def test_openfeature_evaluation_follows_the_hot_reads_rules_on_a_replica(on_repl
         replica_pair.lag(0)
         replica_pair.caught_up()
     assert client.flag(21, "FLAGGED", token=False) is True
+
+
+def test_a_token_far_past_anything_written_falls_back_to_the_primary_at_once(on_replicas, replica_pair):
+    """A token no server will reach for a long time (a client's bug, or a forged one) makes no
+    read hang nor fail: every hot read, in front of Flask and in Flask, OpenFeature's included,
+    waits REPLICA_WAIT_MS for the replica at most, then reads the primary."""
+    client = Client(on_replicas("exact"))
+    client.write("post", "/segments", {"slug": "FAR"})
+    client.add(31, "FAR")
+    client.token = "FFFFFFFF/FFFFFFF0"
+    calls = (
+        lambda: client.slugs(31, token=True),
+        lambda: client.seed_slugs(31, token=True),
+        lambda: client.lookup_slugs([31], token=True)[0],
+        lambda: ["FAR"] if client.flag(31, "FAR", token=True) else [],
+        lambda: client.flags(31, token=True),
+    )
+    for call in calls:
+        started = time.monotonic()
+        assert call() == ["FAR"]
+        assert time.monotonic() - started < 0.5
+    assert client.counts == Counter({("primary", "behind"): len(calls)})
+
+
+def test_a_replicas_connections_give_up_on_a_silent_network_within_seconds(on_replicas, replica_pair):
+    """A replica's host gone without a word (power lost, a partition: no reset, packets
+    dropped) must not hold a pooled connection's read until the kernel gives up (minutes, past
+    gunicorn's timeout: a 5xx). Its connections carry TCP keepalives and a TCP user timeout,
+    so such a read fails within seconds and the replica is skipped (docs/scaling.md)."""
+    app = on_replicas("exact")
+    engine = app.extensions["reader"].replicas.replicas[0].engine
+    connection = engine.raw_connection()
+    try:
+        parameters = connection.driver_connection.info.get_parameters()
+    finally:
+        connection.close()
+    assert parameters.get("keepalives") == "1"
+    assert 0 < int(parameters["tcp_user_timeout"]) <= 5000
+    assert int(parameters["keepalives_idle"]) + int(parameters["tcp_user_timeout"]) / 1000 <= 10

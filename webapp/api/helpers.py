@@ -12,10 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import token_name
-from webapp.rules import parse_moment, problem_code
+from webapp.rules import CONSISTENCY_HEADER, parse_moment, problem_code
 from webapp.services.common import ascii_int
 from webapp.services.reads.path import LINE_END, Reader
-from webapp.services.reads.replicas import HEADER as CONSISTENCY
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -204,7 +203,7 @@ def reader() -> Reader:
 
 def consistency_token() -> str | None:
     """The read's ``Segments-Consistency`` header (a write's token), if it sent one."""
-    return request.headers.get(CONSISTENCY)
+    return request.headers.get(CONSISTENCY_HEADER)
 
 
 def out(model: BaseModel, status: int = 200, headers: dict | None = None) -> Response:

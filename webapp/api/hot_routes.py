@@ -33,10 +33,7 @@ class HotRoute:
     def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
         """Register the view of this read on ``bp`` (which must be the route's blueprint, its
         prefix the start of the route's path)."""
-        prefix = bp.url_prefix or ""
-        if bp.name != self.blueprint or not self.path.startswith(prefix):
-            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
-        return bp.get(self.path.removeprefix(prefix), endpoint=VIEW)
+        return bp.get(_rule(bp, self.blueprint, self.path), endpoint=VIEW)
 
     def user_id(self, path: str, query: str) -> str | None:
         """The id's digits when a request is this read in its plain form (the path exactly,
@@ -52,6 +49,15 @@ class HotRoute:
         return f"{path}?{self.parameter}={user_id}" if self.parameter else path
 
 
+def _rule(bp: Blueprint, blueprint: str, path: str) -> str:
+    """``path`` as a rule of ``bp``, which must be the blueprint named ``blueprint`` with its
+    prefix the start of ``path``."""
+    prefix = bp.url_prefix or ""
+    if bp.name != blueprint or not path.startswith(prefix):
+        raise RuntimeError(f"{path} is not a route of the blueprint {bp.name} at {prefix!r}")
+    return path.removeprefix(prefix)
+
+
 USER_SEGMENTS = HotRoute("api", "/api/v1/users/<user_id>/segments")
 SEED_USER_SEGMENTS = HotRoute("api_compat", "/segment/user", parameter="id", compat=True)
 HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
@@ -59,10 +65,11 @@ HOT_ROUTES = (USER_SEGMENTS, SEED_USER_SEGMENTS)
 
 class AnyKey(PathConverter):
     """A flag's key as Flask routes it: any text, slashes and line breaks included (``path``
-    stops at a line break), so whatever key a client asks is answered by the view
-    (FLAG_NOT_FOUND for one that is no slug), never by the router's 404."""
+    stops at a line break), the empty key too (``/evaluate/flags/``), so whatever key a client
+    asks is answered by the view (FLAG_NOT_FOUND for one that is no slug), never by the
+    router's 404."""
 
-    regex = r"[\s\S]+?"
+    regex = r"[\s\S]*?"
     part_isolating = False  # (werkzeug would infer True: the pattern has no "/" in it)
 
 
@@ -81,11 +88,10 @@ class FlagRoute:
         self._path = re.compile(re.escape(path).replace(re.escape("<key>"), f"({SLUG_PATTERN})"))
 
     def route(self, bp: Blueprint) -> Callable[[T_route], T_route]:
-        prefix = bp.url_prefix or ""
-        if bp.name != self.blueprint or not self.path.startswith(prefix):
-            raise RuntimeError(f"{self.path} is not a route of the blueprint {bp.name} at {prefix!r}")
+        """Register the view of this evaluation on ``bp`` (as :meth:`HotRoute.route`)."""
         bp.record_once(_add_key_converter)
-        return bp.post(self.path.removeprefix(prefix).replace("<key>", "<flag_key:key>"), endpoint=self.view)
+        rule = _rule(bp, self.blueprint, self.path).replace("<key>", "<flag_key:key>")
+        return bp.post(rule, endpoint=self.view)
 
     def key(self, path: str) -> str | None:
         """The flag's key when a request's path is this route with a slug for a key, else None."""

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from webapp.errors import AppError, DatabaseUnavailable, is_api_request, is_ofrep_request, ofrep_failure
 from webapp.http.transaction import database_unreachable, rollback_quietly
+from webapp.services.reads.ofrep import GENERAL
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def error_response(
     body: Response | str
     if is_ofrep_request():
         key = (request.view_args or {}).get("key")
-        body = jsonify(ofrep_failure("GENERAL", message, key if isinstance(key, str) else None))
+        body = jsonify(ofrep_failure(GENERAL, message, key if isinstance(key, str) else None))
     elif is_api_request():
         body = jsonify({"error": {"code": code, "message": message, "details": details or []}})
     elif request.headers.get("HX-Request"):

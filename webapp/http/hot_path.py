@@ -12,9 +12,10 @@ route), the request id,
 log line and latency observation (``observability``, ``metrics``), the security headers
 (``security.HEADERS``). It hands everything else to Flask unchanged: another method or path,
 an id that is not plain decimal digits in range, a missing or unknown token, a hot-path rate
-limit, a read that fails; for an evaluation also a key that is not a slug, a body without a
-plain Content-Length (or over ``MAX_HOT_BODY``) and any answer but a 200 (its body is handed
-on as it came). So every error and every rule keeps its one home in the Flask app.
+limit, a read that fails (a ``replicas_behind`` one as it stands, not read again:
+``STANDING_ERROR``); for an evaluation also a key that is not a slug, a body without a plain
+Content-Length (or over ``MAX_HOT_BODY``) and any answer but a 200 (its body is handed on as it
+came). So every error and every rule keeps its one home in the Flask app.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from webapp.api.hot_routes import HOT_ROUTES, OFREP_FLAG
+from webapp.errors import ReplicasBehind
 from webapp.http.auth import name_for
 from webapp.http.security import HEADERS, UNTRUSTED_HOST
 from webapp.rules import MAX_USER_ID, bounded_int
@@ -36,6 +38,10 @@ from webapp.telemetry.observability import STARTED, request_id
 
 StartResponse = Callable[..., Any]
 MAX_HOT_BODY = 16 * 1024  # an evaluation's body (its context); a larger one goes to Flask
+# In the environ handed to Flask: an error this layer's read raised that is the request's answer
+# as it stands (the replicas behind and the fallbacks full, after a second's wait for a slot):
+# Flask raises it again (raise_standing_error) instead of reading again, waiting again.
+STANDING_ERROR = "segments.hot_path.standing_error"
 
 
 class HotPath:
@@ -53,6 +59,9 @@ class HotPath:
                 if method == "POST"
                 else None
             )
+        except ReplicasBehind as exc:  # (nothing read: Flask answers it as it stands, reading nothing)
+            environ[STANDING_ERROR] = exc
+            answer = None
         except Exception:  # e.g. the database is down: Flask answers it, with its error envelope
             answer = None
         if answer is None:
@@ -130,3 +139,11 @@ class HotPath:
             if status != 200:
                 environ["wsgi.input"] = io.BytesIO(request_body)
         return (body, client, OFREP_FLAG.endpoint) if status == 200 else None
+
+
+def raise_standing_error() -> None:
+    """before_request: the error the layer in front of Flask left as the request's answer
+    (``STANDING_ERROR``), raised for Flask's error handlers to answer in their format."""
+    error = request.environ.pop(STANDING_ERROR, None)
+    if error is not None:
+        raise error

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from webapp.errors import DatabaseBusy, OutcomeUnknown
 from webapp.platform.extensions import db
-from webapp.rules import CONSISTENCY_HEADER as CONSISTENCY
+from webapp.rules import CONSISTENCY_HEADER
 
 log = logging.getLogger(__name__)
 _KEY = "after_commit"
@@ -172,7 +172,7 @@ def add_consistency_token(response: Response) -> None:
     replayed it (webapp/services/reads/replicas.py). Reading it cannot undo the write: if it fails,
     the answer goes without it (a read without a token: exact mode reads the primary)."""
     try:
-        response.headers[CONSISTENCY] = current_app.extensions["reader"].token(db.session)
+        response.headers[CONSISTENCY_HEADER] = current_app.extensions["reader"].token(db.session)
     except Exception:
         log.warning("the write committed; reading its consistency token failed", exc_info=True)
         rollback_quietly()
