@@ -95,11 +95,20 @@ def shots(tmp_path):
 
     def take(page, name: str):
         path = folder / f"{name}.png"
+        htmx_settled(page)
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000  # a real picture, not an empty page
         return path
 
     return take
+
+
+def htmx_settled(page) -> None:
+    """Wait until no htmx request is in flight nor a swap settling (a second click's answer may
+    still replace what the test is about to look at)."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
 
 
 @pytest.fixture(scope="session")

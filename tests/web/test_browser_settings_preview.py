@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.browser import htmx_settled
 from tests.support.layout import assert_fits
 
 pytestmark = pytest.mark.browser
@@ -33,6 +34,7 @@ def fall_in(text: str) -> int:
 
 def card(page, full_page) -> None:
     """The settings card alone, beside the full-page screenshot (readable at 390 px)."""
+    htmx_settled(page)
     page.locator("#segment-settings").screenshot(path=str(full_page.with_name(full_page.stem + "-card.png")))
 
 
