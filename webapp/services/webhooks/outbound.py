@@ -25,7 +25,12 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not "priva
 
 
 class Refused(Exception):
-    """The destination is not allowed (or not a valid URL); nothing was sent."""
+    """The destination is not allowed (or not a valid URL); nothing was sent. ``kind``: why, as
+    a word (``loopback``, ``private``, ``internal``, ``url``, ``unresolved``)."""
+
+    def __init__(self, message: str, kind: str = "internal"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,13 @@ def check_address(raw: str, policy: Policy) -> Address:
     if address.is_loopback:
         if policy.allow_loopback:
             return address
-        raise Refused(f"{address} is a loopback address")
+        raise Refused(f"{address} is a loopback address", "loopback")
     if address.is_unspecified or address.is_multicast or address.is_link_local:
         raise Refused(f"{address} is not a routable unicast address")
     if address.is_private or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED):
         if policy.allow_private:
             return address
-        raise Refused(f"{address} is a private address")
+        raise Refused(f"{address} is a private address", "private")
     if address.is_reserved or not address.is_global:
         raise Refused(f"{address} is a reserved address")
     return address
@@ -81,11 +86,11 @@ def parse(url: str) -> tuple[str, str, int, str]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise Refused(f"not a valid URL: {exc}") from None
+        raise Refused(f"not a valid URL: {exc}", "url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Refused("the URL must be http:// or https:// with a host")
+        raise Refused("the URL must be http:// or https:// with a host", "url")
     if parts.username is not None or parts.password is not None:
-        raise Refused("the URL must not carry credentials")
+        raise Refused("the URL must not carry credentials", "url")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path
 
@@ -118,9 +123,9 @@ def destination(url: str, policy: Policy, resolve: Resolver = system_resolver) -
         try:
             addresses = resolve(host, port)
         except OSError as exc:
-            raise Refused(f"{host} does not resolve: {exc}") from None
+            raise Refused(f"{host} does not resolve: {exc}", "unresolved") from None
     if not addresses:
-        raise Refused(f"{host} has no address")
+        raise Refused(f"{host} has no address", "unresolved")
     checked = [check_address(a, policy) for a in addresses]
     return Target(scheme, host, port, path, str(checked[0]))
 

@@ -52,7 +52,7 @@ def _url_or_error(url: object, policy: outbound.Policy) -> str:
     except outbound.Refused as exc:
         raise ValidationFailed(
             f"url refused: {exc}",
-            [detail("url", f"refused: {exc}", code="webhook_url_refused", value=url[:200])],
+            [detail("url", f"refused: {exc}", code="webhook_url_refused", value=url[:200], reason=exc.kind)],
         ) from None
     return url
 
