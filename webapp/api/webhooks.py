@@ -31,14 +31,21 @@ EventType = Literal[
 ]
 
 
+URL_PATTERN = r"^https?://[\x21-\x7e]+$"  # printable ASCII (an IDN host: its xn-- form)
+URL_HELP = (
+    "http(s) URL receiving POSTed events; private, loopback and link-local destinations are "
+    "refused (422 webhook_url_refused), also when its name resolves to one at delivery time"
+)
+
+
 class SubscriptionCreate(Strict):
-    url: StrictStr = Field(max_length=2000, description="http(s) URL receiving POSTed events")
+    url: StrictStr = Field(max_length=2000, pattern=URL_PATTERN, description=URL_HELP)
     event_types: list[EventType] = Field(min_length=1, max_length=20)
     description: StrictStr = Field("", max_length=200)
 
 
 class SubscriptionPatch(Strict):
-    url: StrictStr | None = Field(None, max_length=2000)
+    url: StrictStr | None = Field(None, max_length=2000, pattern=URL_PATTERN, description=URL_HELP)
     event_types: list[EventType] | None = Field(None, min_length=1, max_length=20)
     description: StrictStr | None = Field(None, max_length=200)
 

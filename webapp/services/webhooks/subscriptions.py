@@ -41,7 +41,12 @@ class DeliveryView:
 
 
 def _url_or_error(url: object, policy: outbound.Policy) -> str:
-    if not isinstance(url, str) or not url.strip() or len(url) > MAX_URL:
+    if (
+        not isinstance(url, str)
+        or not url.strip()
+        or len(url) > MAX_URL
+        or any(not ("\x21" <= c <= "\x7e") for c in url.strip())
+    ):
         raise ValidationFailed(
             "url must be an http(s) URL of at most 2000 characters",
             [detail("url", "must be an http(s) URL of at most 2000 characters", code="invalid_webhook_url")],
@@ -123,9 +128,14 @@ def create(
     return subscription, secret
 
 
+MAX_ID = 2**31 - 1
+
+
 def get(session: DbSession, subscription_id: int, *, lock: bool = False) -> WebhookSubscription:
-    stmt = select(WebhookSubscription).where(WebhookSubscription.id == subscription_id)
-    found = session.scalar(stmt.with_for_update() if lock else stmt)
+    found = None
+    if 1 <= subscription_id <= MAX_ID:
+        stmt = select(WebhookSubscription).where(WebhookSubscription.id == subscription_id)
+        found = session.scalar(stmt.with_for_update() if lock else stmt)
     if found is None:
         raise NotFound(
             f"webhook subscription {subscription_id} does not exist",
@@ -248,10 +258,14 @@ def redeliver(
 ) -> WebhookDelivery:
     """Send a delivery again now (same webhook-id: the receiver can tell it is the same event)."""
     get(session, subscription_id)
-    found = session.scalar(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription_id)
-        .with_for_update()
+    found = (
+        session.scalar(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription_id)
+            .with_for_update()
+        )
+        if 1 <= delivery_id < 2**63
+        else None
     )
     if found is None:
         raise NotFound(
