@@ -152,6 +152,7 @@ WORDING: dict[str, Wording] = {
     ),
     "unknown_subscription": "This webhook no longer exists.",
     "unknown_delivery": "This delivery no longer exists.",
+    "link_invalid": "This download link is invalid or has expired: ask for the report again.",
     # slugs, segments, groups
     "slug_invalid": _slug_words,
     "unknown_segment": _unknown_segment_words,
