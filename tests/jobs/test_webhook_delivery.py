@@ -21,6 +21,7 @@ from sqlalchemy import text
 from tests.support.processes import flask_worker, log_tail, wait_for
 from tests.support.webhooks import receiver
 from webapp.platform.extensions import db
+from webapp.jobs.webhooks import LINGER_SECONDS
 from webapp.platform.queue import get_queue
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -104,6 +105,7 @@ def test_a_change_made_while_redis_is_stopped_is_delivered_once_it_is_back(jobs_
         sub = subscribe(client, hooks, "/r")
         create(client, "BEFORE")
         wait_for(lambda: len(hooks.ids("/r")) == 1, 30)
+        time.sleep(LINGER_SECONDS + 1)  # the pump has ended: nothing but the outbox knows of what follows
         private_redis.stop()
         for n in range(5):
             create(client, f"NO_REDIS_{n}")  # the write succeeds: its event is in the outbox

@@ -9,12 +9,15 @@ whose sender was killed (its lease ran out)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 from flask import current_app
+from redis.exceptions import RedisError
 
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
@@ -23,47 +26,76 @@ from webapp.services.webhooks import delivery, outbox
 
 log = logging.getLogger(__name__)
 RUN_SECONDS = 60.0  # a pump hands over to a fresh one after this (the queue's other jobs get a turn)
-POLL_SECONDS = 0.2
+LINGER_SECONDS = 2.0  # a pump with nothing to do waits this long for more before it ends
+POLL_SECONDS = 0.05  # how often a running pump looks for new deliveries
+KEY_SECONDS = 30  # the wake key a running pump holds (refreshed each look; a killed pump's expires)
 
 
 def pump() -> int:
-    """Deliver until nothing is due (or RUN_SECONDS passed); returns the attempts made."""
+    """Deliver until nothing is due for LINGER_SECONDS (or RUN_SECONDS passed: a fresh pump takes
+    over); returns the attempts made. While it runs it holds the wake key, so commits do not
+    queue more pumps; it lets the key go and looks once more before ending (a commit that saw
+    the key is then found by that last look; one after it queues a new pump)."""
     settings = delivery.Settings.from_config(current_app.config)
-    queue = get_queue(current_app, blocking=True)
-    queue.connection.delete(outbox.WAKE_KEY)  # events committed from now on wake another pump
-    started = time.monotonic()
+    redis = get_queue(current_app, blocking=True).connection
+    started = idle_since = time.monotonic()
     attempts = 0
     in_flight: dict[Future[delivery.Outcome], delivery.Claim] = {}
     with ThreadPoolExecutor(max_workers=settings.pool, thread_name_prefix="webhook") as pool:
         while True:
+            _quietly(redis.set, outbox.WAKE_KEY, "running", ex=KEY_SECONDS)
             fresh = time.monotonic() - started < RUN_SECONDS
-            claims = (
-                delivery.claim(db.session, utcnow(), settings, settings.pool - len(in_flight))
-                if fresh
-                else []
-            )
-            db.session.commit()
-            for claim in claims:
-                in_flight[pool.submit(delivery.send, claim, settings)] = claim
+            if fresh:
+                _claim(pool, in_flight, settings)
             if not in_flight:
+                if fresh and time.monotonic() - idle_since < LINGER_SECONDS:
+                    time.sleep(POLL_SECONDS)
+                    continue
+                _quietly(redis.delete, outbox.WAKE_KEY)
+                if fresh and _claim(pool, in_flight, settings):
+                    continue
                 break
             done, _ = wait(list(in_flight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
-                claim = in_flight.pop(future)
-                outcome = future.result()
-                delivery.record(db.session, claim, outcome, utcnow(), settings)
-                db.session.commit()
+                _record(in_flight.pop(future), future.result(), settings)
                 attempts += 1
-                log.info(
-                    "webhook %s to subscription %s attempt %d: %s in %.0f ms",
-                    claim.msg_id,
-                    claim.subscription_id,
-                    claim.attempt,
-                    outcome.status or outcome.error,
-                    outcome.seconds * 1000,
-                )
-    _schedule_next()
+            idle_since = time.monotonic()
+    if time.monotonic() - started >= RUN_SECONDS:
+        outbox.wake()  # hand over to a fresh pump
+    else:
+        _schedule_next()
     return attempts
+
+
+def _quietly(call: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """A wake-key write; Redis away does not stop the deliveries (they need only the database)."""
+    with contextlib.suppress(RedisError):
+        call(*args, **kwargs)
+
+
+def _claim(
+    pool: ThreadPoolExecutor,
+    in_flight: dict[Future[delivery.Outcome], delivery.Claim],
+    settings: delivery.Settings,
+) -> list[delivery.Claim]:
+    claims = delivery.claim(db.session, utcnow(), settings, settings.pool - len(in_flight))
+    db.session.commit()
+    for claim in claims:
+        in_flight[pool.submit(delivery.send, claim, settings)] = claim
+    return claims
+
+
+def _record(claim: delivery.Claim, outcome: delivery.Outcome, settings: delivery.Settings) -> None:
+    delivery.record(db.session, claim, outcome, utcnow(), settings)
+    db.session.commit()
+    log.info(
+        "webhook %s to subscription %s attempt %d: %s in %.0f ms",
+        claim.msg_id,
+        claim.subscription_id,
+        claim.attempt,
+        outcome.status or outcome.error,
+        outcome.seconds * 1000,
+    )
 
 
 def _schedule_next() -> None:

@@ -66,8 +66,8 @@ def emit(
 
 
 def wake() -> None:
-    """Queue the delivery job unless one is already queued and not started (a Redis key says
-    so). Never raises: with Redis away the sweep sends what is due once it is back."""
+    """Queue the delivery job unless one is queued or running (the wake key says so: set here,
+    held by a running pump). Never raises: with Redis away the sweep sends what is due once it is back."""
     try:
         queue = get_queue()
         if queue.connection.set(WAKE_KEY, "1", nx=True, ex=30):
