@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from tests.support.processes import flask_worker, log_tail, wait_for
 from tests.support.webhooks import receiver
-from webapp.platform.extensions import db
 from webapp.jobs.webhooks import LINGER_SECONDS
+from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
