@@ -63,7 +63,7 @@ def test_every_segment_change_writes_its_event_and_deliveries_in_its_transaction
     ]
     changed = events()[1].payload
     assert changed["data"]["from_percent"] == 0 and changed["data"]["to_percent"] == 25
-    assert events()[3].payload["data"]["count"] == 3
+    assert events()[3].payload["data"]["received"] == 3  # (count: those added, the rollout aside)
     assert len(deliveries(sub)) == 5 and len(deliveries(only_created)) == 1
     assert all(state == "pending" for state, _ in deliveries(sub))
 
@@ -174,3 +174,19 @@ def test_rotation_signs_with_both_secrets_for_a_while(db_session):
         lifecycle.create_segment(db.session, "ROTATED_2")
         _deliver_due()
         assert len(hooks.events("/r")) == 2 and hooks.rejected == []
+
+
+def test_the_nightly_purge_forgets_delivered_events_only(db_session):
+    from webapp.services.webhooks import outbox
+
+    sub, _ = subscribe()
+    lifecycle.create_segment(db.session, "OLD_DELIVERED")
+    lifecycle.create_segment(db.session, "OLD_PENDING")
+    first = db.session.execute(text("SELECT min(id) FROM webhook_deliveries")).scalar()
+    db.session.execute(
+        text("UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now() WHERE id = :id"),
+        {"id": first},
+    )
+    assert outbox.purge_delivered(db.session, utcnow() + timedelta(days=1)) == 1
+    assert deliveries(sub) == [("pending", 0)]  # the undelivered one stays: never lost
+    assert [p["data"]["segment"] for _, p in events()] == ["OLD_PENDING"]

@@ -287,6 +287,8 @@ def nightly_maintenance() -> int:
         removed = purge_expired()
         purge_restorable()
         purged = reports.purge_old_reports(db.session)
+        retention = timedelta(days=current_app.config["WEBHOOK_RETENTION_DAYS"])
+        outbox.purge_delivered(db.session, utcnow() - retention)
         db.session.commit()  # the purges stand even if the partition upkeep below fails
         history_partitions.ensure_partitions(db.session, utcnow())
         cutoff = history_partitions.retention_cutoff(utcnow(), current_app.config["HISTORY_RETENTION_MONTHS"])

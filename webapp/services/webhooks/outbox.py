@@ -35,6 +35,23 @@ _TO_SUBSCRIBERS = text(_EMIT.format(which="s.status IN ('active', 'paused') AND 
 _TO_ONE = text(_EMIT.format(which="s.id = :only"))  # a test event: one subscription, whatever its types
 
 
+def purge_delivered(session: DbSession, before: datetime) -> int:
+    """Forget deliveries delivered before ``before``, then events created before it that have no
+    delivery left (pending ones are never dropped: never lost); returns the events gone."""
+    session.execute(
+        text("DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < :before"),
+        {"before": before},
+    )
+    gone = session.execute(
+        text(
+            "DELETE FROM webhook_events e WHERE e.occurred_at < :before"
+            " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)"
+        ),
+        {"before": before},
+    )
+    return int(gone.rowcount)  # type: ignore[attr-defined]
+
+
 def new_msg_id() -> str:
     return "msg_" + uuid.uuid4().hex
 
