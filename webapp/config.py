@@ -112,7 +112,8 @@ class Config:
     WEBHOOK_ALLOW_LOOPBACK = _env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
     WEBHOOK_ALLOW_PRIVATE = _env_bool("WEBHOOK_ALLOW_PRIVATE", False)
     WEBHOOK_LINK_SECONDS = _env_int("WEBHOOK_LINK_SECONDS", 24 * 3600)  # a report link's lifetime
-    WEBHOOK_RETENTION_DAYS = _env_int("WEBHOOK_RETENTION_DAYS", 7)  # delivered ones kept (dashboard, redeliver)
+    # delivered deliveries kept this long (the dashboard, redelivering), then purged nightly
+    WEBHOOK_RETENTION_DAYS = _env_int("WEBHOOK_RETENTION_DAYS", 7)
     # The service's address as its clients reach it (https://segments.example.com): the start of
     # links sent out of a request's reach (a report.finished webhook's download link).
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
