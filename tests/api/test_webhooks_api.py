@@ -34,7 +34,7 @@ def test_create_shows_the_secret_once_and_lists_without_it(api):
         ("http://169.254.169.254/latest/meta-data", "internal"),
         ("http://localhost:8080/", "loopback"),
         ("http://[::1]/", "loopback"),
-        ("ftp://example.com/", "url"),
+        ("http://user:pw@example.com/", "url"),
     ],
 )
 def test_internal_destinations_are_refused_with_a_code(app_on, committed_db, url, reason):
@@ -47,6 +47,10 @@ def test_internal_destinations_are_refused_with_a_code(app_on, committed_db, url
 
 def test_unknown_event_types_and_fields_are_refused(api):
     assert api.post("/webhooks", {"url": URL, "event_types": ["segment.exploded"]}).status_code == 422
+    assert (
+        api.post("/webhooks", {"url": "ftp://example.com/", "event_types": ["segment.created"]}).status_code
+        == 422
+    )
     assert api.post("/webhooks", {"url": URL, "event_types": []}).status_code == 422
     assert api.post("/webhooks", {"url": URL, "event_types": ["segment.created"], "x": 1}).status_code == 422
     missing = api.get("/webhooks/999")
