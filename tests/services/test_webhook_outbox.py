@@ -190,3 +190,15 @@ def test_the_nightly_purge_forgets_delivered_events_only(db_session):
     assert outbox.purge_delivered(db.session, utcnow() + timedelta(days=1)) == 1
     assert deliveries(sub) == [("pending", 0)]  # the undelivered one stays: never lost
     assert [p["data"]["segment"] for _, p in events()] == ["OLD_PENDING"]
+
+
+def test_without_a_subscriber_nothing_is_written_nor_woken(db_session):
+    from webapp.http.transaction import _KEY as AFTER_COMMIT
+
+    db.session.info.pop(AFTER_COMMIT, None)
+    lifecycle.create_segment(db.session, "UNWATCHED")
+    assert events() == []
+    assert not any(getattr(c, "__name__", "") == "wake" for c in db.session.info.get(AFTER_COMMIT, []))
+    subscribe(types=["segment.deleted"])  # wants other events only
+    lifecycle.create_segment(db.session, "STILL_UNWATCHED")
+    assert events() == []

@@ -1,5 +1,6 @@
 """The outbox: an event is written in the transaction of the change it tells about, with one
-pending delivery per subscription (active or paused) that wants its type. Once the transaction
+pending delivery per subscription (active or paused) that wants its type (an event no
+subscription wants is not written). Once the transaction
 commits the delivery job is woken; if Redis is away the minutely sweep finds the deliveries."""
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ PUMP_JOB = "webapp.jobs.webhooks.pump"
 WAKE_KEY = "webhooks:wake"
 
 _EMIT = """
-    WITH event AS (
+    WITH wanting AS (
+        SELECT s.id FROM webhook_subscriptions s WHERE {which}
+    ), event AS (
         INSERT INTO webhook_events (msg_id, type, payload, occurred_at)
-        VALUES (:msg_id, :type, CAST(:payload AS jsonb), :at)
+        SELECT :msg_id, :type, CAST(:payload AS jsonb), :at
+        WHERE EXISTS (SELECT 1 FROM wanting)
         RETURNING id
     )
     INSERT INTO webhook_deliveries (event_id, subscription_id, state, attempts, next_attempt_at, created_at)
-    SELECT event.id, s.id, 'pending', 0, :at, :at
-    FROM event, webhook_subscriptions s
-    WHERE {which}
+    SELECT event.id, wanting.id, 'pending', 0, :at, :at
+    FROM event, wanting
     """
 _TO_SUBSCRIBERS = text(_EMIT.format(which="s.status IN ('active', 'paused') AND :type = ANY(s.event_types)"))
 _TO_ONE = text(_EMIT.format(which="s.id = :only"))  # a test event: one subscription, whatever its types
@@ -75,10 +78,11 @@ def emit(
     body = json.dumps(payload(event_type, at, data), default=str)
     params: dict[str, Any] = {"msg_id": msg_id, "type": event_type, "payload": body, "at": at}
     if only_subscription is None:
-        session.execute(_TO_SUBSCRIBERS, params)
+        written = session.execute(_TO_SUBSCRIBERS, params)
     else:
-        session.execute(_TO_ONE, {**params, "only": only_subscription})
-    after_commit(wake)  # (several in one transaction: the Redis key lets one through)
+        written = session.execute(_TO_ONE, {**params, "only": only_subscription})
+    if written.rowcount:  # type: ignore[attr-defined]  # nobody wants it: nothing written, nobody woken
+        after_commit(wake)  # (several in one transaction: the Redis key lets one through)
     return msg_id
 
 
