@@ -84,6 +84,7 @@ PATH_PARAMETERS = {
     "operation_id": {"type": "string", "format": "uuid"},
     "subscription_id": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
     "delivery_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
+    "token": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,500}$"},  # a signed report link's
 }
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
