@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support.checks import assert_envelope, describe, snapshot
 
@@ -52,6 +53,10 @@ MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 @pytest.fixture
 def xsite(redis_app, committed_db):
+    committed_db.execute(
+        sa.text("TRUNCATE webhook_deliveries, webhook_events, webhook_subscriptions RESTART IDENTITY")
+    )
+    committed_db.commit()  # (rolled-back tests before this one moved the ids on)
     client = redis_app.test_client()
     hook = client.post("/api/v1/webhooks", json={"url": HOOK, "event_types": ["segment.created"]})
     assert hook.status_code == 201 and hook.json["id"] == 1  # its first delivery: XSITE's creation
