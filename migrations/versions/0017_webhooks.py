@@ -34,7 +34,6 @@ def upgrade():
         sa.Column("status", sa.String(length=20), server_default="active", nullable=False),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
         sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("membership_batch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_by", sa.String(length=100), server_default="", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -32,7 +32,6 @@ class WebhookSubscription(Model):
     status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    membership_batch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
