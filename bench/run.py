@@ -1633,6 +1633,114 @@ def _bench_replicas_on(
 # -- main -------------------------------------------------------------------------------------
 
 
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+class _Receiver:
+    """A webhook receiver on 127.0.0.1: answers 200 at once (``hang=False``) or never, until
+    closed (a receiver that hangs). Notes when each webhook-id arrived."""
+
+    def __init__(self, hang: bool):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.arrived: dict[str, float] = {}  # the changed description (the write's marker) -> when
+        self.closing = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                if hang:
+                    owner.closing.wait(120)
+                    return
+                owner.arrived.setdefault(str(body["data"].get("after")), time.perf_counter())
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self):
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def bench_webhooks(env, writes: int) -> None:
+    """Issue 27: writes (a segment's description changed, one client after another) with a
+    webhook subscription whose receiver answers at once, then again with a second subscription
+    whose receiver hangs (each attempt waits the 10 s timeout, retried with backoff): the writes'
+    p99 must not move (the event is one INSERT in the write's transaction; delivery is the
+    worker's), nor the healthy subscription's delivery latency, from the write's answer to the
+    receiver's arrival. Receivers on 127.0.0.1 (WEBHOOK_ALLOW_LOOPBACK for this run only)."""
+    port = tools.free_port()
+    hook_env = {**env, "WEBHOOK_ALLOW_LOOPBACK": "1", "RATELIMIT_WRITE": ""}  # (300/minute otherwise)
+    healthy, hanging = _Receiver(hang=False), _Receiver(hang=True)
+    try:
+        with tools.gunicorn("wsgi:app", hook_env, port), tools.rq_worker(hook_env):
+            base = f"http://127.0.0.1:{port}"
+            _call(base + "/api/v1/segments", "POST", {"slug": "HOOKED"})
+            types = ["segment.changed"]
+            _call(base + "/api/v1/webhooks", "POST", {"url": healthy.url, "event_types": types})
+
+            def run(label: str) -> tuple[list[float], list[float]]:
+                times, answered = [], {}
+                for n in range(writes):
+                    marker = f"{label} {n}"
+                    started = time.perf_counter()
+                    answer = _call(base + "/api/v1/segments/HOOKED", "PATCH", {"description": marker})
+                    assert "http_status" not in answer, answer
+                    answered[marker] = time.perf_counter()
+                    times.append(answered[marker] - started)
+                    time.sleep(0.01)
+                deadline = time.perf_counter() + 60
+                while any(m not in healthy.arrived for m in answered) and time.perf_counter() < deadline:
+                    time.sleep(0.05)
+                lags = [
+                    max(0.0, healthy.arrived[m] - at) for m, at in answered.items() if m in healthy.arrived
+                ]
+                return times, lags
+
+            run("warm-up")
+            alone, alone_lag = run("alone")
+            _call(base + "/api/v1/webhooks", "POST", {"url": hanging.url, "event_types": types})
+            beside, beside_lag = run("beside a hanging receiver")
+    finally:
+        healthy.close()
+        hanging.close()
+
+    def pct(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000 if ordered else float("nan")
+
+    record(
+        "webhooks",
+        f"writes' p99 with a hanging receiver subscribed ({writes} writes)",
+        f"{pct(beside, 0.99):.1f} ms",
+        f"{pct(alone, 0.99):.1f} ms, none hanging",
+        f"{pct(beside, 0.99) / pct(alone, 0.99):.1f}x",
+        "< 2x",
+        pct(beside, 0.99) < 2 * pct(alone, 0.99),
+    )
+    record(
+        "webhooks",
+        "delivery p50 / p99, write answered -> receiver, beside a hanging one",
+        f"{pct(beside_lag, 0.5):.0f} / {pct(beside_lag, 0.99):.0f} ms",
+        f"{pct(alone_lag, 0.5):.0f} / {pct(alone_lag, 0.99):.0f} ms alone",
+        "—",
+        "p99 < 1 s",
+        pct(beside_lag, 0.99) < 1000 and len(beside_lag) == writes,
+    )
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -1675,7 +1783,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report",
+        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -1745,6 +1853,8 @@ def main() -> None:
             timed_section("expiry", lambda: bench_expiry(engine, env, size))
         if "report" in sections:
             timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
+        if "webhooks" in sections:
+            timed_section("webhooks", lambda: bench_webhooks(env, 100 if args.quick else 300))
         engine.dispose()
         record(
             "machine",

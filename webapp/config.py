@@ -114,6 +114,26 @@ class Config:
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)  # also Secure on any https request
     WTF_CSRF_CHECK_DEFAULT = True
     WTF_CSRF_TIME_LIMIT = _env_int("CSRF_TIME_LIMIT", 8 * 3600)
+    # Webhooks (issue 27, docs/webhooks.md): one attempt's deadline, the answer read at most,
+    # deliveries in flight per subscription and per delivery job, the retry backoff (doubling
+    # from BASE up to MAX), how long a subscription may fail before it is disabled, and which
+    # destinations are allowed besides public addresses (never loopback in production).
+    WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10"))
+    WEBHOOK_MAX_RESPONSE_BYTES = _env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65_536)
+    WEBHOOK_CONCURRENCY = _env_int("WEBHOOK_CONCURRENCY", 4)
+    WEBHOOK_POOL = _env_int("WEBHOOK_POOL", 16)
+    WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "5"))
+    WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("WEBHOOK_RETRY_MAX_SECONDS", "3600"))
+    WEBHOOK_DISABLE_AFTER_SECONDS = float(os.environ.get("WEBHOOK_DISABLE_AFTER_SECONDS", "86400"))
+    WEBHOOK_LEASE_MARGIN_SECONDS = float(os.environ.get("WEBHOOK_LEASE_MARGIN_SECONDS", "30"))
+    WEBHOOK_ALLOW_LOOPBACK = _env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
+    WEBHOOK_ALLOW_PRIVATE = _env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+    WEBHOOK_LINK_SECONDS = _env_int("WEBHOOK_LINK_SECONDS", 24 * 3600)  # a report link's lifetime
+    # delivered deliveries kept this long (the dashboard, redelivering), then purged nightly
+    WEBHOOK_RETENTION_DAYS = _env_int("WEBHOOK_RETENTION_DAYS", 7)
+    # The service's address as its clients reach it (https://segments.example.com): the start of
+    # links sent out of a request's reach (a report.finished webhook's download link).
+    PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
     TESTING = False
 
 
@@ -126,3 +146,8 @@ class TestConfig(Config):
     RATELIMIT_REPORTS = ""  # (one Limiter serves every app the tests build: no limit leaks between them)
     DASHBOARD_OPEN = True  # the access tests switch it off
     TRUSTED_HOSTS = ["localhost", "127.0.0.1"]  # the test client's Host, and the servers tests start
+    WEBHOOK_ALLOW_LOOPBACK = True  # the tests' receivers listen on 127.0.0.1 (only loopback)
+    WEBHOOK_TIMEOUT_SECONDS = 2.0
+    WEBHOOK_RETRY_BASE_SECONDS = 0.2
+    WEBHOOK_RETRY_MAX_SECONDS = 1.0
+    WEBHOOK_LEASE_MARGIN_SECONDS = 1.0

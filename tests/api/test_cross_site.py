@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support.checks import assert_envelope, describe, snapshot
 
@@ -34,12 +35,31 @@ WRITES = {
     "api_compat.delete_segment": ("delete", "/segment", {"slug": "XSITE"}),
     "api_compat.change_user": ("post", "/segment/user", {"user_id": 7, "add": ["XSITE_B"]}),
 }
+HOOK = "https://hooks.example.com/x"  # never called: no worker runs here
+WRITES.update(
+    {
+        "api.create_webhook": ("post", "/api/v1/webhooks", {"url": HOOK, "event_types": ["segment.created"]}),
+        "api.patch_webhook": ("patch", "/api/v1/webhooks/1", {"description": "x"}),
+        "api.delete_webhook": ("delete", "/api/v1/webhooks/1", {}),
+        "api.rotate_webhook_secret": ("post", "/api/v1/webhooks/1/rotate", {}),
+        "api.pause_webhook": ("post", "/api/v1/webhooks/1/pause", {}),
+        "api.resume_webhook": ("post", "/api/v1/webhooks/1/resume", {}),
+        "api.test_webhook": ("post", "/api/v1/webhooks/1/test", {}),
+        "api.redeliver_webhook": ("post", "/api/v1/webhooks/1/deliveries/1/redeliver", {}),
+    }
+)
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture
 def xsite(redis_app, committed_db):
+    committed_db.execute(
+        sa.text("TRUNCATE webhook_deliveries, webhook_events, webhook_subscriptions RESTART IDENTITY")
+    )
+    committed_db.commit()  # (rolled-back tests before this one moved the ids on)
     client = redis_app.test_client()
+    hook = client.post("/api/v1/webhooks", json={"url": HOOK, "event_types": ["segment.created"]})
+    assert hook.status_code == 201 and hook.json["id"] == 1  # its first delivery: XSITE's creation
     for slug in ("XSITE", "XSITE_B", "XSITE_GONE"):
         assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
     assert client.delete("/api/v1/segments/XSITE_GONE").status_code < 300  # for the restore route
@@ -52,7 +72,10 @@ def xsite(redis_app, committed_db):
 def queued_jobs(app) -> int:
     from webapp.platform.queue import get_queue
 
-    return get_queue(app, blocking=True).count
+    queue = get_queue(app, blocking=True)
+    return sum(
+        1 for job in queue.jobs if job.func_name != "webapp.jobs.webhooks.pump"
+    )  # (woken by the setup's writes)
 
 
 def test_every_json_write_route_is_covered(app):

@@ -14,6 +14,7 @@ from webapp.rules import MAX_ITEMS_PER_CHANGE, MAX_TTL_SECONDS
 from webapp.services.common import utcnow
 from webapp.services.history.reports import parse_bound
 from webapp.services.segments import lifecycle as segments
+from webapp.services.webhooks import outbound
 
 
 def test_texts_are_markdown_not_restructuredtext(client):
@@ -47,6 +48,7 @@ def operations(app):
 
 CHANGES = ("POST /api/v1/users/{user_id}/segments", "POST /segment/user")
 FRESH_GROUPS = (f"SCHEMATHESIS_GROUP_{n}" for n in itertools.count())
+WEBHOOK_WRITES = ("POST /api/v1/webhooks", "PATCH /api/v1/webhooks/{subscription_id}")
 RANGES = ("GET /api/v1/users/{user_id}/history", "POST /api/v1/reports")
 
 
@@ -91,6 +93,12 @@ def honour_business_rules(case, session) -> None:
     # a report's month has started (relative to the clock)
     if label == "POST /api/v1/reports" and isinstance(body.get("period"), str):
         body["period"] = min(body["period"], utcnow().strftime("%Y-%m"))
+    # a webhook's URL is a public destination (decided by its host: the document says so)
+    if label in WEBHOOK_WRITES and isinstance(body.get("url"), str):
+        try:
+            outbound.check_literal(body["url"], outbound.Policy())
+        except outbound.Refused:
+            body["url"] = "https://hooks.example.com/segments"
     # from before to
     if label in RANGES:
         values = (case.query or {}) if label.startswith("GET") else body

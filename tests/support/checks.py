@@ -12,6 +12,9 @@ from flask import Flask
 
 # Every table a test may write, emptied after tests that commit (tests/conftest.py).
 TABLES = [
+    "webhook_deliveries",
+    "webhook_events",
+    "webhook_subscriptions",
     "membership_events",
     "rollout_exclusions",
     "memberships",

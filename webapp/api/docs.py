@@ -82,6 +82,9 @@ PATH_PARAMETERS = {
     "schedule_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
     "report_id": {"type": "string", "format": "uuid"},
     "operation_id": {"type": "string", "format": "uuid"},
+    "subscription_id": {"type": "integer", "minimum": 1, "maximum": 2_147_483_647},
+    "delivery_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
+    "token": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,500}$"},  # a signed report link's
 }
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",

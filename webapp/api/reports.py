@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import send_file, url_for
+from flask import current_app, send_file, url_for
 
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
@@ -99,3 +99,24 @@ def download_report(report_id: str):
         download_name=reports.download_name(report),
         max_age=0,
     )
+
+
+@bp.get("/report-links/<token>")
+@operation(tags=("reports",), csv=True, errors=("HTTP_404",))
+def download_report_by_link(token: str):
+    """The CSV file of a finished report, through the signed link a ``report.finished`` webhook
+    carries (no token needed: the link is the credential; it expires after
+    WEBHOOK_LINK_SECONDS, then 404 ``link_invalid``)."""
+    report = reports.report_from_link(
+        db.session, token, current_app.config["SECRET_KEY"], current_app.config["WEBHOOK_LINK_SECONDS"]
+    )
+    return send_file(
+        reports.finished_file(report),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name=reports.download_name(report),
+        max_age=0,
+    )
+
+
+download_report_by_link.signed_link = True  # http.auth lets it through

@@ -210,6 +210,8 @@ def identify_client() -> None:
     API_TOKENS is configured (401), and a token whose scope does not cover the request (403)."""
     if not _tokens():
         return
+    if getattr(current_app.view_functions.get(request.endpoint or ""), "signed_link", False):
+        return  # the link itself is the credential (a signed, expiring token in its path)
     if token_name() is None:
         api_key = _api_key()
         message = (

@@ -25,6 +25,8 @@ REAPER_JOB = "webapp.jobs.tasks.reap_stuck_jobs"
 REAPER_INTERVAL = 60  # seconds
 ROLLOUTS_JOB_ID = "segments-scheduled-rollouts"
 ROLLOUTS_JOB = "webapp.jobs.tasks.apply_scheduled_rollouts"
+WEBHOOKS_JOB_ID = "segments-webhooks-sweep"
+WEBHOOKS_JOB = "webapp.jobs.webhooks.sweep"
 MAINTENANCE_TIMEOUT = 6 * 3600
 
 
@@ -57,14 +59,18 @@ def get_scheduler(app: Flask, *, blocking: bool = True) -> Scheduler:
 
 
 def register_schedules(scheduler: Scheduler, cron: str) -> None:
-    """(Re)register the nightly job, the report reaper and the scheduled-rollout applier
-    (both minutely); stale copies are cancelled first."""
+    """(Re)register the nightly job, the report reaper, the scheduled-rollout applier and the
+    webhook sweep (minutely); stale copies are cancelled first."""
     os.environ["TZ"] = "UTC"  # rq-scheduler evaluates cron strings in local time
     time.tzset()
     for job in scheduler.get_jobs():
-        if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID, ROLLOUTS_JOB_ID):
+        if job.id in (EXPIRY_JOB_ID, REAPER_JOB_ID, ROLLOUTS_JOB_ID, WEBHOOKS_JOB_ID):
             scheduler.cancel(job)
-    for func, job_id in ((REAPER_JOB, REAPER_JOB_ID), (ROLLOUTS_JOB, ROLLOUTS_JOB_ID)):  # every minute
+    for func, job_id in (
+        (REAPER_JOB, REAPER_JOB_ID),
+        (ROLLOUTS_JOB, ROLLOUTS_JOB_ID),
+        (WEBHOOKS_JOB, WEBHOOKS_JOB_ID),
+    ):  # every minute
         scheduler.schedule(
             datetime.now(UTC),
             func,

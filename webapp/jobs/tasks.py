@@ -28,6 +28,7 @@ from webapp.services.history import reports
 from webapp.services.membership import bulk
 from webapp.services.membership import store as membership_store
 from webapp.services.segments import rollout_state
+from webapp.services.webhooks import catalogue, outbox
 from webapp.telemetry.metrics import purge_done, timed_job
 
 log = logging.getLogger(__name__)
@@ -109,18 +110,44 @@ def generate_report(report_id: str) -> int:
         )
         raise
     db.session.rollback()  # close the streaming read
-    set_report_state(
-        report_id,
-        status=ReportStatus.FINISHED,
-        progress=100,
-        rows=count,
-        path=str(path),
-        size_bytes=path.stat().st_size,
-        finished_at=utcnow(),
-        error=None,
+    finished_at = utcnow()
+    db.session.execute(
+        update(Report)
+        .where(Report.id == uuid.UUID(str(report_id)))
+        .values(
+            status=ReportStatus.FINISHED,
+            progress=100,
+            rows=count,
+            path=str(path),
+            size_bytes=path.stat().st_size,
+            finished_at=finished_at,
+            error=None,
+        )
     )
+    _report_finished_event(report, count, finished_at)  # the outbox: in the same transaction
+    db.session.commit()
     log.info("report %s: %d rows in %.2fs", report_id, count, time.perf_counter() - started)
     return count
+
+
+def _report_finished_event(report: Report, rows: int, at: datetime) -> None:
+    """The ``report.finished`` webhook event, with a signed download link that expires."""
+    config = current_app.config
+    token = reports.signed_link_token(report, config["SECRET_KEY"])
+    outbox.emit(
+        db.session,
+        catalogue.REPORT_FINISHED,
+        {
+            "report": str(report.id),
+            "kind": report.kind,
+            "params": report.params,
+            "requested_by": report.requested_by,
+            "rows": rows,
+            "download_url": f"{config['PUBLIC_URL']}/api/v1/report-links/{token}",
+            "download_expires_at": (at + timedelta(seconds=config["WEBHOOK_LINK_SECONDS"])).isoformat(),
+        },
+        at=at,
+    )
 
 
 @timed_job("bulk_operation")
@@ -260,6 +287,8 @@ def nightly_maintenance() -> int:
         removed = purge_expired()
         purge_restorable()
         purged = reports.purge_old_reports(db.session)
+        retention = timedelta(days=current_app.config["WEBHOOK_RETENTION_DAYS"])
+        outbox.purge_delivered(db.session, utcnow() - retention)
         db.session.commit()  # the purges stand even if the partition upkeep below fails
         history_partitions.ensure_partitions(db.session, utcnow())
         cutoff = history_partitions.retention_cutoff(utcnow(), current_app.config["HISTORY_RETENTION_MONTHS"])

@@ -14,6 +14,7 @@ from webapp.models.segment import (
     Segment,
     SegmentEvent,
 )
+from webapp.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
     "BulkOperation",
@@ -30,4 +31,7 @@ __all__ = [
     "RolloutSchedule",
     "Segment",
     "SegmentEvent",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookSubscription",
 ]

@@ -139,6 +139,20 @@ EXPIRY_FROM_LIST = "Choose an expiry period from the list."
 EXPIRY_AS_DATE = "Enter the expiry as a date and time."
 
 WORDING: dict[str, Wording] = {
+    # webhooks
+    "invalid_webhook_url": "Enter the receiver's address, starting with https:// (or http://).",
+    "webhook_url_refused": lambda d, typed: (
+        "Enter a web address starting with https:// (or http://)."
+        if d.get("reason") == "url"
+        else "Webhooks are only sent to public addresses: this one is on a private, loopback or internal network."
+    ),
+    "unknown_event_type": "Choose at least one event to send.",
+    "too_many_subscriptions": lambda d, typed: (
+        f"There are already {d.get('limit')} webhooks: remove one first."
+    ),
+    "unknown_subscription": "This webhook no longer exists.",
+    "unknown_delivery": "This delivery no longer exists.",
+    "link_invalid": "This download link is invalid or has expired: ask for the report again.",
     # slugs, segments, groups
     "slug_invalid": _slug_words,
     "unknown_segment": _unknown_segment_words,

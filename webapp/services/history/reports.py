@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVarTuple
 
 from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import BigInteger, Row, Select, cast, func, literal, select, text
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
@@ -648,3 +649,31 @@ def seed_csv(handle: TextIO, rows_per_chunk: int = 1000) -> Iterator[bytes]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+# -- signed download links (issue 27: a report.finished webhook carries one) --------------------
+
+LINK_SALT = "report-download-link"
+
+
+def _link_serializer(secret_key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=LINK_SALT)
+
+
+def signed_link_token(report: Report, secret_key: str) -> str:
+    """A token naming the report, signed with the app's secret; it expires (see
+    :func:`report_from_link`). Whoever holds it can download the file, nothing else."""
+    return _link_serializer(secret_key).dumps(str(report.id))
+
+
+def report_from_link(session: DbSession, token: str, secret_key: str, max_age: int) -> Report:
+    """The finished report a signed link names; 404 ``link_invalid`` for a forged, altered or
+    expired link (which of them is not told)."""
+    try:
+        report_id = _link_serializer(secret_key).loads(token, max_age=max_age)
+    except (BadSignature, SignatureExpired):
+        raise NotFound(
+            "this download link is invalid or has expired",
+            [detail("token", "invalid or expired link", code="link_invalid")],
+        ) from None
+    return get_report(session, str(report_id))

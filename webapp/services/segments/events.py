@@ -1,6 +1,7 @@
 """A segment's activity log: one row per segment-level change (created, description, rollout
 or group changed, scheduled changes, a bulk import or removal as one event with its count,
-deleted), with the actor and time. Written in the changing transaction."""
+deleted), with the actor and time. Written in the changing transaction, and with it the
+webhook event it is, if any (services.webhooks: the outbox)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from webapp.models import Segment, SegmentEvent
 from webapp.models.enums import SegmentEventKind
 from webapp.services.common import DbSession, utcnow
+from webapp.services.webhooks import catalogue, outbox
 
 
 def record(
@@ -22,7 +24,9 @@ def record(
     at: datetime | None = None,
     **detail: Any,
 ) -> None:
-    """Append one entry (``detail``: JSON-able facts such as from/to or a count)."""
+    """Append one entry (``detail``: JSON-able facts such as from/to or a count), and its
+    webhook event to the outbox."""
+    at = at or utcnow()
     session.add(
         SegmentEvent(
             segment_id=segment.id,
@@ -30,9 +34,12 @@ def record(
             kind=kind,
             detail=detail,
             actor=actor,
-            occurred_at=at or utcnow(),
+            occurred_at=at,
         )
     )
+    event = catalogue.from_segment_event(str(kind), segment.slug, actor, at, detail)
+    if event is not None:
+        outbox.emit(session, event[0], event[1], at=at)
 
 
 def activity(
