@@ -172,14 +172,7 @@ def start_postgres_on_port(data_dir: Path, port: int, settings: dict[str, str]) 
     data_dir.mkdir(parents=True, exist_ok=True)
     with _initdb_lock(data_dir):
         _initdb_atomically(data_dir)
-    # (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)
-    options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
-    pg_ctl(
-        ["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"],
-        pgdata=data_dir,
-        user=_server_user(),
-        timeout=120,
-    )
+    _start_on_port(data_dir, port, settings)
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
 
@@ -232,7 +225,12 @@ def start_replica_on_port(data_dir: Path, primary_port: int, port: int, settings
 def restart_on_port(data_dir: Path, port: int, settings: dict[str, str]) -> None:
     """Start again a server of :func:`start_postgres_on_port` or :func:`start_replica_on_port`
     that was stopped (or killed: its stale postmaster.pid names no live process)."""
-    data_dir = Path(data_dir).expanduser().resolve()
+    _start_on_port(Path(data_dir).expanduser().resolve(), port, settings)
+
+
+def _start_on_port(data_dir: Path, port: int, settings: dict[str, str]) -> None:
+    """pg_ctl start on 127.0.0.1:``port`` with ``settings``, waiting until it accepts connections
+    (no unix socket: TCP only, and no socket path to outgrow sun_path's 107 bytes)."""
     options = f'-h 127.0.0.1 -p {port} -k ""' + "".join(f" -c {k}={v}" for k, v in settings.items())
     pg_ctl(
         ["-w", "-o", options, "-l", str(data_dir / "server.log"), "start"],

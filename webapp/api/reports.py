@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, send_file, url_for
+from flask import Response, current_app, send_file, url_for
 
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
@@ -92,13 +92,7 @@ def download_report(report_id: str):
     """The CSV file (``Content-Disposition: attachment``); 400 ``not_ready`` while the report is
     queued or running."""
     report = reports.get_report(db.session, report_id, report_reader())
-    return send_file(
-        reports.finished_file(report),
-        mimetype="text/csv",
-        as_attachment=True,
-        download_name=reports.download_name(report),
-        max_age=0,
-    )
+    return _csv_file(report)
 
 
 @bp.get("/report-links/<token>")
@@ -110,6 +104,14 @@ def download_report_by_link(token: str):
     report = reports.report_from_link(
         db.session, token, current_app.config["SECRET_KEY"], current_app.config["WEBHOOK_LINK_SECONDS"]
     )
+    return _csv_file(report)
+
+
+download_report_by_link.signed_link = True  # http.auth lets it through
+
+
+def _csv_file(report: Report) -> Response:
+    """A finished report's file as an attachment (400 ``not_ready`` before it is finished)."""
     return send_file(
         reports.finished_file(report),
         mimetype="text/csv",
@@ -117,6 +119,3 @@ def download_report_by_link(token: str):
         download_name=reports.download_name(report),
         max_age=0,
     )
-
-
-download_report_by_link.signed_link = True  # http.auth lets it through
