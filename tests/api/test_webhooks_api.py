@@ -59,6 +59,23 @@ def test_unknown_event_types_and_fields_are_refused(api):
     )
 
 
+@pytest.mark.parametrize(
+    ("description", "code"), [("a\x00b", "description_nul"), ("x" * 201, "string_too_long")]
+)
+def test_a_description_postgresql_cannot_store_or_too_long_is_refused(api, description, code):
+    """The same description rule as a segment's (services.common.description_or_error): a NUL
+    answered 500 from the database before (schemathesis found it)."""
+    created = api.post(
+        "/webhooks", {"url": URL, "event_types": ["segment.created"], "description": description}
+    )
+    assert created.status_code == 422, created.json
+    assert created.json["error"]["details"][0]["code"] == code
+    made = api.post("/webhooks", {"url": URL, "event_types": ["segment.created"]}).json
+    changed = api.patch(f"/webhooks/{made['id']}", {"description": description})
+    assert changed.status_code == 422, changed.json
+    assert api.get(f"/webhooks/{made['id']}").json["description"] == ""
+
+
 def test_pause_resume_patch_delete_and_redeliver(api):
     sub = api.post("/webhooks", {"url": URL, "event_types": ["segment.created"]}).json
     assert api.post(f"/webhooks/{sub['id']}/pause").json["status"] == "paused"

@@ -11,7 +11,16 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, scoped_session
 
 from webapp.errors import Detail, Problem, ValidationFailed, detail
-from webapp.rules import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_HELP, bounded_int, in_utc, is_slug, problem_code
+from webapp.rules import (
+    MAX_DESCRIPTION,
+    MAX_TTL_SECONDS,
+    MAX_USER_ID,
+    SLUG_HELP,
+    bounded_int,
+    in_utc,
+    is_slug,
+    problem_code,
+)
 
 DbSession: TypeAlias = Session | scoped_session[Any]  # what services take: a session, or Flask's db.session
 
@@ -146,3 +155,28 @@ def clock(session: DbSession) -> datetime:
     """The database's clock now (history stamps taken after a lock)."""
     value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
     return value
+
+
+def description_or_error(description: object, limit: int = MAX_DESCRIPTION) -> str:
+    """A description as stored (a segment's, a webhook's): None is "", text is stripped; refused
+    (422) when it is not text, holds a NUL (PostgreSQL text cannot) or is longer than ``limit``."""
+    if description is None:
+        return ""
+    if not isinstance(description, str):
+        raise ValidationFailed(
+            "description must be a string",
+            [detail("description", "must be a string", code="description_not_string")],
+        )
+    description = description.strip()
+    if "\x00" in description:
+        raise ValidationFailed(
+            "description must not contain NUL characters",
+            [detail("description", "contains a NUL character", code="description_nul")],
+        )
+    if len(description) > limit:
+        problem = f"at most {limit} characters"
+        raise ValidationFailed(
+            f"description: {problem}",
+            [detail("description", problem, code="description_too_long", max=limit)],
+        )
+    return description

@@ -13,8 +13,8 @@ from sqlalchemy.orm import aliased
 from webapp.errors import Conflict, NotFound, ValidationFailed, detail
 from webapp.models import Membership, RolloutExclusion, RolloutSchedule, Segment
 from webapp.models.enums import Reason, SegmentEventKind
-from webapp.rules import MAX_DESCRIPTION, problem_code
-from webapp.services.common import DbSession, clock, slug_problem, utcnow
+from webapp.rules import problem_code
+from webapp.services.common import DbSession, clock, description_or_error, slug_problem, utcnow
 from webapp.services.rollout import buckets as rollout
 from webapp.services.rollout.allocation import RolloutState
 from webapp.services.segments import events as activity_log
@@ -52,29 +52,6 @@ def _slug_or_error(slug: object, field: str = "slug") -> str:
 def group_or_error(group: object) -> str | None:
     """An exclusion group name (the slug rules) or None/"" for no group."""
     return None if group is None or group == "" else _slug_or_error(group, "exclusion_group")
-
-
-def _description_or_error(description: object) -> str:
-    if description is None:
-        return ""
-    if not isinstance(description, str):
-        raise ValidationFailed(
-            "description must be a string",
-            [detail("description", "must be a string", code="description_not_string")],
-        )
-    description = description.strip()
-    if "\x00" in description:
-        raise ValidationFailed(
-            "description must not contain NUL characters",
-            [detail("description", "contains a NUL character", code="description_nul")],
-        )
-    if len(description) > MAX_DESCRIPTION:
-        problem = f"at most {MAX_DESCRIPTION} characters"
-        raise ValidationFailed(
-            f"description: {problem}",
-            [detail("description", problem, code="description_too_long", max=MAX_DESCRIPTION)],
-        )
-    return description
 
 
 def basis_points_or_error(percent: object) -> int:
@@ -176,7 +153,7 @@ def create_segment(
     basis_points = basis_points_or_error(rollout_percent)
     segment = Segment(
         slug=_slug_or_error(slug),
-        description=_description_or_error(description),
+        description=description_or_error(description),
         rollout_basis_points=0,
         salt=rollout.new_salt(),
         created_at=now,
@@ -238,7 +215,7 @@ def update_segment(
     preview was computed on, services.impact) a rollout or group change is refused (409
     ``impact_changed``) once the catalog has moved on."""
     given, now = now, now or utcnow()
-    new_description = None if description is UNSET else _description_or_error(description)
+    new_description = None if description is UNSET else description_or_error(description)
     new_bp = None if rollout_percent is UNSET else basis_points_or_error(rollout_percent)
     new_group = UNSET if exclusion_group is UNSET else group_or_error(exclusion_group)
     segment = get_live_segment(session, slug)

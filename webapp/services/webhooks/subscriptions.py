@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, text, update
 from webapp.errors import NotFound, ValidationFailed, detail
 from webapp.http.transaction import after_commit
 from webapp.models import WebhookDelivery, WebhookEvent, WebhookSubscription
-from webapp.services.common import DbSession, utcnow
+from webapp.services.common import DbSession, description_or_error, utcnow
 from webapp.services.webhooks import catalogue, outbound, outbox, signing
 
 ROTATION_OVERLAP = timedelta(days=1)
@@ -82,15 +82,6 @@ def _types_or_error(event_types: object) -> list[str]:
     return sorted(set(event_types))
 
 
-def _description_or_error(description: object) -> str:
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
-        raise ValidationFailed(
-            "description must be text of at most 200 characters",
-            [detail("description", "must be at most 200 characters", code="description_too_long")],
-        )
-    return description
-
-
 def create(
     session: DbSession,
     url: object,
@@ -105,7 +96,7 @@ def create(
     now = now or utcnow()
     checked_url = _url_or_error(url, policy)
     types = _types_or_error(event_types)
-    text_ = _description_or_error(description)
+    text_ = description_or_error(description, MAX_DESCRIPTION)
     count = session.scalar(select(text("count(*)")).select_from(WebhookSubscription)) or 0
     if count >= MAX_SUBSCRIPTIONS:
         raise ValidationFailed(
@@ -160,7 +151,7 @@ def update_subscription(
 ) -> WebhookSubscription:
     new_url = None if url is None else _url_or_error(url, policy)
     new_types = None if event_types is None else _types_or_error(event_types)
-    new_description = None if description is None else _description_or_error(description)
+    new_description = None if description is None else description_or_error(description, MAX_DESCRIPTION)
     subscription = get(session, subscription_id, lock=True)
     if new_url is not None:
         subscription.url = new_url
