@@ -6,6 +6,7 @@ Deliveries go to the real local receiver, which verifies each with ``standardweb
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import timedelta
 
@@ -92,6 +93,20 @@ def test_explicit_adds_and_removes_reach_opted_in_subscriptions_only(api, db_ses
         assert changes(hooks, "/segments") == []  # not opted in: segment-level events only
         assert {e.type for e in hooks.events("/segments")} == {"segment.created"}
         assert hooks.rejected == []
+
+
+def test_the_api_and_the_dashboard_offer_it_as_an_opt_in(api, client, db_session):
+    from typing import get_args
+
+    from webapp.api.webhooks import EventType
+
+    assert set(get_args(EventType)) == set(catalogue.SELECTABLE)
+    made = api.post("/webhooks", {"url": "http://127.0.0.1:9/m", "event_types": ["membership.changed"]})
+    assert made.status_code == 201 and made.json["event_types"] == ["membership.changed"]
+    assert "membership.changed" in api.get("/webhooks").json["event_types"]
+    page = client.get("/webhooks", headers={"X-Forwarded-Email": "pm@example.com"}).get_data(as_text=True)
+    boxes = dict(re.findall(r'<input type="checkbox" name="event_types" value="([^"]+)" ?(checked)?>', page))
+    assert boxes["membership.changed"] == "" and boxes["segment.created"] == "checked"  # unticked: opt-in
 
 
 def test_a_ttl_expiry_through_the_purge_is_sent(api, db_session):

@@ -58,12 +58,13 @@ wh_changes AS (
 wh_events AS (
     INSERT INTO webhook_events (msg_id, type, payload, occurred_at)
     SELECT 'msg_' || replace(CAST(gen_random_uuid() AS text), '-', ''), '{type}',
-        jsonb_build_object('type', '{type}', 'timestamp', {last}, 'data', jsonb_build_object(
+        CAST(json_build_object('type', '{type}', 'timestamp', {last}, 'data', json_build_object(
             'occurred_at', {last}, 'count', count(*),
-            'changes', jsonb_agg(jsonb_build_object(
+            'changes', json_agg(CASE WHEN expires_at IS NULL THEN json_build_object(
                 'user_id', user_id, 'segment', segment_slug, 'action', action, 'reason', reason,
-                'occurred_at', {at}) || CASE WHEN expires_at IS NULL THEN '{{{{}}}}'::jsonb
-                ELSE jsonb_build_object('expires_at', {expires}) END))),
+                'occurred_at', {at}) ELSE json_build_object(
+                'user_id', user_id, 'segment', segment_slug, 'action', action, 'reason', reason,
+                'occurred_at', {at}, 'expires_at', {expires}) END))) AS jsonb),
         max(occurred_at)
     FROM wh_changes GROUP BY batch
     RETURNING id
