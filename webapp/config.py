@@ -131,6 +131,8 @@ class Config:
     WEBHOOK_LINK_SECONDS = _env_int("WEBHOOK_LINK_SECONDS", 24 * 3600)  # a report link's lifetime
     # delivered deliveries kept this long (the dashboard, redelivering), then purged nightly
     WEBHOOK_RETENTION_DAYS = _env_int("WEBHOOK_RETENTION_DAYS", 7)
+    # per-user changes per membership.changed delivery (they can be millions: batched)
+    WEBHOOK_MEMBERSHIP_BATCH = _env_int("WEBHOOK_MEMBERSHIP_BATCH", 1000)
     # The service's address as its clients reach it (https://segments.example.com): the start of
     # links sent out of a request's reach (a report.finished webhook's download link).
     PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")

@@ -17,7 +17,7 @@ from webapp.services.common import utcnow
 from webapp.services.segments import lifecycle
 from webapp.services.webhooks import catalogue, delivery, outbound, subscriptions
 
-ALL = list(catalogue.SELECTABLE)
+ALL = [t for t in catalogue.SELECTABLE if t != catalogue.MEMBERSHIP_CHANGED]  # segment-level events
 SETTINGS = delivery.Settings(
     timeout=2,
     concurrency=2,

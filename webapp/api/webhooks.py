@@ -28,6 +28,7 @@ EventType = Literal[
     "schedule.applied",
     "bulk_operation.finished",
     "report.finished",
+    "membership.changed",  # opt-in: per-user changes, batched
 ]
 
 

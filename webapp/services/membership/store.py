@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import bindparam, text
 
 from webapp.models.enums import Reason
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
+from webapp.services.webhooks import outbox
 
 EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor, visible"
 TIMES = ("now", "at", "expiry")
@@ -47,14 +49,42 @@ class Counts:
 
 
 def _events(select_sql: str) -> str:
-    """``INSERT INTO membership_events`` fed by ``select_sql`` (columns as EVENT_COLUMNS)."""
-    return f"INSERT INTO membership_events ({EVENT_COLUMNS}) {select_sql}"
+    """The CTEs writing a statement's history rows: ``ev_src`` (``select_sql``: the columns of
+    EVENT_COLUMNS, then the membership's ``expires_at`` or NULL), ``ev`` inserting them into
+    ``membership_events`` and, in the same statement, the ``membership.changed`` outbox rows for
+    the subscriptions that want them (webhooks.outbox.MEMBERSHIP_OUTBOX, batched). Every
+    statement writing history goes through here and ends its SELECT with OUTBOX_WRITTEN, read
+    by :func:`_woken` (the one rule: no history row without its webhook events)."""
+    columns = EVENT_COLUMNS
+    return (
+        f"ev_src ({columns}, expires_at) AS MATERIALIZED ({select_sql}),\n"
+        f"ev AS (INSERT INTO membership_events ({columns}) SELECT {columns} FROM ev_src),"
+        + outbox.MEMBERSHIP_OUTBOX.format(changes="ev_src")
+    )
+
+
+WRITTEN = outbox.OUTBOX_WRITTEN  # the last column of every statement writing history
+
+
+def _woken(written: Any) -> None:
+    """After a statement that wrote history: wake the webhook sender on commit if it wrote events."""
+    outbox.wake_after_commit(int(written))
+
+
+def membership_batch() -> int:
+    """Changes per ``membership.changed`` delivery: WEBHOOK_MEMBERSHIP_BATCH (default 1000)."""
+    if has_app_context():
+        return max(1, int(current_app.config.get("WEBHOOK_MEMBERSHIP_BATCH", outbox.MEMBERSHIP_BATCH)))
+    return outbox.MEMBERSHIP_BATCH
 
 
 def _run(session: DbSession, sql: str, params: Mapping[str, Any]) -> Any:
     """Execute ``sql`` with every timestamp parameter bound as an aware UTC timestamptz."""
     times = [bindparam(name, type_=UTCDateTime) for name in TIMES if f":{name}" in sql]
-    return session.execute(text(sql).bindparams(*times), dict(params))
+    values = dict(params)
+    if ":wh_batch" in sql:
+        values["wh_batch"] = membership_batch()
+    return session.execute(text(sql).bindparams(*times), values)
 
 
 def lock_user(session: DbSession, user_id: int) -> None:
@@ -85,20 +115,21 @@ up AS (
     SELECT user_id, segment_id, :now, expires_at FROM src
     ON CONFLICT (user_id, segment_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
         WHERE memberships.expires_at IS DISTINCT FROM EXCLUDED.expires_at
-    RETURNING user_id, segment_id, (xmax = 0) AS inserted,
+    RETURNING user_id, segment_id, (xmax = 0) AS inserted, expires_at,
               COALESCE(CAST(:at AS timestamptz), clock_timestamp()) AS at
 ),
 unexcluded AS (
     DELETE FROM rollout_exclusions e USING src
     WHERE e.user_id = src.user_id AND e.segment_id = src.segment_id
 ),
-ev AS ({events})
-SELECT segment_id, inserted FROM up
+{events}
+SELECT segment_id, inserted, {written} FROM up
 """.format(
+    written=WRITTEN,
     alive=ALIVE_AT_STAMP,
     events=_events(
         "SELECT up.user_id, up.segment_id, s.slug, 'added', :reason, up.at, :actor, "
-        "NOT (up.segment_id = ANY(CAST(:already_in AS int[]))) "
+        "NOT (up.segment_id = ANY(CAST(:already_in AS int[]))), up.expires_at "
         "FROM up JOIN segments s ON s.id = up.segment_id WHERE up.inserted"
     ),
 )
@@ -116,15 +147,16 @@ exc AS (
     RETURNING segment_id
 ),
 gone AS (SELECT segment_id FROM del UNION SELECT segment_id FROM exc),
-ev AS ({events})
-SELECT segment_id FROM gone
+{events}
+SELECT segment_id, {written} FROM gone
 """.format(
+    written=WRITTEN,
     events=_events(
         "SELECT :user, gone.segment_id, s.slug, 'removed', :reason, "
         "COALESCE(CAST(:at AS timestamptz), clock_timestamp()), :actor, "
-        "gone.segment_id = ANY(CAST(:was_in AS int[])) "
+        "gone.segment_id = ANY(CAST(:was_in AS int[])), CAST(NULL AS timestamptz) "
         "FROM gone JOIN segments s ON s.id = gone.segment_id"
-    )
+    ),
 )
 
 
@@ -157,9 +189,11 @@ def upsert(
             "already_in": list(already_in),
         },
     )
-    counts = Counts(set(), set())
-    for segment_id, inserted in rows:
+    counts, written = Counts(set(), set()), 0
+    for segment_id, inserted, events in rows:
         (counts.added if inserted else counts.updated).add(segment_id)
+        written = events  # (the same on every row: the statement's)
+    _woken(written)
     return counts
 
 
@@ -192,7 +226,9 @@ def remove(
             "was_in": list(was_in),
         },
     )
-    return {row[0] for row in rows}
+    gone = {segment_id: written for segment_id, written in rows}
+    _woken(max(gone.values(), default=0))
+    return set(gone)
 
 
 # -- one segment, many users (in chunks) ---------------------------------------------------
@@ -210,15 +246,17 @@ up AS (
 unexcluded AS (
     DELETE FROM rollout_exclusions e USING src WHERE e.segment_id = :segment AND e.user_id = src.user_id
 ),
-ev AS ({events})
-SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown) FROM (
+{events}
+SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown), {written} FROM (
     SELECT inserted AND NOT (user_id = ANY(CAST(:already_in AS bigint[]))) AS shown FROM up
 ) counted
 """.format(
+    written=WRITTEN,
     alive=ALIVE_AT_STAMP,
     events=_events(
         "SELECT user_id, :segment, :slug, 'added', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))) FROM up WHERE inserted"
+        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))), CAST(:expiry AS timestamptz) "
+        "FROM up WHERE inserted"
     ),
 )
 
@@ -252,7 +290,7 @@ def upsert_many(
     that runs after its operation's expiry)."""
     lock_segment_bulk(session, segment_id)
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
-    added, updated = _run(
+    added, updated, written = _run(
         session,
         _UPSERT_MANY,
         {
@@ -267,6 +305,7 @@ def upsert_many(
             "already_in": list(already_in),
         },
     ).one()
+    _woken(written)
     return int(added), int(updated)
 
 
@@ -297,13 +336,14 @@ gone AS (
           AND s.{live_segment} AND (m.expires_at IS NULL OR m.expires_at > :now)
     ) FROM exc WHERE NOT EXISTS (SELECT 1 FROM del WHERE del.user_id = exc.user_id)
 ),
-ev AS ({events})
-SELECT count(*) FROM gone
+{events}
+SELECT count(*), {written} FROM gone
 """.format(
+    written=WRITTEN,
     live_segment=LIVE_SEGMENT_SQL,
     events=_events(
         "SELECT user_id, :segment, :slug, 'removed', :reason, COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-        ":actor, was_in FROM gone"
+        ":actor, was_in, CAST(NULL AS timestamptz) FROM gone"
     ),
 )
 
@@ -347,7 +387,9 @@ def remove_many(
         "group": group,
     }
     _run(session, _LOCK_MANY, params)
-    return int(_run(session, _REMOVE_MANY, params).scalar_one())
+    gone, written = _run(session, _REMOVE_MANY, params).one()
+    _woken(written)
+    return int(gone)
 
 
 def lock_unlisted_members(
@@ -428,7 +470,7 @@ def remove_for_deleted_segment(
     longer live). Its rollout exclusions stay where they are (a restore needs them; reads ignore
     a deleted segment's rows). Returns how many rows went."""
     params = {"segment": segment_id, "slug": slug, "now": deleted_at, "actor": actor, "limit": limit}
-    gone = _run(
+    gone, written = _run(
         session,
         """
 WITH victims AS (SELECT user_id FROM memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit),
@@ -439,18 +481,21 @@ kept AS (INSERT INTO retired_memberships (segment_id, user_id, added_at, expires
          WHERE expires_at IS NULL OR expires_at > :now ORDER BY user_id
          ON CONFLICT (segment_id, user_id) DO UPDATE SET added_at = EXCLUDED.added_at,
              expires_at = EXCLUDED.expires_at),
-ev AS ({events})
-SELECT count(*) FROM del
+{events}
+SELECT count(*), {written} FROM del
 """.format(
+            written=WRITTEN,
             events=_events(
                 "SELECT user_id, :segment, :slug, 'removed', "
                 "CASE WHEN expires_at <= :now THEN 'ttl' ELSE 'segment_deleted' END, "
                 "CASE WHEN expires_at <= :now THEN expires_at ELSE :now END, "
-                "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END, true FROM del"
-            )
+                "CASE WHEN expires_at <= :now THEN 'system' ELSE :actor END, true, "
+                "CASE WHEN expires_at <= :now THEN expires_at END FROM del"
+            ),
         ),
         params,
-    ).scalar_one()
+    ).one()
+    _woken(written)
     return int(gone)
 
 
@@ -484,18 +529,19 @@ up AS (
     INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
     SELECT user_id, :segment, added_at, expires_at FROM src
     ON CONFLICT (user_id, segment_id) DO NOTHING
-    RETURNING user_id
+    RETURNING user_id, expires_at
 ),
 unexcluded AS (
     DELETE FROM rollout_exclusions e USING up WHERE e.segment_id = :segment AND e.user_id = up.user_id
 ),
-ev AS ({events})
-SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM up)
+{events}
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM up), {written}
 """.format(
+    written=WRITTEN,
     live_segment=LIVE_SEGMENT_SQL,
     events=_events(
         "SELECT user_id, :segment, :slug, 'added', 'restored', COALESCE(CAST(:at AS timestamptz), clock_timestamp()), "
-        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))) FROM up"
+        ":actor, NOT (user_id = ANY(CAST(:already_in AS bigint[]))), expires_at FROM up"
     ),
 )
 
@@ -519,7 +565,7 @@ def restore_members(
     deleted are dropped (history already has them leaving at the deletion); a user who holds
     another segment of ``group`` explicitly, or is a member again already, is left as they
     are. Returns (kept rows taken, memberships restored)."""
-    taken, restored = _run(
+    taken, restored, written = _run(
         session,
         _RESTORE,
         {
@@ -533,6 +579,7 @@ def restore_members(
             "already_in": list(already_in),
         },
     ).one()
+    _woken(written)
     return int(taken), int(restored)
 
 
@@ -573,11 +620,11 @@ del AS (
     WHERE m.user_id = v.user_id AND m.segment_id = v.segment_id
     RETURNING m.user_id, m.segment_id, m.expires_at
 ),
-ev AS ({events})
-SELECT count(*) FROM del
+{events}
+SELECT count(*), {written} FROM del
 """
 _EXPIRE_EVENTS = _events(
-    "SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system', true "
+    "SELECT del.user_id, del.segment_id, s.slug, 'removed', 'ttl', del.expires_at, 'system', true, del.expires_at "
     "FROM del JOIN segments s ON s.id = del.segment_id"
 )
 
@@ -604,5 +651,7 @@ def expire_batch(
     if user_ids is not None:
         scope += " AND user_id = ANY(CAST(:users AS bigint[]))"
         params["users"] = list(user_ids)
-    sql = _EXPIRE.format(scope=scope, events=_EXPIRE_EVENTS, live_segment=LIVE_SEGMENT_SQL)
-    return int(_run(session, sql, params).scalar_one())
+    sql = _EXPIRE.format(scope=scope, events=_EXPIRE_EVENTS, live_segment=LIVE_SEGMENT_SQL, written=WRITTEN)
+    gone, written = _run(session, sql, params).one()
+    _woken(written)
+    return int(gone)

@@ -13,6 +13,7 @@ SEGMENT_RESTORED = "segment.restored"
 SCHEDULE_APPLIED = "schedule.applied"
 BULK_FINISHED = "bulk_operation.finished"
 REPORT_FINISHED = "report.finished"
+MEMBERSHIP_CHANGED = "membership.changed"  # per-user changes, batched (outbox.MEMBERSHIP_OUTBOX)
 PING = "webhook.test"
 
 EVENT_TYPES: dict[str, str] = {
@@ -23,6 +24,8 @@ EVENT_TYPES: dict[str, str] = {
     SCHEDULE_APPLIED: "a scheduled rollout change came due and was applied",
     BULK_FINISHED: "a bulk add, remove or replace finished (its counts)",
     REPORT_FINISHED: "a CSV report finished, with a signed download link that expires",
+    MEMBERSHIP_CHANGED: "users added to or removed from segments (explicitly, by TTL, in bulk), "
+    "up to WEBHOOK_MEMBERSHIP_BATCH changes per delivery",
 }
 SELECTABLE = tuple(EVENT_TYPES)
 

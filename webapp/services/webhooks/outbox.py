@@ -37,6 +37,49 @@ _EMIT = """
 _TO_SUBSCRIBERS = text(_EMIT.format(which="s.status IN ('active', 'paused') AND :type = ANY(s.event_types)"))
 _TO_ONE = text(_EMIT.format(which="s.id = :only"))  # a test event: one subscription, whatever its types
 
+MEMBERSHIP_BATCH = 1000  # changes per membership.changed delivery (WEBHOOK_MEMBERSHIP_BATCH)
+_ISO = """to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+# The per-user changes of one membership statement (``changes``: a CTE with the history
+# columns and ``expires_at``), as ``membership.changed`` events of up to :wh_batch changes each,
+# with one delivery per subscription that wants them: more CTEs of that same statement, so the
+# events commit with the history rows or not at all. Nobody subscribed: nothing is written
+# (``wh_changes`` is empty, the window and the inserts see no row). Only changes readers saw
+# (``visible``) are sent. The statement reads how many events it wrote with OUTBOX_WRITTEN.
+MEMBERSHIP_OUTBOX = """
+wh_subs AS (
+    SELECT s.id FROM webhook_subscriptions s
+    WHERE s.status IN ('active', 'paused') AND '{type}' = ANY(s.event_types)
+),
+wh_changes AS (
+    SELECT c.*, (row_number() OVER () - 1) / CAST(:wh_batch AS int) AS batch
+    FROM {{changes}} c WHERE c.visible AND EXISTS (SELECT 1 FROM wh_subs)
+),
+wh_events AS (
+    INSERT INTO webhook_events (msg_id, type, payload, occurred_at)
+    SELECT 'msg_' || replace(CAST(gen_random_uuid() AS text), '-', ''), '{type}',
+        CAST(json_build_object('type', '{type}', 'timestamp', {last}, 'data', json_build_object(
+            'occurred_at', {last}, 'count', count(*),
+            'changes', json_agg(CASE WHEN expires_at IS NULL THEN json_build_object(
+                'user_id', user_id, 'segment', segment_slug, 'action', action, 'reason', reason,
+                'occurred_at', {at}) ELSE json_build_object(
+                'user_id', user_id, 'segment', segment_slug, 'action', action, 'reason', reason,
+                'occurred_at', {at}, 'expires_at', {expires}) END))) AS jsonb),
+        max(occurred_at)
+    FROM wh_changes GROUP BY batch
+    RETURNING id
+),
+wh_deliveries AS (
+    INSERT INTO webhook_deliveries (event_id, subscription_id, state, attempts, next_attempt_at, created_at)
+    SELECT e.id, s.id, 'pending', 0, clock_timestamp(), clock_timestamp() FROM wh_events e CROSS JOIN wh_subs s
+)""".format(
+    type="membership.changed",
+    last=_ISO.format("max(occurred_at)"),
+    at=_ISO.format("occurred_at"),
+    expires=_ISO.format("expires_at"),
+)
+OUTBOX_WRITTEN = "(SELECT count(*) FROM wh_events)"
+
 
 def purge_delivered(session: DbSession, before: datetime) -> int:
     """Forget deliveries delivered before ``before``, then events created before it that have no
@@ -84,6 +127,12 @@ def emit(
     if written.rowcount:  # type: ignore[attr-defined]  # nobody wants it: nothing written, nobody woken
         after_commit(wake)  # (several in one transaction: the Redis key lets one through)
     return msg_id
+
+
+def wake_after_commit(written: int) -> None:
+    """Queue the delivery job once the transaction commits if a statement wrote ``written`` events."""
+    if written:
+        after_commit(wake)
 
 
 def wake() -> None:
