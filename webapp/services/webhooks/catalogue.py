@@ -25,7 +25,7 @@ EVENT_TYPES: dict[str, str] = {
     BULK_FINISHED: "a bulk add, remove or replace finished (its counts)",
     REPORT_FINISHED: "a CSV report finished, with a signed download link that expires",
     MEMBERSHIP_CHANGED: "users added to or removed from segments (explicitly, by TTL, in bulk), "
-    "up to WEBHOOK_MEMBERSHIP_BATCH changes per delivery",
+    "many changes in each delivery",
 }
 SELECTABLE = tuple(EVENT_TYPES)
 
