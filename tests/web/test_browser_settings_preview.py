@@ -98,6 +98,7 @@ def test_the_preview_follows_percent_and_group_through_confirm_refusal_and_histo
         expect(page.locator("#flash .alert")).to_have_count(0)  # typing cleared the saved message
         for _click in (1, 2):  # a second click answers the same
             settings.get_by_role("button", name="Save").click()
+            htmx_settled(page)  # this click's answer in place, not the last one's
             error = page.locator("#rollout_percent-error")
             expect(error).to_contain_text(
                 "Group DISCOUNTS: at most 70% for this segment (it holds 20%, 50% is free)"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.browser import htmx_settled
 from tests.support.layout import assert_fits
 
 pytestmark = pytest.mark.browser
@@ -82,6 +83,7 @@ def test_a_conflicting_upload_says_what_and_adds_the_others(
     form.locator("input[type=file]").set_input_files(str(ids))
     for attempt in (1, 2):  # the same refusal twice in a row: the file is still chosen for the second
         form.get_by_role("button", name="Add to AVITO_DISCOUNT_30").click()
+        htmx_settled(page)  # this click's answer in place, not the last one's
         problem = page.locator("#file-error")
         expect(problem).to_contain_text(
             "Nothing was added: 12 of the 20 ids in discount-users.csv are already in AVITO_DISCOUNT_50, "

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from flask import current_app, url_for
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr, WithJsonSchema
 
 from webapp.api.blueprint import bp
 from webapp.api.docs import operation
 from webapp.api.helpers import actor, json_body, out
-from webapp.api.schemas import Strict
+from webapp.api.schemas import NO_NUL_PATTERN, Strict
 from webapp.http.auth import WRITE, requires_scope
 from webapp.http.transaction import transactional
 from webapp.models import WebhookSubscription
@@ -39,16 +39,30 @@ URL_HELP = (
 )
 
 
+WebhookDescription = Annotated[
+    StrictStr,
+    Field(max_length=subscriptions.MAX_DESCRIPTION),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": subscriptions.MAX_DESCRIPTION,
+            "pattern": NO_NUL_PATTERN,
+            "description": "no NUL characters",
+        }
+    ),
+]
+
+
 class SubscriptionCreate(Strict):
     url: StrictStr = Field(max_length=2000, pattern=URL_PATTERN, description=URL_HELP)
     event_types: list[EventType] = Field(min_length=1, max_length=20)
-    description: StrictStr = Field("", max_length=200)
+    description: WebhookDescription = ""
 
 
 class SubscriptionPatch(Strict):
     url: StrictStr | None = Field(None, max_length=2000, pattern=URL_PATTERN, description=URL_HELP)
     event_types: list[EventType] | None = Field(None, min_length=1, max_length=20)
-    description: StrictStr | None = Field(None, max_length=200)
+    description: WebhookDescription | None = None
 
 
 class SubscriptionOut(BaseModel):
