@@ -290,10 +290,11 @@ def nightly_maintenance() -> int:
         retention = timedelta(days=current_app.config["WEBHOOK_RETENTION_DAYS"])
         outbox.purge_delivered(db.session, utcnow() - retention)
         db.session.commit()  # the purges stand even if the partition upkeep below fails
-        history_partitions.ensure_partitions(db.session, utcnow())
         cutoff = history_partitions.retention_cutoff(utcnow(), current_app.config["HISTORY_RETENTION_MONTHS"])
-        if cutoff is not None:
-            history_partitions.drop_partitions_before(db.session, cutoff)
+        for parent in history_partitions.PARENTS:  # membership history, then trait history
+            history_partitions.ensure_partitions(db.session, utcnow(), parent=parent)
+            if cutoff is not None:
+                history_partitions.drop_partitions_before(db.session, cutoff, parent=parent)
         run.processed, run.finished_at = removed, utcnow()
         db.session.commit()
     except Exception as exc:
