@@ -24,7 +24,15 @@ from webapp.services.membership.bulk import bulk_add, bulk_remove
 from webapp.services.membership.user_changes import AddSpec, change_user_segments
 from webapp.services.reads import rule as membership_rule
 from webapp.services.reads.catalog import load_catalog
-from webapp.services.reads.path import NEVER, POSTGRES_EPOCH, _evaluate, _Records, user_view
+from webapp.services.reads.path import (
+    NEVER,
+    POSTGRES_EPOCH,
+    _evaluate,
+    _evaluate_one,
+    _Records,
+    _UserRows,
+    user_view,
+)
 from webapp.services.rollout import allocation
 from webapp.services.rollout import buckets as rollout
 from webapp.services.segments.lifecycle import create_segment
@@ -46,9 +54,9 @@ def catalogs(draw):
         states[sid] = allocation.RolloutState(0, group, ())
         wanted = draw(st.sampled_from((0, 100, 1000, 2500, 5000, 7500, 10000)))
         states[sid] = allocation.change(states, sid, wanted, clamp=True)
-        specs.append((sid, scheme))
+        specs.append((sid, scheme, draw(st.booleans())))  # (rule mode: covered by rule_matches rows)
     rows = []
-    for sid, scheme in specs:
+    for sid, scheme, rule_mode in specs:
         state = states[sid]
         rows.append(
             (
@@ -63,12 +71,13 @@ def catalogs(draw):
                 f"gsalt-{state.group}" if state.group else None,
                 rollout.flat(state.ranges) if state.group else None,
                 None,
+                rule_mode,
             )
         )
     pending = draw(
         st.lists(
             st.tuples(
-                st.sampled_from([sid for sid, _ in specs]),
+                st.sampled_from([sid for sid, _, _ in specs]),
                 st.sampled_from((0, 500, 3000, 10000)),
                 st.integers(-3600, 3600),
             ),
@@ -76,7 +85,9 @@ def catalogs(draw):
         )
     )
     for i, (sid, bp, offset) in enumerate(pending):
-        rows.append((1, i + 1, sid, None, None, bp, None, None, None, None, NOW + timedelta(seconds=offset)))
+        rows.append(
+            (1, i + 1, sid, None, None, bp, None, None, None, None, NOW + timedelta(seconds=offset), None)
+        )
     return rows
 
 
@@ -130,6 +141,13 @@ def test_batch_evaluation_equals_the_rule(rows, users, data):
     excluded = data.draw(
         st.lists(st.tuples(st.sampled_from(unique), st.sampled_from(segment_ids)), max_size=6, unique=True)
     )
+    # rule_matches rows: of segments in rule mode (they cover) and not (ignored by reads), and
+    # of segment ids not live (ignored too)
+    matched = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(unique), st.sampled_from([*segment_ids, 99])), max_size=10, unique=True
+        )
+    )
     records = _Records(
         1,
         np.array([u for u, _, _ in explicit], dtype=np.int64),
@@ -137,26 +155,47 @@ def test_batch_evaluation_equals_the_rule(rows, users, data):
         np.array([_micros(at) for _, _, at in explicit], dtype=np.int64),
         np.array([u for u, _ in excluded], dtype=np.int64),
         np.array([s for _, s in excluded], dtype=np.intp),
+        np.array([u for u, _ in matched], dtype=np.int64),
+        np.array([s for _, s in matched], dtype=np.intp),
     )
     rollouts = catalog.rollouts(NOW)
     batch = _evaluate(catalog, records, rollouts, rollouts.matrix(unique), users, unique)
 
     rules, slug = _in_force(rows), {r[2]: r[3] for r in rows if r[0] == 0}
+    rule_mode = {r[2] for r in rows if r[0] == 0 and r[11]}
     group_of = {r[2]: r[7] for r in rows if r[0] == 0 and r[7] is not None}
     for user_id, answer in zip(users, batch.answers(), strict=True):
         mine = {s: at for u, s, at in explicit if u == user_id}
         expected = membership_rule.members(
             mine,
             {s for u, s in excluded if u == user_id},
-            [sid for sid, rule in rules.items() if rule.covers(user_id)],
+            [
+                sid
+                for sid, rule in rules.items()
+                if ((user_id, sid) in matched if sid in rule_mode else rule.covers(user_id))
+            ],
             group_of,
             rank=lambda sid: slug[sid],
         )
-        want = sorted(
-            (slug[sid], Source.EXPLICIT if sid in mine else Source.ROLLOUT, mine.get(sid)) for sid in expected
-        )
+
+        def source(sid: int) -> Source:
+            if sid in mine:
+                return Source.EXPLICIT
+            return Source.RULE if sid in rule_mode else Source.ROLLOUT
+
+        want = sorted((slug[sid], source(sid), mine.get(sid)) for sid in expected)
         got = sorted((a.slug, a.source, a.expires_at) for a in answer)
         assert got == want, (user_id, got, want)
+        # the single read's evaluation (the same rule over one user's rows) agrees
+        one = _UserRows(
+            1,
+            list(mine),
+            list(mine.values()),
+            [s for u, s in excluded if u == user_id],
+            [s for u, s in matched if u == user_id],
+        )
+        single = sorted((a.slug, a.source, a.expires_at) for a in _evaluate_one(catalog, one, user_id, NOW).active)
+        assert single == want, (user_id, single, want)
 
 
 # -- the SQL writers ------------------------------------------------------------------------

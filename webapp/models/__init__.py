@@ -3,7 +3,7 @@
 from webapp.models.bulk_operation import BulkOperation, BulkOperationId
 from webapp.models.history import MembershipEvent
 from webapp.models.job_run import JobRun
-from webapp.models.membership import Membership, RolloutExclusion
+from webapp.models.membership import Membership, RolloutExclusion, RuleMatch
 from webapp.models.report import Report
 from webapp.models.segment import (
     CatalogVersion,
@@ -30,6 +30,7 @@ __all__ = [
     "RetiredMembership",
     "RolloutChange",
     "RolloutSchedule",
+    "RuleMatch",
     "Segment",
     "SegmentEvent",
     "TraitEvent",

@@ -24,6 +24,8 @@ class BulkOperation(Model):
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"), nullable=True)
     slug: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str | None] = mapped_column(String(10), nullable=True)  # a trait import's TraitImportMode
+    # a re-evaluation's rules version (superseded once the segment's moves on)
+    rules_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(10))  # ReportStatus values: queued|running|finished|failed
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     done: Mapped[int] = mapped_column(BigInteger, default=0)

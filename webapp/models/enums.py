@@ -19,6 +19,7 @@ class Reason(StrEnum):
     SEGMENT_DELETED = "segment_deleted"
     ROLLOUT = "rollout"
     RESTORED = "restored"  # a deleted segment restored (its members, its rollout)
+    RULE = "rule"  # the segment's rules began or stopped covering the user (issue 29)
 
 
 class Source(StrEnum):
@@ -26,6 +27,7 @@ class Source(StrEnum):
 
     EXPLICIT = "explicit"
     ROLLOUT = "rollout"
+    RULE = "rule"  # the segment's rules match the user's traits (in its rollout)
 
 
 class ReportKind(StrEnum):
@@ -43,6 +45,7 @@ class OperationKind(StrEnum):
     DELETE_SEGMENT = "delete_segment"
     RESTORE_SEGMENT = "restore_segment"
     TRAIT_IMPORT = "trait_import"  # of no segment: users' traits from an uploaded file
+    REEVALUATE_RULES = "reevaluate_rules"  # a rule segment's users with traits evaluated again
 
 
 class TraitAction(StrEnum):

@@ -57,3 +57,18 @@ class RolloutExclusion(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_rollout_exclusions_segment_user", "segment_id", "user_id"),)
+
+
+class RuleMatch(Model):
+    """A rule segment covers the user (issue 29): the user has stored traits, the segment's
+    rules match them and the user's bucket is in the segment's rollout, as of the evaluation
+    that wrote the row (a trait write, or the segment's re-evaluation operation). The
+    materialised "covered" of a rule segment; written only by webapp.services.membership.store."""
+
+    __tablename__ = "rule_matches"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_rule_matches_segment_user", "segment_id", "user_id"),)

@@ -49,6 +49,14 @@ class Segment(Model):
     # Deleted, and its deletion kept its members (retired_memberships) and exclusions for a
     # restore (migration 0016); false for live segments and once the purge has dropped them.
     restorable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Rules (issue 29, migration 0019): the canonical rule set (webapp.services.targeting), None
+    # for a plain segment; its version, bumped by every change of rules, percentage or group of a
+    # rule segment (a re-evaluation operation evaluates one version); ``rule_mode``: reads take
+    # the segment's coverage from rule_matches (false for plain segments and while a plain
+    # segment's first rules are being evaluated).
+    rules: Mapped[Any | None] = mapped_column(JSONB, nullable=True)
+    rules_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rule_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
     __table_args__ = (
         CheckConstraint("rollout_basis_points BETWEEN 0 AND 10000", name="rollout_basis_points_range"),
@@ -99,6 +107,8 @@ class RolloutChange(Model):
     bucket_ranges: Mapped[list[int] | None] = mapped_column(ARRAY(Integer), nullable=True)
     # The scheduled change (rollout_schedule.id) this change applied, if any (migration 0016).
     schedule_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The segment answers by its rule matches from this change on (migration 0019).
+    rule_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class RetiredMembership(Model):

@@ -26,14 +26,15 @@ from webapp.services.rollout import buckets as rollout
 from webapp.services.rollout.allocation import RolloutState, replay
 
 # Live segments (kind 0, with the version: at least one row) and pending scheduled changes
-# of live segments (kind 1), from one snapshot.
+# of live segments (kind 1), from one snapshot. A segment in rule mode (issue 29) covers the
+# users of its rule_matches rows (the read's kind 3) instead of its rollout's buckets.
 CATALOG = f"""
 SELECT 0, v.version, s.id, s.slug, s.salt, s.rollout_basis_points, s.hash_scheme, s.exclusion_group,
-       g.salt, s.bucket_ranges, NULL::timestamptz
+       g.salt, s.bucket_ranges, NULL::timestamptz, s.rule_mode
 FROM catalog_version v LEFT JOIN segments s ON s.{LIVE_SEGMENT_SQL}
 LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
 UNION ALL
-SELECT 1, r.id, r.segment_id, NULL, NULL, r.rollout_basis_points, NULL, NULL, NULL, NULL, r.at
+SELECT 1, r.id, r.segment_id, NULL, NULL, r.rollout_basis_points, NULL, NULL, NULL, NULL, r.at, NULL
 FROM rollout_schedule r JOIN segments s ON s.id = r.segment_id AND s.{LIVE_SEGMENT_SQL}
 WHERE r.applied_at IS NULL AND r.cancelled_at IS NULL
 """
@@ -70,7 +71,8 @@ class CatalogSegment:
     state: RolloutState
     rank: int  # position by slug among live segments (answers are sorted by slug)
     explicit: ActiveSegment  # the explicit entry without expiry, shared by every read
-    rollout: ActiveSegment  # the rollout entry, shared by every read
+    rollout: ActiveSegment  # the rollout entry (a rule entry in rule mode), shared by every read
+    rule_mode: bool = False  # covers the users of its rule_matches rows, not its buckets
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ class Rollouts:
         return list(rollout.covering(self.scheme1, user_id))
 
     def covering(self, user_id: int) -> list[CatalogSegment]:
-        """The live segments whose rollout covers the user (explicit rows notwithstanding)."""
+        """The live segments whose rollout covers the user (explicit rows notwithstanding;
+        segments in rule mode never: they cover by their rule_matches rows)."""
         columns = np.flatnonzero(self.matrix([user_id])[0]).tolist()
         return [self.columns[c] for c in columns] + self.scheme1_covering(user_id)
 
@@ -181,6 +184,11 @@ class Catalog:
     pending: tuple[tuple[datetime, int, int, int], ...]  # (at, schedule id, segment id, bp), in order
     lookup: Lookup
     _at: dict[int, Rollouts] = field(default_factory=dict, compare=False)  # by number of due changes
+
+    @cached_property
+    def rule_ids(self) -> frozenset[int]:
+        """Live segments in rule mode (covering the users of their rule_matches rows)."""
+        return frozenset(sid for sid, s in self.segments.items() if s.rule_mode)
 
     @cached_property
     def by_slug(self) -> dict[str, CatalogSegment]:
@@ -205,7 +213,9 @@ def _compile(segments: dict[int, CatalogSegment], states: dict[int, RolloutState
     first_row: list[int] = []
     for segment in sorted(segments.values(), key=attrgetter("rank")):
         state = states[segment.id]
-        if segment.group_salt is not None and state.group is not None:
+        if segment.rule_mode:  # a column no bucket falls in: the read sets it from rule_matches
+            ranges = [(0, 0, 0)]
+        elif segment.group_salt is not None and state.group is not None:
             ranges = [(rollout.key(segment.group_salt), start, end) for start, end in state.ranges]
         elif state.basis_points > 0 and segment.hash_scheme == 1:
             scheme1.append((segment, rollout.prefix(segment.salt), state.basis_points))
@@ -244,7 +254,9 @@ def load_catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
     """Rows of CATALOG (at least one: the version, with NULLs when no segment is live)."""
     live_rows = sorted((row for row in rows if row[0] == 0 and row[2] is not None), key=lambda row: row[3])
     segments: dict[int, CatalogSegment] = {}
-    for rank, (_, _, sid, slug, salt, bp, scheme, group, group_salt, ranges, _) in enumerate(live_rows):
+    for rank, (_, _, sid, slug, salt, bp, scheme, group, group_salt, ranges, _, rule_mode) in enumerate(
+        live_rows
+    ):
         state = RolloutState(bp, group, rollout.ranges_of(ranges, bp) if group else ())
         segments[sid] = CatalogSegment(
             sid,
@@ -255,7 +267,8 @@ def load_catalog(rows: Sequence[Sequence[Any]]) -> Catalog:
             state,
             rank,
             ActiveSegment(slug, Source.EXPLICIT, None),
-            ActiveSegment(slug, Source.ROLLOUT, None),
+            ActiveSegment(slug, Source.RULE if rule_mode else Source.ROLLOUT, None),
+            bool(rule_mode),
         )
     pending = sorted((row[10], row[1], row[2], row[5]) for row in rows if row[0] == 1)
     version = next(row[1] for row in rows if row[0] == 0)

@@ -66,14 +66,16 @@ from webapp.services.reads.replicas import (
 from webapp.telemetry import read_counts
 
 # Driver-level SQL (psycopg parameters): the hot path skips the ORM. Kinds: 0 explicit
-# membership, 1 rollout exclusion, 2 the catalog version (always present).
+# membership, 1 rollout exclusion, 2 the catalog version (always present), 3 a rule match (a
+# segment in rule mode covers the user: issue 29; rows of segments not in rule mode are ignored).
 USER_ROWS = """
 SELECT 0, segment_id, expires_at FROM memberships WHERE user_id = %(user)s
 UNION ALL SELECT 1, segment_id, NULL FROM rollout_exclusions WHERE user_id = %(user)s
 UNION ALL SELECT 2, version, NULL FROM catalog_version
+UNION ALL SELECT 3, segment_id, NULL FROM rule_matches WHERE user_id = %(user)s
 """
 # USER_ROWS as the hot path sends it to libpq: prepared once per connection, binary in and out.
-USER_ROWS_NAME = b"segments_user_rows"
+USER_ROWS_NAME = b"segments_user_rows_3"
 USER_ROWS_LIBPQ = USER_ROWS.replace("%(user)s", "$1").encode()
 INT8_OID, BINARY = 20, 1
 UNDEFINED_STATEMENT, DUPLICATE_STATEMENT = b"26000", b"42P05"  # SQLSTATEs
@@ -90,6 +92,8 @@ WHERE user_id = ANY(%(users)s::bigint[]) AND (expires_at IS NULL OR expires_at >
 UNION ALL SELECT 1, string_agg({_RECORD.format("'infinity'::timestamptz")}, '') FROM rollout_exclusions
 WHERE user_id = ANY(%(users)s::bigint[])
 UNION ALL SELECT 2, int8send(version) FROM catalog_version
+UNION ALL SELECT 3, string_agg({_RECORD.format("'infinity'::timestamptz")}, '') FROM rule_matches
+WHERE user_id = ANY(%(users)s::bigint[])
 """
 RECORD = np.dtype([("user", ">i8"), ("segment", ">i4"), ("until", ">i8")])
 NEVER = np.iinfo(np.int64).max  # 'infinity': no expiry
@@ -111,9 +115,13 @@ class UserView:
     user_id: int
     now: datetime
 
+    matched: frozenset[int] = frozenset()  # segments in rule mode whose rule_matches row the user has
+
     @cached_property
     def rollout_ids(self) -> set[int]:
-        return {s.id for s in self.catalog.rollouts(self.now).covering(self.user_id)}
+        """The live segments covering the user now (their rollout, or in rule mode their rule
+        match), whatever the user's explicit rows."""
+        return {s.id for s in self.catalog.rollouts(self.now).covering(self.user_id)} | set(self.matched)
 
 
 _lock = threading.Lock()
@@ -539,6 +547,7 @@ class _UserRows:
     segments: list[int]
     expiries: list[datetime | None]
     excluded_segments: list[int]
+    matched: list[int]  # segments with a rule_matches row of the user (in rule mode or not)
 
     @classmethod
     def of(cls, rows: Sequence[Sequence[Any]], now: datetime) -> _UserRows:
@@ -548,6 +557,7 @@ class _UserRows:
             [sid for sid, _ in members],
             [at for _, at in members],
             [sid for kind, sid, _ in rows if kind == 1],
+            [sid for kind, sid, _ in rows if kind == 3],
         )
 
 
@@ -562,11 +572,13 @@ class _Records:
     until: np.ndarray  # microseconds since POSTGRES_EPOCH, NEVER for no expiry
     excluded_users: np.ndarray
     excluded_segments: np.ndarray
+    matched_users: np.ndarray
+    matched_segments: np.ndarray
 
     @classmethod
     def of(cls, rows: Sequence[Sequence[Any]]) -> _Records:
         data = {kind: value for kind, value in rows}
-        members, excluded = (np.frombuffer(data[kind] or b"", RECORD) for kind in (0, 1))
+        members, excluded, matched = (np.frombuffer(data.get(kind) or b"", RECORD) for kind in (0, 1, 3))
         return cls(
             int.from_bytes(data[2], "big", signed=True),
             members["user"].astype(np.int64),
@@ -574,6 +586,8 @@ class _Records:
             members["until"].astype(np.int64),
             excluded["user"].astype(np.int64),
             excluded["segment"].astype(np.intp),
+            matched["user"].astype(np.int64),
+            matched["segment"].astype(np.intp),
         )
 
 
@@ -660,6 +674,17 @@ def _evaluate(
     if catalog.group_of:
         keep[keep] = _one_per_group(member_at[keep], member_rank[keep], lookup.group[member_rank[keep]])
     member_at, member_rank, until = member_at[keep], member_rank[keep], rows.until[keep]
+    if len(rows.matched_users) and catalog.rule_ids:  # rule matches: the rule columns' cells
+        matched_rank = lookup.index(rows.matched_segments)
+        live_rows = matched_rank >= 0
+        columns = np.full(len(matched_rank), -1, dtype=np.intp)
+        columns[live_rows] = rollouts.column_by_index[matched_rank[live_rows]]
+        rule_column = np.zeros(len(columns), dtype=bool)
+        rule_column[live_rows] = [
+            catalog.segments[int(sid)].rule_mode for sid in rows.matched_segments[live_rows].tolist()
+        ]
+        hit = rule_column & (columns >= 0)
+        covered[positions(rows.matched_users[hit]), columns[hit]] = True
     excluded_at, excluded_rank = positions(rows.excluded_users), lookup.index(rows.excluded_segments)
     # Covered cells an explicit row or an exclusion overrides, and groups an explicit member holds.
     for at, of in ((member_at, member_rank), (excluded_at, excluded_rank)):
@@ -730,6 +755,9 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
     segments = catalog.segments
     until = {sid: at for sid, at in zip(rows.segments, rows.expiries, strict=True) if sid in segments}
     covering = [s.id for s in catalog.rollouts(now).covering(user_id)]
+    matched = frozenset(sid for sid in rows.matched if sid in catalog.rule_ids) if rows.matched else frozenset()
+    if matched:
+        covering += sorted(matched, key=lambda sid: segments[sid].rank)
     found: list[tuple[int, ActiveSegment]] = []
     for sid in membership_rule.members(
         until, rows.excluded_segments, covering, catalog.group_of, rank=lambda sid: segments[sid].rank
@@ -742,4 +770,4 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
         else:
             found.append((segment.rank, ActiveSegment(segment.slug, Source.EXPLICIT, expires)))
     found.sort(key=itemgetter(0))
-    return UserView([entry for _, entry in found], catalog, user_id, now)
+    return UserView([entry for _, entry in found], catalog, user_id, now, matched)

@@ -14,8 +14,11 @@ The rule, for one user at one moment:
 3. Inside an exclusion group, an explicit membership of one segment holds the group: the
    group's other rollouts do not count for that user. (Writes refuse a second explicit segment
    of one group; should two writers ever race, the first by slug rank wins.)
-4. Otherwise the user is in a segment whose rollout covers their bucket now — scheduled
-   changes counting from their ``at``.
+4. Otherwise the user is in a segment that covers them now: for a plain segment, its rollout
+   covers their bucket (scheduled changes counting from their ``at``); for a segment in rule
+   mode (issue 29), its rules matched the user's traits with their bucket in its rollout at the
+   last evaluation — the user's own ``rule_matches`` row, recorded in history as ``rule`` rows
+   (``match`` changes here).
 
 History entries are the changes of that answer, nothing else: :func:`step` applies the changes
 of one instant and returns the (segment, added/removed) pairs whose membership flipped. An
@@ -73,6 +76,13 @@ class Segment:
     live: bool = True
     explicit: bool = False
     excluded: bool = False
+    rule_mode: bool = False  # the segment covers by its rule matches (``matched``), not ``covered``
+    matched: bool = False  # the user's rule match row (materialised: rules match, bucket in rollout)
+
+    @property
+    def covers(self) -> bool:
+        """Does the segment cover the user (explicit rows notwithstanding)?"""
+        return self.matched if self.rule_mode else self.covered
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class State:
             members(
                 (sid for sid, s in live.items() if s.explicit),
                 {sid for sid, s in live.items() if s.excluded},
-                (sid for sid, s in live.items() if s.covered),
+                (sid for sid, s in live.items() if s.covers),
                 {sid: s.group for sid, s in live.items() if s.group is not None},
                 rank=lambda sid: (live[sid].slug, sid),
             )
@@ -99,9 +109,10 @@ class Change:
     """One change of one segment for the user.
 
     ``kind``: ``add`` (explicit membership; lifts an exclusion), ``remove`` (explicit
-    membership ends; ``exclude`` when the rollout covers the user, as api/dashboard/bulk
+    membership ends; ``exclude`` when the segment covers the user, as api/dashboard/bulk
     removals do), ``expire`` (an explicit membership reaches its expiry, or is removed with the
-    segment), ``rollout`` (the catalog's side: ``covered``, ``group``, ``live``)."""
+    segment), ``rollout`` (the catalog's side: ``covered``, ``group``, ``live``, ``rule_mode``),
+    ``match`` (the user's rule match row written, ``covered`` true, or deleted)."""
 
     segment_id: int
     kind: str
@@ -110,6 +121,7 @@ class Change:
     covered: bool = False
     group: str | None = None
     live: bool = True
+    rule_mode: bool = False
 
 
 def apply(state: State, change: Change) -> State:
@@ -120,7 +132,7 @@ def apply(state: State, change: Change) -> State:
         new = replace(old, slug=slug, explicit=True, excluded=False)
     elif change.kind == "remove":
         new = replace(
-            old, slug=slug, explicit=False, excluded=old.excluded or (change.exclude and old.covered)
+            old, slug=slug, explicit=False, excluded=old.excluded or (change.exclude and old.covers)
         )
     elif change.kind == "expire":
         new = replace(old, slug=slug, explicit=False)
@@ -131,10 +143,13 @@ def apply(state: State, change: Change) -> State:
             covered=change.covered,
             group=change.group,
             live=change.live,
+            rule_mode=change.rule_mode,
             # A deletion keeps the segment's exclusions for a restore (the rows stay; reads
             # ignore segments outside the catalog), so they hold again when it comes back.
             excluded=old.excluded,
         )
+    elif change.kind == "match":
+        new = replace(old, slug=slug, matched=change.covered)
     else:
         raise ValueError(f"unknown change kind {change.kind!r}")
     return State({**state.segments, change.segment_id: new})
