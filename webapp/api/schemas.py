@@ -602,11 +602,12 @@ class OperationOut(BaseModel):
 class CauseOut(BaseModel):
     """The change a history entry is credited to."""
 
-    kind: Literal["change", "rollout", "group", "schedule", "deleted", "restored"] = Field(
-        description="change: a stored explicit change of this user (its reason says which: api, "
-        "dashboard, ttl, segment_deleted, restored); the others are changes of a segment: its "
-        "rollout percentage, a move into or out of an exclusion group, a scheduled change "
-        "falling due, its deletion, its restore"
+    kind: Literal["change", "rollout", "rules", "group", "schedule", "deleted", "restored"] = Field(
+        description="change: a stored change of this user (its reason says which: api, "
+        "dashboard, ttl, segment_deleted, restored, rule: the segment's rules began or stopped "
+        "covering the user, after a trait change or a rule change); the others are changes of a "
+        "segment: its rollout percentage, it began or stopped answering by its rules, a move into "
+        "or out of an exclusion group, a scheduled change falling due, its deletion, its restore"
     )
     segment: str = Field(description="the segment that changed (a group's other segments move with it)")
     at: datetime

@@ -80,6 +80,7 @@ class SegmentEventKind(StrEnum):
     DESCRIPTION_CHANGED = "description_changed"
     ROLLOUT_CHANGED = "rollout_changed"
     GROUP_CHANGED = "group_changed"
+    RULES_CHANGED = "rules_changed"  # rules given, changed or removed (issue 29)
     MEMBERS_ADDED = "members_added"
     MEMBERS_REMOVED = "members_removed"
     MEMBERS_REPLACED = "members_replaced"

@@ -61,6 +61,7 @@ from webapp.services.segments.rollout_state import (
     lock_scope,
     require_version,
     set_state,
+    start_reevaluation,
     states,
 )
 
@@ -241,6 +242,8 @@ def restore_segment(
         refuse_overlap(session, segment, group, locked, now)
     new = fitting(session, locked, states(locked), segment.id, wanted, now)
     set_state(session, segment, new, reason=Reason.RESTORED, actor=actor, at=now, force=True)
+    if segment.rules is not None:  # its rule matches are as of its deletion: evaluated again
+        start_reevaluation(session, segment, actor, now)
     expired = int(
         session.execute(
             text("DELETE FROM retired_memberships WHERE segment_id = :segment AND expires_at <= :now"),

@@ -42,6 +42,8 @@ def cause_html(entry: Any) -> Markup:
         else:
             move = f"out of group {cause.from_group}"
         what = f"{cause.segment} moved {move}"
+    elif cause.kind == "rules":
+        what = f"{cause.segment} answering by its rules" if own else f"{cause.segment}'s rules switched"
     elif cause.kind == "deleted":
         what = f"{cause.segment} deleted"
     else:  # restored

@@ -123,6 +123,11 @@ def activity_text(event: Any) -> str:
             if d.get("after")
             else f"Taken out of group {d.get('before')}"
         ),
+        "rules_changed": lambda: (
+            "Rules removed: answering by its rollout"
+            if d.get("rules") is None
+            else f"Rules set ({len(d['rules'])} rule{'s' if len(d['rules']) != 1 else ''}); users evaluated again"
+        ),
         "members_added": lambda: (
             f"Bulk import of {_ids(d)}"
             + (

@@ -35,7 +35,10 @@ from webapp.services.segments import rollout_state
 class Cause:
     """The change a history entry is credited to (``kind``): a stored explicit change of the
     user (``change``: api, dashboard, a bulk operation's row, a TTL, a deletion's or a restore's
-    row), or a segment-level change of ``segment`` — ``rollout`` (its percentage), ``group`` (a
+    row, a ``rule`` row: the user's traits or the segment's rules changed whether its rules cover
+    them), or a segment-level change of ``segment`` — ``rollout`` (its percentage), ``rules`` (it
+    began or stopped answering by its rules: a plain segment's first rules evaluated for every
+    user, or its rules removed), ``group`` (a
     move into or out of an exclusion group), ``schedule`` (a scheduled change falling due, with
     its ``schedule_id``), ``deleted``, ``restored``. ``segment`` may differ from the entry's: a
     group's other segments move with one that changes."""
@@ -179,6 +182,7 @@ def _replay(
             covered=rule.covers(user_id),
             group=recorded.exclusion_group,
             live=recorded.reason != Reason.SEGMENT_DELETED,
+            rule_mode=bool(recorded.rule_mode),
         )
         steps.append(
             _Step(
@@ -195,6 +199,7 @@ def _replay(
 
     state = membership_rule.State()
     groups: dict[int, str | None] = {}  # each segment's group before the instant
+    modes: dict[int, bool] = {}  # each segment's rule mode before the instant
     for at, same_time in groupby(steps, key=attrgetter("at")):
         instant = list(same_time)
         state, flips = membership_rule.step(state, (s.change for s in instant))
@@ -207,15 +212,18 @@ def _replay(
                 at,
                 why.reason,
                 why.actor or "system",
-                _described(why, state, groups),
+                _described(why, state, groups, modes),
             )
             yield entry, why
         for s in instant:
             if s.recorded is not None:
                 groups[s.recorded.segment_id] = s.recorded.exclusion_group
+                modes[s.recorded.segment_id] = bool(s.recorded.rule_mode)
 
 
-def _described(why: _Step, state: membership_rule.State, groups: dict[int, str | None]) -> Cause:
+def _described(
+    why: _Step, state: membership_rule.State, groups: dict[int, str | None], modes: dict[int, bool]
+) -> Cause:
     """The entry's cause as the dashboard and the API show it."""
     slug = why.change.slug or state.segments[why.change.segment_id].slug
     actor = why.actor or "system"
@@ -229,6 +237,8 @@ def _described(why: _Step, state: membership_rule.State, groups: dict[int, str |
         kind = "restored"
     elif recorded.schedule_id is not None:
         kind = "schedule"
+    elif bool(recorded.rule_mode) != modes.get(recorded.segment_id, False):
+        kind = "rules"  # the segment began (or stopped) answering by its rules
     elif recorded.exclusion_group != before and recorded.segment_id in groups:
         kind = "group"
     else:
@@ -249,6 +259,9 @@ def _described(why: _Step, state: membership_rule.State, groups: dict[int, str |
 def _stored_step(row: MembershipEvent) -> _Step:
     """A stored row as the change of the user's own rows it records."""
     reason = Reason(row.reason)
+    if reason == Reason.RULE:  # the user's rule match row written or deleted
+        match = membership_rule.Change(row.segment_id, "match", row.segment_slug, covered=row.action == Action.ADDED)
+        return _Step(row.occurred_at, 1, row.id, match, reason, row.actor, stored=True)
     if row.action == Action.ADDED:
         kind, exclude = "add", False
     else:  # a removal asked for (api, dashboard) also excludes a user the rollout covers
@@ -257,11 +270,16 @@ def _stored_step(row: MembershipEvent) -> _Step:
     return _Step(row.occurred_at, 1, row.id, change, reason, row.actor, stored=True)
 
 
+def _adds(change: membership_rule.Change) -> bool:
+    """Does a stored row's change add (an explicit add, a rule match written)?"""
+    return change.kind == "add" or (change.kind == "match" and change.covered)
+
+
 def _cause(instant: list[_Step], segment_id: int, action: Action) -> _Step:
     """Which change of an instant an entry is credited to: the segment's own stored row of the
     same direction, else its own rollout change, else the instant's first stored row or
     rollout change (an exclusion group's other segments move with it)."""
     own = [s for s in instant if s.change.segment_id == segment_id]
     adds = action == Action.ADDED
-    stored = [s for s in own if s.stored and (s.change.kind == "add") == adds]
+    stored = [s for s in own if s.stored and _adds(s.change) == adds]
     return next(iter(stored), None) or next((s for s in own if not s.stored), None) or (own or instant)[0]

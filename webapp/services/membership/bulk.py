@@ -51,6 +51,7 @@ from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import DbSession, clock, expiry, user_id_details, utcnow
 from webapp.services.membership import store as membership_store
+from webapp.services.membership import rules as rule_matches
 from webapp.services.reads import path as read_path
 from webapp.services.segments import events as activity_log
 from webapp.services.segments import lifecycle as segments
@@ -400,7 +401,10 @@ def rollout_covered(
     ranges), evaluated for this one segment over many users at once."""
     if not user_ids:
         return []
-    rollouts = read_path.user_view(session, user_ids[0], now).catalog.rollouts(now)
+    catalog = read_path.user_view(session, user_ids[0], now).catalog
+    if segment.id in catalog.rule_ids:  # a segment in rule mode covers the users of its rule matches
+        return rule_matches.covered_users(session, segment.id, user_ids)
+    rollouts = catalog.rollouts(now)
     covered = rollouts.covers(segment.id, user_ids)
     return [u for u, inside in zip(user_ids, covered.tolist(), strict=True) if inside]
 
@@ -658,6 +662,8 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     """Do the operation's next chunk in the caller's transaction; False when nothing is left.
     The cursor, counts and status change with the chunk, so a crash loses nothing."""
     assert operation.segment_id is not None, "a trait import is run by services.traits.imports"
+    if operation.kind == OperationKind.REEVALUATE_RULES:
+        return rule_matches.reevaluate_chunk(session, operation)
     if operation.kind == OperationKind.DELETE_SEGMENT:
         gone = membership_store.remove_for_deleted_segment(
             session, operation.segment_id, operation.slug, operation.created_at, operation.actor, CHUNK
@@ -780,7 +786,10 @@ def finish(session: DbSession, operation: BulkOperation) -> None:
     listed = _drop_ids(session, operation)
     kind = OperationKind(operation.kind)
     segment = session.get(Segment, operation.segment_id)
-    if kind in (OperationKind.DELETE_SEGMENT, OperationKind.RESTORE_SEGMENT) or segment is None:
+    if (
+        kind in (OperationKind.DELETE_SEGMENT, OperationKind.RESTORE_SEGMENT, OperationKind.REEVALUATE_RULES)
+        or segment is None
+    ):
         return
     facts = {"operation": str(operation.id), "background": True, "reason": operation.reason}
     if kind == OperationKind.BULK_ADD:

@@ -655,3 +655,96 @@ def expire_batch(
     gone, written = _run(session, sql, params).one()
     _woken(written)
     return int(gone)
+
+
+# -- rule matches (issue 29) ---------------------------------------------------------------
+
+# Does a rule match row of (c.user_id, c.segment_id) written or deleted now move the user's
+# answer? Only for a live segment in rule mode (a pending one's rows are not read yet), and only
+# when nothing overrides its coverage: a live explicit row of the segment, an exclusion from it,
+# or (in an exclusion group) a live explicit row of any segment of the group (the membership
+# rule, reads.rule: explicit beats exclusion beats coverage; an explicit member holds the group).
+_MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
+ AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = c.user_id AND m.segment_id = c.segment_id
+                 AND (m.expires_at IS NULL OR m.expires_at > c.at))
+ AND NOT EXISTS (SELECT 1 FROM rollout_exclusions e WHERE e.user_id = c.user_id AND e.segment_id = c.segment_id)
+ AND (s.exclusion_group IS NULL OR NOT EXISTS (
+     SELECT 1 FROM memberships m JOIN segments o ON o.id = m.segment_id
+     WHERE m.user_id = c.user_id AND o.exclusion_group = s.exclusion_group AND o.{LIVE_SEGMENT_SQL}
+       AND (m.expires_at IS NULL OR m.expires_at > c.at))))"""
+
+_MATCH_EVENTS = _events(
+    f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {_MATCH_VISIBLE}, "
+    "CAST(NULL AS timestamptz) FROM c JOIN segments s ON s.id = c.segment_id"
+)
+
+_SET_MATCHES = """
+WITH want AS (
+    SELECT DISTINCT user_id, segment_id
+    FROM unnest(CAST(:pair_users AS bigint[]), CAST(:pair_segments AS int[])) AS t(user_id, segment_id)
+),
+del AS (
+    DELETE FROM rule_matches r
+    WHERE r.user_id = ANY(CAST(:users AS bigint[]))
+      AND (CAST(:all AS boolean) OR r.segment_id = ANY(CAST(:segments AS int[])))
+      AND NOT EXISTS (SELECT 1 FROM want w WHERE w.user_id = r.user_id AND w.segment_id = r.segment_id)
+    RETURNING r.user_id, r.segment_id
+),
+ins AS (
+    INSERT INTO rule_matches (user_id, segment_id, since)
+    SELECT user_id, segment_id, :now FROM want ORDER BY user_id, segment_id
+    ON CONFLICT (user_id, segment_id) DO NOTHING
+    RETURNING user_id, segment_id
+),
+c AS (
+    SELECT user_id, segment_id, 'removed' AS action, CAST(:now AS timestamptz) AS at FROM del
+    UNION ALL
+    SELECT user_id, segment_id, 'added', CAST(:now AS timestamptz) FROM ins
+),
+{events}
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del), {written}
+""".format(events=_MATCH_EVENTS, written=WRITTEN)
+
+
+def set_matches(
+    session: DbSession,
+    user_ids: Sequence[int],
+    segment_ids: Sequence[int] | None,
+    matched: Sequence[tuple[int, int]],
+    now: datetime,
+    actor: str,
+) -> tuple[int, int]:
+    """Make the rule match rows of ``user_ids`` in ``segment_ids`` (None: every segment they have
+    a row of) exactly the ``matched`` (user, segment) pairs, each row written or deleted with its
+    ``rule`` history row stamped ``now`` (read by the caller after its locks). The one writer of
+    ``rule_matches``: a trait change (its users, every live rule segment; a user whose traits are
+    gone, None) and a re-evaluation chunk (its users, its one segment). Returns (rows added, rows
+    removed)."""
+    added, removed, written = _run(
+        session,
+        _SET_MATCHES,
+        {
+            "users": list(user_ids),
+            "all": segment_ids is None,
+            "segments": list(segment_ids or ()),
+            "pair_users": [u for u, _ in matched],
+            "pair_segments": [s for _, s in matched],
+            "now": now,
+            "actor": actor,
+        },
+    ).one()
+    _woken(written)
+    return int(added), int(removed)
+
+
+def lock_segments_bulk(session: DbSession, segment_ids: Sequence[int]) -> None:
+    """:func:`lock_segment_bulk` for several segments, in id order (a re-evaluation chunk: its
+    segment and the other live segments of its exclusion group, whose explicit rows decide
+    whether its rows move an answer)."""
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:space, s.id) "
+            "FROM (SELECT DISTINCT unnest(CAST(:ids AS int[])) AS id ORDER BY 1 OFFSET 0) s"
+        ),
+        {"space": BULK_LOCK_SPACE, "ids": list(segment_ids)},
+    )

@@ -173,3 +173,18 @@ def share(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> int
     for start, end in rule.ranges:
         inside |= (buckets >= start) & (buckets < end)
     return int(inside.sum())
+
+
+def covers_many(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> npt.NDArray[np.bool_]:
+    """For each of ``user_ids``: does the rule cover them (:meth:`Rule.covers`, vectorised for
+    scheme 2; ``hashes``: their :func:`user_hashes` if already computed)."""
+    inside = np.zeros(len(user_ids), dtype=bool)
+    if not rule.ranges or not len(user_ids):
+        return inside
+    if rule.scheme == 1:
+        inside[:] = [rule.covers(u) for u in user_ids]
+        return inside
+    buckets = mix_buckets((user_hashes(user_ids) if hashes is None else hashes) ^ np.uint64(key(rule.salt)))
+    for start, end in rule.ranges:
+        inside |= (buckets >= start) & (buckets < end)
+    return inside

@@ -26,10 +26,16 @@ from webapp.services.segments.rollout_state import (
     ensure_group,
     lock_scope,
     materialize,
+    refuse_schedules_of_rules,
     require_version,
+    rules_or_error,
     set_state,
+    start_reevaluation,
     states,
+    switch_rule_mode,
 )
+
+RULES_DEFAULT_BASIS_POINTS = 10_000  # a segment created with rules and no percentage: all who match
 
 UNSET: object = object()
 
@@ -145,18 +151,31 @@ def create_segment(
     exclusion_group: object = None,
     actor: str = "",
     now: datetime | None = None,
+    rules: object = None,
 ) -> Segment:
     """Create a live segment with a fresh salt, optionally in an exclusion group (created on
-    first use); Conflict when the slug is taken, 422 when the group has no room."""
+    first use); Conflict when the slug is taken, 422 when the group has no room.
+
+    With ``rules`` (issue 29) it answers by them from the start (rule mode: nobody is in until
+    the re-evaluation operation queued here reaches them), at 100% unless ``rollout_percent``
+    says otherwise (the percentage applies inside the matched audience)."""
     given, now = now, now or utcnow()
     group = group_or_error(exclusion_group)
-    basis_points = basis_points_or_error(rollout_percent)
+    canonical = rules_or_error(rules)
+    basis_points = (
+        RULES_DEFAULT_BASIS_POINTS
+        if canonical is not None and rollout_percent is None
+        else basis_points_or_error(rollout_percent)
+    )
     segment = Segment(
         slug=_slug_or_error(slug),
         description=description_or_error(description),
         rollout_basis_points=0,
         salt=rollout.new_salt(),
         created_at=now,
+        rules=canonical,
+        rules_version=0,
+        rule_mode=canonical is not None,
     )
     try:
         with session.begin_nested():
@@ -175,8 +194,9 @@ def create_segment(
         now,
         rollout_percent=basis_points / 100,
         exclusion_group=group,
+        **({} if canonical is None else {"rules": canonical}),
     )
-    if basis_points or group:
+    if basis_points or group or canonical is not None:
         if group:
             ensure_group(session, group, now)
         locked = lock_scope(session, segment.id, group)
@@ -189,8 +209,11 @@ def create_segment(
             reason=Reason.ROLLOUT,
             actor=actor,
             at=now,
+            force=canonical is not None,  # (recorded: history learns the segment's rule mode)
         )
         check_future(session, locked, now)
+        if canonical is not None:
+            start_reevaluation(session, segment, actor, now)
     catalog_changed(session)
     session.flush()
     return segment
@@ -205,9 +228,17 @@ def update_segment(
     actor: str = "",
     now: datetime | None = None,
     expected_version: int | None = None,
+    rules: object = UNSET,
 ) -> tuple[Segment, bool]:
-    """Change description, rollout and/or exclusion group (all validated before anything
-    changes, each change recorded); returns the segment and whether its rollout changed.
+    """Change description, rollout, exclusion group and/or rules (all validated before anything
+    changes, each change recorded); returns the segment and whether its rollout or rules changed.
+
+    Rules (issue 29; None removes them): a change of a rule segment's rules, percentage or group
+    queues a re-evaluation of every user with traits (``rollout_state.start_reevaluation``); until
+    it reaches a user, the user is answered as the previous evaluation had it. A plain segment
+    given rules keeps its percentage and answers by its rollout until that operation has
+    evaluated everyone, then by its rules (``membership.rules``); rules removed, it answers by its
+    rollout at once.
 
     Moving into a group takes the rollout's share of the group's free buckets (422 if there is
     not enough) and is refused (409) while some user is an explicit member of this segment and
@@ -218,10 +249,17 @@ def update_segment(
     new_description = None if description is UNSET else description_or_error(description)
     new_bp = None if rollout_percent is UNSET else basis_points_or_error(rollout_percent)
     new_group = UNSET if exclusion_group is UNSET else group_or_error(exclusion_group)
+    new_rules = UNSET if rules is UNSET else rules_or_error(rules)
     segment = get_live_segment(session, slug)
     changed = False
-    if new_bp is not None or (new_group is not UNSET and new_group != segment.exclusion_group):
-        changed = _change_rollout(session, segment, new_bp, new_group, actor, given, expected_version)
+    if (
+        new_bp is not None
+        or (new_group is not UNSET and new_group != segment.exclusion_group)
+        or (new_rules is not UNSET and new_rules != segment.rules)
+    ):
+        changed = _change_rollout(
+            session, segment, new_bp, new_group, actor, given, expected_version, new_rules
+        )
     else:
         segment = get_live_segment(session, slug, lock="update")
     if new_description is not None and new_description != segment.description:
@@ -247,9 +285,10 @@ def _change_rollout(
     actor: str,
     given: datetime | None,
     expected_version: int | None = None,
+    new_rules: object = UNSET,
 ) -> bool:
-    """The rollout change, stamped with the database clock read after its locks (``given``:
-    a fixed clock), so it is ordered after every membership change it waited for."""
+    """The rollout change (and rules change), stamped with the database clock read after its
+    locks (``given``: a fixed clock), so it is ordered after every membership change it waited for."""
     if isinstance(new_group, str):
         ensure_group(session, new_group, given or utcnow())
     locked = lock_scope(session, segment.id, new_group if isinstance(new_group, str) else None)
@@ -270,8 +309,29 @@ def _change_rollout(
         refuse_explicit_overlap(session, segment, new_group, locked)
     target = old.basis_points if new_bp is None else new_bp
     new = change_or_error(states(locked), segment.id, target, ... if new_group is UNSET else new_group)
+    rules_changed = new_rules is not UNSET and new_rules != segment.rules
+    old_rules = segment.rules
+    had_rules = old_rules is not None
+    if rules_changed and not had_rules:
+        refuse_schedules_of_rules(session, segment, adding_rules=True)
     changed = set_state(session, segment, new, reason=Reason.ROLLOUT, actor=actor, at=now)
     check_future(session, locked, now)
+    if rules_changed:
+        segment.rules = new_rules  # type: ignore[assignment]
+        if new_rules is None:  # answering by its rollout again, at once
+            switch_rule_mode(session, segment, False, actor, now)
+        activity_log.record(
+            session,
+            segment,
+            SegmentEventKind.RULES_CHANGED,
+            actor,
+            now,
+            before=old_rules,
+            rules=new_rules,
+        )
+    if rules_changed or (changed and segment.rules is not None):
+        start_reevaluation(session, segment, actor, now)
+        changed = True
     if new.group != old.group:
         activity_log.record(
             session,

@@ -13,18 +13,30 @@ before any other rollout change so that changes apply in time order.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, create_engine, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Engine, create_engine, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from webapp.errors import Conflict, ValidationFailed, detail
-from webapp.models import CatalogVersion, ExclusionGroup, RolloutChange, RolloutSchedule, Segment
-from webapp.models.enums import Reason, SegmentEventKind
+from webapp.models import (
+    BulkOperation,
+    CatalogVersion,
+    ExclusionGroup,
+    RolloutChange,
+    RolloutSchedule,
+    Segment,
+    UserTraits,
+)
+from webapp.models.enums import OperationKind, Reason, ReportStatus, SegmentEventKind
+from webapp.platform.queue import enqueue_after_commit
+from webapp.services import targeting
 from webapp.services.common import DbSession, iso, utcnow
 from webapp.services.rollout import buckets as rollout
 from webapp.services.rollout.allocation import NoRoom, RolloutState, change
@@ -140,10 +152,94 @@ def set_state(
             exclusion_group=new.group,
             bucket_ranges=segment.bucket_ranges,
             schedule_id=schedule_id,
+            rule_mode=segment.rule_mode,
         )
     )
     catalog_changed(session)
     return True
+
+
+# -- rules (issue 29) ----------------------------------------------------------------------
+
+REEVALUATE_JOB = "webapp.jobs.tasks.run_bulk_operation"  # (membership.bulk.RUN_JOB: the same job)
+
+
+def rules_or_error(raw: object) -> list[dict[str, Any]] | None:
+    """Rules as stored: the canonical form of ``raw`` (webapp.services.targeting), None for none;
+    422 naming every problem otherwise."""
+    if raw is None:
+        return None
+    return targeting.parse(raw).canonical()
+
+
+def refuse_schedules_of_rules(session: DbSession, segment: Segment, *, adding_rules: bool) -> None:
+    """409 ``rules_with_schedule``: a rule segment takes no scheduled changes (its rows are
+    re-evaluated by an operation, which cannot be exact to a scheduled second), and a segment
+    with pending scheduled changes gets no rules until they are applied or cancelled
+    (``adding_rules``: the rules are being given, else a schedule is being added)."""
+    waiting = pending(session, [segment.id]) if adding_rules else []
+    if (adding_rules and not waiting) or (not adding_rules and segment.rules is None):
+        return
+    raise Conflict(
+        f"segment {segment.slug}: rules and scheduled rollout changes cannot be combined ("
+        + (
+            f"cancel its {len(waiting)} scheduled change(s) first)"
+            if adding_rules
+            else "it has rules: change its rollout now, its users are evaluated again in the background)"
+        ),
+        [
+            detail(
+                "rules" if adding_rules else "at",
+                "rules and scheduled rollout changes cannot be combined",
+                code="rules_with_schedule",
+                slug=segment.slug,
+                schedules=len(waiting),
+            )
+        ],
+    )
+
+
+def start_reevaluation(session: DbSession, segment: Segment, actor: str, now: datetime) -> BulkOperation:
+    """The segment's rules, percentage or group changed (or it came back): bump its
+    ``rules_version`` and queue the operation that evaluates every user with traits again for
+    that version (membership.rules: chunked, resumable; an older one still running stops at its
+    next chunk, superseded). Until it reaches a user, reads and history answer them as the
+    previous evaluation did."""
+    segment.rules_version = (segment.rules_version or 0) + 1
+    total = session.scalar(select(func.count()).select_from(UserTraits)) or 0
+    operation = BulkOperation(
+        id=uuid.uuid4(),
+        kind=OperationKind.REEVALUATE_RULES,
+        segment_id=segment.id,
+        slug=segment.slug,
+        status=ReportStatus.QUEUED,
+        total=total,
+        done=0,
+        added=0,
+        updated=0,
+        removed=0,
+        cursor=0,
+        phase=0,
+        reason=Reason.RULE,
+        actor=actor,
+        attempts=0,
+        created_at=now,
+        rules_version=segment.rules_version,
+    )
+    session.add(operation)
+    session.flush()
+    enqueue_after_commit(REEVALUATE_JOB, str(operation.id), job_id=f"bulk-{operation.id}")
+    return operation
+
+
+def switch_rule_mode(session: DbSession, segment: Segment, on: bool, actor: str, at: datetime) -> None:
+    """The segment answers by its rule matches from ``at`` (``on``) or by its rollout's buckets
+    again: recorded as a rollout change of the same state flagged with the new mode (history
+    replays that instant's flips like any rollout change), the catalog version bumped."""
+    if segment.rule_mode == on:
+        return
+    segment.rule_mode = on
+    set_state(session, segment, state_of(segment), reason=Reason.ROLLOUT, actor=actor, at=at, force=True)
 
 
 def catalog_version(session: DbSession) -> int:

@@ -24,6 +24,7 @@ from webapp.services.segments.rollout_state import (
     catalog_changed,
     check_future,
     lock_scope,
+    refuse_schedules_of_rules,
     require_version,
 )
 
@@ -73,6 +74,7 @@ def add(
             f"rollout_percent {exc}", [detail("rollout_percent", str(exc), code=problem_code(exc))]
         ) from None
     segment, locked, now = _locked(session, slug, None if given is None else now)
+    refuse_schedules_of_rules(session, segment, adding_rules=False)
     require_version(session, expected_version)
     when = when_or_error(at, now)  # still in the future once the locks are held
     check_future(session, locked, now, extra=(segment.id, when, basis_points))

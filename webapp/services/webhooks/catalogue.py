@@ -18,7 +18,7 @@ PING = "webhook.test"
 
 EVENT_TYPES: dict[str, str] = {
     SEGMENT_CREATED: "a segment was created (its rollout and exclusion group)",
-    SEGMENT_CHANGED: "a segment's description, rollout (from → to) or exclusion group changed",
+    SEGMENT_CHANGED: "a segment's description, rollout (from → to), exclusion group or rules changed",
     SEGMENT_DELETED: "a segment was deleted (how many members it had)",
     SEGMENT_RESTORED: "a deleted segment was restored",
     SCHEDULE_APPLIED: "a scheduled rollout change came due and was applied",
@@ -35,6 +35,7 @@ _KINDS: dict[str, tuple[str, str | None]] = {
     "description_changed": (SEGMENT_CHANGED, "description"),
     "rollout_changed": (SEGMENT_CHANGED, "rollout"),
     "group_changed": (SEGMENT_CHANGED, "exclusion_group"),
+    "rules_changed": (SEGMENT_CHANGED, "rules"),
     "deleted": (SEGMENT_DELETED, None),
     "restored": (SEGMENT_RESTORED, None),
     "members_added": (BULK_FINISHED, "add"),

@@ -1,0 +1,260 @@
+"""Rule segments' matches, materialised (issue 29): who each rule segment covers, kept per user.
+
+A ``rule_matches`` row (user, segment) means: the user has stored traits, the segment's rules
+match them (``targeting.RuleSet.match``) and the user's bucket is in the segment's rollout (its
+own buckets, or its ranges in its exclusion group) — as of the evaluation that wrote it. Reads
+count a segment in rule mode as covering exactly the users of its rows (``reads.path``); the
+membership rule is unchanged: explicit beats exclusion beats coverage, an explicit member holds
+their group. Every row written or deleted has its ``rule`` history row (``membership.store.set_matches``,
+the one writer), so history replays rule membership from stored rows like explicit changes.
+
+Two writers evaluate:
+
+- :func:`rematch` — a trait change (``services.traits.store.write``, per user and per import
+  chunk), in its transaction: every live segment with rules (in rule mode, or pending: a plain
+  segment whose first rules are still being evaluated) for every user whose traits changed; a
+  user whose traits are gone loses every row.
+- :func:`reevaluate_chunk` — one chunk of a segment's re-evaluation operation
+  (``OperationKind.REEVALUATE_RULES``, queued by ``segments.rollout_state.start_reevaluation``
+  when a rule segment's rules, percentage or group change): the next users with traits by id,
+  for the segment's rules version the operation was queued for. A newer version supersedes it
+  (it stops at its next chunk; the newer one starts from the first user). When a plain segment's
+  first rules have been evaluated for everyone, a last step switches it to rule mode.
+
+Locks (the global order of ``membership.store``): a trait change holds its users' locks, then
+share-locks the rows of the live rule segments (id order) and takes the bulk locks of those
+segments and of the other live segments of their exclusion groups *shared* (id order), then
+reads the clock that stamps its rows. A chunk share-locks its segment's row, then takes the bulk
+locks of its segment and its group's other live segments *exclusive* (id order), then reads its
+clock. So a chunk and a trait change of the same user never interleave (each decides from rows
+and traits the other has committed), a per-user or bulk membership change of the segment or its
+group waits for the chunk (their rows decide whether a rule row moves an answer), and the rule
+change itself (exclusive row lock) is ordered against both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from webapp.models import BulkOperation, ExclusionGroup, Segment, UserTraits
+from webapp.services import targeting
+from webapp.services.common import DbSession, clock
+from webapp.services.membership import store as membership_store
+from webapp.services.rollout import buckets as rollout
+from webapp.services.segments import rollout_state
+
+CHUNK = 5_000  # users with traits per transaction of a re-evaluation
+EVALUATE_PASS, SWITCH_PASS = 0, 1  # a re-evaluation's phases: the users, then (a first rule set) the switch
+
+Traits = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleSegment:
+    """A live segment with rules, as its evaluation needs it."""
+
+    id: int
+    slug: str
+    rules_version: int
+    rule_mode: bool
+    ruleset: targeting.RuleSet
+    coverage: rollout.Rule  # who its rollout covers: its buckets, or its ranges in its group
+    group: str | None
+
+
+@lru_cache(maxsize=1024)
+def _parsed(canonical: str) -> targeting.RuleSet:
+    return targeting.parse(json.loads(canonical))
+
+
+def ruleset_of(rules: Any) -> targeting.RuleSet:
+    """The stored (canonical) rules parsed, once per distinct rule set per process."""
+    return _parsed(json.dumps(rules, sort_keys=True, separators=(",", ":")))
+
+
+def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
+    return RuleSegment(
+        segment.id,
+        segment.slug,
+        segment.rules_version,
+        segment.rule_mode,
+        ruleset_of(segment.rules),
+        rollout_state.rule_of(segment, group_salt),
+        segment.exclusion_group,
+    )
+
+
+def rule_segments(session: DbSession, *, lock: bool) -> list[RuleSegment]:
+    """Every live segment with rules, by id (``lock``: their rows share-locked, in id order)."""
+    stmt = (
+        select(Segment, ExclusionGroup.salt)
+        .outerjoin(ExclusionGroup, ExclusionGroup.name == Segment.exclusion_group)
+        .where(Segment.is_live, Segment.rules.is_not(None))
+        .order_by(Segment.id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        stmt = stmt.with_for_update(read=True, of=Segment)
+    return [_rule_segment(segment, salt) for segment, salt in session.execute(stmt).all()]
+
+
+def matching(segment: RuleSegment, users: Sequence[tuple[int, Traits]]) -> list[int]:
+    """The users (id, traits) the segment covers: its rules match their traits and their bucket
+    is in its rollout."""
+    if not segment.coverage.ranges:
+        return []
+    matched = [user for user, traits in users if segment.ruleset.match(traits) is not None]
+    if not matched:
+        return []
+    inside = rollout.covers_many(segment.coverage, matched)
+    return [user for user, hit in zip(matched, inside.tolist(), strict=True) if hit]
+
+
+def _with_group_neighbours(session: DbSession, segments: Sequence[RuleSegment]) -> list[int]:
+    """The segments' ids and those of every other live segment of their exclusion groups."""
+    ids = {s.id for s in segments}
+    groups = sorted({s.group for s in segments if s.group is not None})
+    if groups:
+        ids.update(
+            session.scalars(select(Segment.id).where(Segment.is_live, Segment.exclusion_group.in_(groups)))
+        )
+    return sorted(ids)
+
+
+@dataclass
+class Rematched:
+    added: int = 0
+    removed: int = 0
+
+
+def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], actor: str) -> Rematched:
+    """Re-match the rule segments for users whose traits just changed (user id, traits after:
+    None when they have none any more), in the caller's transaction, which holds the users'
+    locks (``services.traits.store.write``). Returns the rows added and removed."""
+    if not changed:
+        return Rematched()
+    segments = rule_segments(session, lock=True)
+    if segments:
+        membership_store.lock_segments_shared(session, _with_group_neighbours(session, segments))
+    now = clock(session)
+    done = Rematched()
+    gone = sorted({user for user, after in changed if after is None})
+    if gone:  # no traits: no rule matches at all (rows of segments without rules included)
+        added, removed = membership_store.set_matches(session, gone, None, [], now, actor)
+        done.added, done.removed = done.added + added, done.removed + removed
+    kept = sorted(((user, after) for user, after in changed if after is not None), key=lambda pair: pair[0])
+    if kept and segments:
+        pairs = [(user, s.id) for s in segments for user in matching(s, kept)]
+        pairs.sort()
+        added, removed = membership_store.set_matches(
+            session, [user for user, _ in kept], [s.id for s in segments], pairs, now, actor
+        )
+        done.added, done.removed = done.added + added, done.removed + removed
+    return done
+
+
+def reevaluate_chunk(session: DbSession, operation: BulkOperation) -> bool:
+    """One chunk of a re-evaluation operation in the caller's transaction (cursor, counts and
+    phase change with it); False when it is done — or superseded: the segment's rules version
+    moved on (a newer operation does the work), or the segment was deleted (a restore queues a
+    new one)."""
+    assert operation.segment_id is not None and operation.rules_version is not None
+    if operation.phase == SWITCH_PASS:
+        _switch(session, operation)
+        return False
+    segment = session.scalar(
+        select(Segment)
+        .where(Segment.id == operation.segment_id, Segment.is_live)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
+    if segment is None or segment.rules_version != operation.rules_version:
+        operation.error = "superseded: the segment was deleted" if segment is None else "superseded by a newer change"
+        return False
+    group_salt = (
+        session.scalar(select(ExclusionGroup.salt).where(ExclusionGroup.name == segment.exclusion_group))
+        if segment.exclusion_group
+        else None
+    )
+    neighbours = [segment.id]
+    if segment.exclusion_group is not None:
+        neighbours = list(
+            session.scalars(
+                select(Segment.id).where(Segment.is_live, Segment.exclusion_group == segment.exclusion_group)
+            )
+        )
+    membership_store.lock_segments_bulk(session, sorted({segment.id, *neighbours}))
+    now = clock(session)
+    users = [
+        (int(user), traits)
+        for user, traits in session.execute(
+            text(
+                "SELECT user_id, traits FROM user_traits WHERE user_id > :cursor ORDER BY user_id LIMIT :chunk"
+            ),
+            {"cursor": operation.cursor, "chunk": CHUNK},
+        )
+    ]
+    if users:
+        matched = [] if segment.rules is None else matching(_rule_segment(segment, group_salt), users)
+        added, removed = membership_store.set_matches(
+            session, [u for u, _ in users], [segment.id], [(u, segment.id) for u in matched], now, operation.actor
+        )
+        operation.added += added
+        operation.removed += removed
+        operation.done += len(users)
+        operation.total = max(operation.total, operation.done)
+        operation.cursor = users[-1][0]
+    if len(users) == CHUNK:
+        return True
+    if segment.rules is not None and not segment.rule_mode:  # a first rule set: switch once all are in
+        operation.phase = SWITCH_PASS
+        return True
+    return False
+
+
+def _switch(session: DbSession, operation: BulkOperation) -> None:
+    """A plain segment's first rules have been evaluated for every user with traits: it answers
+    by them from this instant (its own transaction, the segment and its group locked exclusive
+    as a rollout change locks them; trait changes meanwhile kept its rows exact)."""
+    assert operation.segment_id is not None
+    locked = rollout_state.lock_scope(session, operation.segment_id)
+    segment = locked.get(operation.segment_id)
+    if segment is None or segment.rules_version != operation.rules_version or segment.rules is None:
+        operation.error = "superseded by a newer change"
+        return
+    rollout_state.switch_rule_mode(session, segment, True, operation.actor, clock(session))
+
+
+def count_matching(session: DbSession, rules: Any) -> int:
+    """How many users with traits the rules match (before any rollout): the API's count, in SQL
+    (``RuleSet.sql``), each row of an inexact filter (a superset) confirmed with ``match``."""
+    ruleset = ruleset_of(rules)
+    found = ruleset.sql(UserTraits.traits)
+    if found.exact:
+        return int(session.scalar(select(func.count()).select_from(UserTraits).where(found.where)) or 0)
+    return sum(
+        1 for traits in session.scalars(select(UserTraits.traits).where(found.where)) if ruleset.match(traits) is not None
+    )
+
+
+def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) -> list[int]:
+    """Which of ``user_ids`` have a rule match row of the segment (its coverage in rule mode)."""
+    if not user_ids:
+        return []
+    return list(
+        session.scalars(
+            text(
+                "SELECT user_id FROM rule_matches WHERE segment_id = :segment "
+                "AND user_id = ANY(CAST(:ids AS bigint[])) ORDER BY user_id"
+            ),
+            {"segment": segment_id, "ids": list(user_ids)},
+        )
+    )
+
+
