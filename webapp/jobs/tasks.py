@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select, text, update
 
 from webapp.models import BulkOperation, JobRun, Report
-from webapp.models.enums import ReportStatus
+from webapp.models.enums import OperationKind, ReportStatus
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
 from webapp.services import restore
@@ -28,6 +28,7 @@ from webapp.services.history import reports
 from webapp.services.membership import bulk
 from webapp.services.membership import store as membership_store
 from webapp.services.segments import rollout_state
+from webapp.services.traits import imports as trait_imports
 from webapp.services.webhooks import catalogue, outbox
 from webapp.telemetry.metrics import purge_done, timed_job
 
@@ -160,10 +161,12 @@ def run_bulk_operation(operation_id: str) -> int:
         return operation.done
     operation.status, operation.attempts, operation.error = ReportStatus.RUNNING, operation.attempts + 1, None
     db.session.commit()
+    # one machinery, two services: a trait import's chunks are the traits service's (above membership)
+    runner = trait_imports if operation.kind == OperationKind.TRAIT_IMPORT else bulk
     try:
-        while bulk.run_chunk(db.session, operation):
+        while runner.run_chunk(db.session, operation):
             db.session.commit()
-        bulk.finish(db.session, operation)
+        runner.finish(db.session, operation)
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
