@@ -24,6 +24,7 @@ from webapp.models.enums import TraitAction, TraitImportMode
 from webapp.models.types import UTCDateTime
 from webapp.rules import MAX_TRAITS_PER_USER
 from webapp.services.common import DbSession, clock
+from webapp.services.membership import rules as rule_matches
 from webapp.services.membership import store as membership_store
 
 Traits = dict[str, Any]  # a JSON object of scalars (webapp.rules.trait_problems)
@@ -59,6 +60,8 @@ class WriteResult:
     unchanged: int = 0  # users whose traits were already what was asked
     too_many: list[int] = field(default_factory=list)  # merges left out: over MAX_TRAITS_PER_USER keys
     at: datetime | None = None  # the instant every row was stamped with
+    rules_added: int = 0  # rule match rows written (membership.rules.rematch)
+    rules_removed: int = 0  # rule match rows deleted
 
 
 def same(a: object, b: object) -> bool:
@@ -203,4 +206,7 @@ def write(
         )
     if seen:
         session.execute(_KEYS, {"keys": sorted(seen), "at": now})
+    if result.changed:  # the rule memberships these changes imply, in this transaction (issue 29)
+        matched = rule_matches.rematch(session, [(c.user_id, c.after) for c in result.changed], actor[:100])
+        result.rules_added, result.rules_removed = matched.added, matched.removed
     return result
