@@ -194,7 +194,9 @@ def test_batch_evaluation_equals_the_rule(rows, users, data):
             [s for u, s in excluded if u == user_id],
             [s for u, s in matched if u == user_id],
         )
-        single = sorted((a.slug, a.source, a.expires_at) for a in _evaluate_one(catalog, one, user_id, NOW).active)
+        single = sorted(
+            (a.slug, a.source, a.expires_at) for a in _evaluate_one(catalog, one, user_id, NOW).active
+        )
         assert single == want, (user_id, single, want)
 
 

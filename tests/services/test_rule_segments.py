@@ -24,7 +24,12 @@ from webapp.services.segments.rollout_state import rule_of
 from webapp.services.traits.users import delete_traits, patch_traits, replace_traits
 
 RU_PAID = [
-    {"conditions": [{"trait": "country", "operator": "str_in", "values": ["RU", "BY"]}, {"trait": "plan", "operator": "str_eq", "value": "paid"}]}
+    {
+        "conditions": [
+            {"trait": "country", "operator": "str_in", "values": ["RU", "BY"]},
+            {"trait": "plan", "operator": "str_eq", "value": "paid"},
+        ]
+    }
 ]
 NEW_APP = [{"conditions": [{"trait": "app", "operator": "semver_gte", "value": "5.2"}]}]
 USERS = range(1, 61)
@@ -56,7 +61,9 @@ def traits_of(session) -> dict[int, dict]:
 
 def expected(session, slug: str) -> set[int]:
     """Users the rule segment covers by definition: traits stored, rules match, bucket inside."""
-    segment = session.scalars(sa.select(Segment).where(Segment.slug == slug, Segment.deleted_at.is_(None))).one()
+    segment = session.scalars(
+        sa.select(Segment).where(Segment.slug == slug, Segment.deleted_at.is_(None))
+    ).one()
     ruleset = targeting.parse(segment.rules)
     rule = rule_of(segment, None)
     return {u for u, t in traits_of(session).items() if ruleset.match(t) is not None and rule.covers(u)}
@@ -111,7 +118,9 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     patch_traits(db_session, outsider, {"country": "RU", "plan": "paid"}, actor="svc")
     assert "R_PAID" in {a.slug for a in active_segments(db_session, outsider)}
     row = db_session.scalars(
-        sa.select(MembershipEvent).where(MembershipEvent.user_id == outsider).order_by(MembershipEvent.id.desc())
+        sa.select(MembershipEvent)
+        .where(MembershipEvent.user_id == outsider)
+        .order_by(MembershipEvent.id.desc())
     ).first()
     assert (row.reason, row.action, row.actor, row.visible) == ("rule", "added", "svc", True)
     delete_traits(db_session, outsider, actor="gdpr")
@@ -138,7 +147,10 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     plain = {u for u in USERS if rule_of(seg, None).covers(u)} | {covered}
     assert members(db_session, "R_PAID") == plain
     run_operations(db_session)
-    assert db_session.scalar(sa.text("SELECT count(*) FROM rule_matches WHERE segment_id = :s"), {"s": seg.id}) == 0
+    assert (
+        db_session.scalar(sa.text("SELECT count(*) FROM rule_matches WHERE segment_id = :s"), {"s": seg.id})
+        == 0
+    )
     assert members(db_session, "R_PAID") == plain
 
 
@@ -172,7 +184,9 @@ def test_a_second_edit_supersedes_a_running_reevaluation(db_session):
     update_segment(db_session, "R_SUP", rollout_percent=40, actor="pm")
     first, second = db_session.scalars(
         sa.select(BulkOperation)
-        .where(BulkOperation.kind == OperationKind.REEVALUATE_RULES, BulkOperation.status == ReportStatus.QUEUED)
+        .where(
+            BulkOperation.kind == OperationKind.REEVALUATE_RULES, BulkOperation.status == ReportStatus.QUEUED
+        )
         .order_by(BulkOperation.created_at, BulkOperation.id)
     ).all()
     assert not bulk.run_chunk(db_session, first) and first.error.startswith("superseded")

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from webapp.config import Config
+from webapp.services import targeting
 from webapp.models.enums import (
     Action,
     OperationKind,
@@ -38,6 +39,11 @@ from webapp.models.enums import (
     TraitImportMode,
 )
 from webapp.rules import (
+    MAX_RULE_CONDITIONS,
+    MAX_RULE_STRING,
+    MAX_RULE_VALUES,
+    MAX_RULES,
+    TRAIT_KEY_PATTERN,
     INT64_MAX,
     MAX_BULK_IDS,
     MAX_DESCRIPTION,
@@ -103,6 +109,70 @@ MONTH_PATTERN = f"{YEAR_PATTERN}-(?:0[1-9]|1[0-2])"
 PERIOD_SCHEMA: dict[str, Any] = {"type": "string", "pattern": f"^{MONTH_PATTERN}$", "examples": ["2026-11"]}
 NULL: dict[str, Any] = {"type": "null"}
 NO_NUL_PATTERN = "^[^\\u0000]*$"  # PostgreSQL text cannot hold one
+
+
+# A segment's rules (issue 29; webapp.services.targeting): a list of rules (OR), each a list of
+# conditions (AND). The shape only: what an operand must read as (a version, a date) and the
+# total of listed values are the language's to judge (422 naming every problem).
+CONDITION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["trait", "operator"],
+    "additionalProperties": False,
+    "properties": {
+        "trait": {"type": "string", "pattern": f"^{TRAIT_KEY_PATTERN}$", "description": "a trait key"},
+        "operator": {"enum": sorted(targeting.OPERATORS)},
+        "value": {
+            "type": ["string", "number", "boolean"],
+            "description": "the operand of a scalar operator (a string, number, version, date or boolean "
+            "as the operator reads it)",
+        },
+        "values": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": MAX_RULE_STRING},
+            "maxItems": MAX_RULE_VALUES,
+            "description": "the list of str_in / str_not_in",
+        },
+        "case_insensitive": {"type": "boolean"},
+    },
+}
+RULES_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "array",
+            "maxItems": MAX_RULES,
+            "items": {
+                "type": "object",
+                "required": ["conditions"],
+                "additionalProperties": False,
+                "properties": {
+                    "conditions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_RULE_CONDITIONS,
+                        "items": CONDITION_SCHEMA,
+                    }
+                },
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": "rules over users' traits: a user matches when every condition of some rule holds "
+    "(AND inside a rule, OR across rules); members are explicit members, or users whose stored traits "
+    "match and whose bucket is in the rollout (100% unless rollout_percent says otherwise on creation). "
+    "Each operand must read as its operator says (a version such as 5.2.1, an ISO 8601 date); every "
+    "problem is named (422). null removes the rules.",
+    "examples": [
+        [
+            {
+                "conditions": [
+                    {"trait": "country", "operator": "str_in", "values": ["RU", "BY"]},
+                    {"trait": "plan", "operator": "str_eq", "value": "paid"},
+                ]
+            }
+        ]
+    ],
+}
+Rules = Annotated[Any, WithJsonSchema(RULES_SCHEMA)]
 
 
 def one_non_empty(*names: str) -> dict[str, Any]:
@@ -212,6 +282,7 @@ class SegmentCreate(Strict):
     exclusion_group: Slug | None = Field(
         None, description="the exclusion group to join (created on first use)"
     )
+    rules: Rules = None
 
 
 class SegmentPatch(Strict):
@@ -220,6 +291,7 @@ class SegmentPatch(Strict):
     exclusion_group: Slug | None = Field(
         None, description="move into this exclusion group; null leaves its group"
     )
+    rules: Rules = None
 
 
 class ScheduleRequest(Strict):
@@ -443,6 +515,20 @@ class SegmentOut(BaseModel):
     exclusion_group: str | None = None
     member_count: int | None = None
     excluded_count: int | None = None
+    rules: list[dict[str, Any]] | None = Field(None, description="its rules (canonical form), null for none")
+    answers_by_rules: bool = Field(
+        False,
+        description="rule members are read from their evaluation (false while a segment's first rules "
+        "are being evaluated: it answers by its rollout until every user with traits is)",
+    )
+    rules_matching: int | None = Field(
+        None, description="users with traits whom the rules match, before the rollout (GET only)"
+    )
+    reevaluation: OperationOut | None = Field(
+        None,
+        description="the re-evaluation of its users running since its rules, rollout or group last "
+        "changed; until it reaches a user, the user is answered as the previous evaluation had it",
+    )
 
 
 class ScheduleOut(BaseModel):
@@ -864,3 +950,6 @@ class TraitHistoryOut(BaseModel):
     start: datetime | None = Field(serialization_alias="from")
     end: datetime | None = Field(serialization_alias="to")
     items: list[TraitHistoryEntryOut]
+
+
+SegmentOut.model_rebuild()  # (its reevaluation: an OperationOut, defined below it)

@@ -37,12 +37,24 @@ from webapp.models.enums import OperationKind, Reason, ReportStatus, TraitImport
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
 from webapp.services.membership import bulk
+from webapp.services.membership import rules as rule_matches
 from webapp.services.segments import lifecycle as segments
 
 TAGS = ("segments",)
 
 
-def segment_out(segment: Segment, members: int | None = None, excluded: int | None = None) -> SegmentOut:
+def segment_out(
+    segment: Segment, members: int | None = None, excluded: int | None = None, *, detailed: bool = False
+) -> SegmentOut:
+    """The segment as the API shows it; ``detailed`` (one segment's answer) adds a rule segment's
+    count of matching users and its running re-evaluation."""
+    reevaluation = None
+    matching = None
+    if detailed and (segment.rules is not None or segment.rules_version):
+        running = bulk.unfinished(db.session, segment.id, OperationKind.REEVALUATE_RULES)
+        reevaluation = operation_out(running) if running is not None else None
+        if segment.rules is not None:
+            matching = rule_matches.count_matching(db.session, segment.rules)
     return SegmentOut(
         slug=segment.slug,
         description=segment.description,
@@ -51,6 +63,10 @@ def segment_out(segment: Segment, members: int | None = None, excluded: int | No
         exclusion_group=segment.exclusion_group,
         member_count=members,
         excluded_count=excluded,
+        rules=segment.rules,
+        answers_by_rules=segment.rule_mode,
+        rules_matching=matching,
+        reevaluation=reevaluation,
     )
 
 
@@ -73,40 +89,60 @@ def list_segments():
 @operation(tags=TAGS, json=SegmentCreate, ok=(201, SegmentOut))
 @transactional
 def create_segment():
-    """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage
-    and in an exclusion group (whose rollouts share 100%: 422 naming the group when full)."""
+    """Create a segment (slug ``^[A-Z][A-Z0-9_]{0,63}$``), optionally with a rollout percentage,
+    in an exclusion group (whose rollouts share 100%: 422 naming the group when full) and with
+    rules over users' traits (100% unless ``rollout_percent`` says otherwise: the percentage
+    applies inside the matched audience). A rule segment's users are evaluated in the background
+    (``reevaluation``); until that reaches a user, the user is not in through the rules."""
     body = json_body(SegmentCreate)
     segment = segments.create_segment(
-        db.session, body.slug, body.description, body.rollout_percent, body.exclusion_group, actor=actor()
+        db.session,
+        body.slug,
+        body.description,
+        body.rollout_percent,
+        body.exclusion_group,
+        actor=actor(),
+        rules=body.rules,
     )
-    return out(segment_out(segment, 0, 0), 201, {"Location": url_for("api.get_segment", slug=segment.slug)})
+    return out(
+        segment_out(segment, 0, 0, detailed=True),
+        201,
+        {"Location": url_for("api.get_segment", slug=segment.slug)},
+    )
 
 
 @bp.get("/segments/<slug>")
 @operation(tags=TAGS, ok=(200, SegmentOut))
 def get_segment(slug: str):
-    """One segment with its explicit member and rollout-exclusion counts."""
+    """One segment with its explicit member and rollout-exclusion counts; a rule segment's rules,
+    how many users with traits they match, and its re-evaluation while one runs."""
     segment = segments.get_live_segment(db.session, slug)
     stats = segments.segment_stats(db.session, segment)
-    return out(segment_out(segment, stats.members, stats.exclusions))
+    return out(segment_out(segment, stats.members, stats.exclusions, detailed=True))
 
 
 @bp.patch("/segments/<slug>")
 @operation(tags=TAGS, json=SegmentPatch, ok=(200, SegmentOut))
 @transactional
 def patch_segment(slug: str):
-    """Change the description, the rollout percentage and/or the exclusion group (null leaves
-    it); every change is recorded. Joining a group is refused (409) while some user is an
-    explicit member of this segment and of another segment of the group. With ``?catalog_version=``
-    (a preview's, POST .../impact) a rollout or group change is refused (409 ``impact_changed``)
-    once the segments changed since."""
+    """Change the description, the rollout percentage, the exclusion group (null leaves it)
+    and/or the rules (null removes them); every change is recorded. Joining a group is refused
+    (409) while some user is an explicit member of this segment and of another segment of the
+    group. With ``?catalog_version=`` (a preview's, POST .../impact) a rollout or group change
+    is refused (409 ``impact_changed``) once the segments changed since.
+
+    A change of a rule segment's rules, percentage or group evaluates its users with traits
+    again in the background (``reevaluation``; a second change supersedes a running one): until
+    it reaches a user, the user is answered as before the change. A plain segment given rules
+    answers by its rollout until all are evaluated, then by its rules; rules removed, it answers
+    by its rollout at once. Rules and scheduled changes do not combine (409 ``rules_with_schedule``)."""
     body = json_body(SegmentPatch)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     segment, _ = segments.update_segment(
         db.session, slug, **changes, actor=actor(), expected_version=expected_version()
     )
     stats = segments.segment_stats(db.session, segment)
-    return out(segment_out(segment, stats.members, stats.exclusions))
+    return out(segment_out(segment, stats.members, stats.exclusions, detailed=True))
 
 
 @bp.delete("/segments/<slug>")

@@ -260,7 +260,9 @@ def _stored_step(row: MembershipEvent) -> _Step:
     """A stored row as the change of the user's own rows it records."""
     reason = Reason(row.reason)
     if reason == Reason.RULE:  # the user's rule match row written or deleted
-        match = membership_rule.Change(row.segment_id, "match", row.segment_slug, covered=row.action == Action.ADDED)
+        match = membership_rule.Change(
+            row.segment_id, "match", row.segment_slug, covered=row.action == Action.ADDED
+        )
         return _Step(row.occurred_at, 1, row.id, match, reason, row.actor, stored=True)
     if row.action == Action.ADDED:
         kind, exclude = "add", False

@@ -175,7 +175,9 @@ def reevaluate_chunk(session: DbSession, operation: BulkOperation) -> bool:
         .execution_options(populate_existing=True)
     )
     if segment is None or segment.rules_version != operation.rules_version:
-        operation.error = "superseded: the segment was deleted" if segment is None else "superseded by a newer change"
+        operation.error = (
+            "superseded: the segment was deleted" if segment is None else "superseded by a newer change"
+        )
         return False
     group_salt = (
         session.scalar(select(ExclusionGroup.salt).where(ExclusionGroup.name == segment.exclusion_group))
@@ -203,7 +205,12 @@ def reevaluate_chunk(session: DbSession, operation: BulkOperation) -> bool:
     if users:
         matched = [] if segment.rules is None else matching(_rule_segment(segment, group_salt), users)
         added, removed = membership_store.set_matches(
-            session, [u for u, _ in users], [segment.id], [(u, segment.id) for u in matched], now, operation.actor
+            session,
+            [u for u, _ in users],
+            [segment.id],
+            [(u, segment.id) for u in matched],
+            now,
+            operation.actor,
         )
         operation.added += added
         operation.removed += removed
@@ -239,7 +246,9 @@ def count_matching(session: DbSession, rules: Any) -> int:
     if found.exact:
         return int(session.scalar(select(func.count()).select_from(UserTraits).where(found.where)) or 0)
     return sum(
-        1 for traits in session.scalars(select(UserTraits.traits).where(found.where)) if ruleset.match(traits) is not None
+        1
+        for traits in session.scalars(select(UserTraits.traits).where(found.where))
+        if ruleset.match(traits) is not None
     )
 
 
@@ -256,5 +265,3 @@ def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) 
             {"segment": segment_id, "ids": list(user_ids)},
         )
     )
-
-

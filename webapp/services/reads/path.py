@@ -755,7 +755,9 @@ def _evaluate_one(catalog: Catalog, rows: _UserRows, user_id: int, now: datetime
     segments = catalog.segments
     until = {sid: at for sid, at in zip(rows.segments, rows.expiries, strict=True) if sid in segments}
     covering = [s.id for s in catalog.rollouts(now).covering(user_id)]
-    matched = frozenset(sid for sid in rows.matched if sid in catalog.rule_ids) if rows.matched else frozenset()
+    matched = (
+        frozenset(sid for sid in rows.matched if sid in catalog.rule_ids) if rows.matched else frozenset()
+    )
     if matched:
         covering += sorted(matched, key=lambda sid: segments[sid].rank)
     found: list[tuple[int, ActiveSegment]] = []

@@ -1,0 +1,88 @@
+"""Rules on segments through the API (issue 29, stages 2-3): every bad rule named, a rule
+segment's answer, reads with source rule (OFREP's TARGETING_MATCH, source rule), history with
+reason rule, the re-evaluation shown on the segment and as an operation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.services.test_rule_segments import run_operations
+from tests.support.checks import assert_envelope
+from webapp.platform.extensions import db
+
+RU_PAID = [
+    {
+        "conditions": [
+            {"trait": "country", "operator": "str_in", "values": ["RU", "BY"]},
+            {"trait": "plan", "operator": "str_eq", "value": "paid"},
+        ]
+    }
+]
+
+
+def test_bad_rules_are_refused_naming_every_problem_and_nothing_is_created(api):
+    bad = [
+        {"conditions": [{"trait": "app", "operator": "semver_gte", "value": "five"}]},
+        {"conditions": [{"trait": "1nope", "operator": "regex", "value": ".*"}]},
+        {"conditions": []},
+    ]
+    answer = api.post("/segments", {"slug": "R_BAD", "rules": bad})
+    assert answer.status_code == 422, answer.json
+    assert_envelope(answer)
+    fields = {d["field"] for d in answer.json["error"]["details"]}
+    assert {
+        "rules[0].conditions[0].value",
+        "rules[1].conditions[0].trait",
+        "rules[1].conditions[0].operator",
+    } <= fields
+    assert any(f.startswith("rules[2]") for f in fields), fields
+    assert all(d.get("code") for d in answer.json["error"]["details"])
+    assert api.get("/segments/R_BAD").status_code == 404
+    api.segment("R_OK")
+    refused = api.patch("/segments/R_OK", {"rules": "country = RU"})
+    assert refused.status_code == 422 and refused.json["error"]["details"][0]["code"], refused.json
+
+
+def test_a_rule_segment_through_the_api(api, client):
+    for user, traits in {1: {"country": "RU", "plan": "paid"}, 2: {"country": "US", "plan": "paid"}}.items():
+        assert api.put(f"/users/{user}/traits", {"traits": traits}).status_code == 200
+    created = api.post("/segments", {"slug": "R_API", "rules": RU_PAID})
+    assert created.status_code == 201, created.json
+    body = created.json
+    assert body["rules"] == RU_PAID and body["rollout_percent"] == 100 and body["answers_by_rules"]
+    assert body["reevaluation"]["kind"] == "reevaluate_rules" and body["reevaluation"]["status"] == "queued"
+    assert body["rules_matching"] == 1
+    assert api.active(1) == []  # not evaluated yet: not in
+    run_operations(db.session)
+    assert api.active(1) == [{"slug": "R_API", "source": "rule", "expires_at": None}]
+    assert api.active(2) == []
+    assert api.get("/segments/R_API").json["reevaluation"] is None
+    lookup = api.post("/users/segments:lookup", {"user_ids": [1, 2]}).json
+    assert [u["segments"] for u in lookup["users"]] == [
+        [{"slug": "R_API", "source": "rule", "expires_at": None}],
+        [],
+    ]
+    flag = client.post("/ofrep/v1/evaluate/flags/R_API", json={"context": {"targetingKey": "1"}}).json
+    assert (flag["value"], flag["reason"], flag["metadata"]["source"]) == (True, "TARGETING_MATCH", "rule")
+
+    # a trait change moves user 2 in, at once; history says why
+    assert (
+        api.patch("/users/2/traits", {"traits": {"country": "BY"}}, headers={"X-Actor": "crm"}).status_code
+        == 200
+    )
+    assert api.active(2) == [{"slug": "R_API", "source": "rule", "expires_at": None}]
+    items = api.get("/users/2/history").json["items"]
+    assert [(i["segment"], i["operation"], i["reason"]) for i in items] == [("R_API", "added", "rule")]
+    assert items[0]["cause"]["kind"] == "change"
+
+    # schedules do not combine with rules
+    soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    refused = api.post("/segments/R_API/schedule", {"at": soon, "rollout_percent": 5})
+    assert refused.status_code == 409 and refused.json["error"]["details"][0]["code"] == "rules_with_schedule"
+
+    # the rules removed: a 100% rollout, everyone in at once (without traits too)
+    plain = api.patch("/segments/R_API", {"rules": None})
+    assert plain.status_code == 200 and plain.json["rules"] is None and not plain.json["answers_by_rules"]
+    assert api.active(3) == [{"slug": "R_API", "source": "rollout", "expires_at": None}]
+    items = api.get("/users/3/history").json["items"]
+    assert [(i["operation"], i["cause"]["kind"]) for i in items] == [("added", "rules")]
