@@ -35,7 +35,24 @@ from typing import Any
 
 Call = Callable[..., tuple[int, Any]]  # (method, path, json=None, headers=None) -> (status, body)
 SETTLE = 2.1  # seconds: the longest TTL (2 s) and the latest schedule (1.8 s) of the script have passed
-SEGMENTS = ("O_PLAIN", "O_R1", "O_R2", "O_GA", "O_GB", "O_GC", "O_TTL")
+SEGMENTS = ("O_PLAIN", "O_R1", "O_R2", "O_GA", "O_GB", "O_GC", "O_TTL", "O_RULE")
+# Rules (issue 29): O_RULE is created with them; "rules" operations give, change or remove the
+# rules of these (plain <-> rules conversions included), "traits" operations write users' traits.
+RULED = ("O_RULE", "O_R2", "O_GA", "O_PLAIN")
+RULE_SETS: tuple[Any, ...] = (
+    [{"conditions": [{"trait": "country", "operator": "str_in", "values": ["RU", "BY"]}]}],
+    [
+        {"conditions": [{"trait": "plan", "operator": "str_eq", "value": "paid"}]},
+        {"conditions": [{"trait": "app", "operator": "semver_gte", "value": "5.2"}]},
+    ],
+    [{"conditions": [{"trait": "country", "operator": "not_set"}]}],
+    None,
+)
+TRAIT_VALUES = {
+    "country": ("RU", "BY", "US"),
+    "plan": ("paid", "free"),
+    "app": ("5.1", "5.2.0", "6.0.0-beta.1", "10.0"),
+}
 GROUPS = ("OG1", "OG2")
 PERCENTS = (0, 5, 10, 25, 40, 50, 75, 100)
 OK = {200, 201, 202, 204}
@@ -93,7 +110,9 @@ class Oracle:
 
     # -- running ---------------------------------------------------------------------------
 
-    def request(self, name: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(
+        self, name: str, method: str, path: str, body: Any = None, expected: set[int] = EXPECTED
+    ) -> tuple[int, Any]:
         started = now()
         status, answer = self.call(method, path, body)
         logged = Logged(
@@ -101,7 +120,7 @@ class Oracle:
         )
         with self._lock:
             self.log.append(logged)
-            if status not in EXPECTED:
+            if status not in expected:
                 self.problems.append(f"unexpected status: {logged.line()}")
         return status, answer
 
@@ -113,6 +132,8 @@ class Oracle:
                 body["rollout_percent"] = rng.choice((10, 30, 50))
             if slug in ("O_GA", "O_GB"):
                 body |= {"exclusion_group": "OG1", "rollout_percent": rng.choice((10, 25, 40))}
+            if slug == "O_RULE":
+                body |= {"rules": RULE_SETS[0], "rollout_percent": rng.choice((50, 100))}
             self.request("create", "POST", "/api/v1/segments", body)
 
     def run(self, operations: int, threads: int = 1, *, seconds: float | None = None) -> None:
@@ -167,10 +188,39 @@ class Oracle:
                 "purge",
                 "delete",
                 "restore",
+                "traits",
+                "rules",
+                "reevaluate",
             ),
-            weights=(40, 8, 12, 5, 6, 4, 10, 3, 3, 2, 3),
+            weights=(40, 8, 12, 5, 6, 4, 10, 3, 3, 2, 3, 16, 5, 5),
         )[0]
         everyone = list(range(1, self.users + 1))
+        if kind == "traits":  # a user's traits replaced, merged or deleted
+            user = self._user(rng)
+            method = rng.choice(("PUT", "PATCH", "PATCH", "DELETE"))
+            path = f"/api/v1/users/{user}/traits"
+            if method == "DELETE":
+                self.request("traits DELETE", method, path, expected=OK)
+                return [user]
+            traits: dict[str, Any] = {
+                key: rng.choice(values) for key, values in TRAIT_VALUES.items() if rng.random() < 0.7
+            }
+            if method == "PATCH" and rng.random() < 0.3:
+                traits[rng.choice(tuple(TRAIT_VALUES))] = None  # deletes the key
+            self.request(f"traits {method}", method, path, {"traits": traits}, expected=OK)
+            return [user]
+        if kind == "rules":  # rules given, changed or removed (a percentage now and then)
+            slug = rng.choice(RULED)
+            body = {"rules": rng.choice(RULE_SETS)}
+            if rng.random() < 0.3:
+                body["rollout_percent"] = rng.choice(PERCENTS)
+            # (404: deleted meanwhile; 409: scheduled changes pending; 422: no room in its group)
+            self.request("rules", "PATCH", f"/api/v1/segments/{slug}", body)
+            return everyone
+        if kind == "reevaluate":  # the worker runs the queued re-evaluations to their end
+            if self.run_job is not None:
+                self._job("run_reevaluations")
+            return everyone
         if kind == "change":
             user = self._user(rng)
             add, delete = [], []

@@ -54,7 +54,7 @@ class Segment(Model):
     # rule segment (a re-evaluation operation evaluates one version); ``rule_mode``: reads take
     # the segment's coverage from rule_matches (false for plain segments and while a plain
     # segment's first rules are being evaluated).
-    rules: Mapped[Any | None] = mapped_column(JSONB, nullable=True)
+    rules: Mapped[Any | None] = mapped_column(JSONB(none_as_null=True), nullable=True)
     rules_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     rule_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 

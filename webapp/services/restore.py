@@ -242,7 +242,9 @@ def restore_segment(
         refuse_overlap(session, segment, group, locked, now)
     new = fitting(session, locked, states(locked), segment.id, wanted, now)
     set_state(session, segment, new, reason=Reason.RESTORED, actor=actor, at=now, force=True)
-    if segment.rules is not None:  # its rule matches are as of its deletion: evaluated again
+    if segment.rules is not None or segment.rules_version:
+        # its rule matches are as of its deletion (or, rules removed, may still be there: a
+        # deletion stops the re-evaluation removing them): evaluated again
         start_reevaluation(session, segment, actor, now)
     expired = int(
         session.execute(
