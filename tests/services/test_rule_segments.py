@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from webapp.models import BulkOperation, MembershipEvent, Segment
 from webapp.models.enums import Action, OperationKind, ReportStatus, Source
-from webapp.services import targeting
+from webapp.services import impact, targeting
 from webapp.services.history.replay import user_history
 from webapp.services.membership import bulk
 from webapp.services.membership.user_changes import AddSpec, change_user_segments
@@ -127,7 +127,13 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     assert "R_PAID" not in {a.slug for a in active_segments(db_session, outsider)}
 
     # the percentage applies inside the matched audience; before the operation, the old answer
+    # (so the change's immediate impact is nothing; a deletion's is every rule member)
     before = members(db_session, "R_PAID")
+    assert (lambda m: (m.leaving, m.joining))(impact.of_update(db_session, segment, 5000).moves[0]) == (0, 0)
+    assert (lambda m: (m.leaving, m.joining))(impact.of_delete(db_session, segment).moves[0]) == (
+        len(before),
+        0,
+    )
     update_segment(db_session, "R_PAID", rollout_percent=50, actor="pm")
     assert members(db_session, "R_PAID") == before
     run_operations(db_session)

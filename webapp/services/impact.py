@@ -358,9 +358,14 @@ def _measure(
         live_before = np.ones(len(scope), dtype=bool)
         explicit_after, excluded_after = explicit.copy(), excluded.copy()
         column = next(i for i, s in enumerate(scope) if s.id == segment.id)
+        matched = _rule_matches(session, scope, users)
+        if matched is not None:  # a segment in rule mode covers by its rows, whatever its rollout
+            covered[:, matched[1]] = matched[0][:, matched[1]]
         if rows is not None:
             rows(users, column, explicit_after, excluded_after, covered)
         covered_after = _covered(scope, new_states, salts, users, hashes)
+        if matched is not None:  # (its rows change only when its re-evaluation reaches them)
+            covered_after[:, matched[1]] = matched[0][:, matched[1]]
         if gone:
             live[column] = False
         if revived:
@@ -445,6 +450,34 @@ def _rows(session: DbSession, scope: list[Segment], users: Ids, now: datetime) -
         matrix[at, columns] = True
         matrices.append(matrix)
     return matrices[0], matrices[1]
+
+
+def _rule_matches(
+    session: DbSession, scope: list[Segment], users: Ids
+) -> tuple[Matrix, npt.NDArray[np.bool_]] | None:
+    """users x scope: the rule match rows of the scope's segments in rule mode, and which
+    columns those are; None when none is (issue 29: such a segment covers exactly its rows
+    until its re-evaluation reaches a user, so a change's immediate impact keeps them)."""
+    ruled = np.array([s.rule_mode for s in scope], dtype=bool)
+    if not ruled.any():
+        return None
+    matrix = np.zeros((len(users), len(scope)), dtype=bool)
+    column = {s.id: i for i, s in enumerate(scope) if s.rule_mode}
+    column_of = np.zeros(max(column) + 1, dtype=np.intp)
+    column_of[list(column)] = list(column.values())
+    packed = session.scalar(
+        text(
+            "SELECT string_agg(int8send(user_id) || int4send(segment_id), '') FROM rule_matches "
+            "WHERE segment_id = ANY(CAST(:ids AS int[]))"
+        ),
+        {"ids": list(column)},
+    )
+    pairs = np.frombuffer(packed or b"", PAIR)
+    found = pairs["user"].astype(np.int64)
+    at = np.minimum(np.searchsorted(users, found), max(len(users) - 1, 0))
+    known = (users[at] == found) if len(users) else np.zeros(len(found), dtype=bool)
+    matrix[at[known], column_of[pairs["segment"].astype(np.intp)[known]]] = True
+    return matrix, ruled
 
 
 def _covered(
