@@ -1,0 +1,102 @@
+"""A re-evaluation whose work-horse is killed with SIGKILL mid-way resumes (RQ's retry, or the
+reaper) to exactly the newest rules' matches, each row's history recorded once (issue 29)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support.processes import flask_worker, log_tail, run_reaper, shorten_retries, wait_for, work_horse
+from webapp.platform.extensions import db
+
+USERS = 200_000
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
+
+
+def scalar(app, sql: str, **params):
+    with app.app_context(), db.engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar()
+
+
+def operation_row(app, operation_id: str) -> dict:
+    with app.app_context(), db.engine.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.text(
+                    "SELECT status, cursor, done, added, removed, attempts, error FROM bulk_operations WHERE id = :id"
+                ),
+                {"id": operation_id},
+            )
+            .mappings()
+            .one()
+        )
+
+
+def rq_job_settled(app, operation_id: str) -> bool:
+    from webapp.platform.queue import get_queue
+    from webapp.services.membership.bulk import operation_job_id
+
+    job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))
+    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
+
+
+def test_a_reevaluation_killed_mid_way_resumes_to_exactly_the_newest_rules(jobs_app, tmp_path):
+    app = jobs_app
+    with app.app_context(), db.engine.begin() as conn:  # even users RU, odd US
+        conn.execute(
+            sa.text(
+                "INSERT INTO user_traits (user_id, traits, updated_at) SELECT u, "
+                "jsonb_build_object('country', CASE WHEN u % 2 = 0 THEN 'RU' ELSE 'US' END), now() "
+                "FROM generate_series(1, :n) u"
+            ),
+            {"n": USERS},
+        )
+    client = app.test_client()
+    rules = [{"conditions": [{"trait": "country", "operator": "str_eq", "value": "RU"}]}]
+    created = client.post("/api/v1/segments", json={"slug": "KILLED_RULES", "rules": rules})
+    assert created.status_code == 201, created.json
+    operation_id = created.json["reevaluation"]["id"]
+    shorten_retries(app)
+    log = tmp_path / "worker.log"
+    with flask_worker(app, log) as worker:
+        reached = wait_for(lambda: operation_row(app, operation_id)["done"] >= 60_000, 120, 0.005)
+        assert reached, f"{operation_row(app, operation_id)}\n{log_tail(log)}"
+        horse = work_horse(worker)
+        os.kill(horse.pid, signal.SIGKILL)
+        horse.wait(5)
+        killed = operation_row(app, operation_id)
+        assert killed["status"] != "finished", killed
+        deadline = time.monotonic() + 300
+        while (row := operation_row(app, operation_id))["status"] != "finished":
+            assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
+            if rq_job_settled(app, operation_id):
+                time.sleep(1)
+                if (
+                    rq_job_settled(app, operation_id)
+                    and operation_row(app, operation_id)["status"] != "finished"
+                ):
+                    run_reaper(app)  # RQ gave up on it: the reaper queues it again
+            time.sleep(0.2)
+    print(
+        f"\nkilled at cursor {killed['cursor']} ({killed['done']} done); finished after {row['attempts']} attempts"
+    )
+    assert row["attempts"] >= 2 and row["error"] is None
+    assert (row["added"], row["removed"]) == (USERS // 2, 0)
+    # exactly the users the rules match, each added once in history
+    assert scalar(app, "SELECT count(*) FROM rule_matches") == USERS // 2
+    assert scalar(app, "SELECT count(*) FROM rule_matches WHERE user_id % 2 = 1") == 0
+    total, users = (
+        scalar(
+            app,
+            f"SELECT {what} FROM membership_events WHERE segment_slug = 'KILLED_RULES' AND reason = 'rule'",
+        )
+        for what in ("count(*)", "count(DISTINCT user_id)")
+    )
+    assert total == users == USERS // 2
+    for user in (2, 3, USERS):  # the reads say so
+        answer = client.get(f"/api/v1/users/{user}/segments").json["segments"]
+        assert [s["slug"] for s in answer] == (["KILLED_RULES"] if user % 2 == 0 else [])
