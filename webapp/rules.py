@@ -92,3 +92,22 @@ def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
     if value.tzinfo is None and naive_is_utc:
         return value.replace(tzinfo=UTC)
     return in_utc(value)
+
+
+# -- rules over traits (issue 29; the language: webapp/services/targeting) -------------------
+
+TRAIT_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+TRAIT_KEY_RE = re.compile(TRAIT_KEY_PATTERN)  # always used with fullmatch
+TRAIT_KEY_HELP = (
+    "letters, digits, _ . and -, starting with a letter or _ (at most 64, ASCII)"  # the traits API's too
+)
+MAX_RULES = 10  # rules in one segment (OR)
+MAX_RULE_CONDITIONS = 20  # conditions in one rule (AND)
+MAX_RULE_VALUES = 1000  # values in one list (str_in, str_not_in)
+MAX_RULESET_VALUES = 10_000  # list values in all of a segment's rules together
+MAX_RULE_STRING = 256  # characters in one string operand; versions and dates longer never parse
+MAX_RULE_NUMBER = 10**309  # |number operand| below this (every finite float is)
+
+
+def is_trait_key(value: object) -> bool:
+    return isinstance(value, str) and TRAIT_KEY_RE.fullmatch(value) is not None
