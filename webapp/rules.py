@@ -173,3 +173,18 @@ def trait_problems(traits: object, *, merge: bool) -> list[TraitProblem]:
         if found is not None:
             problems.append(TraitProblem(key, *found))
     return problems
+
+
+# -- rules over traits (issue 29; the language: webapp/services/targeting) -------------------
+# (trait keys: TRAIT_KEY_PATTERN above, one rule for the traits API and the rules)
+
+MAX_RULES = 10  # rules in one segment (OR)
+MAX_RULE_CONDITIONS = 20  # conditions in one rule (AND)
+MAX_RULE_VALUES = 1000  # values in one list (str_in, str_not_in)
+MAX_RULESET_VALUES = 10_000  # list values in all of a segment's rules together
+MAX_RULE_STRING = 256  # characters in one string operand; versions and dates longer never parse
+MAX_RULE_NUMBER = 10**309  # |number operand| below this (every finite float is)
+
+
+def is_trait_key(value: object) -> bool:
+    return isinstance(value, str) and TRAIT_KEY_RE.fullmatch(value) is not None

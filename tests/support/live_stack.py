@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.net import free_port, wait_http
-from tests.support.processes import gunicorn_env
+from tests.support.processes import end_process_tree, gunicorn_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,14 +45,12 @@ def stack(app, redis_app, committed_db, tmp_path):
         )
     ]
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/healthz", 120)  # a start, not a latency: a loaded 2-core machine is slow
     try:
+        wait_http(base + "/healthz", 120)  # a start, not a latency: a loaded 2-core machine is slow
         yield base
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
+        for process in processes:  # each with its children (gunicorn's workers, the worker's horse)
+            end_process_tree(process)
 
 
 def wait_finished(base: str, status_url: str, timeout: float = 150) -> None:

@@ -139,6 +139,42 @@ EXPIRY_FROM_LIST = "Choose an expiry period from the list."
 EXPIRY_AS_DATE = "Enter the expiry as a date and time."
 
 WORDING: dict[str, Wording] = {
+    # segment rules over traits (services/targeting; the rule builder words each field's problem)
+    "rules_not_list": "The rules could not be read: they must be a list of rules.",
+    "too_many_rules": lambda d, typed: f"A segment can have at most {d.get('max')} rules.",
+    "rule_not_object": "This rule could not be read.",
+    "unknown_field": lambda d, typed: f"This rule has a field it does not know: {d.get('key')}.",
+    "conditions_missing": "Add at least one condition to this rule.",
+    "conditions_not_list": "This rule's conditions could not be read.",
+    "conditions_empty": "Add at least one condition to this rule.",
+    "too_many_conditions": lambda d, typed: f"A rule can have at most {d.get('max')} conditions.",
+    "condition_not_object": "This condition could not be read.",
+    "trait_missing": "Choose a trait.",
+    "trait_invalid": (
+        "A trait name has letters, digits, _ . and - only, starts with a letter or _, and is at most 64 long."
+    ),
+    "operator_missing": "Choose how to compare.",
+    "operator_unknown": "Choose how to compare from the list.",
+    "case_insensitive_not_boolean": "Ignoring case is either on or off.",
+    "case_insensitive_not_allowed": "Ignoring case applies to text comparisons only.",
+    "value_missing": "Enter a value to compare with.",
+    "value_not_allowed": "This comparison takes no value here.",
+    "values_missing": "Enter at least one value.",
+    "values_not_list": "The values could not be read.",
+    "values_empty": "Enter at least one value.",
+    "too_many_values": lambda d, typed: f"A list can have at most {int(d.get('max') or 0):,} values.",
+    "too_many_values_in_all": lambda d, typed: (
+        f"A segment's rules can list at most {int(d.get('max') or 0):,} values in all."
+    ),
+    "value_not_string": "Enter text.",
+    "value_not_number": "Enter a number, such as 18 or 4.5.",
+    "value_not_boolean": "Choose true or false.",
+    "number_not_finite": "Enter a number, such as 18 or 4.5.",
+    "number_out_of_range": "This number is too large.",
+    "string_too_long": lambda d, typed: f"Enter at most {d.get('max')} characters.",
+    "string_nul": "The text contains a character that cannot be stored (NUL).",
+    "string_invalid": "The text contains a character that is not valid text.",
+    "version_invalid": "Enter a version, such as 5.2, 5.2.1 or 1.0.0-beta.2.",
     # webhooks
     "invalid_webhook_url": "Enter the receiver's address, starting with https:// (or http://).",
     "webhook_url_refused": lambda d, typed: (
