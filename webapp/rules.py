@@ -157,10 +157,24 @@ def trait_key_problem(key: str) -> tuple[str, str] | None:
     return None
 
 
+_VALID_KEYS: set[str] = set()  # keys already found valid (an import repeats a few keys a million times)
+
+
+def _valid_key(key: str) -> bool:
+    if key in _VALID_KEYS:
+        return True
+    if TRAIT_KEY_RE.fullmatch(key) is None:
+        return False
+    if len(_VALID_KEYS) < 10_000:
+        _VALID_KEYS.add(key)
+    return True
+
+
 def trait_problems(traits: object, *, merge: bool) -> list[TraitProblem]:
     """Every problem of a traits object as a client sent it (PUT: ``merge`` false; PATCH and
     an import's merge lines: true). Keys over MAX_TRAITS_PER_USER are one problem of the object;
-    each bad key and each bad value is its own."""
+    each bad key and each bad value is its own. (The common values are judged inline: an import
+    judges a million objects in its request.)"""
     if not isinstance(traits, dict):
         return [TraitProblem(None, "traits_not_object", "traits must be a JSON object of key: value")]
     problems = []
@@ -169,7 +183,16 @@ def trait_problems(traits: object, *, merge: bool) -> list[TraitProblem]:
             TraitProblem(None, "too_many_traits", f"at most {MAX_TRAITS_PER_USER} keys ({len(traits)} given)")
         )
     for key, value in traits.items():
-        found = trait_key_problem(key) or trait_value_problem(value, merge=merge)
+        if not _valid_key(key):
+            problems.append(TraitProblem(key, *trait_key_problem(key)))  # type: ignore[misc]
+            continue
+        kind = type(value)
+        if kind is str:
+            if len(value) <= MAX_TRAIT_STRING and value.isascii() and "\x00" not in value:
+                continue
+        elif kind is bool or (kind is int and -MAX_TRAIT_INTEGER <= value <= MAX_TRAIT_INTEGER):
+            continue
+        found = trait_value_problem(value, merge=merge)
         if found is not None:
             problems.append(TraitProblem(key, *found))
     return problems

@@ -102,6 +102,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates, parse_constant=_no_constant)
+
+
 def _json_lines(file: IO[bytes], merge: bool, problems: _Problems) -> Iterator[_Line]:
     number = 0
     while raw := file.readline(MAX_LINE_BYTES + 1):
@@ -114,12 +117,12 @@ def _json_lines(file: IO[bytes], merge: bool, problems: _Problems) -> Iterator[_
         if not raw.strip():
             continue
         try:
-            item = json.loads(raw, object_pairs_hook=_refuse_duplicates, parse_constant=_no_constant)
+            item = _DECODER.decode(raw.decode())
         except (ValueError, RecursionError) as exc:
             reason = str(exc) if "twice" in str(exc) else "not a JSON object"
             problems.add(number, "", f"{reason}", "line_not_json")
             continue
-        if not isinstance(item, dict) or set(item) != {"user_id", "traits"}:
+        if type(item) is not dict or len(item) != 2 or "user_id" not in item or "traits" not in item:
             problems.add(
                 number, "", 'each line is {"user_id": <id>, "traits": {...}} and nothing else', "line_shape"
             )

@@ -113,7 +113,10 @@ _KEYS = text(
 
 def dump(traits: Traits) -> str:
     """A traits object as stored: compact JSON, Unicode as it is (no NaN: refused before)."""
-    return json.dumps(traits, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(traits)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def write(
