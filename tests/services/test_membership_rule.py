@@ -178,7 +178,7 @@ def test_batch_evaluation_equals_the_rule(rows, users, data):
             rank=lambda sid: slug[sid],
         )
 
-        def source(sid: int) -> Source:
+        def source(sid: int, mine: dict = mine) -> Source:
             if sid in mine:
                 return Source.EXPLICIT
             return Source.RULE if sid in rule_mode else Source.ROLLOUT

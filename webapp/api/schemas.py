@@ -27,7 +27,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from webapp.config import Config
-from webapp.services import targeting
 from webapp.models.enums import (
     Action,
     OperationKind,
@@ -39,16 +38,15 @@ from webapp.models.enums import (
     TraitImportMode,
 )
 from webapp.rules import (
-    MAX_RULE_CONDITIONS,
-    MAX_RULE_STRING,
-    MAX_RULE_VALUES,
-    MAX_RULES,
-    TRAIT_KEY_PATTERN,
     INT64_MAX,
     MAX_BULK_IDS,
     MAX_DESCRIPTION,
     MAX_ITEMS_PER_CHANGE,
     MAX_LOOKUP_IDS,
+    MAX_RULE_CONDITIONS,
+    MAX_RULE_STRING,
+    MAX_RULE_VALUES,
+    MAX_RULES,
     MAX_SLUG_INPUT,
     MAX_TRAIT_INTEGER,
     MAX_TRAIT_STRING,
@@ -62,6 +60,7 @@ from webapp.rules import (
     in_utc,
     problem_code,
 )
+from webapp.services import targeting
 
 # -- JSON schema fragments -----------------------------------------------------------------
 #

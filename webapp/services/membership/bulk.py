@@ -50,8 +50,8 @@ from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import MAX_BULK_IDS
 from webapp.services.common import DbSession, clock, expiry, user_id_details, utcnow
-from webapp.services.membership import store as membership_store
 from webapp.services.membership import rules as rule_matches
+from webapp.services.membership import store as membership_store
 from webapp.services.reads import path as read_path
 from webapp.services.segments import events as activity_log
 from webapp.services.segments import lifecycle as segments

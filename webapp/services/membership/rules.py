@@ -242,7 +242,7 @@ def count_matching(session: DbSession, rules: Any) -> int:
     """How many users with traits the rules match (before any rollout): the API's count, in SQL
     (``RuleSet.sql``), each row of an inexact filter (a superset) confirmed with ``match``."""
     ruleset = ruleset_of(rules)
-    found = ruleset.sql(UserTraits.traits)
+    found = ruleset.sql(UserTraits.__table__.c.traits)
     if found.exact:
         return int(session.scalar(select(func.count()).select_from(UserTraits).where(found.where)) or 0)
     return sum(

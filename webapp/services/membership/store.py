@@ -692,7 +692,7 @@ _MATCH_EVENTS = _events(
     "CAST(NULL AS timestamptz) FROM c JOIN segments s ON s.id = c.segment_id"
 )
 
-_SET_MATCHES = """
+_SET_MATCHES = f"""
 WITH want AS (
     SELECT DISTINCT user_id, segment_id
     FROM unnest(CAST(:pair_users AS bigint[]), CAST(:pair_segments AS int[])) AS t(user_id, segment_id)
@@ -715,9 +715,9 @@ c AS (
     UNION ALL
     SELECT user_id, segment_id, 'added', CAST(:now AS timestamptz) FROM ins
 ),
-{events}
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del), {written}
-""".format(events=_MATCH_EVENTS, written=WRITTEN)
+{_MATCH_EVENTS}
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del), {WRITTEN}
+"""
 
 
 def set_matches(

@@ -317,7 +317,7 @@ def _change_rollout(
     changed = set_state(session, segment, new, reason=Reason.ROLLOUT, actor=actor, at=now)
     check_future(session, locked, now)
     if rules_changed:
-        segment.rules = new_rules  # type: ignore[assignment]
+        segment.rules = new_rules
         if new_rules is None:  # answering by its rollout again, at once
             switch_rule_mode(session, segment, False, actor, now)
         activity_log.record(
