@@ -285,6 +285,10 @@ class Oracle:
                 body["rollout_percent"] = rng.choice(PERCENTS)
             if slug in ("O_GA", "O_GB", "O_GC") and rng.random() < 0.5:
                 body["exclusion_group"] = rng.choice(GROUPS)
+            if slug in RULED and rng.random() < 0.7:  # created with rules (no rollout_percent: 100%)
+                body["rules"] = rng.choice(RULE_SETS[:-1])
+                if rng.random() < 0.5:
+                    body.pop("rollout_percent", None)
             self.request("create", "POST", "/api/v1/segments", body)
             return everyone
         if kind == "delete":  # deleted for a while: a later restore may bring it back
