@@ -627,6 +627,229 @@ def bench_traits(engine, env, size: int, tmp: Path) -> None:
     path.unlink()
 
 
+def _rule_segment_sql(engine, count: int) -> None:
+    """``count`` segments in rule mode at 100% (made set-based, as make_segments does), each with
+    its own rules over _trait_line's keys: country = RU and age >= k (k = 18 .. 77)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at, rules, "
+                "rules_version, rule_mode) "
+                "SELECT 'RULE' || lpad(g::text, 4, '0'), 'bench', 10000, md5(random()::text || g), now(), "
+                "jsonb_build_array(jsonb_build_object('conditions', jsonb_build_array("
+                "jsonb_build_object('trait', 'country', 'operator', 'str_eq', 'value', 'RU'), "
+                "jsonb_build_object('trait', 'age', 'operator', 'num_gte', 'value', 18 + g % 60)))), 1, true "
+                "FROM generate_series(0, :n - 1) g"
+            ),
+            {"n": count},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO rollout_changes (segment_id, from_bp, to_bp, reason, changed_at, rule_mode) "
+                "SELECT id, 0, 10000, 'rollout', created_at, true FROM segments WHERE slug LIKE 'RULE%'"
+            )
+        )
+        catalog_changed(conn)
+
+
+def _load_traits(engine, size: int) -> float:
+    """``size`` users' traits (_trait_line) COPYed into user_traits; seconds taken."""
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy("COPY user_traits (user_id, traits, updated_at) FROM STDIN") as copy:
+            for start in range(1, size + 1, 100_000):
+                copy.write(
+                    "".join(
+                        f"{u}\t{json.dumps(_trait_line(u), separators=(',', ':'))}\t2026-01-01 00:00:00+00\n"
+                        for u in range(start, min(start + 100_000, size + 1))
+                    )
+                )
+        conn.execute(sa.text("ANALYZE user_traits"))
+    return time.perf_counter() - started
+
+
+def _latencies(call, count: int) -> list[float]:
+    out = []
+    for i in range(count):
+        started = time.perf_counter()
+        call(i)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def _pct_ms(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
+
+
+def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> None:
+    """Rule segments (issue 29, stages 2-3). Two databases, each with ``size`` users' traits,
+    200 rollout segments at 10% and 10 explicit memberships per user for ``read_users`` users
+    (the read section's shape); ``with rules`` also has 200 segments in rule mode whose rows give
+    each of those users about 20 rule matches.
+
+    - the hot read (wrk, rotating users, 10 connections) on both, measured in turns;
+    - a trait update (PATCH /users/<id>/traits, one client) on both: p99 with 200 rule segments
+      evaluated against none;
+    - a rule change over ``size`` users (POST a segment with rules: its re-evaluation operation
+      on an RQ worker), end to end, against the floor (PostgreSQL alone inserting the same rule
+      rows and their history rows in one transaction), and others' reads' p99 during it against
+      idle."""
+    plain_db, rules_db = f"{DB}_rules_a", f"{DB}_rules_b"
+    engines = {name: fresh_database(env, name) for name in (plain_db, rules_db)}
+    for name, engine in engines.items():
+        loaded = _load_traits(engine, size)
+        make_segments(engine, "R", 200, 1000)
+        make_segments(engine, "P", 10, 0)
+        copy_memberships(engine, "P", 1, read_users)
+        if name == rules_db:
+            _rule_segment_sql(engine, 200)
+            with engine.begin() as conn:  # ~10% of the rule segments per user: ~20 rows each
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO rule_matches (user_id, segment_id, since) SELECT u, s.id, now() "
+                        "FROM generate_series(1, :n) u CROSS JOIN segments s "
+                        "WHERE s.slug LIKE 'RULE%' AND abs(hashint8(u * 1000 + s.id)) % 10 = 0"
+                    ),
+                    {"n": read_users},
+                )
+                rows = conn.scalar(sa.text("SELECT count(*) FROM rule_matches"))
+            with engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                    sa.text("VACUUM ANALYZE rule_matches")
+                )
+            record("rules", f"load: {size:,} users' traits, {rows:,} rule rows", f"{loaded:.1f} s", "—", "—")
+    for engine in engines.values():
+        engine.dispose()
+    envs = {name: {**env, "DATABASE_URL": db_url(name), "RATELIMIT_WRITE": ""} for name in engines}
+    servers = {name: Server(name, "wsgi:app", envs[name], Users(1, read_users), name) for name in engines}
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            port = tools.free_port()
+            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+            server.url = f"http://127.0.0.1:{port}"
+        for server in servers.values():
+            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
+            server.users.run(server.url, 10, 1)
+        for _ in range(rounds):
+            for server in servers.values():
+                server.runs.setdefault(10, []).append(server.users.run(server.url, 10, seconds))
+        plain, ruled = (servers[name].load(10) for name in (plain_db, rules_db))
+        record(
+            "rules",
+            f"hot read, 200 rule segments (~20 rule rows a user), {read_users:,} users, 10 conn",
+            f"{ruled.rps:,.0f} req/s p99 {ruled.p99_ms:.1f} ms",
+            f"{plain.rps:,.0f} req/s p99 {plain.p99_ms:.1f} ms, no rule segment",
+            f"{ruled.rps / plain.rps:.2f}",
+            ">= 0.90 (issue 29: the hot read unchanged)",
+            ruled.rps / plain.rps >= 0.9,
+        )
+        rng = random.Random(29)
+        updates = {}
+        for name, server in servers.items():
+
+            def patch(i: int, base: str = server.url) -> None:
+                user = rng.randint(1, size)
+                answer = _call(
+                    f"{base}/api/v1/users/{user}/traits", "PATCH", {"traits": {"age": 18 + i % 60}}
+                )
+                assert "http_status" not in answer, answer
+
+            _latencies(patch, 100)  # warm-up
+            updates[name] = _latencies(patch, 2000)
+        with_rules, without = (_pct_ms(updates[name], 0.99) for name in (rules_db, plain_db))
+        record(
+            "rules",
+            "trait update (PATCH, 1 client) with 200 rule segments evaluated: p99",
+            f"{with_rules:.1f} ms (p50 {_pct_ms(updates[rules_db], 0.5):.1f})",
+            f"{without:.1f} ms (p50 {_pct_ms(updates[plain_db], 0.5):.1f}), no rule segment",
+            f"{with_rules / without:.2f}",
+            "p99 < 10 ms",
+            with_rules < 10,
+        )
+
+        # a rule change over every user with traits, with others reading meanwhile
+        base = servers[plain_db].url
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def reader() -> None:
+            r = random.Random(7)
+            while not stop.is_set():
+                started = time.perf_counter()
+                _call(f"{base}/api/v1/users/{r.randint(1, read_users)}/segments", "GET", timeout=30)
+                finished = time.perf_counter()
+                samples.append((finished, finished - started))
+                time.sleep(0.005)
+
+        rules = [{"conditions": [{"trait": "country", "operator": "str_in", "values": ["RU", "BY"]}]}]
+        with tools.rq_worker(envs[plain_db]):
+            threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            try:
+                idle_from = time.perf_counter()
+                time.sleep(5)
+                started = time.perf_counter()
+                created = _call(base + "/api/v1/segments", "POST", {"slug": "RULE_CHANGE", "rules": rules})
+                assert "reevaluation" in created, created
+                state = wait_operation(created["reevaluation"]["status_url"], timeout=1800)
+                ended = time.perf_counter()
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(60)
+        assert state["status"] == "finished" and state["error"] is None, state
+        took = ended - started
+        engine = sa.create_engine(db_url(plain_db))
+        with engine.connect() as conn:
+            matched = conn.scalar(sa.text("SELECT count(*) FROM rule_matches"))
+            assert matched == state["added"], (matched, state)
+        with engine.connect() as conn:  # the floor: the same rows and history rows, one transaction
+            floor_started = time.perf_counter()
+            with conn.begin() as tx:
+                conn.execute(sa.text("CREATE TEMP TABLE floor_matches (LIKE rule_matches INCLUDING ALL)"))
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO floor_matches SELECT user_id, 1, now() FROM user_traits "
+                        "WHERE traits->>'country' IN ('RU', 'BY') ORDER BY user_id"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        EVENTS + "SELECT user_id, 1, 'RULE_CHANGE', 'added', 'rule', now(), 'bench', true "
+                        "FROM floor_matches"
+                    )
+                )
+                floor = time.perf_counter() - floor_started
+                tx.rollback()
+        engine.dispose()
+        record(
+            "rules",
+            f"rule change over {size:,} users with traits ({matched:,} match): re-evaluated",
+            f"{took:.1f} s",
+            f"{floor:.1f} s floor (the rows + history in SQL)",
+            f"{took / floor:.1f}x",
+            "< 30 s",
+            took < 30,
+        )
+        idle = [t for at, t in samples if idle_from <= at < started]
+        during = [t for at, t in samples if started <= at <= ended]
+        idle_p99, during_p99 = _pct_ms(idle, 0.99), _pct_ms(during, 0.99)
+        record(
+            "rules",
+            "others' reads' p99 during the re-evaluation",
+            f"{during_p99:.1f} ms ({len(during):,} reads)",
+            f"{idle_p99:.1f} ms idle ({len(idle):,} reads)",
+            f"{during_p99 / idle_p99:.1f}x",
+            "<= 2x",
+            during_p99 <= 2 * idle_p99,
+        )
+    for name in engines:
+        drop_database(name)
+
+
 def bench_bulk_profile(env, size: int) -> None:
     """Where the add's time goes: the service functions in-process (the worker's loop:
     run_chunk + commit per chunk) on the same database, each statement timed by kind."""
@@ -2136,7 +2359,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks,traits",
+        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks,traits,rules",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -2156,7 +2379,12 @@ def main() -> None:
         redis = PrivateRedis(Path(tmp))
         redis.start()
         cleanup.callback(redis.stop)
-        cleanup.callback(lambda: [drop_database(name) for name in (DB, f"{DB}_large", f"{DB}_template")])
+        cleanup.callback(
+            lambda: [
+                drop_database(name)
+                for name in (DB, f"{DB}_large", f"{DB}_template", f"{DB}_rules_a", f"{DB}_rules_b")
+            ]
+        )
         # Production settings (rate limiter on, hot path without a limit), a real secret key.
         env = {
             "DATABASE_URL": db_url(),
@@ -2212,6 +2440,8 @@ def main() -> None:
         if "traits" in sections:
             timed_section("traits", lambda: bench_traits(engine, env, size, Path(tmp)))
         engine.dispose()
+        if "rules" in sections:
+            timed_section("rules", lambda: bench_rules(env, size, small_users, read_seconds, rounds))
         record(
             "machine",
             "fixed pure-Python loop, best of 5: at the end",
