@@ -730,7 +730,7 @@ def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> N
             server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
             server.url = f"http://127.0.0.1:{port}"
         for server in servers.values():
-            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 60)
+            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)  # (a loaded machine boots slowly)
             server.users.run(server.url, 10, 1)
         for _ in range(rounds):
             for server in servers.values():

@@ -418,7 +418,17 @@ def retire_segment(
     apply_due_locked(session, locked, now)
     left = member_counts(session, [segment.id], now)[segment.id]
     before = RolloutState(segment.rollout_basis_points, segment.exclusion_group)
-    set_state(session, segment, RolloutState(0), reason=Reason.SEGMENT_DELETED, actor=actor, at=now)
+    # (recorded even at 0%: a rule segment's rule matches may still hold users until its
+    # re-evaluation reaches them, and history must see them leave at the deletion)
+    set_state(
+        session,
+        segment,
+        RolloutState(0),
+        reason=Reason.SEGMENT_DELETED,
+        actor=actor,
+        at=now,
+        force=segment.rule_mode,
+    )
     session.execute(
         update(RolloutSchedule)
         .where(
