@@ -213,3 +213,10 @@ def test_a_rule_segment_deleted_before_its_reevaluation_ran_leaves_history_and_r
     assert members(db_session, "R_DEL")
     bulk.delete_segment(db_session, "R_DEL", actor="pm")
     assert members(db_session, "R_DEL") == set()  # (answers() checks history agrees, user by user)
+
+
+def test_the_switch_takes_the_bulk_lock_of_the_membership_writers():
+    from webapp.services.membership import store
+    from webapp.services.segments import rollout_state
+
+    assert rollout_state.BULK_LOCK_SPACE == store.BULK_LOCK_SPACE

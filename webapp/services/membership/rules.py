@@ -22,14 +22,16 @@ Two writers evaluate:
   first rules have been evaluated for everyone, a last step switches it to rule mode.
 
 Locks (the global order of ``membership.store``): a trait change holds its users' locks, then
-share-locks the rows of the live rule segments (id order) and takes the bulk locks of those
-segments and of the other live segments of their exclusion groups *shared* (id order), then
-reads the clock that stamps its rows. A chunk share-locks its segment's row, then takes the bulk
-locks of its segment and its group's other live segments *exclusive* (id order), then reads its
-clock. So a chunk and a trait change of the same user never interleave (each decides from rows
-and traits the other has committed), a per-user or bulk membership change of the segment or its
-group waits for the chunk (their rows decide whether a rule row moves an answer), and the rule
-change itself (exclusive row lock) is ordered against both.
+takes the bulk locks of the live rule segments and of the other live segments of their exclusion
+groups *shared* (id order), then reads the rule segments again and the clock that stamps its rows
+(no segment row lock: 200 rule segments would be 200 tuple locks written by every trait write). A
+chunk share-locks its segment's row, then takes the bulk locks of its segment and its group's
+other live segments *exclusive* (id order), then reads its clock; a switch of mode takes its
+segment's bulk lock exclusive after its row. So a chunk and a trait change of the same user never
+interleave (each decides from rows and traits the other has committed), a per-user or bulk
+membership change of the segment or its group waits for the chunk (their rows decide whether a
+rule row moves an answer), and a rule change that commits while a trait change waits for its
+locks is seen by it (read after them) or re-evaluates its users after it (its chunk waits).
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from datetime import datetime
+
 from sqlalchemy import func, select, text
 
 from webapp.models import BulkOperation, ExclusionGroup, Segment, UserTraits
+from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.services import targeting
 from webapp.services.common import DbSession, clock
 from webapp.services.membership import store as membership_store
@@ -90,18 +95,53 @@ def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
     )
 
 
-def rule_segments(session: DbSession, *, lock: bool) -> list[RuleSegment]:
-    """Every live segment with rules, by id (``lock``: their rows share-locked, in id order)."""
-    stmt = (
-        select(Segment, ExclusionGroup.salt)
-        .outerjoin(ExclusionGroup, ExclusionGroup.name == Segment.exclusion_group)
-        .where(Segment.is_live, Segment.rules.is_not(None))
-        .order_by(Segment.id)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        stmt = stmt.with_for_update(read=True, of=Segment)
-    return [_rule_segment(segment, salt) for segment, salt in session.execute(stmt).all()]
+_parsed_by_version: dict[tuple[int, int], targeting.RuleSet] = {}  # (segment id, rules_version)
+
+# The live rule segments (kind 1: what evaluating them needs) and the other live segments of
+# their exclusion groups (kind 0: their bulk locks are taken too), by id, with the database's
+# clock (read after the caller's locks: the instant the caller's rows are stamped with).
+_RULE_SCOPE = text(
+    f"""
+SELECT s.rules IS NOT NULL, s.id, s.slug, s.rules_version, s.rule_mode, s.salt, s.hash_scheme,
+       s.exclusion_group, s.bucket_ranges, s.rollout_basis_points, g.salt, clock_timestamp()
+FROM segments s LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
+WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
+    SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
+ORDER BY s.id
+"""
+)
+
+
+def _rules_of(session: DbSession, segment_id: int, version: int) -> targeting.RuleSet:
+    """A rule segment's rules at ``version``, parsed once per process (stored canonical)."""
+    found = _parsed_by_version.get((segment_id, version))
+    if found is None:
+        rules = session.scalar(select(Segment.rules).where(Segment.id == segment_id))
+        found = ruleset_of(rules)
+        if len(_parsed_by_version) > 10_000:
+            _parsed_by_version.clear()
+        _parsed_by_version[(segment_id, version)] = found
+    return found
+
+
+def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], datetime]:
+    """The live rule segments (by id), the ids to lock with them (theirs and their groups' other
+    live segments) and the database's clock now; nothing locked."""
+    segments, ids, now = [], [], None
+    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, now in session.execute(
+        _RULE_SCOPE
+    ):
+        ids.append(sid)
+        if not ruled:
+            continue
+        if group is not None and group_salt is not None:
+            coverage = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(ranges, bp))
+        else:
+            coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
+        segments.append(
+            RuleSegment(sid, slug, version, mode, _rules_of(session, sid, version), coverage, group)
+        )
+    return segments, ids, now if now is not None else clock(session)
 
 
 def matching(segment: RuleSegment, users: Sequence[tuple[int, Traits]]) -> list[int]:
@@ -116,17 +156,6 @@ def matching(segment: RuleSegment, users: Sequence[tuple[int, Traits]]) -> list[
     return [user for user, hit in zip(matched, inside.tolist(), strict=True) if hit]
 
 
-def _with_group_neighbours(session: DbSession, segments: Sequence[RuleSegment]) -> list[int]:
-    """The segments' ids and those of every other live segment of their exclusion groups."""
-    ids = {s.id for s in segments}
-    groups = sorted({s.group for s in segments if s.group is not None})
-    if groups:
-        ids.update(
-            session.scalars(select(Segment.id).where(Segment.is_live, Segment.exclusion_group.in_(groups)))
-        )
-    return sorted(ids)
-
-
 @dataclass
 class Rematched:
     added: int = 0
@@ -139,10 +168,16 @@ def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], ac
     locks (``services.traits.store.write``). Returns the rows added and removed."""
     if not changed:
         return Rematched()
-    segments = rule_segments(session, lock=True)
-    if segments:
-        membership_store.lock_segments_shared(session, _with_group_neighbours(session, segments))
-    now = clock(session)
+    # The bulk locks of the rule segments and their groups, shared (a re-evaluation chunk or a
+    # switch of mode holds its segment's exclusive), then the rule segments read again after
+    # them: a rule change that committed in between is evaluated here with its new rules (its
+    # re-evaluation's chunk for these users waits for this transaction, then sees its traits).
+    _, ids, _ = rule_scope(session)
+    if ids:
+        membership_store.lock_segments_shared(session, ids)
+    locked = set(ids)
+    segments, _, now = rule_scope(session)
+    segments = [s for s in segments if s.id in locked]  # (one made since: its own operation's)
     done = Rematched()
     gone = sorted({user for user, after in changed if after is None})
     if gone:  # no traits: no rule matches at all (rows of segments without rules included)

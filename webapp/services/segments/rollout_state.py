@@ -162,6 +162,9 @@ def set_state(
 # -- rules (issue 29) ----------------------------------------------------------------------
 
 REEVALUATE_JOB = "webapp.jobs.tasks.run_bulk_operation"  # (membership.bulk.RUN_JOB: the same job)
+BULK_LOCK_SPACE = (
+    3  # membership.store.BULK_LOCK_SPACE (that layer sits above this one; a test keeps them equal)
+)
 
 
 def rules_or_error(raw: object) -> list[dict[str, Any]] | None:
@@ -238,6 +241,13 @@ def switch_rule_mode(session: DbSession, segment: Segment, on: bool, actor: str,
     replays that instant's flips like any rollout change), the catalog version bumped."""
     if segment.rule_mode == on:
         return
+    # the segment's bulk lock, exclusive (after its row, as every holder takes them): a trait
+    # write evaluating it (membership.rules.rematch, shared) decides its rows' visibility under
+    # one mode, before or after this switch
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :segment)"),
+        {"space": BULK_LOCK_SPACE, "segment": segment.id},
+    )
     segment.rule_mode = on
     set_state(session, segment, state_of(segment), reason=Reason.ROLLOUT, actor=actor, at=at, force=True)
 
