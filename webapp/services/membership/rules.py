@@ -39,10 +39,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
-
-from datetime import datetime
 
 from sqlalchemy import func, select, text
 
@@ -127,11 +126,9 @@ def _rules_of(session: DbSession, segment_id: int, version: int) -> targeting.Ru
 def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], datetime]:
     """The live rule segments (by id), the ids to lock with them (theirs and their groups' other
     live segments) and the database's clock now; nothing locked."""
-    segments, ids, now = [], [], None
-    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, now in session.execute(
-        _RULE_SCOPE
-    ):
-        ids.append(sid)
+    rows = session.execute(_RULE_SCOPE).all()
+    segments: list[RuleSegment] = []
+    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, _ in rows:
         if not ruled:
             continue
         if group is not None and group_salt is not None:
@@ -141,7 +138,7 @@ def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], dateti
         segments.append(
             RuleSegment(sid, slug, version, mode, _rules_of(session, sid, version), coverage, group)
         )
-    return segments, ids, now if now is not None else clock(session)
+    return segments, [row[1] for row in rows], rows[0][-1] if rows else clock(session)
 
 
 def matching(segment: RuleSegment, users: Sequence[tuple[int, Traits]]) -> list[int]:
