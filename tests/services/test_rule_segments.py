@@ -220,3 +220,21 @@ def test_the_switch_takes_the_bulk_lock_of_the_membership_writers():
     from webapp.services.segments import rollout_state
 
     assert rollout_state.BULK_LOCK_SPACE == store.BULK_LOCK_SPACE
+
+
+def test_an_import_chunk_rematches_all_its_users_in_one_write(db_session):
+    """An import chunk is one store.write of many users: their rule memberships come with it."""
+    from webapp.services.traits.store import TraitWrite, write
+
+    create_segment(db_session, "R_IMPORT", rules=RU_PAID, rollout_percent=60, actor="pm")
+    run_operations(db_session)
+    rng = random.Random(9)
+    lines = [
+        TraitWrite(
+            u, {"country": rng.choice(["RU", "BY", "US"]), "plan": rng.choice(["paid", "free"])}, "replace"
+        )
+        for u in USERS
+    ]
+    result = write(db_session, lines, actor="import")
+    want = expected(db_session, "R_IMPORT")
+    assert want and result.rules_added == len(want) and members(db_session, "R_IMPORT") == want
