@@ -7,7 +7,11 @@
   are still being evaluated, and for plain segments).
 - ``rule_matches(user_id, segment_id, since)``: the user has stored traits, the segment's rules
   match them and the user's bucket is in the segment's rollout, as of the evaluation that wrote
-  the row. Index (segment_id, user_id) for the operation's keyset walk.
+  the row. Index (segment_id, user_id) for the operation's keyset walk. No foreign key (segments
+  are never hard-deleted, as membership_events has none): an inserted row's check would take a
+  KEY SHARE lock on the segment's row, which a rollout change holds FOR UPDATE, closing a wait
+  cycle with the rule-set lock a trait write holds (tests/services/test_rule_deadlocks.py saw
+  7), and a million rows of a re-evaluation would each pay the check.
 - ``rollout_changes.rule_mode``: the segment answers by its rule matches from this change on.
 - ``membership_events.reason`` also allows ``rule``.
 - ``bulk_operations.rules_version``: the version a re-evaluation operation evaluates.
@@ -42,7 +46,6 @@ def upgrade():
         sa.Column("user_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("segment_id", sa.Integer(), nullable=False),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["segment_id"], ["segments.id"], name=op.f("fk_rule_matches_segment_id_segments")),
         sa.PrimaryKeyConstraint("user_id", "segment_id", name=op.f("pk_rule_matches")),
     )
     op.create_index("ix_rule_matches_segment_user", "rule_matches", ["segment_id", "user_id"])

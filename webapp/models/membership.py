@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, PrimaryKeyConstraint, or_, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, PrimaryKeyConstraint, or_, text
 from sqlalchemy.ext.hybrid import hybrid_method
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -68,7 +68,8 @@ class RuleMatch(Model):
     __tablename__ = "rule_matches"
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), primary_key=True)
+    # (no foreign key: migration 0019 says why; segments are never hard-deleted)
+    segment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     since: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_rule_matches_segment_user", "segment_id", "user_id"),)

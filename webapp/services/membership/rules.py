@@ -22,7 +22,9 @@ Two writers evaluate:
   first rules have been evaluated for everyone, a last step switches it to rule mode.
 
 Locks (the global order of ``membership.store``): a trait change holds its users' locks, then
-takes the bulk locks of the live rule segments and of the other live segments of their exclusion
+takes the rule-set lock shared (``rollout_state.RULE_SET_LOCK``: every change of rule segments
+takes it exclusive before its bulk locks, so none commits while a trait change evaluates), then
+the bulk locks of the live rule segments and of the other live segments of their exclusion
 groups *shared* (id order), then reads the rule segments again and the clock that stamps its rows
 (no segment row lock: 200 rule segments would be 200 tuple locks written by every trait write). A
 chunk share-locks its segment's row, then takes the bulk locks of its segment and its group's
@@ -165,16 +167,16 @@ def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], ac
     locks (``services.traits.store.write``). Returns the rows added and removed."""
     if not changed:
         return Rematched()
-    # The bulk locks of the rule segments and their groups, shared (a re-evaluation chunk or a
-    # switch of mode holds its segment's exclusive), then the rule segments read again after
-    # them: a rule change that committed in between is evaluated here with its new rules (its
-    # re-evaluation's chunk for these users waits for this transaction, then sees its traits).
+    # The set of rule segments, shared (no change of rules, percentage, group or mode commits
+    # while this runs: one that waited commits after, and its re-evaluation sees these traits),
+    # then their and their groups' bulk locks, shared (a chunk of a re-evaluation running now
+    # holds its segment's exclusive: it sees these traits, or these rows see its rows), then the
+    # rule segments and the clock, read after the locks.
+    rollout_state.lock_rule_set(session, shared=True)
     _, ids, _ = rule_scope(session)
     if ids:
         membership_store.lock_segments_shared(session, ids)
-    locked = set(ids)
     segments, _, now = rule_scope(session)
-    segments = [s for s in segments if s.id in locked]  # (one made since: its own operation's)
     done = Rematched()
     gone = sorted({user for user, after in changed if after is None})
     if gone:  # no traits: no rule matches at all (rows of segments without rules included)

@@ -165,6 +165,20 @@ REEVALUATE_JOB = "webapp.jobs.tasks.run_bulk_operation"  # (membership.bulk.RUN_
 BULK_LOCK_SPACE = (
     3  # membership.store.BULK_LOCK_SPACE (that layer sits above this one; a test keeps them equal)
 )
+# The set of rule segments and what decides their matches (rules, percentage, group, mode): taken
+# exclusive by every change of them (start_reevaluation, switch_rule_mode) before any bulk lock,
+# and shared by trait writes (membership.rules.rematch) before theirs, so a trait write evaluates
+# exactly the rule segments and rules in force when it commits, or commits before such a change
+# (whose re-evaluation then sees its traits). Held until the transaction ends.
+RULE_SET_LOCK = (5, 0)
+
+
+def lock_rule_set(session: DbSession, *, shared: bool = False) -> None:
+    """RULE_SET_LOCK, exclusive (a change of rule segments) or shared (a trait write)."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    session.execute(
+        text(f"SELECT {function}(:space, :key)"), {"space": RULE_SET_LOCK[0], "key": RULE_SET_LOCK[1]}
+    )
 
 
 def rules_or_error(raw: object) -> list[dict[str, Any]] | None:
@@ -208,6 +222,7 @@ def start_reevaluation(session: DbSession, segment: Segment, actor: str, now: da
     that version (membership.rules: chunked, resumable; an older one still running stops at its
     next chunk, superseded). Until it reaches a user, reads and history answer them as the
     previous evaluation did."""
+    lock_rule_set(session)
     segment.rules_version = (segment.rules_version or 0) + 1
     total = session.scalar(select(func.count()).select_from(UserTraits)) or 0
     operation = BulkOperation(
@@ -241,6 +256,7 @@ def switch_rule_mode(session: DbSession, segment: Segment, on: bool, actor: str,
     replays that instant's flips like any rollout change), the catalog version bumped."""
     if segment.rule_mode == on:
         return
+    lock_rule_set(session)
     # the segment's bulk lock, exclusive (after its row, as every holder takes them): a trait
     # write evaluating it (membership.rules.rematch, shared) decides its rows' visibility under
     # one mode, before or after this switch
