@@ -23,6 +23,7 @@ from webapp.models import BulkOperation, ExclusionGroup, Segment
 from webapp.models.enums import OperationKind, ReportStatus
 from webapp.platform.extensions import db
 from webapp.services import targeting
+from webapp.services.history.replay import user_history
 from webapp.services.segments.rollout_state import rule_of
 
 SEEDS = [int(s) for s in os.environ.get("ORACLE_SEEDS", "1,2,3,4,5").split(",")]
@@ -141,6 +142,26 @@ def _rules_exact(app) -> list[str]:
         ).one()
         if not all(counts):
             problems.append(f"no rule traffic to check: (added, removed, visible, actors) = {tuple(counts)}")
+        # a rule row is visible exactly when it moved the user's answer: the replay credits an
+        # entry to it (reports and segment activity list visible rows only)
+        rows = db.session.execute(
+            sa.text(
+                "SELECT user_id, segment_slug, action, occurred_at, visible FROM membership_events "
+                "WHERE reason = 'rule' ORDER BY user_id, id"
+            )
+        ).all()
+        entries: dict[int, set[tuple[str, str, Any]]] = {}
+        for user, slug, action, at, visible in rows:
+            if user not in entries:
+                entries[user] = {
+                    (e.segment, e.operation, e.occurred_at)
+                    for e in user_history(db.session, user)
+                    if e.reason == "rule"
+                }
+            if visible != ((slug, action, at) in entries[user]):
+                problems.append(
+                    f"user {user}: rule row {slug} {action} at {at.isoformat()} visible={visible}"
+                )
         db.session.rollback()
     return problems
 

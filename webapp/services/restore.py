@@ -58,6 +58,7 @@ from webapp.services.segments.rollout_state import (
     catalog_changed,
     check_future,
     ensure_group,
+    lock_rule_set,
     lock_scope,
     require_version,
     set_state,
@@ -236,6 +237,8 @@ def restore_segment(
         ensure_group(session, group, given or utcnow())
     locked = lock_scope(session, segment.id, group)
     require_version(session, expected_version)  # after the locks: a preview's numbers still hold
+    if segment.rules is not None or segment.rules_version:
+        lock_rule_set(session)  # (before the clock, as a rules change: membership.rules.rematch)
     now = given or clock(session)  # after the locks, as every rollout change
     apply_due_locked(session, locked, now)
     if group is not None:

@@ -96,7 +96,7 @@ def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
     )
 
 
-_parsed_by_version: dict[tuple[int, int], targeting.RuleSet] = {}  # (segment id, rules_version)
+_parsed_by_digest: dict[str, targeting.RuleSet] = {}  # md5 of the stored rules' text -> parsed
 
 # The live rule segments (kind 1: what evaluating them needs) and the other live segments of
 # their exclusion groups (kind 0: their bulk locks are taken too), by id, with the database's
@@ -104,7 +104,8 @@ _parsed_by_version: dict[tuple[int, int], targeting.RuleSet] = {}  # (segment id
 _RULE_SCOPE = text(
     f"""
 SELECT s.rules IS NOT NULL, s.id, s.slug, s.rules_version, s.rule_mode, s.salt, s.hash_scheme,
-       s.exclusion_group, s.bucket_ranges, s.rollout_basis_points, g.salt, clock_timestamp()
+       s.exclusion_group, s.bucket_ranges, s.rollout_basis_points, g.salt, md5(s.rules::text),
+       clock_timestamp()
 FROM segments s LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
 WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
     SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
@@ -113,15 +114,15 @@ ORDER BY s.id
 )
 
 
-def _rules_of(session: DbSession, segment_id: int, version: int) -> targeting.RuleSet:
-    """A rule segment's rules at ``version``, parsed once per process (stored canonical)."""
-    found = _parsed_by_version.get((segment_id, version))
+def _rules_of(session: DbSession, segment_id: int, digest: str) -> targeting.RuleSet:
+    """A rule segment's rules, parsed once per process per distinct stored text (its md5 read
+    with the segment: ids and versions repeat across databases reset, a digest does not lie)."""
+    found = _parsed_by_digest.get(digest)
     if found is None:
-        rules = session.scalar(select(Segment.rules).where(Segment.id == segment_id))
-        found = ruleset_of(rules)
-        if len(_parsed_by_version) > 10_000:
-            _parsed_by_version.clear()
-        _parsed_by_version[(segment_id, version)] = found
+        found = ruleset_of(session.scalar(select(Segment.rules).where(Segment.id == segment_id)))
+        if len(_parsed_by_digest) > 10_000:
+            _parsed_by_digest.clear()
+        _parsed_by_digest[digest] = found
     return found
 
 
@@ -130,7 +131,7 @@ def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], dateti
     live segments) and the database's clock now; nothing locked."""
     rows = session.execute(_RULE_SCOPE).all()
     segments: list[RuleSegment] = []
-    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, _ in rows:
+    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, digest, _ in rows:
         if not ruled:
             continue
         if group is not None and group_salt is not None:
@@ -138,7 +139,7 @@ def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], dateti
         else:
             coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
         segments.append(
-            RuleSegment(sid, slug, version, mode, _rules_of(session, sid, version), coverage, group)
+            RuleSegment(sid, slug, version, mode, _rules_of(session, sid, digest), coverage, group)
         )
     return segments, [row[1] for row in rows], rows[0][-1] if rows else clock(session)
 
@@ -269,6 +270,7 @@ def _switch(session: DbSession, operation: BulkOperation) -> None:
     if segment is None or segment.rules_version != operation.rules_version or segment.rules is None:
         operation.error = "superseded by a newer change"
         return
+    rollout_state.lock_rule_set(session)  # before the clock (see rematch)
     rollout_state.switch_rule_mode(session, segment, True, operation.actor, clock(session))
 
 

@@ -24,6 +24,7 @@ from webapp.services.segments.rollout_state import (
     change_or_error,
     check_future,
     ensure_group,
+    lock_rule_set,
     lock_scope,
     materialize,
     refuse_schedules_of_rules,
@@ -200,6 +201,8 @@ def create_segment(
         if group:
             ensure_group(session, group, now)
         locked = lock_scope(session, segment.id, group)
+        if canonical is not None:  # (before the clock: no trait write commits between it and this)
+            lock_rule_set(session)
         now = given or clock(session)
         apply_due_locked(session, locked, now)
         set_state(
@@ -302,6 +305,10 @@ def _change_rollout(
             ],
         )
     require_version(session, expected_version)
+    if segment.rules is not None or new_rules is not UNSET:
+        # the rule-set lock before the clock: no trait write evaluates this segment between the
+        # instant this change is stamped with and its commit (membership.rules.rematch)
+        lock_rule_set(session)
     now = given or clock(session)
     apply_due_locked(session, locked, now)
     old = RolloutState(segment.rollout_basis_points, segment.exclusion_group)

@@ -166,10 +166,14 @@ BULK_LOCK_SPACE = (
     3  # membership.store.BULK_LOCK_SPACE (that layer sits above this one; a test keeps them equal)
 )
 # The set of rule segments and what decides their matches (rules, percentage, group, mode): taken
-# exclusive by every change of them (start_reevaluation, switch_rule_mode) before any bulk lock,
-# and shared by trait writes (membership.rules.rematch) before theirs, so a trait write evaluates
-# exactly the rule segments and rules in force when it commits, or commits before such a change
-# (whose re-evaluation then sees its traits). Held until the transaction ends.
+# exclusive by every change of them after its segment locks and before it reads the clock that
+# stamps it (create and update with rules, restore, the switch of mode; start_reevaluation and
+# switch_rule_mode take it again, re-entrant), and shared by trait writes (membership.rules.rematch)
+# before their bulk locks, so a trait write evaluates exactly the rule segments and rules in force
+# when it commits, or commits before such a change (whose re-evaluation then sees its traits),
+# and its rows are never stamped on the wrong side of such a change. Trait writes take no segment
+# row lock (rule_matches has no foreign key), so a change holding its rows while it waits for
+# this lock closes no cycle. Held until the transaction ends.
 RULE_SET_LOCK = (5, 0)
 
 
