@@ -16,6 +16,7 @@ TABLES = [
     "trait_events",
     "trait_keys",
     "user_traits",
+    "rule_matches",
     "webhook_events",
     "webhook_subscriptions",
     "membership_events",
