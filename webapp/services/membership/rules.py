@@ -126,6 +126,16 @@ def _rules_of(session: DbSession, segment_id: int, digest: str) -> targeting.Rul
     return found
 
 
+_RULE_SCOPE_IDS = text(
+    f"""
+SELECT s.id FROM segments s
+WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
+    SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
+ORDER BY s.id
+"""
+)
+
+
 def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], datetime]:
     """The live rule segments (by id), the ids to lock with them (theirs and their groups' other
     live segments) and the database's clock now; nothing locked."""
@@ -174,7 +184,7 @@ def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], ac
     # holds its segment's exclusive: it sees these traits, or these rows see its rows), then the
     # rule segments and the clock, read after the locks.
     rollout_state.lock_rule_set(session, shared=True)
-    _, ids, _ = rule_scope(session)
+    ids = list(session.scalars(_RULE_SCOPE_IDS))
     if ids:
         membership_store.lock_segments_shared(session, ids)
     segments, _, now = rule_scope(session)
