@@ -237,7 +237,7 @@ def restore_segment(
         ensure_group(session, group, given or utcnow())
     locked = lock_scope(session, segment.id, group)
     require_version(session, expected_version)  # after the locks: a preview's numbers still hold
-    if segment.rules is not None or segment.rules_version:
+    if segment.rules is not None or segment.rules_version or group is not None:
         lock_rule_set(session)  # (before the clock, as a rules change: membership.rules.rematch)
     now = given or clock(session)  # after the locks, as every rollout change
     apply_due_locked(session, locked, now)
@@ -245,7 +245,7 @@ def restore_segment(
         refuse_overlap(session, segment, group, locked, now)
     new = fitting(session, locked, states(locked), segment.id, wanted, now)
     set_state(session, segment, new, reason=Reason.RESTORED, actor=actor, at=now, force=True)
-    if segment.rules is not None or segment.rules_version:
+    if segment.rules is not None or segment.rules_version or group is not None:
         # its rule matches are as of its deletion (or, rules removed, may still be there: a
         # deletion stops the re-evaluation removing them): evaluated again
         start_reevaluation(session, segment, actor, now)

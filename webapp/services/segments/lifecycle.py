@@ -305,9 +305,11 @@ def _change_rollout(
             ],
         )
     require_version(session, expected_version)
-    if segment.rules is not None or new_rules is not UNSET:
+    moves = new_group is not UNSET and new_group != segment.exclusion_group
+    if segment.rules is not None or new_rules is not UNSET or moves:
         # the rule-set lock before the clock: no trait write evaluates this segment between the
-        # instant this change is stamped with and its commit (membership.rules.rematch)
+        # instant this change is stamped with and its commit (membership.rules.rematch); a group
+        # move too (a group's explicit members decide whether a rule row moves an answer)
         lock_rule_set(session)
     now = given or clock(session)
     apply_due_locked(session, locked, now)
@@ -419,6 +421,8 @@ def retire_segment(
         )
     segment = locked[found.id]
     require_version(session, expected_version)
+    if segment.rules is not None or segment.exclusion_group is not None:
+        lock_rule_set(session)  # (as a group move: membership.rules.rematch decides by the group)
     now = now or clock(session)  # after the lock: after every change it waited for
     # Changes already due were in force for every read: they happen (and show in history)
     # before the deletion; only those still ahead are cancelled.

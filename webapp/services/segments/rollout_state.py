@@ -168,7 +168,8 @@ BULK_LOCK_SPACE = (
 # The set of rule segments and what decides their matches (rules, percentage, group, mode): taken
 # exclusive by every change of them after its segment locks and before it reads the clock that
 # stamps it (create and update with rules, restore, the switch of mode; start_reevaluation and
-# switch_rule_mode take it again, re-entrant), and shared by trait writes (membership.rules.rematch)
+# switch_rule_mode take it again, re-entrant; and group moves, deletions and restores of grouped
+# segments, whose explicit members decide whether a rule row moves an answer), and shared by trait writes (membership.rules.rematch)
 # before their bulk locks, so a trait write evaluates exactly the rule segments and rules in force
 # when it commits, or commits before such a change (whose re-evaluation then sees its traits),
 # and its rows are never stamped on the wrong side of such a change. Trait writes take no segment
