@@ -17,6 +17,7 @@ TABLES = [
     "trait_keys",
     "user_traits",
     "rule_matches",
+    "bulk_operation_ids",
     "webhook_events",
     "webhook_subscriptions",
     "membership_events",
