@@ -543,6 +543,90 @@ with app.app_context():
 """
 
 
+def _trait_line(user: int) -> dict:
+    """One user's traits in the traits bench: five keys of each kind a service pushes."""
+    return {
+        "country": ("RU", "BY", "KZ", "AM")[user % 4],
+        "plan": ("free", "paid")[user % 2],
+        "app_version": f"5.{user % 9}.{user % 13}",
+        "age": 18 + user % 60,
+        "beta": user % 10 == 0,
+    }
+
+
+def bench_traits(engine, env, size: int, tmp: Path) -> None:
+    """A trait import of ``size`` users (issue 29): a JSON-lines file POSTed to
+    /api/v1/users/traits:import (streamed to disk, checked whole, staged by COPY: the request),
+    then its operation run by an RQ worker in chunks under the users' locks (the job); end to end
+    against the floor: PostgreSQL alone COPYing the same rows into a table like user_traits in one
+    transaction. Peak RSS: the gunicorn workers during the request, the worker during the job."""
+    path = tmp / "traits.jsonl"
+    with open(path, "w") as file:
+        for start in range(1, size + 1, 100_000):
+            file.write(
+                "".join(
+                    json.dumps({"user_id": u, "traits": _trait_line(u)}, separators=(",", ":")) + "\n"
+                    for u in range(start, min(start + 100_000, size + 1))
+                )
+            )
+    rows = "".join(
+        f"{u}\t{json.dumps(_trait_line(u), separators=(',', ':'))}\t2026-01-01 00:00:00+00\n"
+        for u in range(1, size + 1)
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE floor_traits (LIKE user_traits INCLUDING ALL)"))
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy("COPY floor_traits (user_id, traits, updated_at) FROM STDIN") as copy:
+            copy.write(rows)
+    floor = time.perf_counter() - started
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE floor_traits"))
+    print(f"  (floor: COPY of {size:,} users' traits: {floor:.2f} s)", flush=True)
+    port = tools.free_port()
+    limits = {**env, "TRAIT_IMPORT_MAX_BYTES": str(2 * path.stat().st_size)}
+    with tools.gunicorn("wsgi:app", limits, port) as server, tools.rq_worker(limits) as worker:
+        base = f"http://127.0.0.1:{port}"
+        workers = tools.worker_pids(server.pid)
+        tools.reset_peak_rss(workers)
+
+        def upload() -> dict:
+            with open(path, "rb") as file:
+                request = urllib.request.Request(
+                    base + "/api/v1/users/traits:import?mode=replace",
+                    data=file,
+                    headers={
+                        "Content-Type": "application/x-ndjson",
+                        "Content-Length": str(path.stat().st_size),
+                    },
+                    method="POST",
+                )
+                with urllib.request.urlopen(request, timeout=600) as response:
+                    return json.loads(response.read())
+
+        with tools.PeakRss(tools.process_tree(worker.pid)) as job_rss:
+            accepted_s, accepted = tools.timed(upload)
+            job_s, state = tools.timed(lambda: wait_operation(accepted["status_url"], timeout=1800))
+        api_rss = tools.peak_rss_mb(workers)
+        assert state["status"] == "finished" and state["added"] == size, state
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM user_traits")) == size
+            events = conn.scalar(sa.text("SELECT count(*) FROM trait_events"))
+        assert events == size, events
+        record_big(
+            f"import: {size:,} users' traits ({path.stat().st_size / 1e6:.0f} MB JSON lines) + its operation",
+            accepted_s + job_s,
+            f" ({accepted_s:.2f} s to 202, job {job_s:.2f} s), {api_rss:.0f} / {job_rss.mb:.0f} MB peak",
+            floor,
+            "COPY the rows into a like table",
+            section="traits",
+            target="measured (stage 1: no target)",
+            ok=None,
+        )
+    path.unlink()
+
+
 def bench_bulk_profile(env, size: int) -> None:
     """Where the add's time goes: the service functions in-process (the worker's loop:
     run_chunk + commit per chunk) on the same database, each statement timed by kind."""
@@ -2052,7 +2136,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks",
+        default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks,traits",
         help="comma-separated sections",
     )
     args = parser.parse_args()
@@ -2125,6 +2209,8 @@ def main() -> None:
             timed_section("report", lambda: bench_report(engine, env, [size // 10, size]))
         if "webhooks" in sections:
             timed_section("webhooks", lambda: bench_webhooks(env, 100 if args.quick else 300))
+        if "traits" in sections:
+            timed_section("traits", lambda: bench_traits(engine, env, size, Path(tmp)))
         engine.dispose()
         record(
             "machine",

@@ -223,7 +223,7 @@ def _retry_after_only_when_limited(response: Response) -> Response:
 
 def register_blueprints(app: Flask) -> None:
     from webapp.api import bp as api_bp
-    from webapp.api import idempotency
+    from webapp.api import idempotency, uploads
     from webapp.api.compat import bp as compat_bp
     from webapp.api.docs import bp as docs_bp
     from webapp.api.helpers import refuse_non_json_bodies
@@ -265,6 +265,7 @@ def register_blueprints(app: Flask) -> None:
             blueprint.before_request(refuse_non_json_bodies)
             blueprint.before_request(idempotency.before_request)
             blueprint.after_request(idempotency.after_request)
+            blueprint.teardown_request(uploads.close_spool)
             reads(blueprint)
             writes(blueprint)
         csrf.exempt(blueprint)  # token/header based, not cookie based

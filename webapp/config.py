@@ -69,6 +69,9 @@ class Config:
     SCHEDULER_INTERVAL_SECONDS = _env_int("SCHEDULER_INTERVAL_SECONDS", 30)
     SCHEDULER_RECONNECT_MAX_SECONDS = _env_int("SCHEDULER_RECONNECT_MAX_SECONDS", 30)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 32 * 1024 * 1024)
+    # The one route allowed a larger body: a trait import's file (POST /api/v1/users/traits:import),
+    # streamed to a temporary file, never held in memory (nginx allows it there only, 1g).
+    TRAIT_IMPORT_MAX_BYTES = _env_int("TRAIT_IMPORT_MAX_BYTES", 1024 * 1024 * 1024)
     PER_PAGE_DEFAULT = 50
     PER_PAGE_MAX = 500
     # Redis keys of the reach cache (services/reads/reach.py: JSON entries); the read path needs no cache.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 SLUG_PATTERN = r"[A-Z][A-Z0-9_]{0,63}"
 SLUG_RE = re.compile(SLUG_PATTERN)  # always used with fullmatch: "SLUG\n" is not a slug
@@ -94,13 +96,110 @@ def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
     return in_utc(value)
 
 
-# -- rules over traits (issue 29; the language: webapp/services/targeting) -------------------
+# -- user traits (issue 29) ------------------------------------------------------------------
+#
+# The one place a trait is judged, whoever sends it (PUT/PATCH bodies, each line of an import).
+# A user's traits are a JSON object of scalars: strings, numbers, booleans. ``null`` only in a
+# merge (PATCH, an import in merge mode), where it deletes the key. Nested objects and arrays
+# are refused. Every problem of every key is named, never only the first.
 
 TRAIT_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
-TRAIT_KEY_RE = re.compile(TRAIT_KEY_PATTERN)  # always used with fullmatch
-TRAIT_KEY_HELP = (
-    "letters, digits, _ . and -, starting with a letter or _ (at most 64, ASCII)"  # the traits API's too
-)
+TRAIT_KEY_RE = re.compile(TRAIT_KEY_PATTERN)  # always with fullmatch
+TRAIT_KEY_HELP = "letters, digits, _ . - (at most 64), starting with a letter or _"  # rules' trait keys too
+MAX_TRAITS_PER_USER = 100  # keys a user may hold, and keys one PUT or PATCH may name
+MAX_TRAIT_STRING = 256  # characters of a string value
+# Numbers (integers or not) within ±(2^53 - 1): what every JSON reader (a double) holds exactly
+# as an integer. A larger integer (9007199254740993) would come back as another number from some
+# clients; NaN, ±Infinity (and 1e400, which reads as Infinity) are refused.
+MAX_TRAIT_INTEGER = 2**53 - 1
+
+
+class TraitProblem(NamedTuple):
+    """One problem of a traits object: the key it is about (None: the object itself), its stable
+    ``code`` and the API's English ``message``."""
+
+    key: str | None
+    code: str
+    message: str
+
+
+def trait_value_problem(value: object, *, merge: bool) -> tuple[str, str] | None:
+    """(code, message) when ``value`` cannot be a trait's value, else None."""
+    if value is None:
+        return None if merge else ("trait_null", "null deletes a key only in a merge (PATCH)")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if math.isfinite(value) and -MAX_TRAIT_INTEGER <= value <= MAX_TRAIT_INTEGER:
+            return None
+        return (
+            "trait_number_range",
+            f"a number must be within ±{MAX_TRAIT_INTEGER:,} (2^53 - 1; no NaN or Infinity, 1e400 is Infinity)",
+        )
+    if isinstance(value, str):
+        if len(value) > MAX_TRAIT_STRING:
+            return ("trait_string_too_long", f"a string holds at most {MAX_TRAIT_STRING} characters")
+        if "\x00" in value:
+            return ("trait_string_nul", "a string cannot hold the NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ("trait_string_invalid", "a string must be valid Unicode (no lone surrogates)")
+        return None
+    if isinstance(value, dict | list):
+        return ("trait_not_scalar", "a value must be a string, number or boolean (no objects or arrays)")
+    return ("trait_type_invalid", "a value must be a string, number or boolean")
+
+
+def trait_key_problem(key: str) -> tuple[str, str] | None:
+    if TRAIT_KEY_RE.fullmatch(key) is None:
+        return ("trait_key_invalid", f"a key is {TRAIT_KEY_HELP}")
+    return None
+
+
+_VALID_KEYS: set[str] = set()  # keys already found valid (an import repeats a few keys a million times)
+
+
+def _valid_key(key: str) -> bool:
+    if key in _VALID_KEYS:
+        return True
+    if TRAIT_KEY_RE.fullmatch(key) is None:
+        return False
+    if len(_VALID_KEYS) < 10_000:
+        _VALID_KEYS.add(key)
+    return True
+
+
+def trait_problems(traits: object, *, merge: bool) -> list[TraitProblem]:
+    """Every problem of a traits object as a client sent it (PUT: ``merge`` false; PATCH and
+    an import's merge lines: true). Keys over MAX_TRAITS_PER_USER are one problem of the object;
+    each bad key and each bad value is its own. (The common values are judged inline: an import
+    judges a million objects in its request.)"""
+    if not isinstance(traits, dict):
+        return [TraitProblem(None, "traits_not_object", "traits must be a JSON object of key: value")]
+    problems = []
+    if len(traits) > MAX_TRAITS_PER_USER:
+        problems.append(
+            TraitProblem(None, "too_many_traits", f"at most {MAX_TRAITS_PER_USER} keys ({len(traits)} given)")
+        )
+    for key, value in traits.items():
+        if not _valid_key(key):
+            problems.append(TraitProblem(key, *trait_key_problem(key)))  # type: ignore[misc]
+            continue
+        kind = type(value)
+        if kind is str:
+            if len(value) <= MAX_TRAIT_STRING and value.isascii() and "\x00" not in value:
+                continue
+        elif kind is bool or (kind is int and -MAX_TRAIT_INTEGER <= value <= MAX_TRAIT_INTEGER):
+            continue
+        found = trait_value_problem(value, merge=merge)
+        if found is not None:
+            problems.append(TraitProblem(key, *found))
+    return problems
+
+
+# -- rules over traits (issue 29; the language: webapp/services/targeting) -------------------
+
 MAX_RULES = 10  # rules in one segment (OR)
 MAX_RULE_CONDITIONS = 20  # conditions in one rule (AND)
 MAX_RULE_VALUES = 1000  # values in one list (str_in, str_not_in)

@@ -107,3 +107,32 @@ def test_the_api_reference_examples_run_twice(redis_app, curl_server, tmp_path):
     # run); everything else as before (the report's polls may differ in number).
     assert first.count(409) == 0 and second.count(409) == 4, recorded.calls
     assert first.count(201) - second.count(201) == 3
+
+
+def test_the_readme_traits_examples_run_twice(redis_app, curl_server, tmp_path):
+    """The README's traits block (issue 29): push, merge, read, history, an import of a file;
+    twice, as a reader pastes it (the second run's PUT puts back what the PATCH changed)."""
+    address, recorded = curl_server
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "/traits" in b)
+    script = block.replace(BASE, f"http://{address}")
+    outputs = []
+    for _ in range(2):
+        before = len(recorded.statuses)
+        done = run(script, redis_app, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert recorded.statuses[before:] == [200, 200, 200, 200, 202]
+        outputs.append(done.stdout.splitlines())
+    first, second = outputs
+    assert json.loads(first[2])["traits"] == {"app_version": "5.2.1", "country": "RU", "plan": "free"}
+    assert (json.loads(second[1])["set_keys"], json.loads(second[1])["deleted_keys"]) == (["plan"], ["age"])
+    history = [(e["action"], e["keys"]) for e in json.loads(second[3])["items"]]
+    assert history == [
+        ("set", ["age", "app_version", "country", "plan"]),
+        ("set", ["plan"]),
+        ("deleted", ["age"]),
+        ("set", ["age", "plan"]),
+        ("set", ["plan"]),
+        ("deleted", ["age"]),
+    ]
+    assert json.loads(second[4])["kind"] == "trait_import"

@@ -13,6 +13,9 @@ from flask import Flask
 # Every table a test may write, emptied after tests that commit (tests/conftest.py).
 TABLES = [
     "webhook_deliveries",
+    "trait_events",
+    "trait_keys",
+    "user_traits",
     "webhook_events",
     "webhook_subscriptions",
     "membership_events",

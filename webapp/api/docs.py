@@ -75,6 +75,22 @@ def _documented_unwrapped(view: Callable[..., Any], wrapper: Callable[..., Any])
     return view
 
 
+RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {}  # (path, method) -> requestBody of a file route
+
+
+def raw_body(
+    path: str, method: str, request_body: dict[str, Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Describe a route whose body is a file (spectree describes only JSON bodies): its OpenAPI
+    ``path`` (as in the document) and ``method`` get ``request_body``, set by _document."""
+
+    def mark(view: Callable[..., Any]) -> Callable[..., Any]:
+        RAW_BODIES[path, method] = request_body
+        return view
+
+    return mark
+
+
 PATH_PARAMETERS = {
     "user_id": {"type": "integer", "minimum": 1, "maximum": MAX_USER_ID},
     "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"},
@@ -118,6 +134,9 @@ def _document(document: dict) -> dict:
                 if parameter["in"] == "query" and not parameter.get("required"):
                     # The views read an optional parameter sent empty ("?page=") as not sent.
                     parameter["allowEmptyValue"] = True
+            for (path, verb), body in RAW_BODIES.items():
+                if path in document["paths"] and document["paths"][path] is methods and verb == method:
+                    operation_["requestBody"] = body
             if method in ("post", "patch", "delete", "put"):
                 operation_.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
     document.setdefault("components", {})["securitySchemes"] = {

@@ -10,6 +10,7 @@ from typing import TypeVar
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
+from webapp.api import uploads
 from webapp.errors import AppError, ValidationFailed, detail
 from webapp.http.auth import token_name
 from webapp.rules import CONSISTENCY_HEADER, parse_moment, problem_code
@@ -23,12 +24,28 @@ def refuse_non_json_bodies() -> None:
     """before_request of the API blueprints: any body sent with a write must be declared
     ``application/json`` (415 otherwise), whether or not the route reads it — so no
     cross-site form can ever make one of these requests."""
+    types = uploads.upload_types()
     if (
         request.method in ("POST", "PUT", "PATCH", "DELETE")
-        and not request.is_json
+        and (types is not None or not request.is_json)
         and (request.content_length or request.headers.get("Transfer-Encoding"))
     ):
-        _not_json()
+        if types is None:
+            _not_json()
+        elif request.mimetype not in types:  # (a file route: its own types, none a form can send)
+            raise AppError(
+                f"the file must be sent as {' or '.join(sorted(types))}",
+                [
+                    detail(
+                        "Content-Type",
+                        f"must be {' or '.join(sorted(types))}",
+                        code="content_type_invalid",
+                        value=request.mimetype[:60],
+                    )
+                ],
+                code="unsupported_media_type",
+                status=415,
+            )
 
 
 def _not_json() -> None:

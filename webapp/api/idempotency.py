@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from flask import Response, current_app, g, request
 
+from webapp.api import uploads
 from webapp.errors import AppError, Conflict, ValidationFailed, detail
 from webapp.http.auth import client_key
 from webapp.platform.redis_client import OutageLog, redis_client
@@ -44,7 +45,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for part in (request.method, request.path, request.query_string, request.get_data(cache=True)):
+    # (a file upload's body by its digest: streamed to disk once, never read into memory)
+    body = uploads.spooled().sha256 if uploads.upload_types() is not None else request.get_data(cache=True)
+    for part in (request.method, request.path, request.query_string, body):
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     return digest.hexdigest()

@@ -27,7 +27,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from webapp.config import Config
-from webapp.models.enums import Action, OperationKind, ReportKind, ReportStatus, SegmentEventKind, Source
+from webapp.models.enums import (
+    Action,
+    OperationKind,
+    ReportKind,
+    ReportStatus,
+    SegmentEventKind,
+    Source,
+    TraitAction,
+    TraitImportMode,
+)
 from webapp.rules import (
     INT64_MAX,
     MAX_BULK_IDS,
@@ -35,10 +44,15 @@ from webapp.rules import (
     MAX_ITEMS_PER_CHANGE,
     MAX_LOOKUP_IDS,
     MAX_SLUG_INPUT,
+    MAX_TRAIT_INTEGER,
+    MAX_TRAIT_STRING,
+    MAX_TRAITS_PER_USER,
     MAX_TTL_SECONDS,
     MAX_USER_ID,
     SLUG_HELP,
     SLUG_PATTERN,
+    TRAIT_KEY_HELP,
+    TRAIT_KEY_PATTERN,
     in_utc,
     problem_code,
 )
@@ -581,7 +595,8 @@ class BulkOut(BaseModel):
 class OperationOut(BaseModel):
     id: str
     kind: OperationKind
-    segment: str
+    segment: str | None = Field(description="the segment (null for a trait import)")
+    mode: TraitImportMode | None = Field(None, description="a trait import: each line replaces or merges")
     status: ReportStatus
     total: int
     done: int
@@ -774,3 +789,77 @@ class ImpactOut(BaseModel):
     joining: int = Field(description="history entries `added` the change would write now, all segments")
     moves: list[MoveOut] = Field(description="each segment whose membership moves, this one first")
     seconds: float = Field(description="how long the computation took")
+
+
+# -- user traits (issue 29; the rules: webapp.rules, checked by services.traits) -------------
+
+TRAIT_VALUE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "maxLength": MAX_TRAIT_STRING, "pattern": NO_NUL_PATTERN},
+        {"type": "number", "minimum": -MAX_TRAIT_INTEGER, "maximum": MAX_TRAIT_INTEGER},
+        {"type": "boolean"},
+    ]
+}
+
+
+def _traits_schema(merge: bool) -> dict[str, Any]:
+    value = {"anyOf": [*TRAIT_VALUE_SCHEMA["anyOf"], NULL]} if merge else TRAIT_VALUE_SCHEMA
+    return {
+        "type": "object",
+        "maxProperties": MAX_TRAITS_PER_USER,
+        "propertyNames": {"pattern": f"^{TRAIT_KEY_PATTERN}$", "description": TRAIT_KEY_HELP},
+        "additionalProperties": value,
+        "description": f"at most {MAX_TRAITS_PER_USER} keys ({TRAIT_KEY_HELP}); values are strings (at most "
+        f"{MAX_TRAIT_STRING} characters), numbers within ±(2^53 - 1) or booleans"
+        + ("; null deletes the key" if merge else ""),
+        "examples": [{"country": "RU", "plan": "paid", "app_version": "5.2.1", "age": 31, "beta": True}],
+    }
+
+
+class TraitsPut(Strict):
+    """The user's traits become exactly ``traits`` (keys not given are deleted)."""
+
+    traits: Annotated[Any, WithJsonSchema(_traits_schema(False))]
+
+
+class TraitsPatch(Strict):
+    """``traits`` merged into the user's: each key given is set, ``null`` deletes it, others stay.
+    The result holds at most 100 keys (422 ``too_many_traits``)."""
+
+    traits: Annotated[Any, WithJsonSchema(_traits_schema(True))]
+
+
+class TraitsOut(BaseModel):
+    user_id: int
+    traits: dict[str, Any] = Field(json_schema_extra={"additionalProperties": TRAIT_VALUE_SCHEMA})
+    updated_at: datetime | None = Field(description="when they last changed; null: the user has no traits")
+
+
+class TraitsChangeOut(TraitsOut):
+    set_keys: list[str] = Field(description="keys this write added or gave another value")
+    deleted_keys: list[str] = Field(description="keys this write removed")
+
+
+class TraitImportQuery(BaseModel):
+    mode: TraitImportMode = Field(
+        description="replace: each line's traits become the user's (as PUT); merge: they are merged "
+        "into the user's (as PATCH)"
+    )
+
+
+class TraitHistoryEntryOut(BaseModel):
+    keys: list[str] = Field(description="the keys that changed (never their values)")
+    action: TraitAction = Field(
+        description="set: keys added or given another value; deleted: keys removed; cleared: every trait "
+        "of the user removed (keys: those they had)"
+    )
+    actor: str
+    occurred_at: datetime
+    operation: str | None = Field(None, description="the trait import that made it, if one did")
+
+
+class TraitHistoryOut(BaseModel):
+    user_id: int
+    start: datetime | None = Field(serialization_alias="from")
+    end: datetime | None = Field(serialization_alias="to")
+    items: list[TraitHistoryEntryOut]

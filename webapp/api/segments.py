@@ -33,7 +33,7 @@ from webapp.api.schemas import (
 )
 from webapp.http.transaction import add_consistency_token, transactional
 from webapp.models import BulkOperation, Segment
-from webapp.models.enums import OperationKind, Reason, ReportStatus
+from webapp.models.enums import OperationKind, Reason, ReportStatus, TraitImportMode
 from webapp.platform.extensions import db
 from webapp.rules import MAX_USER_ID
 from webapp.services.membership import bulk
@@ -141,7 +141,8 @@ def operation_out(op: BulkOperation) -> OperationOut:
     return OperationOut(
         id=str(op.id),
         kind=OperationKind(op.kind),
-        segment=op.slug,
+        segment=op.slug if op.segment_id is not None else None,
+        mode=TraitImportMode(op.mode) if op.mode else None,
         status=ReportStatus(op.status),
         total=op.total,
         done=op.done,

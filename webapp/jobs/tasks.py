@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select, text, update
 
 from webapp.models import BulkOperation, JobRun, Report
-from webapp.models.enums import ReportStatus
+from webapp.models.enums import OperationKind, ReportStatus
 from webapp.platform.extensions import db
 from webapp.platform.queue import get_queue
 from webapp.services import restore
@@ -28,6 +28,7 @@ from webapp.services.history import reports
 from webapp.services.membership import bulk
 from webapp.services.membership import store as membership_store
 from webapp.services.segments import rollout_state
+from webapp.services.traits import imports as trait_imports
 from webapp.services.webhooks import catalogue, outbox
 from webapp.telemetry.metrics import purge_done, timed_job
 
@@ -160,10 +161,12 @@ def run_bulk_operation(operation_id: str) -> int:
         return operation.done
     operation.status, operation.attempts, operation.error = ReportStatus.RUNNING, operation.attempts + 1, None
     db.session.commit()
+    # one machinery, two services: a trait import's chunks are the traits service's (above membership)
+    runner = trait_imports if operation.kind == OperationKind.TRAIT_IMPORT else bulk
     try:
-        while bulk.run_chunk(db.session, operation):
+        while runner.run_chunk(db.session, operation):
             db.session.commit()
-        bulk.finish(db.session, operation)
+        runner.finish(db.session, operation)
         db.session.commit()
     except Exception as exc:
         db.session.rollback()
@@ -290,10 +293,11 @@ def nightly_maintenance() -> int:
         retention = timedelta(days=current_app.config["WEBHOOK_RETENTION_DAYS"])
         outbox.purge_delivered(db.session, utcnow() - retention)
         db.session.commit()  # the purges stand even if the partition upkeep below fails
-        history_partitions.ensure_partitions(db.session, utcnow())
         cutoff = history_partitions.retention_cutoff(utcnow(), current_app.config["HISTORY_RETENTION_MONTHS"])
-        if cutoff is not None:
-            history_partitions.drop_partitions_before(db.session, cutoff)
+        for parent in history_partitions.PARENTS:  # membership history, then trait history
+            history_partitions.ensure_partitions(db.session, utcnow(), parent=parent)
+            if cutoff is not None:
+                history_partitions.drop_partitions_before(db.session, cutoff, parent=parent)
         run.processed, run.finished_at = removed, utcnow()
         db.session.commit()
     except Exception as exc:

@@ -14,6 +14,7 @@ from webapp.models.segment import (
     Segment,
     SegmentEvent,
 )
+from webapp.models.traits import TraitEvent, TraitKey, UserTraits
 from webapp.models.webhook import WebhookDelivery, WebhookEvent, WebhookSubscription
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "RolloutSchedule",
     "Segment",
     "SegmentEvent",
+    "TraitEvent",
+    "TraitKey",
+    "UserTraits",
     "WebhookDelivery",
     "WebhookEvent",
     "WebhookSubscription",

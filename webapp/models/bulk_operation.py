@@ -1,12 +1,14 @@
-"""Large membership operations run as resumable jobs: a bulk add, remove or replace of many
-ids, the removal of a deleted segment's members."""
+"""Large operations run as resumable jobs: a bulk add, remove or replace of many ids, the
+removal of a deleted segment's members, a restore, a trait import (of no segment)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.models.types import UTCDateTime
@@ -18,8 +20,10 @@ class BulkOperation(Model):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     kind: Mapped[str] = mapped_column(String(20))  # OperationKind
-    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    # None only for a trait import (OperationKind.TRAIT_IMPORT), whose slug is ""
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id"), nullable=True)
     slug: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(10), nullable=True)  # a trait import's TraitImportMode
     status: Mapped[str] = mapped_column(String(10))  # ReportStatus values: queued|running|finished|failed
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     done: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -44,7 +48,8 @@ class BulkOperation(Model):
 
 
 class BulkOperationId(Model):
-    """The ids of a pending bulk add (COPYed in once; read in ascending chunks)."""
+    """The ids of a pending bulk operation (COPYed in once; read in ascending chunks); for a
+    trait import, each user's line (``traits``: the object to store or merge)."""
 
     __tablename__ = "bulk_operation_ids"
 
@@ -52,3 +57,4 @@ class BulkOperationId(Model):
     # than writing them; the service deletes an operation's ids when it finishes or fails for good)
     operation_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    traits: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)

@@ -42,6 +42,23 @@ class OperationKind(StrEnum):
     BULK_REPLACE = "bulk_replace"
     DELETE_SEGMENT = "delete_segment"
     RESTORE_SEGMENT = "restore_segment"
+    TRAIT_IMPORT = "trait_import"  # of no segment: users' traits from an uploaded file
+
+
+class TraitAction(StrEnum):
+    """What a trait history entry records (``trait_events.action``): keys set (added or given
+    another value), keys deleted, or every trait of the user removed at once."""
+
+    SET = "set"
+    DELETED = "deleted"
+    CLEARED = "cleared"
+
+
+class TraitImportMode(StrEnum):
+    """How each line of a trait import is applied (``bulk_operations.mode``)."""
+
+    REPLACE = "replace"  # the line's traits become the user's traits (as PUT)
+    MERGE = "merge"  # the line's traits are merged into the user's (as PATCH)
 
 
 class ReportStatus(StrEnum):

@@ -17,6 +17,7 @@ from webapp.services.membership import user_changes
 from webapp.services.membership.user_changes import AddSpec
 from webapp.services.reads.path import active_segments
 from webapp.services.segments import lifecycle as segments
+from webapp.services.traits import users as user_traits
 from webapp.web.blueprint import bp
 from webapp.web.filters import month_name
 from webapp.web.helpers import TTL_CHOICES, checked_month, form_expiry, rejected, typed_user_id, updated
@@ -53,6 +54,7 @@ def _user_context(uid: int) -> dict:
     return {
         "user_id": uid,
         "active": active_segments(db.session, uid),
+        "traits": user_traits.get_traits(db.session, uid),
         "history": entries[::-1][:HISTORY_LIMIT],
         "history_total": len(entries),
         "ttl_choices": TTL_CHOICES,

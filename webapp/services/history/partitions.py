@@ -1,6 +1,7 @@
-"""Monthly partitions of ``membership_events`` (RANGE on ``occurred_at``, migration 0007).
+"""Monthly partitions of the history tables (RANGE on ``occurred_at``): ``membership_events``
+(migration 0007) and ``trait_events`` (migration 0018), each managed alike (``parent``).
 
-One partition per UTC month, ``membership_events_yYYYYmMM``, plus ``membership_events_default``
+One partition per UTC month, ``<parent>_yYYYYmMM``, plus ``<parent>_default``
 for rows outside every month created. The nightly job creates the coming months ahead
 (:func:`ensure_partitions`), so rows normally never land in the default partition, and drops
 the months past ``HISTORY_RETENTION_MONTHS`` (:func:`drop_partitions_before`): a DROP TABLE of
@@ -27,19 +28,26 @@ from webapp.services.common import DbSession
 
 PARENT = "membership_events"
 DEFAULT = "membership_events_default"
+PARENTS = (PARENT, "trait_events")  # every partitioned history table: the nightly job keeps each
 PARTITION_RE = re.compile(r"membership_events_y(\d{4})m(\d{2})")
+_ANY_PARTITION_RE = re.compile(rf"(?:{'|'.join(PARENTS)})_(?:y\d{{4}}m\d{{2}}|default)")
 LOCK_TIMEOUT = "5s"
 
 Month = tuple[int, int]  # (year, month)
 
 
-def partition_name(month: Month) -> str:
-    return f"{PARENT}_y{month[0]:04d}m{month[1]:02d}"
+def partition_name(month: Month, parent: str = PARENT) -> str:
+    return f"{parent}_y{month[0]:04d}m{month[1]:02d}"
+
+
+def _default(parent: str) -> str:
+    return f"{parent}_default"
 
 
 def is_partition(name: str) -> bool:
-    """Whether ``name`` is one of the partitions this module manages (the model declares only the parent)."""
-    return name == DEFAULT or PARTITION_RE.fullmatch(name) is not None
+    """Whether ``name`` is one of the partitions this module manages, of any parent (the models
+    declare only the parents)."""
+    return _ANY_PARTITION_RE.fullmatch(name) is not None
 
 
 def add_months(month: Month, count: int) -> Month:
@@ -62,28 +70,31 @@ def retention_cutoff(now: datetime, months: int) -> datetime | None:
     return month_start(add_months(month_of(now), -months)) if months > 0 else None
 
 
-def partitions(session: DbSession) -> dict[Month, str]:
-    """The monthly partitions attached to the parent, by month."""
+def partitions(session: DbSession, parent: str = PARENT) -> dict[Month, str]:
+    """The monthly partitions attached to ``parent``, by month."""
     names = session.execute(
         text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = CAST(:parent AS regclass)"
         ),
-        {"parent": PARENT},
+        {"parent": parent},
     ).scalars()
+    pattern = re.compile(rf"{parent}_y(\d{{4}})m(\d{{2}})")
     found = {}
     for name in names:
-        match = PARTITION_RE.fullmatch(name)
+        match = pattern.fullmatch(name)
         if match:
             found[int(match[1]), int(match[2])] = name
     return found
 
 
-def ensure_partitions(session: DbSession, now: datetime, months_ahead: int = 3) -> list[str]:
+def ensure_partitions(
+    session: DbSession, now: datetime, months_ahead: int = 3, parent: str = PARENT
+) -> list[str]:
     """Create the partitions of ``now``'s month and the ``months_ahead`` following ones that do
     not exist yet, moving into each the default partition's rows of its month. Idempotent;
     returns the names created. Runs in the session's transaction (the caller commits)."""
-    existing = partitions(session)
+    existing = partitions(session, parent)
     first = month_of(now)
     created = []
     with _lock_timeout(session):
@@ -91,25 +102,25 @@ def ensure_partitions(session: DbSession, now: datetime, months_ahead: int = 3) 
             if month in existing:
                 continue
             name, bounds = (
-                partition_name(month),
+                partition_name(month, parent),
                 {"lo": month_start(month), "hi": month_start(add_months(month, 1))},
             )
             session.execute(
                 text(
                     f"CREATE TABLE IF NOT EXISTS {name} "
-                    f"(LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    f"(LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
                 )
             )
             session.execute(
                 text(
-                    f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= :lo AND occurred_at < :hi RETURNING *) "
+                    f"WITH moved AS (DELETE FROM {_default(parent)} WHERE occurred_at >= :lo AND occurred_at < :hi RETURNING *) "
                     f"INSERT INTO {name} SELECT * FROM moved"
                 ),
                 bounds,
             )
             session.execute(
                 text(
-                    f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES "
+                    f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES "
                     f"FROM ('{bounds['lo'].isoformat()}') TO ('{bounds['hi'].isoformat()}')"
                 )
             )
@@ -117,16 +128,18 @@ def ensure_partitions(session: DbSession, now: datetime, months_ahead: int = 3) 
     return created
 
 
-def drop_partitions_before(session: DbSession, cutoff: datetime) -> list[str]:
+def drop_partitions_before(session: DbSession, cutoff: datetime, parent: str = PARENT) -> list[str]:
     """Drop every monthly partition whose whole month is before ``cutoff`` (and delete the
     default partition's rows before it); returns the names dropped. The caller commits."""
     dropped = []
     with _lock_timeout(session):
-        for month, name in sorted(partitions(session).items()):
+        for month, name in sorted(partitions(session, parent).items()):
             if month_start(add_months(month, 1)) <= cutoff:
                 session.execute(text(f"DROP TABLE {name}"))
                 dropped.append(name)
-        session.execute(text(f"DELETE FROM {DEFAULT} WHERE occurred_at < :cutoff"), {"cutoff": cutoff})
+        session.execute(
+            text(f"DELETE FROM {_default(parent)} WHERE occurred_at < :cutoff"), {"cutoff": cutoff}
+        )
     return dropped
 
 

@@ -657,6 +657,7 @@ def get_operation(session: DbSession, operation_id: str) -> BulkOperation:
 def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     """Do the operation's next chunk in the caller's transaction; False when nothing is left.
     The cursor, counts and status change with the chunk, so a crash loses nothing."""
+    assert operation.segment_id is not None, "a trait import is run by services.traits.imports"
     if operation.kind == OperationKind.DELETE_SEGMENT:
         gone = membership_store.remove_for_deleted_segment(
             session, operation.segment_id, operation.slug, operation.created_at, operation.actor, CHUNK

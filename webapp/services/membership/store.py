@@ -93,6 +93,20 @@ def lock_user(session: DbSession, user_id: int) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(CAST(:user AS bigint))"), {"user": user_id})
 
 
+def lock_users(session: DbSession, user_ids: Sequence[int]) -> None:
+    """:func:`lock_user` for many users in one statement, in ascending id order (the order every
+    multi-user holder takes them in, so two never wait on each other in a cycle): a trait
+    import's chunk (services.traits.store). Each is one entry of the server's shared lock table
+    (max_locks_per_transaction x max_connections slots), so callers keep the list to a chunk."""
+    session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(u)) FROM "
+            "(SELECT DISTINCT u FROM unnest(CAST(:users AS bigint[])) AS t(u) ORDER BY u) s"
+        ),
+        {"users": list(user_ids)},
+    )
+
+
 # A membership is written only when its expiry is after the instant its change happens
 # (``:now``, read after the writer's locks): one that expired while its change waited for them
 # was never live for any read, so neither its row nor its ``added`` history row is written (a
