@@ -105,7 +105,7 @@ def parse_moment(text: str, *, naive_is_utc: bool = True) -> datetime:
 
 TRAIT_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
 TRAIT_KEY_RE = re.compile(TRAIT_KEY_PATTERN)  # always with fullmatch
-TRAIT_KEY_HELP = "letters, digits, _ . - (at most 64), starting with a letter or _"
+TRAIT_KEY_HELP = "letters, digits, _ . - (at most 64), starting with a letter or _"  # rules' trait keys too
 MAX_TRAITS_PER_USER = 100  # keys a user may hold, and keys one PUT or PATCH may name
 MAX_TRAIT_STRING = 256  # characters of a string value
 # Numbers (integers or not) within ±(2^53 - 1): what every JSON reader (a double) holds exactly

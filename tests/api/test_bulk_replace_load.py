@@ -26,7 +26,15 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.live_stack import call, wait_finished
-from tests.support.processes import flask_worker, log_tail, run_reaper, shorten_retries, wait_for, work_horse
+from tests.support.processes import (
+    flask_worker,
+    log_tail,
+    rq_job_settled,
+    run_reaper,
+    shorten_retries,
+    wait_for,
+    work_horse,
+)
 from webapp.platform.extensions import db
 
 MILLION = 1_000_000
@@ -223,15 +231,6 @@ def operation_row(app, operation_id: str) -> dict:
             .mappings()
             .one()
         )
-
-
-def rq_job_settled(app, operation_id: str) -> bool:
-    """RQ has nothing more to do for the operation's job: finished, failed for good, or gone."""
-    from webapp.platform.queue import get_queue
-    from webapp.services.membership.bulk import operation_job_id
-
-    job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))
-    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
 
 
 def test_a_replace_killed_in_each_pass_resumes_to_exactly_the_list(jobs_app, tmp_path):

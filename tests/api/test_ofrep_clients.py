@@ -15,7 +15,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from tests.support.ofrep_clients import run_node, served
+from tests.support.ofrep_clients import run_node
+from tests.support.processes import served
 
 TOKEN = "ofrep-client-0123456789"
 

@@ -13,7 +13,15 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.support.processes import flask_worker, log_tail, run_reaper, shorten_retries, wait_for, work_horse
+from tests.support.processes import (
+    flask_worker,
+    log_tail,
+    rq_job_settled,
+    run_reaper,
+    shorten_retries,
+    wait_for,
+    work_horse,
+)
 from webapp.platform.extensions import db
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -37,14 +45,6 @@ def row(app, operation_id: str) -> dict:
 def scalar(app, sql: str, **params):
     with app.app_context(), db.engine.connect() as conn:
         return conn.scalar(sa.text(sql), params)
-
-
-def rq_job_settled(app, operation_id: str) -> bool:
-    from webapp.platform.queue import get_queue
-    from webapp.services.membership.bulk import operation_job_id
-
-    job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))
-    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
 
 
 def test_an_import_killed_twice_resumes_to_exactly_the_file(jobs_app, tmp_path):

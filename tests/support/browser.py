@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.support.processes import end_process_tree
+from tests.support.processes import end_process_tree, served
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,14 +66,8 @@ def live_server(redis_app, committed_db):
         stderr=subprocess.DEVNULL,
     )
     try:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}"
-        finally:
-            server.shutdown()
-            thread.join(10)
+        with served(app) as base:
+            yield base
     finally:
         end_process_tree(worker)  # the worker and its children (horse, scheduler), whatever happened
 

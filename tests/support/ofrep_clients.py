@@ -6,33 +6,19 @@ needs them. Without ``node`` those tests are skipped, saying why. Registered by 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+
+from tests.support.processes import served
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "tests" / "ofrep_clients"
 NODE = os.environ.get("NODE", shutil.which("node") or "/usr/bin/node")
-
-
-@contextlib.contextmanager
-def served(app) -> Iterator[str]:
-    """``app`` served by a threaded HTTP server on a free 127.0.0.1 port: its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 from flask import Flask
+from werkzeug.serving import make_server
 
 from devstack.redis_server import direct_client
 
@@ -217,3 +219,25 @@ def gunicorn_env(app: Flask, redis_url: str, workdir: Path, port: int, **overrid
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
         **overrides,
     }
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` served by a threaded HTTP server on a free 127.0.0.1 port: its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def rq_job_settled(app, job_id: str) -> bool:
+    """RQ has nothing more to do for a bulk operation's job: finished, failed for good, or gone."""
+    from webapp.platform.queue import get_queue
+    from webapp.services.membership.bulk import operation_job_id
+
+    job = get_queue(app, blocking=True).fetch_job(operation_job_id(job_id))
+    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")

@@ -139,6 +139,9 @@ EXPIRY_FROM_LIST = "Choose an expiry period from the list."
 EXPIRY_AS_DATE = "Enter the expiry as a date and time."
 
 WORDING: dict[str, Wording] = {
+    # user traits (services/traits)
+    "file_type_invalid": "Upload the file as JSON lines (.jsonl) or CSV (.csv).",
+    "too_many_traits": lambda d, typed: f"A user can hold at most {d.get('max')} traits.",
     # segment rules over traits (services/targeting; the rule builder words each field's problem)
     "rules_not_list": "The rules could not be read: they must be a list of rules.",
     "too_many_rules": lambda d, typed: f"A segment can have at most {d.get('max')} rules.",

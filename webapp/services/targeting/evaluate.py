@@ -53,12 +53,12 @@ def compile_condition(c: Condition) -> Test:
         assert isinstance(c.value, str)
         moment = moment_key(c.value)
         assert moment is not None
-        return _date(key, COMPARE[c.operator], moment)
+        return _read(key, moment_key, COMPARE[c.operator], moment)
     if kind is Kind.VERSION:
         assert isinstance(c.value, str)
         version = version_key(c.value)
         assert version is not None
-        return _version(key, COMPARE[c.operator], version)
+        return _read(key, version_key, COMPARE[c.operator], version)
     if kind is Kind.LIST:
         return _listed(key, c.values, c.case_insensitive, inside=c.operator == "str_in")
     assert isinstance(c.value, str)
@@ -109,24 +109,16 @@ def _number(key: str, compare: Compare, x: int | float) -> Test:
     return test
 
 
-def _date(key: str, compare: Compare, x: int) -> Test:
+def _read(key: str, reading: Callable[[str], Any], compare: Compare, x: object) -> Test:
+    """A string trait read by ``reading`` (a date's or a version's key; None: does not parse,
+    so no match), compared with the operand ``x`` read the same way."""
+
     def test(t: Mapping[str, Trait]) -> bool:
         v = t.get(key)
         if not isinstance(v, str):
             return False
-        moment = moment_key(v)
-        return moment is not None and compare(moment, x)
-
-    return test
-
-
-def _version(key: str, compare: Compare, x: object) -> Test:
-    def test(t: Mapping[str, Trait]) -> bool:
-        v = t.get(key)
-        if not isinstance(v, str):
-            return False
-        version = version_key(v)
-        return version is not None and compare(version, x)
+        read = reading(v)
+        return read is not None and compare(read, x)
 
     return test
 

@@ -237,7 +237,7 @@ def start_import(
     if content_type not in FORMATS:
         raise ValidationFailed(
             "the file is JSON lines or CSV",
-            [detail("Content-Type", f"one of {', '.join(FORMATS)}", code="content_type_invalid")],
+            [detail("Content-Type", f"one of {', '.join(FORMATS)}", code="file_type_invalid")],
         )
     merge = mode == TraitImportMode.MERGE
     problems = _Problems()
