@@ -10,7 +10,15 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.support.processes import flask_worker, log_tail, run_reaper, shorten_retries, wait_for, work_horse
+from tests.support.processes import (
+    flask_worker,
+    log_tail,
+    rq_job_settled,
+    run_reaper,
+    shorten_retries,
+    wait_for,
+    work_horse,
+)
 from webapp.platform.extensions import db
 
 USERS = 200_000
@@ -34,14 +42,6 @@ def operation_row(app, operation_id: str) -> dict:
             .mappings()
             .one()
         )
-
-
-def rq_job_settled(app, operation_id: str) -> bool:
-    from webapp.platform.queue import get_queue
-    from webapp.services.membership.bulk import operation_job_id
-
-    job = get_queue(app, blocking=True).fetch_job(operation_job_id(operation_id))
-    return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
 
 
 def test_a_reevaluation_killed_mid_way_resumes_to_exactly_the_newest_rules(jobs_app, tmp_path):
