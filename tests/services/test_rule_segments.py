@@ -238,3 +238,16 @@ def test_an_import_chunk_rematches_all_its_users_in_one_write(db_session):
     result = write(db_session, lines, actor="import")
     want = expected(db_session, "R_IMPORT")
     assert want and result.rules_added == len(want) and members(db_session, "R_IMPORT") == want
+
+
+def test_a_hashed_bucket_is_the_rules_bucket():
+    """The trait write's shortcut (one hash per user for every rule segment) covers exactly whom
+    the rollout's rule covers, in and out of groups (ranges)."""
+    from webapp.services.rollout import buckets as rollout
+
+    rng = random.Random(1)
+    for _ in range(200):
+        ranges = tuple(sorted({(a, a + rng.randint(1, 3000)) for a in rng.sample(range(0, 7000), 2)}))
+        rule = rollout.Rule(rollout.SCHEME, f"salt{rng.random()}", ranges)
+        for user in rng.sample(range(1, 2**62), 20):
+            assert rollout.covers_hashed(rule, rollout.user_hash(user)) == rule.covers(user)

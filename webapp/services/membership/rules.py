@@ -97,6 +97,7 @@ def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
 
 
 _parsed_by_digest: dict[str, targeting.RuleSet] = {}  # md5 of the stored rules' text -> parsed
+_rule_segments: dict[tuple[Any, ...], RuleSegment] = {}  # a rule scope row (but its clock) -> its RuleSegment
 
 # The live rule segments (kind 1: what evaluating them needs) and the other live segments of
 # their exclusion groups (kind 0: their bulk locks are taken too), by id, with the database's
@@ -141,28 +142,48 @@ def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], dateti
     live segments) and the database's clock now; nothing locked."""
     rows = session.execute(_RULE_SCOPE).all()
     segments: list[RuleSegment] = []
-    for ruled, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, digest, _ in rows:
-        if not ruled:
+    for row in rows:
+        if not row[0]:
             continue
-        if group is not None and group_salt is not None:
-            coverage = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(ranges, bp))
-        else:
-            coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
-        segments.append(
-            RuleSegment(sid, slug, version, mode, _rules_of(session, sid, digest), coverage, group)
-        )
+        # (all but the clock, ranges as a tuple: the same row makes the same RuleSegment)
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in row[1:-1])
+        found = _rule_segments.get(key)
+        if found is None:
+            _, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, digest, _ = row
+            if group is not None and group_salt is not None:
+                coverage = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(ranges, bp))
+            else:
+                coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
+            found = RuleSegment(sid, slug, version, mode, _rules_of(session, sid, digest), coverage, group)
+            if len(_rule_segments) > 10_000:
+                _rule_segments.clear()
+            _rule_segments[key] = found
+        segments.append(found)
     return segments, [row[1] for row in rows], rows[0][-1] if rows else clock(session)
 
 
-def matching(segment: RuleSegment, users: Sequence[tuple[int, Traits]]) -> list[int]:
+SMALL = 64  # users evaluated one by one below this (NumPy's per-call cost is more than the hashing)
+
+
+def matching(
+    segment: RuleSegment, users: Sequence[tuple[int, Traits]], hashes: Mapping[int, int] | None = None
+) -> list[int]:
     """The users (id, traits) the segment covers: its rules match their traits and their bucket
-    is in its rollout."""
-    if not segment.coverage.ranges:
+    is in its rollout. ``hashes``: the users' scheme 2 hashes (rollout.user_hash), when the
+    caller evaluates many segments for the same few users."""
+    coverage = segment.coverage
+    if not coverage.ranges:
         return []
     matched = [user for user, traits in users if segment.ruleset.match(traits) is not None]
     if not matched:
         return []
-    inside = rollout.covers_many(segment.coverage, matched)
+    if len(matched) < SMALL and coverage.scheme == rollout.SCHEME:
+        return [
+            u
+            for u in matched
+            if rollout.covers_hashed(coverage, hashes[u] if hashes is not None else rollout.user_hash(u))
+        ]
+    inside = rollout.covers_many(coverage, matched)
     return [user for user, hit in zip(matched, inside.tolist(), strict=True) if hit]
 
 
@@ -195,7 +216,8 @@ def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], ac
         done.added, done.removed = done.added + added, done.removed + removed
     kept = sorted(((user, after) for user, after in changed if after is not None), key=lambda pair: pair[0])
     if kept and segments:
-        pairs = [(user, s.id) for s in segments for user in matching(s, kept)]
+        hashes = {user: rollout.user_hash(user) for user, _ in kept} if len(kept) < SMALL else None
+        pairs = [(user, s.id) for s in segments for user in matching(s, kept, hashes)]
         pairs.sort()
         added, removed = membership_store.set_matches(
             session, [user for user, _ in kept], [s.id for s in segments], pairs, now, actor

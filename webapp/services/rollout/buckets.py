@@ -175,6 +175,13 @@ def share(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> int
     return int(inside.sum())
 
 
+def covers_hashed(rule: Rule, user_hash_value: int) -> bool:
+    """:meth:`Rule.covers` for a scheme 2 rule from the user's :func:`user_hash` (computed once
+    per user, whatever the rules: a trait write evaluates hundreds of rule segments for one user)."""
+    bucket_ = _mix(user_hash_value ^ key(rule.salt)) % BUCKETS
+    return any(start <= bucket_ < end for start, end in rule.ranges)
+
+
 def covers_many(rule: Rule, user_ids: Sequence[int], hashes: U64 | None = None) -> npt.NDArray[np.bool_]:
     """For each of ``user_ids``: does the rule cover them (:meth:`Rule.covers`, vectorised for
     scheme 2; ``hashes``: their :func:`user_hashes` if already computed)."""
