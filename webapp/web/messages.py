@@ -224,6 +224,11 @@ WORDING: dict[str, Wording] = {
         f"Its members are still being removed ({int(d.get('done') or 0):,} of {int(d.get('total') or 0):,}): "
         "restore it once that has finished."
     ),
+    "rules_with_schedule": lambda d, typed: (
+        f"Cancel its {int(d.get('schedules') or 0)} scheduled rollout change(s) before giving it rules."
+        if d.get("schedules")
+        else "A segment with rules takes no scheduled changes: change its rollout now instead."
+    ),
     "restore_in_progress": lambda d, typed: (
         f"Its members are still coming back from a restore ({int(d.get('done') or 0):,} of "
         f"{int(d.get('total') or 0):,}): delete it once that has finished."
