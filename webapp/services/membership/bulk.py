@@ -657,12 +657,22 @@ def get_operation(session: DbSession, operation_id: str) -> BulkOperation:
 def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
     """Do the operation's next chunk in the caller's transaction; False when nothing is left.
     The cursor, counts and status change with the chunk, so a crash loses nothing."""
-    if operation.kind == OperationKind.DELETE_SEGMENT:
-        gone = membership_store.remove_for_deleted_segment(
-            session, operation.segment_id, operation.slug, operation.created_at, operation.actor, CHUNK
+    if operation.kind == OperationKind.DELETE_SEGMENT:  # keyset windows (membership_store.segment_window)
+        seen, last = membership_store.segment_window(
+            session, "memberships", operation.segment_id, operation.cursor, CHUNK
         )
-        operation.done += gone
-        return gone == CHUNK
+        if seen:
+            operation.done += membership_store.remove_for_deleted_segment(
+                session,
+                operation.segment_id,
+                operation.slug,
+                operation.created_at,
+                operation.actor,
+                after=operation.cursor,
+                upto=last,
+            )
+            operation.cursor = last
+        return seen == CHUNK
     segment = session.scalar(
         select(Segment).where(Segment.id == operation.segment_id, Segment.is_live).with_for_update(read=True)
     )
@@ -704,7 +714,7 @@ def _restore_chunk(session: DbSession, operation: BulkOperation, segment: Segmen
     read after the segment's bulk lock: each user's row comes back when the chunk commits, and
     its history row says so then (not visible for a user the rollout already had in)."""
     now = _moment(session, segment, None)
-    ids = membership_store.retired_ids(session, segment.id, CHUNK)
+    ids = membership_store.retired_ids(session, segment.id, CHUNK, after=operation.cursor)
     if not ids:
         return False
     already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
@@ -729,13 +739,7 @@ def _remove_unlisted(session: DbSession, operation: BulkOperation, segment: Segm
     """One window of a replace's removal pass: the next CHUNK member rows after the cursor
     (keyset on user id); those not listed, and members since before the operation started,
     are removed. Rows are only looked at, not locked, unless they go."""
-    seen, last = session.execute(
-        text(
-            "SELECT count(*), max(user_id) FROM (SELECT user_id FROM memberships WHERE segment_id = :segment "
-            "AND user_id > :cursor ORDER BY user_id LIMIT :chunk) w"
-        ),
-        {"segment": segment.id, "cursor": operation.cursor, "chunk": CHUNK},
-    ).one()
+    seen, last = membership_store.segment_window(session, "memberships", segment.id, operation.cursor, CHUNK)
     if not seen:
         return False
     leaving = membership_store.lock_unlisted_members(
