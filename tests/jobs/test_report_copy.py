@@ -276,7 +276,7 @@ def test_a_month_without_rows_and_one_with_only_pending_expiries(db_session):
 
 
 def test_progress_is_told_with_the_total(db_session, monkeypatch):
-    monkeypatch.setattr(reports, "PROGRESS_EVERY", 7)
+    monkeypatch.setattr(reports, "COPY_PROGRESS_EVERY", 7)
     monkeypatch.setattr(reports, "_COPY_BLOCK", 5)
     build_history(db_session)
     report = reports.request_report(db_session, period="2025-05")

@@ -161,8 +161,11 @@ def run_bulk_operation(operation_id: str) -> int:
     operation.status, operation.attempts, operation.error = ReportStatus.RUNNING, operation.attempts + 1, None
     db.session.commit()
     try:
+        pause = current_app.config.get("BULK_PAUSE_MS", 0) / 1000
         while bulk.run_chunk(db.session, operation):
             db.session.commit()
+            if pause:  # others' turn (BULK_PAUSE_MS: docs/configuration.md)
+                time.sleep(pause)
         bulk.finish(db.session, operation)
         db.session.commit()
     except Exception as exc:

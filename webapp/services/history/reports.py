@@ -538,6 +538,7 @@ def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime
 # hostile data.
 
 _COPY_BLOCK = 20_000  # rows per write (about 1 MB)
+COPY_PROGRESS_EVERY = 100_000  # rows between progress updates (each its own commit)
 _UNESCAPE = {b"\\": b"\\", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
 _ESCAPED = re.compile(rb"\\(.)", re.S)
 
@@ -657,7 +658,7 @@ def _write_block(
     if b"\\" in data:
         data = _ESCAPED.sub(lambda m: _UNESCAPE[m[1]], data)
     handle.write(data)
-    if done // PROGRESS_EVERY > count // PROGRESS_EVERY:
+    if done // COPY_PROGRESS_EVERY > count // COPY_PROGRESS_EVERY:
         on_progress(done, total)
     return done
 
