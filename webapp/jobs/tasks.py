@@ -161,6 +161,8 @@ def run_bulk_operation(operation_id: str) -> int:
     operation.status, operation.attempts, operation.error = ReportStatus.RUNNING, operation.attempts + 1, None
     db.session.commit()
     try:
+        bulk.analyse_staged(db.session, operation)
+        db.session.commit()
         pause = current_app.config.get("BULK_PAUSE_MS", 0) / 1000
         while bulk.run_chunk(db.session, operation):
             db.session.commit()
