@@ -660,9 +660,16 @@ class Others:
         for thread in self.threads:
             thread.join(90)
 
-    def window(self, start: float, end: float, hot: bool = False) -> tuple[float, int, int]:
-        """(p99 ms, requests, 5xx) of the others' (or the hot reader's) requests finished in [start, end]."""
-        mine = [(t, s) for at, t, k, s in self.samples if start <= at <= end and (k == "hot") == hot]
+    def window(
+        self, start: float, end: float, hot: bool = False, kind: str | None = None
+    ) -> tuple[float, int, int]:
+        """(p99 ms, requests, 5xx) of the others' (or the hot reader's; or one ``kind``'s)
+        requests finished in [start, end]."""
+        mine = [
+            (t, s)
+            for at, t, k, s in self.samples
+            if start <= at <= end and ((k == "hot") == hot if kind is None else k == kind)
+        ]
         values = sorted(t for t, _ in mine)
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000 if values else float("nan")
         return p99, len(values), sum(1 for _, s in mine if s >= 500)
@@ -680,11 +687,20 @@ class Others:
         during, n, errors = self.window(start, end)
         hot_idle, _, _ = self.window(idle_start, start, hot=True)
         hot, hot_n, hot_5xx = self.window(start, end, hot=True)
+        reads, reads_idle = (
+            self.window(start, end, kind="read")[0],
+            self.window(idle_start, start, kind="read")[0],
+        )
+        writes, writes_idle = (
+            self.window(start, end, kind="write")[0],
+            self.window(idle_start, start, kind="write")[0],
+        )
         ratio = during / idle
         record(
             "others",
             f"during {name} ({end - start:.1f} s): others' p99, {n} requests",
-            f"{during:.1f} ms, 5xx {errors + hot_5xx}; hot read p99 {hot:.1f} ms ({hot_n} reads, idle {hot_idle:.1f} ms); {rss()}",
+            f"{during:.1f} ms (writes {writes:.1f}, idle {writes_idle:.1f}; reads {reads:.1f}, idle {reads_idle:.1f}), "
+            f"5xx {errors + hot_5xx}; hot read p99 {hot:.1f} ms ({hot_n} reads, idle {hot_idle:.1f} ms); {rss()}",
             f"{idle:.1f} ms idle ({idle_n} requests)",
             f"{ratio:.2f}x",
             "<= 2x idle, no 5xx",
