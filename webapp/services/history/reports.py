@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -538,7 +539,7 @@ def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime
 # hostile data.
 
 _COPY_BLOCK = 20_000  # rows per write (about 1 MB)
-COPY_PROGRESS_EVERY = 100_000  # rows between progress updates (each its own commit)
+COPY_PROGRESS_SECONDS = 1.0  # between progress updates (each its own commit)
 _UNESCAPE = {b"\\": b"\\", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
 _ESCAPED = re.compile(rb"\\(.)", re.S)
 
@@ -631,6 +632,7 @@ def _copy_all_history(
         handle.write(_header_line(report, SHEET_HISTORY_HEADER if sheet else HISTORY_HEADER).encode())
         with cursor.copy(query, all_history_params(start, end, now)) as copy:
             rows = iter(copy)  # one row per message (the protocol's rule for COPY TO)
+            told = time.monotonic()
             while True:
                 buffer = io.BytesIO()  # (each row copied at once: holding psycopg's row buffers costs)
                 write = buffer.write
@@ -638,19 +640,15 @@ def _copy_all_history(
                     write(row)
                 if not buffer.tell():
                     break
-                count = _write_block(handle, buffer.getvalue(), line_end, count, total, on_progress)
+                count = _write_block(handle, buffer.getvalue(), line_end, count)
+                if time.monotonic() - told >= COPY_PROGRESS_SECONDS and count < total:
+                    on_progress(count, total)  # (not at the end: the finished report's update says it)
+                    told = time.monotonic()
     os.replace(partial, path)
     return count, path
 
 
-def _write_block(
-    handle: BinaryIO,
-    data: bytes,
-    line_end: str,
-    count: int,
-    total: int,
-    on_progress: Callable[[int, int], None],
-) -> int:
+def _write_block(handle: BinaryIO, data: bytes, line_end: str, count: int) -> int:
     """Write a block of COPY's text-format lines as the file's; returns the rows written so far."""
     done = count + data.count(b"\n")  # every raw \n ends a row (the text format escapes the others)
     if line_end != "\n":
@@ -658,8 +656,6 @@ def _write_block(
     if b"\\" in data:
         data = _ESCAPED.sub(lambda m: _UNESCAPE[m[1]], data)
     handle.write(data)
-    if done // COPY_PROGRESS_EVERY > count // COPY_PROGRESS_EVERY:
-        on_progress(done, total)
     return done
 
 
