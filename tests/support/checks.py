@@ -27,6 +27,8 @@ TABLES = [
     "job_runs",
     "segment_events",
     "rollout_schedule",
+    "bulk_operation_ids",  # (a trait import has no segment: the segments' CASCADE misses it)
+    "bulk_operations",
     "segments",
     "exclusion_groups",
 ]
