@@ -29,9 +29,11 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -500,6 +502,7 @@ KINDS = (  # (label, pattern): the first that matches a statement names it
     ("segment reads (row FOR SHARE, rollout/group check)", r"FROM segments"),
     ("operation row: cursor and counts", r"UPDATE bulk_operations"),
     ("catalog_version bump", r"catalog_version"),
+    ("ANALYZE bulk_operation_ids (once)", r"ANALYZE"),
 )
 spent, calls = collections.Counter(), collections.Counter()
 app = create_app()
@@ -526,6 +529,7 @@ with app.app_context():
     spent.clear(); calls.clear()
     commit, chunks = 0.0, 0
     t = time.perf_counter()
+    bulk.analyse_staged(db.session, operation); db.session.commit()  # (as the job does)
     more = True
     while more:
         more = bulk.run_chunk(db.session, operation)
@@ -910,90 +914,230 @@ def _call(url: str, method: str, body: object = None, timeout: float = 300) -> d
         return {"http_status": exc.code}
 
 
-def bench_bulk_others(env, size: int) -> None:
-    """Other clients during big operations (the figures tests/api/test_big_operations.py and
-    test_bulk_replace_load.py used to assert, which a shared test machine cannot hold; the tests
-    keep their correctness checks and a 10x bound against their own baseline). Three clients
-    add, read and remove users of the very segment being filled; their p99 with no operation,
-    during a bulk add of ``size`` ids, and their reads' p99 during the replace of that segment
-    by ``size`` ids (half of them members) and the removal of those ids."""
-    port = tools.free_port()
-    # (the three clients share one address: the per-address write limit would refuse them, and
-    # the operation's own request, as it would not refuse three real clients)
-    env = {**env, "RATELIMIT_WRITE": ""}
-    with tools.gunicorn("wsgi:app", env, port), tools.rq_worker(env):
-        base = f"http://127.0.0.1:{port}"
-        for slug in ("OTHERS_BIG", "OTHERS_SMALL"):
-            _call(base + "/api/v1/segments", "POST", {"slug": slug})
-        samples: list[tuple[float, float, str]] = []  # (finished at, seconds, method)
-        errors: list[object] = []
-        stop = threading.Event()
+OTHERS_IDLE = 6.0  # s: the same clients with nothing running, just before each operation
+OTHERS_CLIENTS = 3  # threads adding, reading and removing users (the operation's segment and another)
 
-        def client(seed: int) -> None:
-            rng = random.Random(seed)
-            while not stop.is_set():
-                user = rng.randint(1, 2 * size)
-                for method, path, body in (
-                    ("POST", f"/api/v1/users/{user}/segments", {"add": ["OTHERS_BIG", "OTHERS_SMALL"]}),
-                    ("GET", f"/api/v1/users/{user}/segments", None),
-                    ("POST", f"/api/v1/users/{user}/segments", {"del": ["OTHERS_BIG"]}),
-                ):
-                    started = time.perf_counter()
-                    answer = _call(base + path, method, body, timeout=30)
-                    finished = time.perf_counter()
-                    samples.append((finished, finished - started, method))
-                    if "http_status" in answer:
-                        errors.append(answer)
-                time.sleep(0.02)
 
-        def run(method: str, body: dict) -> tuple[float, float]:
-            started = time.perf_counter()
-            operation = _call(base + "/api/v1/segments/OTHERS_BIG/members", method, body)
-            assert "http_status" not in operation, operation
-            if "status_url" in operation:  # (up to SYNC_LIMIT ids the request does it itself)
-                state = wait_operation(operation["status_url"], timeout=900)
-                assert state["status"] == "finished", state
-            return started, time.perf_counter()
+class Others:
+    """Other clients while big operations run (issue 28, item 3): OTHERS_CLIENTS threads each
+    adding a random user to the operation's segment and another one, reading that user's
+    segments and removing the user from the operation's segment (20 ms apart), and one hot
+    reader (GET /api/v1/users/<id>/segments, a random user every 5 ms). Every request is timed;
+    a window's p99 is compared with the same clients' p99 over the OTHERS_IDLE seconds before
+    the operation started (same run, same load, same clients)."""
 
-        threads = [threading.Thread(target=client, args=(seed,), daemon=True) for seed in range(3)]
-        for thread in threads:
-            thread.start()
+    def __init__(self, base: str, segments: tuple[str, str], users: int) -> None:
+        self.base, self.segments, self.users = base, segments, users
+        self.samples: list[tuple[float, float, str, int]] = []  # (finished at, seconds, kind, status)
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(OTHERS_CLIENTS)
+        ]
+        self.threads.append(threading.Thread(target=self._hot, daemon=True))
+
+    def _timed(self, kind: str, method: str, path: str, body: object = None) -> None:
+        started = time.perf_counter()
         try:
-            first = time.perf_counter()
-            time.sleep(5)
-            add = run("POST", {"user_ids": list(range(1, size + 1))})
-            listed = list(range(size // 2 + 1, size // 2 + size + 1))
-            replace = run("PUT", {"user_ids": listed})
-            remove = run("DELETE", {"user_ids": listed})
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(60)
+            answer = _call(self.base + path, method, body, timeout=60)
+            status = answer.get("http_status", 200)
+        except Exception:  # a timeout or a dropped connection counts as a server failure
+            status = 599
+        finished = time.perf_counter()
+        self.samples.append((finished, finished - started, kind, status))
 
-    def p99_ms(start: float, end: float, method: str | None = None) -> float:
-        values = sorted(t for at, t, m in samples if start <= at <= end and method in (None, m))
-        return values[min(len(values) - 1, int(len(values) * 0.99))] * 1000 if values else float("nan")
+    def _client(self, seed: int) -> None:
+        rng, (busy, other) = random.Random(seed), self.segments
+        while not self.stop.is_set():
+            user = rng.randint(1, self.users)
+            self._timed("write", "POST", f"/api/v1/users/{user}/segments", {"add": [busy, other]})
+            self._timed("read", "GET", f"/api/v1/users/{user}/segments")
+            self._timed("write", "POST", f"/api/v1/users/{user}/segments", {"del": [busy]})
+            time.sleep(0.02)
 
-    idle, during_add = p99_ms(first, add[0]), p99_ms(*add)
-    record(
-        "bulk",
-        f"others' p99 during a {size:,}-id bulk add (3 clients, same segment)",
-        f"{during_add:.1f} ms",
-        f"{idle:.1f} ms, no operation",
-        f"{during_add / idle:.1f}x",
-        "p99 < 100 ms",
-        during_add < 100 and not errors,
-    )
-    reads, idle_reads = p99_ms(replace[0], remove[1], "GET"), p99_ms(first, add[0], "GET")
-    record(
-        "bulk",
-        f"others' reads' p99 during a {size:,}-id replace + remove",
-        f"{reads:.1f} ms",
-        f"{idle_reads:.1f} ms, no operation",
-        f"{reads / idle_reads:.1f}x",
-        "p99 < 100 ms",
-        reads < 100 and not errors,
-    )
+    def _hot(self) -> None:
+        rng = random.Random(99)
+        while not self.stop.is_set():
+            self._timed("hot", "GET", f"/api/v1/users/{rng.randint(1, self.users)}/segments")
+            time.sleep(0.005)
+
+    def __enter__(self) -> Others:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(90)
+
+    def window(
+        self, start: float, end: float, hot: bool = False, kind: str | None = None
+    ) -> tuple[float, int, int]:
+        """(p99 ms, requests, 5xx) of the others' (or the hot reader's; or one ``kind``'s)
+        requests finished in [start, end]."""
+        mine = [
+            (t, s)
+            for at, t, k, s in self.samples
+            if start <= at <= end and ((k == "hot") == hot if kind is None else k == kind)
+        ]
+        values = sorted(t for t, _ in mine)
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000 if values else float("nan")
+        return p99, len(values), sum(1 for _, s in mine if s >= 500)
+
+    def measure(self, name: str, operation, rss: Callable[[], str]) -> tuple[float, float]:
+        """Run ``operation`` (returns when it has finished) after an idle window; record its row."""
+        idle_start = time.perf_counter()
+        time.sleep(OTHERS_IDLE)
+        start = time.perf_counter()
+        inner = operation()  # (a child process's job: the job's own start and end, same clock)
+        end = time.perf_counter()
+        idle, idle_n, idle_5xx = self.window(idle_start, start)
+        if inner:
+            start, end = inner
+        during, n, errors = self.window(start, end)
+        hot_idle, _, _ = self.window(idle_start, start, hot=True)
+        hot, hot_n, hot_5xx = self.window(start, end, hot=True)
+        reads, reads_idle = (
+            self.window(start, end, kind="read")[0],
+            self.window(idle_start, start, kind="read")[0],
+        )
+        writes, writes_idle = (
+            self.window(start, end, kind="write")[0],
+            self.window(idle_start, start, kind="write")[0],
+        )
+        ratio = during / idle
+        record(
+            "others",
+            f"during {name} ({end - start:.1f} s): others' p99, {n} requests",
+            f"{during:.1f} ms (writes {writes:.1f}, idle {writes_idle:.1f}; reads {reads:.1f}, idle {reads_idle:.1f}), "
+            f"5xx {errors + hot_5xx}; hot read p99 {hot:.1f} ms ({hot_n} reads, idle {hot_idle:.1f} ms); {rss()}",
+            f"{idle:.1f} ms idle ({idle_n} requests)",
+            f"{ratio:.2f}x",
+            "<= 2x idle, no 5xx",
+            ratio <= 2 and errors + hot_5xx + idle_5xx == 0,
+        )
+        return ratio, end - start
+
+
+def bench_others(
+    engine,
+    env,
+    size: int,
+    settings: dict[str, str] | None = None,
+    label: str = "",
+    chunked_only: bool = False,
+) -> dict:
+    """Each big operation of ``size`` ids (add, replace, remove, delete a segment, purge, report)
+    with other clients running (class Others): their p99 against their idle p99, 5xx, the hot
+    read's p99, and peak RSS of the web workers and of the worker's processes. ``settings``: env
+    for the app and worker (BULK_CHUNK, BULK_PAUSE_MS) when comparing them (the trade-off)."""
+    port = tools.free_port()
+    # (the clients share one address: the per-address write limit would refuse them, and the
+    # operations' own requests, as it would not refuse that many real clients)
+    env = {**env, "RATELIMIT_WRITE": "", **(settings or {})}
+    timings: dict[str, tuple[float, float]] = {}
+    with tools.gunicorn("wsgi:app", env, port) as server, tools.rq_worker(env) as worker:
+        base = f"http://127.0.0.1:{port}"
+        for slug in ("OTHERS_BIG", "OTHERS_SMALL", "OTHERS_DEL"):
+            _call(base + "/api/v1/segments", "POST", {"slug": slug})
+        workers = tools.worker_pids(server.pid)
+        job_rss: list = []
+
+        def rss_text() -> str:
+            return f"RSS web {tools.peak_rss_mb(workers):.0f} MB / worker {job_rss[-1].mb:.0f} MB"
+
+        def bulk(method: str, path: str, ids: list[int] | None) -> Callable[[], None]:
+            def run() -> None:
+                tools.reset_peak_rss(workers)
+                with tools.PeakRss(tools.process_tree(worker.pid)) as peak:
+                    answer = _call(base + path, method, {"user_ids": ids} if ids is not None else None)
+                    assert "http_status" not in answer, answer
+                    url = answer.get("status_url") or answer.get("operation_url")
+                    if url:
+                        state = wait_operation(url, timeout=900)
+                        assert state["status"] == "finished", state
+                job_rss.append(peak)
+
+            return run
+
+        def child(code: str) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:
+                tools.reset_peak_rss(workers)
+                _, mb, out = tools.run_child(code, env)
+                job_rss.append(types.SimpleNamespace(mb=mb))
+                started, finished = out.split()[-2:]  # (perf_counter: CLOCK_MONOTONIC, one clock for all)
+                return float(started), float(finished)
+
+            return run
+
+        listed = list(range(size // 2 + 1, size // 2 + size + 1))
+        with Others(base, ("OTHERS_BIG", "OTHERS_SMALL"), 2 * size) as others:
+            time.sleep(2)  # (warm-up)
+            for name, operation in (
+                (
+                    f"a {size:,}-id bulk add",
+                    bulk("POST", "/api/v1/segments/OTHERS_BIG/members", list(range(1, size + 1))),
+                ),
+                (f"a {size:,}-id replace", bulk("PUT", "/api/v1/segments/OTHERS_BIG/members", listed)),
+                (f"a {size:,}-id remove", bulk("DELETE", "/api/v1/segments/OTHERS_BIG/members", listed)),
+            ):
+                timings[name.split()[-1]] = others.measure(name + label, operation, rss_text)
+            bulk("POST", "/api/v1/segments/OTHERS_DEL/members", list(range(1, size + 1)))()  # (not measured)
+            timings["delete"] = others.measure(
+                f"the delete of a {size:,}-member segment" + label,
+                bulk("DELETE", "/api/v1/segments/OTHERS_DEL", None),
+                rss_text,
+            )
+            if chunked_only:  # (the trade-off: BULK_CHUNK and BULK_PAUSE_MS change nothing below)
+                return timings
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+                        "VALUES ('OTHERS_TTL', '', 0, 'x', now())"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+                        "SELECT 50000000 + g, (SELECT id FROM segments WHERE slug = 'OTHERS_TTL'), "
+                        "now() - interval '30 days', now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"
+                    ),
+                    {"n": size},
+                )
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
+                        "SELECT 30000000 + g % 500000, 1, 'OTHERS_REPORT', 'added', 'api', "
+                        "'2025-03-01'::timestamptz + (g * interval '2 seconds'), 'bench' FROM generate_series(1, :n) g"
+                    ),
+                    {"n": size},
+                )
+            with engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM ANALYZE"))
+            timings["purge"] = others.measure(
+                f"the purge of {size:,} expired" + label,
+                child(
+                    "from webapp import create_app\nfrom webapp.platform.extensions import db\n"
+                    "from webapp.jobs.tasks import purge_expired\nimport time\napp = create_app()\n"
+                    "with app.app_context():\n    t = time.perf_counter()\n    purge_expired()\n"
+                    "    db.session.commit()\n    print(t, time.perf_counter())"
+                ),
+                rss_text,
+            )
+            timings["report"] = others.measure(
+                f"a report of {size:,} history rows" + label,
+                child(
+                    "from webapp import create_app\nfrom webapp.platform.extensions import db\n"
+                    "from webapp.services.history import reports\nfrom webapp.jobs.tasks import generate_report\n"
+                    "app = create_app()\nwith app.app_context():\n"
+                    "    r = reports.request_report(db.session, period='2025-03')\n    db.session.commit()\n"
+                    "    import time\n    t = time.perf_counter()\n    generate_report(str(r.id))\n"
+                    "    print(t, time.perf_counter())"
+                ),
+                rss_text,
+            )
+    return timings
 
 
 def bench_parse(count: int) -> None:
@@ -1020,6 +1164,7 @@ def bench_set_based(env, count: int) -> None:
     """What the set-based write bought: ``count`` adds as one statement vs one call per user."""
     code = """
 import time
+import types
 from webapp import create_app
 from webapp.platform.extensions import db
 from webapp.models.enums import Reason
@@ -1447,6 +1592,7 @@ def bench_scaling(engine, env, seconds: int) -> None:
     # Rollout evaluation does not depend on how many users exist or how large the id is.
     code = """
 import time
+import types
 import numpy as np
 from webapp.services.rollout import buckets as rollout
 keys = np.array([rollout.key(f"salt{i}") for i in range(200)], dtype=np.uint64)
@@ -2365,6 +2511,13 @@ def main() -> None:
         default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks,traits,rules",
         help="comma-separated sections",
     )
+    parser.add_argument(
+        "--tradeoff",
+        type=lambda text: [tuple(int(x) for x in pair.split(":")) for pair in text.split(",")],
+        default=[],
+        help="the others section's chunked operations again for each BULK_CHUNK:BULK_PAUSE_MS pair "
+        "(e.g. 1000:0,5000:20), after the bulk section if it runs (--only '' for these alone)",
+    )
     args = parser.parse_args()
     sections = set(args.only.split(","))
     size = 50_000 if args.quick else 1_000_000
@@ -2411,9 +2564,21 @@ def main() -> None:
             timed_section("bulk", lambda: bench_bulk(engine, env, size))
             timed_section("add profile", lambda: bench_bulk_profile(env, size))
             timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
-            timed_section("others during bulk", lambda: bench_bulk_others(env, size))
+            timed_section("others", lambda: bench_others(engine, env, size))
             timed_section("parse", lambda: bench_parse(size))
             engine.dispose()
+        for chunk, pause in args.tradeoff:  # the chunked operations again, other settings
+            timed_section(
+                f"others, BULK_CHUNK={chunk} BULK_PAUSE_MS={pause}",
+                lambda c=chunk, p=pause: bench_others(
+                    fresh_database(env),
+                    env,
+                    size,
+                    {"BULK_CHUNK": str(c), "BULK_PAUSE_MS": str(p)},
+                    f" [chunk {c:,}, pause {p} ms]",
+                    chunked_only=True,
+                ),
+            )
         if "read" in sections:
             timed_section(
                 "read", lambda: bench_read(env, redis, read_seconds, rounds, small_users, large_users)

@@ -52,6 +52,10 @@ class Config:
     REPLICA_RETRY_SECONDS = float(os.environ.get("REPLICA_RETRY_SECONDS", "5"))
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
+    # Background bulk operations (webapp/services/membership/bulk.py): ids per chunk (0: the
+    # built-in 5,000) and a pause after each chunk's commit, others' turn (docs/configuration.md).
+    BULK_CHUNK = _env_int("BULK_CHUNK", 0)
+    BULK_PAUSE_MS = _env_int("BULK_PAUSE_MS", 0)
     # Months of membership history kept: the nightly job drops each monthly partition of
     # membership_events once its whole month is older than this. 0 = keep forever.
     HISTORY_RETENTION_MONTHS = _env_int("HISTORY_RETENTION_MONTHS", 0)

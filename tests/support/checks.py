@@ -17,7 +17,6 @@ TABLES = [
     "trait_keys",
     "user_traits",
     "rule_matches",
-    "bulk_operation_ids",
     "webhook_events",
     "webhook_subscriptions",
     "membership_events",
@@ -29,6 +28,8 @@ TABLES = [
     "job_runs",
     "segment_events",
     "rollout_schedule",
+    "bulk_operation_ids",  # (a trait import has no segment: the segments' CASCADE misses it)
+    "bulk_operations",
     "segments",
     "exclusion_groups",
 ]

@@ -164,8 +164,13 @@ def run_bulk_operation(operation_id: str) -> int:
     # one machinery, two services: a trait import's chunks are the traits service's (above membership)
     runner = trait_imports if operation.kind == OperationKind.TRAIT_IMPORT else bulk
     try:
+        bulk.analyse_staged(db.session, operation)
+        db.session.commit()
+        pause = current_app.config.get("BULK_PAUSE_MS", 0) / 1000
         while runner.run_chunk(db.session, operation):
             db.session.commit()
+            if pause:  # others' turn (BULK_PAUSE_MS: docs/configuration.md)
+                time.sleep(pause)
         runner.finish(db.session, operation)
         db.session.commit()
     except Exception as exc:

@@ -421,11 +421,31 @@ def lock_unlisted_members(
     ``added_before``, were added before it; their rows locked in ascending user order (the
     caller then removes them with :func:`remove_many`). A replace's removal pass."""
     lock_segment_bulk(session, segment_id)
+    candidates: list[int] = []
     if listed is not None:
         unlisted = (
             "NOT EXISTS (SELECT 1 FROM unnest(CAST(:listed AS bigint[])) AS l(user_id) "
             "WHERE l.user_id = m.user_id)"
         )
+    elif upto is not None:
+        # A window of the removal pass: its members and the listed ids in the same range, each
+        # an index range scan, the difference taken here. No anti-join for the planner to get
+        # wrong on statistics older than the ids just staged or the rows just added (one such
+        # window ran 72 s: docs/performance.md); the rows are then locked by their ids.
+        window = {"segment": segment_id, "after": after, "upto": upto, "op": operation_id}
+        members = _run(
+            session, "SELECT user_id FROM memberships m WHERE " + _WINDOW.format(alias="m."), window
+        ).scalars()
+        staged = _run(
+            session,
+            "SELECT user_id FROM bulk_operation_ids WHERE operation_id = :op AND user_id > :after "
+            "AND user_id <= :upto",
+            window,
+        ).scalars()
+        candidates = sorted(set(members).difference(staged))
+        if not candidates:
+            return []
+        unlisted = "m.user_id = ANY(CAST(:candidates AS bigint[]))"
     else:
         unlisted = (
             "NOT EXISTS (SELECT 1 FROM bulk_operation_ids b WHERE b.operation_id = :op "
@@ -448,6 +468,7 @@ def lock_unlisted_members(
                 "now": added_before,
                 "listed": list(listed or ()),
                 "op": operation_id,
+                "candidates": candidates,
             },
         ).scalars()
     )
@@ -474,22 +495,67 @@ def lock_segment_bulk(session: DbSession, segment_id: int) -> None:
     )
 
 
+# Tables whose rows a chunked operation walks by segment, keyset on (segment_id, user_id): each
+# has an index on exactly that (memberships: ix_memberships_segment_user; retired_memberships:
+# its primary key; rollout_exclusions: ix_rollout_exclusions_segment_user).
+WINDOWED = ("memberships", "retired_memberships", "rollout_exclusions")
+
+
+def segment_window(
+    session: DbSession, table: str, segment_id: int, after: int, limit: int
+) -> tuple[int, int]:
+    """The next window of a segment's rows in ``table`` (one of WINDOWED) after user id ``after``:
+    (rows in it, up to ``limit``; its last user id, ``after`` when empty). An ordered index-only
+    range scan of the ``(segment_id, user_id)`` index whatever the statistics say, and no walk
+    over the dead entries of windows already done. A chunk then works on ``after < user_id <=
+    last``: a plain range (``_WINDOW``), so its plan cannot turn into a nested loop over the
+    whole segment on stale statistics — what stalled a 1M-member delete for minutes (a
+    ``DELETE … USING (SELECT … LIMIT)`` planned as a nested loop when the segment's rows were
+    newer than the last ANALYZE: docs/performance.md)."""
+    assert table in WINDOWED
+    seen, last = session.execute(
+        text(
+            f"SELECT count(*), max(user_id) FROM (SELECT user_id FROM {table} WHERE segment_id = :segment "
+            "AND user_id > :after ORDER BY user_id LIMIT :limit) w"
+        ),
+        {"segment": segment_id, "after": after, "limit": limit},
+    ).one()
+    return int(seen), int(last) if seen else after
+
+
+_WINDOW = "{alias}segment_id = :segment AND {alias}user_id > :after AND {alias}user_id <= :upto"
+
+
 def remove_for_deleted_segment(
-    session: DbSession, segment_id: int, slug: str, deleted_at: datetime, actor: str, limit: int | None = None
+    session: DbSession,
+    segment_id: int,
+    slug: str,
+    deleted_at: datetime,
+    actor: str,
+    *,
+    after: int = 0,
+    upto: int | None = None,
 ) -> int:
-    """Remove (up to ``limit``) memberships of a deleted segment, lowest user ids first, each
-    with its history row stamped at the deletion: rows that had expired by then left at their
-    expiry (``ttl``), the others at the deletion (``segment_deleted``) and are kept in
-    ``retired_memberships`` for a restore. Nobody else writes these rows (the segment is no
-    longer live). Its rollout exclusions stay where they are (a restore needs them; reads ignore
-    a deleted segment's rows). Returns how many rows went."""
-    params = {"segment": segment_id, "slug": slug, "now": deleted_at, "actor": actor, "limit": limit}
+    """Remove memberships of a deleted segment — all, or the window ``after < user_id <= upto``
+    (a chunk: :func:`segment_window`) — each with its history row stamped at the deletion: rows
+    that had expired by then left at their expiry (``ttl``), the others at the deletion
+    (``segment_deleted``) and are kept in ``retired_memberships`` for a restore. Nobody else
+    writes these rows (the segment is no longer live; the purge leaves them alone). Its rollout
+    exclusions stay where they are (a restore needs them; reads ignore a deleted segment's
+    rows). Returns how many rows went."""
+    params = {
+        "segment": segment_id,
+        "slug": slug,
+        "now": deleted_at,
+        "actor": actor,
+        "after": after,
+        "upto": upto,
+    }
+    where = _WINDOW.format(alias="m.") if upto is not None else "m.segment_id = :segment"
     gone, written = _run(
         session,
         """
-WITH victims AS (SELECT user_id FROM memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit),
-del AS (DELETE FROM memberships m USING victims v WHERE m.segment_id = :segment AND m.user_id = v.user_id
-        RETURNING m.user_id, m.added_at, m.expires_at),
+WITH del AS (DELETE FROM memberships m WHERE {where} RETURNING m.user_id, m.added_at, m.expires_at),
 kept AS (INSERT INTO retired_memberships (segment_id, user_id, added_at, expires_at)
          SELECT :segment, user_id, added_at, expires_at FROM del
          WHERE expires_at IS NULL OR expires_at > :now ORDER BY user_id
@@ -498,6 +564,7 @@ kept AS (INSERT INTO retired_memberships (segment_id, user_id, added_at, expires
 {events}
 SELECT count(*), {written} FROM del
 """.format(
+            where=where,
             written=WRITTEN,
             events=_events(
                 "SELECT user_id, :segment, :slug, 'removed', "
@@ -513,13 +580,15 @@ SELECT count(*), {written} FROM del
     return int(gone)
 
 
-def retired_ids(session: DbSession, segment_id: int, limit: int | None = None) -> list[int]:
-    """The next (lowest) user ids a deleted segment's deletion kept, for a restore's chunk."""
+def retired_ids(session: DbSession, segment_id: int, limit: int | None = None, after: int = 0) -> list[int]:
+    """The next (lowest) user ids after ``after`` a deleted segment's deletion kept, for a
+    restore's chunk (keyset: the windows done are gone, their dead index entries not walked)."""
     return list(
         _run(
             session,
-            "SELECT user_id FROM retired_memberships WHERE segment_id = :segment ORDER BY user_id LIMIT :limit",
-            {"segment": segment_id, "limit": limit},
+            "SELECT user_id FROM retired_memberships WHERE segment_id = :segment AND user_id > :after "
+            "ORDER BY user_id LIMIT :limit",
+            {"segment": segment_id, "limit": limit, "after": after},
         ).scalars()
     )
 
@@ -600,22 +669,16 @@ def restore_members(
 def drop_retired(session: DbSession, segment_id: int, limit: int) -> int:
     """Delete up to ``limit`` of a deleted segment's kept rows (memberships, then exclusions):
     the purge once its restore window has passed. Returns how many rows went."""
-    params = {"segment": segment_id, "limit": limit}
-    gone = _run(
-        session,
-        "DELETE FROM retired_memberships r USING (SELECT user_id FROM retired_memberships "
-        "WHERE segment_id = :segment ORDER BY user_id LIMIT :limit) v "
-        "WHERE r.segment_id = :segment AND r.user_id = v.user_id",
-        params,
-    ).rowcount
-    if gone < limit:
-        gone += _run(
-            session,
-            "DELETE FROM rollout_exclusions e USING (SELECT user_id FROM rollout_exclusions "
-            "WHERE segment_id = :segment ORDER BY user_id LIMIT :limit) v "
-            "WHERE e.segment_id = :segment AND e.user_id = v.user_id",
-            {"segment": segment_id, "limit": limit - gone},
-        ).rowcount
+    gone = 0
+    for table in ("retired_memberships", "rollout_exclusions"):
+        if gone < limit:
+            seen, upto = segment_window(session, table, segment_id, 0, limit - gone)
+            if seen:
+                gone += _run(
+                    session,
+                    f"DELETE FROM {table} WHERE " + _WINDOW.format(alias=""),
+                    {"segment": segment_id, "after": 0, "upto": upto},
+                ).rowcount
     return int(gone)
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
+import psycopg
 from sqlalchemy import text
 
 from webapp.errors import Detail, ValidationFailed, detail
@@ -244,31 +245,49 @@ def start_import(
     lines = (_json_lines if content_type == JSON_LINES else _csv_lines)(file, merge, problems)
     operation_id = uuid.uuid4()
     ids, numbers = array("q"), array("q")
+
+    def listed(line: _Line) -> bool:
+        """Count the line's user (False past MAX_BULK_IDS: the file is refused)."""
+        if len(ids) >= MAX_BULK_IDS:
+            problems.add(line.number, "", f"at most {MAX_BULK_IDS:,} users per import", "too_many_lines")
+            return False
+        ids.append(line.user_id)
+        numbers.append(line.number)
+        return True
+
+    clash: psycopg.errors.UniqueViolation | None = None
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy("COPY bulk_operation_ids (operation_id, user_id, traits) FROM STDIN") as copy:
-        prefix, batch = f"{operation_id}\t", []
-        for line in lines:
-            if len(ids) >= MAX_BULK_IDS:
-                problems.add(line.number, "", f"at most {MAX_BULK_IDS:,} users per import", "too_many_lines")
-                break
-            ids.append(line.user_id)
-            numbers.append(line.number)
-            if problems.count:
-                continue  # (still checked, no longer stored: the file is refused)
-            batch.append(f"{prefix}{line.user_id}\t{_escape(store.dump(line.traits))}\n")
-            if len(batch) >= COPY_BATCH:
+    try:
+        with cursor.copy("COPY bulk_operation_ids (operation_id, user_id, traits) FROM STDIN") as copy:
+            prefix, batch = f"{operation_id}\t", []
+            for line in lines:
+                if not listed(line):
+                    break
+                if problems.count:
+                    continue  # (still checked, no longer stored: the file is refused)
+                batch.append(f"{prefix}{line.user_id}\t{_escape(store.dump(line.traits))}\n")
+                if len(batch) >= COPY_BATCH:
+                    copy.write("".join(batch))
+                    batch = []
+            if batch and not problems.count:
                 copy.write("".join(batch))
-                batch = []
-        if batch and not problems.count:
-            copy.write("".join(batch))
+    except psycopg.errors.UniqueViolation as error:
+        clash = error
+        # A user listed twice (the operation's id is new): _repeated names every such line. The
+        # transaction is spoilt, which is no loss: the file is refused and it is rolled back.
+        for line in lines:  # (the rest of the file, checked all the same)
+            if not listed(line):
+                break
     _repeated(ids, numbers, problems)
+    if clash is not None and not problems.count:
+        raise clash  # (cannot happen: the operation's id is new, so only a repeated user clashes)
     if not ids and not problems.count:
         problems.add(1, "", "the file holds no user", "file_empty")
     if problems.count:
-        listed = f", the first {MAX_DETAILS} listed" if problems.count > MAX_DETAILS else ""
+        shown = f", the first {MAX_DETAILS} listed" if problems.count > MAX_DETAILS else ""
         raise ValidationFailed(
             f"the file was not imported: {problems.count:,} problem{'s' if problems.count > 1 else ''} "
-            f"in {len(problems.lines):,} line{'s' if len(problems.lines) > 1 else ''}{listed}",
+            f"in {len(problems.lines):,} line{'s' if len(problems.lines) > 1 else ''}{shown}",
             problems.details,
         )
     operation = BulkOperation(
