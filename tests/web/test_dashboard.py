@@ -164,3 +164,21 @@ def test_slug_autocomplete(client, api):
     make(api, "OTHER_TWO")
     html = client.get("/fragments/slugs?slug=auto").get_data(as_text=True)
     assert '<option value="AUTO_ONE">' in html and "OTHER_TWO" not in html
+
+
+def test_a_rule_segment_s_reach_counts_its_rule_members_not_a_share_of_all_users(client, api, db_session):
+    """A segment answering by its rules reaches the users its rules match and its percentage
+    takes (its rule rows), never "x% of all users"; the segment list says the same."""
+    from tests.services.test_rule_segments import run_operations
+
+    rules = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "paid"}]}]
+    for user, plan in {1: "paid", 2: "paid", 3: "free"}.items():
+        assert api.put(f"/users/{user}/traits", {"traits": {"plan": plan}}).status_code == 200
+    assert api.post("/segments", {"slug": "REACH_RULES", "rules": rules}).status_code == 201
+    run_operations(db_session)
+    api.change(9, ["REACH_RULES"])  # and one explicit member
+    said = "2 through rules (100% of the users they match) + 1 explicit"
+    page = client.get("/segments/REACH_RULES").get_data(as_text=True)
+    assert page.split("data-reach>", 1)[1].split("</p>", 1)[0] == said
+    row = client.get("/").get_data(as_text=True).split("REACH_RULES", 1)[1].split("</tr>", 1)[0]
+    assert said in row and "of all users" not in row and "known users" not in row

@@ -57,7 +57,8 @@ class Reach:
     rollout_percent: float
     explicit: int
     known: int
-    covered: int | None  # None without a rollout
+    covered: int | None  # None without a rollout, or answering by rules
+    by_rules: int | None = None  # a segment answering by its rules: users in through them now
 
     @property
     def covered_share(self) -> float:
@@ -127,6 +128,33 @@ def member_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
     return {sid: int(raw.get(str(sid), 0)) for sid in segment_ids}
 
 
+def rule_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
+    """Users in each segment through its rules now (its ``rule_matches`` rows: rules matched and
+    in the percentage), through the cache; exact, as member counts are: every row written or
+    removed writes a history row, which moves the key."""
+    if not segment_ids:
+        return {}
+    ids = sorted(set(segment_ids))
+    digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
+    key = f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
+    raw = cached(
+        "rule_counts",
+        key,
+        lambda: {
+            str(k): int(v)
+            for k, v in session.execute(
+                text(
+                    "SELECT segment_id, count(*) FROM rule_matches "
+                    "WHERE segment_id = ANY(CAST(:ids AS int[])) GROUP BY segment_id"
+                ),
+                {"ids": ids},
+            ).all()
+        },
+        _timeout("MEMBER_COUNTS_CACHE_SECONDS", COUNTS_SECONDS),
+    )
+    return {sid: int(raw.get(str(sid), 0)) for sid in segment_ids}
+
+
 # -- known users and rollout coverage ------------------------------------------------------------
 
 
@@ -138,8 +166,11 @@ def known_user_ids(session: DbSession) -> np.ndarray:
 
 def compute_coverage(session: DbSession) -> dict[str, Any]:
     """{"known": N, "covered": {segment id: known users its rollout covers}} for every live
-    segment with a rollout (exclusions, users taken out of the rollout, not counted)."""
-    segments = session.scalars(select(Segment).where(Segment.is_live, Segment.rollout_basis_points > 0)).all()
+    segment with a rollout (exclusions, users taken out of the rollout, not counted); a segment
+    answering by its rules covers nobody by its buckets alone (``rule_counts``)."""
+    segments = session.scalars(
+        select(Segment).where(Segment.is_live, Segment.rollout_basis_points > 0, ~Segment.rule_mode)
+    ).all()
     ids = known_user_ids(session)
     covered: dict[str, int] = {}
     if segments:
@@ -188,14 +219,17 @@ def reach_of(
     segments = list(segments)
     counts = counts if counts is not None else member_counts(session, [s.id for s in segments])
     coverage: dict[str, Any] = {"known": 0, "covered": {}}
-    if any(s.rollout_basis_points for s in segments):
+    if any(s.rollout_basis_points and not s.rule_mode for s in segments):
         coverage = rollout_reach(session)
+    by_rules = rule_counts(session, [s.id for s in segments if s.rule_mode])
     result = {}
     for segment in segments:
+        percent, explicit = segment.rollout_basis_points / 100, counts.get(segment.id, 0)
+        if segment.rule_mode:
+            result[segment.id] = Reach(percent, explicit, 0, None, by_rules.get(segment.id, 0))
+            continue
         covered = coverage["covered"].get(str(segment.id)) if segment.rollout_basis_points else None
         if segment.rollout_basis_points and covered is None:  # (a segment newer than the cached answer)
             covered = 0
-        result[segment.id] = Reach(
-            segment.rollout_basis_points / 100, counts.get(segment.id, 0), int(coverage["known"]), covered
-        )
+        result[segment.id] = Reach(percent, explicit, int(coverage["known"]), covered)
     return result
