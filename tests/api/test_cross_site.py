@@ -46,8 +46,13 @@ WRITES.update(
         "api.resume_webhook": ("post", "/api/v1/webhooks/1/resume", {}),
         "api.test_webhook": ("post", "/api/v1/webhooks/1/test", {}),
         "api.redeliver_webhook": ("post", "/api/v1/webhooks/1/deliveries/1/redeliver", {}),
+        "api.put_traits": ("put", "/api/v1/users/7/traits", {"traits": {"plan": "paid"}}),
+        "api.patch_traits": ("patch", "/api/v1/users/7/traits", {"traits": {"plan": None}}),
+        "api.delete_traits": ("delete", "/api/v1/users/7/traits", {}),
     }
 )
+# The trait import takes a file (JSON lines or CSV), not JSON: its own test below.
+FILE_WRITES = {"api.import_traits"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -86,7 +91,8 @@ def test_every_json_write_route_is_covered(app):
         and rule.endpoint.split(".")[0] in ("api", "api_compat")
         and "not_allowed" not in rule.endpoint
     }  # (the compat API's 405 stubs)
-    assert routes == set(WRITES), f"routes not covered: {routes - set(WRITES)}; gone: {set(WRITES) - routes}"
+    covered = set(WRITES) | FILE_WRITES
+    assert routes == covered, f"routes not covered: {routes - covered}; gone: {covered - routes}"
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8"])
@@ -105,6 +111,21 @@ def test_a_text_plain_body_is_415_and_changes_nothing(endpoint, content_type, xs
     # The same body as JSON is accepted: the refusal above was about the media type alone.
     accepted = getattr(client, method)(path, json=body)
     assert accepted.status_code < 300, describe(accepted)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8", "application/json"])
+def test_a_trait_import_in_another_media_type_is_415_and_changes_nothing(content_type, xsite):
+    """A cross-site form can send text/plain; the import takes JSON lines or CSV only."""
+    client = xsite.test_client()
+    path, body = "/api/v1/users/traits:import?mode=replace", '{"user_id": 7, "traits": {"plan": "paid"}}\n'
+    before, jobs = snapshot(xsite), queued_jobs(xsite)
+    response = client.post(path, data=body, content_type=content_type)
+    assert response.status_code == 415, describe(response)
+    assert_envelope(response)
+    assert snapshot(xsite) == before, "the refused request changed the database"
+    assert queued_jobs(xsite) == jobs, "the refused request queued a job"
+    accepted = client.post(path, data=body, content_type="application/x-ndjson")
+    assert accepted.status_code == 202, describe(accepted)
 
 
 def test_identical_pending_compat_report_requests_share_one_task(xsite):

@@ -48,6 +48,7 @@ def test_the_openapi_document_describes_the_routes_and_their_codes(client):
         "schedule",
         "deleted",
         "restored",
+        "rules",
     }
 
 
