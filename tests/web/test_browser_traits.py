@@ -14,6 +14,17 @@ MOBILE = {"width": 390, "height": 844}
 def test_the_user_page_shows_the_users_traits(page, live_server, live_api, shots):
     live_api("POST", "/api/v1/segments", {"slug": "AVITO_TRAITS_SHOWN"})
     live_api("POST", "/api/v1/users/4100/segments", {"add": ["AVITO_TRAITS_SHOWN"]})
+    rules = [
+        {"conditions": [{"trait": "beta", "operator": "bool_eq", "value": False}]},
+        {
+            "conditions": [
+                {"trait": "country", "operator": "str_in", "values": ["RU", "BY"]},
+                {"trait": "plan", "operator": "str_eq", "value": "paid"},
+            ]
+        },
+    ]
+    # a rule segment made before the traits: the user is in by its rules at the traits' write
+    live_api("POST", "/api/v1/segments", {"slug": "AVITO_RU_PAID", "rules": rules})
     traits = {
         "country": "RU",
         "plan": "paid",
@@ -39,6 +50,8 @@ def test_the_user_page_shows_the_users_traits(page, live_server, live_api, shots
     }
     assert shown["beta"] == ("true", "boolean") and shown["flag_as_text"] == ("true", "string")
     assert shown["age"] == ("31", "number") and shown["country"] == ("RU", "string")
+    # why the user is in the rule segment, in words, beside its badge
+    expect(page.locator("#user-segments")).to_contain_text("rule 2: country in [RU, BY] and plan = paid")
     assert_fits(page)
     shots(page, "user-traits")
     page.set_viewport_size(MOBILE)

@@ -182,3 +182,38 @@ def test_a_rule_segment_s_reach_counts_its_rule_members_not_a_share_of_all_users
     assert page.split("data-reach>", 1)[1].split("</p>", 1)[0] == said
     row = client.get("/").get_data(as_text=True).split("REACH_RULES", 1)[1].split("</tr>", 1)[0]
     assert said in row and "of all users" not in row and "known users" not in row
+
+
+def test_the_user_page_says_which_rule_put_the_user_in(client, api, db_session):
+    """Issue 29: "rule 2: country in [RU, BY] and plan = paid" beside a rule member's badge;
+    the percentage when it takes less than everyone the rules match."""
+    from tests.services.test_rule_segments import run_operations
+    from webapp.services.traits.users import why_by_rules
+
+    rules = [
+        {"conditions": [{"trait": "plan", "operator": "str_eq", "value": "trial"}]},
+        {
+            "conditions": [
+                {"trait": "country", "operator": "str_in", "values": ["RU", "BY"]},
+                {"trait": "plan", "operator": "str_eq", "value": "paid"},
+            ]
+        },
+    ]
+    traits = {"country": "BY", "plan": "paid"}
+    assert api.put("/users/5/traits", {"traits": traits}).status_code == 200
+    assert api.post("/segments", {"slug": "WHY_RULES", "rules": rules}).status_code == 201
+    assert (
+        api.post("/segments", {"slug": "WHY_TENTH", "rules": rules, "rollout_percent": 10}).status_code == 201
+    )
+    run_operations(db_session)
+    page = client.get("/users/5").get_data(as_text=True)
+    row = page.split('href="/segments/WHY_RULES"', 1)[1].split("</tr>", 1)[0]
+    assert "rule 2: country in [RU, BY] and plan = paid" in row and "rollout" not in row
+    assert why_by_rules(db_session, ["WHY_TENTH"], traits) == {
+        "WHY_TENTH": "rule 2: country in [RU, BY] and plan = paid; in the 10% rollout"
+    }
+    # the rules changed, not yet re-evaluated: the row says the membership is from before
+    changed = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "trial"}]}]
+    assert api.patch("/segments/WHY_RULES", {"rules": changed}).status_code == 200
+    row = client.get("/users/5").get_data(as_text=True).split('href="/segments/WHY_RULES"', 1)[1]
+    assert "an earlier evaluation of its rules" in row.split("</tr>", 1)[0]

@@ -51,10 +51,15 @@ def lookup_user():
 
 def _user_context(uid: int) -> dict:
     entries = history.user_history(db.session, uid)
+    active = active_segments(db.session, uid)
+    traits = user_traits.get_traits(db.session, uid)
     return {
         "user_id": uid,
-        "active": active_segments(db.session, uid),
-        "traits": user_traits.get_traits(db.session, uid),
+        "active": active,
+        "why": user_traits.why_by_rules(
+            db.session, [a.slug for a in active if a.source == "rule"], traits.traits
+        ),
+        "traits": traits,
         "history": entries[::-1][:HISTORY_LIMIT],
         "history_total": len(entries),
         "ttl_choices": TTL_CHOICES,

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from webapp.errors import Detail, ValidationFailed, detail
-from webapp.models import UserTraits
+from sqlalchemy import select
+
+from webapp.models import Segment, UserTraits
 from webapp.models.enums import TraitImportMode
 from webapp.rules import MAX_TRAITS_PER_USER, trait_problems
 from webapp.services.common import DbSession, check_user_id
+from webapp.services.membership.rules import ruleset_of
 from webapp.services.traits import store
 from webapp.services.traits.store import CLEAR, Traits, TraitWrite
 
@@ -112,3 +115,30 @@ def _write(
 
 def sorted_traits(traits: Mapping[str, Any]) -> dict[str, Any]:
     return {key: traits[key] for key in sorted(traits)}
+
+
+def why_by_rules(session: DbSession, slugs: Sequence[str], traits: Mapping[str, Any]) -> dict[str, str]:
+    """Why a user is in each of ``slugs`` (segments the user is in through their rules) in plain
+    words, from the user's ``traits`` now: the first rule they match, explained, and the
+    segment's percentage when it takes less than everyone the rules match — "rule 2: country in
+    [RU, BY] and plan = paid; in the 10% rollout". When the rules in force no longer match (a
+    re-evaluation has not reached the user yet), it says so."""
+    if not slugs:
+        return {}
+    found = session.execute(
+        select(Segment.slug, Segment.rules, Segment.rollout_basis_points).where(
+            Segment.is_live, Segment.slug.in_(list(slugs)), Segment.rules.is_not(None)
+        )
+    ).all()
+    said: dict[str, str] = {}
+    for slug, rules, basis_points in found:
+        ruleset = ruleset_of(rules)
+        index = ruleset.match(traits)
+        if index is None:
+            said[slug] = (
+                "by an earlier evaluation of its rules: the re-evaluation has not reached this user yet"
+            )
+            continue
+        share = "" if basis_points >= 10_000 else f"; in the {basis_points / 100:g}% rollout"
+        said[slug] = f"rule {index + 1}: {ruleset.explain(index)}{share}"
+    return said
