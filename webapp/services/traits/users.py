@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from webapp.errors import Detail, ValidationFailed, detail
 from sqlalchemy import select
 
+from webapp.errors import Detail, ValidationFailed, detail
 from webapp.models import Segment, UserTraits
 from webapp.models.enums import TraitImportMode
 from webapp.rules import MAX_TRAITS_PER_USER, trait_problems
