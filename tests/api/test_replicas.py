@@ -408,11 +408,14 @@ def test_the_readmes_curl_examples_answer_the_same_with_a_lagging_replica_in_exa
             },
         )
         assert changed.status_code == 200
-        assert (sorted(changed.json["added"]), changed.json["updated"]) == (
-            (["AVITO_DISCOUNT_30", "AVITO_VOICE_MESSAGES"], [])
-            if run == 1
-            else ([], ["AVITO_VOICE_MESSAGES"])
-        )
+        # (AVITO_DISCOUNT_30's salt is new on each run of the test: one time in ten its 10%
+        # rollout already covers user 1000, and the explicit add is "updated", not "added")
+        moved = sorted(changed.json["added"] + changed.json["updated"])
+        if run == 1:
+            assert "AVITO_VOICE_MESSAGES" in changed.json["added"], changed.json
+            assert moved == ["AVITO_DISCOUNT_30", "AVITO_VOICE_MESSAGES"], changed.json
+        else:
+            assert (changed.json["added"], changed.json["updated"]) == ([], ["AVITO_VOICE_MESSAGES"])
         read = http.get("/api/v1/users/1000/segments")
         assert read.status_code == 200
         assert [s["slug"] for s in read.json["segments"]] == ["AVITO_DISCOUNT_30", "AVITO_VOICE_MESSAGES"]
