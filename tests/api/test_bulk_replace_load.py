@@ -25,6 +25,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from tests.support.checks import operation_state, scalar
 from tests.support.live_stack import call, wait_finished
 from tests.support.processes import (
     flask_worker,
@@ -66,11 +67,6 @@ def member_ids(app, slug: str) -> set[int]:
                 {"slug": slug},
             )
         )
-
-
-def scalar(app, query: str, **params):
-    with app.app_context(), db.engine.connect() as conn:
-        return conn.scalar(sa.text(query), params)
 
 
 def timed_call(base, method, path, body):
@@ -218,21 +214,6 @@ def test_others_keep_the_bulk_add_bar_during_a_1m_replace_and_a_1m_remove(stack,
 KILL_MEMBERS = 300_000
 
 
-def operation_row(app, operation_id: str) -> dict:
-    with app.app_context(), db.engine.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.text(
-                    "SELECT status, phase, cursor, done, added, updated, removed, attempts, error, expires_at "
-                    "FROM bulk_operations WHERE id = :id"
-                ),
-                {"id": operation_id},
-            )
-            .mappings()
-            .one()
-        )
-
-
 def test_a_replace_killed_in_each_pass_resumes_to_exactly_the_list(jobs_app, tmp_path):
     app = jobs_app
     client = app.test_client()
@@ -252,20 +233,20 @@ def test_a_replace_killed_in_each_pass_resumes_to_exactly_the_list(jobs_app, tmp
             lambda row: row["phase"] == 0 and row["done"] >= 60_000,
             lambda row: row["phase"] == 1 and row["cursor"] >= 200_000,
         ):
-            reached = wait_for(lambda check=in_pass: check(operation_row(app, operation_id)), 120, 0.005)
-            assert reached, f"{operation_row(app, operation_id)}\n{log_tail(log)}"
+            reached = wait_for(lambda check=in_pass: check(operation_state(app, operation_id)), 120, 0.005)
+            assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
             horse = work_horse(worker)
             os.kill(horse.pid, signal.SIGKILL)
             horse.wait(5)
-            killed.append(operation_row(app, operation_id))
+            killed.append(operation_state(app, operation_id))
         deadline = time.monotonic() + 300
-        while (row := operation_row(app, operation_id))["status"] != "finished":
+        while (row := operation_state(app, operation_id))["status"] != "finished":
             assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
             if rq_job_settled(app, operation_id):
                 time.sleep(1)  # (a retry being scheduled, or the worker recording the failure)
                 if (
                     rq_job_settled(app, operation_id)
-                    and operation_row(app, operation_id)["status"] != "finished"
+                    and operation_state(app, operation_id)["status"] != "finished"
                 ):
                     run_reaper(app)  # RQ gave up on it: the reaper queues it again
             time.sleep(0.2)

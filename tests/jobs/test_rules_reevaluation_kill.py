@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from tests.support.checks import operation_state, scalar
 from tests.support.processes import (
     flask_worker,
     log_tail,
@@ -23,25 +24,6 @@ from webapp.platform.extensions import db
 
 USERS = 200_000
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
-
-
-def scalar(app, sql: str, **params):
-    with app.app_context(), db.engine.connect() as conn:
-        return conn.execute(sa.text(sql), params).scalar()
-
-
-def operation_row(app, operation_id: str) -> dict:
-    with app.app_context(), db.engine.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.text(
-                    "SELECT status, cursor, done, added, removed, attempts, error FROM bulk_operations WHERE id = :id"
-                ),
-                {"id": operation_id},
-            )
-            .mappings()
-            .one()
-        )
 
 
 def test_a_reevaluation_killed_mid_way_resumes_to_exactly_the_newest_rules(jobs_app, tmp_path):
@@ -63,21 +45,21 @@ def test_a_reevaluation_killed_mid_way_resumes_to_exactly_the_newest_rules(jobs_
     shorten_retries(app)
     log = tmp_path / "worker.log"
     with flask_worker(app, log) as worker:
-        reached = wait_for(lambda: operation_row(app, operation_id)["done"] >= 60_000, 120, 0.005)
-        assert reached, f"{operation_row(app, operation_id)}\n{log_tail(log)}"
+        reached = wait_for(lambda: operation_state(app, operation_id)["done"] >= 60_000, 120, 0.005)
+        assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
         horse = work_horse(worker)
         os.kill(horse.pid, signal.SIGKILL)
         horse.wait(5)
-        killed = operation_row(app, operation_id)
+        killed = operation_state(app, operation_id)
         assert killed["status"] != "finished", killed
         deadline = time.monotonic() + 300
-        while (row := operation_row(app, operation_id))["status"] != "finished":
+        while (row := operation_state(app, operation_id))["status"] != "finished":
             assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
             if rq_job_settled(app, operation_id):
                 time.sleep(1)
                 if (
                     rq_job_settled(app, operation_id)
-                    and operation_row(app, operation_id)["status"] != "finished"
+                    and operation_state(app, operation_id)["status"] != "finished"
                 ):
                     run_reaper(app)  # RQ gave up on it: the reaper queues it again
             time.sleep(0.2)

@@ -13,6 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from tests.support.checks import operation_state, scalar
 from tests.support.processes import (
     flask_worker,
     log_tail,
@@ -26,25 +27,6 @@ from webapp.platform.extensions import db
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 USERS = 60_000
-
-
-def row(app, operation_id: str) -> dict:
-    with app.app_context(), db.engine.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.text(
-                    "SELECT status, cursor, done, added, updated, attempts, error FROM bulk_operations WHERE id = :id"
-                ),
-                {"id": operation_id},
-            )
-            .mappings()
-            .one()
-        )
-
-
-def scalar(app, sql: str, **params):
-    with app.app_context(), db.engine.connect() as conn:
-        return conn.scalar(sa.text(sql), params)
 
 
 def test_an_import_killed_twice_resumes_to_exactly_the_file(jobs_app, tmp_path):
@@ -62,18 +44,21 @@ def test_an_import_killed_twice_resumes_to_exactly_the_file(jobs_app, tmp_path):
     killed = []
     with flask_worker(app, log) as worker:
         for at in (10_000, 35_000):
-            reached = wait_for(lambda at=at: row(app, operation_id)["done"] >= at, 120, 0.005)
-            assert reached, f"{row(app, operation_id)}\n{log_tail(log)}"
+            reached = wait_for(lambda at=at: operation_state(app, operation_id)["done"] >= at, 120, 0.005)
+            assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
             horse = work_horse(worker)
             os.kill(horse.pid, signal.SIGKILL)
             horse.wait(5)
-            killed.append(row(app, operation_id))
+            killed.append(operation_state(app, operation_id))
         deadline = time.monotonic() + 300
-        while (state := row(app, operation_id))["status"] != "finished":
+        while (state := operation_state(app, operation_id))["status"] != "finished":
             assert state["status"] != "failed" and time.monotonic() < deadline, f"{state}\n{log_tail(log)}"
             if rq_job_settled(app, operation_id):
                 time.sleep(1)
-                if rq_job_settled(app, operation_id) and row(app, operation_id)["status"] != "finished":
+                if (
+                    rq_job_settled(app, operation_id)
+                    and operation_state(app, operation_id)["status"] != "finished"
+                ):
                     run_reaper(app)  # RQ gave up on it: the reaper queues it again
             time.sleep(0.2)
     print(f"\nkilled at done={[k['done'] for k in killed]}; finished after {state['attempts']} attempts")

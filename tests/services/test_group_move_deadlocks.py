@@ -10,14 +10,13 @@ after three). Real threads and commits; the count is PostgreSQL's own (pg_stat_d
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
 
 import pytest
-import sqlalchemy as sa
 
-from webapp.platform.extensions import db
+from tests.support.checks import deadlocks
+from tests.support.threads import in_threads
 
 pytestmark = pytest.mark.fault
 
@@ -26,44 +25,26 @@ GROUPS = ["GM_A", "GM_B", "GM_C"]
 WRITERS, SECONDS = 8, 4.0
 
 
-def _deadlocks(app) -> int:
-    with app.app_context():
-        count = db.session.scalar(
-            sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        )
-        db.session.rollback()
-        return int(count or 0)
-
-
 def test_group_moves_and_rollout_changes_never_deadlock(app, committed_db):
     setup = app.test_client()
     for slug in SLUGS:
         assert setup.post("/api/v1/segments", json={"slug": slug, "rollout_percent": 5}).status_code == 201
-    before = _deadlocks(app)
+    before = deadlocks(app)
     statuses: Counter[int] = Counter()
-    crashes: list[BaseException] = []
     deadline = time.monotonic() + SECONDS
 
     def writer(index: int) -> None:
         rng, client = random.Random(index), app.test_client()
-        try:
-            while time.monotonic() < deadline:
-                slug = rng.choice(SLUGS)
-                if rng.random() < 0.6:
-                    fresh = f"GM_N{int(time.monotonic() * 4)}"  # a group no one created yet, often
-                    body: dict = {"exclusion_group": rng.choice([*GROUPS, fresh, None])}
-                else:
-                    body = {"rollout_percent": rng.choice((0, 5, 10))}
-                statuses[client.patch(f"/api/v1/segments/{slug}", json=body).status_code] += 1
-        except BaseException as exc:  # surfaced below
-            crashes.append(exc)
+        while time.monotonic() < deadline:
+            slug = rng.choice(SLUGS)
+            if rng.random() < 0.6:
+                fresh = f"GM_N{int(time.monotonic() * 4)}"  # a group no one created yet, often
+                body: dict = {"exclusion_group": rng.choice([*GROUPS, fresh, None])}
+            else:
+                body = {"rollout_percent": rng.choice((0, 5, 10))}
+            statuses[client.patch(f"/api/v1/segments/{slug}", json=body).status_code] += 1
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not crashes, crashes
-    broken = _deadlocks(app) - before
+    in_threads(WRITERS, writer, timeout=60)
+    broken = deadlocks(app) - before
     assert broken == 0, f"PostgreSQL broke {broken} deadlock(s); answers {dict(statuses)}"
     assert not any(s >= 500 for s in statuses), statuses

@@ -6,15 +6,15 @@ rule segment's rows are its newest evaluation and every user's reads equal their
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
 
 import pytest
 
-from tests.services.test_group_move_deadlocks import _deadlocks
 from tests.services.test_history_oracle import _rules_exact, run_reevaluations
 from tests.support import oracle
+from tests.support.checks import deadlocks
+from tests.support.threads import in_threads
 
 pytestmark = pytest.mark.fault
 
@@ -34,60 +34,51 @@ def test_trait_writes_rule_changes_and_reevaluations_never_deadlock(app, committ
         {"slug": "RD_D", "rollout_percent": 20},
     ):
         assert setup.post("/api/v1/segments", json=body).status_code == 201
-    before = _deadlocks(app)
+    before = deadlocks(app)
     statuses: Counter[tuple[str, int]] = Counter()
-    crashes: list[BaseException] = []
     deadline = time.monotonic() + SECONDS
 
     def writer(index: int) -> None:
         rng, client = random.Random(index), app.test_client()
-        try:
-            while time.monotonic() < deadline:
-                kind = rng.choice(("traits", "traits", "traits", "change", "bulk", "rules", "reevaluate"))
-                user = rng.randint(1, USERS)
-                if kind == "traits":
-                    traits = {"country": rng.choice(("RU", "BY", "US")), "plan": rng.choice(("paid", "free"))}
-                    method = rng.choice(("put", "patch", "delete"))
-                    path = f"/api/v1/users/{user}/traits"
-                    answer = (
-                        client.delete(path)
-                        if method == "delete"
-                        else getattr(client, method)(path, json={"traits": traits})
-                    )
-                elif kind == "change":
-                    slug = rng.choice(("RD_A", "RD_B", "RD_C", "RD_D"))
-                    body = {"add": [slug], "del": []} if rng.random() < 0.5 else {"add": [], "del": [slug]}
-                    answer = client.post(f"/api/v1/users/{user}/segments", json=body)
-                elif kind == "bulk":
-                    ids = rng.sample(range(1, USERS + 1), 20)
-                    slug = rng.choice(("RD_A", "RD_C", "RD_D"))
-                    answer = client.open(
-                        f"/api/v1/segments/{slug}/members",
-                        method=rng.choice(("POST", "DELETE")),
-                        json={"user_ids": ids},
-                    )
-                elif kind == "rules":
-                    body = (
-                        {"rules": rng.choice(RULES)}
-                        if rng.random() < 0.6
-                        else {"rollout_percent": rng.choice((10, 40, 60))}
-                    )
-                    answer = client.patch(f"/api/v1/segments/{rng.choice(('RD_A', 'RD_B'))}", json=body)
-                else:
-                    with app.app_context():
-                        run_reevaluations()
-                    continue
-                statuses[(kind, answer.status_code)] += 1
-        except BaseException as exc:  # surfaced below
-            crashes.append(exc)
+        while time.monotonic() < deadline:
+            kind = rng.choice(("traits", "traits", "traits", "change", "bulk", "rules", "reevaluate"))
+            user = rng.randint(1, USERS)
+            if kind == "traits":
+                traits = {"country": rng.choice(("RU", "BY", "US")), "plan": rng.choice(("paid", "free"))}
+                method = rng.choice(("put", "patch", "delete"))
+                path = f"/api/v1/users/{user}/traits"
+                answer = (
+                    client.delete(path)
+                    if method == "delete"
+                    else getattr(client, method)(path, json={"traits": traits})
+                )
+            elif kind == "change":
+                slug = rng.choice(("RD_A", "RD_B", "RD_C", "RD_D"))
+                body = {"add": [slug], "del": []} if rng.random() < 0.5 else {"add": [], "del": [slug]}
+                answer = client.post(f"/api/v1/users/{user}/segments", json=body)
+            elif kind == "bulk":
+                ids = rng.sample(range(1, USERS + 1), 20)
+                slug = rng.choice(("RD_A", "RD_C", "RD_D"))
+                answer = client.open(
+                    f"/api/v1/segments/{slug}/members",
+                    method=rng.choice(("POST", "DELETE")),
+                    json={"user_ids": ids},
+                )
+            elif kind == "rules":
+                body = (
+                    {"rules": rng.choice(RULES)}
+                    if rng.random() < 0.6
+                    else {"rollout_percent": rng.choice((10, 40, 60))}
+                )
+                answer = client.patch(f"/api/v1/segments/{rng.choice(('RD_A', 'RD_B'))}", json=body)
+            else:
+                with app.app_context():
+                    run_reevaluations()
+                continue
+            statuses[(kind, answer.status_code)] += 1
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not crashes, crashes
-    broken = _deadlocks(app) - before
+    in_threads(WRITERS, writer, timeout=120)
+    broken = deadlocks(app) - before
     assert broken == 0, f"PostgreSQL broke {broken} deadlock(s); answers {dict(statuses)}"
     assert not any(status >= 500 for _, status in statuses), statuses
     assert statuses[("traits", 200)] > 50 and statuses[("rules", 200)] > 3, statuses

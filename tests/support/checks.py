@@ -139,3 +139,37 @@ AUTH = {
         ("legacy", "tok-legacy-0123456789abcdef"),
     )
 }
+
+
+# -- committed rows (tests with a worker process or a server: their own connection) -------------
+
+
+def scalar(app: Flask, sql: str, **params: object) -> object:
+    """One value of ``sql`` on a connection of ``app``'s own (committed data)."""
+    from webapp.platform.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        return conn.scalar(sa.text(sql), params)
+
+
+def operation_state(app: Flask, operation_id: str) -> dict:
+    """A bulk operation's row as committed: status, phase, cursor and counts, attempts, error."""
+    from webapp.platform.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        return dict(
+            conn.execute(
+                sa.text(
+                    "SELECT status, phase, cursor, done, added, updated, removed, skipped, attempts, error, "
+                    "expires_at FROM bulk_operations WHERE id = :id"
+                ),
+                {"id": operation_id},
+            )
+            .mappings()
+            .one()
+        )
+
+
+def deadlocks(app: Flask) -> int:
+    """Deadlocks PostgreSQL has broken in the test database so far (``pg_stat_database``)."""
+    return int(scalar(app, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()") or 0)

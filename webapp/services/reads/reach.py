@@ -112,16 +112,21 @@ def history_watermark(session: DbSession) -> int:
     return int(session.scalar(select(func.max(MembershipEvent.id))) or 0)
 
 
+def _counts_key(session: DbSession, ids: list[int]) -> str:
+    """A count's cache key: the catalog version, the newest history row (every membership change
+    writes one) and the segments asked."""
+    digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
+    return f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
+
+
 def member_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
     """segments.member_counts through the cache (exact: the key moves with every change)."""
     if not segment_ids:
         return {}
     ids = sorted(set(segment_ids))
-    digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
-    key = f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
     raw = cached(
         "member_counts",
-        key,
+        _counts_key(session, ids),
         lambda: {str(k): v for k, v in segment_service.member_counts(session, ids).items()},
         _timeout("MEMBER_COUNTS_CACHE_SECONDS", COUNTS_SECONDS),
     )
@@ -135,11 +140,9 @@ def rule_counts(session: DbSession, segment_ids: list[int]) -> dict[int, int]:
     if not segment_ids:
         return {}
     ids = sorted(set(segment_ids))
-    digest = hashlib.blake2b(",".join(map(str, ids)).encode(), digest_size=8).hexdigest()
-    key = f"v{catalog_version(session)}:h{history_watermark(session)}:{digest}"
     raw = cached(
         "rule_counts",
-        key,
+        _counts_key(session, ids),
         lambda: {
             str(k): int(v)
             for k, v in session.execute(
