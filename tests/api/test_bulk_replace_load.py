@@ -16,25 +16,20 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import threading
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.support.checks import operation_state, scalar
+from tests.support.checks import scalar
 from tests.support.live_stack import call, wait_finished
 from tests.support.processes import (
     flask_worker,
-    log_tail,
-    rq_job_settled,
-    run_reaper,
+    kill_horse_at,
+    operation_finished,
     shorten_retries,
-    wait_for,
-    work_horse,
 )
 from webapp.platform.extensions import db
 
@@ -233,23 +228,8 @@ def test_a_replace_killed_in_each_pass_resumes_to_exactly_the_list(jobs_app, tmp
             lambda row: row["phase"] == 0 and row["done"] >= 60_000,
             lambda row: row["phase"] == 1 and row["cursor"] >= 200_000,
         ):
-            reached = wait_for(lambda check=in_pass: check(operation_state(app, operation_id)), 120, 0.005)
-            assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
-            horse = work_horse(worker)
-            os.kill(horse.pid, signal.SIGKILL)
-            horse.wait(5)
-            killed.append(operation_state(app, operation_id))
-        deadline = time.monotonic() + 300
-        while (row := operation_state(app, operation_id))["status"] != "finished":
-            assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
-            if rq_job_settled(app, operation_id):
-                time.sleep(1)  # (a retry being scheduled, or the worker recording the failure)
-                if (
-                    rq_job_settled(app, operation_id)
-                    and operation_state(app, operation_id)["status"] != "finished"
-                ):
-                    run_reaper(app)  # RQ gave up on it: the reaper queues it again
-            time.sleep(0.2)
+            killed.append(kill_horse_at(app, worker, operation_id, log, in_pass))
+        row = operation_finished(app, operation_id, log)
     print(
         f"\nkilled at {[(k['phase'], k['cursor'], k['done']) for k in killed]}; finished after "
         f"{row['attempts']} attempts"

@@ -3,22 +3,15 @@ reaper) to exactly the newest rules' matches, each row's history recorded once (
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import pytest
 import sqlalchemy as sa
 
-from tests.support.checks import operation_state, scalar
+from tests.support.checks import scalar
 from tests.support.processes import (
     flask_worker,
-    log_tail,
-    rq_job_settled,
-    run_reaper,
+    kill_horse_at,
+    operation_finished,
     shorten_retries,
-    wait_for,
-    work_horse,
 )
 from webapp.platform.extensions import db
 
@@ -45,24 +38,9 @@ def test_a_reevaluation_killed_mid_way_resumes_to_exactly_the_newest_rules(jobs_
     shorten_retries(app)
     log = tmp_path / "worker.log"
     with flask_worker(app, log) as worker:
-        reached = wait_for(lambda: operation_state(app, operation_id)["done"] >= 60_000, 120, 0.005)
-        assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
-        horse = work_horse(worker)
-        os.kill(horse.pid, signal.SIGKILL)
-        horse.wait(5)
-        killed = operation_state(app, operation_id)
+        killed = kill_horse_at(app, worker, operation_id, log, lambda row: row["done"] >= 60_000)
         assert killed["status"] != "finished", killed
-        deadline = time.monotonic() + 300
-        while (row := operation_state(app, operation_id))["status"] != "finished":
-            assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
-            if rq_job_settled(app, operation_id):
-                time.sleep(1)
-                if (
-                    rq_job_settled(app, operation_id)
-                    and operation_state(app, operation_id)["status"] != "finished"
-                ):
-                    run_reaper(app)  # RQ gave up on it: the reaper queues it again
-            time.sleep(0.2)
+        row = operation_finished(app, operation_id, log)
     print(
         f"\nkilled at cursor {killed['cursor']} ({killed['done']} done); finished after {row['attempts']} attempts"
     )

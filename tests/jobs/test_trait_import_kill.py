@@ -6,22 +6,16 @@ tests/api/test_bulk_replace_load.py's kill test.)"""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.support.checks import operation_state, scalar
+from tests.support.checks import scalar
 from tests.support.processes import (
     flask_worker,
-    log_tail,
-    rq_job_settled,
-    run_reaper,
+    kill_horse_at,
+    operation_finished,
     shorten_retries,
-    wait_for,
-    work_horse,
 )
 from webapp.platform.extensions import db
 
@@ -44,23 +38,8 @@ def test_an_import_killed_twice_resumes_to_exactly_the_file(jobs_app, tmp_path):
     killed = []
     with flask_worker(app, log) as worker:
         for at in (10_000, 35_000):
-            reached = wait_for(lambda at=at: operation_state(app, operation_id)["done"] >= at, 120, 0.005)
-            assert reached, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
-            horse = work_horse(worker)
-            os.kill(horse.pid, signal.SIGKILL)
-            horse.wait(5)
-            killed.append(operation_state(app, operation_id))
-        deadline = time.monotonic() + 300
-        while (state := operation_state(app, operation_id))["status"] != "finished":
-            assert state["status"] != "failed" and time.monotonic() < deadline, f"{state}\n{log_tail(log)}"
-            if rq_job_settled(app, operation_id):
-                time.sleep(1)
-                if (
-                    rq_job_settled(app, operation_id)
-                    and operation_state(app, operation_id)["status"] != "finished"
-                ):
-                    run_reaper(app)  # RQ gave up on it: the reaper queues it again
-            time.sleep(0.2)
+            killed.append(kill_horse_at(app, worker, operation_id, log, lambda row, at=at: row["done"] >= at))
+        state = operation_finished(app, operation_id, log)
     print(f"\nkilled at done={[k['done'] for k in killed]}; finished after {state['attempts']} attempts")
     assert all(0 < k["done"] < USERS for k in killed) and state["attempts"] >= 3
     assert (state["done"], state["added"], state["updated"]) == (USERS, USERS, 0)

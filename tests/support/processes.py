@@ -241,3 +241,37 @@ def rq_job_settled(app, job_id: str) -> bool:
 
     job = get_queue(app, blocking=True).fetch_job(operation_job_id(job_id))
     return job is None or job.get_status(refresh=True) in ("finished", "failed", "stopped", "canceled")
+
+
+def kill_horse_at(
+    app: Flask, worker: subprocess.Popen, operation_id: str, log: Path, reached: Callable[[dict], bool]
+) -> dict:
+    """SIGKILL the worker's work-horse once the bulk operation's committed row satisfies
+    ``reached``; the row as it stands after the kill."""
+    from tests.support.checks import operation_state
+
+    came = wait_for(lambda: reached(operation_state(app, operation_id)), 120, 0.005)
+    assert came, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
+    horse = work_horse(worker)
+    os.kill(horse.pid, signal.SIGKILL)
+    horse.wait(5)
+    return operation_state(app, operation_id)
+
+
+def operation_finished(app: Flask, operation_id: str, log: Path, timeout: float = 300) -> dict:
+    """Wait for a bulk operation to finish after kills (never ``failed``): when RQ has nothing
+    left to do for it (it gave up on the killed job), the reaper queues it again. Its final row."""
+    from tests.support.checks import operation_state
+
+    deadline = time.monotonic() + timeout
+    while (row := operation_state(app, operation_id))["status"] != "finished":
+        assert row["status"] != "failed" and time.monotonic() < deadline, f"{row}\n{log_tail(log)}"
+        if rq_job_settled(app, operation_id):
+            time.sleep(1)  # (a retry being scheduled, or the worker recording the failure)
+            if (
+                rq_job_settled(app, operation_id)
+                and operation_state(app, operation_id)["status"] != "finished"
+            ):
+                run_reaper(app)
+        time.sleep(0.2)
+    return row
