@@ -1091,20 +1091,7 @@ def bench_others(
             if chunked_only:  # (the trade-off: BULK_CHUNK and BULK_PAUSE_MS change nothing below)
                 return timings
             with engine.begin() as conn:
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-                        "VALUES ('OTHERS_TTL', '', 0, 'x', now())"
-                    )
-                )
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-                        "SELECT 50000000 + g, (SELECT id FROM segments WHERE slug = 'OTHERS_TTL'), "
-                        "now() - interval '30 days', now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"
-                    ),
-                    {"n": size},
-                )
+                _seed_expired(conn, "OTHERS_TTL", 50_000_000, size)
                 conn.execute(
                     sa.text(
                         "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
@@ -1676,22 +1663,29 @@ def bench_dashboard(engine, env, count: int) -> None:
         )
 
 
+def _seed_expired(conn, slug: str, first_user: int, size: int) -> None:
+    """A new segment ``slug`` with ``size`` memberships (users from ``first_user`` + 1) that
+    expired over the last seconds and are not yet purged."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
+            "VALUES (:slug, '', 0, 'x', now())"
+        ),
+        {"slug": slug},
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
+            "SELECT :first + g, (SELECT id FROM segments WHERE slug = :slug), now() - interval '30 days', "
+            "now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"
+        ),
+        {"slug": slug, "first": first_user, "n": size},
+    )
+
+
 def bench_expiry(engine, env, size: int) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO segments (slug, description, rollout_basis_points, salt, created_at) "
-                "VALUES ('TTL_BENCH', '', 0, 'x', now())"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-                "SELECT 20000000 + g, (SELECT id FROM segments WHERE slug = 'TTL_BENCH'), now() - interval '30 days', "
-                "now() - (g || ' seconds')::interval FROM generate_series(1, :n) g"
-            ),
-            {"n": size},
-        )
+        _seed_expired(conn, "TTL_BENCH", 20_000_000, size)
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM ANALYZE"))
     base_s = _floor(engine, None, _FLOOR_PURGE, {})
