@@ -253,8 +253,13 @@ def kill_horse_at(
     came = wait_for(lambda: reached(operation_state(app, operation_id)), 120, 0.005)
     assert came, f"{operation_state(app, operation_id)}\n{log_tail(log)}"
     horse = work_horse(worker)
+    assert horse.pid != worker.pid and horse.ppid() == worker.pid, (horse.pid, worker.pid)
     os.kill(horse.pid, signal.SIGKILL)
     horse.wait(5)
+    time.sleep(0.05)
+    # the worker itself must live on to record the failure and retry (once, in a local run, it had
+    # died of SIGKILL too: say so at once instead of waiting for an operation nobody runs)
+    assert worker.poll() is None, f"the worker died too ({worker.returncode})\n{log_tail(log)}"
     return operation_state(app, operation_id)
 
 

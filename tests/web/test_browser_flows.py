@@ -64,6 +64,9 @@ def test_user_ttl_add_remove_and_monthly_report(page, live_server, shots, live_a
     page.get_by_placeholder("User id…").fill("1001")
     page.get_by_role("button", name="Find user").click()
     expect(page).to_have_url(live_server + "/users/1001")
+    # htmx (a deferred script) binds the slug field's "input" trigger at DOMContentLoaded: typing before it
+    # would send no request (seen in CI)
+    page.wait_for_load_state("domcontentloaded")
     expect(page.locator("#user-segments")).to_contain_text("AVITO_DISCOUNT_50")  # via the 100% rollout
     add = page.locator("#add-segment")
     add.get_by_label("Segment").fill("AVITO_PERF")
