@@ -333,3 +333,88 @@ def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) 
             {"segment": segment_id, "ids": list(user_ids)},
         )
     )
+
+
+# -- the rule builder's reads (the dashboard's segment page, issue 29 stage 4) --------------------
+
+AUDIENCE_SAMPLE = 10  # matching user ids the builder names
+AUDIENCE_TIMEOUT_MS = (
+    3_000  # a live count that takes longer says so instead (date/version rules over 1M users)
+)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who rules match now, before any rollout: ``matching`` of ``with_traits`` users with
+    stored traits, and the first few of them by id (``sample``)."""
+
+    matching: int
+    with_traits: int
+    sample: tuple[int, ...]
+
+
+def audience(
+    session: DbSession, rules: Any, sample: int = AUDIENCE_SAMPLE, timeout_ms: int = AUDIENCE_TIMEOUT_MS
+) -> Audience | None:
+    """How many users with traits ``rules`` (raw: RulesInvalid if they do not validate) match, of
+    how many, and the first ``sample`` of them by id: ``RuleSet.sql`` in two statements (the
+    counts, then the sample with a LIMIT), an inexact filter's rows confirmed with ``match``. None
+    when it takes longer than ``timeout_ms`` (a savepoint keeps the caller's transaction usable)."""
+    from sqlalchemy.exc import OperationalError  # (imported here: this section was added apart)
+
+    ruleset = targeting.parse(rules)
+    found = ruleset.sql(UserTraits.__table__.c.traits)
+    traits_table = UserTraits.__table__
+    previous = session.execute(text("SELECT current_setting('statement_timeout')")).scalar_one()
+    try:
+        with session.begin_nested():
+            session.execute(
+                text("SELECT set_config('statement_timeout', :value, true)"),
+                {"value": f"{int(timeout_ms)}ms"},
+            )
+            if found.exact:
+                matching, total = session.execute(
+                    select(func.count().filter(found.where), func.count()).select_from(traits_table)
+                ).one()
+                ids = tuple(
+                    int(u)
+                    for u in session.scalars(
+                        select(traits_table.c.user_id)
+                        .where(found.where)
+                        .order_by(traits_table.c.user_id)
+                        .limit(sample)
+                    )
+                )
+            else:  # a superset: every candidate confirmed in Python, in id order
+                total = session.scalar(select(func.count()).select_from(traits_table)) or 0
+                matching, picked = 0, list[int]()
+                rows = session.execute(
+                    select(traits_table.c.user_id, traits_table.c.traits)
+                    .where(found.where)
+                    .order_by(traits_table.c.user_id)
+                )
+                for user, traits in rows:
+                    if ruleset.match(traits) is not None:
+                        matching += 1
+                        if len(picked) < sample:
+                            picked.append(int(user))
+                ids = tuple(picked)
+            session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "57014":  # query_canceled: the timeout
+            raise
+        session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
+        return None
+    return Audience(int(matching or 0), int(total or 0), ids)
+
+
+def trait_key_suggestions(session: DbSession, prefix: str = "", limit: int = 100) -> list[str]:
+    """Trait keys seen so far (``trait_keys``) that start with ``prefix``, in order, at most
+    ``limit``: the rule builder's suggestions."""
+    from webapp.models import TraitKey  # (imported here: this section was added apart)
+
+    query = select(TraitKey.key).order_by(TraitKey.key).limit(limit)
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(TraitKey.key.like(f"{escaped}%", escape="\\"))
+    return list(session.scalars(query))
