@@ -279,7 +279,7 @@ class Card:
     confirm: impact.Impact | None = None
     confirm_key: str = ""
     changed_since: bool = False
-    editing: bool = False  # the builder is open (rows typed, or rules saved)
+    editing: bool = False  # an action of the builder answered: open (else saved rules fold it away)
 
 
 @bp.app_template_global("saved_rule_words")
@@ -294,8 +294,7 @@ def saved_words(segment: Segment) -> list[str]:
 @bp.app_template_global()
 def rules_card(segment: Segment) -> Card:
     """The card for a fresh page: the saved rules, their count fetched once the page has loaded."""
-    rows = rows_of(segment.rules)
-    return Card(segment, rows, editing=bool(rows))
+    return Card(segment, rows_of(segment.rules))
 
 
 @bp.app_template_global()
@@ -453,7 +452,7 @@ def _save(segment: Segment, rows: Rows, raw: list[dict[str, Any]] | None):
     if not is_htmx():
         flash(message, "success")
         return redirect(back)
-    card = counted(Card(saved, rows_of(saved.rules), editing=saved.rules is not None))
+    card = Card(saved, rows_of(saved.rules))  # the builder folded again, its count fetched when opened
     body = render_template(CARD, rules_state=card, segment=saved)
     body += render_template("_flash_oob.html", messages=[("success", message)])
     response = make_response(body)
@@ -481,6 +480,13 @@ def rules_audience(slug: str):
     segment = live_segment(slug)
     card = counted(Card(segment, rows_from_form(request.form), editing=True))
     return render_template(CARD, rules_state=card, segment=segment, part="audience")
+
+
+@bp.get("/segments/<slug>/rules/now")
+def rules_now(slug: str):
+    """The saved rules in words and their evaluation's progress, fetched again on
+    ``segment-changed`` (the builder below them keeps what is typed)."""
+    return render_template(CARD, segment=live_segment(slug), part="now")
 
 
 @bp.get("/segments/<slug>/rules/trait-keys")
