@@ -127,9 +127,11 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     assert "R_PAID" not in {a.slug for a in active_segments(db_session, outsider)}
 
     # the percentage applies inside the matched audience; before the operation, the old answer
-    # (so the change's immediate impact is nothing; a deletion's is every rule member)
+    # (so the change's impact is eventual: who moves once evaluated; a deletion's is every rule
+    # member at once)
     before = members(db_session, "R_PAID")
-    assert (lambda m: (m.leaving, m.joining))(impact.of_update(db_session, segment, 5000).moves[0]) == (0, 0)
+    halving = impact.of_update(db_session, segment, 5000)
+    assert halving.eventual and halving.own.joining == 0 and 0 < halving.own.leaving < len(before)
     assert (lambda m: (m.leaving, m.joining))(impact.of_delete(db_session, segment).moves[0]) == (
         len(before),
         0,
@@ -139,6 +141,7 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     run_operations(db_session)
     half = expected(db_session, "R_PAID")
     assert half < before and members(db_session, "R_PAID") == half
+    assert halving.own.leaving == len(before - half)
 
     # explicit beats rules; an api removal of a covered user excludes them
     covered = min(half)
