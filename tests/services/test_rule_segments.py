@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import sqlalchemy as sa
 
 from webapp.models import BulkOperation, MembershipEvent, Segment
@@ -254,3 +255,45 @@ def test_a_hashed_bucket_is_the_rules_bucket():
         rule = rollout.Rule(rollout.SCHEME, f"salt{rng.random()}", ranges)
         for user in rng.sample(range(1, 2**62), 20):
             assert rollout.covers_hashed(rule, rollout.user_hash(user)) == rule.covers(user)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RU_PAID,  # tested in SQL, exactly
+        [
+            {
+                "conditions": [
+                    {"trait": "country", "operator": "str_eq", "value": "ru", "case_insensitive": True}
+                ]
+            }
+        ],
+        [
+            {"conditions": [{"trait": "plan", "operator": "not_set"}]},
+            {"conditions": [{"trait": "beta", "operator": "bool_eq", "value": True}]},
+        ],
+        NEW_APP,  # a version: decoded and matched in Python
+        [{"conditions": [{"trait": "seen", "operator": "date_after", "value": "2026-06-01"}]}],
+    ],
+    ids=["sql-exact", "sql-confirmed", "sql-presence", "python-version", "python-date"],
+)
+def test_a_reevaluation_covers_exactly_who_the_rules_match_whichever_way_it_tests_them(db_session, rules):
+    rng = random.Random(5)
+    seed_traits(db_session, rng)
+    for u in USERS:  # more kinds of trait, some of them unreadable under the operator
+        if rng.random() < 0.5:
+            patch_traits(
+                db_session,
+                u,
+                {
+                    "country": rng.choice(["RU", "ru", "Ru", "US"]),
+                    "beta": rng.choice([True, False, "true", 1]),
+                    "seen": rng.choice(["2026-05-31", "2026-06-02T00:00:00Z", "yesterday", 20260602]),
+                    "plan": None if rng.random() < 0.3 else "paid",
+                },
+                actor="svc",
+            )
+    create_segment(db_session, "R_WAYS", rollout_percent=60, rules=rules, actor="pm")
+    run_operations(db_session)
+    want = expected(db_session, "R_WAYS")
+    assert want and members(db_session, "R_WAYS") == want
