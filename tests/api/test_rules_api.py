@@ -86,3 +86,28 @@ def test_a_rule_segment_through_the_api(api, client):
     assert api.active(3) == [{"slug": "R_API", "source": "rollout", "expires_at": None}]
     items = api.get("/users/3/history").json["items"]
     assert [(i["operation"], i["cause"]["kind"]) for i in items] == [("added", "rules")]
+
+
+def test_the_dry_run_of_a_rule_change_says_who_moves_once_evaluated(api):
+    traits = {
+        1: {"country": "RU", "plan": "paid"},
+        2: {"country": "BY", "plan": "free"},
+        3: {"country": "US"},
+    }
+    for user, given in traits.items():
+        assert api.put(f"/users/{user}/traits", {"traits": given}).status_code == 200
+    api.segment("R_DRY", rollout_percent=100)
+    preview = api.post("/segments/R_DRY/impact", {"change": "update", "rules": RU_PAID})
+    assert preview.status_code == 200, preview.json
+    body = preview.json
+    assert body["eventual"] is True and (body["leaving"], body["joining"]) == (2, 0)  # users 2 and 3
+    assert api.active(2) == [{"slug": "R_DRY", "source": "rollout", "expires_at": None}]  # nothing moved
+    changed = api.patch(f"/segments/R_DRY?catalog_version={body['catalog_version']}", {"rules": RU_PAID})
+    assert changed.status_code == 200, changed.json
+    run_operations(db.session)
+    assert [a["slug"] for a in api.active(1)] == ["R_DRY"] and api.active(2) == api.active(3) == []
+    removal = api.post("/segments/R_DRY/impact", {"change": "update", "rules": None}).json
+    assert removal["eventual"] is False and (removal["leaving"], removal["joining"]) == (0, 2)
+    refused = api.post("/segments/R_DRY/impact", {"change": "update", "rules": [{"conditions": []}]})
+    assert refused.status_code == 422 and refused.json["error"]["details"][0]["field"].startswith("rules[0]")
+    assert_envelope(refused)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import sqlalchemy as sa
 
 from webapp.models import BulkOperation, MembershipEvent, Segment
@@ -127,9 +128,11 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     assert "R_PAID" not in {a.slug for a in active_segments(db_session, outsider)}
 
     # the percentage applies inside the matched audience; before the operation, the old answer
-    # (so the change's immediate impact is nothing; a deletion's is every rule member)
+    # (so the change's impact is eventual: who moves once evaluated; a deletion's is every rule
+    # member at once)
     before = members(db_session, "R_PAID")
-    assert (lambda m: (m.leaving, m.joining))(impact.of_update(db_session, segment, 5000).moves[0]) == (0, 0)
+    halving = impact.of_update(db_session, segment, 5000)
+    assert halving.eventual and halving.own.joining == 0 and 0 < halving.own.leaving < len(before)
     assert (lambda m: (m.leaving, m.joining))(impact.of_delete(db_session, segment).moves[0]) == (
         len(before),
         0,
@@ -139,6 +142,7 @@ def test_a_rule_segment_answers_by_its_matches_exactly_and_history_says_so(db_se
     run_operations(db_session)
     half = expected(db_session, "R_PAID")
     assert half < before and members(db_session, "R_PAID") == half
+    assert halving.own.leaving == len(before - half)
 
     # explicit beats rules; an api removal of a covered user excludes them
     covered = min(half)
@@ -251,3 +255,45 @@ def test_a_hashed_bucket_is_the_rules_bucket():
         rule = rollout.Rule(rollout.SCHEME, f"salt{rng.random()}", ranges)
         for user in rng.sample(range(1, 2**62), 20):
             assert rollout.covers_hashed(rule, rollout.user_hash(user)) == rule.covers(user)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RU_PAID,  # tested in SQL, exactly
+        [
+            {
+                "conditions": [
+                    {"trait": "country", "operator": "str_eq", "value": "ru", "case_insensitive": True}
+                ]
+            }
+        ],
+        [
+            {"conditions": [{"trait": "plan", "operator": "not_set"}]},
+            {"conditions": [{"trait": "beta", "operator": "bool_eq", "value": True}]},
+        ],
+        NEW_APP,  # a version: decoded and matched in Python
+        [{"conditions": [{"trait": "seen", "operator": "date_after", "value": "2026-06-01"}]}],
+    ],
+    ids=["sql-exact", "sql-confirmed", "sql-presence", "python-version", "python-date"],
+)
+def test_a_reevaluation_covers_exactly_who_the_rules_match_whichever_way_it_tests_them(db_session, rules):
+    rng = random.Random(5)
+    seed_traits(db_session, rng)
+    for u in USERS:  # more kinds of trait, some of them unreadable under the operator
+        if rng.random() < 0.5:
+            patch_traits(
+                db_session,
+                u,
+                {
+                    "country": rng.choice(["RU", "ru", "Ru", "US"]),
+                    "beta": rng.choice([True, False, "true", 1]),
+                    "seen": rng.choice(["2026-05-31", "2026-06-02T00:00:00Z", "yesterday", 20260602]),
+                    "plan": None if rng.random() < 0.3 else "paid",
+                },
+                actor="svc",
+            )
+    create_segment(db_session, "R_WAYS", rollout_percent=60, rules=rules, actor="pm")
+    run_operations(db_session)
+    want = expected(db_session, "R_WAYS")
+    assert want and members(db_session, "R_WAYS") == want

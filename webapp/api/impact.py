@@ -54,6 +54,7 @@ def impact_out(found: impact.Impact, change: str) -> ImpactOut:
         joining=found.joining,
         moves=[MoveOut(slug=m.slug, leaving=m.leaving, joining=m.joining) for m in found.moves],
         seconds=round(found.seconds, 4),
+        eventual=found.eventual,
     )
 
 
@@ -75,7 +76,10 @@ def preview_impact(slug: str):
     previews ``POST .../restore`` of the most recently deleted segment with the slug: the known
     users who would join it (its kept members, its rollout as it would come back: 0% when its
     group has no room) and leave or join the group's other segments; refused as the restore
-    would be (409 ``slug_taken_since``, ``restore_expired``, ..., 404 ``no_deleted_segment``)."""
+    would be (409 ``slug_taken_since``, ``restore_expired``, ..., 404 ``no_deleted_segment``).
+    An update that re-evaluates a rule segment (its ``rules``, or the percentage or group of a
+    segment with rules) answers ``eventual: true``: its users move as the background
+    re-evaluation reaches them; the numbers are the moves once it has reached everyone."""
     body = json_body(ImpactRequest).root
     session = db.session
     if isinstance(body, UpdateImpact):
@@ -85,6 +89,7 @@ def preview_impact(slug: str):
             slug,
             rollout_percent=body.rollout_percent if "rollout_percent" in given else UNSET,
             exclusion_group=body.exclusion_group if "exclusion_group" in given else UNSET,
+            rules=body.rules if "rules" in given else UNSET,
         )
     elif isinstance(body, ScheduleImpact):
         found = impact.preview_schedule(session, slug, body.at, body.rollout_percent)

@@ -806,11 +806,13 @@ class BulkReplaceOut(BaseModel):
 
 
 class UpdateImpact(Strict):
-    """PATCH /segments/<slug>'s change: ``rollout_percent`` and/or ``exclusion_group`` (null: none)."""
+    """PATCH /segments/<slug>'s change: ``rollout_percent``, ``exclusion_group`` (null: none)
+    and/or ``rules`` (null: none)."""
 
     change: Literal["update"]
     rollout_percent: Percent | None = None
     exclusion_group: Slug | None = Field(None, description="the group to be in; null: none")
+    rules: Rules = None
 
 
 class ScheduleImpact(Strict):
@@ -875,6 +877,12 @@ class ImpactOut(BaseModel):
     joining: int = Field(description="history entries `added` the change would write now, all segments")
     moves: list[MoveOut] = Field(description="each segment whose membership moves, this one first")
     seconds: float = Field(description="how long the computation took")
+    eventual: bool = Field(
+        False,
+        description="true for a change that re-evaluates a rule segment: its users move as the "
+        "background re-evaluation reaches them, and the numbers are the moves once it has reached "
+        "everyone (counted now)",
+    )
 
 
 # -- user traits (issue 29; the rules: webapp.rules, checked by services.traits) -------------

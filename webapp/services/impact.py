@@ -28,12 +28,13 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import or_, select, text
+from sqlalchemy import func, literal_column, or_, select, text
 
-from webapp.models import ExclusionGroup, RetiredMembership, Segment
-from webapp.services import restore
+from webapp.models import ExclusionGroup, RetiredMembership, Segment, UserTraits
+from webapp.services import restore, targeting
 from webapp.services.common import DbSession, utcnow
 from webapp.services.membership import bulk
+from webapp.services.membership import rules as rule_matches
 from webapp.services.rollout import buckets as rollout
 from webapp.services.rollout.allocation import RolloutState, free_ranges
 from webapp.services.segments import lifecycle as segments
@@ -43,6 +44,8 @@ from webapp.services.segments.rollout_state import (
     change_or_error,
     pending,
     planned,
+    refuse_schedules_of_rules,
+    rules_or_error,
     state_of,
 )
 
@@ -63,6 +66,7 @@ WHERE segment_id = ANY(CAST(:scope AS int[])) AND (expires_at IS NULL OR expires
 UNION ALL SELECT 1, string_agg(int8send(user_id) || int4send(segment_id), '') FROM rollout_exclusions
 WHERE segment_id = ANY(CAST(:scope AS int[]))
 """
+TRAIT_USERS = "SELECT string_agg(int8send(user_id), '' ORDER BY user_id) FROM user_traits"
 PAIR = np.dtype([("user", ">i8"), ("segment", ">i4")])
 
 
@@ -86,6 +90,7 @@ class Impact:
     known_users: int
     moves: tuple[Move, ...]
     seconds: float = field(default=0.0, compare=False)
+    eventual: bool = False  # the moves happen as a re-evaluation reaches the users, not at once
 
     @property
     def leaving(self) -> int:
@@ -124,19 +129,49 @@ def of_update(
     basis_points: int | None,
     group: str | None | object = ...,
     now: datetime | None = None,
+    rules: object = UNSET,
 ) -> Impact:
     """A rollout change (``basis_points``, None: unchanged) and/or a group move (``group``: a
-    name, None for no group, ``...`` unchanged), validated as the change is (422 ``group_full``)."""
+    name, None for no group, ``...`` unchanged) and/or new rules (``rules``: canonical, None
+    for none, UNSET unchanged), validated as the change is (422 ``group_full``).
+
+    A change that re-evaluates a rule segment (its rules, or the percentage or group of a
+    segment with rules) moves its users only as its re-evaluation reaches them: the answer is
+    then ``eventual`` — the moves once every user with traits is evaluated (its coverage after:
+    the users whose traits the rules match, in its rollout after), counted now. Rules removed,
+    the segment answers by its rollout at once (not eventual)."""
     now = now or utcnow()
     target_group = segment.exclusion_group if group is ... else group
     assert target_group is None or isinstance(target_group, str)
+    rules_after = segment.rules if rules is UNSET else rules
 
     def after(states: dict[int, RolloutState]) -> dict[int, RolloutState]:
         target = states[segment.id].basis_points if basis_points is None else basis_points
         new = change_or_error(states, segment.id, target, group)
         return {**states, segment.id: new}
 
-    return _measure(session, segment, {segment.exclusion_group, target_group}, now, after)
+    if rules_after is None and segment.rules is None:
+        return _measure(session, segment, {segment.exclusion_group, target_group}, now, after)
+    ruleset = None if rules_after is None else rule_matches.ruleset_of(rules_after)
+    reevaluates = ruleset is not None and (
+        rules_after != segment.rules
+        or (basis_points is not None and basis_points != segment.rollout_basis_points)
+        or target_group != segment.exclusion_group
+    )
+    if ruleset is not None and not reevaluates:  # nothing changes how it covers anyone
+        return _measure(session, segment, {segment.exclusion_group, target_group}, now, after)
+    traits_users = _ids(session.scalar(text(TRAIT_USERS)))
+    matched = None if ruleset is None else _matching_ids(session, ruleset)
+    return _measure(
+        session,
+        segment,
+        {segment.exclusion_group, target_group},
+        now,
+        after,
+        extra=traits_users,
+        rules_after=(matched,),
+        eventual=reevaluates,
+    )
 
 
 def of_schedule(
@@ -254,18 +289,23 @@ def preview_update(
     rollout_percent: object = UNSET,
     exclusion_group: object = UNSET,
     now: datetime | None = None,
+    rules: object = UNSET,
 ) -> Impact:
-    """PATCH /segments/<slug> (or the settings form) as a dry run: the same 422 and 409 the
-    change would answer, else its impact."""
+    """PATCH /segments/<slug> (or the settings form, or the rule builder) as a dry run: the same
+    422 and 409 the change would answer, else its impact (``eventual`` for a change that
+    re-evaluates a rule segment: see ``of_update``)."""
     new_bp = None if rollout_percent is UNSET else segments.basis_points_or_error(rollout_percent)
     new_group = ... if exclusion_group is UNSET else segments.group_or_error(exclusion_group)
+    new_rules = UNSET if rules is UNSET else rules_or_error(rules)
     segment = segments.get_live_segment(session, slug)
+    if new_rules is not UNSET and new_rules is not None and segment.rules is None:
+        refuse_schedules_of_rules(session, segment, adding_rules=True)
     if isinstance(new_group, str) and new_group != segment.exclusion_group:
         scope, _, _ = _scope(session, segment, {new_group}, now or utcnow())
         segments.refuse_explicit_overlap(session, segment, new_group, {s.id: s for s in scope})
     if new_group is not ... and new_group == segment.exclusion_group:
         new_group = ...
-    return of_update(session, segment, new_bp, new_group, now)
+    return of_update(session, segment, new_bp, new_group, now, new_rules)
 
 
 def preview_schedule(
@@ -338,9 +378,14 @@ def _measure(
     gone: bool = False,
     revived: bool = False,
     extra: Ids | None = None,
+    rules_after: tuple[Ids | None] | None = None,
+    eventual: bool = False,
 ) -> Impact:
     """Membership of every known user (and ``extra`` ids) over the scope, before and after
-    (``gone``: the segment out of the catalog after, ``revived``: out of it before)."""
+    (``gone``: the segment out of the catalog after, ``revived``: out of it before).
+    ``rules_after``: how the segment covers after a change of its rules: (the sorted ids its
+    rules match,) — covered where also in its rollout after — or (None,) for no rules (by its
+    rollout after, at once)."""
     started = time.perf_counter()
     for _ in range(3):
         version = catalog_version(session)
@@ -365,7 +410,12 @@ def _measure(
             rows(users, column, explicit_after, excluded_after, covered)
         covered_after = _covered(scope, new_states, salts, users, hashes)
         if matched is not None:  # (its rows change only when its re-evaluation reaches them)
-            covered_after[:, matched[1]] = matched[0][:, matched[1]]
+            ruled = matched[1].copy()
+            if rules_after is not None:
+                ruled[column] = False
+            covered_after[:, ruled] = matched[0][:, ruled]
+        if rules_after is not None and rules_after[0] is not None:
+            covered_after[:, column] &= _isin(users, rules_after[0])
         if gone:
             live[column] = False
         if revived:
@@ -384,7 +434,9 @@ def _measure(
             for i, s in enumerate(scope)
             if i != column and (leaving[i] or joining[i])
         ]
-        return Impact(segment.slug, version, len(users), tuple(moves), time.perf_counter() - started)
+        return Impact(
+            segment.slug, version, len(users), tuple(moves), time.perf_counter() - started, eventual
+        )
     raise RuntimeError("the segment catalog kept changing during one preview")
 
 
@@ -422,6 +474,28 @@ def _scope(
 def _known_users(session: DbSession) -> Ids:
     parts = [np.frombuffer(packed or b"", dtype=">i8") for packed in session.scalars(text(KNOWN_USERS))]
     return _sorted_set(np.concatenate(parts).astype(np.int64))
+
+
+def _ids(packed: bytes | None) -> Ids:
+    """Ids packed by ``string_agg(int8send(...))`` (in id order) as an array."""
+    return np.frombuffer(packed or b"", dtype=">i8").astype(np.int64)
+
+
+def _matching_ids(session: DbSession, ruleset: targeting.RuleSet) -> Ids:
+    """The sorted ids of the users with traits whom ``ruleset`` matches: in SQL (``RuleSet.sql``),
+    each row of an inexact filter (a superset) confirmed with ``match``."""
+    found = ruleset.sql(UserTraits.__table__.c.traits)
+    if found.exact:
+        packed = session.scalar(
+            select(func.string_agg(func.int8send(UserTraits.user_id), literal_column("''::bytea"))).where(
+                found.where
+            )
+        )
+        return np.sort(_ids(packed))
+    rows = session.execute(select(UserTraits.user_id, UserTraits.traits).where(found.where))
+    return np.sort(
+        np.array([user for user, traits in rows if ruleset.match(traits) is not None], dtype=np.int64)
+    )
 
 
 def _sorted_set(ids: Ids) -> Ids:

@@ -45,7 +45,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 
 from webapp.models import BulkOperation, ExclusionGroup, Segment, UserTraits
 from webapp.models.segment import LIVE_SEGMENT_SQL
@@ -260,36 +260,55 @@ def reevaluate_chunk(session: DbSession, operation: BulkOperation) -> bool:
         )
     membership_store.lock_segments_bulk(session, sorted({segment.id, *neighbours}))
     now = clock(session)
-    users = [
-        (int(user), traits)
-        for user, traits in session.execute(
-            text(
-                "SELECT user_id, traits FROM user_traits WHERE user_id > :cursor ORDER BY user_id LIMIT :chunk"
-            ),
-            {"cursor": operation.cursor, "chunk": CHUNK},
-        )
-    ]
+    users, matched = _next_chunk(session, segment, group_salt, operation.cursor)
     if users:
-        matched = [] if segment.rules is None else matching(_rule_segment(segment, group_salt), users)
         added, removed = membership_store.set_matches(
-            session,
-            [u for u, _ in users],
-            [segment.id],
-            [(u, segment.id) for u in matched],
-            now,
-            operation.actor,
+            session, users, [segment.id], [(u, segment.id) for u in matched], now, operation.actor
         )
         operation.added += added
         operation.removed += removed
         operation.done += len(users)
         operation.total = max(operation.total, operation.done)
-        operation.cursor = users[-1][0]
+        operation.cursor = users[-1]
     if len(users) == CHUNK:
         return True
     if segment.rules is not None and not segment.rule_mode:  # a first rule set: switch once all are in
         operation.phase = SWITCH_PASS
         return True
     return False
+
+
+# Conditions PostgreSQL tests for less than decoding the traits costs in Python (a date or
+# version condition costs more in SQL: a chunk with them decodes the traits and matches them here)
+SQL_KINDS = frozenset(targeting.Kind) - {targeting.Kind.DATE, targeting.Kind.VERSION}
+
+
+def _next_chunk(
+    session: DbSession, segment: Segment, group_salt: str | None, cursor: int
+) -> tuple[list[int], list[int]]:
+    """The next CHUNK users with traits after ``cursor`` (by id), and those of them the segment
+    covers now (its rules match, its rollout has their bucket; nobody without rules). Rules of
+    SQL_KINDS are tested in the query (``RuleSet.sql``; an inexact filter's rows confirmed with
+    ``match``): decoding every user's traits in Python was half of a chunk's time."""
+    column, user = UserTraits.__table__.c.traits, UserTraits.__table__.c.user_id
+    after = select(user).where(user > cursor).order_by(user).limit(CHUNK)
+    if segment.rules is None:
+        return [int(u) for u in session.scalars(after)], []
+    evaluated = _rule_segment(segment, group_salt)
+    ruleset = evaluated.ruleset
+    if any(c.kind not in SQL_KINDS for rule in ruleset.rules for c in rule):
+        rows = [(int(u), traits) for u, traits in session.execute(after.add_columns(column))]
+        return [u for u, _ in rows], matching(evaluated, rows)
+    found = ruleset.sql(column)
+    hit = found.where if found.exact else case((found.where, column))  # (traits only to confirm)
+    pairs = session.execute(after.add_columns(hit)).all()
+    hits = [
+        int(u)
+        for u, tested in pairs
+        if (tested is True if found.exact else tested is not None and ruleset.match(tested) is not None)
+    ]
+    inside = rollout.covers_many(evaluated.coverage, hits).tolist()
+    return [int(u) for u, _ in pairs], [u for u, ok in zip(hits, inside, strict=True) if ok]
 
 
 def _switch(session: DbSession, operation: BulkOperation) -> None:
