@@ -17,11 +17,11 @@ pytestmark = pytest.mark.browser
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 
-# 60 users with traits: plan paid for every third, country RU / BY / KZ in turn, beta every fifth
+# 60 users with traits: plan paid for every third, country RU / BY / KZ / RU in turn, beta every fifth
 USERS = {
     user: {
         "plan": "paid" if user % 3 == 0 else "free",
-        "country": ("RU", "BY", "KZ")[user % 3 - 1 if user % 3 else 2],
+        "country": ("RU", "BY", "KZ", "RU")[user % 4],
         **({"beta": True} if user % 5 == 0 else {}),
     }
     for user in range(1, 61)
@@ -54,7 +54,7 @@ def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live
     either = expected(
         lambda t: (t["plan"] == "paid" and t["country"] in ("RU", "BY")) or t.get("beta") is True
     )
-    assert len({paid, paid_ru_by, either}) == 3  # each edit moves the count
+    assert len({paid, paid_ru_by, either}) == 3 and paid_ru_by > 0  # each edit moves the count
     for viewport, tag in ((DESKTOP, "1366"), (MOBILE, "390")):
         slug = f"AVITO_RULES_{tag}"
         live_api("POST", "/api/v1/segments", {"slug": slug, "rollout_percent": 100})
@@ -95,7 +95,11 @@ def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live
         assert_fits(page, f"built at {tag}")
         card_shot(page, shots(page, f"rule-builder-built-{tag}"))
         # Save: the rules in words, the message, the evaluation runs (a real worker)
+        # a 100% segment given rules: the users with traits they do not match will leave
         rules.get_by_role("button", name="Save rules").click()
+        confirm = page.locator("#rules-confirm")
+        expect(confirm).to_contain_text(f"{len(USERS) - either} will leave, 0 will join {slug}")
+        confirm.get_by_role("button", name=re.compile("^Confirm")).click()
         expect(page.locator("#flash")).to_contain_text(
             f"Rules saved; {len(USERS)} users with traits are being evaluated against them."
         )
@@ -118,12 +122,20 @@ def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live
         )
         expect(page.locator("#rules-audience")).to_contain_text(f"{now} users with traits match")
         assert free_ru_by != paid_ru_by
-        save = rules.get_by_role("button", name="Save rules")
-        confirm = page.locator("#rules-confirm")
-        save.click()
-        htmx_settled(page)
-        if confirm.count():  # users leave: the numbers first, then Confirm
-            confirm.get_by_role("button", name=re.compile("^Confirm")).click()
+        rules.get_by_role("button", name="Save rules").click()
+        # users leave (the paid ones from RU and BY): the numbers first, once evaluated, then Confirm
+        before = {
+            u for u, t in USERS.items() if (t["plan"] == "paid" and t["country"] != "KZ") or t.get("beta")
+        }
+        after = {
+            u for u, t in USERS.items() if (t["plan"] == "free" and t["country"] != "KZ") or t.get("beta")
+        }
+        leave, join = len(before - after), len(after - before)
+        expect(confirm).to_contain_text(f"{leave} will leave, {join} will join {slug}")
+        expect(confirm).to_contain_text("once its users with traits are evaluated again")
+        assert_fits(page, f"confirm at {tag}")
+        card_shot(page, shots(page, f"rule-builder-confirm-{tag}"))
+        confirm.get_by_role("button", name=re.compile("^Confirm")).click()
         expect(page.locator("#flash")).to_contain_text("Rules saved;")
         expect(words).to_contain_text("plan = free and country in [RU, BY]")
         page.locator("#segment-rules summary", has_text="Edit the rules").click()

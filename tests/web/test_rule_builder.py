@@ -230,7 +230,8 @@ def add_rule_card_has_datalist(client, page: str) -> bool:
 
 def test_with_htmx_the_card_comes_back_alone_and_a_save_refreshes_the_page(htmx, api, db_session):
     api.segment("BUILD_HTMX", rollout_percent=100)
-    push_traits(api, {1: {"plan": "paid"}, 2: {"plan": "free"}, 3: {"plan": "paid"}})
+    # (only paid users have traits, and no one else is known: nobody leaves, so no confirmation)
+    push_traits(api, {1: {"plan": "paid"}, 3: {"plan": "paid"}})
     added = htmx("/segments/BUILD_HTMX/rules", {"action": "add_rule"})
     text = added.get_data(as_text=True)
     assert "rules-zero-rollout" not in text
@@ -243,10 +244,10 @@ def test_with_htmx_the_card_comes_back_alone_and_a_save_refreshes_the_page(htmx,
     saved = htmx("/segments/BUILD_HTMX/rules", {"action": "save", **row(0, 0, "plan", "str_eq", "paid")})
     body = html_lib.unescape(saved.get_data(as_text=True))
     assert saved.status_code == 200 and saved.headers["HX-Trigger"] == "segment-changed"
-    assert "Rules saved; 3 users with traits are being evaluated against them." in body
+    assert "Rules saved; 2 users with traits are being evaluated against them." in body
     assert 'hx-swap-oob="true"' in body
     assert "rule 1</span> plan = paid" in body
-    assert "Evaluating the users with traits of BUILD_HTMX: 0 of 3" in body  # its progress, polling
+    assert "Evaluating the users with traits of BUILD_HTMX: 0 of 2" in body  # its progress, polling
     run_operations(db_session)
     assert [s["slug"] for s in api.active(1)] == ["BUILD_HTMX"] and api.active(2) == []
     # the same rules again: nothing to save, said
@@ -348,3 +349,114 @@ def test_a_segment_with_pending_scheduled_changes_says_why_its_rules_cannot_be_s
     )
     assert 'value="paid"' in card  # the typed rules stay
     assert api.get("/segments/BUILD_SCHEDULED").json["rules"] is None
+
+
+def hidden(page: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert found, f"no {name} in the answer"
+    return found[1]
+
+
+def test_a_save_that_takes_users_out_is_confirmed_first_with_the_numbers(htmx, client, csrf, api, db_session):
+    push_traits(api, {user: {"plan": "paid" if user % 3 == 0 else "free"} for user in range(1, 31)})
+    api.segment("BUILD_CONFIRM", rules=PAID)
+    run_operations(db_session)
+    assert len(api.get("/segments/BUILD_CONFIRM").json["rules"]) == 1
+    free = row(0, 0, "plan", "str_eq", "free")
+    asked = htmx("/segments/BUILD_CONFIRM/rules", {"action": "save", **free})
+    page = html_lib.unescape(asked.get_data(as_text=True))
+    assert asked.status_code == 200 and 'id="rules-confirm"' in page and "HX-Trigger" not in asked.headers
+    said = " ".join(re.sub(r"<[^>]+>", " ", page.split('id="rules-confirm"', 1)[1]).split())
+    assert "10 will leave, 20 will join BUILD_CONFIRM" in said
+    assert "once its users with traits are evaluated again" in said
+    assert 'value="free"' in page  # the typed rules stay in the builder
+    assert api.get("/segments/BUILD_CONFIRM").json["rules"] == PAID  # nothing saved yet
+    version, key = hidden(page, "catalog_version"), hidden(page, "confirmed_rules")
+    # the rules typed again after the numbers were shown: new numbers, nothing saved
+    other = row(0, 0, "plan", "str_eq", "trial")
+    again = htmx(
+        "/segments/BUILD_CONFIRM/rules",
+        {"confirmed": "1", "catalog_version": version, "confirmed_rules": key, **other},
+    )
+    again_page = html_lib.unescape(again.get_data(as_text=True))
+    assert 'id="rules-confirm"' in again_page and "10 will leave, 0 will join" in " ".join(
+        re.sub(r"<[^>]+>", " ", again_page).split()
+    )
+    assert api.get("/segments/BUILD_CONFIRM").json["rules"] == PAID
+    # the segments changed since the numbers: 409 impact_changed, the new numbers to confirm
+    api.segment("BUILD_CONFIRM_OTHER")
+    moved = htmx(
+        "/segments/BUILD_CONFIRM/rules",
+        {"confirmed": "1", "catalog_version": version, "confirmed_rules": key, **free},
+    )
+    moved_page = html_lib.unescape(moved.get_data(as_text=True))
+    assert moved.status_code == 200 and "The segments changed since the last numbers." in moved_page
+    assert hidden(moved_page, "catalog_version") != version
+    assert api.get("/segments/BUILD_CONFIRM").json["rules"] == PAID
+    # Confirm with those numbers: saved, the page refreshes, the message counts who is evaluated
+    done = htmx(
+        "/segments/BUILD_CONFIRM/rules",
+        {
+            "confirmed": "1",
+            "catalog_version": hidden(moved_page, "catalog_version"),
+            "confirmed_rules": hidden(moved_page, "confirmed_rules"),
+            **free,
+        },
+    )
+    assert done.status_code == 200 and done.headers["HX-Trigger"] == "segment-changed"
+    assert "Rules saved; 30 users with traits are being evaluated against them." in done.get_data(
+        as_text=True
+    )
+    assert api.get("/segments/BUILD_CONFIRM").json["rules"][0]["conditions"][0]["value"] == "free"
+    run_operations(db_session)
+    assert [s["slug"] for s in api.active(1)] == ["BUILD_CONFIRM"] and api.active(3) == []
+    # without JavaScript: the whole page with the numbers, then the confirmed save redirects
+    back = row(0, 0, "plan", "str_eq", "paid")
+    asked = client.post("/segments/BUILD_CONFIRM/rules", data={"csrf_token": csrf, "action": "save", **back})
+    page = html_lib.unescape(asked.get_data(as_text=True))
+    assert "<html" in page and 'id="rules-confirm"' in card_of(page)
+    saved = client.post(
+        "/segments/BUILD_CONFIRM/rules",
+        data={
+            "csrf_token": csrf,
+            "confirmed": "1",
+            "catalog_version": hidden(page, "catalog_version"),
+            "confirmed_rules": hidden(page, "confirmed_rules"),
+            **back,
+        },
+    )
+    assert saved.status_code == 302
+    assert api.get("/segments/BUILD_CONFIRM").json["rules"] == PAID
+
+
+def test_removing_every_rule_and_saving_removes_the_rules(htmx, api, db_session):
+    push_traits(api, {user: {"plan": "paid" if user % 2 else "free"} for user in range(1, 11)})
+    api.segment("BUILD_REMOVE", rules=PAID)
+    run_operations(db_session)
+    cleared = htmx("/segments/BUILD_REMOVE/rules", {"action": "clear", **row(0, 0, "plan", "str_eq", "paid")})
+    card = card_of(cleared.get_data(as_text=True))
+    assert field_names(card) == [] and "saving removes this segment's rules" in card, card
+    assert "Save: remove the rules" in card
+    # nobody leaves (a 100% rollout takes everyone in): saved at once
+    removed = htmx("/segments/BUILD_REMOVE/rules", {"action": "save"})
+    assert removed.status_code == 200 and removed.headers["HX-Trigger"] == "segment-changed"
+    assert (
+        "Rules removed: BUILD_REMOVE answers by its rollout and explicit members again"
+        in html_lib.unescape(removed.get_data(as_text=True))
+    )
+    assert api.get("/segments/BUILD_REMOVE").json["rules"] is None
+
+
+def test_without_javascript_a_refused_save_is_the_page_with_the_problems_at_their_fields(client, csrf, api):
+    api.segment("BUILD_NOJS_BAD")
+    typed = row(0, 0, "age", "num_gte", "adult") | row(0, 1, "", "is_set")
+    refused = client.post(
+        "/segments/BUILD_NOJS_BAD/rules", data={"csrf_token": csrf, "action": "save", **typed}
+    )
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "<html" in page and 'id="segment-settings"' in page
+    card = card_of(page)
+    assert error_at(card, "r0c0_value") == "Enter a number, such as 18 or 4.5."
+    assert error_at(card, "r0c1_trait") == "Choose a trait."
+    assert "<details" not in card  # no saved rules: the builder is not folded
+    assert api.get("/segments/BUILD_NOJS_BAD").json["rules"] is None

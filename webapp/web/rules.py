@@ -377,12 +377,7 @@ def _fingerprint(raw: object) -> str:
 def preview_rules(slug: str, raw: object) -> impact.Impact:
     """What saving these rules moves (``services.impact.preview_update`` with ``rules``: the users
     the re-evaluation will move, ``eventual``); the same 422 and 409 the save would answer."""
-    import inspect  # TEMPORARY until the owner's preview_update(rules=...) is merged: then only the call
-
-    if "rules" not in inspect.signature(impact.preview_update).parameters:
-        targeting.parse(raw) if raw is not None else None
-        return impact.preview_update(db.session, slug)
-    return impact.preview_update(db.session, slug, rules=raw)  # type: ignore[call-arg,unused-ignore]
+    return impact.preview_update(db.session, slug, rules=raw)
 
 
 def _answer(card: Card, status: int = 200):
