@@ -46,7 +46,8 @@ def card_shot(page, full_page) -> None:
     page.locator("#segment-rules").screenshot(path=str(full_page.with_name(full_page.stem + "-card.png")))
 
 
-def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live_api, shots):
+def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live_api, shots, console_errors):
+    console_errors.allow(422)  # the refused save comes back as a 422 card
     for user, traits in USERS.items():
         live_api("PUT", f"/api/v1/users/{user}/traits", {"traits": traits})
     paid = expected(lambda t: t["plan"] == "paid")
@@ -95,6 +96,21 @@ def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live
         assert_fits(page, f"built at {tag}")
         card_shot(page, shots(page, f"rule-builder-built-{tag}"))
         # Save: the rules in words, the message, the evaluation runs (a real worker)
+        # Enter in a field checks the rules: nothing is saved
+        page.locator("#r0c0_value").press("Enter")
+        htmx_settled(page)
+        expect(page.locator("#rules-words")).to_contain_text("No rules:")
+        expect(page.locator("#r1c0_flag")).to_be_visible()
+        # a problem is worded under its field, the field focused; fixed, it goes
+        page.locator("#r0c0_value").fill("")
+        rules.get_by_role("button", name="Save rules").click()
+        expect(page.locator("#r0c0_value-error")).to_have_text("Enter a value to compare with.")
+        expect(page.locator("#r0c0_value")).to_be_focused()
+        expect(page.locator("#rules-audience")).to_contain_text("Not counted yet. Rule 1, condition 1")
+        assert_fits(page, f"refused at {tag}")
+        card_shot(page, shots(page, f"rule-builder-refused-{tag}"))
+        page.locator("#r0c0_value").fill("paid")
+        expect(page.locator("#rules-audience")).to_contain_text(f"{either} users with traits match")
         # a 100% segment given rules: the users with traits they do not match will leave
         rules.get_by_role("button", name="Save rules").click()
         confirm = page.locator("#rules-confirm")

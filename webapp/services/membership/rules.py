@@ -379,6 +379,8 @@ def audience(
     how many, and the first ``sample`` of them by id: ``RuleSet.sql`` in two statements (the
     counts, then the sample with a LIMIT), an inexact filter's rows confirmed with ``match``. None
     when it takes longer than ``timeout_ms`` (a savepoint keeps the caller's transaction usable)."""
+    import time
+
     from sqlalchemy.exc import OperationalError  # (imported here: this section was added apart)
 
     ruleset = targeting.parse(rules)
@@ -404,27 +406,36 @@ def audience(
                         .limit(sample)
                     )
                 )
-            else:  # a superset: every candidate confirmed in Python, in id order
+            else:  # a superset: every candidate confirmed in Python, in id order, within the time too
+                deadline = time.monotonic() + timeout_ms / 1000
                 total = session.scalar(select(func.count()).select_from(traits_table)) or 0
                 matching, picked = 0, list[int]()
                 rows = session.execute(
                     select(traits_table.c.user_id, traits_table.c.traits)
                     .where(found.where)
                     .order_by(traits_table.c.user_id)
+                    .execution_options(yield_per=2_000)
                 )
-                for user, traits in rows:
+                for seen, (user, traits) in enumerate(rows, 1):
                     if ruleset.match(traits) is not None:
                         matching += 1
                         if len(picked) < sample:
                             picked.append(int(user))
+                    if seen % 2_000 == 0 and time.monotonic() > deadline:
+                        rows.close()
+                        raise _TooSlow
                 ids = tuple(picked)
             session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
-    except OperationalError as exc:
-        if getattr(exc.orig, "sqlstate", None) != "57014":  # query_canceled: the timeout
-            raise
+    except (OperationalError, _TooSlow) as exc:
+        if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) != "57014":
+            raise  # (57014 query_canceled: the statement timeout)
         session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
         return None
     return Audience(int(matching or 0), int(total or 0), ids)
+
+
+class _TooSlow(Exception):
+    """Confirming an inexact filter's rows in Python took longer than the count may."""
 
 
 def trait_key_suggestions(session: DbSession, prefix: str = "", limit: int = 100) -> list[str]:
