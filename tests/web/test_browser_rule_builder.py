@@ -74,6 +74,7 @@ def test_build_two_rules_by_clicking_save_and_edit_again(page, live_server, live
         rules.get_by_role("button", name="+ And a condition").click()
         second = page.locator("#r0c1_row")
         expect(second).to_be_visible()
+        expect(page.locator("#r0c1_trait")).to_be_focused()  # the cursor in the row just added
         expect(page.locator("#r0c0_value")).to_have_value("paid")  # typed values kept
         second.get_by_label("Trait").fill("country")
         second.get_by_label("Comparison").select_option("str_in")

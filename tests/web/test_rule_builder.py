@@ -71,6 +71,7 @@ def test_without_javascript_every_button_answers_with_the_page_and_the_card_as_t
     typed = row(0, 0, "country", "str_in", values="RU, BY")
     card = press("add_condition:0", **typed)
     assert "r0c1_trait" in field_names(card) and ">RU, BY</textarea>" in card
+    assert re.search(r'id="r0c1_trait"[^>]*autofocus', card) and card.count("autofocus") == 1
     assert re.search(r'<option value="str_in" data-kind="list" selected>', card)
     typed |= row(0, 1, "plan", "str_eq", "paid")
     card = press("add_rule", **typed)

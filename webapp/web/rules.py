@@ -167,7 +167,10 @@ def rows_from_form(form: Mapping[str, str]) -> Rows:
             row.case = text not in ("", "0", "false", "off")
         else:
             setattr(row, part, text)
-    return [[found[r][c] for c in sorted(found[r])] for r in sorted(found)][: MAX_RULES + 1]
+    # (one past each limit: the parser names it; nothing bigger is rendered back)
+    return [[found[r][c] for c in sorted(found[r])][: MAX_RULE_CONDITIONS + 1] for r in sorted(found)][
+        : MAX_RULES + 1
+    ]
 
 
 def raw_rules(rows: Rows) -> list[dict[str, Any]]:
@@ -280,6 +283,7 @@ class Card:
     confirm_key: str = ""
     changed_since: bool = False
     editing: bool = False  # an action of the builder answered: open (else saved rules fold it away)
+    focus: str | None = None  # the field that gets the cursor (autofocus): a row just added
 
 
 @bp.app_template_global("saved_rule_words")
@@ -345,6 +349,23 @@ def counted(card: Card) -> Card:
 def act(rows: Rows, action: str) -> tuple[Rows, str | None]:
     """The rows after an edit button (``add_condition:0`` ...), and a problem in words when the
     edit cannot be made (a limit reached)."""
+    rows, problem, _ = act_and_focus(rows, action)
+    return rows, problem
+
+
+def act_and_focus(rows: Rows, action: str) -> tuple[Rows, str | None, str | None]:
+    """``act``, and the field to put the cursor in afterwards (an added row's trait)."""
+    rows, problem = _act(rows, action)
+    verb, _, where = action.partition(":")
+    if problem is None and verb == "add_rule" and rows:
+        return rows, None, f"r{len(rows) - 1}c0_trait"
+    if problem is None and verb == "add_condition" and where.isdigit() and int(where) < len(rows):
+        i = int(where)
+        return rows, None, f"r{i}c{len(rows[i]) - 1}_trait"
+    return rows, problem, None
+
+
+def _act(rows: Rows, action: str) -> tuple[Rows, str | None]:
     verb, _, where = action.partition(":")
     at = [int(part) for part in where.split(":") if part.isdigit() and len(part) < 4]
     rows = [list(rule) for rule in rows]
@@ -400,8 +421,8 @@ def edit_rules(slug: str):
     action = form.get("action", "")
     saving = action == "save" or bool(form.get("confirmed"))
     if not saving and action != "check":
-        rows, limit = act(rows, action)
-        card = Card(segment, rows, editing=True)
+        rows, limit, focus = act_and_focus(rows, action)
+        card = Card(segment, rows, editing=True, focus=focus)
         if limit:
             card.errors.add(None, limit)
         return _answer(counted(card))
