@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.services.test_rule_segments import run_operations
 from webapp.services.membership import rules as rule_matches
@@ -478,3 +480,48 @@ def test_without_javascript_a_refused_save_is_the_page_with_the_problems_at_thei
     assert error_at(card, "r0c1_trait") == "Choose a trait."
     assert "<details" not in card  # no saved rules: the builder is not folded
     assert api.get("/segments/BUILD_NOJS_BAD").json["rules"] is None
+
+
+TYPED = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", "plan", "5.2", "2026-11-01", "18", "1e999", "-0", "true", "a, b", "x\r\ny", "9" * 400]
+)
+
+
+@st.composite
+def typed_forms(draw: st.DrawFn) -> dict[str, str]:
+    """What a form could post: rows at any positions (gaps too), any text in any field."""
+    form: dict[str, str] = {}
+    for i in draw(st.lists(st.integers(0, 12), max_size=4, unique=True)):
+        for j in draw(st.lists(st.integers(0, 22), min_size=1, max_size=3, unique=True)):
+            n = f"r{i}c{j}_"
+            form[n + "trait"] = draw(TYPED | st.sampled_from(["plan", "age", "bad key"]))
+            form[n + "operator"] = draw(st.sampled_from([*builder.OPERATOR_WORDS, "nope", ""]))
+            for part in ("value", "values", "flag"):
+                if draw(st.booleans()):
+                    form[n + part] = draw(TYPED)
+            if draw(st.booleans()):
+                form[n + "case"] = draw(st.sampled_from(["1", "", "yes"]))
+    form["action"] = draw(
+        st.sampled_from(["check", "save", "add_rule", "add_condition:1", "remove_rule:0", "x:y:z"])
+    )
+    return form
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(form=typed_forms())
+def test_any_form_gets_the_card_with_each_problem_at_a_field_it_shows(htmx, api, form):
+    if api.get("/segments/BUILD_ANY").status_code == 404:
+        api.segment("BUILD_ANY", rollout_percent=0)  # (nobody leaves: a valid form saves at once)
+    answer = htmx("/segments/BUILD_ANY/rules", form)
+    assert answer.status_code in (200, 422), answer.get_data(as_text=True)[:500]
+    page = answer.get_data(as_text=True)
+    card = card_of(page)  # every answer is the card (a save's too, with htmx)
+    shown = set(re.findall(r'id="(r\d+c\d+_(?:trait|operator|value|case))"', card))
+    shown |= {f"{name}" for name in re.findall(r'id="(r\d+c\d+_)row"', card)}
+    for field in re.findall(r'class="field-error" role="alert" id="([^"]+)-error"', card):
+        if re.fullmatch(r"r\d+", field):  # a rule's own problem: the rule is shown
+            assert f'id="rule-{field[1:]}"' in card
+        else:
+            assert field in shown, (field, form)
+    if answer.status_code == 422:
+        assert "field-error" in card or "alert-error" in card

@@ -135,7 +135,10 @@ def rows_of(stored: Any) -> Rows:
             row = Row(trait=str(c.get("trait", "")), operator=str(c.get("operator", DEFAULT_OPERATOR)))
             if "values" in c:
                 listed = [str(v) for v in c["values"]]
-                row.values = ("\n" if any("," in v for v in listed) else ", ").join(listed)
+                if any("," in v for v in listed):  # one per line (a last line break: even for one value)
+                    row.values = "\n".join(listed) + "\n"
+                else:
+                    row.values = ", ".join(listed)
             elif isinstance(c.get("value"), bool):
                 row.flag = "true" if c["value"] else "false"
             elif "value" in c:
@@ -207,9 +210,10 @@ def _raw_condition(row: Row) -> dict[str, Any]:
 
 
 def split_values(text: str) -> list[str]:
-    """A list operand as typed: one value per line; on a single line, values separated by
-    commas. Spaces around each are dropped, and empty ones."""
-    parts = text.splitlines() if "\n" in text.strip() else text.split(",")
+    """A list operand as typed: one value per line when there is a line break; else values
+    separated by commas. Spaces around each are dropped, and empty ones."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    parts = text.split("\n") if "\n" in text else text.split(",")
     return [part.strip() for part in parts if part.strip()]
 
 
