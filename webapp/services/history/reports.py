@@ -4,8 +4,10 @@ Kinds:
 - ``user_history``: one user's history for a period, rollout entries included;
 - ``all_history``: every stored change in a period (explicit changes, TTL expiries,
   segment deletions; rollout populations are not enumerated: they cover all users);
-- ``segment_members``: the explicit members of a segment now (``export_members``: in the
-  request up to ``EXPORT_IN_REQUEST`` members, else queued like the others).
+- ``segment_members``: the members of a segment now that are a list of users
+  (``export_members``: in the request up to ``EXPORT_IN_REQUEST`` members, else queued like the
+  others): its explicit members, and for a segment in rule mode the users in through its rules
+  too (each once, with its ``source``); a rollout's share of every user id is not listed.
 
 Formats (``params["format"]``, absent for the API's own):
 - ``csv`` (default): ``;``-separated, no BOM, ``\n``, ISO 8601 times; exactly what the API
@@ -13,6 +15,10 @@ Formats (``params["format"]``, absent for the API's own):
 - ``spreadsheet``: for a spreadsheet in any locale: UTF-8 with a BOM, ``params["separator"]``
   (``,`` or ``;``), ``\r\n``, times ``YYYY-MM-DD HH:MM:SS`` (UTC, which spreadsheets read as
   dates), and the history's ``reason`` and ``actor`` (members: ``source``) columns.
+
+A segment in rule mode's export in the ``csv`` format has one more column, last: ``source``
+(``explicit`` or ``rule``), so the four columns its clients parse stay where they were; a plain
+segment's file is byte for byte what it was (docs/design.md, *Member exports of rule segments*).
 """
 
 from __future__ import annotations
@@ -30,26 +36,26 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, TypeVarTuple
+from typing import Any, BinaryIO, TextIO
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import BigInteger, Row, Select, cast, func, literal, select, text
+from sqlalchemy import BigInteger, Select, cast, func, literal, select, text
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
-from webapp.models.enums import Action, Reason, ReportKind, ReportStatus
+from webapp.models.enums import Action, Reason, ReportKind, ReportStatus, Source
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.history import replay as history
+from webapp.services.membership.store import MATCH_VISIBLE
 from webapp.services.segments.lifecycle import get_live_segment
-
-Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger(__name__)
 HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
 MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
+RULE_MEMBERS_HEADER = (*MEMBERS_HEADER, "source")  # a segment in rule mode, the API's format
 SHEET_HISTORY_HEADER = ("user_id", "segment", "operation", "time_utc", "reason", "actor")
 SHEET_MEMBERS_HEADER = ("user_id", "segment", "source", "added_utc", "expires_utc")
 CSV_FORMAT, SHEET_FORMAT = "csv", "spreadsheet"
@@ -57,6 +63,7 @@ FORMATS = (CSV_FORMAT, SHEET_FORMAT)
 SEPARATORS = (",", ";")
 EXPORT_IN_REQUEST = 10_000  # members a segment export writes within the request; more: a job
 PROGRESS_EVERY = 20_000
+MEMBER_BATCH = 10_000  # rows per fetch of a member export's server-side cursor
 GENERATE_JOB = "webapp.jobs.tasks.generate_report"
 REPORT_LOCK_SPACE = 2  # advisory lock space (two-int form) for report deduplication
 
@@ -192,20 +199,17 @@ def export_members(
     separator: str | None = None,
     now: datetime | None = None,
 ) -> Report:
-    """A CSV of the segment's explicit members now (TTL ones with their expiry; the expired
-    left out exactly as reads leave them out). Up to ``EXPORT_IN_REQUEST`` members it is
-    written here and comes back finished; a larger segment is queued (the worker streams it)
-    and comes back queued. Rollout members are not listed: a rollout is a share of every
-    possible user id, not a list (docs/dashboard.md, *Export members*)."""
+    """A CSV of the segment's members now that are a list of users: its explicit members (TTL
+    ones with their expiry; the expired left out exactly as reads leave them out) and, for a
+    segment in rule mode, the users in through its rules (:func:`member_rows`). Up to
+    ``EXPORT_IN_REQUEST`` members it is written here and comes back finished; a larger segment
+    is queued (the worker streams it) and comes back queued. A plain segment's rollout members
+    are not listed: a rollout is a share of every possible user id, not a list
+    (docs/dashboard.md, *Export members*)."""
     now = now or utcnow()
     segment = get_live_segment(session, slug)
     params: dict[str, Any] = {"segment": segment.slug, **file_format(format, separator)}
-    total = session.scalar(
-        select(func.count())
-        .select_from(Membership)
-        .where(Membership.segment_id == segment.id, Membership.live_at(now))
-    )
-    if (total or 0) > EXPORT_IN_REQUEST:
+    if member_total(session, segment, now) > EXPORT_IN_REQUEST:
         return _queue_once(session, ReportKind.SEGMENT_MEMBERS, params, requested_by, now=now)
     report = Report(
         id=uuid.uuid4(),
@@ -379,18 +383,21 @@ def write_csv(
     """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically) in the report's format;
     returns (rows, path)."""
     sheet = is_spreadsheet(report)
-    members = report.kind == ReportKind.SEGMENT_MEMBERS
     if report.kind == ReportKind.ALL_HISTORY:
         return _copy_all_history(session, report, on_progress, now or utcnow())
-    total, rows = _rows(session, report, now or utcnow())
     header: tuple[str, ...]
     shape: Callable[[tuple[Any, ...]], tuple[Any, ...]]
-    if sheet:
-        header, shape = (
-            (SHEET_MEMBERS_HEADER, _sheet_member) if members else (SHEET_HISTORY_HEADER, _sheet_entry)
-        )
+    if report.kind == ReportKind.SEGMENT_MEMBERS:
+        total, rule_mode, rows = _member_rows(session, report, now or utcnow())
+        if sheet:
+            header, shape = SHEET_MEMBERS_HEADER, _sheet_member
+        else:
+            header, shape = (
+                (RULE_MEMBERS_HEADER, _csv_rule_member) if rule_mode else (MEMBERS_HEADER, _csv_member)
+            )
     else:
-        header, shape = (MEMBERS_HEADER, _csv_member) if members else (HISTORY_HEADER, _csv_entry)
+        total, rows = _rows(session, report, now or utcnow())
+        header, shape = (SHEET_HISTORY_HEADER, _sheet_entry) if sheet else (HISTORY_HEADER, _csv_entry)
     path = report_path(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
@@ -441,7 +448,8 @@ def sheet_time(moment: datetime | None) -> str:
 
 
 # A row as stored: history (user_id, segment, operation, occurred_at, reason, actor);
-# members (user_id, segment, added_at, expires_at). Each format shapes it.
+# members (user_id, segment, added_at, expires_at, source: Source.EXPLICIT or Source.RULE, whose
+# added_at and expires_at are None). Each format shapes it.
 def _csv_entry(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row[0], row[1], row[2], iso(row[3])
 
@@ -454,24 +462,90 @@ def _csv_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row[0], row[1], iso(row[2]), iso(row[3]) or ""
 
 
+def _csv_rule_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return *_csv_member(row), row[4]
+
+
 def _sheet_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return row[0], row[1], "ttl" if row[3] is not None else "explicit", sheet_time(row[2]), sheet_time(row[3])
+    source = row[4] if row[4] == Source.RULE else "ttl" if row[3] is not None else "explicit"
+    return row[0], row[1], source, sheet_time(row[2]), sheet_time(row[3])
+
+
+# A segment's members now that are a list of users, by user id, each once: its live explicit
+# rows (source explicit), then — a segment in rule mode — its rule match rows whose coverage
+# nothing overrides, by the membership rule's SQL that decides which rule rows move an answer
+# (``membership.store.MATCH_VISIBLE``: no live explicit row of the segment, who are listed as
+# explicit, no rollout exclusion, no live explicit row of another segment of its exclusion
+# group). Each row also says whether the segment is in rule mode, read in the statement's
+# snapshot, so a file's columns and its rows agree even when the mode switches meanwhile.
+MEMBER_ROWS = text(
+    f"""
+SELECT m.user_id, m.added_at, m.expires_at, '{Source.EXPLICIT.value}' AS source,
+       (SELECT rule_mode FROM segments WHERE id = :segment) AS rule_mode
+FROM memberships m
+WHERE m.segment_id = :segment AND (m.expires_at IS NULL OR m.expires_at > :now)
+UNION ALL
+SELECT c.user_id, NULL, NULL, '{Source.RULE.value}', true
+FROM (SELECT r.user_id, r.segment_id, CAST(:now AS timestamptz) AS at
+      FROM rule_matches r WHERE r.segment_id = :segment) c
+JOIN segments s ON s.id = c.segment_id
+WHERE {MATCH_VISIBLE}
+ORDER BY 1
+"""
+)
+
+
+def member_total(session: DbSession, segment: Segment, now: datetime) -> int:
+    """How many rows a member export of ``segment`` writes at most (cheap: index counts): its
+    live explicit members, and in rule mode its rule match rows (some may be overridden)."""
+    total = session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.segment_id == segment.id, Membership.live_at(now))
+    )
+    if segment.rule_mode:
+        total = (total or 0) + (
+            session.scalar(
+                text("SELECT count(*) FROM rule_matches WHERE segment_id = :segment"), {"segment": segment.id}
+            )
+            or 0
+        )
+    return total or 0
+
+
+def member_rows(
+    session: DbSession, segment: Segment, now: datetime
+) -> Iterator[tuple[int, Any, Any, str, bool]]:
+    """The rows of :data:`MEMBER_ROWS` (user_id, added_at, expires_at, source, rule_mode),
+    through a server-side cursor: constant memory whatever the segment's size. (The batch size
+    is given to ``partitions`` too: for a textual statement SQLAlchemy 2.1 does not take it from
+    ``yield_per``, and one partition held every row — the streaming test caught it.)"""
+    result = session.execute(
+        MEMBER_ROWS.execution_options(yield_per=MEMBER_BATCH), {"segment": segment.id, "now": now}
+    )
+    for partition in result.partitions(MEMBER_BATCH):
+        yield from (tuple(row) for row in partition)
+
+
+def _member_rows(
+    session: DbSession, report: Report, now: datetime
+) -> tuple[int, bool, Iterable[tuple[Any, ...]]]:
+    """A member export's (rows at most, rule mode, rows as stored)."""
+    slug = report.params["segment"]
+    segment = session.scalar(select(Segment).where(Segment.slug == slug, Segment.is_live))
+    if segment is None:
+        raise NotFound(f"segment {slug} was deleted")
+    total = member_total(session, segment, now)
+    rows = member_rows(session, segment, now)
+    first = next(rows, None)
+    if first is None:  # (no rows: either header tells the truth)
+        return total, segment.rule_mode, iter(())
+    shaped = ((u, slug, a, e, source) for u, a, e, source, _ in itertools.chain((first,), rows))
+    return total, bool(first[4]), shaped
 
 
 def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Iterable[tuple[Any, ...]]]:
     p = report.params
-    if report.kind == ReportKind.SEGMENT_MEMBERS:
-        segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.is_live))
-        if segment is None:
-            raise NotFound(f"segment {p['segment']} was deleted")
-        alive = (Membership.segment_id == segment.id, Membership.live_at(now))
-        total = session.scalar(select(func.count()).select_from(Membership).where(*alive)) or 0
-        stmt = (
-            select(Membership.user_id, Membership.added_at, Membership.expires_at)
-            .where(*alive)
-            .order_by(Membership.user_id)
-        )
-        return total, ((u, segment.slug, a, e) for u, a, e in _stream(session, stmt))
     start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
     if report.kind == ReportKind.USER_HISTORY:
         entries = history.user_history(session, p["user_id"], start, end, now=now)
@@ -480,13 +554,6 @@ def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Itera
             ((e.user_id, e.segment, e.operation, e.occurred_at, e.reason, e.actor) for e in entries),
         )
     raise AssertionError(f"{report.kind} reports are written by _copy_all_history")
-
-
-def _stream(session: DbSession, stmt: Select[*Ts], batch: int = 10_000) -> Iterator[Row[*Ts]]:
-    """Rows through a server-side cursor: constant memory whatever the result size."""
-    result = session.execute(stmt.execution_options(yield_per=batch))
-    for partition in result.partitions():
-        yield from partition
 
 
 def _pending_expiries(

@@ -741,7 +741,8 @@ def expire_batch(
 # when nothing overrides its coverage: a live explicit row of the segment, an exclusion from it,
 # or (in an exclusion group) a live explicit row of any segment of the group (the membership
 # rule, reads.rule: explicit beats exclusion beats coverage; an explicit member holds the group).
-_MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
+# Also the rule members a segment's member export lists (``history.reports``, over its rows now).
+MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
  AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = c.user_id AND m.segment_id = c.segment_id
                  AND (m.expires_at IS NULL OR m.expires_at > c.at))
  AND NOT EXISTS (SELECT 1 FROM rollout_exclusions e WHERE e.user_id = c.user_id AND e.segment_id = c.segment_id)
@@ -751,7 +752,7 @@ _MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
        AND (m.expires_at IS NULL OR m.expires_at > c.at))))"""
 
 _MATCH_EVENTS = _events(
-    f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {_MATCH_VISIBLE}, "
+    f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {MATCH_VISIBLE}, "
     "CAST(NULL AS timestamptz) FROM c JOIN segments s ON s.id = c.segment_id"
 )
 
