@@ -49,7 +49,7 @@ from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.history import replay as history
-from webapp.services.membership.store import MATCH_VISIBLE
+from webapp.services.reads.rule import MATCH_VISIBLE
 from webapp.services.segments.lifecycle import get_live_segment
 
 log = logging.getLogger(__name__)
@@ -474,7 +474,7 @@ def _sheet_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
 # A segment's members now that are a list of users, by user id, each once: its live explicit
 # rows (source explicit), then — a segment in rule mode — its rule match rows whose coverage
 # nothing overrides, by the membership rule's SQL that decides which rule rows move an answer
-# (``membership.store.MATCH_VISIBLE``: no live explicit row of the segment, who are listed as
+# (``reads.rule.MATCH_VISIBLE``: no live explicit row of the segment, who are listed as
 # explicit, no rollout exclusion, no live explicit row of another segment of its exclusion
 # group). Each row also says whether the segment is in rule mode, read in the statement's
 # snapshot, so a file's columns and its rows agree even when the mode switches meanwhile.
