@@ -293,8 +293,8 @@ def test_a_rule_segment_whose_rules_are_removed_exports_as_a_plain_one_again(db_
 
 
 def test_a_rule_segments_export_streams(db_session):
-    """Its rule members go through the server-side cursor too: 4 times the members, not 4 times
-    the memory."""
+    """Its rule members stream too (COPY, block by block): 4 times the members, not 4 times the
+    memory."""
     segment = create_segment(db_session, "R_STREAM", rules=RULE, actor="pm")
     db_session.flush()
     assert segment.rule_mode

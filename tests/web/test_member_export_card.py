@@ -78,3 +78,11 @@ def test_the_card_says_what_each_kind_of_segment_exports(client, htmx, api):
     ]
     # the pending segment, evaluated, is in rule mode: its card says so
     assert "everyone in the segment now" in card(client, "CARD_PEND")
+
+
+def test_the_openapi_document_says_what_the_export_holds(client):
+    document = client.get("/api/openapi.json").json
+    route = next(p for path, p in document["paths"].items() if path.endswith("members:export"))["post"]
+    words = re.sub(r"\s+", " ", route["summary"] + " " + route["description"])
+    assert "for a segment in rule mode, the users in through its rules" in words
+    assert "`source` (`explicit` or `rule`" in words and "keeps its four columns" in words
