@@ -357,9 +357,8 @@ def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) 
 # -- the rule builder's reads (the dashboard's segment page, issue 29 stage 4) --------------------
 
 AUDIENCE_SAMPLE = 10  # matching user ids the builder names
-AUDIENCE_TIMEOUT_MS = (
-    3_000  # a live count that takes longer says so instead (date/version rules over 1M users)
-)
+# a live count that takes longer says so instead (date, version or any-case rules over 1M users)
+AUDIENCE_TIMEOUT_MS = 3_000
 
 
 @dataclass(frozen=True)
