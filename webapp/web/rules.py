@@ -489,8 +489,8 @@ def _saved_message(segment: Segment, changed: bool, raw: object) -> str:
         return f"Rules removed: {segment.slug} answers by its rollout and explicit members again" + (
             f"; its rule matches of {users:,} users with traits are being cleared." if users else "."
         )
-    who = f"{users:,} {'user' if users == 1 else 'users'} with traits"
-    return f"Rules saved; {who} are being evaluated against them."
+    who = f"{users:,} user with traits is" if users == 1 else f"{users:,} users with traits are"
+    return f"Rules saved; {who} being evaluated against them."
 
 
 @bp.post("/segments/<slug>/rules/audience")
