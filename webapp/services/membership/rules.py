@@ -97,17 +97,19 @@ def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
 
 
 _parsed_by_digest: dict[str, targeting.RuleSet] = {}  # md5 of the stored rules' text -> parsed
-_rule_segments: dict[
-    tuple[Any, ...], RuleSegment
-] = {}  # a rule scope row (but its fingerprint) -> its RuleSegment
+# a rule scope row (but its fingerprint) -> its RuleSegment
+_rule_segments: dict[tuple[Any, ...], RuleSegment] = {}
 
 # The rule scope: the live rule segments and the other live segments of their exclusion groups
 # (their bulk locks are taken too), by id, each with the version of its row and of its group's
 # row (``xmin``: the transaction that wrote it, ``ctid``: where; one row version has one pair
-# for as long as it can be seen, and no later version has it again).
+# for as long as it can be seen, and no later version has it again) and, belt and braces, the
+# small columns deciding its coverage (a rules change bumps rules_version).
 _SCOPE_ROWS = f"""
 SELECT s.id, s.slug, s.rules, s.rules_version, s.rule_mode, s.salt, s.hash_scheme, s.exclusion_group,
-       s.bucket_ranges, s.rollout_basis_points, g.salt AS group_salt, concat_ws(':', s.id, s.xmin, s.ctid, g.xmin, g.ctid) AS version
+       s.bucket_ranges, s.rollout_basis_points, g.salt AS group_salt,
+       concat_ws(':', s.id, s.xmin, s.ctid, g.xmin, g.ctid, s.rules_version, s.rule_mode,
+                 s.rollout_basis_points, s.bucket_ranges, s.exclusion_group) AS version
 FROM segments s LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
 WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
     SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
@@ -148,7 +150,7 @@ _scopes: dict[tuple[Any, ...], RuleScope] = {}  # (database, fingerprint) -> the
 MAX_SCOPES = 64  # fingerprints kept per process (each change of a rule segment makes a new one)
 
 
-def _read_scope(session: DbSession) -> tuple[str, RuleScope]:
+def _read_scope(session: DbSession) -> tuple[str | None, RuleScope]:
     """The scope read from its rows (each RuleSegment made once per distinct row), with the
     fingerprint of exactly the rows read."""
     rows = session.execute(_RULE_SCOPE).all()
