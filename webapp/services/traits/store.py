@@ -89,11 +89,18 @@ def decide(before: Traits | None, wanted: TraitWrite) -> Traits | None:
 
 # A write's read, under its users' locks: their stored traits, then (a last row, user NULL) the
 # rule-set lock taken shared (membership.rules.rematch's first lock, taken here to save it a
-# round trip) and the clock once it is held. (Append runs its branches in order.)
+# round trip) and the clock once it is held. (Append runs its branches in order.) A write of a
+# few users also sets the rest of its transaction's statements to generic plans: they are the
+# same few statements on every call (prepared by psycopg from the fifth), and PostgreSQL's own
+# choice kept planning them anew each time: the rule rows' statement took 0.8 ms with its
+# generic plan, 2.7 ms planned each time (docs/performance.md, "Trait writes").
 _LOAD = text(
     "SELECT user_id, traits, updated_at FROM user_traits WHERE user_id = ANY(CAST(:ids AS bigint[])) "
-    f"UNION ALL SELECT NULL, NULL, clock_timestamp() FROM (SELECT {rule_matches.RULE_SET_SHARED_SQL}) l"
+    "UNION ALL SELECT NULL, NULL, clock_timestamp() FROM (SELECT "
+    f"{rule_matches.RULE_SET_SHARED_SQL}, set_config('plan_cache_mode', "
+    "CASE WHEN :generic THEN 'force_generic_plan' ELSE current_setting('plan_cache_mode') END, true)) l"
 )
+GENERIC_PLANS_UP_TO = 64  # users in a write whose statements run with generic plans
 
 
 # Every row of a write in one statement: the new traits (returned as stored, for the answer), the
@@ -169,7 +176,9 @@ def write(
     membership_store.lock_users(session, ids)
     stored_rows: dict[int, tuple[Traits, datetime]] = {}
     read_at: datetime | None = None
-    for user, traits, updated_at in session.execute(_LOAD, {"ids": ids}):
+    for user, traits, updated_at in session.execute(
+        _LOAD, {"ids": ids, "generic": len(ids) <= GENERIC_PLANS_UP_TO}
+    ):
         if user is None:
             read_at = updated_at
         else:
