@@ -23,17 +23,21 @@ Two writers evaluate:
 
 Locks (the global order of ``membership.store``): a trait change holds its users' locks, then
 takes the rule-set lock shared (``rollout_state.RULE_SET_LOCK``: every change of rule segments
-takes it exclusive before its bulk locks, so none commits while a trait change evaluates), then
+takes it exclusive before its bulk locks, so none commits while a trait change evaluates; the
+trait writer takes it with its read of the traits), then in one statement (:func:`lock_scope`)
 the bulk locks of the live rule segments and of the other live segments of their exclusion
-groups *shared* (id order), then reads the rule segments again and the clock that stamps its rows
-(no segment row lock: 200 rule segments would be 200 tuple locks written by every trait write). A
+groups *shared* (id order), the clock that stamps its rows once they are held, and the rule
+scope's fingerprint from a snapshot taken after the rule-set lock: the rule segments evaluated
+are the scope kept for that fingerprint, or read then (no segment row lock: 200 rule segments
+would be 200 tuple locks written by every trait write). A
 chunk share-locks its segment's row, then takes the bulk locks of its segment and its group's
 other live segments *exclusive* (id order), then reads its clock; a switch of mode takes its
 segment's bulk lock exclusive after its row. So a chunk and a trait change of the same user never
 interleave (each decides from rows and traits the other has committed), a per-user or bulk
 membership change of the segment or its group waits for the chunk (their rows decide whether a
 rule row moves an answer), and a rule change that commits while a trait change waits for its
-locks is seen by it (read after them) or re-evaluates its users after it (its chunk waits).
+lock is seen by it (its snapshot is taken after it) or re-evaluates its users after it (its chunk
+waits).
 """
 
 from __future__ import annotations
