@@ -795,15 +795,20 @@ def bench_trait_updates(env, size: int, read_users: int) -> None:
     }
     servers = {name: Server(name, "wsgi:app", envs[name], Users(1, read_users), name) for name in envs}
     with contextlib.ExitStack() as stack:
-        for server in servers.values():
-            port = tools.free_port()
-            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
-            server.url = f"http://127.0.0.1:{port}"
-        for server in servers.values():
-            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)
+        _serve_all(stack, servers)
         _trait_updates(servers[rules_db], servers[plain_db], size)
     for name in envs:
         drop_database(name)
+
+
+def _serve_all(stack: contextlib.ExitStack, servers: dict[str, Server]) -> None:
+    """Each server under gunicorn on a free port (``url`` and ``pid`` set), all answering."""
+    for server in servers.values():
+        port = tools.free_port()
+        server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+        server.url = f"http://127.0.0.1:{port}"
+    for server in servers.values():
+        tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)  # (a loaded machine boots slowly)
 
 
 def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> None:
@@ -825,12 +830,8 @@ def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> N
     envs = {name: {**env, "DATABASE_URL": db_url(name), "RATELIMIT_WRITE": ""} for name in engines}
     servers = {name: Server(name, "wsgi:app", envs[name], Users(1, read_users), name) for name in engines}
     with contextlib.ExitStack() as stack:
+        _serve_all(stack, servers)
         for server in servers.values():
-            port = tools.free_port()
-            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
-            server.url = f"http://127.0.0.1:{port}"
-        for server in servers.values():
-            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)  # (a loaded machine boots slowly)
             server.users.run(server.url, 10, 1)
         for _ in range(rounds):
             for server in servers.values():

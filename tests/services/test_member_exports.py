@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from tests.services.test_rule_segments import run_operations
 from webapp.models import BulkOperation
 from webapp.models.enums import OperationKind, ReportStatus
 from webapp.services.history import reports
@@ -123,24 +124,6 @@ def test_plain_and_pending_segments_export_byte_for_byte_what_they_did(db_sessio
 # -- a segment in rule mode --------------------------------------------------------------------
 
 RULE = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "paid"}]}]
-
-
-def run_operations(session) -> None:
-    """Every queued re-evaluation to its end, oldest first (as the worker would)."""
-    while True:
-        operation = session.scalars(
-            sa.select(BulkOperation)
-            .where(
-                BulkOperation.kind == OperationKind.REEVALUATE_RULES,
-                BulkOperation.status.in_((ReportStatus.QUEUED, ReportStatus.RUNNING)),
-            )
-            .order_by(BulkOperation.created_at, BulkOperation.id)
-        ).first()
-        if operation is None:
-            return
-        while bulk.run_chunk(session, operation):
-            pass
-        bulk.finish(session, operation)
 
 
 def answered(session, slug: str, users: list[int], now: datetime) -> dict[int, tuple[str, datetime | None]]:
