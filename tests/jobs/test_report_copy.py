@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from flask import current_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import literal, select
@@ -276,7 +277,7 @@ def test_a_month_without_rows_and_one_with_only_pending_expiries(db_session):
 
 
 def test_progress_is_told_with_the_total(db_session, monkeypatch):
-    monkeypatch.setattr(reports, "COPY_PROGRESS_SECONDS", 0)  # (every block)
+    monkeypatch.setitem(current_app.config, "REPORT_PROGRESS_MS", 0)  # (every block)
     monkeypatch.setattr(reports, "_COPY_BLOCK", 5)
     build_history(db_session)
     report = reports.request_report(db_session, period="2025-05")
