@@ -29,6 +29,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import bindparam, text
+from sqlalchemy.orm import scoped_session
 
 from webapp.models.enums import Reason
 from webapp.models.segment import LIVE_SEGMENT_SQL
@@ -275,7 +276,10 @@ SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown), {writte
 )
 
 
-BULK_LOCK_SPACE = 3  # advisory locks (two-int form) serialising bulk chunks of one segment
+BULK_LOCK_SPACE = 3  # (3, segment): its bulk chunks one at a time; trait writes of it shared
+WRITE_LOCK_SPACE = 6  # (6, segment): per-user changes shared; a chunk of the whole segment exclusive
+RANGE_SHIFTS = (12, 22)  # user id >> shift: a range key per level (4,096 and 4,194,304 ids)
+RANGE_KEYS = 64  # most range keys a chunk takes (of the finest level that fits), else the segment
 
 
 def upsert_many(
@@ -302,7 +306,7 @@ def upsert_many(
     new explicit rows are stored, not shown, and counted as updated: the answer does not
     change). An ``expiry`` not after ``now`` adds nothing (ALIVE_AT_STAMP: a background chunk
     that runs after its operation's expiry)."""
-    lock_segment_bulk(session, segment_id)
+    lock_segment_bulk(session, segment_id, user_span(user_ids))
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated, written = _run(
         session,
@@ -387,7 +391,7 @@ def remove_many(
     so only live members count as removed. A newly excluded user who was not in (``group``:
     the segment's exclusion group, held by an explicit membership of another of its segments)
     gets a stored, not visible, row: the answer did not change."""
-    lock_segment_bulk(session, segment_id)
+    lock_segment_bulk(session, segment_id, user_span(user_ids))
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     params = {
         "users": list(user_ids),
@@ -419,8 +423,10 @@ def lock_unlisted_members(
     """The segment's members (live or not) with ``after < user_id <= upto`` that are not
     listed — in ``listed``, or in the operation's ``bulk_operation_ids`` — and, with
     ``added_before``, were added before it; their rows locked in ascending user order (the
-    caller then removes them with :func:`remove_many`). A replace's removal pass."""
-    lock_segment_bulk(session, segment_id)
+    caller then removes them with :func:`remove_many`). A replace's removal pass. Its bulk lock
+    covers the window's users (``upto`` given: the window is known before the lock, its rows are
+    read after it), else the whole segment."""
+    lock_segment_bulk(session, segment_id, (after + 1, upto) if upto is not None and upto > after else None)
     candidates: list[int] = []
     if listed is not None:
         unlisted = (
@@ -475,9 +481,11 @@ def lock_unlisted_members(
 
 
 def lock_segments_shared(session: DbSession, segment_ids: Sequence[int]) -> None:
-    """A per-user change waits for a bulk chunk running on any of its segments (and a chunk for
-    the per-user changes in progress): the shared side of :func:`lock_segment_bulk`, taken in
-    segment id order after the segment rows, before the change reads its clock and its view."""
+    """A trait write's side of the segments' bulk locks (membership.rules.rematch): BULK_LOCK_SPACE
+    *shared* for its rule segments and their groups' other segments, in id order, so it waits
+    for any bulk chunk or re-evaluation chunk of them and they for it (a chunk's explicit rows and
+    a trait write's rule rows of one user decide each other's visibility). Per-user changes take
+    :func:`lock_segments_for_user` instead."""
     session.execute(
         text(
             "SELECT pg_advisory_xact_lock_shared(:space, s.id) "
@@ -487,11 +495,114 @@ def lock_segments_shared(session: DbSession, segment_ids: Sequence[int]) -> None
     )
 
 
-def lock_segment_bulk(session: DbSession, segment_id: int) -> None:
-    """Chunks of one segment run one at a time (held until the transaction ends)."""
+def lock_segments_for_user(session: DbSession, segment_ids: Sequence[int], user_id: int) -> None:
+    """A per-user change of ``user_id`` waits for a bulk chunk of any of its segments whose ids
+    cover the user (and a chunk for the change): per segment, in id order, its WRITE_LOCK_SPACE
+    key shared and the user's range key at every level of RANGE_SHIFTS shared (the module
+    docstring). Taken after the segment rows, before the change reads its clock and its view."""
+    keys: list[tuple[int, int, bool]] = []
+    for segment_id in sorted(set(segment_ids)):
+        keys.append((WRITE_LOCK_SPACE, segment_id, False))
+        keys += [
+            (_range_space(segment_id, level), _int4(user_id >> shift), False)
+            for level, shift in enumerate(RANGE_SHIFTS)
+        ]
+    _take(session, keys)
+
+
+@dataclass(frozen=True)
+class BulkHold:
+    """What a transaction holds of one segment's bulk locks: the whole segment (``level`` None),
+    or the ranges ``first`` … ``last`` (user id >> RANGE_SHIFTS[level]) of one level."""
+
+    level: int | None
+    first: int = 0
+    last: int = 0
+
+    def covers(self, users: tuple[int, int] | None) -> bool:
+        """Whether the users ``lo`` … ``hi`` (None: every user) are inside what is held."""
+        if self.level is None:
+            return True
+        if users is None:
+            return False
+        shift = RANGE_SHIFTS[self.level]
+        return self.first <= users[0] >> shift and users[1] >> shift <= self.last
+
+
+def bulk_hold(users: tuple[int, int] | None) -> BulkHold:
+    """What a chunk of the users ``lo`` … ``hi`` (None: unknown, or every user) takes: the ranges
+    of the finest level at which they are at most RANGE_KEYS, else the whole segment."""
+    if users is not None:
+        for level, shift in enumerate(RANGE_SHIFTS):
+            first, last = users[0] >> shift, users[1] >> shift
+            if last - first < RANGE_KEYS:
+                return BulkHold(level, first, last)
+    return BulkHold(None)
+
+
+def user_span(user_ids: Sequence[int]) -> tuple[int, int] | None:
+    """The lowest and highest of ``user_ids`` (None when empty): what a chunk of them covers."""
+    return (min(user_ids), max(user_ids)) if user_ids else None
+
+
+def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int] | None = None) -> None:
+    """A bulk chunk's locks on its segment (held until the transaction ends): BULK_LOCK_SPACE
+    exclusive (chunks of one segment run one at a time; trait writes of its rule scope wait), and
+    either the user ranges covering ``users`` (lo, hi: every user the chunk may write or decide
+    about) exclusive with WRITE_LOCK_SPACE shared, so that only per-user changes of users in those
+    ranges wait for it — or, for ``users`` None or too spread out (:func:`bulk_hold`),
+    WRITE_LOCK_SPACE exclusive: every per-user change of the segment waits, as before ranges.
+
+    Taken once per transaction and segment: a later call for users already covered does nothing,
+    and one for more than is held raises (taking more now could break the lock order; a caller
+    that will need the whole segment takes it first)."""
+    want = bulk_hold(users)
+    holds = _holds(session)
+    if (have := holds.get(segment_id)) is not None:
+        if not have.covers(users):
+            raise RuntimeError(f"segment {segment_id}: bulk lock {have} held, {want} asked for later")
+        return
+    keys = [(BULK_LOCK_SPACE, segment_id, True), (WRITE_LOCK_SPACE, segment_id, want.level is None)]
+    if want.level is not None:
+        space = _range_space(segment_id, want.level)
+        keys += [(space, key, True) for key in sorted({_int4(r) for r in range(want.first, want.last + 1)})]
+    _take(session, keys)
+    holds[segment_id] = want
+
+
+def _holds(session: DbSession) -> dict[int, BulkHold]:
+    """The bulk locks this transaction has taken (segment id -> BulkHold), kept in the session's
+    ``info`` for its current transaction."""
+    own = session() if isinstance(session, scoped_session) else session
+    transaction = own.get_transaction()
+    kept = session.info.get("membership_bulk_locks")
+    if kept is None or kept[0] is not transaction:
+        kept = session.info["membership_bulk_locks"] = (transaction, {})
+    return kept[1]
+
+
+def _range_space(segment_id: int, level: int) -> int:
+    """The first key of a segment's range locks of one level: negative, so apart from every
+    other two-int advisory lock space (small positive constants)."""
+    return -(segment_id * len(RANGE_SHIFTS) + level) - 1
+
+
+def _int4(value: int) -> int:
+    """``value`` folded into PostgreSQL's int4 (a user range beyond it shares its key with
+    another range: one more wait, never one less)."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _take(session: DbSession, keys: Sequence[tuple[int, int, bool]]) -> None:
+    """Two-int advisory locks (key1, key2, exclusive?) in the order given, in one statement."""
     session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :segment)"),
-        {"space": BULK_LOCK_SPACE, "segment": segment_id},
+        text(
+            "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k1, k2) "
+            "ELSE pg_advisory_xact_lock_shared(k1, k2) END) FROM (SELECT k1, k2, x FROM "
+            "unnest(CAST(:k1 AS int[]), CAST(:k2 AS int[]), CAST(:x AS boolean[])) WITH ORDINALITY "
+            "AS t(k1, k2, x, n) ORDER BY n OFFSET 0) s"
+        ),
+        {"k1": [k[0] for k in keys], "k2": [k[1] for k in keys], "x": [k[2] for k in keys]},
     )
 
 
@@ -815,13 +926,8 @@ def set_matches(
 
 
 def lock_segments_bulk(session: DbSession, segment_ids: Sequence[int]) -> None:
-    """:func:`lock_segment_bulk` for several segments, in id order (a re-evaluation chunk: its
-    segment and the other live segments of its exclusion group, whose explicit rows decide
-    whether its rows move an answer)."""
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:space, s.id) "
-            "FROM (SELECT DISTINCT unnest(CAST(:ids AS int[])) AS id ORDER BY 1 OFFSET 0) s"
-        ),
-        {"space": BULK_LOCK_SPACE, "ids": list(segment_ids)},
-    )
+    """:func:`lock_segment_bulk` of the whole segment for several segments, in id order (a
+    re-evaluation chunk: its segment and the other live segments of its exclusion group, whose
+    explicit rows decide whether its rows move an answer; its users are read after its locks)."""
+    for segment_id in sorted(set(segment_ids)):
+        lock_segment_bulk(session, segment_id)
