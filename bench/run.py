@@ -1128,6 +1128,24 @@ def bench_others(
     return timings
 
 
+def bench_others_alone(engine, env, size: int) -> None:
+    """The others section without the rest of the bulk one (``--only others``): the floors first
+    (bulk_floors, same database), then each chunked operation's time with others running against
+    its floor. (The others' replace replaces half of a segment's members; its floor all of them.)"""
+    floors = bulk_floors(engine, size)
+    timings = bench_others(engine, env, size)
+    for name in ("add", "replace", "remove", "delete"):
+        _, seconds = timings[name]
+        record_big(
+            f"{name} of {size:,} ids with others running (request -> finished)",
+            seconds,
+            "",
+            floors[name],
+            "bulk_floors",
+            section="others",
+        )
+
+
 def bench_parse(count: int) -> None:
     """The bulk-add parser (webapp/web/id_lists.py) on a file of ``count`` ids."""
     import io
@@ -2564,7 +2582,7 @@ def main() -> None:
             engine.dispose()
         if "others" in sections and "bulk" not in sections:  # (the bulk section runs it too)
             engine = fresh_database(env)
-            timed_section("others", lambda: bench_others(engine, env, size))
+            timed_section("others", lambda: bench_others_alone(engine, env, size))
             engine.dispose()
         for chunk, pause in args.tradeoff:  # the chunked operations again, other settings
             timed_section(

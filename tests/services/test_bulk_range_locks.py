@@ -203,9 +203,13 @@ def test_what_a_chunk_locks(app, db_session):
     segment_id = lifecycle.create_segment(db_session, "RL_X").id
     membership_store.lock_segment_bulk(db_session, segment_id, (100_000, 104_999))
     membership_store.lock_segment_bulk(db_session, segment_id, (100_500, 101_000))  # covered: nothing
-    with pytest.raises(RuntimeError):
-        membership_store.lock_segment_bulk(db_session, segment_id, (1, 104_999))
-    with pytest.raises(RuntimeError):
+    membership_store.lock_segment_bulk(db_session, segment_id, (105_000, 109_999))  # next chunk: 26
+    membership_store.lock_segment_bulk(db_session, segment_id, (1, 4_000))  # a first window: 0
+    membership_store.lock_segment_bulk(db_session, segment_id, (1, 5_000_000))  # coarser: level 1, 0 … 1
+    membership_store.lock_segment_bulk(db_session, segment_id, (200_000, 204_999))  # covered (level 1)
+    with pytest.raises(RuntimeError):  # a finer level after a coarser one
+        membership_store.lock_segment_bulk(db_session, segment_id, (9_000_000, 9_004_999))
+    with pytest.raises(RuntimeError):  # the whole segment after ranges
         membership_store.lock_segment_bulk(db_session, segment_id)
     held = db_session.scalar(
         sa.text(
@@ -213,4 +217,4 @@ def test_what_a_chunk_locks(app, db_session):
             "AND mode = 'ExclusiveLock'"
         )
     )
-    assert held == 3  # its BULK_LOCK_SPACE key and two range keys (WRITE_LOCK_SPACE: shared)
+    assert held == 7  # BULK_LOCK_SPACE, level 0: 24, 25, 26, 0, level 1: 0, 1 (WRITE_LOCK_SPACE: shared)

@@ -7,9 +7,10 @@ Each takes up to MAX_BULK_IDS ids, validated whole before anything is written.
 Up to SYNC_LIMIT ids are done in the request's own transaction (a replace also needs at most
 SYNC_LIMIT members to leave). More become a ``BulkOperation``: the ids are COPYed into
 ``bulk_operation_ids`` and a job works through them in chunks of CHUNK, each chunk its own
-short transaction holding the segment share-locked and its rows locked in user order (the
-global lock order, membership_store), so per-user writers to the same segment wait at most one
-chunk and readers never wait. The job records its cursor (the last user id done) with each
+short transaction holding the segment share-locked, the segment's bulk lock for the id ranges
+of its users and its rows locked in user order (the global lock order, membership_store), so a
+per-user writer of one of those users waits at most one chunk, writers of other users of the
+segment do not wait for it, and readers never wait. The job records its cursor (the last user id done) with each
 chunk, so it is resumable after a crash, and each chunk is idempotent (re-adding a member or
 removing a non-member changes nothing). A replace runs in two passes: pass 0 adds the listed
 ids chunk by chunk (or sets their new expiry); pass 1 walks the segment's members in windows

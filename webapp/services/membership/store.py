@@ -7,23 +7,59 @@ are stamped with ``clock_timestamp()`` taken after the row locks, so history ord
 order (callers may pass an explicit time ``at``: backfills and tests with a fixed clock).
 
 Locking, in one global order so that no two writers deadlock:
-1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes,
-   or the segment's bulk lock for a bulk chunk (chunks of one segment run one at a time);
-   a per-user change takes its segments' bulk locks shared after their rows (step 2), so it
-   and a chunk of the same segment never interleave (their decisions and stamps are ordered);
+1. the user (a transaction-scoped advisory lock, :func:`lock_user`; many: :func:`lock_users`,
+   ascending) for per-user changes and trait writes;
 2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
    delete and rollout changes);
-3. membership rows: ascending segment id within a user (per-user changes), ascending user id
-   within one segment (bulk chunks: add, remove, a replace's two passes). A per-user change only
-   ever waits for a row of a higher segment than any it holds and a bulk chunk only within its
-   own segment, so no wait cycle can close. The purge never waits: it skips rows another
-   writer holds. (Rollout exclusion rows are taken like membership rows.)
+3. the segments' **bulk locks**, in segment id order, and within a segment in this order:
+   its BULK_LOCK_SPACE key, its WRITE_LOCK_SPACE key, its range keys of level 0 ascending, of
+   level 1 ascending (two-int advisory keys; a range key is (segment, level, user id >>
+   RANGE_SHIFTS[level])). Who takes what:
+
+   - a bulk chunk (add, remove, a replace's two passes, a restore's chunk): BULK_LOCK_SPACE
+     exclusive (chunks of one segment run one at a time), then — its users known before its
+     locks: the staged ids, or the window ``after < user_id <= upto`` it reads again after
+     them — the range keys covering them exclusive at the finest level at which they are at
+     most RANGE_KEYS, with WRITE_LOCK_SPACE shared; or, too spread out or not known before
+     (a sync replace, whose members may all leave), WRITE_LOCK_SPACE exclusive: the whole
+     segment (:func:`lock_segment_bulk`, taken once per transaction);
+   - a per-user change of user X: per segment WRITE_LOCK_SPACE shared and X's range key at
+     *every* level shared (:func:`lock_segments_for_user`). So it waits for a chunk whose
+     ranges hold X (whatever level the chunk took) or that holds the whole segment, and for
+     nothing else: a chunk and a per-user change of one user never interleave (their decisions
+     and stamps are ordered), while writes of users outside the chunk go on (issue 28 item 3);
+   - a re-evaluation chunk (its users are read after its locks), the sync restore: the whole
+     segment, BULK_LOCK_SPACE and WRITE_LOCK_SPACE exclusive (:func:`lock_segments_bulk`);
+   - a trait write: BULK_LOCK_SPACE shared for its rule scope (:func:`lock_segments_shared`,
+     after the rule-set lock), so it waits for every chunk of those segments as before (a
+     chunk's explicit rows and the trait write's rule rows decide each other's visibility);
+     the switch of a segment's mode takes BULK_LOCK_SPACE exclusive (segments.rollout_state).
+
+   Everyone takes these keys in the order above and holds them to the end of the transaction,
+   so no cycle can close among them. One exception, safe: several chunks in one transaction (a
+   request's replace, tests) may take more range keys of a level after rows, in any order: a
+   per-user change holds one key of each level and waits for a chunk only for its own user's
+   key, or for rows of its user, which the chunk holds only with that key; so it can hold a key
+   such a chunk then waits for only while waiting on a coarser level the chunk does not hold.
+   Hence :func:`lock_segment_bulk` raises on a finer level after a coarser one, and on the whole
+   segment after ranges (a caller that may need the whole segment takes it first);
+4. membership rows: ascending segment id within a user (per-user changes), ascending user id
+   within one segment (bulk chunks). A per-user change waits for a chunk's row only if the
+   chunk covers its user — and then it waited at step 3 already; a bulk chunk only waits
+   within its own segment, so no wait cycle can close. The purge never waits: it skips rows
+   another writer holds. (Rollout exclusion rows are taken like membership rows.)
+
+Why ranges and not the users' own locks: a chunk of 5,000 users would hold 5,000 entries of the
+server's shared lock table (max_locks_per_transaction x max_connections, 6,400 by default) —
+a first version did, and ran out — while its ranges are at most RANGE_KEYS + 2. The chunks'
+users are always one interval of ids (the staged ids and the windows are walked in id order), so
+ranges lose little: a chunk of 5,000 dense ids holds two 4,096-id keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -512,21 +548,12 @@ def lock_segments_for_user(session: DbSession, segment_ids: Sequence[int], user_
 
 @dataclass(frozen=True)
 class BulkHold:
-    """What a transaction holds of one segment's bulk locks: the whole segment (``level`` None),
-    or the ranges ``first`` … ``last`` (user id >> RANGE_SHIFTS[level]) of one level."""
+    """What a chunk takes of one segment's bulk locks: the whole segment (``level`` None), or the
+    ranges ``first`` … ``last`` (user id >> RANGE_SHIFTS[level]) of one level."""
 
     level: int | None
     first: int = 0
     last: int = 0
-
-    def covers(self, users: tuple[int, int] | None) -> bool:
-        """Whether the users ``lo`` … ``hi`` (None: every user) are inside what is held."""
-        if self.level is None:
-            return True
-        if users is None:
-            return False
-        shift = RANGE_SHIFTS[self.level]
-        return self.first <= users[0] >> shift and users[1] >> shift <= self.last
 
 
 def bulk_hold(users: tuple[int, int] | None) -> BulkHold:
@@ -545,6 +572,19 @@ def user_span(user_ids: Sequence[int]) -> tuple[int, int] | None:
     return (min(user_ids), max(user_ids)) if user_ids else None
 
 
+@dataclass
+class _Held:
+    """A segment's bulk locks this transaction holds: the whole segment, or range keys
+    (level, int4 key)."""
+
+    whole: bool = False
+    keys: set[tuple[int, int]] = field(default_factory=set)
+
+
+def _range_keys(level: int, first: int, last: int) -> set[tuple[int, int]]:
+    return {(level, _int4(r)) for r in range(first, last + 1)}
+
+
 def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int] | None = None) -> None:
     """A bulk chunk's locks on its segment (held until the transaction ends): BULK_LOCK_SPACE
     exclusive (chunks of one segment run one at a time; trait writes of its rule scope wait), and
@@ -553,26 +593,40 @@ def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int
     ranges wait for it — or, for ``users`` None or too spread out (:func:`bulk_hold`),
     WRITE_LOCK_SPACE exclusive: every per-user change of the segment waits, as before ranges.
 
-    Taken once per transaction and segment: a later call for users already covered does nothing,
-    and one for more than is held raises (taking more now could break the lock order; a caller
-    that will need the whole segment takes it first)."""
-    want = bulk_hold(users)
+    Once a transaction holds some of a segment's locks, a call for users already covered takes
+    nothing, and one for more takes the range keys it lacks, of its level or a coarser one (a
+    per-user change holds one key of each level, so a chunk's keys of one level can be taken in
+    any order: see the module docstring); anything else — the whole segment after ranges, a
+    finer level after a coarser one — raises, since taking it could close a wait cycle: a
+    caller that will need the whole segment takes it first (the sync replace)."""
     holds = _holds(session)
-    if (have := holds.get(segment_id)) is not None:
-        if not have.covers(users):
-            raise RuntimeError(f"segment {segment_id}: bulk lock {have} held, {want} asked for later")
+    held = holds.get(segment_id, _Held())
+    if held.whole:
         return
-    keys = [(BULK_LOCK_SPACE, segment_id, True), (WRITE_LOCK_SPACE, segment_id, want.level is None)]
+    if users is not None:
+        for level, shift in enumerate(RANGE_SHIFTS):
+            first, last = users[0] >> shift, users[1] >> shift
+            if held.keys and last - first < RANGE_KEYS and _range_keys(level, first, last) <= held.keys:
+                return
+    want = bulk_hold(users)
+    if want.level is None and held.keys:
+        raise RuntimeError(f"segment {segment_id}: its ranges are held, the whole segment asked for later")
+    keys: list[tuple[int, int, bool]] = []
+    if not held.keys:
+        keys += [(BULK_LOCK_SPACE, segment_id, True), (WRITE_LOCK_SPACE, segment_id, want.level is None)]
+    new: list[tuple[int, int]] = []
     if want.level is not None:
-        space = _range_space(segment_id, want.level)
-        keys += [(space, key, True) for key in sorted({_int4(r) for r in range(want.first, want.last + 1)})]
+        new = sorted(_range_keys(want.level, want.first, want.last) - held.keys)
+        if held.keys and want.level < max(level for level, _ in held.keys):
+            raise RuntimeError(f"segment {segment_id}: ranges {want} asked for after coarser ones")
+        keys += [(_range_space(segment_id, level), key, True) for level, key in new]
     _take(session, keys)
-    holds[segment_id] = want
+    holds[segment_id] = _Held(want.level is None, held.keys | set(new))
 
 
-def _holds(session: DbSession) -> dict[int, BulkHold]:
-    """The bulk locks this transaction has taken (segment id -> BulkHold), kept in the session's
-    ``info`` for its current transaction."""
+def _holds(session: DbSession) -> dict[int, _Held]:
+    """The bulk locks this transaction has taken (segment id -> what of it), kept in the
+    session's ``info`` for its current transaction."""
     own = session() if isinstance(session, scoped_session) else session
     transaction = own.get_transaction()
     kept = session.info.get("membership_bulk_locks")
