@@ -194,7 +194,7 @@ def test_a_reevaluation_chunk_still_holds_the_whole_segment(app, segments):
 
 def test_what_a_chunk_locks(app, db_session):
     """The ranges a chunk takes: the finest level that fits in RANGE_KEYS keys, else the segment;
-    asking later for more than is held raises instead of breaking the lock order."""
+    more chunks in one transaction add keys, never of a finer level than one held."""
     assert membership_store.bulk_hold((100_000, 104_999)) == membership_store.BulkHold(0, 24, 25)
     wide = membership_store.bulk_hold((1, 10_000_000))
     assert wide.level == 1 and (wide.first, wide.last) == (0, 2)
@@ -207,14 +207,20 @@ def test_what_a_chunk_locks(app, db_session):
     membership_store.lock_segment_bulk(db_session, segment_id, (1, 4_000))  # a first window: 0
     membership_store.lock_segment_bulk(db_session, segment_id, (1, 5_000_000))  # coarser: level 1, 0 … 1
     membership_store.lock_segment_bulk(db_session, segment_id, (200_000, 204_999))  # covered (level 1)
-    with pytest.raises(RuntimeError):  # a finer level after a coarser one
-        membership_store.lock_segment_bulk(db_session, segment_id, (9_000_000, 9_004_999))
-    with pytest.raises(RuntimeError):  # the whole segment after ranges
-        membership_store.lock_segment_bulk(db_session, segment_id)
-    held = db_session.scalar(
-        sa.text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
-            "AND mode = 'ExclusiveLock'"
+    # never a finer level after a coarser one: level 1's key 2 instead of level 0's 2197 … 2198
+    membership_store.lock_segment_bulk(db_session, segment_id, (9_000_000, 9_004_999))
+
+    def exclusive() -> int:
+        return int(
+            db_session.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND mode = 'ExclusiveLock'"
+                )
+            )
         )
-    )
-    assert held == 7  # BULK_LOCK_SPACE, level 0: 24, 25, 26, 0, level 1: 0, 1 (WRITE_LOCK_SPACE: shared)
+
+    held = exclusive()
+    assert held == 8  # BULK_LOCK_SPACE, level 0: 24, 25, 26, 0, level 1: 0, 1, 2 (WRITE_LOCK_SPACE: shared)
+    membership_store.lock_segment_bulk(db_session, segment_id)  # the whole segment after ranges
+    assert exclusive() == 9

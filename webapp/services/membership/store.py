@@ -41,8 +41,8 @@ Locking, in one global order so that no two writers deadlock:
    per-user change holds one key of each level and waits for a chunk only for its own user's
    key, or for rows of its user, which the chunk holds only with that key; so it can hold a key
    such a chunk then waits for only while waiting on a coarser level the chunk does not hold.
-   Hence :func:`lock_segment_bulk` raises on a finer level after a coarser one, and on the whole
-   segment after ranges (a caller that may need the whole segment takes it first);
+   Hence :func:`lock_segment_bulk` never takes a finer level after a coarser one (it takes the
+   coarser), and a caller that may need the whole segment takes it first (the sync replace);
 4. membership rows: ascending segment id within a user (per-user changes), ascending user id
    within one segment (bulk chunks). A per-user change waits for a chunk's row only if the
    chunk covers its user — and then it waited at step 3 already; a bulk chunk only waits
@@ -594,11 +594,13 @@ def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int
     WRITE_LOCK_SPACE exclusive: every per-user change of the segment waits, as before ranges.
 
     Once a transaction holds some of a segment's locks, a call for users already covered takes
-    nothing, and one for more takes the range keys it lacks, of its level or a coarser one (a
-    per-user change holds one key of each level, so a chunk's keys of one level can be taken in
-    any order: see the module docstring); anything else — the whole segment after ranges, a
-    finer level after a coarser one — raises, since taking it could close a wait cycle: a
-    caller that will need the whole segment takes it first (the sync replace)."""
+    nothing, and one for more takes the range keys it lacks, of its level or — never a finer
+    level after a coarser one — of the coarsest it holds (a per-user change holds one key of each
+    level, so a chunk's keys of one level can be taken in any order: the module docstring). The
+    whole segment after ranges is taken too, outside the order: only by a transaction that holds
+    the segment's row exclusive (a restore after a deletion in one transaction: no per-user change
+    can hold its WRITE_LOCK_SPACE key then, it takes the row first) or tests; a caller that may
+    need the whole segment takes it first (the sync replace)."""
     holds = _holds(session)
     held = holds.get(segment_id, _Held())
     if held.whole:
@@ -609,16 +611,24 @@ def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int
             if held.keys and last - first < RANGE_KEYS and _range_keys(level, first, last) <= held.keys:
                 return
     want = bulk_hold(users)
-    if want.level is None and held.keys:
-        raise RuntimeError(f"segment {segment_id}: its ranges are held, the whole segment asked for later")
+    coarsest = max((level for level, _ in held.keys), default=0)
+    if want.level is not None and want.level < coarsest:  # (not a finer level after a coarser one)
+        assert users is not None
+        shift = RANGE_SHIFTS[coarsest]
+        if (users[1] >> shift) - (users[0] >> shift) < RANGE_KEYS:
+            want = BulkHold(coarsest, users[0] >> shift, users[1] >> shift)
+        else:
+            want = BulkHold(None)
     keys: list[tuple[int, int, bool]] = []
     if not held.keys:
-        keys += [(BULK_LOCK_SPACE, segment_id, True), (WRITE_LOCK_SPACE, segment_id, want.level is None)]
+        keys.append((BULK_LOCK_SPACE, segment_id, True))
+    if want.level is None:
+        keys.append((WRITE_LOCK_SPACE, segment_id, True))
+    elif not held.keys:
+        keys.append((WRITE_LOCK_SPACE, segment_id, False))
     new: list[tuple[int, int]] = []
     if want.level is not None:
         new = sorted(_range_keys(want.level, want.first, want.last) - held.keys)
-        if held.keys and want.level < max(level for level, _ in held.keys):
-            raise RuntimeError(f"segment {segment_id}: ranges {want} asked for after coarser ones")
         keys += [(_range_space(segment_id, level), key, True) for level, key in new]
     _take(session, keys)
     holds[segment_id] = _Held(want.level is None, held.keys | set(new))
