@@ -179,6 +179,28 @@ def test_a_chunk_of_spread_out_ids_still_holds_the_whole_segment(app, segments):
     assert outside and outside[0][1] == 200, outside
 
 
+def test_a_change_of_many_segments_waits_for_any_chunk_of_them(app, segments):
+    """More than RANGE_SEGMENTS segments: their BULK_LOCK_SPACE keys shared, one each (a change
+    of 1,000 segments would otherwise hold 3,000 entries of the server's lock table)."""
+    client = app.test_client()
+    many = [f"RL_M{i}" for i in range(membership_store.RANGE_SEGMENTS)]
+    for slug in many:
+        assert client.post("/api/v1/segments", json={"slug": slug}).status_code == 201
+    outside: list = []
+    with _open_chunk(app, _add_chunk) as release:
+        few = threading.Thread(target=_write, args=(app, OUTSIDE, {"add": [SLUG, *many[1:]]}, outside))
+        few.start()  # RANGE_SEGMENTS segments: ranges, through at once
+        few.join(20)
+        assert outside and outside[0][1] == 200, outside
+        waiting = threading.Thread(target=_write, args=(app, OUTSIDE + 1, {"add": [SLUG, *many]}, outside))
+        waiting.start()
+        time.sleep(1.0)
+        assert len(outside) == 1, "a change of many segments went through while a chunk of one was open"
+        release.set()
+        waiting.join(30)
+    assert len(outside) == 2 and outside[1][1] == 200, outside
+
+
 def test_a_reevaluation_chunk_still_holds_the_whole_segment(app, segments):
     """Its users are read after its locks: lock_segments_bulk stalls every per-user write."""
     outside: list = []

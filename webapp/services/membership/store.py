@@ -27,7 +27,10 @@ Locking, in one global order so that no two writers deadlock:
      *every* level shared (:func:`lock_segments_for_user`). So it waits for a chunk whose
      ranges hold X (whatever level the chunk took) or that holds the whole segment, and for
      nothing else: a chunk and a per-user change of one user never interleave (their decisions
-     and stamps are ordered), while writes of users outside the chunk go on (issue 28 item 3);
+     and stamps are ordered), while writes of users outside the chunk go on (issue 28 item 3).
+     A change of more than RANGE_SEGMENTS segments (up to MAX_ITEMS_PER_CHANGE) takes their
+     BULK_LOCK_SPACE keys shared instead, as before ranges: it waits for any of their chunks,
+     and holds one lock-table entry per segment, not three;
    - a re-evaluation chunk (its users are read after its locks), the sync restore: the whole
      segment, BULK_LOCK_SPACE and WRITE_LOCK_SPACE exclusive (:func:`lock_segments_bulk`);
    - a trait write: BULK_LOCK_SPACE shared for its rule scope (:func:`lock_segments_shared`,
@@ -316,6 +319,7 @@ BULK_LOCK_SPACE = 3  # (3, segment): its bulk chunks one at a time; trait writes
 WRITE_LOCK_SPACE = 6  # (6, segment): per-user changes shared; a chunk of the whole segment exclusive
 RANGE_SHIFTS = (12, 22)  # user id >> shift: a range key per level (4,096 and 4,194,304 ids)
 RANGE_KEYS = 64  # most range keys a chunk takes (of the finest level that fits), else the segment
+RANGE_SEGMENTS = 16  # a per-user change of more segments takes their BULK_LOCK_SPACE shared instead
 
 
 def upsert_many(
@@ -535,9 +539,15 @@ def lock_segments_for_user(session: DbSession, segment_ids: Sequence[int], user_
     """A per-user change of ``user_id`` waits for a bulk chunk of any of its segments whose ids
     cover the user (and a chunk for the change): per segment, in id order, its WRITE_LOCK_SPACE
     key shared and the user's range key at every level of RANGE_SHIFTS shared (the module
-    docstring). Taken after the segment rows, before the change reads its clock and its view."""
+    docstring). Taken after the segment rows, before the change reads its clock and its view.
+    A change of more than RANGE_SEGMENTS segments takes each one's BULK_LOCK_SPACE key shared
+    instead — one lock-table entry per segment, not three — and waits for any chunk of them."""
     keys: list[tuple[int, int, bool]] = []
-    for segment_id in sorted(set(segment_ids)):
+    ids = sorted(set(segment_ids))
+    for segment_id in ids:
+        if len(ids) > RANGE_SEGMENTS:
+            keys.append((BULK_LOCK_SPACE, segment_id, False))
+            continue
         keys.append((WRITE_LOCK_SPACE, segment_id, False))
         keys += [
             (_range_space(segment_id, level), _int4(user_id >> shift), False)
