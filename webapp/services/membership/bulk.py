@@ -10,9 +10,10 @@ SYNC_LIMIT members to leave). More become a ``BulkOperation``: the ids are COPYe
 short transaction holding the segment share-locked, the segment's bulk lock for the id ranges
 of its users and its rows locked in user order (the global lock order, membership_store), so a
 per-user writer of one of those users waits at most one chunk, writers of other users of the
-segment do not wait for it, and readers never wait. The job records its cursor (the last user id done) with each
-chunk, so it is resumable after a crash, and each chunk is idempotent (re-adding a member or
-removing a non-member changes nothing). A replace runs in two passes: pass 0 adds the listed
+segment do not wait for it, and readers never wait. The job records its cursor (the last user
+id done) with each chunk, so it is resumable after a crash, and each chunk is idempotent
+(re-adding a member or removing a non-member changes nothing). A replace runs in two passes:
+pass 0 adds the listed
 ids chunk by chunk (or sets their new expiry); pass 1 walks the segment's members in windows
 of CHUNK user ids (keyset on user id, its own cursor) and removes those not listed (an
 anti-join against ``bulk_operation_ids``) that were members before the operation started:
