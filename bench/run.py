@@ -687,20 +687,8 @@ def _pct_ms(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else float("nan")
 
 
-def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> None:
-    """Rule segments (issue 29, stages 2-3). Two databases, each with ``size`` users' traits,
-    200 rollout segments at 10% and 10 explicit memberships per user for ``read_users`` users
-    (the read section's shape); one also has 200 segments in rule mode whose rows give each of
-    those users about 20 rule matches, the other 200 more rollout segments at 10% instead (about
-    20 memberships each too: the answers are the same size, the members come by rows or by hash).
-
-    - the hot read (wrk, rotating users, 10 connections) on both, measured in turns;
-    - a trait update (PATCH /users/<id>/traits, one client) on both: p99 with 200 rule segments
-      evaluated against none;
-    - a rule change over ``size`` users (POST a segment with rules: its re-evaluation operation
-      on an RQ worker), end to end, against the floor (PostgreSQL alone inserting the same rule
-      rows and their history rows in one transaction), and others' reads' p99 during it against
-      idle."""
+def _rules_databases(env, size: int, read_users: int) -> tuple[str, str]:
+    """bench_rules' two databases (plain, with rules): see its docstring."""
     plain_db, rules_db = f"{DB}_rules_a", f"{DB}_rules_b"
     engines = {name: fresh_database(env, name) for name in (plain_db, rules_db)}
     for name, engine in engines.items():
@@ -729,15 +717,121 @@ def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> N
             record("rules", f"load: {size:,} users' traits, {rows:,} rule rows", f"{loaded:.1f} s", "—", "—")
     for engine in engines.values():
         engine.dispose()
+    return plain_db, rules_db
+
+
+TRAIT_UPDATES, TRAIT_UPDATE_ROUNDS = 2000, 4  # PATCHes per server, in rounds taken in turn
+
+
+def _trait_updates(ruled: Server, plain: Server, size: int) -> None:
+    """A trait update (PATCH /users/<id>/traits, one client, a random user each) on both servers,
+    in turns (the machine's load falls on both alike), with the stack's floor on the same server
+    and client: GET /healthz (gunicorn and Flask, no database) and GET /users/<id>/traits (one
+    read in a transaction). The rules' own cost is the PATCH's with 200 rule segments less the
+    PATCH's with none; the target is the absolute p99."""
+    rng = random.Random(29)
+    times: dict[str, list[float]] = {"rules": [], "plain": [], "healthz": [], "get": []}
+
+    def patch(base: str) -> Callable[[int], None]:
+        def call(i: int) -> None:
+            answer = _call(
+                f"{base}/api/v1/users/{rng.randint(1, size)}/traits",
+                "PATCH",
+                {"traits": {"age": 18 + i % 60}},
+            )
+            assert "http_status" not in answer, answer
+
+        return call
+
+    def get(path: Callable[[], str]) -> Callable[[int], None]:
+        return lambda _: _call(path(), "GET")
+
+    calls = {
+        "rules": patch(ruled.url),
+        "plain": patch(plain.url),
+        "healthz": get(lambda: f"{ruled.url}/healthz"),
+        "get": get(lambda: f"{ruled.url}/api/v1/users/{rng.randint(1, size)}/traits"),
+    }
+    for call in calls.values():
+        _latencies(call, 100)  # warm-up
+    per_round = TRAIT_UPDATES // TRAIT_UPDATE_ROUNDS
+    for _ in range(TRAIT_UPDATE_ROUNDS):
+        for name, call in calls.items():
+            times[name] += _latencies(call, per_round if name in ("rules", "plain") else per_round // 2)
+    p50 = {name: _pct_ms(values, 0.5) for name, values in times.items()}
+    p99 = {name: _pct_ms(values, 0.99) for name, values in times.items()}
+    record(
+        "rules",
+        "trait update (PATCH, 1 client) with 200 rule segments evaluated: p99",
+        f"{p99['rules']:.1f} ms (p50 {p50['rules']:.1f})",
+        f"{p99['plain']:.1f} ms (p50 {p50['plain']:.1f}), no rule segment",
+        f"{p99['rules'] / p99['plain']:.2f}",
+        "p99 < 10 ms",
+        p99["rules"] < 10,
+    )
+    record(
+        "rules",
+        "  the rules' own cost (with 200 less without)",
+        f"p99 {p99['rules'] - p99['plain']:+.1f} ms",
+        f"p50 {p50['rules'] - p50['plain']:+.1f} ms",
+        "—",
+        f"load {os.getloadavg()[0]:.2f}",
+    )
+    record(
+        "rules",
+        "  the stack's floor, same server and client: p99",
+        f"{p99['get']:.1f} ms GET traits",
+        f"{p99['healthz']:.1f} ms GET /healthz",
+        f"p50 {p50['get']:.1f} / {p50['healthz']:.1f}",
+    )
+
+
+def bench_trait_updates(env, size: int, read_users: int) -> None:
+    """The trait update part of bench_rules alone (``--only trait_updates``): its two databases
+    and servers, the PATCH rows. Quick to run while working on a trait write's latency."""
+    plain_db, rules_db = _rules_databases(env, size, read_users)
+    envs = {
+        name: {**env, "DATABASE_URL": db_url(name), "RATELIMIT_WRITE": ""} for name in (plain_db, rules_db)
+    }
+    servers = {name: Server(name, "wsgi:app", envs[name], Users(1, read_users), name) for name in envs}
+    with contextlib.ExitStack() as stack:
+        _serve_all(stack, servers)
+        _trait_updates(servers[rules_db], servers[plain_db], size)
+    for name in envs:
+        drop_database(name)
+
+
+def _serve_all(stack: contextlib.ExitStack, servers: dict[str, Server]) -> None:
+    """Each server under gunicorn on a free port (``url`` and ``pid`` set), all answering."""
+    for server in servers.values():
+        port = tools.free_port()
+        server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
+        server.url = f"http://127.0.0.1:{port}"
+    for server in servers.values():
+        tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)  # (a loaded machine boots slowly)
+
+
+def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> None:
+    """Rule segments (issue 29, stages 2-3). Two databases, each with ``size`` users' traits,
+    200 rollout segments at 10% and 10 explicit memberships per user for ``read_users`` users
+    (the read section's shape); one also has 200 segments in rule mode whose rows give each of
+    those users about 20 rule matches, the other 200 more rollout segments at 10% instead (about
+    20 memberships each too: the answers are the same size, the members come by rows or by hash).
+
+    - the hot read (wrk, rotating users, 10 connections) on both, measured in turns;
+    - a trait update (PATCH /users/<id>/traits, one client) on both: p99 with 200 rule segments
+      evaluated against none;
+    - a rule change over ``size`` users (POST a segment with rules: its re-evaluation operation
+      on an RQ worker), end to end, against the floor (PostgreSQL alone inserting the same rule
+      rows and their history rows in one transaction), and others' reads' p99 during it against
+      idle."""
+    plain_db, rules_db = _rules_databases(env, size, read_users)
+    engines = dict.fromkeys((plain_db, rules_db))
     envs = {name: {**env, "DATABASE_URL": db_url(name), "RATELIMIT_WRITE": ""} for name in engines}
     servers = {name: Server(name, "wsgi:app", envs[name], Users(1, read_users), name) for name in engines}
     with contextlib.ExitStack() as stack:
+        _serve_all(stack, servers)
         for server in servers.values():
-            port = tools.free_port()
-            server.pid = stack.enter_context(tools.gunicorn(server.target, server.env, port, wait=False)).pid
-            server.url = f"http://127.0.0.1:{port}"
-        for server in servers.values():
-            tools.wait_http(f"{server.url}/api/v1/users/1/segments", 300)  # (a loaded machine boots slowly)
             server.users.run(server.url, 10, 1)
         for _ in range(rounds):
             for server in servers.values():
@@ -752,29 +846,7 @@ def bench_rules(env, size: int, read_users: int, seconds: int, rounds: int) -> N
             ">= 0.90 (issue 29: the hot read unchanged)",
             ruled.rps / plain.rps >= 0.9,
         )
-        rng = random.Random(29)
-        updates = {}
-        for name, server in servers.items():
-
-            def patch(i: int, base: str = server.url) -> None:
-                user = rng.randint(1, size)
-                answer = _call(
-                    f"{base}/api/v1/users/{user}/traits", "PATCH", {"traits": {"age": 18 + i % 60}}
-                )
-                assert "http_status" not in answer, answer
-
-            _latencies(patch, 100)  # warm-up
-            updates[name] = _latencies(patch, 2000)
-        with_rules, without = (_pct_ms(updates[name], 0.99) for name in (rules_db, plain_db))
-        record(
-            "rules",
-            "trait update (PATCH, 1 client) with 200 rule segments evaluated: p99",
-            f"{with_rules:.1f} ms (p50 {_pct_ms(updates[rules_db], 0.5):.1f})",
-            f"{without:.1f} ms (p50 {_pct_ms(updates[plain_db], 0.5):.1f}), no rule segment",
-            f"{with_rules / without:.2f}",
-            "p99 < 10 ms",
-            with_rules < 10,
-        )
+        _trait_updates(servers[rules_db], servers[plain_db], size)
 
         # a rule change over every user with traits, with others reading meanwhile
         base = servers[plain_db].url
@@ -2546,7 +2618,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="bulk,read,ofrep,replicas,scaling,dashboard,expiry,report,webhooks,traits,rules",
-        help="comma-separated sections",
+        help="comma-separated sections (also: trait_updates, the rules section's trait update rows alone)",
     )
     parser.add_argument(
         "--tradeoff",
@@ -2651,6 +2723,8 @@ def main() -> None:
         engine.dispose()
         if "rules" in sections:
             timed_section("rules", lambda: bench_rules(env, size, small_users, read_seconds, rounds))
+        if "trait_updates" in sections:
+            timed_section("trait updates", lambda: bench_trait_updates(env, size, small_users))
         record(
             "machine",
             "fixed pure-Python loop, best of 5: at the end",

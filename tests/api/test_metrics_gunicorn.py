@@ -28,9 +28,12 @@ from webapp.telemetry.observability import RequestLog
 ROOT = Path(__file__).resolve().parents[2]
 READS = 60
 MAX_REQUESTS = 12  # each worker exits after this many requests: about five recycles per run
+# a wait, not a limit: a worker recycled every 12 requests boots the app again, and on a loaded
+# 2-core machine one request waited more than 10 s for it (seen in CI)
+WAIT = 60.0
 
 
-def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+def get(url: str, timeout: float = WAIT) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, response.read()
@@ -42,7 +45,7 @@ def post(url: str, body: bytes) -> int:
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
         return response.status
 
 

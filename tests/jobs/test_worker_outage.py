@@ -3,9 +3,11 @@ when Redis stopped (RQ's heartbeat write while a job ran raised, "found an unhan
 exception, quitting..."; exit code 1) and at once when started while Redis was down, which
 took ``make run``'s whole stack down with it. A real ``flask worker`` process, a redis-server
 of the test's own (append-only, as docker-compose's) stopped for ~10 s while the worker is
-idle, again while a report runs, and once before the worker starts: the same process must
-still be running afterwards, the report it was running must end finished with every row once,
-and a report queued afterwards must be processed exactly once."""
+idle, again while a job runs, and once before the worker starts: the same process must still
+be running afterwards, the job it was running (a bulk add paced by BULK_PAUSE_MS so that it
+outlasts the outage: a members report is written by COPY in about a second) must end finished
+with every member added and recorded once, and a report queued afterwards must be processed
+exactly once."""
 
 from __future__ import annotations
 
@@ -16,16 +18,23 @@ from pathlib import Path
 import pytest
 
 from devstack.redis_server import PrivateRedis, direct_client
-from tests.support.processes import flask_worker, log_tail, report_state, wait_for
+from tests.support.checks import operation_state, scalar
+from tests.support.processes import flask_worker, log_tail, operation_finished, report_state, wait_for
 from tests.support.report_jobs import big_segment, job_id, live_horse, request_members_report
 
 pytestmark = pytest.mark.fault
 
-MEMBERS = 300_000
+ADDED = 100_000  # ids of the bulk add that runs through the outage: 20 chunks of 5,000
 SMALL = 5_000
 OUTAGE = 10.0  # seconds
 ORPHAN_SECONDS = 4
-ENV = {"JOB_ORPHAN_SECONDS": str(ORPHAN_SECONDS), "SCHEDULER_RECONNECT_MAX_SECONDS": "2"}
+# 20 chunks with a pause of 1 s after each: the operation outlasts the outage whatever the load
+ENV = {
+    "JOB_ORPHAN_SECONDS": str(ORPHAN_SECONDS),
+    "SCHEDULER_RECONNECT_MAX_SECONDS": "2",
+    "BULK_CHUNK": "5000",
+    "BULK_PAUSE_MS": "1000",
+}
 # A job left ``started`` by the outage is cleaned after ~ORPHAN_SECONDS and retried after the
 # retry's 10 s; then the report finds itself finished. Wide margin for a loaded 2-core machine.
 SETTLE_BUDGET = 120.0
@@ -101,7 +110,8 @@ def test_the_worker_survives_redis_going_away_idle_and_mid_job_and_runs_the_next
     outage_app, redis_server, tmp_path
 ):
     app = outage_app
-    big_segment(app, "OUTAGE_BIG", members=MEMBERS)
+    client = app.test_client()
+    assert client.post("/api/v1/segments", json={"slug": "OUTAGE_BULK"}).status_code == 201
     big_segment(app, "OUTAGE_AFTER", members=SMALL)
     log_path = tmp_path / "worker.log"
     with flask_worker(app, log_path, **ENV) as worker:
@@ -113,19 +123,31 @@ def test_the_worker_survives_redis_going_away_idle_and_mid_job_and_runs_the_next
         assert_alive(worker, log_path, "while Redis was away (idle)")
         redis_server.start()
 
-        # 2. Redis away while a report runs (its work-horse goes on writing the CSV).
-        running = request_members_report(app, "OUTAGE_BIG")
-        assert wait_for(
-            lambda: (s := report_state(app, running))["status"] == "running" and s["progress"] > 0, 60, 0.01
-        ), f"the report never started: {report_state(app, running)}\n{log_tail(log_path)}"
+        # 2. Redis away while a bulk operation runs (its work-horse goes on with its chunks).
+        accepted = client.post(
+            "/api/v1/segments/OUTAGE_BULK/members", json={"user_ids": list(range(1, ADDED + 1))}
+        )
+        assert accepted.status_code == 202, accepted.json
+        operation = accepted.json["id"]
+        assert wait_for(lambda: operation_state(app, operation)["done"] > 0, 60, 0.01), (
+            f"the operation never started: {operation_state(app, operation)}\n{log_tail(log_path)}"
+        )
         redis_server.stop()
-        assert live_horse(worker) is not None, "the report ended before Redis stopped"
+        assert live_horse(worker) is not None, "the operation ended before Redis stopped"
         time.sleep(OUTAGE)
         assert_alive(worker, log_path, "while Redis was away (a job running)")
         redis_server.start()
 
-        # The report that ran through the outage ends once; a report queued now runs once.
-        settled_once(app, running, MEMBERS)
+        # The operation that ran through the outage ends with every id added and recorded once
+        # (a chunk cut short by the outage is resumed, never done twice); a report queued now runs once.
+        row = operation_finished(app, operation, log_path, timeout=SETTLE_BUDGET)
+        assert (row["added"], row["error"]) == (ADDED, None), row
+        count = "SELECT count(*) FROM memberships m JOIN segments s ON s.id = m.segment_id WHERE s.slug = 'OUTAGE_BULK'"
+        assert scalar(app, count) == ADDED
+        recorded = (
+            "SELECT count({}) FROM membership_events WHERE segment_slug = 'OUTAGE_BULK' AND action = 'added'"
+        )
+        assert scalar(app, recorded.format("*")) == scalar(app, recorded.format("DISTINCT user_id")) == ADDED
         after = request_members_report(app, "OUTAGE_AFTER")
         settled_once(app, after, SMALL)
         assert_alive(worker, log_path, "after Redis came back")

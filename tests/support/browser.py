@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
-from tests.support.processes import end_process_tree, served
+from tests.support.processes import end_process_tree, served, wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,16 @@ def live_server(redis_app, committed_db):
     )
     try:
         with served(app) as base:
+            # a test's waits for a job count from a worker that listens (it boots while the server
+            # starts; on a loaded machine it took more than a report test's 15 s wait: seen in CI)
+            redis = Redis.from_url(app.config["REDIS_URL"])
+            try:
+                ready = wait_for(lambda: worker.poll() is not None or redis.scard("rq:workers") > 0, 120, 0.1)
+            finally:
+                redis.close()
+            assert ready and worker.poll() is None, (
+                f"the live server's worker did not start ({worker.poll()})"
+            )
             yield base
     finally:
         end_process_tree(worker)  # the worker and its children (horse, scheduler), whatever happened

@@ -65,10 +65,18 @@ def create_report():
 @report_requests
 @transactional
 def export_members(slug: str):
-    """A CSV of the segment's explicit members now (TTL members with their expiry; rollout
-    members are a share of every user id, not a list, and are not in it). Up to 10,000
-    members: written at once, 201 with ``download_url``; more: 202, poll ``status_url``. The
-    dashboard's *Export members* calls the same service function."""
+    """A CSV of the segment's members now that are a list of users.
+
+    Its explicit members (TTL members with their expiry) and, for a segment in rule mode, the
+    users in through its rules: each user once, exactly as reads answer them (rule members that
+    a rollout exclusion or an explicit member of another segment of its exclusion group
+    overrides are left out). A rule mode segment's file has a fifth column, last, ``source``
+    (``explicit`` or ``rule``; a rule member's ``added_at`` and ``expires_at`` are empty). A
+    plain segment's file keeps its four columns and lists its explicit members only (a rollout
+    is a share of every user id, not a list), as does a plain segment whose first rules are
+    still being evaluated. Up to 10,000 members: written at once, 201 with ``download_url``;
+    more: 202, poll ``status_url``. The dashboard's *Export members* calls the same service
+    function."""
     body = json_body(MembersExport)
     report = reports.export_members(
         db.session, slug, requested_by=token_name() or "", format=body.format, separator=body.separator

@@ -453,7 +453,8 @@ class ReportRequest(Strict):
 
 
 class MembersExport(Strict):
-    """A CSV of the segment's explicit members now; the format as for ``POST /reports``."""
+    """A CSV of the segment's members now that are a list of users (explicit members; in rule
+    mode, rule members too, with a ``source`` column); the format as for ``POST /reports``."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=SEPARATOR_RULE)
 

@@ -112,9 +112,20 @@ def _group_occupied_words(d: Mapping[str, Any], typed: str) -> str:
     return f"Already in {where}." if "user_id" in d else f"The user is already in {where}."
 
 
+RULE_DATE_WORDS = "Enter a date, such as 2026-11-01 or 2026-11-01T10:00:00+03:00."
+
+
 def _date_words(outside: str) -> Wording:
-    """A date that could not be used: the scheduled change's time (field ``at``) or an expiry."""
-    return lambda d, typed: CHANGE_TIME_WORDS if d.get("field") == "at" else outside
+    """A date that could not be used: the scheduled change's time (field ``at``), a rule's date
+    (``rules[0].conditions[1].value``) or an expiry."""
+
+    def wording(d: Mapping[str, Any], typed: str) -> str:
+        where = str(d.get("field", ""))
+        return (
+            CHANGE_TIME_WORDS if where == "at" else RULE_DATE_WORDS if where.startswith("rules[") else outside
+        )
+
+    return wording
 
 
 def _required_words(d: Mapping[str, Any], typed: str) -> str:

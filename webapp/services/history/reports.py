@@ -4,8 +4,10 @@ Kinds:
 - ``user_history``: one user's history for a period, rollout entries included;
 - ``all_history``: every stored change in a period (explicit changes, TTL expiries,
   segment deletions; rollout populations are not enumerated: they cover all users);
-- ``segment_members``: the explicit members of a segment now (``export_members``: in the
-  request up to ``EXPORT_IN_REQUEST`` members, else queued like the others).
+- ``segment_members``: the members of a segment now that are a list of users
+  (``export_members``: in the request up to ``EXPORT_IN_REQUEST`` members, else queued like the
+  others): its explicit members, and for a segment in rule mode the users in through its rules
+  too (each once, with its ``source``); a rollout's share of every user id is not listed.
 
 Formats (``params["format"]``, absent for the API's own):
 - ``csv`` (default): ``;``-separated, no BOM, ``\n``, ISO 8601 times; exactly what the API
@@ -13,6 +15,10 @@ Formats (``params["format"]``, absent for the API's own):
 - ``spreadsheet``: for a spreadsheet in any locale: UTF-8 with a BOM, ``params["separator"]``
   (``,`` or ``;``), ``\r\n``, times ``YYYY-MM-DD HH:MM:SS`` (UTC, which spreadsheets read as
   dates), and the history's ``reason`` and ``actor`` (members: ``source``) columns.
+
+A segment in rule mode's export in the ``csv`` format has one more column, last: ``source``
+(``explicit`` or ``rule``), so the four columns its clients parse stay where they were; a plain
+segment's file is byte for byte what it was (docs/design.md, *Member exports of rule segments*).
 """
 
 from __future__ import annotations
@@ -30,26 +36,26 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, TypeVarTuple
+from typing import Any, BinaryIO, TextIO
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import BigInteger, Row, Select, cast, func, literal, select, text
+from sqlalchemy import BigInteger, Select, cast, func, literal, select, text
 
 from webapp.errors import AppError, NotFound, ValidationFailed, detail
 from webapp.models import Membership, MembershipEvent, Report, Segment
-from webapp.models.enums import Action, Reason, ReportKind, ReportStatus
+from webapp.models.enums import Action, Reason, ReportKind, ReportStatus, Source
 from webapp.platform.queue import enqueue_after_commit
 from webapp.rules import PERIOD_RE, parse_moment, problem_code
 from webapp.services.common import DbSession, check_user_id, iso, utcnow
 from webapp.services.history import replay as history
+from webapp.services.reads.rule import MATCH_VISIBLE
 from webapp.services.segments.lifecycle import get_live_segment
-
-Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger(__name__)
 HISTORY_HEADER = ("user_id", "segment", "operation", "timestamp")
 MEMBERS_HEADER = ("user_id", "segment", "added_at", "expires_at")
+RULE_MEMBERS_HEADER = (*MEMBERS_HEADER, "source")  # a segment in rule mode, the API's format
 SHEET_HISTORY_HEADER = ("user_id", "segment", "operation", "time_utc", "reason", "actor")
 SHEET_MEMBERS_HEADER = ("user_id", "segment", "source", "added_utc", "expires_utc")
 CSV_FORMAT, SHEET_FORMAT = "csv", "spreadsheet"
@@ -192,20 +198,17 @@ def export_members(
     separator: str | None = None,
     now: datetime | None = None,
 ) -> Report:
-    """A CSV of the segment's explicit members now (TTL ones with their expiry; the expired
-    left out exactly as reads leave them out). Up to ``EXPORT_IN_REQUEST`` members it is
-    written here and comes back finished; a larger segment is queued (the worker streams it)
-    and comes back queued. Rollout members are not listed: a rollout is a share of every
-    possible user id, not a list (docs/dashboard.md, *Export members*)."""
+    """A CSV of the segment's members now that are a list of users: its explicit members (TTL
+    ones with their expiry; the expired left out exactly as reads leave them out) and, for a
+    segment in rule mode, the users in through its rules (:data:`MEMBERS_SQL`). Up to
+    ``EXPORT_IN_REQUEST`` members it is written here and comes back finished; a larger segment
+    is queued (the worker streams it) and comes back queued. A plain segment's rollout members
+    are not listed: a rollout is a share of every possible user id, not a list
+    (docs/dashboard.md, *Export members*)."""
     now = now or utcnow()
     segment = get_live_segment(session, slug)
     params: dict[str, Any] = {"segment": segment.slug, **file_format(format, separator)}
-    total = session.scalar(
-        select(func.count())
-        .select_from(Membership)
-        .where(Membership.segment_id == segment.id, Membership.live_at(now))
-    )
-    if (total or 0) > EXPORT_IN_REQUEST:
+    if member_total(session, segment, now) > EXPORT_IN_REQUEST:
         return _queue_once(session, ReportKind.SEGMENT_MEMBERS, params, requested_by, now=now)
     report = Report(
         id=uuid.uuid4(),
@@ -379,18 +382,14 @@ def write_csv(
     """Stream the report's rows into REPORTS_DIR/<id>.csv (atomically) in the report's format;
     returns (rows, path)."""
     sheet = is_spreadsheet(report)
-    members = report.kind == ReportKind.SEGMENT_MEMBERS
     if report.kind == ReportKind.ALL_HISTORY:
         return _copy_all_history(session, report, on_progress, now or utcnow())
+    if report.kind == ReportKind.SEGMENT_MEMBERS:
+        return _copy_members(session, report, on_progress, now or utcnow())
     total, rows = _rows(session, report, now or utcnow())
     header: tuple[str, ...]
     shape: Callable[[tuple[Any, ...]], tuple[Any, ...]]
-    if sheet:
-        header, shape = (
-            (SHEET_MEMBERS_HEADER, _sheet_member) if members else (SHEET_HISTORY_HEADER, _sheet_entry)
-        )
-    else:
-        header, shape = (MEMBERS_HEADER, _csv_member) if members else (HISTORY_HEADER, _csv_entry)
+    header, shape = (SHEET_HISTORY_HEADER, _sheet_entry) if sheet else (HISTORY_HEADER, _csv_entry)
     path = report_path(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
@@ -440,8 +439,8 @@ def sheet_time(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
 
 
-# A row as stored: history (user_id, segment, operation, occurred_at, reason, actor);
-# members (user_id, segment, added_at, expires_at). Each format shapes it.
+# A row as stored: history (user_id, segment, operation, occurred_at, reason, actor). Each format
+# shapes it. (Member exports and the all-users report are written by PostgreSQL: below.)
 def _csv_entry(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row[0], row[1], row[2], iso(row[3])
 
@@ -450,28 +449,8 @@ def _sheet_entry(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row[0], row[1], row[2], sheet_time(row[3]), row[4], row[5]
 
 
-def _csv_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return row[0], row[1], iso(row[2]), iso(row[3]) or ""
-
-
-def _sheet_member(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return row[0], row[1], "ttl" if row[3] is not None else "explicit", sheet_time(row[2]), sheet_time(row[3])
-
-
 def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Iterable[tuple[Any, ...]]]:
     p = report.params
-    if report.kind == ReportKind.SEGMENT_MEMBERS:
-        segment = session.scalar(select(Segment).where(Segment.slug == p["segment"], Segment.is_live))
-        if segment is None:
-            raise NotFound(f"segment {p['segment']} was deleted")
-        alive = (Membership.segment_id == segment.id, Membership.live_at(now))
-        total = session.scalar(select(func.count()).select_from(Membership).where(*alive)) or 0
-        stmt = (
-            select(Membership.user_id, Membership.added_at, Membership.expires_at)
-            .where(*alive)
-            .order_by(Membership.user_id)
-        )
-        return total, ((u, segment.slug, a, e) for u, a, e in _stream(session, stmt))
     start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
     if report.kind == ReportKind.USER_HISTORY:
         entries = history.user_history(session, p["user_id"], start, end, now=now)
@@ -479,14 +458,7 @@ def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Itera
             len(entries),
             ((e.user_id, e.segment, e.operation, e.occurred_at, e.reason, e.actor) for e in entries),
         )
-    raise AssertionError(f"{report.kind} reports are written by _copy_all_history")
-
-
-def _stream(session: DbSession, stmt: Select[*Ts], batch: int = 10_000) -> Iterator[Row[*Ts]]:
-    """Rows through a server-side cursor: constant memory whatever the result size."""
-    result = session.execute(stmt.execution_options(yield_per=batch))
-    for partition in result.partitions():
-        yield from partition
+    raise AssertionError(f"{report.kind} reports are written by COPY (_copy_all_history, _copy_members)")
 
 
 def _pending_expiries(
@@ -621,16 +593,41 @@ def _copy_all_history(
     sheet = is_spreadsheet(report)
     separator, line_end = _dialect(report)
     total = _count_all(session, start, end, now)
-    query = "COPY (" + all_history_sql(sheet, separator, line_end) + ") TO STDOUT"
+    return _copy_lines(
+        session,
+        report,
+        all_history_sql(sheet, separator, line_end),
+        all_history_params(start, end, now),
+        _header_line(report, SHEET_HISTORY_HEADER if sheet else HISTORY_HEADER),
+        on_progress,
+        total,
+    )
+
+
+def _copy_lines(
+    session: DbSession,
+    report: Report,
+    select_lines: str,
+    params: dict[str, Any],
+    head: str,
+    on_progress: Callable[[int, int], None],
+    total: int,
+    lines_before: int = 0,
+) -> tuple[int, Path]:
+    """Write ``head`` then the lines of ``COPY (select_lines) TO STDOUT`` (one text column, in
+    the session's transaction) into the report's file, atomically; returns (rows, path), the
+    rows not counting the first ``lines_before`` lines of the COPY (a header it writes)."""
+    _, line_end = _dialect(report)
+    query = "COPY (" + select_lines + ") TO STDOUT"
     path = report_path(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
-    count = 0
+    count = -lines_before
     raw = session.connection().connection.driver_connection
     assert raw is not None
     with open(partial, "wb") as handle, raw.cursor() as cursor:
-        handle.write(_header_line(report, SHEET_HISTORY_HEADER if sheet else HISTORY_HEADER).encode())
-        with cursor.copy(query, all_history_params(start, end, now)) as copy:
+        handle.write(head.encode())
+        with cursor.copy(query, params) as copy:
             rows = iter(copy)  # one row per message (the protocol's rule for COPY TO)
             told = time.monotonic()
             while True:
@@ -657,6 +654,123 @@ def _write_block(handle: BinaryIO, data: bytes, line_end: str, count: int) -> in
         data = _ESCAPED.sub(lambda m: _UNESCAPE[m[1]], data)
     handle.write(data)
     return done
+
+
+# -- member exports through COPY (issue 29) ------------------------------------------------------
+#
+# A segment's members now that are a list of users, by user id, each once: its live explicit
+# rows (source explicit), then — a segment in rule mode — its rule match rows whose coverage
+# nothing overrides, by the membership rule's SQL that decides which rule rows move an answer
+# (``reads.rule.MATCH_VISIBLE``: no live explicit row of the segment, who are listed as explicit,
+# no rollout exclusion, no live explicit row of another segment of its exclusion group). The
+# lines are built as the Python writer built them (``neutralise`` and ``csv.writer``: the cells
+# of ``all_history_sql``; a plain segment's file is byte for byte what that writer gave, which
+# tests/services/test_member_exports.py holds against bytes the old code wrote), and the header
+# is the COPY's first line, chosen by the segment's mode in the statement's snapshot: a file's
+# columns and its rows agree even when the mode switches while it is written.
+MEMBERS_SQL = f"""
+SELECT m.user_id, m.added_at, m.expires_at, '{Source.EXPLICIT.value}' AS source
+FROM memberships m
+WHERE m.segment_id = %(segment)s AND (m.expires_at IS NULL OR m.expires_at > %(now)s)
+UNION ALL
+SELECT c.user_id, NULL, NULL, '{Source.RULE.value}'
+FROM (SELECT r.user_id, r.segment_id, CAST(%(now)s AS timestamptz) AS at
+      FROM rule_matches r WHERE r.segment_id = %(segment)s) c
+JOIN segments s ON s.id = c.segment_id
+WHERE {MATCH_VISIBLE}
+"""
+_RULE_MODE = "(SELECT rule_mode FROM segments WHERE id = %(segment)s)"
+
+
+def members_sql(sheet: bool, separator: str, line_end: str) -> str:
+    """The SELECT of a member export's lines (without their line end), its header first;
+    psycopg parameters ``segment`` (id), ``slug``, ``now``, and the ``header`` of a plain
+    segment's file and the ``rule_header`` of a rule mode segment's (:func:`members_params`)."""
+
+    def cell(expr: str) -> str:
+        return _sql_cell(expr, separator, line_end)
+
+    def moment(expr: str) -> str:
+        return f"coalesce({(SHEET_TIME_SQL if sheet else ISO_SQL).format(t=expr)}, '')"
+
+    cells = [_sql_id("r.user_id"), cell("CAST(%(slug)s AS text)")]
+    if sheet:  # source explicit, ttl (explicit, with an expiry) or rule
+        cells += [
+            f"(CASE WHEN r.source = '{Source.RULE.value}' THEN r.source "
+            "WHEN r.expires_at IS NOT NULL THEN 'ttl' ELSE 'explicit' END)",
+            moment("r.added_at"),
+            moment("r.expires_at"),
+        ]
+    else:  # the four columns, then source in rule mode only
+        cells += [
+            moment("r.added_at"),
+            moment("r.expires_at")
+            + f" || (CASE WHEN {_RULE_MODE} THEN {_chr(separator)} || r.source ELSE '' END)",
+        ]
+    return (
+        "SELECT x.line FROM (SELECT 0 AS k, CAST(NULL AS bigint) AS user_id, "
+        f"(CASE WHEN {_RULE_MODE} THEN %(rule_header)s ELSE %(header)s END) AS line "
+        f"UNION ALL SELECT 1, r.user_id, {f' || {_chr(separator)} || '.join(cells)} FROM ({MEMBERS_SQL}) r"
+        ") x ORDER BY x.k, x.user_id"
+    )
+
+
+assert all(_plain(word) for word in (*Source, "ttl")), "a source the SQL writer would not quote"
+
+
+def members_params(report: Report, segment: Segment, now: datetime) -> dict[str, Any]:
+    _, line_end = _dialect(report)
+    sheet = is_spreadsheet(report)
+    header, rule_header = (
+        (SHEET_MEMBERS_HEADER, SHEET_MEMBERS_HEADER) if sheet else (MEMBERS_HEADER, RULE_MEMBERS_HEADER)
+    )
+    return {
+        "segment": segment.id,
+        "slug": segment.slug,
+        "now": now,
+        "header": _header_line(report, header).removesuffix(line_end),
+        "rule_header": _header_line(report, rule_header).removesuffix(line_end),
+    }
+
+
+def member_total(session: DbSession, segment: Segment, now: datetime) -> int:
+    """How many rows a member export of ``segment`` writes at most (cheap: index counts): its
+    live explicit members, and in rule mode its rule match rows (some may be overridden)."""
+    total = session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.segment_id == segment.id, Membership.live_at(now))
+    )
+    if segment.rule_mode:
+        total = (total or 0) + (
+            session.scalar(
+                text("SELECT count(*) FROM rule_matches WHERE segment_id = :segment"), {"segment": segment.id}
+            )
+            or 0
+        )
+    return total or 0
+
+
+def _copy_members(
+    session: DbSession, report: Report, on_progress: Callable[[int, int], None], now: datetime
+) -> tuple[int, Path]:
+    """A ``segment_members`` report written from ``COPY (members_sql) TO STDOUT``; returns
+    (rows, path) as :func:`write_csv`."""
+    slug = report.params["segment"]
+    segment = session.scalar(select(Segment).where(Segment.slug == slug, Segment.is_live))
+    if segment is None:
+        raise NotFound(f"segment {slug} was deleted")
+    separator, line_end = _dialect(report)
+    return _copy_lines(
+        session,
+        report,
+        members_sql(is_spreadsheet(report), separator, line_end),
+        members_params(report, segment, now),
+        "",
+        on_progress,
+        member_total(session, segment, now),
+        lines_before=1,
+    )
 
 
 def purge_old_reports(session: DbSession, now: datetime | None = None) -> int:

@@ -23,17 +23,21 @@ Two writers evaluate:
 
 Locks (the global order of ``membership.store``): a trait change holds its users' locks, then
 takes the rule-set lock shared (``rollout_state.RULE_SET_LOCK``: every change of rule segments
-takes it exclusive before its bulk locks, so none commits while a trait change evaluates), then
+takes it exclusive before its bulk locks, so none commits while a trait change evaluates; the
+trait writer takes it with its read of the traits), then in one statement (:func:`lock_scope`)
 the bulk locks of the live rule segments and of the other live segments of their exclusion
-groups *shared* (id order), then reads the rule segments again and the clock that stamps its rows
-(no segment row lock: 200 rule segments would be 200 tuple locks written by every trait write). A
+groups *shared* (id order), the clock that stamps its rows once they are held, and the rule
+scope's fingerprint from a snapshot taken after the rule-set lock: the rule segments evaluated
+are the scope kept for that fingerprint, or read then (no segment row lock: 200 rule segments
+would be 200 tuple locks written by every trait write). A
 chunk share-locks its segment's row, then takes the bulk locks of its segment and its group's
 other live segments *exclusive* (id order), then reads its clock; a switch of mode takes its
 segment's bulk lock exclusive after its row. So a chunk and a trait change of the same user never
 interleave (each decides from rows and traits the other has committed), a per-user or bulk
 membership change of the segment or its group waits for the chunk (their rows decide whether a
 rule row moves an answer), and a rule change that commits while a trait change waits for its
-locks is seen by it (read after them) or re-evaluates its users after it (its chunk waits).
+lock is seen by it (its snapshot is taken after it) or re-evaluates its users after it (its chunk
+waits).
 """
 
 from __future__ import annotations
@@ -97,22 +101,108 @@ def _rule_segment(segment: Segment, group_salt: str | None) -> RuleSegment:
 
 
 _parsed_by_digest: dict[str, targeting.RuleSet] = {}  # md5 of the stored rules' text -> parsed
-_rule_segments: dict[tuple[Any, ...], RuleSegment] = {}  # a rule scope row (but its clock) -> its RuleSegment
+# a rule scope row (but its fingerprint) -> its RuleSegment
+_rule_segments: dict[tuple[Any, ...], RuleSegment] = {}
 
-# The live rule segments (kind 1: what evaluating them needs) and the other live segments of
-# their exclusion groups (kind 0: their bulk locks are taken too), by id, with the database's
-# clock (read after the caller's locks: the instant the caller's rows are stamped with).
-_RULE_SCOPE = text(
-    f"""
-SELECT s.rules IS NOT NULL, s.id, s.slug, s.rules_version, s.rule_mode, s.salt, s.hash_scheme,
-       s.exclusion_group, s.bucket_ranges, s.rollout_basis_points, g.salt, md5(s.rules::text),
-       clock_timestamp()
+# The rule scope: the live rule segments and the other live segments of their exclusion groups
+# (their bulk locks are taken too), by id, each with the version of its row and of its group's
+# row (``xmin``: the transaction that wrote it, ``ctid``: where; one row version has one pair
+# for as long as it can be seen, and no later version has it again) and, belt and braces, the
+# small columns deciding its coverage (a rules change bumps rules_version).
+_SCOPE_ROWS = f"""
+SELECT s.id, s.slug, s.rules, s.rules_version, s.rule_mode, s.salt, s.hash_scheme, s.exclusion_group,
+       s.bucket_ranges, s.rollout_basis_points, g.salt AS group_salt,
+       concat_ws(':', s.id, s.xmin, s.ctid, g.xmin, g.ctid, s.rules_version, s.rule_mode,
+                 s.rollout_basis_points, s.bucket_ranges, s.exclusion_group) AS version
 FROM segments s LEFT JOIN exclusion_groups g ON g.name = s.exclusion_group
 WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
     SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
-ORDER BY s.id
+ORDER BY s.id OFFSET 0
+"""
+# One statement, after the rule-set lock: the bulk locks of the scope's segments, shared, in id
+# order; the database's clock once they are held (the aggregate's result is made after its last
+# row: the instant the caller's rows are stamped with); and the scope's fingerprint (md5 of its
+# rows' versions, in id order) naming what the scope read with this snapshot holds.
+_SCOPE_LOCKS = text(
+    f"""
+SELECT count(pg_advisory_xact_lock_shared(:space, s.id)), clock_timestamp(), md5(string_agg(s.version, ','))
+FROM ({_SCOPE_ROWS}) s
 """
 )
+# The scope's rows (kind 1: what evaluating a rule segment needs; kind 0: a group neighbour), by
+# id, with its fingerprint from the same snapshot: read when no kept scope has that fingerprint.
+_RULE_SCOPE = text(
+    f"""
+WITH scope AS MATERIALIZED ({_SCOPE_ROWS})
+SELECT s.rules IS NOT NULL, s.id, s.slug, s.rules_version, s.rule_mode, s.salt, s.hash_scheme,
+       s.exclusion_group, s.bucket_ranges, s.rollout_basis_points, s.group_salt, md5(s.rules::text),
+       (SELECT md5(string_agg(v.version, ',')) FROM (SELECT version FROM scope ORDER BY id) v)
+FROM scope s ORDER BY s.id
+"""
+)
+
+
+@dataclass(frozen=True)
+class RuleScope:
+    """The live rule segments (by id) and every segment id whose bulk lock is taken with them."""
+
+    segments: tuple[RuleSegment, ...]
+    ids: tuple[int, ...]
+
+
+_scopes: dict[tuple[Any, ...], RuleScope] = {}  # (database, fingerprint) -> the scope it names
+MAX_SCOPES = 64  # fingerprints kept per process (each change of a rule segment makes a new one)
+
+
+def _read_scope(session: DbSession) -> tuple[str | None, RuleScope]:
+    """The scope read from its rows (each RuleSegment made once per distinct row), with the
+    fingerprint of exactly the rows read."""
+    rows = session.execute(_RULE_SCOPE).all()
+    segments: list[RuleSegment] = []
+    for row in rows:
+        if not row[0]:
+            continue
+        # (all but the fingerprint, ranges as a tuple: the same row makes the same RuleSegment)
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in row[1:-1])
+        found = _rule_segments.get(key)
+        if found is None:
+            _, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, digest, _ = row
+            if group is not None and group_salt is not None:
+                coverage = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(ranges, bp))
+            else:
+                coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
+            found = RuleSegment(sid, slug, version, mode, _rules_of(session, sid, digest), coverage, group)
+            if len(_rule_segments) > 10_000:
+                _rule_segments.clear()
+            _rule_segments[key] = found
+        segments.append(found)
+    return (rows[0][-1] if rows else None), RuleScope(tuple(segments), tuple(row[1] for row in rows))
+
+
+def lock_scope(session: DbSession) -> tuple[RuleScope, datetime]:
+    """For a trait write holding the rule-set lock shared: the bulk locks of the rule scope's
+    segments taken shared (id order), the clock read once they are held, and the scope — the
+    one kept for its fingerprint, or read (and kept) when none is.
+
+    A kept scope is as exact as one read now: its key is the database and the versions of every
+    row it was made from (a change of any of them — rules, percentage, group, mode, deletion,
+    restore, a segment joining a rule segment's group, the group's salt — is a new row version;
+    a transaction rolled back takes its versions with it), and while the caller holds the
+    rule-set lock no change of a rule segment commits (every one takes it exclusive), so the
+    fingerprint read with the locks names the rules in force until the caller commits."""
+    _, now, fingerprint = session.execute(_SCOPE_LOCKS, {"space": membership_store.BULK_LOCK_SPACE}).one()
+    if fingerprint is None:  # no rule segment at all
+        return RuleScope((), ()), now
+    url = session.connection().engine.url
+    key = (url.host, url.port, url.database, url.query.get("host"), fingerprint)
+    found = _scopes.get(key)
+    if found is None:
+        read, found = _read_scope(session)
+        if len(_scopes) >= MAX_SCOPES:
+            _scopes.clear()
+        _scopes[(*key[:-1], read)] = found  # (under what it was read with: the same, unless a
+        # neighbour joined or a description changed in between; its locks are the current code's)
+    return found, now
 
 
 def _rules_of(session: DbSession, segment_id: int, digest: str) -> targeting.RuleSet:
@@ -127,40 +217,9 @@ def _rules_of(session: DbSession, segment_id: int, digest: str) -> targeting.Rul
     return found
 
 
-_RULE_SCOPE_IDS = text(
-    f"""
-SELECT s.id FROM segments s
-WHERE s.{LIVE_SEGMENT_SQL} AND (s.rules IS NOT NULL OR s.exclusion_group IN (
-    SELECT r.exclusion_group FROM segments r WHERE r.{LIVE_SEGMENT_SQL} AND r.rules IS NOT NULL))
-ORDER BY s.id
-"""
-)
-
-
-def rule_scope(session: DbSession) -> tuple[list[RuleSegment], list[int], datetime]:
-    """The live rule segments (by id), the ids to lock with them (theirs and their groups' other
-    live segments) and the database's clock now; nothing locked."""
-    rows = session.execute(_RULE_SCOPE).all()
-    segments: list[RuleSegment] = []
-    for row in rows:
-        if not row[0]:
-            continue
-        # (all but the clock, ranges as a tuple: the same row makes the same RuleSegment)
-        key = tuple(tuple(v) if isinstance(v, list) else v for v in row[1:-1])
-        found = _rule_segments.get(key)
-        if found is None:
-            _, sid, slug, version, mode, salt, scheme, group, ranges, bp, group_salt, digest, _ = row
-            if group is not None and group_salt is not None:
-                coverage = rollout.Rule(rollout.SCHEME, group_salt, rollout.ranges_of(ranges, bp))
-            else:
-                coverage = rollout.Rule(scheme, salt, rollout.ranges_of(None, bp))
-            found = RuleSegment(sid, slug, version, mode, _rules_of(session, sid, digest), coverage, group)
-            if len(_rule_segments) > 10_000:
-                _rule_segments.clear()
-            _rule_segments[key] = found
-        segments.append(found)
-    return segments, [row[1] for row in rows], rows[0][-1] if rows else clock(session)
-
+# The rule-set lock shared, as an expression: a trait write takes it in its read of the traits
+# (services.traits.store.write), then calls rematch with ``rule_set_locked``.
+RULE_SET_SHARED_SQL = "pg_advisory_xact_lock_shared({}, {})".format(*rollout_state.RULE_SET_LOCK)
 
 SMALL = 64  # users evaluated one by one below this (NumPy's per-call cost is more than the hashing)
 
@@ -193,22 +252,30 @@ class Rematched:
     removed: int = 0
 
 
-def rematch(session: DbSession, changed: Sequence[tuple[int, Traits | None]], actor: str) -> Rematched:
+def rematch(
+    session: DbSession,
+    changed: Sequence[tuple[int, Traits | None]],
+    actor: str,
+    *,
+    rule_set_locked: bool = False,
+) -> Rematched:
     """Re-match the rule segments for users whose traits just changed (user id, traits after:
     None when they have none any more), in the caller's transaction, which holds the users'
-    locks (``services.traits.store.write``). Returns the rows added and removed."""
+    locks (``services.traits.store.write``) and, ``rule_set_locked``, the rule-set lock shared
+    already (RULE_SET_SHARED_SQL, taken with its read of the traits: one round trip fewer).
+    Returns the rows added and removed."""
     if not changed:
         return Rematched()
     # The set of rule segments, shared (no change of rules, percentage, group or mode commits
     # while this runs: one that waited commits after, and its re-evaluation sees these traits),
     # then their and their groups' bulk locks, shared (a chunk of a re-evaluation running now
-    # holds its segment's exclusive: it sees these traits, or these rows see its rows), then the
-    # rule segments and the clock, read after the locks.
-    rollout_state.lock_rule_set(session, shared=True)
-    ids = list(session.scalars(_RULE_SCOPE_IDS))
-    if ids:
-        membership_store.lock_segments_shared(session, ids)
-    segments, _, now = rule_scope(session)
+    # holds its segment's exclusive: it sees these traits, or these rows see its rows), and the
+    # clock read once they are held; the rule segments as of a snapshot taken after the
+    # rule-set lock (lock_scope: none of them can change until this transaction ends).
+    if not rule_set_locked:
+        rollout_state.lock_rule_set(session, shared=True)
+    scope, now = lock_scope(session)
+    segments = scope.segments
     done = Rematched()
     gone = sorted({user for user, after in changed if after is None})
     if gone:  # no traits: no rule matches at all (rows of segments without rules included)
@@ -352,3 +419,98 @@ def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) 
             {"segment": segment_id, "ids": list(user_ids)},
         )
     )
+
+
+# -- the rule builder's reads (the dashboard's segment page, issue 29 stage 4) --------------------
+
+AUDIENCE_SAMPLE = 10  # matching user ids the builder names
+# a live count that takes longer says so instead (date, version or any-case rules over 1M users)
+AUDIENCE_TIMEOUT_MS = 3_000
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who rules match now, before any rollout: ``matching`` of ``with_traits`` users with
+    stored traits, and the first few of them by id (``sample``)."""
+
+    matching: int
+    with_traits: int
+    sample: tuple[int, ...]
+
+
+def audience(
+    session: DbSession, rules: Any, sample: int = AUDIENCE_SAMPLE, timeout_ms: int = AUDIENCE_TIMEOUT_MS
+) -> Audience | None:
+    """How many users with traits ``rules`` (raw: RulesInvalid if they do not validate) match, of
+    how many, and the first ``sample`` of them by id: ``RuleSet.sql`` in two statements (the
+    counts, then the sample with a LIMIT), an inexact filter's rows confirmed with ``match``. None
+    when it takes longer than ``timeout_ms`` (a savepoint keeps the caller's transaction usable)."""
+    import time
+
+    from sqlalchemy.exc import OperationalError  # (imported here: this section was added apart)
+
+    ruleset = targeting.parse(rules)
+    found = ruleset.sql(UserTraits.__table__.c.traits)
+    traits_table = UserTraits.__table__
+    previous = session.execute(text("SELECT current_setting('statement_timeout')")).scalar_one()
+    try:
+        with session.begin_nested():
+            session.execute(
+                text("SELECT set_config('statement_timeout', :value, true)"),
+                {"value": f"{int(timeout_ms)}ms"},
+            )
+            if found.exact:
+                matching, total = session.execute(
+                    select(func.count().filter(found.where), func.count()).select_from(traits_table)
+                ).one()
+                ids = tuple(
+                    int(u)
+                    for u in session.scalars(
+                        select(traits_table.c.user_id)
+                        .where(found.where)
+                        .order_by(traits_table.c.user_id)
+                        .limit(sample)
+                    )
+                )
+            else:  # a superset: every candidate confirmed in Python, in id order, within the time too
+                deadline = time.monotonic() + timeout_ms / 1000
+                total = session.scalar(select(func.count()).select_from(traits_table)) or 0
+                matching, picked = 0, list[int]()
+                rows = session.execute(
+                    select(traits_table.c.user_id, traits_table.c.traits)
+                    .where(found.where)
+                    .order_by(traits_table.c.user_id)
+                    .execution_options(yield_per=2_000)
+                )
+                for seen, (user, traits) in enumerate(rows, 1):
+                    if ruleset.match(traits) is not None:
+                        matching += 1
+                        if len(picked) < sample:
+                            picked.append(int(user))
+                    if seen % 2_000 == 0 and time.monotonic() > deadline:
+                        rows.close()
+                        raise _TooSlow
+                ids = tuple(picked)
+            session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
+    except (OperationalError, _TooSlow) as exc:
+        if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) != "57014":
+            raise  # (57014 query_canceled: the statement timeout)
+        session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
+        return None
+    return Audience(int(matching or 0), int(total or 0), ids)
+
+
+class _TooSlow(Exception):
+    """Confirming an inexact filter's rows in Python took longer than the count may."""
+
+
+def trait_key_suggestions(session: DbSession, prefix: str = "", limit: int = 100) -> list[str]:
+    """Trait keys seen so far (``trait_keys``) that start with ``prefix``, in order, at most
+    ``limit``: the rule builder's suggestions."""
+    from webapp.models import TraitKey  # (imported here: this section was added apart)
+
+    query = select(TraitKey.key).order_by(TraitKey.key).limit(limit)
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(TraitKey.key.like(f"{escaped}%", escape="\\"))
+    return list(session.scalars(query))

@@ -74,6 +74,7 @@ from webapp.models.enums import Reason
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
+from webapp.services.reads.rule import MATCH_VISIBLE
 from webapp.services.webhooks import outbox
 
 EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor, visible"
@@ -921,22 +922,9 @@ def expire_batch(
 
 # -- rule matches (issue 29) ---------------------------------------------------------------
 
-# Does a rule match row of (c.user_id, c.segment_id) written or deleted now move the user's
-# answer? Only for a live segment in rule mode (a pending one's rows are not read yet), and only
-# when nothing overrides its coverage: a live explicit row of the segment, an exclusion from it,
-# or (in an exclusion group) a live explicit row of any segment of the group (the membership
-# rule, reads.rule: explicit beats exclusion beats coverage; an explicit member holds the group).
-_MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
- AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = c.user_id AND m.segment_id = c.segment_id
-                 AND (m.expires_at IS NULL OR m.expires_at > c.at))
- AND NOT EXISTS (SELECT 1 FROM rollout_exclusions e WHERE e.user_id = c.user_id AND e.segment_id = c.segment_id)
- AND (s.exclusion_group IS NULL OR NOT EXISTS (
-     SELECT 1 FROM memberships m JOIN segments o ON o.id = m.segment_id
-     WHERE m.user_id = c.user_id AND o.exclusion_group = s.exclusion_group AND o.{LIVE_SEGMENT_SQL}
-       AND (m.expires_at IS NULL OR m.expires_at > c.at))))"""
-
+# Does a rule match row written or deleted now move the user's answer? (``reads.rule.MATCH_VISIBLE``)
 _MATCH_EVENTS = _events(
-    f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {_MATCH_VISIBLE}, "
+    f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {MATCH_VISIBLE}, "
     "CAST(NULL AS timestamptz) FROM c JOIN segments s ON s.id = c.segment_id"
 )
 

@@ -210,10 +210,15 @@ class Reader:
 
     def token(self, session: DbSession) -> str:
         """The ``Segments-Consistency`` token of what is committed now: the primary's WAL
-        position (``replicas.POSITION``), read on ``session`` (the request boundary's, after its
-        commit: a connection of the pool the write used, so minting takes no other)."""
+        position (``replicas.POSITION``), read on the read engine's pool (the primary's), as a
+        hot read is: one round trip, where ``session`` (the request boundary's, after its commit)
+        would cost four (its pool's pre-ping, BEGIN, the statement, the teardown's ROLLBACK)."""
         at = time.monotonic()
-        lsn = committed_position(str(session.connection().exec_driver_sql(POSITION).scalar()))
+        rows = _on_hot_connection(self.engine, lambda statements: statements.run(POSITION, {}))
+        return self._minted(at, str(rows[0][0]))
+
+    def _minted(self, at: float, position: str) -> str:
+        lsn = committed_position(position)
         if self.replicas is not None:
             self.replicas.minted(at, lsn)
         return format_token(lsn)
@@ -276,6 +281,10 @@ class ConnectionReader(Reader):
 
     def batch(self, user_ids: Sequence[int], now: datetime | None = None, token: str | None = None) -> Batch:
         return _read_many(_ConnectionStatements(self.connection), user_ids, now, keep=False)
+
+    def token(self, session: DbSession) -> str:
+        """The token read on ``session`` (the tests' connection: no read engine of its own)."""
+        return self._minted(time.monotonic(), str(session.connection().exec_driver_sql(POSITION).scalar()))
 
 
 def _database(url: URL) -> tuple[Any, ...]:

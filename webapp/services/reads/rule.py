@@ -4,7 +4,9 @@ Pure functions, no database: the specification every other path is held to. The 
 (``read_path._evaluate_one``) and the history replay (``history``) call :func:`members`; the
 fast paths — the NumPy batch evaluation (``read_path._evaluate``) and the set-based SQL writers
 (``membership_store``), which decide which history rows to store — are proven equal to it by
-property tests (``tests/services/test_membership_rule.py``).
+property tests (``tests/services/test_membership_rule.py``). :data:`MATCH_VISIBLE` is the rule
+in SQL for one rule match row (a text, no database access here), shared by that row's writer and
+the member export.
 
 The rule, for one user at one moment:
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webapp.models.enums import Action
+from webapp.models.segment import LIVE_SEGMENT_SQL
 
 
 def members(
@@ -165,3 +168,22 @@ def step(state: State, changes: Iterable[Change]) -> tuple[State, list[tuple[int
     flips = [(sid, Action.ADDED) for sid in sorted(after - before)]
     flips += [(sid, Action.REMOVED) for sid in sorted(before - after)]
     return state, flips
+
+
+# The rule in SQL for one rule match row (issue 29): does the row of (c.user_id, c.segment_id)
+# make the user a member at c.at, given segment ``s`` (its segments row)? Only for a live segment
+# in rule mode (a pending one's rows are not read yet), and only when nothing overrides its
+# coverage: a live explicit row of the segment, an exclusion from it, or (in an exclusion group)
+# a live explicit row of any segment of the group (explicit beats exclusion beats coverage; an
+# explicit member holds the group). Used by the writer of rule rows (``membership.store``:
+# whether a row written or deleted moves an answer, its history row's ``visible``) and by the
+# member export (``history.reports``: which of a segment's rule rows are members now); the
+# property tests hold it to :func:`members` through those writers.
+MATCH_VISIBLE = f"""(s.rule_mode AND s.{LIVE_SEGMENT_SQL}
+ AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = c.user_id AND m.segment_id = c.segment_id
+                 AND (m.expires_at IS NULL OR m.expires_at > c.at))
+ AND NOT EXISTS (SELECT 1 FROM rollout_exclusions e WHERE e.user_id = c.user_id AND e.segment_id = c.segment_id)
+ AND (s.exclusion_group IS NULL OR NOT EXISTS (
+     SELECT 1 FROM memberships m JOIN segments o ON o.id = m.segment_id
+     WHERE m.user_id = c.user_id AND o.exclusion_group = s.exclusion_group AND o.{LIVE_SEGMENT_SQL}
+       AND (m.expires_at IS NULL OR m.expires_at > c.at))))"""

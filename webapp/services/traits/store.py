@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, text
 from webapp.models.enums import TraitAction, TraitImportMode
 from webapp.models.types import UTCDateTime
 from webapp.rules import MAX_TRAITS_PER_USER
-from webapp.services.common import DbSession, clock
+from webapp.services.common import DbSession
 from webapp.services.membership import rules as rule_matches
 from webapp.services.membership import store as membership_store
 
@@ -62,6 +62,9 @@ class WriteResult:
     at: datetime | None = None  # the instant every row was stamped with
     rules_added: int = 0  # rule match rows written (membership.rules.rematch)
     rules_removed: int = 0  # rule match rows deleted
+    # ``stored`` (write's argument): each user's traits and updated_at as stored after the write
+    # (read back from the write statement; unchanged users as read; none stored: absent)
+    stored: dict[int, tuple[Traits, datetime]] = field(default_factory=dict)
 
 
 def same(a: object, b: object) -> bool:
@@ -84,31 +87,49 @@ def decide(before: Traits | None, wanted: TraitWrite) -> Traits | None:
     return after
 
 
-def load(session: DbSession, user_ids: Sequence[int]) -> dict[int, tuple[Traits, datetime]]:
-    """Stored traits (and when they last changed) of these users."""
-    rows = session.execute(
-        text(
-            "SELECT user_id, traits, updated_at FROM user_traits WHERE user_id = ANY(CAST(:ids AS bigint[]))"
-        ),
-        {"ids": list(user_ids)},
-    )
-    return {user: (traits, updated_at) for user, traits, updated_at in rows}
+# A write's read, under its users' locks: their stored traits, then (a last row, user NULL) the
+# rule-set lock taken shared (membership.rules.rematch's first lock, taken here to save it a
+# round trip) and the clock once it is held. (Append runs its branches in order.) A write of a
+# few users also sets the rest of its transaction's statements to generic plans: they are the
+# same few statements on every call (prepared by psycopg from the fifth), and PostgreSQL's own
+# choice kept planning them anew each time: the rule rows' statement took 0.8 ms with its
+# generic plan, 2.7 ms planned each time (docs/performance.md, "Trait writes").
+_LOAD = text(
+    "SELECT user_id, traits, updated_at FROM user_traits WHERE user_id = ANY(CAST(:ids AS bigint[])) "
+    "UNION ALL SELECT NULL, NULL, clock_timestamp() FROM (SELECT "
+    f"{rule_matches.RULE_SET_SHARED_SQL}, set_config('plan_cache_mode', "
+    "CASE WHEN :generic THEN 'force_generic_plan' ELSE current_setting('plan_cache_mode') END, true)) l"
+)
+GENERIC_PLANS_UP_TO = 64  # users in a write whose statements run with generic plans
 
 
-_UPSERT = text(
-    "INSERT INTO user_traits (user_id, traits, updated_at) "
-    "SELECT u, CAST(t AS jsonb), :at FROM unnest(CAST(:ids AS bigint[]), CAST(:traits AS text[])) AS x(u, t) "
-    "ON CONFLICT (user_id) DO UPDATE SET traits = EXCLUDED.traits, updated_at = EXCLUDED.updated_at"
-).bindparams(bindparam("at", type_=UTCDateTime))
-_EVENTS = text(
-    "INSERT INTO trait_events (user_id, keys, action, actor, occurred_at, operation_id) "
-    "SELECT u, CAST(string_to_array(k, ',') AS varchar(64)[]), a, :actor, :at, CAST(:operation AS uuid) "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:keys AS text[]), CAST(:actions AS text[])) AS x(u, k, a)"
-).bindparams(bindparam("at", type_=UTCDateTime))
-_KEYS = text(
-    "INSERT INTO trait_keys (key, first_seen_at) "
-    "SELECT k, :at FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k ON CONFLICT DO NOTHING"
-).bindparams(bindparam("at", type_=UTCDateTime))
+# Every row of a write in one statement: the new traits (returned as stored, for the answer), the
+# users cleared, the history rows, the keys seen (in key order: two writers meeting on new keys
+# take them in the same order).
+_WRITE = """
+WITH up AS (
+    INSERT INTO user_traits (user_id, traits, updated_at)
+    SELECT u, CAST(t AS jsonb), :at FROM unnest(CAST(:ids AS bigint[]), CAST(:traits AS text[])) AS x(u, t)
+    ON CONFLICT (user_id) DO UPDATE SET traits = EXCLUDED.traits, updated_at = EXCLUDED.updated_at
+    RETURNING user_id, traits, updated_at
+),
+gone AS (DELETE FROM user_traits WHERE user_id = ANY(CAST(:cleared AS bigint[]))),
+ev AS (
+    INSERT INTO trait_events (user_id, keys, action, actor, occurred_at, operation_id)
+    SELECT u, CAST(string_to_array(k, ',') AS varchar(64)[]), a, :actor, :at, CAST(:operation AS uuid)
+    FROM unnest(CAST(:event_ids AS bigint[]), CAST(:keys AS text[]), CAST(:actions AS text[])) AS x(u, k, a)
+),
+seen AS (
+    INSERT INTO trait_keys (key, first_seen_at)
+    SELECT k, :at FROM unnest(CAST(:seen AS text[])) AS k ORDER BY k ON CONFLICT DO NOTHING
+)
+"""
+_WRITE_RETURNING = text(_WRITE + "SELECT user_id, traits, updated_at FROM up").bindparams(
+    bindparam("at", type_=UTCDateTime)
+)
+_WRITE_COUNTING = text(_WRITE + "SELECT count(*), NULL, NULL FROM up").bindparams(
+    bindparam("at", type_=UTCDateTime)
+)
 
 
 def dump(traits: Traits) -> str:
@@ -126,6 +147,7 @@ def write(
     actor: str,
     operation_id: uuid.UUID | None = None,
     at: datetime | None = None,
+    stored: bool = False,
 ) -> WriteResult:
     """Apply ``writes`` (one per user, validated) in the caller's transaction; the one place a
     user's traits change.
@@ -144,11 +166,25 @@ def write(
     users' locks. The re-matching of rule segments is to be called from this function, on
     ``changed``, before it returns: the trait change and the rule memberships it implies then
     commit (or roll back) together, and no per-user membership write can come between them.
+
+    Round trips (a per-user PATCH is latency-bound): the users' locks; their traits read with
+    the rule-set lock taken shared (rematch's first lock) and the clock; every row written in
+    one statement (``stored``: the users' traits as stored returned by it, for the answer);
+    then rematch's (docs/performance.md, "Trait writes").
     """
     ids = sorted({w.user_id for w in writes})
     membership_store.lock_users(session, ids)
-    stored = load(session, ids)
-    now = at or clock(session)
+    stored_rows: dict[int, tuple[Traits, datetime]] = {}
+    read_at: datetime | None = None
+    for user, traits, updated_at in session.execute(
+        _LOAD, {"ids": ids, "generic": len(ids) <= GENERIC_PLANS_UP_TO}
+    ):
+        if user is None:
+            read_at = updated_at
+        else:
+            stored_rows[user] = (traits, updated_at)
+    assert read_at is not None
+    now = at or read_at
     result = WriteResult(at=now)
     upsert_ids: list[int] = []
     upsert_traits: list[str] = []
@@ -158,7 +194,7 @@ def write(
     event_actions: list[str] = []
     seen: set[str] = set()
     for wanted in sorted(writes, key=lambda w: w.user_id):
-        before = stored[wanted.user_id][0] if wanted.user_id in stored else None
+        before = stored_rows[wanted.user_id][0] if wanted.user_id in stored_rows else None
         after = decide(before, wanted)
         if after is not None and len(after) > MAX_TRAITS_PER_USER:
             result.too_many.append(wanted.user_id)
@@ -189,27 +225,33 @@ def write(
             event_ids.append(wanted.user_id)
             event_keys.append(",".join(deleted))
             event_actions.append(TraitAction.CLEARED if after is None else TraitAction.DELETED)
-    if upsert_ids:
-        session.execute(_UPSERT, {"ids": upsert_ids, "traits": upsert_traits, "at": now})
-    if cleared:
-        session.execute(
-            text("DELETE FROM user_traits WHERE user_id = ANY(CAST(:ids AS bigint[]))"), {"ids": cleared}
-        )
-    if event_ids:
-        session.execute(
-            _EVENTS,
+    if upsert_ids or cleared or event_ids:
+        written = session.execute(
+            _WRITE_RETURNING if stored else _WRITE_COUNTING,
             {
-                "ids": event_ids,
+                "ids": upsert_ids,
+                "traits": upsert_traits,
+                "cleared": cleared,
+                "event_ids": event_ids,
                 "keys": event_keys,
                 "actions": event_actions,
+                "seen": sorted(seen),
                 "actor": actor[:100],
                 "at": now,
                 "operation": str(operation_id) if operation_id else None,
             },
-        )
-    if seen:
-        session.execute(_KEYS, {"keys": sorted(seen), "at": now})
+        ).all()
+        if stored:
+            after_rows = dict(stored_rows)
+            for user in cleared:
+                after_rows.pop(user, None)
+            after_rows.update({user: (traits, updated_at) for user, traits, updated_at in written})
+            result.stored = after_rows
+    elif stored:
+        result.stored = dict(stored_rows)
     if result.changed:  # the rule memberships these changes imply, in this transaction (issue 29)
-        matched = rule_matches.rematch(session, [(c.user_id, c.after) for c in result.changed], actor[:100])
+        matched = rule_matches.rematch(
+            session, [(c.user_id, c.after) for c in result.changed], actor[:100], rule_set_locked=True
+        )
         result.rules_added, result.rules_removed = matched.added, matched.removed
     return result

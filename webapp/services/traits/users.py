@@ -89,7 +89,7 @@ def _write(
     if problems:
         raise ValidationFailed("no trait was changed: fix the listed items", problems)
     assert isinstance(traits, Mapping)
-    result = store.write(session, [TraitWrite(user_id, traits, mode)], actor=actor)
+    result = store.write(session, [TraitWrite(user_id, traits, mode)], actor=actor, stored=True)
     if result.too_many:
         raise ValidationFailed(
             f"no trait was changed: the user would hold more than {MAX_TRAITS_PER_USER} keys",
@@ -102,12 +102,12 @@ def _write(
                 )
             ],
         )
-    after = get_traits(session, user_id)
+    after, updated_at = result.stored.get(user_id, ({}, None))  # (as stored: what a read answers)
     change = result.changed[0] if result.changed else None
     return TraitsChanged(
         user_id,
-        after.traits,
-        after.updated_at,
+        dict(after),
+        updated_at,
         change.set_keys if change else [],
         change.deleted_keys if change else [],
     )
