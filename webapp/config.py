@@ -56,6 +56,7 @@ class Config:
     # built-in 5,000) and a pause after each chunk's commit, others' turn (docs/configuration.md).
     BULK_CHUNK = _env_int("BULK_CHUNK", 0)
     BULK_PAUSE_MS = _env_int("BULK_PAUSE_MS", 0)
+    REPORT_PROGRESS_MS = _env_int("REPORT_PROGRESS_MS", 1000)
     # Months of membership history kept: the nightly job drops each monthly partition of
     # membership_events once its whole month is older than this. 0 = keep forever.
     HISTORY_RETENTION_MONTHS = _env_int("HISTORY_RETENTION_MONTHS", 0)

@@ -32,7 +32,7 @@ def honour_the_protocols_rules(case) -> None:
     if isinstance(case.body, dict) or case.body is None:
         context = case.body.get("context") if isinstance(case.body, dict) else None
         context = context if isinstance(context, dict) else {}
-        digits = "".join(ch for ch in str(context.get("targetingKey", "")) if ch.isdigit())[:12]
+        digits = "".join(ch for ch in str(context.get("targetingKey", "")) if ch in "0123456789")[:12]
         case.body = {**(case.body or {}), "context": {**context, "targetingKey": str(int(digits or 0) + 1)}}
     key = (case.path_parameters or {}).get("key")
     if isinstance(key, str) and len(key) % 2 == 0:

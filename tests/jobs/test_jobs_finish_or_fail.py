@@ -23,6 +23,7 @@ from tests.support.processes import (
 )
 from tests.support.report_jobs import (
     MEMBERS,
+    MID_REPORT,
     big_segment,
     job_id,
     live_horse,
@@ -96,7 +97,7 @@ def test_a_killed_work_horse_is_retried_to_finished_or_failed_and_leaves_no_part
     report_id = request_members_report(jobs_app, "KILLED")
     shorten_retries(jobs_app)  # RETRY's 10 s / 60 s, made 1 s, so the retry runs within the budget
     log = tmp_path / "worker.log"
-    with flask_worker(jobs_app, log) as worker:
+    with flask_worker(jobs_app, log, **MID_REPORT) as worker:
         kill_horse_mid_report(jobs_app, worker, report_id, log)
         state = settle(jobs_app, report_id, 30)
         assert state["status"] in FINAL, f"stuck after SIGKILL of the work-horse: {state}\n{log_tail(log)}"
@@ -109,13 +110,13 @@ def test_a_killed_work_horse_is_retried_to_finished_or_failed_and_leaves_no_part
 
 @pytest.mark.slow
 def test_a_work_horse_killed_on_every_attempt_ends_failed_with_a_reason(jobs_app, tmp_path):
-    big_segment(jobs_app, "ALWAYS_KILLED", members=100_000)
+    big_segment(jobs_app, "ALWAYS_KILLED")
     report_id = request_members_report(jobs_app, "ALWAYS_KILLED")
     shorten_retries(jobs_app)
     log = tmp_path / "worker.log"
-    with flask_worker(jobs_app, log) as worker:
+    with flask_worker(jobs_app, log, **MID_REPORT) as worker:
         killed = {kill_horse_mid_report(jobs_app, worker, report_id, log)}
-        state = settle(jobs_app, report_id, 40, worker, killed=killed)
+        state = settle(jobs_app, report_id, 120, worker, killed=killed)  # (a wait, not a limit)
         assert state["status"] == "failed" and state["error"], (
             f"a report whose every attempt was killed ({len(killed)} kills) is not failed with a reason: "
             f"{state}\n{log_tail(log)}"

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.processes import flask_worker, log_tail, report_state, wait_for, work_horse
-from tests.support.report_jobs import big_segment, job_id, part_files, request_members_report
+from tests.support.report_jobs import MID_REPORT, big_segment, job_id, part_files, request_members_report
 
 pytestmark = pytest.mark.fault
 
@@ -49,7 +49,7 @@ def test_a_job_orphaned_by_a_killed_worker_is_picked_up_by_a_fresh_worker_prompt
 
     big_segment(jobs_app, "ORPHANED", members=MEMBERS)
     report_id = request_members_report(jobs_app, "ORPHANED")
-    env = {"JOB_ORPHAN_SECONDS": str(ORPHAN_SECONDS)}
+    env = {"JOB_ORPHAN_SECONDS": str(ORPHAN_SECONDS), **MID_REPORT}
     first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
     strays: list[psutil.Process] = []
     try:

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from flask import current_app
+from flask import current_app, has_app_context
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import BigInteger, Select, cast, func, literal, select, text
 
@@ -511,7 +511,15 @@ def _count_all(session: DbSession, start: datetime, end: datetime, now: datetime
 # hostile data.
 
 _COPY_BLOCK = 20_000  # rows per write (about 1 MB)
-COPY_PROGRESS_SECONDS = 1.0  # between progress updates (each its own commit)
+COPY_PROGRESS_MS = 1000  # between progress updates (each its own commit), unless REPORT_PROGRESS_MS says
+
+
+def _progress_seconds() -> float:
+    """Seconds between a COPY-written report's progress updates (REPORT_PROGRESS_MS)."""
+    configured = current_app.config.get("REPORT_PROGRESS_MS") if has_app_context() else None
+    return max(0, int(configured if configured is not None else COPY_PROGRESS_MS)) / 1000
+
+
 _UNESCAPE = {b"\\": b"\\", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
 _ESCAPED = re.compile(rb"\\(.)", re.S)
 
@@ -629,7 +637,7 @@ def _copy_lines(
         handle.write(head.encode())
         with cursor.copy(query, params) as copy:
             rows = iter(copy)  # one row per message (the protocol's rule for COPY TO)
-            told = time.monotonic()
+            told, every = time.monotonic(), _progress_seconds()
             while True:
                 buffer = io.BytesIO()  # (each row copied at once: holding psycopg's row buffers costs)
                 write = buffer.write
@@ -638,7 +646,7 @@ def _copy_lines(
                 if not buffer.tell():
                     break
                 count = _write_block(handle, buffer.getvalue(), line_end, count)
-                if time.monotonic() - told >= COPY_PROGRESS_SECONDS and count < total:
+                if time.monotonic() - told >= every and count < total:
                     on_progress(count, total)  # (not at the end: the finished report's update says it)
                     told = time.monotonic()
     os.replace(partial, path)
