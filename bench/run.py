@@ -998,14 +998,17 @@ class Others:
     a window's p99 is compared with the same clients' p99 over the OTHERS_IDLE seconds before
     the operation started (same run, same load, same clients)."""
 
-    def __init__(self, base: str, segments: tuple[str, str], users: int) -> None:
-        self.base, self.segments, self.users = base, segments, users
+    def __init__(self, base: str, segments: tuple[str, str], users: int, engine=None) -> None:
+        self.base, self.segments, self.users, self.engine = base, segments, users, engine
         self.samples: list[tuple[float, float, str, int]] = []  # (finished at, seconds, kind, status)
+        self.waits: list[tuple[float, int]] = []  # (at, backends waiting for an advisory lock)
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(OTHERS_CLIENTS)
         ]
         self.threads.append(threading.Thread(target=self._hot, daemon=True))
+        if engine is not None:
+            self.threads.append(threading.Thread(target=self._lock_waits, daemon=True))
 
     def _timed(self, kind: str, method: str, path: str, body: object = None) -> None:
         started = time.perf_counter()
@@ -1025,6 +1028,26 @@ class Others:
             self._timed("read", "GET", f"/api/v1/users/{user}/segments")
             self._timed("write", "POST", f"/api/v1/users/{user}/segments", {"del": [busy]})
             time.sleep(0.02)
+
+    def _lock_waits(self) -> None:
+        """Every 10 ms: how many backends wait for an advisory lock (the segments' bulk locks:
+        a per-user write waiting out a chunk; the operation's own chunk waiting for a write)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            query = sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND datname = current_database()"
+            )
+            while not self.stop.is_set():
+                self.waits.append((time.perf_counter(), int(conn.scalar(query) or 0)))
+                time.sleep(0.01)
+
+    def waited(self, start: float, end: float) -> str:
+        """The share of samples in [start, end] with a backend waiting for an advisory lock."""
+        mine = [n for at, n in self.waits if start <= at <= end]
+        if not mine:
+            return ""
+        return f"; advisory lock waits in {100 * sum(1 for n in mine if n) / len(mine):.1f}% of {len(mine)} samples"
 
     def _hot(self) -> None:
         rng = random.Random(99)
@@ -1081,8 +1104,10 @@ class Others:
         record(
             "others",
             f"during {name} ({end - start:.1f} s): others' p99, {n} requests",
-            f"{during:.1f} ms (writes {writes:.1f}, idle {writes_idle:.1f}; reads {reads:.1f}, idle {reads_idle:.1f}), "
-            f"5xx {errors + hot_5xx}; hot read p99 {hot:.1f} ms ({hot_n} reads, idle {hot_idle:.1f} ms); {rss()}",
+            f"{during:.1f} ms (writes {writes:.1f}, idle {writes_idle:.1f}: {writes / writes_idle:.2f}x; "
+            f"reads {reads:.1f}, idle {reads_idle:.1f}), "
+            f"5xx {errors + hot_5xx}; hot read p99 {hot:.1f} ms ({hot_n} reads, idle {hot_idle:.1f} ms)"
+            f"{self.waited(start, end)}; {rss()}",
             f"{idle:.1f} ms idle ({idle_n} requests)",
             f"{ratio:.2f}x",
             "<= 2x idle, no 5xx",
@@ -1143,7 +1168,7 @@ def bench_others(
             return run
 
         listed = list(range(size // 2 + 1, size // 2 + size + 1))
-        with Others(base, ("OTHERS_BIG", "OTHERS_SMALL"), 2 * size) as others:
+        with Others(base, ("OTHERS_BIG", "OTHERS_SMALL"), 2 * size, engine) as others:
             time.sleep(2)  # (warm-up)
             for name, operation in (
                 (
@@ -1197,6 +1222,24 @@ def bench_others(
                 rss_text,
             )
     return timings
+
+
+def bench_others_alone(engine, env, size: int) -> None:
+    """The others section without the rest of the bulk one (``--only others``): the floors first
+    (bulk_floors, same database), then each chunked operation's time with others running against
+    its floor. (The others' replace replaces half of a segment's members; its floor all of them.)"""
+    floors = bulk_floors(engine, size)
+    timings = bench_others(engine, env, size)
+    for name in ("add", "replace", "remove", "delete"):
+        _, seconds = timings[name]
+        record_big(
+            f"{name} of {size:,} ids with others running (request -> finished)",
+            seconds,
+            "",
+            floors[name],
+            "bulk_floors",
+            section="others",
+        )
 
 
 def bench_parse(count: int) -> None:
@@ -2632,6 +2675,10 @@ def main() -> None:
             timed_section("set-based", lambda: bench_set_based(env, 200 if args.quick else 2_000))
             timed_section("others", lambda: bench_others(engine, env, size))
             timed_section("parse", lambda: bench_parse(size))
+            engine.dispose()
+        if "others" in sections and "bulk" not in sections:  # (the bulk section runs it too)
+            engine = fresh_database(env)
+            timed_section("others", lambda: bench_others_alone(engine, env, size))
             engine.dispose()
         for chunk, pause in args.tradeoff:  # the chunked operations again, other settings
             timed_section(

@@ -7,11 +7,13 @@ Each takes up to MAX_BULK_IDS ids, validated whole before anything is written.
 Up to SYNC_LIMIT ids are done in the request's own transaction (a replace also needs at most
 SYNC_LIMIT members to leave). More become a ``BulkOperation``: the ids are COPYed into
 ``bulk_operation_ids`` and a job works through them in chunks of CHUNK, each chunk its own
-short transaction holding the segment share-locked and its rows locked in user order (the
-global lock order, membership_store), so per-user writers to the same segment wait at most one
-chunk and readers never wait. The job records its cursor (the last user id done) with each
-chunk, so it is resumable after a crash, and each chunk is idempotent (re-adding a member or
-removing a non-member changes nothing). A replace runs in two passes: pass 0 adds the listed
+short transaction holding the segment share-locked, the segment's bulk lock for the id ranges
+of its users and its rows locked in user order (the global lock order, membership_store), so a
+per-user writer of one of those users waits at most one chunk, writers of other users of the
+segment do not wait for it, and readers never wait. The job records its cursor (the last user
+id done) with each chunk, so it is resumable after a crash, and each chunk is idempotent
+(re-adding a member or removing a non-member changes nothing). A replace runs in two passes:
+pass 0 adds the listed
 ids chunk by chunk (or sets their new expiry); pass 1 walks the segment's members in windows
 of CHUNK user ids (keyset on user id, its own cursor) and removes those not listed (an
 anti-join against ``bulk_operation_ids``) that were members before the operation started:
@@ -307,6 +309,8 @@ def bulk_replace(
             expires_at=until,
             total=len(ids) + members,
         )
+    # every member may leave: the whole segment's bulk lock, first (its adds then hold it already)
+    membership_store.lock_segment_bulk(session, segment.id)
     added, updated = _add(session, ids, segment, until, reason, actor, at=at, ttl_seconds=ttl_seconds)
     leaving = membership_store.lock_unlisted_members(session, segment.id, listed=ids)
     removed = _remove(session, leaving, segment, reason, actor, at=at) if leaving else 0
@@ -358,7 +362,7 @@ def _add(
     history row (their answer does not change: membership_rule). ``ttl_seconds`` (an add in the
     request) counts from that instant, as a per-user change's does; a background chunk keeps its
     operation's expiry, and adds nothing once it has passed (membership_store.ALIVE_AT_STAMP)."""
-    now = _moment(session, segment, at)
+    now = _moment(session, segment, at, membership_store.user_span(ids))
     if ttl_seconds is not None:
         until = now + timedelta(seconds=ttl_seconds)
     already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
@@ -378,7 +382,7 @@ def _remove(
 ) -> int:
     """One chunk of a removal, each user as a per-user removal would be (module docstring),
     decided and stamped at one instant read after its locks."""
-    now = _moment(session, segment, at)
+    now = _moment(session, segment, at, membership_store.user_span(ids))
     return membership_store.remove_many(
         session,
         ids,
@@ -393,11 +397,14 @@ def _remove(
     )
 
 
-def _moment(session: DbSession, segment: Segment, at: datetime | None) -> datetime:
-    """The instant a chunk happens at: after the segment's bulk lock (chunks and per-user changes
-    of the segment are ordered by it), so what the chunk decides from the rollout in force and
-    the history it stamps are the same moment, the one readers see it at."""
-    membership_store.lock_segment_bulk(session, segment.id)
+def _moment(
+    session: DbSession, segment: Segment, at: datetime | None, users: tuple[int, int] | None
+) -> datetime:
+    """The instant a chunk of the users ``users`` (lo, hi; None: any) happens at: after the
+    segment's bulk lock for them (the chunk and per-user changes of those users are ordered by
+    it; membership_store.lock_segment_bulk), so what the chunk decides from the rollout in force
+    and the history it stamps are the same moment, the one readers see it at."""
+    membership_store.lock_segment_bulk(session, segment.id, users)
     return at or clock(session)
 
 
@@ -744,12 +751,14 @@ def run_chunk(session: DbSession, operation: BulkOperation) -> bool:
 
 def _restore_chunk(session: DbSession, operation: BulkOperation, segment: Segment, size: int) -> bool:
     """One chunk of a restore's members (services.restore), decided and stamped at one instant
-    read after the segment's bulk lock: each user's row comes back when the chunk commits, and
-    its history row says so then (not visible for a user the rollout already had in)."""
-    now = _moment(session, segment, None)
+    read after the segment's bulk lock for the chunk's users (read before it: only this
+    operation's chunks, one at a time, take a live segment's kept rows): each user's row comes
+    back when the chunk commits, and its history row says so then (not visible for a user the
+    rollout already had in)."""
     ids = membership_store.retired_ids(session, segment.id, size, after=operation.cursor)
     if not ids:
         return False
+    now = _moment(session, segment, None, membership_store.user_span(ids))
     already_in = _in_through_rollout(session, segment, ids, now) if segment.rollout_basis_points else []
     taken, restored = membership_store.restore_members(
         session,

@@ -7,28 +7,68 @@ are stamped with ``clock_timestamp()`` taken after the row locks, so history ord
 order (callers may pass an explicit time ``at``: backfills and tests with a fixed clock).
 
 Locking, in one global order so that no two writers deadlock:
-1. the user (a transaction-scoped advisory lock, :func:`lock_user`) for per-user changes,
-   or the segment's bulk lock for a bulk chunk (chunks of one segment run one at a time);
-   a per-user change takes its segments' bulk locks shared after their rows (step 2), so it
-   and a chunk of the same segment never interleave (their decisions and stamps are ordered);
+1. the user (a transaction-scoped advisory lock, :func:`lock_user`; many: :func:`lock_users`,
+   ascending) for per-user changes and trait writes;
 2. segment rows, in id order (share for per-user changes and bulk chunks, exclusive for
    delete and rollout changes);
-3. membership rows: ascending segment id within a user (per-user changes), ascending user id
-   within one segment (bulk chunks: add, remove, a replace's two passes). A per-user change only
-   ever waits for a row of a higher segment than any it holds and a bulk chunk only within its
-   own segment, so no wait cycle can close. The purge never waits: it skips rows another
-   writer holds. (Rollout exclusion rows are taken like membership rows.)
+3. the segments' **bulk locks**, in segment id order, and within a segment in this order:
+   its BULK_LOCK_SPACE key, its WRITE_LOCK_SPACE key, its range keys of level 0 ascending, of
+   level 1 ascending (two-int advisory keys; a range key is (segment, level, user id >>
+   RANGE_SHIFTS[level])). Who takes what:
+
+   - a bulk chunk (add, remove, a replace's two passes, a restore's chunk): BULK_LOCK_SPACE
+     exclusive (chunks of one segment run one at a time), then — its users known before its
+     locks: the staged ids, or the window ``after < user_id <= upto`` it reads again after
+     them — the range keys covering them exclusive at the finest level at which they are at
+     most RANGE_KEYS, with WRITE_LOCK_SPACE shared; or, too spread out or not known before
+     (a sync replace, whose members may all leave), WRITE_LOCK_SPACE exclusive: the whole
+     segment (:func:`lock_segment_bulk`, taken once per transaction);
+   - a per-user change of user X: per segment WRITE_LOCK_SPACE shared and X's range key at
+     *every* level shared (:func:`lock_segments_for_user`). So it waits for a chunk whose
+     ranges hold X (whatever level the chunk took) or that holds the whole segment, and for
+     nothing else: a chunk and a per-user change of one user never interleave (their decisions
+     and stamps are ordered), while writes of users outside the chunk go on (issue 28 item 3).
+     A change of more than RANGE_SEGMENTS segments (up to MAX_ITEMS_PER_CHANGE) takes their
+     BULK_LOCK_SPACE keys shared instead, as before ranges: it waits for any of their chunks,
+     and holds one lock-table entry per segment, not three;
+   - a re-evaluation chunk (its users are read after its locks), the sync restore: the whole
+     segment, BULK_LOCK_SPACE and WRITE_LOCK_SPACE exclusive (:func:`lock_segments_bulk`);
+   - a trait write: BULK_LOCK_SPACE shared for its rule scope (:func:`lock_segments_shared`,
+     after the rule-set lock), so it waits for every chunk of those segments as before (a
+     chunk's explicit rows and the trait write's rule rows decide each other's visibility);
+     the switch of a segment's mode takes BULK_LOCK_SPACE exclusive (segments.rollout_state).
+
+   Everyone takes these keys in the order above and holds them to the end of the transaction,
+   so no cycle can close among them. One exception, safe: several chunks in one transaction (a
+   request's replace, tests) may take more range keys of a level after rows, in any order: a
+   per-user change holds one key of each level and waits for a chunk only for its own user's
+   key, or for rows of its user, which the chunk holds only with that key; so it can hold a key
+   such a chunk then waits for only while waiting on a coarser level the chunk does not hold.
+   Hence :func:`lock_segment_bulk` never takes a finer level after a coarser one (it takes the
+   coarser), and a caller that may need the whole segment takes it first (the sync replace);
+4. membership rows: ascending segment id within a user (per-user changes), ascending user id
+   within one segment (bulk chunks). A per-user change waits for a chunk's row only if the
+   chunk covers its user — and then it waited at step 3 already; a bulk chunk only waits
+   within its own segment, so no wait cycle can close. The purge never waits: it skips rows
+   another writer holds. (Rollout exclusion rows are taken like membership rows.)
+
+Why ranges and not the users' own locks: a chunk of 5,000 users would hold 5,000 entries of the
+server's shared lock table (max_locks_per_transaction x max_connections, 6,400 by default) —
+a first version did, and ran out — while its ranges are at most RANGE_KEYS + 2. The chunks'
+users are always one interval of ids (the staged ids and the windows are walked in id order), so
+ranges lose little: a chunk of 5,000 dense ids holds two 4,096-id keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import bindparam, text
+from sqlalchemy.orm import scoped_session
 
 from webapp.models.enums import Reason
 from webapp.models.segment import LIVE_SEGMENT_SQL
@@ -276,7 +316,11 @@ SELECT count(*) FILTER (WHERE shown), count(*) FILTER (WHERE NOT shown), {writte
 )
 
 
-BULK_LOCK_SPACE = 3  # advisory locks (two-int form) serialising bulk chunks of one segment
+BULK_LOCK_SPACE = 3  # (3, segment): its bulk chunks one at a time; trait writes of it shared
+WRITE_LOCK_SPACE = 6  # (6, segment): per-user changes shared; a chunk of the whole segment exclusive
+RANGE_SHIFTS = (12, 22)  # user id >> shift: a range key per level (4,096 and 4,194,304 ids)
+RANGE_KEYS = 64  # most range keys a chunk takes (of the finest level that fits), else the segment
+RANGE_SEGMENTS = 16  # a per-user change of more segments takes their BULK_LOCK_SPACE shared instead
 
 
 def upsert_many(
@@ -303,7 +347,7 @@ def upsert_many(
     new explicit rows are stored, not shown, and counted as updated: the answer does not
     change). An ``expiry`` not after ``now`` adds nothing (ALIVE_AT_STAMP: a background chunk
     that runs after its operation's expiry)."""
-    lock_segment_bulk(session, segment_id)
+    lock_segment_bulk(session, segment_id, user_span(user_ids))
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     added, updated, written = _run(
         session,
@@ -388,7 +432,7 @@ def remove_many(
     so only live members count as removed. A newly excluded user who was not in (``group``:
     the segment's exclusion group, held by an explicit membership of another of its segments)
     gets a stored, not visible, row: the answer did not change."""
-    lock_segment_bulk(session, segment_id)
+    lock_segment_bulk(session, segment_id, user_span(user_ids))
     expire_batch(session, now, len(user_ids), segment_id=segment_id, user_ids=user_ids)
     params = {
         "users": list(user_ids),
@@ -420,8 +464,10 @@ def lock_unlisted_members(
     """The segment's members (live or not) with ``after < user_id <= upto`` that are not
     listed — in ``listed``, or in the operation's ``bulk_operation_ids`` — and, with
     ``added_before``, were added before it; their rows locked in ascending user order (the
-    caller then removes them with :func:`remove_many`). A replace's removal pass."""
-    lock_segment_bulk(session, segment_id)
+    caller then removes them with :func:`remove_many`). A replace's removal pass. Its bulk lock
+    covers the window's users (``upto`` given: the window is known before the lock, its rows are
+    read after it), else the whole segment."""
+    lock_segment_bulk(session, segment_id, (after + 1, upto) if upto is not None and upto > after else None)
     candidates: list[int] = []
     if listed is not None:
         unlisted = (
@@ -476,9 +522,11 @@ def lock_unlisted_members(
 
 
 def lock_segments_shared(session: DbSession, segment_ids: Sequence[int]) -> None:
-    """A per-user change waits for a bulk chunk running on any of its segments (and a chunk for
-    the per-user changes in progress): the shared side of :func:`lock_segment_bulk`, taken in
-    segment id order after the segment rows, before the change reads its clock and its view."""
+    """A trait write's side of the segments' bulk locks (membership.rules.rematch): BULK_LOCK_SPACE
+    *shared* for its rule segments and their groups' other segments, in id order, so it waits
+    for any bulk chunk or re-evaluation chunk of them and they for it (a chunk's explicit rows and
+    a trait write's rule rows of one user decide each other's visibility). Per-user changes take
+    :func:`lock_segments_for_user` instead."""
     session.execute(
         text(
             "SELECT pg_advisory_xact_lock_shared(:space, s.id) "
@@ -488,11 +536,148 @@ def lock_segments_shared(session: DbSession, segment_ids: Sequence[int]) -> None
     )
 
 
-def lock_segment_bulk(session: DbSession, segment_id: int) -> None:
-    """Chunks of one segment run one at a time (held until the transaction ends)."""
+def lock_segments_for_user(session: DbSession, segment_ids: Sequence[int], user_id: int) -> None:
+    """A per-user change of ``user_id`` waits for a bulk chunk of any of its segments whose ids
+    cover the user (and a chunk for the change): per segment, in id order, its WRITE_LOCK_SPACE
+    key shared and the user's range key at every level of RANGE_SHIFTS shared (the module
+    docstring). Taken after the segment rows, before the change reads its clock and its view.
+    A change of more than RANGE_SEGMENTS segments takes each one's BULK_LOCK_SPACE key shared
+    instead — one lock-table entry per segment, not three — and waits for any chunk of them."""
+    keys: list[tuple[int, int, bool]] = []
+    ids = sorted(set(segment_ids))
+    for segment_id in ids:
+        if len(ids) > RANGE_SEGMENTS:
+            keys.append((BULK_LOCK_SPACE, segment_id, False))
+            continue
+        keys.append((WRITE_LOCK_SPACE, segment_id, False))
+        keys += [
+            (_range_space(segment_id, level), _int4(user_id >> shift), False)
+            for level, shift in enumerate(RANGE_SHIFTS)
+        ]
+    _take(session, keys)
+
+
+@dataclass(frozen=True)
+class BulkHold:
+    """What a chunk takes of one segment's bulk locks: the whole segment (``level`` None), or the
+    ranges ``first`` … ``last`` (user id >> RANGE_SHIFTS[level]) of one level."""
+
+    level: int | None
+    first: int = 0
+    last: int = 0
+
+
+def bulk_hold(users: tuple[int, int] | None) -> BulkHold:
+    """What a chunk of the users ``lo`` … ``hi`` (None: unknown, or every user) takes: the ranges
+    of the finest level at which they are at most RANGE_KEYS, else the whole segment."""
+    if users is not None:
+        for level, shift in enumerate(RANGE_SHIFTS):
+            first, last = users[0] >> shift, users[1] >> shift
+            if last - first < RANGE_KEYS:
+                return BulkHold(level, first, last)
+    return BulkHold(None)
+
+
+def user_span(user_ids: Sequence[int]) -> tuple[int, int] | None:
+    """The lowest and highest of ``user_ids`` (None when empty): what a chunk of them covers."""
+    return (min(user_ids), max(user_ids)) if user_ids else None
+
+
+@dataclass
+class _Held:
+    """A segment's bulk locks this transaction holds: the whole segment, or range keys
+    (level, int4 key)."""
+
+    whole: bool = False
+    keys: set[tuple[int, int]] = field(default_factory=set)
+
+
+def _range_keys(level: int, first: int, last: int) -> set[tuple[int, int]]:
+    return {(level, _int4(r)) for r in range(first, last + 1)}
+
+
+def lock_segment_bulk(session: DbSession, segment_id: int, users: tuple[int, int] | None = None) -> None:
+    """A bulk chunk's locks on its segment (held until the transaction ends): BULK_LOCK_SPACE
+    exclusive (chunks of one segment run one at a time; trait writes of its rule scope wait), and
+    either the user ranges covering ``users`` (lo, hi: every user the chunk may write or decide
+    about) exclusive with WRITE_LOCK_SPACE shared, so that only per-user changes of users in those
+    ranges wait for it — or, for ``users`` None or too spread out (:func:`bulk_hold`),
+    WRITE_LOCK_SPACE exclusive: every per-user change of the segment waits, as before ranges.
+
+    Once a transaction holds some of a segment's locks, a call for users already covered takes
+    nothing, and one for more takes the range keys it lacks, of its level or — never a finer
+    level after a coarser one — of the coarsest it holds (a per-user change holds one key of each
+    level, so a chunk's keys of one level can be taken in any order: the module docstring). The
+    whole segment after ranges is taken too, outside the order: only by a transaction that holds
+    the segment's row exclusive (a restore after a deletion in one transaction: no per-user change
+    can hold its WRITE_LOCK_SPACE key then, it takes the row first) or tests; a caller that may
+    need the whole segment takes it first (the sync replace)."""
+    holds = _holds(session)
+    held = holds.get(segment_id, _Held())
+    if held.whole:
+        return
+    if users is not None:
+        for level, shift in enumerate(RANGE_SHIFTS):
+            first, last = users[0] >> shift, users[1] >> shift
+            if held.keys and last - first < RANGE_KEYS and _range_keys(level, first, last) <= held.keys:
+                return
+    want = bulk_hold(users)
+    coarsest = max((level for level, _ in held.keys), default=0)
+    if want.level is not None and want.level < coarsest:  # (not a finer level after a coarser one)
+        assert users is not None
+        shift = RANGE_SHIFTS[coarsest]
+        if (users[1] >> shift) - (users[0] >> shift) < RANGE_KEYS:
+            want = BulkHold(coarsest, users[0] >> shift, users[1] >> shift)
+        else:
+            want = BulkHold(None)
+    keys: list[tuple[int, int, bool]] = []
+    if not held.keys:
+        keys.append((BULK_LOCK_SPACE, segment_id, True))
+    if want.level is None:
+        keys.append((WRITE_LOCK_SPACE, segment_id, True))
+    elif not held.keys:
+        keys.append((WRITE_LOCK_SPACE, segment_id, False))
+    new: list[tuple[int, int]] = []
+    if want.level is not None:
+        new = sorted(_range_keys(want.level, want.first, want.last) - held.keys)
+        keys += [(_range_space(segment_id, level), key, True) for level, key in new]
+    _take(session, keys)
+    holds[segment_id] = _Held(want.level is None, held.keys | set(new))
+
+
+def _holds(session: DbSession) -> dict[int, _Held]:
+    """The bulk locks this transaction has taken (segment id -> what of it), kept in the
+    session's ``info`` for its current transaction."""
+    own = session() if isinstance(session, scoped_session) else session
+    transaction = own.get_transaction()
+    kept = session.info.get("membership_bulk_locks")
+    if kept is None or kept[0] is not transaction:
+        kept = session.info["membership_bulk_locks"] = (transaction, {})
+    return kept[1]
+
+
+def _range_space(segment_id: int, level: int) -> int:
+    """The first key of a segment's range locks of one level: negative, so apart from every
+    other two-int advisory lock space (small positive constants)."""
+    return -(segment_id * len(RANGE_SHIFTS) + level) - 1
+
+
+def _int4(value: int) -> int:
+    """``value`` folded into PostgreSQL's int4 (a user range beyond it shares its key with
+    another range: one more wait, never one less)."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _take(session: DbSession, keys: Sequence[tuple[int, int, bool]]) -> None:
+    """Two-int advisory locks (key1, key2, exclusive?) in the order given, in one statement."""
     session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :segment)"),
-        {"space": BULK_LOCK_SPACE, "segment": segment_id},
+        text(
+            "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k1, k2) "
+            "ELSE pg_advisory_xact_lock_shared(k1, k2) END) FROM (SELECT k1, k2, x FROM "
+            "unnest(CAST(:k1 AS int[]), CAST(:k2 AS int[]), CAST(:x AS boolean[])) WITH ORDINALITY "
+            "AS t(k1, k2, x, n) ORDER BY n OFFSET 0) s"
+        ),
+        {"k1": [k[0] for k in keys], "k2": [k[1] for k in keys], "x": [k[2] for k in keys]},
     )
 
 
@@ -803,13 +988,8 @@ def set_matches(
 
 
 def lock_segments_bulk(session: DbSession, segment_ids: Sequence[int]) -> None:
-    """:func:`lock_segment_bulk` for several segments, in id order (a re-evaluation chunk: its
-    segment and the other live segments of its exclusion group, whose explicit rows decide
-    whether its rows move an answer)."""
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(:space, s.id) "
-            "FROM (SELECT DISTINCT unnest(CAST(:ids AS int[])) AS id ORDER BY 1 OFFSET 0) s"
-        ),
-        {"space": BULK_LOCK_SPACE, "ids": list(segment_ids)},
-    )
+    """:func:`lock_segment_bulk` of the whole segment for several segments, in id order (a
+    re-evaluation chunk: its segment and the other live segments of its exclusion group, whose
+    explicit rows decide whether its rows move an answer; its users are read after its locks)."""
+    for segment_id in sorted(set(segment_ids)):
+        lock_segment_bulk(session, segment_id)

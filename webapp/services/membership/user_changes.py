@@ -91,7 +91,7 @@ def change_user_segments(
         )
 
     result = ChangeResult(user_id)
-    membership_store.lock_segments_shared(session, [s.id for s in segments.values()])
+    membership_store.lock_segments_for_user(session, [s.id for s in segments.values()], user_id)
     at = now = given or clock(session)
     # Expiries are taken at this instant, after the locks: a TTL counts from when the change
     # happens, and an expires_at that passed while the change waited refuses it (nothing is
