@@ -164,19 +164,11 @@ def test_a_chunk_of_spread_out_ids_still_holds_the_whole_segment(app, segments):
     """Ids more than RANGE_KEYS ranges apart at every level: the whole segment, as before."""
     spread = [7, 2**40]
     assert membership_store.bulk_hold((spread[0], spread[-1])).level is None
-    outside: list = []
 
     def spread_chunk(segment: Segment) -> None:
         bulk._add(db.session, spread, segment, None, Reason.API, "chunk")
 
-    with _open_chunk(app, spread_chunk) as release:
-        waiting = threading.Thread(target=_write, args=(app, OUTSIDE, {"add": [SLUG]}, outside))
-        waiting.start()
-        time.sleep(1.0)
-        assert not outside, "a write went through while a chunk held the whole segment"
-        release.set()
-        waiting.join(30)
-    assert outside and outside[0][1] == 200, outside
+    _a_write_outside_waits_for(app, spread_chunk, "a chunk held the whole segment")
 
 
 def test_a_change_of_many_segments_waits_for_any_chunk_of_them(app, segments):
@@ -203,12 +195,20 @@ def test_a_change_of_many_segments_waits_for_any_chunk_of_them(app, segments):
 
 def test_a_reevaluation_chunk_still_holds_the_whole_segment(app, segments):
     """Its users are read after its locks: lock_segments_bulk stalls every per-user write."""
+    _a_write_outside_waits_for(
+        app, lambda s: membership_store.lock_segments_bulk(db.session, [s.id]), "a re-evaluation chunk"
+    )
+
+
+def _a_write_outside_waits_for(app, chunk, what: str) -> None:
+    """A write of a user outside ``chunk``'s ids to its segment waits until the chunk commits
+    (nothing within a second of it held open), then goes through."""
     outside: list = []
-    with _open_chunk(app, lambda s: membership_store.lock_segments_bulk(db.session, [s.id])) as release:
+    with _open_chunk(app, chunk) as release:
         waiting = threading.Thread(target=_write, args=(app, OUTSIDE, {"add": [SLUG]}, outside))
         waiting.start()
         time.sleep(1.0)
-        assert not outside, "a write went through during a re-evaluation chunk"
+        assert not outside, f"a write went through while {what} was open"
         release.set()
         waiting.join(30)
     assert outside and outside[0][1] == 200, outside
