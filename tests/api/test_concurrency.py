@@ -5,27 +5,22 @@ import threading
 
 import sqlalchemy as sa
 
+from tests.support.threads import in_threads
 from webapp.platform.extensions import db
 
 
 def run_threads(app, count, work):
+    """``work(i, client)`` in ``count`` threads started together, each with a client (and so a
+    database connection) of its own; their answers in order."""
     barrier = threading.Barrier(count)
-    results, errors = [None] * count, []
+    results = [None] * count
 
     def runner(i):
         client = app.test_client()
         barrier.wait()
-        try:
-            results[i] = work(i, client)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
+        results[i] = work(i, client)
 
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    in_threads(count, runner, timeout=60)
     return results
 
 

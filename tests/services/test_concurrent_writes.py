@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from tests.support.threads import in_threads
+
 pytestmark = pytest.mark.fault
 
 SEGMENTS = ["DL_A", "DL_B", "DL_C", "DL_D"]
@@ -21,30 +23,20 @@ def test_sixteen_writers_on_one_user_never_fail_and_history_replays_to_the_state
         assert setup.post("/api/v1/segments", json={"slug": slug}).status_code == 201
     barrier = threading.Barrier(THREADS)
     answers: list[tuple[int, int, str]] = []
-    crashes: list[BaseException] = []
 
     def writer(index: int) -> None:
         rng = random.Random(index)
         client = app.test_client()  # a client (and so a database connection) per thread
-        try:
-            barrier.wait(30)
-            for _ in range(POSTS):
-                order = SEGMENTS[:]
-                rng.shuffle(order)  # add two, remove the other two, each list in shuffled order
-                response = client.post(
-                    f"/api/v1/users/{USER}/segments", json={"add": order[:2], "del": order[2:]}
-                )
-                answers.append((index, response.status_code, response.get_data(as_text=True)[:300]))
-        except BaseException as exc:  # surfaced below
-            crashes.append(exc)
+        barrier.wait(30)
+        for _ in range(POSTS):
+            order = SEGMENTS[:]
+            rng.shuffle(order)  # add two, remove the other two, each list in shuffled order
+            response = client.post(
+                f"/api/v1/users/{USER}/segments", json={"add": order[:2], "del": order[2:]}
+            )
+            answers.append((index, response.status_code, response.get_data(as_text=True)[:300]))
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(t.is_alive() for t in threads), "writers still running after 60 s (a deadlock?)"
-    assert not crashes, crashes
+    in_threads(THREADS, writer, timeout=60)  # (a thread still running after 60 s: a deadlock?)
     assert len(answers) == THREADS * POSTS
     server_errors = [a for a in answers if a[1] >= 500]
     assert server_errors == [], f"{len(server_errors)} responses >= 500, e.g. {server_errors[:3]}"
