@@ -492,10 +492,7 @@ def _matching_ids(session: DbSession, ruleset: targeting.RuleSet) -> Ids:
             )
         )
         return np.sort(_ids(packed))
-    rows = session.execute(select(UserTraits.user_id, UserTraits.traits).where(found.where))
-    return np.sort(
-        np.array([user for user, traits in rows if ruleset.match(traits) is not None], dtype=np.int64)
-    )
+    return np.fromiter(rule_matches.confirmed_matches(session, ruleset), dtype=np.int64)  # (by id)
 
 
 def _sorted_set(ids: Ids) -> Ids:

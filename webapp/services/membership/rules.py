@@ -43,15 +43,17 @@ waits).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import case, func, select, text
+from sqlalchemy.exc import OperationalError
 
-from webapp.models import BulkOperation, ExclusionGroup, Segment, UserTraits
+from webapp.models import BulkOperation, ExclusionGroup, Segment, TraitKey, UserTraits
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.services import targeting
 from webapp.services.common import DbSession, clock
@@ -399,11 +401,20 @@ def count_matching(session: DbSession, rules: Any) -> int:
     found = ruleset.sql(UserTraits.__table__.c.traits)
     if found.exact:
         return int(session.scalar(select(func.count()).select_from(UserTraits).where(found.where)) or 0)
-    return sum(
-        1
-        for traits in session.scalars(select(UserTraits.traits).where(found.where))
-        if ruleset.match(traits) is not None
+    return sum(1 for _ in confirmed_matches(session, ruleset))
+
+
+def confirmed_matches(session: DbSession, ruleset: targeting.RuleSet) -> Iterator[int]:
+    """The ids of the users with traits ``ruleset`` matches, by id, for a filter that is not
+    exact in SQL: its candidates (``RuleSet.sql``, a superset) each confirmed with ``match``."""
+    column = UserTraits.__table__.c.traits
+    rows = session.execute(
+        select(UserTraits.user_id, column)
+        .where(ruleset.sql(column).where)
+        .order_by(UserTraits.user_id)
+        .execution_options(yield_per=2_000)
     )
+    return (int(user) for user, traits in rows if ruleset.match(traits) is not None)
 
 
 def covered_users(session: DbSession, segment_id: int, user_ids: Sequence[int]) -> list[int]:
@@ -445,10 +456,6 @@ def audience(
     how many, and the first ``sample`` of them by id: ``RuleSet.sql`` in two statements (the
     counts, then the sample with a LIMIT), an inexact filter's rows confirmed with ``match``. None
     when it takes longer than ``timeout_ms`` (a savepoint keeps the caller's transaction usable)."""
-    import time
-
-    from sqlalchemy.exc import OperationalError  # (imported here: this section was added apart)
-
     ruleset = targeting.parse(rules)
     found = ruleset.sql(UserTraits.__table__.c.traits)
     traits_table = UserTraits.__table__
@@ -507,8 +514,6 @@ class _TooSlow(Exception):
 def trait_key_suggestions(session: DbSession, prefix: str = "", limit: int = 100) -> list[str]:
     """Trait keys seen so far (``trait_keys``) that start with ``prefix``, in order, at most
     ``limit``: the rule builder's suggestions."""
-    from webapp.models import TraitKey  # (imported here: this section was added apart)
-
     query = select(TraitKey.key).order_by(TraitKey.key).limit(limit)
     if prefix:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
