@@ -10,6 +10,7 @@ from tests.services.test_rule_segments import run_operations
 from tests.support.checks import assert_envelope
 from webapp.platform.extensions import db
 
+ACTOR = "api (X-Actor: %s)"  # how an API call's actor is recorded
 RU_PAID = [
     {
         "conditions": [
@@ -73,7 +74,19 @@ def test_a_rule_segment_through_the_api(api, client):
     assert api.active(2) == [{"slug": "R_API", "source": "rule", "expires_at": None}]
     items = api.get("/users/2/history").json["items"]
     assert [(i["segment"], i["operation"], i["reason"]) for i in items] == [("R_API", "added", "rule")]
-    assert items[0]["cause"]["kind"] == "change"
+    changed = api.get("/users/2/traits/history").json["items"][-1]
+    assert items[0]["cause"] == {
+        "kind": "traits",
+        "segment": "R_API",
+        "at": changed["occurred_at"],
+        "actor": ACTOR % "crm",
+        "keys": ["country"],
+        "from_percent": None,
+        "to_percent": None,
+        "from_group": None,
+        "to_group": None,
+        "schedule_id": None,
+    }
 
     # schedules do not combine with rules
     soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -111,3 +124,87 @@ def test_the_dry_run_of_a_rule_change_says_who_moves_once_evaluated(api):
     refused = api.post("/segments/R_DRY/impact", {"change": "update", "rules": [{"conditions": []}]})
     assert refused.status_code == 422 and refused.json["error"]["details"][0]["field"].startswith("rules[0]")
     assert_envelope(refused)
+
+
+def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
+    """Issue 29, item 4: an entry with reason rule says which change moved the user: the user's
+    trait change (its keys, its instant, its actor) or the segment's change (rules given at
+    creation, rules changed, percentage changed), at the change's instant, not the instant the
+    re-evaluation reached the user."""
+    as_ = {"X-Actor": "pm@example.com"}
+    for user in (1, 2):
+        assert (
+            api.put(f"/users/{user}/traits", {"traits": {"country": "RU", "plan": "paid"}}).status_code == 200
+        )
+    assert api.post("/segments", {"slug": "R_WHY", "rules": RU_PAID}, headers=as_).status_code == 201
+    run_operations(db.session)
+    activity = {a["kind"]: a for a in api.get("/segments/R_WHY/activity").json["items"]}
+
+    def last(user):
+        entry = api.get(f"/users/{user}/history").json["items"][-1]
+        return entry["operation"], entry["reason"], entry["cause"]
+
+    operation, reason, cause = last(1)
+    assert (operation, reason, cause["kind"], cause["actor"]) == (
+        "added",
+        "rule",
+        "created",
+        ACTOR % "pm@example.com",
+    )
+    assert cause["at"] == activity["created"]["occurred_at"]
+
+    # the rules changed by another actor: user 2 (plan paid, country RU) leaves when re-evaluated
+    narrower = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "gold"}]}]
+    assert api.patch("/segments/R_WHY", {"rules": narrower}, headers={"X-Actor": "alice"}).status_code == 200
+    assert api.active(2) != []  # not re-evaluated yet: still in
+    run_operations(db.session)
+    edited = api.get("/segments/R_WHY/activity").json["items"][0]
+    assert edited["kind"] == "rules_changed"
+    operation, reason, cause = last(2)
+    assert (operation, reason, cause["kind"], cause["actor"], cause["at"]) == (
+        "removed",
+        "rule",
+        "rules_changed",
+        ACTOR % "alice",
+        edited["occurred_at"],
+    )
+    entry_at = api.get("/users/2/history").json["items"][-1]["occurred_at"]
+    assert entry_at > cause["at"]  # written when the re-evaluation reached the user
+
+    # a trait change moves user 2 back in: credited to it, with the keys (never the values)
+    assert (
+        api.patch(
+            "/users/2/traits", {"traits": {"plan": "gold", "tier": 2}}, headers={"X-Actor": "crm"}
+        ).status_code
+        == 200
+    )
+    operation, reason, cause = last(2)
+    assert (operation, reason, cause["kind"], cause["actor"], cause["keys"]) == (
+        "added",
+        "rule",
+        "traits",
+        ACTOR % "crm",
+        ["plan", "tier"],
+    )
+    # a percentage change: credited to it, with its percentages
+    assert api.patch("/segments/R_WHY", {"rollout_percent": 0}, headers={"X-Actor": "bob"}).status_code == 200
+    run_operations(db.session)
+    operation, reason, cause = last(2)
+    assert (operation, cause["kind"], cause["actor"], cause["from_percent"], cause["to_percent"]) == (
+        "removed",
+        "rollout",
+        ACTOR % "bob",
+        100,
+        0,
+    )
+    # clearing the traits: credited to that change
+    assert api.patch("/segments/R_WHY", {"rollout_percent": 100}).status_code == 200
+    run_operations(db.session)
+    assert api.delete("/users/2/traits", headers={"X-Actor": "privacy"}).status_code in (200, 204)
+    operation, reason, cause = last(2)
+    assert (operation, cause["kind"], cause["actor"], cause["keys"]) == (
+        "removed",
+        "traits",
+        ACTOR % "privacy",
+        ["country", "plan", "tier"],
+    )

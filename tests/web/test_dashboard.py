@@ -1,6 +1,8 @@
 """Dashboard pages and htmx fragments through the Flask test client."""
 
+import html
 import io
+import re
 
 from webapp.services.rollout import buckets as rollout
 
@@ -217,3 +219,36 @@ def test_the_user_page_says_which_rule_put_the_user_in(client, api, db_session):
     assert api.patch("/segments/WHY_RULES", {"rules": changed}).status_code == 200
     row = client.get("/users/5").get_data(as_text=True).split('href="/segments/WHY_RULES"', 1)[1]
     assert "an earlier evaluation of its rules" in row.split("</tr>", 1)[0]
+
+
+def test_the_user_history_says_which_trait_or_rule_change_moved_the_user(client, api, db_session):
+    """Issue 29, item 4: a rule entry in the user page's history names its cause in words: the
+    trait keys that changed (linking to the user's traits), or the segment's rules changed
+    (linking to its activity), each with its actor and instant."""
+    from tests.services.test_rule_segments import run_operations
+
+    paid = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "paid"}]}]
+    assert api.put("/users/6/traits", {"traits": {"plan": "free"}}).status_code == 200
+    assert api.post("/segments", {"slug": "WHY_CAUSE", "rules": paid}).status_code == 201
+    run_operations(db_session)
+    assert (
+        api.patch("/users/6/traits", {"traits": {"plan": "paid"}}, headers={"X-Actor": "crm"}).status_code
+        == 200
+    )
+    gold = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "gold"}]}]
+    assert api.patch("/segments/WHY_CAUSE", {"rules": gold}, headers={"X-Actor": "alice"}).status_code == 200
+    run_operations(db_session)
+    page = html.unescape(client.get("/users/6").get_data(as_text=True))
+    links = re.findall(
+        r'(rule · )?<a class="cause" data-cause="(\w+)" href="([^"]+)">([^<]+)</a> by ([^<]+?) at ', page
+    )
+    assert links == [
+        (
+            "rule · ",
+            "rules_changed",
+            "/segments/WHY_CAUSE#segment-activity",
+            "WHY_CAUSE's rules changed",
+            "api (X-Actor: alice)",
+        ),
+        ("rule · ", "traits", "/users/6#user-traits", "traits plan changed", "api (X-Actor: crm)"),
+    ]

@@ -703,12 +703,27 @@ class OperationOut(BaseModel):
 class CauseOut(BaseModel):
     """The change a history entry is credited to."""
 
-    kind: Literal["change", "rollout", "rules", "group", "schedule", "deleted", "restored"] = Field(
+    kind: Literal[
+        "change",
+        "traits",
+        "rules_changed",
+        "created",
+        "rollout",
+        "rules",
+        "group",
+        "schedule",
+        "deleted",
+        "restored",
+    ] = Field(
         description="change: a stored change of this user (its reason says which: api, "
-        "dashboard, ttl, segment_deleted, restored, rule: the segment's rules began or stopped "
-        "covering the user, after a trait change or a rule change); the others are changes of a "
-        "segment: its rollout percentage, it began or stopped answering by its rules, a move into "
-        "or out of an exclusion group, a scheduled change falling due, its deletion, its restore"
+        "dashboard, ttl, segment_deleted, restored); traits: the user's traits changed (``keys``: "
+        "which; ``at``, ``actor``: that trait change) and with them whether the segment's rules "
+        "cover the user (reason rule); the others are changes of a segment: rules_changed (its "
+        "rules given or changed), created (with rules), rollout (its percentage), rules (it began "
+        "or stopped answering by its rules), group (a move into or out of an exclusion group), "
+        "schedule (a scheduled change falling due), deleted, restored. An entry with reason rule "
+        "credited to a segment's change was written when the re-evaluation reached the user: its "
+        "``occurred_at`` is then, the cause's ``at`` the change"
     )
     segment: str = Field(description="the segment that changed (a group's other segments move with it)")
     at: datetime
@@ -718,6 +733,9 @@ class CauseOut(BaseModel):
     from_group: str | None = None
     to_group: str | None = None
     schedule_id: int | None = Field(None, description="kind schedule: the scheduled change's id")
+    keys: list[str] | None = Field(
+        None, description="kind traits: the trait keys set or deleted (never values)"
+    )
 
 
 class HistoryEntryOut(BaseModel):

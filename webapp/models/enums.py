@@ -22,6 +22,13 @@ class Reason(StrEnum):
     RULE = "rule"  # the segment's rules began or stopped covering the user (issue 29)
 
 
+class RuleCause(StrEnum):
+    """What moved a user through a segment's rules (``membership_events.cause`` of a ``rule`` row)."""
+
+    TRAITS = "traits"  # the user's traits changed
+    RULES = "rules"  # the segment's rules, percentage or group changed (a re-evaluation reached the user)
+
+
 class Source(StrEnum):
     """How a user is in a segment right now."""
 

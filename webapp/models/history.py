@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, Boolean, CheckConstraint, Index, Integer, Str
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from webapp.models.enums import Action, Reason
+from webapp.models.enums import Action, Reason, RuleCause
 from webapp.models.types import UTCDateTime
 from webapp.platform.extensions import Model
 
@@ -34,10 +34,15 @@ class MembershipEvent(Model):
     actor: Mapped[str] = mapped_column(String(100), default="", server_default="")
     # False: the change moved nothing readers saw (kept for the replay, not shown; migration 0014).
     visible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # A ``rule`` row's cause (RuleCause) and that change's instant: the user's trait_events or the
+    # segment's segment_events stamped then (migration 0020); NULL for other reasons.
+    cause: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    cause_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         CheckConstraint(f"action IN ({', '.join(repr(a.value) for a in Action)})", name="action_valid"),
         CheckConstraint(f"reason IN ({', '.join(repr(r.value) for r in Reason)})", name="reason_valid"),
+        CheckConstraint(f"cause IN ({', '.join(repr(c.value) for c in RuleCause)})", name="cause_valid"),
         Index("ix_membership_events_user_occurred", "user_id", "occurred_at"),
         Index("ix_membership_events_occurred", "occurred_at"),
         Index("ix_membership_events_segment_occurred", "segment_id", "occurred_at"),

@@ -27,6 +27,12 @@ def cause_html(entry: Any) -> Markup:
     if cause is None or cause.kind == "change":
         return escape(reason + (f" · {actor}" if actor else ""))
     who = cause.actor if cause.actor and cause.actor != "system" else "the system"
+    if cause.kind == "traits":  # a rule row of a trait change: its keys, linking to the user's traits
+        changed = ", ".join(cause.keys or ()) or "all"
+        href = url_for("web.show_user", user_id=entry.user_id) + "#user-traits"
+        return Markup(
+            'rule · <a class="cause" data-cause="traits" href="{href}">traits {keys} changed</a> by {who} at {at}'
+        ).format(href=href, keys=changed, who=who, at=utc(cause.at))
     own = cause.segment == entry.segment
     whose = "" if own else f"{cause.segment}'s "
     if cause.kind == "rollout":
@@ -44,13 +50,20 @@ def cause_html(entry: Any) -> Markup:
         what = f"{cause.segment} moved {move}"
     elif cause.kind == "rules":
         what = f"{cause.segment} answering by its rules" if own else f"{cause.segment}'s rules switched"
+    elif cause.kind == "rules_changed":
+        what = f"{cause.segment}'s rules changed"
+    elif cause.kind == "created":
+        what = f"{cause.segment} created with rules"
     elif cause.kind == "deleted":
         what = f"{cause.segment} deleted"
     else:  # restored
         what = f"{cause.segment} restored"
     href = url_for("web.show_segment", slug=cause.segment) + (
-        "#segment-activity" if cause.kind in ("rollout", "schedule", "group") else ""
+        "#segment-activity"
+        if cause.kind in ("rollout", "schedule", "group", "rules_changed", "created")
+        else ""
     )
-    return Markup('<a class="cause" data-cause="{kind}" href="{href}">{what}</a> by {who} at {at}').format(
-        kind=cause.kind, href=href, what=what, who=who, at=utc(cause.at)
-    )
+    prefix = "rule · " if entry.reason == "rule" else ""  # a re-evaluation reached the user later
+    return Markup(
+        '{prefix}<a class="cause" data-cause="{kind}" href="{href}">{what}</a> by {who} at {at}'
+    ).format(prefix=prefix, kind=cause.kind, href=href, what=what, who=who, at=utc(cause.at))

@@ -23,8 +23,16 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from webapp.models import ExclusionGroup, Membership, MembershipEvent, RolloutChange, Segment
-from webapp.models.enums import Action, Reason
+from webapp.models import (
+    ExclusionGroup,
+    Membership,
+    MembershipEvent,
+    RolloutChange,
+    Segment,
+    SegmentEvent,
+    TraitEvent,
+)
+from webapp.models.enums import Action, Reason, RuleCause, SegmentEventKind
 from webapp.services.common import DbSession, check_user_id, utcnow
 from webapp.services.reads import rule as membership_rule
 from webapp.services.rollout import buckets as rollout
@@ -35,8 +43,11 @@ from webapp.services.segments import rollout_state
 class Cause:
     """The change a history entry is credited to (``kind``): a stored explicit change of the
     user (``change``: api, dashboard, a bulk operation's row, a TTL, a deletion's or a restore's
-    row, a ``rule`` row: the user's traits or the segment's rules changed whether its rules cover
-    them), or a segment-level change of ``segment`` — ``rollout`` (its percentage), ``rules`` (it
+    row), the user's traits changing (``traits``: a ``rule`` row written in that change, with the
+    ``keys`` it set or deleted), or a segment-level change of ``segment`` — ``rules_changed``
+    (its rules given or changed; ``created`` with them; ``rollout``, ``group`` and ``restored``
+    too: a ``rule`` row a re-evaluation wrote, ``at`` the change, not when it reached the user),
+    ``rollout`` (its percentage), ``rules`` (it
     began or stopped answering by its rules: a plain segment's first rules evaluated for every
     user, or its rules removed), ``group`` (a
     move into or out of an exclusion group), ``schedule`` (a scheduled change falling due, with
@@ -52,6 +63,7 @@ class Cause:
     from_group: str | None = None
     to_group: str | None = None
     schedule_id: int | None = None
+    keys: tuple[str, ...] | None = None  # kind traits: the trait keys that change set or deleted
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class _Step:
     actor: str = field(compare=False, default="")
     stored: bool = field(compare=False, default=False)  # a stored row (not a rollout change)
     recorded: RolloutChange | None = field(compare=False, default=None)  # the rollout change
+    row: MembershipEvent | None = field(compare=False, default=None)  # the stored row, if one
 
 
 def user_history(
@@ -197,6 +210,7 @@ def _replay(
         )
     steps.sort()
 
+    rule_causes = _RuleCauses(session, user_id, steps)
     state = membership_rule.State()
     groups: dict[int, str | None] = {}  # each segment's group before the instant
     modes: dict[int, bool] = {}  # each segment's rule mode before the instant
@@ -212,7 +226,7 @@ def _replay(
                 at,
                 why.reason,
                 why.actor or "system",
-                _described(why, state, groups, modes),
+                _described(why, state, groups, modes, rule_causes),
             )
             yield entry, why
         for s in instant:
@@ -221,15 +235,112 @@ def _replay(
                 modes[s.recorded.segment_id] = bool(s.recorded.rule_mode)
 
 
+class _RuleCauses:
+    """The changes a user's ``rule`` rows name (``cause``, ``cause_at``: migration 0020): the
+    user's trait change (its keys, from ``trait_events``) or the segment's change (from its
+    ``segment_events``), each read once per replay."""
+
+    # a segment's changes a re-evaluation follows, the first present at the instant describing it
+    _SEGMENT_KINDS = (
+        SegmentEventKind.RULES_CHANGED,
+        SegmentEventKind.ROLLOUT_CHANGED,
+        SegmentEventKind.GROUP_CHANGED,
+        SegmentEventKind.RESTORED,
+        SegmentEventKind.CREATED,
+    )
+
+    def __init__(self, session: DbSession, user_id: int, steps: list[_Step]) -> None:
+        self.session = session
+        instants = {s.row.cause_at for s in steps if s.row is not None and s.row.cause == RuleCause.TRAITS}
+        self.keys: dict[datetime, set[str]] = {}
+        if instants:
+            trait_rows = session.execute(
+                select(TraitEvent.occurred_at, TraitEvent.keys).where(
+                    TraitEvent.user_id == user_id,
+                    TraitEvent.occurred_at.in_(sorted(i for i in instants if i)),
+                )
+            )
+            for at, keys in trait_rows:
+                self.keys.setdefault(at, set()).update(keys)
+        self.changes: dict[tuple[int, datetime], Cause] = {}
+
+    def describe(self, row: MembershipEvent, slug: str) -> Cause | None:
+        """A rule row's cause, None for another row (or a rule row written before 0020)."""
+        actor = row.actor or "system"
+        if row.cause_at is None:
+            return None
+        if row.cause == RuleCause.TRAITS:
+            return Cause(
+                "traits", slug, row.cause_at, actor, keys=tuple(sorted(self.keys.get(row.cause_at, ())))
+            )
+        key = (row.segment_id, row.cause_at)
+        if key not in self.changes:
+            self.changes[key] = self._segment_change(row.segment_id, row.cause_at, slug, actor)
+        return self.changes[key]
+
+    def _segment_change(self, segment_id: int, at: datetime, slug: str, actor: str) -> Cause:
+        """The segment's change a re-evaluation followed: its activity entries at the latest
+        instant up to ``at`` (a segment created with rules logs its creation a moment before)."""
+        rows = self.session.execute(
+            select(SegmentEvent.kind, SegmentEvent.occurred_at, SegmentEvent.actor, SegmentEvent.detail)
+            .where(
+                SegmentEvent.segment_id == segment_id,
+                SegmentEvent.occurred_at <= at,
+                SegmentEvent.kind.in_(self._SEGMENT_KINDS),
+            )
+            .order_by(SegmentEvent.occurred_at.desc())
+            .limit(len(self._SEGMENT_KINDS))
+        ).all()
+        latest = {
+            kind: (when, who, detail) for kind, when, who, detail in rows if when == rows[0].occurred_at
+        }
+        for kind in self._SEGMENT_KINDS:
+            if kind in latest:
+                when, who, detail = latest[kind]
+                who = who or actor
+                if kind == SegmentEventKind.ROLLOUT_CHANGED:
+                    return Cause(
+                        "rollout",
+                        slug,
+                        when,
+                        who,
+                        from_percent=detail.get("from_percent"),
+                        to_percent=detail.get("to_percent"),
+                    )
+                if kind == SegmentEventKind.GROUP_CHANGED:
+                    return Cause(
+                        "group",
+                        slug,
+                        when,
+                        who,
+                        from_group=detail.get("before"),
+                        to_group=detail.get("after"),
+                    )
+                return Cause(
+                    {SegmentEventKind.RESTORED: "restored", SegmentEventKind.CREATED: "created"}.get(
+                        kind, "rules_changed"
+                    ),
+                    slug,
+                    when,
+                    who,
+                )
+        return Cause("rules_changed", slug, at, actor)
+
+
 def _described(
-    why: _Step, state: membership_rule.State, groups: dict[int, str | None], modes: dict[int, bool]
+    why: _Step,
+    state: membership_rule.State,
+    groups: dict[int, str | None],
+    modes: dict[int, bool],
+    rule_causes: _RuleCauses,
 ) -> Cause:
     """The entry's cause as the dashboard and the API show it."""
     slug = why.change.slug or state.segments[why.change.segment_id].slug
     actor = why.actor or "system"
     recorded = why.recorded
     if recorded is None:
-        return Cause("change", slug, why.at, actor)
+        named = rule_causes.describe(why.row, slug) if why.row is not None else None
+        return named or Cause("change", slug, why.at, actor)
     before = groups.get(recorded.segment_id)
     if recorded.reason == Reason.SEGMENT_DELETED:
         kind = "deleted"
@@ -263,7 +374,7 @@ def _stored_step(row: MembershipEvent) -> _Step:
         match = membership_rule.Change(
             row.segment_id, "match", row.segment_slug, covered=row.action == Action.ADDED
         )
-        return _Step(row.occurred_at, 1, row.id, match, reason, row.actor, stored=True)
+        return _Step(row.occurred_at, 1, row.id, match, reason, row.actor, stored=True, row=row)
     if row.action == Action.ADDED:
         kind, exclude = "add", False
     else:  # a removal asked for (api, dashboard) also excludes a user the rollout covers

@@ -54,6 +54,7 @@ from sqlalchemy import case, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from webapp.models import BulkOperation, ExclusionGroup, Segment, TraitKey, UserTraits
+from webapp.models.enums import RuleCause
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.services import targeting
 from webapp.services.common import DbSession, clock
@@ -258,11 +259,13 @@ def rematch(
     session: DbSession,
     changed: Sequence[tuple[int, Traits | None]],
     actor: str,
+    changed_at: datetime,
     *,
     rule_set_locked: bool = False,
 ) -> Rematched:
     """Re-match the rule segments for users whose traits just changed (user id, traits after:
-    None when they have none any more), in the caller's transaction, which holds the users'
+    None when they have none any more) at ``changed_at`` (their trait_events' instant: each
+    history row names it as its cause), in the caller's transaction, which holds the users'
     locks (``services.traits.store.write``) and, ``rule_set_locked``, the rule-set lock shared
     already (RULE_SET_SHARED_SQL, taken with its read of the traits: one round trip fewer).
     Returns the rows added and removed."""
@@ -281,7 +284,9 @@ def rematch(
     done = Rematched()
     gone = sorted({user for user, after in changed if after is None})
     if gone:  # no traits: no rule matches at all (rows of segments without rules included)
-        added, removed = membership_store.set_matches(session, gone, None, [], now, actor)
+        added, removed = membership_store.set_matches(
+            session, gone, None, [], now, actor, RuleCause.TRAITS, changed_at
+        )
         done.added, done.removed = done.added + added, done.removed + removed
     kept = sorted(((user, after) for user, after in changed if after is not None), key=lambda pair: pair[0])
     if kept and segments:
@@ -289,7 +294,14 @@ def rematch(
         pairs = [(user, s.id) for s in segments for user in matching(s, kept, hashes)]
         pairs.sort()
         added, removed = membership_store.set_matches(
-            session, [user for user, _ in kept], [s.id for s in segments], pairs, now, actor
+            session,
+            [user for user, _ in kept],
+            [s.id for s in segments],
+            pairs,
+            now,
+            actor,
+            RuleCause.TRAITS,
+            changed_at,
         )
         done.added, done.removed = done.added + added, done.removed + removed
     return done
@@ -332,7 +344,14 @@ def reevaluate_chunk(session: DbSession, operation: BulkOperation) -> bool:
     users, matched = _next_chunk(session, segment, group_salt, operation.cursor)
     if users:
         added, removed = membership_store.set_matches(
-            session, users, [segment.id], [(u, segment.id) for u in matched], now, operation.actor
+            session,
+            users,
+            [segment.id],
+            [(u, segment.id) for u in matched],
+            now,
+            operation.actor,
+            RuleCause.RULES,
+            operation.created_at,  # the instant of the segment's change (start_reevaluation)
         )
         operation.added += added
         operation.removed += removed

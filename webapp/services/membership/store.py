@@ -70,7 +70,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import scoped_session
 
-from webapp.models.enums import Reason
+from webapp.models.enums import Reason, RuleCause
 from webapp.models.segment import LIVE_SEGMENT_SQL
 from webapp.models.types import UTCDateTime
 from webapp.services.common import DbSession
@@ -78,6 +78,7 @@ from webapp.services.reads.rule import MATCH_VISIBLE
 from webapp.services.webhooks import outbox
 
 EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor, visible"
+RULE_EVENT_COLUMNS = EVENT_COLUMNS + ", cause, cause_at"  # a rule row names its cause (migration 0020)
 TIMES = ("now", "at", "expiry")
 
 
@@ -89,14 +90,14 @@ class Counts:
     updated: set[int]
 
 
-def _events(select_sql: str) -> str:
-    """The CTEs writing a statement's history rows: ``ev_src`` (``select_sql``: the columns of
-    EVENT_COLUMNS, then the membership's ``expires_at`` or NULL), ``ev`` inserting them into
+def _events(select_sql: str, columns: str = EVENT_COLUMNS) -> str:
+    """The CTEs writing a statement's history rows: ``ev_src`` (``select_sql``: the ``columns``,
+    EVENT_COLUMNS or a rule row's RULE_EVENT_COLUMNS, then the membership's ``expires_at`` or
+    NULL), ``ev`` inserting them into
     ``membership_events`` and, in the same statement, the ``membership.changed`` outbox rows for
     the subscriptions that want them (webhooks.outbox.MEMBERSHIP_OUTBOX, batched). Every
     statement writing history goes through here and ends its SELECT with OUTBOX_WRITTEN, read
     by :func:`_woken` (the one rule: no history row without its webhook events)."""
-    columns = EVENT_COLUMNS
     return (
         f"ev_src ({columns}, expires_at) AS MATERIALIZED ({select_sql}),\n"
         f"ev AS (INSERT INTO membership_events ({columns}) SELECT {columns} FROM ev_src),"
@@ -925,7 +926,9 @@ def expire_batch(
 # Does a rule match row written or deleted now move the user's answer? (``reads.rule.MATCH_VISIBLE``)
 _MATCH_EVENTS = _events(
     f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {MATCH_VISIBLE}, "
-    "CAST(NULL AS timestamptz) FROM c JOIN segments s ON s.id = c.segment_id"
+    "CAST(:cause AS varchar), CAST(:cause_at AS timestamptz), CAST(NULL AS timestamptz) "
+    "FROM c JOIN segments s ON s.id = c.segment_id",
+    RULE_EVENT_COLUMNS,
 )
 
 _SET_MATCHES = f"""
@@ -963,12 +966,16 @@ def set_matches(
     matched: Sequence[tuple[int, int]],
     now: datetime,
     actor: str,
+    cause: RuleCause,
+    cause_at: datetime,
 ) -> tuple[int, int]:
     """Make the rule match rows of ``user_ids`` in ``segment_ids`` (None: every segment they have
     a row of) exactly the ``matched`` (user, segment) pairs, each row written or deleted with its
-    ``rule`` history row stamped ``now`` (read by the caller after its locks). The one writer of
-    ``rule_matches``: a trait change (its users, every live rule segment; a user whose traits are
-    gone, None) and a re-evaluation chunk (its users, its one segment). Returns (rows added, rows
+    ``rule`` history row stamped ``now`` (read by the caller after its locks) and naming its
+    ``cause`` and that change's instant ``cause_at``. The one writer of ``rule_matches``: a trait
+    change (its users, every live rule segment; a user whose traits are gone, None; cause
+    ``traits`` at the trait change's instant) and a re-evaluation chunk (its users, its one
+    segment; cause ``rules`` at the instant of the segment's change). Returns (rows added, rows
     removed)."""
     added, removed, written = _run(
         session,
@@ -981,6 +988,8 @@ def set_matches(
             "pair_segments": [s for _, s in matched],
             "now": now,
             "actor": actor,
+            "cause": cause.value,
+            "cause_at": cause_at,
         },
     ).one()
     _woken(written)

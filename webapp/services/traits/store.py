@@ -251,7 +251,11 @@ def write(
         result.stored = dict(stored_rows)
     if result.changed:  # the rule memberships these changes imply, in this transaction (issue 29)
         matched = rule_matches.rematch(
-            session, [(c.user_id, c.after) for c in result.changed], actor[:100], rule_set_locked=True
+            session,
+            [(c.user_id, c.after) for c in result.changed],
+            actor[:100],
+            now,
+            rule_set_locked=True,
         )
         result.rules_added, result.rules_removed = matched.added, matched.removed
     return result
