@@ -33,3 +33,7 @@ def test_the_readme_rule_segment_session(redis_app, curl_server, tmp_path):
             ("RU_PAID", "added", "rule"),
             ("RU_PAID", "removed", "rule"),
         ]
+        # why: the segment's creation with rules (the first run; the second: the PUT of plan
+        # paid), then the PATCH's key
+        assert history[-2]["cause"]["kind"] == ("created" if created == 201 else "traits")
+        assert (history[-1]["cause"]["kind"], history[-1]["cause"]["keys"]) == ("traits", ["plan"])

@@ -55,6 +55,7 @@ TRAIT_VALUES = {
 }
 GROUPS = ("OG1", "OG2")
 PERCENTS = (0, 5, 10, 25, 40, 50, 75, 100)
+RULE_CAUSES = {"traits", "rules_changed", "created", "rollout", "group", "restored"}  # a rule entry's
 OK = {200, 201, 202, 204}
 EXPECTED = OK | {404, 409, 422}  # what an operation of this script may answer (never 5xx)
 
@@ -341,6 +342,7 @@ class Oracle:
                 for e in body["items"]
             ]
             problems += [f"user {user_id}: {p}" for p in doubled(entries)]
+            problems += [f"user {user_id}: {p}" for p in self._check_causes(user_id, body["items"])]
             replayed = replay(entries)
             if not read == looked_up[user_id] == replayed:
                 problems.append(
@@ -356,6 +358,45 @@ class Oracle:
                     problems.append(f"user {user_id}: seed download {got} != history {expected}")
         if self.reads and not problems:
             problems += self._check_snapshots()
+        return problems
+
+    def _check_causes(self, user_id: int, items: list[dict[str, Any]]) -> list[str]:
+        """Every ``rule`` entry names the change that caused it (issue 29, item 4), never later
+        than the entry, and that change happened: a trait change of this user at the cause's
+        instant with the same keys and actor (its trait history), or a request of this run that
+        changed that segment (created, patched or restored it) and was under way at that instant."""
+        problems: list[str] = []
+        rule_items = [e for e in items if e["reason"] == "rule"]
+        if not rule_items:
+            return problems
+        _, traits_body = self.call("GET", f"/api/v1/users/{user_id}/traits/history", None)
+        trait_changes: dict[datetime, tuple[set[str], set[str]]] = {}
+        for change in traits_body["items"]:
+            keys, actors = trait_changes.setdefault(parse_time(change["occurred_at"]), (set(), set()))
+            keys.update(change["keys"])
+            actors.add(change["actor"])
+        for entry in rule_items:
+            cause, at = entry["cause"], parse_time(entry["occurred_at"])
+            where = f"{entry['segment']} {entry['operation']} at {entry['occurred_at']}"
+            if cause is None or cause["kind"] not in RULE_CAUSES:
+                problems.append(f"rule entry {where} has cause {cause}")
+                continue
+            caused_at = parse_time(cause["at"])
+            if caused_at > at:
+                problems.append(f"rule entry {where}: its cause {cause} is later")
+            if cause["kind"] == "traits":
+                keys, actors = trait_changes.get(caused_at, (set(), set()))
+                if not actors or sorted(keys) != cause["keys"] or actors != {cause["actor"]}:
+                    problems.append(
+                        f"rule entry {where}: cause {cause}, trait history then {keys} by {actors}"
+                    )
+            elif not any(
+                e.started <= caused_at <= e.ended and e.status in OK and _changes_segment(e, cause["segment"])
+                for e in self.log
+            ):
+                problems.append(
+                    f"rule entry {where}: no request changing {cause['segment']} at {cause['at']}"
+                )
         return problems
 
     def _check_snapshots(self) -> list[str]:
@@ -385,6 +426,17 @@ class Oracle:
         listed = list(problems)
         head = [f"seed {self.seed}: {len(listed)} problem(s)", *listed[:30], "", "operation log:"]
         return "\n".join(head + [entry.line() for entry in sorted(self.log, key=lambda e: e.started)])
+
+
+def _changes_segment(logged: Logged, slug: str) -> bool:
+    """Is ``logged`` a request that created, changed or restored segment ``slug``?"""
+    method, path, body = logged.request
+    if method == "POST" and path == "/api/v1/segments":
+        return isinstance(body, dict) and body.get("slug") == slug
+    return (method, path) in (
+        ("PATCH", f"/api/v1/segments/{slug}"),
+        ("POST", f"/api/v1/segments/{slug}/restore"),
+    )
 
 
 def replay(entries: Iterable[tuple]) -> frozenset[str]:
