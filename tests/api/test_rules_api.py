@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from tests.services.test_rule_segments import run_operations
 from tests.support.checks import assert_envelope
+from tests.support.oracle import parse_time
 from webapp.platform.extensions import db
 
 ACTOR = "api (X-Actor: %s)"  # how an API call's actor is recorded
@@ -169,7 +172,7 @@ def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
         edited["occurred_at"],
     )
     entry_at = api.get("/users/2/history").json["items"][-1]["occurred_at"]
-    assert entry_at > cause["at"]  # written when the re-evaluation reached the user
+    assert parse_time(entry_at) > parse_time(cause["at"])  # written when the re-evaluation reached the user
 
     # a trait change moves user 2 back in: credited to it, with the keys (never the values)
     assert (
@@ -208,3 +211,26 @@ def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
         ACTOR % "privacy",
         ["country", "plan", "tier"],
     )
+    # a move into an exclusion group at 50%: the group's buckets decide now, credited to the move
+    gold = {"traits": {"plan": "gold"}}
+    assert all(api.put(f"/users/{u}/traits", gold).status_code == 200 for u in range(10, 50))
+    assert api.patch("/segments/R_WHY", {"rollout_percent": 50}).status_code == 200
+    run_operations(db.session)
+    assert (
+        api.patch("/segments/R_WHY", {"exclusion_group": "WHY_G"}, headers={"X-Actor": "carol"}).status_code
+        == 200
+    )
+    run_operations(db.session)
+    moved = [last(u) for u in range(10, 50)]
+    by_group = [cause for _, _, cause in moved if cause["kind"] == "group"]
+    assert by_group, moved  # (each of 40 users flips with probability 1/2)
+    assert {(c["actor"], c["from_group"], c["to_group"]) for c in by_group} == {
+        (ACTOR % "carol", None, "WHY_G")
+    }
+    # a rule row written before migration 0020 names no cause: shown as the user's own change
+    db.session.execute(
+        sa.text(
+            "UPDATE membership_events SET cause = NULL, cause_at = NULL WHERE user_id = 2 AND reason = 'rule'"
+        )
+    )
+    assert {e["cause"]["kind"] for e in api.get("/users/2/history").json["items"]} == {"change"}

@@ -391,12 +391,13 @@ class Oracle:
                         f"rule entry {where}: cause {cause}, trait history then {keys} by {actors}"
                     )
             elif not any(
-                e.started <= caused_at <= e.ended and e.status in OK and _changes_segment(e, cause["segment"])
+                e.started <= caused_at <= e.ended
+                and e.status in OK
+                and cause["kind"] in _segment_causes(e, cause["segment"])
+                and cause["actor"] == "api"  # (the script's requests carry no X-Actor)
                 for e in self.log
             ):
-                problems.append(
-                    f"rule entry {where}: no request changing {cause['segment']} at {cause['at']}"
-                )
+                problems.append(f"rule entry {where}: no request of the run making its cause {cause}")
         return problems
 
     def _check_snapshots(self) -> list[str]:
@@ -428,15 +429,19 @@ class Oracle:
         return "\n".join(head + [entry.line() for entry in sorted(self.log, key=lambda e: e.started)])
 
 
-def _changes_segment(logged: Logged, slug: str) -> bool:
-    """Is ``logged`` a request that created, changed or restored segment ``slug``?"""
+def _segment_causes(logged: Logged, slug: str) -> set[str]:
+    """The cause kinds a request of the script may give the rule entries of segment ``slug``'s
+    re-evaluation: its creation, its restore, or a PATCH of its rules (``rules_changed``), its
+    percentage (``rollout``) or its group (``group``): one of those the PATCH named."""
     method, path, body = logged.request
     if method == "POST" and path == "/api/v1/segments":
-        return isinstance(body, dict) and body.get("slug") == slug
-    return (method, path) in (
-        ("PATCH", f"/api/v1/segments/{slug}"),
-        ("POST", f"/api/v1/segments/{slug}/restore"),
-    )
+        return {"created"} if isinstance(body, dict) and body.get("slug") == slug else set()
+    if (method, path) == ("POST", f"/api/v1/segments/{slug}/restore"):
+        return {"restored"}
+    if (method, path) != ("PATCH", f"/api/v1/segments/{slug}") or not isinstance(body, dict):
+        return set()
+    named = (("rules", "rules_changed"), ("rollout_percent", "rollout"), ("exclusion_group", "group"))
+    return {kind for key, kind in named if key in body}  # (rules given as they were: no rules_changed)
 
 
 def replay(entries: Iterable[tuple]) -> frozenset[str]:

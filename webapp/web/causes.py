@@ -28,11 +28,11 @@ def cause_html(entry: Any) -> Markup:
         return escape(reason + (f" · {actor}" if actor else ""))
     who = cause.actor if cause.actor and cause.actor != "system" else "the system"
     if cause.kind == "traits":  # a rule row of a trait change: its keys, linking to the user's traits
-        changed = ", ".join(cause.keys or ()) or "all"
+        what = f"traits {', '.join(cause.keys)} changed" if cause.keys else "traits cleared"
         href = url_for("web.show_user", user_id=entry.user_id) + "#user-traits"
         return Markup(
-            'rule · <a class="cause" data-cause="traits" href="{href}">traits {keys} changed</a> by {who} at {at}'
-        ).format(href=href, keys=changed, who=who, at=utc(cause.at))
+            'rule · <a class="cause" data-cause="traits" href="{href}">{what}</a> by {who} at {at}'
+        ).format(href=href, what=what, who=who, at=utc(cause.at))
     own = cause.segment == entry.segment
     whose = "" if own else f"{cause.segment}'s "
     if cause.kind == "rollout":

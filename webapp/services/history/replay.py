@@ -96,12 +96,16 @@ def user_history(
     start: datetime | None = None,
     end: datetime | None = None,
     now: datetime | None = None,
+    *,
+    causes: bool = True,
 ) -> list[HistoryEntry]:
-    """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first."""
+    """Entries with ``start <= occurred_at < end`` (either bound optional), oldest first, each
+    with its cause (``causes`` false: None; a report's rows do not show it)."""
     check_user_id(user_id)
     now = now or utcnow()
     rollout_state.materialize(session, now)
-    return [e for e, _ in _replay(session, user_id, end, now) if start is None or e.occurred_at >= start]
+    replayed = _replay(session, user_id, end, now, described_from=start, described=causes)
+    return [e for e, _ in replayed if start is None or e.occurred_at >= start]
 
 
 @dataclass
@@ -121,7 +125,9 @@ def repair(session: DbSession, *, apply: bool, now: datetime | None = None) -> R
     counts = RepairCounts()
     users = session.scalars(select(MembershipEvent.user_id).distinct().order_by(MembershipEvent.user_id))
     for user_id in users.all():
-        shown = {cause.key for _, cause in _replay(session, user_id, None, now) if cause.stored}
+        shown = {
+            cause.key for _, cause in _replay(session, user_id, None, now, described=False) if cause.stored
+        }
         rows = session.execute(
             select(MembershipEvent.id, MembershipEvent.visible).where(MembershipEvent.user_id == user_id)
         ).all()
@@ -139,9 +145,16 @@ def repair(session: DbSession, *, apply: bool, now: datetime | None = None) -> R
 
 
 def _replay(
-    session: DbSession, user_id: int, end: datetime | None, now: datetime
+    session: DbSession,
+    user_id: int,
+    end: datetime | None,
+    now: datetime,
+    *,
+    described_from: datetime | None = None,
+    described: bool = True,
 ) -> Iterator[tuple[HistoryEntry, _Step]]:
-    """The user's entries before ``end``, each with the change it is credited to."""
+    """The user's entries before ``end``, each with the step it is credited to and, from
+    ``described_from`` on (``described``), that change described as its ``cause``."""
     steps: list[_Step] = []
     stored = select(MembershipEvent).where(MembershipEvent.user_id == user_id)
     changes = (
@@ -219,6 +232,7 @@ def _replay(
         state, flips = membership_rule.step(state, (s.change for s in instant))
         for segment_id, action in flips:
             why = _cause(instant, segment_id, action)
+            describe = described and (described_from is None or at >= described_from)
             entry = HistoryEntry(
                 user_id,
                 state.segments[segment_id].slug,
@@ -226,7 +240,7 @@ def _replay(
                 at,
                 why.reason,
                 why.actor or "system",
-                _described(why, state, groups, modes, rule_causes),
+                _described(why, state, groups, modes, rule_causes) if describe else None,
             )
             yield entry, why
         for s in instant:
@@ -238,7 +252,7 @@ def _replay(
 class _RuleCauses:
     """The changes a user's ``rule`` rows name (``cause``, ``cause_at``: migration 0020): the
     user's trait change (its keys, from ``trait_events``) or the segment's change (from its
-    ``segment_events``), each read once per replay."""
+    ``segment_events``), each read once per replay and only when an entry is described."""
 
     # a segment's changes a re-evaluation follows, the first present at the instant describing it
     _SEGMENT_KINDS = (
@@ -248,20 +262,11 @@ class _RuleCauses:
         SegmentEventKind.RESTORED,
         SegmentEventKind.CREATED,
     )
+    _NAMES = {SegmentEventKind.RESTORED: "restored", SegmentEventKind.CREATED: "created"}
 
     def __init__(self, session: DbSession, user_id: int, steps: list[_Step]) -> None:
-        self.session = session
-        instants = {s.row.cause_at for s in steps if s.row is not None and s.row.cause == RuleCause.TRAITS}
-        self.keys: dict[datetime, set[str]] = {}
-        if instants:
-            trait_rows = session.execute(
-                select(TraitEvent.occurred_at, TraitEvent.keys).where(
-                    TraitEvent.user_id == user_id,
-                    TraitEvent.occurred_at.in_(sorted(i for i in instants if i)),
-                )
-            )
-            for at, keys in trait_rows:
-                self.keys.setdefault(at, set()).update(keys)
+        self.session, self.user_id, self.steps = session, user_id, steps
+        self._keys: dict[datetime, set[str]] | None = None  # read when the first trait cause is
         self.changes: dict[tuple[int, datetime], Cause] = {}
 
     def describe(self, row: MembershipEvent, slug: str) -> Cause | None:
@@ -270,61 +275,70 @@ class _RuleCauses:
         if row.cause_at is None:
             return None
         if row.cause == RuleCause.TRAITS:
-            return Cause(
-                "traits", slug, row.cause_at, actor, keys=tuple(sorted(self.keys.get(row.cause_at, ())))
-            )
+            return Cause("traits", slug, row.cause_at, actor, keys=self._trait_keys(row.cause_at))
         key = (row.segment_id, row.cause_at)
         if key not in self.changes:
             self.changes[key] = self._segment_change(row.segment_id, row.cause_at, slug, actor)
         return self.changes[key]
 
+    def _trait_keys(self, at: datetime) -> tuple[str, ...]:
+        """The keys of the user's trait change at ``at`` (the replay's trait causes read in one
+        query, the first time one is described)."""
+        if self._keys is None:
+            instants = {
+                s.row.cause_at
+                for s in self.steps
+                if s.row is not None and s.row.cause == RuleCause.TRAITS and s.row.cause_at is not None
+            }
+            self._keys = {}
+            trait_rows = self.session.execute(
+                select(TraitEvent.occurred_at, TraitEvent.keys).where(
+                    TraitEvent.user_id == self.user_id, TraitEvent.occurred_at.in_(sorted(instants))
+                )
+            )
+            for when, keys in trait_rows:
+                self._keys.setdefault(when, set()).update(keys)
+        return tuple(sorted(self._keys.get(at, ())))
+
     def _segment_change(self, segment_id: int, at: datetime, slug: str, actor: str) -> Cause:
         """The segment's change a re-evaluation followed: its activity entries at the latest
-        instant up to ``at`` (a segment created with rules logs its creation a moment before)."""
+        instant up to ``at``, else its creation (a segment created with rules logs that by the
+        app's clock a moment before the database's clock stamps the change: an app clock ahead
+        would put it after). Changes that superseded one another before the operation reached
+        the user are credited to the newest, whose operation wrote the row."""
+        event = SegmentEvent
         rows = self.session.execute(
-            select(SegmentEvent.kind, SegmentEvent.occurred_at, SegmentEvent.actor, SegmentEvent.detail)
+            select(event.kind, event.occurred_at, event.actor, event.detail)
             .where(
-                SegmentEvent.segment_id == segment_id,
-                SegmentEvent.occurred_at <= at,
-                SegmentEvent.kind.in_(self._SEGMENT_KINDS),
+                event.segment_id == segment_id,
+                event.kind.in_(self._SEGMENT_KINDS),
+                (event.occurred_at <= at) | (event.kind == SegmentEventKind.CREATED),
             )
-            .order_by(SegmentEvent.occurred_at.desc())
+            .order_by((event.occurred_at <= at).desc(), event.occurred_at.desc())
             .limit(len(self._SEGMENT_KINDS))
         ).all()
         latest = {
             kind: (when, who, detail) for kind, when, who, detail in rows if when == rows[0].occurred_at
         }
-        for kind in self._SEGMENT_KINDS:
-            if kind in latest:
-                when, who, detail = latest[kind]
-                who = who or actor
-                if kind == SegmentEventKind.ROLLOUT_CHANGED:
-                    return Cause(
-                        "rollout",
-                        slug,
-                        when,
-                        who,
-                        from_percent=detail.get("from_percent"),
-                        to_percent=detail.get("to_percent"),
-                    )
-                if kind == SegmentEventKind.GROUP_CHANGED:
-                    return Cause(
-                        "group",
-                        slug,
-                        when,
-                        who,
-                        from_group=detail.get("before"),
-                        to_group=detail.get("after"),
-                    )
-                return Cause(
-                    {SegmentEventKind.RESTORED: "restored", SegmentEventKind.CREATED: "created"}.get(
-                        kind, "rules_changed"
-                    ),
-                    slug,
-                    when,
-                    who,
-                )
-        return Cause("rules_changed", slug, at, actor)
+        kind = next((k for k in self._SEGMENT_KINDS if k in latest), None)
+        if kind is None:
+            return Cause("rules_changed", slug, at, actor)
+        when, who, detail = latest[kind]
+        who = who or actor
+        if kind == SegmentEventKind.ROLLOUT_CHANGED:
+            return Cause(
+                "rollout",
+                slug,
+                when,
+                who,
+                from_percent=detail.get("from_percent"),
+                to_percent=detail.get("to_percent"),
+            )
+        if kind == SegmentEventKind.GROUP_CHANGED:
+            return Cause(
+                "group", slug, when, who, from_group=detail.get("before"), to_group=detail.get("after")
+            )
+        return Cause(self._NAMES.get(kind, "rules_changed"), slug, when, who)
 
 
 def _described(

@@ -453,7 +453,7 @@ def _rows(session: DbSession, report: Report, now: datetime) -> tuple[int, Itera
     p = report.params
     start, end = parse_bound(p["from"], "from"), parse_bound(p["to"], "to")
     if report.kind == ReportKind.USER_HISTORY:
-        entries = history.user_history(session, p["user_id"], start, end, now=now)
+        entries = history.user_history(session, p["user_id"], start, end, now=now, causes=False)
         return (
             len(entries),
             ((e.user_id, e.segment, e.operation, e.occurred_at, e.reason, e.actor) for e in entries),

@@ -79,7 +79,7 @@ from webapp.services.webhooks import outbox
 
 EVENT_COLUMNS = "user_id, segment_id, segment_slug, action, reason, occurred_at, actor, visible"
 RULE_EVENT_COLUMNS = EVENT_COLUMNS + ", cause, cause_at"  # a rule row names its cause (migration 0020)
-TIMES = ("now", "at", "expiry")
+TIMES = ("now", "at", "expiry", "cause_at")
 
 
 @dataclass
@@ -926,7 +926,7 @@ def expire_batch(
 # Does a rule match row written or deleted now move the user's answer? (``reads.rule.MATCH_VISIBLE``)
 _MATCH_EVENTS = _events(
     f"SELECT c.user_id, c.segment_id, s.slug, c.action, 'rule', c.at, :actor, {MATCH_VISIBLE}, "
-    "CAST(:cause AS varchar), CAST(:cause_at AS timestamptz), CAST(NULL AS timestamptz) "
+    "CAST(:cause AS varchar), :cause_at, CAST(NULL AS timestamptz) "
     "FROM c JOIN segments s ON s.id = c.segment_id",
     RULE_EVENT_COLUMNS,
 )
