@@ -147,14 +147,12 @@ def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
         entry = api.get(f"/users/{user}/history").json["items"][-1]
         return entry["operation"], entry["reason"], entry["cause"]
 
-    operation, reason, cause = last(1)
-    assert (operation, reason, cause["kind"], cause["actor"]) == (
-        "added",
-        "rule",
-        "created",
-        ACTOR % "pm@example.com",
-    )
-    assert cause["at"] == activity["created"]["occurred_at"]
+    def said(user, *fields):  # the user's last entry: its operation and reason, then its cause's fields
+        operation, reason, cause = last(user)
+        return (operation, reason, *(cause[f] for f in fields))
+
+    created = activity["created"]["occurred_at"]
+    assert said(1, "kind", "actor", "at") == ("added", "rule", "created", ACTOR % "pm@example.com", created)
 
     # the rules changed by another actor: user 2 (plan paid, country RU) leaves when re-evaluated
     narrower = [{"conditions": [{"trait": "plan", "operator": "str_eq", "value": "gold"}]}]
@@ -163,16 +161,12 @@ def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
     run_operations(db.session)
     edited = api.get("/segments/R_WHY/activity").json["items"][0]
     assert edited["kind"] == "rules_changed"
-    operation, reason, cause = last(2)
-    assert (operation, reason, cause["kind"], cause["actor"], cause["at"]) == (
-        "removed",
-        "rule",
-        "rules_changed",
-        ACTOR % "alice",
-        edited["occurred_at"],
-    )
-    entry_at = api.get("/users/2/history").json["items"][-1]["occurred_at"]
-    assert parse_time(entry_at) > parse_time(cause["at"])  # written when the re-evaluation reached the user
+    removed = ("removed", "rule", "rules_changed", ACTOR % "alice", edited["occurred_at"])
+    assert said(2, "kind", "actor", "at") == removed
+    entry_at = api.get("/users/2/history").json["items"][-1][
+        "occurred_at"
+    ]  # when the operation reached user 2
+    assert parse_time(entry_at) > parse_time(edited["occurred_at"])
 
     # a trait change moves user 2 back in: credited to it, with the keys (never the values)
     assert (
@@ -181,36 +175,18 @@ def test_a_rule_entry_names_the_change_that_caused_it_and_its_actor(api):
         ).status_code
         == 200
     )
-    operation, reason, cause = last(2)
-    assert (operation, reason, cause["kind"], cause["actor"], cause["keys"]) == (
-        "added",
-        "rule",
-        "traits",
-        ACTOR % "crm",
-        ["plan", "tier"],
-    )
+    assert said(2, "kind", "actor", "keys") == ("added", "rule", "traits", ACTOR % "crm", ["plan", "tier"])
     # a percentage change: credited to it, with its percentages
     assert api.patch("/segments/R_WHY", {"rollout_percent": 0}, headers={"X-Actor": "bob"}).status_code == 200
     run_operations(db.session)
-    operation, reason, cause = last(2)
-    assert (operation, cause["kind"], cause["actor"], cause["from_percent"], cause["to_percent"]) == (
-        "removed",
-        "rollout",
-        ACTOR % "bob",
-        100,
-        0,
-    )
+    cut = ("removed", "rule", "rollout", ACTOR % "bob", 100, 0)
+    assert said(2, "kind", "actor", "from_percent", "to_percent") == cut
     # clearing the traits: credited to that change
     assert api.patch("/segments/R_WHY", {"rollout_percent": 100}).status_code == 200
     run_operations(db.session)
     assert api.delete("/users/2/traits", headers={"X-Actor": "privacy"}).status_code in (200, 204)
-    operation, reason, cause = last(2)
-    assert (operation, cause["kind"], cause["actor"], cause["keys"]) == (
-        "removed",
-        "traits",
-        ACTOR % "privacy",
-        ["country", "plan", "tier"],
-    )
+    cleared = ("removed", "rule", "traits", ACTOR % "privacy", ["country", "plan", "tier"])
+    assert said(2, "kind", "actor", "keys") == cleared
     # a move into an exclusion group at 50%: the group's buckets decide now, credited to the move
     gold = {"traits": {"plan": "gold"}}
     assert all(api.put(f"/users/{u}/traits", gold).status_code == 200 for u in range(10, 50))
