@@ -43,6 +43,9 @@ def test_the_openapi_document_describes_the_routes_and_their_codes(client):
     cause = next(v for k, v in schemas.items() if k.endswith(".CauseOut"))
     assert set(cause["properties"]["kind"]["enum"]) == {
         "change",
+        "traits",
+        "rules_changed",
+        "created",
         "rollout",
         "group",
         "schedule",
