@@ -27,15 +27,11 @@ def cause_html(entry: Any) -> Markup:
     if cause is None or cause.kind == "change":
         return escape(reason + (f" · {actor}" if actor else ""))
     who = cause.actor if cause.actor and cause.actor != "system" else "the system"
-    if cause.kind == "traits":  # a rule row of a trait change: its keys, linking to the user's traits
-        what = f"traits {', '.join(cause.keys)} changed" if cause.keys else "traits cleared"
-        href = url_for("web.show_user", user_id=entry.user_id) + "#user-traits"
-        return Markup(
-            'rule · <a class="cause" data-cause="traits" href="{href}">{what}</a> by {who} at {at}'
-        ).format(href=href, what=what, who=who, at=utc(cause.at))
     own = cause.segment == entry.segment
     whose = "" if own else f"{cause.segment}'s "
-    if cause.kind == "rollout":
+    if cause.kind == "traits":  # a rule row of a trait change: its keys (never values)
+        what = f"traits {', '.join(cause.keys)} changed" if cause.keys else "traits cleared"
+    elif cause.kind == "rollout":
         what = f"{whose}rollout {_pct(cause.from_percent)} → {_pct(cause.to_percent)}"
     elif cause.kind == "schedule":
         what = f"{whose}scheduled rollout {_pct(cause.from_percent)} → {_pct(cause.to_percent)}"
@@ -58,11 +54,14 @@ def cause_html(entry: Any) -> Markup:
         what = f"{cause.segment} deleted"
     else:  # restored
         what = f"{cause.segment} restored"
-    href = url_for("web.show_segment", slug=cause.segment) + (
-        "#segment-activity"
-        if cause.kind in ("rollout", "schedule", "group", "rules_changed", "created")
-        else ""
-    )
+    if cause.kind == "traits":  # (the user's own traits, on this page)
+        href = url_for("web.show_user", user_id=entry.user_id) + "#user-traits"
+    else:
+        href = url_for("web.show_segment", slug=cause.segment) + (
+            "#segment-activity"
+            if cause.kind in ("rollout", "schedule", "group", "rules_changed", "created")
+            else ""
+        )
     prefix = "rule · " if entry.reason == "rule" else ""  # a re-evaluation reached the user later
     return Markup(
         '{prefix}<a class="cause" data-cause="{kind}" href="{href}">{what}</a> by {who} at {at}'
