@@ -19,6 +19,8 @@ pytestmark = pytest.mark.browser
 MOBILE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
 BERLIN = ZoneInfo("Europe/Berlin")
+# Swagger UI fetches and renders the whole spec; on a loaded 2-core CI that took over 5 s once.
+SWAGGER = 20_000
 
 
 @pytest.fixture
@@ -141,7 +143,7 @@ def test_api_docs_page_has_the_dashboards_header_and_a_way_back(page, live_serve
         page.goto(live_server + "/api/docs")
         header = page.locator("header.top")
         expect(header.get_by_role("link", name="API")).to_have_attribute("aria-current", "page")
-        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments", timeout=SWAGGER)
         assert (
             page.evaluate("() => document.querySelector('header.top').getBoundingClientRect().right")
             <= size["width"]
@@ -150,13 +152,13 @@ def test_api_docs_page_has_the_dashboards_header_and_a_way_back(page, live_serve
         header.get_by_role("link", name="← Back to the dashboard").click()
         expect(page).to_have_url(live_server + "/")
         page.go_back()
-        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments", timeout=SWAGGER)
         page.go_forward()
         expect(page).to_have_url(live_server + "/")
         page.locator("header.top nav").get_by_role(
             "link", name="API"
         ).click()  # and in again, from the dashboard
-        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Segments", timeout=SWAGGER)
     page.set_viewport_size(DESKTOP)
 
 
