@@ -1127,7 +1127,8 @@ def bench_others(
     """Each big operation of ``size`` ids (add, replace, remove, delete a segment, purge, report)
     with other clients running (class Others): their p99 against their idle p99, 5xx, the hot
     read's p99, and peak RSS of the web workers and of the worker's processes. ``settings``: env
-    for the app and worker (BULK_CHUNK, BULK_PAUSE_MS) when comparing them (the trade-off)."""
+    for the app and worker (BULK_CHUNK, BULK_PAUSE_MS, BULK_PAUSE_RATIO) when comparing them (the
+    trade-off: the chunked operations and the purge)."""
     port = tools.free_port()
     # (the clients share one address: the per-address write limit would refuse them, and the
     # operations' own requests, as it would not refuse that many real clients)
@@ -1185,18 +1186,8 @@ def bench_others(
                 bulk("DELETE", "/api/v1/segments/OTHERS_DEL", None),
                 rss_text,
             )
-            if chunked_only:  # (the trade-off: BULK_CHUNK and BULK_PAUSE_MS change nothing below)
-                return timings
             with engine.begin() as conn:
                 _seed_expired(conn, "OTHERS_TTL", 50_000_000, size)
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
-                        "SELECT 30000000 + g % 500000, 1, 'OTHERS_REPORT', 'added', 'api', "
-                        "'2025-03-01'::timestamptz + (g * interval '2 seconds'), 'bench' FROM generate_series(1, :n) g"
-                    ),
-                    {"n": size},
-                )
             with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("VACUUM ANALYZE"))
             timings["purge"] = others.measure(
@@ -1209,12 +1200,26 @@ def bench_others(
                 ),
                 rss_text,
             )
+            if chunked_only:  # (the trade-off: the pacing settings change nothing below)
+                return timings
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO membership_events (user_id, segment_id, segment_slug, action, reason, occurred_at, actor) "
+                        "SELECT 30000000 + g % 500000, 1, 'OTHERS_REPORT', 'added', 'api', "
+                        "'2025-03-01'::timestamptz + (g * interval '2 seconds'), 'bench' FROM generate_series(1, :n) g"
+                    ),
+                    {"n": size},
+                )
+                conn.execute(sa.text("ANALYZE membership_events"))
             timings["report"] = others.measure(
                 f"a report of {size:,} history rows" + label,
                 child(
                     "from webapp import create_app\nfrom webapp.platform.extensions import db\n"
                     "from webapp.services.history import reports\nfrom webapp.jobs.tasks import generate_report\n"
-                    "app = create_app()\nwith app.app_context():\n"
+                    "app = create_app()\n"
+                    "reports.enqueue_report = lambda report: None  # (this child runs it: none for the worker)\n"
+                    "with app.app_context():\n"
                     "    r = reports.request_report(db.session, period='2025-03')\n    db.session.commit()\n"
                     "    import time\n    t = time.perf_counter()\n    generate_report(str(r.id))\n"
                     "    print(t, time.perf_counter())"
@@ -1222,6 +1227,12 @@ def bench_others(
                 rss_text,
             )
     return timings
+
+
+def _pacing(setting: str) -> tuple[int, int, float]:
+    """A --tradeoff setting, BULK_CHUNK:BULK_PAUSE_MS[:BULK_PAUSE_RATIO]."""
+    chunk, pause, *ratio = setting.split(":")
+    return int(chunk), int(pause), float(ratio[0]) if ratio else 0.0
 
 
 def bench_others_alone(engine, env, size: int) -> None:
@@ -2622,10 +2633,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--tradeoff",
-        type=lambda text: [tuple(int(x) for x in pair.split(":")) for pair in text.split(",")],
+        type=lambda text: [_pacing(setting) for setting in text.split(",")],
         default=[],
-        help="the others section's chunked operations again for each BULK_CHUNK:BULK_PAUSE_MS pair "
-        "(e.g. 1000:0,5000:20), after the bulk section if it runs (--only '' for these alone)",
+        help="the others section's chunked operations and purge again for each "
+        "BULK_CHUNK:BULK_PAUSE_MS[:BULK_PAUSE_RATIO] setting (e.g. 1000:0,5000:20,5000:0:1), after "
+        "the bulk section if it runs (--only '' for these alone)",
     )
     args = parser.parse_args()
     sections = set(args.only.split(","))
@@ -2680,15 +2692,15 @@ def main() -> None:
             engine = fresh_database(env)
             timed_section("others", lambda: bench_others_alone(engine, env, size))
             engine.dispose()
-        for chunk, pause in args.tradeoff:  # the chunked operations again, other settings
+        for chunk, pause, ratio in args.tradeoff:  # the chunked operations again, other settings
             timed_section(
-                f"others, BULK_CHUNK={chunk} BULK_PAUSE_MS={pause}",
-                lambda c=chunk, p=pause: bench_others(
+                f"others, BULK_CHUNK={chunk} BULK_PAUSE_MS={pause} BULK_PAUSE_RATIO={ratio:g}",
+                lambda c=chunk, p=pause, r=ratio: bench_others(
                     fresh_database(env),
                     env,
                     size,
-                    {"BULK_CHUNK": str(c), "BULK_PAUSE_MS": str(p)},
-                    f" [chunk {c:,}, pause {p} ms]",
+                    {"BULK_CHUNK": str(c), "BULK_PAUSE_MS": str(p), "BULK_PAUSE_RATIO": f"{r:g}"},
+                    f" [chunk {c:,}, pause {p} ms, ratio {r:g}]",
                     chunked_only=True,
                 ),
             )

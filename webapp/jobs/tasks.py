@@ -151,6 +151,30 @@ def _report_finished_event(report: Report, rows: int, at: datetime) -> None:
     )
 
 
+class Pacing:
+    """Others' turn between a background loop's committed chunks (a bulk operation's, the
+    purge's): after each, a pause of ``fixed`` seconds or ``ratio`` times the chunk's own time,
+    whichever is longer (BULK_PAUSE_MS, BULK_PAUSE_RATIO: docs/configuration.md). A ratio keeps
+    the loop's share of the machine the same whatever a chunk costs: 1 leaves it half the time."""
+
+    def __init__(self, fixed: float, ratio: float) -> None:
+        self.fixed, self.ratio = max(0.0, fixed), max(0.0, ratio)
+        self.started = time.perf_counter()
+
+    @classmethod
+    def configured(cls) -> Pacing:
+        config = current_app.config
+        return cls(config.get("BULK_PAUSE_MS", 0) / 1000, config.get("BULK_PAUSE_RATIO", 0.0))
+
+    def rest(self) -> float:
+        """Pause after a chunk just committed (timed since the last rest); returns the pause."""
+        pause = max(self.fixed, self.ratio * (time.perf_counter() - self.started))
+        if pause:
+            time.sleep(pause)
+        self.started = time.perf_counter()
+        return pause
+
+
 @timed_job("bulk_operation")
 @one_run_at_a_time(bulk.operation_job_id)
 def run_bulk_operation(operation_id: str) -> int:
@@ -166,11 +190,10 @@ def run_bulk_operation(operation_id: str) -> int:
     try:
         bulk.analyse_staged(db.session, operation)
         db.session.commit()
-        pause = current_app.config.get("BULK_PAUSE_MS", 0) / 1000
+        pacing = Pacing.configured()
         while runner.run_chunk(db.session, operation):
             db.session.commit()
-            if pause:  # others' turn (BULK_PAUSE_MS: docs/configuration.md)
-                time.sleep(pause)
+            pacing.rest()
         runner.finish(db.session, operation)
         db.session.commit()
     except Exception as exc:
@@ -263,7 +286,7 @@ def purge_expired(now: datetime | None = None, batch_size: int | None = None) ->
     whether or not a row was purged)."""
     now = now or utcnow()
     batch_size = batch_size or current_app.config["EXPIRY_BATCH_SIZE"]
-    total = 0
+    total, pacing = 0, Pacing.configured()
     while True:
         removed = membership_store.expire_batch(db.session, now, batch_size)
         db.session.commit()
@@ -271,6 +294,7 @@ def purge_expired(now: datetime | None = None, batch_size: int | None = None) ->
         if removed == 0:
             purge_done(total)
             return total
+        pacing.rest()
 
 
 def purge_restorable(now: datetime | None = None) -> int:
