@@ -52,12 +52,13 @@ class Config:
     REPLICA_RETRY_SECONDS = float(os.environ.get("REPLICA_RETRY_SECONDS", "5"))
     REPORTS_DIR = os.environ.get("REPORTS_DIR", str(INSTANCE / "reports"))
     REPORT_RETENTION_DAYS = _env_int("REPORT_RETENTION_DAYS", 7)
-    # Background bulk operations (webapp/services/membership/bulk.py): ids per chunk (0: the
-    # built-in 5,000) and a pause after each chunk's commit, others' turn: BULK_PAUSE_MS, or
-    # BULK_PAUSE_RATIO times the chunk's own time when that is longer (docs/configuration.md).
+    # Background membership operations (webapp/services/membership/bulk.py) and the purge: ids
+    # per chunk (0: the built-in 2,000) and a pause after each chunk's commit, others' turn:
+    # BULK_PAUSE_MS, or BULK_PAUSE_RATIO times the chunk's own time when that is longer (the
+    # default, 1: the operation has the machine half the time; docs/configuration.md).
     BULK_CHUNK = _env_int("BULK_CHUNK", 0)
     BULK_PAUSE_MS = _env_int("BULK_PAUSE_MS", 0)
-    BULK_PAUSE_RATIO = float(os.environ.get("BULK_PAUSE_RATIO", "0"))
+    BULK_PAUSE_RATIO = float(os.environ.get("BULK_PAUSE_RATIO", "1"))
     REPORT_PROGRESS_MS = _env_int("REPORT_PROGRESS_MS", 1000)
     # Months of membership history kept: the nightly job drops each monthly partition of
     # membership_events once its whole month is older than this. 0 = keep forever.

@@ -62,7 +62,7 @@ from webapp.services.segments.lifecycle import get_live_segment
 from webapp.services.segments.rollout_state import require_version
 
 SYNC_LIMIT = 10_000  # ids (and, for a replace, members leaving) done within the request
-CHUNK = 5_000  # ids (or rows) per transaction of an operation, unless BULK_CHUNK says otherwise
+CHUNK = 2_000  # ids (or rows) per transaction of an operation, unless BULK_CHUNK says otherwise
 
 
 def chunk_size() -> int:
