@@ -5,7 +5,7 @@ committed chunk."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -72,13 +72,8 @@ def test_the_purge_rests_after_every_batch_by_the_fixed_pause(app, committed_db,
     segment = create_segment(committed_db, "PACED_TTL")
     committed_db.commit()
     now = datetime.now(UTC)
-    committed_db.execute(
-        sa.text(
-            "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) "
-            "SELECT g, :s, :now - interval '2 days', :now - interval '1 day' FROM generate_series(1, 2500) g"
-        ),
-        {"s": segment.id, "now": now},
-    )
+    expired = "INSERT INTO memberships (user_id, segment_id, added_at, expires_at) SELECT g, :s, :at, :at FROM generate_series(1, 2500) g"
+    committed_db.execute(sa.text(expired), {"s": segment.id, "at": now - timedelta(days=1)})
     committed_db.commit()
     taken = _rests(monkeypatch)
     assert purge_expired(now=now, batch_size=1_000) == 2_500
