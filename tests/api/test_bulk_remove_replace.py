@@ -385,7 +385,8 @@ def test_members_added_by_others_while_a_replace_runs_are_kept(redis_app, commit
     assert members("REP_RACE") == [1, 2, 500_000]
 
 
-def test_an_interrupted_replace_resumes_at_its_cursor_in_either_pass(redis_app, committed_db):
+def test_an_interrupted_replace_resumes_at_its_cursor_in_either_pass(redis_app, committed_db, monkeypatch):
+    monkeypatch.setitem(redis_app.config, "BULK_CHUNK", 5_000)  # (the chunk counts below)
     client = redis_app.test_client()
     client.post("/api/v1/segments", json={"slug": "REP_RESUME"})
     load_members("REP_RESUME", range(1, 20_001, 2))  # 10,000 odd ids
