@@ -1001,7 +1001,8 @@ class Others:
     def __init__(self, base: str, segments: tuple[str, str], users: int, engine=None) -> None:
         self.base, self.segments, self.users, self.engine = base, segments, users, engine
         self.samples: list[tuple[float, float, str, int]] = []  # (finished at, seconds, kind, status)
-        self.waits: list[tuple[float, int]] = []  # (at, backends waiting for an advisory lock)
+        # (at, backends waiting for an advisory lock, autovacuum workers in the database)
+        self.waits: list[tuple[float, int, int]] = []
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(OTHERS_CLIENTS)
@@ -1031,23 +1032,34 @@ class Others:
 
     def _lock_waits(self) -> None:
         """Every 10 ms: how many backends wait for an advisory lock (the segments' bulk locks:
-        a per-user write waiting out a chunk; the operation's own chunk waiting for a write)."""
+        a per-user write waiting out a chunk; the operation's own chunk waiting for a write),
+        and how many autovacuum workers run in the database (the dead rows an operation leaves
+        are vacuumed meanwhile, on the same cores)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             query = sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND wait_event = 'advisory' AND datname = current_database()"
+                "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'), "
+                "count(*) FILTER (WHERE backend_type = 'autovacuum worker') "
+                "FROM pg_stat_activity WHERE datname = current_database()"
             )
             while not self.stop.is_set():
-                self.waits.append((time.perf_counter(), int(conn.scalar(query) or 0)))
+                waiting, vacuuming = conn.execute(query).one()
+                self.waits.append((time.perf_counter(), int(waiting or 0), int(vacuuming or 0)))
                 time.sleep(0.01)
 
     def waited(self, start: float, end: float) -> str:
-        """The share of samples in [start, end] with a backend waiting for an advisory lock."""
-        mine = [n for at, n in self.waits if start <= at <= end]
+        """The share of samples in [start, end] with a backend waiting for an advisory lock, and
+        with an autovacuum worker running."""
+        mine = [(n, v) for at, n, v in self.waits if start <= at <= end]
         if not mine:
             return ""
-        return f"; advisory lock waits in {100 * sum(1 for n in mine if n) / len(mine):.1f}% of {len(mine)} samples"
+        share = {
+            what: 100 * sum(1 for sample in mine if sample[i]) / len(mine) for i, what in enumerate("nv")
+        }
+        return (
+            f"; advisory lock waits in {share['n']:.1f}% of {len(mine)} samples, "
+            f"autovacuum in {share['v']:.1f}%"
+        )
 
     def _hot(self) -> None:
         rng = random.Random(99)
