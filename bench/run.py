@@ -1053,13 +1053,9 @@ class Others:
         mine = [(n, v) for at, n, v in self.waits if start <= at <= end]
         if not mine:
             return ""
-        share = {
-            what: 100 * sum(1 for sample in mine if sample[i]) / len(mine) for i, what in enumerate("nv")
-        }
-        return (
-            f"; advisory lock waits in {share['n']:.1f}% of {len(mine)} samples, "
-            f"autovacuum in {share['v']:.1f}%"
-        )
+        waits = 100 * sum(1 for n, _ in mine if n) / len(mine)
+        vacuum = 100 * sum(1 for _, v in mine if v) / len(mine)
+        return f"; advisory lock waits in {waits:.1f}% of {len(mine)} samples, autovacuum in {vacuum:.1f}%"
 
     def _hot(self) -> None:
         rng = random.Random(99)
