@@ -11,7 +11,9 @@ import sqlalchemy as sa
 
 from webapp.jobs.tasks import Pacing, purge_expired, run_bulk_operation
 from webapp.models import BulkOperation
-from webapp.services.membership import bulk
+from webapp.models.enums import OperationKind
+from webapp.services.membership import bulk, rules
+from webapp.services.segments import rollout_state
 from webapp.services.segments.lifecycle import create_segment
 
 
@@ -83,10 +85,6 @@ def test_the_purge_rests_after_every_batch_by_the_fixed_pause(app, committed_db,
 def test_a_re_evaluation_runs_unpaced_whatever_the_settings(app, committed_db, monkeypatch):
     """The pacing is the membership operations' and the purge's: a re-evaluation (its own chunks)
     takes no pause even with both settings up."""
-    from webapp.models.enums import OperationKind
-    from webapp.services.membership import rules
-    from webapp.services.segments import rollout_state
-
     monkeypatch.setattr(rollout_state, "enqueue_after_commit", lambda *args, **kwargs: None)  # (run here)
     monkeypatch.setattr(rules, "CHUNK", 2)
     monkeypatch.setitem(app.config, "BULK_PAUSE_MS", 500)

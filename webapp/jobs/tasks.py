@@ -151,20 +151,6 @@ def _report_finished_event(report: Report, rows: int, at: datetime) -> None:
     )
 
 
-# The operations paced (and sized by BULK_CHUNK): the membership ones. A trait import and a
-# re-evaluation have chunks of their own and run unpaced: others' reads stay within 2x of idle
-# during a 1M-user re-evaluation without a pause (docs/performance.md, "rules (issue 29 ...)")
-PACED = frozenset(
-    {
-        OperationKind.BULK_ADD,
-        OperationKind.BULK_REMOVE,
-        OperationKind.BULK_REPLACE,
-        OperationKind.DELETE_SEGMENT,
-        OperationKind.RESTORE_SEGMENT,
-    }
-)
-
-
 class Pacing:
     """Others' turn between a background loop's committed chunks (a membership operation's, the
     purge's): after each, a pause of ``fixed`` seconds or ``ratio`` times the chunk's own time,
@@ -178,7 +164,7 @@ class Pacing:
     @classmethod
     def configured(cls) -> Pacing:
         config = current_app.config
-        return cls(config.get("BULK_PAUSE_MS", 0) / 1000, config.get("BULK_PAUSE_RATIO", 0.0))
+        return cls(config["BULK_PAUSE_MS"] / 1000, config["BULK_PAUSE_RATIO"])
 
     def rest(self) -> float:
         """Pause after a chunk just committed (timed since the last rest); returns the pause."""
@@ -204,7 +190,7 @@ def run_bulk_operation(operation_id: str) -> int:
     try:
         bulk.analyse_staged(db.session, operation)
         db.session.commit()
-        pacing = Pacing.configured() if operation.kind in PACED else Pacing(0.0, 0.0)
+        pacing = Pacing.configured() if operation.kind in bulk.PACED_KINDS else Pacing(0.0, 0.0)
         while runner.run_chunk(db.session, operation):
             db.session.commit()
             pacing.rest()

@@ -675,6 +675,11 @@ def get_operation(session: DbSession, operation_id: str) -> BulkOperation:
 
 
 STAGED_KINDS = (OperationKind.BULK_ADD, OperationKind.BULK_REMOVE, OperationKind.BULK_REPLACE)
+# The kinds whose chunks are BULK_CHUNK in size (run_chunk, chunk_size), and which the job paces
+# (webapp/jobs/tasks.py, Pacing). A trait import and a re-evaluation have chunks of their own and
+# run unpaced: others' reads stay within 2x of idle during a 1M-user re-evaluation without a
+# pause (docs/performance.md, "rules (issue 29 ...)").
+PACED_KINDS = frozenset({*STAGED_KINDS, OperationKind.DELETE_SEGMENT, OperationKind.RESTORE_SEGMENT})
 
 
 def analyse_staged(session: DbSession, operation: BulkOperation) -> None:
